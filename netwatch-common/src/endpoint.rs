@@ -1,0 +1,171 @@
+//! Per-endpoint policy and the prefix tables it refers to.
+//!
+//! `ENDPOINTS` maps the host-side veth ifindex to an [`EndpointPolicy`].
+//! The policy's `scope` selects this endpoint's entries in the LPM tries
+//! (`NET_V4`/`NET_V6`: the network's own prefixes; `ALLOW_V4`/`ALLOW_V6`:
+//! allow-listed prefixes with their port rules): a trie key is the scope
+//! followed by the address, and its prefix length is 32 + the CIDR length, so
+//! one trie serves every endpoint without entries of one leaking into another.
+
+use crate::{assert_layout, user_pod};
+
+/// Bits of [`EndpointPolicy::flags`].
+pub mod policy_flags {
+    /// Drop what the policy does not allow. Without it the endpoint is only
+    /// observed: every packet is forwarded and recorded.
+    pub const ENFORCE: u32 = 1 << 0;
+    /// The network opted in to reaching the host gateway (and being reached
+    /// from it).
+    pub const GATEWAY_ACCESS: u32 = 1 << 1;
+    /// `ipv4`/`gateway_v4` are set.
+    pub const HAS_IPV4: u32 = 1 << 2;
+    /// `ipv6`/`gateway_v6` are set.
+    pub const HAS_IPV6: u32 = 1 << 3;
+    /// Every defined bit; the agent refuses to write others.
+    pub const ALL: u32 = ENFORCE | GATEWAY_ACCESS | HAS_IPV4 | HAS_IPV6;
+}
+
+/// The policy of one container endpoint, keyed by its host-side veth ifindex
+/// in `ENDPOINTS`. Addresses are in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointPolicy {
+    /// [`policy_flags`] bits.
+    pub flags: u32,
+    /// Selects this endpoint's entries in the NET and ALLOW tries.
+    pub scope: u32,
+    pub ipv4: [u8; 4],
+    pub gateway_v4: [u8; 4],
+    pub ipv6: [u8; 16],
+    pub gateway_v6: [u8; 16],
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+assert_layout!(EndpointPolicy, size = 56, align = 4);
+
+impl EndpointPolicy {
+    pub const fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// LPM trie key data for IPv4: scope then address. Prefix length = 32 + CIDR bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ScopedV4 {
+    /// The scope in big-endian byte order (any fixed order works since it is
+    /// always matched in full; big-endian keeps `bpftool map dump` readable).
+    pub scope: [u8; 4],
+    pub addr: [u8; 4],
+}
+assert_layout!(ScopedV4, size = 8, align = 1);
+
+/// LPM trie key data for IPv6: scope then address. Prefix length = 32 + CIDR bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ScopedV6 {
+    pub scope: [u8; 4],
+    pub addr: [u8; 16],
+}
+assert_layout!(ScopedV6, size = 20, align = 1);
+
+/// Bits of the trie key taken by the scope.
+pub const SCOPE_BITS: u32 = 32;
+
+/// Value of a NET trie entry (presence is what matters).
+pub const NET_MEMBER: u32 = 1;
+
+/// One `[:port[/proto]]` part of an allow-list entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortRule {
+    /// IP protocol number; 0 = any protocol.
+    pub proto: u8,
+    pub _pad: u8,
+    /// Remote port in host byte order; 0 = any port. Only TCP and UDP carry
+    /// ports, so a rule with a port never matches other protocols or
+    /// non-first fragments.
+    pub port: u16,
+}
+assert_layout!(PortRule, size = 4, align = 2);
+
+/// Most port rules one allow-listed prefix can carry.
+pub const MAX_PORT_RULES: usize = 8;
+
+/// Value of an ALLOW trie entry.
+///
+/// An LPM lookup returns only the longest matching prefix, so the policy
+/// compiler stores in each prefix the rules of every shorter prefix that
+/// covers it: the kernel then needs exactly one lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllowRules {
+    /// Number of valid entries in `rules`.
+    pub count: u32,
+    pub rules: [PortRule; MAX_PORT_RULES],
+}
+assert_layout!(AllowRules, size = 36, align = 4);
+
+impl AllowRules {
+    /// Whether a packet of `proto` whose remote port is `port` (None when the
+    /// packet carries no port) matches one of the rules.
+    #[inline(always)]
+    pub fn matches(&self, proto: u8, port: Option<u16>) -> bool {
+        let mut i = 0;
+        while i < MAX_PORT_RULES {
+            if (i as u32) < self.count {
+                let rule = &self.rules[i];
+                if port_rule_matches(rule, proto, port) {
+                    return true;
+                }
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+/// The matching rule for one allow-list port rule, shared by the kernel (over
+/// compiled trie entries) and the reference model (over the rules as written).
+#[inline(always)]
+pub fn port_rule_matches(rule: &PortRule, proto: u8, port: Option<u16>) -> bool {
+    let proto_ok = rule.proto == 0 || rule.proto == proto;
+    let port_ok = rule.port == 0 || port == Some(rule.port);
+    proto_ok && port_ok
+}
+
+/// Global datapath settings, the single entry of the `CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DatapathConfig {
+    /// How often an active flow is exported to the ring buffer; 0 = default.
+    pub export_interval_ns: u64,
+    /// Least time between two drop records of one flow; 0 = default.
+    pub drop_report_interval_ns: u64,
+}
+assert_layout!(DatapathConfig, size = 16, align = 8);
+
+/// Default active-flow export interval.
+pub const DEFAULT_EXPORT_INTERVAL_NS: u64 = 10_000_000_000;
+/// Default least time between two drop records of one flow.
+pub const DEFAULT_DROP_REPORT_INTERVAL_NS: u64 = 1_000_000_000;
+
+impl DatapathConfig {
+    pub const fn export_interval(&self) -> u64 {
+        if self.export_interval_ns == 0 {
+            DEFAULT_EXPORT_INTERVAL_NS
+        } else {
+            self.export_interval_ns
+        }
+    }
+
+    pub const fn drop_report_interval(&self) -> u64 {
+        if self.drop_report_interval_ns == 0 {
+            DEFAULT_DROP_REPORT_INTERVAL_NS
+        } else {
+            self.drop_report_interval_ns
+        }
+    }
+}
+
+user_pod!(EndpointPolicy, ScopedV4, ScopedV6, PortRule, AllowRules, DatapathConfig);

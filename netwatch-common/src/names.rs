@@ -1,0 +1,52 @@
+//! Names of programs and maps, shared so that user space never spells them.
+//!
+//! Minimum kernels: TCX attachment 6.6; ring buffer 5.8; LPM trie 4.11;
+//! LRU hash 4.10; per-CPU array 4.6; XDP 4.8. The programs themselves use
+//! bounded loops (5.3).
+
+/// TC program for traffic sent by the container (host veth ingress).
+pub const PROG_FROM_CONTAINER: &str = "from_container";
+/// TC program for traffic delivered to the container (host veth egress).
+pub const PROG_TO_CONTAINER: &str = "to_container";
+/// XDP program for the host uplink.
+pub const PROG_UPLINK: &str = "uplink";
+
+/// `HashMap<u32 ifindex, EndpointPolicy>`.
+pub const MAP_ENDPOINTS: &str = "ENDPOINTS";
+/// `LpmTrie<ScopedV4, u32>`: the network's own IPv4 prefixes per scope.
+pub const MAP_NET_V4: &str = "NET_V4";
+/// `LpmTrie<ScopedV6, u32>`.
+pub const MAP_NET_V6: &str = "NET_V6";
+/// `LpmTrie<ScopedV4, AllowRules>`: allow-listed IPv4 prefixes per scope.
+pub const MAP_ALLOW_V4: &str = "ALLOW_V4";
+/// `LpmTrie<ScopedV6, AllowRules>`.
+pub const MAP_ALLOW_V6: &str = "ALLOW_V6";
+/// `HashMap<[u8; 4], u32>`: the host's own IPv4 addresses.
+pub const MAP_HOST_V4: &str = "HOST_V4";
+/// `HashMap<[u8; 16], u32>`: the host's own IPv6 addresses.
+pub const MAP_HOST_V6: &str = "HOST_V6";
+/// `LruHashMap<FlowKey, FlowStats>`.
+pub const MAP_FLOWS: &str = "FLOWS";
+/// Ring buffer of `FlowEvent`s.
+pub const MAP_EVENTS: &str = "EVENTS";
+/// `PerCpuArray<u64>` indexed by `DropReason`; index 0 counts forwarded packets.
+pub const MAP_VERDICT_COUNTERS: &str = "VERDICT_COUNTERS";
+/// `PerCpuArray<u64>` indexed by `DropReason`, for the uplink program;
+/// index 0 counts passed packets.
+pub const MAP_UPLINK_COUNTERS: &str = "UPLINK_COUNTERS";
+/// `PerCpuArray<u64>` with one entry: ring buffer reservations that failed.
+pub const MAP_RINGBUF_LOST: &str = "RINGBUF_LOST";
+/// `Array<DatapathConfig>` with one entry.
+pub const MAP_CONFIG: &str = "CONFIG";
+/// `LpmTrie<[u8; 4], u32>` (prefix length = CIDR bits): prefixes the uplink protects.
+pub const MAP_PROTECTED_V4: &str = "PROTECTED_V4";
+/// `LpmTrie<[u8; 16], u32>`.
+pub const MAP_PROTECTED_V6: &str = "PROTECTED_V6";
+
+/// Size of the ring buffer in bytes (a power of two and page multiple).
+pub const EVENTS_BYTES: u32 = 1 << 20;
+/// Default capacity of the flow table.
+pub const FLOWS_MAX_ENTRIES: u32 = 65_536;
+pub const ENDPOINTS_MAX_ENTRIES: u32 = 4_096;
+pub const PREFIX_MAX_ENTRIES: u32 = 16_384;
+pub const HOST_ADDR_MAX_ENTRIES: u32 = 1_024;

@@ -1,0 +1,1 @@
+//! netwatch: eBPF network isolation enforcer and traffic observer for Docker hosts.
