@@ -1,1 +1,124 @@
-fn main() {}
+//! netwatch's developer tasks: `cargo xtask <setup|build|test|bench|run>`.
+//!
+//! This file only parses the command line and dispatches; each subcommand
+//! lives in its own module.
+
+mod bench;
+mod build;
+mod cmd;
+mod host;
+mod run;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd::CommandFailed;
+
+/// Developer tasks for netwatch. Every external command is echoed as
+/// `+ command` before it runs; a failure names the command and its exit code.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    /// Also echo the read-only probes (dpkg-query, rustup component list, …).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing netwatch needs; idempotent.
+    ///
+    /// One line per step (ok / installed / warning / SKIPPED / FAILED):
+    /// the nightly toolchain and its rust-src component; bpf-linker 0.13.0
+    /// built against the nightly's own libLLVM (rebuilt when the nightly's
+    /// LLVM changes; stamp in ~/.cache/netwatch/bpf-linker.stamp); bpffs at
+    /// /sys/fs/bpf; the Debian packages the tests use (iproute2, bpftool,
+    /// iperf3, tcpdump, busybox-static, docker.io, docker-compose, python3).
+    /// Mounting bpffs and apt-get need root: without root those steps only
+    /// check, and setup exits non-zero if they have work left. Downloads are
+    /// retried 3 times with backoff. Takes well under 2 s when everything is
+    /// present. Setup itself never starts dockerd.
+    Setup,
+
+    /// Release build of the workspace, kernel programs included.
+    ///
+    /// Runs the toolchain part of `setup` first (quiet; it installs only
+    /// what is missing), then `cargo build --release [ARGS]`.
+    Build {
+        /// Extra arguments for `cargo build`, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+
+    /// Run every check and test: the command CI runs (needs root).
+    ///
+    /// In order, stopping at the first failure: `setup` (quiet, installs only
+    /// what is missing); `cargo fmt --all -- --check`; `cargo clippy
+    /// --workspace --exclude netwatch-ebpf --all-targets -- -D warnings`;
+    /// clippy for netwatch-ebpf on bpfel-unknown-none with the nightly
+    /// (target dir target/ebpf-clippy); `cargo test --workspace --exclude
+    /// netwatch-ebpf --release [ARGS]` (the kernel crate only builds for the
+    /// BPF target; the tests run its programs through BPF_PROG_TEST_RUN).
+    /// Prints the time of each stage and the total.
+    ///
+    /// Example: `cargo xtask test -- -p netwatch-tests -- --nocapture`
+    Test {
+        /// Extra arguments for `cargo test`, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+
+    /// Run a benchmark (needs root).
+    ///
+    /// `datapath`: ns/packet of the kernel programs through BPF_PROG_TEST_RUN
+    /// (`cargo run --release -p netwatch-tests --bin bench-datapath -- [ARGS]`).
+    Bench {
+        /// Which benchmark: datapath.
+        what: String,
+        /// Extra arguments for the benchmark binary, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+
+    /// Build and run netwatch (release) with the given arguments.
+    ///
+    /// Runs the toolchain part of `setup` first, then `cargo run --release
+    /// -p netwatch -- ARGS`; netwatch's exit code becomes ours.
+    ///
+    /// Example: `cargo xtask run -- --help`
+    Run {
+        /// Arguments for netwatch.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cmd::set_verbose(cli.verbose);
+    let result = match &cli.command {
+        Task::Setup => setup::run(setup::Scope::Full, false),
+        Task::Build { args } => build::run(args),
+        Task::Test { args } => test::run(args),
+        Task::Bench { what, args } => bench::run(what, args),
+        Task::Run { args } => run::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            // Hand on a failed command's exit code (e.g. netwatch's own).
+            let code = e
+                .chain()
+                .find_map(|cause| cause.downcast_ref::<CommandFailed>())
+                .map_or(1, CommandFailed::exit_code);
+            ExitCode::from(u8::try_from(code).ok().filter(|&c| c != 0).unwrap_or(1))
+        }
+    }
+}

@@ -1,0 +1,561 @@
+//! `cargo xtask setup`: install what building and testing netwatch needs.
+//!
+//! Idempotent, and cheap when everything is present (a handful of probes,
+//! well under 2 s), so `build`, `test`, `bench` and `run` call it every time
+//! in quiet mode: it prints nothing but a summary unless it has work to do.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+use crate::cmd::Cmd;
+use crate::host;
+
+/// bpf-linker release to build; 0.13.0 offers the `llvm-21`, `llvm-22` and
+/// `llvm-23` features.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const BPF_LINKER_LLVM_MAJORS: std::ops::RangeInclusive<u32> = 21..=23;
+
+/// How often a step that talks to a mirror or crates.io is retried after its
+/// first attempt fails (with 2 s, 4 s, 8 s backoff).
+const RETRIES: u32 = 3;
+
+/// TCX needs Linux 6.6; older kernels get netlink clsact (see DESIGN.md).
+const TCX_KERNEL: (u32, u32) = (6, 6);
+
+/// Debian packages the tests and benchmarks need, each with why.
+const PACKAGES: &[(&str, &str)] = &[
+    // `ip netns`, veth pairs, bridges and `ip route get` in the namespace tests.
+    (
+        "iproute2",
+        "namespaces, veths and bridges for the namespace tests",
+    ),
+    // Inspect programs, maps and links when a datapath test fails (Debian's
+    // 7.1 shows TCX links as `type 11`; tests use the kernel's link list).
+    ("bpftool", "inspecting loaded programs, maps and links"),
+    // Real TCP throughput through an attached program (benchmarks, e2e).
+    ("iperf3", "throughput through attached programs"),
+    // Seeing what actually crossed a test veth when a reachability test fails.
+    ("tcpdump", "packet captures on test interfaces"),
+    // No image can be pulled: the e2e tests build their container image from
+    // /bin/busybox (sh, nc, ping, ip, sleep) with `docker import`.
+    ("busybox-static", "rootfs of the locally built test image"),
+    // dockerd (Debian's 20.10, API 1.41) for the Docker end-to-end tests.
+    ("docker.io", "dockerd for the Docker end-to-end tests"),
+    // Runs the seed-style compose files (format 3.8) with `internal: true`.
+    ("docker-compose", "compose files in the end-to-end tests"),
+    // Small traffic generators and servers run inside test namespaces.
+    ("python3", "traffic helpers inside test namespaces"),
+];
+
+/// Which steps a caller needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Toolchain pieces only (`build`, `run`): no root needed.
+    Build,
+    /// Everything (`setup`, `test`, `bench`).
+    Full,
+}
+
+enum Outcome {
+    Ok(String),
+    Installed(String),
+    Warning(String),
+    /// Required but not done because we are not root.
+    Skipped(String),
+}
+
+struct Report {
+    quiet: bool,
+    failed: Vec<&'static str>,
+    installed: usize,
+}
+
+impl Report {
+    fn record(&mut self, step: &'static str, result: Result<Outcome>) {
+        let (status, detail) = match result {
+            Ok(Outcome::Ok(detail)) => {
+                if self.quiet {
+                    return;
+                }
+                ("ok", detail)
+            }
+            Ok(Outcome::Installed(detail)) => {
+                self.installed += 1;
+                ("installed", detail)
+            }
+            Ok(Outcome::Warning(detail)) => ("warning", detail),
+            Ok(Outcome::Skipped(detail)) => {
+                self.failed.push(step);
+                ("SKIPPED", detail)
+            }
+            Err(e) => {
+                self.failed.push(step);
+                ("FAILED", format!("{e:#}"))
+            }
+        };
+        eprintln!("{status:<9} {step}: {detail}");
+    }
+}
+
+/// Run the setup steps for `scope`. With `quiet`, steps that are already
+/// fine print nothing and a one-line summary closes the run.
+///
+/// # Errors
+///
+/// When a required step failed or was skipped for lack of root; each such
+/// step has printed a line saying what to do.
+pub fn run(scope: Scope, quiet: bool) -> Result<()> {
+    let start = Instant::now();
+    if std::env::consts::OS != "linux" {
+        bail!(
+            "netwatch needs Linux (eBPF, TCX, bpffs); this is {}",
+            std::env::consts::OS
+        );
+    }
+    let root = host::is_root()?;
+    let mut report = Report {
+        quiet,
+        failed: Vec::new(),
+        installed: 0,
+    };
+
+    report.record("platform", platform(root));
+    if let Some(warning) = kernel_warning() {
+        report.record("kernel", Ok(Outcome::Warning(warning)));
+    }
+
+    let nightly = nightly_toolchain();
+    let have_nightly = nightly.is_ok();
+    report.record("nightly toolchain", nightly);
+    if have_nightly {
+        report.record("rust-src (nightly)", rust_src());
+        report.record("bpf-linker", bpf_linker());
+    } else {
+        for step in ["rust-src (nightly)", "bpf-linker"] {
+            report.record(
+                step,
+                Ok(Outcome::Skipped("needs the nightly toolchain".into())),
+            );
+        }
+    }
+
+    if scope == Scope::Full {
+        report.record("bpffs", bpffs(root));
+        report.record("debian packages", packages(root));
+    }
+
+    let took = host::secs(start.elapsed());
+    if !report.failed.is_empty() {
+        bail!(
+            "setup incomplete after {took}: {} (see the lines above for what to do)",
+            report.failed.join(", ")
+        );
+    }
+    match (quiet, report.installed) {
+        (true, 0) => eprintln!("setup: everything present ({took})"),
+        (_, 0) => eprintln!("setup: everything present, nothing installed ({took})"),
+        (_, n) => eprintln!("setup: done, {n} step(s) installed something ({took})"),
+    }
+    Ok(())
+}
+
+fn platform(root: bool) -> Result<Outcome> {
+    let kernel = kernel_release().unwrap_or_else(|_| "unknown".into());
+    let arch = std::env::consts::ARCH;
+    if root {
+        Ok(Outcome::Ok(format!(
+            "linux {arch}, kernel {kernel}, running as root"
+        )))
+    } else {
+        // Not an error by itself: the root-only steps below say whether
+        // they had anything to do.
+        Ok(Outcome::Warning(format!(
+            "linux {arch}, kernel {kernel}, not root (uid {}): the bpffs mount and \
+             apt-get install steps can only check, not fix",
+            host::euid()?
+        )))
+    }
+}
+
+fn kernel_release() -> Result<String> {
+    Ok(fs::read_to_string("/proc/sys/kernel/osrelease")?
+        .trim()
+        .to_owned())
+}
+
+fn kernel_warning() -> Option<String> {
+    let release = kernel_release().ok()?;
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    ((major, minor) < TCX_KERNEL).then(|| {
+        format!(
+            "kernel {release} predates TCX ({}.{}); netwatch falls back to clsact and \
+             the TCX tests will fail",
+            TCX_KERNEL.0, TCX_KERNEL.1
+        )
+    })
+}
+
+fn nightly_toolchain() -> Result<Outcome> {
+    let list = Cmd::new("rustup")
+        .args(["toolchain", "list"])
+        .probe()
+        .context("cannot list rustup toolchains (rustup comes from https://rustup.rs)")?;
+    // `nightly-<host>`, possibly followed by "(default)"; a dated
+    // `nightly-2026-…` is a different toolchain from `+nightly`'s.
+    let found = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .find(|name| {
+            name.strip_prefix("nightly-")
+                .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
+        });
+    if let Some(name) = found {
+        return Ok(Outcome::Ok(name.to_owned()));
+    }
+    Cmd::new("rustup")
+        .args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ])
+        .run_with_retries(RETRIES)
+        .context("installing the nightly toolchain failed; check access to static.rust-lang.org")?;
+    Ok(Outcome::Installed("nightly (with rust-src)".into()))
+}
+
+fn rust_src() -> Result<Outcome> {
+    let installed = Cmd::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .probe()?;
+    if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
+        return Ok(Outcome::Ok("installed".into()));
+    }
+    Cmd::new("rustup")
+        .args(["component", "add", "rust-src", "--toolchain", "nightly"])
+        .run_with_retries(RETRIES)
+        .context("adding rust-src to nightly failed; check access to static.rust-lang.org")?;
+    Ok(Outcome::Installed("rust-src for nightly".into()))
+}
+
+/// The LLVM major of `rustc +nightly -vV` ("LLVM version: 22.1.4" → 22).
+fn llvm_major(version_verbose: &str) -> Result<u32> {
+    version_verbose
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version:"))
+        .and_then(|v| v.trim().split('.').next())
+        .and_then(|major| major.parse().ok())
+        .ok_or_else(|| anyhow!("no `LLVM version: N.…` line in `rustc +nightly -vV`"))
+}
+
+/// The nightly's own libLLVM, e.g. `<sysroot>/lib/libLLVM.so.22.1-rust-1.97.0-nightly`.
+fn find_libllvm(sysroot_lib: &Path, major: u32) -> Result<PathBuf> {
+    let prefix = format!("libLLVM.so.{major}");
+    let mut found: Vec<PathBuf> = fs::read_dir(sysroot_lib)
+        .with_context(|| format!("reading {}", sysroot_lib.display()))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.strip_prefix(&prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        })
+        .map(|entry| entry.path())
+        .collect();
+    found.sort();
+    found.pop().ok_or_else(|| {
+        anyhow!(
+            "the nightly ships no {prefix}* in {}; reinstall it with \
+             `rustup toolchain uninstall nightly && rustup toolchain install nightly`",
+            sysroot_lib.display()
+        )
+    })
+}
+
+/// Make `lib` hold exactly two links to `libllvm`: `libLLVM.so` (what the
+/// linker looks for) and one named like the file (what the built binary's
+/// NEEDED entry names and finds through its rpath). Stale `libLLVM*` links
+/// from an earlier nightly are removed.
+fn link_libllvm(lib: &Path, libllvm: &Path) -> Result<()> {
+    fs::create_dir_all(lib).with_context(|| format!("creating {}", lib.display()))?;
+    let file_name = libllvm
+        .file_name()
+        .context("libLLVM path has no file name")?;
+    let wanted = [std::ffi::OsStr::new("libLLVM.so"), file_name];
+    for entry in fs::read_dir(lib)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let is_link = entry.file_type()?.is_symlink();
+        if is_link
+            && name.to_string_lossy().starts_with("libLLVM")
+            && !wanted.contains(&name.as_os_str())
+        {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    for name in wanted {
+        let link = lib.join(name);
+        match fs::read_link(&link) {
+            Ok(target) if target == libllvm => continue,
+            Ok(_) => fs::remove_file(&link)?,
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("{} exists and is not a link", link.display()));
+            }
+        }
+        symlink(libllvm, &link)
+            .with_context(|| format!("linking {} -> {}", link.display(), libllvm.display()))?;
+    }
+    Ok(())
+}
+
+fn bpf_linker() -> Result<Outcome> {
+    let version = Cmd::new("rustc").args(["+nightly", "-vV"]).probe()?;
+    let major = llvm_major(&version)?;
+    if !BPF_LINKER_LLVM_MAJORS.contains(&major) {
+        bail!(
+            "the nightly uses LLVM {major} but bpf-linker {BPF_LINKER_VERSION} supports LLVM {}-{}: \
+             install a nightly with a supported LLVM or move BPF_LINKER_VERSION in xtask/src/setup.rs",
+            BPF_LINKER_LLVM_MAJORS.start(),
+            BPF_LINKER_LLVM_MAJORS.end()
+        );
+    }
+    let sysroot = Cmd::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .probe()?;
+    let libllvm = find_libllvm(&Path::new(sysroot.trim()).join("lib"), major)?;
+    let file_name = libllvm
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+
+    let cache = host::cache_dir()?;
+    let prefix = cache.join(format!("llvm-{major}"));
+    link_libllvm(&prefix.join("lib"), &libllvm)?;
+
+    let stamp_path = cache.join("bpf-linker.stamp");
+    let stamp = format!(
+        "bpf-linker {BPF_LINKER_VERSION} --features llvm-{major}\nLLVM_PREFIX={}\nlibLLVM={}\n",
+        prefix.display(),
+        libllvm.display()
+    );
+    let binary = host::cargo_home()?.join("bin").join("bpf-linker");
+    let version_ok = || {
+        Cmd::new(&binary)
+            .arg("--version")
+            .probe()
+            .map(|out| out.contains(BPF_LINKER_VERSION))
+    };
+
+    let rebuild_because = if !binary.is_file() {
+        Some("not installed".to_owned())
+    } else if fs::read_to_string(&stamp_path).ok().as_deref() != Some(stamp.as_str()) {
+        Some(format!(
+            "{} missing or built for another libLLVM",
+            stamp_path.display()
+        ))
+    } else {
+        match version_ok() {
+            Ok(true) => None,
+            Ok(false) => Some(format!(
+                "`bpf-linker --version` is not {BPF_LINKER_VERSION}"
+            )),
+            Err(e) => Some(format!("{e:#}")),
+        }
+    };
+
+    let outcome = if let Some(reason) = rebuild_because {
+        eprintln!("          bpf-linker: {reason}; building it against {file_name} (1-2 minutes)");
+        Cmd::new("cargo")
+            .env("LLVM_PREFIX", &prefix)
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--force",
+                "--locked",
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{major}"),
+            ])
+            // Outside the workspace, so its .cargo/config.toml cannot interfere.
+            .dir(host::home()?)
+            .run_with_retries(RETRIES)
+            .context("building bpf-linker failed; see cargo's output above")?;
+        if !version_ok().context("the freshly built bpf-linker does not run")? {
+            bail!("the freshly built bpf-linker does not report version {BPF_LINKER_VERSION}");
+        }
+        fs::create_dir_all(&cache)?;
+        fs::write(&stamp_path, &stamp)
+            .with_context(|| format!("writing {}", stamp_path.display()))?;
+        Outcome::Installed(format!(
+            "bpf-linker {BPF_LINKER_VERSION} for LLVM {major} ({file_name})"
+        ))
+    } else {
+        Outcome::Ok(format!(
+            "{BPF_LINKER_VERSION} for LLVM {major} ({file_name})"
+        ))
+    };
+
+    // aya-build runs `bpf-linker` from PATH.
+    match host::which("bpf-linker") {
+        None => bail!(
+            "{} is not on PATH, and the eBPF build runs `bpf-linker` from PATH: \
+             export PATH=\"{}:$PATH\"",
+            binary.display(),
+            binary.parent().unwrap_or(Path::new("")).display()
+        ),
+        Some(first) if fs::canonicalize(&first).ok() != fs::canonicalize(&binary).ok() => {
+            eprintln!(
+                "warning   bpf-linker: PATH finds {} before {}; the eBPF build will use that one",
+                first.display(),
+                binary.display()
+            );
+            Ok(outcome)
+        }
+        Some(_) => Ok(outcome),
+    }
+}
+
+fn bpffs_mounted() -> Result<bool> {
+    let mounts = fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    Ok(mounts.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&"/sys/fs/bpf") && fields.get(2) == Some(&"bpf")
+    }))
+}
+
+fn bpffs(root: bool) -> Result<Outcome> {
+    if bpffs_mounted()? {
+        return Ok(Outcome::Ok("mounted at /sys/fs/bpf".into()));
+    }
+    if !root {
+        return Ok(Outcome::Skipped(
+            "bpffs is not mounted at /sys/fs/bpf and mounting it needs root: \
+             run `cargo xtask setup` as root"
+                .into(),
+        ));
+    }
+    fs::create_dir_all("/sys/fs/bpf").context("creating /sys/fs/bpf")?;
+    Cmd::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .run()?;
+    Ok(Outcome::Installed("mounted bpffs at /sys/fs/bpf".into()))
+}
+
+/// The packages of [`PACKAGES`] that dpkg does not have installed.
+fn missing_packages() -> Result<Vec<&'static str>> {
+    let stdout = Cmd::new("dpkg-query")
+        .args(["-W", "-f=${Package}\t${Status}\n"])
+        .args(PACKAGES.iter().map(|(name, _)| *name))
+        .probe_any_status()
+        .context(
+            "dpkg-query is missing: this is not a Debian system; install the packages by hand",
+        )?;
+    // dpkg-query exits 1 when a package is unknown; its stdout still lists the rest.
+    let installed: Vec<&str> = stdout
+        .lines()
+        .filter_map(|line| {
+            let (name, status) = line.split_once('\t')?;
+            let words: Vec<&str> = status.split_whitespace().collect();
+            (words.get(1) == Some(&"ok") && words.get(2) == Some(&"installed")).then_some(name)
+        })
+        .collect();
+    Ok(PACKAGES
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !installed.contains(name))
+        .collect())
+}
+
+fn packages(root: bool) -> Result<Outcome> {
+    let missing = missing_packages()?;
+    if missing.is_empty() {
+        return Ok(Outcome::Ok(format!("{} installed", PACKAGES.len())));
+    }
+    let why = |name: &str| {
+        PACKAGES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, why)| *why)
+    };
+    if !root {
+        return Ok(Outcome::Skipped(format!(
+            "missing {} and apt-get needs root: run `cargo xtask setup` as root",
+            missing.join(", ")
+        )));
+    }
+    for name in &missing {
+        eprintln!("          installing {name}: {}", why(name));
+    }
+    let apt = |args: &[&str]| {
+        Cmd::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["-o", "DPkg::Lock::Timeout=120"])
+            .args(args)
+    };
+    apt(&["update"]).run_with_retries(RETRIES).context(
+        "`apt-get update` failed; check /etc/apt/sources.list* and the network path to the mirror",
+    )?;
+    let install = apt(&[
+        "install",
+        "-y",
+        "--no-install-recommends",
+        "-o",
+        "Dpkg::Options::=--force-confdef",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+    ])
+    .args(&missing)
+    .run_with_retries(RETRIES);
+    let still_missing = missing_packages()?;
+    match install {
+        Ok(()) if still_missing.is_empty() => Ok(Outcome::Installed(missing.join(", "))),
+        Ok(()) => bail!(
+            "apt-get succeeded but {} still not installed; try `apt-get install {}` by hand",
+            still_missing.join(", "),
+            still_missing.join(" ")
+        ),
+        Err(e) => Err(e.context(format!(
+            "could not install {}; apt-get's messages above say why (a mirror refusing a file \
+             usually passes after a while: re-run `cargo xtask setup`)",
+            still_missing.join(", ")
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llvm_major_from_rustc_version() {
+        let vv =
+            "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nbinary: rustc\nLLVM version: 22.1.4\n";
+        assert_eq!(llvm_major(vv).unwrap(), 22);
+        assert!(llvm_major("rustc 1.97.0\n").is_err());
+    }
+
+    #[test]
+    fn package_list_has_no_duplicates() {
+        let mut names: Vec<&str> = PACKAGES.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), PACKAGES.len());
+    }
+}
