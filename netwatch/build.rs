@@ -6,6 +6,13 @@ use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
+    // netwatch-ebpf is not a build-dependency (it only compiles for the BPF
+    // target, with nightly features), so tell cargo which sources the
+    // object depends on; aya-build adds the eBPF crate's own directory.
+    println!(
+        "cargo:rerun-if-changed={}",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../netwatch-common")
+    );
     let ebpf = Package {
         name: "netwatch-ebpf",
         root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../netwatch-ebpf"),

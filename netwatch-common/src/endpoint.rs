@@ -168,4 +168,11 @@ impl DatapathConfig {
     }
 }
 
-user_pod!(EndpointPolicy, ScopedV4, ScopedV6, PortRule, AllowRules, DatapathConfig);
+user_pod!(
+    EndpointPolicy,
+    ScopedV4,
+    ScopedV6,
+    PortRule,
+    AllowRules,
+    DatapathConfig
+);

@@ -1,6 +1,6 @@
 //! The per-flow table: one entry per (endpoint, direction, 5-tuple).
 
-use crate::{assert_layout, user_pod};
+use crate::{assert_layout, packet::PacketSummary, reason::Direction, user_pod};
 
 /// `FlowKey::family` values.
 pub mod family {
@@ -36,6 +36,26 @@ pub struct FlowKey {
     pub dst: [u8; 16],
 }
 assert_layout!(FlowKey, size = 48, align = 4);
+
+impl FlowKey {
+    /// The key of the flow a parsed packet belongs to.
+    #[inline(always)]
+    pub fn new(ifindex: u32, direction: Direction, s: &PacketSummary) -> FlowKey {
+        FlowKey {
+            ifindex,
+            direction: direction as u8,
+            family: s.family,
+            proto: s.proto,
+            _pad: 0,
+            ethertype: s.ethertype,
+            src_port: s.src_port,
+            dst_port: s.dst_port,
+            _pad2: [0; 2],
+            src: s.src,
+            dst: s.dst,
+        }
+    }
+}
 
 /// Value of the `FLOWS` map. Times are `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
 #[repr(C)]

@@ -10,6 +10,8 @@ pub const PROG_FROM_CONTAINER: &str = "from_container";
 pub const PROG_TO_CONTAINER: &str = "to_container";
 /// XDP program for the host uplink.
 pub const PROG_UPLINK: &str = "uplink";
+/// Empty TC program used only as the benchmark's baseline; never attached.
+pub const PROG_BENCH_BASELINE: &str = "bench_baseline";
 
 /// `HashMap<u32 ifindex, EndpointPolicy>`.
 pub const MAP_ENDPOINTS: &str = "ENDPOINTS";

@@ -123,20 +123,24 @@ fn drop_reason<T: PolicyTables>(
     } else {
         (&pkt.src, pkt.port(true))
     };
-    if tables.allow_listed(policy.scope, pkt.family, remote, pkt.proto, port) {
-        return DropReason::None;
-    }
+    // An allow-list entry beats host access; being in the network and being
+    // allow-listed both forward, so the cheaper network lookup goes first.
+    let allow_listed = || tables.allow_listed(policy.scope, pkt.family, remote, pkt.proto, port);
     if is_gateway(policy, pkt.family, remote) {
-        return if policy.has(policy_flags::GATEWAY_ACCESS) {
+        return if policy.has(policy_flags::GATEWAY_ACCESS) || allow_listed() {
             DropReason::None
         } else {
             DropReason::HostAccess
         };
     }
     if tables.is_host_address(pkt.family, remote) {
-        return DropReason::HostAccess;
+        return if allow_listed() {
+            DropReason::None
+        } else {
+            DropReason::HostAccess
+        };
     }
-    if tables.in_network(policy.scope, pkt.family, remote) {
+    if tables.in_network(policy.scope, pkt.family, remote) || allow_listed() {
         return DropReason::None;
     }
     if is_broadcast_or_multicast(pkt.family, remote) {

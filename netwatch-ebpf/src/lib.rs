@@ -1,2 +1,22 @@
-//! netwatch's kernel programs (the entry points live in `main.rs`).
+//! netwatch's kernel programs: shared parsing, maps, policy lookups and flow
+//! accounting. The entry points (one file per attach point) live in the
+//! binary crate (`main.rs`) so that the object holds exactly those programs.
+//!
+//! Minimum kernel: 6.6 for TCX attachment (older kernels can attach the same
+//! programs through netlink clsact), 5.18 for `bpf_xdp_load_bytes`, 5.8 for
+//! the ring buffer, 5.3 for the bounded loops the parser uses.
 #![no_std]
+// Atomic adds on flow counters (see flows.rs); the crate builds with nightly.
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "atomic_xadd is the only way to an atomic add on the BPF target"
+)]
+
+pub mod counters;
+pub mod flows;
+pub mod maps;
+pub mod packet;
+pub mod parse;
+pub mod tables;
+pub mod veth;

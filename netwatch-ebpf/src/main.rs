@@ -1,5 +1,11 @@
+//! The object netwatch loads: three entry points, one file per attach point.
 #![no_std]
 #![no_main]
+
+mod baseline;
+mod from_container;
+mod to_container;
+mod uplink;
 
 #[cfg(not(test))]
 #[panic_handler]

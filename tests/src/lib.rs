@@ -1,1 +1,5 @@
 //! Shared fixtures for netwatch integration tests.
+
+pub mod corpus;
+pub mod fixture;
+pub mod packets;

@@ -1,0 +1,75 @@
+//! Every map of the object. Sizes are defaults; user space may resize the
+//! flow table before loading (`EbpfLoader::set_max_entries`).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use netwatch_common::{
+    endpoint::{AllowRules, DatapathConfig, EndpointPolicy, ScopedV4, ScopedV6},
+    flow::{FlowKey, FlowStats},
+    names,
+    reason::DROP_REASON_COUNT,
+};
+
+/// Policy per host-side veth ifindex. Kernel ≥ 3.19.
+#[map]
+pub static ENDPOINTS: HashMap<u32, EndpointPolicy> =
+    HashMap::with_max_entries(names::ENDPOINTS_MAX_ENTRIES, 0);
+
+/// The network's own prefixes, per scope. Kernel ≥ 4.11.
+#[map]
+pub static NET_V4: LpmTrie<ScopedV4, u32> = LpmTrie::with_max_entries(names::PREFIX_MAX_ENTRIES, 0);
+#[map]
+pub static NET_V6: LpmTrie<ScopedV6, u32> = LpmTrie::with_max_entries(names::PREFIX_MAX_ENTRIES, 0);
+
+/// Allow-listed prefixes with their port rules, per scope. Kernel ≥ 4.11.
+#[map]
+pub static ALLOW_V4: LpmTrie<ScopedV4, AllowRules> =
+    LpmTrie::with_max_entries(names::PREFIX_MAX_ENTRIES, 0);
+#[map]
+pub static ALLOW_V6: LpmTrie<ScopedV6, AllowRules> =
+    LpmTrie::with_max_entries(names::PREFIX_MAX_ENTRIES, 0);
+
+/// The host's own addresses (every interface, not only gateways).
+#[map]
+pub static HOST_V4: HashMap<[u8; 4], u32> =
+    HashMap::with_max_entries(names::HOST_ADDR_MAX_ENTRIES, 0);
+#[map]
+pub static HOST_V6: HashMap<[u8; 16], u32> =
+    HashMap::with_max_entries(names::HOST_ADDR_MAX_ENTRIES, 0);
+
+/// Per-flow counters. LRU: a full table evicts the least recently used
+/// flows; verdicts never depend on it. Kernel ≥ 4.10.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, FlowStats> =
+    LruHashMap::with_max_entries(names::FLOWS_MAX_ENTRIES, 0);
+
+/// Flow open/close/export and drop records. Kernel ≥ 5.8.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(names::EVENTS_BYTES, 0);
+
+/// Packets per verdict reason (index 0 = forwarded), per CPU.
+#[map]
+pub static VERDICT_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASON_COUNT, 0);
+
+/// Uplink packets per reason (index 0 = passed), per CPU.
+#[map]
+pub static UPLINK_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASON_COUNT, 0);
+
+/// Ring buffer reservations that failed (the ring buffer keeps no count).
+#[map]
+pub static RINGBUF_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Global settings, one entry.
+#[map]
+pub static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
+
+/// Prefixes the uplink protects (internal networks' subnets); key data is
+/// the address, prefix length = CIDR bits.
+#[map]
+pub static PROTECTED_V4: LpmTrie<[u8; 4], u32> =
+    LpmTrie::with_max_entries(names::PREFIX_MAX_ENTRIES, 0);
+#[map]
+pub static PROTECTED_V6: LpmTrie<[u8; 16], u32> =
+    LpmTrie::with_max_entries(names::PREFIX_MAX_ENTRIES, 0);

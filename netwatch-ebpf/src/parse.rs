@@ -1,0 +1,246 @@
+//! The kernel's frame parser, following the rules in
+//! `netwatch_common::packet`. Every read goes through [`Packet::read`], which
+//! checks bounds; every length field is checked against what is present
+//! before it is used, and the extension-header walk is bounded.
+
+use netwatch_common::{
+    flow::family,
+    packet::{
+        ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN,
+        ICMPV6_NEIGHBOR_ADVERT, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS,
+        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, MAX_EXT_HEADERS,
+        PacketClass, PacketSummary, nd_kind,
+    },
+};
+
+use crate::packet::Packet;
+
+#[inline(always)]
+fn be16(hi: u8, lo: u8) -> u16 {
+    u16::from_be_bytes([hi, lo])
+}
+
+#[inline(always)]
+fn is_vlan_tpid(ethertype: u16) -> bool {
+    ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ
+}
+
+/// Parses a frame into `s`. `tag_stripped` says the stack already removed
+/// one VLAN tag into skb metadata (`__sk_buff.vlan_present`): a veth's
+/// receive path untags 802.1Q before the TC ingress hook runs, so a
+/// double-tagged frame arrives there with one tag left in the data.
+#[inline(always)]
+pub fn parse<P: Packet>(p: &P, tag_stripped: bool, s: &mut PacketSummary) {
+    s.class = PacketClass::Invalid;
+    let len = p.frame_len();
+    let Some(eth) = p.read::<[u8; ETH_HLEN]>(0) else {
+        return;
+    };
+    s.src_mac = [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]];
+    let mut ethertype = be16(eth[12], eth[13]);
+    let mut off = ETH_HLEN;
+    if is_vlan_tpid(ethertype) {
+        if tag_stripped {
+            s.ethertype = ethertype;
+            s.class = PacketClass::Unsupported;
+            return;
+        }
+        let Some(tag) = p.read::<[u8; 4]>(off) else {
+            return;
+        };
+        ethertype = be16(tag[2], tag[3]);
+        off += 4;
+        if is_vlan_tpid(ethertype) {
+            s.ethertype = ethertype;
+            s.class = PacketClass::Unsupported;
+            return;
+        }
+    }
+    s.ethertype = ethertype;
+    match ethertype {
+        ETHERTYPE_ARP => parse_arp(p, off, s),
+        ETHERTYPE_IPV4 => parse_ipv4(p, off, len, s),
+        ETHERTYPE_IPV6 => parse_ipv6(p, off, len, s),
+        _ => s.class = PacketClass::Unsupported,
+    }
+}
+
+#[inline(always)]
+fn parse_arp<P: Packet>(p: &P, off: usize, s: &mut PacketSummary) {
+    let Some(arp) = p.read::<[u8; 28]>(off) else {
+        return;
+    };
+    let htype = be16(arp[0], arp[1]);
+    let ptype = be16(arp[2], arp[3]);
+    if htype != 1 || ptype != ETHERTYPE_IPV4 || arp[4] != 6 || arp[5] != 4 {
+        return;
+    }
+    s.arp_sender_mac = [arp[8], arp[9], arp[10], arp[11], arp[12], arp[13]];
+    s.src[..4].copy_from_slice(&arp[14..18]);
+    s.dst[..4].copy_from_slice(&arp[24..28]);
+    s.class = PacketClass::Arp;
+}
+
+#[inline(always)]
+fn parse_ipv4<P: Packet>(p: &P, off: usize, len: usize, s: &mut PacketSummary) {
+    let Some(ip) = p.read::<[u8; 20]>(off) else {
+        return;
+    };
+    let version = ip[0] >> 4;
+    let header_len = ((ip[0] & 0x0f) as usize) * 4;
+    let total_len = be16(ip[2], ip[3]) as usize;
+    if version != 4 || header_len < 20 || total_len < header_len || off + total_len > len {
+        return;
+    }
+    s.family = family::IPV4;
+    s.proto = ip[9];
+    s.src[..4].copy_from_slice(&ip[12..16]);
+    s.dst[..4].copy_from_slice(&ip[16..20]);
+    let fragment_offset = be16(ip[6], ip[7]) & 0x1fff;
+    if fragment_offset != 0 {
+        s.class = PacketClass::Ip;
+        return;
+    }
+    parse_l4(p, off + header_len, off + total_len, s);
+}
+
+#[inline(always)]
+fn parse_ipv6<P: Packet>(p: &P, off: usize, len: usize, s: &mut PacketSummary) {
+    let Some(ip) = p.read::<[u8; 40]>(off) else {
+        return;
+    };
+    let payload_len = be16(ip[4], ip[5]) as usize;
+    if ip[0] >> 4 != 6 || off + 40 + payload_len > len {
+        return;
+    }
+    s.family = family::IPV6;
+    s.src.copy_from_slice(&ip[8..24]);
+    s.dst.copy_from_slice(&ip[24..40]);
+    let limit = off + 40 + payload_len;
+    let mut next = ip[6];
+    let mut cur = off + 40;
+    for _ in 0..MAX_EXT_HEADERS {
+        let ext_len = match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH => {
+                let Some(hdr) = p.read::<[u8; 2]>(cur) else {
+                    return;
+                };
+                let ext_len = if next == IPPROTO_AH {
+                    (hdr[1] as usize + 2) * 4
+                } else {
+                    (hdr[1] as usize + 1) * 8
+                };
+                if cur + ext_len > limit {
+                    return;
+                }
+                next = hdr[0];
+                ext_len
+            }
+            IPPROTO_FRAGMENT => {
+                if cur + 8 > limit {
+                    return;
+                }
+                let Some(frag) = p.read::<[u8; 8]>(cur) else {
+                    return;
+                };
+                next = frag[0];
+                if be16(frag[2], frag[3]) >> 3 != 0 {
+                    // Non-first fragment: the payload is not a header.
+                    s.proto = next;
+                    s.class = PacketClass::Ip;
+                    return;
+                }
+                8
+            }
+            _ => {
+                s.proto = next;
+                parse_l4(p, cur, limit, s);
+                return;
+            }
+        };
+        cur += ext_len;
+    }
+    if is_ext_header(next) {
+        // The transport protocol was never reached: proto stays 0.
+        s.class = PacketClass::ExtHeaderLimit;
+    } else {
+        s.proto = next;
+        parse_l4(p, cur, limit, s);
+    }
+}
+
+#[inline(always)]
+fn is_ext_header(proto: u8) -> bool {
+    matches!(
+        proto,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT
+    )
+}
+
+/// Parses the transport header at `off`, which must fit before `limit` (the
+/// end of the IP packet as its header declares it).
+#[inline(always)]
+fn parse_l4<P: Packet>(p: &P, off: usize, limit: usize, s: &mut PacketSummary) {
+    let proto = s.proto;
+    match proto {
+        IPPROTO_TCP => {
+            if off + 20 > limit {
+                return;
+            }
+            let Some(tcp) = p.read::<[u8; 20]>(off) else {
+                return;
+            };
+            let data_offset = (tcp[12] >> 4) as usize * 4;
+            if data_offset < 20 || off + data_offset > limit {
+                return;
+            }
+            s.src_port = be16(tcp[0], tcp[1]);
+            s.dst_port = be16(tcp[2], tcp[3]);
+            s.tcp_flags = tcp[13];
+            s.has_ports = true;
+        }
+        IPPROTO_UDP => {
+            if off + 8 > limit {
+                return;
+            }
+            let Some(udp) = p.read::<[u8; 8]>(off) else {
+                return;
+            };
+            s.src_port = be16(udp[0], udp[1]);
+            s.dst_port = be16(udp[2], udp[3]);
+            s.has_ports = true;
+        }
+        IPPROTO_ICMP if s.family == family::IPV4 => {
+            if off + 8 > limit {
+                return;
+            }
+            let Some(icmp) = p.read::<[u8; 8]>(off) else {
+                return;
+            };
+            s.src_port = icmp[0] as u16;
+            s.dst_port = icmp[1] as u16;
+        }
+        IPPROTO_ICMPV6 if s.family == family::IPV6 => {
+            if off + 8 > limit {
+                return;
+            }
+            let Some(icmp) = p.read::<[u8; 8]>(off) else {
+                return;
+            };
+            s.src_port = icmp[0] as u16;
+            s.dst_port = icmp[1] as u16;
+            s.nd = nd_kind(icmp[0]);
+            if icmp[0] == ICMPV6_NEIGHBOR_ADVERT {
+                if off + 24 > limit {
+                    return;
+                }
+                let Some(target) = p.read::<[u8; 16]>(off + 8) else {
+                    return;
+                };
+                s.nd_target = target;
+            }
+        }
+        _ => {}
+    }
+    s.class = PacketClass::Ip;
+}

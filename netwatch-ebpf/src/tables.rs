@@ -1,0 +1,78 @@
+//! The verdict function's address lookups, answered from the BPF maps.
+
+use netwatch_common::{
+    endpoint::{SCOPE_BITS, ScopedV4, ScopedV6},
+    flow::family,
+    verdict::PolicyTables,
+};
+
+use aya_ebpf::maps::lpm_trie::Key;
+
+use crate::maps::{ALLOW_V4, ALLOW_V6, HOST_V4, HOST_V6, NET_V4, NET_V6};
+
+/// Lookups in `NET_*`, `ALLOW_*` and `HOST_*`.
+pub struct KernelTables;
+
+#[inline(always)]
+fn v4(addr: &[u8; 16]) -> [u8; 4] {
+    [addr[0], addr[1], addr[2], addr[3]]
+}
+
+#[inline(always)]
+fn key_v4(scope: u32, addr: &[u8; 16]) -> Key<ScopedV4> {
+    Key::new(
+        SCOPE_BITS + 32,
+        ScopedV4 {
+            scope: scope.to_be_bytes(),
+            addr: v4(addr),
+        },
+    )
+}
+
+#[inline(always)]
+fn key_v6(scope: u32, addr: &[u8; 16]) -> Key<ScopedV6> {
+    Key::new(
+        SCOPE_BITS + 128,
+        ScopedV6 {
+            scope: scope.to_be_bytes(),
+            addr: *addr,
+        },
+    )
+}
+
+impl PolicyTables for KernelTables {
+    #[inline(always)]
+    fn in_network(&self, scope: u32, fam: u8, addr: &[u8; 16]) -> bool {
+        match fam {
+            family::IPV4 => NET_V4.get(key_v4(scope, addr)).is_some(),
+            family::IPV6 => NET_V6.get(key_v6(scope, addr)).is_some(),
+            _ => false,
+        }
+    }
+
+    #[inline(always)]
+    fn is_host_address(&self, fam: u8, addr: &[u8; 16]) -> bool {
+        match fam {
+            family::IPV4 => HOST_V4.get_ptr(v4(addr)).is_some(),
+            family::IPV6 => HOST_V6.get_ptr(addr).is_some(),
+            _ => false,
+        }
+    }
+
+    #[inline(always)]
+    fn allow_listed(
+        &self,
+        scope: u32,
+        fam: u8,
+        addr: &[u8; 16],
+        proto: u8,
+        port: Option<u16>,
+    ) -> bool {
+        let rules = match fam {
+            family::IPV4 => ALLOW_V4.get(key_v4(scope, addr)),
+            family::IPV6 => ALLOW_V6.get(key_v6(scope, addr)),
+            _ => None,
+        };
+        rules.is_some_and(|rules| rules.matches(proto, port))
+    }
+}

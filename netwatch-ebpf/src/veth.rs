@@ -1,0 +1,53 @@
+//! The shared body of the two veth programs: look up the endpoint, parse,
+//! decide, count, account the flow, and turn the decision into a TC action.
+
+use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
+use netwatch_common::{
+    flow::FlowKey,
+    packet::PacketSummary,
+    reason::{Direction, Verdict},
+    verdict::decide,
+};
+
+use crate::{
+    counters,
+    flows::record,
+    maps::{ENDPOINTS, VERDICT_COUNTERS},
+    parse::parse,
+    tables::KernelTables,
+};
+
+/// Returned for packets netwatch lets through: `TCX_NEXT` (-1) hands the
+/// packet to the next program on the hook, so netwatch composes with other
+/// TCX users; with a legacy clsact attachment the same value is
+/// `TC_ACT_UNSPEC`, which also lets the packet continue.
+pub const ACT_CONTINUE: i32 = -1;
+/// Returned for dropped packets.
+pub const ACT_DROP: i32 = TC_ACT_SHOT;
+
+/// Handles one packet on a container's host-side veth. This is the one place
+/// where a decision becomes a TC action.
+#[inline(always)]
+pub fn handle(ctx: &TcContext, direction: Direction) -> i32 {
+    // SAFETY: ctx.skb.skb is the program's context pointer, valid for the run.
+    let (ifindex, tag_stripped) = unsafe {
+        let skb = &*ctx.skb.skb;
+        (skb.ifindex, skb.vlan_present != 0)
+    };
+    let Some(policy) = ENDPOINTS.get_ptr(ifindex) else {
+        return ACT_CONTINUE;
+    };
+    // SAFETY: the pointer comes from a successful lookup and is valid for
+    // this run; the policy is read, never written, here.
+    let policy = unsafe { &*policy };
+    let mut summary = PacketSummary::default();
+    parse(ctx, tag_stripped, &mut summary);
+    let decision = decide(direction, policy, &summary, &KernelTables);
+    counters::bump(&VERDICT_COUNTERS, decision.reason);
+    let key = FlowKey::new(ifindex, direction, &summary);
+    record(&key, &summary, decision, ctx.len() as u64);
+    match decision.verdict {
+        Verdict::Forwarded => ACT_CONTINUE,
+        Verdict::Dropped => ACT_DROP,
+    }
+}

@@ -1,0 +1,34 @@
+use aya::{EbpfError, maps::MapError, programs::ProgramError};
+
+/// What can go wrong between netwatch and its kernel programs.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading the eBPF object failed: {0} (netwatch needs root and Linux ≥ 6.6)")]
+    Load(#[from] EbpfError),
+    #[error("the eBPF object has no program `{0}` (the build is inconsistent; rebuild netwatch)")]
+    MissingProgram(&'static str),
+    #[error("the eBPF object has no map `{0}` (the build is inconsistent; rebuild netwatch)")]
+    MissingMap(&'static str),
+    #[error("program `{name}`: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map `{name}`: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+impl DatapathError {
+    pub(crate) fn map(name: &'static str) -> impl FnOnce(MapError) -> DatapathError {
+        move |source| DatapathError::Map { name, source }
+    }
+
+    pub(crate) fn program(name: &'static str) -> impl FnOnce(ProgramError) -> DatapathError {
+        move |source| DatapathError::Program { name, source }
+    }
+}

@@ -1,0 +1,218 @@
+//! Writing policy into the maps and reading counters, flows and records.
+
+use std::net::IpAddr;
+
+use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key};
+use netwatch_common::{
+    endpoint::{AllowRules, DatapathConfig, EndpointPolicy, NET_MEMBER, ScopedV4, ScopedV6},
+    event::FlowEvent,
+    flow::{FlowKey, FlowStats},
+    names,
+    reason::{DROP_REASON_COUNT, DropReason},
+};
+
+use super::{Datapath, DatapathError};
+use crate::policy::{Cidr, CompiledTables};
+
+/// Per-reason packet counts summed over CPUs; index = `DropReason as usize`,
+/// index 0 = forwarded (or, for the uplink, passed).
+pub type ReasonCounts = [u64; DROP_REASON_COUNT as usize];
+
+impl Datapath {
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DatapathError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DatapathError::MissingMap(name))
+    }
+
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError> {
+        self.ebpf.map(name).ok_or(DatapathError::MissingMap(name))
+    }
+
+    /// Writes compiled policy into the maps (insert or overwrite; nothing is
+    /// removed here).
+    ///
+    /// # Errors
+    /// A map is full or the kernel refuses an update.
+    pub fn apply(&mut self, tables: &CompiledTables) -> Result<(), DatapathError> {
+        {
+            let name = names::MAP_ENDPOINTS;
+            let mut map: HashMap<&mut MapData, u32, EndpointPolicy> = self
+                .map_mut(name)?
+                .try_into()
+                .map_err(DatapathError::map(name))?;
+            for (ifindex, policy) in &tables.endpoints {
+                map.insert(ifindex, policy, 0)
+                    .map_err(DatapathError::map(name))?;
+            }
+        }
+        insert_lpm(
+            self,
+            names::MAP_NET_V4,
+            tables.net_v4.iter().map(|(len, k)| (*len, *k, NET_MEMBER)),
+        )?;
+        insert_lpm(
+            self,
+            names::MAP_NET_V6,
+            tables.net_v6.iter().map(|(len, k)| (*len, *k, NET_MEMBER)),
+        )?;
+        insert_lpm::<ScopedV4, AllowRules>(
+            self,
+            names::MAP_ALLOW_V4,
+            tables.allow_v4.iter().copied(),
+        )?;
+        insert_lpm::<ScopedV6, AllowRules>(
+            self,
+            names::MAP_ALLOW_V6,
+            tables.allow_v6.iter().copied(),
+        )?;
+        insert_set(self, names::MAP_HOST_V4, tables.host_v4.iter().copied())?;
+        insert_set(self, names::MAP_HOST_V6, tables.host_v6.iter().copied())?;
+        Ok(())
+    }
+
+    /// Sets the global datapath settings.
+    ///
+    /// # Errors
+    /// The kernel refuses the update.
+    pub fn set_config(&mut self, config: DatapathConfig) -> Result<(), DatapathError> {
+        let name = names::MAP_CONFIG;
+        let mut map: Array<&mut MapData, DatapathConfig> = self
+            .map_mut(name)?
+            .try_into()
+            .map_err(DatapathError::map(name))?;
+        map.set(0, config, 0).map_err(DatapathError::map(name))
+    }
+
+    /// Adds prefixes the uplink program protects.
+    ///
+    /// # Errors
+    /// The map is full or the kernel refuses an update.
+    pub fn protect(&mut self, prefixes: &[Cidr]) -> Result<(), DatapathError> {
+        let v4 = prefixes.iter().filter_map(|cidr| match cidr.addr() {
+            IpAddr::V4(addr) => Some((u32::from(cidr.prefix_len()), addr.octets(), NET_MEMBER)),
+            IpAddr::V6(_) => None,
+        });
+        insert_lpm(self, names::MAP_PROTECTED_V4, v4)?;
+        let v6 = prefixes.iter().filter_map(|cidr| match cidr.addr() {
+            IpAddr::V6(addr) => Some((u32::from(cidr.prefix_len()), addr.octets(), NET_MEMBER)),
+            IpAddr::V4(_) => None,
+        });
+        insert_lpm(self, names::MAP_PROTECTED_V6, v6)
+    }
+
+    /// Packets per reason on the veth programs.
+    ///
+    /// # Errors
+    /// The kernel refuses the lookup.
+    pub fn verdict_counts(&self) -> Result<ReasonCounts, DatapathError> {
+        self.reason_counts(names::MAP_VERDICT_COUNTERS)
+    }
+
+    /// Packets per reason on the uplink program.
+    ///
+    /// # Errors
+    /// The kernel refuses the lookup.
+    pub fn uplink_counts(&self) -> Result<ReasonCounts, DatapathError> {
+        self.reason_counts(names::MAP_UPLINK_COUNTERS)
+    }
+
+    fn reason_counts(&self, name: &'static str) -> Result<ReasonCounts, DatapathError> {
+        let map: PerCpuArray<&MapData, u64> = self
+            .map(name)?
+            .try_into()
+            .map_err(DatapathError::map(name))?;
+        let mut counts = [0u64; DROP_REASON_COUNT as usize];
+        for reason in DropReason::ALL {
+            let values = map
+                .get(&(reason as u32), 0)
+                .map_err(DatapathError::map(name))?;
+            counts[reason as usize] = values.iter().sum();
+        }
+        Ok(counts)
+    }
+
+    /// Ring buffer records that could not be reserved (the buffer was full).
+    ///
+    /// # Errors
+    /// The kernel refuses the lookup.
+    pub fn ringbuf_lost(&self) -> Result<u64, DatapathError> {
+        let name = names::MAP_RINGBUF_LOST;
+        let map: PerCpuArray<&MapData, u64> = self
+            .map(name)?
+            .try_into()
+            .map_err(DatapathError::map(name))?;
+        let values = map.get(&0, 0).map_err(DatapathError::map(name))?;
+        Ok(values.iter().sum())
+    }
+
+    /// Every entry of the flow table.
+    ///
+    /// # Errors
+    /// The kernel refuses the iteration.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
+        let name = names::MAP_FLOWS;
+        let map: HashMap<&MapData, FlowKey, FlowStats> = self
+            .map(name)?
+            .try_into()
+            .map_err(DatapathError::map(name))?;
+        map.iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(DatapathError::map(name))
+    }
+
+    /// Takes every record waiting in the ring buffer. Records of the wrong
+    /// size (a kernel/user mismatch) are skipped and counted in the second
+    /// value.
+    ///
+    /// # Errors
+    /// The ring buffer map cannot be opened.
+    pub fn drain_events(&mut self) -> Result<(Vec<FlowEvent>, u64), DatapathError> {
+        let name = names::MAP_EVENTS;
+        let mut ring: RingBuf<&mut MapData> = self
+            .map_mut(name)?
+            .try_into()
+            .map_err(DatapathError::map(name))?;
+        let mut events = Vec::new();
+        let mut malformed = 0;
+        while let Some(item) = ring.next() {
+            match FlowEvent::from_bytes(&item) {
+                Some(event) => events.push(event),
+                None => malformed += 1,
+            }
+        }
+        Ok((events, malformed))
+    }
+}
+
+fn insert_lpm<K: aya::Pod, V: aya::Pod>(
+    datapath: &mut Datapath,
+    name: &'static str,
+    entries: impl Iterator<Item = (u32, K, V)>,
+) -> Result<(), DatapathError> {
+    let mut map: LpmTrie<&mut MapData, K, V> = datapath
+        .map_mut(name)?
+        .try_into()
+        .map_err(DatapathError::map(name))?;
+    for (prefix_len, data, value) in entries {
+        map.insert(&Key::new(prefix_len, data), value, 0)
+            .map_err(DatapathError::map(name))?;
+    }
+    Ok(())
+}
+
+fn insert_set<K: aya::Pod>(
+    datapath: &mut Datapath,
+    name: &'static str,
+    addrs: impl Iterator<Item = K>,
+) -> Result<(), DatapathError> {
+    let mut map: HashMap<&mut MapData, K, u32> = datapath
+        .map_mut(name)?
+        .try_into()
+        .map_err(DatapathError::map(name))?;
+    for addr in addrs {
+        map.insert(addr, NET_MEMBER, 0)
+            .map_err(DatapathError::map(name))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! The kernel side seen from user space: loading the programs, writing the
+//! policy maps, reading counters, flows and records, and running packets
+//! through the loaded programs with `BPF_PROG_TEST_RUN`.
+
+mod error;
+mod load;
+mod maps;
+mod test_run;
+
+pub use error::DatapathError;
+pub use load::{Datapath, LoadOptions};
+pub use maps::ReasonCounts;
+pub use test_run::{Hook, RunOutcome, TEST_RUN_IFINDEX};

@@ -1,0 +1,98 @@
+//! Facts about the host that netwatch depends on, read from /proc.
+
+use std::fmt;
+
+/// Whether the effective user is root.
+pub fn is_root() -> bool {
+    effective_uid(&std::fs::read_to_string("/proc/self/status").unwrap_or_default()) == Some(0)
+}
+
+fn effective_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|uid| uid.parse().ok())
+}
+
+/// Whether a bpffs is mounted at /sys/fs/bpf.
+pub fn bpffs_mounted() -> bool {
+    mounts_bpffs(&std::fs::read_to_string("/proc/mounts").unwrap_or_default())
+}
+
+fn mounts_bpffs(mounts: &str) -> bool {
+    mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let _source = fields.next();
+        fields.next() == Some("/sys/fs/bpf") && fields.next() == Some("bpf")
+    })
+}
+
+/// A kernel release such as 6.18.44.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelRelease {
+    pub major: u32,
+    pub minor: u32,
+    pub text: String,
+}
+
+impl KernelRelease {
+    pub fn parse(text: &str) -> Option<KernelRelease> {
+        let text = text.trim();
+        let mut parts = text.split(['.', '-']);
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some(KernelRelease {
+            major,
+            minor,
+            text: text.to_string(),
+        })
+    }
+
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        (self.major, self.minor) >= (major, minor)
+    }
+}
+
+impl fmt::Display for KernelRelease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// The running kernel's release.
+pub fn kernel_release() -> Option<KernelRelease> {
+    KernelRelease::parse(&std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_release_reads_distribution_suffixes() {
+        let k = KernelRelease::parse("6.18.44-fc-v595\n").unwrap();
+        assert_eq!((k.major, k.minor), (6, 18));
+        assert!(k.at_least(6, 6));
+        assert!(
+            !KernelRelease::parse("6.1.0-13-amd64")
+                .unwrap()
+                .at_least(6, 6)
+        );
+        assert_eq!(KernelRelease::parse("garbage"), None);
+    }
+
+    #[test]
+    fn effective_uid_is_the_second_uid_field() {
+        assert_eq!(effective_uid("Name:\tx\nUid:\t1000\t0\t0\t0\n"), Some(0));
+        assert_eq!(effective_uid("Uid:\t0\t1000\t0\t0\n"), Some(1000));
+        assert_eq!(effective_uid(""), None);
+    }
+
+    #[test]
+    fn bpffs_is_recognised_only_at_its_mount_point() {
+        assert!(mounts_bpffs("bpf /sys/fs/bpf bpf rw,nosuid 0 0\n"));
+        assert!(!mounts_bpffs("none /sys/fs/bpf tmpfs rw 0 0\n"));
+        assert!(!mounts_bpffs("bpf /mnt/bpf bpf rw 0 0\n"));
+    }
+}
