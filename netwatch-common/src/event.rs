@@ -74,3 +74,44 @@ impl FlowEvent {
 }
 
 user_pod!(FlowEvent);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_decode_only_at_their_exact_size() {
+        let event = FlowEvent {
+            kind: EventKind::Drop as u8,
+            verdict: 1,
+            reason: 2,
+            tcp_flags: 0x12,
+            packets: 3,
+            bytes: 4,
+            first_seen_ns: 5,
+            last_seen_ns: 6,
+            ..FlowEvent::default()
+        };
+        // SAFETY: FlowEvent is repr(C) plain data without padding holes.
+        let bytes: [u8; 88] = unsafe { core::mem::transmute(event) };
+        assert_eq!(FlowEvent::from_bytes(&bytes), Some(event));
+        assert_eq!(FlowEvent::from_bytes(&bytes[..87]), None);
+        let mut longer = [0u8; 96];
+        longer[..88].copy_from_slice(&bytes);
+        assert_eq!(FlowEvent::from_bytes(&longer), None);
+    }
+
+    #[test]
+    fn event_kinds_round_trip_and_reject_unknown_values() {
+        for kind in [
+            EventKind::FlowOpen,
+            EventKind::FlowClose,
+            EventKind::FlowExport,
+            EventKind::Drop,
+        ] {
+            assert_eq!(EventKind::from_u8(kind as u8), Some(kind));
+        }
+        assert_eq!(EventKind::from_u8(0), None);
+        assert_eq!(EventKind::from_u8(5), None);
+    }
+}

@@ -127,3 +127,26 @@ impl Direction {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_round_trip_through_their_counter_index() {
+        for (i, reason) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i);
+            assert_eq!(DropReason::from_u8(i as u8), Some(*reason));
+        }
+        assert_eq!(DropReason::from_u8(DROP_REASON_COUNT as u8), None);
+    }
+
+    #[test]
+    fn reason_names_are_unique() {
+        for a in DropReason::ALL {
+            for b in DropReason::ALL {
+                assert!(a == b || a.name() != b.name());
+            }
+        }
+    }
+}

@@ -88,6 +88,18 @@ pub fn endpoint_spec(flags: u32) -> EndpointSpec {
     }
 }
 
+/// Another endpoint (on an ifindex no test runs on) whose network and
+/// allow-list cover the outside world: if scopes leaked into each other in
+/// the tries, the endpoint under test would reach the outside through it.
+pub fn decoy_spec() -> EndpointSpec {
+    let mut spec = endpoint_spec(policy_flags::ENFORCE);
+    spec.ifindex = 4242;
+    spec.policy.scope = SCOPE + 1;
+    spec.networks = vec![cidr("203.0.113.0/24"), cidr("2001:db8:beef::/48")];
+    spec.allow = vec![allow("0.0.0.0/0", 0, 0), allow("::/0", 0, 0)];
+    spec
+}
+
 /// The host's own addresses in the standard topology.
 pub fn host_addresses() -> Vec<IpAddr> {
     vec![
