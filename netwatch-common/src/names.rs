@@ -45,6 +45,25 @@ pub const MAP_PROTECTED_V4: &str = "PROTECTED_V4";
 /// `LpmTrie<[u8; 16], u32>`.
 pub const MAP_PROTECTED_V6: &str = "PROTECTED_V6";
 
+/// Every map of the object.
+pub const ALL_MAPS: [&str; 15] = [
+    MAP_ENDPOINTS,
+    MAP_NET_V4,
+    MAP_NET_V6,
+    MAP_ALLOW_V4,
+    MAP_ALLOW_V6,
+    MAP_HOST_V4,
+    MAP_HOST_V6,
+    MAP_FLOWS,
+    MAP_EVENTS,
+    MAP_VERDICT_COUNTERS,
+    MAP_UPLINK_COUNTERS,
+    MAP_RINGBUF_LOST,
+    MAP_CONFIG,
+    MAP_PROTECTED_V4,
+    MAP_PROTECTED_V6,
+];
+
 /// Size of the ring buffer in bytes (a power of two and page multiple).
 pub const EVENTS_BYTES: u32 = 1 << 20;
 /// Default capacity of the flow table.

@@ -28,6 +28,14 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+    /// Remove everything netwatch attached or pinned (/sys/fs/bpf/netwatch):
+    /// links first, which detaches the programs from every interface, then
+    /// programs and maps. Reports what it removed. Enforcement stops.
+    Detach {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
 }
 
 fn main() -> ExitCode {
@@ -35,6 +43,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { output } => cli::check::run(output),
+        Command::Detach { output } => cli::detach::run(output),
     };
     match result {
         Ok(code) => code,

@@ -2,4 +2,5 @@
 
 pub mod corpus;
 pub mod fixture;
+pub mod netns;
 pub mod packets;

@@ -1,3 +1,5 @@
+use std::path::{Path, PathBuf};
+
 use aya::{EbpfError, maps::MapError, programs::ProgramError};
 
 /// What can go wrong between netwatch and its kernel programs.
@@ -15,6 +17,24 @@ pub enum DatapathError {
         #[source]
         source: ProgramError,
     },
+    #[error("pin {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "this datapath was loaded without a bpffs pin directory, so its links would die with the process"
+    )]
+    NotPinned,
+    #[error(
+        "the kernel attached through netlink instead of a bpf link, which cannot be pinned; netwatch needs Linux ≥ 6.6 (TCX)"
+    )]
+    NotALink,
+    #[error(
+        "interface {ifname} is no longer ifindex {ifindex} (it was deleted or renamed); nothing attached"
+    )]
+    InterfaceGone { ifname: String, ifindex: u32 },
     #[error("map `{name}`: {source}")]
     Map {
         name: &'static str,
@@ -26,6 +46,13 @@ pub enum DatapathError {
 impl DatapathError {
     pub(crate) fn map(name: &'static str) -> impl FnOnce(MapError) -> DatapathError {
         move |source| DatapathError::Map { name, source }
+    }
+
+    pub(crate) fn pin(path: &Path) -> impl FnOnce(std::io::Error) -> DatapathError + '_ {
+        move |source| DatapathError::Pin {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     pub(crate) fn program(name: &'static str) -> impl FnOnce(ProgramError) -> DatapathError {

@@ -1,10 +1,12 @@
+use std::path::PathBuf;
+
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
     programs::{SchedClassifier, Xdp},
 };
 use netwatch_common::names;
 
-use super::DatapathError;
+use super::{DatapathError, pins};
 
 /// The object built from netwatch-ebpf by build.rs.
 static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netwatch"));
@@ -15,12 +17,19 @@ pub struct LoadOptions {
     /// Capacity of the flow table (LRU: when full, the least recently used
     /// flows are evicted; verdicts never depend on it).
     pub flow_table_entries: u32,
+    /// Where to pin maps and links (normally [`super::pins::root`]). With a
+    /// pin root, maps already pinned there are reused — so a restarted agent
+    /// shares state with the programs a previous one left attached — and
+    /// missing ones are created and pinned. Without one (tests, `check`)
+    /// everything is private to this process and nothing can be attached.
+    pub pin_root: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             flow_table_entries: names::FLOWS_MAX_ENTRIES,
+            pin_root: None,
         }
     }
 }
@@ -29,6 +38,7 @@ impl Default for LoadOptions {
 /// attached anywhere).
 pub struct Datapath {
     pub(super) ebpf: Ebpf,
+    pub(super) pin_root: Option<PathBuf>,
 }
 
 impl Datapath {
@@ -39,9 +49,23 @@ impl Datapath {
     /// 5.18 (the programs use `bpf_xdp_load_bytes` and the ring buffer), or
     /// when the verifier rejects a program (the error carries its log).
     pub fn load(options: &LoadOptions) -> Result<Datapath, DatapathError> {
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(names::MAP_FLOWS, options.flow_table_entries)
-            .load(OBJECT)?;
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(names::MAP_FLOWS, options.flow_table_entries);
+        let map_pins: Vec<(&'static str, PathBuf)> = match &options.pin_root {
+            Some(root) => {
+                let dir = pins::maps_dir(root);
+                std::fs::create_dir_all(&dir).map_err(DatapathError::pin(&dir))?;
+                names::ALL_MAPS
+                    .iter()
+                    .map(|name| (*name, dir.join(name)))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &map_pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT)?;
         for name in [
             names::PROG_FROM_CONTAINER,
             names::PROG_TO_CONTAINER,
@@ -62,6 +86,16 @@ impl Datapath {
         uplink
             .load()
             .map_err(DatapathError::program(names::PROG_UPLINK))?;
-        Ok(Datapath { ebpf })
+        Ok(Datapath {
+            ebpf,
+            pin_root: options.pin_root.clone(),
+        })
+    }
+
+    /// Names of the maps in the loaded object.
+    pub fn map_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.ebpf.maps().map(|(name, _)| name.to_string()).collect();
+        names.sort();
+        names
     }
 }

@@ -2,11 +2,14 @@
 //! policy maps, reading counters, flows and records, and running packets
 //! through the loaded programs with `BPF_PROG_TEST_RUN`.
 
+mod attach;
 mod error;
 mod load;
 mod maps;
+pub mod pins;
 mod test_run;
 
+pub use attach::{Attachment, detach_all, detach_veth};
 pub use error::DatapathError;
 pub use load::{Datapath, LoadOptions};
 pub use maps::ReasonCounts;

@@ -1,0 +1,224 @@
+//! Attaching the programs to interfaces, pinning the links, and detaching.
+//!
+//! Facts this depends on (checked on Linux 6.18 with aya 0.14):
+//! - a TCX link whose last fd closes detaches at once (fail-open), so every
+//!   link is turned into an `FdLink` and pinned under [`pins::links_dir`]
+//!   before the agent may exit; a pinned link keeps enforcing after the
+//!   process that made it is gone, and removing the pin detaches it;
+//! - when an interface is deleted the kernel detaches its TCX links; their
+//!   pins stay until netwatch removes them.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, links::FdLink};
+use log::info;
+
+use super::{Datapath, DatapathError, Hook, pins};
+
+/// What `attach_*` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    /// The programs were attached and pinned now.
+    Attached,
+    /// Pinned links for the interface already existed; nothing was done.
+    AlreadyAttached,
+}
+
+impl Datapath {
+    fn pin_root(&self) -> Result<&Path, DatapathError> {
+        self.pin_root.as_deref().ok_or(DatapathError::NotPinned)
+    }
+
+    /// Attaches `from_container` (TCX ingress) and `to_container` (TCX
+    /// egress) to a container's host-side veth and pins both links. If the
+    /// second attachment fails the first is removed again: an interface is
+    /// never left half-attached.
+    ///
+    /// Minimum kernel: 6.6 (TCX).
+    ///
+    /// # Errors
+    /// The datapath was loaded without a pin root, the interface does not
+    /// exist or is not `ifindex`, or the kernel refuses.
+    pub fn attach_veth(&mut self, ifname: &str, ifindex: u32) -> Result<Attachment, DatapathError> {
+        let root = self.pin_root()?.to_path_buf();
+        if pins::veth_attached(&root, ifindex) {
+            return Ok(Attachment::AlreadyAttached);
+        }
+        check_ifindex(ifname, ifindex)?;
+        fs::create_dir_all(pins::links_dir(&root)).map_err(DatapathError::pin(&root))?;
+        let mut pinned: Vec<PathBuf> = Vec::new();
+        for (hook, attach_type) in [
+            (Hook::FromContainer, TcAttachType::Ingress),
+            (Hook::ToContainer, TcAttachType::Egress),
+        ] {
+            let path = pins::link_path(&root, hook, ifindex);
+            if path.exists() {
+                continue;
+            }
+            if let Err(e) = self.attach_tc(hook, attach_type, ifname, &path) {
+                for done in &pinned {
+                    let _ = fs::remove_file(done);
+                }
+                return Err(e);
+            }
+            pinned.push(path);
+        }
+        info!("attached from_container/to_container to {ifname} (ifindex {ifindex})");
+        Ok(Attachment::Attached)
+    }
+
+    fn attach_tc(
+        &mut self,
+        hook: Hook,
+        attach_type: TcAttachType,
+        ifname: &str,
+        path: &Path,
+    ) -> Result<(), DatapathError> {
+        let name = hook.program_name();
+        let program: &mut SchedClassifier = self.program_mut(name)?;
+        let id = program
+            .attach(ifname, attach_type)
+            .map_err(DatapathError::program(name))?;
+        let link = program
+            .take_link(id)
+            .map_err(DatapathError::program(name))?;
+        pin_link(link, path)
+    }
+
+    fn program_mut<'a, T>(&'a mut self, name: &'static str) -> Result<&'a mut T, DatapathError>
+    where
+        &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram(name))?
+            .try_into()
+            .map_err(DatapathError::program(name))
+    }
+
+    /// Attaches the uplink program (XDP, driver mode where the driver has
+    /// it, else generic) to an uplink interface and pins the link.
+    ///
+    /// Minimum kernel: 5.9 (XDP bpf links).
+    ///
+    /// # Errors
+    /// As for [`Datapath::attach_veth`].
+    pub fn attach_uplink(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<Attachment, DatapathError> {
+        let root = self.pin_root()?.to_path_buf();
+        let path = pins::link_path(&root, Hook::Uplink, ifindex);
+        if path.exists() {
+            return Ok(Attachment::AlreadyAttached);
+        }
+        check_ifindex(ifname, ifindex)?;
+        fs::create_dir_all(pins::links_dir(&root)).map_err(DatapathError::pin(&root))?;
+        let name = Hook::Uplink.program_name();
+        let program: &mut Xdp = self.program_mut(name)?;
+        let id = program
+            .attach(ifname, XdpMode::Default)
+            .map_err(DatapathError::program(name))?;
+        let link = program
+            .take_link(id)
+            .map_err(DatapathError::program(name))?;
+        pin_link(link, &path)?;
+        info!("attached uplink to {ifname} (ifindex {ifindex})");
+        Ok(Attachment::Attached)
+    }
+}
+
+/// Pins a link so that it outlives this process. Only bpf links can be
+/// pinned: TCX (kernel ≥ 6.6) and XDP (≥ 5.9) links are; a netlink
+/// attachment, which would die with the agent, is refused (dropping it here
+/// detaches it again).
+fn pin_link<L: TryInto<FdLink>>(link: L, path: &Path) -> Result<(), DatapathError> {
+    let link: FdLink = link.try_into().map_err(|_| DatapathError::NotALink)?;
+    link.pin(path).map_err(|e| DatapathError::Pin {
+        path: path.to_path_buf(),
+        source: io::Error::other(e),
+    })?;
+    Ok(())
+}
+
+/// Refuses to attach when the name no longer denotes the expected interface
+/// (it was deleted and the name reused between lookup and attach). Asks the
+/// kernel in the calling thread's network namespace: /sys/class/net shows
+/// the namespace sysfs was mounted in, not the thread's.
+fn check_ifindex(ifname: &str, ifindex: u32) -> Result<(), DatapathError> {
+    match nix::net::if_::if_nametoindex(ifname) {
+        Ok(actual) if actual == ifindex => Ok(()),
+        _ => Err(DatapathError::InterfaceGone {
+            ifname: ifname.to_string(),
+            ifindex,
+        }),
+    }
+}
+
+/// Removes the pinned links of one veth, which detaches them. Returns the
+/// pins removed.
+///
+/// # Errors
+/// A pin exists but cannot be removed.
+pub fn detach_veth(root: &Path, ifindex: u32) -> Result<Vec<PathBuf>, DatapathError> {
+    let mut removed = Vec::new();
+    for hook in [Hook::FromContainer, Hook::ToContainer] {
+        let path = pins::link_path(root, hook, ifindex);
+        match fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DatapathError::Pin { path, source: e }),
+        }
+    }
+    if !removed.is_empty() {
+        info!("detached netwatch from ifindex {ifindex}");
+    }
+    Ok(removed)
+}
+
+/// Removes everything netwatch pinned under `root` — links first (which
+/// detaches them), then programs and maps — and returns what was removed.
+///
+/// # Errors
+/// A pin cannot be removed (the rest is still attempted first).
+pub fn detach_all(root: &Path) -> Result<Vec<PathBuf>, DatapathError> {
+    let mut removed = Vec::new();
+    let mut first_error = None;
+    for dir in [
+        pins::links_dir(root),
+        pins::progs_dir(root),
+        pins::maps_dir(root),
+    ] {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                first_error.get_or_insert(DatapathError::Pin {
+                    path: dir,
+                    source: e,
+                });
+                continue;
+            }
+        };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for path in paths {
+            match fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) => {
+                    first_error.get_or_insert(DatapathError::Pin { path, source: e });
+                }
+            }
+        }
+        let _ = fs::remove_dir(&dir);
+    }
+    let _ = fs::remove_dir(root);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(removed),
+    }
+}

@@ -1,0 +1,230 @@
+//! Network namespaces the tests create, wired as a small Docker-like host,
+//! removed by RAII guards even when a test fails:
+//!
+//! ```text
+//!   ns C (container) eth0 10.231.N.2 ─┐
+//!   ns P (peer)      eth0 10.231.N.3 ─┤ br0 10.231.N.1 (gateway)   ns H (host)
+//!                                     └ vc / vp host-side veths
+//!   ns O (outside)   eth0 203.0.113.7 ── vo 203.0.113.1             (forwarding on)
+//! ```
+//!
+//! Every address lives inside these namespaces; nothing is added to the
+//! machine's own namespace, and the "outside world" is namespace O.
+
+use std::{
+    fs::File,
+    net::Ipv4Addr,
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use nix::sched::{CloneFlags, setns};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command and panics with its output when it fails.
+pub fn run(args: &[&str]) -> Output {
+    let output = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The test host.
+pub struct TestHost {
+    prefix: String,
+    /// Third octet of 10.231.N.0/24, unique per topology in this process.
+    pub subnet: u8,
+}
+
+impl TestHost {
+    pub fn host_ns(&self) -> String {
+        format!("{}h", self.prefix)
+    }
+    pub fn container_ns(&self) -> String {
+        format!("{}c", self.prefix)
+    }
+    pub fn peer_ns(&self) -> String {
+        format!("{}p", self.prefix)
+    }
+    pub fn outside_ns(&self) -> String {
+        format!("{}o", self.prefix)
+    }
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 231, self.subnet, 1)
+    }
+    pub fn container_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 231, self.subnet, 2)
+    }
+    pub fn peer_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 231, self.subnet, 3)
+    }
+    pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+    /// The container's host-side veth (in ns H).
+    pub const CONTAINER_VETH: &'static str = "vc";
+
+    /// Builds the topology. Needs root and iproute2.
+    pub fn create() -> TestHost {
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let host = TestHost {
+            prefix: format!("nwt{}x{id}", std::process::id()),
+            subnet: ((std::process::id() + id) % 200 + 10) as u8,
+        };
+        let (h, c, p, o) = (
+            host.host_ns(),
+            host.container_ns(),
+            host.peer_ns(),
+            host.outside_ns(),
+        );
+        for ns in [&h, &c, &p, &o] {
+            run(&["ip", "netns", "add", ns]);
+        }
+        let gw = format!("{}/24", host.gateway());
+        let sh = |ns: &str, cmd: &str| {
+            let mut args = vec!["ip", "-n", ns];
+            args.extend(cmd.split_whitespace());
+            run(&args);
+        };
+        sh(&h, "link add br0 type bridge");
+        sh(&h, &format!("addr add {gw} dev br0"));
+        sh(&h, "link set br0 up");
+        sh(&h, "link set lo up");
+        for (ns, veth, ip) in [(&c, "vc", host.container_ip()), (&p, "vp", host.peer_ip())] {
+            sh(
+                &h,
+                &format!("link add {veth} type veth peer name eth0 netns {ns}"),
+            );
+            sh(&h, &format!("link set {veth} master br0 up"));
+            sh(ns, &format!("addr add {ip}/24 dev eth0"));
+            sh(ns, "link set eth0 up");
+            sh(ns, "link set lo up");
+            sh(ns, &format!("route add default via {}", host.gateway()));
+        }
+        sh(
+            &h,
+            &format!("link add vo type veth peer name eth0 netns {o}"),
+        );
+        sh(&h, "addr add 203.0.113.1/24 dev vo");
+        sh(&h, "link set vo up");
+        sh(&o, &format!("addr add {}/24 dev eth0", Self::OUTSIDE_IP));
+        sh(&o, "link set eth0 up");
+        sh(&o, "link set lo up");
+        sh(
+            &o,
+            &format!("route add 10.231.{}.0/24 via 203.0.113.1", host.subnet),
+        );
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &h,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ip_forward=1",
+        ]);
+        host
+    }
+
+    /// Whether one ping from `ns` to `dst` is answered. Before sending, checks
+    /// that the route to `dst` leaves through the namespace's own eth0, so no
+    /// packet can go anywhere but the test's namespaces.
+    pub fn ping(&self, ns: &str, dst: Ipv4Addr) -> bool {
+        let route = run(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "ip",
+            "route",
+            "get",
+            &dst.to_string(),
+        ]);
+        let route = String::from_utf8_lossy(&route.stdout);
+        assert!(
+            route.contains("dev eth0") && !route.contains("dev lo"),
+            "refusing to ping {dst} from {ns}: route is {route}"
+        );
+        Command::new("ip")
+            .args(["netns", "exec", ns, "busybox", "ping", "-c", "1", "-W", "1"])
+            .arg(dst.to_string())
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    /// The MAC address of `eth0` in `ns`.
+    pub fn mac(&self, ns: &str) -> [u8; 6] {
+        let out = run(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "cat",
+            "/sys/class/net/eth0/address",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut mac = [0u8; 6];
+        for (byte, part) in mac.iter_mut().zip(text.trim().split(':')) {
+            *byte = u8::from_str_radix(part, 16).expect("MAC address");
+        }
+        mac
+    }
+
+    /// Runs `f` on a thread inside namespace `ns` (the calling thread's
+    /// namespace never changes).
+    pub fn in_ns<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let file = File::open(format!("/run/netns/{ns}")).expect("netns file");
+                    setns(file, CloneFlags::CLONE_NEWNET).expect("setns");
+                    f()
+                })
+                .join()
+                .expect("namespace thread panicked")
+        })
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its interfaces, which detaches any
+        // program attached to them.
+        for ns in [
+            self.container_ns(),
+            self.peer_ns(),
+            self.outside_ns(),
+            self.host_ns(),
+        ] {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        }
+    }
+}
+
+/// A private bpffs directory for a test's pins, removed with everything in
+/// it when dropped.
+pub struct PinDir(pub std::path::PathBuf);
+
+impl PinDir {
+    pub fn create() -> PinDir {
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        PinDir(
+            std::path::Path::new(netwatch::datapath::pins::BPFFS)
+                .join(format!("netwatch-test-{}-{id}", std::process::id())),
+        )
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = netwatch::datapath::detach_all(&self.0);
+    }
+}

@@ -1,0 +1,232 @@
+//! The programs attached to a real veth in namespaces the test creates, with
+//! real traffic: enforcement, pinning that outlives the process that
+//! attached, adoption without duplicate attachments, and a clean detach.
+
+use std::net::IpAddr;
+
+use aya::programs::{SchedClassifier, TcAttachType};
+use netwatch::{
+    datapath::{Attachment, Datapath, LoadOptions, detach_all, pins},
+    policy::{Cidr, EndpointSpec, compile},
+};
+use netwatch_common::{
+    endpoint::{EndpointPolicy, policy_flags},
+    reason::DropReason,
+};
+use netwatch_tests::{
+    fixture::require_root,
+    netns::{PinDir, TestHost},
+};
+
+fn internal_endpoint(host: &TestHost, ifindex: u32) -> EndpointSpec {
+    EndpointSpec {
+        ifindex,
+        policy: EndpointPolicy {
+            flags: policy_flags::ENFORCE | policy_flags::HAS_IPV4,
+            scope: 1,
+            ipv4: host.container_ip().octets(),
+            gateway_v4: host.gateway().octets(),
+            mac: host.mac(&host.container_ns()),
+            ..EndpointPolicy::default()
+        },
+        networks: vec![Cidr::new(IpAddr::V4(host.gateway()), 24).unwrap()],
+        allow: Vec::new(),
+    }
+}
+
+fn programs_on(host: &TestHost, ifname: &str) -> (usize, usize) {
+    host.in_ns(&host.host_ns(), || {
+        let count = |t| {
+            SchedClassifier::query_tcx(ifname, t)
+                .map(|(_, p)| p.len())
+                .unwrap_or(0)
+        };
+        (count(TcAttachType::Ingress), count(TcAttachType::Egress))
+    })
+}
+
+#[test]
+fn internal_endpoint_is_enforced_on_a_real_veth_and_stays_enforced_after_the_process_lets_go() {
+    require_root();
+    let host = TestHost::create();
+    let pin_dir = PinDir::create();
+    let (c, gw, peer, outside) = (
+        host.container_ns(),
+        host.gateway(),
+        host.peer_ip(),
+        TestHost::OUTSIDE_IP,
+    );
+
+    // Without netwatch everything is reachable: the test can see a difference.
+    assert!(
+        host.ping(&c, peer),
+        "container cannot reach its peer before attach"
+    );
+    assert!(
+        host.ping(&c, gw),
+        "container cannot reach the gateway before attach"
+    );
+    assert!(
+        host.ping(&c, outside),
+        "container cannot reach the outside before attach"
+    );
+
+    let ifindex = host.in_ns(&host.host_ns(), || {
+        nix::net::if_::if_nametoindex(TestHost::CONTAINER_VETH).expect("vc exists")
+    });
+    let options = LoadOptions {
+        pin_root: Some(pin_dir.0.clone()),
+        ..LoadOptions::default()
+    };
+    let mut datapath = Datapath::load(&options).expect("programs load");
+    let tables = compile(&[internal_endpoint(&host, ifindex)], &[]).unwrap();
+    datapath.apply(&tables).unwrap();
+    let attached = host.in_ns(&host.host_ns(), || {
+        datapath.attach_veth(TestHost::CONTAINER_VETH, ifindex)
+    });
+    assert_eq!(attached.unwrap(), Attachment::Attached);
+    assert!(pins::veth_attached(&pin_dir.0, ifindex));
+
+    assert!(host.ping(&c, peer), "intra-network traffic must pass");
+    assert!(
+        !host.ping(&c, gw),
+        "the gateway (the host) must be unreachable"
+    );
+    assert!(!host.ping(&c, outside), "the outside must be unreachable");
+    let counts = datapath.verdict_counts().unwrap();
+    assert!(counts[DropReason::HostAccess as usize] >= 1, "{counts:?}");
+    assert!(counts[DropReason::NotInNetwork as usize] >= 1, "{counts:?}");
+    assert!(counts[DropReason::None as usize] >= 1, "{counts:?}");
+
+    // Every fd this process held goes away, as when the agent is killed.
+    drop(datapath);
+    assert!(
+        !host.ping(&c, outside),
+        "enforcement must outlive the process"
+    );
+    assert!(host.ping(&c, peer));
+    assert_eq!(programs_on(&host, TestHost::CONTAINER_VETH), (1, 1));
+
+    // A new load adopts the pinned maps and does not attach twice.
+    let mut adopted = Datapath::load(&options).expect("programs load again");
+    let again = host.in_ns(&host.host_ns(), || {
+        adopted.attach_veth(TestHost::CONTAINER_VETH, ifindex)
+    });
+    assert_eq!(again.unwrap(), Attachment::AlreadyAttached);
+    assert_eq!(programs_on(&host, TestHost::CONTAINER_VETH), (1, 1));
+    let counts = adopted.verdict_counts().unwrap();
+    assert!(
+        counts[DropReason::NotInNetwork as usize] >= 2,
+        "the adopted counters are the ones the attached programs write: {counts:?}"
+    );
+    drop(adopted);
+
+    // Detach removes every pin and the programs with them.
+    let removed = detach_all(&pin_dir.0).unwrap();
+    assert!(
+        removed
+            .iter()
+            .any(|p| p.starts_with(pins::links_dir(&pin_dir.0)))
+    );
+    assert!(!pin_dir.0.exists());
+    assert_eq!(programs_on(&host, TestHost::CONTAINER_VETH), (0, 0));
+    assert!(host.ping(&c, outside), "traffic flows again after detach");
+}
+
+#[test]
+fn attach_is_refused_without_a_pin_root_and_for_a_vanished_interface() {
+    require_root();
+    let host = TestHost::create();
+    let pin_dir = PinDir::create();
+    let mut unpinned = Datapath::load(&LoadOptions::default()).unwrap();
+    let err = host
+        .in_ns(&host.host_ns(), || {
+            unpinned.attach_veth(TestHost::CONTAINER_VETH, 1)
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("without a bpffs pin directory"),
+        "{err}"
+    );
+
+    let mut pinned = Datapath::load(&LoadOptions {
+        pin_root: Some(pin_dir.0.clone()),
+        ..LoadOptions::default()
+    })
+    .unwrap();
+    let err = host
+        .in_ns(&host.host_ns(), || pinned.attach_veth("nosuchveth0", 4242))
+        .unwrap_err();
+    assert!(err.to_string().contains("no longer ifindex 4242"), "{err}");
+    assert!(!pins::veth_attached(&pin_dir.0, 4242));
+}
+
+#[test]
+fn every_map_of_the_object_is_named_in_the_contract() {
+    require_root();
+    let datapath = Datapath::load(&LoadOptions::default()).unwrap();
+    let mut expected: Vec<String> = netwatch_common::names::ALL_MAPS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(datapath.map_names(), expected);
+}
+
+#[test]
+fn uplink_shield_drops_inbound_packets_for_protected_subnets_on_a_real_interface() {
+    require_root();
+    let host = TestHost::create();
+    let pin_dir = PinDir::create();
+    let o = host.outside_ns();
+    assert!(
+        host.ping(&o, host.container_ip()),
+        "outside cannot reach the container before attach"
+    );
+
+    // In ns H, `vo` plays the host's uplink.
+    let uplink = "vo";
+    let ifindex = host.in_ns(&host.host_ns(), || {
+        nix::net::if_::if_nametoindex(uplink).expect("vo exists")
+    });
+    let mut datapath = Datapath::load(&LoadOptions {
+        pin_root: Some(pin_dir.0.clone()),
+        ..LoadOptions::default()
+    })
+    .unwrap();
+    datapath
+        .protect(&[Cidr::new(IpAddr::V4(host.gateway()), 24).unwrap()])
+        .unwrap();
+    let attached = host.in_ns(&host.host_ns(), || datapath.attach_uplink(uplink, ifindex));
+    assert_eq!(attached.unwrap(), Attachment::Attached);
+
+    assert!(
+        !host.ping(&o, host.container_ip()),
+        "inbound to the protected subnet must drop"
+    );
+    assert!(
+        !host.ping(&o, host.gateway()),
+        "the protected gateway address too"
+    );
+    assert!(
+        host.ping(&o, std::net::Ipv4Addr::new(203, 0, 113, 1)),
+        "the host's own uplink address stays reachable"
+    );
+    let counts = datapath.uplink_counts().unwrap();
+    assert!(
+        counts[DropReason::ProtectedPrefix as usize] >= 2,
+        "{counts:?}"
+    );
+    assert!(counts[DropReason::None as usize] >= 1, "{counts:?}");
+
+    drop(datapath);
+    assert!(
+        !host.ping(&o, host.container_ip()),
+        "the shield outlives the process"
+    );
+    detach_all(&pin_dir.0).unwrap();
+    assert!(
+        host.ping(&o, host.container_ip()),
+        "traffic flows again after detach"
+    );
+}
