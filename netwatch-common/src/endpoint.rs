@@ -21,8 +21,16 @@ pub mod policy_flags {
     pub const HAS_IPV4: u32 = 1 << 2;
     /// `ipv6`/`gateway_v6` are set.
     pub const HAS_IPV6: u32 = 1 << 3;
+    /// The policy guards a whole network from its bridge device rather than
+    /// one endpoint from its veth: instead of the endpoint's own MAC and
+    /// addresses, sources must lie in the network. Attached to the bridge
+    /// when the network appears, it holds routed traffic (to the host and
+    /// the outside, and from them) before any container's veth is known,
+    /// which closes the window between a container's start and its veth's
+    /// attachment.
+    pub const NETWORK_WIDE: u32 = 1 << 4;
     /// Every defined bit; the agent refuses to write others.
-    pub const ALL: u32 = ENFORCE | GATEWAY_ACCESS | HAS_IPV4 | HAS_IPV6;
+    pub const ALL: u32 = ENFORCE | GATEWAY_ACCESS | HAS_IPV4 | HAS_IPV6 | NETWORK_WIDE;
 }
 
 /// The policy of one container endpoint, keyed by its host-side veth ifindex

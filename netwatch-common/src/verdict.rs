@@ -83,17 +83,18 @@ fn drop_reason<T: PolicyTables>(
         PacketClass::Arp | PacketClass::Ip => {}
     }
     let egress = direction == Direction::Egress;
-    if egress && pkt.src_mac != policy.mac {
+    // A network-wide policy (on a bridge) cannot know each container's MAC;
+    // it checks that sources lie inside the network instead.
+    let network_wide = policy.has(policy_flags::NETWORK_WIDE);
+    if egress && !network_wide && pkt.src_mac != policy.mac {
         return DropReason::SpoofedMac;
     }
     if pkt.class == PacketClass::Arp {
         if egress {
-            if pkt.arp_sender_mac != policy.mac {
+            if !network_wide && pkt.arp_sender_mac != policy.mac {
                 return DropReason::SpoofedMac;
             }
-            let sender = v4(&pkt.src);
-            let own = policy.has(policy_flags::HAS_IPV4) && sender == policy.ipv4;
-            if !own && sender != [0; 4] {
+            if v4(&pkt.src) != [0; 4] && !is_own_source(policy, family::IPV4, &pkt.src, tables) {
                 return DropReason::SpoofedSource;
             }
         }
@@ -104,17 +105,19 @@ fn drop_reason<T: PolicyTables>(
     // to work at all; only what the container says about itself is checked.
     if pkt.nd != NdKind::None {
         if egress {
-            if !(is_own_v6_source(policy, &pkt.src) || pkt.src == [0; 16]) {
+            if pkt.src != [0; 16] && !is_own_source(policy, family::IPV6, &pkt.src, tables) {
                 return DropReason::SpoofedSource;
             }
-            if pkt.nd == NdKind::Advert && !is_own_v6_source(policy, &pkt.nd_target) {
+            if pkt.nd == NdKind::Advert
+                && !is_own_source(policy, family::IPV6, &pkt.nd_target, tables)
+            {
                 return DropReason::SpoofedSource;
             }
         }
         return DropReason::None;
     }
 
-    if egress && !is_own_source(policy, pkt.family, &pkt.src) {
+    if egress && !is_own_source(policy, pkt.family, &pkt.src, tables) {
         return DropReason::SpoofedSource;
     }
 
@@ -160,20 +163,28 @@ pub fn is_link_local_v6(addr: &[u8; 16]) -> bool {
     addr[0] == 0xfe && addr[1] & 0xc0 == 0x80
 }
 
-/// The endpoint's own IPv6 address or a link-local one. The kernel picks the
-/// link-local address of a container's interface, so netwatch cannot know it
-/// in advance; link-local sources are accepted, and their destinations still
+/// Whether `addr` may be the source of what the endpoint sends: its own
+/// address — or, for a network-wide policy, any address of the network — and
+/// for IPv6 also any link-local address. The kernel picks the link-local
+/// address of a container's interface, so netwatch cannot know it in
+/// advance; link-local sources are accepted, and their destinations still
 /// meet the usual rules.
 #[inline(always)]
-fn is_own_v6_source(policy: &EndpointPolicy, addr: &[u8; 16]) -> bool {
-    (policy.has(policy_flags::HAS_IPV6) && *addr == policy.ipv6) || is_link_local_v6(addr)
-}
-
-#[inline(always)]
-fn is_own_source(policy: &EndpointPolicy, fam: u8, addr: &[u8; 16]) -> bool {
+fn is_own_source<T: PolicyTables>(
+    policy: &EndpointPolicy,
+    fam: u8,
+    addr: &[u8; 16],
+    tables: &T,
+) -> bool {
+    if fam == family::IPV6 && is_link_local_v6(addr) {
+        return true;
+    }
+    if policy.has(policy_flags::NETWORK_WIDE) {
+        return tables.in_network(policy.scope, fam, addr);
+    }
     match fam {
         family::IPV4 => policy.has(policy_flags::HAS_IPV4) && v4(addr) == policy.ipv4,
-        family::IPV6 => is_own_v6_source(policy, addr),
+        family::IPV6 => policy.has(policy_flags::HAS_IPV6) && *addr == policy.ipv6,
         _ => false,
     }
 }

@@ -88,6 +88,16 @@ pub fn endpoint_spec(flags: u32) -> EndpointSpec {
     }
 }
 
+/// The network-wide policy of the endpoint's network, as the agent puts it
+/// on the network's bridge (keyed here by the test-run ifindex).
+pub fn bridge_spec() -> EndpointSpec {
+    let mut spec = endpoint_spec(policy_flags::ENFORCE | policy_flags::NETWORK_WIDE);
+    spec.policy.ipv4 = [0; 4];
+    spec.policy.ipv6 = [0; 16];
+    spec.policy.mac = [0; 6];
+    spec
+}
+
 /// Another endpoint (on an ifindex no test runs on) whose network and
 /// allow-list cover the outside world: if scopes leaked into each other in
 /// the tries, the endpoint under test would reach the outside through it.

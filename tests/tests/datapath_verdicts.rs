@@ -1089,3 +1089,148 @@ fn uplink_drops_packets_aimed_at_protected_prefixes() {
         );
     }
 }
+
+#[test]
+fn network_wide_policy_on_a_bridge_checks_sources_against_the_network() {
+    use Hook::{FromContainer as E, ToContainer as I};
+    let mut harness = Harness::new(vec![bridge_spec()], host_addresses());
+    let any_member = Ipv4Addr::new(172, 30, 9, 9);
+    let cases = vec![
+        case(
+            "member to peer",
+            E,
+            Frame::eth(STRANGER_MAC, PEER_MAC)
+                .ipv4(any_member, PEER_V4)
+                .tcp(40000, 80, SYN)
+                .build(),
+            NONE_OK,
+        ),
+        case(
+            "member to gateway",
+            E,
+            Frame::eth(STRANGER_MAC, GW_MAC)
+                .ipv4(any_member, GW_V4)
+                .udp(40000, 53)
+                .build(),
+            HostAccess,
+        ),
+        case(
+            "member to host address",
+            E,
+            Frame::eth(STRANGER_MAC, GW_MAC)
+                .ipv4(any_member, HOST_V4)
+                .tcp(40000, 22, SYN)
+                .build(),
+            HostAccess,
+        ),
+        case(
+            "member to outside (routed)",
+            E,
+            Frame::eth(STRANGER_MAC, GW_MAC)
+                .ipv4(any_member, OUTSIDE_V4)
+                .tcp(40000, 443, SYN)
+                .build(),
+            NotInNetwork,
+        ),
+        case(
+            "member to allow-listed service",
+            E,
+            Frame::eth(STRANGER_MAC, GW_MAC)
+                .ipv4(any_member, ALLOWED_NET_V4)
+                .tcp(40000, 443, SYN)
+                .build(),
+            NONE_OK,
+        ),
+        case(
+            "source outside the network",
+            E,
+            Frame::eth(STRANGER_MAC, GW_MAC)
+                .ipv4(OUTSIDE_V4, PEER_V4)
+                .tcp(40000, 80, SYN)
+                .build(),
+            SpoofedSource,
+        ),
+        case(
+            "v6 member to outside",
+            E,
+            Frame::eth(STRANGER_MAC, GW_MAC)
+                .ipv6("fd00:30::99".parse().unwrap(), OUTSIDE_V6)
+                .udp(40000, 53)
+                .build(),
+            NotInNetwork,
+        ),
+        case(
+            "v6 link-local neighbour solicitation",
+            E,
+            Frame::eth(STRANGER_MAC, ipv6_multicast_mac(solicited_node(GW_V6)))
+                .ipv6(EP_LL, solicited_node(GW_V6))
+                .hop_limit(255)
+                .neighbor_solicit(GW_V6, Some(STRANGER_MAC))
+                .build(),
+            NONE_OK,
+        ),
+        case(
+            "arp from any member",
+            E,
+            Frame::eth(STRANGER_MAC, BROADCAST)
+                .arp(Arp::request(STRANGER_MAC, any_member, GW_V4))
+                .build(),
+            NONE_OK,
+        ),
+        case(
+            "arp claiming an outside address",
+            E,
+            Frame::eth(STRANGER_MAC, BROADCAST)
+                .arp(Arp::request(STRANGER_MAC, OUTSIDE_V4, GW_V4))
+                .build(),
+            SpoofedSource,
+        ),
+        case(
+            "outside into the network (routed)",
+            I,
+            Frame::eth(GW_MAC, PEER_MAC)
+                .ipv4(OUTSIDE_V4, PEER_V4)
+                .tcp(443, 40000, SYN)
+                .build(),
+            NotInNetwork,
+        ),
+        case(
+            "host into the network",
+            I,
+            Frame::eth(GW_MAC, PEER_MAC)
+                .ipv4(GW_V4, PEER_V4)
+                .tcp(22, 40000, SYN)
+                .build(),
+            HostAccess,
+        ),
+        case(
+            "member to member flooded to the bridge",
+            I,
+            Frame::eth(PEER_MAC, BROADCAST)
+                .ipv4(PEER_V4, v4(172, 30, 255, 255))
+                .udp(9999, 9999)
+                .build(),
+            NONE_OK,
+        ),
+    ];
+    for case in &cases {
+        let got = harness.kernel(case.hook, &case.frame).unwrap();
+        let want = if case.expect == NONE_OK {
+            TC_CONTINUE
+        } else {
+            TC_DROP
+        };
+        assert_eq!(
+            (got.action, got.reason),
+            (want, Some(case.expect)),
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            harness.model(case.hook, &case.frame).map(|d| d.reason),
+            Some(case.expect),
+            "model: {}",
+            case.name
+        );
+    }
+}

@@ -3,7 +3,8 @@
 //! frame is printed as hex so that it can become a fixed case.
 //!
 //! `NETWATCH_DIFF_PACKETS` sets how many frames per direction (default
-//! 60,000, so 120,000 per run); `NETWATCH_DIFF_SEED` replays a run.
+//! 60,000 for the endpoint policy, so 120,000 per run, and 15,000 for the
+//! network-wide policy); `NETWATCH_DIFF_SEED` replays a run.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -17,20 +18,34 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 #[test]
 fn kernel_and_reference_model_agree_on_random_and_mutated_frames() {
+    differential(Harness::standard(), 60_000, 100_000);
+}
+
+#[test]
+fn kernel_and_reference_model_agree_for_a_network_wide_bridge_policy() {
+    differential(
+        Harness::new(vec![bridge_spec()], host_addresses()),
+        15_000,
+        25_000,
+    );
+}
+
+/// Runs `per_direction` frames each way through `harness`'s kernel programs
+/// and model, requiring at least `required` checked frames.
+fn differential(mut harness: Harness, per_direction: usize, required: usize) {
+    // Some random frames are ones the kernel refuses to test-run, hence the
+    // margin between `per_direction` and `required`.
     let requested: Option<usize> = std::env::var("NETWATCH_DIFF_PACKETS")
         .ok()
         .and_then(|v| v.parse().ok());
-    let per_direction = requested.unwrap_or(60_000);
-    // A CI run must check at least 100,000 frames; some random frames are
-    // ones the kernel refuses to test-run, hence the margin above.
-    let required = requested.unwrap_or(100_000);
+    let per_direction = requested.unwrap_or(per_direction);
+    let required = requested.unwrap_or(required);
     let seed: u64 = std::env::var("NETWATCH_DIFF_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(rand::random);
     println!("differential seed {seed} (replay with NETWATCH_DIFF_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut harness = Harness::standard();
 
     let macs = [EP_MAC, GW_MAC, PEER_MAC, [0x02, 0, 0, 0, 0, 0x99]];
     let v4s: Vec<Ipv4Addr> = vec![

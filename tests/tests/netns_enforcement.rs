@@ -230,3 +230,51 @@ fn uplink_shield_drops_inbound_packets_for_protected_subnets_on_a_real_interface
         "traffic flows again after detach"
     );
 }
+
+#[test]
+fn network_wide_policy_on_the_bridge_holds_routed_paths_before_any_veth_is_attached() {
+    require_root();
+    let host = TestHost::create();
+    let pin_dir = PinDir::create();
+    let (c, o) = (host.container_ns(), host.outside_ns());
+    assert!(
+        host.ping(&c, TestHost::OUTSIDE_IP),
+        "no route out before attach"
+    );
+
+    let bridge = "br0";
+    let ifindex = host.in_ns(&host.host_ns(), || {
+        nix::net::if_::if_nametoindex(bridge).expect("br0 exists")
+    });
+    let mut spec = internal_endpoint(&host, ifindex);
+    spec.policy.flags |= policy_flags::NETWORK_WIDE;
+    spec.policy.ipv4 = [0; 4];
+    spec.policy.mac = [0; 6];
+    let mut datapath = Datapath::load(&LoadOptions {
+        pin_root: Some(pin_dir.0.clone()),
+        ..LoadOptions::default()
+    })
+    .unwrap();
+    datapath.apply(&compile(&[spec], &[]).unwrap()).unwrap();
+    let attached = host.in_ns(&host.host_ns(), || datapath.attach_bridge(bridge, ifindex));
+    assert_eq!(attached.unwrap(), Attachment::Attached);
+
+    // The container's own veth carries nothing of netwatch's.
+    assert_eq!(programs_on(&host, TestHost::CONTAINER_VETH), (0, 0));
+    assert!(
+        host.ping(&c, host.peer_ip()),
+        "bridged traffic inside the network passes"
+    );
+    assert!(!host.ping(&c, host.gateway()), "the host is unreachable");
+    assert!(
+        !host.ping(&c, TestHost::OUTSIDE_IP),
+        "routed egress is held"
+    );
+    assert!(
+        !host.ping(&o, host.container_ip()),
+        "routed ingress from outside is held"
+    );
+    let counts = datapath.verdict_counts().unwrap();
+    assert!(counts[DropReason::HostAccess as usize] >= 1, "{counts:?}");
+    assert!(counts[DropReason::NotInNetwork as usize] >= 2, "{counts:?}");
+}

@@ -43,6 +43,34 @@ impl Datapath {
     /// The datapath was loaded without a pin root, the interface does not
     /// exist or is not `ifindex`, or the kernel refuses.
     pub fn attach_veth(&mut self, ifname: &str, ifindex: u32) -> Result<Attachment, DatapathError> {
+        self.attach_tc_pair("veth", ifname, ifindex)
+    }
+
+    /// Attaches the same two programs to a network's bridge device, for a
+    /// policy with `NETWORK_WIDE` keyed by the bridge's ifindex: its TCX
+    /// ingress sees what the network's containers send to the host (routed
+    /// or not), its egress what the host sends into the network. Attached
+    /// when the network appears, it holds those paths before any
+    /// container's veth is known.
+    ///
+    /// Minimum kernel: 6.6 (TCX).
+    ///
+    /// # Errors
+    /// As for [`Datapath::attach_veth`].
+    pub fn attach_bridge(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<Attachment, DatapathError> {
+        self.attach_tc_pair("bridge", ifname, ifindex)
+    }
+
+    fn attach_tc_pair(
+        &mut self,
+        role: &str,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<Attachment, DatapathError> {
         let root = self.pin_root()?.to_path_buf();
         if pins::veth_attached(&root, ifindex) {
             return Ok(Attachment::AlreadyAttached);
@@ -66,7 +94,7 @@ impl Datapath {
             }
             pinned.push(path);
         }
-        info!("attached from_container/to_container to {ifname} (ifindex {ifindex})");
+        info!("attached from_container/to_container to {role} {ifname} (ifindex {ifindex})");
         Ok(Attachment::Attached)
     }
 
@@ -159,12 +187,13 @@ fn check_ifindex(ifname: &str, ifindex: u32) -> Result<(), DatapathError> {
     }
 }
 
-/// Removes the pinned links of one veth, which detaches them. Returns the
+/// Removes the pinned TC links of one interface (veth or bridge), which
+/// detaches them. Returns the
 /// pins removed.
 ///
 /// # Errors
 /// A pin exists but cannot be removed.
-pub fn detach_veth(root: &Path, ifindex: u32) -> Result<Vec<PathBuf>, DatapathError> {
+pub fn detach_interface(root: &Path, ifindex: u32) -> Result<Vec<PathBuf>, DatapathError> {
     let mut removed = Vec::new();
     for hook in [Hook::FromContainer, Hook::ToContainer] {
         let path = pins::link_path(root, hook, ifindex);

@@ -9,7 +9,7 @@ mod maps;
 pub mod pins;
 mod test_run;
 
-pub use attach::{Attachment, detach_all, detach_veth};
+pub use attach::{Attachment, detach_all, detach_interface};
 pub use error::DatapathError;
 pub use load::{Datapath, LoadOptions};
 pub use maps::ReasonCounts;

@@ -10,7 +10,8 @@
 //! /sys/fs/bpf/netwatch/
 //!   maps/<MAP>                        every map of the object
 //!   progs/<program>                   from_container, to_container, uplink
-//!   links/veth-<ifindex>-<program>    one TCX link per veth and direction
+//!   links/tc-<ifindex>-<program>      one TCX link per container veth or
+//!                                     bridge, and direction
 //!   links/uplink-<ifindex>            one XDP link per uplink
 //! ```
 
@@ -42,12 +43,13 @@ pub fn links_dir(root: &Path) -> PathBuf {
 pub fn link_path(root: &Path, hook: Hook, ifindex: u32) -> PathBuf {
     let name = match hook {
         Hook::Uplink => format!("uplink-{ifindex}"),
-        _ => format!("veth-{ifindex}-{}", hook.program_name()),
+        _ => format!("tc-{ifindex}-{}", hook.program_name()),
     };
     links_dir(root).join(name)
 }
 
-/// Whether both veth programs are pinned as attached to `ifindex`.
+/// Whether both TC programs are pinned as attached to `ifindex` (a
+/// container's veth or a network's bridge).
 pub fn veth_attached(root: &Path, ifindex: u32) -> bool {
     [Hook::FromContainer, Hook::ToContainer]
         .iter()
