@@ -1,10 +1,10 @@
 //! Writing policy into the maps and reading counters, flows and records.
 
-use std::net::IpAddr;
+use std::{collections::HashSet, hash::Hash, net::IpAddr};
 
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key};
 use netwatch_common::{
-    endpoint::{AllowRules, DatapathConfig, EndpointPolicy, NET_MEMBER, ScopedV4, ScopedV6},
+    endpoint::{AllowRules, DatapathConfig, NET_MEMBER, ScopedV4, ScopedV6},
     event::FlowEvent,
     flow::{FlowKey, FlowStats},
     names,
@@ -35,39 +35,64 @@ impl Datapath {
     /// # Errors
     /// A map is full or the kernel refuses an update.
     pub fn apply(&mut self, tables: &CompiledTables) -> Result<(), DatapathError> {
-        {
-            let name = names::MAP_ENDPOINTS;
-            let mut map: HashMap<&mut MapData, u32, EndpointPolicy> = self
-                .map_mut(name)?
-                .try_into()
-                .map_err(DatapathError::map(name))?;
-            for (ifindex, policy) in &tables.endpoints {
-                map.insert(ifindex, policy, 0)
-                    .map_err(DatapathError::map(name))?;
-            }
-        }
-        insert_lpm(
+        self.write_tables(tables, Stale::Keep)
+    }
+
+    /// Makes the policy maps hold exactly `tables`: new and changed entries
+    /// are written first, then entries `tables` no longer has are removed,
+    /// so a policy that stays never has a gap.
+    ///
+    /// # Errors
+    /// A map is full or the kernel refuses an update or a deletion.
+    pub fn replace(&mut self, tables: &CompiledTables) -> Result<(), DatapathError> {
+        self.write_tables(tables, Stale::Remove)
+    }
+
+    fn write_tables(&mut self, tables: &CompiledTables, stale: Stale) -> Result<(), DatapathError> {
+        write_hash(
+            self,
+            names::MAP_ENDPOINTS,
+            tables.endpoints.iter().copied(),
+            stale,
+        )?;
+        let member = |(len, key): &(u32, ScopedV4)| (*len, *key, NET_MEMBER);
+        write_lpm(
             self,
             names::MAP_NET_V4,
-            tables.net_v4.iter().map(|(len, k)| (*len, *k, NET_MEMBER)),
+            tables.net_v4.iter().map(member),
+            stale,
         )?;
-        insert_lpm(
+        let member = |(len, key): &(u32, ScopedV6)| (*len, *key, NET_MEMBER);
+        write_lpm(
             self,
             names::MAP_NET_V6,
-            tables.net_v6.iter().map(|(len, k)| (*len, *k, NET_MEMBER)),
+            tables.net_v6.iter().map(member),
+            stale,
         )?;
-        insert_lpm::<ScopedV4, AllowRules>(
+        write_lpm::<ScopedV4, AllowRules>(
             self,
             names::MAP_ALLOW_V4,
             tables.allow_v4.iter().copied(),
+            stale,
         )?;
-        insert_lpm::<ScopedV6, AllowRules>(
+        write_lpm::<ScopedV6, AllowRules>(
             self,
             names::MAP_ALLOW_V6,
             tables.allow_v6.iter().copied(),
+            stale,
         )?;
-        insert_set(self, names::MAP_HOST_V4, tables.host_v4.iter().copied())?;
-        insert_set(self, names::MAP_HOST_V6, tables.host_v6.iter().copied())?;
+        write_hash(
+            self,
+            names::MAP_HOST_V4,
+            tables.host_v4.iter().map(|addr| (*addr, NET_MEMBER)),
+            stale,
+        )?;
+        write_hash(
+            self,
+            names::MAP_HOST_V6,
+            tables.host_v6.iter().map(|addr| (*addr, NET_MEMBER)),
+            stale,
+        )?;
         Ok(())
     }
 
@@ -93,12 +118,12 @@ impl Datapath {
             IpAddr::V4(addr) => Some((u32::from(cidr.prefix_len()), addr.octets(), NET_MEMBER)),
             IpAddr::V6(_) => None,
         });
-        insert_lpm(self, names::MAP_PROTECTED_V4, v4)?;
+        write_lpm(self, names::MAP_PROTECTED_V4, v4, Stale::Keep)?;
         let v6 = prefixes.iter().filter_map(|cidr| match cidr.addr() {
             IpAddr::V6(addr) => Some((u32::from(cidr.prefix_len()), addr.octets(), NET_MEMBER)),
             IpAddr::V4(_) => None,
         });
-        insert_lpm(self, names::MAP_PROTECTED_V6, v6)
+        write_lpm(self, names::MAP_PROTECTED_V6, v6, Stale::Keep)
     }
 
     /// Packets per reason on the veth programs.
@@ -185,34 +210,67 @@ impl Datapath {
     }
 }
 
-fn insert_lpm<K: aya::Pod, V: aya::Pod>(
+/// Whether writing tables removes map entries they do not hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stale {
+    Keep,
+    Remove,
+}
+
+fn write_lpm<K: aya::Pod + Eq + Hash, V: aya::Pod>(
     datapath: &mut Datapath,
     name: &'static str,
     entries: impl Iterator<Item = (u32, K, V)>,
+    stale: Stale,
 ) -> Result<(), DatapathError> {
     let mut map: LpmTrie<&mut MapData, K, V> = datapath
         .map_mut(name)?
         .try_into()
         .map_err(DatapathError::map(name))?;
+    let mut wanted = HashSet::new();
     for (prefix_len, data, value) in entries {
         map.insert(&Key::new(prefix_len, data), value, 0)
             .map_err(DatapathError::map(name))?;
+        wanted.insert((prefix_len, data));
+    }
+    if stale == Stale::Remove {
+        let existing: Vec<Key<K>> = map
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(DatapathError::map(name))?;
+        for key in existing {
+            if !wanted.contains(&(key.prefix_len(), key.data())) {
+                map.remove(&key).map_err(DatapathError::map(name))?;
+            }
+        }
     }
     Ok(())
 }
 
-fn insert_set<K: aya::Pod>(
+fn write_hash<K: aya::Pod + Eq + Hash, V: aya::Pod>(
     datapath: &mut Datapath,
     name: &'static str,
-    addrs: impl Iterator<Item = K>,
+    entries: impl Iterator<Item = (K, V)>,
+    stale: Stale,
 ) -> Result<(), DatapathError> {
-    let mut map: HashMap<&mut MapData, K, u32> = datapath
+    let mut map: HashMap<&mut MapData, K, V> = datapath
         .map_mut(name)?
         .try_into()
         .map_err(DatapathError::map(name))?;
-    for addr in addrs {
-        map.insert(addr, NET_MEMBER, 0)
+    let mut wanted = HashSet::new();
+    for (key, value) in entries {
+        map.insert(key, value, 0)
             .map_err(DatapathError::map(name))?;
+        wanted.insert(key);
+    }
+    if stale == Stale::Remove {
+        let existing: Vec<K> = map
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(DatapathError::map(name))?;
+        for key in existing.iter().filter(|k| !wanted.contains(*k)) {
+            map.remove(key).map_err(DatapathError::map(name))?;
+        }
     }
     Ok(())
 }
