@@ -1,4 +1,5 @@
 //! netwatch: eBPF network isolation enforcer and traffic observer for Docker hosts.
+pub mod agent;
 pub mod cli;
 pub mod datapath;
 pub mod host;

@@ -278,3 +278,80 @@ fn network_wide_policy_on_the_bridge_holds_routed_paths_before_any_veth_is_attac
     assert!(counts[DropReason::HostAccess as usize] >= 1, "{counts:?}");
     assert!(counts[DropReason::NotInNetwork as usize] >= 2, "{counts:?}");
 }
+
+#[test]
+fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
+    use netwatch::agent::{EndpointState, HostState, NetworkState, plan, reconcile};
+    require_root();
+    let host = TestHost::create();
+    let pin_dir = PinDir::create();
+    let (h, c) = (host.host_ns(), host.container_ns());
+    let index = |name: &str| {
+        host.in_ns(&h, || {
+            nix::net::if_::if_nametoindex(name).expect("interface exists")
+        })
+    };
+    let network = NetworkState {
+        name: "nwtest-internal".into(),
+        internal: true,
+        bridge: Some(("br0".into(), index("br0"))),
+        subnets: vec![Cidr::new(IpAddr::V4(host.gateway()), 24).unwrap()],
+        gateways: vec![IpAddr::V4(host.gateway())],
+    };
+    let endpoint = |container: &str, ns: &str, veth: &str, ip| EndpointState {
+        container: container.into(),
+        network: network.name.clone(),
+        host_ifname: veth.into(),
+        host_ifindex: index(veth),
+        ipv4: Some(ip),
+        ipv6: None,
+        mac: host.mac(ns),
+    };
+    let mut state = HostState {
+        networks: vec![network.clone()],
+        endpoints: vec![
+            endpoint("c", &c, "vc", host.container_ip()),
+            endpoint("p", &host.peer_ns(), "vp", host.peer_ip()),
+        ],
+        host_addrs: vec![IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 1))],
+    };
+    let mut datapath = Datapath::load(&LoadOptions {
+        pin_root: Some(pin_dir.0.clone()),
+        ..LoadOptions::default()
+    })
+    .unwrap();
+
+    let first = host
+        .in_ns(&h, || reconcile(&mut datapath, &plan(&state)))
+        .unwrap();
+    assert_eq!(first.attached.len(), 3, "{first:?}");
+    assert!(first.failed.is_empty(), "{first:?}");
+    assert!(host.ping(&c, host.peer_ip()));
+    assert!(!host.ping(&c, host.gateway()));
+    assert!(!host.ping(&c, TestHost::OUTSIDE_IP));
+
+    let second = host
+        .in_ns(&h, || reconcile(&mut datapath, &plan(&state)))
+        .unwrap();
+    assert_eq!(second, Default::default(), "a second run changes nothing");
+    assert_eq!(programs_on(&host, "vc"), (1, 1));
+
+    state.endpoints.retain(|e| e.container != "p");
+    let third = host
+        .in_ns(&h, || reconcile(&mut datapath, &plan(&state)))
+        .unwrap();
+    assert_eq!(third.detached, vec![index("vp")]);
+    assert_eq!(programs_on(&host, "vp"), (0, 0));
+    assert!(!pins::veth_attached(&pin_dir.0, index("vp")));
+
+    let last = host
+        .in_ns(&h, || {
+            reconcile(&mut datapath, &plan(&HostState::default()))
+        })
+        .unwrap();
+    assert_eq!(last.detached.len(), 2, "{last:?}");
+    assert!(
+        host.ping(&c, TestHost::OUTSIDE_IP),
+        "nothing of netwatch's is left in the path"
+    );
+}

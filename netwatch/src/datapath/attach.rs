@@ -28,8 +28,13 @@ pub enum Attachment {
 }
 
 impl Datapath {
-    fn pin_root(&self) -> Result<&Path, DatapathError> {
-        self.pin_root.as_deref().ok_or(DatapathError::NotPinned)
+    fn pin_root_or_err(&self) -> Result<&Path, DatapathError> {
+        self.pin_root().ok_or(DatapathError::NotPinned)
+    }
+
+    /// Where this datapath pins its links and maps, if anywhere.
+    pub fn pin_root(&self) -> Option<&Path> {
+        self.pin_root.as_deref()
     }
 
     /// Attaches `from_container` (TCX ingress) and `to_container` (TCX
@@ -71,7 +76,7 @@ impl Datapath {
         ifname: &str,
         ifindex: u32,
     ) -> Result<Attachment, DatapathError> {
-        let root = self.pin_root()?.to_path_buf();
+        let root = self.pin_root_or_err()?.to_path_buf();
         if pins::veth_attached(&root, ifindex) {
             return Ok(Attachment::AlreadyAttached);
         }
@@ -139,7 +144,7 @@ impl Datapath {
         ifname: &str,
         ifindex: u32,
     ) -> Result<Attachment, DatapathError> {
-        let root = self.pin_root()?.to_path_buf();
+        let root = self.pin_root_or_err()?.to_path_buf();
         let path = pins::link_path(&root, Hook::Uplink, ifindex);
         if path.exists() {
             return Ok(Attachment::AlreadyAttached);

@@ -55,3 +55,18 @@ pub fn veth_attached(root: &Path, ifindex: u32) -> bool {
         .iter()
         .all(|hook| link_path(root, *hook, ifindex).exists())
 }
+
+/// The ifindexes that have at least one pinned TC link under `root`.
+pub fn attached_tc_ifindexes(root: &Path) -> std::collections::BTreeSet<u32> {
+    let Ok(entries) = std::fs::read_dir(links_dir(root)) else {
+        return Default::default();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name();
+            let rest = name.to_str()?.strip_prefix("tc-")?;
+            rest.split('-').next()?.parse().ok()
+        })
+        .collect()
+}

@@ -1,0 +1,12 @@
+//! The agent: turns what Docker says about the host into map entries and
+//! attachments, and keeps them right.
+//!
+//! `plan` derives the desired datapath state from a [`HostState`] snapshot
+//! (pure, unit-tested); `reconcile` makes the kernel match a plan,
+//! idempotently, from whatever is pinned.
+
+mod plan;
+mod reconcile;
+
+pub use plan::{EndpointState, HostState, NetworkState, Plan, plan};
+pub use reconcile::{ReconcileError, ReconcileReport, reconcile};

@@ -1,0 +1,243 @@
+//! From a snapshot of the host's Docker networks to the datapath's desired
+//! state.
+//!
+//! Every endpoint of a bridge network gets both veth programs: enforced on
+//! an `internal` network, observed only elsewhere. The bridge of every
+//! internal network gets a network-wide policy, attached as soon as the
+//! network exists, so routed and host paths are held before any of its
+//! containers' veths are known. Scopes are ifindexes: unique per interface
+//! on the host, so no two policies share trie entries.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netwatch_common::endpoint::{EndpointPolicy, policy_flags};
+
+use crate::policy::{Cidr, EndpointSpec};
+
+/// A Docker network as the agent needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkState {
+    pub name: String,
+    pub internal: bool,
+    /// The bridge device (name, ifindex), when it exists.
+    pub bridge: Option<(String, u32)>,
+    pub subnets: Vec<Cidr>,
+    pub gateways: Vec<IpAddr>,
+}
+
+/// One container endpoint on one network, with its host-side veth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointState {
+    pub container: String,
+    /// Name of the network (a key into [`HostState::networks`]).
+    pub network: String,
+    pub host_ifname: String,
+    pub host_ifindex: u32,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub mac: [u8; 6],
+}
+
+/// Everything the agent derives its plan from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostState {
+    pub networks: Vec<NetworkState>,
+    pub endpoints: Vec<EndpointState>,
+    /// Every address of the host's own interfaces.
+    pub host_addrs: Vec<IpAddr>,
+}
+
+/// What the datapath should hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Policies for bridges and veths, keyed by their ifindex.
+    pub specs: Vec<EndpointSpec>,
+    /// Bridges that get the network-wide programs (name, ifindex).
+    pub bridges: Vec<(String, u32)>,
+    /// Veths that get the endpoint programs (name, ifindex).
+    pub veths: Vec<(String, u32)>,
+    pub host_addrs: Vec<IpAddr>,
+}
+
+/// Derives the plan for a snapshot. Endpoints whose network is unknown are
+/// left out (the next snapshot will have it).
+pub fn plan(state: &HostState) -> Plan {
+    let mut out = Plan {
+        host_addrs: state.host_addrs.clone(),
+        ..Plan::default()
+    };
+    for network in &state.networks {
+        if let (true, Some((ifname, ifindex))) = (network.internal, &network.bridge) {
+            let policy = network_policy(network, *ifindex, policy_flags::NETWORK_WIDE);
+            out.specs.push(EndpointSpec {
+                ifindex: *ifindex,
+                policy,
+                networks: network.subnets.clone(),
+                allow: Vec::new(),
+            });
+            out.bridges.push((ifname.clone(), *ifindex));
+        }
+    }
+    for endpoint in &state.endpoints {
+        let Some(network) = state.networks.iter().find(|n| n.name == endpoint.network) else {
+            continue;
+        };
+        let mut policy = network_policy(network, endpoint.host_ifindex, 0);
+        policy.mac = endpoint.mac;
+        if let Some(v4) = endpoint.ipv4 {
+            policy.ipv4 = v4.octets();
+        } else {
+            policy.flags &= !policy_flags::HAS_IPV4;
+        }
+        if let Some(v6) = endpoint.ipv6 {
+            policy.ipv6 = v6.octets();
+        } else {
+            policy.flags &= !policy_flags::HAS_IPV6;
+        }
+        out.specs.push(EndpointSpec {
+            ifindex: endpoint.host_ifindex,
+            policy,
+            networks: network.subnets.clone(),
+            allow: Vec::new(),
+        });
+        out.veths
+            .push((endpoint.host_ifname.clone(), endpoint.host_ifindex));
+    }
+    out
+}
+
+/// The part of a policy that comes from the network: enforcement, gateways,
+/// which families it has.
+fn network_policy(network: &NetworkState, scope: u32, extra_flags: u32) -> EndpointPolicy {
+    let mut policy = EndpointPolicy {
+        flags: extra_flags,
+        scope,
+        ..EndpointPolicy::default()
+    };
+    if network.internal {
+        policy.flags |= policy_flags::ENFORCE;
+    }
+    if network.subnets.iter().any(Cidr::is_ipv4) {
+        policy.flags |= policy_flags::HAS_IPV4;
+    }
+    if network.subnets.iter().any(|c| !c.is_ipv4()) {
+        policy.flags |= policy_flags::HAS_IPV6;
+    }
+    for gateway in &network.gateways {
+        match gateway {
+            IpAddr::V4(v4) => policy.gateway_v4 = v4.octets(),
+            IpAddr::V6(v6) => policy.gateway_v6 = v6.octets(),
+        }
+    }
+    policy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn network(
+        name: &str,
+        internal: bool,
+        bridge: (&str, u32),
+        subnet: &str,
+        gw: &str,
+    ) -> NetworkState {
+        NetworkState {
+            name: name.into(),
+            internal,
+            bridge: Some((bridge.0.into(), bridge.1)),
+            subnets: vec![subnet.parse().unwrap()],
+            gateways: vec![gw.parse().unwrap()],
+        }
+    }
+
+    fn endpoint(container: &str, network: &str, veth: (&str, u32), ip: &str) -> EndpointState {
+        EndpointState {
+            container: container.into(),
+            network: network.into(),
+            host_ifname: veth.0.into(),
+            host_ifindex: veth.1,
+            ipv4: Some(ip.parse().unwrap()),
+            ipv6: None,
+            mac: [2, 0x42, 0, 0, 0, veth.1 as u8],
+        }
+    }
+
+    fn state() -> HostState {
+        HostState {
+            networks: vec![
+                network(
+                    "frontend",
+                    false,
+                    ("br-front", 10),
+                    "172.20.0.0/16",
+                    "172.20.0.1",
+                ),
+                network(
+                    "backend",
+                    true,
+                    ("br-back", 11),
+                    "172.21.0.0/16",
+                    "172.21.0.1",
+                ),
+            ],
+            endpoints: vec![
+                endpoint("web", "frontend", ("vethweb", 20), "172.20.0.2"),
+                endpoint("api", "frontend", ("vethapi1", 21), "172.20.0.3"),
+                endpoint("api", "backend", ("vethapi2", 22), "172.21.0.3"),
+                endpoint("ghost", "gone", ("vethghost", 23), "10.0.0.9"),
+            ],
+            host_addrs: vec!["10.99.0.1".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn internal_networks_get_a_bridge_policy_and_enforced_endpoints() {
+        let plan = plan(&state());
+        assert_eq!(plan.bridges, vec![("br-back".to_string(), 11)]);
+        let bridge = plan.specs.iter().find(|s| s.ifindex == 11).unwrap();
+        assert!(
+            bridge
+                .policy
+                .has(policy_flags::NETWORK_WIDE | policy_flags::ENFORCE)
+        );
+        assert_eq!(bridge.policy.scope, 11);
+        assert_eq!(bridge.policy.gateway_v4, [172, 21, 0, 1]);
+        let api_backend = plan.specs.iter().find(|s| s.ifindex == 22).unwrap();
+        assert!(api_backend.policy.has(policy_flags::ENFORCE));
+        assert!(!api_backend.policy.has(policy_flags::NETWORK_WIDE));
+        assert_eq!(api_backend.policy.ipv4, [172, 21, 0, 3]);
+        assert_eq!(api_backend.policy.mac, [2, 0x42, 0, 0, 0, 22]);
+        assert!(api_backend.policy.has(policy_flags::HAS_IPV4));
+        assert!(!api_backend.policy.has(policy_flags::HAS_IPV6));
+    }
+
+    #[test]
+    fn endpoints_of_normal_networks_are_observed_not_enforced() {
+        let plan = plan(&state());
+        for ifindex in [20, 21] {
+            let spec = plan.specs.iter().find(|s| s.ifindex == ifindex).unwrap();
+            assert_eq!(spec.policy.flags & policy_flags::ENFORCE, 0);
+        }
+        assert!(!plan.bridges.iter().any(|(_, i)| *i == 10));
+    }
+
+    #[test]
+    fn a_multi_homed_container_keeps_each_networks_rules_on_that_networks_veth() {
+        let plan = plan(&state());
+        let front = plan.specs.iter().find(|s| s.ifindex == 21).unwrap();
+        let back = plan.specs.iter().find(|s| s.ifindex == 22).unwrap();
+        assert_eq!(front.networks, vec!["172.20.0.0/16".parse().unwrap()]);
+        assert_eq!(back.networks, vec!["172.21.0.0/16".parse().unwrap()]);
+        assert_ne!(front.policy.scope, back.policy.scope);
+    }
+
+    #[test]
+    fn endpoints_of_unknown_networks_are_left_out_and_the_plan_compiles() {
+        let plan = plan(&state());
+        assert!(!plan.veths.iter().any(|(_, i)| *i == 23));
+        assert_eq!(plan.veths.len(), 3);
+        crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
+    }
+}

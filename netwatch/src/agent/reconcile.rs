@@ -1,0 +1,95 @@
+//! Making the kernel match a plan, from whatever is pinned.
+//!
+//! Order matters for enforcement: policy is written before anything is
+//! attached (an attached program with no policy entry lets traffic pass),
+//! bridges are attached before veths, and links of interfaces that left the
+//! plan are removed before their policy entries. Running it twice in a row
+//! changes nothing the second time.
+
+use std::collections::BTreeSet;
+
+use log::{info, warn};
+
+use super::Plan;
+use crate::{
+    datapath::{Attachment, Datapath, DatapathError, detach_interface, pins},
+    policy::{CompileError, compile},
+};
+
+/// What one reconciliation changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Interfaces attached now (name, ifindex).
+    pub attached: Vec<(String, u32)>,
+    /// Interfaces whose links were removed (ifindex).
+    pub detached: Vec<u32>,
+    /// Interfaces that could not be attached, with the reason. The rest of
+    /// the plan is still applied.
+    pub failed: Vec<(String, u32, String)>,
+}
+
+/// Errors that stop a reconciliation before it touches the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("the policy does not compile: {0}")]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+}
+
+/// Makes the datapath match `plan`. Per-interface failures (an interface
+/// that vanished meanwhile) are reported, logged and skipped.
+///
+/// # Errors
+/// The plan does not compile, the datapath has no pin root, or the maps
+/// refuse the policy.
+pub fn reconcile(datapath: &mut Datapath, plan: &Plan) -> Result<ReconcileReport, ReconcileError> {
+    let root = datapath
+        .pin_root()
+        .ok_or(DatapathError::NotPinned)?
+        .to_path_buf();
+    let tables = compile(&plan.specs, &plan.host_addrs)?;
+    let mut report = ReconcileReport::default();
+
+    let wanted: BTreeSet<u32> = plan
+        .bridges
+        .iter()
+        .chain(&plan.veths)
+        .map(|(_, ifindex)| *ifindex)
+        .collect();
+    for ifindex in pins::attached_tc_ifindexes(&root) {
+        if !wanted.contains(&ifindex) {
+            detach_interface(&root, ifindex)?;
+            report.detached.push(ifindex);
+        }
+    }
+    datapath.replace(&tables)?;
+    for (role, list) in [("bridge", &plan.bridges), ("veth", &plan.veths)] {
+        for (ifname, ifindex) in list {
+            let result = if role == "bridge" {
+                datapath.attach_bridge(ifname, *ifindex)
+            } else {
+                datapath.attach_veth(ifname, *ifindex)
+            };
+            match result {
+                Ok(Attachment::Attached) => report.attached.push((ifname.clone(), *ifindex)),
+                Ok(Attachment::AlreadyAttached) => {}
+                Err(e) => {
+                    warn!("refused to attach to {role} {ifname} (ifindex {ifindex}): {e}");
+                    report
+                        .failed
+                        .push((ifname.clone(), *ifindex, e.to_string()));
+                }
+            }
+        }
+    }
+    if !report.attached.is_empty() || !report.detached.is_empty() {
+        info!(
+            "reconciled: {} attached, {} detached, {} failed",
+            report.attached.len(),
+            report.detached.len(),
+            report.failed.len()
+        );
+    }
+    Ok(report)
+}
