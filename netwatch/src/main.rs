@@ -28,6 +28,14 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+    /// Show whether the agent runs, what is attached where, and what was
+    /// dropped and why (read from the pinned maps, so it works whether or
+    /// not the agent is up).
+    Status {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
     /// Remove everything netwatch attached or pinned (/sys/fs/bpf/netwatch):
     /// links first, which detaches the programs from every interface, then
     /// programs and maps. Reports what it removed. Enforcement stops.
@@ -44,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { output } => cli::check::run(output),
         Command::Detach { output } => cli::detach::run(output),
+        Command::Status { output } => cli::status::run(output),
     };
     match result {
         Ok(code) => code,

@@ -5,8 +5,10 @@
 //! (pure, unit-tested); `reconcile` makes the kernel match a plan,
 //! idempotently, from whatever is pinned.
 
+pub mod lock;
 mod plan;
 mod reconcile;
+pub mod status_file;
 
 pub use plan::{EndpointState, HostState, NetworkState, Plan, plan};
 pub use reconcile::{ReconcileError, ReconcileReport, reconcile};

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod detach;
+pub mod status;
 
 /// How a subcommand prints its result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

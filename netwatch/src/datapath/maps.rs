@@ -143,18 +143,7 @@ impl Datapath {
     }
 
     fn reason_counts(&self, name: &'static str) -> Result<ReasonCounts, DatapathError> {
-        let map: PerCpuArray<&MapData, u64> = self
-            .map(name)?
-            .try_into()
-            .map_err(DatapathError::map(name))?;
-        let mut counts = [0u64; DROP_REASON_COUNT as usize];
-        for reason in DropReason::ALL {
-            let values = map
-                .get(&(reason as u32), 0)
-                .map_err(DatapathError::map(name))?;
-            counts[reason as usize] = values.iter().sum();
-        }
-        Ok(counts)
+        reason_counts(self.map(name)?, name)
     }
 
     /// Ring buffer records that could not be reserved (the buffer was full).
@@ -163,12 +152,7 @@ impl Datapath {
     /// The kernel refuses the lookup.
     pub fn ringbuf_lost(&self) -> Result<u64, DatapathError> {
         let name = names::MAP_RINGBUF_LOST;
-        let map: PerCpuArray<&MapData, u64> = self
-            .map(name)?
-            .try_into()
-            .map_err(DatapathError::map(name))?;
-        let values = map.get(&0, 0).map_err(DatapathError::map(name))?;
-        Ok(values.iter().sum())
+        per_cpu_sum(self.map(name)?, name, 0)
     }
 
     /// Every entry of the flow table.
@@ -273,4 +257,27 @@ fn write_hash<K: aya::Pod + Eq + Hash, V: aya::Pod>(
         }
     }
     Ok(())
+}
+
+/// Per-reason counts of a per-CPU counter map, summed over CPUs.
+pub(super) fn reason_counts(
+    map: &aya::maps::Map,
+    name: &'static str,
+) -> Result<ReasonCounts, DatapathError> {
+    let mut counts = [0u64; DROP_REASON_COUNT as usize];
+    for reason in DropReason::ALL {
+        counts[reason as usize] = per_cpu_sum(map, name, reason as u32)?;
+    }
+    Ok(counts)
+}
+
+/// One slot of a per-CPU `u64` array, summed over CPUs.
+pub(super) fn per_cpu_sum(
+    map: &aya::maps::Map,
+    name: &'static str,
+    index: u32,
+) -> Result<u64, DatapathError> {
+    let map: PerCpuArray<&MapData, u64> = map.try_into().map_err(DatapathError::map(name))?;
+    let values = map.get(&index, 0).map_err(DatapathError::map(name))?;
+    Ok(values.iter().sum())
 }

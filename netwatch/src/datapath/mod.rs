@@ -6,6 +6,7 @@ mod attach;
 mod error;
 mod load;
 mod maps;
+pub mod pinned;
 pub mod pins;
 mod test_run;
 

@@ -58,15 +58,65 @@ pub fn veth_attached(root: &Path, ifindex: u32) -> bool {
 
 /// The ifindexes that have at least one pinned TC link under `root`.
 pub fn attached_tc_ifindexes(root: &Path) -> std::collections::BTreeSet<u32> {
-    let Ok(entries) = std::fs::read_dir(links_dir(root)) else {
-        return Default::default();
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name();
-            let rest = name.to_str()?.strip_prefix("tc-")?;
-            rest.split('-').next()?.parse().ok()
-        })
+    pinned_links(root)
+        .into_iter()
+        .filter(|link| link.program != Hook::Uplink.program_name())
+        .map(|link| link.ifindex)
         .collect()
+}
+
+/// One pinned link: which interface and which program.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PinnedLink {
+    pub ifindex: u32,
+    pub program: String,
+}
+
+/// Every link pinned under `root`, sorted by interface.
+pub fn pinned_links(root: &Path) -> Vec<PinnedLink> {
+    let Ok(entries) = std::fs::read_dir(links_dir(root)) else {
+        return Vec::new();
+    };
+    let mut links: Vec<PinnedLink> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| parse_link_name(e.file_name().to_str()?))
+        .collect();
+    links.sort();
+    links
+}
+
+fn parse_link_name(name: &str) -> Option<PinnedLink> {
+    if let Some(ifindex) = name.strip_prefix("uplink-") {
+        return Some(PinnedLink {
+            ifindex: ifindex.parse().ok()?,
+            program: Hook::Uplink.program_name().to_string(),
+        });
+    }
+    let (ifindex, program) = name.strip_prefix("tc-")?.split_once('-')?;
+    Some(PinnedLink {
+        ifindex: ifindex.parse().ok()?,
+        program: program.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pin_names_round_trip() {
+        let root = Path::new("/x");
+        for (hook, ifindex) in [
+            (Hook::FromContainer, 12),
+            (Hook::ToContainer, 7),
+            (Hook::Uplink, 2),
+        ] {
+            let path = link_path(root, hook, ifindex);
+            let parsed = parse_link_name(path.file_name().unwrap().to_str().unwrap()).unwrap();
+            assert_eq!(parsed.ifindex, ifindex);
+            assert_eq!(parsed.program, hook.program_name());
+        }
+        assert_eq!(parse_link_name("tc-x-from_container"), None);
+        assert_eq!(parse_link_name("random"), None);
+    }
 }

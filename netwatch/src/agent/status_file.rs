@@ -1,0 +1,46 @@
+//! What a running agent tells `netwatch status` (until the API exists): a
+//! small JSON file rewritten after every reconciliation.
+
+use std::{io, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::lock::run_dir;
+
+/// The agent's own account of itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub pid: u32,
+    /// Unix seconds.
+    pub started_at: u64,
+    /// Unix seconds of the last successful sync with Docker, if any.
+    pub last_sync: Option<u64>,
+    /// The Docker API version negotiated, if connected.
+    pub docker_api_version: Option<String>,
+    /// The last Docker error, if the last attempt failed.
+    pub docker_error: Option<String>,
+    /// Interfaces the last reconciliation could not attach, with why.
+    pub refused: Vec<String>,
+}
+
+fn path() -> PathBuf {
+    run_dir().join("agent.json")
+}
+
+impl AgentStatus {
+    /// Writes the file atomically (write then rename).
+    ///
+    /// # Errors
+    /// /run/netwatch is not writable.
+    pub fn write(&self) -> io::Result<()> {
+        let tmp = path().with_extension("json.tmp");
+        std::fs::create_dir_all(run_dir())?;
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(tmp, path())
+    }
+
+    /// Reads the file the agent wrote last, if any.
+    pub fn read() -> Option<AgentStatus> {
+        serde_json::from_slice(&std::fs::read(path()).ok()?).ok()
+    }
+}

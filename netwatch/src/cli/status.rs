@@ -1,0 +1,205 @@
+//! `netwatch status`: the agent, the kernel side, what is attached and
+//! what was dropped.
+
+use std::{
+    collections::BTreeMap,
+    process::ExitCode,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Result, bail};
+use netwatch_common::reason::DropReason;
+use serde::Serialize;
+
+use super::OutputFormat;
+use crate::{
+    agent::{lock, status_file::AgentStatus},
+    datapath::{
+        pinned::{PinnedCounters, read_counters},
+        pins,
+    },
+    host,
+};
+
+#[derive(Serialize)]
+struct Status {
+    agent_running: bool,
+    agent: Option<AgentStatus>,
+    kernel: Option<String>,
+    attach_mode: &'static str,
+    bpffs: bool,
+    pin_root: String,
+    attached: Vec<AttachedInterface>,
+    pinned_objects: usize,
+    forwarded: u64,
+    drops: BTreeMap<&'static str, u64>,
+    uplink_passed: u64,
+    uplink_drops: BTreeMap<&'static str, u64>,
+    ringbuf_lost: u64,
+}
+
+#[derive(Serialize)]
+struct AttachedInterface {
+    ifindex: u32,
+    /// None when the interface is gone (its pins are stale).
+    ifname: Option<String>,
+    programs: Vec<String>,
+}
+
+fn drops(counts: &[u64]) -> BTreeMap<&'static str, u64> {
+    DropReason::ALL
+        .iter()
+        .filter(|r| **r != DropReason::None && counts[**r as usize] > 0)
+        .map(|r| (r.name(), counts[*r as usize]))
+        .collect()
+}
+
+fn interface_name(ifindex: u32) -> Option<String> {
+    nix::net::if_::if_indextoname(ifindex)
+        .ok()
+        .and_then(|name| name.into_string().ok())
+}
+
+fn collect() -> Result<Status> {
+    let root = pins::root();
+    let mut attached: Vec<AttachedInterface> = Vec::new();
+    for link in pins::pinned_links(&root) {
+        match attached.last_mut() {
+            Some(last) if last.ifindex == link.ifindex => last.programs.push(link.program),
+            _ => attached.push(AttachedInterface {
+                ifindex: link.ifindex,
+                ifname: interface_name(link.ifindex),
+                programs: vec![link.program],
+            }),
+        }
+    }
+    let pinned_objects = [
+        pins::links_dir(&root),
+        pins::maps_dir(&root),
+        pins::progs_dir(&root),
+    ]
+    .iter()
+    .filter_map(|dir| std::fs::read_dir(dir).ok())
+    .map(|entries| entries.count())
+    .sum();
+    let counters = read_counters(&root)?.unwrap_or(PinnedCounters {
+        verdicts: Default::default(),
+        uplink: Default::default(),
+        ringbuf_lost: 0,
+    });
+    let kernel = host::kernel_release();
+    let running = lock::agent_running(&lock::run_dir());
+    Ok(Status {
+        agent_running: running,
+        agent: AgentStatus::read().filter(|_| running),
+        attach_mode: if kernel.as_ref().is_some_and(|k| k.at_least(6, 6)) {
+            "tcx"
+        } else {
+            "unsupported (netwatch needs TCX, Linux ≥ 6.6)"
+        },
+        kernel: kernel.map(|k| k.to_string()),
+        bpffs: host::bpffs_mounted(),
+        pin_root: root.display().to_string(),
+        attached,
+        pinned_objects,
+        forwarded: counters.verdicts[DropReason::None as usize],
+        drops: drops(&counters.verdicts),
+        uplink_passed: counters.uplink[DropReason::None as usize],
+        uplink_drops: drops(&counters.uplink),
+        ringbuf_lost: counters.ringbuf_lost,
+    })
+}
+
+fn ago(unix: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{} s ago", now.saturating_sub(unix))
+}
+
+fn print_table(s: &Status) {
+    let agent = match (&s.agent_running, &s.agent) {
+        (true, Some(a)) => format!(
+            "running (pid {}, up {})",
+            a.pid,
+            ago(a.started_at).replace(" ago", "")
+        ),
+        (true, None) => "running".to_string(),
+        (false, _) => "not running".to_string(),
+    };
+    println!("{:<14} {agent}", "agent");
+    if let Some(a) = &s.agent {
+        let sync = match (a.last_sync, &a.docker_error) {
+            (_, Some(e)) => format!("failing: {e}"),
+            (Some(t), None) => format!(
+                "{} (Docker API {})",
+                ago(t),
+                a.docker_api_version.as_deref().unwrap_or("?")
+            ),
+            (None, None) => "not yet".to_string(),
+        };
+        println!("{:<14} {sync}", "docker sync");
+        for refused in &a.refused {
+            println!("{:<14} {refused}", "refused");
+        }
+    }
+    println!(
+        "{:<14} {} on Linux {}",
+        "datapath",
+        s.attach_mode,
+        s.kernel.as_deref().unwrap_or("?")
+    );
+    println!(
+        "{:<14} {} ({} objects pinned){}",
+        "pins",
+        s.pin_root,
+        s.pinned_objects,
+        if s.bpffs { "" } else { "; bpffs NOT mounted" }
+    );
+    println!("{:<14} {} interfaces", "attached", s.attached.len());
+    for a in &s.attached {
+        println!(
+            "  {:<12} ifindex {:<6} {}",
+            a.ifname.as_deref().unwrap_or("(gone)"),
+            a.ifindex,
+            a.programs.join(", ")
+        );
+    }
+    println!("{:<14} {}", "forwarded", s.forwarded);
+    println!("{:<14} {}", "dropped", summary(&s.drops));
+    println!(
+        "{:<14} {} passed; {}",
+        "uplink",
+        s.uplink_passed,
+        summary(&s.uplink_drops)
+    );
+    println!("{:<14} {}", "records lost", s.ringbuf_lost);
+}
+
+fn summary(drops: &BTreeMap<&'static str, u64>) -> String {
+    if drops.is_empty() {
+        return "none".to_string();
+    }
+    drops
+        .iter()
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Prints the status.
+///
+/// # Errors
+/// Not root (pinned maps need CAP_BPF), or a pinned map cannot be read.
+pub fn run(output: OutputFormat) -> Result<ExitCode> {
+    if !host::is_root() {
+        bail!("reading netwatch's pinned maps needs root: run `sudo netwatch status`");
+    }
+    let status = collect()?;
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        OutputFormat::Table => print_table(&status),
+    }
+    Ok(ExitCode::SUCCESS)
+}
