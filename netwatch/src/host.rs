@@ -60,6 +60,29 @@ impl fmt::Display for KernelRelease {
     }
 }
 
+/// Every address of the host's own interfaces (in this network namespace),
+/// loopback included: traffic from a container to any of them is host access.
+pub fn addresses() -> Vec<std::net::IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut out: Vec<std::net::IpAddr> = addrs
+        .filter_map(|ifaddr| {
+            let address = ifaddr.address?;
+            if let Some(v4) = address.as_sockaddr_in() {
+                Some(std::net::IpAddr::V4(v4.ip()))
+            } else {
+                address
+                    .as_sockaddr_in6()
+                    .map(|v6| std::net::IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The running kernel's release.
 pub fn kernel_release() -> Option<KernelRelease> {
     KernelRelease::parse(&std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?)
@@ -87,6 +110,15 @@ mod tests {
         assert_eq!(effective_uid("Name:\tx\nUid:\t1000\t0\t0\t0\n"), Some(0));
         assert_eq!(effective_uid("Uid:\t0\t1000\t0\t0\n"), Some(1000));
         assert_eq!(effective_uid(""), None);
+    }
+
+    #[test]
+    fn host_addresses_include_loopback() {
+        let addrs = addresses();
+        assert!(
+            addrs.contains(&std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            "{addrs:?}"
+        );
     }
 
     #[test]

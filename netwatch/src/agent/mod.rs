@@ -10,5 +10,5 @@ mod plan;
 mod reconcile;
 pub mod status_file;
 
-pub use plan::{EndpointState, HostState, NetworkState, Plan, plan};
+pub use plan::{EndpointState, HostState, NetworkState, Plan, Target, plan};
 pub use reconcile::{ReconcileError, ReconcileReport, reconcile};

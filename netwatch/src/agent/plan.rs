@@ -47,15 +47,24 @@ pub struct HostState {
     pub host_addrs: Vec<IpAddr>,
 }
 
+/// An interface the programs go on, and what it is, for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub ifname: String,
+    pub ifindex: u32,
+    /// e.g. `bridge of network backend` or `veth of web on backend`.
+    pub what: String,
+}
+
 /// What the datapath should hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Policies for bridges and veths, keyed by their ifindex.
     pub specs: Vec<EndpointSpec>,
-    /// Bridges that get the network-wide programs (name, ifindex).
-    pub bridges: Vec<(String, u32)>,
-    /// Veths that get the endpoint programs (name, ifindex).
-    pub veths: Vec<(String, u32)>,
+    /// Bridges that get the network-wide programs.
+    pub bridges: Vec<Target>,
+    /// Veths that get the endpoint programs.
+    pub veths: Vec<Target>,
     pub host_addrs: Vec<IpAddr>,
 }
 
@@ -75,7 +84,11 @@ pub fn plan(state: &HostState) -> Plan {
                 networks: network.subnets.clone(),
                 allow: Vec::new(),
             });
-            out.bridges.push((ifname.clone(), *ifindex));
+            out.bridges.push(Target {
+                ifname: ifname.clone(),
+                ifindex: *ifindex,
+                what: format!("bridge of network {}", network.name),
+            });
         }
     }
     for endpoint in &state.endpoints {
@@ -100,8 +113,19 @@ pub fn plan(state: &HostState) -> Plan {
             networks: network.subnets.clone(),
             allow: Vec::new(),
         });
-        out.veths
-            .push((endpoint.host_ifname.clone(), endpoint.host_ifindex));
+        let mode = if network.internal {
+            "enforced"
+        } else {
+            "observed"
+        };
+        out.veths.push(Target {
+            ifname: endpoint.host_ifname.clone(),
+            ifindex: endpoint.host_ifindex,
+            what: format!(
+                "veth of {} on {} ({mode})",
+                endpoint.container, network.name
+            ),
+        });
     }
     out
 }
@@ -195,7 +219,12 @@ mod tests {
     #[test]
     fn internal_networks_get_a_bridge_policy_and_enforced_endpoints() {
         let plan = plan(&state());
-        assert_eq!(plan.bridges, vec![("br-back".to_string(), 11)]);
+        assert_eq!(plan.bridges.len(), 1);
+        assert_eq!(
+            (plan.bridges[0].ifname.as_str(), plan.bridges[0].ifindex),
+            ("br-back", 11)
+        );
+        assert_eq!(plan.bridges[0].what, "bridge of network backend");
         let bridge = plan.specs.iter().find(|s| s.ifindex == 11).unwrap();
         assert!(
             bridge
@@ -220,7 +249,7 @@ mod tests {
             let spec = plan.specs.iter().find(|s| s.ifindex == ifindex).unwrap();
             assert_eq!(spec.policy.flags & policy_flags::ENFORCE, 0);
         }
-        assert!(!plan.bridges.iter().any(|(_, i)| *i == 10));
+        assert!(!plan.bridges.iter().any(|t| t.ifindex == 10));
     }
 
     #[test]
@@ -236,7 +265,9 @@ mod tests {
     #[test]
     fn endpoints_of_unknown_networks_are_left_out_and_the_plan_compiles() {
         let plan = plan(&state());
-        assert!(!plan.veths.iter().any(|(_, i)| *i == 23));
+        assert!(!plan.veths.iter().any(|t| t.ifindex == 23));
+        let api = plan.veths.iter().find(|t| t.ifindex == 22).unwrap();
+        assert_eq!(api.what, "veth of api on backend (enforced)");
         assert_eq!(plan.veths.len(), 3);
         crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
     }

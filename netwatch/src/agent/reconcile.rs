@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use log::{info, warn};
 
-use super::Plan;
+use super::{Plan, plan::Target};
 use crate::{
     datapath::{Attachment, Datapath, DatapathError, detach_interface, pins},
     policy::{CompileError, compile},
@@ -19,13 +19,13 @@ use crate::{
 /// What one reconciliation changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
-    /// Interfaces attached now (name, ifindex).
-    pub attached: Vec<(String, u32)>,
+    /// Interfaces attached now.
+    pub attached: Vec<Target>,
     /// Interfaces whose links were removed (ifindex).
     pub detached: Vec<u32>,
     /// Interfaces that could not be attached, with the reason. The rest of
     /// the plan is still applied.
-    pub failed: Vec<(String, u32, String)>,
+    pub failed: Vec<(Target, String)>,
 }
 
 /// Errors that stop a reconciliation before it touches the kernel.
@@ -55,30 +55,38 @@ pub fn reconcile(datapath: &mut Datapath, plan: &Plan) -> Result<ReconcileReport
         .bridges
         .iter()
         .chain(&plan.veths)
-        .map(|(_, ifindex)| *ifindex)
+        .map(|target| target.ifindex)
         .collect();
     for ifindex in pins::attached_tc_ifindexes(&root) {
         if !wanted.contains(&ifindex) {
             detach_interface(&root, ifindex)?;
+            info!("detached netwatch from ifindex {ifindex}: it left the plan");
             report.detached.push(ifindex);
         }
     }
     datapath.replace(&tables)?;
-    for (role, list) in [("bridge", &plan.bridges), ("veth", &plan.veths)] {
-        for (ifname, ifindex) in list {
-            let result = if role == "bridge" {
-                datapath.attach_bridge(ifname, *ifindex)
+    for (is_bridge, list) in [(true, &plan.bridges), (false, &plan.veths)] {
+        for target in list {
+            let result = if is_bridge {
+                datapath.attach_bridge(&target.ifname, target.ifindex)
             } else {
-                datapath.attach_veth(ifname, *ifindex)
+                datapath.attach_veth(&target.ifname, target.ifindex)
             };
             match result {
-                Ok(Attachment::Attached) => report.attached.push((ifname.clone(), *ifindex)),
+                Ok(Attachment::Attached) => {
+                    info!(
+                        "attached to {} ({}, ifindex {})",
+                        target.what, target.ifname, target.ifindex
+                    );
+                    report.attached.push(target.clone());
+                }
                 Ok(Attachment::AlreadyAttached) => {}
                 Err(e) => {
-                    warn!("refused to attach to {role} {ifname} (ifindex {ifindex}): {e}");
-                    report
-                        .failed
-                        .push((ifname.clone(), *ifindex, e.to_string()));
+                    warn!(
+                        "refused to attach to {} ({}, ifindex {}): {e}",
+                        target.what, target.ifname, target.ifindex
+                    );
+                    report.failed.push((target.clone(), e.to_string()));
                 }
             }
         }

@@ -14,7 +14,7 @@ use std::{
 };
 
 use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, links::FdLink};
-use log::info;
+use log::debug;
 
 use super::{Datapath, DatapathError, Hook, pins};
 
@@ -99,7 +99,7 @@ impl Datapath {
             }
             pinned.push(path);
         }
-        info!("attached from_container/to_container to {role} {ifname} (ifindex {ifindex})");
+        debug!("attached from_container/to_container to {role} {ifname} (ifindex {ifindex})");
         Ok(Attachment::Attached)
     }
 
@@ -160,7 +160,7 @@ impl Datapath {
             .take_link(id)
             .map_err(DatapathError::program(name))?;
         pin_link(link, &path)?;
-        info!("attached uplink to {ifname} (ifindex {ifindex})");
+        debug!("attached uplink to {ifname} (ifindex {ifindex})");
         Ok(Attachment::Attached)
     }
 }
@@ -209,7 +209,7 @@ pub fn detach_interface(root: &Path, ifindex: u32) -> Result<Vec<PathBuf>, Datap
         }
     }
     if !removed.is_empty() {
-        info!("detached netwatch from ifindex {ifindex}");
+        debug!("detached netwatch from ifindex {ifindex}");
     }
     Ok(removed)
 }
