@@ -103,7 +103,10 @@ fn internal_endpoint_is_enforced_on_a_real_veth_and_stays_enforced_after_the_pro
     let pinned = netwatch::datapath::pinned::read_counters(&pin_dir.0)
         .unwrap()
         .expect("counters are pinned");
-    assert_eq!(pinned.verdicts, counts, "status reads the counters the programs write");
+    assert_eq!(
+        pinned.verdicts, counts,
+        "status reads the counters the programs write"
+    );
     assert!(
         !host.ping(&c, outside),
         "enforcement must outlive the process"
