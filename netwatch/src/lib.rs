@@ -2,5 +2,7 @@
 pub mod agent;
 pub mod cli;
 pub mod datapath;
+pub mod docker;
+pub mod endpoint;
 pub mod host;
 pub mod policy;

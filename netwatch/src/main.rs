@@ -44,6 +44,57 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+    /// List Docker's networks, their endpoints and host veths, and whether
+    /// netwatch enforces them.
+    ///
+    /// One line per network (driver, internal flag, subnets, bridge device,
+    /// enforcement state, number of endpoints), then one line per endpoint:
+    /// container, compose service, addresses, MAC, and the host side of its
+    /// veth, found by entering the container's network namespace. A network
+    /// is enforced when it has endpoints and both netwatch veth programs
+    /// (from_container, to_container) are pinned on every one of them.
+    /// Only running containers have endpoints; networks of drivers other
+    /// than bridge list none (netwatch has no veth to attach to there).
+    ///
+    /// Talks to dockerd at DOCKER_HOST (default unix:///var/run/docker.sock).
+    /// Run as root to see host veths; without root they are left blank.
+    ///
+    /// Examples:
+    ///   netwatch networks
+    ///   netwatch networks backend frontend
+    ///   netwatch networks -o json | jq '.[] | select(.internal)'
+    #[command(verbatim_doc_comment)]
+    Networks {
+        /// Show only these networks (names or ids).
+        #[arg(value_name = "NETWORK")]
+        networks: Vec<String>,
+        /// Output format; JSON is an array of networks, each with its
+        /// endpoints (the shape is documented in the README).
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Show one container's endpoints, veths and attached netwatch programs.
+    ///
+    /// For each network the container is attached to: its addresses, MAC and
+    /// aliases, the interface inside the container, the host side of the veth
+    /// (name and ifindex), and which netwatch programs are pinned on it. A
+    /// container started with `--network container:<other>` shows <other>'s
+    /// endpoints, which it shares.
+    ///
+    /// Talks to dockerd at DOCKER_HOST (default unix:///var/run/docker.sock);
+    /// needs root to find host veths.
+    ///
+    /// Examples:
+    ///   netwatch inspect web
+    ///   netwatch inspect 3f2a1b -o json
+    #[command(verbatim_doc_comment)]
+    Inspect {
+        /// A running container: its name, full id or a unique id prefix.
+        container: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +104,8 @@ fn main() -> ExitCode {
         Command::Check { output } => cli::check::run(output),
         Command::Detach { output } => cli::detach::run(output),
         Command::Status { output } => cli::status::run(output),
+        Command::Networks { networks, output } => cli::networks::run(&networks, output),
+        Command::Inspect { container, output } => cli::inspect::run(&container, output),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,348 @@
+//! `netwatch inspect <container>`: one container's endpoints, their host
+//! veths, and which netwatch programs are attached to them.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::{OutputFormat, networks, table};
+use crate::datapath::{Hook, pins};
+use crate::docker::{Container, Snapshot};
+use crate::endpoint::MacAddr;
+
+/// What `netwatch inspect -o json` prints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ContainerReport {
+    pub container: String,
+    pub container_id: String,
+    /// The compose service, or `null`.
+    pub service: Option<String>,
+    /// The compose project, or `null`.
+    pub compose_project: Option<String>,
+    /// The container's init process on the host.
+    pub pid: Option<u32>,
+    /// Docker's `HostConfig.NetworkMode` (`default`, a network, `host`,
+    /// `none`, `container:<id>`).
+    pub network_mode: String,
+    /// For `--network container:<other>`: `<other>`'s name. `endpoints` are
+    /// then `<other>`'s, which this container shares.
+    pub shares_network_of: Option<String>,
+    /// Sorted by network name.
+    pub endpoints: Vec<EndpointDetail>,
+}
+
+/// One endpoint of the container, with both ends of its veth.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EndpointDetail {
+    pub network: String,
+    pub network_id: String,
+    pub internal: bool,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub mac: MacAddr,
+    pub aliases: Vec<String>,
+    /// The interface inside the container (`eth0`, …).
+    pub container_ifname: Option<String>,
+    pub host_ifname: Option<String>,
+    pub host_ifindex: Option<u32>,
+    /// The netwatch programs pinned on the host veth: `from_container`
+    /// (its TCX ingress), `to_container` (its TCX egress).
+    pub programs: Vec<&'static str>,
+    /// Both programs are attached.
+    pub attached: bool,
+    /// Why the veth is unknown, when it is.
+    pub error: Option<String>,
+}
+
+/// The report on the container a user means by `query` (name, id or id
+/// prefix), reading attachments from the pins under `pins_root`.
+///
+/// # Errors
+///
+/// When no running container, or more than one, matches `query`.
+pub fn report(snapshot: &Snapshot, pins_root: &Path, query: &str) -> Result<ContainerReport> {
+    let inventory = &snapshot.inventory;
+    let container = inventory.find_container(query)?;
+    let owner: Option<&Container> = container
+        .shares_network_of()
+        .map(|owner| inventory.find_container(owner))
+        .transpose()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{} shares the network of a container that is not running: {e}",
+                container.name
+            )
+        })?;
+    let endpoints_of = owner.unwrap_or(container);
+    let endpoints = endpoints_of
+        .endpoints
+        .iter()
+        .map(|endpoint| {
+            let veth = snapshot.veth(endpoints_of, endpoint);
+            let ifindex = veth.as_ref().ok().map(|v| v.ifindex);
+            let programs: Vec<&'static str> = [Hook::FromContainer, Hook::ToContainer]
+                .into_iter()
+                .filter(|hook| {
+                    ifindex.is_some_and(|i| pins::link_path(pins_root, *hook, i).exists())
+                })
+                .map(Hook::program_name)
+                .collect();
+            EndpointDetail {
+                network: endpoint.network.clone(),
+                network_id: endpoint.network_id.clone(),
+                internal: inventory
+                    .network(&endpoint.network_id)
+                    .is_some_and(|n| n.internal),
+                ipv4: endpoint.ipv4,
+                ipv6: endpoint.ipv6,
+                mac: endpoint.mac,
+                aliases: endpoint.aliases.clone(),
+                container_ifname: veth.as_ref().ok().map(|v| v.container_ifname.clone()),
+                host_ifname: veth.as_ref().ok().map(|v| v.ifname.clone()),
+                host_ifindex: ifindex,
+                attached: programs.len() == 2,
+                programs,
+                error: veth.err().map(ToString::to_string),
+            }
+        })
+        .collect();
+    Ok(ContainerReport {
+        container: container.name.clone(),
+        container_id: container.id.clone(),
+        service: container.service.clone(),
+        compose_project: container.compose_project.clone(),
+        pid: container.pid,
+        network_mode: container.network_mode.clone(),
+        shares_network_of: owner.map(|o| o.name.clone()),
+        endpoints,
+    })
+}
+
+/// The table form: a few facts, then one line per endpoint.
+pub fn render_table(report: &ContainerReport) -> String {
+    let mut facts = vec![
+        vec!["CONTAINER".to_owned(), report.container.clone()],
+        vec!["ID".to_owned(), report.container_id.clone()],
+    ];
+    if let Some(service) = &report.service {
+        let project = report
+            .compose_project
+            .as_ref()
+            .map(|p| format!(" (compose project {p})"))
+            .unwrap_or_default();
+        facts.push(vec!["SERVICE".to_owned(), format!("{service}{project}")]);
+    }
+    facts.push(vec![
+        "PID".to_owned(),
+        report.pid.map(|p| p.to_string()).unwrap_or_default(),
+    ]);
+    let mode = match (&report.shares_network_of, report.network_mode.as_str()) {
+        (Some(owner), _) => {
+            format!("container:{owner} (shares its network namespace and endpoints)")
+        }
+        (None, "host") => {
+            "host (the host's network namespace: no endpoint, not enforced)".to_owned()
+        }
+        (None, "none") => "none (no network)".to_owned(),
+        (None, mode) => mode.to_owned(),
+    };
+    facts.push(vec!["NETWORK MODE".to_owned(), mode]);
+    // The facts are a two-column table without a header line.
+    let mut out: String = table(&["", ""], &facts)
+        .lines()
+        .skip(1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if report.endpoints.is_empty() {
+        return out;
+    }
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
+    let rows: Vec<Vec<String>> = report
+        .endpoints
+        .iter()
+        .map(|e| {
+            vec![
+                e.network.clone(),
+                yes_no(e.internal),
+                e.ipv4.map(|a| a.to_string()).unwrap_or_default(),
+                e.ipv6.map(|a| a.to_string()).unwrap_or_default(),
+                e.mac.to_string(),
+                e.container_ifname.clone().unwrap_or_default(),
+                e.host_ifname.clone().unwrap_or_default(),
+                e.host_ifindex.map(|i| i.to_string()).unwrap_or_default(),
+                if e.programs.is_empty() {
+                    "none".to_owned()
+                } else {
+                    e.programs.join(",")
+                },
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(
+        &[
+            "NETWORK",
+            "INTERNAL",
+            "IPV4",
+            "IPV6",
+            "MAC",
+            "IFACE",
+            "HOST VETH",
+            "IFINDEX",
+            "PROGRAMS",
+        ],
+        &rows,
+    ));
+    for e in &report.endpoints {
+        if let Some(error) = &e.error {
+            out.push_str(&format!("{}: host veth unknown: {error}\n", e.network));
+        }
+    }
+    out
+}
+
+/// `netwatch inspect <container> [-o table|json]`.
+///
+/// # Errors
+///
+/// When dockerd cannot be reached, or no single running container matches.
+pub fn run(container: &str, output: OutputFormat) -> Result<ExitCode> {
+    let snapshot = networks::snapshot()?;
+    let report = report(&snapshot, &pins::root(), container)?;
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Table => print!("{}", render_table(&report)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::endpoint::EndpointError;
+
+    fn snapshot() -> Snapshot {
+        let inventory =
+            crate::docker::captured::inventory(&["app", "static", "sidecar", "hostnet"]);
+        let mut snapshot = Snapshot::unresolved(inventory, EndpointError::NotRoot);
+        snapshot.set_veth_for_test("nwcap-app", "nwcap-back", "vethaaa", 13);
+        snapshot.set_veth_for_test("nwcap-app", "nwcap-front", "vethbbb", 11);
+        snapshot
+    }
+
+    /// A stand-in pin root with `from_container` pinned on ifindex 13.
+    fn pins() -> std::path::PathBuf {
+        let root = std::env::temp_dir().join(format!("netwatch-inspect-{}", std::process::id()));
+        fs::create_dir_all(pins::links_dir(&root)).unwrap();
+        fs::write(pins::link_path(&root, Hook::FromContainer, 13), b"").unwrap();
+        root
+    }
+
+    #[test]
+    fn multi_homed_container() {
+        let root = pins();
+        let report = report(&snapshot(), &root, "d17ecc").unwrap();
+        fs::remove_dir_all(&root).unwrap();
+        assert_eq!(report.container, "nwcap-app");
+        assert_eq!(report.service.as_deref(), Some("app"));
+        assert_eq!(report.shares_network_of, None);
+        let json = serde_json::to_value(&report.endpoints).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {
+                    "network": "nwcap-back",
+                    "network_id": "3bc36a716f17e68d3e4a69b2fb9230c0eaecb8dcc796f6b967f0dc4e4a67c363",
+                    "internal": true,
+                    "ipv4": "172.29.0.10",
+                    "ipv6": "fd00:29::2",
+                    "mac": "02:42:ac:1d:00:0a",
+                    "aliases": ["db-client", "d17ecc39df5d"],
+                    "container_ifname": "eth0",
+                    "host_ifname": "vethaaa",
+                    "host_ifindex": 13,
+                    "programs": ["from_container"],
+                    "attached": false,
+                    "error": null
+                },
+                {
+                    "network": "nwcap-front",
+                    "network_id": "5ff26285eaf7b6697fd9fa1d771048a8e26b79919032d9d7fdee478de2f989ad",
+                    "internal": false,
+                    "ipv4": "172.18.0.2",
+                    "ipv6": null,
+                    "mac": "02:42:ac:12:00:02",
+                    "aliases": ["app", "d17ecc39df5d"],
+                    "container_ifname": "eth0",
+                    "host_ifname": "vethbbb",
+                    "host_ifindex": 11,
+                    "programs": [],
+                    "attached": false,
+                    "error": null
+                }
+            ])
+        );
+    }
+
+    #[test]
+    fn unresolved_veths_say_why() {
+        let report = report(&snapshot(), Path::new("/nonexistent"), "nwcap-static").unwrap();
+        assert_eq!(report.endpoints.len(), 1);
+        assert_eq!(report.endpoints[0].host_ifindex, None);
+        assert_eq!(
+            report.endpoints[0].error.as_deref(),
+            Some(
+                "host veths are only looked up as root (entering a container's network namespace)"
+            )
+        );
+        assert!(render_table(&report).ends_with(
+            "nwcap-back: host veth unknown: host veths are only looked up as root \
+             (entering a container's network namespace)\n"
+        ));
+    }
+
+    #[test]
+    fn sidecar_shows_its_owners_endpoints() {
+        let report = report(&snapshot(), Path::new("/nonexistent"), "nwcap-sidecar").unwrap();
+        assert_eq!(report.shares_network_of.as_deref(), Some("nwcap-app"));
+        let networks: Vec<&str> = report
+            .endpoints
+            .iter()
+            .map(|e| e.network.as_str())
+            .collect();
+        assert_eq!(networks, ["nwcap-back", "nwcap-front"]);
+        assert_eq!(report.endpoints[1].host_ifname.as_deref(), Some("vethbbb"));
+        assert!(render_table(&report).contains(
+            "NETWORK MODE   container:nwcap-app (shares its network namespace and endpoints)\n"
+        ));
+    }
+
+    #[test]
+    fn host_network_has_no_endpoint() {
+        let report = report(&snapshot(), Path::new("/nonexistent"), "nwcap-hostnet").unwrap();
+        assert!(report.endpoints.is_empty());
+        assert_eq!(
+            render_table(&report),
+            "\
+CONTAINER      nwcap-hostnet
+ID             7dd5d6e1122d77cae46b752503aa1def75bba7c7aeac97ba429fa34acb01b8b1
+PID            23110
+NETWORK MODE   host (the host's network namespace: no endpoint, not enforced)
+"
+        );
+    }
+
+    #[test]
+    fn unknown_container_is_one_line() {
+        let error = report(&snapshot(), Path::new("/nonexistent"), "web").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "no running container named \"web\" (or with an id starting with it); `docker ps` lists them"
+        );
+    }
+}

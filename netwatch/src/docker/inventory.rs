@@ -1,0 +1,794 @@
+//! The inventory: Docker's networks, its running containers, and each
+//! container's endpoint on each network, typed.
+//!
+//! [`Inventory::load`] asks dockerd (`GET /networks`, `GET /containers/json`,
+//! then `GET /containers/{id}/json` for each); [`Inventory::from_api`] turns
+//! those answers into the types below and is what the unit tests feed with
+//! answers captured from a real dockerd (`testdata/`).
+//!
+//! Odd answers never stop the inventory: an object without an id, an address
+//! that does not parse, an endpoint of a network that is gone, a running
+//! container without a pid are skipped (or kept without that field) with a
+//! logged warning. Containers that have no endpoint of their own — `host`
+//! and `none` network modes, and `--network container:<other>`, which shares
+//! `<other>`'s endpoints — and endpoints on networks of other drivers than
+//! `bridge` (no veth to attach to) are skipped with a debug message.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use bollard::models::{ContainerInspectResponse, EndpointSettings, Network as ApiNetwork};
+use log::{debug, warn};
+
+use super::{Client, DockerError};
+use crate::endpoint::MacAddr;
+use crate::policy::Cidr;
+
+/// Labels as Docker stores them, sorted by key.
+pub type Labels = BTreeMap<String, String>;
+
+/// The compose project a network or container belongs to.
+pub const COMPOSE_PROJECT_LABEL: &str = "com.docker.compose.project";
+/// The compose service a container runs.
+pub const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
+/// The bridge driver option that names a network's bridge device.
+pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+/// Everything netwatch needs to know of Docker at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Inventory {
+    /// Every network, sorted by name.
+    pub networks: Vec<Network>,
+    /// Every running container, sorted by name.
+    pub containers: Vec<Container>,
+}
+
+/// A Docker network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    /// `bridge`, `host`, `null`, `macvlan`, `overlay`, …
+    pub driver: String,
+    /// `docker network create --internal`: Docker promises no egress.
+    pub internal: bool,
+    /// `EnableIPv6`.
+    pub ipv6: bool,
+    /// The IPAM subnets, IPv4 first, each with its gateway when known.
+    pub subnets: Vec<Subnet>,
+    pub labels: Labels,
+    /// `com.docker.compose.project`, when compose created the network.
+    pub compose_project: Option<String>,
+    /// The bridge device, for `bridge` networks only: the
+    /// `com.docker.network.bridge.name` option, else `docker0` for the
+    /// default `bridge` network, else `br-<first 12 characters of the id>`.
+    pub bridge: Option<String>,
+}
+
+/// One IPAM subnet of a network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subnet {
+    pub cidr: Cidr,
+    /// The gateway address (the bridge's, on the host). Docker's default
+    /// `bridge` network does not report it in its IPAM config; it is then
+    /// taken from an endpoint's `Gateway`, if any container is attached.
+    pub gateway: Option<IpAddr>,
+}
+
+/// A running container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Container {
+    pub id: String,
+    /// Without Docker's leading `/`.
+    pub name: String,
+    /// `com.docker.compose.service`.
+    pub service: Option<String>,
+    /// `com.docker.compose.project`.
+    pub compose_project: Option<String>,
+    pub labels: Labels,
+    /// The container's init process on the host (`State.Pid`); its network
+    /// namespace is the container's. `None` when Docker reports none.
+    pub pid: Option<u32>,
+    /// `HostConfig.NetworkMode`: `default`, `bridge`, a network name, `host`,
+    /// `none` or `container:<id>`.
+    pub network_mode: String,
+    /// One per `bridge`-driver network the container is attached to, sorted
+    /// by network name.
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Container {
+    /// For `--network container:<id>`: the id (or name) of the container
+    /// whose network namespace, endpoints and veths this one shares.
+    pub fn shares_network_of(&self) -> Option<&str> {
+        self.network_mode.strip_prefix("container:")
+    }
+}
+
+/// A container's attachment to one bridge network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub network_id: String,
+    pub network: String,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub mac: MacAddr,
+    /// DNS aliases on this network (Docker adds the short container id).
+    pub aliases: Vec<String>,
+}
+
+impl Inventory {
+    /// Reads networks and running containers from dockerd.
+    ///
+    /// A container that stops between the listing and its inspection is
+    /// left out.
+    ///
+    /// # Errors
+    ///
+    /// [`DockerError`] when dockerd cannot be reached or refuses a request.
+    pub async fn load(client: &Client) -> Result<Inventory, DockerError> {
+        let docker = client.docker();
+        let networks = docker
+            .list_networks(None)
+            .await
+            .map_err(|e| client.error("GET /networks", e))?;
+        let summaries = docker
+            .list_containers(None)
+            .await
+            .map_err(|e| client.error("GET /containers/json", e))?;
+        let mut containers = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            let Some(id) = summary.id else {
+                warn!("dockerd listed a container without an id; skipped");
+                continue;
+            };
+            match docker.inspect_container(&id, None).await {
+                Ok(container) => containers.push(container),
+                Err(e) => {
+                    let error = client.error(&format!("GET /containers/{id}/json"), e);
+                    if error.is_not_found() {
+                        debug!("container {id} went away while taking the inventory");
+                    } else {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        Ok(Inventory::from_api(&networks, &containers))
+    }
+
+    /// Builds the inventory from dockerd's answers to `GET /networks` and
+    /// `GET /containers/{id}/json`. Never fails: what cannot be used is
+    /// skipped with a logged warning.
+    pub fn from_api(networks: &[ApiNetwork], containers: &[ContainerInspectResponse]) -> Inventory {
+        let mut networks: Vec<Network> = networks.iter().filter_map(network_from_api).collect();
+        networks.sort_by(|a, b| a.name.cmp(&b.name));
+        for (network_id, gateway) in containers.iter().flat_map(endpoint_gateways) {
+            if let Some(network) = networks.iter_mut().find(|n| n.id == network_id) {
+                for subnet in &mut network.subnets {
+                    if subnet.gateway.is_none() && subnet.cidr.contains(&gateway) {
+                        subnet.gateway = Some(gateway);
+                    }
+                }
+            }
+        }
+        let mut containers: Vec<Container> = containers
+            .iter()
+            .filter_map(|c| container_from_api(c, &networks))
+            .collect();
+        containers.sort_by(|a, b| a.name.cmp(&b.name));
+        Inventory {
+            networks,
+            containers,
+        }
+    }
+
+    /// The network with this id, or else this name.
+    pub fn network(&self, id_or_name: &str) -> Option<&Network> {
+        self.networks
+            .iter()
+            .find(|n| n.id == id_or_name)
+            .or_else(|| self.networks.iter().find(|n| n.name == id_or_name))
+    }
+
+    /// The endpoints on network `network_id`, with their containers, sorted
+    /// by container name.
+    pub fn endpoints_on<'a>(
+        &'a self,
+        network_id: &'a str,
+    ) -> impl Iterator<Item = (&'a Container, &'a Endpoint)> + 'a {
+        self.containers.iter().flat_map(move |container| {
+            container
+                .endpoints
+                .iter()
+                .filter(move |endpoint| endpoint.network_id == network_id)
+                .map(move |endpoint| (container, endpoint))
+        })
+    }
+
+    /// The container a user means by `query`, as `docker` resolves it: an
+    /// exact id, then an exact name (with or without the leading `/`), then
+    /// a unique id prefix.
+    ///
+    /// # Errors
+    ///
+    /// [`ContainerLookupError`] when nothing matches or a prefix is ambiguous.
+    pub fn find_container(&self, query: &str) -> Result<&Container, ContainerLookupError> {
+        let name = query.strip_prefix('/').unwrap_or(query);
+        if let Some(container) = self
+            .containers
+            .iter()
+            .find(|c| c.id == query)
+            .or_else(|| self.containers.iter().find(|c| c.name == name))
+        {
+            return Ok(container);
+        }
+        let matches: Vec<&Container> = if query.is_empty() {
+            Vec::new()
+        } else {
+            self.containers
+                .iter()
+                .filter(|c| c.id.starts_with(query))
+                .collect()
+        };
+        match matches.as_slice() {
+            [one] => Ok(one),
+            [] => Err(ContainerLookupError::NotFound(query.to_owned())),
+            many => Err(ContainerLookupError::Ambiguous {
+                query: query.to_owned(),
+                count: many.len(),
+            }),
+        }
+    }
+}
+
+/// Why [`Inventory::find_container`] found no single container.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ContainerLookupError {
+    #[error(
+        "no running container named {0:?} (or with an id starting with it); `docker ps` lists them"
+    )]
+    NotFound(String),
+    #[error(
+        "{count} running containers have an id starting with {query:?}; give more of it (`docker ps --no-trunc`)"
+    )]
+    Ambiguous { query: String, count: usize },
+}
+
+fn labels_of(labels: Option<&HashMap<String, String>>) -> Labels {
+    labels
+        .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+fn non_empty(text: Option<&String>) -> Option<&str> {
+    text.map(String::as_str).filter(|t| !t.is_empty())
+}
+
+fn network_from_api(api: &ApiNetwork) -> Option<Network> {
+    let Some(id) = non_empty(api.id.as_ref()) else {
+        warn!(
+            "dockerd listed a network without an id ({:?}); skipped",
+            api.name
+        );
+        return None;
+    };
+    let name = non_empty(api.name.as_ref()).unwrap_or(id);
+    let driver = non_empty(api.driver.as_ref()).unwrap_or_else(|| {
+        warn!("network {name} has no driver in dockerd's answer; treated as unknown");
+        "unknown"
+    });
+    let mut subnets = Vec::new();
+    for config in api
+        .ipam
+        .as_ref()
+        .and_then(|ipam| ipam.config.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let Some(text) = non_empty(config.subnet.as_ref()) else {
+            continue;
+        };
+        let cidr = match text.parse::<Cidr>() {
+            Ok(cidr) => cidr,
+            Err(e) => {
+                warn!("network {name}: subnet skipped: {e}");
+                continue;
+            }
+        };
+        // Some dockerd versions write the gateway with a prefix length.
+        let gateway = non_empty(config.gateway.as_ref()).and_then(|g| {
+            let address = g.split('/').next().unwrap_or(g);
+            address
+                .parse::<IpAddr>()
+                .map_err(|_| {
+                    warn!("network {name}: gateway {g:?} of {cidr} is not an address; ignored")
+                })
+                .ok()
+        });
+        subnets.push(Subnet { cidr, gateway });
+    }
+    subnets.sort_by_key(|s| (!s.cidr.is_ipv4(), s.cidr));
+    let labels = labels_of(api.labels.as_ref());
+    let bridge = (driver == "bridge").then(|| {
+        api.options
+            .as_ref()
+            .and_then(|o| non_empty(o.get(BRIDGE_NAME_OPTION)))
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                if name == "bridge" {
+                    "docker0".to_owned()
+                } else {
+                    format!("br-{}", id.get(..12).unwrap_or(id))
+                }
+            })
+    });
+    Some(Network {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        driver: driver.to_owned(),
+        internal: api.internal.unwrap_or(false),
+        ipv6: api.enable_ipv6.unwrap_or(false),
+        subnets,
+        compose_project: labels.get(COMPOSE_PROJECT_LABEL).cloned(),
+        labels,
+        bridge,
+    })
+}
+
+fn endpoint_settings(
+    api: &ContainerInspectResponse,
+) -> impl Iterator<Item = (&String, &EndpointSettings)> {
+    api.network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .into_iter()
+        .flatten()
+}
+
+/// The gateways each endpoint reports, by network id.
+fn endpoint_gateways(api: &ContainerInspectResponse) -> Vec<(String, IpAddr)> {
+    endpoint_settings(api)
+        .filter_map(|(_, settings)| Some((non_empty(settings.network_id.as_ref())?, settings)))
+        .flat_map(|(network_id, settings)| {
+            [settings.gateway.as_ref(), settings.ipv6_gateway.as_ref()]
+                .into_iter()
+                .filter_map(|g| non_empty(g)?.parse::<IpAddr>().ok())
+                .map(move |g| (network_id.to_owned(), g))
+        })
+        .collect()
+}
+
+fn container_from_api(api: &ContainerInspectResponse, networks: &[Network]) -> Option<Container> {
+    let Some(id) = non_empty(api.id.as_ref()) else {
+        warn!("dockerd described a container without an id; skipped");
+        return None;
+    };
+    let short_id = id.get(..12).unwrap_or(id);
+    let name = non_empty(api.name.as_ref())
+        .map(|n| n.strip_prefix('/').unwrap_or(n))
+        .unwrap_or(short_id)
+        .to_owned();
+    let labels = labels_of(api.config.as_ref().and_then(|c| c.labels.as_ref()));
+    let pid = match api.state.as_ref().and_then(|s| s.pid) {
+        Some(pid) if pid > 0 => u32::try_from(pid).ok(),
+        _ => {
+            warn!("container {name} has no pid in dockerd's answer; its veths cannot be found");
+            None
+        }
+    };
+    let network_mode = api
+        .host_config
+        .as_ref()
+        .and_then(|h| non_empty(h.network_mode.as_ref()))
+        .unwrap_or("default")
+        .to_owned();
+    let mut endpoints = Vec::new();
+    if let Some(owner) = network_mode.strip_prefix("container:") {
+        debug!(
+            "container {name} shares the network namespace of container {owner}: no endpoint of its own"
+        );
+    } else {
+        for (network_name, settings) in endpoint_settings(api) {
+            if let Some(endpoint) = endpoint_from_api(&name, network_name, settings, networks) {
+                endpoints.push(endpoint);
+            }
+        }
+    }
+    endpoints.sort_by(|a, b| a.network.cmp(&b.network));
+    Some(Container {
+        id: id.to_owned(),
+        name,
+        service: labels.get(COMPOSE_SERVICE_LABEL).cloned(),
+        compose_project: labels.get(COMPOSE_PROJECT_LABEL).cloned(),
+        labels,
+        pid,
+        network_mode,
+        endpoints,
+    })
+}
+
+fn endpoint_from_api(
+    container: &str,
+    network_name: &str,
+    settings: &EndpointSettings,
+    networks: &[Network],
+) -> Option<Endpoint> {
+    let network = non_empty(settings.network_id.as_ref())
+        .and_then(|id| networks.iter().find(|n| n.id == id))
+        .or_else(|| networks.iter().find(|n| n.name == network_name));
+    let Some(network) = network else {
+        warn!(
+            "container {container} is attached to network {network_name}, which dockerd did not list; endpoint skipped"
+        );
+        return None;
+    };
+    if network.driver != "bridge" {
+        debug!(
+            "container {container} on {} network {}: no veth to attach to; skipped",
+            network.driver, network.name
+        );
+        return None;
+    }
+    let mac = match non_empty(settings.mac_address.as_ref()).map(str::parse::<MacAddr>) {
+        Some(Ok(mac)) => mac,
+        Some(Err(e)) => {
+            warn!(
+                "container {container} on network {}: {e}; endpoint skipped",
+                network.name
+            );
+            return None;
+        }
+        None => {
+            warn!(
+                "container {container} on network {} has no MAC address in dockerd's answer; endpoint skipped",
+                network.name
+            );
+            return None;
+        }
+    };
+    let address = |text: Option<&String>, family: &str| {
+        let text = non_empty(text)?;
+        text.parse::<IpAddr>()
+            .map_err(|_| warn!("container {container} on network {}: {family} address {text:?} does not parse; ignored", network.name))
+            .ok()
+    };
+    let ipv4 = match address(settings.ip_address.as_ref(), "IPv4") {
+        Some(IpAddr::V4(a)) => Some(a),
+        _ => None,
+    };
+    let ipv6 = match address(settings.global_ipv6_address.as_ref(), "IPv6") {
+        Some(IpAddr::V6(a)) => Some(a),
+        _ => None,
+    };
+    Some(Endpoint {
+        network_id: network.id.clone(),
+        network: network.name.clone(),
+        ipv4,
+        ipv6,
+        mac,
+        aliases: settings.aliases.clone().unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Answers captured from Debian's Docker 20.10.24 (API 1.41) on this
+    //! project's test machine, for a topology of: the default `bridge`,
+    //! `nwcap-front` (compose labels), `nwcap-back` (internal, IPv6, bridge
+    //! named `nwcap-br0`); containers `app` (on front and back, static IPv4 on
+    //! back), `static` (static IPv4 on back), `default` (default bridge),
+    //! `sidecar` (`--network container:app`), `hostnet` (host network) and
+    //! `none` (no network). See `testdata/README.md`.
+
+    use super::*;
+    use serde_json::Value;
+
+    use crate::docker::captured::{self, CONTAINERS, NETWORKS};
+
+    fn captured() -> (Vec<ApiNetwork>, Vec<ContainerInspectResponse>) {
+        let containers = CONTAINERS
+            .iter()
+            .map(|(name, _)| captured::container(name))
+            .collect();
+        (captured::networks(), containers)
+    }
+
+    fn inventory() -> Inventory {
+        let names: Vec<&str> = CONTAINERS.iter().map(|(name, _)| *name).collect();
+        captured::inventory(&names)
+    }
+
+    fn cidr(text: &str) -> Cidr {
+        text.parse().unwrap()
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn captured_answers_still_parse() {
+        // Every capture, including the list of running containers and the
+        // version answer, reads as bollard's models.
+        let (networks, containers) = captured();
+        assert_eq!(networks.len(), 5);
+        assert_eq!(containers.len(), 6);
+        let summaries: Vec<bollard::models::ContainerSummary> =
+            serde_json::from_str(include_str!("testdata/containers.json")).unwrap();
+        assert_eq!(summaries.len(), 6);
+        let version: bollard::models::SystemVersion =
+            serde_json::from_str(include_str!("testdata/version.json")).unwrap();
+        assert_eq!(version.api_version.as_deref(), Some("1.41"));
+    }
+
+    #[test]
+    fn networks_are_typed() {
+        let inventory = inventory();
+        let names: Vec<&str> = inventory.networks.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["bridge", "host", "none", "nwcap-back", "nwcap-front"]
+        );
+
+        let back = inventory.network("nwcap-back").unwrap();
+        assert_eq!(
+            back.id,
+            "3bc36a716f17e68d3e4a69b2fb9230c0eaecb8dcc796f6b967f0dc4e4a67c363"
+        );
+        assert_eq!(back.driver, "bridge");
+        assert!(back.internal && back.ipv6);
+        assert_eq!(
+            back.bridge.as_deref(),
+            Some("nwcap-br0"),
+            "the bridge.name option wins"
+        );
+        assert_eq!(
+            back.subnets,
+            [
+                Subnet {
+                    cidr: cidr("172.29.0.0/24"),
+                    gateway: Some(ip("172.29.0.1"))
+                },
+                // Not in the IPAM config: taken from the endpoints' IPv6Gateway.
+                Subnet {
+                    cidr: cidr("fd00:29::/64"),
+                    gateway: Some(ip("fd00:29::1"))
+                },
+            ]
+        );
+        assert_eq!(back.compose_project, None);
+
+        let front = inventory.network("nwcap-front").unwrap();
+        assert!(!front.internal && !front.ipv6);
+        assert_eq!(
+            front.bridge.as_deref(),
+            Some("br-5ff26285eaf7"),
+            "br- and 12 characters of the id"
+        );
+        assert_eq!(front.compose_project.as_deref(), Some("capture"));
+        assert_eq!(
+            front
+                .labels
+                .get("com.docker.compose.network")
+                .map(String::as_str),
+            Some("front")
+        );
+        assert_eq!(
+            front.subnets,
+            [Subnet {
+                cidr: cidr("172.18.0.0/16"),
+                gateway: Some(ip("172.18.0.1"))
+            }]
+        );
+
+        let bridge = inventory.network("bridge").unwrap();
+        assert_eq!(bridge.bridge.as_deref(), Some("docker0"));
+        assert_eq!(
+            bridge.subnets,
+            [Subnet {
+                cidr: cidr("172.17.0.0/16"),
+                gateway: Some(ip("172.17.0.1"))
+            }],
+            "the default bridge reports no gateway; the attached container's Gateway fills it"
+        );
+
+        for name in ["host", "none"] {
+            let network = inventory.network(name).unwrap();
+            assert_eq!(network.bridge, None, "{name} has no bridge device");
+            assert!(network.subnets.is_empty());
+        }
+        assert_eq!(
+            inventory
+                .network("bf78ce1cdb95da387cd6f801d06d37c2d4a847413bc258eb3a3626f27354c8cc")
+                .unwrap()
+                .name,
+            "host"
+        );
+    }
+
+    #[test]
+    fn multi_homed_container_has_one_endpoint_per_network() {
+        let inventory = inventory();
+        let app = inventory.find_container("nwcap-app").unwrap();
+        assert_eq!(
+            app.id,
+            "d17ecc39df5d148dde9399a5358e4b93551bf6923e08941580487407b81e7255"
+        );
+        assert_eq!(app.service.as_deref(), Some("app"));
+        assert_eq!(app.compose_project.as_deref(), Some("capture"));
+        assert_eq!(app.pid, Some(22825));
+        assert_eq!(app.network_mode, "nwcap-front");
+        assert_eq!(
+            app.endpoints,
+            [
+                Endpoint {
+                    network_id: inventory.network("nwcap-back").unwrap().id.clone(),
+                    network: "nwcap-back".into(),
+                    ipv4: Some(Ipv4Addr::new(172, 29, 0, 10)),
+                    ipv6: Some("fd00:29::2".parse().unwrap()),
+                    mac: "02:42:ac:1d:00:0a".parse().unwrap(),
+                    aliases: vec!["db-client".into(), "d17ecc39df5d".into()],
+                },
+                Endpoint {
+                    network_id: inventory.network("nwcap-front").unwrap().id.clone(),
+                    network: "nwcap-front".into(),
+                    ipv4: Some(Ipv4Addr::new(172, 18, 0, 2)),
+                    ipv6: None,
+                    mac: "02:42:ac:12:00:02".parse().unwrap(),
+                    aliases: vec!["app".into(), "d17ecc39df5d".into()],
+                },
+            ]
+        );
+        let on_back: Vec<&str> = inventory
+            .endpoints_on(&app.endpoints[0].network_id)
+            .map(|(c, _)| c.name.as_str())
+            .collect();
+        assert_eq!(on_back, ["nwcap-app", "nwcap-static"]);
+    }
+
+    #[test]
+    fn static_address_and_default_bridge() {
+        let inventory = inventory();
+        let fixed = inventory.find_container("nwcap-static").unwrap();
+        assert_eq!(fixed.service, None);
+        assert_eq!(fixed.endpoints.len(), 1);
+        assert_eq!(fixed.endpoints[0].ipv4, Some(Ipv4Addr::new(172, 29, 0, 20)));
+        assert_eq!(fixed.endpoints[0].mac.to_string(), "02:42:ac:1d:00:14");
+        let default = inventory.find_container("nwcap-default").unwrap();
+        assert_eq!(default.endpoints.len(), 1);
+        assert_eq!(default.endpoints[0].network, "bridge");
+        assert_eq!(default.endpoints[0].aliases, Vec::<String>::new());
+    }
+
+    #[test]
+    fn containers_without_their_own_endpoint() {
+        let inventory = inventory();
+        let sidecar = inventory.find_container("nwcap-sidecar").unwrap();
+        assert!(sidecar.endpoints.is_empty());
+        assert_eq!(
+            sidecar.shares_network_of(),
+            Some("d17ecc39df5d148dde9399a5358e4b93551bf6923e08941580487407b81e7255")
+        );
+        for name in ["nwcap-hostnet", "nwcap-none"] {
+            let container = inventory.find_container(name).unwrap();
+            assert!(container.endpoints.is_empty(), "{name}");
+            assert_eq!(container.shares_network_of(), None);
+        }
+        assert_eq!(inventory.containers.len(), 6);
+    }
+
+    #[test]
+    fn containers_are_found_like_docker_finds_them() {
+        let inventory = inventory();
+        assert_eq!(
+            inventory.find_container("/nwcap-app").unwrap().name,
+            "nwcap-app"
+        );
+        assert_eq!(
+            inventory.find_container("d17ecc").unwrap().name,
+            "nwcap-app"
+        );
+        assert_eq!(
+            inventory.find_container("nope"),
+            Err(ContainerLookupError::NotFound("nope".into()))
+        );
+        assert_eq!(
+            inventory.find_container("nope").unwrap_err().to_string(),
+            "no running container named \"nope\" (or with an id starting with it); `docker ps` lists them"
+        );
+        // f1114914e082 (sidecar) and f2b768ddfc9a (none) both start with f.
+        assert_eq!(
+            inventory.find_container("f"),
+            Err(ContainerLookupError::Ambiguous {
+                query: "f".into(),
+                count: 2
+            })
+        );
+        assert!(inventory.find_container("").is_err());
+    }
+
+    /// Applies `edit` to the captured JSON of `app` and returns the result.
+    fn edited_app(edit: impl FnOnce(&mut Value)) -> Inventory {
+        let (networks, _) = captured();
+        let mut app: Value = serde_json::from_str(CONTAINERS[0].1).unwrap();
+        edit(&mut app);
+        let app: ContainerInspectResponse = serde_json::from_value(app).unwrap();
+        Inventory::from_api(&networks, &[app])
+    }
+
+    #[test]
+    fn odd_answers_are_skipped_not_fatal() {
+        // No pid: kept, without one.
+        let inventory = edited_app(|app| app["State"]["Pid"] = 0.into());
+        assert_eq!(inventory.containers[0].pid, None);
+        // No MAC on one endpoint, an unparsable one on the other: both skipped.
+        let inventory = edited_app(|app| {
+            app["NetworkSettings"]["Networks"]["nwcap-back"]["MacAddress"] = "".into();
+            app["NetworkSettings"]["Networks"]["nwcap-front"]["MacAddress"] = "bogus".into();
+        });
+        assert!(inventory.containers[0].endpoints.is_empty());
+        // An endpoint of a network dockerd did not list: skipped.
+        let inventory = edited_app(|app| {
+            let networks = app["NetworkSettings"]["Networks"].as_object_mut().unwrap();
+            let mut gone = networks["nwcap-front"].clone();
+            gone["NetworkID"] = "0123456789ab".into();
+            networks.insert("gone".into(), gone);
+        });
+        assert_eq!(inventory.containers[0].endpoints.len(), 2);
+        // No id, no name: the container is skipped; the name falls back to the short id.
+        assert!(
+            edited_app(|app| app.as_object_mut().unwrap().retain(|k, _| k != "Id"))
+                .containers
+                .is_empty()
+        );
+        let inventory = edited_app(|app| app.as_object_mut().unwrap().retain(|k, _| k != "Name"));
+        assert_eq!(inventory.containers[0].name, "d17ecc39df5d");
+        // Nothing but an id: an empty container, no panic.
+        let inventory = edited_app(|app| *app = serde_json::json!({"Id": "abc"}));
+        assert_eq!(inventory.containers[0].name, "abc");
+        assert_eq!(inventory.containers[0].network_mode, "default");
+        // Bad addresses are dropped field by field.
+        let inventory = edited_app(|app| {
+            app["NetworkSettings"]["Networks"]["nwcap-back"]["IPAddress"] = "not-an-ip".into();
+            app["NetworkSettings"]["Networks"]["nwcap-back"]["GlobalIPv6Address"] =
+                "172.29.0.99".into();
+        });
+        let back = &inventory.containers[0].endpoints[0];
+        assert_eq!(
+            (back.network.as_str(), back.ipv4, back.ipv6),
+            ("nwcap-back", None, None)
+        );
+    }
+
+    #[test]
+    fn odd_networks_are_skipped_not_fatal() {
+        let mut networks: Vec<Value> = serde_json::from_str(NETWORKS).unwrap();
+        // [3] is nwcap-front, [4] nwcap-back.
+        networks[4]["IPAM"]["Config"][0]["Subnet"] = "172.29.0.0/99".into();
+        networks[4]["IPAM"]["Config"][1]["Gateway"] = "fd00:29::1/64".into();
+        networks[4].as_object_mut().unwrap().remove("Driver");
+        networks[3].as_object_mut().unwrap().remove("Id");
+        networks.push(serde_json::json!({"Id": "f00d", "Name": "bare"}));
+        let networks: Vec<ApiNetwork> = serde_json::from_value(Value::Array(networks)).unwrap();
+        let inventory = Inventory::from_api(&networks, &[]);
+        let names: Vec<&str> = inventory.networks.iter().map(|n| n.name.as_str()).collect();
+        assert!(!names.contains(&"nwcap-front"), "no id: skipped");
+        let back = inventory.network("nwcap-back").unwrap();
+        assert_eq!(back.driver, "unknown");
+        assert_eq!(
+            back.bridge, None,
+            "only bridge networks have a bridge device"
+        );
+        assert_eq!(
+            back.subnets,
+            [Subnet {
+                cidr: cidr("fd00:29::/64"),
+                gateway: Some(ip("fd00:29::1"))
+            }],
+            "the bad subnet is dropped; a gateway with a prefix length is read"
+        );
+        let bare = inventory.network("bare").unwrap();
+        assert!(!bare.internal && bare.subnets.is_empty() && bare.labels.is_empty());
+    }
+}

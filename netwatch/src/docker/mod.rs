@@ -1,0 +1,17 @@
+//! Docker integration: the Engine API client and the inventory of networks,
+//! containers and endpoints.
+
+#[cfg(test)]
+pub(crate) mod captured;
+mod client;
+mod error;
+mod inventory;
+mod snapshot;
+
+pub use client::{Client, DEFAULT_HOST};
+pub use error::DockerError;
+pub use inventory::{
+    BRIDGE_NAME_OPTION, COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL, Container,
+    ContainerLookupError, Endpoint, Inventory, Labels, Network, Subnet,
+};
+pub use snapshot::Snapshot;

@@ -1,0 +1,443 @@
+//! Endpoint → host veth: which host interface carries a container's endpoint.
+//!
+//! Docker connects a container to a bridge network with a veth pair: one end
+//! (`eth0`, `eth1`, …) inside the container's network namespace, carrying
+//! the endpoint's MAC address, the other on the host, enslaved to the
+//! network's bridge. netwatch's programs attach to the host end.
+//!
+//! [`host_veths`] finds it without parsing any command's output: a dedicated
+//! thread enters the container's namespace (`/proc/<pid>/ns/net`, `setns`),
+//! asks netlink for the interface that carries the MAC and reads its peer's
+//! ifindex (`IFLA_LINK`), switches back, and asks netlink in the host
+//! namespace for that ifindex. Only that thread ever changes namespace, and
+//! it ends right after, so no error path can leave a caller's thread in the
+//! container's namespace. Both ends must be veths and point at each other;
+//! anything else (a macvlan, an interface of another namespace) is an error,
+//! never a guess.
+//!
+//! Needs `CAP_SYS_ADMIN` (entering a namespace) and `CAP_SYS_PTRACE` or the
+//! same user as the container's process (opening its namespace): run as root.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::str::FromStr;
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use nix::sched::{CloneFlags, setns};
+
+/// An Ethernet MAC address, written `02:42:ac:11:00:02`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+/// A MAC address that is not six colon-separated hex bytes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MAC address {0:?}: expected six hex bytes like 02:42:ac:11:00:02")]
+pub struct MacAddrError(pub String);
+
+impl FromStr for MacAddr {
+    type Err = MacAddrError;
+
+    fn from_str(text: &str) -> Result<MacAddr, MacAddrError> {
+        let mut bytes = [0u8; 6];
+        let mut parts = text.split(':');
+        for byte in &mut bytes {
+            let part = parts
+                .next()
+                .filter(|p| p.len() == 2)
+                .ok_or_else(|| MacAddrError(text.to_owned()))?;
+            *byte = u8::from_str_radix(part, 16).map_err(|_| MacAddrError(text.to_owned()))?;
+        }
+        if parts.next().is_some() {
+            return Err(MacAddrError(text.to_owned()));
+        }
+        Ok(MacAddr(bytes))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl serde::Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Both ends of an endpoint's veth pair.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HostVeth {
+    /// The host end's name, e.g. `veth3f2a1b0`.
+    pub ifname: String,
+    /// The host end's ifindex in the host namespace: what netwatch attaches to.
+    pub ifindex: u32,
+    /// The container end's name inside the container (`eth0`, `eth1`, …).
+    pub container_ifname: String,
+    /// The container end's ifindex inside the container's namespace.
+    pub container_ifindex: u32,
+}
+
+/// Why an endpoint's host veth could not be found. One line each, naming
+/// the container process and what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error(
+        "cannot open the network namespace of pid {pid} (/proc/{pid}/ns/net): {source}; \
+         the container may have stopped, or netwatch is not root"
+    )]
+    OpenNamespace {
+        pid: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot enter the network namespace of pid {pid}: {source}; netwatch must run as root")]
+    EnterNamespace {
+        pid: u32,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("cannot switch back to the host network namespace after visiting pid {pid}: {source}")]
+    LeaveNamespace {
+        pid: u32,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("netlink ({what}): {source}")]
+    Netlink {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no interface with MAC {mac} in the network namespace of pid {pid}")]
+    NoSuchMac { pid: u32, mac: MacAddr },
+    #[error(
+        "interface {ifname} (MAC {mac}) in the network namespace of pid {pid} is a {kind}, \
+         not a veth; netwatch only handles Docker bridge endpoints"
+    )]
+    NotVeth {
+        pid: u32,
+        mac: MacAddr,
+        ifname: String,
+        kind: String,
+    },
+    #[error(
+        "the host end of {ifname} in pid {pid}'s namespace (ifindex {peer_ifindex}) is not a veth \
+         in netwatch's network namespace pointing back at it; is netwatch running in dockerd's \
+         network namespace?"
+    )]
+    PeerNotHere {
+        pid: u32,
+        ifname: String,
+        peer_ifindex: u32,
+    },
+    #[error("the thread that visits pid {pid}'s network namespace panicked")]
+    Panicked { pid: u32 },
+    #[error(
+        "dockerd reports no pid for container {container}, so its network namespace is unknown"
+    )]
+    NoPid { container: String },
+    #[error("host veths are only looked up as root (entering a container's network namespace)")]
+    NotRoot,
+    #[error("this endpoint's host veth was not looked up")]
+    NotResolved,
+}
+
+/// Finds the host end of the veth carrying each of `macs` in the network
+/// namespace of process `pid` (a container's init process, from `docker
+/// inspect`'s `State.Pid`).
+///
+/// The outer error covers the namespace as a whole (cannot enter it, cannot
+/// talk netlink); each MAC then gets its own answer, in the order given.
+///
+/// # Errors
+///
+/// [`EndpointError::OpenNamespace`] or [`EndpointError::EnterNamespace`]
+/// when the namespace cannot be entered (the container stopped, or not
+/// root), [`EndpointError::Netlink`] when the kernel refuses a query, and
+/// [`EndpointError::LeaveNamespace`] in the unlikely case that the visiting
+/// thread cannot return (it is discarded; the caller's thread never moved).
+pub fn host_veths(
+    pid: u32,
+    macs: &[MacAddr],
+) -> Result<Vec<Result<HostVeth, EndpointError>>, EndpointError> {
+    let netns = File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|source| EndpointError::OpenNamespace { pid, source })?;
+    let container_ends = std::thread::scope(|scope| {
+        scope
+            .spawn(|| visit(pid, &netns, macs))
+            .join()
+            .map_err(|_| EndpointError::Panicked { pid })
+    })??;
+    // Back in the caller's (host) namespace: name the peers.
+    let host = Netlink::open()?;
+    Ok(container_ends
+        .into_iter()
+        .map(|end| {
+            let end = end?;
+            let peer = host
+                .link_by_index(end.peer_ifindex)?
+                .filter(|peer| {
+                    peer.kind.as_deref() == Some("veth") && peer.link == Some(end.ifindex)
+                })
+                .ok_or_else(|| EndpointError::PeerNotHere {
+                    pid,
+                    ifname: end.ifname.clone(),
+                    peer_ifindex: end.peer_ifindex,
+                })?;
+            Ok(HostVeth {
+                ifname: peer.name,
+                ifindex: peer.ifindex,
+                container_ifname: end.ifname,
+                container_ifindex: end.ifindex,
+            })
+        })
+        .collect())
+}
+
+/// [`host_veths`] for one MAC.
+///
+/// # Errors
+///
+/// As [`host_veths`], plus that MAC's own error.
+pub fn host_veth(pid: u32, mac: MacAddr) -> Result<HostVeth, EndpointError> {
+    host_veths(pid, &[mac])?
+        .pop()
+        .unwrap_or(Err(EndpointError::NoSuchMac { pid, mac }))
+}
+
+/// The container's end of one veth, as seen inside its namespace.
+struct ContainerEnd {
+    ifname: String,
+    ifindex: u32,
+    /// `IFLA_LINK`: the peer's ifindex in the peer's namespace.
+    peer_ifindex: u32,
+}
+
+/// Runs on the dedicated thread: enter, query, leave.
+type Visit = Result<Vec<Result<ContainerEnd, EndpointError>>, EndpointError>;
+
+fn visit(pid: u32, netns: &File, macs: &[MacAddr]) -> Visit {
+    let home = File::open("/proc/thread-self/ns/net")
+        .map_err(|source| EndpointError::OpenNamespace { pid, source })?;
+    setns(netns, CloneFlags::CLONE_NEWNET)
+        .map_err(|source| EndpointError::EnterNamespace { pid, source })?;
+    // Whatever happens in there, come back before reporting it.
+    let links = Netlink::open().and_then(|netlink| netlink.links());
+    setns(&home, CloneFlags::CLONE_NEWNET)
+        .map_err(|source| EndpointError::LeaveNamespace { pid, source })?;
+    let links = links?;
+    Ok(macs
+        .iter()
+        .map(|mac| {
+            let link = links
+                .iter()
+                .find(|link| link.mac == Some(*mac))
+                .ok_or(EndpointError::NoSuchMac { pid, mac: *mac })?;
+            match (link.kind.as_deref(), link.link) {
+                (Some("veth"), Some(peer_ifindex)) if peer_ifindex != 0 => Ok(ContainerEnd {
+                    ifname: link.name.clone(),
+                    ifindex: link.ifindex,
+                    peer_ifindex,
+                }),
+                (kind, _) => Err(EndpointError::NotVeth {
+                    pid,
+                    mac: *mac,
+                    ifname: link.name.clone(),
+                    kind: kind.unwrap_or("device without a kind").to_owned(),
+                }),
+            }
+        })
+        .collect())
+}
+
+/// What netwatch needs to know of one interface.
+#[derive(Debug)]
+struct Link {
+    ifindex: u32,
+    name: String,
+    mac: Option<MacAddr>,
+    /// `IFLA_INFO_KIND` (`veth`, `bridge`, …).
+    kind: Option<String>,
+    /// `IFLA_LINK`: for a veth, the peer's ifindex (in the peer's namespace).
+    link: Option<u32>,
+}
+
+impl Link {
+    fn from_message(message: LinkMessage) -> Link {
+        let mut link = Link {
+            ifindex: message.header.index,
+            name: String::new(),
+            mac: None,
+            kind: None,
+            link: None,
+        };
+        for attribute in message.attributes {
+            match attribute {
+                LinkAttribute::IfName(name) => link.name = name,
+                LinkAttribute::Address(bytes) => {
+                    link.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr);
+                }
+                LinkAttribute::Link(peer) => link.link = Some(peer),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(kind) = info {
+                            link.kind = Some(kind_name(&kind));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+fn kind_name(kind: &InfoKind) -> String {
+    match kind {
+        InfoKind::Veth => "veth".to_owned(),
+        InfoKind::Bridge => "bridge".to_owned(),
+        InfoKind::MacVlan => "macvlan".to_owned(),
+        InfoKind::IpVlan => "ipvlan".to_owned(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// A blocking rtnetlink socket in the namespace of the thread that opened it.
+struct Netlink {
+    socket: Socket,
+}
+
+impl Netlink {
+    fn open() -> Result<Netlink, EndpointError> {
+        let err = |source| EndpointError::Netlink {
+            what: "opening a NETLINK_ROUTE socket",
+            source,
+        };
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(err)?;
+        socket.bind_auto().map_err(err)?;
+        socket.connect(&SocketAddr::new(0, 0)).map_err(err)?;
+        Ok(Netlink { socket })
+    }
+
+    /// Every interface of this namespace (`RTM_GETLINK`, dump).
+    fn links(&self) -> Result<Vec<Link>, EndpointError> {
+        self.request(
+            LinkMessage::default(),
+            NLM_F_REQUEST | NLM_F_DUMP,
+            "listing interfaces",
+        )
+    }
+
+    /// The interface with `ifindex`, or `None` when there is none.
+    fn link_by_index(&self, ifindex: u32) -> Result<Option<Link>, EndpointError> {
+        let mut message = LinkMessage::default();
+        message.header.index = ifindex;
+        match self.request(message, NLM_F_REQUEST, "looking up an interface by index") {
+            Ok(mut links) => Ok(links.pop()),
+            Err(EndpointError::Netlink { source, .. })
+                if source.raw_os_error() == Some(nix::libc::ENODEV) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn request(
+        &self,
+        message: LinkMessage,
+        flags: u16,
+        what: &'static str,
+    ) -> Result<Vec<Link>, EndpointError> {
+        let err = |source| EndpointError::Netlink { what, source };
+        let mut packet = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::from(RouteNetlinkMessage::GetLink(message)),
+        );
+        packet.header.flags = flags;
+        packet.header.sequence_number = 1;
+        packet.finalize();
+        let mut buf = vec![0; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.socket.send(&buf, 0).map_err(err)?;
+
+        let dump = flags & NLM_F_DUMP != 0;
+        let mut links = Vec::new();
+        loop {
+            let (datagram, _) = self.socket.recv_from_full().map_err(err)?;
+            let mut offset = 0;
+            while offset < datagram.len() {
+                let reply: NetlinkMessage<RouteNetlinkMessage> =
+                    NetlinkMessage::deserialize(&datagram[offset..]).map_err(|e| {
+                        err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+                    })?;
+                let length = reply.header.length as usize;
+                match reply.payload {
+                    NetlinkPayload::Done(_) => return Ok(links),
+                    NetlinkPayload::Error(error) if error.code.is_some() => {
+                        return Err(err(error.to_io()));
+                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                        links.push(Link::from_message(link));
+                        if !dump {
+                            return Ok(links);
+                        }
+                    }
+                    _ => {}
+                }
+                if length == 0 {
+                    break;
+                }
+                offset += length;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_round_trips() {
+        let mac: MacAddr = "02:42:AC:11:00:02".parse().unwrap();
+        assert_eq!(mac, MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x02]));
+        assert_eq!(mac.to_string(), "02:42:ac:11:00:02");
+        assert_eq!(
+            serde_json::to_string(&mac).unwrap(),
+            "\"02:42:ac:11:00:02\""
+        );
+    }
+
+    #[test]
+    fn bad_macs_are_rejected() {
+        for text in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:02:03",
+            "2:42:ac:11:00:02",
+            "zz:42:ac:11:00:02",
+        ] {
+            assert!(text.parse::<MacAddr>().is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn missing_process_is_a_clear_error() {
+        // pid 0 never has a /proc entry.
+        let error = host_veth(0, MacAddr([2, 0, 0, 0, 0, 1])).unwrap_err();
+        assert!(
+            matches!(error, EndpointError::OpenNamespace { pid: 0, .. }),
+            "{error}"
+        );
+    }
+}
