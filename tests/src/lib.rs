@@ -1,6 +1,7 @@
 //! Shared fixtures for netwatch integration tests.
 
 pub mod corpus;
+pub mod docker;
 pub mod fixture;
 pub mod netns;
 pub mod packets;

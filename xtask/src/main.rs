@@ -43,7 +43,10 @@ enum Task {
     /// Mounting bpffs and apt-get need root: without root those steps only
     /// check, and setup exits non-zero if they have work left. Downloads are
     /// retried 3 times with backoff. Takes well under 2 s when everything is
-    /// present. Setup itself never starts dockerd.
+    /// present. When dockerd does not answer, setup (as root) starts
+    /// `dockerd` in the background (log: /tmp/netwatch-dockerd.log) and waits
+    /// up to 30 s for it; then it imports the test image
+    /// netwatch-test:busybox from busybox-static if it is missing.
     Setup,
 
     /// Release build of the workspace, kernel programs included.
@@ -64,8 +67,9 @@ enum Task {
     /// clippy for netwatch-ebpf on bpfel-unknown-none with the nightly
     /// (target dir target/ebpf-clippy); `cargo test --workspace --exclude
     /// netwatch-ebpf --release [ARGS]` (the kernel crate only builds for the
-    /// BPF target; the tests run its programs through BPF_PROG_TEST_RUN).
-    /// Prints the time of each stage and the total.
+    /// BPF target; the tests run its programs through BPF_PROG_TEST_RUN);
+    /// last, a check that the Docker tests left no `nwtest-…` container or
+    /// network behind. Prints the time of each stage and the total.
     ///
     /// Example: `cargo xtask test -- -p netwatch-tests -- --nocapture`
     Test {

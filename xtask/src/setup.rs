@@ -7,8 +7,11 @@
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::symlink;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
@@ -147,6 +150,14 @@ pub fn run(scope: Scope, quiet: bool) -> Result<()> {
     if scope == Scope::Full {
         report.record("bpffs", bpffs(root));
         report.record("debian packages", packages(root));
+        let dockerd = dockerd(root);
+        let docker_up = matches!(dockerd, Ok(Outcome::Ok(_) | Outcome::Installed(_)));
+        report.record("dockerd", dockerd);
+        if docker_up {
+            report.record("test image", test_image());
+        } else {
+            report.record("test image", Ok(Outcome::Skipped("needs dockerd".into())));
+        }
     }
 
     let took = host::secs(start.elapsed());
@@ -537,6 +548,146 @@ fn packages(root: bool) -> Result<Outcome> {
             still_missing.join(", ")
         ))),
     }
+}
+
+/// Where a dockerd that setup starts writes its log.
+const DOCKERD_LOG: &str = "/tmp/netwatch-dockerd.log";
+
+/// How long setup waits for a dockerd it started to answer.
+const DOCKERD_WAIT: Duration = Duration::from_secs(30);
+
+/// The image the Docker tests run (`tests/src/docker.rs` names it too).
+const TEST_IMAGE: &str = "netwatch-test:busybox";
+
+/// The busybox applets the test image links (busybox-static's /bin/busybox).
+const TEST_IMAGE_APPLETS: &[&str] = &["sh", "nc", "ping", "ip", "sleep", "cat", "echo"];
+
+/// dockerd's version, when it answers.
+fn docker_server() -> Result<String> {
+    let version = Cmd::new("docker")
+        .args([
+            "version",
+            "--format",
+            "{{.Server.Version}} (API {{.Server.APIVersion}})",
+        ])
+        .probe()?;
+    Ok(version.trim().to_owned())
+}
+
+/// Make sure dockerd answers. When it does not, start `dockerd` itself in
+/// the background (not through its service: on these machines
+/// /usr/sbin/policy-rc.d forbids starting services, and there may be no
+/// systemd), in its own process group so that ^C on a test run does not
+/// stop it, and wait for it to answer.
+fn dockerd(root: bool) -> Result<Outcome> {
+    let not_answering = match docker_server() {
+        Ok(version) => return Ok(Outcome::Ok(format!("running, Docker {version}"))),
+        Err(e) => format!("{e:#}"),
+    };
+    if !root {
+        return Ok(Outcome::Skipped(format!(
+            "dockerd does not answer ({not_answering}) and starting it needs root: \
+             run `cargo xtask setup` as root"
+        )));
+    }
+    let dockerd = host::which("dockerd")
+        .or_else(|| Some(PathBuf::from("/usr/sbin/dockerd")).filter(|p| p.is_file()))
+        .context(
+            "dockerd does not answer and there is no dockerd binary; `apt-get install docker.io`",
+        )?;
+    let log = fs::File::create(DOCKERD_LOG).with_context(|| format!("creating {DOCKERD_LOG}"))?;
+    eprintln!("+ {} >{DOCKERD_LOG} 2>&1 &", dockerd.display());
+    let mut child = Command::new(&dockerd)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("could not start {}", dockerd.display()))?;
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("dockerd exited ({status}) right after starting; its log is {DOCKERD_LOG}");
+        }
+        if let Ok(version) = docker_server() {
+            return Ok(Outcome::Installed(format!(
+                "started dockerd (pid {}) after {}, Docker {version}; log in {DOCKERD_LOG}",
+                child.id(),
+                host::secs(start.elapsed())
+            )));
+        }
+        if start.elapsed() > DOCKERD_WAIT {
+            // Do not leave a half-started daemon holding its pid file.
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "dockerd did not answer within {} s, so it was stopped; see why in {DOCKERD_LOG}",
+                DOCKERD_WAIT.as_secs()
+            );
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Make sure the image the Docker tests run exists: no image can be pulled
+/// here, so it is imported from a rootfs holding busybox-static's
+/// /bin/busybox and links for the applets the tests use.
+fn test_image() -> Result<Outcome> {
+    let present = Cmd::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", TEST_IMAGE])
+        .probe();
+    if present.is_ok() {
+        return Ok(Outcome::Ok(format!("{TEST_IMAGE} present")));
+    }
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        bail!("building {TEST_IMAGE} needs /bin/busybox: `apt-get install busybox-static`");
+    }
+    let work = std::env::temp_dir().join(format!("netwatch-test-image-{}", std::process::id()));
+    let result = build_test_image(busybox, &work);
+    let _ = fs::remove_dir_all(&work);
+    result?;
+    Ok(Outcome::Installed(format!(
+        "imported {TEST_IMAGE} (busybox-static: {})",
+        TEST_IMAGE_APPLETS.join(", ")
+    )))
+}
+
+fn build_test_image(busybox: &Path, work: &Path) -> Result<()> {
+    let rootfs = work.join("rootfs");
+    let bin = rootfs.join("bin");
+    fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    fs::copy(busybox, bin.join("busybox"))
+        .with_context(|| format!("copying {}", busybox.display()))?;
+    for applet in TEST_IMAGE_APPLETS {
+        symlink("busybox", bin.join(applet))?;
+    }
+    let tarball = work.join("rootfs.tar");
+    Cmd::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .run()?;
+    Cmd::new("docker")
+        .args(["import", "--change", r#"CMD ["/bin/sh"]"#])
+        .args(["--message", "netwatch test image: Debian busybox-static"])
+        .arg(&tarball)
+        .arg(TEST_IMAGE)
+        .run()?;
+    // A dynamically linked busybox would import fine and fail in every
+    // test: check, and do not leave a broken image that looks present.
+    let check = Cmd::new("docker")
+        .args(["run", "--rm", "--network", "none", TEST_IMAGE, "echo", "ok"])
+        .run();
+    if let Err(e) = check {
+        let _ = Cmd::new("docker").args(["rmi", TEST_IMAGE]).run();
+        return Err(e.context(format!(
+            "{TEST_IMAGE} does not run; is /bin/busybox the static one (busybox-static)?"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

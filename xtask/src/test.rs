@@ -4,7 +4,8 @@
 //! installs only what is missing), rustfmt, clippy for the host crates,
 //! clippy for the eBPF crate on its own target, then `cargo test` of the
 //! host crates in release mode (the differential test pushes 100k+ packets
-//! through the programs).
+//! through the programs), and last a check that the Docker tests left no
+//! `nwtest-…` container or network behind.
 
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,11 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
                     .run()
             }),
         ),
+        (
+            "docker leftovers",
+            "a test fixture did not clean up; `docker rm -f` / `docker network rm` them",
+            Box::new(docker_leftovers),
+        ),
     ];
 
     let count = stages.len();
@@ -106,6 +112,42 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
         host::secs(start.elapsed())
     );
     Ok(())
+}
+
+/// What the Docker test fixtures (`tests/src/docker.rs`) create is named
+/// `nwtest-…` and must be gone once the tests are over.
+const DOCKER_FIXTURE_PREFIX: &str = "nwtest-";
+
+/// Fails when a test left a container or network behind.
+fn docker_leftovers() -> Result<()> {
+    let list = |args: &[&str]| -> Result<Vec<String>> {
+        Ok(Cmd::new("docker")
+            .args(args)
+            .probe()?
+            .lines()
+            .filter(|name| name.starts_with(DOCKER_FIXTURE_PREFIX))
+            .map(str::to_owned)
+            .collect())
+    };
+    let filter = format!("name={DOCKER_FIXTURE_PREFIX}");
+    let containers = list(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"])?;
+    let networks = list(&[
+        "network",
+        "ls",
+        "--filter",
+        &filter,
+        "--format",
+        "{{.Name}}",
+    ])?;
+    if containers.is_empty() && networks.is_empty() {
+        eprintln!("no test containers or networks left");
+        return Ok(());
+    }
+    anyhow::bail!(
+        "left behind: containers [{}], networks [{}]",
+        containers.join(", "),
+        networks.join(", ")
+    )
 }
 
 fn summary(times: &[(&str, Duration)], total: Duration) -> String {

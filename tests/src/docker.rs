@@ -1,0 +1,265 @@
+//! Docker fixtures: networks and containers that remove themselves, even
+//! when a test panics.
+//!
+//! Every object is named `nwtest-<pid>-<n>-<what>`, so what a test run
+//! creates is recognisable, and [`require_dockerd`] removes what a killed
+//! earlier run (whose pid is gone) left behind. Containers run the locally
+//! built `netwatch-test:busybox` image (`cargo xtask setup` imports it) and
+//! only `sleep`: these fixtures send no traffic.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The image `cargo xtask setup` builds from busybox-static.
+pub const TEST_IMAGE: &str = "netwatch-test:busybox";
+
+/// What every fixture name starts with.
+pub const PREFIX: &str = "nwtest-";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `docker args…`; its trimmed stdout, or a message with its stderr.
+pub fn docker(args: &[&str]) -> Result<String, String> {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `docker {}`: {e}", args.join(" ")))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "`docker {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// [`docker`], panicking with the message on failure.
+pub fn docker_ok(args: &[&str]) -> String {
+    docker(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A fresh name `nwtest-<pid>-<n>-<what>`.
+pub fn unique_name(what: &str) -> String {
+    format!(
+        "{PREFIX}{}-{}-{what}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Fails the test, saying how to start dockerd, unless dockerd answers and
+/// the test image exists. Also removes fixtures of test runs that died
+/// without cleaning up.
+pub fn require_dockerd() {
+    if let Err(e) = docker(&["version", "--format", "{{.Server.APIVersion}}"]) {
+        panic!(
+            "dockerd does not answer, and this test needs it ({e}). Start it with \
+             `cargo xtask setup` as root (it runs dockerd in the background, log in \
+             /tmp/netwatch-dockerd.log), or `dockerd >/tmp/netwatch-dockerd.log 2>&1 &`"
+        );
+    }
+    if docker(&["image", "inspect", "--format", "{{.Id}}", TEST_IMAGE]).is_err() {
+        panic!("the image {TEST_IMAGE} is missing: `cargo xtask setup` builds it");
+    }
+    remove_stale();
+}
+
+/// The pid in a fixture name `nwtest-<pid>-…`.
+fn owner_pid(name: &str) -> Option<u32> {
+    name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
+}
+
+/// Removes containers and networks of earlier test processes that are gone.
+fn remove_stale() {
+    let stale = |names: String| -> Vec<String> {
+        names
+            .lines()
+            .filter(|name| {
+                owner_pid(name).is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    let containers = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=nwtest-",
+        "--format",
+        "{{.Names}}",
+    ]);
+    for name in stale(containers.unwrap_or_default()) {
+        eprintln!("removing container {name} left by an earlier test run");
+        let _ = docker(&["rm", "-f", &name]);
+    }
+    let networks = docker(&[
+        "network",
+        "ls",
+        "--filter",
+        "name=nwtest-",
+        "--format",
+        "{{.Name}}",
+    ]);
+    for name in stale(networks.unwrap_or_default()) {
+        eprintln!("removing network {name} left by an earlier test run");
+        let _ = docker(&["network", "rm", &name]);
+    }
+}
+
+/// A Docker network, removed on drop.
+pub struct TestNetwork {
+    pub name: String,
+    pub id: String,
+}
+
+impl TestNetwork {
+    /// `docker network create <options…> nwtest-…-<what>`.
+    pub fn create(what: &str, options: &[&str]) -> TestNetwork {
+        let name = unique_name(what);
+        let mut args = vec!["network", "create"];
+        args.extend_from_slice(options);
+        args.push(&name);
+        let id = docker_ok(&args);
+        TestNetwork { name, id }
+    }
+
+    /// The bridge device Docker made for it (`br-` and 12 characters of
+    /// the id, unless the options named one).
+    pub fn bridge(&self) -> String {
+        let option = docker_ok(&[
+            "network",
+            "inspect",
+            "--format",
+            r#"{{index .Options "com.docker.network.bridge.name"}}"#,
+            &self.id,
+        ]);
+        if option.is_empty() || option == "<no value>" {
+            format!("br-{}", &self.id[..12])
+        } else {
+            option
+        }
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        if docker(&["network", "rm", &self.id]).is_ok() {
+            return;
+        }
+        // Still in use: remove this run's containers on it, then retry.
+        let attached = docker(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{range .Containers}}{{.Name}} {{end}}",
+            &self.id,
+        ])
+        .unwrap_or_default();
+        for name in attached
+            .split_whitespace()
+            .filter(|n| n.starts_with(PREFIX))
+        {
+            let _ = docker(&["rm", "-f", name]);
+        }
+        if let Err(e) = docker(&["network", "rm", &self.id]) {
+            eprintln!("cannot remove test network {}: {e}", self.name);
+        }
+    }
+}
+
+/// A running container (`sleep`), removed with `docker rm -f` on drop.
+pub struct TestContainer {
+    pub name: String,
+    pub id: String,
+}
+
+impl TestContainer {
+    /// `docker run -d --name nwtest-…-<what> <options…> netwatch-test:busybox
+    /// sleep 3600`.
+    pub fn run(what: &str, options: &[&str]) -> TestContainer {
+        // The guard exists before `docker run`: a run that fails after
+        // creating the container still has it removed.
+        let mut container = TestContainer {
+            name: unique_name(what),
+            id: String::new(),
+        };
+        let mut args = vec!["run", "-d", "--name", &container.name];
+        args.extend_from_slice(options);
+        args.extend_from_slice(&[TEST_IMAGE, "sleep", "3600"]);
+        container.id = docker_ok(&args);
+        container
+    }
+
+    /// `docker network connect <options…> <network> <this>`.
+    pub fn connect(&self, network: &TestNetwork, options: &[&str]) {
+        let mut args = vec!["network", "connect"];
+        args.extend_from_slice(options);
+        args.extend_from_slice(&[&network.name, &self.name]);
+        docker_ok(&args);
+    }
+
+    /// The container's init process on the host.
+    pub fn pid(&self) -> u32 {
+        let pid = docker_ok(&["inspect", "--format", "{{.State.Pid}}", &self.name]);
+        pid.parse()
+            .ok()
+            .filter(|&pid| pid > 0)
+            .unwrap_or_else(|| panic!("container {} has no pid ({pid:?})", self.name))
+    }
+
+    /// `docker inspect`'s `NetworkSettings.Networks`, as JSON.
+    pub fn networks_json(&self) -> String {
+        docker_ok(&[
+            "inspect",
+            "--format",
+            "{{json .NetworkSettings.Networks}}",
+            &self.name,
+        ])
+    }
+
+    /// Runs `args` in the container's network and mount namespaces (the
+    /// mount namespace too, so that /sys shows the container's interfaces:
+    /// sysfs answers for the namespace it was mounted in).
+    pub fn nsenter(&self, args: &[&str]) -> String {
+        let pid = self.pid().to_string();
+        let output = Command::new("nsenter")
+            .args(["-t", &pid, "-n", "-m"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run nsenter: {e}"));
+        assert!(
+            output.status.success(),
+            "nsenter -t {pid} -n -m {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for TestContainer {
+    fn drop(&mut self) {
+        if let Err(e) = docker(&["rm", "-f", &self.name])
+            && !e.contains("No such container")
+        {
+            eprintln!("cannot remove test container {}: {e}", self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_pid() {
+        let name = unique_name("web");
+        assert!(name.starts_with(&format!("nwtest-{}-", std::process::id())));
+        assert!(name.ends_with("-web"));
+        assert_eq!(owner_pid(&name), Some(std::process::id()));
+        assert_eq!(owner_pid("nwtest-x-1"), None);
+        assert_eq!(owner_pid("other-1-2"), None);
+    }
+}
