@@ -120,6 +120,19 @@ pub fn host_addresses() -> Vec<IpAddr> {
     ]
 }
 
+/// How many TCX programs are attached to interface `ifname` of the calling
+/// thread's network namespace: (ingress, egress). Asks the kernel, not
+/// netwatch's pins.
+pub fn tcx_program_counts(ifname: &str) -> (usize, usize) {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let count = |t| {
+        SchedClassifier::query_tcx(ifname, t)
+            .map(|(_, programs)| programs.len())
+            .unwrap_or(0)
+    };
+    (count(TcAttachType::Ingress), count(TcAttachType::Egress))
+}
+
 /// Fails the test, loudly, when it cannot load BPF programs.
 pub fn require_root() {
     assert!(

@@ -1,5 +1,6 @@
 //! Shared fixtures for netwatch integration tests.
 
+pub mod agent;
 pub mod corpus;
 pub mod docker;
 pub mod fixture;

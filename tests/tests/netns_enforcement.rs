@@ -4,7 +4,6 @@
 
 use std::net::IpAddr;
 
-use aya::programs::{SchedClassifier, TcAttachType};
 use netwatch::{
     datapath::{Attachment, Datapath, LoadOptions, detach_all, pins},
     policy::{Cidr, EndpointSpec, compile},
@@ -14,7 +13,7 @@ use netwatch_common::{
     reason::DropReason,
 };
 use netwatch_tests::{
-    fixture::require_root,
+    fixture::{require_root, tcx_program_counts},
     netns::{PinDir, TestHost},
 };
 
@@ -35,14 +34,7 @@ fn internal_endpoint(host: &TestHost, ifindex: u32) -> EndpointSpec {
 }
 
 fn programs_on(host: &TestHost, ifname: &str) -> (usize, usize) {
-    host.in_ns(&host.host_ns(), || {
-        let count = |t| {
-            SchedClassifier::query_tcx(ifname, t)
-                .map(|(_, p)| p.len())
-                .unwrap_or(0)
-        };
-        (count(TcAttachType::Ingress), count(TcAttachType::Egress))
-    })
+    host.in_ns(&host.host_ns(), || tcx_program_counts(ifname))
 }
 
 #[test]

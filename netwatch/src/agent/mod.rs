@@ -1,14 +1,18 @@
 //! The agent: turns what Docker says about the host into map entries and
 //! attachments, and keeps them right.
 //!
+//! `run` is the loop (Docker snapshot and events → plan → reconcile);
 //! `plan` derives the desired datapath state from a [`HostState`] snapshot
 //! (pure, unit-tested); `reconcile` makes the kernel match a plan,
 //! idempotently, from whatever is pinned.
 
+mod docker_state;
 pub mod lock;
 mod plan;
 mod reconcile;
+mod run;
 pub mod status_file;
 
 pub use plan::{EndpointState, HostState, NetworkState, Plan, Target, plan};
 pub use reconcile::{ReconcileError, ReconcileReport, reconcile};
+pub use run::{AgentOptions, run};

@@ -1,11 +1,12 @@
 //! What a running agent tells `netwatch status` (until the API exists): a
 //! small JSON file rewritten after every reconciliation.
 
-use std::{io, path::PathBuf};
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
 
 use serde::{Deserialize, Serialize};
-
-use super::lock::run_dir;
 
 /// The agent's own account of itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,24 +24,25 @@ pub struct AgentStatus {
     pub refused: Vec<String>,
 }
 
-fn path() -> PathBuf {
-    run_dir().join("agent.json")
+fn path(dir: &Path) -> PathBuf {
+    dir.join("agent.json")
 }
 
 impl AgentStatus {
-    /// Writes the file atomically (write then rename).
+    /// Writes the file into `dir` (normally [`super::lock::run_dir`])
+    /// atomically: write, then rename.
     ///
     /// # Errors
-    /// /run/netwatch is not writable.
-    pub fn write(&self) -> io::Result<()> {
-        let tmp = path().with_extension("json.tmp");
-        std::fs::create_dir_all(run_dir())?;
+    /// `dir` is not writable.
+    pub fn write(&self, dir: &Path) -> io::Result<()> {
+        let tmp = path(dir).with_extension("json.tmp");
+        std::fs::create_dir_all(dir)?;
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(tmp, path())
+        std::fs::rename(tmp, path(dir))
     }
 
-    /// Reads the file the agent wrote last, if any.
-    pub fn read() -> Option<AgentStatus> {
-        serde_json::from_slice(&std::fs::read(path()).ok()?).ok()
+    /// Reads the file the agent last wrote into `dir`, if any.
+    pub fn read(dir: &Path) -> Option<AgentStatus> {
+        serde_json::from_slice(&std::fs::read(path(dir)).ok()?).ok()
     }
 }

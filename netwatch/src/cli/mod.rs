@@ -1,9 +1,12 @@
 //! The subcommands, one file each.
 
+pub mod agent;
 pub mod check;
+pub mod command;
 pub mod detach;
 pub mod inspect;
 pub mod networks;
+pub mod signals;
 pub mod status;
 
 /// How a subcommand prints its result.

@@ -91,7 +91,7 @@ fn collect() -> Result<Status> {
     let running = lock::agent_running(&lock::run_dir());
     Ok(Status {
         agent_running: running,
-        agent: AgentStatus::read().filter(|_| running),
+        agent: AgentStatus::read(&lock::run_dir()).filter(|_| running),
         attach_mode: if kernel.as_ref().is_some_and(|k| k.at_least(6, 6)) {
             "tcx"
         } else {
@@ -160,7 +160,7 @@ fn print_table(s: &Status) {
     println!("{:<14} {} interfaces", "attached", s.attached.len());
     for a in &s.attached {
         println!(
-            "  {:<12} ifindex {:<6} {}",
+            "  {:<16} ifindex {:<6} {}",
             a.ifname.as_deref().unwrap_or("(gone)"),
             a.ifindex,
             a.programs.join(", ")

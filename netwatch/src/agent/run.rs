@@ -1,0 +1,203 @@
+//! The agent's main loop: sync with Docker, follow its events, resync
+//! periodically, reconnect with backoff, and leave enforcement pinned when
+//! it stops.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result};
+use bollard::query_parameters::EventsOptions;
+use futures_util::StreamExt as _;
+use log::{info, warn};
+
+use super::{docker_state::host_state, lock, plan, reconcile, status_file::AgentStatus};
+use crate::{
+    datapath::{Datapath, LoadOptions},
+    docker::{Client, Snapshot},
+    host,
+};
+
+/// How the agent runs.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// Full resync with Docker at least this often, events or not.
+    pub resync_interval: Duration,
+    /// Capacity of the kernel flow table.
+    pub flow_table_entries: u32,
+    /// Where links and maps are pinned.
+    pub pin_root: PathBuf,
+    /// Where the lock and status file live.
+    pub run_dir: PathBuf,
+    /// Manage only these networks (empty: every bridge network).
+    pub networks: Vec<String>,
+}
+
+/// Why the inner loop returned.
+enum Stop {
+    /// Asked to stop.
+    Signal,
+    /// Docker went away: reconnect.
+    Docker(String),
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Docker events that change what should be attached.
+fn event_filters() -> HashMap<String, Vec<String>> {
+    HashMap::from([
+        (
+            "type".to_string(),
+            vec!["container".into(), "network".into()],
+        ),
+        (
+            "event".to_string(),
+            ["start", "die", "destroy", "connect", "disconnect", "create"]
+                .map(String::from)
+                .to_vec(),
+        ),
+    ])
+}
+
+/// Runs the agent until `shutdown` resolves (the binary passes SIGTERM or
+/// SIGINT). Enforcement stays in place when it returns: links and maps are
+/// pinned.
+///
+/// # Errors
+/// Another agent runs, the programs cannot be loaded, or the status file
+/// cannot be written.
+pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let _lock = lock::acquire(&options.run_dir)?;
+    let mut datapath = Datapath::load(&LoadOptions {
+        flow_table_entries: options.flow_table_entries,
+        pin_root: Some(options.pin_root.clone()),
+    })
+    .context("loading the datapath")?;
+    info!(
+        "agent started (pid {}), pins under {}",
+        std::process::id(),
+        options.pin_root.display()
+    );
+    let mut status = AgentStatus {
+        pid: std::process::id(),
+        started_at: unix_now(),
+        ..AgentStatus::default()
+    };
+    status
+        .write(&options.run_dir)
+        .context("writing the agent status file")?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let stop = match Client::connect().await {
+            Ok(client) => {
+                backoff = Duration::from_secs(1);
+                status.docker_api_version = Some(client.api_version().to_string());
+                status.docker_error = None;
+                let follow = follow(&client, &mut datapath, &mut status, &options);
+                tokio::select! {
+                    stop = follow => stop,
+                    () = &mut shutdown => Stop::Signal,
+                }
+            }
+            Err(e) => Stop::Docker(e.to_string()),
+        };
+        match stop {
+            Stop::Signal => break,
+            Stop::Docker(error) => {
+                warn!(
+                    "lost Docker ({error}); enforcement stays as pinned; retrying in {backoff:?}"
+                );
+                status.docker_error = Some(error);
+                let _ = status.write(&options.run_dir);
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = &mut shutdown => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    info!("agent stopping; enforcement stays pinned (`netwatch detach` removes it)");
+    Ok(())
+}
+
+/// Follows Docker: subscribes to events first (so nothing between the
+/// snapshot and the subscription is missed), syncs, then syncs again on
+/// every burst of events and every resync interval.
+async fn follow(
+    client: &Client,
+    datapath: &mut Datapath,
+    status: &mut AgentStatus,
+    options: &AgentOptions,
+) -> Stop {
+    let mut events = client.docker().events(Some(EventsOptions {
+        filters: Some(event_filters()),
+        ..EventsOptions::default()
+    }));
+    let mut resync = tokio::time::interval(options.resync_interval);
+    loop {
+        if let Err(e) = sync(
+            client,
+            datapath,
+            status,
+            &options.run_dir,
+            &options.networks,
+        )
+        .await
+        {
+            return Stop::Docker(e);
+        }
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(_)) => {
+                    // Coalesce a burst: take what is already queued, then sync once.
+                    while let Some(Some(Ok(_))) = futures_util::FutureExt::now_or_never(events.next()) {}
+                }
+                Some(Err(e)) => return Stop::Docker(e.to_string()),
+                None => return Stop::Docker("the event stream ended".to_string()),
+            },
+            _ = resync.tick() => {}
+        }
+    }
+}
+
+/// One full sync: snapshot Docker, plan, reconcile.
+async fn sync(
+    client: &Client,
+    datapath: &mut Datapath,
+    status: &mut AgentStatus,
+    run_dir: &std::path::Path,
+    networks: &[String],
+) -> Result<(), String> {
+    let snapshot = Snapshot::take(client).await.map_err(|e| e.to_string())?;
+    let mut state = host_state(&snapshot, host::addresses());
+    if !networks.is_empty() {
+        state.networks.retain(|n| networks.contains(&n.name));
+    }
+    match reconcile(datapath, &plan(&state)) {
+        Ok(report) => {
+            status.refused = report
+                .failed
+                .iter()
+                .map(|(target, why)| format!("{} ({}): {why}", target.what, target.ifname))
+                .collect();
+        }
+        Err(e) => {
+            warn!("reconcile failed: {e}");
+            status.refused = vec![e.to_string()];
+        }
+    }
+    status.last_sync = Some(unix_now());
+    if let Err(e) = status.write(run_dir) {
+        warn!("cannot write the status file: {e}");
+    }
+    Ok(())
+}

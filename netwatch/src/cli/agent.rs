@@ -1,0 +1,40 @@
+//! `netwatch agent`: the host service.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+use crate::{
+    agent::{AgentOptions, run},
+    datapath::pins,
+    host,
+};
+
+/// Runs the agent until SIGTERM/SIGINT.
+///
+/// # Errors
+/// Not root, no bpffs, a kernel without TCX, another agent running, or the
+/// programs cannot be loaded.
+pub fn run_agent(options: AgentOptions) -> Result<ExitCode> {
+    if !host::is_root() {
+        bail!("the agent loads and attaches BPF programs: run it as root (sudo netwatch agent)");
+    }
+    if !host::bpffs_mounted() {
+        bail!(
+            "no bpffs at {}: mount it with `mount -t bpf bpf {}` so enforcement can outlive the agent",
+            pins::BPFFS,
+            pins::BPFFS
+        );
+    }
+    match host::kernel_release() {
+        Some(k) if !k.at_least(6, 6) => {
+            bail!("Linux {k} is too old: netwatch needs 6.6 or newer (TCX attachments)")
+        }
+        _ => {}
+    }
+    if options.resync_interval.is_zero() {
+        bail!("--resync-secs must be at least 1");
+    }
+    super::block_on(run(options, super::signals::terminated()))?;
+    Ok(ExitCode::SUCCESS)
+}

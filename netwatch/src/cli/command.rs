@@ -1,0 +1,160 @@
+//! The `netwatch` command line: argument parsing and dispatch only.
+
+use std::process::ExitCode;
+
+use crate::cli::{self, OutputFormat};
+use clap::{Parser, Subcommand};
+
+/// eBPF network isolation enforcer and traffic observer for Docker hosts.
+///
+/// netwatch loads TC(X) programs onto the host side of container veths and an
+/// XDP program onto the uplink, enforces what Docker's `internal: true`
+/// promises in the kernel datapath itself, and records per-container flows.
+#[derive(Parser)]
+#[command(name = "netwatch", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host agent: attach the datapath to every endpoint of every
+    /// Docker bridge network, enforce `internal: true` networks, and keep it
+    /// right through Docker events and a periodic resync. Enforcement is
+    /// pinned in bpffs, so it stays when the agent stops or is killed, and
+    /// a restarted agent adopts it. `netwatch detach` removes it.
+    ///
+    /// Examples:
+    ///   sudo netwatch agent
+    ///   sudo RUST_LOG=debug netwatch agent --resync-secs 10
+    #[command(verbatim_doc_comment)]
+    Agent {
+        /// Full resync with Docker at least this often, in seconds.
+        #[arg(long, default_value_t = 30)]
+        resync_secs: u64,
+        /// Capacity of the kernel flow table (LRU; verdicts never depend on it).
+        #[arg(long, default_value_t = netwatch_common::names::FLOWS_MAX_ENTRIES)]
+        flow_table_entries: u32,
+        /// Manage only these networks (by name; repeat the flag). By default
+        /// the agent manages every bridge network.
+        #[arg(long = "network", value_name = "NAME")]
+        networks: Vec<String>,
+        /// Where to pin links and maps (a directory in bpffs).
+        #[arg(long, hide = true, default_value = "/sys/fs/bpf/netwatch")]
+        pin_root: std::path::PathBuf,
+        /// Where to keep the agent's lock and status file.
+        #[arg(long, hide = true, default_value = "/run/netwatch")]
+        run_dir: std::path::PathBuf,
+    },
+    /// Check that this host can run netwatch: root, kernel version and
+    /// features, bpffs, and that the kernel's verifier accepts every
+    /// netwatch program. Loads the programs, attaches nothing, and unloads
+    /// them on exit.
+    Check {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Show whether the agent runs, what is attached where, and what was
+    /// dropped and why (read from the pinned maps, so it works whether or
+    /// not the agent is up).
+    Status {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Remove everything netwatch attached or pinned (/sys/fs/bpf/netwatch):
+    /// links first, which detaches the programs from every interface, then
+    /// programs and maps. Reports what it removed. Enforcement stops.
+    Detach {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// List Docker's networks, their endpoints and host veths, and whether
+    /// netwatch enforces them.
+    ///
+    /// One line per network (driver, internal flag, subnets, bridge device,
+    /// enforcement state, number of endpoints), then one line per endpoint:
+    /// container, compose service, addresses, MAC, and the host side of its
+    /// veth, found by entering the container's network namespace. A network
+    /// is enforced when it has endpoints and both netwatch veth programs
+    /// (from_container, to_container) are pinned on every one of them.
+    /// Only running containers have endpoints; networks of drivers other
+    /// than bridge list none (netwatch has no veth to attach to there).
+    ///
+    /// Talks to dockerd at DOCKER_HOST (default unix:///var/run/docker.sock).
+    /// Run as root to see host veths; without root they are left blank.
+    ///
+    /// Examples:
+    ///   netwatch networks
+    ///   netwatch networks backend frontend
+    ///   netwatch networks -o json | jq '.[] | select(.internal)'
+    #[command(verbatim_doc_comment)]
+    Networks {
+        /// Show only these networks (names or ids).
+        #[arg(value_name = "NETWORK")]
+        networks: Vec<String>,
+        /// Output format; JSON is an array of networks, each with its
+        /// endpoints (the shape is documented in the README).
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Show one container's endpoints, veths and attached netwatch programs.
+    ///
+    /// For each network the container is attached to: its addresses, MAC and
+    /// aliases, the interface inside the container, the host side of the veth
+    /// (name and ifindex), and which netwatch programs are pinned on it. A
+    /// container started with `--network container:<other>` shows <other>'s
+    /// endpoints, which it shares.
+    ///
+    /// Talks to dockerd at DOCKER_HOST (default unix:///var/run/docker.sock);
+    /// needs root to find host veths.
+    ///
+    /// Examples:
+    ///   netwatch inspect web
+    ///   netwatch inspect 3f2a1b -o json
+    #[command(verbatim_doc_comment)]
+    Inspect {
+        /// A running container: its name, full id or a unique id prefix.
+        container: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+}
+
+/// Parses the command line and runs the subcommand: the whole `netwatch`
+/// binary (the test suite runs the same code under another binary name).
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Agent {
+            resync_secs,
+            flow_table_entries,
+            networks,
+            pin_root,
+            run_dir,
+        } => cli::agent::run_agent(crate::agent::AgentOptions {
+            resync_interval: std::time::Duration::from_secs(resync_secs),
+            flow_table_entries,
+            networks,
+            pin_root,
+            run_dir,
+        }),
+        Command::Check { output } => cli::check::run(output),
+        Command::Detach { output } => cli::detach::run(output),
+        Command::Status { output } => cli::status::run(output),
+        Command::Networks { networks, output } => cli::networks::run(&networks, output),
+        Command::Inspect { container, output } => cli::inspect::run(&container, output),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("netwatch: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The agent as a separate process, killed (with SIGKILL) and its pins
+//! removed when the guard drops, even when a test fails.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::netns::PinDir;
+
+/// A running `netwatch agent` limited to some networks, with private pins
+/// and run directory.
+pub struct AgentProcess {
+    binary: PathBuf,
+    child: Option<Child>,
+    pub pins: PinDir,
+    pub run_dir: PathBuf,
+    networks: Vec<String>,
+    log: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts `binary` (an integration test's
+    /// `env!("CARGO_BIN_EXE_netwatch-under-test")`) as an agent for
+    /// `networks`, with a 2 s resync.
+    pub fn start(binary: &str, networks: &[&str]) -> AgentProcess {
+        let pins = PinDir::create();
+        let run_dir = std::env::temp_dir().join(format!(
+            "netwatch-agent-test-{}",
+            pins.0.file_name().unwrap().to_string_lossy()
+        ));
+        let log = run_dir.with_extension("log");
+        let mut agent = AgentProcess {
+            binary: PathBuf::from(binary),
+            child: None,
+            pins,
+            run_dir,
+            networks: networks.iter().map(|s| s.to_string()).collect(),
+            log,
+        };
+        agent.restart();
+        agent
+    }
+
+    /// Starts the agent process again (after [`AgentProcess::kill`]).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the agent is still running");
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("agent log");
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("agent")
+            .args(["--resync-secs", "2"])
+            .arg("--pin-root")
+            .arg(&self.pins.0)
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for network in &self.networks {
+            command.args(["--network", network]);
+        }
+        self.child = Some(command.spawn().expect("start the agent"));
+    }
+
+    /// SIGKILL, as an OOM killer or an admin would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the running agent process has finished a sync with Docker.
+    pub fn synced(&self) -> bool {
+        let Some(child) = &self.child else {
+            return false;
+        };
+        netwatch::agent::status_file::AgentStatus::read(&self.run_dir)
+            .is_some_and(|s| s.pid == child.id() && s.last_sync.is_some())
+    }
+
+    pub fn pin_root(&self) -> &Path {
+        &self.pins.0
+    }
+
+    /// The agent's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+        let _ = std::fs::remove_file(&self.log);
+        // `pins` drops next and detaches everything this agent pinned.
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds; panics with `what` after
+/// `timeout`. Returns how long it took.
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,242 @@
+//! The agent against a real dockerd: it enforces internal networks from
+//! Docker's own state, follows container and network lifecycle, keeps
+//! enforcing when killed, adopts on restart without duplicates, and a
+//! detach leaves a clean host. Traffic goes only between test containers
+//! and their network's gateway (the host's bridge address).
+
+use std::{collections::BTreeSet, time::Duration};
+
+use netwatch::{
+    datapath::{detach_all, pins},
+    endpoint::{MacAddr, host_veth},
+};
+use netwatch_tests::{
+    agent::{AgentProcess, wait_for},
+    docker::{TestContainer, TestNetwork, docker, docker_ok, require_dockerd},
+    fixture::{require_root, tcx_program_counts},
+};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
+const SETTLE: Duration = Duration::from_secs(10);
+
+fn gateway(network: &TestNetwork) -> String {
+    docker_ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{(index .IPAM.Config 0).Gateway}}",
+        &network.id,
+    ])
+}
+
+fn field(container: &str, network: &TestNetwork, field: &str) -> String {
+    docker_ok(&[
+        "inspect",
+        "--format",
+        &format!(
+            "{{{{(index .NetworkSettings.Networks \"{}\").{field}}}}}",
+            network.name
+        ),
+        container,
+    ])
+}
+
+/// The host-side veth ifindex of `container`'s endpoint on `network`.
+fn veth(container: &TestContainer, network: &TestNetwork) -> u32 {
+    let mac: MacAddr = field(&container.name, network, "MacAddress")
+        .parse()
+        .unwrap();
+    host_veth(container.pid(), mac).expect("host veth").ifindex
+}
+
+fn ping(container: &TestContainer, ip: &str) -> bool {
+    docker(&["exec", &container.name, "ping", "-c", "1", "-W", "1", ip]).is_ok()
+}
+
+fn bridge_ifindex(network: &TestNetwork) -> u32 {
+    nix::net::if_::if_nametoindex(network.bridge().as_str()).expect("bridge exists")
+}
+
+fn tcx_programs(ifindex: u32) -> (usize, usize) {
+    let name = nix::net::if_::if_indextoname(ifindex).expect("interface exists");
+    tcx_program_counts(name.to_str().expect("interface names are UTF-8"))
+}
+
+#[test]
+fn agent_enforces_internal_networks_and_follows_container_lifecycle() {
+    require_root();
+    require_dockerd();
+    let internal = TestNetwork::create("int", &["--internal"]);
+    let front = TestNetwork::create("front", &[]);
+    let a = TestContainer::run("a", &["--network", &internal.name]);
+    let g = TestContainer::run("g", &["--network", &front.name]);
+    g.connect(&internal, &[]);
+    let mut agent = AgentProcess::start(AGENT, &[&internal.name, &front.name]);
+    let root = agent.pin_root().to_path_buf();
+    let expected = |veths: &[u32]| -> BTreeSet<u32> {
+        veths
+            .iter()
+            .copied()
+            .chain([bridge_ifindex(&internal)])
+            .collect()
+    };
+
+    let want = expected(&[veth(&a, &internal), veth(&g, &internal), veth(&g, &front)]);
+    wait_for("the initial attachments", SETTLE, || {
+        pins::attached_tc_ifindexes(&root) == want
+    });
+    let gw = gateway(&internal);
+    assert!(
+        !ping(&a, &gw),
+        "the internal network's gateway (the host) must be unreachable"
+    );
+    assert!(
+        ping(&a, &field(&g.name, &internal, "IPAddress")),
+        "peers on the internal network reach each other"
+    );
+    assert!(
+        ping(&g, &gateway(&front)),
+        "a normal network is observed, not enforced"
+    );
+
+    // Start, stop, connect, disconnect.
+    let b = TestContainer::run("b", &["--network", &internal.name]);
+    let b_veth = veth(&b, &internal);
+    wait_for("b attached", SETTLE, || pins::veth_attached(&root, b_veth));
+    docker_ok(&["stop", "-t", "0", &b.name]);
+    wait_for("b's pins gone after it stopped", SETTLE, || {
+        !pins::attached_tc_ifindexes(&root).contains(&b_veth)
+    });
+    let g_internal = veth(&g, &internal);
+    docker_ok(&["network", "disconnect", &internal.name, &g.name]);
+    wait_for("g's internal endpoint detached", SETTLE, || {
+        !pins::attached_tc_ifindexes(&root).contains(&g_internal)
+    });
+    g.connect(&internal, &[]);
+    let g_internal = veth(&g, &internal);
+    wait_for("g reconnected and attached", SETTLE, || {
+        pins::veth_attached(&root, g_internal)
+    });
+    assert_eq!(tcx_programs(g_internal), (1, 1));
+
+    // 50 quick start/stop cycles leave exactly the live endpoints attached.
+    for i in 0..50 {
+        let name = format!("{}-cycle{i}", a.name);
+        docker_ok(&[
+            "run",
+            "-d",
+            "--rm",
+            "--name",
+            &name,
+            "--network",
+            &internal.name,
+            netwatch_tests::docker::TEST_IMAGE,
+            "sleep",
+            "60",
+        ]);
+        docker_ok(&["rm", "-f", &name]);
+    }
+    let want = expected(&[veth(&a, &internal), g_internal, veth(&g, &front)]);
+    wait_for("convergence after 50 start/stop cycles", SETTLE, || {
+        pins::attached_tc_ifindexes(&root) == want
+    });
+    for ifindex in &want {
+        assert_eq!(
+            tcx_programs(*ifindex),
+            (1, 1),
+            "one attachment per live interface"
+        );
+    }
+    assert!(!ping(&a, &gw), "still enforced after the churn");
+    agent.kill();
+}
+
+#[test]
+fn killed_agent_keeps_enforcing_and_a_restarted_agent_adopts_without_duplicates() {
+    require_root();
+    require_dockerd();
+    let internal = TestNetwork::create("int", &["--internal"]);
+    let a = TestContainer::run("a", &["--network", &internal.name]);
+    let peer = TestContainer::run("peer", &["--network", &internal.name]);
+    let mut agent = AgentProcess::start(AGENT, &[&internal.name]);
+    let root = agent.pin_root().to_path_buf();
+    let a_veth = veth(&a, &internal);
+    wait_for("a attached", SETTLE, || pins::veth_attached(&root, a_veth));
+    let gw = gateway(&internal);
+    let peer_ip = field(&peer.name, &internal, "IPAddress");
+    assert!(!ping(&a, &gw));
+
+    agent.kill();
+    assert!(
+        !ping(&a, &gw),
+        "enforcement must outlive a SIGKILLed agent:\n{}",
+        agent.log()
+    );
+    assert!(ping(&a, &peer_ip));
+
+    agent.restart();
+    wait_for("the restarted agent's first sync", SETTLE, || {
+        agent.synced()
+    });
+    assert_eq!(
+        tcx_programs(a_veth),
+        (1, 1),
+        "no duplicate attachment after adoption"
+    );
+    assert_eq!(tcx_programs(bridge_ifindex(&internal)), (1, 1));
+    assert!(!ping(&a, &gw));
+
+    agent.kill();
+    let removed = detach_all(&root).unwrap();
+    assert!(!removed.is_empty());
+    assert_eq!(tcx_programs(a_veth), (0, 0), "detach leaves the veth clean");
+    assert_eq!(
+        tcx_programs(bridge_ifindex(&internal)),
+        (0, 0),
+        "and the bridge"
+    );
+    assert!(!root.exists());
+}
+
+#[test]
+fn a_container_sending_in_its_first_millisecond_cannot_reach_the_host() {
+    require_root();
+    require_dockerd();
+    let internal = TestNetwork::create("int", &["--internal"]);
+    let agent = AgentProcess::start(AGENT, &[&internal.name]);
+    let root = agent.pin_root().to_path_buf();
+    let bridge = bridge_ifindex(&internal);
+    wait_for("the bridge attached", SETTLE, || {
+        pins::veth_attached(&root, bridge)
+    });
+    let gw = gateway(&internal);
+
+    // The container's first act is a ping to the gateway; the veth cannot
+    // be attached yet, the bridge policy must already hold it.
+    let name = format!("{}-first", internal.name);
+    let first = docker(&[
+        "run",
+        "--rm",
+        "--name",
+        &name,
+        "--network",
+        &internal.name,
+        netwatch_tests::docker::TEST_IMAGE,
+        "ping",
+        "-c",
+        "3",
+        "-W",
+        "1",
+        &gw,
+    ]);
+    assert!(
+        first.is_err(),
+        "a ping sent at start reached the host: {first:?}"
+    );
+
+    // How long a new container's veth waits for its own programs.
+    let c = TestContainer::run("c", &["--network", &internal.name]);
+    let c_veth = veth(&c, &internal);
+    let window = wait_for("c attached", SETTLE, || pins::veth_attached(&root, c_veth));
+    println!("veth attached {window:?} after `docker run -d` returned");
+}
