@@ -166,7 +166,24 @@ fn killed_agent_keeps_enforcing_and_a_restarted_agent_adopts_without_duplicates(
     let peer_ip = field(&peer.name, &internal, "IPAddress");
     assert!(!ping(&a, &gw));
 
+    // Kill the agent while the container keeps trying the host: not one of
+    // 15 pings (3 s) may be answered, before, during or after the kill.
+    let (name, target) = (a.name.clone(), gw.clone());
+    let pinging = std::thread::spawn(move || {
+        std::process::Command::new("docker")
+            .args([
+                "exec", &name, "ping", "-c", "15", "-i", "0.2", "-W", "1", &target,
+            ])
+            .output()
+    });
+    std::thread::sleep(Duration::from_millis(500));
     agent.kill();
+    let pings = pinging.join().unwrap().expect("docker exec ping");
+    let summary = String::from_utf8_lossy(&pings.stdout);
+    assert!(
+        !pings.status.success() && summary.contains(" 0 packets received"),
+        "the host answered while the agent was killed:\n{summary}"
+    );
     assert!(
         !ping(&a, &gw),
         "enforcement must outlive a SIGKILLed agent:\n{}",

@@ -13,7 +13,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, links::FdLink};
+use aya::programs::{
+    SchedClassifier, TcAttachType, Xdp, XdpMode,
+    links::{FdLink, PinnedLink},
+};
 use log::debug;
 
 use super::{Datapath, DatapathError, Hook, pins};
@@ -93,7 +96,7 @@ impl Datapath {
             }
             if let Err(e) = self.attach_tc(hook, attach_type, ifname, &path) {
                 for done in &pinned {
-                    let _ = fs::remove_file(done);
+                    let _ = remove_link_pin(done);
                 }
                 return Err(e);
             }
@@ -178,6 +181,25 @@ fn pin_link<L: TryInto<FdLink>>(link: L, path: &Path) -> Result<(), DatapathErro
     Ok(())
 }
 
+/// Removes a link's pin and detaches the link before returning.
+///
+/// Unlinking a pin alone drops the kernel's reference through
+/// `bpf_link_put`, which frees the link from a workqueue, so the program can
+/// stay attached for a moment after the pin is gone. Opening the link
+/// first, unlinking, then closing our fd makes that close the last reference,
+/// and closing a link fd frees it at once (`bpf_link_put_direct`).
+fn remove_link_pin(path: &Path) -> io::Result<()> {
+    match PinnedLink::from_pin(path) {
+        Ok(link) => {
+            let fd = link.unpin()?;
+            drop(fd);
+            Ok(())
+        }
+        // Not a link (or unreadable): remove it as a file.
+        Err(_) => fs::remove_file(path),
+    }
+}
+
 /// Refuses to attach when the name no longer denotes the expected interface
 /// (it was deleted and the name reused between lookup and attach). Asks the
 /// kernel in the calling thread's network namespace: /sys/class/net shows
@@ -202,7 +224,7 @@ pub fn detach_interface(root: &Path, ifindex: u32) -> Result<Vec<PathBuf>, Datap
     let mut removed = Vec::new();
     for hook in [Hook::FromContainer, Hook::ToContainer] {
         let path = pins::link_path(root, hook, ifindex);
-        match fs::remove_file(&path) {
+        match remove_link_pin(&path) {
             Ok(()) => removed.push(path),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(DatapathError::Pin { path, source: e }),
@@ -241,7 +263,12 @@ pub fn detach_all(root: &Path) -> Result<Vec<PathBuf>, DatapathError> {
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         for path in paths {
-            match fs::remove_file(&path) {
+            let outcome = if dir == pins::links_dir(root) {
+                remove_link_pin(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            match outcome {
                 Ok(()) => removed.push(path),
                 Err(e) => {
                     first_error.get_or_insert(DatapathError::Pin { path, source: e });

@@ -1,0 +1,90 @@
+//! The errors users meet: one line that says what to do, and a non-zero
+//! exit. Runs the real command line (`netwatch-under-test`).
+
+use std::process::{Command, Output};
+
+use netwatch_tests::{
+    agent::{AgentProcess, wait_for},
+    docker::{TestNetwork, require_dockerd},
+    fixture::require_root,
+};
+
+const NETWATCH: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
+
+fn netwatch(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(NETWATCH)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run netwatch")
+}
+
+/// Asserts a failure whose stderr is exactly one line containing `needle`.
+fn assert_one_line_error(output: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "expected a failure, got {output:?}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
+    assert!(
+        lines[0].contains(needle),
+        "expected {needle:?} in {:?}",
+        lines[0]
+    );
+}
+
+#[test]
+fn docker_socket_missing_says_to_start_dockerd() {
+    let out = netwatch(
+        &["networks"],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    assert_one_line_error(&out, "no such file; is dockerd running?");
+}
+
+#[test]
+fn unknown_container_and_network_are_named() {
+    require_root();
+    require_dockerd();
+    let out = netwatch(&["inspect", "nwtest-there-is-no-such-container"], &[]);
+    assert_one_line_error(&out, "nwtest-there-is-no-such-container");
+    let out = netwatch(&["networks", "nwtest-there-is-no-such-network"], &[]);
+    assert_one_line_error(&out, "docker network ls");
+}
+
+#[test]
+fn a_second_agent_is_refused_while_one_runs() {
+    require_root();
+    require_dockerd();
+    let network = TestNetwork::create("solo", &["--internal"]);
+    let agent = AgentProcess::start(NETWATCH, &[&network.name]);
+    wait_for(
+        "the first agent's sync",
+        std::time::Duration::from_secs(10),
+        || agent.synced(),
+    );
+    let run_dir = agent.run_dir.to_str().unwrap().to_string();
+    let out = netwatch(
+        &[
+            "agent",
+            "--run-dir",
+            &run_dir,
+            "--pin-root",
+            "/sys/fs/bpf/netwatch-test-second",
+        ],
+        &[],
+    );
+    assert_one_line_error(&out, "another netwatch agent is already running");
+    assert!(!std::path::Path::new("/sys/fs/bpf/netwatch-test-second").exists());
+}
+
+#[test]
+fn bad_flags_are_refused_before_anything_is_loaded() {
+    let out = netwatch(&["agent", "--resync-secs", "0"], &[]);
+    assert!(!out.status.success());
+    let out = netwatch(&["status", "-o", "yaml"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("possible values"));
+}
