@@ -257,3 +257,49 @@ fn a_container_sending_in_its_first_millisecond_cannot_reach_the_host() {
     let window = wait_for("c attached", SETTLE, || pins::veth_attached(&root, c_veth));
     println!("veth attached {window:?} after `docker run -d` returned");
 }
+
+#[test]
+fn network_labels_deny_egress_open_the_gateway_and_bad_values_are_reported() {
+    require_root();
+    require_dockerd();
+    let denied = TestNetwork::create("denied", &["--label", "netwatch.egress=deny"]);
+    let opened = TestNetwork::create(
+        "opened",
+        &["--internal", "--label", "netwatch.gateway=allow"],
+    );
+    let garbled = TestNetwork::create("garbled", &["--label", "netwatch.egress=sometimes"]);
+    let d = TestContainer::run("d", &["--network", &denied.name]);
+    let o = TestContainer::run("o", &["--network", &opened.name]);
+    let g = TestContainer::run("g", &["--network", &garbled.name]);
+    let agent = AgentProcess::start(AGENT, &[&denied.name, &opened.name, &garbled.name]);
+    let root = agent.pin_root().to_path_buf();
+    for (c, n) in [(&d, &denied), (&o, &opened), (&g, &garbled)] {
+        let ifindex = veth(c, n);
+        wait_for("attached", SETTLE, || pins::veth_attached(&root, ifindex));
+    }
+    assert!(
+        !ping(&d, &gateway(&denied)),
+        "netwatch.egress=deny holds a normal network"
+    );
+    assert!(
+        ping(&o, &gateway(&opened)),
+        "netwatch.gateway=allow opens the gateway"
+    );
+    assert!(
+        !ping(&g, &gateway(&garbled)),
+        "an unreadable value falls back to deny"
+    );
+    let status = netwatch::agent::status_file::AgentStatus::read(&agent.run_dir).unwrap();
+    assert_eq!(
+        status.label_problems.len(),
+        1,
+        "{:?}",
+        status.label_problems
+    );
+    assert!(
+        status.label_problems[0].contains(&garbled.name)
+            && status.label_problems[0].contains("netwatch.egress=\"sometimes\""),
+        "{:?}",
+        status.label_problems
+    );
+}

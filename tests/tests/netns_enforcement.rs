@@ -296,6 +296,7 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
         bridge: Some(("br0".into(), index("br0"))),
         subnets: vec![Cidr::new(IpAddr::V4(host.gateway()), 24).unwrap()],
         gateways: vec![IpAddr::V4(host.gateway())],
+        labels: Default::default(),
     };
     let endpoint = |container: &str, ns: &str, veth: &str, ip| EndpointState {
         container: container.into(),
@@ -305,6 +306,7 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
         ipv4: Some(ip),
         ipv6: None,
         mac: host.mac(ns),
+        container_labels: Default::default(),
     };
     let mut state = HostState {
         networks: vec![network.clone()],

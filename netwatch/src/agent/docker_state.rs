@@ -26,6 +26,7 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
             }),
             subnets: n.subnets.iter().map(|s| s.cidr).collect(),
             gateways: n.subnets.iter().filter_map(|s| s.gateway).collect(),
+            labels: n.labels.clone(),
         })
         .collect();
     let mut endpoints = Vec::new();
@@ -40,6 +41,7 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
                     ipv4: endpoint.ipv4,
                     ipv6: endpoint.ipv6,
                     mac: endpoint.mac.0,
+                    container_labels: container.labels.clone(),
                 }),
                 Err(e) => warn!(
                     "not attaching to {} on {}: its host veth is unknown ({e})",

@@ -8,11 +8,17 @@
 //! containers' veths are known. Scopes are ifindexes: unique per interface
 //! on the host, so no two policies share trie entries.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use netwatch_common::endpoint::{EndpointPolicy, policy_flags};
 
-use crate::policy::{Cidr, EndpointSpec};
+use crate::policy::{
+    AllowRule, Cidr, EndpointSpec,
+    labels::{LabelProblem, NetworkLabels, container_allow, network_labels},
+};
 
 /// A Docker network as the agent needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +29,8 @@ pub struct NetworkState {
     pub bridge: Option<(String, u32)>,
     pub subnets: Vec<Cidr>,
     pub gateways: Vec<IpAddr>,
+    /// The network's Docker labels (`netwatch.*` ones are policy).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One container endpoint on one network, with its host-side veth.
@@ -36,6 +44,8 @@ pub struct EndpointState {
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
     pub mac: [u8; 6],
+    /// The container's Docker labels (`netwatch.allow` is policy).
+    pub container_labels: BTreeMap<String, String>,
 }
 
 /// Everything the agent derives its plan from.
@@ -66,6 +76,8 @@ pub struct Plan {
     /// Veths that get the endpoint programs.
     pub veths: Vec<Target>,
     pub host_addrs: Vec<IpAddr>,
+    /// Labels netwatch refused, with what it did instead.
+    pub label_problems: Vec<LabelProblem>,
 }
 
 /// Derives the plan for a snapshot. Endpoints whose network is unknown are
@@ -75,14 +87,24 @@ pub fn plan(state: &HostState) -> Plan {
         host_addrs: state.host_addrs.clone(),
         ..Plan::default()
     };
+    let mut problems = Vec::new();
+    let policies: HashMap<&str, NetworkLabels> = state
+        .networks
+        .iter()
+        .map(|n| {
+            let asked = network_labels(&n.name, n.internal, &n.labels, &mut problems);
+            (n.name.as_str(), asked)
+        })
+        .collect();
     for network in &state.networks {
-        if let (true, Some((ifname, ifindex))) = (network.internal, &network.bridge) {
-            let policy = network_policy(network, *ifindex, policy_flags::NETWORK_WIDE);
+        let asked = &policies[network.name.as_str()];
+        if let (true, Some((ifname, ifindex))) = (asked.deny_egress, &network.bridge) {
+            let policy = network_policy(network, asked, *ifindex, policy_flags::NETWORK_WIDE);
             out.specs.push(EndpointSpec {
                 ifindex: *ifindex,
                 policy,
                 networks: network.subnets.clone(),
-                allow: Vec::new(),
+                allow: asked.allow.clone(),
             });
             out.bridges.push(Target {
                 ifname: ifname.clone(),
@@ -91,11 +113,22 @@ pub fn plan(state: &HostState) -> Plan {
             });
         }
     }
+    let mut container_rules: HashMap<&str, Vec<AllowRule>> = HashMap::new();
     for endpoint in &state.endpoints {
         let Some(network) = state.networks.iter().find(|n| n.name == endpoint.network) else {
             continue;
         };
-        let mut policy = network_policy(network, endpoint.host_ifindex, 0);
+        let asked = &policies[network.name.as_str()];
+        let own_rules = container_rules
+            .entry(endpoint.container.as_str())
+            .or_insert_with(|| {
+                container_allow(
+                    &endpoint.container,
+                    &endpoint.container_labels,
+                    &mut problems,
+                )
+            });
+        let mut policy = network_policy(network, asked, endpoint.host_ifindex, 0);
         policy.mac = endpoint.mac;
         if let Some(v4) = endpoint.ipv4 {
             policy.ipv4 = v4.octets();
@@ -107,13 +140,15 @@ pub fn plan(state: &HostState) -> Plan {
         } else {
             policy.flags &= !policy_flags::HAS_IPV6;
         }
+        let mut allow = asked.allow.clone();
+        allow.extend(own_rules.iter().copied());
         out.specs.push(EndpointSpec {
             ifindex: endpoint.host_ifindex,
             policy,
             networks: network.subnets.clone(),
-            allow: Vec::new(),
+            allow,
         });
-        let mode = if network.internal {
+        let mode = if asked.deny_egress {
             "enforced"
         } else {
             "observed"
@@ -127,19 +162,28 @@ pub fn plan(state: &HostState) -> Plan {
             ),
         });
     }
+    out.label_problems = problems;
     out
 }
 
 /// The part of a policy that comes from the network: enforcement, gateways,
 /// which families it has.
-fn network_policy(network: &NetworkState, scope: u32, extra_flags: u32) -> EndpointPolicy {
+fn network_policy(
+    network: &NetworkState,
+    asked: &NetworkLabels,
+    scope: u32,
+    extra_flags: u32,
+) -> EndpointPolicy {
     let mut policy = EndpointPolicy {
         flags: extra_flags,
         scope,
         ..EndpointPolicy::default()
     };
-    if network.internal {
+    if asked.deny_egress {
         policy.flags |= policy_flags::ENFORCE;
+    }
+    if asked.gateway_access {
+        policy.flags |= policy_flags::GATEWAY_ACCESS;
     }
     if network.subnets.iter().any(Cidr::is_ipv4) {
         policy.flags |= policy_flags::HAS_IPV4;
@@ -173,6 +217,7 @@ mod tests {
             bridge: Some((bridge.0.into(), bridge.1)),
             subnets: vec![subnet.parse().unwrap()],
             gateways: vec![gw.parse().unwrap()],
+            labels: BTreeMap::new(),
         }
     }
 
@@ -185,6 +230,7 @@ mod tests {
             ipv4: Some(ip.parse().unwrap()),
             ipv6: None,
             mac: [2, 0x42, 0, 0, 0, veth.1 as u8],
+            container_labels: BTreeMap::new(),
         }
     }
 
@@ -214,6 +260,51 @@ mod tests {
             ],
             host_addrs: vec!["10.99.0.1".parse().unwrap()],
         }
+    }
+
+    #[test]
+    fn labels_enforce_a_normal_network_open_the_gateway_and_add_allow_rules() {
+        let mut state = state();
+        state.networks[0].labels = BTreeMap::from([
+            ("netwatch.egress".to_string(), "deny".to_string()),
+            (
+                "netwatch.allow".to_string(),
+                "203.0.113.0/24:443/tcp".to_string(),
+            ),
+        ]);
+        state.networks[1].labels =
+            BTreeMap::from([("netwatch.gateway".to_string(), "allow".to_string())]);
+        // Every endpoint of a container carries the container's labels.
+        for endpoint in &mut state.endpoints[1..=2] {
+            endpoint.container_labels = BTreeMap::from([(
+                "netwatch.allow".to_string(),
+                "198.51.100.7:53/udp, nonsense".to_string(),
+            )]);
+        }
+        let plan = plan(&state);
+        let web = plan.specs.iter().find(|s| s.ifindex == 20).unwrap();
+        assert!(web.policy.has(policy_flags::ENFORCE));
+        assert_eq!(web.allow.len(), 1);
+        assert!(
+            plan.bridges.iter().any(|t| t.ifindex == 10),
+            "a denied network's bridge is held too"
+        );
+        let api_backend = plan.specs.iter().find(|s| s.ifindex == 22).unwrap();
+        assert!(api_backend.policy.has(policy_flags::GATEWAY_ACCESS));
+        assert_eq!(api_backend.allow.len(), 1, "the container's good rule");
+        let api_front = plan.specs.iter().find(|s| s.ifindex == 21).unwrap();
+        assert_eq!(
+            api_front.allow.len(),
+            2,
+            "network rule plus the container's rule"
+        );
+        assert_eq!(
+            plan.label_problems.len(),
+            1,
+            "the bad entry, reported once: {:?}",
+            plan.label_problems
+        );
+        crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
     }
 
     #[test]

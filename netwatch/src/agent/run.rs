@@ -182,7 +182,22 @@ async fn sync(
     if !networks.is_empty() {
         state.networks.retain(|n| networks.contains(&n.name));
     }
-    match reconcile(datapath, &plan(&state)) {
+    let plan = plan(&state);
+    let problems: Vec<String> = plan
+        .label_problems
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if problems != status.label_problems {
+        for problem in problems
+            .iter()
+            .filter(|p| !status.label_problems.contains(p))
+        {
+            warn!("{problem}");
+        }
+        status.label_problems = problems;
+    }
+    match reconcile(datapath, &plan) {
         Ok(report) => {
             status.refused = report
                 .failed

@@ -22,6 +22,9 @@ pub struct AgentStatus {
     pub docker_error: Option<String>,
     /// Interfaces the last reconciliation could not attach, with why.
     pub refused: Vec<String>,
+    /// `netwatch.*` labels refused, with what netwatch did instead.
+    #[serde(default)]
+    pub label_problems: Vec<String>,
 }
 
 fn path(dir: &Path) -> PathBuf {

@@ -143,6 +143,9 @@ fn print_table(s: &Status) {
         for refused in &a.refused {
             println!("{:<14} {refused}", "refused");
         }
+        for problem in &a.label_problems {
+            println!("{:<14} {problem}", "bad label");
+        }
     }
     println!(
         "{:<14} {} on Linux {}",

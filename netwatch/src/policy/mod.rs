@@ -2,6 +2,7 @@
 //! and the reference model that says what the datapath should decide.
 //!
 //! - [`cidr`], [`rule`]: prefixes and allow-list rules as users write them.
+//! - [`labels`]: policy asked for by Docker labels.
 //! - [`spec`]: one endpoint's policy before compilation.
 //! - [`compile`](mod@compile): the exact entries of the ENDPOINTS, NET, ALLOW and HOST maps.
 //! - [`model`]: the reference verdict for a frame.
@@ -18,6 +19,7 @@
 
 pub mod cidr;
 pub mod compile;
+pub mod labels;
 pub mod model;
 pub mod rule;
 pub mod spec;

@@ -1,0 +1,223 @@
+//! Policy from Docker labels, so a compose file can ask for it.
+//!
+//! | label | on | values | meaning |
+//! |---|---|---|---|
+//! | `netwatch.egress` | network | `deny` | enforce like `internal: true` on a normal network |
+//! | `netwatch.gateway` | network | `allow`, `deny` | let the network reach (and be reached from) its gateway |
+//! | `netwatch.allow` | network, container | `CIDR[:port[/proto]]`, comma-separated | allow these destinations |
+//!
+//! A value netwatch cannot read never widens access: a bad `netwatch.egress`
+//! means deny, a bad `netwatch.gateway` means deny, a bad allow entry is left
+//! out (the others stay). `netwatch.egress=allow` on an internal network is
+//! refused: a label cannot undo what Docker was asked for. Every such case
+//! is reported with the object's name.
+
+use std::{collections::BTreeMap, fmt};
+
+use super::AllowRule;
+
+pub const EGRESS: &str = "netwatch.egress";
+pub const GATEWAY: &str = "netwatch.gateway";
+pub const ALLOW: &str = "netwatch.allow";
+/// Labels starting with this are netwatch's; unknown ones are reported.
+pub const PREFIX: &str = "netwatch.";
+
+/// A label value netwatch refused, and what it did instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelProblem {
+    /// e.g. `network backend` or `container web`.
+    pub object: String,
+    pub label: String,
+    pub value: String,
+    pub problem: String,
+}
+
+impl fmt::Display for LabelProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: label {}={:?}: {}",
+            self.object, self.label, self.value, self.problem
+        )
+    }
+}
+
+/// What a network's labels ask for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkLabels {
+    /// Enforce egress denial (internal networks always do).
+    pub deny_egress: bool,
+    pub gateway_access: bool,
+    pub allow: Vec<AllowRule>,
+}
+
+/// Reads a network's labels. `internal` is Docker's flag.
+pub fn network_labels(
+    name: &str,
+    internal: bool,
+    labels: &BTreeMap<String, String>,
+    problems: &mut Vec<LabelProblem>,
+) -> NetworkLabels {
+    let object = format!("network {name}");
+    let mut out = NetworkLabels {
+        deny_egress: internal,
+        ..NetworkLabels::default()
+    };
+    for (label, value) in labels.iter().filter(|(k, _)| k.starts_with(PREFIX)) {
+        let mut problem = |text: &str| {
+            problems.push(LabelProblem {
+                object: object.clone(),
+                label: label.clone(),
+                value: value.clone(),
+                problem: text.to_string(),
+            });
+        };
+        match label.as_str() {
+            EGRESS => match value.trim() {
+                "deny" => out.deny_egress = true,
+                "allow" if internal => {
+                    problem("the network is internal; a label cannot allow egress")
+                }
+                "allow" => {}
+                _ => {
+                    out.deny_egress = true;
+                    problem("expected deny or allow; denying egress");
+                }
+            },
+            GATEWAY => match value.trim() {
+                "allow" => out.gateway_access = true,
+                "deny" => {}
+                _ => problem("expected allow or deny; the gateway stays unreachable"),
+            },
+            ALLOW => out.allow = allow_rules(value, &mut problem),
+            _ => problem(
+                "not a netwatch label (known: netwatch.egress, netwatch.gateway, netwatch.allow); ignored",
+            ),
+        }
+    }
+    out
+}
+
+/// Reads a container's `netwatch.allow` label (other netwatch labels on a
+/// container are reported and ignored).
+pub fn container_allow(
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    problems: &mut Vec<LabelProblem>,
+) -> Vec<AllowRule> {
+    let mut out = Vec::new();
+    for (label, value) in labels.iter().filter(|(k, _)| k.starts_with(PREFIX)) {
+        let mut problem = |text: &str| {
+            problems.push(LabelProblem {
+                object: format!("container {name}"),
+                label: label.clone(),
+                value: value.clone(),
+                problem: text.to_string(),
+            });
+        };
+        if label == ALLOW {
+            out = allow_rules(value, &mut problem);
+        } else {
+            problem("only netwatch.allow applies to containers; ignored");
+        }
+    }
+    out
+}
+
+/// Comma- or whitespace-separated allow rules; bad entries are reported and
+/// left out.
+fn allow_rules(value: &str, problem: &mut impl FnMut(&str)) -> Vec<AllowRule> {
+    value
+        .split([',', ' ', '\n', '\t'])
+        .filter(|entry| !entry.is_empty())
+        .filter_map(|entry| match entry.parse::<AllowRule>() {
+            Ok(rule) => Some(rule),
+            Err(e) => {
+                problem(&format!("{e}; that entry is left out"));
+                None
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn egress_deny_turns_a_normal_network_into_an_enforced_one() {
+        let mut problems = Vec::new();
+        let got = network_labels("front", false, &labels(&[(EGRESS, "deny")]), &mut problems);
+        assert!(got.deny_egress);
+        assert!(problems.is_empty());
+        let got = network_labels("front", false, &labels(&[]), &mut problems);
+        assert!(!got.deny_egress);
+    }
+
+    #[test]
+    fn bad_values_fall_back_to_the_stricter_choice_and_are_reported() {
+        let mut problems = Vec::new();
+        let got = network_labels(
+            "front",
+            false,
+            &labels(&[
+                (EGRESS, "maybe"),
+                (GATEWAY, "yes please"),
+                ("netwatch.egres", "deny"),
+            ]),
+            &mut problems,
+        );
+        assert!(got.deny_egress, "an unreadable egress value denies");
+        assert!(!got.gateway_access, "an unreadable gateway value denies");
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0]
+                .to_string()
+                .starts_with("network front: label netwatch.egres")
+        );
+    }
+
+    #[test]
+    fn a_label_cannot_open_an_internal_network() {
+        let mut problems = Vec::new();
+        let got = network_labels("back", true, &labels(&[(EGRESS, "allow")]), &mut problems);
+        assert!(got.deny_egress);
+        assert_eq!(problems.len(), 1);
+    }
+
+    #[test]
+    fn allow_lists_keep_good_entries_and_report_bad_ones() {
+        let mut problems = Vec::new();
+        let got = network_labels(
+            "back",
+            true,
+            &labels(&[
+                (GATEWAY, "allow"),
+                (
+                    ALLOW,
+                    "10.1.0.0/16:5432/tcp, 10.2.0.0/33 ,203.0.113.9:53/udp",
+                ),
+            ]),
+            &mut problems,
+        );
+        assert!(got.gateway_access);
+        assert_eq!(got.allow.len(), 2);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].problem.contains("left out"));
+        let rules = container_allow(
+            "web",
+            &labels(&[(ALLOW, "198.51.100.0/24:443/tcp"), (EGRESS, "deny")]),
+            &mut problems,
+        );
+        assert_eq!(rules.len(), 1);
+        assert_eq!(problems.len(), 2);
+        assert_eq!(problems[1].object, "container web");
+    }
+}
