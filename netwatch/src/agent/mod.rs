@@ -6,7 +6,7 @@
 //! (pure, unit-tested); `reconcile` makes the kernel match a plan,
 //! idempotently, from whatever is pinned.
 
-mod docker_state;
+pub mod docker_state;
 pub mod lock;
 mod plan;
 mod reconcile;

@@ -64,6 +64,32 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+    /// Would a packet from CONTAINER to DESTINATION pass, and which rule or
+    /// label decides? Computed by netwatch's reference model from Docker's
+    /// current state and labels; `--from-kernel` also runs the same packet
+    /// through the kernel program (BPF_PROG_TEST_RUN) and says whether they
+    /// agree (exit status 1 if not).
+    ///
+    /// DESTINATION is an address or a container name, with an optional
+    /// port and protocol (tcp by default with a port, ICMP echo without).
+    ///
+    /// Examples:
+    ///   netwatch explain web 203.0.113.7:443
+    ///   netwatch explain api-gateway db:5432/tcp --from-kernel
+    ///   netwatch explain web [fd00::5]:53/udp -o json
+    #[command(verbatim_doc_comment)]
+    Explain {
+        /// The sending container: name, id or unique id prefix.
+        container: String,
+        /// HOST[:port[/tcp|udp|icmp]]; bracket IPv6 addresses before a port.
+        destination: String,
+        /// Also run the packet through the kernel program and compare.
+        #[arg(long)]
+        from_kernel: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
     /// Remove everything netwatch attached or pinned (/sys/fs/bpf/netwatch):
     /// links first, which detaches the programs from every interface, then
     /// programs and maps. Reports what it removed. Enforcement stops.
@@ -146,6 +172,12 @@ pub fn main() -> ExitCode {
         }),
         Command::Check { output } => cli::check::run(output),
         Command::Detach { output } => cli::detach::run(output),
+        Command::Explain {
+            container,
+            destination,
+            from_kernel,
+            output,
+        } => cli::explain::run(&container, &destination, from_kernel, output),
         Command::Status { output } => cli::status::run(output),
         Command::Networks { networks, output } => cli::networks::run(&networks, output),
         Command::Inspect { container, output } => cli::inspect::run(&container, output),

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod check;
 pub mod command;
 pub mod detach;
+pub mod explain;
 pub mod inspect;
 pub mod networks;
 pub mod signals;

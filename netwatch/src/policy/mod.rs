@@ -19,6 +19,7 @@
 
 pub mod cidr;
 pub mod compile;
+pub mod explain;
 pub mod labels;
 pub mod model;
 pub mod rule;
@@ -27,6 +28,7 @@ pub mod spec;
 pub use self::{
     cidr::{Cidr, CidrError},
     compile::{CompileError, CompiledTables, compile},
+    explain::verdict_rule,
     model::{ReferenceModel, parse},
     rule::{AllowRule, RuleError},
     spec::EndpointSpec,
