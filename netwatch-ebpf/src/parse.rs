@@ -210,7 +210,8 @@ fn parse_l4<P: Packet>(p: &P, off: usize, limit: usize, s: &mut PacketSummary) {
             s.dst_port = be16(udp[2], udp[3]);
             s.has_ports = true;
         }
-        IPPROTO_ICMP if s.family == family::IPV4 => {
+        // ICMP only inside IPv4 and ICMPv6 only inside IPv6 (rule 5).
+        IPPROTO_ICMP | IPPROTO_ICMPV6 if (proto == IPPROTO_ICMP) == (s.family == family::IPV4) => {
             if off + 8 > limit {
                 return;
             }
@@ -219,25 +220,17 @@ fn parse_l4<P: Packet>(p: &P, off: usize, limit: usize, s: &mut PacketSummary) {
             };
             s.src_port = icmp[0] as u16;
             s.dst_port = icmp[1] as u16;
-        }
-        IPPROTO_ICMPV6 if s.family == family::IPV6 => {
-            if off + 8 > limit {
-                return;
-            }
-            let Some(icmp) = p.read::<[u8; 8]>(off) else {
-                return;
-            };
-            s.src_port = icmp[0] as u16;
-            s.dst_port = icmp[1] as u16;
-            s.nd = nd_kind(icmp[0]);
-            if icmp[0] == ICMPV6_NEIGHBOR_ADVERT {
-                if off + 24 > limit {
-                    return;
+            if proto == IPPROTO_ICMPV6 {
+                s.nd = nd_kind(icmp[0]);
+                if icmp[0] == ICMPV6_NEIGHBOR_ADVERT {
+                    if off + 24 > limit {
+                        return;
+                    }
+                    let Some(target) = p.read::<[u8; 16]>(off + 8) else {
+                        return;
+                    };
+                    s.nd_target = target;
                 }
-                let Some(target) = p.read::<[u8; 16]>(off + 8) else {
-                    return;
-                };
-                s.nd_target = target;
             }
         }
         _ => {}
