@@ -45,6 +45,18 @@ impl Decision {
         verdict: Verdict::Forwarded,
         reason: DropReason::None,
     };
+
+    /// Forwarded for `DropReason::None`, dropped for any other reason.
+    #[inline(always)]
+    pub const fn from_reason(reason: DropReason) -> Decision {
+        match reason {
+            DropReason::None => Decision::FORWARD,
+            reason => Decision {
+                verdict: Verdict::Dropped,
+                reason,
+            },
+        }
+    }
 }
 
 /// Decides one packet. `direction` is relative to the container.
@@ -60,13 +72,7 @@ pub fn decide<T: PolicyTables>(
     if !policy.has(policy_flags::ENFORCE) {
         return Decision::FORWARD;
     }
-    match drop_reason(direction, policy, pkt, tables) {
-        DropReason::None => Decision::FORWARD,
-        reason => Decision {
-            verdict: Verdict::Dropped,
-            reason,
-        },
-    }
+    Decision::from_reason(drop_reason(direction, policy, pkt, tables))
 }
 
 #[inline(always)]

@@ -14,7 +14,7 @@ use netwatch::{
 use netwatch_common::{
     endpoint::{EndpointPolicy, policy_flags},
     packet::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
-    reason::{Direction, DropReason, Verdict},
+    reason::{Direction, DropReason},
     verdict::Decision,
 };
 
@@ -180,15 +180,10 @@ pub struct KernelOutcome {
 }
 
 impl KernelOutcome {
-    /// The decision this outcome amounts to, checked for consistency between
-    /// the action and the counter.
+    /// The decision the moved counter stands for (callers compare the
+    /// action separately).
     pub fn decision(&self) -> Option<Decision> {
-        let reason = self.reason?;
-        let verdict = match reason {
-            DropReason::None => Verdict::Forwarded,
-            _ => Verdict::Dropped,
-        };
-        Some(Decision { verdict, reason })
+        self.reason.map(Decision::from_reason)
     }
 }
 

@@ -156,22 +156,12 @@ fn kernel_decision(spec: &EndpointSpec, host_addrs: &[IpAddr], frame: &[u8]) -> 
         .into_iter()
         .find(|r| after[*r as usize] != before[*r as usize])
         .ok_or_else(|| anyhow!("the kernel program counted nothing"))?;
-    Ok(match reason {
-        DropReason::None => Decision::FORWARD,
-        reason => Decision {
-            verdict: netwatch_common::reason::Verdict::Dropped,
-            reason,
-        },
-    })
+    Ok(Decision::from_reason(reason))
 }
 
 fn find<'a>(snapshot: &'a Snapshot, query: &str) -> Result<&'a Container> {
     let inventory = &snapshot.inventory;
-    let container = inventory.find_container(query)?;
-    Ok(match container.shares_network_of() {
-        Some(owner) => inventory.find_container(owner)?,
-        None => container,
-    })
+    Ok(inventory.network_owner(inventory.find_container(query)?)?)
 }
 
 /// Explains one packet.

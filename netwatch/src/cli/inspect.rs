@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{OutputFormat, networks, table};
 use crate::datapath::{Hook, pins};
-use crate::docker::{Container, Snapshot};
+use crate::docker::Snapshot;
 use crate::endpoint::MacAddr;
 
 /// What `netwatch inspect -o json` prints.
@@ -66,17 +66,13 @@ pub struct EndpointDetail {
 pub fn report(snapshot: &Snapshot, pins_root: &Path, query: &str) -> Result<ContainerReport> {
     let inventory = &snapshot.inventory;
     let container = inventory.find_container(query)?;
-    let owner: Option<&Container> = container
-        .shares_network_of()
-        .map(|owner| inventory.find_container(owner))
-        .transpose()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{} shares the network of a container that is not running: {e}",
-                container.name
-            )
-        })?;
-    let endpoints_of = owner.unwrap_or(container);
+    let endpoints_of = inventory.network_owner(container).map_err(|e| {
+        anyhow::anyhow!(
+            "{} shares the network of a container that is not running: {e}",
+            container.name
+        )
+    })?;
+    let owner = (!std::ptr::eq(endpoints_of, container)).then_some(endpoints_of);
     let endpoints = endpoints_of
         .endpoints
         .iter()

@@ -240,6 +240,22 @@ impl Inventory {
             }),
         }
     }
+
+    /// The container whose endpoints `container` uses: itself, or for
+    /// `--network container:<other>` that other container.
+    ///
+    /// # Errors
+    ///
+    /// [`ContainerLookupError`] when the other container is not running.
+    pub fn network_owner<'a>(
+        &'a self,
+        container: &'a Container,
+    ) -> Result<&'a Container, ContainerLookupError> {
+        match container.shares_network_of() {
+            Some(owner) => self.find_container(owner),
+            None => Ok(container),
+        }
+    }
 }
 
 /// Why [`Inventory::find_container`] found no single container.
