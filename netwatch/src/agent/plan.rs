@@ -76,6 +76,10 @@ pub struct Plan {
     /// Veths that get the endpoint programs.
     pub veths: Vec<Target>,
     pub host_addrs: Vec<IpAddr>,
+    /// Subnets of the networks whose egress is denied: the uplink shield
+    /// drops inbound packets aimed at them (and packets claiming to come
+    /// from them).
+    pub protected: Vec<Cidr>,
     /// Labels netwatch refused, with what it did instead.
     pub label_problems: Vec<LabelProblem>,
 }
@@ -98,6 +102,9 @@ pub fn plan(state: &HostState) -> Plan {
         .collect();
     for network in &state.networks {
         let asked = &policies[network.name.as_str()];
+        if asked.deny_egress {
+            out.protected.extend(network.subnets.iter().copied());
+        }
         if let (true, Some((ifname, ifindex))) = (asked.deny_egress, &network.bridge) {
             let policy = network_policy(network, asked, *ifindex, policy_flags::NETWORK_WIDE);
             out.specs.push(EndpointSpec {
@@ -316,6 +323,11 @@ mod tests {
             ("br-back", 11)
         );
         assert_eq!(plan.bridges[0].what, "bridge of network backend");
+        assert_eq!(
+            plan.protected,
+            vec!["172.21.0.0/16".parse().unwrap()],
+            "only the internal network's subnet is shielded on the uplink"
+        );
         let bridge = plan.specs.iter().find(|s| s.ifindex == 11).unwrap();
         assert!(
             bridge
