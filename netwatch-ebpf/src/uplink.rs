@@ -3,18 +3,27 @@
 //! the stack routes them, and packets claiming to come from such a prefix
 //! (which only exist behind this host's bridges). Everything else passes:
 //! the uplink carries the host's own traffic, which netwatch does not judge.
+//! Dropped packets are parsed in full and accounted like a veth drop (flow
+//! table entry keyed by the uplink's ifindex, direction ingress, and a
+//! rate-limited drop record), so the agent can name the container they were
+//! aimed at; passing packets cost only the two prefix lookups.
 //! Kernel ≥ 5.18 (`bpf_xdp_load_bytes`).
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use netwatch_common::{
-    flow::family,
-    packet::{ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN},
-    reason::DropReason,
+    flow::{FlowKey, family},
+    packet::{
+        ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, PacketSummary,
+    },
+    reason::{Direction, DropReason},
+    verdict::Decision,
 };
 use netwatch_ebpf::{
     counters,
+    flows::record,
     maps::{PROTECTED_V4, PROTECTED_V6, UPLINK_COUNTERS},
     packet::Packet,
+    parse::parse,
 };
 
 use aya_ebpf::maps::lpm_trie::Key;
@@ -23,10 +32,21 @@ use aya_ebpf::maps::lpm_trie::Key;
 pub fn uplink(ctx: XdpContext) -> u32 {
     let reason = classify(&ctx);
     counters::bump(&UPLINK_COUNTERS, reason);
-    match reason {
-        DropReason::None => xdp_action::XDP_PASS,
-        _ => xdp_action::XDP_DROP,
+    if reason == DropReason::None {
+        return xdp_action::XDP_PASS;
     }
+    let mut summary = PacketSummary::default();
+    parse(&ctx, false, &mut summary);
+    // SAFETY: ctx.ctx is the program's context pointer, valid for the run.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let key = FlowKey::new(ifindex, Direction::Ingress, &summary);
+    record(
+        &key,
+        &summary,
+        Decision::from_reason(reason),
+        ctx.frame_len() as u64,
+    );
+    xdp_action::XDP_DROP
 }
 
 #[inline(always)]

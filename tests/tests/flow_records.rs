@@ -3,11 +3,12 @@
 //! export, rate-limited drop records, and counted losses when the ring
 //! buffer is full.
 
-use netwatch::datapath::Hook;
+use netwatch::datapath::{Hook, TEST_RUN_IFINDEX};
 use netwatch_common::{
     endpoint::DatapathConfig,
     event::{EventKind, FlowEvent},
     flow::tcp_flags::*,
+    reason::{Direction, DropReason},
 };
 use netwatch_tests::{fixture::*, packets::Frame};
 
@@ -128,4 +129,43 @@ fn a_full_ring_buffer_counts_lost_records() {
     assert_eq!(malformed, 0);
     assert!(lost > 0, "the ring buffer never filled");
     assert_eq!(events.len() as u64 + lost, u64::from(flows));
+}
+
+#[test]
+fn uplink_drops_leave_a_rate_limited_drop_record_naming_the_target() {
+    let mut h = Harness::standard();
+    h.datapath
+        .protect(&["172.30.0.0/16".parse().unwrap()])
+        .unwrap();
+    let inbound = Frame::eth([2, 0x11, 0x22, 0x33, 0x44, 0x55], EP_MAC)
+        .ipv4(OUTSIDE_V4, EP_V4)
+        .tcp(443, 5432, SYN)
+        .build();
+    for _ in 0..20 {
+        assert_eq!(h.kernel(Hook::Uplink, &inbound).unwrap().action, XDP_DROP);
+    }
+    let passing = Frame::eth([2, 0x11, 0x22, 0x33, 0x44, 0x55], EP_MAC)
+        .ipv4(OUTSIDE_V4, std::net::Ipv4Addr::new(198, 51, 100, 1))
+        .tcp(443, 5432, SYN)
+        .build();
+    assert_eq!(h.kernel(Hook::Uplink, &passing).unwrap().action, XDP_PASS);
+
+    let events = h.datapath.drain_events().unwrap().0;
+    assert_eq!(kinds(&events), vec![Some(EventKind::Drop)]);
+    let record = events[0];
+    assert_eq!(
+        DropReason::from_u8(record.reason),
+        Some(DropReason::ProtectedPrefix)
+    );
+    assert_eq!(record.key.direction, Direction::Ingress as u8);
+    assert_eq!(record.key.ifindex, TEST_RUN_IFINDEX, "the uplink's ifindex");
+    assert_eq!(
+        &record.key.dst[..4],
+        &EP_V4.octets(),
+        "the container aimed at"
+    );
+    assert_eq!(record.key.dst_port, 5432);
+    let flows = h.datapath.flows().unwrap();
+    assert_eq!(flows.len(), 1, "passing packets are not accounted");
+    assert_eq!(flows[0].1.packets, 20, "every dropped packet is counted");
 }
