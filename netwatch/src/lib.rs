@@ -4,5 +4,7 @@ pub mod cli;
 pub mod datapath;
 pub mod docker;
 pub mod endpoint;
+pub mod flows;
 pub mod host;
 pub mod policy;
+pub mod routes;

@@ -17,14 +17,22 @@ pub struct AgentProcess {
     pub pins: PinDir,
     pub run_dir: PathBuf,
     networks: Vec<String>,
+    uplinks: Vec<String>,
     log: PathBuf,
 }
 
 impl AgentProcess {
     /// Starts `binary` (an integration test's
     /// `env!("CARGO_BIN_EXE_netwatch-under-test")`) as an agent for
-    /// `networks`, with a 2 s resync.
+    /// `networks`, with a 2 s resync and no uplink shield (the default would
+    /// put it on the machine's real uplink).
     pub fn start(binary: &str, networks: &[&str]) -> AgentProcess {
+        AgentProcess::start_with_uplinks(binary, networks, &[])
+    }
+
+    /// As [`AgentProcess::start`], with the uplink shield on `uplinks`
+    /// (interfaces the test created).
+    pub fn start_with_uplinks(binary: &str, networks: &[&str], uplinks: &[&str]) -> AgentProcess {
         let pins = PinDir::create();
         let run_dir = std::env::temp_dir().join(format!(
             "netwatch-agent-test-{}",
@@ -37,6 +45,7 @@ impl AgentProcess {
             pins,
             run_dir,
             networks: networks.iter().map(|s| s.to_string()).collect(),
+            uplinks: uplinks.iter().map(|s| s.to_string()).collect(),
             log,
         };
         agent.restart();
@@ -64,6 +73,12 @@ impl AgentProcess {
             .stderr(log);
         for network in &self.networks {
             command.args(["--network", network]);
+        }
+        if self.uplinks.is_empty() {
+            command.args(["--uplink", "none"]);
+        }
+        for uplink in &self.uplinks {
+            command.args(["--uplink", uplink]);
         }
         self.child = Some(command.spawn().expect("start the agent"));
     }

@@ -84,6 +84,8 @@ fn a_second_agent_is_refused_while_one_runs() {
 fn bad_flags_are_refused_before_anything_is_loaded() {
     let out = netwatch(&["agent", "--resync-secs", "0"], &[]);
     assert!(!out.status.success());
+    let out = netwatch(&["agent", "--uplink", "none", "--uplink", "eth0"], &[]);
+    assert_one_line_error(&out, "--uplink none turns the shield off");
     let out = netwatch(&["status", "-o", "yaml"], &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("possible values"));

@@ -90,6 +90,15 @@ fn agent_enforces_internal_networks_and_follows_container_lifecycle() {
         !ping(&a, &gw),
         "the internal network's gateway (the host) must be unreachable"
     );
+    let drop_line = format!("drop container={} network={}", a.name, internal.name);
+    wait_for("the drop record in the agent's log", SETTLE, || {
+        agent.log().lines().any(|l| {
+            l.contains(&drop_line)
+                && l.contains(&format!("dst={gw} "))
+                && l.contains("proto=icmp")
+                && l.contains("reason=host-access")
+        })
+    });
     assert!(
         ping(&a, &field(&g.name, &internal, "IPAddress")),
         "peers on the internal network reach each other"
@@ -301,5 +310,74 @@ fn network_labels_deny_egress_open_the_gateway_and_bad_values_are_reported() {
             && status.label_problems[0].contains("netwatch.egress=\"sometimes\""),
         "{:?}",
         status.label_problems
+    );
+}
+
+/// A veth pair in the host namespace, without addresses, deleted on drop:
+/// an interface the test may hand to the agent as its "uplink".
+struct ScratchVeth(String);
+
+impl ScratchVeth {
+    fn create() -> ScratchVeth {
+        let name = format!("nwu{}a", std::process::id());
+        let peer = format!("nwu{}b", std::process::id());
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &name])
+            .output();
+        netwatch_tests::netns::run(&[
+            "ip", "link", "add", &name, "type", "veth", "peer", "name", &peer,
+        ]);
+        netwatch_tests::netns::run(&["ip", "link", "set", &name, "up"]);
+        ScratchVeth(name)
+    }
+}
+
+impl Drop for ScratchVeth {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn agent_shields_the_named_uplink_and_lets_go_of_it_when_it_disappears() {
+    require_root();
+    require_dockerd();
+    let network = TestNetwork::create("shielded", &["--internal"]);
+    let uplink = ScratchVeth::create();
+    let ifindex = nix::net::if_::if_nametoindex(uplink.0.as_str()).unwrap();
+    let agent = AgentProcess::start_with_uplinks(AGENT, &[&network.name], &[&uplink.0]);
+    wait_for("the agent's first sync", SETTLE, || agent.synced());
+    let pin = pins::link_path(agent.pin_root(), netwatch::datapath::Hook::Uplink, ifindex);
+    wait_for("the uplink link pin", SETTLE, || pin.exists());
+    let status = netwatch::agent::status_file::AgentStatus::read(&agent.run_dir).unwrap();
+    assert_eq!(
+        status.uplinks,
+        vec![format!("{} (ifindex {ifindex})", uplink.0)]
+    );
+    assert!(
+        agent
+            .log()
+            .contains(&format!("attached to uplink {}", uplink.0)),
+        "{}",
+        agent.log()
+    );
+    // Only the uplink, none of Docker's interfaces, carries XDP.
+    assert_eq!(
+        pins::attached_uplink_ifindexes(agent.pin_root()),
+        BTreeSet::from([ifindex])
+    );
+
+    drop(uplink);
+    wait_for("the shield to be let go", SETTLE, || !pin.exists());
+    let status = netwatch::agent::status_file::AgentStatus::read(&agent.run_dir).unwrap();
+    assert!(
+        status
+            .refused
+            .iter()
+            .any(|r| r.contains("no such interface")),
+        "a named uplink that vanished is reported: {:?}",
+        status.refused
     );
 }

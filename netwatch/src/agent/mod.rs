@@ -12,7 +12,9 @@ mod plan;
 mod reconcile;
 mod run;
 pub mod status_file;
+mod uplinks;
 
 pub use plan::{EndpointState, HostState, NetworkState, Plan, Target, plan};
 pub use reconcile::{ReconcileError, ReconcileReport, reconcile};
 pub use run::{AgentOptions, run};
+pub use uplinks::{UplinkChoice, UplinkChoiceError};

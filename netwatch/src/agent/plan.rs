@@ -75,6 +75,9 @@ pub struct Plan {
     pub bridges: Vec<Target>,
     /// Veths that get the endpoint programs.
     pub veths: Vec<Target>,
+    /// Interfaces that get the uplink shield. Not derived from Docker: the
+    /// agent fills it in from `--uplink` before reconciling.
+    pub uplinks: Vec<Target>,
     pub host_addrs: Vec<IpAddr>,
     /// Subnets of the networks whose egress is denied: the uplink shield
     /// drops inbound packets aimed at them (and packets claiming to come

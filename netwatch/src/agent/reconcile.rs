@@ -2,7 +2,8 @@
 //!
 //! Order matters for enforcement: policy is written before anything is
 //! attached (an attached program with no policy entry lets traffic pass),
-//! bridges are attached before veths, and links of interfaces that left the
+//! bridges are attached before veths, the protected prefixes are written
+//! before the uplink shield goes on, and links of interfaces that left the
 //! plan are removed before their policy entries. Running it twice in a row
 //! changes nothing the second time.
 
@@ -12,9 +13,16 @@ use log::{info, warn};
 
 use super::{Plan, plan::Target};
 use crate::{
-    datapath::{Attachment, Datapath, DatapathError, detach_interface, pins},
+    datapath::{Attachment, Datapath, DatapathError, detach_interface, detach_uplink, pins},
     policy::{CompileError, compile},
 };
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Bridge,
+    Veth,
+    Uplink,
+}
 
 /// What one reconciliation changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,13 +72,26 @@ pub fn reconcile(datapath: &mut Datapath, plan: &Plan) -> Result<ReconcileReport
             report.detached.push(ifindex);
         }
     }
+    let wanted_uplinks: BTreeSet<u32> = plan.uplinks.iter().map(|t| t.ifindex).collect();
+    for ifindex in pins::attached_uplink_ifindexes(&root) {
+        if !wanted_uplinks.contains(&ifindex) {
+            detach_uplink(&root, ifindex)?;
+            info!("detached the uplink shield from ifindex {ifindex}: it is no longer an uplink");
+            report.detached.push(ifindex);
+        }
+    }
     datapath.replace(&tables)?;
-    for (is_bridge, list) in [(true, &plan.bridges), (false, &plan.veths)] {
+    datapath.protect(&plan.protected)?;
+    for (kind, list) in [
+        (Kind::Bridge, &plan.bridges),
+        (Kind::Veth, &plan.veths),
+        (Kind::Uplink, &plan.uplinks),
+    ] {
         for target in list {
-            let result = if is_bridge {
-                datapath.attach_bridge(&target.ifname, target.ifindex)
-            } else {
-                datapath.attach_veth(&target.ifname, target.ifindex)
+            let result = match kind {
+                Kind::Bridge => datapath.attach_bridge(&target.ifname, target.ifindex),
+                Kind::Veth => datapath.attach_veth(&target.ifname, target.ifindex),
+                Kind::Uplink => datapath.attach_uplink(&target.ifname, target.ifindex),
             };
             match result {
                 Ok(Attachment::Attached) => {

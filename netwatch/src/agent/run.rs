@@ -13,12 +13,24 @@ use bollard::query_parameters::EventsOptions;
 use futures_util::StreamExt as _;
 use log::{info, warn};
 
-use super::{docker_state::host_state, lock, plan, reconcile, status_file::AgentStatus};
+use super::{
+    UplinkChoice, docker_state::host_state, lock, plan, reconcile, status_file::AgentStatus,
+    uplinks,
+};
 use crate::{
     datapath::{Datapath, LoadOptions},
     docker::{Client, Snapshot},
+    flows::{FlowNames, FlowRecord},
     host,
 };
+
+/// How often the ring buffer is drained. Records are submitted without
+/// waking a reader (see netwatch-ebpf flows.rs), so the agent polls.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Drop records logged per drain; the rest are summarised in one line, so a
+/// scan of thousands of addresses cannot flood the log.
+const DROP_LINES_PER_DRAIN: usize = 100;
 
 /// How the agent runs.
 #[derive(Clone, Debug)]
@@ -33,6 +45,8 @@ pub struct AgentOptions {
     pub run_dir: PathBuf,
     /// Manage only these networks (empty: every bridge network).
     pub networks: Vec<String>,
+    /// Where the uplink shield goes.
+    pub uplinks: UplinkChoice,
 }
 
 /// Why the inner loop returned.
@@ -81,9 +95,10 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     })
     .context("loading the datapath")?;
     info!(
-        "agent started (pid {}), pins under {}",
+        "agent started (pid {}), pins under {}, uplink shield on: {}",
         std::process::id(),
-        options.pin_root.display()
+        options.pin_root.display(),
+        options.uplinks
     );
     let mut status = AgentStatus {
         pid: std::process::id(),
@@ -131,7 +146,8 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
 
 /// Follows Docker: subscribes to events first (so nothing between the
 /// snapshot and the subscription is missed), syncs, then syncs again on
-/// every burst of events and every resync interval.
+/// every burst of events and every resync interval; in between, drains the
+/// ring buffer and logs drop records with names.
 async fn follow(
     client: &Client,
     datapath: &mut Datapath,
@@ -142,47 +158,93 @@ async fn follow(
         filters: Some(event_filters()),
         ..EventsOptions::default()
     }));
+    // The first tick is immediate: that is the initial sync.
     let mut resync = tokio::time::interval(options.resync_interval);
+    let mut drain = tokio::time::interval(DRAIN_INTERVAL);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut names = FlowNames::default();
     loop {
-        if let Err(e) = sync(
-            client,
-            datapath,
-            status,
-            &options.run_dir,
-            &options.networks,
-        )
-        .await
-        {
-            return Stop::Docker(e);
-        }
-        tokio::select! {
+        let due = tokio::select! {
             event = events.next() => match event {
                 Some(Ok(_)) => {
                     // Coalesce a burst: take what is already queued, then sync once.
                     while let Some(Some(Ok(_))) = futures_util::FutureExt::now_or_never(events.next()) {}
+                    true
                 }
                 Some(Err(e)) => return Stop::Docker(e.to_string()),
                 None => return Stop::Docker("the event stream ended".to_string()),
             },
-            _ = resync.tick() => {}
+            _ = resync.tick() => true,
+            _ = drain.tick() => {
+                log_records(datapath, &names);
+                false
+            }
+        };
+        if due {
+            match sync(client, datapath, status, options).await {
+                Ok(fresh) => names = fresh,
+                Err(e) => return Stop::Docker(e),
+            }
         }
     }
 }
 
-/// One full sync: snapshot Docker, plan, reconcile.
+/// Takes what the kernel recorded and logs the drops, named.
+fn log_records(datapath: &mut Datapath, names: &FlowNames) {
+    let (events, malformed) = match datapath.drain_events() {
+        Ok(drained) => drained,
+        Err(e) => {
+            warn!("cannot read the ring buffer: {e}");
+            return;
+        }
+    };
+    if malformed > 0 {
+        warn!(
+            "{malformed} ring buffer records had the wrong size (a kernel/user version mismatch?)"
+        );
+    }
+    let drops: Vec<FlowRecord> = events
+        .iter()
+        .filter(|e| e.kind == netwatch_common::event::EventKind::Drop as u8)
+        .map(|e| FlowRecord::new(e, names))
+        .collect();
+    for record in drops.iter().take(DROP_LINES_PER_DRAIN) {
+        info!(target: "netwatch::drop", "{}", record.log_line());
+    }
+    if drops.len() > DROP_LINES_PER_DRAIN {
+        info!(
+            target: "netwatch::drop",
+            "… and {} more drop records in the last {DRAIN_INTERVAL:?} (counted in `netwatch status`)",
+            drops.len() - DROP_LINES_PER_DRAIN
+        );
+    }
+}
+
+/// One full sync: snapshot Docker, plan, find the uplinks, reconcile.
+/// Returns the names the ring buffer records resolve to now.
 async fn sync(
     client: &Client,
     datapath: &mut Datapath,
     status: &mut AgentStatus,
-    run_dir: &std::path::Path,
-    networks: &[String],
-) -> Result<(), String> {
+    options: &AgentOptions,
+) -> Result<FlowNames, String> {
     let snapshot = Snapshot::take(client).await.map_err(|e| e.to_string())?;
     let mut state = host_state(&snapshot, host::addresses());
-    if !networks.is_empty() {
-        state.networks.retain(|n| networks.contains(&n.name));
+    // Docker's own interfaces never get the shield, managed or not.
+    let docker_interfaces: Vec<u32> = state
+        .networks
+        .iter()
+        .filter_map(|n| n.bridge.as_ref().map(|(_, ifindex)| *ifindex))
+        .chain(state.endpoints.iter().map(|e| e.host_ifindex))
+        .collect();
+    if !options.networks.is_empty() {
+        state
+            .networks
+            .retain(|n| options.networks.contains(&n.name));
     }
-    let plan = plan(&state);
+    let mut plan = plan(&state);
+    let (uplinks, uplink_problems) = uplinks::resolve(&options.uplinks, &docker_interfaces);
+    plan.uplinks = uplinks;
     let problems: Vec<String> = plan
         .label_problems
         .iter()
@@ -199,20 +261,30 @@ async fn sync(
     }
     match reconcile(datapath, &plan) {
         Ok(report) => {
-            status.refused = report
+            let refused: Vec<String> = report
                 .failed
                 .iter()
                 .map(|(target, why)| format!("{} ({}): {why}", target.what, target.ifname))
+                .chain(uplink_problems)
                 .collect();
+            for problem in refused.iter().filter(|p| !status.refused.contains(p)) {
+                warn!("refused: {problem}");
+            }
+            status.refused = refused;
         }
         Err(e) => {
             warn!("reconcile failed: {e}");
             status.refused = vec![e.to_string()];
         }
     }
+    status.uplinks = plan
+        .uplinks
+        .iter()
+        .map(|t| format!("{} (ifindex {})", t.ifname, t.ifindex))
+        .collect();
     status.last_sync = Some(unix_now());
-    if let Err(e) = status.write(run_dir) {
+    if let Err(e) = status.write(&options.run_dir) {
         warn!("cannot write the status file: {e}");
     }
-    Ok(())
+    Ok(FlowNames::new(&state, &plan.uplinks))
 }

@@ -25,6 +25,9 @@ pub struct AgentStatus {
     /// `netwatch.*` labels refused, with what netwatch did instead.
     #[serde(default)]
     pub label_problems: Vec<String>,
+    /// Interfaces carrying the uplink shield, e.g. `eth0 (ifindex 2)`.
+    #[serde(default)]
+    pub uplinks: Vec<String>,
 }
 
 fn path(dir: &Path) -> PathBuf {

@@ -27,7 +27,13 @@ enum Command {
     ///
     /// Examples:
     ///   sudo netwatch agent
+    ///   sudo netwatch agent --uplink eth0 --uplink eth1
     ///   sudo RUST_LOG=debug netwatch agent --resync-secs 10
+    ///
+    /// The log says what was attached, detached and refused, and names
+    /// every drop record: `drop container=db network=app_db interface=veth1
+    /// direction=egress proto=tcp src=172.19.0.2:40312 dst=203.0.113.7:443
+    /// reason=not-in-network packets=1 peer=-`.
     #[command(verbatim_doc_comment)]
     Agent {
         /// Full resync with Docker at least this often, in seconds.
@@ -40,6 +46,12 @@ enum Command {
         /// the agent manages every bridge network.
         #[arg(long = "network", value_name = "NAME")]
         networks: Vec<String>,
+        /// Put the uplink shield (XDP: drops inbound packets aimed at the
+        /// subnets of internal networks) on this interface; repeat the flag
+        /// for several. By default: every interface that holds a default
+        /// route, re-read at each resync. `--uplink none` turns it off.
+        #[arg(long = "uplink", value_name = "IFACE")]
+        uplinks: Vec<String>,
         /// Where to pin links and maps (a directory in bpffs).
         #[arg(long, hide = true, default_value = "/sys/fs/bpf/netwatch")]
         pin_root: std::path::PathBuf,
@@ -161,15 +173,21 @@ pub fn main() -> ExitCode {
             resync_secs,
             flow_table_entries,
             networks,
+            uplinks,
             pin_root,
             run_dir,
-        } => cli::agent::run_agent(crate::agent::AgentOptions {
-            resync_interval: std::time::Duration::from_secs(resync_secs),
-            flow_table_entries,
-            networks,
-            pin_root,
-            run_dir,
-        }),
+        } => crate::agent::UplinkChoice::from_flags(&uplinks)
+            .map_err(anyhow::Error::from)
+            .and_then(|uplinks| {
+                cli::agent::run_agent(crate::agent::AgentOptions {
+                    resync_interval: std::time::Duration::from_secs(resync_secs),
+                    flow_table_entries,
+                    networks,
+                    uplinks,
+                    pin_root,
+                    run_dir,
+                })
+            }),
         Command::Check { output } => cli::check::run(output),
         Command::Detach { output } => cli::detach::run(output),
         Command::Explain {

@@ -146,6 +146,12 @@ fn print_table(s: &Status) {
         for problem in &a.label_problems {
             println!("{:<14} {problem}", "bad label");
         }
+        let shield = if a.uplinks.is_empty() {
+            "none".to_string()
+        } else {
+            a.uplinks.join(", ")
+        };
+        println!("{:<14} {shield}", "uplink shield");
     }
     println!(
         "{:<14} {} on Linux {}",

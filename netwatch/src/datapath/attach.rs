@@ -236,6 +236,23 @@ pub fn detach_interface(root: &Path, ifindex: u32) -> Result<Vec<PathBuf>, Datap
     Ok(removed)
 }
 
+/// Removes the pinned uplink link of one interface, which detaches the
+/// shield from it. Returns whether there was one.
+///
+/// # Errors
+/// The pin exists but cannot be removed.
+pub fn detach_uplink(root: &Path, ifindex: u32) -> Result<bool, DatapathError> {
+    let path = pins::link_path(root, Hook::Uplink, ifindex);
+    match remove_link_pin(&path) {
+        Ok(()) => {
+            debug!("detached the uplink shield from ifindex {ifindex}");
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(DatapathError::Pin { path, source: e }),
+    }
+}
+
 /// Removes everything netwatch pinned under `root` — links first (which
 /// detaches them), then programs and maps — and returns what was removed.
 ///

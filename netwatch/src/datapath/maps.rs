@@ -109,7 +109,9 @@ impl Datapath {
         map.set(0, config, 0).map_err(DatapathError::map(name))
     }
 
-    /// Adds prefixes the uplink program protects.
+    /// Sets the prefixes the uplink program protects: adds the new ones,
+    /// then removes those not in `prefixes` (so a prefix that stays is never
+    /// missing for a moment).
     ///
     /// # Errors
     /// The map is full or the kernel refuses an update.
@@ -118,12 +120,12 @@ impl Datapath {
             IpAddr::V4(addr) => Some((u32::from(cidr.prefix_len()), addr.octets(), NET_MEMBER)),
             IpAddr::V6(_) => None,
         });
-        write_lpm(self, names::MAP_PROTECTED_V4, v4, Stale::Keep)?;
+        write_lpm(self, names::MAP_PROTECTED_V4, v4, Stale::Remove)?;
         let v6 = prefixes.iter().filter_map(|cidr| match cidr.addr() {
             IpAddr::V6(addr) => Some((u32::from(cidr.prefix_len()), addr.octets(), NET_MEMBER)),
             IpAddr::V4(_) => None,
         });
-        write_lpm(self, names::MAP_PROTECTED_V6, v6, Stale::Keep)
+        write_lpm(self, names::MAP_PROTECTED_V6, v6, Stale::Remove)
     }
 
     /// Packets per reason on the veth programs.

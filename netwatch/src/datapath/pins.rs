@@ -65,6 +65,15 @@ pub fn attached_tc_ifindexes(root: &Path) -> std::collections::BTreeSet<u32> {
         .collect()
 }
 
+/// The ifindexes with a pinned uplink (XDP) link under `root`.
+pub fn attached_uplink_ifindexes(root: &Path) -> std::collections::BTreeSet<u32> {
+    pinned_links(root)
+        .into_iter()
+        .filter(|link| link.program == Hook::Uplink.program_name())
+        .map(|link| link.ifindex)
+        .collect()
+}
+
 /// One pinned link: which interface and which program.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PinnedLink {

@@ -1,0 +1,196 @@
+//! Putting names on kernel flow keys: which container, on which network,
+//! through which interface.
+//!
+//! A key carries the ifindex of the interface whose program saw the packet.
+//! On a container's veth that names the endpoint directly. On a network's
+//! bridge (network-wide policy) or an uplink, the container is the one whose
+//! address the packet carries: the source for packets the container sent
+//! (egress), the destination for packets aimed at it (ingress).
+
+use std::{collections::HashMap, net::IpAddr};
+
+use netwatch_common::{flow::FlowKey, reason::Direction};
+
+use super::record::key_addresses;
+use crate::agent::{HostState, Target};
+
+/// The names a flow key resolves to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowOwner {
+    pub container: Option<String>,
+    pub network: Option<String>,
+    /// The interface whose program saw the packet.
+    pub interface: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Endpoint {
+    container: String,
+    network: String,
+}
+
+/// Ifindex and address → names, rebuilt from each snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct FlowNames {
+    veths: HashMap<u32, (String, Endpoint)>,
+    bridges: HashMap<u32, (String, String)>,
+    uplinks: HashMap<u32, String>,
+    addresses: HashMap<IpAddr, Endpoint>,
+}
+
+impl FlowNames {
+    /// The names of everything in `state`, plus the uplinks.
+    pub fn new(state: &HostState, uplinks: &[Target]) -> FlowNames {
+        let mut names = FlowNames::default();
+        for network in &state.networks {
+            if let Some((ifname, ifindex)) = &network.bridge {
+                names
+                    .bridges
+                    .insert(*ifindex, (ifname.clone(), network.name.clone()));
+            }
+        }
+        for endpoint in &state.endpoints {
+            let owner = Endpoint {
+                container: endpoint.container.clone(),
+                network: endpoint.network.clone(),
+            };
+            for ip in [endpoint.ipv4.map(IpAddr::V4), endpoint.ipv6.map(IpAddr::V6)]
+                .into_iter()
+                .flatten()
+            {
+                names.addresses.insert(ip, owner.clone());
+            }
+            names
+                .veths
+                .insert(endpoint.host_ifindex, (endpoint.host_ifname.clone(), owner));
+        }
+        for uplink in uplinks {
+            names.uplinks.insert(uplink.ifindex, uplink.ifname.clone());
+        }
+        names
+    }
+
+    /// The container, network and interface of a flow key.
+    pub fn owner(&self, key: &FlowKey) -> FlowOwner {
+        if let Some((ifname, endpoint)) = self.veths.get(&key.ifindex) {
+            return FlowOwner {
+                container: Some(endpoint.container.clone()),
+                network: Some(endpoint.network.clone()),
+                interface: Some(ifname.clone()),
+            };
+        }
+        let (src, dst) = key_addresses(key);
+        let inside = match Direction::from_u8(key.direction) {
+            Some(Direction::Egress) => src,
+            _ => dst,
+        };
+        let endpoint = inside.and_then(|ip| self.addresses.get(&ip));
+        let interface = self
+            .bridges
+            .get(&key.ifindex)
+            .map(|(ifname, _)| ifname.clone())
+            .or_else(|| self.uplinks.get(&key.ifindex).cloned());
+        FlowOwner {
+            container: endpoint.map(|e| e.container.clone()),
+            network: endpoint.map(|e| e.network.clone()).or_else(|| {
+                self.bridges
+                    .get(&key.ifindex)
+                    .map(|(_, network)| network.clone())
+            }),
+            interface,
+        }
+    }
+
+    /// The container on this host that owns `ip`, if any.
+    pub fn container_of(&self, ip: IpAddr) -> Option<&str> {
+        self.addresses.get(&ip).map(|e| e.container.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use netwatch_common::flow::family;
+
+    use super::*;
+    use crate::agent::{EndpointState, NetworkState};
+
+    fn state() -> HostState {
+        HostState {
+            networks: vec![NetworkState {
+                name: "db".into(),
+                internal: true,
+                bridge: Some(("br-db".into(), 30)),
+                subnets: vec!["172.30.0.0/16".parse().unwrap()],
+                gateways: vec!["172.30.0.1".parse().unwrap()],
+                labels: BTreeMap::new(),
+            }],
+            endpoints: vec![EndpointState {
+                container: "postgres".into(),
+                network: "db".into(),
+                host_ifname: "veth1".into(),
+                host_ifindex: 31,
+                ipv4: Some("172.30.0.2".parse().unwrap()),
+                ipv6: None,
+                mac: [2, 0x42, 0, 0, 0, 2],
+                container_labels: BTreeMap::new(),
+            }],
+            host_addrs: vec![],
+        }
+    }
+
+    fn key(ifindex: u32, direction: Direction, src: [u8; 4], dst: [u8; 4]) -> FlowKey {
+        let mut key = FlowKey {
+            ifindex,
+            direction: direction as u8,
+            family: family::IPV4,
+            ..FlowKey::default()
+        };
+        key.src[..4].copy_from_slice(&src);
+        key.dst[..4].copy_from_slice(&dst);
+        key
+    }
+
+    #[test]
+    fn veth_keys_name_their_endpoint() {
+        let uplink = Target {
+            ifname: "eth0".into(),
+            ifindex: 2,
+            what: "uplink eth0".into(),
+        };
+        let names = FlowNames::new(&state(), &[uplink]);
+        let owner = names.owner(&key(31, Direction::Egress, [172, 30, 0, 2], [1, 2, 3, 4]));
+        assert_eq!(owner.container.as_deref(), Some("postgres"));
+        assert_eq!(owner.interface.as_deref(), Some("veth1"));
+    }
+
+    #[test]
+    fn uplink_and_bridge_keys_name_the_container_by_address() {
+        let uplink = Target {
+            ifname: "eth0".into(),
+            ifindex: 2,
+            what: "uplink eth0".into(),
+        };
+        let names = FlowNames::new(&state(), &[uplink]);
+        let inbound = names.owner(&key(
+            2,
+            Direction::Ingress,
+            [203, 0, 113, 7],
+            [172, 30, 0, 2],
+        ));
+        assert_eq!(inbound.container.as_deref(), Some("postgres"));
+        assert_eq!(inbound.network.as_deref(), Some("db"));
+        assert_eq!(inbound.interface.as_deref(), Some("eth0"));
+        let routed_out = names.owner(&key(30, Direction::Egress, [172, 30, 0, 2], [10, 0, 0, 1]));
+        assert_eq!(routed_out.container.as_deref(), Some("postgres"));
+        assert_eq!(routed_out.interface.as_deref(), Some("br-db"));
+        let unknown = names.owner(&key(30, Direction::Ingress, [10, 0, 0, 1], [172, 30, 0, 9]));
+        assert_eq!(unknown.container, None);
+        assert_eq!(
+            unknown.network.as_deref(),
+            Some("db"),
+            "the bridge's network"
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! A ring buffer record in user-space terms: addresses, names, verdict.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netwatch_common::{
+    event::{EventKind, FlowEvent},
+    flow::{FlowKey, family},
+    packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
+    reason::{Direction, DropReason, Verdict},
+};
+use serde::Serialize;
+
+use super::names::FlowNames;
+
+/// One decoded record, with names attached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowRecord {
+    /// `flow-open`, `flow-close`, `flow-export` or `drop`.
+    pub kind: &'static str,
+    pub container: Option<String>,
+    pub network: Option<String>,
+    /// The interface whose program saw the packet.
+    pub interface: Option<String>,
+    /// `egress` (sent by the container) or `ingress` (aimed at it).
+    pub direction: &'static str,
+    pub proto: String,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub packets: u64,
+    pub bytes: u64,
+    pub verdict: &'static str,
+    /// `None` when forwarded.
+    pub reason: Option<&'static str>,
+    /// The container on this host at the other end, if any.
+    pub peer: Option<String>,
+}
+
+/// The source and destination addresses of a key (none for non-IP flows).
+pub fn key_addresses(key: &FlowKey) -> (Option<IpAddr>, Option<IpAddr>) {
+    let ip = |bytes: &[u8; 16]| -> Option<IpAddr> {
+        match key.family {
+            family::IPV4 => Some(IpAddr::V4(Ipv4Addr::new(
+                bytes[0], bytes[1], bytes[2], bytes[3],
+            ))),
+            family::IPV6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
+            _ => None,
+        }
+    };
+    (ip(&key.src), ip(&key.dst))
+}
+
+/// The name of an IP protocol number as users write it.
+pub fn proto_name(proto: u8, family: u8) -> String {
+    match proto {
+        IPPROTO_TCP => "tcp".into(),
+        IPPROTO_UDP => "udp".into(),
+        IPPROTO_ICMP => "icmp".into(),
+        IPPROTO_ICMPV6 => "icmpv6".into(),
+        0 if family == family::NONE => "arp/other".into(),
+        other => other.to_string(),
+    }
+}
+
+impl FlowRecord {
+    /// Decodes `event` and names it. Fields the kernel filled with a value
+    /// this version does not know decode as "unknown", never a panic.
+    pub fn new(event: &FlowEvent, names: &FlowNames) -> FlowRecord {
+        let key = &event.key;
+        let owner = names.owner(key);
+        let (src, dst) = key_addresses(key);
+        let direction = Direction::from_u8(key.direction);
+        let peer_ip = match direction {
+            Some(Direction::Egress) => dst,
+            _ => src,
+        };
+        let reason = DropReason::from_u8(event.reason);
+        FlowRecord {
+            kind: EventKind::from_u8(event.kind).map_or("unknown", EventKind::name),
+            container: owner.container,
+            network: owner.network,
+            interface: owner.interface,
+            direction: direction.map_or("unknown", Direction::name),
+            proto: proto_name(key.proto, key.family),
+            src,
+            dst,
+            src_port: key.src_port,
+            dst_port: key.dst_port,
+            packets: event.packets,
+            bytes: event.bytes,
+            verdict: Verdict::from_u8(event.verdict).map_or("unknown", Verdict::name),
+            reason: match reason {
+                Some(DropReason::None) => None,
+                Some(r) => Some(r.name()),
+                None => Some("unknown"),
+            },
+            peer: peer_ip
+                .and_then(|ip| names.container_of(ip))
+                .map(String::from),
+        }
+    }
+
+    /// One log line: `key=value` pairs, names first.
+    pub fn log_line(&self) -> String {
+        let endpoint = |ip: Option<IpAddr>, port: u16| match (ip, port) {
+            (Some(IpAddr::V6(v6)), p) if p != 0 => format!("[{v6}]:{p}"),
+            (Some(ip), p) if p != 0 => format!("{ip}:{p}"),
+            (Some(ip), _) => ip.to_string(),
+            (None, _) => "-".to_string(),
+        };
+        let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
+        format!(
+            "{} container={} network={} interface={} direction={} proto={} src={} dst={} reason={} packets={} peer={}",
+            self.kind,
+            or_dash(&self.container),
+            or_dash(&self.network),
+            or_dash(&self.interface),
+            self.direction,
+            self.proto,
+            endpoint(self.src, self.src_port),
+            endpoint(self.dst, self.dst_port),
+            self.reason.unwrap_or("-"),
+            self.packets,
+            or_dash(&self.peer),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_kernel_values_decode_without_panicking() {
+        let event = FlowEvent {
+            kind: 200,
+            verdict: 9,
+            reason: 250,
+            key: FlowKey {
+                direction: 7,
+                family: 3,
+                proto: 99,
+                ..FlowKey::default()
+            },
+            ..FlowEvent::default()
+        };
+        let record = FlowRecord::new(&event, &FlowNames::default());
+        assert_eq!(
+            (record.kind, record.verdict, record.direction),
+            ("unknown", "unknown", "unknown")
+        );
+        assert_eq!(record.reason, Some("unknown"));
+        assert_eq!((record.src, record.dst), (None, None));
+        assert_eq!(record.proto, "99");
+        assert!(record.log_line().starts_with("unknown container=- "));
+    }
+
+    #[test]
+    fn a_drop_record_reads_as_a_log_line() {
+        let mut key = FlowKey {
+            ifindex: 5,
+            direction: Direction::Egress as u8,
+            family: family::IPV4,
+            proto: IPPROTO_TCP,
+            src_port: 40000,
+            dst_port: 443,
+            ..FlowKey::default()
+        };
+        key.src[..4].copy_from_slice(&[172, 30, 0, 2]);
+        key.dst[..4].copy_from_slice(&[203, 0, 113, 7]);
+        let event = FlowEvent {
+            kind: EventKind::Drop as u8,
+            verdict: Verdict::Dropped as u8,
+            reason: DropReason::NotInNetwork as u8,
+            key,
+            packets: 3,
+            ..FlowEvent::default()
+        };
+        let line = FlowRecord::new(&event, &FlowNames::default()).log_line();
+        assert_eq!(
+            line,
+            "drop container=- network=- interface=- direction=egress proto=tcp \
+             src=172.30.0.2:40000 dst=203.0.113.7:443 reason=not-in-network packets=3 peer=-"
+        );
+    }
+}
