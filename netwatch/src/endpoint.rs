@@ -15,19 +15,25 @@
 //! anything else (a macvlan, an interface of another namespace) is an error,
 //! never a guess.
 //!
+//! [`route_to`] asks the same way which interface a container's own routing
+//! would send a packet out of (`RTM_GETROUTE`, what `ip route get` asks), so
+//! `netwatch explain` follows the route the container really has.
+//!
 //! Needs `CAP_SYS_ADMIN` (entering a namespace) and `CAP_SYS_PTRACE` or the
 //! same user as the container's process (opening its namespace): run as root.
 
 use std::fmt;
 use std::fs::File;
 use std::io;
+use std::net::IpAddr;
 use std::str::FromStr;
 
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
-use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use nix::sched::{CloneFlags, setns};
 
@@ -403,6 +409,178 @@ impl Netlink {
     }
 }
 
+/// Where a network namespace's routing sends a packet for one destination,
+/// as `ip route get` answers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Out through this interface of the namespace.
+    Via {
+        ifname: String,
+        ifindex: u32,
+        /// The interface's MAC address; `None` for devices without one.
+        mac: Option<MacAddr>,
+    },
+    /// The destination is an address of the namespace itself: the packet
+    /// never leaves it.
+    Local,
+    /// No route takes the packet anywhere.
+    Unroutable(Unroutable),
+}
+
+/// Why a lookup found no way out, told apart by the kernel's error
+/// (`ENETUNREACH`, `EHOSTUNREACH`, `EACCES`, `EINVAL`), checked on Linux
+/// 6.18 for IPv4 and IPv6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unroutable {
+    /// No route covers the destination (or a `throw` route does).
+    NoRoute,
+    /// An `unreachable` route covers it.
+    Unreachable,
+    /// A `prohibit` route covers it.
+    Prohibited,
+    /// A `blackhole` route covers it.
+    Blackhole,
+}
+
+impl Unroutable {
+    fn from_errno(errno: i32) -> Option<Unroutable> {
+        match errno {
+            nix::libc::ENETUNREACH => Some(Unroutable::NoRoute),
+            nix::libc::EHOSTUNREACH => Some(Unroutable::Unreachable),
+            nix::libc::EACCES => Some(Unroutable::Prohibited),
+            nix::libc::EINVAL => Some(Unroutable::Blackhole),
+            _ => None,
+        }
+    }
+}
+
+/// Asks the routing of process `pid`'s network namespace (a container's)
+/// where it would send a packet for `dst`, and names the interface it
+/// leaves through. Like [`host_veths`], only a dedicated thread enters the
+/// namespace, and it ends right after.
+///
+/// # Errors
+///
+/// As [`host_veths`]: the namespace cannot be entered or left, or the
+/// kernel refuses the query for a reason other than having no route.
+pub fn route_to(pid: u32, dst: IpAddr) -> Result<Route, EndpointError> {
+    let netns = File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|source| EndpointError::OpenNamespace { pid, source })?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| visit_route(pid, &netns, dst))
+            .join()
+            .map_err(|_| EndpointError::Panicked { pid })
+    })?
+}
+
+fn visit_route(pid: u32, netns: &File, dst: IpAddr) -> Result<Route, EndpointError> {
+    let home = File::open("/proc/thread-self/ns/net")
+        .map_err(|source| EndpointError::OpenNamespace { pid, source })?;
+    setns(netns, CloneFlags::CLONE_NEWNET)
+        .map_err(|source| EndpointError::EnterNamespace { pid, source })?;
+    // Whatever happens in there, come back before reporting it.
+    let route = Netlink::open().and_then(|netlink| {
+        Ok(match netlink.route_get(dst)? {
+            RouteAnswer::Out(ifindex) => match netlink.link_by_index(ifindex)? {
+                Some(link) => Route::Via {
+                    ifname: link.name,
+                    ifindex,
+                    mac: link.mac,
+                },
+                // The interface went away between the two questions.
+                None => Route::Unroutable(Unroutable::NoRoute),
+            },
+            RouteAnswer::Local => Route::Local,
+            RouteAnswer::Refused(why) => Route::Unroutable(why),
+        })
+    });
+    setns(&home, CloneFlags::CLONE_NEWNET)
+        .map_err(|source| EndpointError::LeaveNamespace { pid, source })?;
+    route
+}
+
+/// The kernel's answer to `RTM_GETROUTE`.
+enum RouteAnswer {
+    Out(u32),
+    Local,
+    Refused(Unroutable),
+}
+
+impl Netlink {
+    /// `RTM_GETROUTE` for one address: the route an outgoing packet takes.
+    fn route_get(&self, dst: IpAddr) -> Result<RouteAnswer, EndpointError> {
+        let what = "looking up a route";
+        let err = |source| EndpointError::Netlink { what, source };
+        let mut message = RouteMessage::default();
+        message.header.address_family = match dst {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        message.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+        message
+            .attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+        let mut packet = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::from(RouteNetlinkMessage::GetRoute(message)),
+        );
+        packet.header.flags = NLM_F_REQUEST;
+        packet.header.sequence_number = 1;
+        packet.finalize();
+        let mut buf = vec![0; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.socket.send(&buf, 0).map_err(err)?;
+        loop {
+            let (datagram, _) = self.socket.recv_from_full().map_err(err)?;
+            let mut offset = 0;
+            while offset < datagram.len() {
+                let reply: NetlinkMessage<RouteNetlinkMessage> =
+                    NetlinkMessage::deserialize(&datagram[offset..]).map_err(|e| {
+                        err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+                    })?;
+                let length = reply.header.length as usize;
+                match reply.payload {
+                    NetlinkPayload::Error(error) if error.code.is_some() => {
+                        let source = error.to_io();
+                        return match source.raw_os_error().and_then(Unroutable::from_errno) {
+                            Some(why) => Ok(RouteAnswer::Refused(why)),
+                            None => Err(err(source)),
+                        };
+                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) => {
+                        return Ok(route_answer(&route));
+                    }
+                    _ => {}
+                }
+                if length == 0 {
+                    break;
+                }
+                offset += length;
+            }
+        }
+    }
+}
+
+fn route_answer(route: &RouteMessage) -> RouteAnswer {
+    match route.header.kind {
+        RouteType::Local => return RouteAnswer::Local,
+        RouteType::Unreachable => return RouteAnswer::Refused(Unroutable::Unreachable),
+        RouteType::Prohibit => return RouteAnswer::Refused(Unroutable::Prohibited),
+        RouteType::BlackHole => return RouteAnswer::Refused(Unroutable::Blackhole),
+        RouteType::Throw => return RouteAnswer::Refused(Unroutable::NoRoute),
+        _ => {}
+    }
+    route
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            RouteAttribute::Oif(ifindex) => Some(RouteAnswer::Out(*ifindex)),
+            _ => None,
+        })
+        .unwrap_or(RouteAnswer::Refused(Unroutable::NoRoute))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,6 +607,41 @@ mod tests {
         ] {
             assert!(text.parse::<MacAddr>().is_err(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn route_types_that_refuse_are_unroutable() {
+        let mut route = RouteMessage::default();
+        route.header.kind = RouteType::Unicast;
+        route.attributes.push(RouteAttribute::Oif(7));
+        assert!(matches!(route_answer(&route), RouteAnswer::Out(7)));
+        route.header.kind = RouteType::Local;
+        assert!(matches!(route_answer(&route), RouteAnswer::Local));
+        route.header.kind = RouteType::BlackHole;
+        assert!(matches!(
+            route_answer(&route),
+            RouteAnswer::Refused(Unroutable::Blackhole)
+        ));
+        let mut without_interface = RouteMessage::default();
+        without_interface.header.kind = RouteType::Unicast;
+        assert!(matches!(
+            route_answer(&without_interface),
+            RouteAnswer::Refused(Unroutable::NoRoute)
+        ));
+        assert_eq!(
+            Unroutable::from_errno(nix::libc::ENETUNREACH),
+            Some(Unroutable::NoRoute)
+        );
+        assert_eq!(Unroutable::from_errno(nix::libc::EPERM), None);
+    }
+
+    #[test]
+    fn route_lookup_in_a_missing_process_is_a_clear_error() {
+        let error = route_to(0, IpAddr::from([203, 0, 113, 7])).unwrap_err();
+        assert!(
+            matches!(error, EndpointError::OpenNamespace { pid: 0, .. }),
+            "{error}"
+        );
     }
 
     #[test]

@@ -1,38 +1,112 @@
-//! `netwatch explain` against dockerd: the reference model's verdict and
-//! rule for each kind of destination, and the kernel program agreeing with
-//! it (`--from-kernel`). No packet is sent: the kernel check runs the packet
-//! through BPF_PROG_TEST_RUN.
+//! `netwatch explain` against dockerd: the path of a packet through
+//! netwatch's hooks (source veth, uplink shield, destination veth), the
+//! verdict and rule at each, and the kernel programs agreeing with the
+//! reference model (`--from-kernel`). No packet is sent: the kernel check
+//! runs each hop's frame through BPF_PROG_TEST_RUN, and routes are only
+//! looked up.
 
-use std::process::Command;
+use std::{
+    path::Path,
+    process::{Command, Output},
+};
 
+use netwatch::datapath::{Attachment, Datapath, LoadOptions};
 use netwatch_tests::{
     docker::{TestContainer, TestNetwork, docker_ok, require_dockerd},
     fixture::require_root,
+    netns::{PinDir, run},
 };
 use serde_json::Value;
 
 const NETWATCH: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
 
-fn explain(container: &str, destination: &str) -> Value {
-    let out = Command::new(NETWATCH)
-        .args([
-            "explain",
-            container,
-            destination,
-            "--from-kernel",
-            "-o",
-            "json",
-        ])
-        .output()
-        .unwrap();
+fn netwatch(args: &[&str]) -> Output {
+    Command::new(NETWATCH).args(args).output().unwrap()
+}
+
+/// `explain SOURCE DESTINATION --from-kernel -o json [--pin-root DIR]`,
+/// which must succeed (so every kernel check agrees).
+fn explain_in(pin_root: Option<&Path>, source: &str, destination: &str) -> Value {
+    let mut args = vec![
+        "explain",
+        source,
+        destination,
+        "--from-kernel",
+        "-o",
+        "json",
+    ];
+    let root;
+    if let Some(dir) = pin_root {
+        root = dir.display().to_string();
+        args.extend(["--pin-root", &root]);
+    }
+    let out = netwatch(&args);
     assert!(
         out.status.success(),
-        "explain {destination}: {}",
+        "explain {source} {destination}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
-    all[0].clone()
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(got.is_object(), "one object: {got}");
+    got
+}
+
+/// [`explain_in`] with a pin root that holds nothing: no uplink shield,
+/// whatever an agent on this machine has attached.
+fn explain(source: &str, destination: &str) -> Value {
+    let empty = PinDir::create();
+    explain_in(Some(&empty.0), source, destination)
+}
+
+/// Each hop as (hook, verdict, reason).
+fn hops(got: &Value) -> Vec<(String, String, Option<String>)> {
+    got["hops"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no hops: {got}"))
+        .iter()
+        .map(|h| {
+            (
+                h["hook"].as_str().unwrap().to_owned(),
+                h["verdict"].as_str().unwrap().to_owned(),
+                h["reason"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+fn hop(hook: &str, verdict: &str, reason: Option<&str>) -> (String, String, Option<String>) {
+    (hook.into(), verdict.into(), reason.map(str::to_owned))
+}
+
+fn network_field(network: &TestNetwork, field: &str) -> String {
+    docker_ok(&[
+        "network",
+        "inspect",
+        "--format",
+        &format!("{{{{(index .IPAM.Config 0).{field}}}}}"),
+        &network.id,
+    ])
+}
+
+fn container_ip(container: &TestContainer, network: &TestNetwork) -> String {
+    docker_ok(&[
+        "inspect",
+        "--format",
+        &format!(
+            "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+            network.name
+        ),
+        &container.name,
+    ])
+}
+
+/// The overall verdict, reason and rule, and that the kernel agreed.
+fn assert_verdict(got: &Value, verdict: &str, reason: Option<&str>, rule: &str) {
+    assert_eq!(got["verdict"], verdict, "{got}");
+    assert_eq!(got["reason"].as_str(), reason, "{got}");
+    assert!(got["rule"].as_str().unwrap().contains(rule), "{got}");
+    assert_eq!(got["kernel_agrees"], true, "{got}");
 }
 
 #[test]
@@ -49,13 +123,7 @@ fn explain_names_the_deciding_rule_and_the_kernel_agrees() {
     );
     let a = TestContainer::run("a", &["--network", &internal.name]);
     let b = TestContainer::run("b", &["--network", &internal.name]);
-    let gateway = docker_ok(&[
-        "network",
-        "inspect",
-        "--format",
-        "{{(index .IPAM.Config 0).Gateway}}",
-        &internal.id,
-    ]);
+    let gateway = network_field(&internal, "Gateway");
 
     let cases = [
         (
@@ -86,12 +154,281 @@ fn explain_names_the_deciding_rule_and_the_kernel_agrees() {
     ];
     for (destination, verdict, reason, rule) in cases {
         let got = explain(&a.name, &destination);
-        assert_eq!(got["verdict"], verdict, "{destination}: {got}");
-        assert_eq!(got["reason"].as_str(), reason, "{destination}: {got}");
-        assert!(
-            got["rule"].as_str().unwrap().contains(rule),
-            "{destination}: {got}"
-        );
-        assert_eq!(got["kernel"]["agrees"], true, "{destination}: {got}");
+        assert_verdict(&got, verdict, reason, rule);
+        assert_eq!(got["source"], a.name.as_str(), "{got}");
+        assert_eq!(got["destination"], destination.as_str(), "{got}");
+        assert_eq!(got["hops"][0]["hook"], "from-container", "{got}");
+        assert_eq!(got["hops"][0]["network"], internal.name.as_str(), "{got}");
+        assert_eq!(got["hops"][0]["kernel"]["agrees"], true, "{got}");
+    }
+    let to_peer = explain(&a.name, &format!("{}:5432", b.name));
+    assert_eq!(
+        hops(&to_peer),
+        [
+            hop("from-container", "forwarded", None),
+            hop("to-container", "forwarded", None)
+        ],
+        "{to_peer}"
+    );
+    assert_eq!(to_peer["hops"][1]["container"], b.name.as_str());
+
+    let table = netwatch(&["explain", &a.name, &format!("{gateway}:53/udp")]);
+    assert!(table.status.success());
+    let table = String::from_utf8_lossy(&table.stdout);
+    let src = container_ip(&a, &internal);
+    assert_eq!(
+        table.lines().next(),
+        Some(format!("{src} -> {gateway}:53/udp: dropped (host-access)").as_str()),
+        "{table}"
+    );
+}
+
+#[test]
+fn container_to_a_container_on_another_internal_network() {
+    require_root();
+    require_dockerd();
+    let first = TestNetwork::create("int1", &["--internal"]);
+    let second = TestNetwork::create("int2", &["--internal"]);
+    let normal = TestNetwork::create("normal", &[]);
+    let db = TestContainer::run("db", &["--network", &second.name]);
+    let inside = TestContainer::run("inside", &["--network", &first.name]);
+    let web = TestContainer::run("web", &["--network", &normal.name]);
+    let db_ip = container_ip(&db, &second);
+
+    let got = explain(&inside.name, &format!("{}:5432", db.name));
+    assert_verdict(
+        &got,
+        "dropped",
+        Some("not-in-network"),
+        &format!("{db_ip} is outside {}", first.name),
+    );
+    assert_eq!(
+        hops(&got),
+        [
+            hop("from-container", "dropped", Some("not-in-network")),
+            hop("to-container", "dropped", Some("not-in-network"))
+        ],
+        "dropped at the source, and the destination would drop it too: {got}"
+    );
+
+    let web_ip = container_ip(&web, &normal);
+    let got = explain(&web.name, &format!("{db_ip}:5432"));
+    assert_verdict(
+        &got,
+        "dropped",
+        Some("not-in-network"),
+        &format!("{web_ip} is outside {}", second.name),
+    );
+    assert_eq!(
+        hops(&got),
+        [
+            hop("from-container", "forwarded", None),
+            hop("to-container", "dropped", Some("not-in-network"))
+        ],
+        "{got}"
+    );
+    assert!(
+        got["hops"][0]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("observed, not enforced"),
+        "{got}"
+    );
+}
+
+/// A veth pair in the host namespace, with no addresses, that plays the
+/// uplink; deleted (with its peer) on drop.
+struct FakeUplink {
+    name: String,
+}
+
+impl FakeUplink {
+    fn create() -> FakeUplink {
+        let pid = std::process::id();
+        // The guard exists first: a half-made pair is still deleted.
+        let uplink = FakeUplink {
+            name: format!("nwx{pid}a"),
+        };
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &uplink.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("nwx{pid}b"),
+        ]);
+        uplink
+    }
+}
+
+impl Drop for FakeUplink {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn from_outside_the_uplink_shield_decides_first() {
+    require_root();
+    require_dockerd();
+    let backend = TestNetwork::create("back", &["--internal"]);
+    let db = TestContainer::run("db", &["--network", &backend.name]);
+    let db_ip = container_ip(&db, &backend);
+    let subnet = network_field(&backend, "Subnet");
+    let destination = format!("{}:5432", db.name);
+
+    let uplink = FakeUplink::create();
+    let pins = PinDir::create();
+    let ifindex = nix::net::if_::if_nametoindex(uplink.name.as_str()).unwrap();
+    let mut datapath = Datapath::load(&LoadOptions {
+        pin_root: Some(pins.0.clone()),
+        ..LoadOptions::default()
+    })
+    .unwrap();
+    assert_eq!(
+        datapath.attach_uplink(&uplink.name, ifindex).unwrap(),
+        Attachment::Attached
+    );
+    drop(datapath);
+
+    let got = explain_in(Some(&pins.0), "203.0.113.7", &destination);
+    assert_verdict(
+        &got,
+        "dropped",
+        Some("protected-prefix"),
+        &format!(
+            "{db_ip} is inside protected prefix {subnet} of internal network {}: the uplink shield drops it",
+            backend.name
+        ),
+    );
+    assert_eq!(got["src"], "203.0.113.7");
+    assert_eq!(got["dst"], db_ip.as_str());
+    assert_eq!(got["hops"][0]["interface"], uplink.name.as_str(), "{got}");
+    assert_eq!(got["hops"][0]["kernel"]["agrees"], true, "{got}");
+    assert_eq!(
+        got["hops"][0]["kernel"]["reason"], "protected-prefix",
+        "{got}"
+    );
+    assert_eq!(
+        hops(&got),
+        [
+            hop("uplink", "dropped", Some("protected-prefix")),
+            hop("to-container", "dropped", Some("not-in-network"))
+        ],
+        "{got}"
+    );
+
+    let got = explain("203.0.113.7", &destination);
+    assert_verdict(
+        &got,
+        "dropped",
+        Some("not-in-network"),
+        "nothing from outside the network reaches its endpoints",
+    );
+    assert_eq!(
+        hops(&got),
+        [
+            hop("uplink", "skipped", None),
+            hop("to-container", "dropped", Some("not-in-network"))
+        ],
+        "{got}"
+    );
+    assert!(
+        got["hops"][0]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("no uplink shield is attached"),
+        "{got}"
+    );
+    assert_eq!(got["hops"][0]["kernel"], Value::Null, "{got}");
+}
+
+#[test]
+fn the_host_cannot_open_connections_into_an_internal_network() {
+    require_root();
+    require_dockerd();
+    let backend = TestNetwork::create("back", &["--internal"]);
+    let db = TestContainer::run("db", &["--network", &backend.name]);
+    let gateway = network_field(&backend, "Gateway");
+
+    let got = explain("host", &format!("{}:5432", db.name));
+    assert_verdict(
+        &got,
+        "dropped",
+        Some("host-access"),
+        &format!(
+            "the host (gateway {gateway}) cannot open connections into {}",
+            backend.name
+        ),
+    );
+    assert_eq!(got["source"], "host");
+    assert_eq!(
+        got["src"],
+        gateway.as_str(),
+        "the host sends from the gateway"
+    );
+    assert_eq!(
+        hops(&got),
+        [hop("to-container", "dropped", Some("host-access"))],
+        "{got}"
+    );
+}
+
+#[test]
+fn an_internal_container_without_a_default_route_cannot_address_the_outside() {
+    require_root();
+    require_dockerd();
+    let backend = TestNetwork::create("back", &["--internal"]);
+    let db = TestContainer::run("db", &["--network", &backend.name]);
+    // Docker 20.10 gives an internal network's containers a default route
+    // through the gateway (measured here); without it they have no route
+    // out at all.
+    if db.nsenter(&["ip", "route"]).contains("default") {
+        db.nsenter(&["ip", "route", "del", "default"]);
+    }
+
+    let got = explain(&db.name, "203.0.113.7:443");
+    assert_eq!(got["verdict"], "unroutable", "{got}");
+    assert_eq!(got["reason"], Value::Null, "{got}");
+    assert_eq!(
+        got["rule"],
+        format!("{} has no route to 203.0.113.7", db.name).as_str(),
+        "{got}"
+    );
+    assert_eq!(got["hops"], serde_json::json!([]), "{got}");
+    assert_eq!(got["kernel_agrees"], Value::Null, "no hop to check: {got}");
+}
+
+#[test]
+fn explain_errors_are_one_actionable_line() {
+    require_root();
+    require_dockerd();
+    let backend = TestNetwork::create("back", &["--internal"]);
+    let db = TestContainer::run("db", &["--network", &backend.name]);
+    let db_ip = container_ip(&db, &backend);
+    for (args, expected) in [
+        (
+            vec!["explain", "nwtest-no-such-container", "203.0.113.7"],
+            "no running container named",
+        ),
+        (
+            vec!["explain", "203.0.113.7", "198.51.100.1:80"],
+            "is not on any Docker network of this host",
+        ),
+        (
+            vec!["explain", "2001:db8::7", &db_ip],
+            "give both in one family",
+        ),
+    ] {
+        let out = netwatch(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
     }
 }

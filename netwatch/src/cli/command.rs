@@ -76,31 +76,66 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
-    /// Would a packet from CONTAINER to DESTINATION pass, and which rule or
-    /// label decides? Computed by netwatch's reference model from Docker's
-    /// current state and labels; `--from-kernel` also runs the same packet
-    /// through the kernel program (BPF_PROG_TEST_RUN) and says whether they
-    /// agree (exit status 1 if not).
+    /// Would a packet from SOURCE to DESTINATION get there, and which rule
+    /// or label decides? Follows the packet through every netwatch hook on
+    /// its path on this host, in order, and judges it at each with
+    /// netwatch's reference model on Docker's current state and labels:
+    ///
+    ///   from-container  the host veth of the source container's endpoint
+    ///                   that its own routing picks (asked inside the
+    ///                   container, like `ip route get`)
+    ///   uplink          the uplink shield, for a packet from outside
+    ///                   (when one is attached)
+    ///   to-container    the host veth of the destination container's
+    ///                   endpoint
+    ///
+    /// The verdict is that of the first hop that drops the packet (the hops
+    /// after it are still judged, and shown as not reached), else
+    /// forwarded; a source container without a route to the destination
+    /// gives `unroutable`.
+    /// `--from-kernel` also runs the same packet through each hop's kernel
+    /// program (BPF_PROG_TEST_RUN: nothing is sent, nothing attached) and
+    /// says whether they agree (exit status 1 if any hop does not).
+    ///
+    /// SOURCE is a container (name, id or unique id prefix), `host` (the
+    /// host opening a connection; it sends from the gateway of the
+    /// destination's network), or an IP address: a container's address
+    /// stands for that container, one of the host's for the host, any
+    /// other for the outside world. From the host or from outside, the
+    /// destination must be a container. (A container named `host` is
+    /// given by its id.)
     ///
     /// DESTINATION is an address or a container name, with an optional
     /// port and protocol (tcp by default with a port, ICMP echo without).
+    /// A container name picks its endpoint on a network it shares with the
+    /// source, else its first one.
+    ///
+    /// Only netwatch's own hooks are judged, and the packet is modelled as
+    /// it is sent: Docker's NAT (published ports, masquerading) and its
+    /// iptables rules are not modelled.
     ///
     /// Examples:
     ///   netwatch explain web 203.0.113.7:443
     ///   netwatch explain api-gateway db:5432/tcp --from-kernel
     ///   netwatch explain web [fd00::5]:53/udp -o json
+    ///   netwatch explain 203.0.113.7 db:5432
+    ///   netwatch explain host db:5432
     #[command(verbatim_doc_comment)]
     Explain {
-        /// The sending container: name, id or unique id prefix.
-        container: String,
+        /// Who sends: a container, `host`, or an IP address.
+        source: String,
         /// HOST[:port[/tcp|udp|icmp]]; bracket IPv6 addresses before a port.
         destination: String,
-        /// Also run the packet through the kernel program and compare.
+        /// Also run the packet through the kernel programs and compare.
         #[arg(long)]
         from_kernel: bool,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
+        /// Where the agent pins its links (a directory in bpffs): an uplink
+        /// link pinned there means the uplink shield is attached.
+        #[arg(long, hide = true, default_value = "/sys/fs/bpf/netwatch")]
+        pin_root: std::path::PathBuf,
     },
     /// Remove everything netwatch attached or pinned (/sys/fs/bpf/netwatch):
     /// links first, which detaches the programs from every interface, then
@@ -191,11 +226,12 @@ pub fn main() -> ExitCode {
         Command::Check { output } => cli::check::run(output),
         Command::Detach { output } => cli::detach::run(output),
         Command::Explain {
-            container,
+            source,
             destination,
             from_kernel,
             output,
-        } => cli::explain::run(&container, &destination, from_kernel, output),
+            pin_root,
+        } => cli::explain::run(&source, &destination, from_kernel, output, &pin_root),
         Command::Status { output } => cli::status::run(output),
         Command::Networks { networks, output } => cli::networks::run(&networks, output),
         Command::Inspect { container, output } => cli::inspect::run(&container, output),

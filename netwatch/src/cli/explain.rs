@@ -1,28 +1,39 @@
-//! `netwatch explain <container> <destination>[:port[/proto]]`: would a
-//! packet from this container pass, and which rule decides — from the
-//! reference model, and with `--from-kernel` from the loaded program too.
+//! `netwatch explain <source> <destination>[:port[/proto]]`: the path of
+//! one packet through netwatch's hooks on this host (the source container's
+//! veth, the uplink shield, the destination container's veth), what each
+//! decides and which rule or label decides it — from the reference model,
+//! and with `--from-kernel` from the loaded programs too.
+
+mod ends;
+mod kernel;
+mod path;
+#[cfg(test)]
+mod tests;
 
 use std::{
     net::{IpAddr, Ipv6Addr},
+    path::Path,
     process::ExitCode,
 };
 
-use anyhow::{Context as _, Result, anyhow, bail};
-use etherparse::PacketBuilder;
+use anyhow::{Result, anyhow, bail};
 use netwatch_common::{
     packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
-    reason::{Direction, DropReason},
+    reason::{DropReason, Verdict},
     verdict::Decision,
 };
 use serde::Serialize;
 
+use self::{
+    kernel::Kernel,
+    path::{PacketPath, Topology},
+};
 use super::{OutputFormat, networks};
 use crate::{
     agent::{docker_state::host_state, plan},
-    datapath::{Datapath, Hook, LoadOptions, TEST_RUN_IFINDEX},
-    docker::{Container, Snapshot},
+    datapath::{Hook, pins},
+    endpoint::{self, EndpointError},
     host,
-    policy::{EndpointSpec, ReferenceModel, compile, verdict_rule},
 };
 
 /// What the user asked about.
@@ -82,6 +93,7 @@ pub fn parse_destination(text: &str) -> Result<Destination> {
         Some("tcp") => IPPROTO_TCP,
         Some("udp") => IPPROTO_UDP,
         Some("icmp") if port.is_none() => 0,
+        Some("icmp") => bail!("ICMP has no ports: leave the port out of {text:?}"),
         Some(other) => bail!("unknown protocol {other:?} in {text:?}: expected tcp, udp or icmp"),
     };
     if host.is_empty() {
@@ -90,22 +102,36 @@ pub fn parse_destination(text: &str) -> Result<Destination> {
     Ok(Destination { host, port, proto })
 }
 
-#[derive(Serialize)]
+/// `explain -o json`: the packet, the overall verdict and every hop.
+#[derive(Debug, Serialize)]
 struct Explanation {
-    container: String,
-    network: String,
-    host_ifname: String,
-    src: IpAddr,
+    source: String,
+    destination: String,
+    src: Option<IpAddr>,
     dst: IpAddr,
     proto: &'static str,
     port: Option<u16>,
     verdict: &'static str,
     reason: Option<&'static str>,
     rule: String,
+    hops: Vec<HopReport>,
+    kernel_agrees: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct HopReport {
+    hook: &'static str,
+    interface: Option<String>,
+    container: Option<String>,
+    network: Option<String>,
+    /// `forwarded` or `dropped`, or `skipped` for a hook that is not there.
+    verdict: &'static str,
+    reason: Option<&'static str>,
+    rule: String,
     kernel: Option<KernelCheck>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct KernelCheck {
     verdict: &'static str,
     reason: Option<&'static str>,
@@ -122,58 +148,156 @@ fn proto_name(proto: u8) -> &'static str {
     }
 }
 
-/// The frame the container would send: Ethernet from its MAC, then IP, then
-/// a TCP SYN, a UDP datagram or an ICMP echo request.
-fn frame(spec: &EndpointSpec, src: IpAddr, dst: IpAddr, proto: u8, port: u16) -> Result<Vec<u8>> {
-    let eth = PacketBuilder::ethernet2(spec.policy.mac, [0x02, 0, 0, 0, 0, 1]);
-    let ip = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
-        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
-        _ => bail!("source and destination are of different families"),
-    };
-    let mut out = Vec::new();
-    match proto {
-        IPPROTO_TCP => ip.tcp(40000, port, 1, 64240).syn().write(&mut out, &[]),
-        IPPROTO_UDP => ip.udp(40000, port).write(&mut out, &[]),
-        _ if dst.is_ipv4() => ip.icmpv4_echo_request(1, 1).write(&mut out, &[]),
-        _ => ip.icmpv6_echo_request(1, 1).write(&mut out, &[]),
+fn hook_name(hook: Hook) -> &'static str {
+    match hook {
+        Hook::FromContainer => "from-container",
+        Hook::ToContainer => "to-container",
+        Hook::Uplink => "uplink",
+        Hook::BenchBaseline => "bench-baseline",
     }
-    .context("building the packet")?;
-    Ok(out)
 }
 
-/// Runs the frame through the loaded `from_container` program with the
-/// endpoint's compiled policy (moved to the test-run ifindex).
-fn kernel_decision(spec: &EndpointSpec, host_addrs: &[IpAddr], frame: &[u8]) -> Result<Decision> {
-    let mut spec = spec.clone();
-    spec.ifindex = TEST_RUN_IFINDEX;
-    let mut datapath = Datapath::load(&LoadOptions::default())?;
-    datapath.apply(&compile(&[spec], host_addrs)?)?;
-    let before = datapath.verdict_counts()?;
-    datapath.test_run(Hook::FromContainer, frame, 1)?;
-    let after = datapath.verdict_counts()?;
-    let reason = DropReason::ALL
+fn reason_name(decision: Decision) -> Option<&'static str> {
+    (decision.reason != DropReason::None).then(|| decision.reason.name())
+}
+
+/// The report of `path`, with the kernel's decision for each hop that was
+/// run through it (same order as the hops).
+fn explanation(destination: &str, path: &PacketPath, kernel: &[Option<Decision>]) -> Explanation {
+    let hops: Vec<HopReport> = path
+        .hops
+        .iter()
+        .zip(kernel.iter().chain(std::iter::repeat(&None)))
+        .map(|(hop, kernel)| HopReport {
+            hook: hook_name(hop.hook),
+            interface: hop.interface.clone(),
+            container: hop.container.clone(),
+            network: hop.network.clone(),
+            verdict: hop.decision.map_or("skipped", |d| d.verdict.name()),
+            reason: hop.decision.and_then(reason_name),
+            rule: hop.rule.clone(),
+            kernel: kernel.map(|k| KernelCheck {
+                verdict: k.verdict.name(),
+                reason: reason_name(k),
+                agrees: Some(k) == hop.decision,
+            }),
+        })
+        .collect();
+    let checked: Vec<bool> = hops
+        .iter()
+        .filter_map(|h| h.kernel.as_ref().map(|k| k.agrees))
+        .collect();
+    let (verdict, reason, rule) = match (&path.unroutable, path.deciding_hop()) {
+        (Some(why), _) => ("unroutable", None, why.clone()),
+        (None, Some(hop)) => {
+            let decision = hop.decision.unwrap_or(Decision::FORWARD);
+            (
+                decision.verdict.name(),
+                reason_name(decision),
+                hop.rule.clone(),
+            )
+        }
+        (None, None) => (
+            Verdict::Forwarded.name(),
+            None,
+            "no netwatch hook is on this path".to_string(),
+        ),
+    };
+    Explanation {
+        source: path.source.clone(),
+        destination: destination.to_string(),
+        src: path.src,
+        dst: path.dst,
+        proto: proto_name(path.proto),
+        port: path.port,
+        verdict,
+        reason,
+        rule,
+        hops,
+        kernel_agrees: (!checked.is_empty()).then(|| checked.iter().all(|a| *a)),
+    }
+}
+
+fn with_reason(verdict: &str, reason: Option<&str>) -> String {
+    match reason {
+        Some(reason) => format!("{verdict} ({reason})"),
+        None => verdict.to_string(),
+    }
+}
+
+/// `SRC -> DST:PORT/PROTO: VERDICT (reason)`, then one line per hop. Hops
+/// after the first drop are still judged, and marked as not reached.
+fn render_table(e: &Explanation) -> String {
+    let src = e.src.map_or_else(|| e.source.clone(), |ip| ip.to_string());
+    let dst = match (e.dst, e.port) {
+        (IpAddr::V6(v6), Some(port)) => format!("[{v6}]:{port}"),
+        (dst, Some(port)) => format!("{dst}:{port}"),
+        (dst, None) => dst.to_string(),
+    };
+    let mut out = format!(
+        "{src} -> {dst}/{}: {}\n",
+        e.proto,
+        with_reason(e.verdict, e.reason)
+    );
+    if e.hops.is_empty() {
+        out.push_str(&format!("  {}\n", e.rule));
+    }
+    let mut dropped = false;
+    for hop in &e.hops {
+        let mut line = format!("  {}", hop.hook);
+        if let Some(interface) = &hop.interface {
+            line.push_str(&format!(" {interface}"));
+        }
+        if let (Some(container), Some(network)) = (&hop.container, &hop.network) {
+            line.push_str(&format!(" ({container} on {network})"));
+        }
+        let verdict = with_reason(hop.verdict, hop.reason);
+        if dropped && hop.verdict != "skipped" {
+            line.push_str(&format!(": not reached, would be {verdict}"));
+        } else {
+            line.push_str(&format!(": {verdict}"));
+        }
+        line.push_str(&format!(" — {}", hop.rule));
+        if let Some(k) = &hop.kernel {
+            let agree = if k.agrees { "agrees" } else { "DISAGREES" };
+            line.push_str(&format!(
+                " [kernel: {} {agree}]",
+                with_reason(k.verdict, k.reason)
+            ));
+        }
+        out.push_str(&line);
+        out.push('\n');
+        dropped |= hop.verdict == Verdict::Dropped.name();
+    }
+    out
+}
+
+/// The interface the uplink shield is pinned as attached to under
+/// `pin_root`; a pin whose interface is gone does not count.
+fn attached_uplink(pin_root: &Path) -> Option<String> {
+    pins::pinned_links(pin_root)
         .into_iter()
-        .find(|r| after[*r as usize] != before[*r as usize])
-        .ok_or_else(|| anyhow!("the kernel program counted nothing"))?;
-    Ok(Decision::from_reason(reason))
-}
-
-fn find<'a>(snapshot: &'a Snapshot, query: &str) -> Result<&'a Container> {
-    let inventory = &snapshot.inventory;
-    Ok(inventory.network_owner(inventory.find_container(query)?)?)
+        .filter(|link| link.program == Hook::Uplink.program_name())
+        .find_map(|link| {
+            nix::net::if_::if_indextoname(link.ifindex)
+                .ok()?
+                .into_string()
+                .ok()
+        })
 }
 
 /// Explains one packet.
 ///
 /// # Errors
-/// Not root, Docker unreachable, unknown container, a destination that
-/// cannot be resolved, or no endpoint of the right family.
+/// Not root, Docker unreachable, an unknown container, a destination that
+/// cannot be resolved or is of another family than the source, an endpoint
+/// whose host veth is unknown, or the kernel refusing a check.
 pub fn run(
-    container: &str,
+    source: &str,
     destination: &str,
     from_kernel: bool,
     output: OutputFormat,
+    pin_root: &Path,
 ) -> Result<ExitCode> {
     if !host::is_root() {
         bail!(
@@ -182,205 +306,47 @@ pub fn run(
     }
     let wanted = parse_destination(destination)?;
     let snapshot = networks::snapshot()?;
-    let source = find(&snapshot, container)?;
-    let dst: IpAddr = match wanted.host.parse() {
-        Ok(ip) => ip,
-        Err(_) => {
-            let peer = find(&snapshot, &wanted.host)?;
-            let shared = peer
-                .endpoints
-                .iter()
-                .find(|e| {
-                    source
-                        .endpoints
-                        .iter()
-                        .any(|s| s.network_id == e.network_id)
-                })
-                .or(peer.endpoints.first())
-                .ok_or_else(|| {
-                    anyhow!("container {} has no address on a bridge network", peer.name)
-                })?;
-            shared
-                .ipv4
-                .map(IpAddr::V4)
-                .or(shared.ipv6.map(IpAddr::V6))
-                .ok_or_else(|| {
-                    anyhow!(
-                        "container {} has no address on {}",
-                        peer.name,
-                        shared.network
-                    )
-                })?
-        }
-    };
     let state = host_state(&snapshot, host::addresses());
     let plan = plan(&state);
-    // The endpoint whose network holds the destination carries the packet;
-    // otherwise each endpoint is shown (the container's default route picks).
-    let mut candidates: Vec<_> = source
-        .endpoints
-        .iter()
-        .filter(|e| {
-            state
-                .networks
-                .iter()
-                .any(|n| n.name == e.network && n.subnets.iter().any(|c| c.contains(&dst)))
-        })
-        .collect();
-    if candidates.is_empty() {
-        candidates = source.endpoints.iter().collect();
-    }
-    let proto = match (wanted.proto, dst) {
-        (0, IpAddr::V4(_)) => IPPROTO_ICMP,
-        (0, IpAddr::V6(_)) => IPPROTO_ICMPV6,
-        (p, _) => p,
+    let topology = Topology {
+        snapshot: &snapshot,
+        state: &state,
+        plan: &plan,
+        uplink: attached_uplink(pin_root),
+        pin_root,
     };
-    let mut explanations = Vec::new();
-    for endpoint in candidates {
-        let veth = snapshot
-            .veth(source, endpoint)
-            .map_err(|e| anyhow!("{} on {}: {e}", source.name, endpoint.network))?;
-        let spec = plan
-            .specs
-            .iter()
-            .find(|s| s.ifindex == veth.ifindex)
-            .ok_or_else(|| {
-                anyhow!(
-                    "network {} is not a bridge network netwatch manages",
-                    endpoint.network
-                )
-            })?;
-        let src = match dst {
-            IpAddr::V4(_) => endpoint.ipv4.map(IpAddr::V4),
-            IpAddr::V6(_) => endpoint.ipv6.map(IpAddr::V6),
-        };
-        let Some(src) = src else {
-            bail!(
-                "{} has no {} address on {}",
-                source.name,
-                if dst.is_ipv4() { "IPv4" } else { "IPv6" },
-                endpoint.network
-            );
-        };
-        let packet = frame(spec, src, dst, proto, wanted.port.unwrap_or(0))?;
-        let model = ReferenceModel::new([spec.clone()], plan.host_addrs.clone());
-        let decision = model
-            .decide(spec.ifindex, Direction::Egress, &packet)
-            .ok_or_else(|| anyhow!("no policy for {}", veth.ifname))?;
-        let rule = verdict_rule(
-            spec,
-            &endpoint.network,
-            &plan.host_addrs,
-            dst,
-            proto,
-            wanted.port,
-            decision,
-        );
-        let kernel = if from_kernel {
-            let k = kernel_decision(spec, &plan.host_addrs, &packet)?;
-            Some(KernelCheck {
-                verdict: k.verdict.name(),
-                reason: (k.reason != DropReason::None).then(|| k.reason.name()),
-                agrees: k == decision,
-            })
-        } else {
-            None
-        };
-        explanations.push(Explanation {
-            container: source.name.clone(),
-            network: endpoint.network.clone(),
-            host_ifname: veth.ifname.clone(),
-            src,
-            dst,
-            proto: proto_name(proto),
-            port: wanted.port,
-            verdict: decision.verdict.name(),
-            reason: (decision.reason != DropReason::None).then(|| decision.reason.name()),
-            rule,
-            kernel,
-        });
-    }
-    let disagreement = explanations
-        .iter()
-        .any(|e| e.kernel.as_ref().is_some_and(|k| !k.agrees));
-    match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&explanations)?),
-        OutputFormat::Table => {
-            for e in &explanations {
-                let port = e.port.map(|p| format!(":{p}")).unwrap_or_default();
-                let reason = e.reason.map(|r| format!(" ({r})")).unwrap_or_default();
-                println!(
-                    "{} -> {}{port}/{} via {} ({}): {}{reason}",
-                    e.src, e.dst, e.proto, e.network, e.host_ifname, e.verdict
-                );
-                println!("  rule: {}", e.rule);
-                if let Some(k) = &e.kernel {
-                    let reason = k.reason.map(|r| format!(" ({r})")).unwrap_or_default();
-                    let agree = if k.agrees { "agrees" } else { "DISAGREES" };
-                    println!("  kernel: {}{reason} — {agree}", k.verdict);
+    let from = ends::source(&topology, source)?;
+    let path = path::trace(&topology, from, &wanted, |container, dst| {
+        let pid = container.pid.ok_or_else(|| EndpointError::NoPid {
+            container: container.name.clone(),
+        })?;
+        endpoint::route_to(pid, dst)
+    })?;
+    let mut kernel_decisions = Vec::new();
+    if from_kernel {
+        let mut kernel: Option<Kernel> = None;
+        for hop in &path.hops {
+            let decision = match &hop.probe {
+                Some(probe) => {
+                    let kernel = match &mut kernel {
+                        Some(kernel) => kernel,
+                        None => kernel.insert(Kernel::load(&plan.host_addrs)?),
+                    };
+                    Some(kernel.decide(probe)?)
                 }
-            }
+                None => None,
+            };
+            kernel_decisions.push(decision);
         }
     }
-    Ok(if disagreement {
+    let explanation = explanation(destination, &path, &kernel_decisions);
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),
+        OutputFormat::Table => print!("{}", render_table(&explanation)),
+    }
+    Ok(if explanation.kernel_agrees == Some(false) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn destinations_parse_with_and_without_ports() {
-        let d = parse_destination("10.0.0.5:5432/tcp").unwrap();
-        assert_eq!(
-            (d.host.as_str(), d.port, d.proto),
-            ("10.0.0.5", Some(5432), IPPROTO_TCP)
-        );
-        let d = parse_destination("db:53/udp").unwrap();
-        assert_eq!(
-            (d.host.as_str(), d.port, d.proto),
-            ("db", Some(53), IPPROTO_UDP)
-        );
-        let d = parse_destination("[fd00::5]:443").unwrap();
-        assert_eq!(
-            (d.host.as_str(), d.port, d.proto),
-            ("fd00::5", Some(443), IPPROTO_TCP)
-        );
-        let d = parse_destination("fd00::5").unwrap();
-        assert_eq!((d.host.as_str(), d.port, d.proto), ("fd00::5", None, 0));
-        let d = parse_destination("203.0.113.7").unwrap();
-        assert_eq!((d.port, d.proto), (None, 0));
-    }
-
-    #[test]
-    fn bad_destinations_say_what_is_expected() {
-        assert!(
-            parse_destination("10.0.0.5:0")
-                .unwrap_err()
-                .to_string()
-                .contains("1-65535")
-        );
-        assert!(
-            parse_destination("10.0.0.5:80/sctp")
-                .unwrap_err()
-                .to_string()
-                .contains("tcp, udp or icmp")
-        );
-        assert!(
-            parse_destination("[fd00::5:80")
-                .unwrap_err()
-                .to_string()
-                .contains("unclosed")
-        );
-        assert!(
-            parse_destination(":80")
-                .unwrap_err()
-                .to_string()
-                .contains("no destination")
-        );
-    }
 }

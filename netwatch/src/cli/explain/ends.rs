@@ -1,0 +1,207 @@
+//! The two ends of the path: who sends (a container, the host, an outside
+//! address) and which address, and which container endpoint, receives.
+
+use std::net::IpAddr;
+
+use anyhow::{Result, anyhow, bail};
+
+use super::{Destination, path::Topology};
+use crate::docker::{Container, Endpoint, Snapshot};
+
+/// Who sends the packet.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    Container(&'a Container),
+    /// The host itself, from the address given, else from the gateway of
+    /// the destination's network (the address it uses on that bridge).
+    Host(Option<IpAddr>),
+    /// An address beyond this host.
+    Outside(IpAddr),
+}
+
+impl Source<'_> {
+    /// The source as JSON names it.
+    pub fn name(&self) -> String {
+        match self {
+            Source::Container(container) => container.name.clone(),
+            Source::Host(_) => "host".to_string(),
+            Source::Outside(ip) => ip.to_string(),
+        }
+    }
+
+    /// The family the user fixed by giving an address.
+    pub fn family(&self) -> Option<bool> {
+        match self {
+            Source::Host(Some(ip)) | Source::Outside(ip) => Some(ip.is_ipv4()),
+            Source::Host(None) | Source::Container(_) => None,
+        }
+    }
+}
+
+/// `host`, an address (a container's endpoint address names that
+/// container, one of the host's addresses the host), or a container.
+///
+/// # Errors
+/// An unknown or ambiguous container.
+pub fn source<'a>(topology: &Topology<'a>, text: &str) -> Result<Source<'a>> {
+    if text == "host" {
+        return Ok(Source::Host(None));
+    }
+    let unbracketed = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+        if let Some((container, _)) = endpoint_with_address(topology.snapshot, ip) {
+            return Ok(Source::Container(container));
+        }
+        if topology.plan.host_addrs.contains(&ip) {
+            return Ok(Source::Host(Some(ip)));
+        }
+        return Ok(Source::Outside(ip));
+    }
+    Ok(Source::Container(find(topology.snapshot, text)?))
+}
+
+/// A container endpoint the packet is for.
+pub struct Target<'a> {
+    pub container: &'a Container,
+    pub endpoint: &'a Endpoint,
+}
+
+/// The destination address and, when it is one, the container endpoint
+/// that holds it.
+pub fn destination<'a>(
+    topology: &Topology<'a>,
+    source: Source,
+    wanted: &Destination,
+) -> Result<(IpAddr, Option<Target<'a>>)> {
+    let family = source.family();
+    let (dst, target) = match wanted.host.parse::<IpAddr>() {
+        Ok(dst) => {
+            let target =
+                endpoint_with_address(topology.snapshot, dst).map(|(container, endpoint)| Target {
+                    container,
+                    endpoint,
+                });
+            (dst, target)
+        }
+        Err(_) => {
+            let container = find(topology.snapshot, &wanted.host)?;
+            let shared = |e: &&Endpoint| match source {
+                Source::Container(from) => from
+                    .endpoints
+                    .iter()
+                    .any(|mine| mine.network_id == e.network_id),
+                _ => false,
+            };
+            let endpoint = container
+                .endpoints
+                .iter()
+                .find(shared)
+                .or(container.endpoints.first())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "container {} has no address on a bridge network",
+                        container.name
+                    )
+                })?;
+            let dst = address(endpoint, family).ok_or_else(|| {
+                anyhow!(
+                    "container {} has no {} address on {}",
+                    container.name,
+                    family.map_or("IP", |v4| if v4 { "IPv4" } else { "IPv6" }),
+                    endpoint.network
+                )
+            })?;
+            (
+                dst,
+                Some(Target {
+                    container,
+                    endpoint,
+                }),
+            )
+        }
+    };
+    if let Some(v4) = family
+        && v4 != dst.is_ipv4()
+    {
+        bail!(
+            "the source is {} and the destination {dst} is {}: give both in one family",
+            if v4 { "IPv4" } else { "IPv6" },
+            family_name(dst)
+        );
+    }
+    Ok((dst, target))
+}
+
+fn find<'a>(snapshot: &'a Snapshot, query: &str) -> Result<&'a Container> {
+    let inventory = &snapshot.inventory;
+    Ok(inventory.network_owner(inventory.find_container(query)?)?)
+}
+
+fn endpoint_with_address(snapshot: &Snapshot, ip: IpAddr) -> Option<(&Container, &Endpoint)> {
+    snapshot.inventory.containers.iter().find_map(|container| {
+        container
+            .endpoints
+            .iter()
+            .find(|e| address(e, Some(ip.is_ipv4())) == Some(ip))
+            .map(|endpoint| (container, endpoint))
+    })
+}
+
+/// The endpoint's address of one family (`Some(true)`: IPv4), or with
+/// `None` its IPv4 address, else its IPv6 address.
+pub fn address(endpoint: &Endpoint, ipv4: Option<bool>) -> Option<IpAddr> {
+    let v4 = endpoint.ipv4.map(IpAddr::V4);
+    let v6 = endpoint.ipv6.map(IpAddr::V6);
+    match ipv4 {
+        Some(true) => v4,
+        Some(false) => v6,
+        None => v4.or(v6),
+    }
+}
+
+/// The address the host sends from into `endpoint`'s network: its gateway.
+pub fn gateway(snapshot: &Snapshot, endpoint: &Endpoint, dst: IpAddr) -> Result<IpAddr> {
+    snapshot
+        .inventory
+        .network(&endpoint.network_id)
+        .and_then(|network| {
+            network
+                .subnets
+                .iter()
+                .filter_map(|s| s.gateway)
+                .find(|gw| gw.is_ipv4() == dst.is_ipv4())
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "network {} has no {} gateway for the host to send from; give the host's address as the source",
+                endpoint.network,
+                family_name(dst)
+            )
+        })
+}
+
+pub fn family_name(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// Why a packet from the host or from outside has nothing to explain.
+pub fn not_a_container(topology: &Topology, dst: IpAddr) -> String {
+    let inside = topology
+        .state
+        .networks
+        .iter()
+        .find(|n| n.subnets.iter().any(|c| c.contains(&dst)));
+    let whose = match inside {
+        Some(network) => format!(
+            "{dst} is inside network {} but no running container has it",
+            network.name
+        ),
+        None => format!("{dst} is not on any Docker network of this host"),
+    };
+    format!(
+        "{whose}; from the host or from outside, explain a packet to a container: give its name or its address"
+    )
+}
