@@ -101,17 +101,30 @@ impl FlowRecord {
         }
     }
 
-    /// One log line: `key=value` pairs, names first.
+    /// Whether the ports are ICMP's type and code (see `FlowKey`).
+    fn is_icmp(&self) -> bool {
+        self.proto == "icmp" || self.proto == "icmpv6"
+    }
+
+    /// One log line: `key=value` pairs, names first. ICMP shows its type
+    /// and code instead of ports.
     pub fn log_line(&self) -> String {
+        let icmp = self.is_icmp();
         let endpoint = |ip: Option<IpAddr>, port: u16| match (ip, port) {
+            (Some(ip), _) if icmp => ip.to_string(),
             (Some(IpAddr::V6(v6)), p) if p != 0 => format!("[{v6}]:{p}"),
             (Some(ip), p) if p != 0 => format!("{ip}:{p}"),
             (Some(ip), _) => ip.to_string(),
             (None, _) => "-".to_string(),
         };
         let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
+        let icmp_fields = if icmp {
+            format!(" type={} code={}", self.src_port, self.dst_port)
+        } else {
+            String::new()
+        };
         format!(
-            "{} container={} network={} interface={} direction={} proto={} src={} dst={} reason={} packets={} peer={}",
+            "{} container={} network={} interface={} direction={} proto={} src={} dst={}{icmp_fields} reason={} packets={} peer={}",
             self.kind,
             or_dash(&self.container),
             or_dash(&self.network),
@@ -182,6 +195,15 @@ mod tests {
             line,
             "drop container=- network=- interface=- direction=egress proto=tcp \
              src=172.30.0.2:40000 dst=203.0.113.7:443 reason=not-in-network packets=3 peer=-"
+        );
+        let mut echo = event;
+        echo.key.proto = IPPROTO_ICMP;
+        echo.key.src_port = 8;
+        echo.key.dst_port = 0;
+        let line = FlowRecord::new(&echo, &FlowNames::default()).log_line();
+        assert!(
+            line.contains("src=172.30.0.2 dst=203.0.113.7 type=8 code=0 reason="),
+            "{line}"
         );
     }
 }
