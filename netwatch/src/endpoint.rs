@@ -28,14 +28,12 @@ use std::io;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use nix::sched::{CloneFlags, setns};
+
+pub use crate::routes::Unroutable;
+use crate::routes::{self, RouteAnswer};
+use crate::rtnetlink::{Ask, RtNetlink};
 
 /// An Ethernet MAC address, written `02:42:ac:11:00:02`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -317,37 +315,31 @@ fn kind_name(kind: &InfoKind) -> String {
     }
 }
 
-/// A blocking rtnetlink socket in the namespace of the thread that opened it.
+/// An rtnetlink socket in the namespace of the thread that opened it, its
+/// refusals worded as [`EndpointError::Netlink`] (what was being asked).
 struct Netlink {
-    socket: Socket,
+    socket: RtNetlink,
 }
 
 impl Netlink {
     fn open() -> Result<Netlink, EndpointError> {
-        let err = |source| EndpointError::Netlink {
+        let socket = RtNetlink::open().map_err(|source| EndpointError::Netlink {
             what: "opening a NETLINK_ROUTE socket",
             source,
-        };
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(err)?;
-        socket.bind_auto().map_err(err)?;
-        socket.connect(&SocketAddr::new(0, 0)).map_err(err)?;
+        })?;
         Ok(Netlink { socket })
     }
 
     /// Every interface of this namespace (`RTM_GETLINK`, dump).
     fn links(&self) -> Result<Vec<Link>, EndpointError> {
-        self.request(
-            LinkMessage::default(),
-            NLM_F_REQUEST | NLM_F_DUMP,
-            "listing interfaces",
-        )
+        self.request(LinkMessage::default(), Ask::Dump, "listing interfaces")
     }
 
     /// The interface with `ifindex`, or `None` when there is none.
     fn link_by_index(&self, ifindex: u32) -> Result<Option<Link>, EndpointError> {
         let mut message = LinkMessage::default();
         message.header.index = ifindex;
-        match self.request(message, NLM_F_REQUEST, "looking up an interface by index") {
+        match self.request(message, Ask::One, "looking up an interface by index") {
             Ok(mut links) => Ok(links.pop()),
             Err(EndpointError::Netlink { source, .. })
                 if source.raw_os_error() == Some(nix::libc::ENODEV) =>
@@ -361,51 +353,22 @@ impl Netlink {
     fn request(
         &self,
         message: LinkMessage,
-        flags: u16,
+        ask: Ask,
         what: &'static str,
     ) -> Result<Vec<Link>, EndpointError> {
-        let err = |source| EndpointError::Netlink { what, source };
-        let mut packet = NetlinkMessage::new(
-            NetlinkHeader::default(),
-            NetlinkPayload::from(RouteNetlinkMessage::GetLink(message)),
-        );
-        packet.header.flags = flags;
-        packet.header.sequence_number = 1;
-        packet.finalize();
-        let mut buf = vec![0; packet.buffer_len()];
-        packet.serialize(&mut buf);
-        self.socket.send(&buf, 0).map_err(err)?;
+        let links = self
+            .socket
+            .links(message, ask)
+            .map_err(|source| EndpointError::Netlink { what, source })?;
+        Ok(links.into_iter().map(Link::from_message).collect())
+    }
 
-        let dump = flags & NLM_F_DUMP != 0;
-        let mut links = Vec::new();
-        loop {
-            let (datagram, _) = self.socket.recv_from_full().map_err(err)?;
-            let mut offset = 0;
-            while offset < datagram.len() {
-                let reply: NetlinkMessage<RouteNetlinkMessage> =
-                    NetlinkMessage::deserialize(&datagram[offset..]).map_err(|e| {
-                        err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
-                    })?;
-                let length = reply.header.length as usize;
-                match reply.payload {
-                    NetlinkPayload::Done(_) => return Ok(links),
-                    NetlinkPayload::Error(error) if error.code.is_some() => {
-                        return Err(err(error.to_io()));
-                    }
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
-                        links.push(Link::from_message(link));
-                        if !dump {
-                            return Ok(links);
-                        }
-                    }
-                    _ => {}
-                }
-                if length == 0 {
-                    break;
-                }
-                offset += length;
-            }
-        }
+    /// `RTM_GETROUTE` for one address: the route an outgoing packet takes.
+    fn route_get(&self, dst: IpAddr) -> Result<RouteAnswer, EndpointError> {
+        routes::route_get(&self.socket, dst).map_err(|source| EndpointError::Netlink {
+            what: "looking up a route",
+            source,
+        })
     }
 }
 
@@ -425,33 +388,6 @@ pub enum Route {
     Local,
     /// No route takes the packet anywhere.
     Unroutable(Unroutable),
-}
-
-/// Why a lookup found no way out, told apart by the kernel's error
-/// (`ENETUNREACH`, `EHOSTUNREACH`, `EACCES`, `EINVAL`), checked on Linux
-/// 6.18 for IPv4 and IPv6.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unroutable {
-    /// No route covers the destination (or a `throw` route does).
-    NoRoute,
-    /// An `unreachable` route covers it.
-    Unreachable,
-    /// A `prohibit` route covers it.
-    Prohibited,
-    /// A `blackhole` route covers it.
-    Blackhole,
-}
-
-impl Unroutable {
-    fn from_errno(errno: i32) -> Option<Unroutable> {
-        match errno {
-            nix::libc::ENETUNREACH => Some(Unroutable::NoRoute),
-            nix::libc::EHOSTUNREACH => Some(Unroutable::Unreachable),
-            nix::libc::EACCES => Some(Unroutable::Prohibited),
-            nix::libc::EINVAL => Some(Unroutable::Blackhole),
-            _ => None,
-        }
-    }
 }
 
 /// Asks the routing of process `pid`'s network namespace (a container's)
@@ -500,87 +436,6 @@ fn visit_route(pid: u32, netns: &File, dst: IpAddr) -> Result<Route, EndpointErr
     route
 }
 
-/// The kernel's answer to `RTM_GETROUTE`.
-enum RouteAnswer {
-    Out(u32),
-    Local,
-    Refused(Unroutable),
-}
-
-impl Netlink {
-    /// `RTM_GETROUTE` for one address: the route an outgoing packet takes.
-    fn route_get(&self, dst: IpAddr) -> Result<RouteAnswer, EndpointError> {
-        let what = "looking up a route";
-        let err = |source| EndpointError::Netlink { what, source };
-        let mut message = RouteMessage::default();
-        message.header.address_family = match dst {
-            IpAddr::V4(_) => AddressFamily::Inet,
-            IpAddr::V6(_) => AddressFamily::Inet6,
-        };
-        message.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
-        message
-            .attributes
-            .push(RouteAttribute::Destination(RouteAddress::from(dst)));
-        let mut packet = NetlinkMessage::new(
-            NetlinkHeader::default(),
-            NetlinkPayload::from(RouteNetlinkMessage::GetRoute(message)),
-        );
-        packet.header.flags = NLM_F_REQUEST;
-        packet.header.sequence_number = 1;
-        packet.finalize();
-        let mut buf = vec![0; packet.buffer_len()];
-        packet.serialize(&mut buf);
-        self.socket.send(&buf, 0).map_err(err)?;
-        loop {
-            let (datagram, _) = self.socket.recv_from_full().map_err(err)?;
-            let mut offset = 0;
-            while offset < datagram.len() {
-                let reply: NetlinkMessage<RouteNetlinkMessage> =
-                    NetlinkMessage::deserialize(&datagram[offset..]).map_err(|e| {
-                        err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
-                    })?;
-                let length = reply.header.length as usize;
-                match reply.payload {
-                    NetlinkPayload::Error(error) if error.code.is_some() => {
-                        let source = error.to_io();
-                        return match source.raw_os_error().and_then(Unroutable::from_errno) {
-                            Some(why) => Ok(RouteAnswer::Refused(why)),
-                            None => Err(err(source)),
-                        };
-                    }
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) => {
-                        return Ok(route_answer(&route));
-                    }
-                    _ => {}
-                }
-                if length == 0 {
-                    break;
-                }
-                offset += length;
-            }
-        }
-    }
-}
-
-fn route_answer(route: &RouteMessage) -> RouteAnswer {
-    match route.header.kind {
-        RouteType::Local => return RouteAnswer::Local,
-        RouteType::Unreachable => return RouteAnswer::Refused(Unroutable::Unreachable),
-        RouteType::Prohibit => return RouteAnswer::Refused(Unroutable::Prohibited),
-        RouteType::BlackHole => return RouteAnswer::Refused(Unroutable::Blackhole),
-        RouteType::Throw => return RouteAnswer::Refused(Unroutable::NoRoute),
-        _ => {}
-    }
-    route
-        .attributes
-        .iter()
-        .find_map(|attribute| match attribute {
-            RouteAttribute::Oif(ifindex) => Some(RouteAnswer::Out(*ifindex)),
-            _ => None,
-        })
-        .unwrap_or(RouteAnswer::Refused(Unroutable::NoRoute))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,32 +462,6 @@ mod tests {
         ] {
             assert!(text.parse::<MacAddr>().is_err(), "{text:?}");
         }
-    }
-
-    #[test]
-    fn route_types_that_refuse_are_unroutable() {
-        let mut route = RouteMessage::default();
-        route.header.kind = RouteType::Unicast;
-        route.attributes.push(RouteAttribute::Oif(7));
-        assert!(matches!(route_answer(&route), RouteAnswer::Out(7)));
-        route.header.kind = RouteType::Local;
-        assert!(matches!(route_answer(&route), RouteAnswer::Local));
-        route.header.kind = RouteType::BlackHole;
-        assert!(matches!(
-            route_answer(&route),
-            RouteAnswer::Refused(Unroutable::Blackhole)
-        ));
-        let mut without_interface = RouteMessage::default();
-        without_interface.header.kind = RouteType::Unicast;
-        assert!(matches!(
-            route_answer(&without_interface),
-            RouteAnswer::Refused(Unroutable::NoRoute)
-        ));
-        assert_eq!(
-            Unroutable::from_errno(nix::libc::ENETUNREACH),
-            Some(Unroutable::NoRoute)
-        );
-        assert_eq!(Unroutable::from_errno(nix::libc::EPERM), None);
     }
 
     #[test]

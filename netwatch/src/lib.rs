@@ -8,3 +8,4 @@ pub mod flows;
 pub mod host;
 pub mod policy;
 pub mod routes;
+pub mod rtnetlink;

@@ -1,18 +1,16 @@
-//! Routing questions, asked of the kernel over rtnetlink in the calling
-//! thread's network namespace: which interfaces hold a default route (the
-//! uplinks the shield goes on) and which interface a packet to an address
-//! would leave by (`ip route get`, without running `ip`).
+//! Routing questions, asked of the kernel over rtnetlink: which interfaces
+//! hold a default route in the calling thread's network namespace (the
+//! uplinks the shield goes on) and where a namespace's routing sends a
+//! packet for an address (`ip route get`, without running `ip`).
 
 use std::{io, net::IpAddr};
 
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
 use netlink_packet_route::{
-    AddressFamily, RouteNetlinkMessage,
+    AddressFamily,
     route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType},
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::rtnetlink::{Ask, RtNetlink};
 
 /// The ifindexes of the interfaces that hold a default route (IPv4 or IPv6)
 /// in the main table, sorted and without duplicates. Multipath default
@@ -21,11 +19,12 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 /// # Errors
 /// The netlink socket cannot be opened or the kernel refuses the dump.
 pub fn default_route_interfaces() -> io::Result<Vec<u32>> {
+    let netlink = RtNetlink::open()?;
     let mut ifindexes = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut request = RouteMessage::default();
         request.header.address_family = family;
-        for route in request_routes(request, NLM_F_REQUEST | NLM_F_DUMP)? {
+        for route in netlink.routes(request, Ask::Dump)? {
             let header = &route.header;
             if header.destination_prefix_length != 0
                 || header.table != RouteHeader::RT_TABLE_MAIN
@@ -49,89 +48,91 @@ pub fn default_route_interfaces() -> io::Result<Vec<u32>> {
     Ok(ifindexes)
 }
 
-/// The interface a packet to `dst` would leave by (`RTM_GETROUTE` for one
-/// address), or `None` when there is no route (ENETUNREACH, EHOSTUNREACH).
-///
-/// # Errors
-/// The netlink socket cannot be opened or the kernel refuses the request for
-/// another reason.
-pub fn output_interface(dst: IpAddr) -> io::Result<Option<u32>> {
-    let mut request = RouteMessage::default();
-    let (family, address, len) = match dst {
-        IpAddr::V4(v4) => (AddressFamily::Inet, RouteAddress::Inet(v4), 32),
-        IpAddr::V6(v6) => (AddressFamily::Inet6, RouteAddress::Inet6(v6), 128),
-    };
-    request.header.address_family = family;
-    request.header.destination_prefix_length = len;
-    request
-        .attributes
-        .push(RouteAttribute::Destination(address));
-    let routes = match request_routes(request, NLM_F_REQUEST) {
-        Ok(routes) => routes,
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(nix::libc::ENETUNREACH | nix::libc::EHOSTUNREACH)
-            ) =>
-        {
-            return Ok(None);
-        }
-        Err(e) => return Err(e),
-    };
-    Ok(routes.iter().find_map(|route| {
-        route.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Oif(ifindex) => Some(*ifindex),
-            _ => None,
-        })
-    }))
+/// Where a namespace's routing sends a packet for one destination: the
+/// kernel's answer to `RTM_GETROUTE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteAnswer {
+    /// Out through the interface with this ifindex.
+    Out(u32),
+    /// The destination is an address of the namespace itself.
+    Local,
+    /// No route takes the packet anywhere.
+    Refused(Unroutable),
 }
 
-/// Sends one route request and collects the replies (one for a lookup,
-/// many for a dump).
-fn request_routes(message: RouteMessage, flags: u16) -> io::Result<Vec<RouteMessage>> {
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    let mut packet = NetlinkMessage::new(
-        NetlinkHeader::default(),
-        NetlinkPayload::from(RouteNetlinkMessage::GetRoute(message)),
-    );
-    packet.header.flags = flags;
-    packet.header.sequence_number = 1;
-    packet.finalize();
-    let mut buf = vec![0; packet.buffer_len()];
-    packet.serialize(&mut buf);
-    socket.send(&buf, 0)?;
+/// Why a lookup found no way out, told apart by the kernel's error
+/// (`ENETUNREACH`, `EHOSTUNREACH`, `EACCES`, `EINVAL`), checked on Linux
+/// 6.18 for IPv4 and IPv6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unroutable {
+    /// No route covers the destination (or a `throw` route does).
+    NoRoute,
+    /// An `unreachable` route covers it.
+    Unreachable,
+    /// A `prohibit` route covers it.
+    Prohibited,
+    /// A `blackhole` route covers it.
+    Blackhole,
+}
 
-    let dump = flags & NLM_F_DUMP != 0;
-    let mut routes = Vec::new();
-    loop {
-        let (datagram, _) = socket.recv_from_full()?;
-        let mut offset = 0;
-        while offset < datagram.len() {
-            let reply: NetlinkMessage<RouteNetlinkMessage> =
-                NetlinkMessage::deserialize(&datagram[offset..])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let length = reply.header.length as usize;
-            match reply.payload {
-                NetlinkPayload::Done(_) => return Ok(routes),
-                NetlinkPayload::Error(error) if error.code.is_some() => {
-                    return Err(error.to_io());
-                }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) => {
-                    routes.push(route);
-                    if !dump {
-                        return Ok(routes);
-                    }
-                }
-                _ => {}
-            }
-            if length == 0 {
-                break;
-            }
-            offset += length;
+impl Unroutable {
+    fn from_errno(errno: i32) -> Option<Unroutable> {
+        match errno {
+            nix::libc::ENETUNREACH => Some(Unroutable::NoRoute),
+            nix::libc::EHOSTUNREACH => Some(Unroutable::Unreachable),
+            nix::libc::EACCES => Some(Unroutable::Prohibited),
+            nix::libc::EINVAL => Some(Unroutable::Blackhole),
+            _ => None,
         }
     }
+}
+
+/// `RTM_GETROUTE` for one address: the route an outgoing packet to `dst`
+/// takes in the namespace `netlink` was opened in. The kernel's refusals
+/// that mean "no way out" are answers ([`RouteAnswer::Refused`]), not
+/// errors.
+///
+/// # Errors
+/// The socket fails or the kernel refuses the request for another reason.
+pub fn route_get(netlink: &RtNetlink, dst: IpAddr) -> io::Result<RouteAnswer> {
+    let (family, prefix_length) = match dst {
+        IpAddr::V4(_) => (AddressFamily::Inet, 32),
+        IpAddr::V6(_) => (AddressFamily::Inet6, 128),
+    };
+    let mut request = RouteMessage::default();
+    request.header.address_family = family;
+    request.header.destination_prefix_length = prefix_length;
+    request
+        .attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+    match netlink.routes(request, Ask::One) {
+        Ok(routes) => Ok(routes
+            .first()
+            .map_or(RouteAnswer::Refused(Unroutable::NoRoute), route_answer)),
+        Err(e) => match e.raw_os_error().and_then(Unroutable::from_errno) {
+            Some(why) => Ok(RouteAnswer::Refused(why)),
+            None => Err(e),
+        },
+    }
+}
+
+fn route_answer(route: &RouteMessage) -> RouteAnswer {
+    match route.header.kind {
+        RouteType::Local => return RouteAnswer::Local,
+        RouteType::Unreachable => return RouteAnswer::Refused(Unroutable::Unreachable),
+        RouteType::Prohibit => return RouteAnswer::Refused(Unroutable::Prohibited),
+        RouteType::BlackHole => return RouteAnswer::Refused(Unroutable::Blackhole),
+        RouteType::Throw => return RouteAnswer::Refused(Unroutable::NoRoute),
+        _ => {}
+    }
+    route
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            RouteAttribute::Oif(ifindex) => Some(RouteAnswer::Out(*ifindex)),
+            _ => None,
+        })
+        .unwrap_or(RouteAnswer::Refused(Unroutable::NoRoute))
 }
 
 #[cfg(test)]
@@ -139,11 +140,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_addresses_leave_by_loopback() {
+    fn loopback_addresses_are_local() {
+        let netlink = RtNetlink::open().unwrap();
+        for dst in ["127.0.0.1", "127.0.0.2"] {
+            assert_eq!(
+                route_get(&netlink, dst.parse().unwrap()).unwrap(),
+                RouteAnswer::Local,
+                "{dst}"
+            );
+        }
+    }
+
+    #[test]
+    fn looking_up_any_address_answers() {
+        // TEST-NET-1 and -3: routed by a default route if there is one,
+        // refused if not; never an error.
+        let netlink = RtNetlink::open().unwrap();
+        for dst in ["192.0.2.1", "203.0.113.7"] {
+            let answer = route_get(&netlink, dst.parse().unwrap()).unwrap();
+            if let RouteAnswer::Out(ifindex) = answer {
+                assert!(
+                    nix::net::if_::if_indextoname(ifindex).is_ok(),
+                    "{dst}: ifindex {ifindex} does not exist"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn route_types_that_refuse_are_unroutable() {
+        let mut route = RouteMessage::default();
+        route.header.kind = RouteType::Unicast;
+        route.attributes.push(RouteAttribute::Oif(7));
+        assert_eq!(route_answer(&route), RouteAnswer::Out(7));
+        route.header.kind = RouteType::Local;
+        assert_eq!(route_answer(&route), RouteAnswer::Local);
+        route.header.kind = RouteType::BlackHole;
         assert_eq!(
-            output_interface("127.0.0.1".parse().unwrap()).unwrap(),
-            Some(1)
+            route_answer(&route),
+            RouteAnswer::Refused(Unroutable::Blackhole)
         );
+        let mut without_interface = RouteMessage::default();
+        without_interface.header.kind = RouteType::Unicast;
+        assert_eq!(
+            route_answer(&without_interface),
+            RouteAnswer::Refused(Unroutable::NoRoute)
+        );
+        assert_eq!(
+            Unroutable::from_errno(nix::libc::ENETUNREACH),
+            Some(Unroutable::NoRoute)
+        );
+        assert_eq!(Unroutable::from_errno(nix::libc::EPERM), None);
     }
 
     #[test]
