@@ -9,6 +9,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The image `cargo xtask setup` builds from busybox-static.
@@ -19,9 +20,81 @@ pub const PREFIX: &str = "nwtest-";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// The dockerd every helper here talks to instead of the default one (see
+/// [`use_host`]); `None`: the environment's (normally
+/// /var/run/docker.sock).
+static HOST_OVERRIDE: RwLock<Option<String>> = RwLock::new(None);
+
+/// Makes [`docker`] and everything built on it (fixtures, [`require_dockerd`],
+/// [`docker_command`], [`compose_command`], [`compose_env`]) talk to the
+/// dockerd at `host` (a `DOCKER_HOST` value such as `unix:///run/…/d.sock`),
+/// or again to the default one with `None`. Returns the previous setting.
+///
+/// The setting is process-wide: a test binary whose tests run in parallel
+/// threads must not mix tests for two daemons. Prefer the guard
+/// [`override_host`] (or `PrivateDockerd::activate`).
+pub fn use_host(host: Option<String>) -> Option<String> {
+    let mut current = HOST_OVERRIDE.write().unwrap_or_else(|e| e.into_inner());
+    std::mem::replace(&mut *current, host)
+}
+
+/// The `DOCKER_HOST` set by [`use_host`], if any.
+pub fn current_host() -> Option<String> {
+    HOST_OVERRIDE
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Sets [`use_host`] until dropped, then restores what was there before.
+#[must_use = "the override ends when the guard is dropped"]
+pub struct HostOverride {
+    previous: Option<String>,
+}
+
+/// [`use_host`]`(Some(host))` as a guard.
+pub fn override_host(host: &str) -> HostOverride {
+    HostOverride {
+        previous: use_host(Some(host.to_owned())),
+    }
+}
+
+impl Drop for HostOverride {
+    fn drop(&mut self) {
+        use_host(self.previous.take());
+    }
+}
+
+/// The environment to give any process that talks to dockerd (the
+/// `docker` or `docker-compose` commands, an agent) so that it talks to the
+/// same daemon as these helpers: `DOCKER_HOST` when overridden, else
+/// nothing.
+pub fn compose_env() -> Vec<(String, String)> {
+    current_host()
+        .map(|host| vec![("DOCKER_HOST".to_owned(), host)])
+        .unwrap_or_default()
+}
+
+/// `Command::new(program)` with [`compose_env`] applied.
+fn command_for_daemon(program: &str) -> Command {
+    let mut command = Command::new(program);
+    command.envs(compose_env());
+    command
+}
+
+/// `docker`, talking to the daemon the helpers use.
+pub fn docker_command() -> Command {
+    command_for_daemon("docker")
+}
+
+/// `docker-compose`, talking to the daemon the helpers use.
+pub fn compose_command() -> Command {
+    command_for_daemon("docker-compose")
+}
+
 /// Runs `docker args…`; its trimmed stdout, or a message with its stderr.
 pub fn docker(args: &[&str]) -> Result<String, String> {
-    let output = Command::new("docker")
+    let output = docker_command()
         .args(args)
         .output()
         .map_err(|e| format!("cannot run `docker {}`: {e}", args.join(" ")))?;
@@ -55,6 +128,9 @@ pub fn unique_name(what: &str) -> String {
 /// without cleaning up.
 pub fn require_dockerd() {
     if let Err(e) = docker(&["version", "--format", "{{.Server.APIVersion}}"]) {
+        if let Some(host) = current_host() {
+            panic!("the dockerd at {host} (set with docker::use_host) does not answer: {e}");
+        }
         panic!(
             "dockerd does not answer, and this test needs it ({e}). Start it with \
              `cargo xtask setup` as root (it runs dockerd in the background, log in \
@@ -261,5 +337,34 @@ mod tests {
         assert_eq!(owner_pid(&name), Some(std::process::id()));
         assert_eq!(owner_pid("nwtest-x-1"), None);
         assert_eq!(owner_pid("other-1-2"), None);
+    }
+
+    #[test]
+    fn the_host_override_sets_docker_host_and_restores() {
+        // The only test of this binary that touches the override.
+        assert_eq!(current_host(), None);
+        assert!(compose_env().is_empty());
+        {
+            let _outer = override_host("unix:///run/a.sock");
+            assert_eq!(
+                compose_env(),
+                vec![("DOCKER_HOST".to_owned(), "unix:///run/a.sock".to_owned())]
+            );
+            {
+                let _inner = override_host("unix:///run/b.sock");
+                let command = docker_command();
+                let env: Vec<_> = command.get_envs().collect();
+                assert_eq!(
+                    env,
+                    vec![(
+                        std::ffi::OsStr::new("DOCKER_HOST"),
+                        Some(std::ffi::OsStr::new("unix:///run/b.sock"))
+                    )]
+                );
+            }
+            assert_eq!(current_host().as_deref(), Some("unix:///run/a.sock"));
+        }
+        assert_eq!(current_host(), None);
+        assert_eq!(docker_command().get_envs().count(), 0);
     }
 }

@@ -3,6 +3,10 @@
 pub mod agent;
 pub mod corpus;
 pub mod docker;
+pub mod dockerd;
 pub mod fixture;
+pub mod hostfw;
 pub mod netns;
+pub mod outside;
 pub mod packets;
+pub mod reach;

@@ -1,0 +1,277 @@
+//! "The outside world" for Docker end-to-end tests: a namespace of the
+//! test's own, joined to the machine's host namespace by a veth pair.
+//!
+//! ```text
+//!   host namespace                              namespace nwo<pid>
+//!   nwo<pid>h 203.0.113.1/24  ───── veth ─────  eth0 203.0.113.7/24
+//!   (route 203.0.113.0/24 dev nwo<pid>h)        routes to container subnets
+//!                                               via 203.0.113.1 (add_route_via_host)
+//! ```
+//!
+//! Containers reach 203.0.113.7 through the host's routing; the namespace
+//! answers them through the routes a test adds. Deleting the veth removes
+//! the host address and route with it.
+//!
+//! Only one such link can exist on a machine at a time (the host route to
+//! 203.0.113.0/24 is unique): [`OutsideLink::create`] waits for a link of
+//! another test (of this process or another) to go away, and removes links
+//! and namespaces of test processes that died.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+use crate::{
+    netns::run,
+    reach::{Netns, NsLock},
+};
+
+/// The name every outside namespace and host-side veth starts with.
+pub const PREFIX: &str = "nwo";
+
+/// How long `create` waits for another test's link to go away.
+const WAIT_FOR_OTHERS: Duration = Duration::from_secs(300);
+
+/// The outside namespace and its veth to the host, removed on drop.
+pub struct OutsideLink {
+    name: String,
+    host_ifname: String,
+    host_ifindex: u32,
+    netns: Option<Netns>,
+    _lock: NsLock,
+}
+
+impl OutsideLink {
+    pub const HOST_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+    pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+    pub const PREFIX_LEN: u8 = 24;
+
+    /// Creates namespace `nwo<pid>` and the veth `nwo<pid>h` (host side,
+    /// 203.0.113.1/24) ↔ `eth0` (namespace side, 203.0.113.7/24), after
+    /// checking that 203.0.113.7 is not routed to some other interface of
+    /// the host. Needs root and iproute2; must be called from a thread in
+    /// the host namespace.
+    pub fn create() -> OutsideLink {
+        let lock = Netns::host().lock(
+            "outside-link",
+            "the outside link (203.0.113.0/24 on the host)",
+            WAIT_FOR_OTHERS,
+        );
+        remove_stale();
+        let name = format!("{PREFIX}{}", std::process::id());
+        let host_ifname = format!("{name}h");
+        // Before creating anything: 203.0.113.7 must not already lead to
+        // an interface (a stale link would have been removed above).
+        let before = host_route_dev();
+        if let Some(dev) = &before {
+            assert!(
+                !dev.starts_with(PREFIX),
+                "203.0.113.7 is routed to {dev} on the host, the outside link of another test \
+                 run that is still alive: stop it first"
+            );
+            assert!(
+                !is_connected_route(dev),
+                "the host already has 203.0.113.0/24 on {dev}: refusing to add the test's \
+                 outside link on top of it"
+            );
+        }
+        // The guard exists before the first command, so that a failure half
+        // way removes what was created.
+        let mut link = OutsideLink {
+            name: name.clone(),
+            host_ifname: host_ifname.clone(),
+            host_ifindex: 0,
+            netns: None,
+            _lock: lock,
+        };
+        run(&["ip", "netns", "add", &name]);
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &host_ifname,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &name,
+        ]);
+        let host_cidr = format!("{}/{}", Self::HOST_IP, Self::PREFIX_LEN);
+        run(&["ip", "addr", "add", &host_cidr, "dev", &host_ifname]);
+        run(&["ip", "link", "set", &host_ifname, "up"]);
+        let outside_cidr = format!("{}/{}", Self::OUTSIDE_IP, Self::PREFIX_LEN);
+        run(&[
+            "ip",
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &outside_cidr,
+            "dev",
+            "eth0",
+        ]);
+        run(&["ip", "-n", &name, "link", "set", "eth0", "up"]);
+        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        link.host_ifindex =
+            std::fs::read_to_string(format!("/sys/class/net/{host_ifname}/ifindex"))
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no ifindex for {host_ifname}"));
+        link.netns = Some(Netns::named(&name));
+        let after = host_route_dev();
+        assert_eq!(
+            after.as_deref(),
+            Some(host_ifname.as_str()),
+            "after creating the outside link, the host still does not route 203.0.113.7 \
+             through {host_ifname} (some more specific route wins?)"
+        );
+        link
+    }
+
+    /// In the outside namespace, `ip route add <cidr> via 203.0.113.1`: the
+    /// way back to a (Docker container) subnet, through the host.
+    pub fn add_route_via_host(&self, cidr: &str) {
+        run(&[
+            "ip",
+            "-n",
+            &self.name,
+            "route",
+            "add",
+            cidr,
+            "via",
+            &Self::HOST_IP.to_string(),
+        ]);
+    }
+
+    /// The namespace's name (`nwo<pid>`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The host-side veth, `nwo<pid>h`.
+    pub fn host_ifname(&self) -> &str {
+        &self.host_ifname
+    }
+
+    pub fn host_ifindex(&self) -> u32 {
+        self.host_ifindex
+    }
+
+    /// A handle to the outside namespace (for listeners and probes).
+    pub fn netns(&self) -> &Netns {
+        self.netns.as_ref().expect("the outside namespace exists")
+    }
+
+    /// 203.0.113.7, the outside namespace's address.
+    pub fn outside_ip(&self) -> IpAddr {
+        Self::OUTSIDE_IP.into()
+    }
+
+    /// 203.0.113.1, the host's address on the link.
+    pub fn host_ip(&self) -> IpAddr {
+        Self::HOST_IP.into()
+    }
+}
+
+impl Drop for OutsideLink {
+    fn drop(&mut self) {
+        // Deleting the veth first removes both ends, the host address and
+        // the host route at once, even while someone still holds a handle
+        // to the namespace (which keeps it alive after `ip netns del`).
+        remove(&self.name);
+        if Path::new(&format!("/sys/class/net/{}", self.host_ifname)).exists() {
+            eprintln!(
+                "cannot remove the outside link {}: check `ip -br link`",
+                self.host_ifname
+            );
+        }
+    }
+}
+
+/// Removes a link and namespace called `name`/`name`h, if present.
+fn remove(name: &str) {
+    let host_ifname = format!("{name}h");
+    if Path::new(&format!("/sys/class/net/{host_ifname}")).exists() {
+        let _ = Command::new("ip")
+            .args(["link", "del", &host_ifname])
+            .output();
+    }
+    if Path::new(&format!("/run/netns/{name}")).exists() {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+    }
+}
+
+/// The pid in `nwo<pid>` or `nwo<pid>h`.
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    rest.strip_suffix('h').unwrap_or(rest).parse().ok()
+}
+
+fn is_dead(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes links and namespaces of test processes that died without
+/// cleaning up.
+fn remove_stale() {
+    let mut names: Vec<String> = Vec::new();
+    for dir in ["/sys/class/net", "/run/netns"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            names.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
+        }
+    }
+    let mut pids: Vec<u32> = names.iter().filter_map(|name| owner_pid(name)).collect();
+    pids.sort();
+    pids.dedup();
+    for pid in pids.into_iter().filter(|&pid| is_dead(pid)) {
+        eprintln!(
+            "removing the outside link {PREFIX}{pid}, left by test process {pid} that is gone"
+        );
+        remove(&format!("{PREFIX}{pid}"));
+    }
+}
+
+/// The host's output interface for 203.0.113.7, if it has a route at all.
+fn host_route_dev() -> Option<String> {
+    let output = Command::new("ip")
+        .args(["route", "get", &OutsideLink::OUTSIDE_IP.to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `ip route get`: {e}"));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "dev")?;
+    words.next().map(str::to_owned)
+}
+
+/// Whether the host has an address of 203.0.113.0/24 on `dev` (a connected
+/// route, as opposed to leaving through the default route).
+fn is_connected_route(dev: &str) -> bool {
+    let output = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", dev])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    output.contains(" 203.0.113.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_pid() {
+        assert_eq!(owner_pid("nwo123"), Some(123));
+        assert_eq!(owner_pid("nwo123h"), Some(123));
+        assert_eq!(owner_pid("nwox"), None);
+        assert_eq!(owner_pid("eth0"), None);
+    }
+}
