@@ -69,6 +69,8 @@ impl AgentProcess {
             .arg("--run-dir")
             .arg(&self.run_dir)
             .env("RUST_LOG", "info")
+            // The daemon the docker helpers use (a test's private dockerd).
+            .envs(crate::docker::compose_env())
             .stdout(Stdio::null())
             .stderr(log);
         for network in &self.networks {
