@@ -1,8 +1,13 @@
 //! Flow records from the kernel, in user-space terms: decoded ring buffer
-//! records with container, network and interface names attached.
+//! records with container, network and interface names attached, merged
+//! with the kernel's per-flow counters into a bounded aggregate.
 
+pub mod aggregate;
+pub mod filter;
 pub mod names;
 pub mod record;
 
+pub use aggregate::{Aggregator, Clock, FlowEntry, PipelineCounters};
+pub use filter::FlowFilter;
 pub use names::{FlowNames, FlowOwner};
 pub use record::FlowRecord;

@@ -18,6 +18,8 @@ use crate::agent::{HostState, Target};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FlowOwner {
     pub container: Option<String>,
+    /// The container's compose service (`com.docker.compose.service`).
+    pub service: Option<String>,
     pub network: Option<String>,
     /// The interface whose program saw the packet.
     pub interface: Option<String>,
@@ -26,8 +28,12 @@ pub struct FlowOwner {
 #[derive(Clone, Debug)]
 struct Endpoint {
     container: String,
+    service: Option<String>,
     network: String,
 }
+
+/// The label docker compose puts the service name in.
+const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 
 /// Ifindex and address → names, rebuilt from each snapshot.
 #[derive(Clone, Debug, Default)]
@@ -52,6 +58,7 @@ impl FlowNames {
         for endpoint in &state.endpoints {
             let owner = Endpoint {
                 container: endpoint.container.clone(),
+                service: endpoint.container_labels.get(COMPOSE_SERVICE).cloned(),
                 network: endpoint.network.clone(),
             };
             for ip in [endpoint.ipv4.map(IpAddr::V4), endpoint.ipv6.map(IpAddr::V6)]
@@ -75,6 +82,7 @@ impl FlowNames {
         if let Some((ifname, endpoint)) = self.veths.get(&key.ifindex) {
             return FlowOwner {
                 container: Some(endpoint.container.clone()),
+                service: endpoint.service.clone(),
                 network: Some(endpoint.network.clone()),
                 interface: Some(ifname.clone()),
             };
@@ -92,6 +100,7 @@ impl FlowNames {
             .or_else(|| self.uplinks.get(&key.ifindex).cloned());
         FlowOwner {
             container: endpoint.map(|e| e.container.clone()),
+            service: endpoint.and_then(|e| e.service.clone()),
             network: endpoint.map(|e| e.network.clone()).or_else(|| {
                 self.bridges
                     .get(&key.ifindex)
@@ -134,7 +143,7 @@ mod tests {
                 ipv4: Some("172.30.0.2".parse().unwrap()),
                 ipv6: None,
                 mac: [2, 0x42, 0, 0, 0, 2],
-                container_labels: BTreeMap::new(),
+                container_labels: BTreeMap::from([(COMPOSE_SERVICE.to_string(), "db".to_string())]),
             }],
             host_addrs: vec![],
         }
@@ -162,6 +171,7 @@ mod tests {
         let names = FlowNames::new(&state(), &[uplink]);
         let owner = names.owner(&key(31, Direction::Egress, [172, 30, 0, 2], [1, 2, 3, 4]));
         assert_eq!(owner.container.as_deref(), Some("postgres"));
+        assert_eq!(owner.service.as_deref(), Some("db"));
         assert_eq!(owner.interface.as_deref(), Some("veth1"));
     }
 

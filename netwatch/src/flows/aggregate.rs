@@ -1,0 +1,462 @@
+//! The agent's picture of every flow: ring buffer records and sweeps of the
+//! kernel's flow table merged into one entry per (endpoint, direction,
+//! 5-tuple), with names attached, in bounded memory.
+//!
+//! Counts come from the kernel's per-flow counters, which are cumulative
+//! and exact for as long as the kernel keeps the flow's entry. The kernel's
+//! table is an LRU map: an entry it evicts while the flow lives comes back
+//! as a new entry counting from zero, recognisable by a new first-seen time.
+//! The aggregate then adds the old entry's counts to a base, so its totals
+//! never go backwards, and counts the eviction.
+//!
+//! Memory: at most `limit` flows are kept one by one. Beyond that the flows
+//! idle longest are folded into one summary per (container, network,
+//! direction, verdict), which keeps their packets and bytes; nothing grows
+//! without bound.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
+
+use jiff::Timestamp;
+use netwatch_common::{
+    event::{EventKind, FlowEvent},
+    flow::{FlowKey, FlowStats},
+    reason::{Direction, DropReason, Verdict},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    filter::FlowFilter,
+    names::FlowNames,
+    record::{key_addresses, proto_name},
+};
+
+/// One flow as users see it (`netwatch flows -o json`, the API).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowEntry {
+    pub container: Option<String>,
+    /// Compose service of the container, if it has one.
+    pub service: Option<String>,
+    pub network: Option<String>,
+    /// `egress`: sent by the container; `ingress`: received.
+    pub direction: String,
+    /// `None` for non-IP flows (ARP) and summaries.
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: String,
+    pub packets: u64,
+    /// Bytes as the hook saw them: Ethernet header and everything after it.
+    pub bytes: u64,
+    /// Of the latest packet: `forwarded` or `dropped`.
+    pub verdict: String,
+    /// `None` when forwarded.
+    pub reason: Option<String>,
+    /// The container on this host at the other end, if any.
+    pub peer: Option<String>,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    /// The interface whose program saw the flow.
+    pub interface: Option<String>,
+    /// 1 for a flow; for a summary of idle flows folded together, how many.
+    pub flows: u64,
+}
+
+/// Turns kernel times (`bpf_ktime_get_ns`, CLOCK_MONOTONIC) into wall-clock
+/// timestamps.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Wall-clock nanoseconds at monotonic zero.
+    offset_ns: i128,
+}
+
+impl Clock {
+    /// Reads both clocks now.
+    pub fn now() -> Clock {
+        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
+            .unwrap_or(0);
+        Clock {
+            offset_ns: Timestamp::now().as_nanosecond() - mono,
+        }
+    }
+
+    /// A clock whose monotonic zero is `wall` (for tests).
+    pub fn at(wall: Timestamp) -> Clock {
+        Clock {
+            offset_ns: wall.as_nanosecond(),
+        }
+    }
+
+    pub fn wall(&self, monotonic_ns: u64) -> Timestamp {
+        Timestamp::from_nanosecond(self.offset_ns + i128::from(monotonic_ns))
+            .unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+}
+
+/// What the pipeline counted, for `status` and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineCounters {
+    /// Ring buffer records taken.
+    pub records: u64,
+    /// Records of the wrong size or with unknown values.
+    pub malformed: u64,
+    /// Live flows whose kernel entry was evicted and came back.
+    pub kernel_evictions: u64,
+    /// Flows folded into summaries to stay within the limit.
+    pub summarised: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Tracked {
+    entry: FlowEntry,
+    /// First-seen time of the kernel entry the counts come from.
+    kernel_first_ns: u64,
+    kernel_packets: u64,
+    kernel_bytes: u64,
+    /// Counts of earlier kernel entries of the same flow.
+    base_packets: u64,
+    base_bytes: u64,
+}
+
+type SummaryKey = (Option<String>, Option<String>, String, String);
+
+/// Every flow the agent knows, bounded.
+#[derive(Debug)]
+pub struct Aggregator {
+    limit: usize,
+    flows: HashMap<FlowKey, Tracked>,
+    summaries: BTreeMap<SummaryKey, FlowEntry>,
+    pub counters: PipelineCounters,
+}
+
+impl Aggregator {
+    /// Keeps at most `limit` flows one by one (at least 1).
+    pub fn new(limit: usize) -> Aggregator {
+        Aggregator {
+            limit: limit.max(1),
+            flows: HashMap::new(),
+            summaries: BTreeMap::new(),
+            counters: PipelineCounters::default(),
+        }
+    }
+
+    /// Flows kept one by one now.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Merges one ring buffer record; returns the flow as it stands now
+    /// (what `observe` shows), or `None` for a record it cannot read.
+    pub fn record(
+        &mut self,
+        event: &FlowEvent,
+        names: &FlowNames,
+        clock: &Clock,
+    ) -> Option<FlowEntry> {
+        self.counters.records += 1;
+        if EventKind::from_u8(event.kind).is_none()
+            || Verdict::from_u8(event.verdict).is_none()
+            || DropReason::from_u8(event.reason).is_none()
+        {
+            self.counters.malformed += 1;
+            return None;
+        }
+        let stats = FlowStats {
+            packets: event.packets,
+            bytes: event.bytes,
+            first_seen_ns: event.first_seen_ns,
+            last_seen_ns: event.last_seen_ns,
+            verdict: event.verdict,
+            reason: event.reason,
+            tcp_flags: event.tcp_flags,
+            ..FlowStats::default()
+        };
+        self.update(&event.key, &stats, names, clock);
+        let entry = self.flows.get(&event.key).map(|t| t.entry.clone());
+        self.enforce_limit();
+        entry
+    }
+
+    /// Merges one entry of the kernel's flow table (a sweep).
+    pub fn sweep_entry(
+        &mut self,
+        key: &FlowKey,
+        stats: &FlowStats,
+        names: &FlowNames,
+        clock: &Clock,
+    ) {
+        self.update(key, stats, names, clock);
+    }
+
+    /// Call after a sweep: folds flows beyond the limit into summaries.
+    pub fn finish_sweep(&mut self) {
+        self.enforce_limit();
+    }
+
+    fn update(&mut self, key: &FlowKey, stats: &FlowStats, names: &FlowNames, clock: &Clock) {
+        let tracked = self
+            .flows
+            .entry(*key)
+            .or_insert_with(|| new_tracked(key, stats, names, clock));
+        if stats.first_seen_ns != tracked.kernel_first_ns {
+            if stats.first_seen_ns < tracked.kernel_first_ns {
+                // An older copy (a record taken before the latest sweep).
+                return;
+            }
+            tracked.base_packets += tracked.kernel_packets;
+            tracked.base_bytes += tracked.kernel_bytes;
+            tracked.kernel_first_ns = stats.first_seen_ns;
+            tracked.kernel_packets = 0;
+            tracked.kernel_bytes = 0;
+            self.counters.kernel_evictions += 1;
+        }
+        // Counts only grow within one kernel entry; a record read after a
+        // sweep may carry older ones.
+        tracked.kernel_packets = tracked.kernel_packets.max(stats.packets);
+        tracked.kernel_bytes = tracked.kernel_bytes.max(stats.bytes);
+        let entry = &mut tracked.entry;
+        entry.packets = tracked.base_packets + tracked.kernel_packets;
+        entry.bytes = tracked.base_bytes + tracked.kernel_bytes;
+        let last_seen = clock.wall(stats.last_seen_ns);
+        if last_seen >= entry.last_seen {
+            entry.last_seen = last_seen;
+            let (verdict, reason) = verdict_and_reason(stats.verdict, stats.reason);
+            entry.verdict = verdict;
+            entry.reason = reason;
+        }
+    }
+
+    fn enforce_limit(&mut self) {
+        if self.flows.len() <= self.limit {
+            return;
+        }
+        let excess = self.flows.len() - self.limit;
+        let mut by_idle: Vec<(Timestamp, FlowKey)> = self
+            .flows
+            .iter()
+            .map(|(key, t)| (t.entry.last_seen, *key))
+            .collect();
+        by_idle.sort_unstable_by_key(|(last_seen, _)| *last_seen);
+        for (_, key) in by_idle.into_iter().take(excess) {
+            if let Some(tracked) = self.flows.remove(&key) {
+                self.fold(tracked.entry);
+                self.counters.summarised += 1;
+            }
+        }
+    }
+
+    fn fold(&mut self, entry: FlowEntry) {
+        let key = (
+            entry.container.clone(),
+            entry.network.clone(),
+            entry.direction.clone(),
+            entry.verdict.clone(),
+        );
+        match self.summaries.get_mut(&key) {
+            Some(summary) => {
+                summary.packets += entry.packets;
+                summary.bytes += entry.bytes;
+                summary.flows += 1;
+                summary.first_seen = summary.first_seen.min(entry.first_seen);
+                summary.last_seen = summary.last_seen.max(entry.last_seen);
+            }
+            None => {
+                let summary = FlowEntry {
+                    src: None,
+                    dst: None,
+                    src_port: 0,
+                    dst_port: 0,
+                    proto: "*".to_string(),
+                    peer: None,
+                    reason: entry.reason.clone().filter(|_| entry.verdict == "dropped"),
+                    ..entry
+                };
+                self.summaries.insert(key, summary);
+            }
+        }
+    }
+
+    /// The flows and summaries `filter` lets through, busiest first.
+    pub fn entries(&self, filter: &FlowFilter) -> Vec<FlowEntry> {
+        let mut out: Vec<FlowEntry> = self
+            .flows
+            .values()
+            .map(|t| &t.entry)
+            .chain(self.summaries.values())
+            .filter(|e| filter.matches(e))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.last_seen.cmp(&b.last_seen)));
+        out
+    }
+}
+
+fn verdict_and_reason(verdict: u8, reason: u8) -> (String, Option<String>) {
+    let verdict = Verdict::from_u8(verdict).map_or("unknown", Verdict::name);
+    let reason = match DropReason::from_u8(reason) {
+        Some(DropReason::None) => None,
+        Some(r) => Some(r.name().to_string()),
+        None => Some("unknown".to_string()),
+    };
+    (verdict.to_string(), reason)
+}
+
+fn new_tracked(key: &FlowKey, stats: &FlowStats, names: &FlowNames, clock: &Clock) -> Tracked {
+    let owner = names.owner(key);
+    let (src, dst) = key_addresses(key);
+    let direction = Direction::from_u8(key.direction);
+    let peer_ip = match direction {
+        Some(Direction::Egress) => dst,
+        _ => src,
+    };
+    let (verdict, reason) = verdict_and_reason(stats.verdict, stats.reason);
+    Tracked {
+        entry: FlowEntry {
+            container: owner.container,
+            service: owner.service,
+            network: owner.network,
+            direction: direction.map_or("unknown", Direction::name).to_string(),
+            src,
+            dst,
+            src_port: key.src_port,
+            dst_port: key.dst_port,
+            proto: proto_name(key.proto, key.family),
+            packets: 0,
+            bytes: 0,
+            verdict,
+            reason,
+            peer: peer_ip
+                .and_then(|ip| names.container_of(ip))
+                .map(String::from),
+            first_seen: clock.wall(stats.first_seen_ns),
+            last_seen: clock.wall(stats.first_seen_ns),
+            interface: owner.interface,
+            flows: 1,
+        },
+        kernel_first_ns: stats.first_seen_ns,
+        kernel_packets: 0,
+        kernel_bytes: 0,
+        base_packets: 0,
+        base_bytes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netwatch_common::{flow::family, packet::IPPROTO_TCP};
+
+    use super::*;
+
+    fn key(port: u16) -> FlowKey {
+        let mut key = FlowKey {
+            ifindex: 7,
+            direction: Direction::Egress as u8,
+            family: family::IPV4,
+            proto: IPPROTO_TCP,
+            src_port: port,
+            dst_port: 80,
+            ..FlowKey::default()
+        };
+        key.src[..4].copy_from_slice(&[172, 30, 0, 2]);
+        key.dst[..4].copy_from_slice(&[172, 30, 0, 3]);
+        key
+    }
+
+    fn stats(first: u64, last: u64, packets: u64, bytes: u64) -> FlowStats {
+        FlowStats {
+            packets,
+            bytes,
+            first_seen_ns: first,
+            last_seen_ns: last,
+            ..FlowStats::default()
+        }
+    }
+
+    fn clock() -> Clock {
+        Clock::at(Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    #[test]
+    fn sweeps_and_records_merge_into_growing_exact_counts() {
+        let mut agg = Aggregator::new(10);
+        let names = FlowNames::default();
+        agg.sweep_entry(&key(1), &stats(100, 200, 3, 300), &names, &clock());
+        let event = FlowEvent {
+            kind: EventKind::FlowExport as u8,
+            key: key(1),
+            packets: 2,
+            bytes: 200,
+            first_seen_ns: 100,
+            last_seen_ns: 150,
+            ..FlowEvent::default()
+        };
+        agg.record(&event, &names, &clock()).unwrap();
+        let all = agg.entries(&FlowFilter::default());
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            (all[0].packets, all[0].bytes),
+            (3, 300),
+            "an older record never lowers the counts"
+        );
+        assert_eq!(all[0].direction, "egress");
+        assert_eq!(all[0].verdict, "forwarded");
+        assert_eq!(all[0].reason, None);
+    }
+
+    #[test]
+    fn an_evicted_kernel_entry_adds_to_the_flow_instead_of_resetting_it() {
+        let mut agg = Aggregator::new(10);
+        let names = FlowNames::default();
+        agg.sweep_entry(&key(1), &stats(100, 200, 10, 1000), &names, &clock());
+        agg.sweep_entry(&key(1), &stats(500, 600, 4, 400), &names, &clock());
+        let all = agg.entries(&FlowFilter::default());
+        assert_eq!((all[0].packets, all[0].bytes), (14, 1400));
+        assert_eq!(agg.counters.kernel_evictions, 1);
+    }
+
+    #[test]
+    fn beyond_the_limit_the_longest_idle_flows_are_summarised_not_lost() {
+        let mut agg = Aggregator::new(2);
+        let names = FlowNames::default();
+        for (port, last) in [(1, 300), (2, 100), (3, 200), (4, 400)] {
+            agg.sweep_entry(&key(port), &stats(50, last, 1, 100), &names, &clock());
+        }
+        agg.finish_sweep();
+        assert_eq!(agg.len(), 2);
+        assert_eq!(agg.counters.summarised, 2);
+        let all = agg.entries(&FlowFilter::default());
+        let kept: Vec<u16> = all
+            .iter()
+            .filter(|e| e.flows == 1)
+            .map(|e| e.src_port)
+            .collect();
+        assert!(kept.contains(&1) && kept.contains(&4), "{kept:?}");
+        let summary = all.iter().find(|e| e.flows == 2).unwrap();
+        assert_eq!((summary.packets, summary.bytes), (2, 200));
+        assert_eq!(summary.proto, "*");
+        assert_eq!(all.iter().map(|e| e.bytes).sum::<u64>(), 400);
+    }
+
+    #[test]
+    fn unreadable_records_are_counted_not_merged() {
+        let mut agg = Aggregator::new(10);
+        let event = FlowEvent {
+            kind: 99,
+            ..FlowEvent::default()
+        };
+        assert!(
+            agg.record(&event, &FlowNames::default(), &clock())
+                .is_none()
+        );
+        assert_eq!(agg.counters.malformed, 1);
+        assert!(agg.is_empty());
+    }
+}
