@@ -92,21 +92,29 @@ pub fn compose_command() -> Command {
     command_for_daemon("docker-compose")
 }
 
-/// Runs `docker args…`; its trimmed stdout, or a message with its stderr.
-pub fn docker(args: &[&str]) -> Result<String, String> {
-    let output = docker_command()
+/// Runs `command` (`docker`, or a command wrapping it) with `args`: its
+/// trimmed stdout, or a message that shows it as `` `{shown_as} args…` ``
+/// with its exit status and stderr.
+pub fn run_docker(mut command: Command, args: &[&str], shown_as: &str) -> Result<String, String> {
+    let shown = format!("{shown_as} {}", args.join(" "));
+    let output = command
         .args(args)
         .output()
-        .map_err(|e| format!("cannot run `docker {}`: {e}", args.join(" ")))?;
+        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     } else {
         Err(format!(
-            "`docker {}` failed: {}",
-            args.join(" "),
+            "`{shown}` failed ({}): {}",
+            output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         ))
     }
+}
+
+/// Runs `docker args…`; its trimmed stdout, or a message with its stderr.
+pub fn docker(args: &[&str]) -> Result<String, String> {
+    run_docker(docker_command(), args, "docker")
 }
 
 /// [`docker`], panicking with the message on failure.
@@ -366,5 +374,22 @@ mod tests {
         }
         assert_eq!(current_host(), None);
         assert_eq!(docker_command().get_envs().count(), 0);
+    }
+
+    #[test]
+    fn run_docker_names_the_command_as_shown() {
+        // Stand-ins for docker: the output and messages, not the program.
+        let mut echo = Command::new("sh");
+        echo.args(["-c", "echo \"  $0 out  \"; echo err >&2"]);
+        assert_eq!(run_docker(echo, &["a"], "docker"), Ok("a out".to_owned()));
+        let mut fail = Command::new("sh");
+        fail.args(["-c", "echo ' why ' >&2; exit 3"]);
+        assert_eq!(
+            run_docker(fail, &["ps", "-aq"], "docker -H unix:///x"),
+            Err("`docker -H unix:///x ps -aq` failed (exit status: 3): why".to_owned())
+        );
+        let missing = Command::new("/nonexistent/docker");
+        let e = run_docker(missing, &["ps"], "docker").unwrap_err();
+        assert!(e.starts_with("cannot run `docker ps`: "), "{e}");
     }
 }

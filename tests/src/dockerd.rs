@@ -45,7 +45,7 @@ use nix::{
     unistd::Pid,
 };
 
-use crate::docker::{HostOverride, TEST_IMAGE, override_host};
+use crate::docker::{HostOverride, TEST_IMAGE, override_host, run_docker};
 
 /// What every instance's directory in /run starts with.
 pub const PREFIX: &str = "nwd";
@@ -382,21 +382,8 @@ fn docker_at(host: &str, args: &[&str], limit: Option<Duration>) -> Result<Strin
         }
         None => Command::new("docker"),
     };
-    let output = command
-        .env("DOCKER_HOST", host)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `docker {}`: {e}", args.join(" ")))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    } else {
-        Err(format!(
-            "`docker -H {host} {}` failed ({}): {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+    command.env("DOCKER_HOST", host);
+    run_docker(command, args, &format!("docker -H {host}"))
 }
 
 /// Removes every container and custom network of the daemon at `host`, if
@@ -450,40 +437,36 @@ fn remove_stale() {
     }
 }
 
+/// Every process in /proc: its pid and its /proc directory.
+fn processes() -> impl Iterator<Item = (i32, PathBuf)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            Some((pid, entry.path()))
+        })
+}
+
 /// Processes whose command line mentions `root` (dockerd, its containerd,
 /// the shims): (pid, command line).
 fn processes_under(root: &Path) -> Vec<(i32, String)> {
     let needle = root.display().to_string();
     let needle_slash = format!("{needle}/");
     let me = std::process::id() as i32;
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        let mentions = cmdline.split_whitespace().any(|word| {
-            let word = word.trim_start_matches("unix://");
-            word == needle || word.starts_with(&needle_slash)
-        });
-        if mentions {
-            found.push((pid, cmdline.trim().to_owned()));
-        }
-    }
-    found
+    processes()
+        .filter(|(pid, _)| *pid != me)
+        .filter_map(|(pid, dir)| {
+            let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let mentions = cmdline.split_whitespace().any(|word| {
+                let word = word.trim_start_matches("unix://");
+                word == needle || word.starts_with(&needle_slash)
+            });
+            mentions.then(|| (pid, cmdline.trim().to_owned()))
+        })
+        .collect()
 }
 
 /// Mount points at or under `root`, deepest first.
@@ -527,24 +510,13 @@ fn container_processes(ids: &[String]) -> Vec<i32> {
     if ids.is_empty() {
         return Vec::new();
     }
-    let mut pids = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
-        if ids.iter().any(|id| cgroup.contains(id.as_str())) {
-            pids.push(pid);
-        }
-    }
-    pids
+    processes()
+        .filter(|(_, dir)| {
+            let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+            ids.iter().any(|id| cgroup.contains(id.as_str()))
+        })
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// The default bridge of the instance at `root`: its directory's name and

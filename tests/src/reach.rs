@@ -706,6 +706,41 @@ fn resend_interval(deadline: Instant) -> Duration {
     (total / 3).max(Duration::from_millis(100))
 }
 
+/// The UDP and ICMP probes' loop: `send`s now and again every
+/// [`resend_interval`], and in between `receive`s on `socket` (its read
+/// timeout bounded by `deadline` and the next send) until `receive` judges
+/// what it read (`Some`), sending or receiving fails, or `deadline` passes.
+/// `receive` returns `None` for what is not ours; its timeouts and
+/// interruptions only wait on.
+fn resend_until(
+    socket: &UdpSocket,
+    deadline: Instant,
+    mut send: impl FnMut() -> std::io::Result<usize>,
+    mut receive: impl FnMut() -> std::io::Result<Option<Outcome>>,
+) -> Outcome {
+    let interval = resend_interval(deadline);
+    let mut next_send = Instant::now();
+    loop {
+        if Instant::now() >= next_send {
+            if let Err(e) = send() {
+                return Outcome::Blocked(why(&e));
+            }
+            next_send = Instant::now() + interval;
+        }
+        let Some(left) = remaining(deadline) else {
+            return Outcome::blocked("timeout");
+        };
+        let wait = left.min(next_send.saturating_duration_since(Instant::now()));
+        let _ = socket.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+        match receive() {
+            Ok(Some(outcome)) => return outcome,
+            Ok(None) => {}
+            Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Outcome::Blocked(why(&e)),
+        }
+    }
+}
+
 fn probe_udp(probe: &Probe, deadline: Instant) -> Outcome {
     let dst = SocketAddr::new(probe.dst, probe.port);
     let any: SocketAddr = if probe.dst.is_ipv4() {
@@ -721,28 +756,17 @@ fn probe_udp(probe: &Probe, deadline: Instant) -> Outcome {
         return Outcome::Blocked(why(&e));
     }
     let (_, payload) = unique_token();
-    let interval = resend_interval(deadline);
     let mut buf = [0u8; 2048];
-    let mut next_send = Instant::now();
-    loop {
-        if Instant::now() >= next_send {
-            if let Err(e) = socket.send(&payload) {
-                return Outcome::Blocked(why(&e));
-            }
-            next_send = Instant::now() + interval;
-        }
-        let Some(left) = remaining(deadline) else {
-            return Outcome::blocked("timeout");
-        };
-        let wait = left.min(next_send.saturating_duration_since(Instant::now()));
-        let _ = socket.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
-        match socket.recv(&mut buf) {
-            Ok(n) if buf[..n] == payload[..] => return Outcome::Reached,
-            Ok(_) => {} // not ours (a late echo of nothing we sent)
-            Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Outcome::Blocked(why(&e)),
-        }
-    }
+    resend_until(
+        &socket,
+        deadline,
+        || socket.send(&payload),
+        || {
+            let n = socket.recv(&mut buf)?;
+            // Anything else is not ours (a late echo of nothing we sent).
+            Ok((buf[..n] == payload[..]).then_some(Outcome::Reached))
+        },
+    )
 }
 
 fn checksum(data: &[u8]) -> u16 {
@@ -796,37 +820,25 @@ fn probe_icmp(probe: &Probe, deadline: Instant) -> Outcome {
         request[2..4].copy_from_slice(&sum.to_be_bytes());
     }
     let dst = SocketAddr::new(probe.dst, 0);
-    let interval = resend_interval(deadline);
     let mut buf = [0u8; 4096];
-    let mut next_send = Instant::now();
-    loop {
-        if Instant::now() >= next_send {
-            if let Err(e) = socket.send_to(&request, dst) {
-                return Outcome::Blocked(why(&e));
-            }
-            next_send = Instant::now() + interval;
-        }
-        let Some(left) = remaining(deadline) else {
-            return Outcome::blocked("timeout");
-        };
-        let wait = left.min(next_send.saturating_duration_since(Instant::now()));
-        let _ = socket.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
-        let (len, from) = match socket.recv_from(&mut buf) {
-            Ok(received) => received,
-            Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Outcome::Blocked(why(&e)),
-        };
-        let seen = if v4 {
-            icmp4_seen(&buf[..len], probe.dst, id, seq, &payload)
-        } else {
-            icmp6_seen(&buf[..len], from.ip(), probe.dst, id, seq, &payload)
-        };
-        match seen {
-            IcmpSeen::Ours => return Outcome::Reached,
-            IcmpSeen::Error(why) => return Outcome::Blocked(why),
-            IcmpSeen::Other => {}
-        }
-    }
+    resend_until(
+        &socket,
+        deadline,
+        || socket.send_to(&request, dst),
+        || {
+            let (len, from) = socket.recv_from(&mut buf)?;
+            let seen = if v4 {
+                icmp4_seen(&buf[..len], probe.dst, id, seq, &payload)
+            } else {
+                icmp6_seen(&buf[..len], from.ip(), probe.dst, id, seq, &payload)
+            };
+            Ok(match seen {
+                IcmpSeen::Ours => Some(Outcome::Reached),
+                IcmpSeen::Error(why) => Some(Outcome::Blocked(why)),
+                IcmpSeen::Other => None,
+            })
+        },
+    )
 }
 
 /// Whether `icmp` (an ICMP header and what follows) is the echo reply to
