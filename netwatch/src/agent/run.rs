@@ -18,9 +18,9 @@ use super::{
     uplinks,
 };
 use crate::{
-    datapath::{Datapath, LoadOptions},
+    datapath::{Datapath, LoadOptions, pinned},
     docker::{Client, Snapshot},
-    flows::{FlowNames, FlowRecord},
+    flows::{FlowNames, Pipeline},
     host,
 };
 
@@ -47,6 +47,8 @@ pub struct AgentOptions {
     pub networks: Vec<String>,
     /// Where the uplink shield goes.
     pub uplinks: UplinkChoice,
+    /// Flows the agent keeps one by one; idle ones beyond are summarised.
+    pub flow_limit: usize,
 }
 
 /// Why the inner loop returned.
@@ -108,6 +110,11 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     status
         .write(&options.run_dir)
         .context("writing the agent status file")?;
+    let root = options.pin_root.clone();
+    let pipeline = std::sync::Arc::new(Pipeline::new(
+        options.flow_limit,
+        Box::new(move || pinned::read_flows(&root)),
+    ));
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -116,7 +123,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
                 backoff = Duration::from_secs(1);
                 status.docker_api_version = Some(client.api_version().to_string());
                 status.docker_error = None;
-                let follow = follow(&client, &mut datapath, &mut status, &options);
+                let follow = follow(&client, &mut datapath, &pipeline, &mut status, &options);
                 tokio::select! {
                     stop = follow => stop,
                     () = &mut shutdown => Stop::Signal,
@@ -151,6 +158,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
 async fn follow(
     client: &Client,
     datapath: &mut Datapath,
+    pipeline: &Pipeline,
     status: &mut AgentStatus,
     options: &AgentOptions,
 ) -> Stop {
@@ -162,7 +170,6 @@ async fn follow(
     let mut resync = tokio::time::interval(options.resync_interval);
     let mut drain = tokio::time::interval(DRAIN_INTERVAL);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut names = FlowNames::default();
     loop {
         let due = tokio::select! {
             event = events.next() => match event {
@@ -176,21 +183,22 @@ async fn follow(
             },
             _ = resync.tick() => true,
             _ = drain.tick() => {
-                log_records(datapath, &names);
+                take_records(datapath, pipeline);
                 false
             }
         };
         if due {
             match sync(client, datapath, status, options).await {
-                Ok(fresh) => names = fresh,
+                Ok(names) => pipeline.set_names(names),
                 Err(e) => return Stop::Docker(e),
             }
         }
     }
 }
 
-/// Takes what the kernel recorded and logs the drops, named.
-fn log_records(datapath: &mut Datapath, names: &FlowNames) {
+/// Takes what the kernel recorded into the pipeline and logs the drops,
+/// named.
+fn take_records(datapath: &mut Datapath, pipeline: &Pipeline) {
     let (events, malformed) = match datapath.drain_events() {
         Ok(drained) => drained,
         Err(e) => {
@@ -202,12 +210,9 @@ fn log_records(datapath: &mut Datapath, names: &FlowNames) {
         warn!(
             "{malformed} ring buffer records had the wrong size (a kernel/user version mismatch?)"
         );
+        pipeline.count_malformed(malformed);
     }
-    let drops: Vec<FlowRecord> = events
-        .iter()
-        .filter(|e| e.kind == netwatch_common::event::EventKind::Drop as u8)
-        .map(|e| FlowRecord::new(e, names))
-        .collect();
+    let drops = pipeline.ingest(&events);
     for record in drops.iter().take(DROP_LINES_PER_DRAIN) {
         info!(target: "netwatch::drop", "{}", record.log_line());
     }

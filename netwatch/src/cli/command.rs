@@ -42,6 +42,11 @@ enum Command {
         /// Capacity of the kernel flow table (LRU; verdicts never depend on it).
         #[arg(long, default_value_t = netwatch_common::names::FLOWS_MAX_ENTRIES)]
         flow_table_entries: u32,
+        /// Flows the agent keeps one by one in memory (about 400 bytes
+        /// each); beyond that the longest idle are folded into one summary
+        /// per container, network, direction and verdict.
+        #[arg(long, default_value_t = 100_000)]
+        flow_limit: usize,
         /// Manage only these networks (by name; repeat the flag). By default
         /// the agent manages every bridge network.
         #[arg(long = "network", value_name = "NAME")]
@@ -207,6 +212,7 @@ pub fn main() -> ExitCode {
         Command::Agent {
             resync_secs,
             flow_table_entries,
+            flow_limit,
             networks,
             uplinks,
             pin_root,
@@ -217,6 +223,7 @@ pub fn main() -> ExitCode {
                 cli::agent::run_agent(crate::agent::AgentOptions {
                     resync_interval: std::time::Duration::from_secs(resync_secs),
                     flow_table_entries,
+                    flow_limit,
                     networks,
                     uplinks,
                     pin_root,

@@ -162,14 +162,7 @@ impl Datapath {
     /// # Errors
     /// The kernel refuses the iteration.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
-        let name = names::MAP_FLOWS;
-        let map: HashMap<&MapData, FlowKey, FlowStats> = self
-            .map(name)?
-            .try_into()
-            .map_err(DatapathError::map(name))?;
-        map.iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(DatapathError::map(name))
+        flow_entries(self.map(names::MAP_FLOWS)?)
     }
 
     /// Takes every record waiting in the ring buffer. Records of the wrong
@@ -259,6 +252,18 @@ fn write_hash<K: aya::Pod + Eq + Hash, V: aya::Pod>(
         }
     }
     Ok(())
+}
+
+/// Every entry of a flow table map.
+pub(super) fn flow_entries(
+    map: &aya::maps::Map,
+) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
+    let name = names::MAP_FLOWS;
+    let map: HashMap<&MapData, FlowKey, FlowStats> =
+        map.try_into().map_err(DatapathError::map(name))?;
+    map.iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(DatapathError::map(name))
 }
 
 /// Per-reason counts of a per-CPU counter map, summed over CPUs.

@@ -4,11 +4,14 @@
 use std::path::Path;
 
 use aya::maps::{Map, MapData};
-use netwatch_common::names;
+use netwatch_common::{
+    flow::{FlowKey, FlowStats},
+    names,
+};
 
 use super::{
     DatapathError,
-    maps::{ReasonCounts, per_cpu_sum, reason_counts},
+    maps::{ReasonCounts, flow_entries, per_cpu_sum, reason_counts},
     pins,
 };
 
@@ -51,4 +54,16 @@ pub fn read_counters(root: &Path) -> Result<Option<PinnedCounters>, DatapathErro
         uplink: reason_counts(&uplink, names::MAP_UPLINK_COUNTERS)?,
         ringbuf_lost: per_cpu_sum(&lost, names::MAP_RINGBUF_LOST, 0)?,
     }))
+}
+
+/// Every entry of the flow table pinned under `root`; empty when nothing is
+/// pinned.
+///
+/// # Errors
+/// The pinned map exists but cannot be opened or iterated.
+pub fn read_flows(root: &Path) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
+    match open(root, names::MAP_FLOWS)? {
+        Some(map) => flow_entries(&map),
+        None => Ok(Vec::new()),
+    }
 }

@@ -5,9 +5,11 @@
 pub mod aggregate;
 pub mod filter;
 pub mod names;
+pub mod pipeline;
 pub mod record;
 
 pub use aggregate::{Aggregator, Clock, FlowEntry, PipelineCounters};
 pub use filter::FlowFilter;
 pub use names::{FlowNames, FlowOwner};
+pub use pipeline::{FlowTableReader, ObservedEvent, Pipeline};
 pub use record::FlowRecord;

@@ -1,0 +1,225 @@
+//! The agent's flow pipeline, shared between the loop that drains the ring
+//! buffer and the API that answers queries: the aggregate, the names it
+//! resolves keys with, and a broadcast of every record for live observers.
+//!
+//! Queries sweep the kernel's flow table first (at most every
+//! [`SWEEP_MIN_INTERVAL`]), so the counts they return are the kernel's
+//! exact per-flow counters, not the last record's.
+
+use std::{
+    sync::{Mutex, MutexGuard, RwLock},
+    time::{Duration, Instant},
+};
+
+use jiff::Timestamp;
+use log::warn;
+use netwatch_common::{
+    event::{EventKind, FlowEvent},
+    flow::{FlowKey, FlowStats},
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::{Aggregator, Clock, FlowEntry, FlowFilter, FlowNames, FlowRecord, PipelineCounters};
+use crate::datapath::DatapathError;
+
+/// Queries closer together than this share one sweep of the kernel table.
+pub const SWEEP_MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Records buffered per live observer; a slower observer misses records
+/// (and is told how many), the pipeline never waits for it.
+const OBSERVER_BUFFER: usize = 4096;
+
+/// One record as a live observer sees it (`netwatch observe`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedEvent {
+    /// `flow-open`, `flow-close`, `flow-export` or `drop`.
+    pub event: String,
+    /// When the agent took the record.
+    pub time: Timestamp,
+    #[serde(flatten)]
+    pub flow: FlowEntry,
+}
+
+/// Reads the kernel's flow table (the pinned map for the agent, the loaded
+/// one for a standalone session).
+pub type FlowTableReader =
+    Box<dyn Fn() -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> + Send + Sync>;
+
+/// See the module documentation.
+pub struct Pipeline {
+    aggregate: Mutex<Aggregator>,
+    names: RwLock<FlowNames>,
+    observers: broadcast::Sender<ObservedEvent>,
+    flow_table: FlowTableReader,
+    last_sweep: Mutex<Option<Instant>>,
+}
+
+impl Pipeline {
+    /// A pipeline keeping at most `flow_limit` flows one by one.
+    pub fn new(flow_limit: usize, flow_table: FlowTableReader) -> Pipeline {
+        Pipeline {
+            aggregate: Mutex::new(Aggregator::new(flow_limit)),
+            names: RwLock::new(FlowNames::default()),
+            observers: broadcast::channel(OBSERVER_BUFFER).0,
+            flow_table,
+            last_sweep: Mutex::new(None),
+        }
+    }
+
+    fn aggregate(&self) -> MutexGuard<'_, Aggregator> {
+        // A panic while holding the lock cannot leave the aggregate
+        // inconsistent in a way worse than a lost update: keep going.
+        self.aggregate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the names keys resolve to (after each sync with Docker).
+    pub fn set_names(&self, names: FlowNames) {
+        *self.names.write().unwrap_or_else(|e| e.into_inner()) = names;
+    }
+
+    /// Merges records taken from the ring buffer, passes each to live
+    /// observers, and returns the drop records (for the log).
+    pub fn ingest(&self, events: &[FlowEvent]) -> Vec<FlowRecord> {
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+        let clock = Clock::now();
+        let now = Timestamp::now();
+        let mut drops = Vec::new();
+        let mut aggregate = self.aggregate();
+        for event in events {
+            if event.kind == EventKind::Drop as u8 {
+                drops.push(FlowRecord::new(event, &names));
+            }
+            let Some(flow) = aggregate.record(event, &names, &clock) else {
+                continue;
+            };
+            // No observer is not an error.
+            let _ = self.observers.send(ObservedEvent {
+                event: EventKind::from_u8(event.kind)
+                    .map_or("unknown", EventKind::name)
+                    .to_string(),
+                time: now,
+                flow,
+            });
+        }
+        drops
+    }
+
+    /// Counts malformed records reported by the ring buffer reader.
+    pub fn count_malformed(&self, malformed: u64) {
+        self.aggregate().counters.malformed += malformed;
+    }
+
+    /// Merges the kernel's flow table now, unless it was merged less than
+    /// [`SWEEP_MIN_INTERVAL`] ago.
+    pub fn sweep(&self) {
+        {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < SWEEP_MIN_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let entries = match (self.flow_table)() {
+            Ok(entries) => entries,
+            Err(e) => {
+                warn!("cannot read the kernel's flow table: {e}");
+                return;
+            }
+        };
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+        let clock = Clock::now();
+        let mut aggregate = self.aggregate();
+        for (key, stats) in &entries {
+            aggregate.sweep_entry(key, stats, &names, &clock);
+        }
+        aggregate.finish_sweep();
+    }
+
+    /// The flows `filter` selects, with the kernel's current counts.
+    pub fn flows(&self, filter: &FlowFilter) -> Vec<FlowEntry> {
+        self.sweep();
+        self.aggregate().entries(filter)
+    }
+
+    /// A live feed of every record from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ObservedEvent> {
+        self.observers.subscribe()
+    }
+
+    /// What the pipeline counted so far.
+    pub fn counters(&self) -> PipelineCounters {
+        self.aggregate().counters
+    }
+
+    /// Flows kept one by one now.
+    pub fn tracked_flows(&self) -> usize {
+        self.aggregate().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netwatch_common::{
+        flow::family,
+        packet::IPPROTO_UDP,
+        reason::{Direction, DropReason, Verdict},
+    };
+
+    use super::*;
+
+    fn key() -> FlowKey {
+        let mut key = FlowKey {
+            ifindex: 3,
+            direction: Direction::Egress as u8,
+            family: family::IPV4,
+            proto: IPPROTO_UDP,
+            src_port: 5000,
+            dst_port: 53,
+            ..FlowKey::default()
+        };
+        key.src[..4].copy_from_slice(&[172, 30, 0, 2]);
+        key.dst[..4].copy_from_slice(&[203, 0, 113, 7]);
+        key
+    }
+
+    #[test]
+    fn records_reach_observers_and_queries_see_the_kernels_counts() {
+        let table: FlowTableReader = Box::new(|| {
+            Ok(vec![(
+                key(),
+                FlowStats {
+                    packets: 9,
+                    bytes: 900,
+                    first_seen_ns: 10,
+                    last_seen_ns: 90,
+                    verdict: Verdict::Dropped as u8,
+                    reason: DropReason::NotInNetwork as u8,
+                    ..FlowStats::default()
+                },
+            )])
+        });
+        let pipeline = Pipeline::new(100, table);
+        let mut observer = pipeline.subscribe();
+        let drop = FlowEvent {
+            kind: EventKind::Drop as u8,
+            verdict: Verdict::Dropped as u8,
+            reason: DropReason::NotInNetwork as u8,
+            key: key(),
+            packets: 1,
+            bytes: 100,
+            first_seen_ns: 10,
+            last_seen_ns: 10,
+            ..FlowEvent::default()
+        };
+        let drops = pipeline.ingest(&[drop]);
+        assert_eq!(drops.len(), 1);
+        let seen = observer.try_recv().unwrap();
+        assert_eq!(seen.event, "drop");
+        assert_eq!(seen.flow.reason.as_deref(), Some("not-in-network"));
+        let flows = pipeline.flows(&FlowFilter::default());
+        assert_eq!(flows.len(), 1);
+        assert_eq!((flows[0].packets, flows[0].bytes), (9, 900));
+        assert_eq!(pipeline.counters().records, 1);
+    }
+}
