@@ -9,3 +9,4 @@ pub mod host;
 pub mod policy;
 pub mod routes;
 pub mod rtnetlink;
+pub mod standalone;

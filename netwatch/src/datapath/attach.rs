@@ -106,6 +106,45 @@ impl Datapath {
         Ok(Attachment::Attached)
     }
 
+    /// Attaches both TC programs to a veth for the lifetime of this
+    /// datapath only: nothing is pinned, and the links go when the datapath
+    /// is dropped or the process dies (the kernel closes its fds), which is
+    /// what a standalone observing session wants. If the second attachment
+    /// fails the first is removed again.
+    ///
+    /// Minimum kernel: 6.6 (TCX).
+    ///
+    /// # Errors
+    /// The interface does not exist or is not `ifindex`, or the kernel
+    /// refuses.
+    pub fn attach_veth_for_session(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<(), DatapathError> {
+        check_ifindex(ifname, ifindex)?;
+        let ingress = Hook::FromContainer.program_name();
+        let program: &mut SchedClassifier = self.program_mut(ingress)?;
+        let first = program
+            .attach(ifname, TcAttachType::Ingress)
+            .map_err(DatapathError::program(ingress))?;
+        let egress = Hook::ToContainer.program_name();
+        let attached = self.program_mut::<SchedClassifier>(egress).and_then(|p| {
+            p.attach(ifname, TcAttachType::Egress)
+                .map_err(DatapathError::program(egress))
+        });
+        if let Err(e) = attached {
+            if let Ok(program) = self.program_mut::<SchedClassifier>(ingress) {
+                let _ = program.detach(first);
+            }
+            return Err(e);
+        }
+        debug!(
+            "attached from_container/to_container to {ifname} (ifindex {ifindex}) for this session"
+        );
+        Ok(())
+    }
+
     fn attach_tc(
         &mut self,
         hook: Hook,

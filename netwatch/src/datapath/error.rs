@@ -35,6 +35,12 @@ pub enum DatapathError {
         "interface {ifname} is no longer ifindex {ifindex} (it was deleted or renamed); nothing attached"
     )]
     InterfaceGone { ifname: String, ifindex: u32 },
+    #[error("duplicating the fd of map `{name}`: {source}")]
+    DuplicateFd {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("map `{name}`: {source}")]
     Map {
         name: &'static str,

@@ -1,6 +1,6 @@
 //! Writing policy into the maps and reading counters, flows and records.
 
-use std::{collections::HashSet, hash::Hash, net::IpAddr};
+use std::{collections::HashSet, hash::Hash, net::IpAddr, os::fd::AsFd as _};
 
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key};
 use netwatch_common::{
@@ -165,6 +165,26 @@ impl Datapath {
         flow_entries(self.map(names::MAP_FLOWS)?)
     }
 
+    /// An independent handle on the flow table (a second fd on the same
+    /// map), so another thread can read it while this datapath is in use.
+    ///
+    /// # Errors
+    /// The fd cannot be duplicated.
+    pub fn flow_table_handle(&self) -> Result<FlowTableHandle, DatapathError> {
+        let name = names::MAP_FLOWS;
+        let fd = match self.map(name)? {
+            aya::maps::Map::LruHashMap(data) | aya::maps::Map::HashMap(data) => data
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|source| DatapathError::DuplicateFd { name, source })?,
+            _ => return Err(DatapathError::MissingMap(name)),
+        };
+        let data = MapData::from_fd(fd).map_err(DatapathError::map(name))?;
+        let map = aya::maps::Map::from_map_data(data).map_err(DatapathError::map(name))?;
+        Ok(FlowTableHandle(map))
+    }
+
     /// Takes every record waiting in the ring buffer. Records of the wrong
     /// size (a kernel/user mismatch) are skipped and counted in the second
     /// value.
@@ -186,6 +206,20 @@ impl Datapath {
             }
         }
         Ok((events, malformed))
+    }
+}
+
+/// A second handle on a datapath's flow table; see
+/// [`Datapath::flow_table_handle`].
+pub struct FlowTableHandle(aya::maps::Map);
+
+impl FlowTableHandle {
+    /// Every entry of the flow table now.
+    ///
+    /// # Errors
+    /// The kernel refuses the iteration.
+    pub fn read(&self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
+        flow_entries(&self.0)
     }
 }
 

@@ -13,5 +13,5 @@ mod test_run;
 pub use attach::{Attachment, detach_all, detach_interface, detach_uplink};
 pub use error::DatapathError;
 pub use load::{Datapath, LoadOptions};
-pub use maps::ReasonCounts;
+pub use maps::{FlowTableHandle, ReasonCounts};
 pub use test_run::{Hook, RunOutcome, TEST_RUN_IFINDEX};
