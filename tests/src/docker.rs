@@ -294,6 +294,20 @@ impl TestContainer {
             .unwrap_or_else(|| panic!("container {} has no pid ({pid:?})", self.name))
     }
 
+    /// One field of this container's endpoint on `network` (`IPAddress`,
+    /// `MacAddress`, `Gateway`, …), as `docker inspect` gives it.
+    pub fn endpoint_field(&self, network: &TestNetwork, field: &str) -> String {
+        docker_ok(&[
+            "inspect",
+            "--format",
+            &format!(
+                "{{{{(index .NetworkSettings.Networks \"{}\").{field}}}}}",
+                network.name
+            ),
+            &self.name,
+        ])
+    }
+
     /// `docker inspect`'s `NetworkSettings.Networks`, as JSON.
     pub fn networks_json(&self) -> String {
         docker_ok(&[

@@ -29,21 +29,10 @@ fn gateway(network: &TestNetwork) -> String {
     ])
 }
 
-fn field(container: &str, network: &TestNetwork, field: &str) -> String {
-    docker_ok(&[
-        "inspect",
-        "--format",
-        &format!(
-            "{{{{(index .NetworkSettings.Networks \"{}\").{field}}}}}",
-            network.name
-        ),
-        container,
-    ])
-}
-
 /// The host-side veth ifindex of `container`'s endpoint on `network`.
 fn veth(container: &TestContainer, network: &TestNetwork) -> u32 {
-    let mac: MacAddr = field(&container.name, network, "MacAddress")
+    let mac: MacAddr = container
+        .endpoint_field(network, "MacAddress")
         .parse()
         .unwrap();
     host_veth(container.pid(), mac).expect("host veth").ifindex
@@ -100,7 +89,7 @@ fn agent_enforces_internal_networks_and_follows_container_lifecycle() {
         })
     });
     assert!(
-        ping(&a, &field(&g.name, &internal, "IPAddress")),
+        ping(&a, &g.endpoint_field(&internal, "IPAddress")),
         "peers on the internal network reach each other"
     );
     assert!(
@@ -172,7 +161,7 @@ fn killed_agent_keeps_enforcing_and_a_restarted_agent_adopts_without_duplicates(
     let a_veth = veth(&a, &internal);
     wait_for("a attached", SETTLE, || pins::veth_attached(&root, a_veth));
     let gw = gateway(&internal);
-    let peer_ip = field(&peer.name, &internal, "IPAddress");
+    let peer_ip = peer.endpoint_field(&internal, "IPAddress");
     assert!(!ping(&a, &gw));
 
     // Kill the agent while the container keeps trying the host: not one of

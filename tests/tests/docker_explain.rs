@@ -90,15 +90,7 @@ fn network_field(network: &TestNetwork, field: &str) -> String {
 }
 
 fn container_ip(container: &TestContainer, network: &TestNetwork) -> String {
-    docker_ok(&[
-        "inspect",
-        "--format",
-        &format!(
-            "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
-            network.name
-        ),
-        &container.name,
-    ])
+    container.endpoint_field(network, "IPAddress")
 }
 
 /// The overall verdict, reason and rule, and that the kernel agreed.

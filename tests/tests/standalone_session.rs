@@ -18,30 +18,11 @@ use netwatch_tests::{
 };
 
 fn veth_name(container: &TestContainer, network: &TestNetwork) -> String {
-    let mac: MacAddr = docker_ok(&[
-        "inspect",
-        "--format",
-        &format!(
-            "{{{{(index .NetworkSettings.Networks \"{}\").MacAddress}}}}",
-            network.name
-        ),
-        &container.name,
-    ])
-    .parse()
-    .unwrap();
+    let mac: MacAddr = container
+        .endpoint_field(network, "MacAddress")
+        .parse()
+        .unwrap();
     host_veth(container.pid(), mac).unwrap().ifname
-}
-
-fn ip(container: &TestContainer, network: &TestNetwork) -> String {
-    docker_ok(&[
-        "inspect",
-        "--format",
-        &format!(
-            "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
-            network.name
-        ),
-        &container.name,
-    ])
 }
 
 #[test]
@@ -62,7 +43,7 @@ fn a_session_observes_exact_counts_and_leaves_nothing_attached() {
 
     // Five pings from a to b (peers on one network): five echo requests
     // egress at a, five replies ingress at a.
-    let b_ip = ip(&b, &network);
+    let b_ip = b.endpoint_field(&network, "IPAddress");
     docker_ok(&[
         "exec", &a.name, "ping", "-c", "5", "-i", "0.2", "-W", "1", &b_ip,
     ]);
