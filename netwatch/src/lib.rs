@@ -1,12 +1,15 @@
 //! netwatch: eBPF network isolation enforcer and traffic observer for Docker hosts.
 pub mod agent;
+pub mod api;
 pub mod cli;
 pub mod datapath;
 pub mod docker;
 pub mod endpoint;
+pub mod export;
 pub mod flows;
 pub mod host;
 pub mod policy;
+pub mod render;
 pub mod routes;
 pub mod rtnetlink;
 pub mod standalone;

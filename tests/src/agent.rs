@@ -18,6 +18,8 @@ pub struct AgentProcess {
     pub run_dir: PathBuf,
     networks: Vec<String>,
     uplinks: Vec<String>,
+    /// More `netwatch agent` arguments (e.g. `--api-group`).
+    extra_args: Vec<String>,
     log: PathBuf,
 }
 
@@ -33,6 +35,17 @@ impl AgentProcess {
     /// As [`AgentProcess::start`], with the uplink shield on `uplinks`
     /// (interfaces the test created).
     pub fn start_with_uplinks(binary: &str, networks: &[&str], uplinks: &[&str]) -> AgentProcess {
+        AgentProcess::start_with_args(binary, networks, uplinks, &[])
+    }
+
+    /// As [`AgentProcess::start_with_uplinks`], with more `netwatch agent`
+    /// arguments.
+    pub fn start_with_args(
+        binary: &str,
+        networks: &[&str],
+        uplinks: &[&str],
+        extra_args: &[&str],
+    ) -> AgentProcess {
         let pins = PinDir::create();
         let run_dir = std::env::temp_dir().join(format!(
             "netwatch-agent-test-{}",
@@ -46,6 +59,7 @@ impl AgentProcess {
             run_dir,
             networks: networks.iter().map(|s| s.to_string()).collect(),
             uplinks: uplinks.iter().map(|s| s.to_string()).collect(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             log,
         };
         agent.restart();
@@ -82,6 +96,7 @@ impl AgentProcess {
         for uplink in &self.uplinks {
             command.args(["--uplink", uplink]);
         }
+        command.args(&self.extra_args);
         self.child = Some(command.spawn().expect("start the agent"));
     }
 
@@ -91,6 +106,31 @@ impl AgentProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGTERM, as a service manager stops it; waits up to 10 s for it to
+    /// exit (then SIGKILL). Returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// The agent's API socket (`api.sock` in its run directory).
+    pub fn api_socket(&self) -> PathBuf {
+        self.run_dir.join("api.sock")
     }
 
     /// Whether the running agent process has finished a sync with Docker.

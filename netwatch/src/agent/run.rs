@@ -18,6 +18,7 @@ use super::{
     uplinks,
 };
 use crate::{
+    api::ApiListener,
     datapath::{Datapath, LoadOptions, pinned},
     docker::{Client, Snapshot},
     flows::{FlowNames, Pipeline},
@@ -49,6 +50,11 @@ pub struct AgentOptions {
     pub uplinks: UplinkChoice,
     /// Flows the agent keeps one by one; idle ones beyond are summarised.
     pub flow_limit: usize,
+    /// Where the API is served (normally `<run_dir>/api.sock`).
+    pub api_socket: PathBuf,
+    /// The group allowed to use the API (socket mode 0660); `None`: root
+    /// only (0600).
+    pub api_group: Option<String>,
 }
 
 /// Why the inner loop returned.
@@ -91,6 +97,10 @@ fn event_filters() -> HashMap<String, Vec<String>> {
 /// cannot be written.
 pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
     let _lock = lock::acquire(&options.run_dir)?;
+    // Bound before anything is loaded: a bad --api-group or a socket that
+    // another process serves stops the agent here.
+    let api = ApiListener::bind(&options.api_socket, options.api_group.as_deref())
+        .context("setting up the API socket")?;
     let mut datapath = Datapath::load(&LoadOptions {
         flow_table_entries: options.flow_table_entries,
         pin_root: Some(options.pin_root.clone()),
@@ -115,6 +125,10 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         options.flow_limit,
         Box::new(move || pinned::read_flows(&root)),
     ));
+    info!("API: serving on {}", api.describe());
+    let api = api
+        .serve(pipeline.clone(), options.flow_limit)
+        .context("serving the API")?;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -147,6 +161,8 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
             }
         }
     }
+    // Ends live `observe` streams and removes the socket.
+    api.stop().await;
     info!("agent stopping; enforcement stays pinned (`netwatch detach` removes it)");
     Ok(())
 }

@@ -29,11 +29,14 @@ enum Command {
     ///   sudo netwatch agent
     ///   sudo netwatch agent --uplink eth0 --uplink eth1
     ///   sudo RUST_LOG=debug netwatch agent --resync-secs 10
+    ///   sudo netwatch agent --api-group netwatch
     ///
     /// The log says what was attached, detached and refused, and names
     /// every drop record: `drop container=db network=app_db interface=veth1
     /// direction=egress proto=tcp src=172.19.0.2:40312 dst=203.0.113.7:443
-    /// reason=not-in-network packets=1 peer=-`.
+    /// reason=not-in-network packets=1 peer=-`, and where the API is
+    /// served: `API: serving on /run/netwatch/api.sock (mode 0600, root
+    /// only)`.
     #[command(verbatim_doc_comment)]
     Agent {
         /// Full resync with Docker at least this often, in seconds.
@@ -63,6 +66,17 @@ enum Command {
         /// Where to keep the agent's lock and status file.
         #[arg(long, hide = true, default_value = "/run/netwatch")]
         run_dir: std::path::PathBuf,
+        /// Serve the API (HTTP+JSON, what `netwatch flows`, `drops` and
+        /// `observe` talk to; `curl --unix-socket` works too) on this unix
+        /// socket. Default: api.sock in the run directory
+        /// (/run/netwatch/api.sock).
+        #[arg(long, value_name = "PATH")]
+        api_socket: Option<std::path::PathBuf>,
+        /// Let the members of this group use the API: its socket becomes
+        /// mode 0660 with this group. Without it the socket is 0600, root
+        /// only.
+        #[arg(long, value_name = "GROUP")]
+        api_group: Option<String>,
     },
     /// Check that this host can run netwatch: root, kernel version and
     /// features, bpffs, and that the kernel's verifier accepts every
@@ -179,6 +193,109 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+    /// Aggregated flows from the running agent: per container, direction
+    /// and 5-tuple, who talked to whom, how much, and what was dropped and
+    /// why; the busiest first.
+    ///
+    /// DIR is `egress` for what the container sent and `ingress` for what
+    /// it received; traffic between two containers of this host shows at
+    /// both ends. PEER names the container at the other end when it is one
+    /// of this host's. VERDICT and REASON are those of the flow's latest
+    /// packet. Flows the agent folded together to stay within its
+    /// --flow-limit show as `(N idle flows)`.
+    ///
+    /// What is counted: PACKETS and BYTES are what netwatch's hooks on the
+    /// container's host-side veth saw, whole Ethernet frames without FCS:
+    /// per packet, 14 (Ethernet) + 20 (IPv4; 40 for IPv6, more with
+    /// options or extension headers) + the L4 header + payload, where the
+    /// L4 header is 8 for UDP and ICMP, and 20-60 for TCP (32 with the
+    /// timestamps Linux sends by default, 40 on a SYN). So N UDP datagrams
+    /// of S bytes over IPv4 count exactly N packets and N x (S + 42) bytes.
+    /// TCP crosses a veth segmentation-offloaded: a "packet" is what the
+    /// hook sees, and a GSO burst of up to 64 KiB is one packet with one
+    /// set of headers; a transfer of B bytes counts B + 66 per packet
+    /// (IPv4, timestamps) plus 8 for the SYN, and fewer packets than a
+    /// physical wire would carry. A segment retransmitted after it
+    /// crossed the hook counts again, as it would on a wire. The table
+    /// shows bytes in binary units (KiB, MiB); JSON has them exact.
+    ///
+    /// Asks the running agent (`netwatch agent`) over its API socket.
+    ///
+    /// Examples:
+    ///   sudo netwatch flows
+    ///   sudo netwatch flows --container web --since 5m
+    ///   sudo netwatch flows --verdict dropped --reason host-access
+    ///   sudo netwatch flows --proto udp --port 53 -o json | jq '.[] | {container, dst, packets}'
+    ///   sudo netwatch flows --service api -o jsonl >> flows.jsonl
+    #[command(verbatim_doc_comment)]
+    Flows {
+        #[command(flatten)]
+        filter: cli::source::FilterArgs,
+        #[command(flatten)]
+        source: cli::source::SourceArgs,
+        /// Output format: table, a JSON array of flows, or one JSON
+        /// object per line.
+        #[arg(short, long, value_enum, default_value_t = cli::source::FlowOutput::Table)]
+        output: cli::source::FlowOutput,
+    },
+    /// What the running agent saw dropped, grouped by container, network
+    /// and reason: how many flows, packets and bytes, when last, and the
+    /// busiest remote ends (what the container tried to reach, or who
+    /// tried to reach it).
+    ///
+    /// Reasons: not-in-network (outside the network's subnets),
+    /// host-access (the host, gateway included), spoofed-source,
+    /// spoofed-mac, invalid-header, unsupported-protocol,
+    /// broadcast-multicast, extension-header-limit, protected-prefix (the
+    /// uplink shield). Counts are Ethernet frames, as for `netwatch flows`.
+    ///
+    /// Examples:
+    ///   sudo netwatch drops
+    ///   sudo netwatch drops --since 10m
+    ///   sudo netwatch drops --network app_db --reason host-access -o json
+    #[command(verbatim_doc_comment)]
+    Drops {
+        #[command(flatten)]
+        filter: cli::source::FilterArgs,
+        #[command(flatten)]
+        source: cli::source::SourceArgs,
+        /// Output format: table, a JSON array of groups, or one JSON
+        /// object per line.
+        #[arg(short, long, value_enum, default_value_t = cli::source::FlowOutput::Table)]
+        output: cli::source::FlowOutput,
+    },
+    /// Flow and drop records live from the running agent, one line each,
+    /// until Ctrl-C or --count, like `hubble observe`.
+    ///
+    /// Events: flow-open (a flow's first packet), flow-close (its first
+    /// TCP FIN or RST), flow-export (an active flow, at most once per
+    /// export interval), drop (rate-limited per flow). The counts on a
+    /// line are the flow's totals so far. A record reaches you within
+    /// about 250 ms (the agent reads the kernel's ring buffer 4 times a
+    /// second). With --since, the flows seen since then are printed first
+    /// (event `flow`). When this command cannot keep up, the agent skips
+    /// records for it and says how many: `N events lost` (jsonl:
+    /// {"event":"lost","count":N}).
+    ///
+    /// Examples:
+    ///   sudo netwatch observe
+    ///   sudo netwatch observe --container web --verdict dropped
+    ///   sudo netwatch observe --proto tcp --port 5432 --count 10
+    ///   sudo netwatch observe -o jsonl | jq -c 'select(.event == "drop")'
+    #[command(verbatim_doc_comment)]
+    Observe {
+        #[command(flatten)]
+        filter: cli::source::FilterArgs,
+        #[command(flatten)]
+        source: cli::source::SourceArgs,
+        /// Stop after this many events.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Output format: one line per event for people, or one JSON
+        /// object per line (json and jsonl are the same here).
+        #[arg(short, long, value_enum, default_value_t = cli::source::FlowOutput::Table)]
+        output: cli::source::FlowOutput,
+    },
     /// Show one container's endpoints, veths and attached netwatch programs.
     ///
     /// For each network the container is attached to: its addresses, MAC and
@@ -217,6 +334,8 @@ pub fn main() -> ExitCode {
             uplinks,
             pin_root,
             run_dir,
+            api_socket,
+            api_group,
         } => crate::agent::UplinkChoice::from_flags(&uplinks)
             .map_err(anyhow::Error::from)
             .and_then(|uplinks| {
@@ -227,6 +346,8 @@ pub fn main() -> ExitCode {
                     networks,
                     uplinks,
                     pin_root,
+                    api_socket: api_socket.unwrap_or_else(|| run_dir.join("api.sock")),
+                    api_group,
                     run_dir,
                 })
             }),
@@ -242,6 +363,22 @@ pub fn main() -> ExitCode {
         Command::Status { output } => cli::status::run(output),
         Command::Networks { networks, output } => cli::networks::run(&networks, output),
         Command::Inspect { container, output } => cli::inspect::run(&container, output),
+        Command::Flows {
+            filter,
+            source,
+            output,
+        } => cli::flows::run(&filter, &source, output),
+        Command::Drops {
+            filter,
+            source,
+            output,
+        } => cli::drops::run(&filter, &source, output),
+        Command::Observe {
+            filter,
+            source,
+            count,
+            output,
+        } => cli::observe::run(&filter, &source, output, count),
     };
     match result {
         Ok(code) => code,

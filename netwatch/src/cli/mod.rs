@@ -4,10 +4,14 @@ pub mod agent;
 pub mod check;
 pub mod command;
 pub mod detach;
+pub mod drops;
 pub mod explain;
+pub mod flows;
 pub mod inspect;
 pub mod networks;
+pub mod observe;
 pub mod signals;
+pub mod source;
 pub mod status;
 
 /// How a subcommand prints its result.

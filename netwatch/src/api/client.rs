@@ -1,0 +1,271 @@
+//! The CLI's side of the API: one HTTP/1.1 connection per request over the
+//! agent's unix socket, JSON answers decoded into the types the server
+//! sends, and live streams read line by line.
+
+use std::{io, path::PathBuf, pin::Pin};
+
+use futures_util::Stream;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::{
+    Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header::HOST,
+};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use tokio::net::UnixStream;
+
+use super::{
+    query::filter_query,
+    types::{ApiStatus, DropGroup, ErrorBody, StreamItem},
+};
+use crate::flows::{FlowEntry, FlowFilter};
+
+/// Where `netwatch agent` serves by default (`<run dir>/api.sock`).
+pub const DEFAULT_SOCKET: &str = "/run/netwatch/api.sock";
+
+/// A stream line longer than this is refused rather than buffered forever.
+const MAX_LINE: usize = 1 << 20;
+
+/// Why a request to the agent failed; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "no netwatch agent answers at {socket} ({why}): start one with `sudo netwatch agent`, or point --socket at its socket"
+    )]
+    NoAgent { socket: PathBuf, why: &'static str },
+    #[error(
+        "permission denied on {0}: the agent's API is root-only; use sudo, or start the agent with --api-group GROUP and join that group"
+    )]
+    PermissionDenied(PathBuf),
+    #[error("cannot connect to the agent at {socket}")]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the agent at {socket} broke off the answer")]
+    Http {
+        socket: PathBuf,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("the agent refused the request: {0}")]
+    Refused(String),
+    #[error(
+        "the agent's answer is not what this netwatch expects ({0}); are the agent and this command the same version?"
+    )]
+    Decode(String),
+}
+
+/// Live events, as [`ApiClient::observe`] returns them; the stream ends
+/// when the agent ends it (it stopped).
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamItem, ClientError>> + Send>>;
+
+/// A client of one agent's API.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    socket: PathBuf,
+}
+
+impl ApiClient {
+    pub fn new(socket: impl Into<PathBuf>) -> ApiClient {
+        ApiClient {
+            socket: socket.into(),
+        }
+    }
+
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
+    fn http_error(&self, source: hyper::Error) -> ClientError {
+        ClientError::Http {
+            socket: self.socket.clone(),
+            source,
+        }
+    }
+
+    fn connect_error(&self, source: io::Error) -> ClientError {
+        let socket = self.socket.clone();
+        match source.kind() {
+            io::ErrorKind::NotFound => ClientError::NoAgent {
+                socket,
+                why: "no such socket",
+            },
+            io::ErrorKind::ConnectionRefused => ClientError::NoAgent {
+                socket,
+                why: "nothing listens there; a socket left by a stopped agent?",
+            },
+            io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(socket),
+            _ => ClientError::Connect { socket, source },
+        }
+    }
+
+    /// `GET path_and_query`; the response when it is a success, else the
+    /// agent's error message.
+    async fn get(&self, path_and_query: &str) -> Result<Response<Incoming>, ClientError> {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.http_error(e))?;
+        // Drives the connection until the answer is read (errors show up
+        // in the request or the body).
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let request = Request::get(path_and_query)
+            .header(HOST, "localhost")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| ClientError::Decode(format!("cannot build a request: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.http_error(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.http_error(e))?
+            .to_bytes();
+        Err(ClientError::Refused(
+            serde_json::from_slice::<ErrorBody>(&body)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| error_text(status, &body)),
+        ))
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, ClientError> {
+        let body = self
+            .get(path_and_query)
+            .await?
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.http_error(e))?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// `GET /v1/flows`.
+    ///
+    /// # Errors
+    /// No agent, or the agent refused or broke off.
+    pub async fn flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>, ClientError> {
+        self.get_json(&with_query("/v1/flows", filter)).await
+    }
+
+    /// `GET /v1/drops`.
+    ///
+    /// # Errors
+    /// As [`ApiClient::flows`].
+    pub async fn drops(&self, filter: &FlowFilter) -> Result<Vec<DropGroup>, ClientError> {
+        self.get_json(&with_query("/v1/drops", filter)).await
+    }
+
+    /// `GET /v1/status`.
+    ///
+    /// # Errors
+    /// As [`ApiClient::flows`].
+    pub async fn status(&self) -> Result<ApiStatus, ClientError> {
+        self.get_json("/v1/status").await
+    }
+
+    /// `GET /v1/observe`: the live stream.
+    ///
+    /// # Errors
+    /// As [`ApiClient::flows`], for the start of the stream; later errors
+    /// come as items.
+    pub async fn observe(&self, filter: &FlowFilter) -> Result<EventStream, ClientError> {
+        let body = self
+            .get(&with_query("/v1/observe", filter))
+            .await?
+            .into_body();
+        let client = self.clone();
+        let lines = LineReader {
+            body,
+            buffer: Vec::new(),
+            done: false,
+        };
+        Ok(Box::pin(futures_util::stream::unfold(
+            (lines, client),
+            |(mut lines, client)| async move {
+                let item = lines.next_item(&client).await?;
+                Some((item, (lines, client)))
+            },
+        )))
+    }
+}
+
+fn with_query(path: &str, filter: &FlowFilter) -> String {
+    let query = filter_query(filter);
+    if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+/// An error answer that is not the API's JSON (another server on the
+/// socket?): its status and the start of its text.
+fn error_text(status: StatusCode, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let first = text.lines().next().unwrap_or("").trim();
+    let first: String = first.chars().take(200).collect();
+    if first.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {first}")
+    }
+}
+
+struct LineReader {
+    body: Incoming,
+    buffer: Vec<u8>,
+    done: bool,
+}
+
+impl LineReader {
+    async fn next_item(&mut self, client: &ApiClient) -> Option<Result<StreamItem, ClientError>> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                return Some(
+                    StreamItem::from_line(line).map_err(|e| ClientError::Decode(e.to_string())),
+                );
+            }
+            if self.done {
+                return None;
+            }
+            if self.buffer.len() > MAX_LINE {
+                self.done = true;
+                return Some(Err(ClientError::Decode(format!(
+                    "a stream line longer than {MAX_LINE} bytes"
+                ))));
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(client.http_error(e)));
+                }
+                None => self.done = true,
+            }
+        }
+    }
+}

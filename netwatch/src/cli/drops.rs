@@ -1,0 +1,97 @@
+//! `netwatch drops`: what was dropped, by container, network and reason.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use jiff::Timestamp;
+
+use super::{
+    source::{FilterArgs, FlowOutput, FlowSource as _, SourceArgs, ago, open_source, print_list},
+    table,
+};
+use crate::{api::DropGroup, render::units};
+
+/// The table `netwatch drops` prints.
+pub fn drops_table(groups: &[DropGroup], now: Timestamp) -> String {
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.container.clone().unwrap_or_default(),
+                g.network.clone().unwrap_or_default(),
+                g.reason.clone(),
+                g.flows.to_string(),
+                g.packets.to_string(),
+                units::bytes(g.bytes),
+                ago(g.last_seen, now),
+                g.remotes.join(", "),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "CONTAINER",
+            "NETWORK",
+            "REASON",
+            "FLOWS",
+            "PACKETS",
+            "BYTES",
+            "LAST SEEN",
+            "REMOTES",
+        ],
+        &rows,
+    )
+}
+
+/// Prints the drops `filter` selects.
+///
+/// # Errors
+/// `--verdict forwarded`, no agent answers, or it refuses the filter.
+pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Result<ExitCode> {
+    if filter.verdict.as_deref() == Some("forwarded") {
+        bail!(
+            "drops lists dropped flows only: leave out --verdict forwarded (or use `netwatch flows`)"
+        );
+    }
+    super::block_on(async {
+        let groups = open_source(source).await?.drops(&filter.filter()).await?;
+        print_list(&groups, output, |groups| {
+            drops_table(groups, Timestamp::now())
+        })?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_names_container_reason_and_what_was_tried() {
+        let group = DropGroup {
+            container: Some("db".into()),
+            service: Some("backend".into()),
+            network: Some("app_db".into()),
+            reason: "host-access".into(),
+            packets: 3,
+            bytes: 294,
+            flows: 1,
+            first_seen: Timestamp::from_second(100).unwrap(),
+            last_seen: Timestamp::from_second(190).unwrap(),
+            remotes: vec!["172.19.0.1:53/udp".into()],
+        };
+        let text = drops_table(&[group], Timestamp::from_second(200).unwrap());
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("CONTAINER   NETWORK   REASON"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("db          app_db    host-access"),
+            "{text}"
+        );
+        assert!(lines[1].contains("294 B"), "{text}");
+        assert!(lines[1].contains("10s ago"), "{text}");
+        assert!(lines[1].ends_with("172.19.0.1:53/udp"), "{text}");
+    }
+}

@@ -1,0 +1,124 @@
+//! `netwatch flows`: aggregated flows, busiest first.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::{
+    source::{
+        FilterArgs, FlowOutput, FlowSource as _, SourceArgs, endpoint, open_source, print_list,
+    },
+    table,
+};
+use crate::{flows::FlowEntry, render::units};
+
+fn row(e: &FlowEntry) -> Vec<String> {
+    let (src, dst) = if e.flows > 1 {
+        (format!("({} idle flows)", e.flows), "*".to_string())
+    } else {
+        (
+            endpoint(e.src, e.src_port, &e.proto),
+            endpoint(e.dst, e.dst_port, &e.proto),
+        )
+    };
+    // No container: a flow on a network's bridge or an uplink that no
+    // container's address explains (neighbour discovery from the host…).
+    let owner = e
+        .container
+        .clone()
+        .or_else(|| e.interface.as_ref().map(|i| format!("({i})")))
+        .unwrap_or_default();
+    vec![
+        owner,
+        e.direction.clone(),
+        e.proto.clone(),
+        src,
+        dst,
+        e.packets.to_string(),
+        units::bytes(e.bytes),
+        e.verdict.clone(),
+        e.reason.clone().unwrap_or_default(),
+        e.peer.clone().unwrap_or_default(),
+    ]
+}
+
+/// The table `netwatch flows` prints.
+pub fn flows_table(entries: &[FlowEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries.iter().map(row).collect();
+    table(
+        &[
+            "CONTAINER",
+            "DIR",
+            "PROTO",
+            "SRC",
+            "DST",
+            "PACKETS",
+            "BYTES",
+            "VERDICT",
+            "REASON",
+            "PEER",
+        ],
+        &rows,
+    )
+}
+
+/// Prints the flows `filter` selects.
+///
+/// # Errors
+/// No agent answers, or it refuses the filter.
+pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Result<ExitCode> {
+    super::block_on(async {
+        let entries = open_source(source).await?.flows(&filter.filter()).await?;
+        print_list(&entries, output, flows_table)?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+
+    #[test]
+    fn the_table_shows_names_endpoints_and_human_bytes() {
+        let entry = FlowEntry {
+            container: Some("web".into()),
+            service: None,
+            network: Some("front".into()),
+            direction: "egress".into(),
+            src: Some("172.19.0.2".parse().unwrap()),
+            dst: Some("172.19.0.3".parse().unwrap()),
+            src_port: 40312,
+            dst_port: 5432,
+            proto: "tcp".into(),
+            packets: 12,
+            bytes: 1_572_864,
+            verdict: "forwarded".into(),
+            reason: None,
+            peer: Some("db".into()),
+            first_seen: Timestamp::from_second(1).unwrap(),
+            last_seen: Timestamp::from_second(2).unwrap(),
+            interface: None,
+            flows: 1,
+        };
+        let summary = FlowEntry {
+            flows: 7,
+            src: None,
+            dst: None,
+            proto: "*".into(),
+            peer: None,
+            ..entry.clone()
+        };
+        let text = flows_table(&[entry, summary]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("CONTAINER   DIR      PROTO   SRC"),
+            "{text}"
+        );
+        assert!(lines[1].contains("172.19.0.2:40312"), "{text}");
+        assert!(lines[1].contains("1.5 MiB"), "{text}");
+        assert!(lines[1].ends_with("db"), "{text}");
+        assert!(lines[2].contains("(7 idle flows)"), "{text}");
+    }
+}

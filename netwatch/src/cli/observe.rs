@@ -1,0 +1,157 @@
+//! `netwatch observe`: flow and drop records as they happen, one line each.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use futures_util::StreamExt as _;
+use jiff::tz::TimeZone;
+
+use super::{
+    signals,
+    source::{FilterArgs, FlowOutput, FlowSource as _, SourceArgs, endpoint, open_source, print},
+};
+use crate::{api::StreamItem, flows::ObservedEvent, render::units};
+
+/// `web 172.19.0.2:40312`, the address alone for an end with no name, the
+/// name alone for a flow without addresses (ARP).
+fn end(name: Option<&str>, ip: Option<std::net::IpAddr>, port: u16, proto: &str) -> String {
+    let address = endpoint(ip, port, proto);
+    match (name, ip) {
+        (Some(name), None) => name.to_string(),
+        (Some(name), Some(_)) => format!("{name} {address}"),
+        (None, _) => address,
+    }
+}
+
+/// One event as a line for people:
+/// `Nov 27 22:10:05.123  flow-open   web 172.19.0.2:40312 -> db 172.19.0.3:5432  tcp  FORWARDED  egress on front  1 pkts 74 B`.
+pub fn event_line(event: &ObservedEvent, tz: &TimeZone) -> String {
+    let f = &event.flow;
+    let (src_name, dst_name) = if f.direction == "ingress" {
+        (f.peer.as_deref(), f.container.as_deref())
+    } else {
+        (f.container.as_deref(), f.peer.as_deref())
+    };
+    let time = event
+        .time
+        .to_zoned_datetime(tz.clone())
+        .strftime("%b %e %H:%M:%S%.3f")
+        .to_string();
+    let verdict = match (&f.verdict[..], &f.reason) {
+        ("dropped", Some(reason)) => format!("DROPPED ({reason})"),
+        (verdict, _) => verdict.to_uppercase(),
+    };
+    format!(
+        "{time}  {:<11} {} -> {}  {}  {verdict}  {} on {}  {} pkts {}",
+        event.event,
+        end(src_name, f.src, f.src_port, &f.proto),
+        end(dst_name, f.dst, f.dst_port, &f.proto),
+        f.proto,
+        f.direction,
+        f.network.as_deref().unwrap_or("-"),
+        f.packets,
+        units::bytes(f.bytes),
+    )
+}
+
+fn line(item: &StreamItem, output: FlowOutput, tz: &TimeZone) -> String {
+    match (item, output) {
+        (_, FlowOutput::Json | FlowOutput::Jsonl) => item.to_line(),
+        (StreamItem::Event(event), FlowOutput::Table) => event_line(event, tz),
+        (StreamItem::Lost(count), FlowOutput::Table) => {
+            format!("{count} events lost: this observer fell behind")
+        }
+    }
+}
+
+/// Prints events until Ctrl-C (or SIGTERM), or until `count` events were
+/// shown.
+///
+/// # Errors
+/// No agent answers, it refuses the filter, or it ends the stream.
+pub fn run(
+    filter: &FilterArgs,
+    source: &SourceArgs,
+    output: FlowOutput,
+    count: Option<u64>,
+) -> Result<ExitCode> {
+    let tz = TimeZone::system();
+    super::block_on(async {
+        let source = open_source(source).await?;
+        let mut events = source.observe(&filter.filter()).await?;
+        let mut stop = std::pin::pin!(signals::terminated());
+        let mut shown = 0u64;
+        while count.is_none_or(|count| shown < count) {
+            let item = tokio::select! {
+                item = events.next() => item,
+                () = &mut stop => break,
+            };
+            let Some(item) = item else {
+                bail!("the agent ended the stream (did it stop?)");
+            };
+            let item = item?;
+            if matches!(item, StreamItem::Event(_)) {
+                shown += 1;
+            }
+            if !print(&(line(&item, output, &tz) + "\n"))? {
+                break;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::flows::FlowEntry;
+
+    #[test]
+    fn a_line_names_both_ends_the_verdict_and_the_reason() {
+        let event = ObservedEvent {
+            event: "drop".into(),
+            time: "2025-11-27T22:10:05.123Z".parse().unwrap(),
+            flow: FlowEntry {
+                container: Some("db".into()),
+                service: None,
+                network: Some("app_db".into()),
+                direction: "egress".into(),
+                src: Some("172.19.0.2".parse().unwrap()),
+                dst: Some("172.19.0.1".parse().unwrap()),
+                src_port: 40312,
+                dst_port: 53,
+                proto: "udp".into(),
+                packets: 1,
+                bytes: 74,
+                verdict: "dropped".into(),
+                reason: Some("host-access".into()),
+                peer: None,
+                first_seen: Timestamp::from_second(1).unwrap(),
+                last_seen: Timestamp::from_second(2).unwrap(),
+                interface: None,
+                flows: 1,
+            },
+        };
+        assert_eq!(
+            event_line(&event, &TimeZone::UTC),
+            "Nov 27 22:10:05.123  drop        db 172.19.0.2:40312 -> 172.19.0.1:53  udp  \
+             DROPPED (host-access)  egress on app_db  1 pkts 74 B"
+        );
+        let mut ingress = event.clone();
+        ingress.flow.direction = "ingress".into();
+        ingress.flow.peer = Some("web".into());
+        ingress.flow.verdict = "forwarded".into();
+        ingress.flow.reason = None;
+        let text = event_line(&ingress, &TimeZone::UTC);
+        assert!(
+            text.contains("web 172.19.0.2:40312 -> db 172.19.0.1:53  udp  FORWARDED  ingress"),
+            "{text}"
+        );
+        assert_eq!(
+            line(&StreamItem::Lost(3), FlowOutput::Jsonl, &TimeZone::UTC),
+            r#"{"event":"lost","count":3}"#
+        );
+    }
+}

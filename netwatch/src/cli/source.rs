@@ -1,0 +1,232 @@
+//! What `flows`, `drops` and `observe` share: the filter flags, the output
+//! formats, and where the flows come from.
+//!
+//! A [`FlowSource`] answers the three questions; [`AgentSource`] (the
+//! running agent, through its API socket) is the one there is. A
+//! standalone session (the command attaching observe-only programs for its
+//! own lifetime) becomes a second implementation, chosen in
+//! [`open_source`] when no agent answers.
+
+use std::{
+    io::{self, Write as _},
+    net::IpAddr,
+    path::PathBuf,
+    pin::Pin,
+};
+
+use anyhow::Result;
+use futures_util::{Stream, StreamExt as _};
+use jiff::Timestamp;
+
+use crate::{
+    api::{
+        ApiClient, DEFAULT_SOCKET, DropGroup, StreamItem, drop_groups,
+        query::{self, parse_proto, parse_since},
+    },
+    flows::{FlowEntry, FlowFilter},
+};
+
+/// The filter flags, shared by `flows`, `drops` and `observe`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct FilterArgs {
+    /// Only this container (its name, as `docker ps` shows it).
+    #[arg(long, value_name = "NAME")]
+    pub container: Option<String>,
+    /// Only containers of this compose service.
+    #[arg(long, value_name = "SERVICE")]
+    pub service: Option<String>,
+    /// Only this Docker network (its name).
+    #[arg(long, value_name = "NAME")]
+    pub network: Option<String>,
+    /// Only flows whose latest packet was forwarded, or dropped.
+    #[arg(long, value_parser = ["forwarded", "dropped"])]
+    pub verdict: Option<String>,
+    /// Only flows dropped for this reason.
+    #[arg(long, value_name = "REASON", value_parser = clap::builder::PossibleValuesParser::new(query::reason_names()))]
+    pub reason: Option<String>,
+    /// Only this protocol: tcp, udp, icmp, icmpv6, or an IP protocol
+    /// number.
+    #[arg(long, value_name = "PROTO", value_parser = proto_arg)]
+    pub proto: Option<String>,
+    /// Only flows with this port at either end.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Only flows seen in the last DURATION (30s, 5m, 1h30m), or since an
+    /// RFC 3339 time (2025-11-27T22:10:00Z).
+    #[arg(long, value_name = "DURATION|TIME", value_parser = since_arg)]
+    pub since: Option<Timestamp>,
+}
+
+fn proto_arg(text: &str) -> Result<String, String> {
+    parse_proto(text).map_err(|e| e.to_string())
+}
+
+fn since_arg(text: &str) -> Result<Timestamp, String> {
+    parse_since(text, Timestamp::now()).map_err(|e| e.to_string())
+}
+
+impl FilterArgs {
+    pub fn filter(&self) -> FlowFilter {
+        FlowFilter {
+            container: self.container.clone(),
+            service: self.service.clone(),
+            network: self.network.clone(),
+            verdict: self.verdict.clone(),
+            reason: self.reason.clone(),
+            proto: self.proto.clone(),
+            port: self.port,
+            since: self.since,
+        }
+    }
+}
+
+/// Which agent to ask.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SourceArgs {
+    /// The running agent's API socket (`netwatch agent --api-socket`).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+/// How `flows`, `drops` and `observe` print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowOutput {
+    /// Aligned columns (`observe`: one line per event) for people.
+    Table,
+    /// One JSON document (`observe`: the same as jsonl).
+    Json,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// Live events from a source; ends when the source does.
+pub type Events = Pin<Box<dyn Stream<Item = Result<StreamItem>> + Send>>;
+
+/// Where flows come from.
+pub(crate) trait FlowSource {
+    /// The flows `filter` selects, busiest first.
+    async fn flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>>;
+
+    /// Dropped flows grouped by container, network and reason.
+    async fn drops(&self, filter: &FlowFilter) -> Result<Vec<DropGroup>> {
+        let dropped = FlowFilter {
+            verdict: Some("dropped".into()),
+            ..filter.clone()
+        };
+        Ok(drop_groups(&self.flows(&dropped).await?))
+    }
+
+    /// Records as they come, from now on (with `since`: the flows seen
+    /// since then first).
+    async fn observe(&self, filter: &FlowFilter) -> Result<Events>;
+}
+
+/// The running agent, through its API socket.
+pub(crate) struct AgentSource(ApiClient);
+
+impl FlowSource for AgentSource {
+    async fn flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>> {
+        Ok(self.0.flows(filter).await?)
+    }
+
+    async fn drops(&self, filter: &FlowFilter) -> Result<Vec<DropGroup>> {
+        Ok(self.0.drops(filter).await?)
+    }
+
+    async fn observe(&self, filter: &FlowFilter) -> Result<Events> {
+        let events = self.0.observe(filter).await?;
+        Ok(Box::pin(
+            events.map(|item| item.map_err(anyhow::Error::from)),
+        ))
+    }
+}
+
+/// The source for this command: the agent at `args.socket`. Asks for its
+/// status first, so that a missing agent is one clear error before
+/// anything else.
+///
+/// # Errors
+/// No agent answers (the message says to start `netwatch agent`).
+pub(crate) async fn open_source(args: &SourceArgs) -> Result<AgentSource> {
+    let client = ApiClient::new(&args.socket);
+    client.status().await?;
+    Ok(AgentSource(client))
+}
+
+/// `address:port`, `[v6]:port`, or the address alone when there is no port
+/// (ICMP carries type and code where ports would be).
+pub fn endpoint(ip: Option<IpAddr>, port: u16, proto: &str) -> String {
+    match ip {
+        None => "*".to_string(),
+        Some(ip) if port == 0 || proto.starts_with("icmp") => ip.to_string(),
+        Some(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+        Some(IpAddr::V4(v4)) => format!("{v4}:{port}"),
+    }
+}
+
+/// `12s ago`, `5m ago`, `3h ago`, `2d ago`.
+pub fn ago(then: Timestamp, now: Timestamp) -> String {
+    let seconds = now.duration_since(then).as_secs().max(0);
+    match seconds {
+        0..60 => format!("{seconds}s ago"),
+        60..3600 => format!("{}m ago", seconds / 60),
+        3600..86400 => format!("{}h ago", seconds / 3600),
+        _ => format!("{}d ago", seconds / 86400),
+    }
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) is not an
+/// error: returns `false` then.
+pub fn print(text: &str) -> Result<bool> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints `items` as the format asks: a pretty JSON array, JSON lines, or
+/// the table `table` draws.
+pub fn print_list<T: serde::Serialize>(
+    items: &[T],
+    output: FlowOutput,
+    table: impl FnOnce(&[T]) -> String,
+) -> Result<()> {
+    let text = match output {
+        FlowOutput::Table => table(items),
+        FlowOutput::Json => serde_json::to_string_pretty(items)? + "\n",
+        FlowOutput::Jsonl => {
+            let mut text = String::new();
+            for item in items {
+                text.push_str(&serde_json::to_string(item)?);
+                text.push('\n');
+            }
+            text
+        }
+    };
+    print(&text)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_and_ages_read_well() {
+        let v4: IpAddr = "172.19.0.2".parse().unwrap();
+        let v6: IpAddr = "fd00::2".parse().unwrap();
+        assert_eq!(endpoint(Some(v4), 53, "udp"), "172.19.0.2:53");
+        assert_eq!(endpoint(Some(v6), 53, "udp"), "[fd00::2]:53");
+        assert_eq!(endpoint(Some(v4), 2048, "icmp"), "172.19.0.2");
+        assert_eq!(endpoint(None, 0, "*"), "*");
+        let now = Timestamp::from_second(100_000).unwrap();
+        let at = |s: i64| Timestamp::from_second(100_000 - s).unwrap();
+        assert_eq!(ago(at(5), now), "5s ago");
+        assert_eq!(ago(at(300), now), "5m ago");
+        assert_eq!(ago(at(7200), now), "2h ago");
+        assert_eq!(ago(at(90000), now), "1d ago");
+        assert_eq!(ago(at(-3), now), "0s ago");
+    }
+}

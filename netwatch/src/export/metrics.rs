@@ -1,0 +1,979 @@
+//! Prometheus metrics: per-container flow totals, the datapath's verdict
+//! counters, and the health of the pipeline that carries records to user
+//! space, served as text (exposition format 0.0.4) on `GET /metrics`.
+//!
+//! The agent serves them on [`DEFAULT_METRICS_ADDR`] (`127.0.0.1:9469`,
+//! loopback only) unless told otherwise; anything but `/metrics` answers 404.
+//!
+//! # Metrics
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `netwatch_flow_bytes_total`, `netwatch_flow_packets_total` | counter | `container`, `service`, `network`, `direction`, `verdict` |
+//! | `netwatch_drops_total` | counter | `hook`, `reason` |
+//! | `netwatch_forwarded_packets_total` | counter | `hook` |
+//! | `netwatch_ringbuf_lost_total` | counter | |
+//! | `netwatch_pipeline_records_total`, `netwatch_pipeline_malformed_total` | counter | |
+//! | `netwatch_flow_evictions_total`, `netwatch_flows_summarised_total` | counter | |
+//! | `netwatch_tracked_flows` | gauge | |
+//! | `netwatch_attached_interfaces` | gauge | `hook` |
+//! | `netwatch_flow_log_lines_total`, `…_lost_events_total`, `…_write_errors_total`, `…_unwritten_lines_total`, `…_rotations_total` | counter | (with `--flow-log`) |
+//!
+//! Flow totals are the sums, per label set, of the flows `netwatch flows`
+//! shows (summaries of idle flows included), so they match it exactly.
+//! They are per container: traffic between two containers of this host
+//! counts for both, as the sender's egress and the receiver's ingress, so
+//! sum over one direction (or filter on one container) for host totals.
+//! Cardinality is bounded by the containers and networks the agent has
+//! seen: there are no per-port, per-address or per-interface labels.
+//! Flows that belong to no container on this host (packets the uplink
+//! shield dropped on their way to an unknown address) have `container=""`
+//! (and `network=""` when no network is known). `service` is the compose
+//! service, `""` for containers outside compose; it is a function of the
+//! container, so it adds no series. `verdict` is the flow's latest verdict:
+//! a flow whose verdict changes (a policy change while it lives) moves its
+//! totals to the other series, which Prometheus sees as a counter reset of
+//! the series it left.
+//!
+//! `hook` is `tc` for the TCX programs on container veths and network
+//! bridges (which share one set of verdict counters) and `uplink` for the
+//! XDP shield on uplinks. Drop reasons are the names `netwatch drops`
+//! shows; every reason is exported for both hooks, zero or not, so that
+//! `rate()` and alerts see a series from the start.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    convert::Infallible,
+    io,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header::{ALLOW, CONTENT_TYPE},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use log::{debug, warn};
+use netwatch_common::reason::DropReason;
+use tokio::{net::TcpListener, task::JoinSet};
+
+use super::{
+    exposition::{CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, Exposition, MetricKind},
+    flowlog::{FlowLogCounters, FlowLogStats},
+};
+use crate::{
+    datapath::{Hook, pinned, pinned::PinnedCounters, pins},
+    flows::{FlowEntry, FlowFilter, Pipeline, PipelineCounters},
+};
+
+/// Where the agent serves metrics by default: loopback only, so exposing
+/// them beyond the host is an explicit choice (`--metrics-addr`).
+pub const DEFAULT_METRICS_ADDR: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9469));
+
+/// The one path served.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// Connections served at once; more are closed on accept.
+const MAX_CONNECTIONS: usize = 64;
+
+/// A client has this long to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the pipeline reports about itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    pub counters: PipelineCounters,
+    /// Flows kept one by one now.
+    pub tracked_flows: u64,
+}
+
+/// Interfaces with netwatch programs attached, by hook kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttachCounts {
+    /// Container veths and network bridges with a TCX program.
+    pub tc: u64,
+    /// Uplinks with the XDP shield.
+    pub uplink: u64,
+}
+
+/// Everything one scrape shows. A part that is `None` is left out of the
+/// output (e.g. no datapath counters when nothing is pinned).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Every flow and summary (`Pipeline::flows` with no filter).
+    pub flows: Option<Vec<FlowEntry>>,
+    pub pipeline: Option<PipelineStats>,
+    pub datapath: Option<PinnedCounters>,
+    pub attachments: Option<AttachCounts>,
+    pub flow_log: Option<FlowLogStats>,
+}
+
+type Collector<T> = Box<dyn Fn() -> T + Send + Sync>;
+
+/// Where a scrape's numbers come from: one closure per part, each called
+/// on every scrape (on a blocking thread: they may read maps and bpffs).
+///
+/// The agent wires it with [`MetricsSource::agent`]; tests and other
+/// callers can feed any part with the `with_*` methods.
+#[derive(Default)]
+pub struct MetricsSource {
+    flows: Option<Collector<Vec<FlowEntry>>>,
+    pipeline: Option<Collector<PipelineStats>>,
+    datapath: Option<Collector<Option<PinnedCounters>>>,
+    attachments: Option<Collector<AttachCounts>>,
+    flow_log: Option<Arc<FlowLogCounters>>,
+}
+
+impl MetricsSource {
+    /// A source with no parts: renders nothing.
+    pub fn new() -> MetricsSource {
+        MetricsSource::default()
+    }
+
+    /// The agent's source: flows and pipeline counters from `pipeline`,
+    /// datapath counters and attachments from what is pinned under
+    /// `pin_root`.
+    pub fn agent(pipeline: Arc<Pipeline>, pin_root: PathBuf) -> MetricsSource {
+        MetricsSource::new()
+            .with_pipeline(pipeline)
+            .with_pins(pin_root)
+    }
+
+    /// Flows and counters of `pipeline`.
+    pub fn with_pipeline(self, pipeline: Arc<Pipeline>) -> MetricsSource {
+        let stats = Arc::clone(&pipeline);
+        self.with_flows(move || pipeline.flows(&FlowFilter::default()))
+            .with_pipeline_stats(move || PipelineStats {
+                counters: stats.counters(),
+                tracked_flows: u64::try_from(stats.tracked_flows()).unwrap_or(u64::MAX),
+            })
+    }
+
+    /// Datapath counters and attachments pinned under `pin_root`. A pinned
+    /// map that cannot be read is logged (once until it can be read again)
+    /// and its metrics are left out of that scrape.
+    pub fn with_pins(self, pin_root: PathBuf) -> MetricsSource {
+        let links_root = pin_root.clone();
+        let failing = AtomicBool::new(false);
+        self.with_datapath_counters(move || match pinned::read_counters(&pin_root) {
+            Ok(counters) => {
+                failing.store(false, Ordering::Relaxed);
+                counters
+            }
+            Err(e) => {
+                if !failing.swap(true, Ordering::Relaxed) {
+                    warn!("metrics: cannot read the pinned datapath counters: {e}");
+                }
+                None
+            }
+        })
+        .with_attachments(move || attach_counts(&pins::pinned_links(&links_root)))
+    }
+
+    /// Counters of the flow log writer.
+    pub fn with_flow_log(mut self, counters: Arc<FlowLogCounters>) -> MetricsSource {
+        self.flow_log = Some(counters);
+        self
+    }
+
+    pub fn with_flows(
+        mut self,
+        flows: impl Fn() -> Vec<FlowEntry> + Send + Sync + 'static,
+    ) -> MetricsSource {
+        self.flows = Some(Box::new(flows));
+        self
+    }
+
+    pub fn with_pipeline_stats(
+        mut self,
+        stats: impl Fn() -> PipelineStats + Send + Sync + 'static,
+    ) -> MetricsSource {
+        self.pipeline = Some(Box::new(stats));
+        self
+    }
+
+    /// `None` from the closure: nothing pinned (yet); the datapath metrics
+    /// are left out.
+    pub fn with_datapath_counters(
+        mut self,
+        counters: impl Fn() -> Option<PinnedCounters> + Send + Sync + 'static,
+    ) -> MetricsSource {
+        self.datapath = Some(Box::new(counters));
+        self
+    }
+
+    pub fn with_attachments(
+        mut self,
+        attachments: impl Fn() -> AttachCounts + Send + Sync + 'static,
+    ) -> MetricsSource {
+        self.attachments = Some(Box::new(attachments));
+        self
+    }
+
+    /// Calls every part now. May block (map reads, a flow-table sweep).
+    pub fn collect(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            flows: self.flows.as_ref().map(|f| f()),
+            pipeline: self.pipeline.as_ref().map(|f| f()),
+            datapath: self.datapath.as_ref().and_then(|f| f()),
+            attachments: self.attachments.as_ref().map(|f| f()),
+            flow_log: self.flow_log.as_ref().map(|c| c.stats()),
+        }
+    }
+
+    /// [`render`] of [`MetricsSource::collect`].
+    pub fn render(&self) -> String {
+        render(&self.collect())
+    }
+}
+
+/// Counts interfaces (not links: a veth has two TC links) by hook kind.
+pub fn attach_counts(links: &[pins::PinnedLink]) -> AttachCounts {
+    let uplink_program = Hook::Uplink.program_name();
+    let (uplink, tc): (BTreeSet<u32>, BTreeSet<u32>) = (
+        links
+            .iter()
+            .filter(|l| l.program == uplink_program)
+            .map(|l| l.ifindex)
+            .collect(),
+        links
+            .iter()
+            .filter(|l| l.program != uplink_program)
+            .map(|l| l.ifindex)
+            .collect(),
+    );
+    AttachCounts {
+        tc: tc.len() as u64,
+        uplink: uplink.len() as u64,
+    }
+}
+
+/// Flow totals per label set: container, service, network, direction,
+/// verdict.
+type FlowSeries<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
+
+/// Sums flows per label set: (packets, bytes).
+pub fn flow_totals(flows: &[FlowEntry]) -> BTreeMap<FlowSeries<'_>, (u64, u64)> {
+    let mut totals: BTreeMap<FlowSeries<'_>, (u64, u64)> = BTreeMap::new();
+    for flow in flows {
+        let series = (
+            flow.container.as_deref().unwrap_or(""),
+            flow.service.as_deref().unwrap_or(""),
+            flow.network.as_deref().unwrap_or(""),
+            flow.direction.as_str(),
+            flow.verdict.as_str(),
+        );
+        let total = totals.entry(series).or_default();
+        total.0 = total.0.saturating_add(flow.packets);
+        total.1 = total.1.saturating_add(flow.bytes);
+    }
+    totals
+}
+
+/// The snapshot in the text exposition format.
+pub fn render(snapshot: &MetricsSnapshot) -> String {
+    let mut out = Exposition::new();
+    if let Some(flows) = &snapshot.flows {
+        render_flows(&mut out, flows);
+    }
+    if let Some(counters) = &snapshot.datapath {
+        render_datapath(&mut out, counters);
+    }
+    if let Some(stats) = &snapshot.pipeline {
+        render_pipeline(&mut out, stats);
+    }
+    if let Some(attachments) = &snapshot.attachments {
+        out.family(
+            "netwatch_attached_interfaces",
+            MetricKind::Gauge,
+            "Interfaces with netwatch programs attached (pinned), by hook: tc (container \
+             veths and network bridges, TCX) or uplink (XDP shield).",
+        );
+        out.sample(&[("hook", "tc")], attachments.tc);
+        out.sample(&[("hook", "uplink")], attachments.uplink);
+    }
+    if let Some(stats) = &snapshot.flow_log {
+        render_flow_log(&mut out, stats);
+    }
+    out.finish()
+}
+
+fn render_flows(out: &mut Exposition, flows: &[FlowEntry]) {
+    let totals = flow_totals(flows);
+    let help = |what: &str| {
+        format!(
+            "{what} of the flows netwatch tracks, by container, compose service, network, \
+             direction (egress: sent by the container) and the flow's latest verdict; \
+             container=\"\" for flows of no container on this host."
+        )
+    };
+    let families = [
+        (
+            "netwatch_flow_bytes_total",
+            "Bytes (Ethernet header included)",
+            true,
+        ),
+        ("netwatch_flow_packets_total", "Packets", false),
+    ];
+    for (name, what, bytes) in families {
+        out.family(name, MetricKind::Counter, &help(what));
+        for ((container, service, network, direction, verdict), (packets, bytes_total)) in &totals {
+            out.sample(
+                &[
+                    ("container", container),
+                    ("service", service),
+                    ("network", network),
+                    ("direction", direction),
+                    ("verdict", verdict),
+                ],
+                if bytes { *bytes_total } else { *packets },
+            );
+        }
+    }
+}
+
+fn render_datapath(out: &mut Exposition, counters: &PinnedCounters) {
+    let hooks = [("tc", &counters.verdicts), ("uplink", &counters.uplink)];
+    out.family(
+        "netwatch_drops_total",
+        MetricKind::Counter,
+        "Packets the datapath dropped, by hook (tc: container veths and network bridges; \
+         uplink: XDP shield) and reason.",
+    );
+    for (hook, counts) in hooks {
+        for reason in DropReason::ALL {
+            if reason == DropReason::None {
+                continue;
+            }
+            let count = counts.get(reason as usize).copied().unwrap_or(0);
+            out.sample(&[("hook", hook), ("reason", reason.name())], count);
+        }
+    }
+    out.family(
+        "netwatch_forwarded_packets_total",
+        MetricKind::Counter,
+        "Packets the datapath let through, by hook.",
+    );
+    for (hook, counts) in hooks {
+        let index = DropReason::None as usize;
+        out.sample(&[("hook", hook)], counts.get(index).copied().unwrap_or(0));
+    }
+    out.family(
+        "netwatch_ringbuf_lost_total",
+        MetricKind::Counter,
+        "Flow records the datapath could not hand to user space because the ring buffer \
+         was full.",
+    );
+    out.sample(&[], counters.ringbuf_lost);
+}
+
+fn render_pipeline(out: &mut Exposition, stats: &PipelineStats) {
+    let c = &stats.counters;
+    let counters: [(&'static str, &str, u64); 4] = [
+        (
+            "netwatch_pipeline_records_total",
+            "Ring buffer records the agent took.",
+            c.records,
+        ),
+        (
+            "netwatch_pipeline_malformed_total",
+            "Ring buffer records of the wrong size or with unknown values.",
+            c.malformed,
+        ),
+        (
+            "netwatch_flow_evictions_total",
+            "Live flows whose kernel flow-table entry was evicted (LRU) and came back; \
+             their counts are kept.",
+            c.kernel_evictions,
+        ),
+        (
+            "netwatch_flows_summarised_total",
+            "Idle flows folded into per-container summaries to keep the agent's memory \
+             within --flow-limit.",
+            c.summarised,
+        ),
+    ];
+    for (name, help, value) in counters {
+        out.family(name, MetricKind::Counter, help);
+        out.sample(&[], value);
+    }
+    out.family(
+        "netwatch_tracked_flows",
+        MetricKind::Gauge,
+        "Flows the agent keeps one by one now (summaries not counted).",
+    );
+    out.sample(&[], stats.tracked_flows);
+}
+
+fn render_flow_log(out: &mut Exposition, stats: &FlowLogStats) {
+    let counters: [(&'static str, &str, u64); 5] = [
+        (
+            "netwatch_flow_log_lines_total",
+            "Lines written to the flow log.",
+            stats.lines,
+        ),
+        (
+            "netwatch_flow_log_lost_events_total",
+            "Flow events the flow log writer fell too far behind to see.",
+            stats.lost_events,
+        ),
+        (
+            "netwatch_flow_log_write_errors_total",
+            "Failed writes, opens and rotations of the flow log.",
+            stats.write_errors,
+        ),
+        (
+            "netwatch_flow_log_unwritten_lines_total",
+            "Lines that failed writes or opens kept out of the flow log.",
+            stats.unwritten_lines,
+        ),
+        (
+            "netwatch_flow_log_rotations_total",
+            "Times the flow log was rotated.",
+            stats.rotations,
+        ),
+    ];
+    for (name, help, value) in counters {
+        out.family(name, MetricKind::Counter, help);
+        out.sample(&[], value);
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until the future is dropped.
+///
+/// HTTP/1.1 with keep-alive; `HEAD` is answered too, other methods on
+/// `/metrics` get 405 and other paths 404. Each scrape collects `source`
+/// on a blocking thread, so a slow flow-table sweep never stalls the
+/// runtime. At most 64 connections are served at once. Dropping the
+/// future closes every connection.
+///
+/// # Errors
+/// Only an error that makes the listener unusable (e.g. a closed socket);
+/// per-connection errors and running out of file descriptors are logged
+/// and served through.
+pub async fn serve_metrics(listener: TcpListener, source: MetricsSource) -> io::Result<()> {
+    let source = Arc::new(source);
+    let mut connections = JoinSet::new();
+    let mut accept_failing = false;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                accept_failing = false;
+                stream
+            }
+            Err(e) if per_connection(&e) => continue,
+            Err(e) if transient(&e) => {
+                if !accept_failing {
+                    warn!("metrics: cannot accept connections: {e}; retrying");
+                    accept_failing = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= MAX_CONNECTIONS {
+            debug!("metrics: {MAX_CONNECTIONS} connections open, closing a new one");
+            continue;
+        }
+        let source = Arc::clone(&source);
+        connections.spawn(async move {
+            let service = service_fn(move |request| respond(request, Arc::clone(&source)));
+            let served = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                debug!("metrics: connection ended: {e}");
+            }
+        });
+    }
+}
+
+fn per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Out of file descriptors or memory: may pass.
+fn transient(e: &io::Error) -> bool {
+    use nix::errno::Errno;
+    e.kind() == io::ErrorKind::OutOfMemory
+        || e.raw_os_error().is_some_and(|code| {
+            matches!(
+                Errno::from_raw(code),
+                Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
+            )
+        })
+}
+
+async fn respond(
+    request: Request<Incoming>,
+    source: Arc<MetricsSource>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if request.uri().path() != METRICS_PATH {
+        return Ok(plain(
+            StatusCode::NOT_FOUND,
+            "netwatch serves metrics at /metrics\n",
+        ));
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
+        return Ok(response);
+    }
+    match tokio::task::spawn_blocking(move || source.render()).await {
+        Ok(text) => {
+            let mut response = Response::new(Full::new(Bytes::from(text)));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(EXPOSITION_CONTENT_TYPE),
+            );
+            Ok(response)
+        }
+        Err(e) => {
+            warn!("metrics: collecting failed: {e}");
+            Ok(plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "collecting metrics failed; see the agent's log\n",
+            ))
+        }
+    }
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use jiff::Timestamp;
+    use netwatch_common::reason::DROP_REASON_COUNT;
+    use openmetrics_parser::{MetricNumber, PrometheusType, PrometheusValue, prometheus};
+    use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
+
+    use super::*;
+
+    /// One parsed sample: labels and value.
+    type Parsed = Vec<(HashMap<String, String>, f64)>;
+
+    /// Parses with a strict third-party parser and returns, per family,
+    /// its type, help and samples. Panics on anything it rejects.
+    fn parse(text: &str) -> HashMap<String, (PrometheusType, String, Parsed)> {
+        let exposition =
+            prometheus::parse_prometheus(text).unwrap_or_else(|e| panic!("{e:?} in:\n{text}"));
+        exposition
+            .families
+            .into_iter()
+            .map(|(name, family)| {
+                let samples = family
+                    .iter_samples()
+                    .map(|s| {
+                        let value = match &s.value {
+                            PrometheusValue::Counter(c) => number(&c.value),
+                            PrometheusValue::Gauge(g) => number(g),
+                            other => panic!("unexpected value {other:?}"),
+                        };
+                        let labels = s
+                            .get_labelset()
+                            .expect("samples of a parsed family know their label names")
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
+                        (labels, value)
+                    })
+                    .collect();
+                (
+                    name,
+                    (family.family_type.clone(), family.help.clone(), samples),
+                )
+            })
+            .collect()
+    }
+
+    fn number(n: &MetricNumber) -> f64 {
+        n.as_f64()
+    }
+
+    fn flow(
+        container: Option<&str>,
+        network: Option<&str>,
+        direction: &str,
+        verdict: &str,
+        packets: u64,
+        bytes: u64,
+    ) -> FlowEntry {
+        let t = Timestamp::from_second(1_800_000_000).unwrap();
+        FlowEntry {
+            container: container.map(String::from),
+            service: container.map(|c| format!("{c}-svc")),
+            network: network.map(String::from),
+            direction: direction.to_string(),
+            src: None,
+            dst: None,
+            src_port: 0,
+            dst_port: 0,
+            proto: "tcp".to_string(),
+            packets,
+            bytes,
+            verdict: verdict.to_string(),
+            reason: (verdict == "dropped").then(|| "not-in-network".to_string()),
+            peer: None,
+            first_seen: t,
+            last_seen: t,
+            interface: None,
+            flows: 1,
+        }
+    }
+
+    fn full_snapshot() -> MetricsSnapshot {
+        let mut verdicts = [0u64; DROP_REASON_COUNT as usize];
+        let mut uplink = [0u64; DROP_REASON_COUNT as usize];
+        verdicts[DropReason::None as usize] = 1000;
+        verdicts[DropReason::HostAccess as usize] = 7;
+        uplink[DropReason::None as usize] = 50;
+        uplink[DropReason::ProtectedPrefix as usize] = 3;
+        MetricsSnapshot {
+            flows: Some(vec![
+                flow(Some("web"), Some("front"), "egress", "forwarded", 10, 1000),
+                flow(Some("web"), Some("front"), "egress", "forwarded", 5, 700),
+                flow(Some("web"), Some("front"), "ingress", "forwarded", 4, 400),
+                flow(Some("db"), Some("back"), "egress", "dropped", 2, 148),
+                flow(None, None, "ingress", "dropped", 3, 222),
+            ]),
+            pipeline: Some(PipelineStats {
+                counters: PipelineCounters {
+                    records: 42,
+                    malformed: 1,
+                    kernel_evictions: 2,
+                    summarised: 3,
+                },
+                tracked_flows: 5,
+            }),
+            datapath: Some(PinnedCounters {
+                verdicts,
+                uplink,
+                ringbuf_lost: 9,
+            }),
+            attachments: Some(AttachCounts { tc: 4, uplink: 1 }),
+            flow_log: Some(FlowLogStats {
+                lines: 11,
+                lost_events: 2,
+                write_errors: 1,
+                unwritten_lines: 3,
+                rotations: 4,
+            }),
+        }
+    }
+
+    fn value(
+        families: &HashMap<String, (PrometheusType, String, Parsed)>,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> f64 {
+        let (_, _, samples) = families
+            .get(name)
+            .unwrap_or_else(|| panic!("no family {name}"));
+        let matching: Vec<f64> = samples
+            .iter()
+            .filter(|(l, _)| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
+            })
+            .map(|(_, v)| *v)
+            .collect();
+        assert_eq!(matching.len(), 1, "{name}{labels:?}: {matching:?}");
+        matching[0]
+    }
+
+    #[test]
+    fn every_family_parses_with_its_type_and_help() {
+        let text = render(&full_snapshot());
+        let families = parse(&text);
+        let expected = [
+            ("netwatch_flow_bytes_total", PrometheusType::Counter),
+            ("netwatch_flow_packets_total", PrometheusType::Counter),
+            ("netwatch_drops_total", PrometheusType::Counter),
+            ("netwatch_forwarded_packets_total", PrometheusType::Counter),
+            ("netwatch_ringbuf_lost_total", PrometheusType::Counter),
+            ("netwatch_pipeline_records_total", PrometheusType::Counter),
+            ("netwatch_pipeline_malformed_total", PrometheusType::Counter),
+            ("netwatch_flow_evictions_total", PrometheusType::Counter),
+            ("netwatch_flows_summarised_total", PrometheusType::Counter),
+            ("netwatch_tracked_flows", PrometheusType::Gauge),
+            ("netwatch_attached_interfaces", PrometheusType::Gauge),
+            ("netwatch_flow_log_lines_total", PrometheusType::Counter),
+            (
+                "netwatch_flow_log_lost_events_total",
+                PrometheusType::Counter,
+            ),
+            (
+                "netwatch_flow_log_write_errors_total",
+                PrometheusType::Counter,
+            ),
+            (
+                "netwatch_flow_log_unwritten_lines_total",
+                PrometheusType::Counter,
+            ),
+            ("netwatch_flow_log_rotations_total", PrometheusType::Counter),
+        ];
+        for (name, kind) in &expected {
+            let (family_type, help, _) = families
+                .get(*name)
+                .unwrap_or_else(|| panic!("{name} missing from:\n{text}"));
+            assert_eq!(family_type, kind, "{name}");
+            assert!(!help.is_empty(), "{name} has no help");
+        }
+        assert_eq!(families.len(), expected.len(), "{text}");
+        // Every line is a comment or a sample; each family's HELP comes
+        // first, then TYPE, then its samples.
+        for line in text.lines() {
+            assert!(!line.is_empty());
+        }
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn the_datapath_and_pipeline_counters_are_exported_as_read() {
+        let families = parse(&render(&full_snapshot()));
+        let drops = |hook, reason| {
+            value(
+                &families,
+                "netwatch_drops_total",
+                &[("hook", hook), ("reason", reason)],
+            )
+        };
+        assert_eq!(drops("tc", "host-access"), 7.0);
+        assert_eq!(drops("tc", "not-in-network"), 0.0);
+        assert_eq!(drops("uplink", "protected-prefix"), 3.0);
+        let (_, _, all_drops) = &families["netwatch_drops_total"];
+        assert_eq!(
+            all_drops.len(),
+            2 * (DROP_REASON_COUNT as usize - 1),
+            "every reason but `none`, for both hooks"
+        );
+        assert!(all_drops.iter().all(|(l, _)| l["reason"] != "none"));
+        let forwarded = |hook| {
+            value(
+                &families,
+                "netwatch_forwarded_packets_total",
+                &[("hook", hook)],
+            )
+        };
+        assert_eq!(forwarded("tc"), 1000.0);
+        assert_eq!(forwarded("uplink"), 50.0);
+        for (name, expected) in [
+            ("netwatch_ringbuf_lost_total", 9.0),
+            ("netwatch_pipeline_records_total", 42.0),
+            ("netwatch_pipeline_malformed_total", 1.0),
+            ("netwatch_flow_evictions_total", 2.0),
+            ("netwatch_flows_summarised_total", 3.0),
+            ("netwatch_tracked_flows", 5.0),
+            ("netwatch_flow_log_lines_total", 11.0),
+            ("netwatch_flow_log_lost_events_total", 2.0),
+            ("netwatch_flow_log_write_errors_total", 1.0),
+            ("netwatch_flow_log_unwritten_lines_total", 3.0),
+            ("netwatch_flow_log_rotations_total", 4.0),
+        ] {
+            assert_eq!(value(&families, name, &[]), expected, "{name}");
+        }
+        let attached = |hook| value(&families, "netwatch_attached_interfaces", &[("hook", hook)]);
+        assert_eq!((attached("tc"), attached("uplink")), (4.0, 1.0));
+    }
+
+    #[test]
+    fn flow_totals_are_sums_per_label_set_with_empty_labels_for_no_container() {
+        let families = parse(&render(&full_snapshot()));
+        let bytes = |container, network, direction, verdict| {
+            value(
+                &families,
+                "netwatch_flow_bytes_total",
+                &[
+                    ("container", container),
+                    ("network", network),
+                    ("direction", direction),
+                    ("verdict", verdict),
+                ],
+            )
+        };
+        assert_eq!(bytes("web", "front", "egress", "forwarded"), 1700.0);
+        assert_eq!(bytes("web", "front", "ingress", "forwarded"), 400.0);
+        assert_eq!(bytes("db", "back", "egress", "dropped"), 148.0);
+        assert_eq!(bytes("", "", "ingress", "dropped"), 222.0);
+        let (_, _, packets) = &families["netwatch_flow_packets_total"];
+        assert_eq!(packets.len(), 4);
+        let web = packets
+            .iter()
+            .find(|(l, _)| l["container"] == "web" && l["direction"] == "egress")
+            .unwrap();
+        assert_eq!(web.1, 15.0);
+        assert_eq!(web.0["service"], "web-svc");
+        assert_eq!(
+            web.0.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+            BTreeSet::from(["container", "service", "network", "direction", "verdict"]),
+            "no per-port or per-address labels"
+        );
+    }
+
+    #[test]
+    fn totals_match_the_sum_of_many_random_flows() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let containers = [Some("a"), Some("b"), Some("c"), None];
+        let networks = [Some("n1"), Some("n2"), None];
+        let flows: Vec<FlowEntry> = (0..2000)
+            .map(|_| {
+                flow(
+                    containers[rng.random_range(0..containers.len())],
+                    networks[rng.random_range(0..networks.len())],
+                    ["egress", "ingress"][rng.random_range(0..2)],
+                    ["forwarded", "dropped"][rng.random_range(0..2)],
+                    rng.random_range(0..1_000_000),
+                    rng.random_range(0..1_000_000_000),
+                )
+            })
+            .collect();
+        let snapshot = MetricsSnapshot {
+            flows: Some(flows.clone()),
+            ..MetricsSnapshot::default()
+        };
+        let families = parse(&render(&snapshot));
+        let sum = |name: &str| -> f64 { families[name].2.iter().map(|(_, v)| v).sum() };
+        let packets: u64 = flows.iter().map(|f| f.packets).sum();
+        let bytes: u64 = flows.iter().map(|f| f.bytes).sum();
+        // Below 2^53: exact as f64.
+        assert_eq!(sum("netwatch_flow_packets_total"), packets as f64);
+        assert_eq!(sum("netwatch_flow_bytes_total"), bytes as f64);
+        // Per series too.
+        for ((container, _, network, direction, verdict), (p, b)) in flow_totals(&flows) {
+            let labels = [
+                ("container", container),
+                ("network", network),
+                ("direction", direction),
+                ("verdict", verdict),
+            ];
+            assert_eq!(
+                value(&families, "netwatch_flow_packets_total", &labels),
+                p as f64
+            );
+            assert_eq!(
+                value(&families, "netwatch_flow_bytes_total", &labels),
+                b as f64
+            );
+        }
+        assert!(families["netwatch_flow_bytes_total"].2.len() <= 4 * 3 * 2 * 2);
+    }
+
+    #[test]
+    fn label_values_survive_escaping() {
+        let odd = [
+            "quote\"d",
+            "back\\slash",
+            "new\nline",
+            "comma,=equals{}",
+            "trailing\\",
+            "ünïcode ✓",
+            "",
+        ];
+        let flows: Vec<FlowEntry> = odd
+            .iter()
+            .map(|name| flow(Some(name), Some(name), "egress", "forwarded", 1, 1))
+            .collect();
+        let text = render(&MetricsSnapshot {
+            flows: Some(flows),
+            ..MetricsSnapshot::default()
+        });
+        assert!(text.contains(r#"container="quote\"d""#), "{text}");
+        assert!(text.contains(r#"container="back\\slash""#), "{text}");
+        assert!(text.contains(r#"container="new\nline""#), "{text}");
+        assert_eq!(
+            text.lines().count(),
+            4 + 2 * odd.len(),
+            "no raw line feed: {text}"
+        );
+        let families = parse(&text);
+        let (_, _, samples) = &families["netwatch_flow_bytes_total"];
+        let parsed: BTreeSet<&str> = samples
+            .iter()
+            .map(|(l, _)| l["container"].as_str())
+            .collect();
+        assert_eq!(parsed, odd.into_iter().collect::<BTreeSet<_>>());
+        for (labels, _) in samples {
+            assert_eq!(labels["container"], labels["network"]);
+        }
+    }
+
+    #[test]
+    fn an_empty_source_renders_nothing_and_missing_parts_are_left_out() {
+        assert_eq!(MetricsSource::new().render(), "");
+        let text = MetricsSource::new()
+            .with_flows(Vec::new)
+            .with_attachments(|| AttachCounts { tc: 2, uplink: 0 })
+            .with_datapath_counters(|| None)
+            .render();
+        let families = parse(&text);
+        assert!(families.contains_key("netwatch_attached_interfaces"));
+        assert!(
+            !families.contains_key("netwatch_drops_total"),
+            "nothing pinned"
+        );
+        assert!(text.contains("# TYPE netwatch_flow_bytes_total counter"));
+    }
+
+    #[test]
+    fn the_server_can_be_spawned() {
+        fn spawnable<F: std::future::Future + Send + 'static>(_: &F) {}
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let listener = TcpListener::from_std(listener).unwrap();
+        spawnable(&serve_metrics(listener, MetricsSource::new()));
+    }
+
+    #[test]
+    fn attachments_count_interfaces_not_links() {
+        let link = |ifindex, program: &str| pins::PinnedLink {
+            ifindex,
+            program: program.to_string(),
+        };
+        let links = [
+            link(7, Hook::FromContainer.program_name()),
+            link(7, Hook::ToContainer.program_name()),
+            link(8, Hook::FromContainer.program_name()),
+            link(2, Hook::Uplink.program_name()),
+        ];
+        assert_eq!(attach_counts(&links), AttachCounts { tc: 2, uplink: 1 });
+    }
+}

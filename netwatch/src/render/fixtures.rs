@@ -1,0 +1,392 @@
+//! Hand-made flow entries for the tests of this module.
+
+use std::net::IpAddr;
+
+use jiff::Timestamp;
+
+use crate::flows::FlowEntry;
+
+pub fn at(second: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + second).unwrap()
+}
+
+/// A forwarded flow with one packet per 100 bytes, seen from `second` 0.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a FlowEntry's fields in the order tests read them"
+)]
+pub fn flow(
+    container: Option<&str>,
+    network: Option<&str>,
+    direction: &str,
+    src: &str,
+    dst: &str,
+    ports: (u16, u16),
+    proto: &str,
+    bytes: u64,
+) -> FlowEntry {
+    FlowEntry {
+        container: container.map(String::from),
+        service: None,
+        network: network.map(String::from),
+        direction: direction.to_string(),
+        src: Some(src.parse::<IpAddr>().unwrap()),
+        dst: Some(dst.parse::<IpAddr>().unwrap()),
+        src_port: ports.0,
+        dst_port: ports.1,
+        proto: proto.to_string(),
+        packets: bytes.div_ceil(100),
+        bytes,
+        verdict: "forwarded".to_string(),
+        reason: None,
+        peer: None,
+        first_seen: at(0),
+        last_seen: at(10),
+        interface: None,
+        flows: 1,
+    }
+}
+
+/// `c` on `net` sends `bytes` to `dst`.
+pub fn egress(
+    c: &str,
+    net: &str,
+    src: &str,
+    dst: &str,
+    ports: (u16, u16),
+    bytes: u64,
+) -> FlowEntry {
+    flow(Some(c), Some(net), "egress", src, dst, ports, "tcp", bytes)
+}
+
+/// `c` on `net` receives `bytes` from `src`.
+pub fn ingress(
+    c: &str,
+    net: &str,
+    src: &str,
+    dst: &str,
+    ports: (u16, u16),
+    bytes: u64,
+) -> FlowEntry {
+    flow(Some(c), Some(net), "ingress", src, dst, ports, "tcp", bytes)
+}
+
+pub fn dropped(mut e: FlowEntry, reason: &str) -> FlowEntry {
+    e.verdict = "dropped".to_string();
+    e.reason = Some(reason.to_string());
+    e
+}
+
+pub fn with_peer(mut e: FlowEntry, peer: &str) -> FlowEntry {
+    e.peer = Some(peer.to_string());
+    e
+}
+
+pub fn with_service(mut e: FlowEntry, service: &str) -> FlowEntry {
+    e.service = Some(service.to_string());
+    e
+}
+
+/// A summary of `n` idle flows, as the agent folds them.
+pub fn summary(c: &str, net: &str, direction: &str, n: u64, bytes: u64) -> FlowEntry {
+    FlowEntry {
+        src: None,
+        dst: None,
+        src_port: 0,
+        dst_port: 0,
+        proto: "*".to_string(),
+        flows: n,
+        ..egress(c, net, "10.0.0.1", "10.0.0.2", (0, 0), bytes)
+    }
+    .with_direction(direction)
+}
+
+trait WithDirection {
+    fn with_direction(self, direction: &str) -> Self;
+}
+
+impl WithDirection for FlowEntry {
+    fn with_direction(mut self, direction: &str) -> FlowEntry {
+        self.direction = direction.to_string();
+        self
+    }
+}
+
+/// The host's gateway address on the `bridge` network.
+pub const HOST_ADDR: &str = "172.17.0.1";
+
+/// A compose shop on one host: web (frontend), api (frontend and backend),
+/// db and cache (backend, internal), a monitor on the default bridge, an
+/// uplink drop, and what Docker hosts carry besides (ARP, mDNS, idle flow
+/// summaries).
+pub fn shop() -> Vec<FlowEntry> {
+    const WEB: &str = "172.20.0.2";
+    const API_FRONT: &str = "172.20.0.3";
+    const API_BACK: &str = "172.21.0.2";
+    const DB: &str = "172.21.0.3";
+    const CACHE: &str = "172.21.0.4";
+    const MONITOR: &str = "172.17.0.5";
+    let web = |e| with_service(e, "web");
+    let api = |e| with_service(e, "api");
+    let db = |e| with_service(e, "db");
+    let cache = |e| with_service(e, "cache");
+    let mut arp = flow(
+        Some("shop-web-1"),
+        Some("shop_frontend"),
+        "egress",
+        "0.0.0.0",
+        "0.0.0.0",
+        (0, 0),
+        "arp/other",
+        420,
+    );
+    arp.src = None;
+    arp.dst = None;
+    vec![
+        // Clients reach web through its published port.
+        web(ingress(
+            "shop-web-1",
+            "shop_frontend",
+            "198.51.100.23",
+            WEB,
+            (51234, 80),
+            180_000,
+        )),
+        web(egress(
+            "shop-web-1",
+            "shop_frontend",
+            WEB,
+            "198.51.100.23",
+            (80, 51234),
+            9_800_000,
+        )),
+        web(ingress(
+            "shop-web-1",
+            "shop_frontend",
+            "198.51.100.77",
+            WEB,
+            (40100, 80),
+            52_000,
+        )),
+        web(egress(
+            "shop-web-1",
+            "shop_frontend",
+            WEB,
+            "198.51.100.77",
+            (80, 40100),
+            2_100_000,
+        )),
+        // web → api, seen at both ends.
+        web(with_peer(
+            egress(
+                "shop-web-1",
+                "shop_frontend",
+                WEB,
+                API_FRONT,
+                (43000, 8080),
+                240_000,
+            ),
+            "shop-api-1",
+        )),
+        api(with_peer(
+            ingress(
+                "shop-api-1",
+                "shop_frontend",
+                WEB,
+                API_FRONT,
+                (43000, 8080),
+                240_000,
+            ),
+            "shop-web-1",
+        )),
+        api(with_peer(
+            egress(
+                "shop-api-1",
+                "shop_frontend",
+                API_FRONT,
+                WEB,
+                (8080, 43000),
+                7_600_000,
+            ),
+            "shop-web-1",
+        )),
+        web(with_peer(
+            ingress(
+                "shop-web-1",
+                "shop_frontend",
+                API_FRONT,
+                WEB,
+                (8080, 43000),
+                7_600_000,
+            ),
+            "shop-api-1",
+        )),
+        // api → db and cache on the internal backend.
+        api(with_peer(
+            egress(
+                "shop-api-1",
+                "shop_backend",
+                API_BACK,
+                DB,
+                (50500, 5432),
+                310_000,
+            ),
+            "shop-db-1",
+        )),
+        db(with_peer(
+            egress(
+                "shop-db-1",
+                "shop_backend",
+                DB,
+                API_BACK,
+                (5432, 50500),
+                5_300_000,
+            ),
+            "shop-api-1",
+        )),
+        api(with_peer(
+            egress(
+                "shop-api-1",
+                "shop_backend",
+                API_BACK,
+                CACHE,
+                (50600, 6379),
+                44_000,
+            ),
+            "shop-cache-1",
+        )),
+        cache(with_peer(
+            egress(
+                "shop-cache-1",
+                "shop_backend",
+                CACHE,
+                API_BACK,
+                (6379, 50600),
+                96_000,
+            ),
+            "shop-api-1",
+        )),
+        // What the internal network stops.
+        db(dropped(
+            egress(
+                "shop-db-1",
+                "shop_backend",
+                DB,
+                "203.0.113.10",
+                (41000, 443),
+                3_960,
+            ),
+            "not-in-network",
+        )),
+        db(dropped(
+            flow(
+                Some("shop-db-1"),
+                Some("shop_backend"),
+                "egress",
+                DB,
+                "172.21.0.1",
+                (53001, 53),
+                "udp",
+                720,
+            ),
+            "host-access",
+        )),
+        cache(dropped(
+            flow(
+                Some("shop-cache-1"),
+                Some("shop_backend"),
+                "egress",
+                CACHE,
+                "198.51.100.53",
+                (40000, 53),
+                "udp",
+                1_440,
+            ),
+            "not-in-network",
+        )),
+        cache(dropped(
+            flow(
+                Some("shop-cache-1"),
+                Some("shop_backend"),
+                "egress",
+                "fe80::42:acff:fe15:4",
+                "ff02::fb",
+                (5353, 5353),
+                "udp",
+                2_300,
+            ),
+            "broadcast-multicast",
+        )),
+        // The monitor on the default bridge.
+        egress(
+            "monitor",
+            "bridge",
+            MONITOR,
+            "203.0.113.140",
+            (39000, 443),
+            61_000,
+        ),
+        ingress(
+            "monitor",
+            "bridge",
+            "203.0.113.140",
+            MONITOR,
+            (443, 39000),
+            1_900_000,
+        ),
+        egress(
+            "monitor",
+            "bridge",
+            MONITOR,
+            "192.0.2.151",
+            (39100, 443),
+            12_000,
+        ),
+        ingress(
+            "monitor",
+            "bridge",
+            "192.0.2.151",
+            MONITOR,
+            (443, 39100),
+            350_000,
+        ),
+        egress(
+            "monitor",
+            "bridge",
+            MONITOR,
+            HOST_ADDR,
+            (39200, 9100),
+            8_000,
+        ),
+        ingress(
+            "monitor",
+            "bridge",
+            HOST_ADDR,
+            MONITOR,
+            (9100, 39200),
+            640_000,
+        ),
+        // The uplink shield: something outside aiming at the backend.
+        dropped(
+            flow(
+                None,
+                None,
+                "ingress",
+                "192.0.2.66",
+                "172.21.0.9",
+                (55000, 22),
+                "tcp",
+                360,
+            ),
+            "protected-prefix",
+        ),
+        arp,
+        web(summary(
+            "shop-web-1",
+            "shop_frontend",
+            "egress",
+            40,
+            880_000,
+        )),
+    ]
+}
