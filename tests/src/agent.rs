@@ -96,6 +96,10 @@ impl AgentProcess {
         for uplink in &self.uplinks {
             command.args(["--uplink", uplink]);
         }
+        // Agents of parallel tests must not fight over the default port.
+        if !self.extra_args.iter().any(|a| a == "--metrics-addr") {
+            command.args(["--metrics-addr", "127.0.0.1:0"]);
+        }
         command.args(&self.extra_args);
         self.child = Some(command.spawn().expect("start the agent"));
     }

@@ -21,6 +21,7 @@ use crate::{
     api::ApiListener,
     datapath::{Datapath, LoadOptions, pinned},
     docker::{Client, Snapshot},
+    export::{FlowLog, METRICS_PATH, MetricsSource, serve_metrics},
     flows::{FlowNames, Pipeline},
     host,
 };
@@ -55,6 +56,10 @@ pub struct AgentOptions {
     /// The group allowed to use the API (socket mode 0660); `None`: root
     /// only (0600).
     pub api_group: Option<String>,
+    /// Where Prometheus metrics are served; `None`: not at all.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The JSON-lines flow log, if one is wanted.
+    pub flow_log: Option<crate::export::FlowLogOptions>,
 }
 
 /// Why the inner loop returned.
@@ -101,6 +106,21 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     // another process serves stops the agent here.
     let api = ApiListener::bind(&options.api_socket, options.api_group.as_deref())
         .context("setting up the API socket")?;
+    let metrics_listener =
+        match options.metrics_addr {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("binding the metrics listener to {addr} (--metrics-addr)")
+            })?),
+            None => None,
+        };
+    let flow_log = options
+        .flow_log
+        .clone()
+        .map(|o| {
+            let path = o.path.clone();
+            FlowLog::open(o).with_context(|| format!("opening the flow log {}", path.display()))
+        })
+        .transpose()?;
     let mut datapath = Datapath::load(&LoadOptions {
         flow_table_entries: options.flow_table_entries,
         pin_root: Some(options.pin_root.clone()),
@@ -129,6 +149,35 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     let api = api
         .serve(pipeline.clone(), options.flow_limit)
         .context("serving the API")?;
+    let mut exports = Vec::new();
+    if let Some(listener) = metrics_listener {
+        let mut source = MetricsSource::agent(pipeline.clone(), options.pin_root.clone());
+        if let Some(log) = &flow_log {
+            source = source.with_flow_log(log.counters());
+        }
+        match listener.local_addr() {
+            Ok(addr) => {
+                info!("metrics: serving http://{addr}{METRICS_PATH}");
+                status.metrics_addr = Some(addr.to_string());
+            }
+            Err(e) => warn!("metrics: cannot read the bound address: {e}"),
+        }
+        exports.push(tokio::spawn(async move {
+            if let Err(e) = serve_metrics(listener, source).await {
+                warn!("metrics: stopped serving: {e}");
+            }
+        }));
+    }
+    if let Some(log) = flow_log {
+        info!(
+            "flow log: writing {} (rotated at {} bytes, {} files)",
+            log.options().path.display(),
+            log.options().max_size,
+            log.options().max_file
+        );
+        exports.push(tokio::spawn(log.run(pipeline.subscribe())));
+    }
+    let _ = status.write(&options.run_dir);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -163,6 +212,12 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     }
     // Ends live `observe` streams and removes the socket.
     api.stop().await;
+    // The flow log only ends when the pipeline's broadcast closes, which
+    // the API and metrics would hold open: stop them explicitly (each
+    // flow-log batch is written whole before the next is awaited).
+    for task in exports {
+        task.abort();
+    }
     info!("agent stopping; enforcement stays pinned (`netwatch detach` removes it)");
     Ok(())
 }

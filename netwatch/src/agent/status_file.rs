@@ -28,6 +28,9 @@ pub struct AgentStatus {
     /// Interfaces carrying the uplink shield, e.g. `eth0 (ifindex 2)`.
     #[serde(default)]
     pub uplinks: Vec<String>,
+    /// Where Prometheus metrics are served, if they are.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
 }
 
 fn path(dir: &Path) -> PathBuf {

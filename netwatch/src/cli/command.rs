@@ -77,6 +77,21 @@ enum Command {
         /// only.
         #[arg(long, value_name = "GROUP")]
         api_group: Option<String>,
+        /// Serve Prometheus metrics (GET /metrics) on this address, or
+        /// `off`. Loopback by default: put a scraper on this host, or give
+        /// an address on purpose.
+        #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9469")]
+        metrics_addr: String,
+        /// Also write every flow and drop record as a JSON line to this file,
+        /// rotated by size like Docker's json-file driver.
+        #[arg(long, value_name = "PATH")]
+        flow_log: Option<std::path::PathBuf>,
+        /// Rotate the flow log before it grows past this size (k, m, g).
+        #[arg(long, value_name = "SIZE", default_value = "10m", value_parser = crate::export::parse_size)]
+        max_size: u64,
+        /// Flow log files kept, the current one included.
+        #[arg(long, value_name = "N", default_value_t = crate::export::DEFAULT_MAX_FILE, value_parser = crate::export::parse_max_file)]
+        max_file: u32,
     },
     /// Check that this host can run netwatch: root, kernel version and
     /// features, bpffs, and that the kernel's verifier accepts every
@@ -192,6 +207,60 @@ enum Command {
         /// endpoints (the shape is documented in the README).
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
+    },
+    /// Draw who talks to whom on this host: containers grouped by network,
+    /// the host, and the outside grouped by prefix, with edges weighted by
+    /// bytes and dropped edges marked in red with their reason. Writes SVG
+    /// (drawn by Graphviz's `dot` when installed, else by netwatch's own
+    /// layout), Graphviz DOT, or the graph as JSON. Asks the running agent.
+    ///
+    /// Examples:
+    ///   sudo netwatch map > host.svg
+    ///   sudo netwatch map --network shop_backend --since 1h -o dot | dot -Tpng > backend.png
+    ///   sudo netwatch map --builtin --out host.svg
+    #[command(verbatim_doc_comment)]
+    Map {
+        #[command(flatten)]
+        filter: cli::source::FilterArgs,
+        #[command(flatten)]
+        source: cli::source::SourceArgs,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = cli::map::MapFormat::Svg)]
+        output: cli::map::MapFormat,
+        /// Draw the SVG with netwatch's own layout even if Graphviz is installed.
+        #[arg(long)]
+        builtin: bool,
+        /// Write to this file instead of standard output.
+        #[arg(long, value_name = "PATH")]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Live top talkers, by container (bytes sent and received per second)
+    /// or by flow, refreshing in place in a terminal (q or Ctrl-C quits; c
+    /// and f switch the view); plain snapshots, one per interval, when the
+    /// output is not a terminal. Asks the running agent.
+    ///
+    /// Examples:
+    ///   sudo netwatch top
+    ///   sudo netwatch top --by flow --network shop_backend
+    ///   sudo netwatch top --once --interval 5 > snapshot.txt
+    #[command(verbatim_doc_comment)]
+    Top {
+        #[command(flatten)]
+        filter: cli::source::FilterArgs,
+        #[command(flatten)]
+        source: cli::source::SourceArgs,
+        /// Rank containers or flows.
+        #[arg(long, value_enum, default_value_t = crate::render::By::Container)]
+        by: crate::render::By,
+        /// Seconds between refreshes (rates are over this interval).
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+        /// Print one table (rates over one interval) and exit.
+        #[arg(long)]
+        once: bool,
+        /// Rows at most.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
     },
     /// Aggregated flows from the running agent: per container, direction
     /// and 5-tuple, who talked to whom, how much, and what was dropped and
@@ -320,6 +389,16 @@ enum Command {
     },
 }
 
+/// `--metrics-addr`: an address, or `off`.
+fn parse_metrics_addr(text: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        anyhow::anyhow!("--metrics-addr {text:?}: give IP:PORT (e.g. 127.0.0.1:9469) or off")
+    })
+}
+
 /// Parses the command line and runs the subcommand: the whole `netwatch`
 /// binary (the test suite runs the same code under another binary name).
 pub fn main() -> ExitCode {
@@ -336,10 +415,21 @@ pub fn main() -> ExitCode {
             run_dir,
             api_socket,
             api_group,
+            metrics_addr,
+            flow_log,
+            max_size,
+            max_file,
         } => crate::agent::UplinkChoice::from_flags(&uplinks)
             .map_err(anyhow::Error::from)
-            .and_then(|uplinks| {
+            .and_then(|uplinks| Ok((uplinks, parse_metrics_addr(&metrics_addr)?)))
+            .and_then(|(uplinks, metrics_addr)| {
                 cli::agent::run_agent(crate::agent::AgentOptions {
+                    metrics_addr,
+                    flow_log: flow_log.map(|path| crate::export::FlowLogOptions {
+                        path,
+                        max_size,
+                        max_file,
+                    }),
                     resync_interval: std::time::Duration::from_secs(resync_secs),
                     flow_table_entries,
                     flow_limit,
@@ -373,6 +463,21 @@ pub fn main() -> ExitCode {
             source,
             output,
         } => cli::drops::run(&filter, &source, output),
+        Command::Map {
+            filter,
+            source,
+            output,
+            builtin,
+            out,
+        } => cli::map::run(&filter, &source, output, builtin, out.as_deref()),
+        Command::Top {
+            filter,
+            source,
+            by,
+            interval,
+            once,
+            limit,
+        } => cli::top::run(&filter, &source, by, interval, once, limit),
         Command::Observe {
             filter,
             source,

@@ -8,11 +8,13 @@ pub mod drops;
 pub mod explain;
 pub mod flows;
 pub mod inspect;
+pub mod map;
 pub mod networks;
 pub mod observe;
 pub mod signals;
 pub mod source;
 pub mod status;
+pub mod top;
 
 /// How a subcommand prints its result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

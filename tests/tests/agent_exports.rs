@@ -1,0 +1,183 @@
+//! The agent's outputs besides the API, against dockerd with real traffic:
+//! Prometheus metrics whose flow totals match `netwatch flows`, the
+//! JSON-lines flow log, `netwatch map` (DOT and SVG) and `netwatch top`.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    process::Command,
+    time::Duration,
+};
+
+use netwatch::agent::status_file::AgentStatus;
+use netwatch_tests::{
+    agent::{AgentProcess, wait_for},
+    docker::{TestContainer, TestNetwork, docker_ok, require_dockerd},
+    fixture::require_root,
+};
+use serde_json::Value;
+
+const NETWATCH: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
+
+fn netwatch(agent: &AgentProcess, args: &[&str]) -> String {
+    let out = Command::new(NETWATCH)
+        .args(args)
+        .arg("--socket")
+        .arg(agent.api_socket())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "netwatch {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn scrape(addr: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// The value of the one sample of `family` whose labels include all of
+/// `labels` (`name="value"` pairs); the exposition format itself is checked
+/// by a strict parser in the `export` tests.
+fn sample(metrics: &str, family: &str, labels: &[String]) -> u64 {
+    let matching: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter(|l| labels.iter().all(|want| l.contains(want.as_str())))
+        .collect();
+    assert_eq!(matching.len(), 1, "{family} {labels:?} in:\n{metrics}");
+    matching[0].rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// The flow log and its rotated files, removed on drop.
+struct FlowLogFile(std::path::PathBuf);
+
+impl Drop for FlowLogFile {
+    fn drop(&mut self) {
+        for n in ["", ".1", ".2"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(n);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[test]
+fn metrics_flow_log_map_and_top_agree_with_flows() {
+    require_root();
+    require_dockerd();
+    let network = TestNetwork::create("exports", &[]);
+    let a = TestContainer::run("a", &["--network", &network.name]);
+    let b = TestContainer::run("b", &["--network", &network.name]);
+    let log = FlowLogFile(
+        std::env::temp_dir().join(format!("netwatch-test-flows-{}.jsonl", std::process::id())),
+    );
+    let log_path = log.0.clone();
+    let agent = AgentProcess::start_with_args(
+        NETWATCH,
+        &[&network.name],
+        &[],
+        &[
+            "--flow-log",
+            log_path.to_str().unwrap(),
+            "--max-size",
+            "64k",
+        ],
+    );
+    wait_for("the agent's first sync", Duration::from_secs(10), || {
+        agent.synced()
+    });
+
+    let b_ip = b.endpoint_field(&network, "IPAddress");
+    docker_ok(&[
+        "exec", &a.name, "ping", "-c", "3", "-i", "0.2", "-W", "1", &b_ip,
+    ]);
+    let flows_of_a = || -> Vec<Value> {
+        serde_json::from_str(&netwatch(
+            &agent,
+            &[
+                "flows",
+                "--container",
+                &a.name,
+                "--proto",
+                "icmp",
+                "-o",
+                "json",
+            ],
+        ))
+        .unwrap()
+    };
+    wait_for("a's echo flows", Duration::from_secs(5), || {
+        flows_of_a().iter().any(|f| f["packets"] == 3)
+    });
+
+    // Metrics: the series of a's egress equals the sum of its flows.
+    let addr = AgentStatus::read(&agent.run_dir)
+        .and_then(|s| s.metrics_addr)
+        .expect("the agent says where metrics are served");
+    let metrics = scrape(&addr);
+    let egress: Vec<Value> = serde_json::from_str(&netwatch(
+        &agent,
+        &["flows", "--container", &a.name, "-o", "json"],
+    ))
+    .unwrap();
+    let (packets, bytes) = egress
+        .iter()
+        .filter(|f| f["direction"] == "egress" && f["verdict"] == "forwarded")
+        .fold((0, 0), |(p, b), f| {
+            (
+                p + f["packets"].as_u64().unwrap(),
+                b + f["bytes"].as_u64().unwrap(),
+            )
+        });
+    let labels = [
+        format!("container=\"{}\"", a.name),
+        "direction=\"egress\"".to_string(),
+        "verdict=\"forwarded\"".to_string(),
+    ];
+    assert_eq!(
+        sample(&metrics, "netwatch_flow_packets_total", &labels),
+        packets
+    );
+    assert_eq!(
+        sample(&metrics, "netwatch_flow_bytes_total", &labels),
+        bytes
+    );
+
+    // The flow log has a's records as JSON lines.
+    wait_for(
+        "a's records in the flow log",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(&log_path)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .any(|l| l["container"] == a.name.as_str() && l["proto"] == "icmp")
+        },
+    );
+
+    // map: both containers, in DOT and in netwatch's own SVG.
+    let dot = netwatch(&agent, &["map", "-o", "dot", "--network", &network.name]);
+    assert!(dot.starts_with("digraph"), "{dot}");
+    assert!(dot.contains(&a.name) && dot.contains(&b.name), "{dot}");
+    let svg = netwatch(&agent, &["map", "--builtin"]);
+    assert!(svg.contains("<svg") && svg.contains(&a.name), "{svg}");
+
+    // top, not on a terminal: one plain snapshot naming a.
+    let top = netwatch(&agent, &["top", "--once", "--interval", "0.2"]);
+    assert!(top.contains(&a.name), "{top}");
+    assert!(
+        !top.contains('\u{1b}'),
+        "no escape sequences off a terminal"
+    );
+}
