@@ -54,7 +54,10 @@ pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Resu
         );
     }
     super::block_on(async {
-        let groups = open_source(source).await?.drops(&filter.filter()).await?;
+        let groups = open_source(source, true)
+            .await?
+            .drops(&filter.filter())
+            .await?;
         print_list(&groups, output, |groups| {
             drops_table(groups, Timestamp::now())
         })?;

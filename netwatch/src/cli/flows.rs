@@ -68,7 +68,10 @@ pub fn flows_table(entries: &[FlowEntry]) -> String {
 /// No agent answers, or it refuses the filter.
 pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Result<ExitCode> {
     super::block_on(async {
-        let entries = open_source(source).await?.flows(&filter.filter()).await?;
+        let entries = open_source(source, true)
+            .await?
+            .flows(&filter.filter())
+            .await?;
         print_list(&entries, output, flows_table)?;
         Ok(ExitCode::SUCCESS)
     })

@@ -66,8 +66,12 @@ pub fn run(
     builtin: bool,
     out: Option<&Path>,
 ) -> Result<ExitCode> {
-    let flows =
-        super::block_on(async { open_source(source).await?.flows(&filter.filter()).await })?;
+    let flows = super::block_on(async {
+        open_source(source, true)
+            .await?
+            .flows(&filter.filter())
+            .await
+    })?;
     let graph = Graph::from_flows(&flows, &graph_options());
     let text = match format {
         MapFormat::Dot => render_dot(&graph),

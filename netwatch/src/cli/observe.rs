@@ -77,7 +77,7 @@ pub fn run(
 ) -> Result<ExitCode> {
     let tz = TimeZone::system();
     super::block_on(async {
-        let source = open_source(source).await?;
+        let source = open_source(source, false).await?;
         let mut events = source.observe(&filter.filter()).await?;
         let mut stop = std::pin::pin!(signals::terminated());
         let mut shown = 0u64;

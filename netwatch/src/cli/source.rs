@@ -12,6 +12,11 @@ use std::{
     net::IpAddr,
     path::PathBuf,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use anyhow::Result;
@@ -23,8 +28,15 @@ use crate::{
         ApiClient, DEFAULT_SOCKET, DropGroup, StreamItem, drop_groups,
         query::{self, parse_proto, parse_since},
     },
-    flows::{FlowEntry, FlowFilter},
+    flows::{FlowEntry, FlowFilter, Pipeline},
+    standalone::Session,
 };
+
+/// Flows a standalone session keeps one by one.
+const DEFAULT_FLOW_LIMIT: usize = 100_000;
+
+/// How often a standalone session drains its ring buffer (as the agent).
+const DRAIN_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The filter flags, shared by `flows`, `drops` and `observe`.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -80,12 +92,24 @@ impl FilterArgs {
     }
 }
 
-/// Which agent to ask.
+/// Which agent to ask, or whether to observe on our own.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SourceArgs {
-    /// The running agent's API socket (`netwatch agent --api-socket`).
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    /// The running agent's API socket (`netwatch agent --api-socket`);
+    /// default /run/netwatch/api.sock. Given explicitly, an agent must
+    /// answer there.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Observe without the agent: attach observe-only programs to every
+    /// container veth for the life of this command (nothing is pinned;
+    /// they go when it exits or is killed). Chosen on its own when no
+    /// agent answers at the default socket. Sees only traffic from now on.
+    #[arg(long)]
+    pub standalone: bool,
+    /// Standalone, for commands that print once (`flows`, `drops`, `map`):
+    /// how long to watch before printing.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub watch: f64,
 }
 
 /// How `flows`, `drops` and `observe` print.
@@ -141,16 +165,144 @@ impl FlowSource for AgentSource {
     }
 }
 
-/// The source for this command: the agent at `args.socket`. Asks for its
-/// status first, so that a missing agent is one clear error before
-/// anything else.
+/// A standalone observing session, drained by a thread of its own.
+pub(crate) struct StandaloneSource {
+    pipeline: Arc<Pipeline>,
+    stop: Arc<AtomicBool>,
+    drain: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StandaloneSource {
+    async fn start(watch: Duration) -> Result<StandaloneSource> {
+        let session = Session::start(&[], DEFAULT_FLOW_LIMIT).await?;
+        eprintln!(
+            "netwatch: observing {} veths on our own until this command exits (no agent; nothing pinned)",
+            session.attached().len()
+        );
+        let pipeline = session.pipeline();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let drain = std::thread::Builder::new()
+            .name("standalone drain".into())
+            .spawn(move || {
+                let mut session = session;
+                while !stopping.load(Ordering::Relaxed) {
+                    if let Err(e) = session.take_records() {
+                        log::warn!("cannot read the ring buffer: {e:#}");
+                    }
+                    std::thread::sleep(DRAIN_INTERVAL);
+                }
+                // Dropping the session detaches its programs.
+            })?;
+        tokio::time::sleep(watch).await;
+        Ok(StandaloneSource {
+            pipeline,
+            stop,
+            drain: Some(drain),
+        })
+    }
+}
+
+impl Drop for StandaloneSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.join();
+        }
+    }
+}
+
+impl FlowSource for StandaloneSource {
+    async fn flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>> {
+        Ok(self.pipeline.flows(filter))
+    }
+
+    async fn observe(&self, filter: &FlowFilter) -> Result<Events> {
+        let filter = filter.clone();
+        let events = tokio_stream_from(self.pipeline.subscribe());
+        Ok(Box::pin(events.filter_map(move |item| {
+            let keep = match &item {
+                Ok(StreamItem::Event(e)) => filter.matches(&e.flow),
+                _ => true,
+            };
+            std::future::ready(keep.then_some(item))
+        })))
+    }
+}
+
+/// A broadcast receiver as a stream of items, lag included.
+fn tokio_stream_from(
+    receiver: tokio::sync::broadcast::Receiver<crate::flows::ObservedEvent>,
+) -> impl Stream<Item = Result<StreamItem>> + Send {
+    futures_util::stream::unfold(receiver, |mut receiver| async move {
+        use tokio::sync::broadcast::error::RecvError;
+        match receiver.recv().await {
+            Ok(event) => Some((Ok(StreamItem::Event(Box::new(event))), receiver)),
+            Err(RecvError::Lagged(n)) => Some((Ok(StreamItem::Lost(n)), receiver)),
+            Err(RecvError::Closed) => None,
+        }
+    })
+}
+
+/// Where this command's flows come from.
+pub(crate) enum Source {
+    Agent(AgentSource),
+    Standalone(StandaloneSource),
+}
+
+impl FlowSource for Source {
+    async fn flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>> {
+        match self {
+            Source::Agent(s) => s.flows(filter).await,
+            Source::Standalone(s) => s.flows(filter).await,
+        }
+    }
+
+    async fn drops(&self, filter: &FlowFilter) -> Result<Vec<DropGroup>> {
+        match self {
+            Source::Agent(s) => s.drops(filter).await,
+            Source::Standalone(s) => s.drops(filter).await,
+        }
+    }
+
+    async fn observe(&self, filter: &FlowFilter) -> Result<Events> {
+        match self {
+            Source::Agent(s) => s.observe(filter).await,
+            Source::Standalone(s) => s.observe(filter).await,
+        }
+    }
+}
+
+/// The source for this command: the agent at `args.socket`, or with
+/// `--standalone` or when no agent answers there, a standalone session
+/// (watching `watch` before the first answer; live commands pass zero).
 ///
 /// # Errors
-/// No agent answers (the message says to start `netwatch agent`).
-pub(crate) async fn open_source(args: &SourceArgs) -> Result<AgentSource> {
-    let client = ApiClient::new(&args.socket);
-    client.status().await?;
-    Ok(AgentSource(client))
+/// Neither an agent answers nor can a session start (not root, no Docker).
+pub(crate) async fn open_source(args: &SourceArgs, watch: bool) -> Result<Source> {
+    let wait = if watch {
+        if !(args.watch.is_finite() && args.watch >= 0.0) {
+            anyhow::bail!("--watch must be a number of seconds, 0 or more");
+        }
+        Duration::from_secs_f64(args.watch)
+    } else {
+        Duration::ZERO
+    };
+    if !args.standalone {
+        let explicit = args.socket.is_some();
+        let client = ApiClient::new(
+            args.socket
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+        );
+        match client.status().await {
+            Ok(_) => return Ok(Source::Agent(AgentSource(client))),
+            // The agent the user named must answer.
+            Err(e) if explicit => return Err(e.into()),
+            Err(e) => eprintln!("netwatch: {e}; observing on our own instead"),
+        }
+    }
+    Ok(Source::Standalone(StandaloneSource::start(wait).await?))
 }
 
 /// `address:port`, `[v6]:port`, or the address alone when there is no port

@@ -25,7 +25,7 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let agent = runtime.block_on(open_source(source))?;
+    let agent = runtime.block_on(open_source(source, false))?;
     let filter = filter.filter();
     let fetch = || runtime.block_on(agent.flows(&filter));
     run_top(
