@@ -9,4 +9,5 @@ pub mod hostfw;
 pub mod netns;
 pub mod outside;
 pub mod packets;
+pub mod prometheus;
 pub mod reach;

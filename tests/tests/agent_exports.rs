@@ -14,6 +14,7 @@ use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     docker::{TestContainer, TestNetwork, docker_ok, require_dockerd},
     fixture::require_root,
+    prometheus::{self, Family},
 };
 use serde_json::Value;
 
@@ -34,6 +35,25 @@ fn netwatch(agent: &AgentProcess, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// An HTTP/1.1 body, de-chunked when it came in chunks.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else {
+            return body.to_string();
+        };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_string();
+        };
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+}
+
 fn scrape(addr: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
@@ -45,17 +65,24 @@ fn scrape(addr: &str) -> String {
     response
 }
 
-/// The value of the one sample of `family` whose labels include all of
-/// `labels` (`name="value"` pairs); the exposition format itself is checked
-/// by a strict parser in the `export` tests.
-fn sample(metrics: &str, family: &str, labels: &[String]) -> u64 {
-    let matching: Vec<&str> = metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")))
-        .filter(|l| labels.iter().all(|want| l.contains(want.as_str())))
+/// The value of the one sample of `family` whose labels include `labels`,
+/// from the strictly parsed exposition.
+fn sample(families: &[Family], family: &str, labels: &[(&str, &str)]) -> u64 {
+    let family = families
+        .iter()
+        .find(|f| f.name == family)
+        .unwrap_or_else(|| panic!("no family {family}"));
+    let matching: Vec<_> = family
+        .samples
+        .iter()
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .collect();
-    assert_eq!(matching.len(), 1, "{family} {labels:?} in:\n{metrics}");
-    matching[0].rsplit(' ').next().unwrap().parse().unwrap()
+    assert_eq!(matching.len(), 1, "{} {labels:?}", family.name);
+    matching[0].value as u64
 }
 
 /// The flow log and its rotated files, removed on drop.
@@ -124,7 +151,12 @@ fn metrics_flow_log_map_and_top_agree_with_flows() {
     let addr = AgentStatus::read(&agent.run_dir)
         .and_then(|s| s.metrics_addr)
         .expect("the agent says where metrics are served");
-    let metrics = scrape(&addr);
+    let response = scrape(&addr);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    let families = prometheus::parse(&dechunk(body)).expect("the exposition parses strictly");
     let egress: Vec<Value> = serde_json::from_str(&netwatch(
         &agent,
         &["flows", "--container", &a.name, "-o", "json"],
@@ -140,16 +172,16 @@ fn metrics_flow_log_map_and_top_agree_with_flows() {
             )
         });
     let labels = [
-        format!("container=\"{}\"", a.name),
-        "direction=\"egress\"".to_string(),
-        "verdict=\"forwarded\"".to_string(),
+        ("container", a.name.as_str()),
+        ("direction", "egress"),
+        ("verdict", "forwarded"),
     ];
     assert_eq!(
-        sample(&metrics, "netwatch_flow_packets_total", &labels),
+        sample(&families, "netwatch_flow_packets_total", &labels),
         packets
     );
     assert_eq!(
-        sample(&metrics, "netwatch_flow_bytes_total", &labels),
+        sample(&families, "netwatch_flow_bytes_total", &labels),
         bytes
     );
 

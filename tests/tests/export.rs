@@ -4,7 +4,7 @@
 //! written to a rotating JSON-lines flow log. Needs no root.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpStream},
     sync::{Arc, mpsc},
@@ -15,9 +15,14 @@ use netwatch::{
     agent::{EndpointState, HostState, NetworkState, Target},
     datapath::pinned::PinnedCounters,
     export::{
-        AttachCounts, FlowLogOptions, MetricsSource, flowlog::FlowLog, metrics::serve_metrics,
+        AttachCounts, FlowLogOptions, FlowLogStats, MetricsSnapshot, MetricsSource, PipelineStats,
+        flowlog::FlowLog,
+        metrics::{flow_totals, render, serve_metrics},
     },
-    flows::{FlowFilter, FlowNames, FlowTableReader, ObservedEvent, Pipeline},
+    flows::{
+        FlowEntry, FlowFilter, FlowNames, FlowTableReader, ObservedEvent, Pipeline,
+        PipelineCounters,
+    },
 };
 use netwatch_common::{
     event::{EventKind, FlowEvent},
@@ -25,7 +30,8 @@ use netwatch_common::{
     packet::{IPPROTO_TCP, IPPROTO_UDP},
     reason::{DROP_REASON_COUNT, Direction, DropReason, Verdict},
 };
-use openmetrics_parser::{PrometheusValue, prometheus};
+use netwatch_tests::prometheus::{self, Family, Kind};
+use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 
 const WEB_VETH: u32 = 31;
 const API_VETH: u32 = 32;
@@ -268,46 +274,44 @@ fn get(addr: SocketAddr, path: &str) -> Response {
     request(&mut connect(addr), "GET", path, true)
 }
 
-/// Per family: label sets (as sorted pairs) → value.
-type Families = HashMap<String, BTreeMap<Vec<(String, String)>, f64>>;
-
-fn parse(text: &str) -> Families {
-    let exposition =
-        prometheus::parse_prometheus(text).unwrap_or_else(|e| panic!("{e:?} in:\n{text}"));
-    exposition
-        .families
+/// Per family, by name. Panics on anything the strict parser refuses.
+fn parse(text: &str) -> HashMap<String, Family> {
+    prometheus::parse(text)
+        .unwrap_or_else(|e| panic!("{e} in:\n{text}"))
         .into_iter()
-        .map(|(name, family)| {
-            let samples = family
-                .iter_samples()
-                .map(|s| {
-                    let mut labels: Vec<(String, String)> = s
-                        .get_labelset()
-                        .unwrap()
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    labels.sort();
-                    let value = match &s.value {
-                        PrometheusValue::Counter(c) => c.value.as_f64(),
-                        PrometheusValue::Gauge(g) => g.as_f64(),
-                        other => panic!("{name}: unexpected {other:?}"),
-                    };
-                    (labels, value)
-                })
-                .collect();
-            (name, samples)
-        })
+        .map(|family| (family.name.clone(), family))
         .collect()
 }
 
-fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut labels: Vec<(String, String)> = pairs
+/// The value of the one sample of `name` that has `labels` (and maybe
+/// others).
+fn value(families: &HashMap<String, Family>, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let family = families
+        .get(name)
+        .unwrap_or_else(|| panic!("no family {name}"));
+    let matching: Vec<f64> = family
+        .samples
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(v))
+        })
+        .map(|s| s.value)
         .collect();
-    labels.sort();
-    labels
+    assert_eq!(matching.len(), 1, "{name}{labels:?}: {matching:?}");
+    matching[0]
+}
+
+/// Packets dropped at `hook` for `reason`.
+fn drops(families: &HashMap<String, Family>, hook: &str, reason: &str) -> f64 {
+    let labels = [("hook", hook), ("reason", reason)];
+    value(families, "netwatch_drops_total", &labels)
+}
+
+/// The sum of `name`'s samples.
+fn total(families: &HashMap<String, Family>, name: &str) -> f64 {
+    families[name].samples.iter().map(|s| s.value).sum()
 }
 
 #[test]
@@ -342,79 +346,82 @@ fn scraped_metrics_parse_and_their_totals_match_the_flows() {
 
     let flows = pipeline.flows(&FlowFilter::default());
     assert_eq!(flows.len(), table.len());
-    let total = |name: &str| families[name].values().sum::<f64>();
     assert_eq!(
-        total("netwatch_flow_bytes_total"),
+        total(&families, "netwatch_flow_bytes_total"),
         flows.iter().map(|f| f.bytes).sum::<u64>() as f64
     );
     assert_eq!(
-        total("netwatch_flow_packets_total"),
+        total(&families, "netwatch_flow_packets_total"),
         flows.iter().map(|f| f.packets).sum::<u64>() as f64
     );
-    // Per series: the flows of one container, network, direction, verdict.
-    let mut expected: BTreeMap<Vec<(String, String)>, (u64, u64)> = BTreeMap::new();
+    // Per series: the flows of one container, service, network, direction
+    // and verdict; nothing else.
+    type Series = BTreeMap<String, String>;
+    let mut expected: BTreeMap<Series, (f64, f64)> = BTreeMap::new();
     for f in &flows {
-        let series = labels(&[
+        let series = [
             ("container", f.container.as_deref().unwrap_or("")),
             ("service", f.service.as_deref().unwrap_or("")),
             ("network", f.network.as_deref().unwrap_or("")),
             ("direction", &f.direction),
             ("verdict", &f.verdict),
-        ]);
-        let e = expected.entry(series).or_default();
-        e.0 += f.packets;
-        e.1 += f.bytes;
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let e = expected.entry(Series::from(series)).or_default();
+        e.0 += f.packets as f64;
+        e.1 += f.bytes as f64;
     }
-    assert_eq!(families["netwatch_flow_bytes_total"].len(), expected.len());
-    for (series, (packets, bytes)) in &expected {
-        assert_eq!(
-            families["netwatch_flow_bytes_total"][series], *bytes as f64,
-            "{series:?}"
-        );
-        assert_eq!(
-            families["netwatch_flow_packets_total"][series], *packets as f64,
-            "{series:?}"
-        );
-    }
-    let web_egress = labels(&[
+    let series = |name: &str| -> BTreeMap<Series, f64> {
+        let samples = &families[name].samples;
+        samples
+            .iter()
+            .map(|s| (s.labels.clone(), s.value))
+            .collect()
+    };
+    let expected_of = |pick: fn(&(f64, f64)) -> f64| -> BTreeMap<Series, f64> {
+        expected.iter().map(|(l, e)| (l.clone(), pick(e))).collect()
+    };
+    assert_eq!(series("netwatch_flow_packets_total"), expected_of(|e| e.0));
+    assert_eq!(series("netwatch_flow_bytes_total"), expected_of(|e| e.1));
+    let web_egress = [
         ("container", "shop-web-1"),
         ("service", "web"),
         ("network", "front"),
         ("direction", "egress"),
         ("verdict", "forwarded"),
-    ]);
-    assert_eq!(families["netwatch_flow_bytes_total"][&web_egress], 98_000.0);
-    let unknown = labels(&[
+    ];
+    assert_eq!(
+        value(&families, "netwatch_flow_bytes_total", &web_egress),
+        98_000.0
+    );
+    let unknown = [
         ("container", ""),
         ("service", ""),
         ("network", ""),
         ("direction", "ingress"),
         ("verdict", "dropped"),
-    ]);
-    assert_eq!(families["netwatch_flow_packets_total"][&unknown], 7.0);
-
-    let drops = &families["netwatch_drops_total"];
+    ];
     assert_eq!(
-        drops[&labels(&[("hook", "tc"), ("reason", "not-in-network")])],
-        8.0
-    );
-    assert_eq!(
-        drops[&labels(&[("hook", "uplink"), ("reason", "protected-prefix")])],
+        value(&families, "netwatch_flow_packets_total", &unknown),
         7.0
     );
-    assert_eq!(
-        families["netwatch_forwarded_packets_total"][&labels(&[("hook", "uplink")])],
-        1234.0
-    );
-    let single = |name: &str| families[name][&Vec::new()];
-    assert_eq!(single("netwatch_pipeline_records_total"), 4.0);
-    assert_eq!(single("netwatch_pipeline_malformed_total"), 0.0);
-    assert_eq!(single("netwatch_tracked_flows"), table.len() as f64);
-    assert_eq!(single("netwatch_ringbuf_lost_total"), 0.0);
-    assert_eq!(
-        families["netwatch_attached_interfaces"][&labels(&[("hook", "tc")])],
-        5.0
-    );
+
+    assert_eq!(drops(&families, "tc", "not-in-network"), 8.0);
+    assert_eq!(drops(&families, "uplink", "protected-prefix"), 7.0);
+    for (name, labels, expected) in [
+        (
+            "netwatch_forwarded_packets_total",
+            &[("hook", "uplink")][..],
+            1234.0,
+        ),
+        ("netwatch_attached_interfaces", &[("hook", "tc")], 5.0),
+        ("netwatch_pipeline_records_total", &[], 4.0),
+        ("netwatch_pipeline_malformed_total", &[], 0.0),
+        ("netwatch_tracked_flows", &[], table.len() as f64),
+        ("netwatch_ringbuf_lost_total", &[], 0.0),
+    ] {
+        assert_eq!(value(&families, name, labels), expected, "{name}");
+    }
 }
 
 #[test]
@@ -512,4 +519,314 @@ fn the_flow_log_gets_every_pipeline_event_as_a_json_line_and_rotates() {
     );
     assert!(stats.rotations >= 2);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// What `render` writes for a snapshot, parsed strictly
+
+fn flow(
+    container: Option<&str>,
+    network: Option<&str>,
+    direction: &str,
+    verdict: &str,
+    packets: u64,
+    bytes: u64,
+) -> FlowEntry {
+    let t = "2027-01-15T08:00:00Z".parse().unwrap();
+    FlowEntry {
+        container: container.map(String::from),
+        service: container.map(|c| format!("{c}-svc")),
+        network: network.map(String::from),
+        direction: direction.to_string(),
+        src: None,
+        dst: None,
+        src_port: 0,
+        dst_port: 0,
+        proto: "tcp".to_string(),
+        packets,
+        bytes,
+        verdict: verdict.to_string(),
+        reason: (verdict == "dropped").then(|| "not-in-network".to_string()),
+        peer: None,
+        first_seen: t,
+        last_seen: t,
+        interface: None,
+        flows: 1,
+    }
+}
+
+/// A snapshot with every part.
+fn full_snapshot() -> MetricsSnapshot {
+    let mut verdicts = [0u64; DROP_REASON_COUNT as usize];
+    let mut uplink = [0u64; DROP_REASON_COUNT as usize];
+    verdicts[DropReason::None as usize] = 1000;
+    verdicts[DropReason::HostAccess as usize] = 7;
+    uplink[DropReason::None as usize] = 50;
+    uplink[DropReason::ProtectedPrefix as usize] = 3;
+    MetricsSnapshot {
+        flows: Some(vec![
+            flow(Some("web"), Some("front"), "egress", "forwarded", 10, 1000),
+            flow(Some("web"), Some("front"), "egress", "forwarded", 5, 700),
+            flow(Some("web"), Some("front"), "ingress", "forwarded", 4, 400),
+            flow(Some("db"), Some("back"), "egress", "dropped", 2, 148),
+            flow(None, None, "ingress", "dropped", 3, 222),
+        ]),
+        pipeline: Some(PipelineStats {
+            counters: PipelineCounters {
+                records: 42,
+                malformed: 1,
+                kernel_evictions: 2,
+                summarised: 3,
+            },
+            tracked_flows: 5,
+        }),
+        datapath: Some(PinnedCounters {
+            verdicts,
+            uplink,
+            ringbuf_lost: 9,
+        }),
+        attachments: Some(AttachCounts { tc: 4, uplink: 1 }),
+        flow_log: Some(FlowLogStats {
+            lines: 11,
+            lost_events: 2,
+            write_errors: 1,
+            unwritten_lines: 3,
+            rotations: 4,
+        }),
+    }
+}
+
+#[test]
+fn every_family_comes_with_its_type_and_help() {
+    let text = render(&full_snapshot());
+    let families = prometheus::parse(&text).unwrap_or_else(|e| panic!("{e} in:\n{text}"));
+    let kinds: Vec<(&str, Kind)> = families.iter().map(|f| (f.name.as_str(), f.kind)).collect();
+    use Kind::{Counter, Gauge};
+    assert_eq!(
+        kinds,
+        [
+            ("netwatch_flow_bytes_total", Counter),
+            ("netwatch_flow_packets_total", Counter),
+            ("netwatch_drops_total", Counter),
+            ("netwatch_forwarded_packets_total", Counter),
+            ("netwatch_ringbuf_lost_total", Counter),
+            ("netwatch_pipeline_records_total", Counter),
+            ("netwatch_pipeline_malformed_total", Counter),
+            ("netwatch_flow_evictions_total", Counter),
+            ("netwatch_flows_summarised_total", Counter),
+            ("netwatch_tracked_flows", Gauge),
+            ("netwatch_attached_interfaces", Gauge),
+            ("netwatch_flow_log_lines_total", Counter),
+            ("netwatch_flow_log_lost_events_total", Counter),
+            ("netwatch_flow_log_write_errors_total", Counter),
+            ("netwatch_flow_log_unwritten_lines_total", Counter),
+            ("netwatch_flow_log_rotations_total", Counter),
+        ]
+    );
+    for family in &families {
+        let help = family.help.as_deref().unwrap_or_default();
+        assert!(!help.is_empty(), "{} has no help", family.name);
+        // HELP first, then TYPE (the parser checks that TYPE comes before
+        // the samples and that a family's lines are together).
+        let type_line = format!("\n# TYPE {} ", family.name);
+        let help_line = format!("# HELP {} ", family.name);
+        assert!(text.find(&help_line) < text.find(&type_line), "{text}");
+    }
+    assert!(text.lines().all(|line| !line.is_empty()), "{text}");
+}
+
+#[test]
+fn the_datapath_and_pipeline_counters_are_exported_as_read() {
+    let families = parse(&render(&full_snapshot()));
+    assert_eq!(drops(&families, "tc", "host-access"), 7.0);
+    assert_eq!(drops(&families, "tc", "not-in-network"), 0.0);
+    assert_eq!(drops(&families, "uplink", "protected-prefix"), 3.0);
+    let all_drops = &families["netwatch_drops_total"].samples;
+    assert_eq!(
+        all_drops.len(),
+        2 * (DROP_REASON_COUNT as usize - 1),
+        "every reason but `none`, for both hooks"
+    );
+    assert!(all_drops.iter().all(|s| s.labels["reason"] != "none"));
+    for (name, labels, expected) in [
+        (
+            "netwatch_forwarded_packets_total",
+            &[("hook", "tc")][..],
+            1000.0,
+        ),
+        (
+            "netwatch_forwarded_packets_total",
+            &[("hook", "uplink")],
+            50.0,
+        ),
+        ("netwatch_attached_interfaces", &[("hook", "tc")], 4.0),
+        ("netwatch_attached_interfaces", &[("hook", "uplink")], 1.0),
+        ("netwatch_ringbuf_lost_total", &[], 9.0),
+        ("netwatch_pipeline_records_total", &[], 42.0),
+        ("netwatch_pipeline_malformed_total", &[], 1.0),
+        ("netwatch_flow_evictions_total", &[], 2.0),
+        ("netwatch_flows_summarised_total", &[], 3.0),
+        ("netwatch_tracked_flows", &[], 5.0),
+        ("netwatch_flow_log_lines_total", &[], 11.0),
+        ("netwatch_flow_log_lost_events_total", &[], 2.0),
+        ("netwatch_flow_log_write_errors_total", &[], 1.0),
+        ("netwatch_flow_log_unwritten_lines_total", &[], 3.0),
+        ("netwatch_flow_log_rotations_total", &[], 4.0),
+    ] {
+        assert_eq!(value(&families, name, labels), expected, "{name}{labels:?}");
+    }
+}
+
+#[test]
+fn flow_totals_are_sums_per_label_set_with_empty_labels_for_no_container() {
+    let families = parse(&render(&full_snapshot()));
+    let bytes = |container, network, direction, verdict| {
+        value(
+            &families,
+            "netwatch_flow_bytes_total",
+            &[
+                ("container", container),
+                ("network", network),
+                ("direction", direction),
+                ("verdict", verdict),
+            ],
+        )
+    };
+    assert_eq!(bytes("web", "front", "egress", "forwarded"), 1700.0);
+    assert_eq!(bytes("web", "front", "ingress", "forwarded"), 400.0);
+    assert_eq!(bytes("db", "back", "egress", "dropped"), 148.0);
+    assert_eq!(bytes("", "", "ingress", "dropped"), 222.0);
+    let packets = &families["netwatch_flow_packets_total"].samples;
+    assert_eq!(packets.len(), 4);
+    let web = packets
+        .iter()
+        .find(|s| s.labels["container"] == "web" && s.labels["direction"] == "egress")
+        .unwrap();
+    assert_eq!(web.value, 15.0);
+    assert_eq!(web.labels["service"], "web-svc");
+    assert_eq!(
+        web.labels
+            .keys()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from(["container", "service", "network", "direction", "verdict"]),
+        "no per-port or per-address labels"
+    );
+}
+
+#[test]
+fn totals_match_the_sum_of_many_random_flows() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let containers = [Some("a"), Some("b"), Some("c"), None];
+    let networks = [Some("n1"), Some("n2"), None];
+    let flows: Vec<FlowEntry> = (0..2000)
+        .map(|_| {
+            flow(
+                containers[rng.random_range(0..containers.len())],
+                networks[rng.random_range(0..networks.len())],
+                ["egress", "ingress"][rng.random_range(0..2)],
+                ["forwarded", "dropped"][rng.random_range(0..2)],
+                rng.random_range(0..1_000_000),
+                rng.random_range(0..1_000_000_000),
+            )
+        })
+        .collect();
+    let families = parse(&render(&MetricsSnapshot {
+        flows: Some(flows.clone()),
+        ..MetricsSnapshot::default()
+    }));
+    let packets: u64 = flows.iter().map(|f| f.packets).sum();
+    let bytes: u64 = flows.iter().map(|f| f.bytes).sum();
+    // Below 2^53: exact as f64.
+    assert_eq!(
+        total(&families, "netwatch_flow_packets_total"),
+        packets as f64
+    );
+    assert_eq!(total(&families, "netwatch_flow_bytes_total"), bytes as f64);
+    // Per series too.
+    for ((container, _, network, direction, verdict), (p, b)) in flow_totals(&flows) {
+        let labels = [
+            ("container", container),
+            ("network", network),
+            ("direction", direction),
+            ("verdict", verdict),
+        ];
+        assert_eq!(
+            value(&families, "netwatch_flow_packets_total", &labels),
+            p as f64
+        );
+        assert_eq!(
+            value(&families, "netwatch_flow_bytes_total", &labels),
+            b as f64
+        );
+    }
+    assert!(families["netwatch_flow_bytes_total"].samples.len() <= 4 * 3 * 2 * 2);
+}
+
+#[test]
+fn label_values_survive_escaping() {
+    let odd = [
+        "quote\"d",
+        "back\\slash",
+        "new\nline",
+        "comma,=equals{}",
+        "trailing\\",
+        "ünïcode ✓",
+        "",
+    ];
+    let flows: Vec<FlowEntry> = odd
+        .iter()
+        .map(|name| flow(Some(name), Some(name), "egress", "forwarded", 1, 1))
+        .collect();
+    let text = render(&MetricsSnapshot {
+        flows: Some(flows),
+        ..MetricsSnapshot::default()
+    });
+    assert!(text.contains(r#"container="quote\"d""#), "{text}");
+    assert!(text.contains(r#"container="back\\slash""#), "{text}");
+    assert!(text.contains(r#"container="new\nline""#), "{text}");
+    assert_eq!(
+        text.lines().count(),
+        4 + 2 * odd.len(),
+        "no raw line feed: {text}"
+    );
+    let families = parse(&text);
+    let samples = &families["netwatch_flow_bytes_total"].samples;
+    let parsed: BTreeSet<&str> = samples
+        .iter()
+        .map(|s| s.labels["container"].as_str())
+        .collect();
+    assert_eq!(parsed, odd.into_iter().collect::<BTreeSet<_>>());
+    for sample in samples {
+        assert_eq!(sample.labels["container"], sample.labels["network"]);
+    }
+}
+
+#[test]
+fn parts_left_out_of_the_source_are_left_out_of_the_text() {
+    let text = MetricsSource::new()
+        .with_flows(Vec::new)
+        .with_attachments(|| AttachCounts { tc: 2, uplink: 0 })
+        .with_datapath_counters(|| None)
+        .render();
+    let families = parse(&text);
+    let names: BTreeSet<&str> = families.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "netwatch_flow_bytes_total",
+            "netwatch_flow_packets_total",
+            "netwatch_attached_interfaces"
+        ]),
+        "no flows yet, nothing pinned"
+    );
+    assert!(families["netwatch_flow_bytes_total"].samples.is_empty());
+    assert_eq!(
+        value(
+            &families,
+            "netwatch_attached_interfaces",
+            &[("hook", "uplink")]
+        ),
+        0.0
+    );
 }

@@ -454,19 +454,7 @@ fn flows_count_udp_exactly_and_tcp_within_the_documented_header_overhead() {
     eprintln!("{table}");
     let rows: Vec<&str> = table.lines().collect();
     assert!(
-        rows[0].split_whitespace().collect::<Vec<_>>()
-            == [
-                "CONTAINER",
-                "DIR",
-                "PROTO",
-                "SRC",
-                "DST",
-                "PACKETS",
-                "BYTES",
-                "VERDICT",
-                "REASON",
-                "PEER"
-            ],
+        rows[0].split_whitespace().eq(netwatch::cli::flows::COLUMNS),
         "{table}"
     );
     assert!(rows[1].contains(&format!("{server_ip}:9001")), "{table}");

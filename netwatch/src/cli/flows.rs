@@ -42,24 +42,24 @@ fn row(e: &FlowEntry) -> Vec<String> {
     ]
 }
 
+/// The columns of the table `netwatch flows` prints.
+pub const COLUMNS: [&str; 10] = [
+    "CONTAINER",
+    "DIR",
+    "PROTO",
+    "SRC",
+    "DST",
+    "PACKETS",
+    "BYTES",
+    "VERDICT",
+    "REASON",
+    "PEER",
+];
+
 /// The table `netwatch flows` prints.
 pub fn flows_table(entries: &[FlowEntry]) -> String {
     let rows: Vec<Vec<String>> = entries.iter().map(row).collect();
-    table(
-        &[
-            "CONTAINER",
-            "DIR",
-            "PROTO",
-            "SRC",
-            "DST",
-            "PACKETS",
-            "BYTES",
-            "VERDICT",
-            "REASON",
-            "PEER",
-        ],
-        &rows,
-    )
+    table(&COLUMNS, &rows)
 }
 
 /// Prints the flows `filter` selects.
@@ -79,41 +79,22 @@ pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Resu
 
 #[cfg(test)]
 mod tests {
-    use jiff::Timestamp;
-
     use super::*;
+    use crate::render::fixtures::{egress, summary, with_peer};
 
     #[test]
     fn the_table_shows_names_endpoints_and_human_bytes() {
-        let entry = FlowEntry {
-            container: Some("web".into()),
-            service: None,
-            network: Some("front".into()),
-            direction: "egress".into(),
-            src: Some("172.19.0.2".parse().unwrap()),
-            dst: Some("172.19.0.3".parse().unwrap()),
-            src_port: 40312,
-            dst_port: 5432,
-            proto: "tcp".into(),
-            packets: 12,
-            bytes: 1_572_864,
-            verdict: "forwarded".into(),
-            reason: None,
-            peer: Some("db".into()),
-            first_seen: Timestamp::from_second(1).unwrap(),
-            last_seen: Timestamp::from_second(2).unwrap(),
-            interface: None,
-            flows: 1,
-        };
-        let summary = FlowEntry {
-            flows: 7,
-            src: None,
-            dst: None,
-            proto: "*".into(),
-            peer: None,
-            ..entry.clone()
-        };
-        let text = flows_table(&[entry, summary]);
+        let entry = egress(
+            "web",
+            "front",
+            ("172.19.0.2", 40312),
+            ("172.19.0.3", 5432),
+            1_572_864,
+        );
+        let text = flows_table(&[
+            with_peer(entry, "db"),
+            summary("web", "front", "egress", 7, 1_572_864),
+        ]);
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines[0].starts_with("CONTAINER   DIR      PROTO   SRC"),

@@ -103,36 +103,26 @@ pub fn run(
 
 #[cfg(test)]
 mod tests {
-    use jiff::Timestamp;
-
     use super::*;
-    use crate::flows::FlowEntry;
+    use crate::render::fixtures::{dropped, flow};
 
     #[test]
     fn a_line_names_both_ends_the_verdict_and_the_reason() {
         let event = ObservedEvent {
             event: "drop".into(),
             time: "2025-11-27T22:10:05.123Z".parse().unwrap(),
-            flow: FlowEntry {
-                container: Some("db".into()),
-                service: None,
-                network: Some("app_db".into()),
-                direction: "egress".into(),
-                src: Some("172.19.0.2".parse().unwrap()),
-                dst: Some("172.19.0.1".parse().unwrap()),
-                src_port: 40312,
-                dst_port: 53,
-                proto: "udp".into(),
-                packets: 1,
-                bytes: 74,
-                verdict: "dropped".into(),
-                reason: Some("host-access".into()),
-                peer: None,
-                first_seen: Timestamp::from_second(1).unwrap(),
-                last_seen: Timestamp::from_second(2).unwrap(),
-                interface: None,
-                flows: 1,
-            },
+            flow: dropped(
+                flow(
+                    Some("db"),
+                    Some("app_db"),
+                    "egress",
+                    ("172.19.0.2", 40312),
+                    ("172.19.0.1", 53),
+                    "udp",
+                    74,
+                ),
+                "host-access",
+            ),
         };
         assert_eq!(
             event_line(&event, &TimeZone::UTC),

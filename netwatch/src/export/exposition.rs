@@ -113,8 +113,9 @@ pub fn escape_help(help: &str, out: &mut String) {
     }
 }
 
-/// `[a-zA-Z_:][a-zA-Z0-9_:]*` for metric names, without `:` for labels.
-fn valid_name(name: &str, colon: bool) -> bool {
+/// Whether `name` is a valid metric name (`colon`: `[a-zA-Z_:][a-zA-Z0-9_:]*`)
+/// or label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
+pub fn valid_name(name: &str, colon: bool) -> bool {
     let ok = |c: char, first: bool| {
         c.is_ascii_alphabetic() || c == '_' || (colon && c == ':') || (!first && c.is_ascii_digit())
     };

@@ -617,9 +617,8 @@ fn ends_with_newline(file: &File, size: u64) -> bool {
 mod tests {
     use std::sync::atomic::AtomicUsize;
 
-    use crate::flows::FlowEntry;
-
     use super::*;
+    use crate::render::fixtures::{at, egress};
 
     /// A directory removed when the test ends.
     struct TempDir(PathBuf);
@@ -636,6 +635,15 @@ mod tests {
             fs::create_dir_all(&dir).unwrap();
             TempDir(dir)
         }
+
+        /// A log at `flows.log` in this directory, with these limits.
+        fn options(&self, max_size: u64, max_file: u32) -> FlowLogOptions {
+            FlowLogOptions {
+                path: self.0.join("flows.log"),
+                max_size,
+                max_file,
+            }
+        }
     }
 
     impl Drop for TempDir {
@@ -645,32 +653,19 @@ mod tests {
     }
 
     fn event(n: u64) -> ObservedEvent {
-        let t = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut flow = egress(
+            "web",
+            "front",
+            ("172.30.0.2", 40000),
+            ("172.30.0.3", 80),
+            n * 1000,
+        );
+        // Sequence numbers of different widths: lines of different lengths.
+        flow.packets = n;
         ObservedEvent {
             event: "flow-open".to_string(),
-            time: t,
-            flow: FlowEntry {
-                container: Some("web".to_string()),
-                service: None,
-                network: Some("front".to_string()),
-                direction: "egress".to_string(),
-                src: Some("172.30.0.2".parse().unwrap()),
-                dst: Some("172.30.0.3".parse().unwrap()),
-                src_port: 40000,
-                dst_port: 80,
-                proto: "tcp".to_string(),
-                // Sequence numbers of different widths: lines of
-                // different lengths.
-                packets: n,
-                bytes: n * 1000,
-                verdict: "forwarded".to_string(),
-                reason: None,
-                peer: None,
-                first_seen: t,
-                last_seen: t,
-                interface: None,
-                flows: 1,
-            },
+            time: at(0),
+            flow,
         }
     }
 
@@ -746,11 +741,7 @@ mod tests {
     #[test]
     fn rotation_keeps_max_file_files_within_max_size_newest_last() {
         let dir = TempDir::new("rotate");
-        let options = FlowLogOptions {
-            path: dir.0.join("flows.log"),
-            max_size: 3 * line_len(500) + 10,
-            max_file: 3,
-        };
+        let options = dir.options(3 * line_len(500) + 10, 3);
         let mut log = FlowLog::open(options.clone()).unwrap();
         // One batch and many small ones: rotation happens inside a batch too.
         log.write(&lines(0..20));
@@ -789,11 +780,7 @@ mod tests {
     #[test]
     fn one_file_is_truncated_instead_of_rotated() {
         let dir = TempDir::new("truncate");
-        let options = FlowLogOptions {
-            path: dir.0.join("flows.log"),
-            max_size: 2 * line_len(10) + 1,
-            max_file: 1,
-        };
+        let options = dir.options(2 * line_len(10) + 1, 1);
         let mut log = FlowLog::open(options.clone()).unwrap();
         log.write(&lines(10..15));
         assert_eq!(fs::read_dir(&dir.0).unwrap().count(), 1);
@@ -803,11 +790,7 @@ mod tests {
     #[test]
     fn a_line_longer_than_max_size_gets_a_file_of_its_own() {
         let dir = TempDir::new("long");
-        let options = FlowLogOptions {
-            path: dir.0.join("flows.log"),
-            max_size: 50,
-            max_file: 4,
-        };
+        let options = dir.options(50, 4);
         let mut log = FlowLog::open(options.clone()).unwrap();
         log.write(&lines(1..4));
         assert_eq!(sequence(&options.rotated_path(2)), vec![1]);
@@ -818,11 +801,7 @@ mod tests {
     #[test]
     fn new_files_are_0640_and_an_existing_log_is_appended_to() {
         let dir = TempDir::new("mode");
-        let options = FlowLogOptions {
-            path: dir.0.join("flows.log"),
-            max_size: 10 * line_len(1),
-            max_file: 2,
-        };
+        let options = dir.options(10 * line_len(1), 2);
         // A log ending in a partial line (an earlier run died mid-write).
         fs::write(&options.path, b"{\"event\":\"flow-op").unwrap();
         fs::set_permissions(&options.path, fs::Permissions::from_mode(0o600)).unwrap();
@@ -883,11 +862,7 @@ mod tests {
     #[test]
     fn a_failed_rotation_keeps_appending_and_is_retried_next_batch() {
         let dir = TempDir::new("norotate");
-        let options = FlowLogOptions {
-            path: dir.0.join("flows.log"),
-            max_size: 2 * line_len(1) + 1,
-            max_file: 2,
-        };
+        let options = dir.options(2 * line_len(1) + 1, 2);
         // Something in the way of PATH.1 that cannot be removed as a file.
         fs::create_dir(options.rotated_path(1)).unwrap();
         fs::write(options.rotated_path(1).join("x"), b"x").unwrap();

@@ -306,9 +306,8 @@ mod tests {
         let entries = [egress(
             "we\"ird\\name {x}",
             "net; evil",
-            "172.20.0.2",
-            "203.0.113.1",
-            (1, 2),
+            ("172.20.0.2", 1),
+            ("203.0.113.1", 2),
             10,
         )];
         let options = GraphOptions {

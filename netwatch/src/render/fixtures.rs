@@ -1,4 +1,5 @@
-//! Hand-made flow entries for the tests of this module.
+//! Hand-made flow entries for tests: of this module, the CLI's tables and
+//! lines, and the flow log.
 
 use std::net::IpAddr;
 
@@ -10,18 +11,16 @@ pub fn at(second: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + second).unwrap()
 }
 
+/// An address and a port.
+pub type End<'a> = (&'a str, u16);
+
 /// A forwarded flow with one packet per 100 bytes, seen from `second` 0.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "a FlowEntry's fields in the order tests read them"
-)]
 pub fn flow(
     container: Option<&str>,
     network: Option<&str>,
     direction: &str,
-    src: &str,
-    dst: &str,
-    ports: (u16, u16),
+    src: End<'_>,
+    dst: End<'_>,
     proto: &str,
     bytes: u64,
 ) -> FlowEntry {
@@ -30,10 +29,10 @@ pub fn flow(
         service: None,
         network: network.map(String::from),
         direction: direction.to_string(),
-        src: Some(src.parse::<IpAddr>().unwrap()),
-        dst: Some(dst.parse::<IpAddr>().unwrap()),
-        src_port: ports.0,
-        dst_port: ports.1,
+        src: Some(src.0.parse::<IpAddr>().unwrap()),
+        dst: Some(dst.0.parse::<IpAddr>().unwrap()),
+        src_port: src.1,
+        dst_port: dst.1,
         proto: proto.to_string(),
         packets: bytes.div_ceil(100),
         bytes,
@@ -47,28 +46,23 @@ pub fn flow(
     }
 }
 
-/// `c` on `net` sends `bytes` to `dst`.
-pub fn egress(
-    c: &str,
-    net: &str,
-    src: &str,
-    dst: &str,
-    ports: (u16, u16),
-    bytes: u64,
-) -> FlowEntry {
-    flow(Some(c), Some(net), "egress", src, dst, ports, "tcp", bytes)
+/// `c` on `net` sends `bytes` to `dst` over TCP.
+pub fn egress(c: &str, net: &str, src: End<'_>, dst: End<'_>, bytes: u64) -> FlowEntry {
+    flow(Some(c), Some(net), "egress", src, dst, "tcp", bytes)
 }
 
-/// `c` on `net` receives `bytes` from `src`.
-pub fn ingress(
-    c: &str,
-    net: &str,
-    src: &str,
-    dst: &str,
-    ports: (u16, u16),
-    bytes: u64,
-) -> FlowEntry {
-    flow(Some(c), Some(net), "ingress", src, dst, ports, "tcp", bytes)
+/// `c` on `net` receives `bytes` from `src` over TCP.
+pub fn ingress(c: &str, net: &str, src: End<'_>, dst: End<'_>, bytes: u64) -> FlowEntry {
+    flow(Some(c), Some(net), "ingress", src, dst, "tcp", bytes)
+}
+
+/// What the uplink shield drops: TCP from outside to an address in a
+/// protected prefix that no container holds.
+pub fn shield_drop(src: End<'_>, dst: End<'_>, bytes: u64) -> FlowEntry {
+    dropped(
+        flow(None, None, "ingress", src, dst, "tcp", bytes),
+        "protected-prefix",
+    )
 }
 
 pub fn dropped(mut e: FlowEntry, reason: &str) -> FlowEntry {
@@ -89,26 +83,12 @@ pub fn with_service(mut e: FlowEntry, service: &str) -> FlowEntry {
 
 /// A summary of `n` idle flows, as the agent folds them.
 pub fn summary(c: &str, net: &str, direction: &str, n: u64, bytes: u64) -> FlowEntry {
+    let nowhere = ("0.0.0.0", 0);
     FlowEntry {
         src: None,
         dst: None,
-        src_port: 0,
-        dst_port: 0,
-        proto: "*".to_string(),
         flows: n,
-        ..egress(c, net, "10.0.0.1", "10.0.0.2", (0, 0), bytes)
-    }
-    .with_direction(direction)
-}
-
-trait WithDirection {
-    fn with_direction(self, direction: &str) -> Self;
-}
-
-impl WithDirection for FlowEntry {
-    fn with_direction(mut self, direction: &str) -> FlowEntry {
-        self.direction = direction.to_string();
-        self
+        ..flow(Some(c), Some(net), direction, nowhere, nowhere, "*", bytes)
     }
 }
 
@@ -134,9 +114,8 @@ pub fn shop() -> Vec<FlowEntry> {
         Some("shop-web-1"),
         Some("shop_frontend"),
         "egress",
-        "0.0.0.0",
-        "0.0.0.0",
-        (0, 0),
+        ("0.0.0.0", 0),
+        ("0.0.0.0", 0),
         "arp/other",
         420,
     );
@@ -147,33 +126,29 @@ pub fn shop() -> Vec<FlowEntry> {
         web(ingress(
             "shop-web-1",
             "shop_frontend",
-            "198.51.100.23",
-            WEB,
-            (51234, 80),
+            ("198.51.100.23", 51234),
+            (WEB, 80),
             180_000,
         )),
         web(egress(
             "shop-web-1",
             "shop_frontend",
-            WEB,
-            "198.51.100.23",
-            (80, 51234),
+            (WEB, 80),
+            ("198.51.100.23", 51234),
             9_800_000,
         )),
         web(ingress(
             "shop-web-1",
             "shop_frontend",
-            "198.51.100.77",
-            WEB,
-            (40100, 80),
+            ("198.51.100.77", 40100),
+            (WEB, 80),
             52_000,
         )),
         web(egress(
             "shop-web-1",
             "shop_frontend",
-            WEB,
-            "198.51.100.77",
-            (80, 40100),
+            (WEB, 80),
+            ("198.51.100.77", 40100),
             2_100_000,
         )),
         // web → api, seen at both ends.
@@ -181,9 +156,8 @@ pub fn shop() -> Vec<FlowEntry> {
             egress(
                 "shop-web-1",
                 "shop_frontend",
-                WEB,
-                API_FRONT,
-                (43000, 8080),
+                (WEB, 43000),
+                (API_FRONT, 8080),
                 240_000,
             ),
             "shop-api-1",
@@ -192,9 +166,8 @@ pub fn shop() -> Vec<FlowEntry> {
             ingress(
                 "shop-api-1",
                 "shop_frontend",
-                WEB,
-                API_FRONT,
-                (43000, 8080),
+                (WEB, 43000),
+                (API_FRONT, 8080),
                 240_000,
             ),
             "shop-web-1",
@@ -203,9 +176,8 @@ pub fn shop() -> Vec<FlowEntry> {
             egress(
                 "shop-api-1",
                 "shop_frontend",
-                API_FRONT,
-                WEB,
-                (8080, 43000),
+                (API_FRONT, 8080),
+                (WEB, 43000),
                 7_600_000,
             ),
             "shop-web-1",
@@ -214,9 +186,8 @@ pub fn shop() -> Vec<FlowEntry> {
             ingress(
                 "shop-web-1",
                 "shop_frontend",
-                API_FRONT,
-                WEB,
-                (8080, 43000),
+                (API_FRONT, 8080),
+                (WEB, 43000),
                 7_600_000,
             ),
             "shop-api-1",
@@ -226,9 +197,8 @@ pub fn shop() -> Vec<FlowEntry> {
             egress(
                 "shop-api-1",
                 "shop_backend",
-                API_BACK,
-                DB,
-                (50500, 5432),
+                (API_BACK, 50500),
+                (DB, 5432),
                 310_000,
             ),
             "shop-db-1",
@@ -237,9 +207,8 @@ pub fn shop() -> Vec<FlowEntry> {
             egress(
                 "shop-db-1",
                 "shop_backend",
-                DB,
-                API_BACK,
-                (5432, 50500),
+                (DB, 5432),
+                (API_BACK, 50500),
                 5_300_000,
             ),
             "shop-api-1",
@@ -248,9 +217,8 @@ pub fn shop() -> Vec<FlowEntry> {
             egress(
                 "shop-api-1",
                 "shop_backend",
-                API_BACK,
-                CACHE,
-                (50600, 6379),
+                (API_BACK, 50600),
+                (CACHE, 6379),
                 44_000,
             ),
             "shop-cache-1",
@@ -259,9 +227,8 @@ pub fn shop() -> Vec<FlowEntry> {
             egress(
                 "shop-cache-1",
                 "shop_backend",
-                CACHE,
-                API_BACK,
-                (6379, 50600),
+                (CACHE, 6379),
+                (API_BACK, 50600),
                 96_000,
             ),
             "shop-api-1",
@@ -271,9 +238,8 @@ pub fn shop() -> Vec<FlowEntry> {
             egress(
                 "shop-db-1",
                 "shop_backend",
-                DB,
-                "203.0.113.10",
-                (41000, 443),
+                (DB, 41000),
+                ("203.0.113.10", 443),
                 3_960,
             ),
             "not-in-network",
@@ -283,9 +249,8 @@ pub fn shop() -> Vec<FlowEntry> {
                 Some("shop-db-1"),
                 Some("shop_backend"),
                 "egress",
-                DB,
-                "172.21.0.1",
-                (53001, 53),
+                (DB, 53001),
+                ("172.21.0.1", 53),
                 "udp",
                 720,
             ),
@@ -296,9 +261,8 @@ pub fn shop() -> Vec<FlowEntry> {
                 Some("shop-cache-1"),
                 Some("shop_backend"),
                 "egress",
-                CACHE,
-                "198.51.100.53",
-                (40000, 53),
+                (CACHE, 40000),
+                ("198.51.100.53", 53),
                 "udp",
                 1_440,
             ),
@@ -309,9 +273,8 @@ pub fn shop() -> Vec<FlowEntry> {
                 Some("shop-cache-1"),
                 Some("shop_backend"),
                 "egress",
-                "fe80::42:acff:fe15:4",
-                "ff02::fb",
-                (5353, 5353),
+                ("fe80::42:acff:fe15:4", 5353),
+                ("ff02::fb", 5353),
                 "udp",
                 2_300,
             ),
@@ -321,65 +284,47 @@ pub fn shop() -> Vec<FlowEntry> {
         egress(
             "monitor",
             "bridge",
-            MONITOR,
-            "203.0.113.140",
-            (39000, 443),
+            (MONITOR, 39000),
+            ("203.0.113.140", 443),
             61_000,
         ),
         ingress(
             "monitor",
             "bridge",
-            "203.0.113.140",
-            MONITOR,
-            (443, 39000),
+            ("203.0.113.140", 443),
+            (MONITOR, 39000),
             1_900_000,
         ),
         egress(
             "monitor",
             "bridge",
-            MONITOR,
-            "192.0.2.151",
-            (39100, 443),
+            (MONITOR, 39100),
+            ("192.0.2.151", 443),
             12_000,
         ),
         ingress(
             "monitor",
             "bridge",
-            "192.0.2.151",
-            MONITOR,
-            (443, 39100),
+            ("192.0.2.151", 443),
+            (MONITOR, 39100),
             350_000,
         ),
         egress(
             "monitor",
             "bridge",
-            MONITOR,
-            HOST_ADDR,
-            (39200, 9100),
+            (MONITOR, 39200),
+            (HOST_ADDR, 9100),
             8_000,
         ),
         ingress(
             "monitor",
             "bridge",
-            HOST_ADDR,
-            MONITOR,
-            (9100, 39200),
+            (HOST_ADDR, 9100),
+            (MONITOR, 39200),
             640_000,
         ),
         // The uplink shield: something outside aiming at the backend.
-        dropped(
-            flow(
-                None,
-                None,
-                "ingress",
-                "192.0.2.66",
-                "172.21.0.9",
-                (55000, 22),
-                "tcp",
-                360,
-            ),
-            "protected-prefix",
-        ),
+        shield_drop(("192.0.2.66", 55000), ("172.21.0.9", 22), 360),
         arp,
         web(summary(
             "shop-web-1",

@@ -646,6 +646,10 @@ mod tests {
     use super::*;
     use crate::render::fixtures::*;
 
+    /// web and api on the network `front`: a client and its server.
+    const WEB: End<'static> = ("172.20.0.2", 43000);
+    const API: End<'static> = ("172.20.0.3", 8080);
+
     fn graph(entries: &[FlowEntry]) -> Graph {
         Graph::from_flows(entries, &GraphOptions::default())
     }
@@ -666,19 +670,25 @@ mod tests {
             .collect()
     }
 
+    /// The bytes on the one edge from `from` to `to`.
+    fn bytes(g: &Graph, from: &str, to: &str) -> u64 {
+        let found = edges(g, from, to);
+        assert_eq!(found.len(), 1, "{from} -> {to}: {found:?}");
+        found[0].bytes
+    }
+
     #[test]
     fn outside_addresses_aggregate_by_24_and_64() {
         let g = graph(&[
-            egress("a", "n", "172.20.0.2", "203.0.113.10", (40000, 443), 100),
-            egress("a", "n", "172.20.0.2", "203.0.113.20", (40001, 443), 200),
-            ingress("a", "n", "203.0.113.99", "172.20.0.2", (40002, 22), 300),
-            egress("a", "n", "fd00::2", "2001:db8:1:2::5", (40003, 443), 400),
+            egress("a", "n", ("172.20.0.2", 40000), ("203.0.113.10", 443), 100),
+            egress("a", "n", ("172.20.0.2", 40001), ("203.0.113.20", 443), 200),
+            ingress("a", "n", ("203.0.113.99", 40002), ("172.20.0.2", 22), 300),
+            egress("a", "n", ("fd00::2", 40003), ("2001:db8:1:2::5", 443), 400),
             egress(
                 "a",
                 "n",
-                "fd00::2",
-                "2001:db8:1:2:ffff::6",
-                (40004, 443),
+                ("fd00::2", 40004),
+                ("2001:db8:1:2:ffff::6", 443),
                 500,
             ),
         ]);
@@ -693,10 +703,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].bytes, out[0].flows), (300, 2));
         assert_eq!(out[0].services, ["tcp/443"]);
-        assert_eq!(
-            edges(&g, "outside:203.0.113.0/24", "container:n/a")[0].bytes,
-            300
-        );
+        assert_eq!(bytes(&g, "outside:203.0.113.0/24", "container:n/a"), 300);
     }
 
     #[test]
@@ -706,9 +713,8 @@ mod tests {
                 egress(
                     "a",
                     "n",
-                    "172.20.0.2",
-                    &format!("198.51.{i}.1"),
-                    (40000, 443),
+                    ("172.20.0.2", 40000),
+                    (&format!("198.51.{i}.1"), 443),
                     i * 100,
                 )
             })
@@ -743,46 +749,18 @@ mod tests {
     #[test]
     fn traffic_between_local_containers_counts_once_from_the_senders_egress() {
         let g = graph(&[
-            egress(
-                "web",
-                "front",
-                "172.20.0.2",
-                "172.20.0.3",
-                (43000, 8080),
-                1000,
-            ),
-            ingress(
-                "api",
-                "front",
-                "172.20.0.2",
-                "172.20.0.3",
-                (43000, 8080),
-                990,
-            ),
-            egress(
-                "api",
-                "front",
-                "172.20.0.3",
-                "172.20.0.2",
-                (8080, 43000),
-                5000,
-            ),
-            ingress(
-                "web",
-                "front",
-                "172.20.0.3",
-                "172.20.0.2",
-                (8080, 43000),
-                5000,
-            ),
+            egress("web", "front", WEB, API, 1000),
+            ingress("api", "front", WEB, API, 990),
+            egress("api", "front", API, WEB, 5000),
+            ingress("web", "front", API, WEB, 5000),
         ]);
         assert_eq!(g.edges.len(), 2);
         assert_eq!(
-            edges(&g, "container:front/web", "container:front/api")[0].bytes,
+            bytes(&g, "container:front/web", "container:front/api"),
             1000
         );
         assert_eq!(
-            edges(&g, "container:front/api", "container:front/web")[0].bytes,
+            bytes(&g, "container:front/api", "container:front/web"),
             5000
         );
         assert_eq!(g.total_bytes(), 6000);
@@ -795,18 +773,16 @@ mod tests {
             egress(
                 "client",
                 "open",
-                "172.20.0.2",
-                "172.21.0.3",
-                (43000, 5432),
+                ("172.20.0.2", 43000),
+                ("172.21.0.3", 5432),
                 600,
             ),
             dropped(
                 ingress(
                     "db",
                     "internal",
-                    "172.20.0.2",
-                    "172.21.0.3",
-                    (43000, 5432),
+                    ("172.20.0.2", 43000),
+                    ("172.21.0.3", 5432),
                     600,
                 ),
                 "not-in-network",
@@ -822,19 +798,9 @@ mod tests {
 
     #[test]
     fn an_ingress_record_whose_sender_was_not_observed_is_used() {
-        let g = graph(&[with_peer(
-            ingress(
-                "web",
-                "front",
-                "172.20.0.3",
-                "172.20.0.2",
-                (8080, 43000),
-                5000,
-            ),
-            "api",
-        )]);
+        let g = graph(&[with_peer(ingress("web", "front", API, WEB, 5000), "api")]);
         assert_eq!(
-            edges(&g, "container:front/api", "container:front/web")[0].bytes,
+            bytes(&g, "container:front/api", "container:front/web"),
             5000
         );
     }
@@ -842,9 +808,9 @@ mod tests {
     #[test]
     fn dropped_traffic_gets_its_own_marked_edge() {
         let g = graph(&[
-            egress("a", "n", "172.20.0.2", "203.0.113.10", (40000, 443), 700),
+            egress("a", "n", ("172.20.0.2", 40000), ("203.0.113.10", 443), 700),
             dropped(
-                egress("a", "n", "172.20.0.2", "203.0.113.11", (40001, 443), 80),
+                egress("a", "n", ("172.20.0.2", 40001), ("203.0.113.11", 443), 80),
                 "not-in-network",
             ),
         ]);
@@ -875,7 +841,7 @@ mod tests {
             "ff02::fb"
         );
         assert_eq!(
-            edges(&g, "container:shop_frontend/shop-web-1", "non-ip")[0].bytes,
+            bytes(&g, "container:shop_frontend/shop-web-1", "non-ip"),
             420
         );
         let idle = edges(&g, "container:shop_frontend/shop-web-1", "idle-flows");
@@ -889,14 +855,8 @@ mod tests {
             ..GraphOptions::default()
         };
         let g = Graph::from_flows(&shop(), &options);
-        assert_eq!(
-            edges(&g, "container:bridge/monitor", "host")[0].bytes,
-            8_000
-        );
-        assert_eq!(
-            edges(&g, "host", "container:bridge/monitor")[0].bytes,
-            640_000
-        );
+        assert_eq!(bytes(&g, "container:bridge/monitor", "host"), 8_000);
+        assert_eq!(bytes(&g, "host", "container:bridge/monitor"), 640_000);
         // An uplink drop with no container: from its outside source to the
         // prefix it was aimed at.
         let shield = edges(&g, "outside:192.0.2.0/24", "outside:172.21.0.0/24");
@@ -964,34 +924,32 @@ mod tests {
             egress(
                 "api",
                 "back",
-                "172.21.0.2",
-                "172.21.0.3",
-                (50500, 5432),
+                ("172.21.0.2", 50500),
+                ("172.21.0.3", 5432),
                 300,
             ),
-            egress("db", "back", "172.21.0.3", "172.21.0.2", (5432, 50500), 900),
+            egress(
+                "db",
+                "back",
+                ("172.21.0.3", 5432),
+                ("172.21.0.2", 50500),
+                900,
+            ),
         ]);
-        assert_eq!(
-            edges(&g, "container:back/api", "container:back/db")[0].bytes,
-            300
-        );
+        assert_eq!(bytes(&g, "container:back/api", "container:back/db"), 300);
         assert_eq!(g.nodes.len(), 2);
         // A peer known only by name lands on the sender's network.
         let g = graph(&[with_peer(
             egress(
                 "api",
                 "back",
-                "172.21.0.2",
-                "172.21.0.7",
-                (50500, 5432),
+                ("172.21.0.2", 50500),
+                ("172.21.0.7", 5432),
                 300,
             ),
             "ghost",
         )]);
-        assert_eq!(
-            edges(&g, "container:back/api", "container:back/ghost")[0].bytes,
-            300
-        );
+        assert_eq!(bytes(&g, "container:back/api", "container:back/ghost"), 300);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 pub mod dot;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod graph;
 pub mod svg;
 pub mod top;

@@ -1149,9 +1149,8 @@ mod tests {
                     entries.push(egress(
                         &format!("c{net}-{a}"),
                         &format!("n{net}"),
-                        &me,
-                        &peer,
-                        (40000, 80),
+                        (&me, 40000),
+                        (&peer, 80),
                         bytes,
                     ));
                 }
@@ -1160,9 +1159,8 @@ mod tests {
                     entries.push(egress(
                         &format!("c{net}-{a}"),
                         &format!("n{net}"),
-                        &me,
-                        &dst,
-                        (40000, 443),
+                        (&me, 40000),
+                        (&dst, 443),
                         500,
                     ));
                 }
@@ -1187,9 +1185,8 @@ mod tests {
         let entries = [egress(
             "<b>&\"x'",
             "n<1>",
-            "172.20.0.2",
-            "203.0.113.1",
-            (1, 2),
+            ("172.20.0.2", 1),
+            ("203.0.113.1", 2),
             10,
         )];
         let svg = render_svg(&Graph::from_flows(&entries, &GraphOptions::default()));
@@ -1206,19 +1203,7 @@ mod tests {
         assert!(texts(&doc).contains(&"no flows".to_string()));
         // Only external nodes (an uplink drop), and a container alone.
         for entries in [
-            vec![dropped(
-                flow(
-                    None,
-                    None,
-                    "ingress",
-                    "192.0.2.66",
-                    "172.21.0.9",
-                    (1, 22),
-                    "tcp",
-                    60,
-                ),
-                "protected-prefix",
-            )],
+            vec![shield_drop(("192.0.2.66", 1), ("172.21.0.9", 22), 60)],
             vec![summary("lonely", "n", "egress", 3, 100)],
             // Folded flows no container owns: a loop on the idle node.
             vec![FlowEntry {

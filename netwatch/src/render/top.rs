@@ -901,26 +901,16 @@ mod tests {
         }
     }
 
+    /// web on the network `front`, and a server outside it talks to.
+    const WEB: End<'static> = ("172.20.0.2", 40000);
+    const SERVER: End<'static> = ("203.0.113.5", 443);
+
     fn web_out(bytes: u64) -> FlowEntry {
-        egress(
-            "web",
-            "front",
-            "172.20.0.2",
-            "203.0.113.5",
-            (40000, 443),
-            bytes,
-        )
+        egress("web", "front", WEB, SERVER, bytes)
     }
 
     fn web_in(bytes: u64) -> FlowEntry {
-        ingress(
-            "web",
-            "front",
-            "203.0.113.5",
-            "172.20.0.2",
-            (443, 40000),
-            bytes,
-        )
+        ingress("web", "front", SERVER, WEB, bytes)
     }
 
     #[test]
@@ -973,9 +963,8 @@ mod tests {
         let other = egress(
             "web",
             "front",
-            "172.20.0.2",
-            "203.0.113.9",
-            (40001, 443),
+            ("172.20.0.2", 40001),
+            ("203.0.113.9", 443),
             50_000,
         );
         let prev = snap(
@@ -1094,19 +1083,8 @@ mod tests {
             240,
         );
         let header = wide.lines().next().unwrap();
-        for column in [
-            "CONTAINER",
-            "DIR",
-            "PROTO",
-            "SOURCE",
-            "DESTINATION",
-            "PEER",
-            "RATE",
-            "PKT/s",
-            "TOTAL",
-            "VERDICT",
-        ] {
-            assert!(header.contains(column), "{header}");
+        for column in columns_and_cells(&[], By::Flow).0 {
+            assert!(header.contains(column.header), "{header}");
         }
         assert!(wide.contains("[fe80::42:acff:fe15:4]:5353"));
         let narrow = render_table(
