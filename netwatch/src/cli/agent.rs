@@ -35,6 +35,9 @@ pub fn run_agent(options: AgentOptions) -> Result<ExitCode> {
     if options.resync_interval.is_zero() {
         bail!("--resync-secs must be at least 1");
     }
-    super::block_on(run(options, super::signals::terminated()))?;
+    super::block_on(async {
+        let shutdown = super::signals::install()?;
+        run(options, shutdown).await
+    })?;
     Ok(ExitCode::SUCCESS)
 }
