@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     filter::FlowFilter,
     names::FlowNames,
-    record::{key_addresses, proto_name},
+    record::{key_addresses, proto_name, reason_name, verdict_name},
 };
 
 /// One flow as users see it (`netwatch flows -o json`, the API).
@@ -300,23 +300,16 @@ impl Aggregator {
 }
 
 fn verdict_and_reason(verdict: u8, reason: u8) -> (String, Option<String>) {
-    let verdict = Verdict::from_u8(verdict).map_or("unknown", Verdict::name);
-    let reason = match DropReason::from_u8(reason) {
-        Some(DropReason::None) => None,
-        Some(r) => Some(r.name().to_string()),
-        None => Some("unknown".to_string()),
-    };
-    (verdict.to_string(), reason)
+    (
+        verdict_name(verdict).to_string(),
+        reason_name(reason).map(String::from),
+    )
 }
 
 fn new_tracked(key: &FlowKey, stats: &FlowStats, names: &FlowNames, clock: &Clock) -> Tracked {
     let owner = names.owner(key);
     let (src, dst) = key_addresses(key);
     let direction = Direction::from_u8(key.direction);
-    let peer_ip = match direction {
-        Some(Direction::Egress) => dst,
-        _ => src,
-    };
     let (verdict, reason) = verdict_and_reason(stats.verdict, stats.reason);
     Tracked {
         entry: FlowEntry {
@@ -333,9 +326,7 @@ fn new_tracked(key: &FlowKey, stats: &FlowStats, names: &FlowNames, clock: &Cloc
             bytes: 0,
             verdict,
             reason,
-            peer: peer_ip
-                .and_then(|ip| names.container_of(ip))
-                .map(String::from),
+            peer: names.peer(key),
             first_seen: clock.wall(stats.first_seen_ns),
             last_seen: clock.wall(stats.first_seen_ns),
             interface: owner.interface,

@@ -110,6 +110,18 @@ impl FlowNames {
         }
     }
 
+    /// The container on this host at the other end of a flow: the
+    /// destination of what an endpoint sends, the source of what it
+    /// receives.
+    pub fn peer(&self, key: &FlowKey) -> Option<String> {
+        let (src, dst) = key_addresses(key);
+        let other = match Direction::from_u8(key.direction) {
+            Some(Direction::Egress) => dst,
+            _ => src,
+        };
+        other.and_then(|ip| self.container_of(ip)).map(String::from)
+    }
+
     /// The container on this host that owns `ip`, if any.
     pub fn container_of(&self, ip: IpAddr) -> Option<&str> {
         self.addresses.get(&ip).map(|e| e.container.as_str())

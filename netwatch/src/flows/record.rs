@@ -63,6 +63,22 @@ pub fn proto_name(proto: u8, family: u8) -> String {
     }
 }
 
+/// A kernel verdict as users read it (`unknown` for a value this version
+/// does not know).
+pub fn verdict_name(verdict: u8) -> &'static str {
+    Verdict::from_u8(verdict).map_or("unknown", Verdict::name)
+}
+
+/// A kernel drop reason as users read it: `None` when forwarded, `unknown`
+/// for a value this version does not know.
+pub fn reason_name(reason: u8) -> Option<&'static str> {
+    match DropReason::from_u8(reason) {
+        Some(DropReason::None) => None,
+        Some(r) => Some(r.name()),
+        None => Some("unknown"),
+    }
+}
+
 impl FlowRecord {
     /// Decodes `event` and names it. Fields the kernel filled with a value
     /// this version does not know decode as "unknown", never a panic.
@@ -71,11 +87,6 @@ impl FlowRecord {
         let owner = names.owner(key);
         let (src, dst) = key_addresses(key);
         let direction = Direction::from_u8(key.direction);
-        let peer_ip = match direction {
-            Some(Direction::Egress) => dst,
-            _ => src,
-        };
-        let reason = DropReason::from_u8(event.reason);
         FlowRecord {
             kind: EventKind::from_u8(event.kind).map_or("unknown", EventKind::name),
             container: owner.container,
@@ -89,15 +100,9 @@ impl FlowRecord {
             dst_port: key.dst_port,
             packets: event.packets,
             bytes: event.bytes,
-            verdict: Verdict::from_u8(event.verdict).map_or("unknown", Verdict::name),
-            reason: match reason {
-                Some(DropReason::None) => None,
-                Some(r) => Some(r.name()),
-                None => Some("unknown"),
-            },
-            peer: peer_ip
-                .and_then(|ip| names.container_of(ip))
-                .map(String::from),
+            verdict: verdict_name(event.verdict),
+            reason: reason_name(event.reason),
+            peer: names.peer(key),
         }
     }
 
