@@ -214,12 +214,44 @@ impl Drop for TestHost {
 pub struct PinDir(pub std::path::PathBuf);
 
 impl PinDir {
+    /// A fresh directory; first removes those of earlier test processes
+    /// that died without dropping theirs (their pinned links would keep
+    /// programs attached).
     pub fn create() -> PinDir {
+        remove_stale_pin_dirs();
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
         PinDir(
             std::path::Path::new(netwatch::datapath::pins::BPFFS)
                 .join(format!("netwatch-test-{}-{id}", std::process::id())),
         )
+    }
+}
+
+const PIN_DIR_PREFIX: &str = "netwatch-test-";
+
+/// The pid in a `netwatch-test-<pid>-<n>` directory name.
+fn pin_dir_owner(name: &str) -> Option<u32> {
+    name.strip_prefix(PIN_DIR_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn remove_stale_pin_dirs() {
+    let bpffs = std::path::Path::new(netwatch::datapath::pins::BPFFS);
+    for entry in std::fs::read_dir(bpffs).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(pin_dir_owner) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!(
+                "removing {} of a test process that is gone",
+                entry.path().display()
+            );
+            let _ = netwatch::datapath::detach_all(&entry.path());
+        }
     }
 }
 

@@ -579,6 +579,13 @@ fn docker_server() -> Result<String> {
 /// /usr/sbin/policy-rc.d forbids starting services, and there may be no
 /// systemd), in its own process group so that ^C on a test run does not
 /// stop it, and wait for it to answer.
+///
+/// One failure is repaired: dockerd 20.10.24 (Debian's) panics at startup
+/// in libnetwork's `reservePools` when its network store holds a network
+/// without IPAM data, which is what a dockerd killed while creating a
+/// network leaves (moby#45057, fixed upstream after 20.10.24). Nothing but
+/// moving the store aside lets it start again, so setup does that — keeping
+/// the old store next to it — and says which networks were in it.
 fn dockerd(root: bool) -> Result<Outcome> {
     let not_answering = match docker_server() {
         Ok(version) => return Ok(Outcome::Ok(format!("running, Docker {version}"))),
@@ -595,9 +602,45 @@ fn dockerd(root: bool) -> Result<Outcome> {
         .context(
             "dockerd does not answer and there is no dockerd binary; `apt-get install docker.io`",
         )?;
+    match start_dockerd(&dockerd)? {
+        DockerdStart::Answering(outcome) => Ok(outcome),
+        DockerdStart::Exited(status) if network_store_panic() => {
+            let moved = move_network_store_aside()?;
+            eprintln!(
+                "dockerd panicked restoring its network store (moby#45057: a network left \
+                 half-created by a killed dockerd); moved it to {} — networks it held: {}; \
+                 starting dockerd again",
+                moved.display(),
+                store_network_names(&moved).join(", ")
+            );
+            remove_orphans_of(&moved);
+            match start_dockerd(&dockerd)? {
+                DockerdStart::Answering(outcome) => Ok(outcome),
+                DockerdStart::Exited(again) => bail!(
+                    "dockerd exited ({status}), and again ({again}) with a fresh network \
+                     store; its log is {DOCKERD_LOG}"
+                ),
+            }
+        }
+        DockerdStart::Exited(status) => {
+            bail!("dockerd exited ({status}) right after starting; its log is {DOCKERD_LOG}")
+        }
+    }
+}
+
+/// libnetwork's persistent store of networks and endpoints.
+const DOCKER_NETWORK_STORE: &str = "/var/lib/docker/network/files/local-kv.db";
+
+enum DockerdStart {
+    Answering(Outcome),
+    Exited(std::process::ExitStatus),
+}
+
+/// Starts dockerd and waits for it to answer or exit.
+fn start_dockerd(dockerd: &Path) -> Result<DockerdStart> {
     let log = fs::File::create(DOCKERD_LOG).with_context(|| format!("creating {DOCKERD_LOG}"))?;
     eprintln!("+ {} >{DOCKERD_LOG} 2>&1 &", dockerd.display());
-    let mut child = Command::new(&dockerd)
+    let mut child = Command::new(dockerd)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -607,14 +650,14 @@ fn dockerd(root: bool) -> Result<Outcome> {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait()? {
-            bail!("dockerd exited ({status}) right after starting; its log is {DOCKERD_LOG}");
+            return Ok(DockerdStart::Exited(status));
         }
         if let Ok(version) = docker_server() {
-            return Ok(Outcome::Installed(format!(
+            return Ok(DockerdStart::Answering(Outcome::Installed(format!(
                 "started dockerd (pid {}) after {}, Docker {version}; log in {DOCKERD_LOG}",
                 child.id(),
                 host::secs(start.elapsed())
-            )));
+            ))));
         }
         if start.elapsed() > DOCKERD_WAIT {
             // Do not leave a half-started daemon holding its pid file.
@@ -627,6 +670,88 @@ fn dockerd(root: bool) -> Result<Outcome> {
         }
         thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Whether the dockerd that just exited died of moby#45057.
+fn network_store_panic() -> bool {
+    fs::read_to_string(DOCKERD_LOG).is_ok_and(|log| is_network_store_panic(&log))
+}
+
+fn is_network_store_panic(log: &str) -> bool {
+    log.contains("panic: runtime error: index out of range")
+        && log.contains("libnetwork.(*controller).reservePools")
+}
+
+/// Renames the network store to `local-kv.db.netwatch-moved-<unix time>`.
+fn move_network_store_aside() -> Result<PathBuf> {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let moved = PathBuf::from(format!(
+        "{DOCKER_NETWORK_STORE}.netwatch-moved-{since_epoch}"
+    ));
+    fs::rename(DOCKER_NETWORK_STORE, &moved).with_context(|| {
+        format!(
+            "dockerd cannot start with its network store {DOCKER_NETWORK_STORE} \
+             (moby#45057) and moving it aside failed"
+        )
+    })?;
+    Ok(moved)
+}
+
+/// What the networks and sandboxes of a moved-aside store left on the host:
+/// no dockerd will ever delete them, since the new store does not know them
+/// (and dockerd was not running, so no container uses them). Their bridges
+/// (`br-` + the first 12 hex digits of the network id) still hold the old
+/// subnets' routes; the sandboxes' namespaces, bind-mounted under
+/// /run/docker/netns, keep the containers' veths alive.
+fn remove_orphans_of(store: &Path) {
+    for id in store_values(store, "id") {
+        let is_network_id = id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        let bridge = format!("br-{}", id.get(..12).unwrap_or_default());
+        if is_network_id && Path::new("/sys/class/net").join(&bridge).exists() {
+            eprintln!("+ ip link del {bridge}   (bridge of a network in the moved store)");
+            if let Err(e) = Cmd::new("ip").args(["link", "del", &bridge]).probe() {
+                eprintln!("could not delete {bridge}: {e:#}");
+            }
+        }
+    }
+    let sandboxes = Path::new("/run/docker/netns");
+    for entry in fs::read_dir(sandboxes).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_name() == "default" {
+            continue;
+        }
+        // Unmounting drops the namespace (and with it the veth end in it);
+        // a file that was never mounted is just removed.
+        let _ = Cmd::new("umount").arg(path.as_os_str()).probe();
+        let _ = fs::remove_file(&path);
+    }
+}
+
+/// The network names a store mentions, for the message (the store is a
+/// bbolt file of JSON values; a name we cannot read is simply not listed).
+fn store_network_names(store: &Path) -> Vec<String> {
+    store_values(store, "name")
+}
+
+/// Every string value of `key` in a store's JSON values, sorted, once each.
+fn store_values(store: &Path, key: &str) -> Vec<String> {
+    let bytes = fs::read(store).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let needle = format!("\"{key}\":\"");
+    let mut names: Vec<String> = text
+        .match_indices(&needle)
+        .filter_map(|(at, key)| {
+            let rest = &text[at + key.len()..];
+            let name = &rest[..rest.find('"')?];
+            (!name.is_empty() && name.len() < 256).then(|| name.to_owned())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Make sure the image the Docker tests run exists: no image can be pulled
@@ -708,5 +833,34 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), PACKAGES.len());
+    }
+
+    #[test]
+    fn recognises_the_network_store_panic_of_a_killed_dockerd() {
+        let log = "level=info msg=\"Starting up\"\n\
+                   panic: runtime error: index out of range [0] with length 0\n\n\
+                   goroutine 1 [running]:\n\
+                   github.com/docker/libnetwork.(*controller).reservePools(0x55aa5695ce70?)\n";
+        assert!(is_network_store_panic(log));
+        assert!(!is_network_store_panic(
+            "level=fatal msg=\"failed to start daemon: pid file found\""
+        ));
+        assert!(!is_network_store_panic(
+            "panic: runtime error: index out of range [0] with length 0\nmain.main()"
+        ));
+    }
+
+    #[test]
+    fn lists_the_networks_a_moved_store_held() {
+        let dir = std::env::temp_dir().join(format!("xtask-store-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let store = dir.join("local-kv.db");
+        let mut bytes = b"\0\x01bolt{\"id\":\"ab\",\"name\":\"nwtest-1-a\",\"x\":1}".to_vec();
+        bytes
+            .extend_from_slice(b"\xff\0{\"name\":\"bridge\"}{\"name\":\"nwtest-1-a\"}{\"name\":\"");
+        fs::write(&store, bytes).unwrap();
+        let names = store_network_names(&store);
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(names, ["bridge", "nwtest-1-a"]);
     }
 }
