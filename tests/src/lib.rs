@@ -1,6 +1,7 @@
 //! Shared fixtures for netwatch integration tests.
 
 pub mod agent;
+pub mod bench;
 pub mod corpus;
 pub mod docker;
 pub mod dockerd;
