@@ -135,6 +135,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     let mut status = AgentStatus {
         pid: std::process::id(),
         started_at: unix_now(),
+        api_socket: Some(options.api_socket.display().to_string()),
         ..AgentStatus::default()
     };
     status

@@ -31,6 +31,10 @@ pub struct AgentStatus {
     /// Where Prometheus metrics are served, if they are.
     #[serde(default)]
     pub metrics_addr: Option<String>,
+    /// The API's unix socket (what `netwatch status` asks for the flow
+    /// pipeline's counters).
+    #[serde(default)]
+    pub api_socket: Option<String>,
 }
 
 fn path(dir: &Path) -> PathBuf {

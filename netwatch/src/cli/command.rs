@@ -109,6 +109,12 @@ enum Command {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
+        /// Where the agent pins its links and maps (a directory in bpffs).
+        #[arg(long, hide = true, default_value = "/sys/fs/bpf/netwatch")]
+        pin_root: std::path::PathBuf,
+        /// Where the agent keeps its lock and status file.
+        #[arg(long, hide = true, default_value = "/run/netwatch")]
+        run_dir: std::path::PathBuf,
     },
     /// Would a packet from SOURCE to DESTINATION get there, and which rule
     /// or label decides? Follows the packet through every netwatch hook on
@@ -450,7 +456,11 @@ pub fn main() -> ExitCode {
             output,
             pin_root,
         } => cli::explain::run(&source, &destination, from_kernel, output, &pin_root),
-        Command::Status { output } => cli::status::run(output),
+        Command::Status {
+            output,
+            pin_root,
+            run_dir,
+        } => cli::status::run(output, &pin_root, &run_dir),
         Command::Networks { networks, output } => cli::networks::run(&networks, output),
         Command::Inspect { container, output } => cli::inspect::run(&container, output),
         Command::Flows {

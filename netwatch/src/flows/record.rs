@@ -115,12 +115,9 @@ impl FlowRecord {
     /// and code instead of ports.
     pub fn log_line(&self) -> String {
         let icmp = self.is_icmp();
-        let endpoint = |ip: Option<IpAddr>, port: u16| match (ip, port) {
-            (Some(ip), _) if icmp => ip.to_string(),
-            (Some(IpAddr::V6(v6)), p) if p != 0 => format!("[{v6}]:{p}"),
-            (Some(ip), p) if p != 0 => format!("{ip}:{p}"),
-            (Some(ip), _) => ip.to_string(),
-            (None, _) => "-".to_string(),
+        let endpoint = |ip: Option<IpAddr>, port: u16| match ip {
+            Some(_) => endpoint_text(ip, port, &self.proto),
+            None => "-".to_string(),
         };
         let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
         let icmp_fields = if icmp {
@@ -145,9 +142,33 @@ impl FlowRecord {
     }
 }
 
+/// An address and port as people read them: `10.0.0.2:80`, `[fd00::2]:80`;
+/// the address alone without a port, and for ICMP, whose "ports" are its
+/// type and code (see `FlowKey`); `*` without an address (summaries, ARP).
+pub fn endpoint_text(ip: Option<IpAddr>, port: u16, proto: &str) -> String {
+    match ip {
+        None => "*".to_string(),
+        Some(ip) if port == 0 || proto.starts_with("icmp") => ip.to_string(),
+        Some(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+        Some(IpAddr::V4(v4)) => format!("{v4}:{port}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_read_as_address_and_port_and_icmp_shows_no_port() {
+        let v4: IpAddr = "172.19.0.2".parse().unwrap();
+        let v6: IpAddr = "fd00::2".parse().unwrap();
+        assert_eq!(endpoint_text(Some(v4), 53, "udp"), "172.19.0.2:53");
+        assert_eq!(endpoint_text(Some(v6), 53, "udp"), "[fd00::2]:53");
+        assert_eq!(endpoint_text(Some(v4), 8, "icmp"), "172.19.0.2");
+        assert_eq!(endpoint_text(Some(v6), 128, "icmpv6"), "fd00::2");
+        assert_eq!(endpoint_text(Some(v4), 0, "arp/other"), "172.19.0.2");
+        assert_eq!(endpoint_text(None, 0, "*"), "*");
+    }
 
     #[test]
     fn unknown_kernel_values_decode_without_panicking() {
