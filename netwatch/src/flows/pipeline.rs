@@ -35,7 +35,8 @@ const OBSERVER_BUFFER: usize = 4096;
 pub struct ObservedEvent {
     /// `flow-open`, `flow-close`, `flow-export` or `drop`.
     pub event: String,
-    /// When the agent took the record.
+    /// When the kernel saw the packet that made the record (its clock,
+    /// not the agent's drain, which comes up to 250 ms later).
     pub time: Timestamp,
     #[serde(flatten)]
     pub flow: FlowEntry,
@@ -83,7 +84,6 @@ impl Pipeline {
     pub fn ingest(&self, events: &[FlowEvent]) -> Vec<FlowRecord> {
         let names = self.names.read().unwrap_or_else(|e| e.into_inner());
         let clock = Clock::now();
-        let now = Timestamp::now();
         let mut drops = Vec::new();
         let mut aggregate = self.aggregate();
         for event in events {
@@ -98,7 +98,7 @@ impl Pipeline {
                 event: EventKind::from_u8(event.kind)
                     .map_or("unknown", EventKind::name)
                     .to_string(),
-                time: now,
+                time: clock.wall(event.last_seen_ns),
                 flow,
             });
         }
@@ -216,6 +216,12 @@ mod tests {
         assert_eq!(drops.len(), 1);
         let seen = observer.try_recv().unwrap();
         assert_eq!(seen.event, "drop");
+        // The packet's time (10 ns after boot), not the time of the drain.
+        assert!(
+            Timestamp::now().duration_since(seen.time) > jiff::SignedDuration::from_secs(1),
+            "{}",
+            seen.time
+        );
         assert_eq!(seen.flow.reason.as_deref(), Some("not-in-network"));
         let flows = pipeline.flows(&FlowFilter::default());
         assert_eq!(flows.len(), 1);
