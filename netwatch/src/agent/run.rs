@@ -22,13 +22,9 @@ use crate::{
     datapath::{Datapath, LoadOptions, pinned},
     docker::{Client, Snapshot},
     export::{FlowLog, METRICS_PATH, MetricsSource, serve_metrics},
-    flows::{FlowNames, Pipeline},
+    flows::{FlowNames, Pipeline, pipeline::DRAIN_INTERVAL},
     host,
 };
-
-/// How often the ring buffer is drained. Records are submitted without
-/// waking a reader (see netwatch-ebpf flows.rs), so the agent polls.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Drop records logged per drain; the rest are summarised in one line, so a
 /// scan of thousands of addresses cannot flood the log.

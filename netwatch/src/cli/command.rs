@@ -45,10 +45,10 @@ enum Command {
         /// Capacity of the kernel flow table (LRU; verdicts never depend on it).
         #[arg(long, default_value_t = netwatch_common::names::FLOWS_MAX_ENTRIES)]
         flow_table_entries: u32,
-        /// Flows the agent keeps one by one in memory (about 400 bytes
+        /// Flows the agent keeps one by one in memory (a few hundred bytes
         /// each); beyond that the longest idle are folded into one summary
         /// per container, network, direction and verdict.
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = crate::flows::pipeline::DEFAULT_FLOW_LIMIT)]
         flow_limit: usize,
         /// Manage only these networks (by name; repeat the flag). By default
         /// the agent manages every bridge network.

@@ -27,15 +27,12 @@ use crate::{
         ApiClient, DEFAULT_SOCKET, DropGroup, StreamItem, drop_groups,
         query::{self, parse_proto, parse_since},
     },
-    flows::{FlowEntry, FlowFilter, Pipeline},
+    flows::{
+        FlowEntry, FlowFilter, Pipeline,
+        pipeline::{DEFAULT_FLOW_LIMIT, DRAIN_INTERVAL},
+    },
     standalone::Session,
 };
-
-/// Flows a standalone session keeps one by one.
-const DEFAULT_FLOW_LIMIT: usize = 100_000;
-
-/// How often a standalone session drains its ring buffer (as the agent).
-const DRAIN_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The filter flags, shared by `flows`, `drops` and `observe`.
 #[derive(Clone, Debug, Default, clap::Args)]

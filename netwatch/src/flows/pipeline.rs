@@ -26,6 +26,14 @@ use crate::datapath::DatapathError;
 /// Queries closer together than this share one sweep of the kernel table.
 pub const SWEEP_MIN_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How often the agent and a standalone session drain the ring buffer.
+/// Records are submitted without waking a reader (see netwatch-ebpf
+/// flows.rs), so readers poll.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Flows kept one by one unless `--flow-limit` says otherwise.
+pub const DEFAULT_FLOW_LIMIT: usize = 100_000;
+
 /// Records buffered per live observer; a slower observer misses records
 /// (and is told how many), the pipeline never waits for it.
 const OBSERVER_BUFFER: usize = 4096;
