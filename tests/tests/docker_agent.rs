@@ -302,53 +302,26 @@ fn network_labels_deny_egress_open_the_gateway_and_bad_values_are_reported() {
     );
 }
 
-/// A veth pair in the host namespace, without addresses, deleted on drop:
-/// an interface the test may hand to the agent as its "uplink".
-struct ScratchVeth(String);
-
-impl ScratchVeth {
-    fn create() -> ScratchVeth {
-        let name = format!("nwu{}a", std::process::id());
-        let peer = format!("nwu{}b", std::process::id());
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &name])
-            .output();
-        netwatch_tests::netns::run(&[
-            "ip", "link", "add", &name, "type", "veth", "peer", "name", &peer,
-        ]);
-        netwatch_tests::netns::run(&["ip", "link", "set", &name, "up"]);
-        ScratchVeth(name)
-    }
-}
-
-impl Drop for ScratchVeth {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.0])
-            .output();
-    }
-}
-
 #[test]
 fn agent_shields_the_named_uplink_and_lets_go_of_it_when_it_disappears() {
     require_root();
     require_dockerd();
     let network = TestNetwork::create("shielded", &["--internal"]);
-    let uplink = ScratchVeth::create();
-    let ifindex = nix::net::if_::if_nametoindex(uplink.0.as_str()).unwrap();
-    let agent = AgentProcess::start_with_uplinks(AGENT, &[&network.name], &[&uplink.0]);
+    let uplink = netwatch_tests::netns::ScratchVeth::create("u");
+    let ifindex = nix::net::if_::if_nametoindex(uplink.name.as_str()).unwrap();
+    let agent = AgentProcess::start_with_uplinks(AGENT, &[&network.name], &[&uplink.name]);
     wait_for("the agent's first sync", SETTLE, || agent.synced());
     let pin = pins::link_path(agent.pin_root(), netwatch::datapath::Hook::Uplink, ifindex);
     wait_for("the uplink link pin", SETTLE, || pin.exists());
     let status = netwatch::agent::status_file::AgentStatus::read(&agent.run_dir).unwrap();
     assert_eq!(
         status.uplinks,
-        vec![format!("{} (ifindex {ifindex})", uplink.0)]
+        vec![format!("{} (ifindex {ifindex})", uplink.name)]
     );
     assert!(
         agent
             .log()
-            .contains(&format!("attached to uplink {}", uplink.0)),
+            .contains(&format!("attached to uplink {}", uplink.name)),
         "{}",
         agent.log()
     );
