@@ -411,13 +411,13 @@ fn flows_count_udp_exactly_and_tcp_within_the_documented_header_overhead() {
         .map(|e| (e.container.unwrap_or_default(), e.direction))
         .collect();
     by_port.sort();
-    assert_eq!(
-        by_port,
-        [
-            (client.name.clone(), "egress".to_string()),
-            (server.name.clone(), "ingress".to_string())
-        ]
-    );
+    // Sorted as strings: `nwtest-1-10-server` comes before `nwtest-1-9-client`.
+    let mut expected = vec![
+        (client.name.clone(), "egress".to_string()),
+        (server.name.clone(), "ingress".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(by_port, expected);
     let backend = flows(&socket, &["--service", "backend"]);
     assert!(!backend.is_empty());
     assert!(
@@ -598,7 +598,8 @@ fn a_client_alternating_between_two_backends_shows_the_split_by_peer() {
         assert!(
             mine.iter()
                 .all(|e| e.peer.as_deref() == Some(client.name.as_str())),
-            "{served:#?}"
+            "{served:#?}\nthe agent's log:\n{}",
+            agent.log()
         );
     }
 

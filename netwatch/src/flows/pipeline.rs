@@ -20,7 +20,7 @@ use netwatch_common::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use super::{Aggregator, Clock, FlowEntry, FlowFilter, FlowNames, FlowRecord, PipelineCounters};
+use super::{Aggregator, Clock, FlowEntry, FlowFilter, FlowNames, PipelineCounters};
 use crate::datapath::DatapathError;
 
 /// Queries closer together than this share one sweep of the kernel table.
@@ -88,27 +88,29 @@ impl Pipeline {
     }
 
     /// Merges records taken from the ring buffer, passes each to live
-    /// observers, and returns the drop records (for the log).
-    pub fn ingest(&self, events: &[FlowEvent]) -> Vec<FlowRecord> {
+    /// observers, and returns the drops among them (for the log). A record
+    /// it cannot read is counted as malformed, not returned.
+    pub fn ingest(&self, events: &[FlowEvent]) -> Vec<ObservedEvent> {
         let names = self.names.read().unwrap_or_else(|e| e.into_inner());
         let clock = Clock::now();
         let mut drops = Vec::new();
         let mut aggregate = self.aggregate();
         for event in events {
-            if event.kind == EventKind::Drop as u8 {
-                drops.push(FlowRecord::new(event, &names));
-            }
             let Some(flow) = aggregate.record(event, &names, &clock) else {
                 continue;
             };
-            // No observer is not an error.
-            let _ = self.observers.send(ObservedEvent {
+            let observed = ObservedEvent {
                 event: EventKind::from_u8(event.kind)
                     .map_or("unknown", EventKind::name)
                     .to_string(),
                 time: clock.wall(event.last_seen_ns),
                 flow,
-            });
+            };
+            if event.kind == EventKind::Drop as u8 {
+                drops.push(observed.clone());
+            }
+            // No observer is not an error.
+            let _ = self.observers.send(observed);
         }
         drops
     }
