@@ -8,7 +8,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use netwatch_common::reason::DropReason;
 use serde::Serialize;
 
@@ -267,9 +267,8 @@ fn summary(drops: &BTreeMap<&'static str, u64>) -> String {
 /// # Errors
 /// Not root (pinned maps need CAP_BPF), or a pinned map cannot be read.
 pub fn run(output: OutputFormat, pin_root: &Path, run_dir: &Path) -> Result<ExitCode> {
-    if !host::is_root() {
-        bail!("reading netwatch's pinned maps needs root: run `sudo netwatch status`");
-    }
+    host::require_capabilities("netwatch status", &[host::Capability::Bpf])
+        .map_err(anyhow::Error::msg)?;
     let status = collect(pin_root, run_dir)?;
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
