@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod cmd;
 mod host;
+mod leftovers;
 mod run;
 mod setup;
 mod test;
@@ -68,8 +69,10 @@ enum Task {
     /// (target dir target/ebpf-clippy); `cargo test --workspace --exclude
     /// netwatch-ebpf --release [ARGS]` (the kernel crate only builds for the
     /// BPF target; the tests run its programs through BPF_PROG_TEST_RUN);
-    /// last, a check that the Docker tests left no `nwtest-…` container or
-    /// network behind. Prints the time of each stage and the total.
+    /// last, a check that the tests left nothing behind that was not there
+    /// before them: no netwatch program, bpffs pin, network namespace,
+    /// interface, or `nwtest-…` container or network. Prints the time of
+    /// each stage and the total.
     ///
     /// Example: `cargo xtask test -- -p netwatch-tests -- --nocapture`
     Test {
