@@ -214,6 +214,60 @@ fn killed_agent_keeps_enforcing_and_a_restarted_agent_adopts_without_duplicates(
 }
 
 #[test]
+fn pins_removed_behind_the_agents_back_are_put_back_and_reported_on_the_next_resync() {
+    require_root();
+    require_dockerd();
+    let internal = TestNetwork::create("int", &["--internal"]);
+    let a = TestContainer::run("a", &["--network", &internal.name]);
+    let agent = AgentProcess::start(AGENT, &[&internal.name]);
+    let root = agent.pin_root().to_path_buf();
+    let a_veth = veth(&a, &internal);
+    wait_for("a attached", SETTLE, || pins::veth_attached(&root, a_veth));
+    wait_for("the agent's first sync", SETTLE, || agent.synced());
+    let gw = gateway(&internal);
+    assert!(!ping(&a, &gw));
+
+    // Unlinking a link pin drops the last reference to the link: the
+    // kernel detaches the program. A removed map pin leaves the map alive
+    // (the agent and the programs hold it) but unreachable for the next
+    // agent.
+    let links: Vec<std::path::PathBuf> = [
+        pins::link_path(&root, netwatch::datapath::Hook::FromContainer, a_veth),
+        pins::link_path(&root, netwatch::datapath::Hook::ToContainer, a_veth),
+    ]
+    .into();
+    for link in &links {
+        std::fs::remove_file(link).unwrap();
+    }
+    let flows_map = pins::maps_dir(&root).join("FLOWS");
+    std::fs::remove_file(&flows_map).unwrap();
+    wait_for("the kernel to let go of a's programs", SETTLE, || {
+        tcx_programs(a_veth) == (0, 0)
+    });
+
+    // The agent resyncs every 2 s here.
+    wait_for("the links pinned again", SETTLE, || {
+        links.iter().all(|l| l.exists())
+    });
+    wait_for("the map pinned again", SETTLE, || flows_map.exists());
+    assert_eq!(tcx_programs(a_veth), (1, 1), "attached again, once");
+    assert!(!ping(&a, &gw), "enforcing again");
+    wait_for("the repairs in the status file", SETTLE, || {
+        netwatch::agent::status_file::AgentStatus::read(&agent.run_dir)
+            .is_some_and(|s| s.repairs == 2)
+    });
+    let log = agent.log();
+    assert!(
+        log.contains("attached again to veth of")
+            && log.contains("its pinned links were removed behind the agent's back")
+            && log.contains(
+                "pinned again maps whose pins were removed behind the agent's back: FLOWS"
+            ),
+        "{log}"
+    );
+}
+
+#[test]
 fn a_container_sending_in_its_first_millisecond_cannot_reach_the_host() {
     require_root();
     require_dockerd();

@@ -35,6 +35,10 @@ pub struct AgentStatus {
     /// pipeline's counters).
     #[serde(default)]
     pub api_socket: Option<String>,
+    /// Pins removed behind the agent's back that resyncs put back (links,
+    /// which detached the programs, and maps), since the agent started.
+    #[serde(default)]
+    pub repairs: u64,
 }
 
 fn path(dir: &Path) -> PathBuf {

@@ -192,6 +192,12 @@ fn print_table(s: &Status) {
             a.uplinks.join(", ")
         };
         println!("{:<14} {shield}", "uplink shield");
+        if a.repairs > 0 {
+            println!(
+                "{:<14} {} pins removed behind the agent's back were put back (see its log)",
+                "repaired", a.repairs
+            );
+        }
     }
     println!(
         "{:<14} {} on Linux {}",
