@@ -189,10 +189,49 @@ fn killed_agent_keeps_enforcing_and_a_restarted_agent_adopts_without_duplicates(
     );
     assert!(ping(&a, &peer_ip));
 
+    // Churn while no agent runs: a container started now has no veth
+    // program yet, but the network's bridge carries its policy, so its very
+    // first packets to the host go nowhere either.
+    let pings = docker(&[
+        "run",
+        "--rm",
+        "--name",
+        &format!("{}-late-ping", internal.name),
+        "--network",
+        &internal.name,
+        netwatch_tests::docker::TEST_IMAGE,
+        "ping",
+        "-c",
+        "5",
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        &gw,
+    ]);
+    // busybox ping exits 1 when no reply came (2 for other failures).
+    assert!(
+        pings
+            .as_ref()
+            .is_err_and(|e| e.contains("(exit status: 1)")),
+        "a container started while the agent was dead reached the host: {pings:?}"
+    );
+    let late = TestContainer::run("late", &["--network", &internal.name]);
+    let late_veth = veth(&late, &internal);
+    assert!(
+        !pins::veth_attached(&root, late_veth),
+        "no agent, no veth attachment"
+    );
+    assert!(!ping(&late, &gw));
+
     agent.restart();
     wait_for("the restarted agent's first sync", SETTLE, || {
         agent.synced()
     });
+    wait_for("late attached by the restarted agent", SETTLE, || {
+        pins::veth_attached(&root, late_veth)
+    });
+    assert_eq!(tcx_programs(late_veth), (1, 1));
     assert_eq!(
         tcx_programs(a_veth),
         (1, 1),
