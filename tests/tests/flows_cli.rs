@@ -37,7 +37,7 @@ use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     docker::{TestContainer, TestNetwork, docker, docker_ok, require_dockerd},
     fixture::require_root,
-    reach::{Netns, assert_route_via},
+    reach::{Netns, assert_route_via, snmp},
 };
 use socket2::{Domain, Socket, Type};
 
@@ -253,24 +253,9 @@ fn tcp(from: &Netns, src_port: u16, to: &Netns, dst: Ipv4Addr, port: u16, bytes:
     reader.join().expect("the TCP reader")
 }
 
-/// TCP segments retransmitted so far in `ns` (`RetransSegs` of
-/// /proc/net/snmp, read from a thread inside the namespace).
+/// TCP segments retransmitted so far in `ns`.
 fn tcp_retransmits(ns: &Netns) -> u64 {
-    let snmp = ns
-        .run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))
-        .expect("read /proc/thread-self/net/snmp");
-    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
-    let column = names
-        .split_whitespace()
-        .position(|n| n == "RetransSegs")
-        .expect("RetransSegs in /proc/net/snmp");
-    values
-        .split_whitespace()
-        .nth(column)
-        .unwrap()
-        .parse()
-        .unwrap()
+    snmp(ns, ("Tcp", "RetransSegs"))
 }
 
 fn one<'a>(

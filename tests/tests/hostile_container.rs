@@ -25,7 +25,7 @@ use netwatch_tests::{
     outside::OutsideLink,
     packets::{Frame, Mac},
     rawframe::PacketSocket,
-    reach::{Listeners, Netns, assert_route_via},
+    reach::{Listeners, Netns, assert_route_via, snmp},
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
@@ -149,27 +149,6 @@ fn sh(container: &TestContainer, script: &str) -> String {
     match docker(&["exec", &container.name, "sh", "-c", script]) {
         Ok(out) | Err(out) => out,
     }
-}
-
-/// A counter of /proc/net/snmp in `ns` (read from a thread inside the
-/// namespace): `("Icmp", "InEchos")`, `("Tcp", "PassiveOpens")`…
-fn snmp(ns: &Netns, (group, name): (&str, &str)) -> u64 {
-    let snmp = ns
-        .run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))
-        .expect("read /proc/thread-self/net/snmp");
-    let prefix = format!("{group}:");
-    let mut rows = snmp.lines().filter(|l| l.starts_with(&prefix));
-    let (names, values) = (rows.next().unwrap(), rows.next().unwrap());
-    let column = names
-        .split_whitespace()
-        .position(|n| n == name)
-        .unwrap_or_else(|| panic!("{group} {name} in /proc/net/snmp"));
-    values
-        .split_whitespace()
-        .nth(column)
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// Echo requests and TCP connections (handshakes completed) that arrived
