@@ -336,6 +336,7 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
         .unwrap();
     assert_eq!(second, Default::default(), "a second run changes nothing");
     assert_eq!(programs_on(&host, "vc"), (1, 1));
+    assert_pins_are_roots_alone(&pin_dir.0);
 
     state.endpoints.retain(|e| e.container != "p");
     let third = host
@@ -355,4 +356,24 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
         host.ping(&c, TestHost::OUTSIDE_IP),
         "nothing of netwatch's is left in the path"
     );
+}
+
+/// Every directory under the pin root is 0700 and every pin 0600 or
+/// stricter: pinned objects are root's alone.
+fn assert_pins_are_roots_alone(root: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut pending = vec![root.to_path_buf()];
+    let mut seen = 0;
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{} is {mode:o}", path.display());
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen > 10, "maps and links are pinned: {seen}");
 }

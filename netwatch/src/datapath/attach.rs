@@ -84,7 +84,7 @@ impl Datapath {
             return Ok(Attachment::AlreadyAttached);
         }
         check_ifindex(ifname, ifindex)?;
-        fs::create_dir_all(pins::links_dir(&root)).map_err(DatapathError::pin(&root))?;
+        pins::create_private_dir(&pins::links_dir(&root)).map_err(DatapathError::pin(&root))?;
         let mut pinned: Vec<PathBuf> = Vec::new();
         for (hook, attach_type) in [
             (Hook::FromContainer, TcAttachType::Ingress),
@@ -192,7 +192,7 @@ impl Datapath {
             return Ok(Attachment::AlreadyAttached);
         }
         check_ifindex(ifname, ifindex)?;
-        fs::create_dir_all(pins::links_dir(&root)).map_err(DatapathError::pin(&root))?;
+        pins::create_private_dir(&pins::links_dir(&root)).map_err(DatapathError::pin(&root))?;
         let name = Hook::Uplink.program_name();
         let program: &mut Xdp = self.program_mut(name)?;
         let id = program

@@ -54,7 +54,7 @@ impl Datapath {
         let map_pins: Vec<(&'static str, PathBuf)> = match &options.pin_root {
             Some(root) => {
                 let dir = pins::maps_dir(root);
-                std::fs::create_dir_all(&dir).map_err(DatapathError::pin(&dir))?;
+                pins::create_private_dir(&dir).map_err(DatapathError::pin(&dir))?;
                 names::ALL_MAPS
                     .iter()
                     .map(|name| (*name, dir.join(name)))
@@ -108,7 +108,7 @@ impl Datapath {
             if path.exists() {
                 continue;
             }
-            std::fs::create_dir_all(&dir).map_err(DatapathError::pin(&dir))?;
+            pins::create_private_dir(&dir).map_err(DatapathError::pin(&dir))?;
             let map = self.ebpf.map(name).ok_or(DatapathError::MissingMap(name))?;
             map.pin(&path).map_err(|e| DatapathError::Pin {
                 path: path.clone(),

@@ -27,6 +27,16 @@ pub fn root() -> PathBuf {
     Path::new(BPFFS).join("netwatch")
 }
 
+/// Creates `dir` and any missing parents with mode 0700: pinned objects are
+/// root's alone (the pins themselves are created 0600 by the kernel).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 pub fn maps_dir(root: &Path) -> PathBuf {
     root.join("maps")
 }
