@@ -41,7 +41,8 @@ enum Task {
     /// built against the nightly's own libLLVM (rebuilt when the nightly's
     /// LLVM changes; stamp in ~/.cache/netwatch/bpf-linker.stamp); bpffs at
     /// /sys/fs/bpf; the Debian packages the tests use (iproute2, bpftool,
-    /// iperf3, tcpdump, busybox-static, docker.io, docker-compose, python3).
+    /// iperf3, tcpdump, linux-perf, busybox-static, docker.io,
+    /// docker-compose, python3).
     /// Mounting bpffs and apt-get need root: without root those steps only
     /// check, and setup exits non-zero if they have work left. Downloads are
     /// retried 3 times with backoff. Takes well under 2 s when everything is
