@@ -88,9 +88,93 @@ pub fn kernel_release() -> Option<KernelRelease> {
     KernelRelease::parse(&std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?)
 }
 
+/// A Linux capability netwatch needs, with its bit number in
+/// `/proc/self/status` (linux/capability.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// Entering containers' network namespaces (setns).
+    SysAdmin = 21,
+    /// Attaching programs to interfaces, netlink changes.
+    NetAdmin = 12,
+    /// Loading programs, creating and reading maps, BPF_PROG_TEST_RUN.
+    Bpf = 39,
+    /// Programs that read packet data with pointer arithmetic (Linux 5.8
+    /// split it from CAP_SYS_ADMIN; without it the verifier refuses them).
+    Perfmon = 38,
+}
+
+impl Capability {
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::SysAdmin => "CAP_SYS_ADMIN",
+            Capability::NetAdmin => "CAP_NET_ADMIN",
+            Capability::Bpf => "CAP_BPF",
+            Capability::Perfmon => "CAP_PERFMON",
+        }
+    }
+}
+
+/// What loading and attaching the programs needs: the agent and standalone
+/// sessions.
+pub const ATTACH_CAPABILITIES: &[Capability] = &[
+    Capability::Bpf,
+    Capability::Perfmon,
+    Capability::NetAdmin,
+    Capability::SysAdmin,
+];
+
+/// Which of `needed` this process does not have in its effective set.
+pub fn missing_capabilities(needed: &[Capability]) -> Vec<Capability> {
+    let effective =
+        effective_capabilities(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
+            .unwrap_or(0);
+    needed
+        .iter()
+        .copied()
+        .filter(|cap| effective & (1 << *cap as u32) == 0)
+        .collect()
+}
+
+/// A one-line refusal when capabilities are missing: which, and how to get
+/// them. `what` names the command (`netwatch agent`).
+pub fn require_capabilities(what: &str, needed: &[Capability]) -> Result<(), String> {
+    let missing = missing_capabilities(needed);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names = |caps: &[Capability]| caps.iter().map(|c| c.name()).collect::<Vec<_>>();
+    Err(format!(
+        "{what} needs {}, and this process lacks {}: run netwatch as root, or in a container with --cap-add {}",
+        names(needed).join(", "),
+        names(&missing).join(", "),
+        missing
+            .iter()
+            .map(|c| c.name().trim_start_matches("CAP_"))
+            .collect::<Vec<_>>()
+            .join(" --cap-add ")
+    ))
+}
+
+fn effective_capabilities(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn effective_capabilities_are_read_from_proc_status() {
+        let status = "Name:\tnetwatch\nCapInh:\t0000000000000000\nCapEff:\t000001fffedfefff\n";
+        let caps = effective_capabilities(status).unwrap();
+        assert_eq!(caps & (1 << Capability::NetAdmin as u32), 0);
+        assert_eq!(caps & (1 << Capability::SysAdmin as u32), 0);
+        assert_ne!(caps & (1 << Capability::Bpf as u32), 0);
+        assert_eq!(effective_capabilities("Name:\tx\n"), None);
+    }
 
     #[test]
     fn kernel_release_reads_distribution_suffixes() {

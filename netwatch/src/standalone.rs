@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use log::{debug, warn};
 use netwatch_common::endpoint::policy_flags;
 
@@ -41,9 +41,11 @@ impl Session {
     /// Not root, Docker unreachable, or the programs cannot be loaded.
     /// Endpoints that cannot be attached are skipped with a warning.
     pub async fn start(networks: &[String], flow_limit: usize) -> Result<Session> {
-        if !host::is_root() {
-            bail!("observing without an agent loads BPF programs: run it as root");
-        }
+        host::require_capabilities(
+            "observing without an agent (standalone)",
+            host::ATTACH_CAPABILITIES,
+        )
+        .map_err(anyhow::Error::msg)?;
         let client = Client::connect().await?;
         let snapshot = Snapshot::take(&client).await?;
         let mut state = host_state(&snapshot, host::addresses());

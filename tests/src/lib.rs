@@ -11,4 +11,5 @@ pub mod netns;
 pub mod outside;
 pub mod packets;
 pub mod prometheus;
+pub mod rawframe;
 pub mod reach;

@@ -209,6 +209,39 @@ impl Drop for TestHost {
     }
 }
 
+/// A veth pair in the host namespace, up, without addresses, deleted (with
+/// its peer) on drop: an interface a test hands to netwatch as an uplink.
+pub struct ScratchVeth {
+    pub name: String,
+}
+
+impl ScratchVeth {
+    /// `tag` (one or two letters) keeps the names of different tests of
+    /// one process apart: `nw<tag><pid>a` and its peer `nw<tag><pid>b`.
+    pub fn create(tag: &str) -> ScratchVeth {
+        let pid = std::process::id();
+        let name = format!("nw{tag}{pid}a");
+        let peer = format!("nw{tag}{pid}b");
+        // A pair left by an earlier run of a process with the same pid.
+        let _ = Command::new("ip").args(["link", "del", &name]).output();
+        // The guard exists first: a half-made pair is still deleted.
+        let veth = ScratchVeth { name };
+        run(&[
+            "ip", "link", "add", &veth.name, "type", "veth", "peer", "name", &peer,
+        ]);
+        run(&["ip", "link", "set", &veth.name, "up"]);
+        veth
+    }
+}
+
+impl Drop for ScratchVeth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.name])
+            .output();
+    }
+}
+
 /// A private bpffs directory for a test's pins, removed with everything in
 /// it when dropped.
 pub struct PinDir(pub std::path::PathBuf);

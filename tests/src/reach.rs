@@ -267,6 +267,28 @@ pub fn assert_route_via(ns: &Netns, dst: IpAddr, expected_dev_prefixes: &[&str])
 // ---------------------------------------------------------------------------
 // Listeners
 
+/// A counter of /proc/net/snmp in `ns`, read from a thread inside the
+/// namespace: `snmp(ns, ("Tcp", "RetransSegs"))`, `("Icmp", "InEchos")`…
+pub fn snmp(ns: &Netns, (group, name): (&str, &str)) -> u64 {
+    let text = ns
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))
+        .expect("read /proc/thread-self/net/snmp");
+    let prefix = format!("{group}:");
+    let mut rows = text.lines().filter(|l| l.starts_with(&prefix));
+    let (Some(names), Some(values)) = (rows.next(), rows.next()) else {
+        panic!("no {group} rows in /proc/net/snmp");
+    };
+    let column = names
+        .split_whitespace()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no {group} {name} in /proc/net/snmp"));
+    values
+        .split_whitespace()
+        .nth(column)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{group} {name} in /proc/net/snmp is not a number"))
+}
+
 /// How long a listener thread blocks before looking at its stop flag.
 const POLL: Duration = Duration::from_millis(50);
 

@@ -205,6 +205,53 @@ fn metrics_flow_log_map_and_top_agree_with_flows() {
     let svg = netwatch(&agent, &["map", "--builtin"]);
     assert!(svg.contains("<svg") && svg.contains(&a.name), "{svg}");
 
+    // status: the pipeline's counters, from the agent's API, beside the
+    // kernel's ring buffer loss counter.
+    let status = |format: &str| -> String {
+        let out = Command::new(NETWATCH)
+            .args(["status", "-o", format, "--pin-root"])
+            .arg(agent.pin_root())
+            .arg("--run-dir")
+            .arg(&agent.run_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "netwatch status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: Value = serde_json::from_str(&status("json")).unwrap();
+    let pipeline = &json["pipeline"];
+    assert!(
+        pipeline["counters"]["records"].as_u64().unwrap() >= 1,
+        "{json}"
+    );
+    assert_eq!(pipeline["counters"]["malformed"], 0, "{json}");
+    assert!(
+        pipeline["tracked_flows"].as_u64().unwrap() >= egress.len() as u64,
+        "{json}"
+    );
+    assert_eq!(json["ringbuf_lost"], 0, "{json}");
+    let table = status("table");
+    let records_line = table
+        .lines()
+        .find(|l| l.starts_with("records"))
+        .unwrap_or_else(|| panic!("no records line in:\n{table}"));
+    assert!(
+        records_line.contains("read")
+            && records_line.contains("0 lost")
+            && records_line.contains("0 malformed"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("flows") && l.contains("tracked one by one")),
+        "{table}"
+    );
+
     // top, not on a terminal: one plain snapshot naming a.
     let top = netwatch(&agent, &["top", "--once", "--interval", "0.2"]);
     assert!(top.contains(&a.name), "{top}");

@@ -90,3 +90,56 @@ fn bad_flags_are_refused_before_anything_is_loaded() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("possible values"));
 }
+
+/// Runs netwatch as root with `drop` (setpriv names: `bpf`, `net_admin`…)
+/// removed from its bounding set, so that it starts without them.
+fn netwatch_without(drop: &[&str], args: &[&str]) -> Output {
+    let caps = drop
+        .iter()
+        .map(|c| format!("-{c}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Command::new("setpriv")
+        .args(["--bounding-set", &caps, "--inh-caps", &caps, "--", NETWATCH])
+        .args(args)
+        .output()
+        .expect("run setpriv (util-linux)")
+}
+
+#[test]
+fn enforcement_commands_without_their_capabilities_say_which_and_leave_nothing() {
+    require_root();
+    let pins = netwatch_tests::netns::PinDir::create();
+    let run_dir = std::env::temp_dir().join(format!("netwatch-caps-{}", std::process::id()));
+    let pin_root = pins.0.to_str().unwrap();
+    let run_dir_arg = run_dir.to_str().unwrap();
+    let agent = [
+        "agent",
+        "--uplink",
+        "none",
+        "--pin-root",
+        pin_root,
+        "--run-dir",
+        run_dir_arg,
+        "--metrics-addr",
+        "off",
+    ];
+    let out = netwatch_without(&["bpf"], &agent);
+    assert_one_line_error(
+        &out,
+        "lacks CAP_BPF: run netwatch as root, or in a container with --cap-add BPF",
+    );
+    let out = netwatch_without(&["net_admin", "perfmon"], &agent);
+    assert_one_line_error(&out, "lacks CAP_PERFMON, CAP_NET_ADMIN");
+    assert!(!pins.0.exists(), "nothing pinned");
+    assert!(!run_dir.exists(), "no run directory");
+
+    let out = netwatch_without(&["sys_admin"], &["flows", "--standalone"]);
+    assert_one_line_error(&out, "lacks CAP_SYS_ADMIN");
+    let out = netwatch_without(&["net_admin"], &["detach"]);
+    assert_one_line_error(&out, "netwatch detach needs CAP_BPF, CAP_NET_ADMIN");
+    let out = netwatch_without(&["bpf"], &["status"]);
+    assert_one_line_error(&out, "netwatch status needs CAP_BPF");
+    let out = netwatch_without(&["sys_admin"], &["explain", "a", "b"]);
+    assert_one_line_error(&out, "netwatch explain needs CAP_SYS_ADMIN, CAP_BPF");
+}

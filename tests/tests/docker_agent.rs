@@ -189,10 +189,49 @@ fn killed_agent_keeps_enforcing_and_a_restarted_agent_adopts_without_duplicates(
     );
     assert!(ping(&a, &peer_ip));
 
+    // Churn while no agent runs: a container started now has no veth
+    // program yet, but the network's bridge carries its policy, so its very
+    // first packets to the host go nowhere either.
+    let pings = docker(&[
+        "run",
+        "--rm",
+        "--name",
+        &format!("{}-late-ping", internal.name),
+        "--network",
+        &internal.name,
+        netwatch_tests::docker::TEST_IMAGE,
+        "ping",
+        "-c",
+        "5",
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        &gw,
+    ]);
+    // busybox ping exits 1 when no reply came (2 for other failures).
+    assert!(
+        pings
+            .as_ref()
+            .is_err_and(|e| e.contains("(exit status: 1)")),
+        "a container started while the agent was dead reached the host: {pings:?}"
+    );
+    let late = TestContainer::run("late", &["--network", &internal.name]);
+    let late_veth = veth(&late, &internal);
+    assert!(
+        !pins::veth_attached(&root, late_veth),
+        "no agent, no veth attachment"
+    );
+    assert!(!ping(&late, &gw));
+
     agent.restart();
     wait_for("the restarted agent's first sync", SETTLE, || {
         agent.synced()
     });
+    wait_for("late attached by the restarted agent", SETTLE, || {
+        pins::veth_attached(&root, late_veth)
+    });
+    assert_eq!(tcx_programs(late_veth), (1, 1));
     assert_eq!(
         tcx_programs(a_veth),
         (1, 1),
@@ -211,6 +250,60 @@ fn killed_agent_keeps_enforcing_and_a_restarted_agent_adopts_without_duplicates(
         "and the bridge"
     );
     assert!(!root.exists());
+}
+
+#[test]
+fn pins_removed_behind_the_agents_back_are_put_back_and_reported_on_the_next_resync() {
+    require_root();
+    require_dockerd();
+    let internal = TestNetwork::create("int", &["--internal"]);
+    let a = TestContainer::run("a", &["--network", &internal.name]);
+    let agent = AgentProcess::start(AGENT, &[&internal.name]);
+    let root = agent.pin_root().to_path_buf();
+    let a_veth = veth(&a, &internal);
+    wait_for("a attached", SETTLE, || pins::veth_attached(&root, a_veth));
+    wait_for("the agent's first sync", SETTLE, || agent.synced());
+    let gw = gateway(&internal);
+    assert!(!ping(&a, &gw));
+
+    // Unlinking a link pin drops the last reference to the link: the
+    // kernel detaches the program. A removed map pin leaves the map alive
+    // (the agent and the programs hold it) but unreachable for the next
+    // agent.
+    let links: Vec<std::path::PathBuf> = [
+        pins::link_path(&root, netwatch::datapath::Hook::FromContainer, a_veth),
+        pins::link_path(&root, netwatch::datapath::Hook::ToContainer, a_veth),
+    ]
+    .into();
+    for link in &links {
+        std::fs::remove_file(link).unwrap();
+    }
+    let flows_map = pins::maps_dir(&root).join("FLOWS");
+    std::fs::remove_file(&flows_map).unwrap();
+    wait_for("the kernel to let go of a's programs", SETTLE, || {
+        tcx_programs(a_veth) == (0, 0)
+    });
+
+    // The agent resyncs every 2 s here.
+    wait_for("the links pinned again", SETTLE, || {
+        links.iter().all(|l| l.exists())
+    });
+    wait_for("the map pinned again", SETTLE, || flows_map.exists());
+    assert_eq!(tcx_programs(a_veth), (1, 1), "attached again, once");
+    assert!(!ping(&a, &gw), "enforcing again");
+    wait_for("the repairs in the status file", SETTLE, || {
+        netwatch::agent::status_file::AgentStatus::read(&agent.run_dir)
+            .is_some_and(|s| s.repairs == 2)
+    });
+    let log = agent.log();
+    assert!(
+        log.contains("attached again to veth of")
+            && log.contains("its pinned links were removed behind the agent's back")
+            && log.contains(
+                "pinned again maps whose pins were removed behind the agent's back: FLOWS"
+            ),
+        "{log}"
+    );
 }
 
 #[test]
@@ -302,53 +395,26 @@ fn network_labels_deny_egress_open_the_gateway_and_bad_values_are_reported() {
     );
 }
 
-/// A veth pair in the host namespace, without addresses, deleted on drop:
-/// an interface the test may hand to the agent as its "uplink".
-struct ScratchVeth(String);
-
-impl ScratchVeth {
-    fn create() -> ScratchVeth {
-        let name = format!("nwu{}a", std::process::id());
-        let peer = format!("nwu{}b", std::process::id());
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &name])
-            .output();
-        netwatch_tests::netns::run(&[
-            "ip", "link", "add", &name, "type", "veth", "peer", "name", &peer,
-        ]);
-        netwatch_tests::netns::run(&["ip", "link", "set", &name, "up"]);
-        ScratchVeth(name)
-    }
-}
-
-impl Drop for ScratchVeth {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.0])
-            .output();
-    }
-}
-
 #[test]
 fn agent_shields_the_named_uplink_and_lets_go_of_it_when_it_disappears() {
     require_root();
     require_dockerd();
     let network = TestNetwork::create("shielded", &["--internal"]);
-    let uplink = ScratchVeth::create();
-    let ifindex = nix::net::if_::if_nametoindex(uplink.0.as_str()).unwrap();
-    let agent = AgentProcess::start_with_uplinks(AGENT, &[&network.name], &[&uplink.0]);
+    let uplink = netwatch_tests::netns::ScratchVeth::create("u");
+    let ifindex = nix::net::if_::if_nametoindex(uplink.name.as_str()).unwrap();
+    let agent = AgentProcess::start_with_uplinks(AGENT, &[&network.name], &[&uplink.name]);
     wait_for("the agent's first sync", SETTLE, || agent.synced());
     let pin = pins::link_path(agent.pin_root(), netwatch::datapath::Hook::Uplink, ifindex);
     wait_for("the uplink link pin", SETTLE, || pin.exists());
     let status = netwatch::agent::status_file::AgentStatus::read(&agent.run_dir).unwrap();
     assert_eq!(
         status.uplinks,
-        vec![format!("{} (ifindex {ifindex})", uplink.0)]
+        vec![format!("{} (ifindex {ifindex})", uplink.name)]
     );
     assert!(
         agent
             .log()
-            .contains(&format!("attached to uplink {}", uplink.0)),
+            .contains(&format!("attached to uplink {}", uplink.name)),
         "{}",
         agent.log()
     );

@@ -14,7 +14,7 @@ use netwatch::datapath::{Attachment, Datapath, LoadOptions};
 use netwatch_tests::{
     docker::{TestContainer, TestNetwork, docker_ok, require_dockerd},
     fixture::require_root,
-    netns::{PinDir, run},
+    netns::{PinDir, ScratchVeth},
 };
 use serde_json::Value;
 
@@ -228,42 +228,6 @@ fn container_to_a_container_on_another_internal_network() {
     );
 }
 
-/// A veth pair in the host namespace, with no addresses, that plays the
-/// uplink; deleted (with its peer) on drop.
-struct FakeUplink {
-    name: String,
-}
-
-impl FakeUplink {
-    fn create() -> FakeUplink {
-        let pid = std::process::id();
-        // The guard exists first: a half-made pair is still deleted.
-        let uplink = FakeUplink {
-            name: format!("nwx{pid}a"),
-        };
-        run(&[
-            "ip",
-            "link",
-            "add",
-            &uplink.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &format!("nwx{pid}b"),
-        ]);
-        uplink
-    }
-}
-
-impl Drop for FakeUplink {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.name])
-            .output();
-    }
-}
-
 #[test]
 fn from_outside_the_uplink_shield_decides_first() {
     require_root();
@@ -274,7 +238,7 @@ fn from_outside_the_uplink_shield_decides_first() {
     let subnet = network_field(&backend, "Subnet");
     let destination = format!("{}:5432", db.name);
 
-    let uplink = FakeUplink::create();
+    let uplink = ScratchVeth::create("x");
     let pins = PinDir::create();
     let ifindex = nix::net::if_::if_nametoindex(uplink.name.as_str()).unwrap();
     let mut datapath = Datapath::load(&LoadOptions {

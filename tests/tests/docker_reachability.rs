@@ -494,7 +494,7 @@ fn check_routes(probes: &[Probe]) {
     }
 }
 
-/// The drop lines of the agent's log (see `FlowRecord::log_line`).
+/// The drop lines of the agent's log (see `ObservedEvent::log_line`).
 fn drop_lines(log: &str) -> Vec<BTreeMap<String, String>> {
     log.lines()
         .filter_map(|line| line.split_once(" drop container="))

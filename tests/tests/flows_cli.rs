@@ -37,7 +37,7 @@ use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     docker::{TestContainer, TestNetwork, docker, docker_ok, require_dockerd},
     fixture::require_root,
-    reach::{Netns, assert_route_via},
+    reach::{Netns, assert_route_via, snmp},
 };
 use socket2::{Domain, Socket, Type};
 
@@ -253,24 +253,9 @@ fn tcp(from: &Netns, src_port: u16, to: &Netns, dst: Ipv4Addr, port: u16, bytes:
     reader.join().expect("the TCP reader")
 }
 
-/// TCP segments retransmitted so far in `ns` (`RetransSegs` of
-/// /proc/net/snmp, read from a thread inside the namespace).
+/// TCP segments retransmitted so far in `ns`.
 fn tcp_retransmits(ns: &Netns) -> u64 {
-    let snmp = ns
-        .run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))
-        .expect("read /proc/thread-self/net/snmp");
-    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
-    let column = names
-        .split_whitespace()
-        .position(|n| n == "RetransSegs")
-        .expect("RetransSegs in /proc/net/snmp");
-    values
-        .split_whitespace()
-        .nth(column)
-        .unwrap()
-        .parse()
-        .unwrap()
+    snmp(ns, ("Tcp", "RetransSegs"))
 }
 
 fn one<'a>(
@@ -411,13 +396,13 @@ fn flows_count_udp_exactly_and_tcp_within_the_documented_header_overhead() {
         .map(|e| (e.container.unwrap_or_default(), e.direction))
         .collect();
     by_port.sort();
-    assert_eq!(
-        by_port,
-        [
-            (client.name.clone(), "egress".to_string()),
-            (server.name.clone(), "ingress".to_string())
-        ]
-    );
+    // Sorted as strings: `nwtest-1-10-server` comes before `nwtest-1-9-client`.
+    let mut expected = vec![
+        (client.name.clone(), "egress".to_string()),
+        (server.name.clone(), "ingress".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(by_port, expected);
     let backend = flows(&socket, &["--service", "backend"]);
     assert!(!backend.is_empty());
     assert!(
@@ -464,6 +449,166 @@ fn flows_count_udp_exactly_and_tcp_within_the_documented_header_overhead() {
         rows[1].contains("25.4 KiB"),
         "26050 B in binary units: {table}"
     );
+}
+
+/// Client-side load balancing as a compose service scaled to two
+/// replicas gets it (DNS round robin): one client reaches two backends of
+/// the same service in turn, and the flows show how the work was split.
+#[test]
+fn a_client_alternating_between_two_backends_shows_the_split_by_peer() {
+    require_root();
+    require_dockerd();
+    let net = TestNetwork::create("lb", &[]);
+    let client = TestContainer::run("client", &["--network", &net.name]);
+    let backend = |name: &str| {
+        TestContainer::run(
+            name,
+            &[
+                "--network",
+                &net.name,
+                "--label",
+                "com.docker.compose.service=backend",
+            ],
+        )
+    };
+    let (one_backend, other_backend) = (backend("backend1"), backend("backend2"));
+    let agent = agent_for(&net, &[&client, &one_backend, &other_backend], &[]);
+    let socket = agent.api_socket();
+    let client_ns = Netns::of_pid(client.pid());
+    let backends = [
+        (
+            &one_backend,
+            Netns::of_pid(one_backend.pid()),
+            ip_of(&one_backend, &net),
+        ),
+        (
+            &other_backend,
+            Netns::of_pid(other_backend.pid()),
+            ip_of(&other_backend, &net),
+        ),
+    ];
+    for (_, _, ip) in &backends {
+        assert_route_via(&client_ns, IpAddr::V4(*ip), &["eth"]);
+    }
+
+    // Six requests, alternating; the first backend's are twice as large,
+    // so the split shows in bytes as well as in connections.
+    const REQUESTS: u16 = 6;
+    const SMALL: usize = 20_000;
+    let retransmits_before = tcp_retransmits(&client_ns);
+    for i in 0..REQUESTS {
+        let (_, ns, ip) = &backends[usize::from(i % 2)];
+        let size = if i % 2 == 0 { 2 * SMALL } else { SMALL };
+        assert_eq!(tcp(&client_ns, 42000 + i, ns, *ip, 8080, size), size);
+    }
+    let retransmitted = tcp_retransmits(&client_ns) - retransmits_before;
+    std::thread::sleep(Duration::from_millis(200));
+
+    let requests = flows(
+        &socket,
+        &[
+            "--container",
+            &client.name,
+            "--proto",
+            "tcp",
+            "--port",
+            "8080",
+        ],
+    );
+    let egress: Vec<&FlowEntry> = requests
+        .iter()
+        .filter(|e| e.direction == "egress")
+        .collect();
+    assert_eq!(
+        egress.len(),
+        usize::from(REQUESTS),
+        "one flow per request: {requests:#?}"
+    );
+    let mut per_peer: std::collections::BTreeMap<&str, (Vec<u16>, u64)> = Default::default();
+    for e in &egress {
+        let peer = e.peer.as_deref().expect("the backend is named as the peer");
+        let (ports, bytes) = per_peer.entry(peer).or_default();
+        ports.push(e.src_port);
+        *bytes += e.bytes;
+        assert_eq!(e.verdict, "forwarded");
+    }
+    let (first, second) = (
+        &per_peer[one_backend.name.as_str()],
+        &per_peer[other_backend.name.as_str()],
+    );
+    let mut first_ports = first.0.clone();
+    first_ports.sort();
+    let mut second_ports = second.0.clone();
+    second_ports.sort();
+    assert_eq!(first_ports, [42000, 42002, 42004], "{per_peer:#?}");
+    assert_eq!(second_ports, [42001, 42003, 42005], "{per_peer:#?}");
+    // Bytes: the payload plus the documented headers per packet (a
+    // retransmitted segment counts its payload again).
+    let expected = |payload: u64, peer: &str| {
+        let packets: u64 = egress
+            .iter()
+            .filter(|e| e.peer.as_deref() == Some(peer))
+            .map(|e| e.packets)
+            .sum();
+        let headers = packets * TCP_OVERHEAD.0..=packets * TCP_OVERHEAD.1;
+        if retransmitted == 0 {
+            payload + headers.start()..=payload + headers.end()
+        } else {
+            payload + headers.start()..=u64::MAX
+        }
+    };
+    assert!(
+        expected(3 * 2 * SMALL as u64, &one_backend.name).contains(&first.1),
+        "{per_peer:#?}"
+    );
+    assert!(
+        expected(3 * SMALL as u64, &other_backend.name).contains(&second.1),
+        "{per_peer:#?}"
+    );
+
+    // The backends' side: the service's ingress, split between its two
+    // containers, three requests each, all from the client.
+    let served = flows(
+        &socket,
+        &["--service", "backend", "--proto", "tcp", "--port", "8080"],
+    );
+    for (container, _, _) in &backends {
+        let mine: Vec<&FlowEntry> = served
+            .iter()
+            .filter(|e| {
+                e.direction == "ingress" && e.container.as_deref() == Some(container.name.as_str())
+            })
+            .collect();
+        assert_eq!(mine.len(), 3, "{served:#?}");
+        assert!(
+            mine.iter()
+                .all(|e| e.peer.as_deref() == Some(client.name.as_str())),
+            "{served:#?}\nthe agent's log:\n{}",
+            agent.log()
+        );
+    }
+
+    // The map draws the split as two edges out of the client, the heavier
+    // one to the first backend.
+    let dot = stdout_ok(&[
+        "map",
+        "-o",
+        "dot",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--network",
+        &net.name,
+    ]);
+    for (container, _, _) in &backends {
+        assert!(
+            dot.lines().any(|l| l.contains("->")
+                && l.contains(&client.name)
+                && l.contains(&container.name)
+                && l.contains("3 flows; tcp/8080")),
+            "an edge from the client to {}: {dot}",
+            container.name
+        );
+    }
 }
 
 #[test]

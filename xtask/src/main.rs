@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod cmd;
 mod host;
+mod leftovers;
 mod run;
 mod setup;
 mod test;
@@ -73,8 +74,10 @@ enum Task {
     /// BPF target; the tests run its programs through BPF_PROG_TEST_RUN);
     /// every benchmark of `cargo xtask bench` with `--smoke` (seconds each;
     /// fails when one fails, never on its numbers); last, a check that the
-    /// Docker tests left no `nwtest-…` container or network behind. Prints
-    /// the time of each stage and the total.
+    /// tests and benchmarks left nothing behind that was not there before
+    /// them: no netwatch program, bpffs pin, network namespace, interface,
+    /// or `nwtest-…` container or network. Prints the time of each stage
+    /// and the total.
     ///
     /// Example: `cargo xtask test -- -p netwatch-tests -- --nocapture`
     Test {

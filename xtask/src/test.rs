@@ -6,8 +6,8 @@
 //! host crates in release mode (the differential test pushes 100k+ packets
 //! through the programs), a smoke run of every benchmark (seconds each:
 //! every configuration once, so the benchmarks cannot rot; their numbers
-//! are not checked), and last a check that the Docker tests left no
-//! `nwtest-…` container or network behind.
+//! are not checked), and last a check that the tests and benchmarks left
+//! nothing behind (see `leftovers.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use anyhow::Result;
 use crate::bench;
 use crate::cmd::Cmd;
 use crate::host;
+use crate::leftovers::HostSnapshot;
 use crate::setup::{self, Scope};
 
 /// The kernel crate builds only for the BPF target with the nightly (it
@@ -38,6 +39,7 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
     let start = Instant::now();
     let root = host::workspace_root();
     let cargo = || Cmd::new("cargo").dir(root);
+    let before_tests = std::cell::OnceCell::new();
 
     let stages: Vec<Stage<'_>> = vec![
         ("setup", "", Box::new(|| setup::run(Scope::Full, true))),
@@ -79,6 +81,7 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
             "cargo test",
             "",
             Box::new(|| {
+                let _ = before_tests.set(HostSnapshot::take()?);
                 cargo()
                     .args(["test", "--workspace", "--exclude", EBPF_CRATE, "--release"])
                     .args(cargo_test_args)
@@ -94,9 +97,12 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
             }),
         ),
         (
-            "docker leftovers",
-            "a test fixture did not clean up; `docker rm -f` / `docker network rm` them",
-            Box::new(docker_leftovers),
+            "leftovers",
+            "a test did not clean up after itself: remove what is named above",
+            Box::new(|| match before_tests.get() {
+                Some(before) => before.check_nothing_new(),
+                None => anyhow::bail!("no snapshot of the host was taken before the tests"),
+            }),
         ),
     ];
 
@@ -123,42 +129,6 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
         host::secs(start.elapsed())
     );
     Ok(())
-}
-
-/// What the Docker test fixtures (`tests/src/docker.rs`) create is named
-/// `nwtest-…` and must be gone once the tests are over.
-const DOCKER_FIXTURE_PREFIX: &str = "nwtest-";
-
-/// Fails when a test left a container or network behind.
-fn docker_leftovers() -> Result<()> {
-    let list = |args: &[&str]| -> Result<Vec<String>> {
-        Ok(Cmd::new("docker")
-            .args(args)
-            .probe()?
-            .lines()
-            .filter(|name| name.starts_with(DOCKER_FIXTURE_PREFIX))
-            .map(str::to_owned)
-            .collect())
-    };
-    let filter = format!("name={DOCKER_FIXTURE_PREFIX}");
-    let containers = list(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"])?;
-    let networks = list(&[
-        "network",
-        "ls",
-        "--filter",
-        &filter,
-        "--format",
-        "{{.Name}}",
-    ])?;
-    if containers.is_empty() && networks.is_empty() {
-        eprintln!("no test containers or networks left");
-        return Ok(());
-    }
-    anyhow::bail!(
-        "left behind: containers [{}], networks [{}]",
-        containers.join(", "),
-        networks.join(", ")
-    )
 }
 
 fn summary(times: &[(&str, Duration)], total: Duration) -> String {

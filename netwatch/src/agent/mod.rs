@@ -15,6 +15,8 @@ pub mod status_file;
 mod uplinks;
 
 pub use plan::{EndpointState, HostState, NetworkState, Plan, Target, plan};
-pub use reconcile::{ReconcileError, ReconcileReport, reconcile};
+pub use reconcile::{
+    ReconcileError, ReconcileMemory, ReconcileReport, reconcile, reconcile_remembering,
+};
 pub use run::{AgentOptions, run};
 pub use uplinks::{UplinkChoice, UplinkChoiceError};

@@ -29,6 +29,12 @@ enum Kind {
 pub struct ReconcileReport {
     /// Interfaces attached now.
     pub attached: Vec<Target>,
+    /// Of those, interfaces the previous reconciliation had left attached:
+    /// their pinned links were removed behind the agent's back (which
+    /// detaches the programs) and are now attached again.
+    pub repaired: Vec<Target>,
+    /// Maps whose pins were removed behind the agent's back, pinned again.
+    pub repinned_maps: Vec<&'static str>,
     /// Interfaces whose links were removed (ifindex).
     pub detached: Vec<u32>,
     /// Interfaces that could not be attached, with the reason. The rest of
@@ -45,19 +51,51 @@ pub enum ReconcileError {
     Datapath(#[from] DatapathError),
 }
 
+/// What the previous reconciliation left attached, so that the next one
+/// can tell an interface whose pins were removed behind the agent's back
+/// from a new one.
+#[derive(Clone, Debug, Default)]
+pub struct ReconcileMemory {
+    attached: BTreeSet<u32>,
+}
+
+/// Makes the datapath match `plan`, with no memory of earlier runs (see
+/// [`reconcile_remembering`]).
+///
+/// # Errors
+/// As [`reconcile_remembering`].
+pub fn reconcile(datapath: &mut Datapath, plan: &Plan) -> Result<ReconcileReport, ReconcileError> {
+    reconcile_remembering(datapath, plan, &mut ReconcileMemory::default())
+}
+
 /// Makes the datapath match `plan`. Per-interface failures (an interface
-/// that vanished meanwhile) are reported, logged and skipped.
+/// that vanished meanwhile) are reported, logged and skipped. Pins removed
+/// behind the agent's back — links (which detaches the programs) or maps —
+/// are put back and reported.
 ///
 /// # Errors
 /// The plan does not compile, the datapath has no pin root, or the maps
 /// refuse the policy.
-pub fn reconcile(datapath: &mut Datapath, plan: &Plan) -> Result<ReconcileReport, ReconcileError> {
+pub fn reconcile_remembering(
+    datapath: &mut Datapath,
+    plan: &Plan,
+    memory: &mut ReconcileMemory,
+) -> Result<ReconcileReport, ReconcileError> {
     let root = datapath
         .pin_root()
         .ok_or(DatapathError::NotPinned)?
         .to_path_buf();
     let tables = compile(&plan.specs, &plan.host_addrs)?;
-    let mut report = ReconcileReport::default();
+    let mut report = ReconcileReport {
+        repinned_maps: datapath.repin_missing_maps()?,
+        ..ReconcileReport::default()
+    };
+    if !report.repinned_maps.is_empty() {
+        warn!(
+            "pinned again maps whose pins were removed behind the agent's back: {}",
+            report.repinned_maps.join(", ")
+        );
+    }
 
     let wanted: BTreeSet<u32> = plan
         .bridges
@@ -94,6 +132,15 @@ pub fn reconcile(datapath: &mut Datapath, plan: &Plan) -> Result<ReconcileReport
                 Kind::Uplink => datapath.attach_uplink(&target.ifname, target.ifindex),
             };
             match result {
+                Ok(Attachment::Attached) if memory.attached.contains(&target.ifindex) => {
+                    warn!(
+                        "attached again to {} ({}, ifindex {}): its pinned links were removed \
+                         behind the agent's back, which detached it",
+                        target.what, target.ifname, target.ifindex
+                    );
+                    report.attached.push(target.clone());
+                    report.repaired.push(target.clone());
+                }
                 Ok(Attachment::Attached) => {
                     info!(
                         "attached to {} ({}, ifindex {})",
@@ -112,6 +159,10 @@ pub fn reconcile(datapath: &mut Datapath, plan: &Plan) -> Result<ReconcileReport
             }
         }
     }
+    memory.attached = pins::attached_tc_ifindexes(&root)
+        .into_iter()
+        .chain(pins::attached_uplink_ifindexes(&root))
+        .collect();
     if !report.attached.is_empty() || !report.detached.is_empty() {
         info!(
             "reconciled: {} attached, {} detached, {} failed",

@@ -14,21 +14,17 @@ use futures_util::StreamExt as _;
 use log::{info, warn};
 
 use super::{
-    UplinkChoice, docker_state::host_state, lock, plan, reconcile, status_file::AgentStatus,
-    uplinks,
+    ReconcileMemory, UplinkChoice, docker_state::host_state, lock, plan, reconcile_remembering,
+    status_file::AgentStatus, uplinks,
 };
 use crate::{
     api::ApiListener,
     datapath::{Datapath, LoadOptions, pinned},
     docker::{Client, Snapshot},
     export::{FlowLog, METRICS_PATH, MetricsSource, serve_metrics},
-    flows::{FlowNames, Pipeline},
+    flows::{FlowNames, Pipeline, pipeline::DRAIN_INTERVAL},
     host,
 };
-
-/// How often the ring buffer is drained. Records are submitted without
-/// waking a reader (see netwatch-ebpf flows.rs), so the agent polls.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Drop records logged per drain; the rest are summarised in one line, so a
 /// scan of thousands of addresses cannot flood the log.
@@ -132,9 +128,11 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         options.pin_root.display(),
         options.uplinks
     );
+    let mut memory = ReconcileMemory::default();
     let mut status = AgentStatus {
         pid: std::process::id(),
         started_at: unix_now(),
+        api_socket: Some(options.api_socket.display().to_string()),
         ..AgentStatus::default()
     };
     status
@@ -186,7 +184,14 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
                 backoff = Duration::from_secs(1);
                 status.docker_api_version = Some(client.api_version().to_string());
                 status.docker_error = None;
-                let follow = follow(&client, &mut datapath, &pipeline, &mut status, &options);
+                let follow = follow(
+                    &client,
+                    &mut datapath,
+                    &mut memory,
+                    &pipeline,
+                    &mut status,
+                    &options,
+                );
                 tokio::select! {
                     stop = follow => stop,
                     () = &mut shutdown => Stop::Signal,
@@ -229,6 +234,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
 async fn follow(
     client: &Client,
     datapath: &mut Datapath,
+    memory: &mut ReconcileMemory,
     pipeline: &Pipeline,
     status: &mut AgentStatus,
     options: &AgentOptions,
@@ -259,7 +265,7 @@ async fn follow(
             }
         };
         if due {
-            match sync(client, datapath, status, options).await {
+            match sync(client, datapath, memory, status, options).await {
                 Ok(names) => pipeline.set_names(names),
                 Err(e) => return Stop::Docker(e),
             }
@@ -301,6 +307,7 @@ fn take_records(datapath: &mut Datapath, pipeline: &Pipeline) {
 async fn sync(
     client: &Client,
     datapath: &mut Datapath,
+    memory: &mut ReconcileMemory,
     status: &mut AgentStatus,
     options: &AgentOptions,
 ) -> Result<FlowNames, String> {
@@ -335,8 +342,9 @@ async fn sync(
         }
         status.label_problems = problems;
     }
-    match reconcile(datapath, &plan) {
+    match reconcile_remembering(datapath, &plan, memory) {
         Ok(report) => {
+            status.repairs += (report.repaired.len() + report.repinned_maps.len()) as u64;
             let refused: Vec<String> = report
                 .failed
                 .iter()

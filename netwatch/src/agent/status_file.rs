@@ -31,6 +31,14 @@ pub struct AgentStatus {
     /// Where Prometheus metrics are served, if they are.
     #[serde(default)]
     pub metrics_addr: Option<String>,
+    /// The API's unix socket (what `netwatch status` asks for the flow
+    /// pipeline's counters).
+    #[serde(default)]
+    pub api_socket: Option<String>,
+    /// Pins removed behind the agent's back that resyncs put back (links,
+    /// which detached the programs, and maps), since the agent started.
+    #[serde(default)]
+    pub repairs: u64,
 }
 
 fn path(dir: &Path) -> PathBuf {

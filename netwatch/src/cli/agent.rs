@@ -16,9 +16,8 @@ use crate::{
 /// Not root, no bpffs, a kernel without TCX, another agent running, or the
 /// programs cannot be loaded.
 pub fn run_agent(options: AgentOptions) -> Result<ExitCode> {
-    if !host::is_root() {
-        bail!("the agent loads and attaches BPF programs: run it as root (sudo netwatch agent)");
-    }
+    host::require_capabilities("netwatch agent", host::ATTACH_CAPABILITIES)
+        .map_err(anyhow::Error::msg)?;
     if !host::bpffs_mounted() {
         bail!(
             "no bpffs at {}: mount it with `mount -t bpf bpf {}` so enforcement can outlive the agent",

@@ -45,10 +45,10 @@ enum Command {
         /// Capacity of the kernel flow table (LRU; verdicts never depend on it).
         #[arg(long, default_value_t = netwatch_common::names::FLOWS_MAX_ENTRIES)]
         flow_table_entries: u32,
-        /// Flows the agent keeps one by one in memory (about 400 bytes
+        /// Flows the agent keeps one by one in memory (a few hundred bytes
         /// each); beyond that the longest idle are folded into one summary
         /// per container, network, direction and verdict.
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = crate::flows::pipeline::DEFAULT_FLOW_LIMIT)]
         flow_limit: usize,
         /// Manage only these networks (by name; repeat the flag). By default
         /// the agent manages every bridge network.
@@ -109,6 +109,12 @@ enum Command {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
+        /// Where the agent pins its links and maps (a directory in bpffs).
+        #[arg(long, hide = true, default_value = "/sys/fs/bpf/netwatch")]
+        pin_root: std::path::PathBuf,
+        /// Where the agent keeps its lock and status file.
+        #[arg(long, hide = true, default_value = "/run/netwatch")]
+        run_dir: std::path::PathBuf,
     },
     /// Would a packet from SOURCE to DESTINATION get there, and which rule
     /// or label decides? Follows the packet through every netwatch hook on
@@ -450,7 +456,11 @@ pub fn main() -> ExitCode {
             output,
             pin_root,
         } => cli::explain::run(&source, &destination, from_kernel, output, &pin_root),
-        Command::Status { output } => cli::status::run(output),
+        Command::Status {
+            output,
+            pin_root,
+            run_dir,
+        } => cli::status::run(output, &pin_root, &run_dir),
         Command::Networks { networks, output } => cli::networks::run(&networks, output),
         Command::Inspect { container, output } => cli::inspect::run(&container, output),
         Command::Flows {

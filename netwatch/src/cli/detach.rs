@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::OutputFormat;
@@ -23,9 +23,11 @@ struct Report {
 /// # Errors
 /// Not root, or a pin that cannot be removed.
 pub fn run(output: OutputFormat) -> Result<ExitCode> {
-    if !host::is_root() {
-        bail!("detaching needs root: run `sudo netwatch detach`");
-    }
+    host::require_capabilities(
+        "netwatch detach",
+        &[host::Capability::Bpf, host::Capability::NetAdmin],
+    )
+    .map_err(anyhow::Error::msg)?;
     let root = pins::root();
     let removed = detach_all(&root)?;
     let report = Report {

@@ -299,11 +299,13 @@ pub fn run(
     output: OutputFormat,
     pin_root: &Path,
 ) -> Result<ExitCode> {
-    if !host::is_root() {
-        bail!(
-            "explain reads container namespaces and the policy: run it as root (sudo netwatch explain …)"
-        );
-    }
+    // Container namespaces (the source's route) and, for --from-kernel,
+    // BPF_PROG_TEST_RUN.
+    host::require_capabilities(
+        "netwatch explain",
+        &[host::Capability::SysAdmin, host::Capability::Bpf],
+    )
+    .map_err(anyhow::Error::msg)?;
     let wanted = parse_destination(destination)?;
     let snapshot = networks::snapshot()?;
     let state = host_state(&snapshot, host::addresses());

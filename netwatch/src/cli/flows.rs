@@ -5,20 +5,21 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::{
-    source::{
-        FilterArgs, FlowOutput, FlowSource as _, SourceArgs, endpoint, open_source, print_list,
-    },
+    source::{FilterArgs, FlowOutput, FlowSource as _, SourceArgs, open_source, print_list},
     table,
 };
-use crate::{flows::FlowEntry, render::units};
+use crate::{
+    flows::{FlowEntry, record::endpoint_text},
+    render::units,
+};
 
 fn row(e: &FlowEntry) -> Vec<String> {
     let (src, dst) = if e.flows > 1 {
         (format!("({} idle flows)", e.flows), "*".to_string())
     } else {
         (
-            endpoint(e.src, e.src_port, &e.proto),
-            endpoint(e.dst, e.dst_port, &e.proto),
+            endpoint_text(e.src, e.src_port, &e.proto),
+            endpoint_text(e.dst, e.dst_port, &e.proto),
         )
     };
     // No container: a flow on a network's bridge or an uplink that no

@@ -8,14 +8,14 @@ use jiff::tz::TimeZone;
 
 use super::{
     signals,
-    source::{FilterArgs, FlowOutput, FlowSource as _, SourceArgs, endpoint, open_source, print},
+    source::{FilterArgs, FlowOutput, FlowSource as _, SourceArgs, open_source, print},
 };
 use crate::{api::StreamItem, flows::ObservedEvent, render::units};
 
 /// `web 172.19.0.2:40312`, the address alone for an end with no name, the
 /// name alone for a flow without addresses (ARP).
 fn end(name: Option<&str>, ip: Option<std::net::IpAddr>, port: u16, proto: &str) -> String {
-    let address = endpoint(ip, port, proto);
+    let address = crate::flows::record::endpoint_text(ip, port, proto);
     match (name, ip) {
         (Some(name), None) => name.to_string(),
         (Some(name), Some(_)) => format!("{name} {address}"),

@@ -9,7 +9,6 @@
 
 use std::{
     io::{self, Write as _},
-    net::IpAddr,
     path::PathBuf,
     pin::Pin,
     sync::{
@@ -28,15 +27,12 @@ use crate::{
         ApiClient, DEFAULT_SOCKET, DropGroup, StreamItem, drop_groups,
         query::{self, parse_proto, parse_since},
     },
-    flows::{FlowEntry, FlowFilter, Pipeline},
+    flows::{
+        FlowEntry, FlowFilter, Pipeline,
+        pipeline::{DEFAULT_FLOW_LIMIT, DRAIN_INTERVAL},
+    },
     standalone::Session,
 };
-
-/// Flows a standalone session keeps one by one.
-const DEFAULT_FLOW_LIMIT: usize = 100_000;
-
-/// How often a standalone session drains its ring buffer (as the agent).
-const DRAIN_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The filter flags, shared by `flows`, `drops` and `observe`.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -305,17 +301,6 @@ pub(crate) async fn open_source(args: &SourceArgs, watch: bool) -> Result<Source
     Ok(Source::Standalone(StandaloneSource::start(wait).await?))
 }
 
-/// `address:port`, `[v6]:port`, or the address alone when there is no port
-/// (ICMP carries type and code where ports would be).
-pub fn endpoint(ip: Option<IpAddr>, port: u16, proto: &str) -> String {
-    match ip {
-        None => "*".to_string(),
-        Some(ip) if port == 0 || proto.starts_with("icmp") => ip.to_string(),
-        Some(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
-        Some(IpAddr::V4(v4)) => format!("{v4}:{port}"),
-    }
-}
-
 /// `12s ago`, `5m ago`, `3h ago`, `2d ago`.
 pub fn ago(then: Timestamp, now: Timestamp) -> String {
     let seconds = now.duration_since(then).as_secs().max(0);
@@ -366,13 +351,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_and_ages_read_well() {
-        let v4: IpAddr = "172.19.0.2".parse().unwrap();
-        let v6: IpAddr = "fd00::2".parse().unwrap();
-        assert_eq!(endpoint(Some(v4), 53, "udp"), "172.19.0.2:53");
-        assert_eq!(endpoint(Some(v6), 53, "udp"), "[fd00::2]:53");
-        assert_eq!(endpoint(Some(v4), 2048, "icmp"), "172.19.0.2");
-        assert_eq!(endpoint(None, 0, "*"), "*");
+    fn ages_read_well() {
         let now = Timestamp::from_second(100_000).unwrap();
         let at = |s: i64| Timestamp::from_second(100_000 - s).unwrap();
         assert_eq!(ago(at(5), now), "5s ago");

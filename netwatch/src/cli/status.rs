@@ -3,17 +3,19 @@
 
 use std::{
     collections::BTreeMap,
+    path::Path,
     process::ExitCode,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use netwatch_common::reason::DropReason;
 use serde::Serialize;
 
 use super::OutputFormat;
 use crate::{
     agent::{lock, status_file::AgentStatus},
+    api::{ApiClient, DEFAULT_SOCKET, types::ApiStatus},
     datapath::{
         pinned::{PinnedCounters, read_counters},
         pins,
@@ -36,6 +38,10 @@ struct Status {
     uplink_passed: u64,
     uplink_drops: BTreeMap<&'static str, u64>,
     ringbuf_lost: u64,
+    /// The running agent's flow pipeline, from its API.
+    pipeline: Option<ApiStatus>,
+    /// Why the pipeline's counters could not be read from a running agent.
+    pipeline_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -60,10 +66,9 @@ fn interface_name(ifindex: u32) -> Option<String> {
         .and_then(|name| name.into_string().ok())
 }
 
-fn collect() -> Result<Status> {
-    let root = pins::root();
+fn collect(root: &Path, run_dir: &Path) -> Result<Status> {
     let mut attached: Vec<AttachedInterface> = Vec::new();
-    for link in pins::pinned_links(&root) {
+    for link in pins::pinned_links(root) {
         match attached.last_mut() {
             Some(last) if last.ifindex == link.ifindex => last.programs.push(link.program),
             _ => attached.push(AttachedInterface {
@@ -74,24 +79,37 @@ fn collect() -> Result<Status> {
         }
     }
     let pinned_objects = [
-        pins::links_dir(&root),
-        pins::maps_dir(&root),
-        pins::progs_dir(&root),
+        pins::links_dir(root),
+        pins::maps_dir(root),
+        pins::progs_dir(root),
     ]
     .iter()
     .filter_map(|dir| std::fs::read_dir(dir).ok())
     .map(|entries| entries.count())
     .sum();
-    let counters = read_counters(&root)?.unwrap_or(PinnedCounters {
+    let counters = read_counters(root)?.unwrap_or(PinnedCounters {
         verdicts: Default::default(),
         uplink: Default::default(),
         ringbuf_lost: 0,
     });
     let kernel = host::kernel_release();
-    let running = lock::agent_running(&lock::run_dir());
+    let running = lock::agent_running(run_dir);
+    let agent = AgentStatus::read(run_dir).filter(|_| running);
+    let (pipeline, pipeline_error) = match &agent {
+        Some(agent) => {
+            let socket = agent.api_socket.as_deref().unwrap_or(DEFAULT_SOCKET);
+            match pipeline_status(socket) {
+                Ok(status) => (Some(status), None),
+                Err(e) => (None, Some(e)),
+            }
+        }
+        None => (None, None),
+    };
     Ok(Status {
         agent_running: running,
-        agent: AgentStatus::read(&lock::run_dir()).filter(|_| running),
+        agent,
+        pipeline,
+        pipeline_error,
         attach_mode: if kernel.as_ref().is_some_and(|k| k.at_least(6, 6)) {
             "tcx"
         } else {
@@ -107,6 +125,28 @@ fn collect() -> Result<Status> {
         uplink_passed: counters.uplink[DropReason::None as usize],
         uplink_drops: drops(&counters.uplink),
         ringbuf_lost: counters.ringbuf_lost,
+    })
+}
+
+/// How long `status` waits for the agent's API.
+const API_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The agent's `/v1/status`, or why it could not be had.
+fn pipeline_status(socket: &str) -> Result<ApiStatus, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let client = ApiClient::new(socket);
+    runtime.block_on(async {
+        match tokio::time::timeout(API_TIMEOUT, client.status()).await {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(e)) => Err(format!("the agent's API at {socket} did not answer: {e}")),
+            Err(_) => Err(format!(
+                "the agent's API at {socket} did not answer within {} s",
+                API_TIMEOUT.as_secs()
+            )),
+        }
     })
 }
 
@@ -152,6 +192,12 @@ fn print_table(s: &Status) {
             a.uplinks.join(", ")
         };
         println!("{:<14} {shield}", "uplink shield");
+        if a.repairs > 0 {
+            println!(
+                "{:<14} {} pins removed behind the agent's back were put back (see its log)",
+                "repaired", a.repairs
+            );
+        }
     }
     println!(
         "{:<14} {} on Linux {}",
@@ -183,7 +229,32 @@ fn print_table(s: &Status) {
         s.uplink_passed,
         summary(&s.uplink_drops)
     );
-    println!("{:<14} {}", "records lost", s.ringbuf_lost);
+    match (&s.pipeline, &s.pipeline_error) {
+        (Some(p), _) => {
+            let c = &p.counters;
+            println!(
+                "{:<14} {} tracked one by one (limit {}), {} idle flows summarised",
+                "flows", p.tracked_flows, p.flow_limit, c.summarised
+            );
+            println!(
+                "{:<14} {} read, {} lost (ring buffer full), {} malformed, {} kernel-table evictions",
+                "records", c.records, s.ringbuf_lost, c.malformed, c.kernel_evictions
+            );
+        }
+        (None, Some(error)) => {
+            println!("{:<14} {error}", "flows");
+            println!(
+                "{:<14} {} lost (ring buffer full)",
+                "records", s.ringbuf_lost
+            );
+        }
+        (None, None) => {
+            println!(
+                "{:<14} {} lost (ring buffer full)",
+                "records", s.ringbuf_lost
+            );
+        }
+    }
 }
 
 fn summary(drops: &BTreeMap<&'static str, u64>) -> String {
@@ -201,11 +272,10 @@ fn summary(drops: &BTreeMap<&'static str, u64>) -> String {
 ///
 /// # Errors
 /// Not root (pinned maps need CAP_BPF), or a pinned map cannot be read.
-pub fn run(output: OutputFormat) -> Result<ExitCode> {
-    if !host::is_root() {
-        bail!("reading netwatch's pinned maps needs root: run `sudo netwatch status`");
-    }
-    let status = collect()?;
+pub fn run(output: OutputFormat, pin_root: &Path, run_dir: &Path) -> Result<ExitCode> {
+    host::require_capabilities("netwatch status", &[host::Capability::Bpf])
+        .map_err(anyhow::Error::msg)?;
+    let status = collect(pin_root, run_dir)?;
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         OutputFormat::Table => print_table(&status),

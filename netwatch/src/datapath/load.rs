@@ -93,6 +93,33 @@ impl Datapath {
         })
     }
 
+    /// Pins again every map whose pin is gone (removed behind the agent's
+    /// back: the maps live on, held by this process and the attached
+    /// programs, but a restarted agent would create new, empty ones beside
+    /// the programs still using the old). Returns the maps pinned again.
+    ///
+    /// # Errors
+    /// No pin root, or bpffs refuses the pin.
+    pub fn repin_missing_maps(&self) -> Result<Vec<&'static str>, DatapathError> {
+        let root = self.pin_root.as_ref().ok_or(DatapathError::NotPinned)?;
+        let dir = pins::maps_dir(root);
+        let mut repinned = Vec::new();
+        for name in names::ALL_MAPS {
+            let path = dir.join(name);
+            if path.exists() {
+                continue;
+            }
+            std::fs::create_dir_all(&dir).map_err(DatapathError::pin(&dir))?;
+            let map = self.ebpf.map(name).ok_or(DatapathError::MissingMap(name))?;
+            map.pin(&path).map_err(|e| DatapathError::Pin {
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            repinned.push(name);
+        }
+        Ok(repinned)
+    }
+
     /// Names of the maps in the loaded object.
     pub fn map_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.ebpf.maps().map(|(name, _)| name.to_string()).collect();

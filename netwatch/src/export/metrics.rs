@@ -30,10 +30,10 @@
 //! shield dropped on their way to an unknown address) have `container=""`
 //! (and `network=""` when no network is known). `service` is the compose
 //! service, `""` for containers outside compose; it is a function of the
-//! container, so it adds no series. `verdict` is the flow's latest verdict:
-//! a flow whose verdict changes (a policy change while it lives) moves its
-//! totals to the other series, which Prometheus sees as a counter reset of
-//! the series it left.
+//! container, so it adds no series. `verdict` is the verdict the packets
+//! got: a flow whose verdict changes (a policy change while it lives) keeps
+//! what it counted under the old verdict there and counts on under the new
+//! one, so every series only grows.
 //!
 //! `hook` is `tc` for the TCX programs on container veths and network
 //! bridges (which share one set of verdict counters) and `uplink` for the

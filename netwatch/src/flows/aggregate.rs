@@ -9,14 +9,24 @@
 //! The aggregate then adds the old entry's counts to a base, so its totals
 //! never go backwards, and counts the eviction.
 //!
-//! Memory: at most `limit` flows are kept one by one. Beyond that the flows
-//! idle longest are folded into one summary per (container, network,
-//! direction, verdict), which keeps their packets and bytes; nothing grows
-//! without bound.
+//! A flow's verdict is the latest packet's. When it changes while the flow
+//! lives (a policy change), the counts under the old verdict are folded into
+//! that verdict's summary and the flow counts anew under the new one, so
+//! that per-verdict totals (and the metrics built on them) never go down.
+//! Packets between the two observations that saw the change are counted
+//! under the new verdict.
+//!
+//! Memory: at most `limit` flows are kept one by one, each in about 200
+//! bytes (the 5-tuple, counts, times, and shared references to its
+//! endpoint's names, interned once per endpoint). Beyond that the flows idle
+//! longest are folded into one summary per (container, network, direction,
+//! verdict), which keeps their packets and bytes; nothing grows without
+//! bound.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 use jiff::Timestamp;
@@ -110,9 +120,28 @@ pub struct PipelineCounters {
     pub summarised: u64,
 }
 
+/// The names of the endpoint and direction a flow was seen at: the same for
+/// all of that endpoint's flows, so stored once and shared.
+#[derive(Debug, Hash, PartialEq, Eq)]
+struct Labels {
+    container: Option<String>,
+    service: Option<String>,
+    network: Option<String>,
+    interface: Option<String>,
+    direction: &'static str,
+}
+
+/// One flow, compactly: the strings of [`FlowEntry`] are made only when a
+/// query asks.
 #[derive(Clone, Debug)]
 struct Tracked {
-    entry: FlowEntry,
+    labels: Arc<Labels>,
+    peer: Option<Arc<str>>,
+    first_seen: Timestamp,
+    last_seen: Timestamp,
+    /// Of the latest packet ([`Verdict`] and [`DropReason`] as u8).
+    verdict: u8,
+    reason: u8,
     /// First-seen time of the kernel entry the counts come from.
     kernel_first_ns: u64,
     kernel_packets: u64,
@@ -120,6 +149,46 @@ struct Tracked {
     /// Counts of earlier kernel entries of the same flow.
     base_packets: u64,
     base_bytes: u64,
+    /// The flow's totals when its current verdict began; what it shows is
+    /// the counts since.
+    verdict_start_packets: u64,
+    verdict_start_bytes: u64,
+}
+
+impl Tracked {
+    fn total(&self) -> (u64, u64) {
+        (
+            self.base_packets + self.kernel_packets,
+            self.base_bytes + self.kernel_bytes,
+        )
+    }
+
+    /// What users see of it.
+    fn entry(&self, key: &FlowKey) -> FlowEntry {
+        let (src, dst) = key_addresses(key);
+        let (packets, bytes) = self.total();
+        let labels = &*self.labels;
+        FlowEntry {
+            container: labels.container.clone(),
+            service: labels.service.clone(),
+            network: labels.network.clone(),
+            direction: labels.direction.to_string(),
+            src,
+            dst,
+            src_port: key.src_port,
+            dst_port: key.dst_port,
+            proto: proto_name(key.proto, key.family),
+            packets: packets - self.verdict_start_packets,
+            bytes: bytes - self.verdict_start_bytes,
+            verdict: verdict_name(self.verdict).to_string(),
+            reason: reason_name(self.reason).map(String::from),
+            peer: self.peer.as_deref().map(String::from),
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            interface: labels.interface.clone(),
+            flows: 1,
+        }
+    }
 }
 
 type SummaryKey = (Option<String>, Option<String>, String, String);
@@ -130,6 +199,10 @@ pub struct Aggregator {
     limit: usize,
     flows: HashMap<FlowKey, Tracked>,
     summaries: BTreeMap<SummaryKey, FlowEntry>,
+    /// Interned endpoint names and peer names; entries no flow uses any
+    /// more are dropped after each sweep.
+    labels: HashSet<Arc<Labels>>,
+    peers: HashSet<Arc<str>>,
     pub counters: PipelineCounters,
 }
 
@@ -140,6 +213,8 @@ impl Aggregator {
             limit: limit.max(1),
             flows: HashMap::new(),
             summaries: BTreeMap::new(),
+            labels: HashSet::new(),
+            peers: HashSet::new(),
             counters: PipelineCounters::default(),
         }
     }
@@ -180,7 +255,7 @@ impl Aggregator {
             ..FlowStats::default()
         };
         self.update(&event.key, &stats, names, clock);
-        let entry = self.flows.get(&event.key).map(|t| t.entry.clone());
+        let entry = self.flows.get(&event.key).map(|t| t.entry(&event.key));
         self.enforce_limit();
         entry
     }
@@ -196,16 +271,22 @@ impl Aggregator {
         self.update(key, stats, names, clock);
     }
 
-    /// Call after a sweep: folds flows beyond the limit into summaries.
+    /// Call after a sweep: folds flows beyond the limit into summaries and
+    /// forgets names no flow uses.
     pub fn finish_sweep(&mut self) {
         self.enforce_limit();
+        self.labels.retain(|l| Arc::strong_count(l) > 1);
+        self.peers.retain(|p| Arc::strong_count(p) > 1);
     }
 
     fn update(&mut self, key: &FlowKey, stats: &FlowStats, names: &FlowNames, clock: &Clock) {
-        let tracked = self
-            .flows
-            .entry(*key)
-            .or_insert_with(|| new_tracked(key, stats, names, clock));
+        if !self.flows.contains_key(key) {
+            let tracked = self.new_tracked(key, stats, names, clock);
+            self.flows.insert(*key, tracked);
+        }
+        let Some(tracked) = self.flows.get_mut(key) else {
+            return;
+        };
         if stats.first_seen_ns != tracked.kernel_first_ns {
             if stats.first_seen_ns < tracked.kernel_first_ns {
                 // An older copy (a record taken before the latest sweep).
@@ -218,19 +299,81 @@ impl Aggregator {
             tracked.kernel_bytes = 0;
             self.counters.kernel_evictions += 1;
         }
+        let (before_packets, before_bytes) = tracked.total();
         // Counts only grow within one kernel entry; a record read after a
         // sweep may carry older ones.
         tracked.kernel_packets = tracked.kernel_packets.max(stats.packets);
         tracked.kernel_bytes = tracked.kernel_bytes.max(stats.bytes);
-        let entry = &mut tracked.entry;
-        entry.packets = tracked.base_packets + tracked.kernel_packets;
-        entry.bytes = tracked.base_bytes + tracked.kernel_bytes;
         let last_seen = clock.wall(stats.last_seen_ns);
-        if last_seen >= entry.last_seen {
-            entry.last_seen = last_seen;
-            let (verdict, reason) = verdict_and_reason(stats.verdict, stats.reason);
-            entry.verdict = verdict;
-            entry.reason = reason;
+        if last_seen < tracked.last_seen {
+            return;
+        }
+        tracked.last_seen = last_seen;
+        if (stats.verdict, stats.reason) == (tracked.verdict, tracked.reason) {
+            return;
+        }
+        // The verdict changed: what was counted until now stays under the
+        // old one.
+        let mut segment = tracked.entry(key);
+        segment.packets = before_packets - tracked.verdict_start_packets;
+        segment.bytes = before_bytes - tracked.verdict_start_bytes;
+        tracked.verdict_start_packets = before_packets;
+        tracked.verdict_start_bytes = before_bytes;
+        tracked.verdict = stats.verdict;
+        tracked.reason = stats.reason;
+        if segment.packets > 0 {
+            self.fold(segment);
+        }
+    }
+
+    fn new_tracked(
+        &mut self,
+        key: &FlowKey,
+        stats: &FlowStats,
+        names: &FlowNames,
+        clock: &Clock,
+    ) -> Tracked {
+        let owner = names.owner(key);
+        let labels = Labels {
+            container: owner.container,
+            service: owner.service,
+            network: owner.network,
+            interface: owner.interface,
+            direction: Direction::from_u8(key.direction).map_or("unknown", Direction::name),
+        };
+        let labels = match self.labels.get(&labels) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared = Arc::new(labels);
+                self.labels.insert(Arc::clone(&shared));
+                shared
+            }
+        };
+        let peer = names
+            .peer(key)
+            .map(|peer| match self.peers.get(peer.as_str()) {
+                Some(shared) => Arc::clone(shared),
+                None => {
+                    let shared: Arc<str> = Arc::from(peer);
+                    self.peers.insert(Arc::clone(&shared));
+                    shared
+                }
+            });
+        let first_seen = clock.wall(stats.first_seen_ns);
+        Tracked {
+            labels,
+            peer,
+            first_seen,
+            last_seen: first_seen,
+            verdict: stats.verdict,
+            reason: stats.reason,
+            kernel_first_ns: stats.first_seen_ns,
+            kernel_packets: 0,
+            kernel_bytes: 0,
+            base_packets: 0,
+            base_bytes: 0,
+            verdict_start_packets: 0,
+            verdict_start_bytes: 0,
         }
     }
 
@@ -242,12 +385,12 @@ impl Aggregator {
         let mut by_idle: Vec<(Timestamp, FlowKey)> = self
             .flows
             .iter()
-            .map(|(key, t)| (t.entry.last_seen, *key))
+            .map(|(key, t)| (t.last_seen, *key))
             .collect();
         by_idle.sort_unstable_by_key(|(last_seen, _)| *last_seen);
         for (_, key) in by_idle.into_iter().take(excess) {
             if let Some(tracked) = self.flows.remove(&key) {
-                self.fold(tracked.entry);
+                self.fold(tracked.entry(&key));
                 self.counters.summarised += 1;
             }
         }
@@ -288,55 +431,13 @@ impl Aggregator {
     pub fn entries(&self, filter: &FlowFilter) -> Vec<FlowEntry> {
         let mut out: Vec<FlowEntry> = self
             .flows
-            .values()
-            .map(|t| &t.entry)
-            .chain(self.summaries.values())
+            .iter()
+            .map(|(key, t)| t.entry(key))
+            .chain(self.summaries.values().cloned())
             .filter(|e| filter.matches(e))
-            .cloned()
             .collect();
         out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.last_seen.cmp(&b.last_seen)));
         out
-    }
-}
-
-fn verdict_and_reason(verdict: u8, reason: u8) -> (String, Option<String>) {
-    (
-        verdict_name(verdict).to_string(),
-        reason_name(reason).map(String::from),
-    )
-}
-
-fn new_tracked(key: &FlowKey, stats: &FlowStats, names: &FlowNames, clock: &Clock) -> Tracked {
-    let owner = names.owner(key);
-    let (src, dst) = key_addresses(key);
-    let direction = Direction::from_u8(key.direction);
-    let (verdict, reason) = verdict_and_reason(stats.verdict, stats.reason);
-    Tracked {
-        entry: FlowEntry {
-            container: owner.container,
-            service: owner.service,
-            network: owner.network,
-            direction: direction.map_or("unknown", Direction::name).to_string(),
-            src,
-            dst,
-            src_port: key.src_port,
-            dst_port: key.dst_port,
-            proto: proto_name(key.proto, key.family),
-            packets: 0,
-            bytes: 0,
-            verdict,
-            reason,
-            peer: names.peer(key),
-            first_seen: clock.wall(stats.first_seen_ns),
-            last_seen: clock.wall(stats.first_seen_ns),
-            interface: owner.interface,
-            flows: 1,
-        },
-        kernel_first_ns: stats.first_seen_ns,
-        kernel_packets: 0,
-        kernel_bytes: 0,
-        base_packets: 0,
-        base_bytes: 0,
     }
 }
 
@@ -434,6 +535,66 @@ mod tests {
         assert_eq!((summary.packets, summary.bytes), (2, 200));
         assert_eq!(summary.proto, "*");
         assert_eq!(all.iter().map(|e| e.bytes).sum::<u64>(), 400);
+    }
+
+    #[test]
+    fn a_flow_whose_verdict_changes_keeps_what_it_counted_under_each_verdict() {
+        let mut agg = Aggregator::new(10);
+        let names = FlowNames::default();
+        agg.sweep_entry(&key(1), &stats(100, 200, 10, 1000), &names, &clock());
+        let dropped = FlowStats {
+            verdict: Verdict::Dropped as u8,
+            reason: DropReason::NotInNetwork as u8,
+            ..stats(100, 300, 14, 1400)
+        };
+        agg.sweep_entry(&key(1), &dropped, &names, &clock());
+        let by_verdict = |agg: &Aggregator, verdict: &str| -> (u64, u64) {
+            agg.entries(&FlowFilter::default())
+                .iter()
+                .filter(|e| e.verdict == verdict)
+                .fold((0, 0), |(p, b), e| (p + e.packets, b + e.bytes))
+        };
+        assert_eq!(by_verdict(&agg, "forwarded"), (10, 1000));
+        assert_eq!(by_verdict(&agg, "dropped"), (4, 400));
+        // And back: neither total ever goes down.
+        agg.sweep_entry(&key(1), &stats(100, 400, 20, 2000), &names, &clock());
+        assert_eq!(by_verdict(&agg, "forwarded"), (16, 1600));
+        assert_eq!(by_verdict(&agg, "dropped"), (4, 400));
+        let live = agg
+            .entries(&FlowFilter::default())
+            .into_iter()
+            .find(|e| e.src.is_some())
+            .unwrap();
+        assert_eq!((live.src_port, live.verdict.as_str()), (1, "forwarded"));
+        assert_eq!((live.packets, live.bytes), (6, 600));
+    }
+
+    #[test]
+    fn flows_of_one_endpoint_share_its_names_until_none_is_left() {
+        let mut agg = Aggregator::new(1);
+        let names = FlowNames::default();
+        for port in 1..=3 {
+            agg.sweep_entry(
+                &key(port),
+                &stats(50, 50 + u64::from(port), 1, 100),
+                &names,
+                &clock(),
+            );
+        }
+        assert_eq!(agg.labels.len(), 1);
+        assert_eq!(Arc::strong_count(agg.labels.iter().next().unwrap()), 4);
+        agg.finish_sweep();
+        assert_eq!(agg.len(), 1);
+        assert_eq!(Arc::strong_count(agg.labels.iter().next().unwrap()), 2);
+        let mut other = key(9);
+        other.ifindex = 8;
+        agg.sweep_entry(&other, &stats(50, 900, 1, 100), &names, &clock());
+        agg.finish_sweep();
+        assert_eq!(
+            agg.labels.len(),
+            1,
+            "the first endpoint's names went with its last flow"
+        );
     }
 
     #[test]

@@ -12,4 +12,3 @@ pub use aggregate::{Aggregator, Clock, FlowEntry, PipelineCounters};
 pub use filter::FlowFilter;
 pub use names::{FlowNames, FlowOwner};
 pub use pipeline::{FlowTableReader, ObservedEvent, Pipeline};
-pub use record::FlowRecord;

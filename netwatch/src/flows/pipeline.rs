@@ -20,11 +20,19 @@ use netwatch_common::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use super::{Aggregator, Clock, FlowEntry, FlowFilter, FlowNames, FlowRecord, PipelineCounters};
+use super::{Aggregator, Clock, FlowEntry, FlowFilter, FlowNames, PipelineCounters};
 use crate::datapath::DatapathError;
 
 /// Queries closer together than this share one sweep of the kernel table.
 pub const SWEEP_MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often the agent and a standalone session drain the ring buffer.
+/// Records are submitted without waking a reader (see netwatch-ebpf
+/// flows.rs), so readers poll.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Flows kept one by one unless `--flow-limit` says otherwise.
+pub const DEFAULT_FLOW_LIMIT: usize = 100_000;
 
 /// Records buffered per live observer; a slower observer misses records
 /// (and is told how many), the pipeline never waits for it.
@@ -35,7 +43,8 @@ const OBSERVER_BUFFER: usize = 4096;
 pub struct ObservedEvent {
     /// `flow-open`, `flow-close`, `flow-export` or `drop`.
     pub event: String,
-    /// When the agent took the record.
+    /// When the kernel saw the packet that made the record (its clock,
+    /// not the agent's drain, which comes up to 250 ms later).
     pub time: Timestamp,
     #[serde(flatten)]
     pub flow: FlowEntry,
@@ -79,28 +88,29 @@ impl Pipeline {
     }
 
     /// Merges records taken from the ring buffer, passes each to live
-    /// observers, and returns the drop records (for the log).
-    pub fn ingest(&self, events: &[FlowEvent]) -> Vec<FlowRecord> {
+    /// observers, and returns the drops among them (for the log). A record
+    /// it cannot read is counted as malformed, not returned.
+    pub fn ingest(&self, events: &[FlowEvent]) -> Vec<ObservedEvent> {
         let names = self.names.read().unwrap_or_else(|e| e.into_inner());
         let clock = Clock::now();
-        let now = Timestamp::now();
         let mut drops = Vec::new();
         let mut aggregate = self.aggregate();
         for event in events {
-            if event.kind == EventKind::Drop as u8 {
-                drops.push(FlowRecord::new(event, &names));
-            }
             let Some(flow) = aggregate.record(event, &names, &clock) else {
                 continue;
             };
-            // No observer is not an error.
-            let _ = self.observers.send(ObservedEvent {
+            let observed = ObservedEvent {
                 event: EventKind::from_u8(event.kind)
                     .map_or("unknown", EventKind::name)
                     .to_string(),
-                time: now,
+                time: clock.wall(event.last_seen_ns),
                 flow,
-            });
+            };
+            if event.kind == EventKind::Drop as u8 {
+                drops.push(observed.clone());
+            }
+            // No observer is not an error.
+            let _ = self.observers.send(observed);
         }
         drops
     }
@@ -216,6 +226,12 @@ mod tests {
         assert_eq!(drops.len(), 1);
         let seen = observer.try_recv().unwrap();
         assert_eq!(seen.event, "drop");
+        // The packet's time (10 ns after boot), not the time of the drain.
+        assert!(
+            Timestamp::now().duration_since(seen.time) > jiff::SignedDuration::from_secs(1),
+            "{}",
+            seen.time
+        );
         assert_eq!(seen.flow.reason.as_deref(), Some("not-in-network"));
         let flows = pipeline.flows(&FlowFilter::default());
         assert_eq!(flows.len(), 1);

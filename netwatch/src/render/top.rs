@@ -36,7 +36,7 @@ use crossterm::{
 use jiff::{Timestamp, tz::TimeZone};
 
 use super::units;
-use crate::flows::FlowEntry;
+use crate::flows::{FlowEntry, record::endpoint_text};
 
 /// What `top` ranks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -198,15 +198,6 @@ fn deltas(prev: &Snapshot, now: &Snapshot) -> Vec<(u64, u64)> {
         .collect()
 }
 
-fn endpoint(ip: Option<IpAddr>, port: u16) -> String {
-    match (ip, port) {
-        (None, _) => "*".to_string(),
-        (Some(ip), 0) => ip.to_string(),
-        (Some(IpAddr::V6(ip)), port) => format!("[{ip}]:{port}"),
-        (Some(ip), port) => format!("{ip}:{port}"),
-    }
-}
-
 fn verdict_text(e: &FlowEntry) -> String {
     match (&*e.verdict, &e.reason) {
         ("dropped", Some(reason)) => format!("dropped: {reason}"),
@@ -249,9 +240,9 @@ pub fn top_talkers(prev: Option<&Snapshot>, now: &Snapshot, by: By, limit: usize
                     src: if is_summary(e) {
                         format!("({} idle flows)", e.flows)
                     } else {
-                        endpoint(e.src, e.src_port)
+                        endpoint_text(e.src, e.src_port, &e.proto)
                     },
-                    dst: endpoint(e.dst, e.dst_port),
+                    dst: endpoint_text(e.dst, e.dst_port, &e.proto),
                     peer: e.peer.clone(),
                     verdict: verdict_text(e),
                 }),

@@ -1,0 +1,136 @@
+//! Raw Ethernet frames in and out of one interface (AF_PACKET), for tests
+//! that send what no socket API would build (malformed, spoofed) and watch
+//! what arrives at the other end.
+//!
+//! A socket belongs to the network namespace it was created in: create it
+//! inside [`crate::reach::Netns::run`] and use it from any thread.
+
+use std::{
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    time::{Duration, Instant},
+};
+
+/// An AF_PACKET socket bound to one interface, receiving every protocol.
+pub struct PacketSocket {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+const ETH_P_ALL: u16 = 0x0003;
+
+impl PacketSocket {
+    /// Binds to `ifname` in the calling thread's network namespace.
+    pub fn bind(ifname: &str) -> io::Result<PacketSocket> {
+        let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(io::Error::from)?;
+        // SAFETY: plain socket(2); the fd is owned right away.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(ETH_P_ALL.to_be()),
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let address = link_address(ifindex);
+        // SAFETY: `address` is a valid sockaddr_ll of the size passed.
+        let bound = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const address).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if bound < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(PacketSocket { fd, ifindex })
+    }
+
+    /// Sends one frame as it is (the kernel adds nothing).
+    pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
+        let address = link_address(self.ifindex);
+        // SAFETY: the buffer and the address are valid for the sizes given.
+        let sent = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const address).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sent as usize)
+    }
+
+    /// Every frame that comes in on the interface until `until` (frames the
+    /// interface sends are left out).
+    pub fn received_until(&self, until: Instant) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let mut buffer = vec![0u8; 65536];
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return frames;
+            }
+            let mut poll = [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(&self.fd),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let millis = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            match nix::poll::poll(&mut poll, millis) {
+                Ok(0) | Err(_) => continue,
+                Ok(_) => {}
+            }
+            // SAFETY: sockaddr_ll is plain data; recvfrom fills it.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: the buffer and the address are valid for their sizes.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                    libc::MSG_DONTWAIT,
+                    (&raw mut from).cast(),
+                    &raw mut from_len,
+                )
+            };
+            if n < 0 {
+                continue;
+            }
+            if from.sll_pkttype != libc::PACKET_OUTGOING {
+                frames.push(buffer[..n as usize].to_vec());
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the first incoming frame `wanted` accepts.
+    pub fn wait_for(&self, timeout: Duration, wanted: impl Fn(&[u8]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let step = (Instant::now() + Duration::from_millis(50)).min(deadline);
+            if self.received_until(step).iter().any(|f| wanted(f)) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn link_address(ifindex: u32) -> libc::sockaddr_ll {
+    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    address.sll_family = libc::AF_PACKET as u16;
+    address.sll_protocol = ETH_P_ALL.to_be();
+    address.sll_ifindex = ifindex as i32;
+    address
+}

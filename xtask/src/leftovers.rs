@@ -1,0 +1,179 @@
+//! What the test suite must leave as it found it. Taken just before
+//! `cargo test` and compared after it: a netwatch program still loaded, a
+//! pin in bpffs, a network namespace, an interface, or a Docker test
+//! container or network that was not there before is a leak, named in the
+//! failure. Comparing with the state before (instead of expecting an empty
+//! host) keeps a developer's own agent or namespaces from failing the run.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cmd::Cmd;
+
+/// Program names netwatch loads (netwatch-common's `names::PROG_*`).
+const NETWATCH_PROGRAMS: &[&str] = &[
+    "from_container",
+    "to_container",
+    "uplink",
+    "bench_baseline",
+    "bench_counter",
+];
+
+/// What the Docker test fixtures (`tests/src/docker.rs`) create is named
+/// `nwtest-…`.
+const DOCKER_FIXTURE_PREFIX: &str = "nwtest-";
+
+const BPFFS: &str = "/sys/fs/bpf";
+const NETNS_DIR: &str = "/run/netns";
+const INTERFACES_DIR: &str = "/sys/class/net";
+
+/// The host's state as far as leaks are concerned.
+#[derive(Debug, Default)]
+pub struct HostSnapshot {
+    /// `id name` of every loaded netwatch program.
+    programs: BTreeSet<String>,
+    /// Every file under bpffs.
+    pins: BTreeSet<String>,
+    namespaces: BTreeSet<String>,
+    interfaces: BTreeSet<String>,
+    docker: BTreeSet<String>,
+}
+
+impl HostSnapshot {
+    /// # Errors
+    ///
+    /// When bpftool or docker cannot be asked.
+    pub fn take() -> Result<HostSnapshot> {
+        Ok(HostSnapshot {
+            programs: netwatch_programs()?,
+            pins: files_under(Path::new(BPFFS)),
+            namespaces: names_in(Path::new(NETNS_DIR)),
+            interfaces: names_in(Path::new(INTERFACES_DIR)),
+            docker: docker_fixtures()?,
+        })
+    }
+
+    /// Fails naming everything that exists now and did not in `self`.
+    ///
+    /// # Errors
+    ///
+    /// When something was left behind, or the state cannot be read.
+    pub fn check_nothing_new(&self) -> Result<()> {
+        let now = HostSnapshot::take()?;
+        let mut leaks = Vec::new();
+        let mut report = |what: &str, new: Vec<String>| {
+            if !new.is_empty() {
+                leaks.push(format!("{what}: {}", new.join(", ")));
+            }
+        };
+        report(
+            "netwatch programs (id name)",
+            added(&self.programs, &now.programs),
+        );
+        report("pins", added(&self.pins, &now.pins));
+        report(
+            "network namespaces",
+            added(&self.namespaces, &now.namespaces),
+        );
+        report("interfaces", added(&self.interfaces, &now.interfaces));
+        report(
+            "docker containers/networks",
+            added(&self.docker, &now.docker),
+        );
+        if leaks.is_empty() {
+            eprintln!(
+                "nothing left behind: no new netwatch program, pin, namespace, interface, \
+                 test container or network"
+            );
+            return Ok(());
+        }
+        bail!("left behind: {}", leaks.join("; "))
+    }
+}
+
+fn added(before: &BTreeSet<String>, now: &BTreeSet<String>) -> Vec<String> {
+    now.difference(before).cloned().collect()
+}
+
+fn netwatch_programs() -> Result<BTreeSet<String>> {
+    let json = Cmd::new("bpftool")
+        .args(["--json", "prog", "show"])
+        .probe()
+        .context("listing BPF programs with bpftool")?;
+    let programs: Vec<serde_json::Value> =
+        serde_json::from_str(&json).context("reading bpftool's JSON")?;
+    Ok(programs
+        .iter()
+        .filter_map(|p| Some((p["id"].as_u64()?, p["name"].as_str()?)))
+        .filter(|(_, name)| NETWATCH_PROGRAMS.contains(name))
+        .map(|(id, name)| format!("{id} {name}"))
+        .collect())
+}
+
+fn files_under(dir: &Path) -> BTreeSet<String> {
+    let mut files = BTreeSet::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(path.clone());
+            }
+            files.insert(path.display().to_string());
+        }
+    }
+    files
+}
+
+fn names_in(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
+}
+
+fn docker_fixtures() -> Result<BTreeSet<String>> {
+    let filter = format!("name={DOCKER_FIXTURE_PREFIX}");
+    let list = |what: &str, args: &[&str]| -> Result<Vec<String>> {
+        Ok(Cmd::new("docker")
+            .args(args)
+            .probe()?
+            .lines()
+            .filter(|name| name.starts_with(DOCKER_FIXTURE_PREFIX))
+            .map(|name| format!("{what} {name}"))
+            .collect())
+    };
+    let mut all = list(
+        "container",
+        &["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"],
+    )?;
+    all.extend(list(
+        "network",
+        &[
+            "network",
+            "ls",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Name}}",
+        ],
+    )?);
+    Ok(all.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_is_new_counts_as_left_behind() {
+        let before: BTreeSet<String> = ["lo", "eth0", "docker0"].map(String::from).into();
+        let now: BTreeSet<String> = ["lo", "eth0", "nwt1x2c"].map(String::from).into();
+        assert_eq!(added(&before, &now), ["nwt1x2c"]);
+    }
+}
