@@ -37,7 +37,7 @@ use std::{
     process::{Child, Command, Stdio},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering},
     },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
@@ -328,9 +328,11 @@ fn start_iperf_server(peer_ns: &str) -> Result<ChildGuard> {
     })
 }
 
-/// One iperf3 run from C to P; Gbit/s received. Retries briefly while the
-/// server is not listening yet.
-fn iperf(bench: &Bench, seconds: u32) -> Result<f64> {
+/// One iperf3 run from C to P: Gbit/s received, and CPU time of client and
+/// server together (as iperf3 reports it, softirq work done in their
+/// context included) in ns per KB sent. Retries briefly while the server is
+/// not listening yet.
+fn iperf(bench: &Bench, seconds: u32) -> Result<(f64, f64)> {
     let mut attempt = 0;
     loop {
         let output = Command::new("ip")
@@ -353,7 +355,18 @@ fn iperf(bench: &Bench, seconds: u32) -> Result<f64> {
             })?;
         if let Some(bps) = report["end"]["sum_received"]["bits_per_second"].as_f64() {
             ensure!(output.status.success(), "iperf3 failed: {report}");
-            return Ok(bps / 1e9);
+            let end = &report["end"];
+            let cpu = &end["cpu_utilization_percent"];
+            let (Some(host), Some(remote), Some(bytes), Some(secs)) = (
+                cpu["host_total"].as_f64(),
+                cpu["remote_total"].as_f64(),
+                end["sum_sent"]["bytes"].as_f64(),
+                end["sum_sent"]["seconds"].as_f64(),
+            ) else {
+                bail!("iperf3 reported no CPU use or bytes sent: {end}");
+            };
+            let cpu_ns = (host + remote) / 100.0 * secs * 1e9;
+            return Ok((bps / 1e9, cpu_ns / (bytes / 1e3)));
         }
         attempt += 1;
         if attempt >= 20 {
@@ -494,12 +507,14 @@ fn udp_sender(
     bench: &Bench,
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
+    tid: Arc<AtomicI32>,
 ) -> Result<JoinHandle<Result<()>>> {
     let container_ns = bench.host.container_ns();
     let peer = bench.peer();
     Ok(thread::spawn(move || -> Result<()> {
         enter(&container_ns)?;
         pin_to_cpu(SENDER_CPU);
+        tid.store(nix::unistd::gettid().as_raw(), Ordering::Release);
         let sockets: Vec<UdpSocket> = (0..UDP_FLOWS)
             .map(|_| -> Result<UdpSocket> {
                 let socket = UdpSocket::bind("0.0.0.0:0")?;
@@ -552,25 +567,55 @@ fn udp_sender(
 }
 
 /// Packets per second received in P while the sender runs for `window`.
+/// Nanoseconds thread `tid` of this process has run on a CPU
+/// (/proc/self/task/TID/schedstat; softirq work done in its context
+/// included, as this kernel has no IRQ time accounting).
+fn thread_runtime_ns(tid: i32) -> Result<u64> {
+    let path = format!("/proc/self/task/{tid}/schedstat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    text.split_whitespace()
+        .next()
+        .and_then(|ns| ns.parse().ok())
+        .with_context(|| format!("no runtime in {path}: {text}"))
+}
+
+/// What one UDP measurement saw.
+struct UdpRun {
+    received_pps: f64,
+    sent_pps: f64,
+    /// Sender CPU time per packet sent, in ns.
+    cpu_ns_per_packet: f64,
+}
+
 fn udp_pps(
     bench: &Bench,
     receiver: &Receiver,
     warmup: Duration,
     window: Duration,
-) -> Result<(f64, f64)> {
+) -> Result<UdpRun> {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let sender = udp_sender(bench, Arc::clone(&stop), Arc::clone(&sent))?;
+    let tid = Arc::new(AtomicI32::new(0));
+    let sender = udp_sender(
+        bench,
+        Arc::clone(&stop),
+        Arc::clone(&sent),
+        Arc::clone(&tid),
+    )?;
     thread::sleep(warmup);
-    let (received0, sent0, start) = (
+    let tid = tid.load(Ordering::Acquire);
+    ensure!(tid != 0, "the UDP sender did not start within the warm-up");
+    let (received0, sent0, cpu0, start) = (
         receiver.count(),
         sent.load(Ordering::Relaxed),
+        thread_runtime_ns(tid)?,
         Instant::now(),
     );
     thread::sleep(window);
-    let (received1, sent1, elapsed) = (
+    let (received1, sent1, cpu1, elapsed) = (
         receiver.count(),
         sent.load(Ordering::Relaxed),
+        thread_runtime_ns(tid)?,
         start.elapsed(),
     );
     stop.store(true, Ordering::Relaxed);
@@ -579,10 +624,12 @@ fn udp_pps(
         Err(_) => bail!("the UDP sender panicked"),
     }
     let secs = elapsed.as_secs_f64();
-    Ok((
-        (received1 - received0) as f64 / secs,
-        (sent1 - sent0) as f64 / secs,
-    ))
+    let sent = (sent1 - sent0) as f64;
+    Ok(UdpRun {
+        received_pps: (received1 - received0) as f64 / secs,
+        sent_pps: sent / secs,
+        cpu_ns_per_packet: (cpu1 - cpu0) as f64 / sent,
+    })
 }
 
 /// Medians of one metric per configuration, as a table with ratios to no
@@ -592,6 +639,9 @@ struct Metric {
     unit: &'static str,
     digits: usize,
     samples: Vec<Vec<f64>>,
+    /// Lower is better (CPU time per unit): verdicts use the throughput
+    /// the same CPU would give, `no program's cost / this cost`.
+    cost: bool,
 }
 
 impl Metric {
@@ -655,8 +705,13 @@ impl Metric {
     /// "met"/"missed" for `config` ≥ `goal` × no program and better than
     /// tcpdump.
     fn verdict(&self, config: Config, goal: f64) -> String {
-        let share = self.share(config, Config::NoProgram);
-        let vs_tcpdump = self.share(config, Config::Tcpdump);
+        let (mut share, mut vs_tcpdump) = (
+            self.share(config, Config::NoProgram),
+            self.share(config, Config::Tcpdump),
+        );
+        if self.cost {
+            (share, vs_tcpdump) = (1.0 / share, 1.0 / vs_tcpdump);
+        }
         let ratio_goal = if share >= goal {
             format!("met ({:.1}% ≥ {:.0}%)", 100.0 * share, 100.0 * goal)
         } else {
@@ -677,8 +732,13 @@ impl Metric {
             100.0 * vs_tcpdump
         );
         format!(
-            "{} with {}: ≥ {:.0}% of no program {ratio_goal} (round ratios {}); {tcpdump_goal}",
+            "{}{} with {}: ≥ {:.0}% of no program {ratio_goal} (round ratios {}); {tcpdump_goal}",
             self.name,
+            if self.cost {
+                " (as the throughput that CPU time allows)"
+            } else {
+                ""
+            },
             config.label(),
             100.0 * goal,
             self.ratio_range(config)
@@ -724,19 +784,28 @@ fn main() -> Result<()> {
             drop(applied);
             Ok(value)
         };
+    let index = |config: Config| {
+        Config::ALL
+            .iter()
+            .position(|c| *c == config)
+            .expect("known")
+    };
+    let mut tcp_cost = vec![Vec::new(); Config::ALL.len()];
     let tcp = interleaved(&Config::ALL, tcp_rounds, |&config| {
-        measure(config, &mut |bench| iperf(bench, tcp_secs))
+        measure(config, &mut |bench| {
+            let (gbps, cost) = iperf(bench, tcp_secs)?;
+            tcp_cost[index(config)].push(cost);
+            Ok(gbps)
+        })
     })?;
     let mut sent = vec![Vec::new(); Config::ALL.len()];
+    let mut udp_cost = vec![Vec::new(); Config::ALL.len()];
     let udp = interleaved(&Config::ALL, udp_rounds, |&config| {
         measure(config, &mut |bench| {
-            let (received, offered) = udp_pps(bench, &receiver, udp_warmup, udp_window)?;
-            let index = Config::ALL
-                .iter()
-                .position(|c| *c == config)
-                .expect("known");
-            sent[index].push(offered);
-            Ok(received)
+            let run = udp_pps(bench, &receiver, udp_warmup, udp_window)?;
+            sent[index(config)].push(run.sent_pps);
+            udp_cost[index(config)].push(run.cpu_ns_per_packet);
+            Ok(run.received_pps)
         })
     })?;
     drop(receiver);
@@ -750,12 +819,28 @@ fn main() -> Result<()> {
         unit: "Gbit/s",
         digits: 2,
         samples: tcp,
+        cost: false,
     };
     let udp = Metric {
         name: "Small-packet UDP",
         unit: "packets/s received",
         digits: 0,
         samples: udp,
+        cost: false,
+    };
+    let tcp_cost = Metric {
+        name: "TCP CPU cost",
+        unit: "CPU ns per KB",
+        digits: 0,
+        samples: tcp_cost,
+        cost: true,
+    };
+    let udp_cost = Metric {
+        name: "Small-packet UDP CPU cost",
+        unit: "sender CPU ns per packet",
+        digits: 0,
+        samples: udp_cost,
+        cost: true,
     };
     let offered: Vec<String> = Config::ALL
         .iter()
@@ -788,6 +873,13 @@ fn main() -> Result<()> {
          bit rate."
     ));
     section.table(&tcp.table());
+    section.text(
+        "The same runs by CPU time (client and server together, as iperf3 reports \
+         them, softirq work in their context included): what each byte costs, which \
+         other work on the machine disturbs far less than the bit rate. A program that \
+         adds x% CPU per byte allows 1/(1+x) of the throughput where CPU is the limit.",
+    );
+    section.table(&tcp_cost.table());
     section.text(&format!(
         "Small-packet UDP: this binary's own sender in C, {UDP_FLOWS} sockets (one \
          source port, so one flow, each) sending {UDP_PAYLOAD}-byte payloads to one \
@@ -801,12 +893,26 @@ fn main() -> Result<()> {
         offered.join("; ")
     ));
     section.table(&udp.table());
+    section.text(
+        "The same runs by the sender thread's CPU time per packet sent \
+         (/proc/self/task/TID/schedstat; on this kernel, without IRQ time accounting, \
+         it includes the softirq work of the whole path done in its context, netwatch's \
+         program among it):",
+    );
+    section.table(&udp_cost.table());
     section.text(&format!(
-        "Goals: {}. {}. {}. {}.",
+        "Goals, on the bit and packet rates: {}. {}. {}. {}.",
         tcp.verdict(Config::EnforceObserve, 0.97),
         udp.verdict(Config::EnforceObserve, 0.90),
         tcp.verdict(Config::ObserveOnly, 0.97),
         udp.verdict(Config::ObserveOnly, 0.90),
+    ));
+    section.text(&format!(
+        "Goals, on CPU cost: {}. {}. {}. {}.",
+        tcp_cost.verdict(Config::EnforceObserve, 0.97),
+        udp_cost.verdict(Config::EnforceObserve, 0.90),
+        tcp_cost.verdict(Config::ObserveOnly, 0.97),
+        udp_cost.verdict(Config::ObserveOnly, 0.90),
     ));
     let spread = |metric: &Metric| {
         let (min, max) = min_max(&metric.ratios(Config::EnforceObserve, Config::NoProgram));
