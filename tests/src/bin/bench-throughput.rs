@@ -900,20 +900,18 @@ fn main() -> Result<()> {
          program among it):",
     );
     section.table(&udp_cost.table());
-    section.text(&format!(
-        "Goals, on the bit and packet rates: {}. {}. {}. {}.",
-        tcp.verdict(Config::EnforceObserve, 0.97),
-        udp.verdict(Config::EnforceObserve, 0.90),
-        tcp.verdict(Config::ObserveOnly, 0.97),
-        udp.verdict(Config::ObserveOnly, 0.90),
-    ));
-    section.text(&format!(
-        "Goals, on CPU cost: {}. {}. {}. {}.",
-        tcp_cost.verdict(Config::EnforceObserve, 0.97),
-        udp_cost.verdict(Config::EnforceObserve, 0.90),
-        tcp_cost.verdict(Config::ObserveOnly, 0.97),
-        udp_cost.verdict(Config::ObserveOnly, 0.90),
-    ));
+    for (what, tcp, udp) in [
+        ("the bit and packet rates", &tcp, &udp),
+        ("CPU cost", &tcp_cost, &udp_cost),
+    ] {
+        section.text(&format!(
+            "Goals, on {what}: {}. {}. {}. {}.",
+            tcp.verdict(Config::EnforceObserve, 0.97),
+            udp.verdict(Config::EnforceObserve, 0.90),
+            tcp.verdict(Config::ObserveOnly, 0.97),
+            udp.verdict(Config::ObserveOnly, 0.90),
+        ));
+    }
     let spread = |metric: &Metric| {
         let (min, max) = min_max(&metric.ratios(Config::EnforceObserve, Config::NoProgram));
         max - min
