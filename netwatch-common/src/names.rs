@@ -12,6 +12,9 @@ pub const PROG_TO_CONTAINER: &str = "to_container";
 pub const PROG_UPLINK: &str = "uplink";
 /// Empty TC program used only as the benchmark's baseline; never attached.
 pub const PROG_BENCH_BASELINE: &str = "bench_baseline";
+/// TC program that only increments a per-CPU counter and lets the packet
+/// continue: the benchmark's "cheapest useful program"; never attached.
+pub const PROG_BENCH_COUNTER: &str = "bench_counter";
 
 /// `HashMap<u32 ifindex, EndpointPolicy>`.
 pub const MAP_ENDPOINTS: &str = "ENDPOINTS";
@@ -38,6 +41,8 @@ pub const MAP_VERDICT_COUNTERS: &str = "VERDICT_COUNTERS";
 pub const MAP_UPLINK_COUNTERS: &str = "UPLINK_COUNTERS";
 /// `PerCpuArray<u64>` with one entry: ring buffer reservations that failed.
 pub const MAP_RINGBUF_LOST: &str = "RINGBUF_LOST";
+/// `PerCpuArray<u64>` with one entry, written only by `bench_counter`.
+pub const MAP_BENCH_COUNTER: &str = "BENCH_COUNTER";
 /// `Array<DatapathConfig>` with one entry.
 pub const MAP_CONFIG: &str = "CONFIG";
 /// `LpmTrie<[u8; 4], u32>` (prefix length = CIDR bits): prefixes the uplink protects.
@@ -46,7 +51,7 @@ pub const MAP_PROTECTED_V4: &str = "PROTECTED_V4";
 pub const MAP_PROTECTED_V6: &str = "PROTECTED_V6";
 
 /// Every map of the object.
-pub const ALL_MAPS: [&str; 15] = [
+pub const ALL_MAPS: [&str; 16] = [
     MAP_ENDPOINTS,
     MAP_NET_V4,
     MAP_NET_V6,
@@ -62,6 +67,7 @@ pub const ALL_MAPS: [&str; 15] = [
     MAP_CONFIG,
     MAP_PROTECTED_V4,
     MAP_PROTECTED_V6,
+    MAP_BENCH_COUNTER,
 ];
 
 /// Size of the ring buffer in bytes (a power of two and page multiple).

@@ -14,7 +14,9 @@ mod test;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{
+    CommandFactory as _, FromArgMatches as _, Parser, Subcommand, builder::PossibleValuesParser,
+};
 
 use crate::cmd::CommandFailed;
 
@@ -40,7 +42,8 @@ enum Task {
     /// built against the nightly's own libLLVM (rebuilt when the nightly's
     /// LLVM changes; stamp in ~/.cache/netwatch/bpf-linker.stamp); bpffs at
     /// /sys/fs/bpf; the Debian packages the tests use (iproute2, bpftool,
-    /// iperf3, tcpdump, busybox-static, docker.io, docker-compose, python3).
+    /// iperf3, tcpdump, linux-perf, busybox-static, docker.io,
+    /// docker-compose, python3).
     /// Mounting bpffs and apt-get need root: without root those steps only
     /// check, and setup exits non-zero if they have work left. Downloads are
     /// retried 3 times with backoff. Takes well under 2 s when everything is
@@ -69,10 +72,12 @@ enum Task {
     /// (target dir target/ebpf-clippy); `cargo test --workspace --exclude
     /// netwatch-ebpf --release [ARGS]` (the kernel crate only builds for the
     /// BPF target; the tests run its programs through BPF_PROG_TEST_RUN);
-    /// last, a check that the tests left nothing behind that was not there
-    /// before them: no netwatch program, bpffs pin, network namespace,
-    /// interface, or `nwtest-…` container or network. Prints the time of
-    /// each stage and the total.
+    /// every benchmark of `cargo xtask bench` with `--smoke` (seconds each;
+    /// fails when one fails, never on its numbers); last, a check that the
+    /// tests and benchmarks left nothing behind that was not there before
+    /// them: no netwatch program, bpffs pin, network namespace, interface,
+    /// or `nwtest-…` container or network. Prints the time of each stage
+    /// and the total.
     ///
     /// Example: `cargo xtask test -- -p netwatch-tests -- --nocapture`
     Test {
@@ -81,14 +86,27 @@ enum Task {
         args: Vec<String>,
     },
 
-    /// Run a benchmark (needs root).
+    /// Run benchmarks and write BENCHMARKS.md (needs root).
     ///
-    /// `datapath`: ns/packet of the kernel programs through BPF_PROG_TEST_RUN
-    /// (`cargo run --release -p netwatch-tests --bin bench-datapath -- [ARGS]`).
+    /// Runs the named benchmarks (all when none is named) in release
+    /// builds, each with `--section <target dir>/bench/<name>.md`, then
+    /// writes BENCHMARKS.md at the workspace root: the machine (CPU, cores,
+    /// memory, kernel), date and commit, and the section of every benchmark,
+    /// those not re-run kept from earlier runs with their date. Each
+    /// benchmark sets up its own namespaces and programs and removes them.
+    /// With `--smoke` each runs for seconds (every configuration once,
+    /// numbers meaningless, as in `cargo xtask test`) and BENCHMARKS.md is
+    /// left alone.
+    ///
+    /// Example: `cargo xtask bench datapath --smoke`
     Bench {
-        /// Which benchmark: datapath.
-        what: String,
-        /// Extra arguments for the benchmark binary, after `--`.
+        /// Which benchmarks (see the list below); all when none is given.
+        #[arg(value_parser = PossibleValuesParser::new(bench::names()))]
+        names: Vec<String>,
+        /// Seconds-long runs that only check every configuration works.
+        #[arg(long)]
+        smoke: bool,
+        /// Extra arguments for every benchmark binary, after `--`.
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -107,13 +125,20 @@ enum Task {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The help lists the benchmarks of bench::BENCHES with what each measures.
+    let matches = Cli::command()
+        .mut_subcommand("bench", |bench| bench.after_help(bench::help_list()))
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     cmd::set_verbose(cli.verbose);
     let result = match &cli.command {
         Task::Setup => setup::run(setup::Scope::Full, false),
         Task::Build { args } => build::run(args),
         Task::Test { args } => test::run(args),
-        Task::Bench { what, args } => bench::run(what, args),
+        Task::Bench { names, smoke, args } => bench::run(names, *smoke, args),
         Task::Run { args } => run::run(args),
     };
     match result {

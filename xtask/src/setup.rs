@@ -44,6 +44,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iperf3", "throughput through attached programs"),
     // Seeing what actually crossed a test veth when a reachability test fails.
     ("tcpdump", "packet captures on test interfaces"),
+    // `cargo xtask bench datapath` profiles an established flow with
+    // `perf record` to show where its time goes.
+    ("linux-perf", "profiling the datapath benchmark"),
     // No image can be pulled: the e2e tests build their container image from
     // /bin/busybox (sh, nc, ping, ip, sleep) with `docker import`.
     ("busybox-static", "rootfs of the locally built test image"),

@@ -4,13 +4,16 @@
 //! installs only what is missing), rustfmt, clippy for the host crates,
 //! clippy for the eBPF crate on its own target, then `cargo test` of the
 //! host crates in release mode (the differential test pushes 100k+ packets
-//! through the programs), and last a check that the tests left nothing
-//! behind (see `leftovers.rs`).
+//! through the programs), a smoke run of every benchmark (seconds each:
+//! every configuration once, so the benchmarks cannot rot; their numbers
+//! are not checked), and last a check that the tests and benchmarks left
+//! nothing behind (see `leftovers.rs`).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use crate::bench;
 use crate::cmd::Cmd;
 use crate::host;
 use crate::leftovers::HostSnapshot;
@@ -83,6 +86,14 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
                     .args(["test", "--workspace", "--exclude", EBPF_CRATE, "--release"])
                     .args(cargo_test_args)
                     .run()
+            }),
+        ),
+        (
+            "benchmark smoke",
+            "a benchmark failed in its smoke run; run `cargo xtask bench NAME --smoke` to see it alone",
+            Box::new(|| {
+                let all: Vec<&bench::Bench> = bench::BENCHES.iter().collect();
+                bench::run_benches(&all, true, &[])
             }),
         ),
         (

@@ -70,6 +70,7 @@ impl Datapath {
             names::PROG_FROM_CONTAINER,
             names::PROG_TO_CONTAINER,
             names::PROG_BENCH_BASELINE,
+            names::PROG_BENCH_COUNTER,
         ] {
             let program: &mut SchedClassifier = ebpf
                 .program_mut(name)

@@ -58,7 +58,32 @@ impl Datapath {
         frame: &[u8],
         repeat: u32,
     ) -> Result<RunOutcome, DatapathError> {
-        let name = hook.program_name();
+        self.run_program(hook.program_name(), hook == Hook::Uplink, frame, repeat)
+    }
+
+    /// Runs `frame` through the loaded TC program `name` `repeat` times:
+    /// the veth programs, and the benchmark's reference programs that no
+    /// [`Hook`] names ([`names::PROG_BENCH_COUNTER`]).
+    ///
+    /// # Errors
+    /// No TC program of that name, EINVAL for frames shorter than 14 bytes,
+    /// or kernel refusals.
+    pub fn test_run_classifier(
+        &self,
+        name: &'static str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<RunOutcome, DatapathError> {
+        self.run_program(name, false, frame, repeat)
+    }
+
+    fn run_program(
+        &self,
+        name: &'static str,
+        xdp: bool,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<RunOutcome, DatapathError> {
         let program = self
             .ebpf
             .program(name)
@@ -68,16 +93,13 @@ impl Datapath {
             repeat,
             ..TestRunOptions::default()
         };
-        let result = match hook {
-            Hook::FromContainer | Hook::ToContainer | Hook::BenchBaseline => {
-                let program: &SchedClassifier =
-                    program.try_into().map_err(DatapathError::program(name))?;
-                program.test_run(options)
-            }
-            Hook::Uplink => {
-                let program: &Xdp = program.try_into().map_err(DatapathError::program(name))?;
-                program.test_run(options)
-            }
+        let result = if xdp {
+            let program: &Xdp = program.try_into().map_err(DatapathError::program(name))?;
+            program.test_run(options)
+        } else {
+            let program: &SchedClassifier =
+                program.try_into().map_err(DatapathError::program(name))?;
+            program.test_run(options)
         }
         .map_err(DatapathError::program(name))?;
         Ok(RunOutcome {
