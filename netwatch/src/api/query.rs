@@ -33,19 +33,34 @@ pub const PROTOCOLS: [&str; 5] = ["tcp", "udp", "icmp", "icmpv6", "arp/other"];
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
     #[error(
-        "unknown filter `{0}`: the filters are container, service, network, verdict, reason, proto, port and since"
+        "unknown filter `{}`: the filters are container, service, network, verdict, reason, proto, port and since",
+        shown(.0)
     )]
     UnknownKey(String),
-    #[error("filter `{0}` given twice: give each filter once")]
+    #[error("filter `{}` given twice: give each filter once", shown(.0))]
     Repeated(String),
-    #[error("filter `{key}` is empty: give a value or leave it out")]
+    #[error("filter `{}` is empty: give a value or leave it out", shown(key))]
     Empty { key: String },
-    #[error("bad {key} `{value}`: {expected}")]
+    #[error("bad {key} `{}`: {expected}", shown(value))]
     BadValue {
         key: &'static str,
         value: String,
         expected: String,
     },
+}
+
+/// Longest piece of a client's text an error message repeats.
+const SHOWN_MAX: usize = 64;
+
+/// A client's text as an error message repeats it: control characters
+/// escaped (the message stays one line, in the log too) and cut at
+/// [`SHOWN_MAX`] characters.
+fn shown(text: &str) -> String {
+    let escaped: String = text.escape_debug().collect();
+    match escaped.char_indices().nth(SHOWN_MAX) {
+        Some((cut, _)) => format!("{}…", &escaped[..cut]),
+        None => escaped,
+    }
 }
 
 /// The drop reasons users can name (every reason but `none`).
@@ -198,6 +213,25 @@ pub fn filter_query(filter: &FlowFilter) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_repeat_hostile_text_on_one_short_line() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        for query in [
+            "con%0Atainer=a",
+            "port=1%0D%0Ainjected",
+            "container=a&container=b%0A",
+            &format!("verdict={}", "x".repeat(10_000)),
+        ] {
+            let message = parse_filter(query, now).unwrap_err().to_string();
+            assert!(!message.contains(['\n', '\r']), "{message:?}");
+            assert!(
+                message.len() < 400,
+                "{} bytes: {message:.80}",
+                message.len()
+            );
+        }
+    }
 
     fn now() -> Timestamp {
         "2025-11-27T22:10:00Z".parse().unwrap()
