@@ -14,12 +14,20 @@ pub struct Bench {
     pub what: &'static str,
 }
 
-pub const BENCHES: &[Bench] = &[Bench {
-    name: "datapath",
-    package: "netwatch-tests",
-    bin: "bench-datapath",
-    what: "ns/packet of the kernel programs through BPF_PROG_TEST_RUN",
-}];
+pub const BENCHES: &[Bench] = &[
+    Bench {
+        name: "datapath",
+        package: "netwatch-tests",
+        bin: "bench-datapath",
+        what: "ns/packet of the kernel programs through BPF_PROG_TEST_RUN",
+    },
+    Bench {
+        name: "pipeline",
+        package: "netwatch-tests",
+        bin: "bench-pipeline",
+        what: "flow records/s the agent's ring buffer pipeline takes in without loss, and loss accounting above",
+    },
+];
 
 /// # Errors
 ///
