@@ -27,6 +27,12 @@ pub const BENCHES: &[Bench] = &[
         bin: "bench-pipeline",
         what: "flow records/s the agent's ring buffer pipeline takes in without loss, and loss accounting above",
     },
+    Bench {
+        name: "scale",
+        package: "netwatch-tests",
+        bin: "bench-scale",
+        what: "attach time and memory for 10/100/500 endpoints, reconcile after a dockerd restart, agent RSS/CPU at 100k flows, start-to-enforced window",
+    },
 ];
 
 /// # Errors
