@@ -708,31 +708,34 @@ fn count_connections(listener: TcpListener) -> Arc<AtomicUsize> {
     count
 }
 
-fn probe_args<'a>(name: &'a str, network: &'a TestNetwork, script: &'a str) -> Vec<&'a str> {
-    vec![
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        &network.name,
-        TEST_IMAGE,
-        "sh",
-        "-c",
-        script,
-    ]
-}
-
-/// Starts a container whose first act is a connection to the gateway, and
-/// waits for it to finish.
-fn probe_start(network: &TestNetwork, gateway: Ipv4Addr, port: u16) -> Result<TestContainer> {
+/// Starts (`docker run -d`) a container whose first act is a connection
+/// to the gateway; it is gone 1.2 s later.
+fn launch_probe(network: &TestNetwork, gateway: Ipv4Addr, port: u16) -> Result<TestContainer> {
+    // The guard exists before the container does.
     let mut container = TestContainer {
         name: unique_name("probe"),
         id: String::new(),
     };
     let script = format!("nc -w 1 {gateway} {port} </dev/null & sleep 1.2; kill $! 2>/dev/null");
-    container.id =
-        docker(&probe_args(&container.name, network, &script)).map_err(|e| anyhow!(e))?;
+    container.id = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &container.name,
+        "--network",
+        &network.name,
+        TEST_IMAGE,
+        "sh",
+        "-c",
+        &script,
+    ])
+    .map_err(|e| anyhow!(e))?;
+    Ok(container)
+}
+
+/// [`launch_probe`], waiting for it to finish.
+fn probe_start(network: &TestNetwork, gateway: Ipv4Addr, port: u16) -> Result<TestContainer> {
+    let container = launch_probe(network, gateway, port)?;
     docker(&["wait", &container.id]).map_err(|e| anyhow!(e))?;
     Ok(container)
 }
@@ -775,13 +778,7 @@ fn probe_start_enforced(
     let start_mono = clock_gettime(ClockId::CLOCK_MONOTONIC)?;
     let start_mono_ns =
         u64::try_from(start_mono.tv_sec())? * 1_000_000_000 + u64::try_from(start_mono.tv_nsec())?;
-    let mut container = TestContainer {
-        name: unique_name("probe"),
-        id: String::new(),
-    };
-    let script = format!("nc -w 1 {gateway} {port} </dev/null & sleep 1.2; kill $! 2>/dev/null");
-    container.id =
-        docker(&probe_args(&container.name, network, &script)).map_err(|e| anyhow!(e))?;
+    let container = launch_probe(network, gateway, port)?;
     let deadline = Instant::now() + Duration::from_secs(5);
     let attached_at = loop {
         if let Some(pin) = link_pins().difference(&before).next() {
