@@ -89,7 +89,27 @@ fn run() -> Result<()> {
          with 100,000 flows; how long after a container starts its veth is enforced; how \
          long after a dockerd restart every container is enforced again.",
     );
-    attach_section(&args, &mut section)?;
+    // `--only attach|agent|restart` (repeatable) runs some parts only.
+    let mut only = Vec::new();
+    let mut rest = args.rest.iter();
+    while let Some(arg) = rest.next() {
+        match (arg.as_str(), rest.next()) {
+            ("--only", Some(part)) if ["attach", "agent", "restart"].contains(&part.as_str()) => {
+                only.push(part.clone());
+            }
+            _ => bail!(
+                "unknown argument {arg:?}; bench-scale takes --smoke, --section FILE and --only attach|agent|restart"
+            ),
+        }
+    }
+    let wanted = |part: &str| only.is_empty() || only.iter().any(|p| p == part);
+    if wanted("attach") {
+        attach_section(&args, &mut section)?;
+    }
+    if !wanted("agent") && !wanted("restart") {
+        section.emit(&args)?;
+        return Ok(());
+    }
     // Everything with Docker runs on a private dockerd: an agent following
     // the main one (someone's `netwatch agent` on this host) would enforce
     // the benchmark's networks too and hide its probes from the agent
@@ -100,8 +120,12 @@ fn run() -> Result<()> {
         host: daemon.host().to_owned(),
     };
     let host = daemon.activate();
-    agent_sections(&args, &mut section)?;
-    restart_section(&args, &mut section, &daemon, &mut restarted)?;
+    if wanted("agent") {
+        agent_sections(&args, &mut section)?;
+    }
+    if wanted("restart") {
+        restart_section(&args, &mut section, &daemon, &mut restarted)?;
+    }
     drop(host);
     section.emit(&args)?;
     Ok(())
@@ -110,19 +134,27 @@ fn run() -> Result<()> {
 // ---------------------------------------------------------------------------
 // Attach time and memory
 
-/// A network namespace this benchmark created; deleted on drop (with every
-/// veth in it).
-struct Namespace(String);
+/// A network namespace this benchmark created; deleted on drop, with its
+/// links deleted first: deleting a namespace that still holds a thousand
+/// interfaces leaves the kernel tearing them down in a worker, holding the
+/// rtnl lock, well into the next round's attach.
+struct Namespace {
+    name: String,
+    links: Vec<String>,
+}
 
 impl Namespace {
     fn create(tag: &str) -> Result<Namespace> {
         let name = format!("nwt{}s{tag}", std::process::id());
         sh(&["ip", "netns", "add", &name])?;
-        Ok(Namespace(name))
+        Ok(Namespace {
+            name,
+            links: Vec::new(),
+        })
     }
 
     fn enter(&self) -> Result<()> {
-        let file = std::fs::File::open(format!("/var/run/netns/{}", self.0))?;
+        let file = std::fs::File::open(format!("/var/run/netns/{}", self.name))?;
         setns(file, CloneFlags::CLONE_NEWNET).context("entering the benchmark's namespace")?;
         Ok(())
     }
@@ -130,7 +162,22 @@ impl Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        let batch: String = self
+            .links
+            .iter()
+            .map(|l| format!("link del {l}\n"))
+            .collect();
+        let file = std::env::temp_dir().join(format!("{}.del", self.name));
+        if !batch.is_empty() && std::fs::write(&file, batch).is_ok() {
+            let _ = Command::new("ip")
+                .args(["-n", &self.name, "-force", "-batch"])
+                .arg(&file)
+                .output();
+            let _ = std::fs::remove_file(&file);
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -161,19 +208,21 @@ struct AttachSample {
 }
 
 fn attach_round(n: usize, round: usize, rcu: Rcu) -> Result<AttachSample> {
-    let ns = Namespace::create(&format!("{n}r{round}"))?;
+    let mut ns = Namespace::create(&format!("{n}r{round}"))?;
+    ns.links = (0..n).map(|i| format!("v{i}")).collect();
+    ns.links.push("br0".into());
     let mut batch = String::from("link add br0 type bridge\nlink set br0 up\n");
     for i in 0..n {
         batch.push_str(&format!(
             "link add v{i} type veth peer name p{i}\nlink set v{i} master br0 up\nlink set p{i} up\n"
         ));
     }
-    let file = std::env::temp_dir().join(format!("{}.batch", ns.0));
+    let file = std::env::temp_dir().join(format!("{}.batch", ns.name));
     std::fs::write(&file, batch)?;
-    let made = sh(&["ip", "-n", &ns.0, "-batch", &file.display().to_string()]);
+    let made = sh(&["ip", "-n", &ns.name, "-batch", &file.display().to_string()]);
     let _ = std::fs::remove_file(&file);
     made?;
-    let links = sh(&["ip", "-n", &ns.0, "-o", "link", "show"])?;
+    let links = sh(&["ip", "-n", &ns.name, "-o", "link", "show"])?;
     let ifindex = |name: &str| -> Result<u32> {
         links
             .lines()
@@ -182,7 +231,7 @@ fn attach_round(n: usize, round: usize, rcu: Rcu) -> Result<AttachSample> {
                 let ifname = rest.split([':', '@']).next()?;
                 (ifname == name).then(|| index.parse().ok()).flatten()
             })
-            .ok_or_else(|| anyhow!("no {name} in {}", ns.0))
+            .ok_or_else(|| anyhow!("no {name} in {}", ns.name))
     };
     let subnet: Cidr = "10.250.0.0/16".parse().map_err(|e| anyhow!("{e:?}"))?;
     let mut state = HostState {
