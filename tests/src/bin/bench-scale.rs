@@ -695,6 +695,7 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
     let rss_query = rss_kib(pid)?;
     let cpu_flows = cpu_over(pid, idle_secs)?;
     let rss_after = rss_kib(pid)?;
+    let tracked_after = metric(&metrics, "netwatch_tracked_flows")?;
     drop(sender);
 
     let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
@@ -720,7 +721,7 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
         "-".into(),
     ]);
     table.row(vec![
-        format!("idle again with {tracked} flows"),
+        format!("{idle_secs} s later, idle, {tracked_after} flows tracked"),
         mib(rss_after),
         format!("{cpu_flows:.3} over {idle_secs} s"),
     ]);
