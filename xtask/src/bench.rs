@@ -45,6 +45,20 @@ pub const BENCHES: &[Bench] = &[
         what: "TCP Gbit/s (iperf3) and small-packet UDP packets/s through a container veth: \
                no program vs netwatch enforce+observe, observe-only, tcpdump",
     },
+    Bench {
+        name: "pipeline",
+        package: "netwatch-tests",
+        bin: "bench-pipeline",
+        what: "flow records/s the agent's ring buffer pipeline takes in without loss, and \
+               the loss accounting above that rate",
+    },
+    Bench {
+        name: "scale",
+        package: "netwatch-tests",
+        bin: "bench-scale",
+        what: "attach time and memory for 10/100/500 endpoints, reconcile after a dockerd \
+               restart, agent RSS/CPU at 100k flows, start-to-enforced window",
+    },
 ];
 
 /// The benchmarks for `--help`: one line each.
