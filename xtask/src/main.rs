@@ -6,6 +6,7 @@
 mod bench;
 mod build;
 mod cmd;
+mod fuzz;
 mod host;
 mod leftovers;
 mod run;
@@ -73,7 +74,8 @@ enum Task {
     /// netwatch-ebpf --release [ARGS]` (the kernel crate only builds for the
     /// BPF target; the tests run its programs through BPF_PROG_TEST_RUN);
     /// every benchmark of `cargo xtask bench` with `--smoke` (seconds each;
-    /// fails when one fails, never on its numbers); last, a check that the
+    /// fails when one fails, never on its numbers); each cargo-fuzz target
+    /// of fuzz/ for 20 s from its seed corpus; last, a check that the
     /// tests and benchmarks left nothing behind that was not there before
     /// them: no netwatch program, bpffs pin, network namespace, interface,
     /// or `nwtest-…` container or network. Prints the time of each stage

@@ -141,8 +141,9 @@ pub fn run(scope: Scope, quiet: bool) -> Result<()> {
     if have_nightly {
         report.record("rust-src (nightly)", rust_src());
         report.record("bpf-linker", bpf_linker());
+        report.record("cargo-fuzz", cargo_fuzz());
     } else {
-        for step in ["rust-src (nightly)", "bpf-linker"] {
+        for step in ["rust-src (nightly)", "bpf-linker", "cargo-fuzz"] {
             report.record(
                 step,
                 Ok(Outcome::Skipped("needs the nightly toolchain".into())),
@@ -332,6 +333,42 @@ fn link_libllvm(lib: &Path, libllvm: &Path) -> Result<()> {
             .with_context(|| format!("linking {} -> {}", link.display(), libllvm.display()))?;
     }
     Ok(())
+}
+
+/// cargo-fuzz release the fuzz stage of the test command uses.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// cargo-fuzz, for the bounded fuzz runs of the test command (`fuzz/`).
+fn cargo_fuzz() -> Result<Outcome> {
+    let installed = || {
+        Cmd::new("cargo")
+            .args(["fuzz", "--version"])
+            .probe()
+            .is_ok_and(|out| out.contains(CARGO_FUZZ_VERSION))
+    };
+    if installed() {
+        return Ok(Outcome::Ok(format!("cargo-fuzz {CARGO_FUZZ_VERSION}")));
+    }
+    eprintln!("          cargo-fuzz: building {CARGO_FUZZ_VERSION} (1-3 minutes)");
+    Cmd::new("cargo")
+        .args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+            "--force",
+        ])
+        // Outside the workspace, so its .cargo/config.toml cannot interfere.
+        .dir(host::home()?)
+        .run_with_retries(RETRIES)
+        .context("building cargo-fuzz failed; see cargo's output above")?;
+    if !installed() {
+        bail!("the freshly built cargo-fuzz does not report version {CARGO_FUZZ_VERSION}");
+    }
+    Ok(Outcome::Installed(format!(
+        "cargo-fuzz {CARGO_FUZZ_VERSION}"
+    )))
 }
 
 fn bpf_linker() -> Result<Outcome> {

@@ -97,6 +97,11 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
             }),
         ),
         (
+            "fuzz",
+            "",
+            Box::new(|| crate::fuzz::run_all(crate::fuzz::TEST_RUN)),
+        ),
+        (
             "leftovers",
             "a test did not clean up after itself: remove what is named above",
             Box::new(|| match before_tests.get() {
