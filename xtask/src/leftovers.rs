@@ -1,9 +1,10 @@
 //! What the test suite must leave as it found it. Taken just before
 //! `cargo test` and compared after it: a netwatch program still loaded, a
-//! pin in bpffs, a network namespace, an interface, or a Docker test
-//! container or network that was not there before is a leak, named in the
-//! failure. Comparing with the state before (instead of expecting an empty
-//! host) keeps a developer's own agent or namespaces from failing the run.
+//! pin in bpffs, a network namespace, an interface, a Docker test
+//! container or network, or iptables rules of a bridge that is gone, that
+//! were not there before are a leak, named in the failure. Comparing with
+//! the state before (instead of expecting an empty host) keeps a
+//! developer's own agent or namespaces from failing the run.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -40,6 +41,9 @@ pub struct HostSnapshot {
     namespaces: BTreeSet<String>,
     interfaces: BTreeSet<String>,
     docker: BTreeSet<String>,
+    /// Bridges that iptables rules name but that do not exist (a dockerd
+    /// stopped before it removed a network's rules).
+    stale_rules: BTreeSet<String>,
 }
 
 impl HostSnapshot {
@@ -53,6 +57,9 @@ impl HostSnapshot {
             namespaces: names_in(Path::new(NETNS_DIR)),
             interfaces: names_in(Path::new(INTERFACES_DIR)),
             docker: docker_fixtures()?,
+            stale_rules: crate::setup::missing_bridges_in_rules()
+                .into_iter()
+                .collect(),
         })
     }
 
@@ -82,6 +89,10 @@ impl HostSnapshot {
         report(
             "docker containers/networks",
             added(&self.docker, &now.docker),
+        );
+        report(
+            "iptables rules of bridges that are gone",
+            added(&self.stale_rules, &now.stale_rules),
         );
         if leaks.is_empty() {
             eprintln!(

@@ -159,6 +159,7 @@ pub fn run(scope: Scope, quiet: bool) -> Result<()> {
         report.record("dockerd", dockerd);
         if docker_up {
             report.record("test image", test_image());
+            report.record("stale bridge rules", stale_bridge_rules());
         } else {
             report.record("test image", Ok(Outcome::Skipped("needs dockerd".into())));
         }
@@ -768,21 +769,7 @@ fn remove_orphans_of(store: &Path) {
             }
         }
     }
-    for (tool, save) in [
-        ("iptables", "iptables-save"),
-        ("ip6tables", "ip6tables-save"),
-    ] {
-        let Ok(rules) = Cmd::new(save).probe() else {
-            continue;
-        };
-        for (table, rule) in rules_naming(&rules, &bridges) {
-            eprintln!("+ {tool} -t {table} -D {rule}");
-            let args: Vec<&str> = rule.split_whitespace().collect();
-            if let Err(e) = Cmd::new(tool).args(["-t", &table, "-D"]).args(args).probe() {
-                eprintln!("could not delete the rule: {e:#}");
-            }
-        }
-    }
+    delete_rules_naming(&bridges);
     let sandboxes = Path::new("/run/docker/netns");
     for entry in fs::read_dir(sandboxes).into_iter().flatten().flatten() {
         let path = entry.path();
@@ -794,6 +781,71 @@ fn remove_orphans_of(store: &Path) {
         let _ = Cmd::new("umount").arg(path.as_os_str()).probe();
         let _ = fs::remove_file(&path);
     }
+}
+
+/// Deletes every iptables and ip6tables rule that names one of
+/// `interfaces`; returns how many.
+fn delete_rules_naming(interfaces: &[String]) -> usize {
+    let mut deleted = 0;
+    for (tool, save) in [
+        ("iptables", "iptables-save"),
+        ("ip6tables", "ip6tables-save"),
+    ] {
+        let Ok(rules) = Cmd::new(save).probe() else {
+            continue;
+        };
+        for (table, rule) in rules_naming(&rules, interfaces) {
+            eprintln!("+ {tool} -t {table} -D {rule}");
+            let args: Vec<&str> = rule.split_whitespace().collect();
+            match Cmd::new(tool).args(["-t", &table, "-D"]).args(args).probe() {
+                Ok(_) => deleted += 1,
+                Err(e) => eprintln!("could not delete the rule: {e:#}"),
+            }
+        }
+    }
+    deleted
+}
+
+/// Docker's rules for bridges that no longer exist: a dockerd killed (or a
+/// private test daemon stopped) before it removed a network's rules leaves
+/// them, and a stale `POSTROUTING -s <subnet> ! -o br-<gone> -j MASQUERADE`
+/// rewrites the source of every packet bridged inside any later network
+/// with that subnet (br_netfilter sends bridged packets through iptables):
+/// containers then see each other as the gateway. Docker writes a bridge's
+/// rules after creating it and removes them before deleting it, so with no
+/// network being made, a rule naming a missing `br-…` is stale.
+fn stale_bridge_rules() -> Result<Outcome> {
+    let missing = missing_bridges_in_rules();
+    if missing.is_empty() {
+        return Ok(Outcome::Ok("no rules for missing bridges".into()));
+    }
+    let deleted = delete_rules_naming(&missing);
+    Ok(Outcome::Installed(format!(
+        "deleted {deleted} iptables rules of bridges that no longer exist: {}",
+        missing.join(", ")
+    )))
+}
+
+/// The Docker bridges (`br-…`) that iptables or ip6tables rules name but
+/// that do not exist, sorted, once each.
+pub fn missing_bridges_in_rules() -> Vec<String> {
+    let dump = Cmd::new("iptables-save").probe().unwrap_or_default()
+        + &Cmd::new("ip6tables-save").probe().unwrap_or_default();
+    let mut missing: Vec<String> = dump
+        .split_whitespace()
+        .filter(|word| is_docker_bridge_name(word))
+        .filter(|name| !Path::new("/sys/class/net").join(name).exists())
+        .map(str::to_owned)
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
+}
+
+/// `br-` and 12 hex digits: the bridge of a user-defined Docker network.
+fn is_docker_bridge_name(word: &str) -> bool {
+    word.strip_prefix("br-")
+        .is_some_and(|id| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The rules of an `iptables-save` dump that name one of `interfaces`, as
@@ -956,6 +1008,15 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn docker_bridge_names_are_br_and_twelve_hex_digits() {
+        assert!(is_docker_bridge_name("br-a26ad16a8b5c"));
+        assert!(!is_docker_bridge_name("br-a26ad16a8b5"));
+        assert!(!is_docker_bridge_name("br-a26ad16a8b5cX"));
+        assert!(!is_docker_bridge_name("docker0"));
+        assert!(!is_docker_bridge_name("br-lan"));
     }
 
     #[test]
