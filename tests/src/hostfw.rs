@@ -91,10 +91,59 @@ impl IptablesState {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
-    /// Puts the saved tables back now (drop does it too, once).
+    /// Puts the saved tables back now (drop does it too, once), less the
+    /// rules of Docker bridges that are gone meanwhile: another test's
+    /// network removed while these tables were saved must not get its
+    /// rules back (a stale MASQUERADE rewrites the traffic of any later
+    /// network with the same subnet).
     pub fn restore(&mut self) -> Result<(), String> {
         self.restored = true;
-        iptables_restore(&self.ns, &self.saved)
+        let rules = without_rules_of_missing_bridges(&self.saved, |bridge| {
+            self.ns
+                .run(|| nix::net::if_::if_nametoindex(bridge).is_ok())
+        });
+        iptables_restore(&self.ns, &rules)
+    }
+}
+
+/// `dump` (iptables-save output) without the rules that name a Docker
+/// bridge (`br-` and 12 hex digits) for which `exists` says no.
+fn without_rules_of_missing_bridges(dump: &str, exists: impl Fn(&str) -> bool) -> String {
+    let is_bridge = |word: &str| {
+        word.strip_prefix("br-")
+            .is_some_and(|id| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let mut out = String::with_capacity(dump.len());
+    for line in dump.lines() {
+        let stale = line.starts_with("-A ")
+            && line
+                .split_whitespace()
+                .any(|word| is_bridge(word) && !exists(word));
+        if !stale {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+
+    #[test]
+    fn rules_of_bridges_removed_meanwhile_are_not_restored() {
+        let dump = "*nat\n:POSTROUTING ACCEPT [0:0]\n\
+                    -A POSTROUTING -s 172.27.0.0/16 ! -o br-76c11a802abb -j MASQUERADE\n\
+                    -A POSTROUTING -s 172.28.0.0/16 ! -o br-e01f9afbd9b7 -j MASQUERADE\n\
+                    -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\nCOMMIT\n";
+        let kept = without_rules_of_missing_bridges(dump, |b| b == "br-e01f9afbd9b7");
+        assert_eq!(
+            kept,
+            "*nat\n:POSTROUTING ACCEPT [0:0]\n\
+             -A POSTROUTING -s 172.28.0.0/16 ! -o br-e01f9afbd9b7 -j MASQUERADE\n\
+             -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\nCOMMIT\n"
+        );
     }
 }
 
