@@ -47,6 +47,9 @@ pub struct IptablesState {
     ns: Netns,
     saved: String,
     restored: bool,
+    /// Docker bridges the saved rules name that existed when they were
+    /// saved: their rules are not restored if the bridge is gone by then.
+    bridges_at_save: Vec<String>,
     _lock: NsLock,
 }
 
@@ -61,12 +64,28 @@ impl IptablesState {
     /// things out without touching the host).
     pub fn save_in(ns: &Netns) -> IptablesState {
         let lock = ns.lock("iptables-state", "the iptables guard", WAIT_FOR_OTHERS);
-        IptablesState {
+        let saved = iptables_save(ns);
+        let mut state = IptablesState {
             ns: ns.clone(),
-            saved: iptables_save(ns),
+            saved,
             restored: false,
+            bridges_at_save: Vec::new(),
             _lock: lock,
-        }
+        };
+        let mut named: Vec<&str> = state
+            .saved
+            .split_whitespace()
+            .filter(|word| is_docker_bridge(word))
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        let existing: Vec<String> = named
+            .into_iter()
+            .filter(|b| state.bridge_exists(b))
+            .map(str::to_owned)
+            .collect();
+        state.bridges_at_save = existing;
+        state
     }
 
     /// What was saved (`iptables-save` output of both tables).
@@ -92,33 +111,39 @@ impl IptablesState {
     }
 
     /// Puts the saved tables back now (drop does it too, once), less the
-    /// rules of Docker bridges that are gone meanwhile: another test's
-    /// network removed while these tables were saved must not get its
+    /// rules of Docker bridges that existed when they were saved and are
+    /// gone now: another test's network removed meanwhile must not get its
     /// rules back (a stale MASQUERADE rewrites the traffic of any later
     /// network with the same subnet).
     pub fn restore(&mut self) -> Result<(), String> {
         self.restored = true;
         let rules = without_rules_of_missing_bridges(&self.saved, |bridge| {
-            self.ns
-                .run(|| nix::net::if_::if_nametoindex(bridge).is_ok())
+            !self.bridges_at_save.iter().any(|b| b == bridge) || self.bridge_exists(bridge)
         });
         iptables_restore(&self.ns, &rules)
     }
+
+    fn bridge_exists(&self, bridge: &str) -> bool {
+        self.ns
+            .run(|| nix::net::if_::if_nametoindex(bridge).is_ok())
+    }
+}
+
+/// `br-` and 12 hex digits: the bridge of a user-defined Docker network.
+fn is_docker_bridge(word: &str) -> bool {
+    word.strip_prefix("br-")
+        .is_some_and(|id| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// `dump` (iptables-save output) without the rules that name a Docker
 /// bridge (`br-` and 12 hex digits) for which `exists` says no.
 fn without_rules_of_missing_bridges(dump: &str, exists: impl Fn(&str) -> bool) -> String {
-    let is_bridge = |word: &str| {
-        word.strip_prefix("br-")
-            .is_some_and(|id| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-    };
     let mut out = String::with_capacity(dump.len());
     for line in dump.lines() {
         let stale = line.starts_with("-A ")
             && line
                 .split_whitespace()
-                .any(|word| is_bridge(word) && !exists(word));
+                .any(|word| is_docker_bridge(word) && !exists(word));
         if !stale {
             out.push_str(line);
             out.push('\n');
