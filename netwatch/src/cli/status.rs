@@ -133,21 +133,18 @@ const API_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The agent's `/v1/status`, or why it could not be had.
 fn pipeline_status(socket: &str) -> Result<ApiStatus, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))?;
     let client = ApiClient::new(socket);
-    runtime.block_on(async {
+    super::block_on(async {
         match tokio::time::timeout(API_TIMEOUT, client.status()).await {
             Ok(Ok(status)) => Ok(status),
-            Ok(Err(e)) => Err(format!("the agent's API at {socket} did not answer: {e}")),
-            Err(_) => Err(format!(
+            Ok(Err(e)) => anyhow::bail!("the agent's API at {socket} did not answer: {e}"),
+            Err(_) => anyhow::bail!(
                 "the agent's API at {socket} did not answer within {} s",
                 API_TIMEOUT.as_secs()
-            )),
+            ),
         }
     })
+    .map_err(|e| format!("{e:#}"))
 }
 
 fn ago(unix: u64) -> String {
