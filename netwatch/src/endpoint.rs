@@ -143,6 +143,11 @@ pub enum EndpointError {
         ifname: String,
         peer_ifindex: u32,
     },
+    #[error(
+        "pid {pid} is in netwatch's own network namespace, not a container's; dockerd's answer \
+         is wrong or the container runs with --network host"
+    )]
+    HostNamespace { pid: u32 },
     #[error("the thread that visits pid {pid}'s network namespace panicked")]
     Panicked { pid: u32 },
     #[error(
@@ -175,6 +180,12 @@ pub fn host_veths(
 ) -> Result<Vec<Result<HostVeth, EndpointError>>, EndpointError> {
     let netns = File::open(format!("/proc/{pid}/ns/net"))
         .map_err(|source| EndpointError::OpenNamespace { pid, source })?;
+    // A pid in our own namespace (dockerd naming a host process, e.g. pid 1)
+    // would make a host interface look like a container's end: the peer
+    // check below would then judge host veths against each other.
+    if same_namespace(&netns, "/proc/thread-self/ns/net") {
+        return Err(EndpointError::HostNamespace { pid });
+    }
     let container_ends = std::thread::scope(|scope| {
         scope
             .spawn(|| visit(pid, &netns, macs))
@@ -205,6 +216,15 @@ pub fn host_veths(
             })
         })
         .collect())
+}
+
+/// Whether `netns` is the namespace at `path` (same device and inode).
+fn same_namespace(netns: &File, path: &str) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (netns.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// [`host_veths`] for one MAC.
@@ -462,6 +482,18 @@ mod tests {
         ] {
             assert!(text.parse::<MacAddr>().is_err(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_pid_in_netwatchs_own_namespace_is_not_taken_for_a_container() {
+        // Pid 1 in a hostile answer; our own pid is in the same namespace
+        // and visible to unprivileged test runs too.
+        let mac: MacAddr = "02:42:ac:11:00:02".parse().unwrap();
+        let error = host_veths(std::process::id(), &[mac]).unwrap_err();
+        assert!(
+            matches!(error, EndpointError::HostNamespace { .. }),
+            "{error}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod corpus;
 pub mod docker;
 pub mod dockerd;
+pub mod fake_dockerd;
 pub mod fixture;
 pub mod hostfw;
 pub mod netns;

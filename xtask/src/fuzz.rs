@@ -14,7 +14,12 @@ use crate::cmd::Cmd;
 use crate::host;
 
 /// The targets, as `fuzz/Cargo.toml` names them.
-pub const TARGETS: [&str; 3] = ["ring_buffer_record", "labels", "api_query"];
+pub const TARGETS: [&str; 4] = [
+    "ring_buffer_record",
+    "labels",
+    "api_query",
+    "docker_answers",
+];
 
 /// How long each target runs in the test command.
 pub const TEST_RUN: Duration = Duration::from_secs(20);

@@ -178,8 +178,12 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     let _ = status.write(&options.run_dir);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::from_secs(1);
-    loop {
-        let stop = match Client::connect().await {
+    'docker: loop {
+        let connected = tokio::select! {
+            connected = draining(Client::connect(), &mut datapath, &pipeline) => connected,
+            () = &mut shutdown => break,
+        };
+        let stop = match connected {
             Ok(client) => {
                 backoff = Duration::from_secs(1);
                 status.docker_api_version = Some(client.api_version().to_string());
@@ -208,8 +212,8 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
                 status.docker_error = Some(error);
                 let _ = status.write(&options.run_dir);
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = &mut shutdown => break,
+                    () = draining(tokio::time::sleep(backoff), &mut datapath, &pipeline) => {}
+                    () = &mut shutdown => break 'docker,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
@@ -265,10 +269,32 @@ async fn follow(
             }
         };
         if due {
-            match sync(client, datapath, memory, status, options).await {
+            match sync(client, datapath, memory, pipeline, status, options).await {
                 Ok(names) => pipeline.set_names(names),
                 Err(e) => return Stop::Docker(e),
             }
+        }
+    }
+}
+
+/// Awaits `work` while draining the ring buffer every [`DRAIN_INTERVAL`].
+///
+/// Records are read whatever Docker does: while dockerd restarts, hangs (each
+/// request may take [`crate::docker`]'s 30 s timeout) or answers nonsense,
+/// the kernel keeps enforcing and recording, and a 1 MiB ring buffer left
+/// alone that long would lose what it recorded.
+async fn draining<T>(
+    work: impl Future<Output = T>,
+    datapath: &mut Datapath,
+    pipeline: &Pipeline,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut drain = tokio::time::interval(DRAIN_INTERVAL);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = drain.tick() => take_records(datapath, pipeline),
         }
     }
 }
@@ -308,10 +334,13 @@ async fn sync(
     client: &Client,
     datapath: &mut Datapath,
     memory: &mut ReconcileMemory,
+    pipeline: &Pipeline,
     status: &mut AgentStatus,
     options: &AgentOptions,
 ) -> Result<FlowNames, String> {
-    let snapshot = Snapshot::take(client).await.map_err(|e| e.to_string())?;
+    let snapshot = draining(Snapshot::take(client), datapath, pipeline)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut state = host_state(&snapshot, host::addresses());
     // Docker's own interfaces never get the shield, managed or not.
     let docker_interfaces: Vec<u32> = state

@@ -498,7 +498,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("netwatch: {error:#}");
+            eprintln!("netwatch: {}", cli::one_line(&error));
             ExitCode::FAILURE
         }
     }

@@ -50,7 +50,10 @@ fn graph_options() -> GraphOptions {
                     .flat_map(|n| n.gateways.iter().copied()),
             );
         }
-        Err(e) => warn!("without Docker's networks the map cannot mark internal ones: {e:#}"),
+        Err(e) => warn!(
+            "without Docker's networks the map cannot mark internal ones: {}",
+            super::one_line(&e)
+        ),
     }
     options
 }

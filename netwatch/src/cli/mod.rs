@@ -16,6 +16,26 @@ pub mod source;
 pub mod status;
 pub mod top;
 
+/// `error` and its causes on one line, `: `-separated, like anyhow's
+/// `{:#}`, but without a cause whose text the line already holds: many of
+/// netwatch's errors (and bollard's) already show their source in their own
+/// message, and anyhow would print it twice. Line breaks inside a message
+/// (a daemon's error text) become spaces.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace(['\n', '\r'], " ")
+}
+
 /// How a subcommand prints its result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -71,4 +91,27 @@ pub fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::R
         .enable_all()
         .build()?
         .block_on(future)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read the answer: {source}")]
+    struct ShowsItsSource {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn an_error_that_shows_its_source_is_printed_once_on_one_line() {
+        let error = anyhow::Error::new(ShowsItsSource {
+            source: std::io::Error::other("bad\nbytes"),
+        })
+        .context("taking the snapshot");
+        assert_eq!(
+            one_line(&error),
+            "taking the snapshot: cannot read the answer: bad bytes"
+        );
+    }
 }

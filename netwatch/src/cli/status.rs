@@ -144,7 +144,7 @@ fn pipeline_status(socket: &str) -> Result<ApiStatus, String> {
             ),
         }
     })
-    .map_err(|e| format!("{e:#}"))
+    .map_err(|e| super::one_line(&e))
 }
 
 fn ago(unix: u64) -> String {

@@ -14,9 +14,10 @@ pub enum DockerError {
     PermissionDenied { host: String },
     #[error("cannot reach Docker at {host}: connection refused; is dockerd running?")]
     Refused { host: String },
-    #[error("cannot reach Docker at {host}: {source}")]
+    #[error("lost Docker at {host} during {what}: {source}")]
     Unreachable {
         host: String,
+        what: String,
         #[source]
         source: bollard::errors::Error,
     },
@@ -69,11 +70,12 @@ impl DockerError {
             }
             // `IOError` is `#[error(transparent)]`: its source() skips the
             // io::Error itself.
-            B::IOError { ref err } => classify(host, err.kind(), error),
+            B::IOError { ref err } => classify(host, what, err.kind(), error),
             error => match io_kind(&error) {
-                Some(kind) => classify(host, kind, error),
+                Some(kind) => classify(host, what, kind, error),
                 None => DockerError::Unreachable {
                     host,
+                    what: what.to_owned(),
                     source: error,
                 },
             },
@@ -87,13 +89,19 @@ impl DockerError {
 }
 
 /// An error from connecting to the socket, by its I/O error kind.
-fn classify(host: String, kind: io::ErrorKind, error: bollard::errors::Error) -> DockerError {
+fn classify(
+    host: String,
+    what: &str,
+    kind: io::ErrorKind,
+    error: bollard::errors::Error,
+) -> DockerError {
     match kind {
         io::ErrorKind::NotFound => DockerError::SocketMissing { host },
         io::ErrorKind::PermissionDenied => DockerError::PermissionDenied { host },
         io::ErrorKind::ConnectionRefused => DockerError::Refused { host },
         _ => DockerError::Unreachable {
             host,
+            what: what.to_owned(),
             source: error,
         },
     }

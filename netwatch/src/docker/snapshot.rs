@@ -78,14 +78,7 @@ impl Snapshot {
     /// every [`Snapshot::veth`] answers `err`.
     pub fn unresolved(inventory: Inventory, err: EndpointError) -> Snapshot {
         let err = Arc::new(err);
-        let veths = inventory
-            .containers
-            .iter()
-            .flat_map(|c| {
-                c.endpoints
-                    .iter()
-                    .map(move |e| (c.id.clone(), e.network_id.clone()))
-            })
+        let veths = endpoint_keys(&inventory)
             .map(|key| (key, Err(Arc::clone(&err))))
             .collect();
         Snapshot { inventory, veths }
@@ -105,6 +98,25 @@ impl Snapshot {
             Some(Err(error)) => Err(error),
             None => Err(&EndpointError::NotResolved),
         }
+    }
+
+    /// A snapshot whose veths are made up, not looked up: the n-th endpoint
+    /// gets `nwfake<n>` with ifindex 1,000,000 + n. For fuzzing and tests
+    /// whose inventory has no containers behind it.
+    pub fn with_made_up_veths(inventory: Inventory) -> Snapshot {
+        let veths = (0u32..)
+            .zip(endpoint_keys(&inventory))
+            .map(|(n, key)| {
+                let veth = HostVeth {
+                    ifname: format!("nwfake{n}"),
+                    ifindex: 1_000_000 + n,
+                    container_ifname: "eth0".to_owned(),
+                    container_ifindex: 2,
+                };
+                (key, Ok(veth))
+            })
+            .collect();
+        Snapshot { inventory, veths }
     }
 
     /// Replaces the veth of `container`'s endpoint on `network` (names).
@@ -133,4 +145,13 @@ impl Snapshot {
             Ok(veth),
         );
     }
+}
+
+/// The key of every endpoint's veth: (container id, network id).
+fn endpoint_keys(inventory: &Inventory) -> impl Iterator<Item = (String, String)> + '_ {
+    inventory.containers.iter().flat_map(|c| {
+        c.endpoints
+            .iter()
+            .map(move |e| (c.id.clone(), e.network_id.clone()))
+    })
 }

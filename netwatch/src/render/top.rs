@@ -717,7 +717,7 @@ fn plain<W: Write>(
             Ok(entries) => Snapshot::now(entries),
             Err(e) if options.once => return Err(e),
             Err(e) => {
-                eprintln!("netwatch top: {e:#}");
+                eprintln!("netwatch top: {}", crate::cli::one_line(&e));
                 continue;
             }
         };
@@ -836,7 +836,7 @@ fn interactive(
                 prev = Some(std::mem::replace(&mut now, Snapshot::now(entries)));
                 error = None;
             }
-            Err(e) => error = Some(format!("{e:#}")),
+            Err(e) => error = Some(crate::cli::one_line(&e)),
         }
     }
 }

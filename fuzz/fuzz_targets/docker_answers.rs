@@ -1,0 +1,54 @@
+//! Whatever dockerd answers to `GET /networks` and `GET /containers/{id}/json`:
+//! read without a panic all the way to the agent's plan and the `networks`
+//! report, and an `internal` network's endpoints are always enforced.
+//!
+//! The input is the networks answer, then each container's answer, split at
+//! lines holding only `---` (the seeds are captured answers of a real
+//! Docker 20.10, see `netwatch/src/docker/testdata`).
+
+#![no_main]
+
+use bollard::models::{ContainerInspectResponse, Network};
+use libfuzzer_sys::fuzz_target;
+use netwatch::{
+    agent::{docker_state::host_state, plan},
+    docker::{Inventory, Snapshot},
+};
+use netwatch_common::endpoint::policy_flags;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut parts = text.split("\n---\n");
+    let Some(Ok(networks)) = parts.next().map(serde_json::from_str::<Vec<Network>>) else {
+        return;
+    };
+    let containers: Vec<ContainerInspectResponse> = parts
+        .filter_map(|part| serde_json::from_str(part).ok())
+        .collect();
+    let inventory = Inventory::from_api(&networks, &containers);
+    let snapshot = Snapshot::with_made_up_veths(inventory);
+    let _ = netwatch::cli::networks::report(&snapshot, std::path::Path::new("/nonexistent"), &[])
+        .map(|reports| netwatch::cli::networks::render_table(&reports));
+    let state = host_state(&snapshot, Vec::new());
+    let plan = plan(&state);
+    for problem in &plan.label_problems {
+        let _ = problem.to_string();
+    }
+    for endpoint in &state.endpoints {
+        let internal = state
+            .networks
+            .iter()
+            .any(|n| n.name == endpoint.network && n.internal);
+        let spec = plan.specs.iter().find(|s| s.ifindex == endpoint.host_ifindex);
+        if internal {
+            let spec = spec.expect("every endpoint of an internal network gets a policy");
+            assert!(
+                spec.policy.has(policy_flags::ENFORCE),
+                "an endpoint of internal network {} is not enforced",
+                endpoint.network
+            );
+        }
+    }
+});
