@@ -273,7 +273,12 @@ fn random_and_mutated_frames_from_a_container_pass_only_where_the_reference_mode
         "ff02::1".parse().unwrap(),
     ];
     // Every frame goes to the peer's MAC: nothing leaves the test's own
-    // containers whatever its IP header says.
+    // containers whatever its IP header says. Some carry the peer's MAC as
+    // their source: without netwatch they teach the bridge that the peer
+    // sits behind the attacker's port (the bridge's FDB is poisoned and
+    // traffic for the peer goes to the attacker from then on; seen when
+    // this test ran with the programs detached). Enforced, they never reach
+    // the bridge.
     let mut frames: Vec<(bool, Vec<u8>)> = Vec::new();
     while frames.len() < 3000 {
         let valid = random_valid_frame(&mut rng, &macs, &v4s, &v6s);
