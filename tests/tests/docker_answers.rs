@@ -286,6 +286,19 @@ fn an_agent_fed_garbage_by_dockerd_keeps_running_reports_it_and_recovers() {
         },
     );
     assert!(!agent.synced(), "nothing was synced from a bad answer");
+    let shown = std::process::Command::new(NETWATCH)
+        .args(["status", "--run-dir"])
+        .arg(&agent.run_dir)
+        .arg("--pin-root")
+        .arg(agent.pin_root())
+        .output()
+        .expect("netwatch status");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success() && text.contains("failing: ") && text.contains("GET /networks"),
+        "status shows what dockerd got wrong:\n{text}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
 
     // Worse: a stream cut mid-answer, then a daemon that hangs up.
     fake.answer(
@@ -311,18 +324,6 @@ fn an_agent_fed_garbage_by_dockerd_keeps_running_reports_it_and_recovers() {
     assert!(
         log.contains("lost Docker") && log.contains("GET /networks"),
         "the agent's log says what dockerd got wrong:\n{log}"
-    );
-    let shown = std::process::Command::new(NETWATCH)
-        .args(["status", "--run-dir"])
-        .arg(&agent.run_dir)
-        .arg("--pin-root")
-        .arg(agent.pin_root())
-        .output()
-        .expect("netwatch status");
-    assert!(
-        shown.status.success(),
-        "status answers: {}",
-        String::from_utf8_lossy(&shown.stderr)
     );
     assert_eq!(
         status().docker_error,
