@@ -1,0 +1,646 @@
+//! Faults around a running agent: it is SIGKILLed in the middle of traffic
+//! and of a burst of container churn, and the dockerd it follows goes away
+//! and comes back with its containers on new veths (or not at all).
+//!
+//! What must hold through every fault: not one packet from an internal
+//! network reaches the host or the outside (listeners count what arrives,
+//! a prober inside the network keeps trying all along), allowed long-lived
+//! TCP streams are never cut, and once the agent runs and Docker answers
+//! again, exactly the live endpoints carry exactly one program per
+//! direction.
+//!
+//! Safety: probes and streams go only to the test's containers, the host's
+//! own addresses (its bridges' gateways, 203.0.113.1 of the test's outside
+//! link) and the test's outside namespace; each source's route to each
+//! target is checked to leave through an interface of the test's before
+//! anything is sent.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{ErrorKind, Read, Write},
+    net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use netwatch::{datapath::pins, endpoint::MacAddr};
+use netwatch_tests::{
+    agent::{AgentProcess, wait_for},
+    docker::{TestContainer, TestNetwork, docker_ok, require_dockerd},
+    fixture::{require_root, tcx_program_counts},
+    outside::OutsideLink,
+    reach::{Listeners, Netns, Outcome, Probe, assert_route_via, probe, probe_all, snmp},
+};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
+/// Where the listeners that count escapes listen (TCP and UDP).
+const PORT: u16 = 47850;
+/// Where the long-lived streams' servers listen.
+const STREAM_PORT: u16 = 47851;
+/// One prober batch: every blocked probe costs this much.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+/// For "eventually" conditions: the machine has two cores and other test
+/// runs share it.
+const SETTLE: Duration = Duration::from_secs(45);
+
+/// Both tests use the outside link or switch the docker helpers to a
+/// private dockerd, which are process-wide: one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn ipam_field(network: &TestNetwork, field: &str) -> String {
+    docker_ok(&[
+        "network",
+        "inspect",
+        "--format",
+        &format!("{{{{(index .IPAM.Config 0).{field}}}}}"),
+        &network.id,
+    ])
+}
+
+fn gateway(network: &TestNetwork) -> IpAddr {
+    ipam_field(network, "Gateway").parse().unwrap()
+}
+
+fn address(container: &TestContainer, network: &TestNetwork) -> IpAddr {
+    container
+        .endpoint_field(network, "IPAddress")
+        .parse()
+        .unwrap()
+}
+
+/// The host-side veth ifindex of `container`'s endpoint on `network`.
+fn veth(container: &TestContainer, network: &TestNetwork) -> u32 {
+    let mac: MacAddr = container
+        .endpoint_field(network, "MacAddress")
+        .parse()
+        .unwrap();
+    netwatch::endpoint::host_veth(container.pid(), mac)
+        .expect("host veth")
+        .ifindex
+}
+
+fn ifindex(name: &str) -> u32 {
+    nix::net::if_::if_nametoindex(name).unwrap_or_else(|e| panic!("no interface {name}: {e}"))
+}
+
+fn tcx_programs(ifindex: u32) -> (usize, usize) {
+    match nix::net::if_::if_indextoname(ifindex) {
+        Ok(name) => tcx_program_counts(name.to_str().expect("interface names are UTF-8")),
+        Err(_) => (0, 0),
+    }
+}
+
+/// The interfaces enslaved to `bridge` (the host veths of its endpoints),
+/// by ifindex: Docker's endpoints as the kernel sees them, independent of
+/// what Docker or the agent say.
+fn bridge_ports(bridge: &str) -> BTreeSet<u32> {
+    std::fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|port| ifindex(&port.file_name().to_string_lossy()))
+        .collect()
+}
+
+/// Docker 20.10 gives a container on an internal network a default route
+/// through the gateway; later releases give it none. Where there is none,
+/// add one (as a container with NET_ADMIN could), so that every denial is a
+/// packet filter's and not a missing route's.
+fn ensure_default_route(ns: &Netns, via: IpAddr) {
+    if ns
+        .run_ok("ip", &["route", "show", "default"])
+        .trim()
+        .is_empty()
+    {
+        ns.run_ok("ip", &["route", "add", "default", "via", &via.to_string()]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A prober that never stops trying
+
+/// What a [`Prober`] saw.
+#[derive(Debug, Default)]
+struct Tally {
+    attempts: usize,
+    batches: usize,
+    /// Probes that got through, described.
+    reached: Vec<String>,
+    /// Why the others did not, with how often.
+    reasons: BTreeMap<String, usize>,
+}
+
+/// Runs the same batch of probes (all at once, [`PROBE_TIMEOUT`] each) over
+/// and over on its own thread until stopped.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Tally>>,
+}
+
+impl Prober {
+    fn start(probes: Vec<Probe>) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::Builder::new()
+            .name("prober".into())
+            .spawn(move || {
+                let mut tally = Tally::default();
+                while !flag.load(Ordering::Relaxed) {
+                    let outcomes = probe_all(&probes, PROBE_TIMEOUT);
+                    tally.batches += 1;
+                    tally.attempts += outcomes.len();
+                    for (probe, outcome) in probes.iter().zip(outcomes) {
+                        match outcome {
+                            Outcome::Reached => tally.reached.push(probe.to_string()),
+                            Outcome::Blocked(why) => *tally.reasons.entry(why).or_default() += 1,
+                        }
+                    }
+                }
+                tally
+            })
+            .expect("spawn the prober");
+        Prober {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().expect("not finished yet").join() {
+            Ok(tally) => tally,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Long-lived streams
+
+/// A TCP connection from a client namespace to a server namespace carrying
+/// data continuously (8 KiB writes every 2 ms) on two threads of the test;
+/// the reader counts bytes and the longest wait between two reads.
+struct Stream {
+    what: String,
+    received: Arc<AtomicU64>,
+    /// Longest wait between two successful reads, in milliseconds.
+    longest_gap_ms: Arc<AtomicU64>,
+    error: Arc<Mutex<Option<String>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    client: TcpStream,
+}
+
+impl Stream {
+    fn open(what: &str, server: &Netns, server_ip: IpAddr, client: &Netns) -> Stream {
+        let dst = SocketAddr::new(server_ip, STREAM_PORT);
+        // A socket stays in the namespace it was created in, whichever
+        // thread uses it later.
+        let listener = server
+            .run(|| TcpListener::bind(dst))
+            .unwrap_or_else(|e| panic!("{what}: cannot listen on {dst} in {server:?}: {e}"));
+        let sending = client
+            .run(|| TcpStream::connect_timeout(&dst, Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("{what}: cannot connect to {dst} from {client:?}: {e}"));
+        let (receiving, _) = listener.accept().expect("accept the stream");
+        drop(listener);
+        let mut stream = Stream {
+            what: what.to_owned(),
+            received: Arc::default(),
+            longest_gap_ms: Arc::default(),
+            error: Arc::default(),
+            stop: Arc::default(),
+            threads: Vec::new(),
+            client: sending.try_clone().expect("clone the client socket"),
+        };
+        let (stop, error) = (stream.stop.clone(), stream.error.clone());
+        stream.threads.push(
+            thread::Builder::new()
+                .name(format!("{what} writer"))
+                .spawn(move || write_until_stopped(sending, &stop, &error))
+                .expect("spawn a writer"),
+        );
+        let (stop, error) = (stream.stop.clone(), stream.error.clone());
+        let (received, gap) = (stream.received.clone(), stream.longest_gap_ms.clone());
+        stream.threads.push(
+            thread::Builder::new()
+                .name(format!("{what} reader"))
+                .spawn(move || read_until_stopped(receiving, &stop, &error, &received, &gap))
+                .expect("spawn a reader"),
+        );
+        stream
+    }
+
+    fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    fn error(&self) -> Option<String> {
+        self.error.lock().unwrap().clone()
+    }
+
+    /// Stops both ends; the first error either end met, if any, and the
+    /// longest gap between reads.
+    fn finish(mut self) -> (Option<String>, Duration) {
+        self.close();
+        (
+            self.error().map(|e| format!("{}: {e}", self.what)),
+            Duration::from_millis(self.longest_gap_ms.load(Ordering::Relaxed)),
+        )
+    }
+
+    fn close(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.client.shutdown(Shutdown::Both);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn note(error: &Mutex<Option<String>>, what: String) {
+    error.lock().unwrap().get_or_insert(what);
+}
+
+fn write_until_stopped(mut socket: TcpStream, stop: &AtomicBool, error: &Mutex<Option<String>>) {
+    // A stream held by a drop fills its buffers within a second or so and
+    // then blocks the writer: that is a cut, not back pressure.
+    let _ = socket.set_write_timeout(Some(Duration::from_secs(3)));
+    let chunk = [0x5au8; 8192];
+    while !stop.load(Ordering::Relaxed) {
+        if let Err(e) = socket.write_all(&chunk) {
+            if !stop.load(Ordering::Relaxed) {
+                note(error, format!("write failed: {e}"));
+            }
+            return;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn read_until_stopped(
+    mut socket: TcpStream,
+    stop: &AtomicBool,
+    error: &Mutex<Option<String>>,
+    received: &AtomicU64,
+    longest_gap_ms: &AtomicU64,
+) {
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf = vec![0u8; 65536];
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match socket.read(&mut buf) {
+            Ok(0) => {
+                if !stop.load(Ordering::Relaxed) {
+                    note(error, "the connection was closed (EOF)".into());
+                }
+                return;
+            }
+            Ok(n) => {
+                received.fetch_add(n as u64, Ordering::Relaxed);
+                longest_gap_ms.fetch_max(last.elapsed().as_millis() as u64, Ordering::Relaxed);
+                last = Instant::now();
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                if !stop.load(Ordering::Relaxed) {
+                    note(error, format!("read failed: {e}"));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// The byte counts of `streams` now.
+fn sample(streams: &[&Stream]) -> Vec<u64> {
+    streams.iter().map(|s| s.received()).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Checks
+
+/// Every ifindex with a pinned link under `root`, with the ones that are
+/// not in `want` or lack one program per direction, described.
+fn attachment_problems(root: &std::path::Path, want: &BTreeSet<u32>) -> Vec<String> {
+    let pinned = pins::attached_tc_ifindexes(root);
+    let mut problems = Vec::new();
+    for stale in pinned.difference(want) {
+        let exists = nix::net::if_::if_indextoname(*stale).is_ok();
+        problems.push(format!(
+            "ifindex {stale} is pinned but no live endpoint ({})",
+            if exists {
+                "the interface exists"
+            } else {
+                "the interface is gone"
+            }
+        ));
+    }
+    for missing in want.difference(&pinned) {
+        problems.push(format!(
+            "ifindex {missing} is a live endpoint but not pinned"
+        ));
+    }
+    for ifindex in want.intersection(&pinned) {
+        if !pins::veth_attached(root, *ifindex) {
+            problems.push(format!("ifindex {ifindex} lacks one of its two link pins"));
+        }
+        let programs = tcx_programs(*ifindex);
+        if programs != (1, 1) {
+            problems.push(format!(
+                "ifindex {ifindex} carries {programs:?} TCX programs (ingress, egress), not (1, 1)"
+            ));
+        }
+    }
+    problems
+}
+
+fn assert_all_blocked(tally: &Tally, what: &str) {
+    assert!(
+        tally.reached.is_empty(),
+        "{what}: {} probes got through: {:?}",
+        tally.reached.len(),
+        &tally.reached[..tally.reached.len().min(20)]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn agent_killed_during_traffic_and_container_churn_lets_nothing_escape_cuts_no_stream_and_converges_on_restart()
+ {
+    require_root();
+    require_dockerd();
+    let _serial = serial();
+    let started = Instant::now();
+    let outside = OutsideLink::create();
+    let internal = TestNetwork::create("int", &["--internal"]);
+    let front = TestNetwork::create("front", &[]);
+    // The outside namespace answers the containers through the host.
+    outside.add_route_via_host(&ipam_field(&front, "Subnet"));
+    let prober = TestContainer::run("prober", &["--network", &internal.name]);
+    let server = TestContainer::run("srv", &["--network", &internal.name]);
+    let client = TestContainer::run("cli", &["--network", &internal.name]);
+    let leaver = TestContainer::run("leaver", &["--network", &front.name]);
+    let mut agent = AgentProcess::start(AGENT, &[&internal.name, &front.name]);
+    let root = agent.pin_root().to_path_buf();
+    let (internal_bridge, front_bridge) = (internal.bridge(), front.bridge());
+    let want = || -> BTreeSet<u32> {
+        let mut want = bridge_ports(&internal_bridge);
+        want.extend(bridge_ports(&front_bridge));
+        // An internal network's bridge holds its routed egress even before
+        // a new endpoint's veth is attached; a normal network's does not.
+        want.insert(ifindex(&internal_bridge));
+        want
+    };
+    wait_for("the initial attachments", SETTLE, || {
+        attachment_problems(&root, &want()).is_empty()
+    });
+    wait_for("the agent's first sync", SETTLE, || agent.synced());
+
+    let gw = gateway(&internal);
+    let front_gw = gateway(&front);
+    let prober_ns = Netns::of_pid(prober.pid());
+    ensure_default_route(&prober_ns, gw);
+    let targets_on_host = [gw, front_gw, outside.host_ip()];
+    let targets: Vec<IpAddr> = targets_on_host
+        .iter()
+        .copied()
+        .chain([outside.outside_ip()])
+        .collect();
+    for &target in &targets {
+        assert_route_via(&prober_ns, target, &["eth"]);
+    }
+    let leaver_ns = Netns::of_pid(leaver.pid());
+    assert_route_via(&leaver_ns, outside.outside_ip(), &["eth"]);
+    let host_listeners = Listeners::start(&Netns::host(), &targets_on_host, PORT);
+    let outside_listeners = Listeners::start(outside.netns(), &[outside.outside_ip()], PORT);
+    let server_ns = Netns::of_pid(server.pid());
+    let server_ip = address(&server, &internal);
+    let peer_listeners = Listeners::start(&server_ns, &[server_ip], PORT);
+    let echoes_before = snmp(outside.netns(), ("Icmp", "InEchos"));
+
+    // Allowed all along: container to container inside the internal
+    // network, and a normal network's container to the outside.
+    let inside = Stream::open(
+        "internal peer stream",
+        &server_ns,
+        server_ip,
+        &Netns::of_pid(client.pid()),
+    );
+    let outward = Stream::open(
+        "normal network to outside stream",
+        outside.netns(),
+        outside.outside_ip(),
+        &leaver_ns,
+    );
+    let streams = [&inside, &outward];
+    let probes: Vec<Probe> = targets
+        .iter()
+        .flat_map(|&dst| {
+            [
+                Probe::tcp(&prober_ns, dst, PORT),
+                Probe::udp(&prober_ns, dst, PORT),
+                Probe::icmp(&prober_ns, dst),
+            ]
+        })
+        .collect();
+    let prober_run = Prober::start(probes);
+    thread::sleep(Duration::from_secs(2));
+    let at_start = sample(&streams);
+
+    // The burst: containers come and go before, while and after the agent
+    // is dead. The ones attached before the kill and removed while it is
+    // dead leave pins that only the restarted agent can clean up.
+    let churn = |i: usize| TestContainer::run(&format!("churn{i}"), &["--network", &internal.name]);
+    let remove = |c: &TestContainer| docker_ok(&["rm", "-f", &c.name]);
+    let stop = |c: &TestContainer| docker_ok(&["stop", "-t", "0", &c.name]);
+    let mut burst: Vec<TestContainer> = (0..6).map(churn).collect();
+    let attached_before_kill: Vec<u32> = burst[..3].iter().map(|c| veth(c, &internal)).collect();
+    wait_for("the first churned containers attached", SETTLE, || {
+        attached_before_kill
+            .iter()
+            .all(|i| pins::veth_attached(&root, *i))
+    });
+    stop(&burst[3]);
+    remove(&burst[4]);
+
+    agent.kill();
+    let killed_at = Instant::now();
+    let at_kill = sample(&streams);
+    burst.extend((6..12).map(churn));
+    remove(&burst[0]);
+    stop(&burst[1]);
+    remove(&burst[6]);
+    stop(&burst[7]);
+    let late_veth = veth(&burst[8], &internal);
+    assert!(
+        !pins::veth_attached(&root, late_veth),
+        "no agent, no veth attachment"
+    );
+    thread::sleep(Duration::from_secs(1));
+    let dead_for = killed_at.elapsed();
+    let at_restart = sample(&streams);
+    let pins_at_restart = pins::attached_tc_ifindexes(&root);
+
+    agent.restart();
+    let restarted_at = Instant::now();
+    // The churn goes on while the restarted agent takes its first look.
+    let (synced_after, more) = thread::scope(|scope| {
+        let churning = scope.spawn(|| {
+            let more: Vec<TestContainer> = (12..14).map(churn).collect();
+            remove(&burst[2]);
+            more
+        });
+        wait_for("the restarted agent's first sync", SETTLE, || {
+            agent.synced()
+        });
+        let synced_after = restarted_at.elapsed();
+        match churning.join() {
+            Ok(more) => (synced_after, more),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+    burst.extend(more);
+    wait_for("convergence on the live endpoints", SETTLE, || {
+        attachment_problems(&root, &want()).is_empty()
+    });
+    let converged_after = restarted_at.elapsed();
+    thread::sleep(Duration::from_secs(2));
+    let tally = prober_run.finish();
+    let at_end = sample(&streams);
+    let (inside_error, inside_gap) = inside.finish();
+    let (outward_error, outward_gap) = outward.finish();
+
+    let escapes_tcp = host_listeners.tcp_accepted() + outside_listeners.tcp_accepted();
+    let escapes_udp = host_listeners.udp_received() + outside_listeners.udp_received();
+    let escapes_icmp = snmp(outside.netns(), ("Icmp", "InEchos")) - echoes_before;
+    println!(
+        "prober: {} attempts in {} batches over {:?}; blocked because {:?}",
+        tally.attempts,
+        tally.batches,
+        started.elapsed(),
+        tally.reasons
+    );
+    println!(
+        "escapes: tcp {escapes_tcp}, udp {escapes_udp}, icmp echo requests seen outside \
+         {escapes_icmp}, probes answered {}",
+        tally.reached.len()
+    );
+    println!(
+        "stream bytes (internal, outward): start {at_start:?}, kill {at_kill:?}, restart \
+         {at_restart:?}, end {at_end:?}; longest read gaps {inside_gap:?}, {outward_gap:?}"
+    );
+    println!(
+        "agent dead for {dead_for:?}; from its restart: first sync after {synced_after:?}, \
+         the live endpoints exactly attached after {converged_after:?} (the churn after the \
+         restart included)"
+    );
+    println!(
+        "pins at restart {pins_at_restart:?}, live endpoints now {:?}",
+        want()
+    );
+
+    assert_all_blocked(&tally, "from the internal network to the host and outside");
+    assert_eq!(
+        (escapes_tcp, escapes_udp, escapes_icmp),
+        (0, 0, 0),
+        "packets from the internal network arrived at the host or outside (tcp, udp, icmp)"
+    );
+    // 12 probes a batch, about three batches a second.
+    assert!(
+        tally.attempts >= 12 * 20,
+        "the prober barely ran: {tally:?}"
+    );
+    assert!(
+        tally.reasons.keys().all(|why| why.starts_with("timeout")),
+        "every probe must have been sent and dropped on the way, not refused locally: {:?}",
+        tally.reasons
+    );
+    for (stream, error) in [
+        (&"internal peer", &inside_error),
+        (&"outward", &outward_error),
+    ] {
+        assert_eq!(error, &None, "the {stream} stream was cut");
+    }
+    for (i, what) in ["internal peer", "outward"].iter().enumerate() {
+        assert!(
+            at_start[i] > 0
+                && at_kill[i] > at_start[i]
+                && at_restart[i] > at_kill[i]
+                && at_end[i] > at_restart[i],
+            "the {what} stream stalled: bytes at start, kill, restart, end: {} {} {} {}",
+            at_start[i],
+            at_kill[i],
+            at_restart[i],
+            at_end[i]
+        );
+    }
+    for (what, gap) in [("internal peer", inside_gap), ("outward", outward_gap)] {
+        assert!(
+            gap < Duration::from_secs(2),
+            "the {what} stream stood still for {gap:?}"
+        );
+    }
+    for gone in &attached_before_kill {
+        assert!(
+            !pins::attached_tc_ifindexes(&root).contains(gone),
+            "ifindex {gone} of a removed container is still pinned"
+        );
+    }
+    assert!(
+        !pins_at_restart.is_disjoint(&attached_before_kill.iter().copied().collect()),
+        "the removed containers' pins were already gone before the restart: the test did not \
+         leave stale pins to clean up"
+    );
+    assert!(
+        pins::veth_attached(&root, late_veth),
+        "a container started while the agent was dead is attached"
+    );
+
+    // Enforcement after the restart, from a container the dead agent never
+    // saw: the host denied, the peer reached.
+    let late_ns = Netns::of_pid(burst[8].pid());
+    ensure_default_route(&late_ns, gw);
+    assert_route_via(&late_ns, gw, &["eth"]);
+    assert_route_via(&late_ns, server_ip, &["eth"]);
+    let denied = probe(&Probe::tcp(&late_ns, gw, PORT), Duration::from_secs(1));
+    assert!(!denied.reached(), "the gateway answered: {denied}");
+    let allowed = probe(
+        &Probe::tcp(&late_ns, server_ip, PORT),
+        Duration::from_secs(3),
+    );
+    assert!(allowed.reached(), "the peer did not answer: {allowed}");
+    assert_eq!(
+        host_listeners.tcp_accepted(),
+        0,
+        "the gateway accepted a connection"
+    );
+    drop(peer_listeners);
+    drop(burst);
+}
