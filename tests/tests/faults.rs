@@ -31,6 +31,7 @@ use netwatch::{datapath::pins, endpoint::MacAddr};
 use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     docker::{TestContainer, TestNetwork, docker_ok, require_dockerd},
+    dockerd::PrivateDockerd,
     fixture::{require_root, tcx_program_counts},
     outside::OutsideLink,
     reach::{Listeners, Netns, Outcome, Probe, assert_route_via, probe, probe_all, snmp},
@@ -106,7 +107,8 @@ fn bridge_ports(bridge: &str) -> BTreeSet<u32> {
         .into_iter()
         .flatten()
         .flatten()
-        .map(|port| ifindex(&port.file_name().to_string_lossy()))
+        // A port listed a moment ago may be gone already.
+        .filter_map(|port| nix::net::if_::if_nametoindex(port.file_name().as_os_str()).ok())
         .collect()
 }
 
@@ -643,4 +645,322 @@ fn agent_killed_during_traffic_and_container_churn_lets_nothing_escape_cuts_no_s
     );
     drop(peer_listeners);
     drop(burst);
+}
+
+/// `iptables -I FORWARD -i BR -o BR -j ACCEPT` until dropped. The main
+/// dockerd sets the FORWARD policy to DROP and loads br_netfilter
+/// (bridge-nf-call-iptables=1), so traffic *between two ports of one
+/// bridge* crosses FORWARD too; Docker adds this rule for each of its own
+/// networks, a dockerd with `--iptables=false` does not. Without it, peers
+/// on the private daemon's network could not reach each other, netwatch or
+/// not.
+struct BridgeForwardAccept(String);
+
+impl BridgeForwardAccept {
+    fn insert(bridge: &str) -> BridgeForwardAccept {
+        let rule = BridgeForwardAccept(bridge.to_owned());
+        rule.iptables("-I");
+        rule
+    }
+
+    fn iptables(&self, op: &str) {
+        let bridge = self.0.as_str();
+        let output = std::process::Command::new("iptables")
+            .args([
+                "-w", op, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT",
+            ])
+            .output()
+            .expect("iptables");
+        assert!(
+            output.status.success() || thread::panicking(),
+            "iptables {op} FORWARD for {bridge}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for BridgeForwardAccept {
+    fn drop(&mut self) {
+        self.iptables("-D");
+    }
+}
+
+/// `docker inspect` of a container's state: (status, pid).
+fn state(container: &TestContainer) -> (String, u32) {
+    let text = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.Pid}}",
+        &container.name,
+    ]);
+    let (status, pid) = text.split_once(' ').expect("status and pid");
+    (status.to_owned(), pid.parse().expect("a pid"))
+}
+
+/// TCP, UDP and ICMP probes from `from` to each of `targets` (on [`PORT`]).
+fn probes_to(from: &Netns, targets: &[IpAddr]) -> Vec<Probe> {
+    targets
+        .iter()
+        .flat_map(|&dst| {
+            [
+                Probe::tcp(from, dst, PORT),
+                Probe::udp(from, dst, PORT),
+                Probe::icmp(from, dst),
+            ]
+        })
+        .collect()
+}
+
+/// dockerd is SIGKILLed (a crash, the OOM killer), not stopped: a dockerd
+/// stopped with SIGTERM without `--live-restore` stops every container
+/// first, leaving nothing to enforce, while a crashed one leaves them
+/// running, unsupervised, which is the window where enforcement must hold.
+/// Started again (without `--live-restore`), Docker 20.10 stops the
+/// containers it finds running, starts the `--restart always` ones again on
+/// new veths and leaves one without a restart policy exited: stale pins on
+/// veths that are gone, and new veths the agent has never seen.
+#[test]
+fn dockerd_crash_and_restart_keeps_enforcing_and_the_agent_reconciles_new_and_gone_veths() {
+    require_root();
+    let _serial = serial();
+    let mut daemon = PrivateDockerd::start(&["--iptables=false"]);
+    let _active = daemon.activate();
+    require_dockerd();
+    let internal = TestNetwork::create("int", &["--internal"]);
+    let other = TestNetwork::create("other", &[]);
+    let bridge = internal.bridge();
+    let _forward = BridgeForwardAccept::insert(&bridge);
+    // `sleep` as PID 1 ignores SIGTERM: without a short stop timeout the
+    // restarted dockerd would wait 10 s for each before answering.
+    let always = [
+        "--network",
+        internal.name.as_str(),
+        "--restart",
+        "always",
+        "--stop-timeout",
+        "1",
+    ];
+    let prober = TestContainer::run("prober", &always);
+    let peer = TestContainer::run("peer", &always);
+    let keep = TestContainer::run("keep", &always);
+    let gone = TestContainer::run(
+        "gone",
+        &["--network", &internal.name, "--stop-timeout", "1"],
+    );
+    let agent = AgentProcess::start(AGENT, &[&internal.name]);
+    let root = agent.pin_root().to_path_buf();
+    let want = || -> BTreeSet<u32> {
+        let mut want = bridge_ports(&bridge);
+        want.insert(ifindex(&bridge));
+        want
+    };
+    wait_for("the initial attachments", SETTLE, || {
+        attachment_problems(&root, &want()).is_empty()
+    });
+    wait_for("the agent's first sync", SETTLE, || agent.synced());
+    let containers = [&prober, &peer, &keep, &gone];
+    let old_veths = bridge_ports(&bridge);
+    assert_eq!(old_veths.len(), containers.len());
+    let before: Vec<(String, u32)> = containers.iter().map(|c| state(c)).collect();
+
+    let gw = gateway(&internal);
+    let other_gw = gateway(&other);
+    let host_listeners = Listeners::start(&Netns::host(), &[gw, other_gw], PORT);
+    // The old namespaces are held only as long as needed: a held namespace
+    // keeps its veth, and so a port on the bridge, after Docker let go of it.
+    let (old_prober_run, peer_during_outage) = {
+        let prober_ns = Netns::of_pid(prober.pid());
+        ensure_default_route(&prober_ns, gw);
+        let peer_ip = address(&peer, &internal);
+        for target in [gw, other_gw, peer_ip] {
+            assert_route_via(&prober_ns, target, &["eth"]);
+        }
+        let peer_listeners = Listeners::start(&Netns::of_pid(peer.pid()), &[peer_ip], PORT);
+        let old_prober_run = Prober::start(probes_to(&prober_ns, &[gw, other_gw]));
+        thread::sleep(Duration::from_secs(1));
+
+        daemon.kill_daemon();
+        wait_for("the agent to notice", SETTLE, || {
+            agent.log().contains("lost Docker")
+        });
+        let peer_probe = probe(
+            &Probe::tcp(&prober_ns, peer_ip, PORT),
+            Duration::from_secs(3),
+        );
+        thread::sleep(Duration::from_secs(2));
+        drop(peer_listeners);
+        (old_prober_run, peer_probe)
+    };
+    assert!(
+        peer_during_outage.reached(),
+        "the peer was unreachable while dockerd was down: {peer_during_outage}"
+    );
+
+    // Frozen, the agent cannot attach anything: the restarted containers'
+    // new veths are held by the bridge's program alone.
+    agent.pause();
+    let restart = Instant::now();
+    daemon.start_again();
+    let answered_after = restart.elapsed();
+    // Docker 20.10 may start a restarted container more than once in the
+    // seconds after it answers (the restore kills what it finds running
+    // while the restart policy starts it again): wait until every
+    // restart-always container has kept one new process for 2 s.
+    let mut seen: (Vec<(String, u32)>, Instant) = (Vec::new(), Instant::now());
+    wait_for(
+        "the restart-always containers back for good",
+        SETTLE,
+        || {
+            let now: Vec<(String, u32)> =
+                [&prober, &peer, &keep].iter().map(|c| state(c)).collect();
+            let fresh = now
+                .iter()
+                .zip(&before)
+                .all(|((status, pid), (_, old))| status == "running" && pid != old);
+            if now != seen.0 || !fresh {
+                seen = (now, Instant::now());
+                return false;
+            }
+            seen.1.elapsed() >= Duration::from_secs(2)
+        },
+    );
+    let back_after = restart.elapsed() - Duration::from_secs(2);
+    let restarts: Vec<String> = containers
+        .iter()
+        .map(|c| docker_ok(&["inspect", "--format", "{{.RestartCount}}", &c.name]))
+        .collect();
+    let states: Vec<(String, u32)> = containers.iter().map(|c| state(c)).collect();
+    // The old prober's namespace, alive only through the prober's handle,
+    // still holds its old address, which Docker may have given to another
+    // container by now: let it go before probing from the new ones.
+    let tally = old_prober_run.finish();
+    wait_for("the old veths gone", SETTLE, || {
+        bridge_ports(&bridge).is_disjoint(&old_veths)
+    });
+    let new_prober_ns = Netns::of_pid(prober.pid());
+    ensure_default_route(&new_prober_ns, gw);
+    let new_peer_ip = address(&peer, &internal);
+    for target in [gw, other_gw, new_peer_ip] {
+        assert_route_via(&new_prober_ns, target, &["eth"]);
+    }
+    let new_prober_veth = veth(&prober, &internal);
+    assert!(
+        !pins::veth_attached(&root, new_prober_veth),
+        "a frozen agent attached the new veth"
+    );
+    let unattached = probe_all(
+        &probes_to(&new_prober_ns, &[gw, other_gw]),
+        Duration::from_secs(1),
+    );
+    let new_peer_listeners = Listeners::start(&Netns::of_pid(peer.pid()), &[new_peer_ip], PORT);
+    let peer_before_attach = probe(
+        &Probe::tcp(&new_prober_ns, new_peer_ip, PORT),
+        Duration::from_secs(3),
+    );
+    assert!(
+        unattached.iter().all(|o| !o.reached()),
+        "a restarted container reached the host before its veth was attached: {unattached:?}"
+    );
+    assert!(
+        peer_before_attach.reached(),
+        "the restarted peer was unreachable before the veths were attached: \
+         {peer_before_attach}"
+    );
+
+    agent.resume();
+    let resumed = Instant::now();
+    wait_for("the agent's log to say it reconnected", SETTLE, || {
+        agent.log().contains("reconnected to Docker")
+    });
+    let reconnected_after = resumed.elapsed();
+    wait_for("convergence on the live endpoints", SETTLE, || {
+        attachment_problems(&root, &want()).is_empty()
+    });
+    let converged_after = resumed.elapsed();
+    let resumed_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - resumed.elapsed().as_secs();
+    // The status file is written just after the reconcile that the pins
+    // show.
+    wait_for(
+        "the status file to show a sync since the resume",
+        SETTLE,
+        || {
+            netwatch::agent::status_file::AgentStatus::read(&agent.run_dir).is_some_and(|s| {
+                s.docker_error.is_none() && s.last_sync.is_some_and(|t| t >= resumed_unix)
+            })
+        },
+    );
+    let new_veths = bridge_ports(&bridge);
+
+    println!(
+        "states before {before:?}, after the restart {states:?} (restart counts \
+         {restarts:?}); veths {old_veths:?} -> {new_veths:?}"
+    );
+    println!(
+        "old prober (its container's old namespace, across the crash and restart): {} \
+         attempts in {} batches, blocked because {:?}",
+        tally.attempts, tally.batches, tally.reasons
+    );
+    println!(
+        "escapes: tcp {}, udp {}, probes answered {} + {}",
+        host_listeners.tcp_accepted(),
+        host_listeners.udp_received(),
+        tally.reached.len(),
+        unattached.iter().filter(|o| o.reached()).count()
+    );
+    println!(
+        "dockerd answered {answered_after:?} after its restart, containers running again \
+         for good after {back_after:?}; from the agent's resume: reconnected after \
+         {reconnected_after:?}, converged after {converged_after:?}"
+    );
+
+    assert_all_blocked(
+        &tally,
+        "from the internal network to the host, around the crash",
+    );
+    assert_eq!(
+        (host_listeners.tcp_accepted(), host_listeners.udp_received()),
+        (0, 0),
+        "packets from the internal network arrived at the host (tcp, udp)"
+    );
+    assert!(tally.attempts >= 6 * 10, "the prober barely ran: {tally:?}");
+    assert_eq!(
+        states[3].0, "exited",
+        "the container without a restart policy came back: {states:?}"
+    );
+    assert!(
+        new_veths.is_disjoint(&old_veths) && new_veths.len() == 3,
+        "the restarted containers should be on new veths only: {old_veths:?} -> {new_veths:?}"
+    );
+    let pinned = pins::attached_tc_ifindexes(&root);
+    assert!(
+        pinned.is_disjoint(&old_veths),
+        "pins of veths that are gone remain: {pinned:?} (old veths {old_veths:?})"
+    );
+
+    // Enforced after: the host denied, the peer reached.
+    let after = probe_all(
+        &probes_to(&new_prober_ns, &[gw, other_gw]),
+        Duration::from_secs(1),
+    );
+    assert!(
+        after.iter().all(|o| !o.reached()),
+        "the host answered after the reconcile: {after:?}"
+    );
+    let peer_after = probe(
+        &Probe::tcp(&new_prober_ns, new_peer_ip, PORT),
+        Duration::from_secs(3),
+    );
+    assert!(
+        peer_after.reached(),
+        "the peer after the reconcile: {peer_after}"
+    );
+    assert_eq!(
+        (host_listeners.tcp_accepted(), host_listeners.udp_received()),
+        (0, 0)
+    );
+    drop(new_peer_listeners);
 }

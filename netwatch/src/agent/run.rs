@@ -178,10 +178,20 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     let _ = status.write(&options.run_dir);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::from_secs(1);
+    // When Docker was lost: an operator reading the log after "lost Docker"
+    // must be able to tell that the agent follows Docker again.
+    let mut lost_at: Option<std::time::Instant> = None;
     loop {
         let stop = match Client::connect().await {
             Ok(client) => {
                 backoff = Duration::from_secs(1);
+                if let Some(lost_at) = lost_at.take() {
+                    info!(
+                        "reconnected to Docker (API {}) after {:.1?} away; resyncing",
+                        client.api_version(),
+                        lost_at.elapsed()
+                    );
+                }
                 status.docker_api_version = Some(client.api_version().to_string());
                 status.docker_error = None;
                 let follow = follow(
@@ -202,6 +212,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         match stop {
             Stop::Signal => break,
             Stop::Docker(error) => {
+                lost_at.get_or_insert_with(std::time::Instant::now);
                 warn!(
                     "lost Docker ({error}); enforcement stays as pinned; retrying in {backoff:?}"
                 );
