@@ -444,7 +444,6 @@ fn agent_killed_during_traffic_and_container_churn_lets_nothing_escape_cuts_no_s
     let outside_listeners = Listeners::start(outside.netns(), &[outside.outside_ip()], PORT);
     let server_ns = Netns::of_pid(server.pid());
     let server_ip = address(&server, &internal);
-    let peer_listeners = Listeners::start(&server_ns, &[server_ip], PORT);
     let echoes_before = snmp(outside.netns(), ("Icmp", "InEchos"));
 
     // Allowed all along: container to container inside the internal
@@ -627,24 +626,18 @@ fn agent_killed_during_traffic_and_container_churn_lets_nothing_escape_cuts_no_s
 
     // Enforcement after the restart, from a container the dead agent never
     // saw: the host denied, the peer reached.
-    let late_ns = Netns::of_pid(burst[8].pid());
-    ensure_default_route(&late_ns, gw);
-    assert_route_via(&late_ns, gw, &["eth"]);
-    assert_route_via(&late_ns, server_ip, &["eth"]);
-    let denied = probe(&Probe::tcp(&late_ns, gw, PORT), Duration::from_secs(1));
-    assert!(!denied.reached(), "the gateway answered: {denied}");
-    let allowed = probe(
-        &Probe::tcp(&late_ns, server_ip, PORT),
-        Duration::from_secs(3),
+    assert_enforced(
+        &burst[8],
+        &server,
+        &internal,
+        &[front_gw, outside.host_ip()],
+        "after the agent's restart",
     );
-    assert!(allowed.reached(), "the peer did not answer: {allowed}");
     assert_eq!(
-        host_listeners.tcp_accepted(),
-        0,
-        "the gateway accepted a connection"
+        (host_listeners.tcp_accepted(), host_listeners.udp_received()),
+        (0, 0),
+        "the host accepted a connection or datagram"
     );
-    drop(peer_listeners);
-    drop(burst);
 }
 
 /// `iptables -I FORWARD -i BR -o BR -j ACCEPT` until dropped. The main
@@ -697,6 +690,50 @@ fn state(container: &TestContainer) -> (String, u32) {
     (status.to_owned(), pid.parse().expect("a pid"))
 }
 
+/// Waits until each of `containers` runs a process other than its pid in
+/// `before` (a restart-always container started again by dockerd).
+fn wait_restarted(containers: &[&TestContainer], before: &[(String, u32)]) {
+    wait_for("the restart-always containers back", SETTLE, || {
+        containers.iter().zip(before).all(
+            |(c, (_, old))| matches!(state(c), (status, pid) if status == "running" && pid != *old),
+        )
+    });
+}
+
+/// From `prober`'s namespace as it is now: `network`'s gateway and the
+/// other host addresses `more_host` answer no TCP, UDP or ICMP probe, and
+/// `peer` (a listener in its namespace) answers TCP. `when` is for messages.
+fn assert_enforced(
+    prober: &TestContainer,
+    peer: &TestContainer,
+    network: &TestNetwork,
+    more_host: &[IpAddr],
+    when: &str,
+) {
+    let ns = Netns::of_pid(prober.pid());
+    let gw = gateway(network);
+    ensure_default_route(&ns, gw);
+    let peer_ip = address(peer, network);
+    let host: Vec<IpAddr> = [gw].iter().chain(more_host).copied().collect();
+    for &target in host.iter().chain([&peer_ip]) {
+        assert_route_via(&ns, target, &["eth"]);
+    }
+    let _listeners = Listeners::start(&Netns::of_pid(peer.pid()), &[peer_ip], PORT);
+    let outcomes = probe_all(&probes_to(&ns, &host), Duration::from_secs(1));
+    assert!(
+        outcomes.iter().all(|o| !o.reached()),
+        "{when}: the host answered probes from {}: {outcomes:?}",
+        prober.name
+    );
+    let to_peer = probe(&Probe::tcp(&ns, peer_ip, PORT), Duration::from_secs(3));
+    assert!(
+        to_peer.reached(),
+        "{when}: {} could not reach its peer {}: {to_peer}",
+        prober.name,
+        peer.name
+    );
+}
+
 /// TCP, UDP and ICMP probes from `from` to each of `targets` (on [`PORT`]).
 fn probes_to(from: &Netns, targets: &[IpAddr]) -> Vec<Probe> {
     targets
@@ -718,9 +755,12 @@ fn probes_to(from: &Netns, targets: &[IpAddr]) -> Vec<Probe> {
 /// Started again (without `--live-restore`), Docker 20.10 stops the
 /// containers it finds running, starts the `--restart always` ones again on
 /// new veths and leaves one without a restart policy exited: stale pins on
-/// veths that are gone, and new veths the agent has never seen.
+/// veths that are gone, and new veths the agent has never seen. Then the
+/// same with a SIGTERM stop, which stops the containers first, and an agent
+/// that reconnects on its own (backoff from 1 s).
 #[test]
-fn dockerd_crash_and_restart_keeps_enforcing_and_the_agent_reconciles_new_and_gone_veths() {
+fn dockerd_crashed_or_stopped_and_started_again_keeps_enforcing_and_the_agent_reconciles_new_and_gone_veths()
+ {
     require_root();
     let _serial = serial();
     let mut daemon = PrivateDockerd::start(&["--iptables=false"]);
@@ -802,29 +842,8 @@ fn dockerd_crash_and_restart_keeps_enforcing_and_the_agent_reconciles_new_and_go
     let restart = Instant::now();
     daemon.start_again();
     let answered_after = restart.elapsed();
-    // Docker 20.10 may start a restarted container more than once in the
-    // seconds after it answers (the restore kills what it finds running
-    // while the restart policy starts it again): wait until every
-    // restart-always container has kept one new process for 2 s.
-    let mut seen: (Vec<(String, u32)>, Instant) = (Vec::new(), Instant::now());
-    wait_for(
-        "the restart-always containers back for good",
-        SETTLE,
-        || {
-            let now: Vec<(String, u32)> =
-                [&prober, &peer, &keep].iter().map(|c| state(c)).collect();
-            let fresh = now
-                .iter()
-                .zip(&before)
-                .all(|((status, pid), (_, old))| status == "running" && pid != old);
-            if now != seen.0 || !fresh {
-                seen = (now, Instant::now());
-                return false;
-            }
-            seen.1.elapsed() >= Duration::from_secs(2)
-        },
-    );
-    let back_after = restart.elapsed() - Duration::from_secs(2);
+    wait_restarted(&[&prober, &peer, &keep], &before);
+    let back_after = restart.elapsed();
     let restarts: Vec<String> = containers
         .iter()
         .map(|c| docker_ok(&["inspect", "--format", "{{.RestartCount}}", &c.name]))
@@ -837,34 +856,17 @@ fn dockerd_crash_and_restart_keeps_enforcing_and_the_agent_reconciles_new_and_go
     wait_for("the old veths gone", SETTLE, || {
         bridge_ports(&bridge).is_disjoint(&old_veths)
     });
-    let new_prober_ns = Netns::of_pid(prober.pid());
-    ensure_default_route(&new_prober_ns, gw);
-    let new_peer_ip = address(&peer, &internal);
-    for target in [gw, other_gw, new_peer_ip] {
-        assert_route_via(&new_prober_ns, target, &["eth"]);
-    }
     let new_prober_veth = veth(&prober, &internal);
     assert!(
         !pins::veth_attached(&root, new_prober_veth),
         "a frozen agent attached the new veth"
     );
-    let unattached = probe_all(
-        &probes_to(&new_prober_ns, &[gw, other_gw]),
-        Duration::from_secs(1),
-    );
-    let new_peer_listeners = Listeners::start(&Netns::of_pid(peer.pid()), &[new_peer_ip], PORT);
-    let peer_before_attach = probe(
-        &Probe::tcp(&new_prober_ns, new_peer_ip, PORT),
-        Duration::from_secs(3),
-    );
-    assert!(
-        unattached.iter().all(|o| !o.reached()),
-        "a restarted container reached the host before its veth was attached: {unattached:?}"
-    );
-    assert!(
-        peer_before_attach.reached(),
-        "the restarted peer was unreachable before the veths were attached: \
-         {peer_before_attach}"
+    assert_enforced(
+        &prober,
+        &peer,
+        &internal,
+        &[other_gw],
+        "restarted, before the agent attached the new veths",
     );
 
     agent.resume();
@@ -905,15 +907,14 @@ fn dockerd_crash_and_restart_keeps_enforcing_and_the_agent_reconciles_new_and_go
         tally.attempts, tally.batches, tally.reasons
     );
     println!(
-        "escapes: tcp {}, udp {}, probes answered {} + {}",
+        "escapes: tcp {}, udp {}, probes answered {}",
         host_listeners.tcp_accepted(),
         host_listeners.udp_received(),
-        tally.reached.len(),
-        unattached.iter().filter(|o| o.reached()).count()
+        tally.reached.len()
     );
     println!(
         "dockerd answered {answered_after:?} after its restart, containers running again \
-         for good after {back_after:?}; from the agent's resume: reconnected after \
+         after {back_after:?}; from the agent's resume: reconnected after \
          {reconnected_after:?}, converged after {converged_after:?}"
     );
 
@@ -941,26 +942,64 @@ fn dockerd_crash_and_restart_keeps_enforcing_and_the_agent_reconciles_new_and_go
         "pins of veths that are gone remain: {pinned:?} (old veths {old_veths:?})"
     );
 
-    // Enforced after: the host denied, the peer reached.
-    let after = probe_all(
-        &probes_to(&new_prober_ns, &[gw, other_gw]),
-        Duration::from_secs(1),
+    assert_enforced(
+        &prober,
+        &peer,
+        &internal,
+        &[other_gw],
+        "after the agent reconciled",
+    );
+
+    // Stopped the way a service manager stops it: dockerd stops its
+    // containers, comes back and starts the restart-always ones on new
+    // veths again; the agent, running all along, reconnects on its own.
+    let before: Vec<(String, u32)> = containers.iter().map(|c| state(c)).collect();
+    let stopped_veths = bridge_ports(&bridge);
+    let losses = agent.log().matches("lost Docker").count();
+    let stop = Instant::now();
+    daemon.stop_daemon();
+    wait_for("the agent to notice the stop", SETTLE, || {
+        agent.log().matches("lost Docker").count() > losses
+    });
+    daemon.start_again();
+    wait_restarted(&[&prober, &peer, &keep], &before);
+    let back_again_after = stop.elapsed();
+    wait_for(
+        "the agent's log to say it reconnected again",
+        SETTLE,
+        || agent.log().matches("reconnected to Docker").count() == 2,
+    );
+    let reconnected_again_after = stop.elapsed();
+    wait_for("convergence after the stop and start", SETTLE, || {
+        attachment_problems(&root, &want()).is_empty()
+    });
+    let converged_again_after = stop.elapsed();
+    let restarted_veths = bridge_ports(&bridge);
+    println!(
+        "dockerd stopped and started: containers back after {back_again_after:?}, the agent \
+         reconnected after {reconnected_again_after:?} and converged after \
+         {converged_again_after:?} (from the SIGTERM); veths {stopped_veths:?} -> \
+         {restarted_veths:?}"
     );
     assert!(
-        after.iter().all(|o| !o.reached()),
-        "the host answered after the reconcile: {after:?}"
-    );
-    let peer_after = probe(
-        &Probe::tcp(&new_prober_ns, new_peer_ip, PORT),
-        Duration::from_secs(3),
+        restarted_veths.is_disjoint(&stopped_veths) && restarted_veths.len() == 3,
+        "the restarted containers should be on new veths only: {stopped_veths:?} -> \
+         {restarted_veths:?}"
     );
     assert!(
-        peer_after.reached(),
-        "the peer after the reconcile: {peer_after}"
+        pins::attached_tc_ifindexes(&root).is_disjoint(&stopped_veths),
+        "pins of veths that are gone remain"
+    );
+    assert_enforced(
+        &prober,
+        &peer,
+        &internal,
+        &[other_gw],
+        "after the second reconcile",
     );
     assert_eq!(
         (host_listeners.tcp_accepted(), host_listeners.udp_received()),
-        (0, 0)
+        (0, 0),
+        "packets from the internal network arrived at the host (tcp, udp)"
     );
-    drop(new_peer_listeners);
 }
