@@ -461,17 +461,7 @@ fn agent_killed_during_traffic_and_container_churn_lets_nothing_escape_cuts_no_s
         &leaver_ns,
     );
     let streams = [&inside, &outward];
-    let probes: Vec<Probe> = targets
-        .iter()
-        .flat_map(|&dst| {
-            [
-                Probe::tcp(&prober_ns, dst, PORT),
-                Probe::udp(&prober_ns, dst, PORT),
-                Probe::icmp(&prober_ns, dst),
-            ]
-        })
-        .collect();
-    let prober_run = Prober::start(probes);
+    let prober_run = Prober::start(probes_to(&prober_ns, &targets));
     thread::sleep(Duration::from_secs(2));
     let at_start = sample(&streams);
 
