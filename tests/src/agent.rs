@@ -112,6 +112,25 @@ impl AgentProcess {
         }
     }
 
+    /// SIGSTOP: the agent is frozen (as a hung or descheduled agent would
+    /// be) until [`AgentProcess::resume`]; its pinned programs go on
+    /// enforcing. A frozen agent still dies on [`AgentProcess::kill`].
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`AgentProcess::pause`].
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let child = self.child.as_ref().expect("the agent runs");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal)
+            .unwrap_or_else(|e| panic!("cannot send {signal} to the agent: {e}"));
+    }
+
     /// SIGTERM, as a service manager stops it; waits up to 10 s for it to
     /// exit (then SIGKILL). Returns whether it exited successfully.
     pub fn stop(&mut self) -> bool {

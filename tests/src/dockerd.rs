@@ -70,6 +70,8 @@ pub struct PrivateDockerd {
     host: String,
     storage_driver: String,
     child: Option<Child>,
+    /// dockerd's arguments, kept to start it again the same way.
+    args: Vec<String>,
 }
 
 impl PrivateDockerd {
@@ -103,6 +105,7 @@ impl PrivateDockerd {
             root,
             storage_driver,
             child: None,
+            args: Vec::new(),
         };
         std::fs::write(daemon.root.join("daemon.json"), "{}\n").expect("write daemon.json");
         let bridge = daemon.bridge();
@@ -136,18 +139,8 @@ impl PrivateDockerd {
         ];
         args.extend(extra_args.iter().map(|a| a.to_string()));
         eprintln!("starting a private dockerd: dockerd {}", args.join(" "));
-        let child = Command::new("dockerd")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run dockerd: {e} (Debian's docker.io provides it; `cargo xtask setup`)"
-                )
-            });
-        daemon.child = Some(child);
+        daemon.args = args;
+        daemon.spawn(log);
         daemon.wait_until_answering();
         daemon.load_test_image();
         let subnet = daemon
@@ -165,6 +158,51 @@ impl PrivateDockerd {
             daemon.bridge()
         );
         daemon
+    }
+
+    fn spawn(&mut self, log: File) {
+        let child = Command::new("dockerd")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run dockerd: {e} (Debian's docker.io provides it; `cargo xtask setup`)"
+                )
+            });
+        self.child = Some(child);
+    }
+
+    /// SIGKILLs dockerd, as a crash or the OOM killer would, and reaps it.
+    /// Its containers keep running: their shims do not depend on it.
+    /// [`PrivateDockerd::start_again`] brings it back; drop cleans up
+    /// either way.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERMs dockerd and waits for it to exit (SIGKILL after 15 s).
+    /// Without `--live-restore` it stops its containers first.
+    pub fn stop_daemon(&mut self) {
+        self.stop();
+    }
+
+    /// Starts dockerd again with the same directories, socket, bridge and
+    /// arguments (after [`PrivateDockerd::kill_daemon`] or
+    /// [`PrivateDockerd::stop_daemon`]) and waits until it answers.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the private dockerd is still running");
+        let log = File::options()
+            .append(true)
+            .open(self.log_path())
+            .expect("reopen the dockerd log");
+        self.spawn(log);
+        self.wait_until_answering();
     }
 
     /// Its `DOCKER_HOST`: `unix:///run/nwd<pid>x<n>/d.sock`.

@@ -178,6 +178,9 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     let _ = status.write(&options.run_dir);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::from_secs(1);
+    // When Docker was lost: an operator reading the log after "lost Docker"
+    // must be able to tell that the agent follows Docker again.
+    let mut lost_at: Option<std::time::Instant> = None;
     'docker: loop {
         let connected = tokio::select! {
             connected = draining(Client::connect(), &mut datapath, &pipeline) => connected,
@@ -186,6 +189,13 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         let stop = match connected {
             Ok(client) => {
                 backoff = Duration::from_secs(1);
+                if let Some(lost_at) = lost_at.take() {
+                    info!(
+                        "reconnected to Docker (API {}) after {:.1?} away; resyncing",
+                        client.api_version(),
+                        lost_at.elapsed()
+                    );
+                }
                 status.docker_api_version = Some(client.api_version().to_string());
                 status.docker_error = None;
                 let follow = follow(
@@ -206,6 +216,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         match stop {
             Stop::Signal => break,
             Stop::Docker(error) => {
+                lost_at.get_or_insert_with(std::time::Instant::now);
                 warn!(
                     "lost Docker ({error}); enforcement stays as pinned; retrying in {backoff:?}"
                 );
