@@ -819,6 +819,15 @@ fn dockerd_crashed_or_stopped_and_started_again_keeps_enforcing_and_the_agent_re
         );
         thread::sleep(Duration::from_secs(2));
         drop(peer_listeners);
+        // Without Docker the agent still reads the ring buffer: the
+        // prober's denied attempts are logged as they happen, by the names
+        // of the last sync.
+        let log = agent.log();
+        let outage = &log[log.find("lost Docker").unwrap_or(0)..];
+        assert!(
+            outage.contains(&format!("drop container={}", prober.name)),
+            "no drop record was logged while dockerd was down:\n{log}"
+        );
         (old_prober_run, peer_probe)
     };
     assert!(
