@@ -6,6 +6,7 @@ pub mod corpus;
 pub mod docker;
 pub mod dockerd;
 pub mod fixture;
+pub mod flood;
 pub mod hostfw;
 pub mod netns;
 pub mod outside;
