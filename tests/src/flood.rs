@@ -106,6 +106,58 @@ pub fn flow_ports(n: u64) -> (u16, u16) {
     (1024 + (n % 60_000) as u16, dst as u16)
 }
 
+/// Runs `f(i, n)` on `n` threads at once, thread `i` pinned to the `i`-th
+/// CPU this process may use.
+///
+/// Why: the kernel's LRU map keeps the entries a CPU inserted on that CPU's
+/// own pending list until that CPU next refills its free list, and only
+/// evicts from the global lists (other CPUs' pending entries are never
+/// taken). Entries inserted on one CPU survive any number of inserts on
+/// another: a flow table is pushed through only by inserts on every CPU.
+pub fn on_each_cpu(f: impl Fn(usize, usize) + Sync) {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the set is valid for the size given.
+    let got = unsafe {
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw mut allowed)
+    };
+    assert_eq!(
+        got,
+        0,
+        "sched_getaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &allowed) })
+        .collect();
+    std::thread::scope(|scope| {
+        let count = cpus.len();
+        for (i, &cpu) in cpus.iter().enumerate() {
+            let f = &f;
+            scope.spawn(move || {
+                // SAFETY: as above; the set names one CPU.
+                let pinned = unsafe {
+                    let mut one: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut one);
+                    libc::sched_setaffinity(
+                        0,
+                        std::mem::size_of::<libc::cpu_set_t>(),
+                        &raw const one,
+                    )
+                };
+                assert_eq!(
+                    pinned,
+                    0,
+                    "pin a thread to CPU {cpu}: {}",
+                    std::io::Error::last_os_error()
+                );
+                f(i, count);
+            });
+        }
+    });
+}
+
 /// What a flood sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sent {

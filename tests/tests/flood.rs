@@ -25,7 +25,9 @@ use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     docker::{TestContainer, TestNetwork, require_dockerd},
     fixture::require_root,
-    flood::{AgentCounters, FlowFrames, flood, flow_ports, proc_status_kib, tx_dropped},
+    flood::{
+        AgentCounters, FlowFrames, flood, flow_ports, on_each_cpu, proc_status_kib, tx_dropped,
+    },
     outside::OutsideLink,
     packets::Mac,
     rawframe::PacketSocket,
@@ -206,7 +208,8 @@ const KERNEL_TABLE: u64 = 1024;
 /// evicted them: what the agent counts as kernel-table evictions.
 const RETURNING: u64 = 64;
 /// New flows that push the returning ones out of the kernel table without
-/// reaching the agent's limit (2 entries per flow: both veths).
+/// reaching the agent's limit (2 entries per flow: both veths; sent from
+/// every CPU, see `on_each_cpu`).
 const PUSH_OUT: u64 = 4 * KERNEL_TABLE;
 const FLOOD_TIME: Duration = Duration::from_secs(4);
 /// One flood frame in this many goes to the outside (denied).
@@ -263,10 +266,13 @@ fn a_new_flow_flood_loses_records_only_as_counted_keeps_verdicts_memory_and_the_
         (2 * RETURNING, 0),
         "the agent read the returning flows' records"
     );
-    for n in RETURNING..RETURNING + PUSH_OUT {
-        let (s, d) = flow_ports(n);
-        socket.send(to_peer.frame(s, d)).unwrap();
-    }
+    on_each_cpu(|i, cpus| {
+        let mut frames = FlowFrames::new((source.mac, source.ip), peer.mac, peer.ip, b"flood");
+        for n in (RETURNING..RETURNING + PUSH_OUT).filter(|n| n % cpus as u64 == i as u64) {
+            let (s, d) = flow_ports(n);
+            socket.send(frames.frame(s, d)).unwrap();
+        }
+    });
     let kernel_flows = pinned::read_flows(rig.agent.pin_root()).unwrap();
     let still_there = kernel_flows
         .iter()
@@ -280,8 +286,9 @@ fn a_new_flow_flood_loses_records_only_as_counted_keeps_verdicts_memory_and_the_
     let evicted = 2 * RETURNING - still_there;
     assert!(
         evicted > 0 && kernel_flows.len() as u64 <= KERNEL_TABLE,
-        "{PUSH_OUT} new flows did not push any of the first {RETURNING} out of a kernel table \
-         of {KERNEL_TABLE} ({} entries)",
+        "{PUSH_OUT} new flows pushed {evicted} of the first {RETURNING} flows' {} entries out \
+         of a kernel table of {KERNEL_TABLE} (holding {})",
+        2 * RETURNING,
         kernel_flows.len()
     );
     for n in 0..RETURNING {
