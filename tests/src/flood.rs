@@ -221,6 +221,11 @@ pub struct AgentCounters {
     pub summarised: u64,
     pub tracked_flows: u64,
     pub flow_limit: u64,
+    /// The kernel's flow table (from the pins): entries held, entries the
+    /// programs inserted, and what the LRU evicted.
+    pub table_entries: u64,
+    pub table_inserted: u64,
+    pub table_evicted: u64,
 }
 
 impl AgentCounters {
@@ -255,6 +260,7 @@ impl AgentCounters {
                 .unwrap_or_else(|| panic!("not a number in status: {v} ({json})"))
         };
         let counters = &pipeline["counters"];
+        let table = &json["flow_table"];
         let drops = json["drops"]
             .as_object()
             .expect("drops in status")
@@ -272,6 +278,9 @@ impl AgentCounters {
                 summarised: number(&counters["summarised"]),
                 tracked_flows: number(&pipeline["tracked_flows"]),
                 flow_limit: number(&pipeline["flow_limit"]),
+                table_entries: number(&table["entries"]),
+                table_inserted: number(&table["inserted"]),
+                table_evicted: number(&table["evicted"]),
             },
             took,
         )

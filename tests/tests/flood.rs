@@ -17,14 +17,19 @@ use std::{
 };
 
 use netwatch::{
-    datapath::{pinned, pins},
+    datapath::{
+        Datapath, Hook, LoadOptions,
+        pinned::{self, FlowTableCounts},
+        pins,
+    },
     endpoint::{MacAddr, host_veth},
+    policy::compile,
 };
-use netwatch_common::endpoint::DEFAULT_DROP_REPORT_INTERVAL_NS;
+use netwatch_common::endpoint::{DEFAULT_DROP_REPORT_INTERVAL_NS, policy_flags};
 use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     docker::{TestContainer, TestNetwork, require_dockerd},
-    fixture::require_root,
+    fixture::{EP_MAC, EP_V4, PEER_MAC, PEER_V4, endpoint_spec, host_addresses, require_root},
     flood::{
         AgentCounters, FlowFrames, flood, flow_ports, on_each_cpu, proc_status_kib, tx_dropped,
     },
@@ -205,7 +210,9 @@ const RSS_LIMIT_KIB: u64 = 64 * 1024;
 const FLOW_LIMIT: u64 = 10_000;
 const KERNEL_TABLE: u64 = 1024;
 /// Flows opened before the flood and opened again after the kernel table
-/// evicted them: what the agent counts as kernel-table evictions.
+/// evicted them: what the agent counts as live flows evicted and seen
+/// again (`kernel_evictions`; it cannot tell a flow the kernel evicted
+/// that never comes back, which is what `FLOWS_INSERTED` is for).
 const RETURNING: u64 = 64;
 /// New flows that push the returning ones out of the kernel table without
 /// reaching the agent's limit (2 entries per flow: both veths; sent from
@@ -338,6 +345,8 @@ fn a_new_flow_flood_loses_records_only_as_counted_keeps_verdicts_memory_and_the_
     });
     let flood_offered = 2 * sent.allowed + sent.denied;
     let offered = offered_before_flood + flood_offered;
+    // Every record offered was a new flow-table entry.
+    let inserted = offered;
     let after = rig.drained(&before, offered);
     let peak_rss_kib = proc_status_kib(agent_pid, "VmHWM");
     let received = after.records - before.records;
@@ -346,8 +355,11 @@ fn a_new_flow_flood_loses_records_only_as_counted_keeps_verdicts_memory_and_the_
     let slowest = cli_calls.iter().map(|(_, took)| *took).max().unwrap();
     eprintln!(
         "flood: {sent:?} in {FLOOD_TIME:?}; records offered {offered}, received {received}, \
-         lost {lost}; evictions {evicted}; tracked {} (limit {}), summarised {}; \
+         lost {lost}; kernel table: {} inserted, {} evicted; live flows evicted and seen \
+         again {evicted}; tracked {} (limit {}), summarised {}; \
          RSS {rss_before_kib} KiB before, peak {} KiB; {} CLI calls during the flood, slowest {slowest:?}",
+        after.table_inserted - before.table_inserted,
+        after.table_evicted - before.table_evicted,
         after.tracked_flows,
         after.flow_limit,
         after.summarised - before.summarised,
@@ -387,8 +399,21 @@ fn a_new_flow_flood_loses_records_only_as_counted_keeps_verdicts_memory_and_the_
     assert_eq!(
         after.kernel_evictions - before.kernel_evictions,
         evicted,
-        "flows never seen before are not evictions"
+        "live flows seen again after an eviction: flows never seen before are not"
     );
+    // The kernel's table: every insert counted, the LRU's evictions exact
+    // (nothing moves now).
+    let table = pinned::read_flows(rig.agent.pin_root()).unwrap().len() as u64;
+    assert_eq!(
+        (
+            after.table_inserted - before.table_inserted,
+            after.table_entries,
+            after.table_evicted - before.table_evicted,
+        ),
+        (inserted, table, inserted - (table - before.table_entries)),
+        "flow table (inserted by the test, entries, evicted meanwhile)"
+    );
+    assert!(table <= KERNEL_TABLE, "{table} entries");
     // The agent's limit: the excess is summarised, not lost.
     assert!(
         after.tracked_flows <= FLOW_LIMIT && after.flow_limit == FLOW_LIMIT,
@@ -583,4 +608,43 @@ fn wait_for_value(value: impl Fn() -> u64, at_least: u64) -> u64 {
     }
     std::thread::sleep(Duration::from_millis(600));
     value()
+}
+
+/// The kernel half of the flow table's eviction count, through the real
+/// programs: every new flow's entry is counted as inserted (once, however
+/// many packets it carries), so inserted minus held is what the LRU evicted.
+#[test]
+fn the_programs_count_every_flow_table_insert_so_lru_evictions_are_exact() {
+    require_root();
+    const TABLE: u32 = 64;
+    const FLOWS: u64 = 1000;
+    let tables = compile(&[endpoint_spec(policy_flags::ENFORCE)], &host_addresses()).unwrap();
+    let mut datapath = Datapath::load(&LoadOptions {
+        flow_table_entries: TABLE,
+        pin_root: None,
+    })
+    .unwrap();
+    datapath.apply(&tables).unwrap();
+    let mut frames = FlowFrames::new((EP_MAC, EP_V4), PEER_MAC, PEER_V4, b"x");
+    let mut run = |n: u64| {
+        let (s, d) = flow_ports(n);
+        datapath
+            .test_run(Hook::FromContainer, frames.frame(s, d), 1)
+            .unwrap();
+    };
+    for n in 0..FLOWS {
+        run(n);
+        // The newest flow again: its entry is there, nothing is inserted.
+        run(n);
+    }
+    let inserted = datapath.flows_inserted().unwrap();
+    let held = datapath.flows().unwrap().len() as u64;
+    assert_eq!(inserted, FLOWS);
+    assert!(held <= u64::from(TABLE), "{held}");
+    let counts = FlowTableCounts::new(inserted, held);
+    assert_eq!(counts.evicted, FLOWS - held);
+    assert!(counts.evicted >= FLOWS - u64::from(TABLE));
+    // A flow the table evicted comes back as a new entry.
+    run(0);
+    assert_eq!(datapath.flows_inserted().unwrap(), FLOWS + 1);
 }
