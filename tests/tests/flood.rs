@@ -198,7 +198,7 @@ impl Rig {
 
 /// The agent's peak RSS (`VmHWM`) through the flood may not exceed this.
 /// Measured here with `--flow-limit 10000` and `--flow-table-entries
-/// 1024`: 13 MiB before the flood, a peak of 43–46 MiB (the flood's
+/// 1024`: 13 MiB before the flood, a peak of 36–46 MiB (the flood's
 /// records arrive ~11,000 per drain, and `flows -o json` answers with
 /// 10,000 flows while it runs). The same flood with a limit the flood
 /// never reaches (10,000,000) kept ~180,000 flows and peaked at 206 MiB,
@@ -305,7 +305,7 @@ fn a_new_flow_flood_loses_records_only_as_counted_keeps_verdicts_memory_and_the_
     // A returning flow still in the kernel table makes no record unless its
     // export is due (10 s after its first): that would change the count.
     assert!(
-        started.elapsed() < Duration::from_secs(9),
+        still_there == 0 || started.elapsed() < Duration::from_secs(9),
         "returning flows came back too late to be counted exactly: {:?}",
         started.elapsed()
     );
