@@ -22,8 +22,9 @@
 //! longest are folded, a tenth of the limit at a time, into one summary per
 //! (container, network, direction, verdict), which keeps their packets and
 //! bytes; nothing grows without bound. A folded flow whose kernel entry
-//! lives on is remembered (its counts at folding, at most `limit` of them,
-//! forgotten once a sweep finds the kernel entry gone): without that, the
+//! lives on is remembered (its counts at folding, ~160 bytes, for at most
+//! as many flows as the kernel's table or the limit holds, whichever is
+//! more; forgotten once a sweep finds the kernel entry gone): without that, the
 //! next sweep or record took it for a new flow and counted its packets a
 //! second time (a flood test found it).
 
@@ -217,6 +218,8 @@ pub struct Aggregator {
     /// were folded in (the oldest are forgotten first).
     folded: HashMap<FlowKey, Folded>,
     folded_order: VecDeque<(FlowKey, u64)>,
+    /// How many folded flows to remember: no more can have a kernel entry.
+    folded_capacity: usize,
     /// Interned endpoint names and peer names; entries no flow uses any
     /// more are dropped after each sweep.
     labels: HashSet<Arc<Labels>>,
@@ -233,10 +236,21 @@ impl Aggregator {
             summaries: BTreeMap::new(),
             folded: HashMap::new(),
             folded_order: VecDeque::new(),
+            folded_capacity: limit.max(1),
             labels: HashSet::new(),
             peers: HashSet::new(),
             counters: PipelineCounters::default(),
         }
+    }
+
+    /// The capacity of the kernel's flow table (`--flow-table-entries`):
+    /// no more folded flows can still have an entry there. Remembered are
+    /// the last folded, as many as that or the limit, whichever is more:
+    /// the kernel keeps the most recently used entries, which are among the
+    /// last folded but not necessarily the very last (a batch is folded in
+    /// no order), and between sweeps nothing tells which ones they are.
+    pub fn set_kernel_table_entries(&mut self, entries: usize) {
+        self.folded_capacity = entries.max(self.limit);
     }
 
     /// Flows kept one by one now.
@@ -460,7 +474,8 @@ impl Aggregator {
             },
         );
         self.folded_order.push_back((key, first));
-        while self.folded.len() > self.limit || self.folded_order.len() > 2 * self.limit {
+        let capacity = self.folded_capacity;
+        while self.folded.len() > capacity || self.folded_order.len() > 2 * capacity {
             let Some((old, first)) = self.folded_order.pop_front() else {
                 break;
             };
@@ -655,9 +670,29 @@ mod tests {
         agg.sweep_entry(&key(3), &stats(50, 300, 1, 100), &names, &clock());
         agg.finish_sweep();
         assert!(!agg.folded.contains_key(&key(2)));
+        assert!(agg.folded.len() <= agg.folded_capacity);
         agg.sweep_entry(&key(2), &stats(900, 900, 1, 100), &names, &clock());
         agg.finish_sweep();
         assert_eq!(totals(&agg).0, 6);
+    }
+
+    #[test]
+    fn folded_flows_are_remembered_up_to_the_kernel_tables_capacity() {
+        let mut agg = Aggregator::new(2);
+        agg.set_kernel_table_entries(5);
+        assert_eq!(agg.folded_capacity, 5);
+        let names = FlowNames::default();
+        for port in 1..=20 {
+            agg.sweep_entry(
+                &key(port),
+                &stats(50, u64::from(port), 1, 100),
+                &names,
+                &clock(),
+            );
+        }
+        agg.finish_sweep();
+        assert_eq!((agg.len(), agg.counters.summarised), (1, 19));
+        assert_eq!(agg.folded.len(), 5);
     }
 
     #[test]
