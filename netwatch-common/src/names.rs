@@ -41,6 +41,10 @@ pub const MAP_VERDICT_COUNTERS: &str = "VERDICT_COUNTERS";
 pub const MAP_UPLINK_COUNTERS: &str = "UPLINK_COUNTERS";
 /// `PerCpuArray<u64>` with one entry: ring buffer reservations that failed.
 pub const MAP_RINGBUF_LOST: &str = "RINGBUF_LOST";
+/// `PerCpuArray<u64>` with one entry: entries the programs inserted into
+/// the flow table. Nothing but the LRU deletes from it, so the table's
+/// evictions are this minus the entries it holds.
+pub const MAP_FLOWS_INSERTED: &str = "FLOWS_INSERTED";
 /// `PerCpuArray<u64>` with one entry, written only by `bench_counter`.
 pub const MAP_BENCH_COUNTER: &str = "BENCH_COUNTER";
 /// `Array<DatapathConfig>` with one entry.
@@ -51,7 +55,7 @@ pub const MAP_PROTECTED_V4: &str = "PROTECTED_V4";
 pub const MAP_PROTECTED_V6: &str = "PROTECTED_V6";
 
 /// Every map of the object.
-pub const ALL_MAPS: [&str; 16] = [
+pub const ALL_MAPS: [&str; 17] = [
     MAP_ENDPOINTS,
     MAP_NET_V4,
     MAP_NET_V6,
@@ -64,6 +68,7 @@ pub const ALL_MAPS: [&str; 16] = [
     MAP_VERDICT_COUNTERS,
     MAP_UPLINK_COUNTERS,
     MAP_RINGBUF_LOST,
+    MAP_FLOWS_INSERTED,
     MAP_CONFIG,
     MAP_PROTECTED_V4,
     MAP_PROTECTED_V6,

@@ -3,7 +3,7 @@
 use aya_ebpf::maps::PerCpuArray;
 use netwatch_common::reason::DropReason;
 
-use crate::maps::RINGBUF_LOST;
+use crate::maps::{FLOWS_INSERTED, RINGBUF_LOST};
 
 #[inline(always)]
 pub fn bump(map: &PerCpuArray<u64>, reason: DropReason) {
@@ -16,7 +16,17 @@ pub fn bump(map: &PerCpuArray<u64>, reason: DropReason) {
 
 #[inline(always)]
 pub fn ringbuf_lost() {
-    if let Some(slot) = RINGBUF_LOST.get_ptr_mut(0) {
+    bump_one(&RINGBUF_LOST);
+}
+
+#[inline(always)]
+pub fn flow_inserted() {
+    bump_one(&FLOWS_INSERTED);
+}
+
+#[inline(always)]
+fn bump_one(map: &PerCpuArray<u64>) {
+    if let Some(slot) = map.get_ptr_mut(0) {
         // SAFETY: as above.
         unsafe { *slot += 1 };
     }

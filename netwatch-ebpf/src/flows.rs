@@ -53,7 +53,9 @@ pub fn record(key: &FlowKey, s: &PacketSummary, decision: Decision, bytes: u64) 
         };
         // Another CPU may have inserted the flow meanwhile; losing this one
         // packet's count is the price of not taking a lock.
-        let _ = FLOWS.insert(key, stats, BPF_NOEXIST as u64);
+        if FLOWS.insert(key, stats, BPF_NOEXIST as u64).is_ok() {
+            counters::flow_inserted();
+        }
         let kind = if decision.verdict == Verdict::Dropped {
             EventKind::Drop
         } else {

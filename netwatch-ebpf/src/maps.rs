@@ -66,6 +66,11 @@ pub static BENCH_COUNTER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0)
 #[map]
 pub static RINGBUF_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Flow-table entries inserted (the LRU map does not count what it evicts:
+/// user space takes the entries it holds from this).
+#[map]
+pub static FLOWS_INSERTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Global settings, one entry.
 #[map]
 pub static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);

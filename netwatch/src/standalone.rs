@@ -78,6 +78,7 @@ impl Session {
         }
         let table = datapath.flow_table_handle()?;
         let pipeline = Arc::new(Pipeline::new(flow_limit, Box::new(move || table.read())));
+        pipeline.set_kernel_table_entries(LoadOptions::default().flow_table_entries as usize);
         pipeline.set_names(FlowNames::new(&state, &[]));
         Ok(Session {
             datapath,

@@ -165,6 +165,11 @@ impl AgentProcess {
             .is_some_and(|s| s.pid == child.id() && s.last_sync.is_some())
     }
 
+    /// The running agent process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn pin_root(&self) -> &Path {
         &self.pins.0
     }

@@ -7,6 +7,7 @@ pub mod docker;
 pub mod dockerd;
 pub mod fake_dockerd;
 pub mod fixture;
+pub mod flood;
 pub mod hostfw;
 pub mod netns;
 pub mod outside;

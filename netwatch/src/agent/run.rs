@@ -143,6 +143,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         options.flow_limit,
         Box::new(move || pinned::read_flows(&root)),
     ));
+    pipeline.set_kernel_table_entries(options.flow_table_entries as usize);
     info!("API: serving on {}", api.describe());
     let api = api
         .serve(pipeline.clone(), options.flow_limit)

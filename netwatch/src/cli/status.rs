@@ -17,7 +17,7 @@ use crate::{
     agent::{lock, status_file::AgentStatus},
     api::{ApiClient, DEFAULT_SOCKET, types::ApiStatus},
     datapath::{
-        pinned::{PinnedCounters, read_counters},
+        pinned::{FlowTableCounts, PinnedCounters, read_counters, read_flow_table},
         pins,
     },
     host,
@@ -38,6 +38,8 @@ struct Status {
     uplink_passed: u64,
     uplink_drops: BTreeMap<&'static str, u64>,
     ringbuf_lost: u64,
+    /// The kernel's flow table (`None` when nothing is pinned).
+    flow_table: Option<FlowTableCounts>,
     /// The running agent's flow pipeline, from its API.
     pipeline: Option<ApiStatus>,
     /// Why the pipeline's counters could not be read from a running agent.
@@ -92,6 +94,7 @@ fn collect(root: &Path, run_dir: &Path) -> Result<Status> {
         uplink: Default::default(),
         ringbuf_lost: 0,
     });
+    let flow_table = read_flow_table(root)?;
     let kernel = host::kernel_release();
     let running = lock::agent_running(run_dir);
     let agent = AgentStatus::read(run_dir).filter(|_| running);
@@ -125,6 +128,7 @@ fn collect(root: &Path, run_dir: &Path) -> Result<Status> {
         uplink_passed: counters.uplink[DropReason::None as usize],
         uplink_drops: drops(&counters.uplink),
         ringbuf_lost: counters.ringbuf_lost,
+        flow_table,
     })
 }
 
@@ -234,7 +238,7 @@ fn print_table(s: &Status) {
                 "flows", p.tracked_flows, p.flow_limit, c.summarised
             );
             println!(
-                "{:<14} {} read, {} lost (ring buffer full), {} malformed, {} kernel-table evictions",
+                "{:<14} {} read, {} lost (ring buffer full), {} malformed, {} live flows evicted and seen again",
                 "records", c.records, s.ringbuf_lost, c.malformed, c.kernel_evictions
             );
         }
@@ -251,6 +255,12 @@ fn print_table(s: &Status) {
                 "records", s.ringbuf_lost
             );
         }
+    }
+    if let Some(t) = &s.flow_table {
+        println!(
+            "{:<14} {} entries, {} inserted, {} evicted (least recently used)",
+            "flow table", t.entries, t.inserted, t.evicted
+        );
     }
 }
 

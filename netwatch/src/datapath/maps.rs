@@ -157,6 +157,16 @@ impl Datapath {
         per_cpu_sum(self.map(name)?, name, 0)
     }
 
+    /// Entries the programs inserted into the flow table (see
+    /// [`super::pinned::FlowTableCounts`]).
+    ///
+    /// # Errors
+    /// The kernel refuses the lookup.
+    pub fn flows_inserted(&self) -> Result<u64, DatapathError> {
+        let name = names::MAP_FLOWS_INSERTED;
+        per_cpu_sum(self.map(name)?, name, 0)
+    }
+
     /// Packets the benchmark's counter-only program (`bench_counter`) saw.
     ///
     /// # Errors

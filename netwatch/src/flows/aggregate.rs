@@ -21,10 +21,15 @@
 //! endpoint's names, interned once per endpoint). Beyond that the flows idle
 //! longest are folded, a tenth of the limit at a time, into one summary per
 //! (container, network, direction, verdict), which keeps their packets and
-//! bytes; nothing grows without bound.
+//! bytes; nothing grows without bound. A folded flow whose kernel entry
+//! lives on is remembered (its counts at folding, ~160 bytes, for at most
+//! as many flows as the kernel's table or the limit holds, whichever is
+//! more; forgotten once a sweep finds the kernel entry gone): without that, the
+//! next sweep or record took it for a new flow and counted its packets a
+//! second time (a flood test found it).
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     net::IpAddr,
     sync::Arc,
 };
@@ -193,12 +198,28 @@ impl Tracked {
 
 type SummaryKey = (Option<String>, Option<String>, String, String);
 
+/// What a flow folded into a summary had counted from its kernel entry.
+#[derive(Clone, Copy, Debug)]
+struct Folded {
+    kernel_first_ns: u64,
+    packets: u64,
+    bytes: u64,
+    /// Found in the kernel's table by the current sweep.
+    seen: bool,
+}
+
 /// Every flow the agent knows, bounded.
 #[derive(Debug)]
 pub struct Aggregator {
     limit: usize,
     flows: HashMap<FlowKey, Tracked>,
     summaries: BTreeMap<SummaryKey, FlowEntry>,
+    /// Folded flows whose kernel entry may live on, and the order they
+    /// were folded in (the oldest are forgotten first).
+    folded: HashMap<FlowKey, Folded>,
+    folded_order: VecDeque<(FlowKey, u64)>,
+    /// How many folded flows to remember: no more can have a kernel entry.
+    folded_capacity: usize,
     /// Interned endpoint names and peer names; entries no flow uses any
     /// more are dropped after each sweep.
     labels: HashSet<Arc<Labels>>,
@@ -213,10 +234,23 @@ impl Aggregator {
             limit: limit.max(1),
             flows: HashMap::new(),
             summaries: BTreeMap::new(),
+            folded: HashMap::new(),
+            folded_order: VecDeque::new(),
+            folded_capacity: limit.max(1),
             labels: HashSet::new(),
             peers: HashSet::new(),
             counters: PipelineCounters::default(),
         }
+    }
+
+    /// The capacity of the kernel's flow table (`--flow-table-entries`):
+    /// no more folded flows can still have an entry there. Remembered are
+    /// the last folded, as many as that or the limit, whichever is more:
+    /// the kernel keeps the most recently used entries, which are among the
+    /// last folded but not necessarily the very last (a batch is folded in
+    /// no order), and between sweeps nothing tells which ones they are.
+    pub fn set_kernel_table_entries(&mut self, entries: usize) {
+        self.folded_capacity = entries.max(self.limit);
     }
 
     /// Flows kept one by one now.
@@ -274,6 +308,9 @@ impl Aggregator {
     /// Call after a sweep: folds flows beyond the limit into summaries and
     /// forgets names no flow uses.
     pub fn finish_sweep(&mut self) {
+        // A folded flow the kernel no longer holds can only come back as a
+        // new entry (a new first-seen time), which is a new flow.
+        self.folded.retain(|_, f| std::mem::take(&mut f.seen));
         self.enforce_limit();
         self.labels.retain(|l| Arc::strong_count(l) > 1);
         self.peers.retain(|p| Arc::strong_count(p) > 1);
@@ -281,7 +318,26 @@ impl Aggregator {
 
     fn update(&mut self, key: &FlowKey, stats: &FlowStats, names: &FlowNames, clock: &Clock) {
         if !self.flows.contains_key(key) {
-            let tracked = self.new_tracked(key, stats, names, clock);
+            let counted = match self.folded.get_mut(key) {
+                Some(f) if f.kernel_first_ns == stats.first_seen_ns => {
+                    if stats.packets <= f.packets {
+                        // Nothing since it was folded.
+                        f.seen = true;
+                        return;
+                    }
+                    Some((f.packets, f.bytes))
+                }
+                _ => None,
+            };
+            self.folded.remove(key);
+            let mut tracked = self.new_tracked(key, stats, names, clock);
+            if let Some((packets, bytes)) = counted {
+                // Its summary has these: the flow shows what came since.
+                tracked.kernel_packets = packets;
+                tracked.kernel_bytes = bytes;
+                tracked.verdict_start_packets = packets;
+                tracked.verdict_start_bytes = bytes;
+            }
             self.flows.insert(*key, tracked);
         }
         let Some(tracked) = self.flows.get_mut(key) else {
@@ -399,8 +455,36 @@ impl Aggregator {
         }
         for (_, key) in by_idle.into_iter().take(excess) {
             if let Some(tracked) = self.flows.remove(&key) {
+                self.remember_folded(key, &tracked);
                 self.fold(tracked.entry(&key));
                 self.counters.summarised += 1;
+            }
+        }
+    }
+
+    fn remember_folded(&mut self, key: FlowKey, tracked: &Tracked) {
+        let first = tracked.kernel_first_ns;
+        self.folded.insert(
+            key,
+            Folded {
+                kernel_first_ns: first,
+                packets: tracked.kernel_packets,
+                bytes: tracked.kernel_bytes,
+                seen: false,
+            },
+        );
+        self.folded_order.push_back((key, first));
+        let capacity = self.folded_capacity;
+        while self.folded.len() > capacity || self.folded_order.len() > 2 * capacity {
+            let Some((old, first)) = self.folded_order.pop_front() else {
+                break;
+            };
+            if self
+                .folded
+                .get(&old)
+                .is_some_and(|f| f.kernel_first_ns == first)
+            {
+                self.folded.remove(&old);
             }
         }
     }
@@ -545,6 +629,70 @@ mod tests {
         assert_eq!((summary.packets, summary.bytes), (2, 200));
         assert_eq!(summary.proto, "*");
         assert_eq!(all.iter().map(|e| e.bytes).sum::<u64>(), 400);
+    }
+
+    #[test]
+    fn a_folded_flow_the_kernel_still_holds_is_not_counted_again_by_the_next_sweep() {
+        let mut agg = Aggregator::new(2);
+        let names = FlowNames::default();
+        for (port, last) in [(1, 100), (2, 200), (3, 300)] {
+            agg.sweep_entry(&key(port), &stats(50, last, 1, 100), &names, &clock());
+        }
+        agg.finish_sweep();
+        assert_eq!((agg.len(), agg.counters.summarised), (1, 2));
+        let totals = |agg: &Aggregator| {
+            let all = agg.entries(&FlowFilter::default());
+            (
+                all.iter().map(|e| e.packets).sum::<u64>(),
+                all.iter().map(|e| e.flows).sum::<u64>(),
+            )
+        };
+        assert_eq!(totals(&agg), (3, 3));
+        // The kernel still holds all three, unchanged: nothing moves.
+        for (port, last) in [(1, 100), (2, 200), (3, 300)] {
+            agg.sweep_entry(&key(port), &stats(50, last, 1, 100), &names, &clock());
+        }
+        agg.finish_sweep();
+        assert_eq!((agg.len(), totals(&agg)), (1, (3, 3)));
+        // Flow 1 carries two more packets: counted once, as the flow's own.
+        agg.sweep_entry(&key(1), &stats(50, 400, 3, 300), &names, &clock());
+        agg.finish_sweep();
+        assert_eq!(totals(&agg).0, 5);
+        let flow1 = agg
+            .entries(&FlowFilter::default())
+            .into_iter()
+            .find(|e| e.src_port == 1)
+            .unwrap();
+        assert_eq!((flow1.packets, flow1.bytes, flow1.flows), (2, 200, 1));
+        // Flow 2's entry is gone from the kernel: forgotten, and a new
+        // entry of it is a new flow with all its packets.
+        agg.sweep_entry(&key(1), &stats(50, 400, 3, 300), &names, &clock());
+        agg.sweep_entry(&key(3), &stats(50, 300, 1, 100), &names, &clock());
+        agg.finish_sweep();
+        assert!(!agg.folded.contains_key(&key(2)));
+        assert!(agg.folded.len() <= agg.folded_capacity);
+        agg.sweep_entry(&key(2), &stats(900, 900, 1, 100), &names, &clock());
+        agg.finish_sweep();
+        assert_eq!(totals(&agg).0, 6);
+    }
+
+    #[test]
+    fn folded_flows_are_remembered_up_to_the_kernel_tables_capacity() {
+        let mut agg = Aggregator::new(2);
+        agg.set_kernel_table_entries(5);
+        assert_eq!(agg.folded_capacity, 5);
+        let names = FlowNames::default();
+        for port in 1..=20 {
+            agg.sweep_entry(
+                &key(port),
+                &stats(50, u64::from(port), 1, 100),
+                &names,
+                &clock(),
+            );
+        }
+        agg.finish_sweep();
+        assert_eq!((agg.len(), agg.counters.summarised), (1, 19));
+        assert_eq!(agg.folded.len(), 5);
     }
 
     #[test]

@@ -76,6 +76,12 @@ impl Pipeline {
         }
     }
 
+    /// The capacity of the kernel's flow table (see
+    /// [`Aggregator::set_kernel_table_entries`]).
+    pub fn set_kernel_table_entries(&self, entries: usize) {
+        self.aggregate().set_kernel_table_entries(entries);
+    }
+
     fn aggregate(&self) -> MutexGuard<'_, Aggregator> {
         // A panic while holding the lock cannot leave the aggregate
         // inconsistent in a way worse than a lost update: keep going.
