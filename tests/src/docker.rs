@@ -210,6 +210,17 @@ impl TestNetwork {
         TestNetwork { name, id }
     }
 
+    /// A field of its first IPAM config, e.g. `Subnet` or `Gateway`.
+    pub fn ipam_field(&self, field: &str) -> String {
+        docker_ok(&[
+            "network",
+            "inspect",
+            "--format",
+            &format!("{{{{(index .IPAM.Config 0).{field}}}}}"),
+            &self.id,
+        ])
+    }
+
     /// The bridge device Docker made for it (`br-` and 12 characters of
     /// the id, unless the options named one).
     pub fn bridge(&self) -> String {

@@ -20,13 +20,7 @@ const AGENT: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
 const SETTLE: Duration = Duration::from_secs(10);
 
 fn gateway(network: &TestNetwork) -> String {
-    docker_ok(&[
-        "network",
-        "inspect",
-        "--format",
-        "{{(index .IPAM.Config 0).Gateway}}",
-        &network.id,
-    ])
+    network.ipam_field("Gateway")
 }
 
 /// The host-side veth ifindex of `container`'s endpoint on `network`.

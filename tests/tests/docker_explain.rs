@@ -12,7 +12,7 @@ use std::{
 
 use netwatch::datapath::{Attachment, Datapath, LoadOptions};
 use netwatch_tests::{
-    docker::{TestContainer, TestNetwork, docker_ok, require_dockerd},
+    docker::{TestContainer, TestNetwork, require_dockerd},
     fixture::require_root,
     netns::{PinDir, ScratchVeth},
 };
@@ -79,16 +79,6 @@ fn hop(hook: &str, verdict: &str, reason: Option<&str>) -> (String, String, Opti
     (hook.into(), verdict.into(), reason.map(str::to_owned))
 }
 
-fn network_field(network: &TestNetwork, field: &str) -> String {
-    docker_ok(&[
-        "network",
-        "inspect",
-        "--format",
-        &format!("{{{{(index .IPAM.Config 0).{field}}}}}"),
-        &network.id,
-    ])
-}
-
 fn container_ip(container: &TestContainer, network: &TestNetwork) -> String {
     container.endpoint_field(network, "IPAddress")
 }
@@ -115,7 +105,7 @@ fn explain_names_the_deciding_rule_and_the_kernel_agrees() {
     );
     let a = TestContainer::run("a", &["--network", &internal.name]);
     let b = TestContainer::run("b", &["--network", &internal.name]);
-    let gateway = network_field(&internal, "Gateway");
+    let gateway = internal.ipam_field("Gateway");
 
     let cases = [
         (
@@ -235,7 +225,7 @@ fn from_outside_the_uplink_shield_decides_first() {
     let backend = TestNetwork::create("back", &["--internal"]);
     let db = TestContainer::run("db", &["--network", &backend.name]);
     let db_ip = container_ip(&db, &backend);
-    let subnet = network_field(&backend, "Subnet");
+    let subnet = backend.ipam_field("Subnet");
     let destination = format!("{}:5432", db.name);
 
     let uplink = ScratchVeth::create("x");
@@ -310,7 +300,7 @@ fn the_host_cannot_open_connections_into_an_internal_network() {
     require_dockerd();
     let backend = TestNetwork::create("back", &["--internal"]);
     let db = TestContainer::run("db", &["--network", &backend.name]);
-    let gateway = network_field(&backend, "Gateway");
+    let gateway = backend.ipam_field("Gateway");
 
     let got = explain("host", &format!("{}:5432", db.name));
     assert_verdict(

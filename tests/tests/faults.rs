@@ -56,18 +56,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn ipam_field(network: &TestNetwork, field: &str) -> String {
-    docker_ok(&[
-        "network",
-        "inspect",
-        "--format",
-        &format!("{{{{(index .IPAM.Config 0).{field}}}}}"),
-        &network.id,
-    ])
-}
-
 fn gateway(network: &TestNetwork) -> IpAddr {
-    ipam_field(network, "Gateway").parse().unwrap()
+    network.ipam_field("Gateway").parse().unwrap()
 }
 
 fn address(container: &TestContainer, network: &TestNetwork) -> IpAddr {
@@ -404,7 +394,7 @@ fn agent_killed_during_traffic_and_container_churn_lets_nothing_escape_cuts_no_s
     let internal = TestNetwork::create("int", &["--internal"]);
     let front = TestNetwork::create("front", &[]);
     // The outside namespace answers the containers through the host.
-    outside.add_route_via_host(&ipam_field(&front, "Subnet"));
+    outside.add_route_via_host(&front.ipam_field("Subnet"));
     let prober = TestContainer::run("prober", &["--network", &internal.name]);
     let server = TestContainer::run("srv", &["--network", &internal.name]);
     let client = TestContainer::run("cli", &["--network", &internal.name]);

@@ -681,13 +681,7 @@ fn a_denied_attempt_on_an_internal_network_appears_in_drops_with_name_and_reason
     let a = TestContainer::run("a", &["--network", &internal.name]);
     let agent = agent_for(&internal, &[&a], &[]);
     let socket = agent.api_socket();
-    let gateway = docker_ok(&[
-        "network",
-        "inspect",
-        "--format",
-        "{{(index .IPAM.Config 0).Gateway}}",
-        &internal.id,
-    ]);
+    let gateway = internal.ipam_field("Gateway");
     // The host, through the gateway address of the test's own network.
     assert!(
         docker(&["exec", &a.name, "ping", "-c", "2", "-W", "1", &gateway]).is_err(),

@@ -426,13 +426,7 @@ fn a_container_with_net_admin_cannot_spoof_or_route_its_way_out_of_an_internal_n
     let attacker =
         |what: &str| TestContainer::run(what, &["--network", &net.name, "--cap-add", "NET_ADMIN"]);
     let gateway: Ipv4Addr = peer.endpoint_field(&net, "Gateway").parse().unwrap();
-    let subnet = netwatch_tests::docker::docker_ok(&[
-        "network",
-        "inspect",
-        "--format",
-        "{{(index .IPAM.Config 0).Subnet}}",
-        &net.id,
-    ]);
+    let subnet = net.ipam_field("Subnet");
     let peer_ip = ipv4(&peer, &net);
 
     // Without Docker's isolation rules (a firewall reload, an admin's
