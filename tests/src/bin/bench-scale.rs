@@ -22,7 +22,7 @@ use std::{
     io::Read as _,
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::Path,
-    process::{Child, Command, ExitCode, Stdio},
+    process::{Command, ExitCode, Stdio},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -47,9 +47,7 @@ use netwatch_tests::{
 };
 use nix::{
     sched::{CloneFlags, setns},
-    sys::signal::{Signal, kill},
     time::{ClockId, clock_gettime},
-    unistd::Pid,
 };
 
 /// When set, this binary is `netwatch` (`netwatch::cli::command::main`):
@@ -114,17 +112,13 @@ fn run() -> Result<()> {
     // the main one (someone's `netwatch agent` on this host) would enforce
     // the benchmark's networks too and hide its probes from the agent
     // under test.
-    let daemon = PrivateDockerd::start(&["--iptables=false"]);
-    let mut restarted = Restarted {
-        child: None,
-        host: daemon.host().to_owned(),
-    };
+    let mut daemon = PrivateDockerd::start(&["--iptables=false"]);
     let host = daemon.activate();
     if wanted("agent") {
         agent_sections(&args, &mut section)?;
     }
     if wanted("restart") {
-        restart_section(&args, &mut section, &daemon, &mut restarted)?;
+        restart_section(&args, &mut section, &mut daemon)?;
     }
     drop(host);
     section.emit(&args)?;
@@ -1030,46 +1024,6 @@ fn probe_start_enforced(
 // ---------------------------------------------------------------------------
 // Reconcile after a dockerd restart
 
-/// The private dockerd started again by this benchmark (with the same
-/// directories and arguments); stopped on drop, before the
-/// [`PrivateDockerd`] guard sweeps what is left.
-struct Restarted {
-    child: Option<Child>,
-    host: String,
-}
-
-impl Drop for Restarted {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let ids = Command::new("docker")
-            .env("DOCKER_HOST", &self.host)
-            .args(["ps", "-aq"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .env("DOCKER_HOST", &self.host)
-                .args(["rm", "-f"])
-                .args(&ids)
-                .output();
-        }
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
 /// Host veths on `bridge` with their ifindexes.
 fn bridge_ports(bridge: &str) -> BTreeSet<u32> {
     std::fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
@@ -1089,16 +1043,6 @@ fn bridge_ports(bridge: &str) -> BTreeSet<u32> {
         .collect()
 }
 
-/// Whether a process has exited (gone, or a zombie not yet reaped).
-fn exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
-        Err(_) => true,
-    }
-}
-
 /// What one restart measured, in seconds from SIGTERM to the old dockerd.
 #[derive(Clone, Copy, Debug)]
 struct RestartSample {
@@ -1111,8 +1055,7 @@ struct RestartSample {
 fn restart_section(
     args: &BenchArgs,
     section: &mut Section,
-    daemon: &PrivateDockerd,
-    restarted: &mut Restarted,
+    daemon: &mut PrivateDockerd,
 ) -> Result<()> {
     let n = args.pick(20, 2);
     let restarts = args.pick(3, 1);
@@ -1156,22 +1099,12 @@ fn restart_section(
         all_attached(&BTreeSet::new())
     });
     let mut samples = Vec::new();
-    let mut pid = daemon.pid();
     for _ in 0..restarts {
         let old = bridge_ports(&bridge);
         let start = Instant::now();
-        kill(Pid::from_raw(pid as i32), Signal::SIGTERM)?;
-        wait_for("dockerd to stop", Duration::from_secs(60), || exited(pid));
+        daemon.stop_daemon();
         let down = start.elapsed().as_secs_f64();
-        if let Some(mut child) = restarted.child.take() {
-            let _ = child.wait();
-        }
-        let child = restart_dockerd(daemon)?;
-        pid = child.id();
-        restarted.child = Some(child);
-        wait_for("dockerd to answer", Duration::from_secs(60), || {
-            docker(&["version", "--format", "{{.Server.Version}}"]).is_ok()
-        });
+        daemon.start_again();
         let up = start.elapsed().as_secs_f64();
         let mut veths_back = None;
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -1235,29 +1168,4 @@ fn restart_section(
     ));
     section.table(&table);
     Ok(())
-}
-
-/// Starts dockerd again as [`PrivateDockerd::start`] did, on the same
-/// directories, socket and bridge.
-fn restart_dockerd(daemon: &PrivateDockerd) -> Result<Child> {
-    let root = daemon.root();
-    let path = |name: &str| root.join(name).display().to_string();
-    let log = std::fs::File::options()
-        .append(true)
-        .create(true)
-        .open(root.join("dockerd.log"))?;
-    Command::new("dockerd")
-        .args(["--config-file", &path("daemon.json")])
-        .args(["--data-root", &path("data")])
-        .args(["--exec-root", &path("exec")])
-        .args(["--pidfile", &path("d.pid")])
-        .args(["-H", daemon.host()])
-        .args(["--bridge", &daemon.bridge()])
-        .args(["--storage-driver", daemon.storage_driver()])
-        .arg("--iptables=false")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting dockerd again")
 }
