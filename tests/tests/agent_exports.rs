@@ -151,12 +151,26 @@ fn metrics_flow_log_map_and_top_agree_with_flows() {
     let addr = AgentStatus::read(&agent.run_dir)
         .and_then(|s| s.metrics_addr)
         .expect("the agent says where metrics are served");
+    let inserted = || {
+        netwatch::datapath::pinned::read_counters(agent.pin_root())
+            .unwrap()
+            .and_then(|c| c.flows_inserted)
+            .expect("the flow table's insert counter is pinned")
+    };
+    let inserted_before = inserted();
     let response = scrape(&addr);
+    let inserted_after = inserted();
     let body = response
         .split_once("\r\n\r\n")
         .map(|(_, body)| body)
         .unwrap_or_default();
     let families = prometheus::parse(&dechunk(body)).expect("the exposition parses strictly");
+    let exported = sample(&families, "netwatch_flow_table_inserts_total", &[]);
+    assert!(
+        inserted_before > 0 && (inserted_before..=inserted_after).contains(&exported),
+        "flow-table inserts: {exported} exported, the kernel counted {inserted_before} before \
+         the scrape and {inserted_after} after"
+    );
     let egress: Vec<Value> = serde_json::from_str(&netwatch(
         &agent,
         &["flows", "--container", &a.name, "-o", "json"],

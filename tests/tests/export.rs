@@ -199,6 +199,7 @@ fn datapath_counters() -> PinnedCounters {
         verdicts,
         uplink,
         ringbuf_lost: 0,
+        flows_inserted: Some(0),
     }
 }
 
@@ -584,6 +585,7 @@ fn full_snapshot() -> MetricsSnapshot {
             verdicts,
             uplink,
             ringbuf_lost: 9,
+            flows_inserted: Some(6),
         }),
         attachments: Some(AttachCounts { tc: 4, uplink: 1 }),
         flow_log: Some(FlowLogStats {
@@ -610,6 +612,7 @@ fn every_family_comes_with_its_type_and_help() {
             ("netwatch_drops_total", Counter),
             ("netwatch_forwarded_packets_total", Counter),
             ("netwatch_ringbuf_lost_total", Counter),
+            ("netwatch_flow_table_inserts_total", Counter),
             ("netwatch_pipeline_records_total", Counter),
             ("netwatch_pipeline_malformed_total", Counter),
             ("netwatch_flow_evictions_total", Counter),
@@ -662,6 +665,7 @@ fn the_datapath_and_pipeline_counters_are_exported_as_read() {
         ("netwatch_attached_interfaces", &[("hook", "tc")], 4.0),
         ("netwatch_attached_interfaces", &[("hook", "uplink")], 1.0),
         ("netwatch_ringbuf_lost_total", &[], 9.0),
+        ("netwatch_flow_table_inserts_total", &[], 6.0),
         ("netwatch_pipeline_records_total", &[], 42.0),
         ("netwatch_pipeline_malformed_total", &[], 1.0),
         ("netwatch_flow_evictions_total", &[], 2.0),

@@ -93,6 +93,7 @@ fn collect(root: &Path, run_dir: &Path) -> Result<Status> {
         verdicts: Default::default(),
         uplink: Default::default(),
         ringbuf_lost: 0,
+        flows_inserted: None,
     });
     let flow_table = read_flow_table(root)?;
     let kernel = host::kernel_release();

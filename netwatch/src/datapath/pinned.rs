@@ -24,6 +24,9 @@ pub struct PinnedCounters {
     pub uplink: ReasonCounts,
     /// Ring buffer records lost because the buffer was full.
     pub ringbuf_lost: u64,
+    /// Entries the programs inserted into the flow table (`None`: pins of a
+    /// netwatch that did not count them).
+    pub flows_inserted: Option<u64>,
 }
 
 /// The kernel's flow table: the entries it holds and what its LRU evicted.
@@ -96,6 +99,9 @@ pub fn read_counters(root: &Path) -> Result<Option<PinnedCounters>, DatapathErro
         verdicts: reason_counts(&verdicts, names::MAP_VERDICT_COUNTERS)?,
         uplink: reason_counts(&uplink, names::MAP_UPLINK_COUNTERS)?,
         ringbuf_lost: per_cpu_sum(&lost, names::MAP_RINGBUF_LOST, 0)?,
+        flows_inserted: open(root, names::MAP_FLOWS_INSERTED)?
+            .map(|map| per_cpu_sum(&map, names::MAP_FLOWS_INSERTED, 0))
+            .transpose()?,
     }))
 }
 

@@ -12,7 +12,7 @@
 //! | `netwatch_flow_bytes_total`, `netwatch_flow_packets_total` | counter | `container`, `service`, `network`, `direction`, `verdict` |
 //! | `netwatch_drops_total` | counter | `hook`, `reason` |
 //! | `netwatch_forwarded_packets_total` | counter | `hook` |
-//! | `netwatch_ringbuf_lost_total` | counter | |
+//! | `netwatch_ringbuf_lost_total`, `netwatch_flow_table_inserts_total` | counter | |
 //! | `netwatch_pipeline_records_total`, `netwatch_pipeline_malformed_total` | counter | |
 //! | `netwatch_flow_evictions_total`, `netwatch_flows_summarised_total` | counter | |
 //! | `netwatch_tracked_flows` | gauge | |
@@ -376,6 +376,16 @@ fn render_datapath(out: &mut Exposition, counters: &PinnedCounters) {
          was full.",
     );
     out.sample(&[], counters.ringbuf_lost);
+    if let Some(inserted) = counters.flows_inserted {
+        out.family(
+            "netwatch_flow_table_inserts_total",
+            MetricKind::Counter,
+            "Entries the datapath created in the kernel's flow table (one per new flow); \
+             beyond its capacity (--flow-table-entries) each insert evicts the least \
+             recently used entry, so inserts minus capacity bounds the evictions.",
+        );
+        out.sample(&[], inserted);
+    }
 }
 
 fn render_pipeline(out: &mut Exposition, stats: &PipelineStats) {
