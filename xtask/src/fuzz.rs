@@ -44,9 +44,11 @@ pub fn run_all(each: Duration) -> Result<()> {
             .args([
                 "--",
                 &format!("-max_total_time={}", each.as_secs()),
-                // Quiet: libFuzzer prints a line per new coverage otherwise.
+                // Quiet: libFuzzer prints a line per new coverage and per
+                // newly covered function otherwise.
                 "-print_final_stats=1",
                 "-verbosity=0",
+                "-print_funcs=0",
             ])
             .run()
             .with_context(|| {
