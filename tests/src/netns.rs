@@ -271,6 +271,20 @@ fn pin_dir_owner(name: &str) -> Option<u32> {
         .ok()
 }
 
+/// What is in bpffs's top directory, but for the pin directories of other
+/// test processes (which come and go while this one runs): what a test that
+/// must pin nothing compares before and after.
+pub fn bpffs_entries_but_other_tests() -> std::collections::BTreeSet<String> {
+    let bpffs = std::path::Path::new(netwatch::datapath::pins::BPFFS);
+    std::fs::read_dir(bpffs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| pin_dir_owner(name).is_none_or(|pid| pid == std::process::id()))
+        .collect()
+}
+
 fn remove_stale_pin_dirs() {
     let bpffs = std::path::Path::new(netwatch::datapath::pins::BPFFS);
     for entry in std::fs::read_dir(bpffs).into_iter().flatten().flatten() {

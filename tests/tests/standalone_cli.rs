@@ -39,7 +39,7 @@ fn a_killed_standalone_observer_leaves_no_trace() {
     let mac: MacAddr = a.endpoint_field(&network, "MacAddress").parse().unwrap();
     let veth = host_veth(a.pid(), mac).unwrap().ifname;
     let before = tcx_program_counts(&veth);
-    let pins_before = std::fs::read_dir("/sys/fs/bpf").unwrap().count();
+    let pins_before = netwatch_tests::netns::bpffs_entries_but_other_tests();
 
     let mut child = Child(
         Command::new(NETWATCH)
@@ -92,7 +92,7 @@ fn a_killed_standalone_observer_leaves_no_trace() {
         || tcx_program_counts(&veth) == before,
     );
     assert_eq!(
-        std::fs::read_dir("/sys/fs/bpf").unwrap().count(),
+        netwatch_tests::netns::bpffs_entries_but_other_tests(),
         pins_before,
         "nothing was pinned"
     );

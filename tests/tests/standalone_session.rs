@@ -34,7 +34,7 @@ fn a_session_observes_exact_counts_and_leaves_nothing_attached() {
     let b = TestContainer::run("b", &["--network", &network.name]);
     let (a_veth, b_veth) = (veth_name(&a, &network), veth_name(&b, &network));
     let before = (tcx_program_counts(&a_veth), tcx_program_counts(&b_veth));
-    let pins_before = std::fs::read_dir("/sys/fs/bpf").unwrap().count();
+    let pins_before = netwatch_tests::netns::bpffs_entries_but_other_tests();
 
     let mut session = block_on(Session::start(std::slice::from_ref(&network.name), 1000)).unwrap();
     assert_eq!(session.attached().len(), 2);
@@ -75,7 +75,7 @@ fn a_session_observes_exact_counts_and_leaves_nothing_attached() {
         "the session's links went with it"
     );
     assert_eq!(
-        std::fs::read_dir("/sys/fs/bpf").unwrap().count(),
+        netwatch_tests::netns::bpffs_entries_but_other_tests(),
         pins_before,
         "nothing was pinned"
     );
