@@ -17,7 +17,7 @@ use crate::{
     agent::{lock, status_file::AgentStatus},
     api::{ApiClient, DEFAULT_SOCKET, types::ApiStatus},
     datapath::{
-        pinned::{FlowTableCounts, PinnedCounters, read_counters, read_flow_table},
+        pinned::{FlowTableCounts, PinnedCounters, read_counters, read_flows},
         pins,
     },
     host,
@@ -95,7 +95,15 @@ fn collect(root: &Path, run_dir: &Path) -> Result<Status> {
         ringbuf_lost: 0,
         flows_inserted: None,
     });
-    let flow_table = read_flow_table(root)?;
+    // The insert counter was read first (see `FlowTableCounts::new`); `None`
+    // for pins of a netwatch that did not count inserts.
+    let flow_table = match counters.flows_inserted {
+        Some(inserted) => Some(FlowTableCounts::new(
+            inserted,
+            read_flows(root)?.len() as u64,
+        )),
+        None => None,
+    };
     let kernel = host::kernel_release();
     let running = lock::agent_running(run_dir);
     let agent = AgentStatus::read(run_dir).filter(|_| running);

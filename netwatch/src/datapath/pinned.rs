@@ -55,23 +55,6 @@ impl FlowTableCounts {
     }
 }
 
-/// The flow table pinned under `root`; `None` when nothing is pinned, or
-/// the pins predate `FLOWS_INSERTED`.
-///
-/// # Errors
-/// A pinned map exists but cannot be opened or read.
-pub fn read_flow_table(root: &Path) -> Result<Option<FlowTableCounts>, DatapathError> {
-    let (Some(inserted), Some(flows)) = (
-        open(root, names::MAP_FLOWS_INSERTED)?,
-        open(root, names::MAP_FLOWS)?,
-    ) else {
-        return Ok(None);
-    };
-    let inserted = per_cpu_sum(&inserted, names::MAP_FLOWS_INSERTED, 0)?;
-    let entries = flow_entries(&flows)?.len() as u64;
-    Ok(Some(FlowTableCounts::new(inserted, entries)))
-}
-
 fn open(root: &Path, name: &'static str) -> Result<Option<Map>, DatapathError> {
     let path = pins::maps_dir(root).join(name);
     if !path.exists() {
