@@ -23,6 +23,7 @@ use netwatch::{
 use netwatch_common::{
     endpoint::policy_flags,
     reason::{Direction, Verdict},
+    verdict::Decision,
 };
 use netwatch_tests::{
     agent::{AgentProcess, wait_for},
@@ -215,6 +216,21 @@ fn tagged(frame: &[u8]) -> bool {
     frame.len() >= 14 && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8)
 }
 
+/// A frame of the differential test and the reference model's verdicts on
+/// it, leaving the attacker and entering the peer.
+struct Sent {
+    frame: Vec<u8>,
+    mutated: bool,
+    egress: Decision,
+    ingress: Decision,
+}
+
+impl Sent {
+    fn allowed(&self) -> bool {
+        self.egress.verdict == Verdict::Forwarded && self.ingress.verdict == Verdict::Forwarded
+    }
+}
+
 #[test]
 fn random_and_mutated_frames_from_a_container_pass_only_where_the_reference_model_lets_them() {
     let RawPair {
@@ -279,7 +295,12 @@ fn random_and_mutated_frames_from_a_container_pass_only_where_the_reference_mode
     // traffic for the peer goes to the attacker from then on; seen when
     // this test ran with the programs detached). Enforced, they never reach
     // the bridge.
-    let mut frames: Vec<(bool, Vec<u8>)> = Vec::new();
+    let judge = |frame: &[u8], direction, ifindex| {
+        model
+            .decide(ifindex, direction, frame)
+            .expect("both endpoints are modelled")
+    };
+    let mut frames: Vec<Sent> = Vec::new();
     while frames.len() < 3000 {
         let valid = random_valid_frame(&mut rng, &macs, &v4s, &v6s);
         let mutated = rng.random_bool(0.5);
@@ -292,24 +313,20 @@ fn random_and_mutated_frames_from_a_container_pass_only_where_the_reference_mode
             continue;
         }
         frame[..6].copy_from_slice(&peer_mac);
-        frames.push((mutated, frame));
+        frames.push(Sent {
+            egress: judge(&frame, Direction::Egress, attacker_veth.ifindex),
+            ingress: judge(&frame, Direction::Ingress, peer_veth.ifindex),
+            mutated,
+            frame,
+        });
     }
-    let judge = |frame: &[u8]| {
-        let egress = model
-            .decide(attacker_veth.ifindex, Direction::Egress, frame)
-            .expect("the attacker's endpoint is modelled");
-        let ingress = model
-            .decide(peer_veth.ifindex, Direction::Ingress, frame)
-            .expect("the peer's endpoint is modelled");
-        (egress, ingress)
-    };
 
     // Sent in batches, read in between: a packet socket's buffer holds a
     // few hundred frames.
     let mut arrived: Vec<Vec<u8>> = Vec::new();
     for batch in frames.chunks(200) {
-        for (_, frame) in batch {
-            let _ = send.send(frame);
+        for sent in batch {
+            let _ = send.send(&sent.frame);
         }
         arrived.extend(watch.received_until(Instant::now() + Duration::from_millis(150)));
     }
@@ -319,40 +336,28 @@ fn random_and_mutated_frames_from_a_container_pass_only_where_the_reference_mode
     let mut passed_ingress_denied = Vec::new();
     let mut arrived_matched = 0;
     for got in &arrived {
-        if !frames.iter().any(|(_, f)| f == got) {
+        let Some(sent) = frames.iter().find(|sent| sent.frame == *got) else {
             continue;
-        }
+        };
         arrived_matched += 1;
-        let (egress, ingress) = judge(got);
-        if egress.verdict != Verdict::Forwarded {
-            passed_egress_denied.push((egress.reason.name(), hex(got)));
-        } else if ingress.verdict != Verdict::Forwarded {
-            passed_ingress_denied.push((ingress.reason.name(), hex(got)));
+        if sent.egress.verdict != Verdict::Forwarded {
+            passed_egress_denied.push((sent.egress.reason.name(), hex(got)));
+        } else if sent.ingress.verdict != Verdict::Forwarded {
+            passed_ingress_denied.push((sent.ingress.reason.name(), hex(got)));
         }
     }
-    let denied = frames
-        .iter()
-        .filter(|(_, f)| {
-            let (egress, ingress) = judge(f);
-            egress.verdict != Verdict::Forwarded || ingress.verdict != Verdict::Forwarded
-        })
-        .count();
+    let denied = frames.iter().filter(|sent| !sent.allowed()).count();
     let clean_allowed: Vec<&Vec<u8>> = frames
         .iter()
-        .filter(|(mutated, f)| {
-            let (egress, ingress) = judge(f);
-            !mutated
-                && egress.verdict == Verdict::Forwarded
-                && ingress.verdict == Verdict::Forwarded
-        })
-        .map(|(_, f)| f)
+        .filter(|sent| !sent.mutated && sent.allowed())
+        .map(|sent| &sent.frame)
         .collect();
     let clean_arrived = clean_allowed.iter().filter(|f| arrived.contains(f)).count();
     eprintln!(
         "{} frames sent ({} mutated), {denied} denied by the model at the attacker's or the \
          peer's veth; {arrived_matched} arrived; {clean_arrived} of {} unmutated allowed frames arrived",
         frames.len(),
-        frames.iter().filter(|(m, _)| *m).count(),
+        frames.iter().filter(|sent| sent.mutated).count(),
         clean_allowed.len()
     );
     assert!(
@@ -449,20 +454,29 @@ fn a_container_with_net_admin_cannot_spoof_or_route_its_way_out_of_an_internal_n
         [now[0] - before[0], now[1] - before[1]]
     };
 
+    // A route of its own to the outside (checked), then every way out;
+    // returns what the attempts printed.
+    let try_to_escape = |container: &TestContainer| {
+        sh(
+            container,
+            &format!("ip route add 203.0.113.0/24 via {gateway}"),
+        );
+        assert_route_via(
+            &Netns::of_pid(container.pid()),
+            IpAddr::V4(OutsideLink::OUTSIDE_IP),
+            &["eth0"],
+        );
+        sh(
+            container,
+            &escape_attempts(OutsideLink::OUTSIDE_IP, gateway, peer_ip, PORT),
+        )
+    };
+
     // Without netwatch: the attempts of a first attacker get out, so the
     // test can tell.
     let before = attacker("before");
-    let before_ns = Netns::of_pid(before.pid());
     let start = counts();
-    sh(
-        &before,
-        &format!("ip route add 203.0.113.0/24 via {gateway}"),
-    );
-    assert_route_via(&before_ns, IpAddr::V4(OutsideLink::OUTSIDE_IP), &["eth0"]);
-    sh(
-        &before,
-        &escape_attempts(OutsideLink::OUTSIDE_IP, gateway, peer_ip, PORT),
-    );
+    try_to_escape(&before);
     let [echo, syn] = since(start);
     // Every way gets its echo request out; not every handshake can finish
     // (the outside answers a spoofed source where that source really is).
@@ -480,17 +494,8 @@ fn a_container_with_net_admin_cannot_spoof_or_route_its_way_out_of_an_internal_n
         &[IpAddr::V4(OutsideLink::OUTSIDE_IP)],
         PORT,
     );
-    let target_ns = Netns::of_pid(target.pid());
     let start = counts();
-    sh(
-        &target,
-        &format!("ip route add 203.0.113.0/24 via {gateway}"),
-    );
-    assert_route_via(&target_ns, IpAddr::V4(OutsideLink::OUTSIDE_IP), &["eth0"]);
-    let transcript = sh(
-        &target,
-        &escape_attempts(OutsideLink::OUTSIDE_IP, gateway, peer_ip, PORT),
-    );
+    let transcript = try_to_escape(&target);
     // Late packets (retransmitted SYNs) have a moment to arrive.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
