@@ -13,17 +13,11 @@ use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     docker::override_host,
     fake_dockerd::{Answer, FakeDockerd, captured},
+    fixture::require_root,
 };
 use serde_json::{Value, json};
 
 const NETWATCH: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
-
-fn require_root() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "these tests must run as root (they resolve veths and run an agent)"
-    );
-}
 
 fn networks(fake: &FakeDockerd) -> Output {
     std::process::Command::new(NETWATCH)
