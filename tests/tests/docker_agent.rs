@@ -6,10 +6,7 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use netwatch::{
-    datapath::{detach_all, pins},
-    endpoint::{MacAddr, host_veth},
-};
+use netwatch::datapath::{detach_all, pins};
 use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     docker::{TestContainer, TestNetwork, docker, docker_ok, require_dockerd},
@@ -21,15 +18,6 @@ const SETTLE: Duration = Duration::from_secs(10);
 
 fn gateway(network: &TestNetwork) -> String {
     network.ipam_field("Gateway")
-}
-
-/// The host-side veth ifindex of `container`'s endpoint on `network`.
-fn veth(container: &TestContainer, network: &TestNetwork) -> u32 {
-    let mac: MacAddr = container
-        .endpoint_field(network, "MacAddress")
-        .parse()
-        .unwrap();
-    host_veth(container.pid(), mac).expect("host veth").ifindex
 }
 
 fn ping(container: &TestContainer, ip: &str) -> bool {
@@ -64,7 +52,11 @@ fn agent_enforces_internal_networks_and_follows_container_lifecycle() {
             .collect()
     };
 
-    let want = expected(&[veth(&a, &internal), veth(&g, &internal), veth(&g, &front)]);
+    let want = expected(&[
+        a.host_veth(&internal),
+        g.host_veth(&internal),
+        g.host_veth(&front),
+    ]);
     wait_for("the initial attachments", SETTLE, || {
         pins::attached_tc_ifindexes(&root) == want
     });
@@ -93,19 +85,19 @@ fn agent_enforces_internal_networks_and_follows_container_lifecycle() {
 
     // Start, stop, connect, disconnect.
     let b = TestContainer::run("b", &["--network", &internal.name]);
-    let b_veth = veth(&b, &internal);
+    let b_veth = b.host_veth(&internal);
     wait_for("b attached", SETTLE, || pins::veth_attached(&root, b_veth));
     docker_ok(&["stop", "-t", "0", &b.name]);
     wait_for("b's pins gone after it stopped", SETTLE, || {
         !pins::attached_tc_ifindexes(&root).contains(&b_veth)
     });
-    let g_internal = veth(&g, &internal);
+    let g_internal = g.host_veth(&internal);
     docker_ok(&["network", "disconnect", &internal.name, &g.name]);
     wait_for("g's internal endpoint detached", SETTLE, || {
         !pins::attached_tc_ifindexes(&root).contains(&g_internal)
     });
     g.connect(&internal, &[]);
-    let g_internal = veth(&g, &internal);
+    let g_internal = g.host_veth(&internal);
     wait_for("g reconnected and attached", SETTLE, || {
         pins::veth_attached(&root, g_internal)
     });
@@ -128,7 +120,7 @@ fn agent_enforces_internal_networks_and_follows_container_lifecycle() {
         ]);
         docker_ok(&["rm", "-f", &name]);
     }
-    let want = expected(&[veth(&a, &internal), g_internal, veth(&g, &front)]);
+    let want = expected(&[a.host_veth(&internal), g_internal, g.host_veth(&front)]);
     wait_for("convergence after 50 start/stop cycles", SETTLE, || {
         pins::attached_tc_ifindexes(&root) == want
     });
@@ -152,7 +144,7 @@ fn killed_agent_keeps_enforcing_and_a_restarted_agent_adopts_without_duplicates(
     let peer = TestContainer::run("peer", &["--network", &internal.name]);
     let mut agent = AgentProcess::start(AGENT, &[&internal.name]);
     let root = agent.pin_root().to_path_buf();
-    let a_veth = veth(&a, &internal);
+    let a_veth = a.host_veth(&internal);
     wait_for("a attached", SETTLE, || pins::veth_attached(&root, a_veth));
     let gw = gateway(&internal);
     let peer_ip = peer.endpoint_field(&internal, "IPAddress");
@@ -211,7 +203,7 @@ fn killed_agent_keeps_enforcing_and_a_restarted_agent_adopts_without_duplicates(
         "a container started while the agent was dead reached the host: {pings:?}"
     );
     let late = TestContainer::run("late", &["--network", &internal.name]);
-    let late_veth = veth(&late, &internal);
+    let late_veth = late.host_veth(&internal);
     assert!(
         !pins::veth_attached(&root, late_veth),
         "no agent, no veth attachment"
@@ -254,7 +246,7 @@ fn pins_removed_behind_the_agents_back_are_put_back_and_reported_on_the_next_res
     let a = TestContainer::run("a", &["--network", &internal.name]);
     let agent = AgentProcess::start(AGENT, &[&internal.name]);
     let root = agent.pin_root().to_path_buf();
-    let a_veth = veth(&a, &internal);
+    let a_veth = a.host_veth(&internal);
     wait_for("a attached", SETTLE, || pins::veth_attached(&root, a_veth));
     wait_for("the agent's first sync", SETTLE, || agent.synced());
     let gw = gateway(&internal);
@@ -338,7 +330,7 @@ fn a_container_sending_in_its_first_millisecond_cannot_reach_the_host() {
 
     // How long a new container's veth waits for its own programs.
     let c = TestContainer::run("c", &["--network", &internal.name]);
-    let c_veth = veth(&c, &internal);
+    let c_veth = c.host_veth(&internal);
     let window = wait_for("c attached", SETTLE, || pins::veth_attached(&root, c_veth));
     println!("veth attached {window:?} after `docker run -d` returned");
 }
@@ -359,7 +351,7 @@ fn network_labels_deny_egress_open_the_gateway_and_bad_values_are_reported() {
     let agent = AgentProcess::start(AGENT, &[&denied.name, &opened.name, &garbled.name]);
     let root = agent.pin_root().to_path_buf();
     for (c, n) in [(&d, &denied), (&o, &opened), (&g, &garbled)] {
-        let ifindex = veth(c, n);
+        let ifindex = c.host_veth(n);
         wait_for("attached", SETTLE, || pins::veth_attached(&root, ifindex));
     }
     assert!(

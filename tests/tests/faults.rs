@@ -27,7 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netwatch::{datapath::pins, endpoint::MacAddr};
+use netwatch::datapath::pins;
 use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     docker::{TestContainer, TestNetwork, docker_ok, require_dockerd},
@@ -65,17 +65,6 @@ fn address(container: &TestContainer, network: &TestNetwork) -> IpAddr {
         .endpoint_field(network, "IPAddress")
         .parse()
         .unwrap()
-}
-
-/// The host-side veth ifindex of `container`'s endpoint on `network`.
-fn veth(container: &TestContainer, network: &TestNetwork) -> u32 {
-    let mac: MacAddr = container
-        .endpoint_field(network, "MacAddress")
-        .parse()
-        .unwrap();
-    netwatch::endpoint::host_veth(container.pid(), mac)
-        .expect("host veth")
-        .ifindex
 }
 
 fn ifindex(name: &str) -> u32 {
@@ -462,7 +451,8 @@ fn agent_killed_during_traffic_and_container_churn_lets_nothing_escape_cuts_no_s
     let remove = |c: &TestContainer| docker_ok(&["rm", "-f", &c.name]);
     let stop = |c: &TestContainer| docker_ok(&["stop", "-t", "0", &c.name]);
     let mut burst: Vec<TestContainer> = (0..6).map(churn).collect();
-    let attached_before_kill: Vec<u32> = burst[..3].iter().map(|c| veth(c, &internal)).collect();
+    let attached_before_kill: Vec<u32> =
+        burst[..3].iter().map(|c| c.host_veth(&internal)).collect();
     wait_for("the first churned containers attached", SETTLE, || {
         attached_before_kill
             .iter()
@@ -479,7 +469,7 @@ fn agent_killed_during_traffic_and_container_churn_lets_nothing_escape_cuts_no_s
     stop(&burst[1]);
     remove(&burst[6]);
     stop(&burst[7]);
-    let late_veth = veth(&burst[8], &internal);
+    let late_veth = burst[8].host_veth(&internal);
     assert!(
         !pins::veth_attached(&root, late_veth),
         "no agent, no veth attachment"
@@ -845,7 +835,7 @@ fn dockerd_crashed_or_stopped_and_started_again_keeps_enforcing_and_the_agent_re
     wait_for("the old veths gone", SETTLE, || {
         bridge_ports(&bridge).is_disjoint(&old_veths)
     });
-    let new_prober_veth = veth(&prober, &internal);
+    let new_prober_veth = prober.host_veth(&internal);
     assert!(
         !pins::veth_attached(&root, new_prober_veth),
         "a frozen agent attached the new veth"

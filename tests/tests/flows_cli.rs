@@ -30,7 +30,6 @@ use std::{
 use netwatch::{
     api::{ApiStatus, DropGroup},
     datapath::pins,
-    endpoint::{MacAddr, host_veth},
     flows::FlowEntry,
 };
 use netwatch_tests::{
@@ -152,27 +151,12 @@ fn ip_of(container: &TestContainer, network: &TestNetwork) -> Ipv4Addr {
     .expect("an IPv4 address")
 }
 
-fn veth(container: &TestContainer, network: &TestNetwork) -> u32 {
-    let mac: MacAddr = docker_ok(&[
-        "inspect",
-        "--format",
-        &format!(
-            "{{{{(index .NetworkSettings.Networks \"{}\").MacAddress}}}}",
-            network.name
-        ),
-        &container.name,
-    ])
-    .parse()
-    .unwrap();
-    host_veth(container.pid(), mac).expect("host veth").ifindex
-}
-
 /// Starts an agent for `network` and waits until it serves its API and has
 /// attached to the veth of each of `containers`.
 fn agent_for(network: &TestNetwork, containers: &[&TestContainer], extra: &[&str]) -> AgentProcess {
     let agent = AgentProcess::start_with_args(NETWATCH, &[&network.name], &[], extra);
     let root = agent.pin_root().to_path_buf();
-    let veths: Vec<u32> = containers.iter().map(|c| veth(c, network)).collect();
+    let veths: Vec<u32> = containers.iter().map(|c| c.host_veth(network)).collect();
     wait_for("the agent to attach to the test containers", SETTLE, || {
         veths.iter().all(|v| pins::veth_attached(&root, *v))
     });

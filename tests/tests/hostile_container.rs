@@ -61,14 +61,7 @@ fn ipv4(container: &TestContainer, network: &TestNetwork) -> Ipv4Addr {
 fn enforcing(network: &TestNetwork, containers: &[&TestContainer]) -> AgentProcess {
     let agent = AgentProcess::start(AGENT, &[&network.name]);
     let root = agent.pin_root().to_path_buf();
-    let veths: Vec<u32> = containers
-        .iter()
-        .map(|c| {
-            host_veth(c.pid(), MacAddr(mac(c, network)))
-                .unwrap()
-                .ifindex
-        })
-        .collect();
+    let veths: Vec<u32> = containers.iter().map(|c| c.host_veth(network)).collect();
     wait_for("the containers' veths attached", SETTLE, || {
         veths.iter().all(|v| pins::veth_attached(&root, *v))
     });
