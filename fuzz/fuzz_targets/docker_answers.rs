@@ -1,6 +1,8 @@
 //! Whatever dockerd answers to `GET /networks` and `GET /containers/{id}/json`:
-//! read without a panic all the way to the agent's plan and the `networks`
-//! report, and an `internal` network's endpoints are always enforced.
+//! read without a panic all the way to the agent's plan, the guard
+//! assessment and the `networks` report; an `internal` network's endpoints
+//! are always enforced by the plan, and an internal network is never judged
+//! anything but enforced or an alarm.
 //!
 //! The input is the networks answer, then each container's answer, split at
 //! lines holding only `---` (the seeds are captured answers of a real
@@ -13,6 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use netwatch::{
     agent::{docker_state::host_state, plan},
     docker::{Inventory, Snapshot},
+    guard::{self, AgentView, Mode, Pins},
 };
 use netwatch_common::endpoint::policy_flags;
 
@@ -29,8 +32,39 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let inventory = Inventory::from_api(&networks, &containers);
     let snapshot = Snapshot::with_made_up_veths(inventory);
-    let _ = netwatch::cli::networks::report(&snapshot, std::path::Path::new("/nonexistent"), &[])
-        .map(|reports| netwatch::cli::networks::render_table(&reports));
+    let kernel = Pins(std::path::Path::new("/nonexistent"));
+    let agent = AgentView {
+        running: true,
+        ..AgentView::default()
+    };
+    if let Ok(reports) = netwatch::cli::networks::report(&snapshot, &kernel, &agent, &[]) {
+        let _ = netwatch::cli::networks::render_table(&reports);
+        for report in &reports {
+            assert_eq!(report.enforced, report.guard.mode == Mode::Enforced);
+        }
+    }
+    let assessment = guard::assess(&snapshot, &kernel, &agent);
+    let alarms = assessment.alarms();
+    for network in &assessment.networks {
+        let internal = snapshot
+            .inventory
+            .network(&network.id)
+            .is_some_and(|n| n.internal);
+        assert!(
+            network.guard.mode != Mode::Enforced || network.denied_by.is_some(),
+            "network {} is called enforced while nothing is denied",
+            network.name
+        );
+        if internal && network.guard.mode != Mode::Enforced {
+            assert!(
+                alarms
+                    .iter()
+                    .any(|a| a.network == network.name && a.container.is_none()),
+                "internal network {} is unguarded without an alarm",
+                network.name
+            );
+        }
+    }
     let state = host_state(&snapshot, Vec::new());
     let plan = plan(&state);
     for problem in &plan.label_problems {

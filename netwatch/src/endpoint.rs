@@ -158,6 +158,8 @@ pub enum EndpointError {
     NotRoot,
     #[error("this endpoint's host veth was not looked up")]
     NotResolved,
+    #[error("a {driver} network's endpoint has no host veth (only bridge networks have one)")]
+    NoHostVeth { driver: String },
 }
 
 /// Finds the host end of the veth carrying each of `macs` in the network

@@ -7,6 +7,7 @@ pub mod docker;
 pub mod endpoint;
 pub mod export;
 pub mod flows;
+pub mod guard;
 pub mod host;
 pub mod policy;
 pub mod render;

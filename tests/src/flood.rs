@@ -243,8 +243,10 @@ impl AgentCounters {
             .output()
             .expect("run netwatch status");
         let took = start.elapsed();
+        // 3: some internal network of this host (another test's) is not
+        // guarded by this agent; the counters are still all there.
         assert!(
-            out.status.success(),
+            matches!(out.status.code(), Some(0 | 3)),
             "netwatch status: {}",
             String::from_utf8_lossy(&out.stderr)
         );

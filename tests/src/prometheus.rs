@@ -12,6 +12,8 @@
 //! refused.
 
 use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
 
 use netwatch::export::exposition::valid_name;
 
@@ -217,6 +219,45 @@ fn unescape(text: &str, label_value: bool) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+/// `GET /metrics` from `addr` (`host:port`): the body, de-chunked. Panics
+/// unless the answer is `200`.
+pub fn scrape(addr: &str) -> String {
+    let mut stream =
+        TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to metrics at {addr}: {e}"));
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the answer");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    dechunk(body)
+}
+
+/// An HTTP/1.1 body, de-chunked when it came in chunks.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else {
+            return body.to_string();
+        };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_string();
+        };
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
 }
 
 #[cfg(test)]

@@ -2,12 +2,7 @@
 //! Prometheus metrics whose flow totals match `netwatch flows`, the
 //! JSON-lines flow log, `netwatch map` (DOT and SVG) and `netwatch top`.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
-    process::Command,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use netwatch::agent::status_file::AgentStatus;
 use netwatch_tests::{
@@ -33,36 +28,6 @@ fn netwatch(agent: &AgentProcess, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// An HTTP/1.1 body, de-chunked when it came in chunks.
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    loop {
-        let Some((size, after)) = rest.split_once("\r\n") else {
-            return body.to_string();
-        };
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            return body.to_string();
-        };
-        if size == 0 {
-            return out;
-        }
-        out.push_str(&after[..size]);
-        rest = &after[size + 2..];
-    }
-}
-
-fn scrape(addr: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
 }
 
 /// The value of the one sample of `family` whose labels include `labels`,
@@ -158,13 +123,9 @@ fn metrics_flow_log_map_and_top_agree_with_flows() {
             .expect("the flow table's insert counter is pinned")
     };
     let inserted_before = inserted();
-    let response = scrape(&addr);
+    let body = prometheus::scrape(&addr);
     let inserted_after = inserted();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body)
-        .unwrap_or_default();
-    let families = prometheus::parse(&dechunk(body)).expect("the exposition parses strictly");
+    let families = prometheus::parse(&body).expect("the exposition parses strictly");
     let exported = sample(&families, "netwatch_flow_table_inserts_total", &[]);
     assert!(
         inserted_before > 0 && (inserted_before..=inserted_after).contains(&exported),
@@ -223,7 +184,14 @@ fn metrics_flow_log_map_and_top_agree_with_flows() {
     // kernel's ring buffer loss counter.
     let status = |format: &str| -> String {
         let out = Command::new(NETWATCH)
-            .args(["status", "-o", format, "--pin-root"])
+            .args([
+                "status",
+                "-o",
+                format,
+                "--network",
+                &network.name,
+                "--pin-root",
+            ])
             .arg(agent.pin_root())
             .arg("--run-dir")
             .arg(&agent.run_dir)

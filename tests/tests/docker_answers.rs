@@ -288,8 +288,12 @@ fn an_agent_fed_garbage_by_dockerd_keeps_running_reports_it_and_recovers() {
         .output()
         .expect("netwatch status");
     let text = String::from_utf8_lossy(&shown.stdout);
+    // Exit status 3 only says that some internal network on this host (another
+    // test's) is not guarded by this test's agent: status still ran.
     assert!(
-        shown.status.success() && text.contains("failing: ") && text.contains("GET /networks"),
+        matches!(shown.status.code(), Some(0 | 3))
+            && text.contains("failing: ")
+            && text.contains("GET /networks"),
         "status shows what dockerd got wrong:\n{text}{}",
         String::from_utf8_lossy(&shown.stderr)
     );

@@ -264,7 +264,13 @@ fn networks_json_lists_every_endpoint_with_its_veth() {
     let snapshot = snapshot();
     let names = [topology.internal.name.clone(), topology.public.name.clone()];
     let pins = netwatch::datapath::pins::root();
-    let reports: Vec<NetworkReport> = networks::report(&snapshot, &pins, &names).unwrap();
+    let reports: Vec<NetworkReport> = networks::report(
+        &snapshot,
+        &netwatch::guard::Pins(&pins),
+        &netwatch::guard::AgentView::default(),
+        &names,
+    )
+    .unwrap();
     let json = serde_json::to_value(&reports).unwrap();
     let json = json.as_array().unwrap();
     assert_eq!(json.len(), 2);
@@ -320,7 +326,11 @@ fn networks_json_lists_every_endpoint_with_its_veth() {
     assert_eq!(seen, 3);
 
     // `netwatch inspect` of the sidecar shows the endpoints it shares.
-    let report = netwatch::cli::inspect::report(&snapshot, &pins, &topology.sidecar.name).unwrap();
+    let kernel = netwatch::guard::Pins(&pins);
+    let agent = netwatch::guard::AgentView::default();
+    let report =
+        netwatch::cli::inspect::report(&snapshot, &pins, &kernel, &agent, &topology.sidecar.name)
+            .unwrap();
     assert_eq!(
         report.shares_network_of.as_deref(),
         Some(topology.multi.name.as_str())
@@ -332,8 +342,14 @@ fn networks_json_lists_every_endpoint_with_its_veth() {
             .iter()
             .all(|e| e.host_ifindex.is_some() && !e.attached)
     );
-    let unknown =
-        netwatch::cli::inspect::report(&snapshot, &pins, "nwtest-no-such-container").unwrap_err();
+    let unknown = netwatch::cli::inspect::report(
+        &snapshot,
+        &pins,
+        &kernel,
+        &agent,
+        "nwtest-no-such-container",
+    )
+    .unwrap_err();
     assert_eq!(
         unknown.to_string(),
         "no running container named \"nwtest-no-such-container\" (or with an id starting with \

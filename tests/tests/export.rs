@@ -595,6 +595,37 @@ fn full_snapshot() -> MetricsSnapshot {
             unwritten_lines: 3,
             rotations: 4,
         }),
+        guard: Some(guard_assessment()),
+    }
+}
+
+/// An internal network with one endpoint enforced and one unguarded, whose
+/// names need escaping in label values.
+fn guard_assessment() -> netwatch::guard::Assessment {
+    use netwatch::guard::{Assessment, EndpointGuard, Guard, Mode, NetworkGuard};
+    let guard = |mode| Guard {
+        mode,
+        why: "why".into(),
+    };
+    let endpoint = |container: &str, mode| EndpointGuard {
+        container: container.into(),
+        container_id: container.into(),
+        veth: None,
+        attached: mode == Mode::Enforced,
+        guard: guard(mode),
+    };
+    Assessment {
+        networks: vec![NetworkGuard {
+            id: "1".into(),
+            name: "back\"end".into(),
+            driver: "bridge".into(),
+            denied_by: Some("internal: true"),
+            guard: guard(Mode::Unguarded),
+            endpoints: vec![
+                endpoint("db", Mode::Enforced),
+                endpoint("odd\\name", Mode::Unguarded),
+            ],
+        }],
     }
 }
 
@@ -624,8 +655,30 @@ fn every_family_comes_with_its_type_and_help() {
             ("netwatch_flow_log_write_errors_total", Counter),
             ("netwatch_flow_log_unwritten_lines_total", Counter),
             ("netwatch_flow_log_rotations_total", Counter),
+            ("netwatch_network_mode", Gauge),
+            ("netwatch_endpoint_mode", Gauge),
+            ("netwatch_unguarded_denied", Gauge),
         ]
     );
+    let unguarded = families
+        .iter()
+        .find(|f| f.name == "netwatch_unguarded_denied")
+        .unwrap();
+    let values: Vec<(String, f64)> = unguarded
+        .samples
+        .iter()
+        .map(|s| (s.labels["kind"].clone(), s.value))
+        .collect();
+    assert_eq!(
+        values,
+        [("network".to_owned(), 1.0), ("endpoint".to_owned(), 1.0)]
+    );
+    let endpoints = families
+        .iter()
+        .find(|f| f.name == "netwatch_endpoint_mode")
+        .unwrap();
+    assert_eq!(endpoints.samples[1].labels["container"], "odd\\name");
+    assert_eq!(endpoints.samples[1].labels["mode"], "unguarded");
     for family in &families {
         let help = family.help.as_deref().unwrap_or_default();
         assert!(!help.is_empty(), "{} has no help", family.name);

@@ -8,7 +8,8 @@ use super::{EndpointState, HostState, NetworkState};
 use crate::docker::Snapshot;
 
 /// The bridge networks and their endpoints whose veths are known. Networks of
-/// other drivers have no veth to attach to and are left out; an endpoint
+/// other drivers have no veth to attach to and are left out (the guard
+/// assessment, [`crate::guard`], names them unguarded); an endpoint
 /// whose veth could not be resolved is left out with a warning (the snapshot
 /// already logged why), and picked up by the next resync.
 pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
@@ -31,7 +32,7 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
         .collect();
     let mut endpoints = Vec::new();
     for container in &inventory.containers {
-        for endpoint in &container.endpoints {
+        for endpoint in container.endpoints.iter().filter(|e| e.driver == "bridge") {
             match snapshot.veth(container, endpoint) {
                 Ok(veth) => endpoints.push(EndpointState {
                     container: container.name.clone(),

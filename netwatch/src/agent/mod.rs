@@ -7,6 +7,7 @@
 //! idempotently, from whatever is pinned.
 
 pub mod docker_state;
+pub mod guard_watch;
 pub mod lock;
 mod plan;
 mod reconcile;

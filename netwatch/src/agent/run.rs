@@ -14,8 +14,8 @@ use futures_util::StreamExt as _;
 use log::{info, warn};
 
 use super::{
-    ReconcileMemory, UplinkChoice, docker_state::host_state, lock, plan, reconcile_remembering,
-    status_file::AgentStatus, uplinks,
+    ReconcileMemory, UplinkChoice, docker_state::host_state, guard_watch::GuardWatch, lock, plan,
+    reconcile_remembering, status_file::AgentStatus, uplinks,
 };
 use crate::{
     api::ApiListener,
@@ -23,6 +23,7 @@ use crate::{
     docker::{Client, Snapshot},
     export::{FlowLog, METRICS_PATH, MetricsSource, serve_metrics},
     flows::{FlowNames, Pipeline, pipeline::DRAIN_INTERVAL},
+    guard::{self, AgentView},
     host,
 };
 
@@ -129,10 +130,12 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         options.uplinks
     );
     let mut memory = ReconcileMemory::default();
+    let mut watch = GuardWatch::default();
     let mut status = AgentStatus {
         pid: std::process::id(),
         started_at: unix_now(),
         api_socket: Some(options.api_socket.display().to_string()),
+        managed_networks: options.networks.clone(),
         ..AgentStatus::default()
     };
     status
@@ -150,7 +153,8 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         .context("serving the API")?;
     let mut exports = Vec::new();
     if let Some(listener) = metrics_listener {
-        let mut source = MetricsSource::agent(pipeline.clone(), options.pin_root.clone());
+        let mut source = MetricsSource::agent(pipeline.clone(), options.pin_root.clone())
+            .with_guard(watch.shared());
         if let Some(log) = &flow_log {
             source = source.with_flow_log(log.counters());
         }
@@ -203,6 +207,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
                     &client,
                     &mut datapath,
                     &mut memory,
+                    &mut watch,
                     &pipeline,
                     &mut status,
                     &options,
@@ -251,6 +256,7 @@ async fn follow(
     client: &Client,
     datapath: &mut Datapath,
     memory: &mut ReconcileMemory,
+    watch: &mut GuardWatch,
     pipeline: &Pipeline,
     status: &mut AgentStatus,
     options: &AgentOptions,
@@ -281,7 +287,7 @@ async fn follow(
             }
         };
         if due {
-            match sync(client, datapath, memory, pipeline, status, options).await {
+            match sync(client, datapath, memory, watch, pipeline, status, options).await {
                 Ok(names) => pipeline.set_names(names),
                 Err(e) => return Stop::Docker(e),
             }
@@ -340,12 +346,14 @@ fn take_records(datapath: &mut Datapath, pipeline: &Pipeline) {
     }
 }
 
-/// One full sync: snapshot Docker, plan, find the uplinks, reconcile.
-/// Returns the names the ring buffer records resolve to now.
+/// One full sync: snapshot Docker, plan, find the uplinks, reconcile, and
+/// judge what is guarded. Returns the names the ring buffer records
+/// resolve to now.
 async fn sync(
     client: &Client,
     datapath: &mut Datapath,
     memory: &mut ReconcileMemory,
+    watch: &mut GuardWatch,
     pipeline: &Pipeline,
     status: &mut AgentStatus,
     options: &AgentOptions,
@@ -383,9 +391,15 @@ async fn sync(
         }
         status.label_problems = problems;
     }
+    status.attach_failures.clear();
     match reconcile_remembering(datapath, &plan, memory) {
         Ok(report) => {
             status.repairs += (report.repaired.len() + report.repinned_maps.len()) as u64;
+            status.attach_failures = report
+                .failed
+                .iter()
+                .map(|(target, why)| (target.ifindex, format!("attaching failed: {why}")))
+                .collect();
             let refused: Vec<String> = report
                 .failed
                 .iter()
@@ -401,6 +415,15 @@ async fn sync(
             warn!("reconcile failed: {e}");
             status.refused = vec![e.to_string()];
         }
+    }
+    if let Some(root) = datapath.pin_root() {
+        let agent = AgentView {
+            running: true,
+            managed: options.networks.clone(),
+            attach_failures: status.attach_failures.clone(),
+        };
+        let assessment = guard::assess(&snapshot, &guard::Pins(root), &agent);
+        status.unguarded = watch.update(assessment, std::time::Instant::now());
     }
     status.uplinks = plan
         .uplinks

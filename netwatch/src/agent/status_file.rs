@@ -39,6 +39,18 @@ pub struct AgentStatus {
     /// which detached the programs, and maps), since the agent started.
     #[serde(default)]
     pub repairs: u64,
+    /// The networks the agent manages (`--network`); empty: every one.
+    #[serde(default)]
+    pub managed_networks: Vec<String>,
+    /// Interfaces the last reconciliation could not attach, by ifindex,
+    /// with why (what [`crate::guard`] names as the reason they are
+    /// unguarded).
+    #[serde(default)]
+    pub attach_failures: std::collections::BTreeMap<u32, String>,
+    /// Networks and endpoints whose policy denies something but that the
+    /// last sync found unguarded (see [`crate::guard::Alarm`]).
+    #[serde(default)]
+    pub unguarded: Vec<crate::guard::Alarm>,
 }
 
 fn path(dir: &Path) -> PathBuf {

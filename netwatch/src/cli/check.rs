@@ -1,6 +1,9 @@
-//! `netwatch check`: can this host run netwatch?
+//! `netwatch check`: can this host run netwatch, and can it guard the
+//! networks this host has?
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -8,15 +11,84 @@ use serde::Serialize;
 use super::OutputFormat;
 use crate::{
     datapath::{Datapath, LoadOptions},
-    host,
+    docker::{Client, Inventory},
+    guard, host,
 };
 
 /// One line of the report.
 #[derive(Serialize)]
 struct Finding {
-    check: &'static str,
+    check: String,
+    /// `result` is not `fail`.
     ok: bool,
+    /// `ok`, `warn` (netwatch runs, but something is not guarded) or
+    /// `fail`.
+    result: &'static str,
     detail: String,
+}
+
+impl Finding {
+    fn new(check: &str, ok: bool, detail: String) -> Finding {
+        Finding {
+            check: check.to_owned(),
+            ok,
+            result: if ok { "ok" } else { "fail" },
+            detail,
+        }
+    }
+
+    fn warn(check: &str, detail: String) -> Finding {
+        Finding {
+            check: check.to_owned(),
+            ok: true,
+            result: "warn",
+            detail,
+        }
+    }
+}
+
+/// How long `check` waits for Docker.
+const DOCKER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One finding per network driver this host has networks of: `ok` where
+/// netwatch has a hook, `warn` where it has none but no network of that
+/// driver asks to deny anything, `fail` where an internal or egress-denied
+/// network of that driver cannot be guarded.
+fn driver_findings(inventory: &Inventory) -> Vec<Finding> {
+    let mut by_driver: BTreeMap<&str, (usize, Vec<&str>)> = BTreeMap::new();
+    for network in &inventory.networks {
+        let entry = by_driver.entry(network.driver.as_str()).or_default();
+        entry.0 += 1;
+        if guard::denied_by(network).is_some() {
+            entry.1.push(network.name.as_str());
+        }
+    }
+    by_driver
+        .into_iter()
+        .map(|(driver, (count, denied))| {
+            let check = format!("driver {driver}");
+            let networks = if count == 1 {
+                "1 network".to_owned()
+            } else {
+                format!("{count} networks")
+            };
+            match guard::driver_hook(driver) {
+                Ok(hook) => Finding::new(&check, true, format!("{networks}: guarded at {hook}")),
+                Err(why) if denied.is_empty() => Finding::warn(
+                    &check,
+                    format!("{networks}, none internal: unguarded: {why}"),
+                ),
+                Err(why) => Finding::new(
+                    &check,
+                    false,
+                    format!(
+                        "{networks}; internal or egress-denied and NOT guarded: {}: {why}",
+                        denied.join(", ")
+                    ),
+                ),
+            }
+        })
+        .collect()
 }
 
 /// Runs every check; exits non-zero when one fails.
@@ -26,46 +98,46 @@ struct Finding {
 pub fn run(output: OutputFormat) -> Result<ExitCode> {
     let mut findings = Vec::new();
     let root = host::is_root();
-    findings.push(Finding {
-        check: "root",
-        ok: root,
-        detail: if root {
+    findings.push(Finding::new(
+        "root",
+        root,
+        if root {
             "running as root".into()
         } else {
             "netwatch loads BPF programs: run it as root (sudo netwatch check)".into()
         },
-    });
+    ));
     let kernel = host::kernel_release();
     let tcx = kernel.as_ref().is_some_and(|k| k.at_least(6, 6));
-    findings.push(Finding {
-        check: "kernel",
-        ok: tcx,
-        detail: match &kernel {
+    findings.push(Finding::new(
+        "kernel",
+        tcx,
+        match &kernel {
             Some(k) if tcx => format!("Linux {k}: TCX attachments available"),
             Some(k) => format!("Linux {k}: netwatch needs Linux 6.6 or newer (TCX)"),
             None => "cannot read /proc/sys/kernel/osrelease".into(),
         },
-    });
+    ));
     let btf = std::path::Path::new("/sys/kernel/btf/vmlinux").exists();
-    findings.push(Finding {
-        check: "btf",
-        ok: btf,
-        detail: if btf {
+    findings.push(Finding::new(
+        "btf",
+        btf,
+        if btf {
             "/sys/kernel/btf/vmlinux present".into()
         } else {
             "no kernel BTF at /sys/kernel/btf/vmlinux: use a kernel built with CONFIG_DEBUG_INFO_BTF".into()
         },
-    });
+    ));
     let bpffs = host::bpffs_mounted();
-    findings.push(Finding {
-        check: "bpffs",
-        ok: bpffs,
-        detail: if bpffs {
+    findings.push(Finding::new(
+        "bpffs",
+        bpffs,
+        if bpffs {
             "mounted at /sys/fs/bpf (pins survive the agent)".into()
         } else {
             "not mounted: run `mount -t bpf bpf /sys/fs/bpf`".into()
         },
-    });
+    ));
     if root {
         let (ok, detail) = match Datapath::load(&LoadOptions::default()) {
             Ok(_) => (
@@ -74,19 +146,40 @@ pub fn run(output: OutputFormat) -> Result<ExitCode> {
             ),
             Err(e) => (false, e.to_string()),
         };
-        findings.push(Finding {
-            check: "programs",
-            ok,
-            detail,
-        });
+        findings.push(Finding::new("programs", ok, detail));
+    }
+    let inventory = super::block_on(async {
+        match tokio::time::timeout(DOCKER_TIMEOUT, async {
+            let client = Client::connect().await?;
+            Ok::<_, anyhow::Error>(Inventory::load(&client).await?)
+        })
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => anyhow::bail!(
+                "Docker did not answer within {} s",
+                DOCKER_TIMEOUT.as_secs()
+            ),
+        }
+    });
+    match inventory {
+        Ok(inventory) => findings.extend(driver_findings(&inventory)),
+        Err(e) => findings.push(Finding::warn(
+            "docker",
+            format!(
+                "{}; the network drivers were not checked",
+                super::one_line(&e)
+            ),
+        )),
     }
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
         OutputFormat::Table => {
-            println!("{:<10} {:<6} DETAIL", "CHECK", "RESULT");
+            let width = findings.iter().map(|f| f.check.len()).max().unwrap_or(0);
+            println!("{:<width$} {:<6} DETAIL", "CHECK", "RESULT");
             for f in &findings {
-                let result = if f.ok { "ok" } else { "FAIL" };
-                println!("{:<10} {:<6} {}", f.check, result, f.detail);
+                let result = if f.ok { f.result } else { "FAIL" };
+                println!("{:<width$} {:<6} {}", f.check, result, f.detail);
             }
         }
     }
@@ -95,4 +188,49 @@ pub fn run(output: OutputFormat) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_driver_says_whether_it_is_guarded_and_an_internal_unguardable_network_fails() {
+        let mut inventory = crate::docker::captured::inventory(&[]);
+        let lines = |inventory: &Inventory| -> Vec<(String, &'static str)> {
+            driver_findings(inventory)
+                .into_iter()
+                .map(|f| (f.check, f.result))
+                .collect()
+        };
+        assert_eq!(
+            lines(&inventory),
+            [
+                ("driver bridge".to_owned(), "ok"),
+                ("driver host".to_owned(), "warn"),
+                ("driver null".to_owned(), "warn"),
+            ]
+        );
+        // nwcap-back is internal: as a macvlan network it cannot be guarded.
+        let back = inventory
+            .networks
+            .iter_mut()
+            .find(|n| n.name == "nwcap-back")
+            .unwrap();
+        back.driver = "macvlan".into();
+        let findings = driver_findings(&inventory);
+        let macvlan = findings
+            .iter()
+            .find(|f| f.check == "driver macvlan")
+            .unwrap();
+        assert_eq!(macvlan.result, "fail");
+        assert!(!macvlan.ok);
+        assert!(
+            macvlan.detail.starts_with(
+                "1 network; internal or egress-denied and NOT guarded: nwcap-back: macvlan: "
+            ),
+            "{}",
+            macvlan.detail
+        );
+    }
 }

@@ -102,13 +102,35 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
-    /// Show whether the agent runs, what is attached where, and what was
-    /// dropped and why (read from the pinned maps, so it works whether or
-    /// not the agent is up).
+    /// Show whether the agent runs, what is unguarded, what is attached
+    /// where, and what was dropped and why (read from the pinned maps, so it
+    /// works whether or not the agent is up).
+    ///
+    /// Under UNGUARDED it lists every network and endpoint whose policy
+    /// denies something (`internal: true`, `netwatch.egress=deny`) but that
+    /// netwatch does not enforce, each with why: a driver netwatch has no
+    /// hook for, a veth not found or not attached, a network the agent does
+    /// not manage. It judges from Docker and the pins now; when Docker does
+    /// not answer, it shows the running agent's last account.
+    ///
+    /// Exit status:
+    ///   0  every internal or egress-denied network and endpoint is enforced
+    ///   1  status could not be read (e.g. not root)
+    ///   3  at least one of them is unguarded (listed under UNGUARDED)
+    ///   4  cannot tell: Docker does not answer and no agent has synced
+    ///
+    /// Examples:
+    ///   sudo netwatch status
+    ///   sudo netwatch status --network shop_backend || alert
+    #[command(verbatim_doc_comment)]
     Status {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
+        /// Judge only these networks (names or ids; repeat the flag) for
+        /// UNGUARDED and the exit status.
+        #[arg(long = "network", value_name = "NETWORK")]
+        networks: Vec<String>,
         /// Where the agent pins its links and maps (a directory in bpffs).
         #[arg(long, hide = true, default_value = "/sys/fs/bpf/netwatch")]
         pin_root: std::path::PathBuf,
@@ -185,17 +207,25 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
-    /// List Docker's networks, their endpoints and host veths, and whether
-    /// netwatch enforces them.
+    /// List Docker's networks, their endpoints and host veths, and how far
+    /// netwatch guards each.
     ///
     /// One line per network (driver, internal flag, subnets, bridge device,
-    /// enforcement state, number of endpoints), then one line per endpoint:
-    /// container, compose service, addresses, MAC, and the host side of its
-    /// veth, found by entering the container's network namespace. A network
-    /// is enforced when it has endpoints and both netwatch veth programs
-    /// (from_container, to_container) are pinned on every one of them.
-    /// Only running containers have endpoints; networks of drivers other
-    /// than bridge list none (netwatch has no veth to attach to there).
+    /// number of endpoints, mode, why), then one line per endpoint:
+    /// container, compose service, addresses, MAC, the host side of its veth
+    /// (found by entering the container's network namespace), mode, why.
+    /// The host and none networks list the containers in that network mode.
+    ///
+    /// The mode of a network or endpoint is one of:
+    ///   enforced   its policy denies something (internal: true,
+    ///              netwatch.egress=deny) and netwatch's programs apply it
+    ///              (on every endpoint's veth, and the network's bridge)
+    ///   observed   netwatch's programs are attached and the policy denies
+    ///              nothing: every packet passes and is recorded
+    ///   unguarded  no netwatch program sees the traffic; WHY says why (a
+    ///              driver without a hook, host networking, a veth not found
+    ///              or not attached, no agent running, not managed…)
+    /// A network is only as guarded as its weakest endpoint.
     ///
     /// Talks to dockerd at DOCKER_HOST (default unix:///var/run/docker.sock).
     /// Run as root to see host veths; without root they are left blank.
@@ -213,6 +243,12 @@ enum Command {
         /// endpoints (the shape is documented in the README).
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
+        /// Where the agent pins its links and maps (a directory in bpffs).
+        #[arg(long, hide = true, default_value = "/sys/fs/bpf/netwatch")]
+        pin_root: std::path::PathBuf,
+        /// Where the agent keeps its lock and status file.
+        #[arg(long, hide = true, default_value = "/run/netwatch")]
+        run_dir: std::path::PathBuf,
     },
     /// Draw who talks to whom on this host: containers grouped by network,
     /// the host, and the outside grouped by prefix, with edges weighted by
@@ -375,9 +411,12 @@ enum Command {
     ///
     /// For each network the container is attached to: its addresses, MAC and
     /// aliases, the interface inside the container, the host side of the veth
-    /// (name and ifindex), and which netwatch programs are pinned on it. A
-    /// container started with `--network container:<other>` shows <other>'s
-    /// endpoints, which it shares.
+    /// (name and ifindex), which netwatch programs are pinned on it, and its
+    /// mode (enforced, observed or unguarded, as `netwatch networks` says;
+    /// GUARD is the weakest of them, or why a container in host or none
+    /// network mode cannot be guarded). A container started with
+    /// `--network container:<other>` shows <other>'s endpoints, which it
+    /// shares.
     ///
     /// Talks to dockerd at DOCKER_HOST (default unix:///var/run/docker.sock);
     /// needs root to find host veths.
@@ -392,6 +431,12 @@ enum Command {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
+        /// Where the agent pins its links and maps (a directory in bpffs).
+        #[arg(long, hide = true, default_value = "/sys/fs/bpf/netwatch")]
+        pin_root: std::path::PathBuf,
+        /// Where the agent keeps its lock and status file.
+        #[arg(long, hide = true, default_value = "/run/netwatch")]
+        run_dir: std::path::PathBuf,
     },
 }
 
@@ -458,11 +503,22 @@ pub fn main() -> ExitCode {
         } => cli::explain::run(&source, &destination, from_kernel, output, &pin_root),
         Command::Status {
             output,
+            networks,
             pin_root,
             run_dir,
-        } => cli::status::run(output, &pin_root, &run_dir),
-        Command::Networks { networks, output } => cli::networks::run(&networks, output),
-        Command::Inspect { container, output } => cli::inspect::run(&container, output),
+        } => cli::status::run(output, &networks, &pin_root, &run_dir),
+        Command::Networks {
+            networks,
+            output,
+            pin_root,
+            run_dir,
+        } => cli::networks::run(&networks, output, &pin_root, &run_dir),
+        Command::Inspect {
+            container,
+            output,
+            pin_root,
+            run_dir,
+        } => cli::inspect::run(&container, output, &pin_root, &run_dir),
         Command::Flows {
             filter,
             source,

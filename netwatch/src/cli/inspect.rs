@@ -1,5 +1,6 @@
 //! `netwatch inspect <container>`: one container's endpoints, their host
-//! veths, and which netwatch programs are attached to them.
+//! veths, which netwatch programs are attached to them, and how far
+//! netwatch guards each (see [`crate::guard`]).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -12,6 +13,7 @@ use super::{OutputFormat, networks, table};
 use crate::datapath::{Hook, pins};
 use crate::docker::Snapshot;
 use crate::endpoint::MacAddr;
+use crate::guard::{self, AgentView, Guard, KernelView, Mode};
 
 /// What `netwatch inspect -o json` prints.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -30,6 +32,11 @@ pub struct ContainerReport {
     /// For `--network container:<other>`: `<other>`'s name. `endpoints` are
     /// then `<other>`'s, which this container shares.
     pub shares_network_of: Option<String>,
+    /// The container's weakest endpoint's mode (`unguarded`, then
+    /// `observed`, then `enforced`), with that endpoint's network and why;
+    /// for `host` and `none` network modes, why they cannot be guarded.
+    #[serde(flatten)]
+    pub guard: Guard,
     /// Sorted by network name.
     pub endpoints: Vec<EndpointDetail>,
 }
@@ -55,15 +62,25 @@ pub struct EndpointDetail {
     pub attached: bool,
     /// Why the veth is unknown, when it is.
     pub error: Option<String>,
+    #[serde(flatten)]
+    pub guard: Guard,
 }
 
 /// The report on the container a user means by `query` (name, id or id
-/// prefix), reading attachments from the pins under `pins_root`.
+/// prefix), reading programs from the pins under `pins_root` and judging
+/// its guard against `kernel` and `agent`.
 ///
 /// # Errors
 ///
 /// When no running container, or more than one, matches `query`.
-pub fn report(snapshot: &Snapshot, pins_root: &Path, query: &str) -> Result<ContainerReport> {
+pub fn report(
+    snapshot: &Snapshot,
+    pins_root: &Path,
+    kernel: &dyn KernelView,
+    agent: &AgentView,
+    query: &str,
+) -> Result<ContainerReport> {
+    let assessment = guard::assess(snapshot, kernel, agent);
     let inventory = &snapshot.inventory;
     let container = inventory.find_container(query)?;
     let endpoints_of = inventory.network_owner(container).map_err(|e| {
@@ -102,9 +119,35 @@ pub fn report(snapshot: &Snapshot, pins_root: &Path, query: &str) -> Result<Cont
                 attached: programs.len() == 2,
                 programs,
                 error: veth.err().map(ToString::to_string),
+                guard: assessment
+                    .endpoint(&endpoint.network_id, &endpoints_of.id)
+                    .map(|e| e.guard.clone())
+                    .unwrap_or_else(|| Guard {
+                        mode: Mode::Unguarded,
+                        why: "its network is not in Docker's answer".to_owned(),
+                    }),
             }
         })
-        .collect();
+        .collect::<Vec<EndpointDetail>>();
+    let weakest = endpoints
+        .iter()
+        .max_by_key(|e| badness(e.guard.mode))
+        .map(|e| Guard {
+            mode: e.guard.mode,
+            why: format!("on {}: {}", e.network, e.guard.why),
+        });
+    let guard = weakest.unwrap_or_else(|| {
+        let driver = match endpoints_of.network_mode.as_str() {
+            "host" => "host",
+            _ => "null",
+        };
+        Guard {
+            mode: Mode::Unguarded,
+            why: guard::driver_hook(driver)
+                .err()
+                .unwrap_or_else(|| "no endpoint".to_owned()),
+        }
+    });
     Ok(ContainerReport {
         container: container.name.clone(),
         container_id: container.id.clone(),
@@ -113,8 +156,18 @@ pub fn report(snapshot: &Snapshot, pins_root: &Path, query: &str) -> Result<Cont
         pid: container.pid,
         network_mode: container.network_mode.clone(),
         shares_network_of: owner.map(|o| o.name.clone()),
+        guard,
         endpoints,
     })
+}
+
+/// Orders modes from best to worst guarded.
+fn badness(mode: Mode) -> u8 {
+    match mode {
+        Mode::Enforced => 0,
+        Mode::Observed => 1,
+        Mode::Unguarded => 2,
+    }
 }
 
 /// The table form: a few facts, then one line per endpoint.
@@ -139,13 +192,15 @@ pub fn render_table(report: &ContainerReport) -> String {
         (Some(owner), _) => {
             format!("container:{owner} (shares its network namespace and endpoints)")
         }
-        (None, "host") => {
-            "host (the host's network namespace: no endpoint, not enforced)".to_owned()
-        }
+        (None, "host") => "host (the host's network namespace: no endpoint)".to_owned(),
         (None, "none") => "none (no network)".to_owned(),
         (None, mode) => mode.to_owned(),
     };
     facts.push(vec!["NETWORK MODE".to_owned(), mode]);
+    facts.push(vec![
+        "GUARD".to_owned(),
+        format!("{}: {}", report.guard.mode, report.guard.why),
+    ]);
     // The facts are a two-column table without a header line.
     let mut out: String = table(&["", ""], &facts)
         .lines()
@@ -174,6 +229,7 @@ pub fn render_table(report: &ContainerReport) -> String {
                 } else {
                     e.programs.join(",")
                 },
+                e.guard.mode.to_string(),
             ]
         })
         .collect();
@@ -189,12 +245,13 @@ pub fn render_table(report: &ContainerReport) -> String {
             "HOST VETH",
             "IFINDEX",
             "PROGRAMS",
+            "MODE",
         ],
         &rows,
     ));
     for e in &report.endpoints {
-        if let Some(error) = &e.error {
-            out.push_str(&format!("{}: host veth unknown: {error}\n", e.network));
+        if e.guard.mode == Mode::Unguarded {
+            out.push_str(&format!("{}: unguarded: {}\n", e.network, e.guard.why));
         }
     }
     out
@@ -205,9 +262,21 @@ pub fn render_table(report: &ContainerReport) -> String {
 /// # Errors
 ///
 /// When dockerd cannot be reached, or no single running container matches.
-pub fn run(container: &str, output: OutputFormat) -> Result<ExitCode> {
+pub fn run(
+    container: &str,
+    output: OutputFormat,
+    pin_root: &Path,
+    run_dir: &Path,
+) -> Result<ExitCode> {
     let snapshot = networks::snapshot()?;
-    let report = report(&snapshot, &pins::root(), container)?;
+    let agent = AgentView::read(run_dir);
+    let report = report(
+        &snapshot,
+        pin_root,
+        &guard::Pins(pin_root),
+        &agent,
+        container,
+    )?;
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Table => print!("{}", render_table(&report)),
@@ -221,6 +290,14 @@ mod tests {
 
     use super::*;
     use crate::endpoint::EndpointError;
+    use crate::guard::tests::FakeKernel;
+
+    /// Judges with nothing attached and no agent: programs are read from
+    /// the pins, guards from this.
+    fn report(snapshot: &Snapshot, root: &Path, query: &str) -> Result<ContainerReport> {
+        let kernel = FakeKernel::new(&[], &[("nwcap-br0", 5)]);
+        super::report(snapshot, root, &kernel, &AgentView::default(), query)
+    }
 
     fn snapshot() -> Snapshot {
         let inventory =
@@ -264,7 +341,9 @@ mod tests {
                     "host_ifindex": 13,
                     "programs": ["from_container"],
                     "attached": false,
-                    "error": null
+                    "error": null,
+                    "mode": "unguarded",
+                    "why": "veth vethaaa not attached: no netwatch agent is running"
                 },
                 {
                     "network": "nwcap-front",
@@ -279,7 +358,9 @@ mod tests {
                     "host_ifindex": 11,
                     "programs": [],
                     "attached": false,
-                    "error": null
+                    "error": null,
+                    "mode": "unguarded",
+                    "why": "veth vethbbb not attached: no netwatch agent is running"
                 }
             ])
         );
@@ -297,9 +378,16 @@ mod tests {
             )
         );
         assert!(render_table(&report).ends_with(
-            "nwcap-back: host veth unknown: host veths are only looked up as root \
+            "nwcap-back: unguarded: host veth not found: host veths are only looked up as root \
              (entering a container's network namespace)\n"
         ));
+        assert_eq!(report.guard.mode, Mode::Unguarded);
+        assert!(
+            report
+                .guard
+                .why
+                .starts_with("on nwcap-back: host veth not found: ")
+        );
     }
 
     #[test]
@@ -328,7 +416,8 @@ mod tests {
 CONTAINER      nwcap-hostnet
 ID             7dd5d6e1122d77cae46b752503aa1def75bba7c7aeac97ba429fa34acb01b8b1
 PID            23110
-NETWORK MODE   host (the host's network namespace: no endpoint, not enforced)
+NETWORK MODE   host (the host's network namespace: no endpoint)
+GUARD          unguarded: host networking: the container shares the host's network stack; there is no interface of its own to attach to
 "
         );
     }

@@ -1,5 +1,5 @@
 //! `netwatch networks`: Docker's networks, their endpoints and host veths,
-//! and whether netwatch enforces them.
+//! and how far netwatch guards each (see [`crate::guard`]).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -9,9 +9,9 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use super::{OutputFormat, table};
-use crate::datapath::pins;
 use crate::docker::{Client, Network, Snapshot};
 use crate::endpoint::MacAddr;
+use crate::guard::{self, AgentView, Guard, KernelView, Mode};
 
 /// One network, as `netwatch networks -o json` prints it (the shape is
 /// documented in the README and stable).
@@ -25,10 +25,13 @@ pub struct NetworkReport {
     pub subnets: Vec<String>,
     /// The bridge device; `null` for networks of other drivers.
     pub bridge: Option<String>,
-    /// The network has endpoints and both veth programs are pinned on
-    /// every one of them.
+    /// `mode` is `enforced`.
     pub enforced: bool,
-    /// Sorted by container name.
+    /// `enforced`, `observed` or `unguarded`, and the one line that says why.
+    #[serde(flatten)]
+    pub guard: Guard,
+    /// Sorted by container name. The `host` and `none` networks list the
+    /// containers in that network mode (no addresses, no MAC).
     pub endpoints: Vec<EndpointReport>,
 }
 
@@ -41,25 +44,29 @@ pub struct EndpointReport {
     pub service: Option<String>,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
-    pub mac: MacAddr,
+    /// `null` for containers in `host` or `none` network mode.
+    pub mac: Option<MacAddr>,
     /// The host end of the endpoint's veth; `null` when it could not be
-    /// resolved (a warning says why).
+    /// resolved (`why` says why) or the driver has none.
     pub host_ifname: Option<String>,
     pub host_ifindex: Option<u32>,
     /// Both netwatch veth programs are pinned on `host_ifindex`.
     pub attached: bool,
+    #[serde(flatten)]
+    pub guard: Guard,
 }
 
 /// Builds the report of `snapshot`'s networks — all of them, or those named
-/// in `only` (names or ids) — reading attachments from the bpffs pins under
-/// `pins_root` (normally [`pins::root`]).
+/// in `only` (names or ids) — judged against what `kernel` holds and what
+/// the agent says of itself.
 ///
 /// # Errors
 ///
 /// When a name in `only` is no network's.
 pub fn report(
     snapshot: &Snapshot,
-    pins_root: &Path,
+    kernel: &dyn KernelView,
+    agent: &AgentView,
     only: &[String],
 ) -> Result<Vec<NetworkReport>> {
     let inventory = &snapshot.inventory;
@@ -71,38 +78,47 @@ pub fn report(
     let selected = |network: &Network| {
         only.is_empty() || only.iter().any(|w| *w == network.name || *w == network.id)
     };
+    let assessment = guard::assess(snapshot, kernel, agent);
     Ok(inventory
         .networks
         .iter()
         .filter(|network| selected(network))
-        .map(|network| {
-            let endpoints: Vec<EndpointReport> = inventory
-                .endpoints_on(&network.id)
-                .map(|(container, endpoint)| {
-                    let veth = snapshot.veth(container, endpoint).ok();
-                    EndpointReport {
+        .filter_map(|network| {
+            let judged = assessment.network(&network.id)?;
+            let endpoints: Vec<EndpointReport> = judged
+                .endpoints
+                .iter()
+                .filter_map(|e| {
+                    let container = inventory.find_container(&e.container_id).ok()?;
+                    let endpoint = container
+                        .endpoints
+                        .iter()
+                        .find(|mine| mine.network_id == network.id);
+                    Some(EndpointReport {
                         container: container.name.clone(),
                         container_id: container.id.clone(),
                         service: container.service.clone(),
-                        ipv4: endpoint.ipv4,
-                        ipv6: endpoint.ipv6,
-                        mac: endpoint.mac,
-                        host_ifname: veth.map(|v| v.ifname.clone()),
-                        host_ifindex: veth.map(|v| v.ifindex),
-                        attached: veth.is_some_and(|v| pins::veth_attached(pins_root, v.ifindex)),
-                    }
+                        ipv4: endpoint.and_then(|e| e.ipv4),
+                        ipv6: endpoint.and_then(|e| e.ipv6),
+                        mac: endpoint.map(|e| e.mac),
+                        host_ifname: e.veth.as_ref().map(|v| v.ifname.clone()),
+                        host_ifindex: e.veth.as_ref().map(|v| v.ifindex),
+                        attached: e.attached,
+                        guard: e.guard.clone(),
+                    })
                 })
                 .collect();
-            NetworkReport {
+            Some(NetworkReport {
                 name: network.name.clone(),
                 id: network.id.clone(),
                 driver: network.driver.clone(),
                 internal: network.internal,
                 subnets: network.subnets.iter().map(|s| s.cidr.to_string()).collect(),
                 bridge: network.bridge.clone(),
-                enforced: !endpoints.is_empty() && endpoints.iter().all(|e| e.attached),
+                enforced: judged.guard.mode == Mode::Enforced,
+                guard: judged.guard.clone(),
                 endpoints,
-            }
+            })
         })
         .collect())
 }
@@ -120,27 +136,22 @@ pub fn snapshot() -> Result<Snapshot> {
     })
 }
 
-/// The two tables of `netwatch networks`: networks, then endpoints.
+/// The two tables of `netwatch networks`: networks, then endpoints; each
+/// row ends with its mode and why.
 pub fn render_table(reports: &[NetworkReport]) -> String {
     let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
     let networks: Vec<Vec<String>> = reports
         .iter()
         .map(|n| {
-            let attached = n.endpoints.iter().filter(|e| e.attached).count();
-            let enforced = match (n.endpoints.len(), attached) {
-                (0, _) => String::new(),
-                (_, 0) => "no".to_owned(),
-                (all, some) if all == some => "yes".to_owned(),
-                (all, some) => format!("partly ({some}/{all})"),
-            };
             vec![
                 n.name.clone(),
                 n.driver.clone(),
                 yes_no(n.internal),
                 n.subnets.join(","),
                 n.bridge.clone().unwrap_or_default(),
-                enforced,
                 n.endpoints.len().to_string(),
+                n.guard.mode.to_string(),
+                n.guard.why.clone(),
             ]
         })
         .collect();
@@ -151,8 +162,9 @@ pub fn render_table(reports: &[NetworkReport]) -> String {
             "INTERNAL",
             "SUBNETS",
             "BRIDGE",
-            "ENFORCED",
             "ENDPOINTS",
+            "MODE",
+            "WHY",
         ],
         &networks,
     );
@@ -166,10 +178,11 @@ pub fn render_table(reports: &[NetworkReport]) -> String {
                     n.name.clone(),
                     e.ipv4.map(|a| a.to_string()).unwrap_or_default(),
                     e.ipv6.map(|a| a.to_string()).unwrap_or_default(),
-                    e.mac.to_string(),
+                    e.mac.map(|m| m.to_string()).unwrap_or_default(),
                     e.host_ifname.clone().unwrap_or_default(),
                     e.host_ifindex.map(|i| i.to_string()).unwrap_or_default(),
-                    yes_no(e.attached),
+                    e.guard.mode.to_string(),
+                    e.guard.why.clone(),
                 ]
             })
         })
@@ -186,7 +199,8 @@ pub fn render_table(reports: &[NetworkReport]) -> String {
                 "MAC",
                 "HOST VETH",
                 "IFINDEX",
-                "ATTACHED",
+                "MODE",
+                "WHY",
             ],
             &endpoints,
         ));
@@ -199,9 +213,15 @@ pub fn render_table(reports: &[NetworkReport]) -> String {
 /// # Errors
 ///
 /// When dockerd cannot be reached or a named network does not exist.
-pub fn run(networks: &[String], output: OutputFormat) -> Result<ExitCode> {
+pub fn run(
+    networks: &[String],
+    output: OutputFormat,
+    pin_root: &Path,
+    run_dir: &Path,
+) -> Result<ExitCode> {
     let snapshot = snapshot()?;
-    let reports = report(&snapshot, &pins::root(), networks)?;
+    let agent = AgentView::read(run_dir);
+    let reports = report(&snapshot, &guard::Pins(pin_root), &agent, networks)?;
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
         OutputFormat::Table => print!("{}", render_table(&reports)),
@@ -211,15 +231,14 @@ pub fn run(networks: &[String], output: OutputFormat) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use std::fs;
-
     use super::*;
-    use crate::datapath::Hook;
     use crate::endpoint::EndpointError;
+    use crate::guard::tests::FakeKernel;
 
     /// The captured topology (see `docker/testdata`), with veths made up.
     fn snapshot() -> Snapshot {
-        let inventory = crate::docker::captured::inventory(&["app", "static", "sidecar"]);
+        let inventory =
+            crate::docker::captured::inventory(&["app", "static", "sidecar", "hostnet", "none"]);
         let mut snapshot = Snapshot::unresolved(inventory, EndpointError::NotRoot);
         snapshot.set_veth_for_test("nwcap-app", "nwcap-back", "vethaaa", 13);
         snapshot.set_veth_for_test("nwcap-app", "nwcap-front", "vethbbb", 11);
@@ -227,46 +246,60 @@ mod tests {
         snapshot
     }
 
-    /// A directory standing in for netwatch's bpffs root, removed on drop.
-    struct PinRoot(std::path::PathBuf);
-
-    impl PinRoot {
-        fn path(&self) -> &Path {
-            &self.0
-        }
+    /// The captured bridges exist (nwcap-back's is `nwcap-br0`, ifindex 5;
+    /// nwcap-front's 4), with `attached` interfaces carrying both programs.
+    fn kernel(attached: &[u32]) -> FakeKernel {
+        FakeKernel::new(
+            attached,
+            &[("nwcap-br0", 5), ("br-5ff26285eaf7", 4), ("docker0", 3)],
+        )
     }
 
-    impl Drop for PinRoot {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
+    fn running() -> AgentView {
+        AgentView {
+            running: true,
+            ..AgentView::default()
         }
-    }
-
-    fn pin_root(attached: &[u32]) -> PinRoot {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = PinRoot(std::env::temp_dir().join(format!(
-            "netwatch-pins-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        )));
-        fs::create_dir_all(pins::links_dir(dir.path())).unwrap();
-        for &ifindex in attached {
-            for hook in [Hook::FromContainer, Hook::ToContainer] {
-                fs::write(pins::link_path(dir.path(), hook, ifindex), b"").unwrap();
-            }
-        }
-        dir
     }
 
     #[test]
     fn json_has_the_documented_shape() {
-        let pins = pin_root(&[]);
-        let reports = report(&snapshot(), pins.path(), &["nwcap-back".into()]).unwrap();
+        let reports = report(
+            &snapshot(),
+            &kernel(&[5, 13]),
+            &running(),
+            &["nwcap-back".into(), "host".into()],
+        )
+        .unwrap();
         let json = serde_json::to_value(&reports).unwrap();
         assert_eq!(
             json,
             serde_json::json!([{
+                "name": "host",
+                "id": "bf78ce1cdb95da387cd6f801d06d37c2d4a847413bc258eb3a3626f27354c8cc",
+                "driver": "host",
+                "internal": false,
+                "subnets": [],
+                "bridge": null,
+                "enforced": false,
+                "mode": "unguarded",
+                "why": "host networking: the container shares the host's network stack; there is no interface of its own to attach to",
+                "endpoints": [
+                    {
+                        "container": "nwcap-hostnet",
+                        "container_id": "7dd5d6e1122d77cae46b752503aa1def75bba7c7aeac97ba429fa34acb01b8b1",
+                        "service": null,
+                        "ipv4": null,
+                        "ipv6": null,
+                        "mac": null,
+                        "host_ifname": null,
+                        "host_ifindex": null,
+                        "attached": false,
+                        "mode": "unguarded",
+                        "why": "host networking: the container shares the host's network stack; there is no interface of its own to attach to"
+                    }
+                ]
+            }, {
                 "name": "nwcap-back",
                 "id": "3bc36a716f17e68d3e4a69b2fb9230c0eaecb8dcc796f6b967f0dc4e4a67c363",
                 "driver": "bridge",
@@ -274,6 +307,8 @@ mod tests {
                 "subnets": ["172.29.0.0/24", "fd00:29::/64"],
                 "bridge": "nwcap-br0",
                 "enforced": false,
+                "mode": "unguarded",
+                "why": "1 of 2 endpoints unguarded (nwcap-static: veth vethccc not attached yet: the agent attaches it at its next sync)",
                 "endpoints": [
                     {
                         "container": "nwcap-app",
@@ -284,7 +319,9 @@ mod tests {
                         "mac": "02:42:ac:1d:00:0a",
                         "host_ifname": "vethaaa",
                         "host_ifindex": 13,
-                        "attached": false
+                        "attached": true,
+                        "mode": "enforced",
+                        "why": "internal: true"
                     },
                     {
                         "container": "nwcap-static",
@@ -295,52 +332,138 @@ mod tests {
                         "mac": "02:42:ac:1d:00:14",
                         "host_ifname": "vethccc",
                         "host_ifindex": 15,
-                        "attached": false
+                        "attached": false,
+                        "mode": "unguarded",
+                        "why": "veth vethccc not attached yet: the agent attaches it at its next sync"
                     }
                 ]
             }])
         );
     }
 
+    fn modes(kernel: &FakeKernel, agent: &AgentView) -> Vec<(String, Mode)> {
+        report(&snapshot(), kernel, agent, &[])
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.name, n.guard.mode))
+            .collect()
+    }
+
     #[test]
-    fn enforced_needs_both_programs_on_every_endpoint() {
-        let snapshot = snapshot();
-        let enforced = |attached: &[u32]| -> Vec<(String, bool)> {
-            let pins = pin_root(attached);
-            report(&snapshot, pins.path(), &[])
-                .unwrap()
-                .into_iter()
-                .map(|n| (n.name, n.enforced))
-                .collect()
-        };
-        let names_enforced = |names: &[&str]| -> Vec<(String, bool)> {
+    fn enforced_needs_the_bridge_and_every_endpoint_and_observed_is_never_called_enforced() {
+        use Mode::{Enforced, Observed, Unguarded};
+        let named = |modes: [Mode; 5]| -> Vec<(String, Mode)> {
             ["bridge", "host", "none", "nwcap-back", "nwcap-front"]
                 .iter()
-                .map(|n| (n.to_string(), names.contains(n)))
+                .map(|n| n.to_string())
+                .zip(modes)
                 .collect()
         };
-        assert_eq!(enforced(&[]), names_enforced(&[]));
+        // Nothing attached: nothing guarded. The default bridge has no
+        // endpoint in this snapshot: observed while an agent runs (it
+        // attaches new ones), unguarded when none does.
         assert_eq!(
-            enforced(&[13]),
-            names_enforced(&[]),
-            "one of two endpoints is not enough"
+            modes(&kernel(&[]), &running()),
+            named([Observed, Unguarded, Unguarded, Unguarded, Unguarded])
         );
-        assert_eq!(enforced(&[13, 15]), names_enforced(&["nwcap-back"]));
         assert_eq!(
-            enforced(&[11, 13, 15]),
-            names_enforced(&["nwcap-back", "nwcap-front"])
+            modes(&kernel(&[]), &AgentView::default())[0].1,
+            Unguarded,
+            "no agent: an empty network is not observed"
         );
-        // One program of two is not attached.
-        let pins = pin_root(&[11]);
-        fs::remove_file(pins::link_path(pins.path(), Hook::ToContainer, 11)).unwrap();
-        let front = report(&snapshot, pins.path(), &["nwcap-front".into()]).unwrap();
-        assert!(!front[0].enforced && !front[0].endpoints[0].attached);
+        assert_eq!(
+            modes(&kernel(&[13, 15]), &running())[3].1,
+            Unguarded,
+            "every veth, but not the bridge"
+        );
+        assert_eq!(
+            modes(&kernel(&[5, 13]), &running())[3].1,
+            Unguarded,
+            "the bridge, but one veth of two"
+        );
+        assert_eq!(
+            modes(&kernel(&[5, 11, 13, 15]), &running()),
+            named([Observed, Unguarded, Unguarded, Enforced, Observed]),
+            "front has both programs and denies nothing: observed, not enforced"
+        );
+        let front = report(
+            &snapshot(),
+            &kernel(&[5, 11, 13, 15]),
+            &running(),
+            &["nwcap-front".into()],
+        )
+        .unwrap();
+        assert!(
+            !front[0].enforced,
+            "enforced is true only where the mode is"
+        );
+        assert_eq!(
+            front[0].guard.why,
+            "nothing denied: not internal, no netwatch.egress=deny"
+        );
+    }
+
+    #[test]
+    fn unguarded_says_why_from_the_agents_account() {
+        let failed = AgentView {
+            running: true,
+            managed: Vec::new(),
+            attach_failures: [(
+                15,
+                "the kernel refused: File exists (os error 17)".to_string(),
+            )]
+            .into(),
+        };
+        let back = report(
+            &snapshot(),
+            &kernel(&[5, 13]),
+            &failed,
+            &["nwcap-back".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            back[0].endpoints[1].guard.why,
+            "veth vethccc not attached: the kernel refused: File exists (os error 17)"
+        );
+        let stopped = report(
+            &snapshot(),
+            &kernel(&[]),
+            &AgentView::default(),
+            &["nwcap-back".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            stopped[0].guard.why,
+            "bridge nwcap-br0 not attached: no netwatch agent is running"
+        );
+        let filtered = AgentView {
+            running: true,
+            managed: vec!["nwcap-front".into()],
+            attach_failures: Default::default(),
+        };
+        let back = report(
+            &snapshot(),
+            &kernel(&[5, 13, 15]),
+            &filtered,
+            &["nwcap-back".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            back[0].guard.why,
+            "not managed: the agent runs with --network nwcap-front"
+        );
+        assert!(
+            back[0]
+                .endpoints
+                .iter()
+                .all(|e| e.guard.mode == Mode::Unguarded),
+            "attached by someone else, but not this agent's to keep"
+        );
     }
 
     #[test]
     fn unknown_network_is_one_line() {
-        let pins = pin_root(&[]);
-        let error = report(&snapshot(), pins.path(), &["nope".into()]).unwrap_err();
+        let error = report(&snapshot(), &kernel(&[]), &running(), &["nope".into()]).unwrap_err();
         assert_eq!(
             error.to_string(),
             "no network named \"nope\"; `docker network ls` lists them"
@@ -348,24 +471,25 @@ mod tests {
     }
 
     #[test]
-    fn table_is_aligned() {
-        let pins = pin_root(&[13]);
+    fn table_is_aligned_and_says_the_mode_in_words() {
         let reports = report(
             &snapshot(),
-            pins.path(),
-            &["nwcap-back".into(), "host".into()],
+            &kernel(&[5, 13]),
+            &running(),
+            &["nwcap-back".into(), "none".into()],
         )
         .unwrap();
         assert_eq!(
             render_table(&reports),
             "\
-NETWORK      DRIVER   INTERNAL   SUBNETS                      BRIDGE      ENFORCED       ENDPOINTS
-host         host     no         -                            -           -              0
-nwcap-back   bridge   yes        172.29.0.0/24,fd00:29::/64   nwcap-br0   partly (1/2)   2
+NETWORK      DRIVER   INTERNAL   SUBNETS                      BRIDGE      ENDPOINTS   MODE        WHY
+none         null     no         -                            -           1           unguarded   no networking (--network none): only loopback, so nothing leaves the container, and there is no interface to attach to
+nwcap-back   bridge   yes        172.29.0.0/24,fd00:29::/64   nwcap-br0   2           unguarded   1 of 2 endpoints unguarded (nwcap-static: veth vethccc not attached yet: the agent attaches it at its next sync)
 
-CONTAINER      SERVICE   NETWORK      IPV4          IPV6         MAC                 HOST VETH   IFINDEX   ATTACHED
-nwcap-app      app       nwcap-back   172.29.0.10   fd00:29::2   02:42:ac:1d:00:0a   vethaaa     13        yes
-nwcap-static   -         nwcap-back   172.29.0.20   fd00:29::3   02:42:ac:1d:00:14   vethccc     15        no
+CONTAINER      SERVICE   NETWORK      IPV4          IPV6         MAC                 HOST VETH   IFINDEX   MODE        WHY
+nwcap-none     -         none         -             -            -                   -           -         unguarded   no networking (--network none): only loopback, so nothing leaves the container, and there is no interface to attach to
+nwcap-app      app       nwcap-back   172.29.0.10   fd00:29::2   02:42:ac:1d:00:0a   vethaaa     13        enforced    internal: true
+nwcap-static   -         nwcap-back   172.29.0.20   fd00:29::3   02:42:ac:1d:00:14   vethccc     15        unguarded   veth vethccc not attached yet: the agent attaches it at its next sync
 "
         );
     }

@@ -20,6 +20,8 @@ use crate::{
         pinned::{FlowTableCounts, PinnedCounters, read_counters, read_flows},
         pins,
     },
+    docker::{Client, Snapshot},
+    guard::{self, AgentView, Alarm},
     host,
 };
 
@@ -44,6 +46,109 @@ struct Status {
     pipeline: Option<ApiStatus>,
     /// Why the pipeline's counters could not be read from a running agent.
     pipeline_error: Option<String>,
+    /// Networks and endpoints whose policy denies something (internal,
+    /// `netwatch.egress=deny`) but that netwatch does not enforce. Any of
+    /// them makes `status` exit with [`EXIT_UNGUARDED`].
+    unguarded: Vec<Alarm>,
+    /// Unguarded networks and endpoints whose policy denies nothing (host
+    /// networking, a macvlan network nobody asked to isolate…): told, not
+    /// alarming.
+    unguarded_by_choice: Vec<Alarm>,
+    /// Where the two lists above come from: `docker` (judged now, from
+    /// Docker and the pins), `agent` (the running agent's last sync, when
+    /// this command could not judge itself) or `none`.
+    guard_source: &'static str,
+    /// Why `status` could not judge for itself, if it could not.
+    guard_error: Option<String>,
+}
+
+/// `status`'s exit status when a network or endpoint whose policy denies
+/// something is not enforced.
+pub const EXIT_UNGUARDED: u8 = 3;
+/// `status`'s exit status when it cannot tell what is guarded: Docker does
+/// not answer and no agent gave an account.
+pub const EXIT_CANNOT_TELL: u8 = 4;
+
+/// How long `status` waits for Docker's answers.
+const DOCKER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The guard alarms of this host: judged now when Docker answers (and this
+/// process can resolve veths), else the running agent's last account.
+struct GuardReport {
+    alarms: Vec<Alarm>,
+    by_choice: Vec<Alarm>,
+    source: &'static str,
+    error: Option<String>,
+}
+
+fn guard_report(
+    root: &Path,
+    run_dir: &Path,
+    agent: Option<&AgentStatus>,
+    only: &[String],
+) -> Result<GuardReport> {
+    let judged = if host::is_root() {
+        super::block_on(async {
+            let snapshot = async {
+                let client = Client::connect().await?;
+                Ok::<_, anyhow::Error>(Snapshot::take(&client).await?)
+            };
+            match tokio::time::timeout(DOCKER_TIMEOUT, snapshot).await {
+                Ok(result) => result,
+                Err(_) => anyhow::bail!(
+                    "Docker did not answer within {} s",
+                    DOCKER_TIMEOUT.as_secs()
+                ),
+            }
+        })
+        .map_err(|e| super::one_line(&e))
+    } else {
+        Err("not root: veths cannot be looked up".to_owned())
+    };
+    match judged {
+        Ok(snapshot) => {
+            for wanted in only {
+                if snapshot.inventory.network(wanted).is_none() {
+                    anyhow::bail!("no network named {wanted:?}; `docker network ls` lists them");
+                }
+            }
+            let mut assessment =
+                guard::assess(&snapshot, &guard::Pins(root), &AgentView::read(run_dir));
+            assessment
+                .networks
+                .retain(|n| selected(only, &n.name, &n.id));
+            Ok(GuardReport {
+                alarms: assessment.alarms(),
+                by_choice: assessment.unguarded_by_choice(),
+                source: "docker",
+                error: None,
+            })
+        }
+        Err(error) => Ok(match agent.filter(|a| a.last_sync.is_some()) {
+            Some(agent) => GuardReport {
+                alarms: agent
+                    .unguarded
+                    .iter()
+                    .filter(|a| selected(only, &a.network, &a.network))
+                    .cloned()
+                    .collect(),
+                by_choice: Vec::new(),
+                source: "agent",
+                error: Some(error),
+            },
+            None => GuardReport {
+                alarms: Vec::new(),
+                by_choice: Vec::new(),
+                source: "none",
+                error: Some(error),
+            },
+        }),
+    }
+}
+
+/// Whether network `name` (id `id`) is one of `only` (all when empty).
+fn selected(only: &[String], name: &str, id: &str) -> bool {
+    only.is_empty() || only.iter().any(|w| w == name || w == id)
 }
 
 #[derive(Serialize)]
@@ -68,7 +173,7 @@ fn interface_name(ifindex: u32) -> Option<String> {
         .and_then(|name| name.into_string().ok())
 }
 
-fn collect(root: &Path, run_dir: &Path) -> Result<Status> {
+fn collect(root: &Path, run_dir: &Path, only: &[String]) -> Result<Status> {
     let mut attached: Vec<AttachedInterface> = Vec::new();
     for link in pins::pinned_links(root) {
         match attached.last_mut() {
@@ -117,7 +222,12 @@ fn collect(root: &Path, run_dir: &Path) -> Result<Status> {
         }
         None => (None, None),
     };
+    let guard = guard_report(root, run_dir, agent.as_ref(), only)?;
     Ok(Status {
+        unguarded: guard.alarms,
+        unguarded_by_choice: guard.by_choice,
+        guard_source: guard.source,
+        guard_error: guard.error,
         agent_running: running,
         agent,
         pipeline,
@@ -209,6 +319,7 @@ fn print_table(s: &Status) {
             );
         }
     }
+    print_guard(s);
     println!(
         "{:<14} {} on Linux {}",
         "datapath",
@@ -273,6 +384,51 @@ fn print_table(s: &Status) {
     }
 }
 
+/// The UNGUARDED heading: what must be enforced and is not, each with why.
+fn print_guard(s: &Status) {
+    let from_agent = if s.guard_source == "agent" {
+        format!(
+            " (the agent's last sync; not judged now: {})",
+            s.guard_error.as_deref().unwrap_or("?")
+        )
+    } else {
+        String::new()
+    };
+    match (s.guard_source, s.unguarded.len()) {
+        ("none", _) => println!(
+            "{:<14} cannot tell: {}",
+            "UNGUARDED",
+            s.guard_error.as_deref().unwrap_or("?")
+        ),
+        (_, 0) => println!(
+            "{:<14} none: every internal or egress-denied network and endpoint is enforced{from_agent}",
+            "unguarded"
+        ),
+        (_, n) => {
+            println!(
+                "{:<14} {n} internal or egress-denied {} not enforced{from_agent}:",
+                "UNGUARDED",
+                if n == 1 {
+                    "network or endpoint is"
+                } else {
+                    "networks and endpoints are"
+                }
+            );
+            for alarm in &s.unguarded {
+                println!("  {alarm}");
+            }
+        }
+    }
+    if !s.unguarded_by_choice.is_empty() {
+        println!(
+            "{:<14} {} more unguarded whose policy denies nothing (host networking, other \
+             drivers…); `netwatch networks` says why",
+            "not guarded",
+            s.unguarded_by_choice.len()
+        );
+    }
+}
+
 fn summary(drops: &BTreeMap<&'static str, u64>) -> String {
     if drops.is_empty() {
         return "none".to_string();
@@ -288,13 +444,29 @@ fn summary(drops: &BTreeMap<&'static str, u64>) -> String {
 ///
 /// # Errors
 /// Not root (pinned maps need CAP_BPF), or a pinned map cannot be read.
-pub fn run(output: OutputFormat, pin_root: &Path, run_dir: &Path) -> Result<ExitCode> {
+pub fn run(
+    output: OutputFormat,
+    networks: &[String],
+    pin_root: &Path,
+    run_dir: &Path,
+) -> Result<ExitCode> {
     host::require_capabilities("netwatch status", &[host::Capability::Bpf])
         .map_err(anyhow::Error::msg)?;
-    let status = collect(pin_root, run_dir)?;
+    let status = collect(pin_root, run_dir, networks)?;
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         OutputFormat::Table => print_table(&status),
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(exit_status(&status)))
+}
+
+/// 0, [`EXIT_UNGUARDED`] or [`EXIT_CANNOT_TELL`].
+fn exit_status(status: &Status) -> u8 {
+    if !status.unguarded.is_empty() {
+        EXIT_UNGUARDED
+    } else if status.guard_source == "none" {
+        EXIT_CANNOT_TELL
+    } else {
+        0
+    }
 }

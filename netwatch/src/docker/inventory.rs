@@ -11,8 +11,10 @@
 //! container without a pid are skipped (or kept without that field) with a
 //! logged warning. Containers that have no endpoint of their own — `host`
 //! and `none` network modes, and `--network container:<other>`, which shares
-//! `<other>`'s endpoints — and endpoints on networks of other drivers than
-//! `bridge` (no veth to attach to) are skipped with a debug message.
+//! `<other>`'s endpoints — are kept with no endpoint (their `network_mode`
+//! says which). Endpoints of every driver are kept, with the driver: which
+//! of them netwatch can guard is [`crate::guard`]'s to say, not the
+//! inventory's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -92,8 +94,8 @@ pub struct Container {
     /// `HostConfig.NetworkMode`: `default`, `bridge`, a network name, `host`,
     /// `none` or `container:<id>`.
     pub network_mode: String,
-    /// One per `bridge`-driver network the container is attached to, sorted
-    /// by network name.
+    /// One per network the container is attached to (any driver), sorted
+    /// by network name. Empty in `host`, `none` and `container:<id>` modes.
     pub endpoints: Vec<Endpoint>,
 }
 
@@ -105,11 +107,13 @@ impl Container {
     }
 }
 
-/// A container's attachment to one bridge network.
+/// A container's attachment to one network.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Endpoint {
     pub network_id: String,
     pub network: String,
+    /// The network's driver (`bridge`, `macvlan`, `overlay`, …).
+    pub driver: String,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
     pub mac: MacAddr,
@@ -439,10 +443,12 @@ fn endpoint_from_api(
         );
         return None;
     };
-    if network.driver != "bridge" {
+    if matches!(network.driver.as_str(), "host" | "null") {
+        // The container has no interface of its own on these: its
+        // `network_mode` (`host`, `none`) says all there is.
         debug!(
-            "container {container} on {} network {}: no veth to attach to; skipped",
-            network.driver, network.name
+            "container {container} is on the {} network: no endpoint of its own",
+            network.name
         );
         return None;
     }
@@ -480,6 +486,7 @@ fn endpoint_from_api(
     Some(Endpoint {
         network_id: network.id.clone(),
         network: network.name.clone(),
+        driver: network.driver.clone(),
         ipv4,
         ipv6,
         mac,
@@ -641,6 +648,7 @@ mod tests {
                 Endpoint {
                     network_id: inventory.network("nwcap-back").unwrap().id.clone(),
                     network: "nwcap-back".into(),
+                    driver: "bridge".into(),
                     ipv4: Some(Ipv4Addr::new(172, 29, 0, 10)),
                     ipv6: Some("fd00:29::2".parse().unwrap()),
                     mac: "02:42:ac:1d:00:0a".parse().unwrap(),
@@ -649,6 +657,7 @@ mod tests {
                 Endpoint {
                     network_id: inventory.network("nwcap-front").unwrap().id.clone(),
                     network: "nwcap-front".into(),
+                    driver: "bridge".into(),
                     ipv4: Some(Ipv4Addr::new(172, 18, 0, 2)),
                     ipv6: None,
                     mac: "02:42:ac:12:00:02".parse().unwrap(),

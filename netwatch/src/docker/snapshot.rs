@@ -44,10 +44,25 @@ impl Snapshot {
     pub fn resolve(inventory: Inventory) -> Snapshot {
         let mut veths = HashMap::new();
         for container in &inventory.containers {
-            if container.endpoints.is_empty() {
+            // Only bridge endpoints have a host veth; the others are
+            // answered without visiting the container.
+            let (bridged, others): (Vec<&Endpoint>, Vec<&Endpoint>) = container
+                .endpoints
+                .iter()
+                .partition(|e| e.driver == "bridge");
+            for endpoint in others {
+                let error = EndpointError::NoHostVeth {
+                    driver: endpoint.driver.clone(),
+                };
+                veths.insert(
+                    (container.id.clone(), endpoint.network_id.clone()),
+                    Err(Arc::new(error)),
+                );
+            }
+            if bridged.is_empty() {
                 continue;
             }
-            let macs: Vec<_> = container.endpoints.iter().map(|e| e.mac).collect();
+            let macs: Vec<_> = bridged.iter().map(|e| e.mac).collect();
             let results = match container.pid {
                 Some(pid) => endpoint::host_veths(pid, &macs),
                 None => Err(EndpointError::NoPid {
@@ -61,7 +76,7 @@ impl Snapshot {
                     macs.iter().map(|_| Err(Arc::clone(&error))).collect()
                 }
             };
-            for (endpoint, result) in container.endpoints.iter().zip(results) {
+            for (endpoint, result) in bridged.into_iter().zip(results) {
                 if let Err(error) = &result {
                     warn!(
                         "container {} on network {}: host veth not found: {error}",
@@ -78,8 +93,8 @@ impl Snapshot {
     /// every [`Snapshot::veth`] answers `err`.
     pub fn unresolved(inventory: Inventory, err: EndpointError) -> Snapshot {
         let err = Arc::new(err);
-        let veths = endpoint_keys(&inventory)
-            .map(|key| (key, Err(Arc::clone(&err))))
+        let veths = endpoints(&inventory)
+            .map(|(key, _)| (key, Err(Arc::clone(&err))))
             .collect();
         Snapshot { inventory, veths }
     }
@@ -104,9 +119,16 @@ impl Snapshot {
     /// gets `nwfake<n>` with ifindex 1,000,000 + n. For fuzzing and tests
     /// whose inventory has no containers behind it.
     pub fn with_made_up_veths(inventory: Inventory) -> Snapshot {
-        let veths = (0u32..)
-            .zip(endpoint_keys(&inventory))
-            .map(|(n, key)| {
+        let mut bridged = 0u32..;
+        let veths = endpoints(&inventory)
+            .map(|(key, endpoint)| {
+                if endpoint.driver != "bridge" {
+                    let error = EndpointError::NoHostVeth {
+                        driver: endpoint.driver.clone(),
+                    };
+                    return (key, Err(Arc::new(error)));
+                }
+                let n = bridged.next().unwrap_or(0);
                 let veth = HostVeth {
                     ifname: format!("nwfake{n}"),
                     ifindex: 1_000_000 + n,
@@ -147,11 +169,11 @@ impl Snapshot {
     }
 }
 
-/// The key of every endpoint's veth: (container id, network id).
-fn endpoint_keys(inventory: &Inventory) -> impl Iterator<Item = (String, String)> + '_ {
+/// Every endpoint with its key: (container id, network id).
+fn endpoints(inventory: &Inventory) -> impl Iterator<Item = ((String, String), &Endpoint)> + '_ {
     inventory.containers.iter().flat_map(|c| {
         c.endpoints
             .iter()
-            .map(move |e| (c.id.clone(), e.network_id.clone()))
+            .map(move |e| ((c.id.clone(), e.network_id.clone()), e))
     })
 }

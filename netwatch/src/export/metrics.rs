@@ -17,6 +17,8 @@
 //! | `netwatch_flow_evictions_total`, `netwatch_flows_summarised_total` | counter | |
 //! | `netwatch_tracked_flows` | gauge | |
 //! | `netwatch_attached_interfaces` | gauge | `hook` |
+//! | `netwatch_network_mode`, `netwatch_endpoint_mode` | gauge (1 per network / endpoint) | `network`, `driver`, `mode` / `container`, `network`, `mode` |
+//! | `netwatch_unguarded_denied` | gauge | `kind` (`network`, `endpoint`) |
 //! | `netwatch_flow_log_lines_total`, `…_lost_events_total`, `…_write_errors_total`, `…_unwritten_lines_total`, `…_rotations_total` | counter | (with `--flow-log`) |
 //!
 //! Flow totals are the sums, per label set, of the flows `netwatch flows`
@@ -34,6 +36,14 @@
 //! got: a flow whose verdict changes (a policy change while it lives) keeps
 //! what it counted under the old verdict there and counts on under the new
 //! one, so every series only grows.
+//!
+//! `mode` is `enforced`, `observed` or `unguarded`, as `netwatch networks`
+//! says (see [`crate::guard`]); each network and endpoint has one series,
+//! whose `mode` label changes with its mode, and series of networks and
+//! containers that are gone disappear with them.
+//! `netwatch_unguarded_denied` counts the networks and endpoints whose
+//! policy denies something (internal, `netwatch.egress=deny`) but that
+//! netwatch does not enforce: alert on it being above zero.
 //!
 //! `hook` is `tc` for the TCX programs on container veths and network
 //! bridges (which share one set of verdict counters) and `uplink` for the
@@ -74,6 +84,7 @@ use super::{
 use crate::{
     datapath::{Hook, pinned, pinned::PinnedCounters, pins},
     flows::{FlowEntry, FlowFilter, Pipeline, PipelineCounters},
+    guard::Assessment,
 };
 
 /// Where the agent serves metrics by default: loopback only, so exposing
@@ -117,6 +128,8 @@ pub struct MetricsSnapshot {
     pub datapath: Option<PinnedCounters>,
     pub attachments: Option<AttachCounts>,
     pub flow_log: Option<FlowLogStats>,
+    /// What is guarded, as of the agent's last sync.
+    pub guard: Option<Assessment>,
 }
 
 type Collector<T> = Box<dyn Fn() -> T + Send + Sync>;
@@ -133,6 +146,7 @@ pub struct MetricsSource {
     datapath: Option<Collector<Option<PinnedCounters>>>,
     attachments: Option<Collector<AttachCounts>>,
     flow_log: Option<Arc<FlowLogCounters>>,
+    guard: Option<Collector<Option<Assessment>>>,
 }
 
 impl MetricsSource {
@@ -179,6 +193,18 @@ impl MetricsSource {
             }
         })
         .with_attachments(move || attach_counts(&pins::pinned_links(&links_root)))
+    }
+
+    /// What is guarded: the latest assessment the agent published (`None`
+    /// before its first sync: the guard metrics are left out).
+    pub fn with_guard(
+        mut self,
+        shared: crate::agent::guard_watch::SharedAssessment,
+    ) -> MetricsSource {
+        self.guard = Some(Box::new(move || {
+            shared.lock().ok().and_then(|latest| latest.clone())
+        }));
+        self
     }
 
     /// Counters of the flow log writer.
@@ -229,6 +255,7 @@ impl MetricsSource {
             datapath: self.datapath.as_ref().and_then(|f| f()),
             attachments: self.attachments.as_ref().map(|f| f()),
             flow_log: self.flow_log.as_ref().map(|c| c.stats()),
+            guard: self.guard.as_ref().and_then(|f| f()),
         }
     }
 
@@ -306,7 +333,59 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
     if let Some(stats) = &snapshot.flow_log {
         render_flow_log(&mut out, stats);
     }
+    if let Some(assessment) = &snapshot.guard {
+        render_guard(&mut out, assessment);
+    }
     out.finish()
+}
+
+fn render_guard(out: &mut Exposition, assessment: &Assessment) {
+    out.family(
+        "netwatch_network_mode",
+        MetricKind::Gauge,
+        "1 for each Docker network, labelled with how netwatch guards it: enforced (its \
+         policy denies something and is applied), observed (programs attached, nothing \
+         denied) or unguarded (`netwatch networks` says why).",
+    );
+    for network in &assessment.networks {
+        out.sample(
+            &[
+                ("network", &network.name),
+                ("driver", &network.driver),
+                ("mode", network.guard.mode.name()),
+            ],
+            1,
+        );
+    }
+    out.family(
+        "netwatch_endpoint_mode",
+        MetricKind::Gauge,
+        "1 for each container endpoint (and each container in host or none network mode), \
+         labelled with how netwatch guards it.",
+    );
+    for network in &assessment.networks {
+        for endpoint in &network.endpoints {
+            out.sample(
+                &[
+                    ("container", &endpoint.container),
+                    ("network", &network.name),
+                    ("mode", endpoint.guard.mode.name()),
+                ],
+                1,
+            );
+        }
+    }
+    let alarms = assessment.alarms();
+    let networks = alarms.iter().filter(|a| a.container.is_none()).count();
+    out.family(
+        "netwatch_unguarded_denied",
+        MetricKind::Gauge,
+        "Networks and endpoints whose policy denies something (internal: true, \
+         netwatch.egress=deny) but that netwatch does not enforce; anything above 0 is an \
+         isolation promise nobody keeps.",
+    );
+    out.sample(&[("kind", "network")], networks as u64);
+    out.sample(&[("kind", "endpoint")], (alarms.len() - networks) as u64);
 }
 
 fn render_flows(out: &mut Exposition, flows: &[FlowEntry]) {
@@ -612,6 +691,57 @@ mod tests {
         let _guard = runtime.enter();
         let listener = TcpListener::from_std(listener).unwrap();
         spawnable(&serve_metrics(listener, MetricsSource::new()));
+    }
+
+    #[test]
+    fn every_network_and_endpoint_has_its_mode_and_unguarded_denials_are_counted() {
+        use crate::guard::{EndpointGuard, Guard, Mode, NetworkGuard};
+        let guard = |mode| Guard {
+            mode,
+            why: "w".into(),
+        };
+        let endpoint = |container: &str, mode| EndpointGuard {
+            container: container.into(),
+            container_id: container.into(),
+            veth: None,
+            attached: false,
+            guard: guard(mode),
+        };
+        let assessment = Assessment {
+            networks: vec![
+                NetworkGuard {
+                    id: "1".into(),
+                    name: "back".into(),
+                    driver: "macvlan".into(),
+                    denied_by: Some("internal: true"),
+                    guard: guard(Mode::Unguarded),
+                    endpoints: vec![endpoint("db", Mode::Unguarded)],
+                },
+                NetworkGuard {
+                    id: "2".into(),
+                    name: "front".into(),
+                    driver: "bridge".into(),
+                    denied_by: None,
+                    guard: guard(Mode::Observed),
+                    endpoints: vec![endpoint("web", Mode::Observed)],
+                },
+            ],
+        };
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let source = MetricsSource::new().with_guard(std::sync::Arc::clone(&shared));
+        assert_eq!(source.render(), "", "nothing before the agent's first sync");
+        *shared.lock().unwrap() = Some(assessment);
+        let text = source.render();
+        for line in [
+            "netwatch_network_mode{network=\"back\",driver=\"macvlan\",mode=\"unguarded\"} 1",
+            "netwatch_network_mode{network=\"front\",driver=\"bridge\",mode=\"observed\"} 1",
+            "netwatch_endpoint_mode{container=\"db\",network=\"back\",mode=\"unguarded\"} 1",
+            "netwatch_endpoint_mode{container=\"web\",network=\"front\",mode=\"observed\"} 1",
+            "netwatch_unguarded_denied{kind=\"network\"} 1",
+            "netwatch_unguarded_denied{kind=\"endpoint\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 
     #[test]
