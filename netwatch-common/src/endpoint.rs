@@ -29,8 +29,15 @@ pub mod policy_flags {
     /// which closes the window between a container's start and its veth's
     /// attachment.
     pub const NETWORK_WIDE: u32 = 1 << 4;
+    /// The policy guards a macvlan child: it is keyed by the child's
+    /// ifindex in the container's namespace (where `to_container` sits on
+    /// its ingress), and `parent` names the parent device on the host, so
+    /// that frames from a sibling child (found in `MACVLAN_PORTS` by their
+    /// source MAC) are also judged as the sibling's egress there: bridge-mode
+    /// siblings exchange frames without passing the parent's egress hook.
+    pub const MACVLAN: u32 = 1 << 5;
     /// Every defined bit; the agent refuses to write others.
-    pub const ALL: u32 = ENFORCE | GATEWAY_ACCESS | HAS_IPV4 | HAS_IPV6 | NETWORK_WIDE;
+    pub const ALL: u32 = ENFORCE | GATEWAY_ACCESS | HAS_IPV4 | HAS_IPV6 | NETWORK_WIDE | MACVLAN;
 }
 
 /// The policy of one container endpoint, keyed by its host-side veth ifindex
@@ -48,8 +55,11 @@ pub struct EndpointPolicy {
     pub gateway_v6: [u8; 16],
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// With [`policy_flags::MACVLAN`]: the host ifindex of the child's
+    /// parent device; else 0.
+    pub parent: u32,
 }
-assert_layout!(EndpointPolicy, size = 56, align = 4);
+assert_layout!(EndpointPolicy, size = 60, align = 4);
 
 impl EndpointPolicy {
     pub const fn has(&self, flag: u32) -> bool {
@@ -142,6 +152,39 @@ pub fn port_rule_matches(rule: &PortRule, proto: u8, port: Option<u16>) -> bool 
     proto_ok && port_ok
 }
 
+/// Key of `MACVLAN_PORTS`: a macvlan child by its parent and MAC. MACs are
+/// only unique per LAN, so the parent is part of the key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MacvlanPortKey {
+    /// The parent device's ifindex on the host.
+    pub parent: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+assert_layout!(MacvlanPortKey, size = 12, align = 4);
+
+/// Value of `MACVLAN_PORTS`: which endpoint a macvlan child's MAC belongs
+/// to, and the network namespace it lives in.
+///
+/// The parent's egress hook is where everything a child sends towards the
+/// LAN can be judged: a child's own egress hook is skipped by any socket
+/// with `PACKET_QDISC_BYPASS` (which needs only CAP_NET_RAW, a Docker
+/// default), and macvlan does not check source MACs on transmit. The MAC
+/// names the sender; the namespace cookie of the sending socket
+/// (`bpf_get_netns_cookie`) says whether the frame really came from that
+/// container (measured: see docs/drivers.md).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MacvlanPort {
+    /// The child's key in `ENDPOINTS` (its ifindex in its namespace).
+    pub endpoint: u32,
+    pub _pad: u32,
+    /// The cookie of the container's network namespace (`SO_NETNS_COOKIE`).
+    pub netns_cookie: u64,
+}
+assert_layout!(MacvlanPort, size = 16, align = 8);
+
 /// Global datapath settings, the single entry of the `CONFIG` array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -150,8 +193,15 @@ pub struct DatapathConfig {
     pub export_interval_ns: u64,
     /// Least time between two drop records of one flow; 0 = default.
     pub drop_report_interval_ns: u64,
+    /// The cookie of the host's network namespace, where the agent runs.
+    /// `bpf_get_netns_cookie` on a TC skb answers the namespace of the
+    /// packet's socket, or this one when it has none (forwarded frames,
+    /// ARP the kernel sends): a frame on a macvlan parent with this cookie
+    /// is the host's, not a container's. 0: unknown (nothing is judged by
+    /// it).
+    pub host_netns_cookie: u64,
 }
-assert_layout!(DatapathConfig, size = 16, align = 8);
+assert_layout!(DatapathConfig, size = 24, align = 8);
 
 /// Default active-flow export interval.
 pub const DEFAULT_EXPORT_INTERVAL_NS: u64 = 10_000_000_000;
@@ -182,5 +232,7 @@ user_pod!(
     ScopedV6,
     PortRule,
     AllowRules,
+    MacvlanPortKey,
+    MacvlanPort,
     DatapathConfig
 );

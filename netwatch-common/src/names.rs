@@ -10,6 +10,12 @@ pub const PROG_FROM_CONTAINER: &str = "from_container";
 pub const PROG_TO_CONTAINER: &str = "to_container";
 /// XDP program for the host uplink.
 pub const PROG_UPLINK: &str = "uplink";
+/// TC program on a macvlan parent's egress: what the network's children
+/// send towards the LAN, judged by their source MAC.
+pub const PROG_MACVLAN_PARENT: &str = "macvlan_parent";
+/// TC program on a macvlan child's ingress (in its container's namespace):
+/// what the child receives, and what a sibling sends it.
+pub const PROG_MACVLAN_CHILD: &str = "macvlan_child";
 /// Empty TC program used only as the benchmark's baseline; never attached.
 pub const PROG_BENCH_BASELINE: &str = "bench_baseline";
 /// TC program that only increments a per-CPU counter and lets the packet
@@ -53,9 +59,11 @@ pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_PROTECTED_V4: &str = "PROTECTED_V4";
 /// `LpmTrie<[u8; 16], u32>`.
 pub const MAP_PROTECTED_V6: &str = "PROTECTED_V6";
+/// `HashMap<MacvlanPortKey, MacvlanPort>`: macvlan children by parent and MAC.
+pub const MAP_MACVLAN_PORTS: &str = "MACVLAN_PORTS";
 
 /// Every map of the object.
-pub const ALL_MAPS: [&str; 17] = [
+pub const ALL_MAPS: [&str; 18] = [
     MAP_ENDPOINTS,
     MAP_NET_V4,
     MAP_NET_V6,
@@ -72,6 +80,7 @@ pub const ALL_MAPS: [&str; 17] = [
     MAP_CONFIG,
     MAP_PROTECTED_V4,
     MAP_PROTECTED_V6,
+    MAP_MACVLAN_PORTS,
     MAP_BENCH_COUNTER,
 ];
 
@@ -80,5 +89,6 @@ pub const EVENTS_BYTES: u32 = 1 << 20;
 /// Default capacity of the flow table.
 pub const FLOWS_MAX_ENTRIES: u32 = 65_536;
 pub const ENDPOINTS_MAX_ENTRIES: u32 = 4_096;
+pub const MACVLAN_PORTS_MAX_ENTRIES: u32 = 4_096;
 pub const PREFIX_MAX_ENTRIES: u32 = 16_384;
 pub const HOST_ADDR_MAX_ENTRIES: u32 = 1_024;

@@ -14,7 +14,6 @@ use aya_ebpf::{
 };
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use netwatch_common::{
-    endpoint::DatapathConfig,
     event::{EventKind, FlowEvent},
     flow::{FlowKey, FlowStats, tcp_flags},
     packet::{IPPROTO_TCP, PacketSummary},
@@ -83,10 +82,7 @@ pub fn record(key: &FlowKey, s: &PacketSummary, decision: Decision, bytes: u64) 
     stats.verdict = verdict;
     stats.reason = decision.reason as u8;
 
-    let config = CONFIG.get(0).copied().unwrap_or(DatapathConfig {
-        export_interval_ns: 0,
-        drop_report_interval_ns: 0,
-    });
+    let config = CONFIG.get(0).copied().unwrap_or_default();
     let since_report = now.saturating_sub(stats.last_report_ns);
     let closing = tcp_flags::FIN | tcp_flags::RST;
     let kind = if decision.verdict == Verdict::Dropped {

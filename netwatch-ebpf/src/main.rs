@@ -1,9 +1,11 @@
-//! The object netwatch loads: three entry points, one file per attach point.
+//! The object netwatch loads: one file per attach point.
 #![no_std]
 #![no_main]
 
 mod baseline;
 mod from_container;
+mod macvlan_child;
+mod macvlan_parent;
 mod to_container;
 mod uplink;
 

@@ -6,7 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use netwatch_common::{
-    endpoint::{AllowRules, DatapathConfig, EndpointPolicy, ScopedV4, ScopedV6},
+    endpoint::{
+        AllowRules, DatapathConfig, EndpointPolicy, MacvlanPort, MacvlanPortKey, ScopedV4, ScopedV6,
+    },
     flow::{FlowKey, FlowStats},
     names,
     reason::DROP_REASON_COUNT,
@@ -83,3 +85,9 @@ pub static PROTECTED_V4: LpmTrie<[u8; 4], u32> =
 #[map]
 pub static PROTECTED_V6: LpmTrie<[u8; 16], u32> =
     LpmTrie::with_max_entries(names::PREFIX_MAX_ENTRIES, 0);
+
+/// macvlan children by parent and MAC: which endpoint sends with a MAC on a
+/// parent, and from which namespace. Kernel ≥ 3.19.
+#[map]
+pub static MACVLAN_PORTS: HashMap<MacvlanPortKey, MacvlanPort> =
+    HashMap::with_max_entries(names::MACVLAN_PORTS_MAX_ENTRIES, 0);

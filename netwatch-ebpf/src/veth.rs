@@ -6,7 +6,7 @@ use netwatch_common::{
     flow::FlowKey,
     packet::PacketSummary,
     reason::{Direction, Verdict},
-    verdict::decide,
+    verdict::{Decision, decide},
 };
 
 use crate::{
@@ -29,11 +29,7 @@ pub const ACT_DROP: i32 = TC_ACT_SHOT;
 /// where a decision becomes a TC action.
 #[inline(always)]
 pub fn handle(ctx: &TcContext, direction: Direction) -> i32 {
-    // SAFETY: ctx.skb.skb is the program's context pointer, valid for the run.
-    let (ifindex, tag_stripped) = unsafe {
-        let skb = &*ctx.skb.skb;
-        (skb.ifindex, skb.vlan_present != 0)
-    };
+    let (ifindex, tag_stripped) = skb_facts(ctx);
     let Some(policy) = ENDPOINTS.get_ptr(ifindex) else {
         return ACT_CONTINUE;
     };
@@ -43,9 +39,38 @@ pub fn handle(ctx: &TcContext, direction: Direction) -> i32 {
     let mut summary = PacketSummary::default();
     parse(ctx, tag_stripped, &mut summary);
     let decision = decide(direction, policy, &summary, &KernelTables);
+    action(account(ctx, ifindex, direction, &summary, decision))
+}
+
+/// The skb's interface and whether the stack already took a VLAN tag off.
+#[inline(always)]
+pub fn skb_facts(ctx: &TcContext) -> (u32, bool) {
+    // SAFETY: ctx.skb.skb is the program's context pointer, valid for the run.
+    unsafe {
+        let skb = &*ctx.skb.skb;
+        (skb.ifindex, skb.vlan_present != 0)
+    }
+}
+
+/// Counts a decision and accounts its flow to endpoint `endpoint` (the
+/// `ENDPOINTS` key the flow's records carry). Returns the decision.
+#[inline(always)]
+pub fn account(
+    ctx: &TcContext,
+    endpoint: u32,
+    direction: Direction,
+    summary: &PacketSummary,
+    decision: Decision,
+) -> Decision {
     counters::bump(&VERDICT_COUNTERS, decision.reason);
-    let key = FlowKey::new(ifindex, direction, &summary);
-    record(&key, &summary, decision, ctx.len() as u64);
+    let key = FlowKey::new(endpoint, direction, summary);
+    record(&key, summary, decision, ctx.len() as u64);
+    decision
+}
+
+/// The TC action for a decision.
+#[inline(always)]
+pub fn action(decision: Decision) -> i32 {
     match decision.verdict {
         Verdict::Forwarded => ACT_CONTINUE,
         Verdict::Dropped => ACT_DROP,

@@ -156,8 +156,18 @@ pub enum EndpointError {
     NoPid { container: String },
     #[error("host veths are only looked up as root (entering a container's network namespace)")]
     NotRoot,
-    #[error("this endpoint's host veth was not looked up")]
+    #[error("this endpoint's interface was not looked up")]
     NotResolved,
+    #[error(
+        "interface {ifname} (MAC {mac}) in the network namespace of pid {pid} is a {kind}, \
+         not a macvlan child"
+    )]
+    NotMacvlan {
+        pid: u32,
+        mac: MacAddr,
+        ifname: String,
+        kind: String,
+    },
     #[error("a {driver} network's endpoint has no host veth (only bridge networks have one)")]
     NoHostVeth { driver: String },
 }
@@ -240,6 +250,145 @@ pub fn host_veth(pid: u32, mac: MacAddr) -> Result<HostVeth, EndpointError> {
         .unwrap_or(Err(EndpointError::NoSuchMac { pid, mac }))
 }
 
+/// Opens process `pid`'s network namespace (a container's), refusing
+/// netwatch's own: a host process's pid would make host interfaces look
+/// like a container's.
+///
+/// # Errors
+/// [`EndpointError::OpenNamespace`] (the process is gone, or not root) or
+/// [`EndpointError::HostNamespace`].
+pub fn open_namespace(pid: u32) -> Result<File, EndpointError> {
+    let netns = File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|source| EndpointError::OpenNamespace { pid, source })?;
+    if same_namespace(&netns, "/proc/thread-self/ns/net") {
+        return Err(EndpointError::HostNamespace { pid });
+    }
+    Ok(netns)
+}
+
+/// Runs `work` with the calling thread in `netns` (process `pid`'s network
+/// namespace, from [`open_namespace`]) and brings the thread back before
+/// returning what `work` returned. Call it only on a thread made for the
+/// visit (`std::thread::scope`): if the way back fails, that thread must
+/// not be reused.
+///
+/// # Errors
+/// The namespace cannot be entered or left; `work`'s own result is inside.
+pub fn in_namespace<T>(
+    pid: u32,
+    netns: &File,
+    work: impl FnOnce() -> T,
+) -> Result<T, EndpointError> {
+    let home = File::open("/proc/thread-self/ns/net")
+        .map_err(|source| EndpointError::OpenNamespace { pid, source })?;
+    setns(netns, CloneFlags::CLONE_NEWNET)
+        .map_err(|source| EndpointError::EnterNamespace { pid, source })?;
+    // Whatever happens in there, come back before reporting it.
+    let done = work();
+    setns(&home, CloneFlags::CLONE_NEWNET)
+        .map_err(|source| EndpointError::LeaveNamespace { pid, source })?;
+    Ok(done)
+}
+
+/// A container's macvlan child: its interface inside the container's
+/// namespace, the parent on the host it hangs off, and the namespace's
+/// cookie.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MacvlanChild {
+    /// Inside the container (`eth0`, …).
+    pub ifname: String,
+    /// Inside the container's namespace: only unique there. Docker creates
+    /// the child on the host and moves it, so it keeps the host-allocated
+    /// ifindex unless the namespace already used it (then the kernel picks
+    /// another).
+    pub ifindex: u32,
+    /// `IFLA_LINK`: the parent's ifindex on the host.
+    pub parent_ifindex: u32,
+    /// The container namespace's cookie (`SO_NETNS_COOKIE`).
+    pub netns_cookie: u64,
+}
+
+/// Finds the macvlan child carrying each of `macs` in process `pid`'s
+/// network namespace, with the namespace's cookie. Like [`host_veths`],
+/// only a dedicated thread enters the namespace.
+///
+/// # Errors
+/// As [`host_veths`] for the namespace as a whole; each MAC gets its own
+/// answer ([`EndpointError::NoSuchMac`], [`EndpointError::NotMacvlan`]).
+pub fn macvlan_children(
+    pid: u32,
+    macs: &[MacAddr],
+) -> Result<Vec<Result<MacvlanChild, EndpointError>>, EndpointError> {
+    let netns = open_namespace(pid)?;
+    let (links, cookie) =
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    in_namespace(pid, &netns, || {
+                        let netlink = Netlink::open()?;
+                        let cookie = netlink.socket.netns_cookie().map_err(|source| {
+                            EndpointError::Netlink {
+                                what: "reading the namespace's cookie (SO_NETNS_COOKIE)",
+                                source,
+                            }
+                        })?;
+                        Ok((netlink.links()?, cookie))
+                    })?
+                })
+                .join()
+                .map_err(|_| EndpointError::Panicked { pid })
+        })??;
+    Ok(macs
+        .iter()
+        .map(|mac| {
+            let (link, parent_ifindex) = linked(&links, pid, *mac, "macvlan")?;
+            Ok(MacvlanChild {
+                ifname: link.name.clone(),
+                ifindex: link.ifindex,
+                parent_ifindex,
+                netns_cookie: cookie,
+            })
+        })
+        .collect())
+}
+
+/// The interface of `links` (process `pid`'s namespace) that carries `mac`,
+/// which must be a device of kind `wanted` (`veth` or `macvlan`) naming its
+/// peer or parent (`IFLA_LINK`, returned beside it).
+fn linked<'a>(
+    links: &'a [Link],
+    pid: u32,
+    mac: MacAddr,
+    wanted: &'static str,
+) -> Result<(&'a Link, u32), EndpointError> {
+    let link = links
+        .iter()
+        .find(|link| link.mac == Some(mac))
+        .ok_or(EndpointError::NoSuchMac { pid, mac })?;
+    match (link.kind.as_deref(), link.link) {
+        (Some(kind), Some(other)) if kind == wanted && other != 0 => Ok((link, other)),
+        (kind, _) => {
+            let ifname = link.name.clone();
+            let kind = kind.unwrap_or("device without a kind").to_owned();
+            Err(if wanted == "veth" {
+                EndpointError::NotVeth {
+                    pid,
+                    mac,
+                    ifname,
+                    kind,
+                }
+            } else {
+                EndpointError::NotMacvlan {
+                    pid,
+                    mac,
+                    ifname,
+                    kind,
+                }
+            })
+        }
+    }
+}
+
 /// The container's end of one veth, as seen inside its namespace.
 struct ContainerEnd {
     ifname: String,
@@ -252,35 +401,18 @@ struct ContainerEnd {
 type Visit = Result<Vec<Result<ContainerEnd, EndpointError>>, EndpointError>;
 
 fn visit(pid: u32, netns: &File, macs: &[MacAddr]) -> Visit {
-    let home = File::open("/proc/thread-self/ns/net")
-        .map_err(|source| EndpointError::OpenNamespace { pid, source })?;
-    setns(netns, CloneFlags::CLONE_NEWNET)
-        .map_err(|source| EndpointError::EnterNamespace { pid, source })?;
-    // Whatever happens in there, come back before reporting it.
-    let links = Netlink::open().and_then(|netlink| netlink.links());
-    setns(&home, CloneFlags::CLONE_NEWNET)
-        .map_err(|source| EndpointError::LeaveNamespace { pid, source })?;
-    let links = links?;
+    let links = in_namespace(pid, netns, || {
+        Netlink::open().and_then(|netlink| netlink.links())
+    })??;
     Ok(macs
         .iter()
         .map(|mac| {
-            let link = links
-                .iter()
-                .find(|link| link.mac == Some(*mac))
-                .ok_or(EndpointError::NoSuchMac { pid, mac: *mac })?;
-            match (link.kind.as_deref(), link.link) {
-                (Some("veth"), Some(peer_ifindex)) if peer_ifindex != 0 => Ok(ContainerEnd {
-                    ifname: link.name.clone(),
-                    ifindex: link.ifindex,
-                    peer_ifindex,
-                }),
-                (kind, _) => Err(EndpointError::NotVeth {
-                    pid,
-                    mac: *mac,
-                    ifname: link.name.clone(),
-                    kind: kind.unwrap_or("device without a kind").to_owned(),
-                }),
-            }
+            let (link, peer_ifindex) = linked(&links, pid, *mac, "veth")?;
+            Ok(ContainerEnd {
+                ifname: link.name.clone(),
+                ifindex: link.ifindex,
+                peer_ifindex,
+            })
         })
         .collect())
 }
@@ -433,12 +565,8 @@ pub fn route_to(pid: u32, dst: IpAddr) -> Result<Route, EndpointError> {
 }
 
 fn visit_route(pid: u32, netns: &File, dst: IpAddr) -> Result<Route, EndpointError> {
-    let home = File::open("/proc/thread-self/ns/net")
-        .map_err(|source| EndpointError::OpenNamespace { pid, source })?;
-    setns(netns, CloneFlags::CLONE_NEWNET)
-        .map_err(|source| EndpointError::EnterNamespace { pid, source })?;
-    // Whatever happens in there, come back before reporting it.
-    let route = Netlink::open().and_then(|netlink| {
+    in_namespace(pid, netns, || {
+        let netlink = Netlink::open()?;
         Ok(match netlink.route_get(dst)? {
             RouteAnswer::Out(ifindex) => match netlink.link_by_index(ifindex)? {
                 Some(link) => Route::Via {
@@ -452,10 +580,7 @@ fn visit_route(pid: u32, netns: &File, dst: IpAddr) -> Result<Route, EndpointErr
             RouteAnswer::Local => Route::Local,
             RouteAnswer::Refused(why) => Route::Unroutable(why),
         })
-    });
-    setns(&home, CloneFlags::CLONE_NEWNET)
-        .map_err(|source| EndpointError::LeaveNamespace { pid, source })?;
-    route
+    })?
 }
 
 #[cfg(test)]

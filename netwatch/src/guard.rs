@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{lock, status_file::AgentStatus};
 use crate::datapath::pins;
-use crate::docker::{Container, Network, Snapshot};
-use crate::endpoint::HostVeth;
+use crate::docker::{Container, Endpoint, Network, Snapshot};
+use crate::endpoint::{HostVeth, MacvlanChild};
 use crate::policy::labels::network_labels;
 
 /// How far netwatch guards a network or an endpoint.
@@ -105,10 +105,15 @@ const NOTHING_DENIED: &str = "nothing denied: not internal, no netwatch.egress=d
 pub fn driver_hook(driver: &str) -> Result<&'static str, String> {
     match driver {
         "bridge" => Ok("each container's host veth, and the bridge for network-wide policy (TCX)"),
-        "macvlan" | "ipvlan" => Err(format!(
-            "{driver}: containers' interfaces have no host-side veth, and netwatch has no \
-             {driver} hook yet"
-        )),
+        "macvlan" => Ok(
+            "the parent device's egress on the host and each child's ingress in its container \
+             (TCX; Linux ≥ 6.14)",
+        ),
+        "ipvlan" => Err(
+            "ipvlan: containers' interfaces have no host-side veth, and netwatch has no ipvlan \
+             hook yet"
+                .to_owned(),
+        ),
         "overlay" => Err(
             "overlay: containers' veths end in the overlay's sandbox namespace, not the host's, \
              and netwatch has no overlay hook yet"
@@ -135,8 +140,9 @@ pub struct AgentView {
     pub running: bool,
     /// The networks it manages (`--network`); empty: every one it can.
     pub managed: Vec<String>,
-    /// Interfaces its last reconciliation could not attach, with why.
-    pub attach_failures: BTreeMap<u32, String>,
+    /// Interfaces its last reconciliation could not attach, by
+    /// [`attach_key`], with why.
+    pub attach_failures: BTreeMap<String, String>,
 }
 
 impl AgentView {
@@ -164,9 +170,10 @@ impl AgentView {
         )
     }
 
-    /// Why `what` (e.g. `veth vethab12`) at `ifindex` carries no programs.
-    fn not_attached(&self, what: &str, ifindex: u32) -> String {
-        match self.attach_failures.get(&ifindex) {
+    /// Why `what` (e.g. `veth vethab12`), with [`attach_key`] `key`,
+    /// carries no programs.
+    fn not_attached(&self, what: &str, key: &str) -> String {
+        match self.attach_failures.get(key) {
             Some(why) => format!("{what} not attached: {why}"),
             None if !self.running => format!("{what} not attached: no netwatch agent is running"),
             None => format!("{what} not attached yet: the agent attaches it at its next sync"),
@@ -178,6 +185,11 @@ impl AgentView {
 pub trait KernelView {
     /// Both TC programs are attached to interface `ifindex`.
     fn attached(&self, ifindex: u32) -> bool;
+    /// `macvlan_parent` is attached to host interface `ifindex`.
+    fn parent_attached(&self, ifindex: u32) -> bool;
+    /// `macvlan_child` is attached to interface `ifindex` of the namespace
+    /// whose cookie is `netns`.
+    fn child_attached(&self, netns: u64, ifindex: u32) -> bool;
     /// The ifindex of host interface `ifname`, if it exists.
     fn ifindex(&self, ifname: &str) -> Option<u32>;
 }
@@ -190,6 +202,14 @@ pub struct Pins<'a>(pub &'a Path);
 impl KernelView for Pins<'_> {
     fn attached(&self, ifindex: u32) -> bool {
         pins::veth_attached(self.0, ifindex)
+    }
+
+    fn parent_attached(&self, ifindex: u32) -> bool {
+        pins::parent_attached(self.0, ifindex)
+    }
+
+    fn child_attached(&self, netns: u64, ifindex: u32) -> bool {
+        pins::child_attached(self.0, netns, ifindex)
     }
 
     fn ifindex(&self, ifname: &str) -> Option<u32> {
@@ -220,7 +240,10 @@ pub struct EndpointGuard {
     pub container_id: String,
     /// The host veth netwatch attaches to, when there is one.
     pub veth: Option<HostVeth>,
-    /// Both TC programs are pinned on `veth`.
+    /// The macvlan child netwatch attaches to, when there is one.
+    pub macvlan: Option<MacvlanChild>,
+    /// Every program this endpoint needs is pinned (both on `veth`; the
+    /// child's and its parent's for a macvlan endpoint).
     pub attached: bool,
     #[serde(flatten)]
     pub guard: Guard,
@@ -363,9 +386,16 @@ pub fn assess(snapshot: &Snapshot, kernel: &dyn KernelView, agent: &AgentView) -
         .networks
         .iter()
         .map(|network| {
-            let denied = denied_by(network);
-            let hook = driver_hook(&network.driver);
-            let managed = agent.manages(&network.name);
+            let judge = NetworkJudge {
+                snapshot,
+                kernel,
+                agent,
+                network,
+                denied: denied_by(network),
+                hook: driver_hook(&network.driver),
+                managed: agent.manages(&network.name),
+                macvlan_parent: macvlan_parent(snapshot, network),
+            };
             let endpoints: Vec<EndpointGuard> = match network.driver.as_str() {
                 "host" | "null" => {
                     let mode = if network.driver == "host" {
@@ -373,7 +403,7 @@ pub fn assess(snapshot: &Snapshot, kernel: &dyn KernelView, agent: &AgentView) -
                     } else {
                         "none"
                     };
-                    let why = hook.clone().err().unwrap_or_default();
+                    let why = judge.hook.clone().err().unwrap_or_default();
                     inventory
                         .containers
                         .iter()
@@ -383,45 +413,15 @@ pub fn assess(snapshot: &Snapshot, kernel: &dyn KernelView, agent: &AgentView) -
                 }
                 _ => inventory
                     .endpoints_on(&network.id)
-                    .map(|(container, endpoint)| {
-                        let veth = snapshot.veth(container, endpoint).ok().cloned();
-                        let is_attached = veth.as_ref().is_some_and(|v| kernel.attached(v.ifindex));
-                        let guard = match (&hook, &veth) {
-                            (Err(why), _) => Guard::unguarded(why.clone()),
-                            _ if !managed => Guard::unguarded(agent.not_managed()),
-                            (Ok(_), None) => {
-                                let why = snapshot
-                                    .veth(container, endpoint)
-                                    .err()
-                                    .map(ToString::to_string)
-                                    .unwrap_or_default();
-                                Guard::unguarded(format!("host veth not found: {why}"))
-                            }
-                            (Ok(_), Some(v)) if !is_attached => Guard::unguarded(
-                                agent.not_attached(&format!("veth {}", v.ifname), v.ifindex),
-                            ),
-                            (Ok(_), Some(_)) => match denied {
-                                Some(why) => Guard::enforced(why),
-                                None => Guard::observed(),
-                            },
-                        };
-                        EndpointGuard {
-                            container: container.name.clone(),
-                            container_id: container.id.clone(),
-                            veth,
-                            attached: is_attached,
-                            guard,
-                        }
-                    })
+                    .map(|(container, endpoint)| judge.endpoint(container, endpoint))
                     .collect(),
             };
-            let guard = network_guard(network, denied, &hook, managed, &endpoints, kernel, agent);
             NetworkGuard {
                 id: network.id.clone(),
                 name: network.name.clone(),
                 driver: network.driver.clone(),
-                denied_by: denied,
-                guard,
+                denied_by: judge.denied,
+                guard: judge.network(&endpoints),
                 endpoints,
             }
         })
@@ -429,64 +429,199 @@ pub fn assess(snapshot: &Snapshot, kernel: &dyn KernelView, agent: &AgentView) -
     Assessment { networks }
 }
 
+/// The key of an interface in [`AgentView::attach_failures`]: its ifindex,
+/// and for an interface in a container's namespace (a macvlan child) that
+/// namespace's cookie, since its ifindex is only unique there.
+pub fn attach_key(netns: Option<u64>, ifindex: u32) -> String {
+    match netns {
+        Some(netns) => format!("{netns}:{ifindex}"),
+        None => ifindex.to_string(),
+    }
+}
+
+/// The host parent (name, ifindex) of macvlan network `network`, as its
+/// children report it (`IFLA_LINK`); `None` for other drivers or when no
+/// child was found.
+fn macvlan_parent(snapshot: &Snapshot, network: &Network) -> Option<(String, u32)> {
+    if network.driver != "macvlan" {
+        return None;
+    }
+    let ifindex = snapshot
+        .inventory
+        .endpoints_on(&network.id)
+        .find_map(|(c, e)| snapshot.macvlan_child(c, e).ok())?
+        .parent_ifindex;
+    let name = nix::net::if_::if_indextoname(ifindex)
+        .ok()
+        .and_then(|n| n.into_string().ok())
+        .unwrap_or_else(|| format!("ifindex {ifindex}"));
+    Some((name, ifindex))
+}
+
+/// Everything judging one network's parts needs.
+struct NetworkJudge<'a> {
+    snapshot: &'a Snapshot,
+    kernel: &'a dyn KernelView,
+    agent: &'a AgentView,
+    network: &'a Network,
+    denied: Option<&'static str>,
+    hook: Result<&'static str, String>,
+    managed: bool,
+    macvlan_parent: Option<(String, u32)>,
+}
+
+impl NetworkJudge<'_> {
+    /// The mode of an endpoint whose programs are all attached.
+    fn attached(&self) -> Guard {
+        match self.denied {
+            Some(why) => Guard::enforced(why),
+            None => Guard::observed(),
+        }
+    }
+
+    fn endpoint(&self, container: &Container, endpoint: &Endpoint) -> EndpointGuard {
+        let mut judged = EndpointGuard {
+            container: container.name.clone(),
+            container_id: container.id.clone(),
+            veth: None,
+            macvlan: None,
+            attached: false,
+            guard: Guard::unguarded(String::new()),
+        };
+        judged.guard = if let Err(why) = &self.hook {
+            Guard::unguarded(why.clone())
+        } else if !self.managed {
+            Guard::unguarded(self.agent.not_managed())
+        } else if endpoint.driver == "macvlan" {
+            self.macvlan_endpoint(container, endpoint, &mut judged)
+        } else {
+            self.veth_endpoint(container, endpoint, &mut judged)
+        };
+        judged
+    }
+
+    fn veth_endpoint(
+        &self,
+        container: &Container,
+        endpoint: &Endpoint,
+        judged: &mut EndpointGuard,
+    ) -> Guard {
+        let veth = match self.snapshot.veth(container, endpoint) {
+            Ok(veth) => veth,
+            Err(e) => return Guard::unguarded(format!("host veth not found: {e}")),
+        };
+        judged.veth = Some(veth.clone());
+        judged.attached = self.kernel.attached(veth.ifindex);
+        if !judged.attached {
+            let key = attach_key(None, veth.ifindex);
+            return Guard::unguarded(
+                self.agent
+                    .not_attached(&format!("veth {}", veth.ifname), &key),
+            );
+        }
+        self.attached()
+    }
+
+    fn macvlan_endpoint(
+        &self,
+        container: &Container,
+        endpoint: &Endpoint,
+        judged: &mut EndpointGuard,
+    ) -> Guard {
+        let child = match self.snapshot.macvlan_child(container, endpoint) {
+            Ok(child) => child,
+            Err(e) => return Guard::unguarded(format!("macvlan interface not found: {e}")),
+        };
+        judged.macvlan = Some(child.clone());
+        judged.attached = self
+            .kernel
+            .child_attached(child.netns_cookie, child.ifindex);
+        if !judged.attached {
+            let key = attach_key(Some(child.netns_cookie), child.ifindex);
+            return Guard::unguarded(
+                self.agent
+                    .not_attached(&format!("macvlan {}", child.ifname), &key),
+            );
+        }
+        // What the child sends to the LAN is judged on its parent.
+        if let Some(guard) = self.parent_unguarded() {
+            judged.attached = false;
+            return guard;
+        }
+        self.attached()
+    }
+
+    /// Why the network's macvlan parent carries no program, if it does not.
+    fn parent_unguarded(&self) -> Option<Guard> {
+        let (name, ifindex) = self.macvlan_parent.as_ref()?;
+        if self.kernel.parent_attached(*ifindex) {
+            return None;
+        }
+        let key = attach_key(None, *ifindex);
+        Some(Guard::unguarded(
+            self.agent.not_attached(&format!("parent {name}"), &key),
+        ))
+    }
+
+    fn network(&self, endpoints: &[EndpointGuard]) -> Guard {
+        if let Err(why) = &self.hook {
+            return Guard::unguarded(why.clone());
+        }
+        if !self.managed {
+            return Guard::unguarded(self.agent.not_managed());
+        }
+        if let Some(guard) = self.parent_unguarded() {
+            return guard;
+        }
+        if self.denied.is_some() && self.network.driver == "bridge" {
+            // The bridge holds routed traffic network-wide, before any veth
+            // is known; without it the network is not enforced, whatever its
+            // veths.
+            let bridge = self.network.bridge.as_deref().unwrap_or("?");
+            match self.kernel.ifindex(bridge) {
+                None => {
+                    return Guard::unguarded(format!("bridge {bridge} not found on this host"));
+                }
+                Some(ifindex) if !self.kernel.attached(ifindex) => {
+                    let key = attach_key(None, ifindex);
+                    return Guard::unguarded(
+                        self.agent.not_attached(&format!("bridge {bridge}"), &key),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        let weak: Vec<&EndpointGuard> = endpoints
+            .iter()
+            .filter(|e| e.guard.mode == Mode::Unguarded)
+            .collect();
+        if let Some(first) = weak.first() {
+            return Guard::unguarded(format!(
+                "{} of {} endpoints unguarded ({}: {})",
+                weak.len(),
+                endpoints.len(),
+                first.container,
+                first.guard.why
+            ));
+        }
+        match self.denied {
+            Some(why) => Guard::enforced(why),
+            None if endpoints.is_empty() && !self.agent.running => Guard::unguarded(
+                "no endpoints, and no netwatch agent is running to attach to new ones",
+            ),
+            None => Guard::observed(),
+        }
+    }
+}
+
 fn without_endpoint(container: &Container, why: &str) -> EndpointGuard {
     EndpointGuard {
         container: container.name.clone(),
         container_id: container.id.clone(),
         veth: None,
+        macvlan: None,
         attached: false,
         guard: Guard::unguarded(why),
-    }
-}
-
-fn network_guard(
-    network: &Network,
-    denied: Option<&'static str>,
-    hook: &Result<&'static str, String>,
-    managed: bool,
-    endpoints: &[EndpointGuard],
-    kernel: &dyn KernelView,
-    agent: &AgentView,
-) -> Guard {
-    if let Err(why) = hook {
-        return Guard::unguarded(why.clone());
-    }
-    if !managed {
-        return Guard::unguarded(agent.not_managed());
-    }
-    if denied.is_some() {
-        // The bridge holds routed traffic network-wide, before any veth is
-        // known; without it the network is not enforced, whatever its veths.
-        let bridge = network.bridge.as_deref().unwrap_or("?");
-        match kernel.ifindex(bridge) {
-            None => {
-                return Guard::unguarded(format!("bridge {bridge} not found on this host"));
-            }
-            Some(ifindex) if !kernel.attached(ifindex) => {
-                return Guard::unguarded(agent.not_attached(&format!("bridge {bridge}"), ifindex));
-            }
-            Some(_) => {}
-        }
-    }
-    let weak: Vec<&EndpointGuard> = endpoints
-        .iter()
-        .filter(|e| e.guard.mode == Mode::Unguarded)
-        .collect();
-    if let Some(first) = weak.first() {
-        return Guard::unguarded(format!(
-            "{} of {} endpoints unguarded ({}: {})",
-            weak.len(),
-            endpoints.len(),
-            first.container,
-            first.guard.why
-        ));
-    }
-    match denied {
-        Some(why) => Guard::enforced(why),
-        None if endpoints.is_empty() && !agent.running => {
-            Guard::unguarded("no endpoints, and no netwatch agent is running to attach to new ones")
-        }
-        None => Guard::observed(),
     }
 }
 
@@ -516,6 +651,14 @@ pub(crate) mod tests {
 
     impl KernelView for FakeKernel {
         fn attached(&self, ifindex: u32) -> bool {
+            self.attached.contains(&ifindex)
+        }
+
+        fn parent_attached(&self, ifindex: u32) -> bool {
+            self.attached.contains(&ifindex)
+        }
+
+        fn child_attached(&self, _netns: u64, ifindex: u32) -> bool {
             self.attached.contains(&ifindex)
         }
 
@@ -549,9 +692,9 @@ pub(crate) mod tests {
 
     #[test]
     fn an_internal_network_of_a_driver_without_hook_is_an_alarm_with_its_endpoints() {
-        // nwcap-back as Docker would describe an internal macvlan network.
+        // nwcap-back as Docker would describe an internal ipvlan network.
         let snapshot = snapshot_with_network("nwcap-back", |n| {
-            n["Driver"] = "macvlan".into();
+            n["Driver"] = "ipvlan".into();
             n["Options"] = serde_json::json!({"parent": "nwmv0"});
         });
         let assessment = assess(&snapshot, &FakeKernel::new(&[], &[]), &running());
@@ -561,12 +704,8 @@ pub(crate) mod tests {
             .find(|n| n.name == "nwcap-back")
             .unwrap();
         assert_eq!(back.guard.mode, Mode::Unguarded);
-        assert!(
-            back.guard.why.starts_with("macvlan: "),
-            "{}",
-            back.guard.why
-        );
-        assert_eq!(back.endpoints.len(), 2, "macvlan endpoints are listed");
+        assert!(back.guard.why.starts_with("ipvlan: "), "{}", back.guard.why);
+        assert_eq!(back.endpoints.len(), 2, "ipvlan endpoints are listed");
         assert!(back.endpoints.iter().all(|e| e.veth.is_none()));
         let alarms: Vec<String> = assessment
             .alarms()
@@ -574,9 +713,9 @@ pub(crate) mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(alarms.len(), 3, "{alarms:?}");
-        assert!(alarms[0].starts_with("network nwcap-back (macvlan): macvlan: "));
-        assert!(alarms[1].starts_with("endpoint of nwcap-app on nwcap-back (macvlan): "));
-        assert!(alarms[2].starts_with("endpoint of nwcap-static on nwcap-back (macvlan): "));
+        assert!(alarms[0].starts_with("network nwcap-back (ipvlan): ipvlan: "));
+        assert!(alarms[1].starts_with("endpoint of nwcap-app on nwcap-back (ipvlan): "));
+        assert!(alarms[2].starts_with("endpoint of nwcap-static on nwcap-back (ipvlan): "));
     }
 
     #[test]
@@ -643,10 +782,109 @@ pub(crate) mod tests {
         );
     }
 
+    /// nwcap-back as an internal macvlan network whose two children hang
+    /// off parent ifindex 40, in namespaces 7001 and 7002.
+    fn macvlan_snapshot() -> Snapshot {
+        let mut snapshot = snapshot_with_network("nwcap-back", |n| {
+            n["Driver"] = "macvlan".into();
+            n["Options"] = serde_json::json!({"parent": "nwmv0"});
+        });
+        for (container, ifindex, netns) in [("nwcap-app", 51, 7001), ("nwcap-static", 52, 7002)] {
+            let child = MacvlanChild {
+                ifname: "eth0".into(),
+                ifindex,
+                parent_ifindex: 40,
+                netns_cookie: netns,
+            };
+            snapshot.set_macvlan_child_for_test(container, "nwcap-back", child);
+        }
+        snapshot
+    }
+
+    fn back(assessment: &Assessment) -> &NetworkGuard {
+        assessment
+            .networks
+            .iter()
+            .find(|n| n.name == "nwcap-back")
+            .unwrap()
+    }
+
+    #[test]
+    fn a_macvlan_network_is_enforced_only_with_its_parent_and_every_child_attached() {
+        let snapshot = macvlan_snapshot();
+        let judge =
+            |attached: &[u32]| assess(&snapshot, &FakeKernel::new(attached, &[]), &running());
+        let all = judge(&[40, 51, 52]);
+        assert_eq!(back(&all).guard.mode, Mode::Enforced, "{:?}", back(&all));
+        assert!(all.alarms().is_empty(), "{:?}", all.alarms());
+        assert_eq!(
+            back(&all).endpoints[0].macvlan.as_ref().unwrap().ifindex,
+            51
+        );
+
+        let no_parent = judge(&[51, 52]);
+        assert_eq!(back(&no_parent).guard.mode, Mode::Unguarded);
+        assert!(
+            back(&no_parent).guard.why.starts_with("parent ")
+                && back(&no_parent).guard.why.contains(" not attached yet"),
+            "{}",
+            back(&no_parent).guard.why
+        );
+        assert!(
+            back(&no_parent)
+                .endpoints
+                .iter()
+                .all(|e| e.guard.mode == Mode::Unguarded),
+            "a child's egress is judged on the parent"
+        );
+
+        let one_child = judge(&[40, 51]);
+        let static_child = &back(&one_child).endpoints[1];
+        assert_eq!(
+            static_child.guard.why,
+            "macvlan eth0 not attached yet: the agent attaches it at its next sync"
+        );
+        assert_eq!(
+            back(&one_child).guard.why,
+            "1 of 2 endpoints unguarded (nwcap-static: macvlan eth0 not attached yet: the agent \
+             attaches it at its next sync)"
+        );
+    }
+
+    #[test]
+    fn a_macvlan_childs_attach_failure_is_found_by_its_namespace_and_ifindex() {
+        let snapshot = macvlan_snapshot();
+        let agent = AgentView {
+            running: true,
+            managed: Vec::new(),
+            attach_failures: [
+                (
+                    attach_key(Some(7002), 52),
+                    "attaching failed: EPERM".to_owned(),
+                ),
+                // Host interface 52 is another interface: its failure is not the child's.
+                (attach_key(None, 51), "attaching failed: ENODEV".to_owned()),
+            ]
+            .into(),
+        };
+        let assessment = assess(&snapshot, &FakeKernel::new(&[40], &[]), &agent);
+        let endpoints = &back(&assessment).endpoints;
+        assert_eq!(
+            endpoints[0].guard.why,
+            "macvlan eth0 not attached yet: the agent attaches it at its next sync"
+        );
+        assert_eq!(
+            endpoints[1].guard.why,
+            "macvlan eth0 not attached: attaching failed: EPERM"
+        );
+    }
+
     #[test]
     fn every_driver_docker_ships_has_an_answer() {
-        assert!(driver_hook("bridge").is_ok());
-        for driver in ["macvlan", "ipvlan", "overlay", "host", "null", "weave"] {
+        for driver in ["bridge", "macvlan"] {
+            assert!(driver_hook(driver).is_ok(), "{driver}");
+        }
+        for driver in ["ipvlan", "overlay", "host", "null", "weave"] {
             let why = driver_hook(driver).unwrap_err();
             assert!(!why.is_empty() && !why.contains('\n'), "{driver}: {why}");
         }

@@ -60,6 +60,15 @@ impl fmt::Display for KernelRelease {
     }
 }
 
+/// The cookie of this process's network namespace (see
+/// [`crate::rtnetlink::RtNetlink::netns_cookie`]); `None` when the kernel
+/// cannot tell (older than 5.14).
+pub fn netns_cookie() -> Option<u64> {
+    crate::rtnetlink::RtNetlink::open()
+        .and_then(|socket| socket.netns_cookie())
+        .ok()
+}
+
 /// Every address of the host's own interfaces (in this network namespace),
 /// loopback included: traffic from a container to any of them is host access.
 pub fn addresses() -> Vec<std::net::IpAddr> {

@@ -56,6 +56,33 @@ impl RtNetlink {
         })
     }
 
+    /// The cookie of the network namespace this socket belongs to
+    /// (`SO_NETNS_COOKIE`, Linux ≥ 5.14): what `bpf_get_netns_cookie`
+    /// answers for sockets of that namespace.
+    ///
+    /// # Errors
+    /// The kernel refuses the option (older than 5.14).
+    pub fn netns_cookie(&self) -> io::Result<u64> {
+        use std::os::fd::AsRawFd as _;
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
+        // SAFETY: the fd is this socket's, open for the call; the kernel
+        // writes at most `len` bytes into `cookie`, which has them.
+        let done = unsafe {
+            nix::libc::getsockopt(
+                self.socket.as_raw_fd(),
+                nix::libc::SOL_SOCKET,
+                nix::libc::SO_NETNS_COOKIE,
+                (&raw mut cookie).cast(),
+                &mut len,
+            )
+        };
+        if done != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(cookie)
+    }
+
     /// `RTM_GETLINK`: the interfaces the kernel answers with.
     ///
     /// # Errors

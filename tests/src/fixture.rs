@@ -77,6 +77,7 @@ pub fn endpoint_spec(flags: u32) -> EndpointSpec {
             gateway_v6: GW_V6.octets(),
             mac: EP_MAC,
             _pad: [0; 2],
+            parent: 0,
         },
         networks: vec![cidr("172.30.0.0/16"), cidr("fd00:30::/64")],
         allow: vec![
@@ -262,7 +263,11 @@ impl Harness {
         let direction = match hook {
             Hook::FromContainer => Direction::Egress,
             Hook::ToContainer => Direction::Ingress,
-            Hook::Uplink | Hook::BenchBaseline => return None,
+            // The macvlan programs find their endpoint by MAC and namespace,
+            // which this single-endpoint fixture does not model.
+            Hook::Uplink | Hook::BenchBaseline | Hook::MacvlanParent | Hook::MacvlanChild => {
+                return None;
+            }
         };
         self.model.decide(TEST_RUN_IFINDEX, direction, frame)
     }

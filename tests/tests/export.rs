@@ -43,6 +43,7 @@ fn names() -> FlowNames {
         name: name.into(),
         internal: false,
         bridge: Some((format!("br-{name}"), bridge)),
+        macvlan_parent: None,
         subnets: vec![subnet.parse().unwrap()],
         gateways: vec![],
         labels: BTreeMap::new(),
@@ -60,6 +61,7 @@ fn names() -> FlowNames {
                 "com.docker.compose.service".to_string(),
                 service.to_string(),
             )]),
+            macvlan: None,
         };
     let state = HostState {
         networks: vec![
@@ -611,6 +613,7 @@ fn guard_assessment() -> netwatch::guard::Assessment {
         container: container.into(),
         container_id: container.into(),
         veth: None,
+        macvlan: None,
         attached: mode == Mode::Enforced,
         guard: guard(mode),
     };

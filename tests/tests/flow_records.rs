@@ -71,7 +71,7 @@ fn active_flows_are_exported_once_per_interval() {
     h.datapath
         .set_config(DatapathConfig {
             export_interval_ns: 1,
-            drop_report_interval_ns: 0,
+            ..DatapathConfig::default()
         })
         .unwrap();
     h.kernel(Hook::FromContainer, &tcp_to_peer(SYN)).unwrap();

@@ -294,6 +294,7 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
         name: "nwtest-internal".into(),
         internal: true,
         bridge: Some(("br0".into(), index("br0"))),
+        macvlan_parent: None,
         subnets: vec![Cidr::new(IpAddr::V4(host.gateway()), 24).unwrap()],
         gateways: vec![IpAddr::V4(host.gateway())],
         labels: Default::default(),
@@ -307,6 +308,7 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
         ipv6: None,
         mac: host.mac(ns),
         container_labels: Default::default(),
+        macvlan: None,
     };
     let mut state = HostState {
         networks: vec![network.clone()],

@@ -4,20 +4,44 @@ use std::net::IpAddr;
 
 use log::warn;
 
-use super::{EndpointState, HostState, NetworkState};
-use crate::docker::Snapshot;
+use super::{EndpointState, HostState, NetworkState, plan::MacvlanEndpoint};
+use crate::docker::{Container, Endpoint, Network, Snapshot};
 
-/// The bridge networks and their endpoints whose veths are known. Networks of
-/// other drivers have no veth to attach to and are left out (the guard
-/// assessment, [`crate::guard`], names them unguarded); an endpoint
-/// whose veth could not be resolved is left out with a warning (the snapshot
-/// already logged why), and picked up by the next resync.
+/// The drivers whose networks netwatch attaches to.
+fn guardable(network: &Network) -> bool {
+    matches!(network.driver.as_str(), "bridge" | "macvlan")
+}
+
+/// The bridge and macvlan networks, and their endpoints whose interface is
+/// known: the host veth of a bridge endpoint, the child of a macvlan one.
+/// Networks of other drivers have nothing to attach to and are left out (the
+/// guard assessment, [`crate::guard`], names them unguarded); an endpoint
+/// whose interface could not be resolved is left out with a warning (the
+/// snapshot already logged why), and picked up by the next resync.
 pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
     let inventory = &snapshot.inventory;
+    let mut endpoints = Vec::new();
+    for container in &inventory.containers {
+        for endpoint in &container.endpoints {
+            let Some(network) = inventory.network(&endpoint.network_id) else {
+                continue;
+            };
+            if !guardable(network) {
+                continue;
+            }
+            match endpoint_state(snapshot, container, endpoint) {
+                Ok(state) => endpoints.push(state),
+                Err(why) => warn!(
+                    "not attaching to {} on {}: {why}",
+                    container.name, endpoint.network
+                ),
+            }
+        }
+    }
     let networks = inventory
         .networks
         .iter()
-        .filter(|n| n.driver == "bridge")
+        .filter(|n| guardable(n))
         .map(|n| NetworkState {
             name: n.name.clone(),
             internal: n.internal,
@@ -25,35 +49,68 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
                 let ifindex = nix::net::if_::if_nametoindex(name.as_str()).ok()?;
                 Some((name.clone(), ifindex))
             }),
+            macvlan_parent: (n.driver == "macvlan")
+                .then(|| macvlan_parent(n, &endpoints))
+                .flatten(),
             subnets: n.subnets.iter().map(|s| s.cidr).collect(),
             gateways: n.subnets.iter().filter_map(|s| s.gateway).collect(),
             labels: n.labels.clone(),
         })
         .collect();
-    let mut endpoints = Vec::new();
-    for container in &inventory.containers {
-        for endpoint in container.endpoints.iter().filter(|e| e.driver == "bridge") {
-            match snapshot.veth(container, endpoint) {
-                Ok(veth) => endpoints.push(EndpointState {
-                    container: container.name.clone(),
-                    network: endpoint.network.clone(),
-                    host_ifname: veth.ifname.clone(),
-                    host_ifindex: veth.ifindex,
-                    ipv4: endpoint.ipv4,
-                    ipv6: endpoint.ipv6,
-                    mac: endpoint.mac.0,
-                    container_labels: container.labels.clone(),
-                }),
-                Err(e) => warn!(
-                    "not attaching to {} on {}: its host veth is unknown ({e})",
-                    container.name, endpoint.network
-                ),
-            }
-        }
-    }
     HostState {
         networks,
         endpoints,
         host_addrs,
     }
+}
+
+/// The parent device of macvlan network `network` on the host: the one its
+/// children hang off (each child's `IFLA_LINK`).
+fn macvlan_parent(network: &Network, endpoints: &[EndpointState]) -> Option<(String, u32)> {
+    let ifindex = endpoints
+        .iter()
+        .filter(|e| e.network == network.name)
+        .find_map(|e| e.macvlan.map(|m| m.parent_ifindex))?;
+    let name = nix::net::if_::if_indextoname(ifindex)
+        .ok()?
+        .into_string()
+        .ok()?;
+    Some((name, ifindex))
+}
+
+fn endpoint_state(
+    snapshot: &Snapshot,
+    container: &Container,
+    endpoint: &Endpoint,
+) -> Result<EndpointState, String> {
+    let (ifname, ifindex, macvlan) = if endpoint.driver == "macvlan" {
+        let child = snapshot
+            .macvlan_child(container, endpoint)
+            .map_err(|e| format!("its macvlan interface is unknown ({e})"))?;
+        let pid = container
+            .pid
+            .ok_or_else(|| "dockerd reports no pid for it".to_owned())?;
+        let macvlan = MacvlanEndpoint {
+            pid,
+            netns_cookie: child.netns_cookie,
+            parent_ifindex: child.parent_ifindex,
+        };
+        (child.ifname.clone(), child.ifindex, Some(macvlan))
+    } else {
+        let veth = snapshot
+            .veth(container, endpoint)
+            .map_err(|e| format!("its host veth is unknown ({e})"))?;
+        (veth.ifname.clone(), veth.ifindex, None)
+    };
+    Ok(EndpointState {
+        container: container.name.clone(),
+        network: endpoint.network.clone(),
+        host_ifname: ifname,
+        host_ifindex: ifindex,
+        ipv4: endpoint.ipv4,
+        ipv6: endpoint.ipv6,
+        mac: endpoint.mac.0,
+        container_labels: container.labels.clone(),
+        macvlan,
+    })
 }

@@ -15,7 +15,9 @@ mod run;
 pub mod status_file;
 mod uplinks;
 
-pub use plan::{EndpointState, HostState, NetworkState, Plan, Target, plan};
+pub use plan::{
+    ChildTarget, EndpointState, HostState, MacvlanEndpoint, NetworkState, Plan, Target, plan,
+};
 pub use reconcile::{
     ReconcileError, ReconcileMemory, ReconcileReport, reconcile, reconcile_remembering,
 };

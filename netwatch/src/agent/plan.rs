@@ -13,7 +13,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use netwatch_common::endpoint::{EndpointPolicy, policy_flags};
+use netwatch_common::endpoint::{EndpointPolicy, MacvlanPort, MacvlanPortKey, policy_flags};
 
 use crate::policy::{
     AllowRule, Cidr, EndpointSpec,
@@ -27,6 +27,9 @@ pub struct NetworkState {
     pub internal: bool,
     /// The bridge device (name, ifindex), when it exists.
     pub bridge: Option<(String, u32)>,
+    /// For a macvlan network: its parent device on the host (name,
+    /// ifindex), when it exists.
+    pub macvlan_parent: Option<(String, u32)>,
     pub subnets: Vec<Cidr>,
     pub gateways: Vec<IpAddr>,
     /// The network's Docker labels (`netwatch.*` ones are policy).
@@ -46,6 +49,29 @@ pub struct EndpointState {
     pub mac: [u8; 6],
     /// The container's Docker labels (`netwatch.allow` is policy).
     pub container_labels: BTreeMap<String, String>,
+    /// For an endpoint of a macvlan network: where its child lives.
+    /// `host_ifname`/`host_ifindex` are then the child's, inside the
+    /// container's namespace.
+    pub macvlan: Option<MacvlanEndpoint>,
+}
+
+/// Where a macvlan endpoint's child interface lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MacvlanEndpoint {
+    /// A process in the container's network namespace (its init).
+    pub pid: u32,
+    /// That namespace's cookie.
+    pub netns_cookie: u64,
+    /// The parent's ifindex on the host.
+    pub parent_ifindex: u32,
+}
+
+/// A macvlan child to attach to, in its container's namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildTarget {
+    pub target: Target,
+    pub pid: u32,
+    pub netns_cookie: u64,
 }
 
 /// Everything the agent derives its plan from.
@@ -75,6 +101,12 @@ pub struct Plan {
     pub bridges: Vec<Target>,
     /// Veths that get the endpoint programs.
     pub veths: Vec<Target>,
+    /// macvlan parents that get `macvlan_parent`.
+    pub macvlan_parents: Vec<Target>,
+    /// macvlan children that get `macvlan_child`.
+    pub macvlan_children: Vec<ChildTarget>,
+    /// Which endpoint owns which MAC on which parent.
+    pub macvlan_ports: Vec<(MacvlanPortKey, MacvlanPort)>,
     /// Interfaces that get the uplink shield. Not derived from Docker: the
     /// agent fills it in from `--uplink` before reconciling.
     pub uplinks: Vec<Target>,
@@ -85,6 +117,8 @@ pub struct Plan {
     pub protected: Vec<Cidr>,
     /// Labels netwatch refused, with what it did instead.
     pub label_problems: Vec<LabelProblem>,
+    /// Interfaces left out of the plan, with why (reported as failed).
+    pub refused: Vec<(Target, String)>,
 }
 
 /// Derives the plan for a snapshot. Endpoints whose network is unknown are
@@ -105,25 +139,45 @@ pub fn plan(state: &HostState) -> Plan {
         .collect();
     for network in &state.networks {
         let asked = &policies[network.name.as_str()];
+        let network_wide = |ifname: &str, ifindex: u32, what: String| {
+            let policy = network_policy(network, asked, ifindex, policy_flags::NETWORK_WIDE);
+            let spec = EndpointSpec {
+                ifindex,
+                policy,
+                networks: network.subnets.clone(),
+                allow: asked.allow.clone(),
+            };
+            let target = Target {
+                ifname: ifname.to_owned(),
+                ifindex,
+                what,
+            };
+            (spec, target)
+        };
+        if let Some((ifname, ifindex)) = &network.macvlan_parent {
+            // The parent's policy names the network in drop records and
+            // says whether frames of unknown MACs from containers are
+            // dropped there. The uplink shield does not protect a macvlan
+            // network's subnet: it is the LAN's, and LAN hosts in it are
+            // inside the network.
+            let what = format!("parent of macvlan network {}", network.name);
+            let (spec, target) = network_wide(ifname, *ifindex, what);
+            out.specs.push(spec);
+            out.macvlan_parents.push(target);
+            continue;
+        }
         if asked.deny_egress {
             out.protected.extend(network.subnets.iter().copied());
         }
         if let (true, Some((ifname, ifindex))) = (asked.deny_egress, &network.bridge) {
-            let policy = network_policy(network, asked, *ifindex, policy_flags::NETWORK_WIDE);
-            out.specs.push(EndpointSpec {
-                ifindex: *ifindex,
-                policy,
-                networks: network.subnets.clone(),
-                allow: asked.allow.clone(),
-            });
-            out.bridges.push(Target {
-                ifname: ifname.clone(),
-                ifindex: *ifindex,
-                what: format!("bridge of network {}", network.name),
-            });
+            let what = format!("bridge of network {}", network.name);
+            let (spec, target) = network_wide(ifname, *ifindex, what);
+            out.specs.push(spec);
+            out.bridges.push(target);
         }
     }
     let mut container_rules: HashMap<&str, Vec<AllowRule>> = HashMap::new();
+    let mut children: Vec<PlannedChild> = Vec::new();
     for endpoint in &state.endpoints {
         let Some(network) = state.networks.iter().find(|n| n.name == endpoint.network) else {
             continue;
@@ -138,8 +192,23 @@ pub fn plan(state: &HostState) -> Plan {
                     &mut problems,
                 )
             });
-        let mut policy = network_policy(network, asked, endpoint.host_ifindex, 0);
+        let macvlan = match (&endpoint.macvlan, &network.macvlan_parent) {
+            (Some(child), Some((_, parent))) if child.parent_ifindex == *parent => Some(child),
+            (None, None) => None,
+            // A macvlan endpoint whose parent is not its network's (or a
+            // network whose parent is gone): nothing sound to attach.
+            _ => continue,
+        };
+        let extra = if macvlan.is_some() {
+            policy_flags::MACVLAN
+        } else {
+            0
+        };
+        let mut policy = network_policy(network, asked, endpoint.host_ifindex, extra);
         policy.mac = endpoint.mac;
+        if let Some(child) = macvlan {
+            policy.parent = child.parent_ifindex;
+        }
         if let Some(v4) = endpoint.ipv4 {
             policy.ipv4 = v4.octets();
         } else {
@@ -152,28 +221,102 @@ pub fn plan(state: &HostState) -> Plan {
         }
         let mut allow = asked.allow.clone();
         allow.extend(own_rules.iter().copied());
-        out.specs.push(EndpointSpec {
+        let spec = EndpointSpec {
             ifindex: endpoint.host_ifindex,
             policy,
             networks: network.subnets.clone(),
             allow,
-        });
+        };
         let mode = if asked.deny_egress {
             "enforced"
         } else {
             "observed"
         };
-        out.veths.push(Target {
-            ifname: endpoint.host_ifname.clone(),
-            ifindex: endpoint.host_ifindex,
-            what: format!(
-                "veth of {} on {} ({mode})",
-                endpoint.container, network.name
-            ),
-        });
+        match macvlan {
+            Some(child) => children.push(PlannedChild {
+                port: (
+                    MacvlanPortKey {
+                        parent: child.parent_ifindex,
+                        mac: endpoint.mac,
+                        _pad: [0; 2],
+                    },
+                    MacvlanPort {
+                        endpoint: endpoint.host_ifindex,
+                        _pad: 0,
+                        netns_cookie: child.netns_cookie,
+                    },
+                ),
+                target: ChildTarget {
+                    target: Target {
+                        ifname: endpoint.host_ifname.clone(),
+                        ifindex: endpoint.host_ifindex,
+                        what: format!(
+                            "macvlan {} of {} on {} ({mode})",
+                            endpoint.host_ifname, endpoint.container, network.name
+                        ),
+                    },
+                    pid: child.pid,
+                    netns_cookie: child.netns_cookie,
+                },
+                spec,
+            }),
+            None => {
+                out.specs.push(spec);
+                out.veths.push(Target {
+                    ifname: endpoint.host_ifname.clone(),
+                    ifindex: endpoint.host_ifindex,
+                    what: format!(
+                        "veth of {} on {} ({mode})",
+                        endpoint.container, network.name
+                    ),
+                });
+            }
+        }
     }
     out.label_problems = problems;
+    add_children(&mut out, children);
     out
+}
+
+/// Policies are keyed by ifindex, and a macvlan child's ifindex is its
+/// namespace's: it may equal a host interface's or another child's (the
+/// kernel renumbers a child moved into a namespace that already uses its
+/// number). Host interfaces keep their key, then children in order; a child
+/// whose key is taken is left out of the plan (spec, target and MAC entry)
+/// and refused, loudly.
+fn add_children(plan: &mut Plan, children: Vec<PlannedChild>) {
+    let mut owners: HashMap<u32, String> = plan
+        .bridges
+        .iter()
+        .chain(&plan.veths)
+        .chain(&plan.macvlan_parents)
+        .map(|t| (t.ifindex, t.what.clone()))
+        .collect();
+    for child in children {
+        let ifindex = child.target.target.ifindex;
+        if let Some(keeper) = owners.get(&ifindex) {
+            plan.refused.push((
+                child.target.target.clone(),
+                format!(
+                    "its ifindex {ifindex} (inside the container) is also that of {keeper}; \
+                     netwatch keys policies by ifindex, so it cannot guard both"
+                ),
+            ));
+            continue;
+        }
+        owners.insert(ifindex, child.target.target.what.clone());
+        plan.specs.push(child.spec);
+        plan.macvlan_ports.push(child.port);
+        plan.macvlan_children.push(child.target);
+    }
+}
+
+/// A macvlan child's part of the plan, before its ifindex is known to be
+/// free.
+struct PlannedChild {
+    target: ChildTarget,
+    spec: EndpointSpec,
+    port: (MacvlanPortKey, MacvlanPort),
 }
 
 /// The part of a policy that comes from the network: enforcement, gateways,
@@ -225,6 +368,7 @@ mod tests {
             name: name.into(),
             internal,
             bridge: Some((bridge.0.into(), bridge.1)),
+            macvlan_parent: None,
             subnets: vec![subnet.parse().unwrap()],
             gateways: vec![gw.parse().unwrap()],
             labels: BTreeMap::new(),
@@ -241,6 +385,7 @@ mod tests {
             ipv6: None,
             mac: [2, 0x42, 0, 0, 0, veth.1 as u8],
             container_labels: BTreeMap::new(),
+            macvlan: None,
         }
     }
 

@@ -11,9 +11,15 @@ use std::collections::BTreeSet;
 
 use log::{info, warn};
 
-use super::{Plan, plan::Target};
+use super::{
+    Plan,
+    plan::{ChildTarget, Target},
+};
 use crate::{
-    datapath::{Attachment, Datapath, DatapathError, detach_interface, detach_uplink, pins},
+    datapath::{
+        Attachment, Datapath, DatapathError, detach_interface, detach_macvlan_child, detach_uplink,
+        pins,
+    },
     policy::{CompileError, compile},
 };
 
@@ -21,6 +27,7 @@ use crate::{
 enum Kind {
     Bridge,
     Veth,
+    MacvlanParent,
     Uplink,
 }
 
@@ -40,6 +47,8 @@ pub struct ReconcileReport {
     /// Interfaces that could not be attached, with the reason. The rest of
     /// the plan is still applied.
     pub failed: Vec<(Target, String)>,
+    /// macvlan children that could not be attached, with the reason.
+    pub failed_children: Vec<(ChildTarget, String)>,
 }
 
 /// Errors that stop a reconciliation before it touches the kernel.
@@ -85,7 +94,7 @@ pub fn reconcile_remembering(
         .pin_root()
         .ok_or(DatapathError::NotPinned)?
         .to_path_buf();
-    let tables = compile(&plan.specs, &plan.host_addrs)?;
+    let tables = compile(&plan.specs, &plan.host_addrs)?.with_macvlan_ports(&plan.macvlan_ports)?;
     let mut report = ReconcileReport {
         repinned_maps: datapath.repin_missing_maps()?,
         ..ReconcileReport::default()
@@ -101,8 +110,23 @@ pub fn reconcile_remembering(
         .bridges
         .iter()
         .chain(&plan.veths)
+        .chain(&plan.macvlan_parents)
         .map(|target| target.ifindex)
         .collect();
+    let wanted_children: BTreeSet<(u64, u32)> = plan
+        .macvlan_children
+        .iter()
+        .map(|child| (child.netns_cookie, child.target.ifindex))
+        .collect();
+    for (netns, ifindex) in pins::attached_children(&root) {
+        if !wanted_children.contains(&(netns, ifindex)) {
+            detach_macvlan_child(&root, netns, ifindex)?;
+            info!(
+                "detached netwatch from macvlan child ifindex {ifindex} of namespace {netns}: it \
+                 left the plan"
+            );
+        }
+    }
     for ifindex in pins::attached_tc_ifindexes(&root) {
         if !wanted.contains(&ifindex) {
             detach_interface(&root, ifindex)?;
@@ -120,15 +144,26 @@ pub fn reconcile_remembering(
     }
     datapath.replace(&tables)?;
     datapath.protect(&plan.protected)?;
+    for (target, why) in &plan.refused {
+        warn!(
+            "refused to attach to {} ({}, ifindex {}): {why}",
+            target.what, target.ifname, target.ifindex
+        );
+        report.failed.push((target.clone(), why.clone()));
+    }
     for (kind, list) in [
         (Kind::Bridge, &plan.bridges),
         (Kind::Veth, &plan.veths),
+        (Kind::MacvlanParent, &plan.macvlan_parents),
         (Kind::Uplink, &plan.uplinks),
     ] {
         for target in list {
             let result = match kind {
                 Kind::Bridge => datapath.attach_bridge(&target.ifname, target.ifindex),
                 Kind::Veth => datapath.attach_veth(&target.ifname, target.ifindex),
+                Kind::MacvlanParent => {
+                    datapath.attach_macvlan_parent(&target.ifname, target.ifindex)
+                }
                 Kind::Uplink => datapath.attach_uplink(&target.ifname, target.ifindex),
             };
             match result {
@@ -159,6 +194,33 @@ pub fn reconcile_remembering(
             }
         }
     }
+    // Children after their parents: a child's frames towards the LAN are
+    // judged at its parent, which must hold first.
+    for child in &plan.macvlan_children {
+        let target = &child.target;
+        match datapath.attach_macvlan_child(
+            child.pid,
+            child.netns_cookie,
+            &target.ifname,
+            target.ifindex,
+        ) {
+            Ok(Attachment::Attached) => {
+                info!(
+                    "attached to {} ({} in pid {}'s namespace, ifindex {})",
+                    target.what, target.ifname, child.pid, target.ifindex
+                );
+                report.attached.push(target.clone());
+            }
+            Ok(Attachment::AlreadyAttached) => {}
+            Err(e) => {
+                warn!(
+                    "refused to attach to {} ({} in pid {}'s namespace, ifindex {}): {e}",
+                    target.what, target.ifname, child.pid, target.ifindex
+                );
+                report.failed_children.push((child.clone(), e.to_string()));
+            }
+        }
+    }
     memory.attached = pins::attached_tc_ifindexes(&root)
         .into_iter()
         .chain(pins::attached_uplink_ifindexes(&root))
@@ -168,7 +230,7 @@ pub fn reconcile_remembering(
             "reconciled: {} attached, {} detached, {} failed",
             report.attached.len(),
             report.detached.len(),
-            report.failed.len()
+            report.failed.len() + report.failed_children.len()
         );
     }
     Ok(report)

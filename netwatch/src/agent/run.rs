@@ -362,12 +362,21 @@ async fn sync(
         .await
         .map_err(|e| e.to_string())?;
     let mut state = host_state(&snapshot, host::addresses());
-    // Docker's own interfaces never get the shield, managed or not.
+    // Docker's own interfaces never get the shield, managed or not; nor do
+    // macvlan parents, which carry a LAN whose hosts may be inside a
+    // network (the shield would drop what they send it).
     let docker_interfaces: Vec<u32> = state
         .networks
         .iter()
-        .filter_map(|n| n.bridge.as_ref().map(|(_, ifindex)| *ifindex))
-        .chain(state.endpoints.iter().map(|e| e.host_ifindex))
+        .filter_map(|n| n.bridge.as_ref().or(n.macvlan_parent.as_ref()))
+        .map(|(_, ifindex)| *ifindex)
+        .chain(
+            state
+                .endpoints
+                .iter()
+                .filter(|e| e.macvlan.is_none())
+                .map(|e| e.host_ifindex),
+        )
         .collect();
     if !options.networks.is_empty() {
         state
@@ -398,11 +407,23 @@ async fn sync(
             status.attach_failures = report
                 .failed
                 .iter()
-                .map(|(target, why)| (target.ifindex, format!("attaching failed: {why}")))
+                .map(|(target, why)| (guard::attach_key(None, target.ifindex), why))
+                .chain(report.failed_children.iter().map(|(child, why)| {
+                    let key = guard::attach_key(Some(child.netns_cookie), child.target.ifindex);
+                    (key, why)
+                }))
+                .map(|(key, why)| (key, format!("attaching failed: {why}")))
                 .collect();
             let refused: Vec<String> = report
                 .failed
                 .iter()
+                .map(|(target, why)| (target, why))
+                .chain(
+                    report
+                        .failed_children
+                        .iter()
+                        .map(|(c, why)| (&c.target, why)),
+                )
                 .map(|(target, why)| format!("{} ({}): {why}", target.what, target.ifname))
                 .chain(uplink_problems)
                 .collect();

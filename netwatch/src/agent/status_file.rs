@@ -42,11 +42,11 @@ pub struct AgentStatus {
     /// The networks the agent manages (`--network`); empty: every one.
     #[serde(default)]
     pub managed_networks: Vec<String>,
-    /// Interfaces the last reconciliation could not attach, by ifindex,
-    /// with why (what [`crate::guard`] names as the reason they are
-    /// unguarded).
+    /// Interfaces the last reconciliation could not attach, by
+    /// [`crate::guard::attach_key`], with why (what [`crate::guard`] names
+    /// as the reason they are unguarded).
     #[serde(default)]
-    pub attach_failures: std::collections::BTreeMap<u32, String>,
+    pub attach_failures: std::collections::BTreeMap<String, String>,
     /// Networks and endpoints whose policy denies something but that the
     /// last sync found unguarded (see [`crate::guard::Alarm`]).
     #[serde(default)]

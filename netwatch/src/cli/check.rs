@@ -139,14 +139,26 @@ pub fn run(output: OutputFormat) -> Result<ExitCode> {
         },
     ));
     if root {
-        let (ok, detail) = match Datapath::load(&LoadOptions::default()) {
-            Ok(_) => (
-                true,
-                "the verifier accepted from_container, to_container and uplink".to_string(),
-            ),
-            Err(e) => (false, e.to_string()),
-        };
-        findings.push(Finding::new("programs", ok, detail));
+        match Datapath::load(&LoadOptions::default()) {
+            Ok(datapath) => {
+                findings.push(Finding::new(
+                    "programs",
+                    true,
+                    "the verifier accepted from_container, to_container and uplink".to_string(),
+                ));
+                findings.push(match datapath.macvlan_support() {
+                    Ok(()) => Finding::new(
+                        "macvlan",
+                        true,
+                        "the verifier accepted macvlan_parent and macvlan_child".to_string(),
+                    ),
+                    Err(why) => {
+                        Finding::warn("macvlan", format!("{why}: macvlan networks stay unguarded"))
+                    }
+                });
+            }
+            Err(e) => findings.push(Finding::new("programs", false, e.to_string())),
+        }
     }
     let inventory = super::block_on(async {
         match tokio::time::timeout(DOCKER_TIMEOUT, async {
@@ -211,26 +223,26 @@ mod tests {
                 ("driver null".to_owned(), "warn"),
             ]
         );
-        // nwcap-back is internal: as a macvlan network it cannot be guarded.
+        // nwcap-back is internal: as an ipvlan network it cannot be guarded.
         let back = inventory
             .networks
             .iter_mut()
             .find(|n| n.name == "nwcap-back")
             .unwrap();
-        back.driver = "macvlan".into();
+        back.driver = "ipvlan".into();
         let findings = driver_findings(&inventory);
-        let macvlan = findings
+        let ipvlan = findings
             .iter()
-            .find(|f| f.check == "driver macvlan")
+            .find(|f| f.check == "driver ipvlan")
             .unwrap();
-        assert_eq!(macvlan.result, "fail");
-        assert!(!macvlan.ok);
+        assert_eq!(ipvlan.result, "fail");
+        assert!(!ipvlan.ok);
         assert!(
-            macvlan.detail.starts_with(
-                "1 network; internal or egress-denied and NOT guarded: nwcap-back: macvlan: "
+            ipvlan.detail.starts_with(
+                "1 network; internal or egress-denied and NOT guarded: nwcap-back: ipvlan: "
             ),
             "{}",
-            macvlan.detail
+            ipvlan.detail
         );
     }
 }

@@ -153,6 +153,8 @@ fn hook_name(hook: Hook) -> &'static str {
         Hook::FromContainer => "from-container",
         Hook::ToContainer => "to-container",
         Hook::Uplink => "uplink",
+        Hook::MacvlanParent => "macvlan-parent",
+        Hook::MacvlanChild => "macvlan-child",
         Hook::BenchBaseline => "bench-baseline",
     }
 }

@@ -50,7 +50,13 @@ pub struct EndpointReport {
     /// resolved (`why` says why) or the driver has none.
     pub host_ifname: Option<String>,
     pub host_ifindex: Option<u32>,
-    /// Both netwatch veth programs are pinned on `host_ifindex`.
+    /// For a macvlan endpoint: its interface in the container's namespace
+    /// (`ifname`, `ifindex` there, `parent_ifindex` on the host,
+    /// `netns_cookie`); `null` otherwise.
+    pub macvlan: Option<crate::endpoint::MacvlanChild>,
+    /// Every netwatch program the endpoint needs is pinned (both veth
+    /// programs on `host_ifindex`; for a macvlan endpoint, the child's and
+    /// its parent's).
     pub attached: bool,
     #[serde(flatten)]
     pub guard: Guard,
@@ -103,6 +109,7 @@ pub fn report(
                         mac: endpoint.map(|e| e.mac),
                         host_ifname: e.veth.as_ref().map(|v| v.ifname.clone()),
                         host_ifindex: e.veth.as_ref().map(|v| v.ifindex),
+                        macvlan: e.macvlan.clone(),
                         attached: e.attached,
                         guard: e.guard.clone(),
                     })
@@ -179,8 +186,18 @@ pub fn render_table(reports: &[NetworkReport]) -> String {
                     e.ipv4.map(|a| a.to_string()).unwrap_or_default(),
                     e.ipv6.map(|a| a.to_string()).unwrap_or_default(),
                     e.mac.map(|m| m.to_string()).unwrap_or_default(),
-                    e.host_ifname.clone().unwrap_or_default(),
-                    e.host_ifindex.map(|i| i.to_string()).unwrap_or_default(),
+                    e.host_ifname
+                        .clone()
+                        .or_else(|| {
+                            e.macvlan
+                                .as_ref()
+                                .map(|m| format!("{} (in container)", m.ifname))
+                        })
+                        .unwrap_or_default(),
+                    e.host_ifindex
+                        .or(e.macvlan.as_ref().map(|m| m.ifindex))
+                        .map(|i| i.to_string())
+                        .unwrap_or_default(),
                     e.guard.mode.to_string(),
                     e.guard.why.clone(),
                 ]
@@ -197,7 +214,7 @@ pub fn render_table(reports: &[NetworkReport]) -> String {
                 "IPV4",
                 "IPV6",
                 "MAC",
-                "HOST VETH",
+                "INTERFACE",
                 "IFINDEX",
                 "MODE",
                 "WHY",
@@ -294,6 +311,7 @@ mod tests {
                         "mac": null,
                         "host_ifname": null,
                         "host_ifindex": null,
+                        "macvlan": null,
                         "attached": false,
                         "mode": "unguarded",
                         "why": "host networking: the container shares the host's network stack; there is no interface of its own to attach to"
@@ -319,6 +337,7 @@ mod tests {
                         "mac": "02:42:ac:1d:00:0a",
                         "host_ifname": "vethaaa",
                         "host_ifindex": 13,
+                        "macvlan": null,
                         "attached": true,
                         "mode": "enforced",
                         "why": "internal: true"
@@ -332,6 +351,7 @@ mod tests {
                         "mac": "02:42:ac:1d:00:14",
                         "host_ifname": "vethccc",
                         "host_ifindex": 15,
+                        "macvlan": null,
                         "attached": false,
                         "mode": "unguarded",
                         "why": "veth vethccc not attached yet: the agent attaches it at its next sync"
@@ -409,7 +429,7 @@ mod tests {
             running: true,
             managed: Vec::new(),
             attach_failures: [(
-                15,
+                "15".to_string(),
                 "the kernel refused: File exists (os error 17)".to_string(),
             )]
             .into(),
@@ -486,7 +506,7 @@ NETWORK      DRIVER   INTERNAL   SUBNETS                      BRIDGE      ENDPOI
 none         null     no         -                            -           1           unguarded   no networking (--network none): only loopback, so nothing leaves the container, and there is no interface to attach to
 nwcap-back   bridge   yes        172.29.0.0/24,fd00:29::/64   nwcap-br0   2           unguarded   1 of 2 endpoints unguarded (nwcap-static: veth vethccc not attached yet: the agent attaches it at its next sync)
 
-CONTAINER      SERVICE   NETWORK      IPV4          IPV6         MAC                 HOST VETH   IFINDEX   MODE        WHY
+CONTAINER      SERVICE   NETWORK      IPV4          IPV6         MAC                 INTERFACE   IFINDEX   MODE        WHY
 nwcap-none     -         none         -             -            -                   -           -         unguarded   no networking (--network none): only loopback, so nothing leaves the container, and there is no interface to attach to
 nwcap-app      app       nwcap-back   172.29.0.10   fd00:29::2   02:42:ac:1d:00:0a   vethaaa     13        enforced    internal: true
 nwcap-static   -         nwcap-back   172.29.0.20   fd00:29::3   02:42:ac:1d:00:14   vethccc     15        unguarded   veth vethccc not attached yet: the agent attaches it at its next sync

@@ -106,6 +106,94 @@ impl Datapath {
         Ok(Attachment::Attached)
     }
 
+    /// Attaches `macvlan_parent` (TCX egress) to a macvlan network's parent
+    /// device on the host and pins the link: everything the network's
+    /// children send towards the LAN passes there, whatever they do inside
+    /// their namespaces.
+    ///
+    /// Minimum kernel: 6.6 (TCX); the program itself loads on 6.14.
+    ///
+    /// # Errors
+    /// The macvlan programs are not loaded (see
+    /// [`Datapath::macvlan_support`]), or as for [`Datapath::attach_veth`].
+    pub fn attach_macvlan_parent(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<Attachment, DatapathError> {
+        let root = self.pin_root_or_err()?.to_path_buf();
+        let path = pins::link_path(&root, Hook::MacvlanParent, ifindex);
+        if path.exists() {
+            return Ok(Attachment::AlreadyAttached);
+        }
+        self.require_macvlan()?;
+        check_ifindex(ifname, ifindex)?;
+        pins::create_private_dir(&pins::links_dir(&root)).map_err(DatapathError::pin(&root))?;
+        self.attach_tc(Hook::MacvlanParent, TcAttachType::Egress, ifname, &path)?;
+        debug!("attached macvlan_parent to {ifname} (ifindex {ifindex})");
+        Ok(Attachment::Attached)
+    }
+
+    /// Attaches `macvlan_child` (TCX ingress) to a macvlan child, interface
+    /// `ifname`/`ifindex` of the network namespace of process `pid` (the
+    /// container's), and pins the link in this host's bpffs: a TCX link
+    /// holds its device wherever the device lives, and the pin keeps it after
+    /// the agent. Only a dedicated thread enters the namespace; it checks
+    /// there that the namespace is the one whose cookie is `netns` (the pid
+    /// was not reused) and that the interface is still `ifindex`.
+    ///
+    /// Minimum kernel: 6.6 (TCX); the program itself loads on 6.14.
+    ///
+    /// # Errors
+    /// The macvlan programs are not loaded, the namespace cannot be entered
+    /// or is another one, the interface is gone, or the kernel refuses.
+    pub fn attach_macvlan_child(
+        &mut self,
+        pid: u32,
+        netns: u64,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<Attachment, DatapathError> {
+        let root = self.pin_root_or_err()?.to_path_buf();
+        let path = pins::child_link_path(&root, netns, ifindex);
+        if path.exists() {
+            return Ok(Attachment::AlreadyAttached);
+        }
+        self.require_macvlan()?;
+        pins::create_private_dir(&pins::links_dir(&root)).map_err(DatapathError::pin(&root))?;
+        let name = Hook::MacvlanChild.program_name();
+        let program: &mut SchedClassifier = self.program_mut(name)?;
+        let namespace = crate::endpoint::open_namespace(pid).map_err(DatapathError::Namespace)?;
+        let link = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    crate::endpoint::in_namespace(pid, &namespace, || {
+                        let here = crate::host::netns_cookie();
+                        if here != Some(netns) {
+                            return Err(DatapathError::NamespaceChanged { pid, netns });
+                        }
+                        check_ifindex(ifname, ifindex)?;
+                        let id = program
+                            .attach(ifname, TcAttachType::Ingress)
+                            .map_err(DatapathError::program(name))?;
+                        program.take_link(id).map_err(DatapathError::program(name))
+                    })
+                    .map_err(DatapathError::Namespace)?
+                })
+                .join()
+                .unwrap_or(Err(DatapathError::NamespaceChanged { pid, netns }))
+        })?;
+        pin_link(link, &path)?;
+        debug!("attached macvlan_child to {ifname} (ifindex {ifindex}) in pid {pid}'s namespace");
+        Ok(Attachment::Attached)
+    }
+
+    fn require_macvlan(&self) -> Result<(), DatapathError> {
+        self.macvlan
+            .clone()
+            .map_err(DatapathError::MacvlanUnsupported)
+    }
+
     /// Attaches both TC programs to a veth for the lifetime of this
     /// datapath only: nothing is pinned, and the links go when the datapath
     /// is dropped or the process dies (the kernel closes its fds), which is
@@ -253,15 +341,14 @@ fn check_ifindex(ifname: &str, ifindex: u32) -> Result<(), DatapathError> {
     }
 }
 
-/// Removes the pinned TC links of one interface (veth or bridge), which
-/// detaches them. Returns the
-/// pins removed.
+/// Removes the pinned TC links of one host interface (veth, bridge or
+/// macvlan parent), which detaches them. Returns the pins removed.
 ///
 /// # Errors
 /// A pin exists but cannot be removed.
 pub fn detach_interface(root: &Path, ifindex: u32) -> Result<Vec<PathBuf>, DatapathError> {
     let mut removed = Vec::new();
-    for hook in [Hook::FromContainer, Hook::ToContainer] {
+    for hook in [Hook::FromContainer, Hook::ToContainer, Hook::MacvlanParent] {
         let path = pins::link_path(root, hook, ifindex);
         match remove_link_pin(&path) {
             Ok(()) => removed.push(path),
@@ -273,6 +360,21 @@ pub fn detach_interface(root: &Path, ifindex: u32) -> Result<Vec<PathBuf>, Datap
         debug!("detached netwatch from ifindex {ifindex}");
     }
     Ok(removed)
+}
+
+/// Removes the pinned link of one macvlan child (interface `ifindex` of the
+/// namespace whose cookie is `netns`), which detaches it. Returns whether
+/// there was one.
+///
+/// # Errors
+/// The pin exists but cannot be removed.
+pub fn detach_macvlan_child(root: &Path, netns: u64, ifindex: u32) -> Result<bool, DatapathError> {
+    let path = pins::child_link_path(root, netns, ifindex);
+    match remove_link_pin(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(DatapathError::Pin { path, source: e }),
+    }
 }
 
 /// Removes the pinned uplink link of one interface, which detaches the

@@ -41,6 +41,14 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    MacvlanUnsupported(String),
+    #[error(transparent)]
+    Namespace(crate::endpoint::EndpointError),
+    #[error(
+        "the network namespace of pid {pid} is no longer the container's (cookie {netns}); nothing attached"
+    )]
+    NamespaceChanged { pid: u32, netns: u64 },
     #[error("map `{name}`: {source}")]
     Map {
         name: &'static str,

@@ -39,6 +39,10 @@ impl Default for LoadOptions {
 pub struct Datapath {
     pub(super) ebpf: Ebpf,
     pub(super) pin_root: Option<PathBuf>,
+    /// Whether the macvlan programs loaded, or why the kernel refused them
+    /// (they call `bpf_get_netns_cookie` from TC, which kernels before 6.14
+    /// refuse; the rest of netwatch does not need them).
+    pub(super) macvlan: Result<(), String>,
 }
 
 impl Datapath {
@@ -87,10 +91,37 @@ impl Datapath {
         uplink
             .load()
             .map_err(DatapathError::program(names::PROG_UPLINK))?;
-        Ok(Datapath {
+        let macvlan = [names::PROG_MACVLAN_PARENT, names::PROG_MACVLAN_CHILD]
+            .into_iter()
+            .try_for_each(|name| {
+                let program: &mut SchedClassifier = ebpf
+                    .program_mut(name)
+                    .ok_or(DatapathError::MissingProgram(name))?
+                    .try_into()
+                    .map_err(DatapathError::program(name))?;
+                program.load().map_err(DatapathError::program(name))
+            })
+            .map_err(|e| {
+                format!(
+                    "the kernel refused netwatch's macvlan programs ({e}); they need Linux ≥ 6.14 \
+                     (bpf_get_netns_cookie in TC programs)"
+                )
+            });
+        let mut datapath = Datapath {
             ebpf,
             pin_root: options.pin_root.clone(),
-        })
+            macvlan,
+        };
+        datapath.set_host_netns_cookie()?;
+        Ok(datapath)
+    }
+
+    /// Whether the macvlan programs are loaded, or why not.
+    ///
+    /// # Errors
+    /// Why the kernel refused them.
+    pub fn macvlan_support(&self) -> Result<(), &str> {
+        self.macvlan.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
     /// Pins again every map whose pin is gone (removed behind the agent's

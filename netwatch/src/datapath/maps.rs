@@ -93,6 +93,12 @@ impl Datapath {
             tables.host_v6.iter().map(|addr| (*addr, NET_MEMBER)),
             stale,
         )?;
+        write_hash(
+            self,
+            names::MAP_MACVLAN_PORTS,
+            tables.macvlan_ports.iter().copied(),
+            stale,
+        )?;
         Ok(())
     }
 
@@ -107,6 +113,30 @@ impl Datapath {
             .try_into()
             .map_err(DatapathError::map(name))?;
         map.set(0, config, 0).map_err(DatapathError::map(name))
+    }
+
+    /// Writes this process's network namespace cookie into the settings
+    /// (keeping the rest): the macvlan programs tell the host's frames from a
+    /// container's by it. Left 0 (nothing judged by it) when the kernel
+    /// cannot tell the cookie.
+    ///
+    /// # Errors
+    /// The kernel refuses reading or updating the settings.
+    pub fn set_host_netns_cookie(&mut self) -> Result<(), DatapathError> {
+        let Some(cookie) = crate::host::netns_cookie() else {
+            return Ok(());
+        };
+        let name = names::MAP_CONFIG;
+        let mut map: Array<&mut MapData, DatapathConfig> = self
+            .map_mut(name)?
+            .try_into()
+            .map_err(DatapathError::map(name))?;
+        let mut config = map.get(&0, 0).map_err(DatapathError::map(name))?;
+        if config.host_netns_cookie != cookie {
+            config.host_netns_cookie = cookie;
+            map.set(0, config, 0).map_err(DatapathError::map(name))?;
+        }
+        Ok(())
     }
 
     /// Sets the prefixes the uplink program protects: adds the new ones,

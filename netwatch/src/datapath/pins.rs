@@ -11,7 +11,12 @@
 //!   maps/<MAP>                        every map of the object
 //!   progs/<program>                   from_container, to_container, uplink
 //!   links/tc-<ifindex>-<program>      one TCX link per container veth or
-//!                                     bridge, and direction
+//!                                     bridge, and direction; one per
+//!                                     macvlan parent (`macvlan_parent`)
+//!   links/mvchild-<netns>-<ifindex>   one TCX link per macvlan child, on
+//!                                     its ingress in the container's
+//!                                     namespace (cookie `<netns>`): its
+//!                                     ifindex is only unique there
 //!   links/uplink-<ifindex>            one XDP link per uplink
 //! ```
 
@@ -49,6 +54,33 @@ pub fn links_dir(root: &Path) -> PathBuf {
     root.join("links")
 }
 
+/// The pin of the link attaching `macvlan_child` to interface `ifindex` of
+/// the network namespace whose cookie is `netns`.
+pub fn child_link_path(root: &Path, netns: u64, ifindex: u32) -> PathBuf {
+    links_dir(root).join(format!("mvchild-{netns}-{ifindex}"))
+}
+
+/// Whether `macvlan_child` is pinned as attached to interface `ifindex` of
+/// namespace `netns`.
+pub fn child_attached(root: &Path, netns: u64, ifindex: u32) -> bool {
+    child_link_path(root, netns, ifindex).exists()
+}
+
+/// Whether `macvlan_parent` is pinned as attached to host interface
+/// `ifindex`.
+pub fn parent_attached(root: &Path, ifindex: u32) -> bool {
+    link_path(root, Hook::MacvlanParent, ifindex).exists()
+}
+
+/// The macvlan children with a pinned link under `root`: (netns cookie,
+/// ifindex).
+pub fn attached_children(root: &Path) -> std::collections::BTreeSet<(u64, u32)> {
+    pinned_links(root)
+        .into_iter()
+        .filter_map(|link| Some((link.netns?, link.ifindex)))
+        .collect()
+}
+
 /// The pin of the link attaching `hook` to interface `ifindex`.
 pub fn link_path(root: &Path, hook: Hook, ifindex: u32) -> PathBuf {
     let name = match hook {
@@ -66,11 +98,13 @@ pub fn veth_attached(root: &Path, ifindex: u32) -> bool {
         .all(|hook| link_path(root, *hook, ifindex).exists())
 }
 
-/// The ifindexes that have at least one pinned TC link under `root`.
+/// The host interfaces (ifindexes) that have at least one pinned TC link
+/// under `root`; macvlan children, whose ifindexes are their namespaces',
+/// are not among them.
 pub fn attached_tc_ifindexes(root: &Path) -> std::collections::BTreeSet<u32> {
     pinned_links(root)
         .into_iter()
-        .filter(|link| link.program != Hook::Uplink.program_name())
+        .filter(|link| link.program != Hook::Uplink.program_name() && link.netns.is_none())
         .map(|link| link.ifindex)
         .collect()
 }
@@ -89,6 +123,9 @@ pub fn attached_uplink_ifindexes(root: &Path) -> std::collections::BTreeSet<u32>
 pub struct PinnedLink {
     pub ifindex: u32,
     pub program: String,
+    /// For a macvlan child: the cookie of the container's network namespace,
+    /// where `ifindex` is; `None`: a host interface.
+    pub netns: Option<u64>,
 }
 
 /// Every link pinned under `root`, sorted by interface.
@@ -109,12 +146,22 @@ fn parse_link_name(name: &str) -> Option<PinnedLink> {
         return Some(PinnedLink {
             ifindex: ifindex.parse().ok()?,
             program: Hook::Uplink.program_name().to_string(),
+            netns: None,
+        });
+    }
+    if let Some(child) = name.strip_prefix("mvchild-") {
+        let (netns, ifindex) = child.split_once('-')?;
+        return Some(PinnedLink {
+            ifindex: ifindex.parse().ok()?,
+            program: Hook::MacvlanChild.program_name().to_string(),
+            netns: Some(netns.parse().ok()?),
         });
     }
     let (ifindex, program) = name.strip_prefix("tc-")?.split_once('-')?;
     Some(PinnedLink {
         ifindex: ifindex.parse().ok()?,
         program: program.to_string(),
+        netns: None,
     })
 }
 
@@ -135,6 +182,16 @@ mod tests {
             assert_eq!(parsed.ifindex, ifindex);
             assert_eq!(parsed.program, hook.program_name());
         }
+        let child = child_link_path(root, 4096, 3);
+        assert_eq!(
+            parse_link_name(child.file_name().unwrap().to_str().unwrap()),
+            Some(PinnedLink {
+                ifindex: 3,
+                program: Hook::MacvlanChild.program_name().to_string(),
+                netns: Some(4096),
+            })
+        );
+        assert_eq!(parse_link_name("mvchild-x-3"), None);
         assert_eq!(parse_link_name("tc-x-from_container"), None);
         assert_eq!(parse_link_name("random"), None);
     }

@@ -19,6 +19,10 @@ pub enum Hook {
     FromContainer,
     ToContainer,
     Uplink,
+    /// A macvlan parent's egress: what the network's children send out.
+    MacvlanParent,
+    /// A macvlan child's ingress, in its container's namespace.
+    MacvlanChild,
     /// The empty program the benchmark compares against.
     BenchBaseline,
 }
@@ -29,6 +33,8 @@ impl Hook {
             Hook::FromContainer => names::PROG_FROM_CONTAINER,
             Hook::ToContainer => names::PROG_TO_CONTAINER,
             Hook::Uplink => names::PROG_UPLINK,
+            Hook::MacvlanParent => names::PROG_MACVLAN_PARENT,
+            Hook::MacvlanChild => names::PROG_MACVLAN_CHILD,
             Hook::BenchBaseline => names::PROG_BENCH_BASELINE,
         }
     }

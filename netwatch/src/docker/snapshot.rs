@@ -7,14 +7,18 @@ use std::sync::Arc;
 use log::warn;
 
 use super::{Client, Container, DockerError, Endpoint, Inventory};
-use crate::endpoint::{self, EndpointError, HostVeth};
+use crate::endpoint::{self, EndpointError, HostVeth, MacAddr, MacvlanChild};
 
-/// [`Inventory`] plus each endpoint's host veth.
+/// By (container id, network id).
+type ByEndpoint<T> = HashMap<(String, String), Result<T, Arc<EndpointError>>>;
+
+/// [`Inventory`] plus each bridge endpoint's host veth and each macvlan
+/// endpoint's child interface.
 #[derive(Debug)]
 pub struct Snapshot {
     pub inventory: Inventory,
-    /// By (container id, network id).
-    veths: HashMap<(String, String), Result<HostVeth, Arc<EndpointError>>>,
+    veths: ByEndpoint<HostVeth>,
+    macvlan: ByEndpoint<MacvlanChild>,
 }
 
 impl Snapshot {
@@ -42,51 +46,26 @@ impl Snapshot {
     /// visit to each container's network namespace (see [`crate::endpoint`]).
     /// Blocking; needs root.
     pub fn resolve(inventory: Inventory) -> Snapshot {
-        let mut veths = HashMap::new();
-        for container in &inventory.containers {
-            // Only bridge endpoints have a host veth; the others are
-            // answered without visiting the container.
-            let (bridged, others): (Vec<&Endpoint>, Vec<&Endpoint>) = container
-                .endpoints
-                .iter()
-                .partition(|e| e.driver == "bridge");
-            for endpoint in others {
-                let error = EndpointError::NoHostVeth {
-                    driver: endpoint.driver.clone(),
-                };
-                veths.insert(
-                    (container.id.clone(), endpoint.network_id.clone()),
-                    Err(Arc::new(error)),
-                );
-            }
-            if bridged.is_empty() {
-                continue;
-            }
-            let macs: Vec<_> = bridged.iter().map(|e| e.mac).collect();
-            let results = match container.pid {
-                Some(pid) => endpoint::host_veths(pid, &macs),
-                None => Err(EndpointError::NoPid {
-                    container: container.name.clone(),
-                }),
+        let mut veths = resolve_endpoints(&inventory, "bridge", "host veth", endpoint::host_veths);
+        // Only bridge endpoints have a host veth; the others are answered
+        // without visiting the container.
+        for (key, endpoint) in endpoints(&inventory).filter(|(_, e)| e.driver != "bridge") {
+            let error = EndpointError::NoHostVeth {
+                driver: endpoint.driver.clone(),
             };
-            let results: Vec<Result<HostVeth, Arc<EndpointError>>> = match results {
-                Ok(results) => results.into_iter().map(|r| r.map_err(Arc::new)).collect(),
-                Err(error) => {
-                    let error = Arc::new(error);
-                    macs.iter().map(|_| Err(Arc::clone(&error))).collect()
-                }
-            };
-            for (endpoint, result) in bridged.into_iter().zip(results) {
-                if let Err(error) = &result {
-                    warn!(
-                        "container {} on network {}: host veth not found: {error}",
-                        container.name, endpoint.network
-                    );
-                }
-                veths.insert((container.id.clone(), endpoint.network_id.clone()), result);
-            }
+            veths.insert(key, Err(Arc::new(error)));
         }
-        Snapshot { inventory, veths }
+        let macvlan = resolve_endpoints(
+            &inventory,
+            "macvlan",
+            "macvlan interface",
+            endpoint::macvlan_children,
+        );
+        Snapshot {
+            inventory,
+            veths,
+            macvlan,
+        }
     }
 
     /// A snapshot whose veths were not looked up (netwatch is not root):
@@ -96,7 +75,20 @@ impl Snapshot {
         let veths = endpoints(&inventory)
             .map(|(key, _)| (key, Err(Arc::clone(&err))))
             .collect();
-        Snapshot { inventory, veths }
+        Snapshot {
+            inventory,
+            veths,
+            macvlan: HashMap::new(),
+        }
+    }
+
+    /// The macvlan child of `container`'s `endpoint`, or why it is unknown.
+    pub fn macvlan_child(
+        &self,
+        container: &Container,
+        endpoint: &Endpoint,
+    ) -> Result<&MacvlanChild, &EndpointError> {
+        lookup(&self.macvlan, container, endpoint)
     }
 
     /// The host veth of `container`'s `endpoint`, or why it is unknown.
@@ -105,14 +97,7 @@ impl Snapshot {
         container: &Container,
         endpoint: &Endpoint,
     ) -> Result<&HostVeth, &EndpointError> {
-        match self
-            .veths
-            .get(&(container.id.clone(), endpoint.network_id.clone()))
-        {
-            Some(Ok(veth)) => Ok(veth),
-            Some(Err(error)) => Err(error),
-            None => Err(&EndpointError::NotResolved),
-        }
+        lookup(&self.veths, container, endpoint)
     }
 
     /// A snapshot whose veths are made up, not looked up: the n-th endpoint
@@ -138,7 +123,31 @@ impl Snapshot {
                 (key, Ok(veth))
             })
             .collect();
-        Snapshot { inventory, veths }
+        Snapshot {
+            inventory,
+            veths,
+            macvlan: HashMap::new(),
+        }
+    }
+
+    /// Sets the macvlan child of `container`'s endpoint on `network` (names).
+    #[cfg(test)]
+    pub(crate) fn set_macvlan_child_for_test(
+        &mut self,
+        container: &str,
+        network: &str,
+        child: MacvlanChild,
+    ) {
+        let container = self.inventory.find_container(container).unwrap();
+        let endpoint = container
+            .endpoints
+            .iter()
+            .find(|e| e.network == network)
+            .unwrap();
+        self.macvlan.insert(
+            (container.id.clone(), endpoint.network_id.clone()),
+            Ok(child),
+        );
     }
 
     /// Replaces the veth of `container`'s endpoint on `network` (names).
@@ -167,6 +176,65 @@ impl Snapshot {
             Ok(veth),
         );
     }
+}
+
+/// The answer `found` holds for `container`'s `endpoint`.
+fn lookup<'a, T>(
+    found: &'a ByEndpoint<T>,
+    container: &Container,
+    endpoint: &Endpoint,
+) -> Result<&'a T, &'a EndpointError> {
+    match found.get(&(container.id.clone(), endpoint.network_id.clone())) {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(error)) => Err(error),
+        None => Err(&EndpointError::NotResolved),
+    }
+}
+
+/// Looks up, with `lookup` (one short visit to each container's namespace),
+/// the interface of every endpoint of a `driver` network; `what` names it in
+/// the warning logged for each one not found.
+fn resolve_endpoints<T>(
+    inventory: &Inventory,
+    driver: &str,
+    what: &str,
+    lookup: impl Fn(u32, &[MacAddr]) -> Result<Vec<Result<T, EndpointError>>, EndpointError>,
+) -> ByEndpoint<T> {
+    let mut found = HashMap::new();
+    for container in &inventory.containers {
+        let mine: Vec<&Endpoint> = container
+            .endpoints
+            .iter()
+            .filter(|e| e.driver == driver)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let macs: Vec<MacAddr> = mine.iter().map(|e| e.mac).collect();
+        let results = match container.pid {
+            Some(pid) => lookup(pid, &macs),
+            None => Err(EndpointError::NoPid {
+                container: container.name.clone(),
+            }),
+        };
+        let results: Vec<Result<T, Arc<EndpointError>>> = match results {
+            Ok(results) => results.into_iter().map(|r| r.map_err(Arc::new)).collect(),
+            Err(error) => {
+                let error = Arc::new(error);
+                macs.iter().map(|_| Err(Arc::clone(&error))).collect()
+            }
+        };
+        for (endpoint, result) in mine.into_iter().zip(results) {
+            if let Err(error) = &result {
+                warn!(
+                    "container {} on network {}: {what} not found: {error}",
+                    container.name, endpoint.network
+                );
+            }
+            found.insert((container.id.clone(), endpoint.network_id.clone()), result);
+        }
+    }
+    found
 }
 
 /// Every endpoint with its key: (container id, network id).

@@ -112,7 +112,8 @@ pub struct PipelineStats {
 /// Interfaces with netwatch programs attached, by hook kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AttachCounts {
-    /// Container veths and network bridges with a TCX program.
+    /// Container veths, network bridges, macvlan parents and children with
+    /// a TCX program.
     pub tc: u64,
     /// Uplinks with the XDP shield.
     pub uplink: u64,
@@ -268,7 +269,7 @@ impl MetricsSource {
 /// Counts interfaces (not links: a veth has two TC links) by hook kind.
 pub fn attach_counts(links: &[pins::PinnedLink]) -> AttachCounts {
     let uplink_program = Hook::Uplink.program_name();
-    let (uplink, tc): (BTreeSet<u32>, BTreeSet<u32>) = (
+    let (uplink, tc): (BTreeSet<u32>, BTreeSet<(Option<u64>, u32)>) = (
         links
             .iter()
             .filter(|l| l.program == uplink_program)
@@ -277,7 +278,7 @@ pub fn attach_counts(links: &[pins::PinnedLink]) -> AttachCounts {
         links
             .iter()
             .filter(|l| l.program != uplink_program)
-            .map(|l| l.ifindex)
+            .map(|l| (l.netns, l.ifindex))
             .collect(),
     );
     AttachCounts {
@@ -704,6 +705,7 @@ mod tests {
             container: container.into(),
             container_id: container.into(),
             veth: None,
+            macvlan: None,
             attached: false,
             guard: guard(mode),
         };
@@ -749,6 +751,7 @@ mod tests {
         let link = |ifindex, program: &str| pins::PinnedLink {
             ifindex,
             program: program.to_string(),
+            netns: None,
         };
         let links = [
             link(7, Hook::FromContainer.program_name()),

@@ -49,7 +49,9 @@ impl FlowNames {
     pub fn new(state: &HostState, uplinks: &[Target]) -> FlowNames {
         let mut names = FlowNames::default();
         for network in &state.networks {
-            if let Some((ifname, ifindex)) = &network.bridge {
+            if let Some((ifname, ifindex)) =
+                network.bridge.as_ref().or(network.macvlan_parent.as_ref())
+            {
                 names
                     .bridges
                     .insert(*ifindex, (ifname.clone(), network.name.clone()));
@@ -143,6 +145,7 @@ mod tests {
                 name: "db".into(),
                 internal: true,
                 bridge: Some(("br-db".into(), 30)),
+                macvlan_parent: None,
                 subnets: vec!["172.30.0.0/16".parse().unwrap()],
                 gateways: vec!["172.30.0.1".parse().unwrap()],
                 labels: BTreeMap::new(),
@@ -156,6 +159,7 @@ mod tests {
                 ipv6: None,
                 mac: [2, 0x42, 0, 0, 0, 2],
                 container_labels: BTreeMap::from([(COMPOSE_SERVICE.to_string(), "db".to_string())]),
+                macvlan: None,
             }],
             host_addrs: vec![],
         }

@@ -12,12 +12,13 @@ use std::{
 
 use netwatch_common::{
     endpoint::{
-        AllowRules, EndpointPolicy, MAX_PORT_RULES, PortRule, SCOPE_BITS, ScopedV4, ScopedV6,
-        policy_flags,
+        AllowRules, EndpointPolicy, MAX_PORT_RULES, MacvlanPort, MacvlanPortKey, PortRule,
+        SCOPE_BITS, ScopedV4, ScopedV6, policy_flags,
     },
     names::{
-        ENDPOINTS_MAX_ENTRIES, HOST_ADDR_MAX_ENTRIES, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_ENDPOINTS,
-        MAP_HOST_V4, MAP_HOST_V6, MAP_NET_V4, MAP_NET_V6, PREFIX_MAX_ENTRIES,
+        ENDPOINTS_MAX_ENTRIES, HOST_ADDR_MAX_ENTRIES, MACVLAN_PORTS_MAX_ENTRIES, MAP_ALLOW_V4,
+        MAP_ALLOW_V6, MAP_ENDPOINTS, MAP_HOST_V4, MAP_HOST_V6, MAP_MACVLAN_PORTS, MAP_NET_V4,
+        MAP_NET_V6, PREFIX_MAX_ENTRIES,
     },
 };
 
@@ -44,6 +45,10 @@ pub struct CompiledTables {
     pub host_v4: Vec<[u8; 4]>,
     /// `HOST_V6` keys.
     pub host_v6: Vec<[u8; 16]>,
+    /// `MACVLAN_PORTS`: which endpoint owns which MAC on which parent. Not
+    /// derived from the specs: the agent's plan sets it (see
+    /// [`CompiledTables::with_macvlan_ports`]).
+    pub macvlan_ports: Vec<(MacvlanPortKey, MacvlanPort)>,
 }
 
 /// Why a set of endpoint specs cannot be written to the maps.
@@ -166,6 +171,23 @@ pub fn compile(
 }
 
 impl CompiledTables {
+    /// These tables with `ports` as the `MACVLAN_PORTS` entries (sorted,
+    /// one per key).
+    ///
+    /// # Errors
+    /// More ports than the map holds.
+    pub fn with_macvlan_ports(
+        mut self,
+        ports: &[(MacvlanPortKey, MacvlanPort)],
+    ) -> Result<CompiledTables, CompileError> {
+        let mut ports = ports.to_vec();
+        ports.sort_by_key(|(key, _)| (key.parent, key.mac));
+        ports.dedup_by_key(|(key, _)| *key);
+        self.macvlan_ports = ports;
+        self.check_capacity()?;
+        Ok(self)
+    }
+
     /// Refuses tables that would overflow a map, before anything is written:
     /// a map that fills up halfway through an update leaves the datapath
     /// enforcing a policy nobody asked for.
@@ -178,6 +200,11 @@ impl CompiledTables {
             (MAP_ALLOW_V6, self.allow_v6.len(), PREFIX_MAX_ENTRIES),
             (MAP_HOST_V4, self.host_v4.len(), HOST_ADDR_MAX_ENTRIES),
             (MAP_HOST_V6, self.host_v6.len(), HOST_ADDR_MAX_ENTRIES),
+            (
+                MAP_MACVLAN_PORTS,
+                self.macvlan_ports.len(),
+                MACVLAN_PORTS_MAX_ENTRIES,
+            ),
         ];
         for (map, count, max) in sizes {
             if count > max as usize {

@@ -148,6 +148,7 @@ mod tests {
                 gateway_v6: v6("fd00:20::1"),
                 mac: MAC_A,
                 _pad: [0; 2],
+                parent: 0,
             },
             networks: vec![
                 "172.20.0.0/16".parse().expect("cidr"),

@@ -171,7 +171,7 @@ impl Rig {
         consumer.apply(&tables)?;
         consumer.set_config(DatapathConfig {
             export_interval_ns: 1,
-            drop_report_interval_ns: 0,
+            ..DatapathConfig::default()
         })?;
         // The second load reuses the pinned maps: its programs write into
         // the consumer's ring buffer and counters.

@@ -249,6 +249,7 @@ fn attach_round(n: usize, round: usize, rcu: Rcu) -> Result<AttachSample> {
             name: "bench".into(),
             internal: true,
             bridge: Some(("br0".into(), ifindex("br0")?)),
+            macvlan_parent: None,
             subnets: vec![subnet],
             gateways: vec![IpAddr::V4(Ipv4Addr::new(10, 250, 0, 1))],
             labels: Default::default(),
@@ -266,6 +267,7 @@ fn attach_round(n: usize, round: usize, rcu: Rcu) -> Result<AttachSample> {
             ipv6: None,
             mac: [0x02, 0x42, 10, 250, hi, lo],
             container_labels: Default::default(),
+            macvlan: None,
         });
     }
     let plan = plan(&state);
