@@ -546,6 +546,34 @@ mod tests {
     }
 
     #[test]
+    fn driver_captures_still_parse() {
+        assert_eq!(
+            captured::drivers::networks().len(),
+            11,
+            "10 listed + ipvlan"
+        );
+        assert_eq!(captured::drivers::inspected_networks().len(), 11);
+        // As `GET /networks/{id}` answers (bollard's list model has no
+        // `Containers`), the inspected overlays keep their non-containers.
+        for (name, json) in captured::drivers::INSPECTED_NETWORKS {
+            let inspected: bollard::models::NetworkInspect = serde_json::from_str(json).unwrap();
+            assert!(
+                !inspected.containers.unwrap_or_default().is_empty(),
+                "{name}"
+            );
+        }
+        let summaries: Vec<bollard::models::ContainerSummary> =
+            serde_json::from_str(include_str!("testdata/drivers/containers.json")).unwrap();
+        assert_eq!(summaries.len(), captured::drivers::CONTAINERS.len());
+        assert_eq!(captured::drivers::full_inventory().containers.len(), 9);
+        assert_eq!(
+            captured::drivers::container("svc").name.as_deref(),
+            Some("/nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv"),
+            "a swarm task is named <service>.<slot>.<task id>"
+        );
+    }
+
+    #[test]
     fn networks_are_typed() {
         let inventory = inventory();
         let names: Vec<&str> = inventory.networks.iter().map(|n| n.name.as_str()).collect();
