@@ -35,6 +35,10 @@ pub const COMPOSE_PROJECT_LABEL: &str = "com.docker.compose.project";
 pub const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
 /// The bridge driver option that names a network's bridge device.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+/// The macvlan and ipvlan driver option that names the parent interface.
+pub const PARENT_OPTION: &str = "parent";
+/// The macvlan driver option that sets the macvlan mode.
+pub const MACVLAN_MODE_OPTION: &str = "macvlan_mode";
 
 /// Everything netwatch needs to know of Docker at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -52,6 +56,11 @@ pub struct Network {
     pub name: String,
     /// `bridge`, `host`, `null`, `macvlan`, `overlay`, …
     pub driver: String,
+    /// `local`, or `swarm` for networks the swarm manages (overlays,
+    /// `ingress`): their ids are 25-character swarm ids, not 64 hex
+    /// digits, and Docker tells of them in two kinds of events, the
+    /// swarm's and this node's. `None` when dockerd did not say.
+    pub scope: Option<String>,
     /// `docker network create --internal`: Docker promises no egress.
     pub internal: bool,
     /// `EnableIPv6`.
@@ -65,6 +74,21 @@ pub struct Network {
     /// `com.docker.network.bridge.name` option, else `docker0` for the
     /// default `bridge` network, else `br-<first 12 characters of the id>`.
     pub bridge: Option<String>,
+    /// For `macvlan` and `ipvlan` networks: the host interface their
+    /// containers' interfaces hang off (the `parent` driver option, as
+    /// given: it may name an 802.1q sub-interface such as `eth0.10` that
+    /// Docker creates). All containers of the network share it, and it is
+    /// the only host-side device of their traffic. `None` for other
+    /// drivers, and when no parent was given (Docker then makes a dummy
+    /// link of its own, `dm-<12 characters of the id>`, as the parent).
+    pub parent: Option<String>,
+    /// For `macvlan` networks: the `macvlan_mode` driver option
+    /// (`private`, `vepa`, `passthru`, or `bridge` when given explicitly).
+    /// `None` means Docker's default, `bridge` (siblings on the same
+    /// parent reach each other inside the host, without leaving through
+    /// the parent): Docker does not write the default mode into the
+    /// options.
+    pub macvlan_mode: Option<String>,
 }
 
 /// One IPAM subnet of a network.
@@ -330,29 +354,44 @@ fn network_from_api(api: &ApiNetwork) -> Option<Network> {
     }
     subnets.sort_by_key(|s| (!s.cidr.is_ipv4(), s.cidr));
     let labels = labels_of(api.labels.as_ref());
-    let bridge = (driver == "bridge").then(|| {
+    let option = |key: &str| {
         api.options
             .as_ref()
-            .and_then(|o| non_empty(o.get(BRIDGE_NAME_OPTION)))
+            .and_then(|o| non_empty(o.get(key)))
             .map(str::to_owned)
-            .unwrap_or_else(|| {
-                if name == "bridge" {
-                    "docker0".to_owned()
-                } else {
-                    format!("br-{}", id.get(..12).unwrap_or(id))
-                }
-            })
+    };
+    let bridge = (driver == "bridge").then(|| {
+        option(BRIDGE_NAME_OPTION).unwrap_or_else(|| {
+            if name == "bridge" {
+                "docker0".to_owned()
+            } else {
+                format!("br-{}", id.get(..12).unwrap_or(id))
+            }
+        })
     });
+    let parent = if matches!(driver, "macvlan" | "ipvlan") {
+        option(PARENT_OPTION)
+    } else {
+        None
+    };
+    let macvlan_mode = if driver == "macvlan" {
+        option(MACVLAN_MODE_OPTION)
+    } else {
+        None
+    };
     Some(Network {
         id: id.to_owned(),
         name: name.to_owned(),
         driver: driver.to_owned(),
+        scope: non_empty(api.scope.as_ref()).map(str::to_owned),
         internal: api.internal.unwrap_or(false),
         ipv6: api.enable_ipv6.unwrap_or(false),
         subnets,
         compose_project: labels.get(COMPOSE_PROJECT_LABEL).cloned(),
         labels,
         bridge,
+        parent,
+        macvlan_mode,
     })
 }
 
@@ -530,6 +569,13 @@ mod tests {
         text.parse().unwrap()
     }
 
+    fn subnet(cidr_text: &str, gateway: &str) -> Subnet {
+        Subnet {
+            cidr: cidr(cidr_text),
+            gateway: Some(ip(gateway)),
+        }
+    }
+
     #[test]
     fn captured_answers_still_parse() {
         // Every capture, including the list of running containers and the
@@ -597,15 +643,9 @@ mod tests {
         assert_eq!(
             back.subnets,
             [
-                Subnet {
-                    cidr: cidr("172.29.0.0/24"),
-                    gateway: Some(ip("172.29.0.1"))
-                },
+                subnet("172.29.0.0/24", "172.29.0.1"),
                 // Not in the IPAM config: taken from the endpoints' IPv6Gateway.
-                Subnet {
-                    cidr: cidr("fd00:29::/64"),
-                    gateway: Some(ip("fd00:29::1"))
-                },
+                subnet("fd00:29::/64", "fd00:29::1"),
             ]
         );
         assert_eq!(back.compose_project, None);
@@ -625,22 +665,13 @@ mod tests {
                 .map(String::as_str),
             Some("front")
         );
-        assert_eq!(
-            front.subnets,
-            [Subnet {
-                cidr: cidr("172.18.0.0/16"),
-                gateway: Some(ip("172.18.0.1"))
-            }]
-        );
+        assert_eq!(front.subnets, [subnet("172.18.0.0/16", "172.18.0.1")]);
 
         let bridge = inventory.network("bridge").unwrap();
         assert_eq!(bridge.bridge.as_deref(), Some("docker0"));
         assert_eq!(
             bridge.subnets,
-            [Subnet {
-                cidr: cidr("172.17.0.0/16"),
-                gateway: Some(ip("172.17.0.1"))
-            }],
+            [subnet("172.17.0.0/16", "172.17.0.1")],
             "the default bridge reports no gateway; the attached container's Gateway fills it"
         );
 
@@ -655,6 +686,104 @@ mod tests {
                 .unwrap()
                 .name,
             "host"
+        );
+    }
+
+    #[test]
+    fn macvlan_and_ipvlan_networks_name_their_parent_and_macvlan_its_mode() {
+        let inventory = captured::drivers::full_inventory();
+        let parent_and_mode = |name: &str| {
+            let network = inventory.network(name).unwrap();
+            (network.parent.as_deref(), network.macvlan_mode.as_deref())
+        };
+        assert_eq!(
+            parent_and_mode("nwcap-mvlan"),
+            (Some("nwmv0"), None),
+            "Docker does not list the default mode, bridge"
+        );
+        assert_eq!(
+            parent_and_mode("nwcap-mvpriv"),
+            (Some("nwmp0"), Some("private"))
+        );
+        assert_eq!(parent_and_mode("nwcap-mvint"), (Some("nwmi0"), None));
+        assert_eq!(parent_and_mode("nwcap-ipvlan"), (Some("nwiv0"), None));
+        for name in [
+            "bridge",
+            "docker_gwbridge",
+            "nwcap-ovl",
+            "ingress",
+            "host",
+            "none",
+        ] {
+            assert_eq!(parent_and_mode(name), (None, None), "{name}");
+        }
+        let mvlan = inventory.network("nwcap-mvlan").unwrap();
+        assert_eq!(mvlan.driver, "macvlan");
+        assert!(mvlan.ipv6 && !mvlan.internal);
+        assert_eq!(
+            mvlan.subnets,
+            [
+                subnet("198.18.60.0/24", "198.18.60.1"),
+                subnet("fd00:60::/64", "fd00:60::1"),
+            ],
+            "the gateway is the LAN router's: nothing on this host holds it"
+        );
+        assert_eq!(mvlan.bridge, None);
+        assert_eq!(
+            mvlan.labels.get("netwatch.capture").map(String::as_str),
+            Some("macvlan")
+        );
+        assert!(inventory.network("nwcap-mvint").unwrap().internal);
+    }
+
+    #[test]
+    fn driver_options_are_read_only_for_the_drivers_that_have_them() {
+        let mut networks: Vec<Value> = serde_json::from_str(captured::drivers::NETWORKS).unwrap();
+        for network in &mut networks {
+            if network["Name"] == "docker_gwbridge" {
+                network["Options"]["parent"] = "eth0".into();
+                network["Options"]["macvlan_mode"] = "vepa".into();
+            }
+        }
+        let networks: Vec<ApiNetwork> = serde_json::from_value(Value::Array(networks)).unwrap();
+        let inventory = Inventory::from_api(&networks, &[]);
+        let gwbridge = inventory.network("docker_gwbridge").unwrap();
+        assert_eq!(
+            (gwbridge.parent.as_deref(), gwbridge.macvlan_mode.as_deref()),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn swarm_networks_have_swarm_scope_and_25_character_ids() {
+        let inventory = captured::drivers::full_inventory();
+        for name in ["nwcap-ovl", "nwcap-ovl-int", "ingress"] {
+            let network = inventory.network(name).unwrap();
+            assert_eq!(network.scope.as_deref(), Some("swarm"), "{name}");
+            assert_eq!(network.id.len(), 25, "{name}: {}", network.id);
+            assert_eq!(network.driver, "overlay");
+        }
+        let ovl = inventory.network("4w3tamq7me8rpukn6gcvur260").unwrap();
+        assert_eq!(ovl.name, "nwcap-ovl");
+        assert_eq!(ovl.subnets, [subnet("198.18.70.0/24", "198.18.70.1")]);
+        for name in [
+            "nwcap-mvlan",
+            "docker_gwbridge",
+            "host",
+            "none",
+            "nwcap-ipvlan",
+        ] {
+            let network = inventory.network(name).unwrap();
+            assert_eq!(network.scope.as_deref(), Some("local"), "{name}");
+            assert_eq!(network.id.len(), 64, "{name}");
+        }
+        assert_eq!(
+            inventory
+                .network("docker_gwbridge")
+                .unwrap()
+                .bridge
+                .as_deref(),
+            Some("docker_gwbridge")
         );
     }
 
@@ -835,10 +964,7 @@ mod tests {
         );
         assert_eq!(
             back.subnets,
-            [Subnet {
-                cidr: cidr("fd00:29::/64"),
-                gateway: Some(ip("fd00:29::1"))
-            }],
+            [subnet("fd00:29::/64", "fd00:29::1")],
             "the bad subnet is dropped; a gateway with a prefix length is read"
         );
         let bare = inventory.network("bare").unwrap();
