@@ -33,6 +33,9 @@ pub type Labels = BTreeMap<String, String>;
 pub const COMPOSE_PROJECT_LABEL: &str = "com.docker.compose.project";
 /// The compose service a container runs.
 pub const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
+/// The swarm service a container is a task of (Docker puts it on every
+/// task's container, named `<service>.<slot>.<task id>`).
+pub const SWARM_SERVICE_LABEL: &str = "com.docker.swarm.service.name";
 /// The bridge driver option that names a network's bridge device.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 /// The macvlan and ipvlan driver option that names the parent interface.
@@ -107,8 +110,13 @@ pub struct Container {
     pub id: String,
     /// Without Docker's leading `/`.
     pub name: String,
-    /// `com.docker.compose.service`.
+    /// The service it runs, as a user names it: its compose service
+    /// (`com.docker.compose.service`), or else the swarm service whose
+    /// task it is (see [`service_of`]).
     pub service: Option<String>,
+    /// `com.docker.swarm.service.name`: the swarm service whose task this
+    /// container is; tells a swarm `service` from a compose one.
+    pub swarm_service: Option<String>,
     /// `com.docker.compose.project`.
     pub compose_project: Option<String>,
     pub labels: Labels,
@@ -299,6 +307,17 @@ pub enum ContainerLookupError {
     Ambiguous { query: String, count: usize },
 }
 
+/// The service a container with these labels runs: its compose service,
+/// or else its swarm service. A swarm task's container name
+/// (`<service>.<slot>.<task id>`) changes with every task, so the service
+/// is the name that stays.
+pub fn service_of(labels: &Labels) -> Option<&str> {
+    labels
+        .get(COMPOSE_SERVICE_LABEL)
+        .or_else(|| labels.get(SWARM_SERVICE_LABEL))
+        .map(String::as_str)
+}
+
 fn labels_of(labels: Option<&HashMap<String, String>>) -> Labels {
     labels
         .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -458,7 +477,8 @@ fn container_from_api(api: &ContainerInspectResponse, networks: &[Network]) -> O
     Some(Container {
         id: id.to_owned(),
         name,
-        service: labels.get(COMPOSE_SERVICE_LABEL).cloned(),
+        service: service_of(&labels).map(str::to_owned),
+        swarm_service: labels.get(SWARM_SERVICE_LABEL).cloned(),
         compose_project: labels.get(COMPOSE_PROJECT_LABEL).cloned(),
         labels,
         pid,
@@ -890,13 +910,74 @@ mod tests {
         assert!(inventory.find_container("").is_err());
     }
 
+    /// The inventory of `networks` and one container: `json` with `edit`
+    /// applied.
+    fn edited(networks: &[ApiNetwork], json: &str, edit: impl FnOnce(&mut Value)) -> Inventory {
+        let mut container: Value = serde_json::from_str(json).unwrap();
+        edit(&mut container);
+        let container: ContainerInspectResponse = serde_json::from_value(container).unwrap();
+        Inventory::from_api(networks, &[container])
+    }
+
     /// Applies `edit` to the captured JSON of `app` and returns the result.
     fn edited_app(edit: impl FnOnce(&mut Value)) -> Inventory {
-        let (networks, _) = captured();
-        let mut app: Value = serde_json::from_str(CONTAINERS[0].1).unwrap();
-        edit(&mut app);
-        let app: ContainerInspectResponse = serde_json::from_value(app).unwrap();
-        Inventory::from_api(&networks, &[app])
+        edited(&captured::networks(), CONTAINERS[0].1, edit)
+    }
+
+    /// Applies `edit` to the captured JSON of driver-topology container
+    /// `name` (`mv`, `svc`, …) and returns the result.
+    fn edited_driver_container(name: &str, edit: impl FnOnce(&mut Value)) -> Inventory {
+        let (_, json) = captured::drivers::CONTAINERS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap();
+        edited(&captured::drivers::networks(), json, edit)
+    }
+
+    #[test]
+    fn a_swarm_task_is_named_by_its_service() {
+        let inventory = captured::drivers::full_inventory();
+        let task = inventory
+            .find_container("nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv")
+            .unwrap();
+        assert_eq!(task.service.as_deref(), Some("nwcap-svc"));
+        assert_eq!(task.swarm_service.as_deref(), Some("nwcap-svc"));
+        assert_eq!(task.compose_project, None);
+        assert_eq!(
+            task.network_mode, "default",
+            "a task says `default` although it is on an overlay only"
+        );
+        let [endpoint] = task.endpoints.as_slice() else {
+            panic!("one endpoint: {:?}", task.endpoints);
+        };
+        assert_eq!(endpoint.network, "nwcap-ovl");
+        assert_eq!(endpoint.network_id, "4w3tamq7me8rpukn6gcvur260");
+        assert_eq!(endpoint.ipv4, Some(Ipv4Addr::new(198, 18, 70, 5)));
+        // Every other container of the topology runs no service.
+        for container in inventory.containers.iter().filter(|c| c.id != task.id) {
+            assert_eq!(
+                (&container.service, &container.swarm_service),
+                (&None, &None)
+            );
+        }
+    }
+
+    #[test]
+    fn a_compose_service_is_named_before_a_swarm_service() {
+        let edited = edited_driver_container("svc", |svc| {
+            svc["Config"]["Labels"][COMPOSE_SERVICE_LABEL] = "web".into();
+        });
+        let task = &edited.containers[0];
+        assert_eq!(task.service.as_deref(), Some("web"));
+        assert_eq!(
+            task.swarm_service.as_deref(),
+            Some("nwcap-svc"),
+            "still known for what it is"
+        );
+        let inventory = inventory();
+        let app = inventory.find_container("nwcap-app").unwrap();
+        assert_eq!(app.service.as_deref(), Some("app"));
+        assert_eq!(app.swarm_service, None, "a compose container is no task");
     }
 
     #[test]
