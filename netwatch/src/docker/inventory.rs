@@ -126,6 +126,16 @@ pub struct Container {
     /// `HostConfig.NetworkMode`: `default`, `bridge`, a network name, `host`,
     /// `none` or `container:<id>`.
     pub network_mode: String,
+    /// The container holds CAP_NET_ADMIN: `HostConfig.Privileged`, or
+    /// `HostConfig.CapAdd` naming `NET_ADMIN`, `CAP_NET_ADMIN` or `ALL` (in
+    /// any case: Docker accepts both spellings). Such a container on a
+    /// macvlan network can create more macvlan ports on the same parent
+    /// (new MACs that no per-container hook sees), take another host's MAC
+    /// (the LAN router's, and with it its siblings' traffic to the router)
+    /// or switch its port's mode, so netwatch cannot guard it there
+    /// (measured: /work/findings/macvlan-hooks.md §9). `CapDrop` is not
+    /// subtracted: a wrong `true` only makes netwatch claim less.
+    pub net_admin: bool,
     /// One per network the container is attached to (any driver), sorted
     /// by network name. Empty in `host`, `none` and `container:<id>` modes.
     pub endpoints: Vec<Endpoint>,
@@ -455,12 +465,14 @@ fn container_from_api(api: &ContainerInspectResponse, networks: &[Network]) -> O
             None
         }
     };
-    let network_mode = api
-        .host_config
-        .as_ref()
+    let host_config = api.host_config.as_ref();
+    let network_mode = host_config
         .and_then(|h| non_empty(h.network_mode.as_ref()))
         .unwrap_or("default")
         .to_owned();
+    let net_admin = host_config.is_some_and(|h| {
+        h.privileged.unwrap_or(false) || h.cap_add.iter().flatten().any(|c| grants_net_admin(c))
+    });
     let mut endpoints = Vec::new();
     if let Some(owner) = network_mode.strip_prefix("container:") {
         debug!(
@@ -483,8 +495,16 @@ fn container_from_api(api: &ContainerInspectResponse, networks: &[Network]) -> O
         labels,
         pid,
         network_mode,
+        net_admin,
         endpoints,
     })
+}
+
+/// A `CapAdd` entry that gives CAP_NET_ADMIN.
+fn grants_net_admin(capability: &str) -> bool {
+    let capability = capability.trim().to_ascii_uppercase();
+    let name = capability.strip_prefix("CAP_").unwrap_or(&capability);
+    matches!(name, "NET_ADMIN" | "ALL")
 }
 
 fn endpoint_from_api(
@@ -978,6 +998,42 @@ mod tests {
         let app = inventory.find_container("nwcap-app").unwrap();
         assert_eq!(app.service.as_deref(), Some("app"));
         assert_eq!(app.swarm_service, None, "a compose container is no task");
+    }
+
+    #[test]
+    fn no_captured_container_holds_net_admin() {
+        // Their HostConfig has `CapAdd: null` and `Privileged: false`.
+        let drivers = captured::drivers::full_inventory();
+        for container in inventory().containers.iter().chain(&drivers.containers) {
+            assert!(!container.net_admin, "{}", container.name);
+        }
+    }
+
+    #[test]
+    fn privileged_or_an_added_net_admin_or_all_capability_is_net_admin() {
+        let net_admin =
+            |edit: fn(&mut Value)| edited_driver_container("mv", edit).containers[0].net_admin;
+        assert!(net_admin(|mv| mv["HostConfig"]["Privileged"] = true.into()));
+        for spelling in [
+            "NET_ADMIN",
+            "CAP_NET_ADMIN",
+            "net_admin",
+            "cap_net_admin",
+            "ALL",
+            "all",
+        ] {
+            let inventory = edited_driver_container("mv", |mv| {
+                mv["HostConfig"]["CapAdd"] = serde_json::json!(["NET_RAW", spelling]);
+            });
+            assert!(inventory.containers[0].net_admin, "{spelling}");
+        }
+        assert!(!net_admin(|mv| {
+            mv["HostConfig"]["CapAdd"] =
+                serde_json::json!(["NET_RAW", "SYS_PTRACE", "NET_BIND_SERVICE"]);
+        }));
+        assert!(!net_admin(|mv| {
+            mv.as_object_mut().unwrap().remove("HostConfig");
+        }));
     }
 
     #[test]
