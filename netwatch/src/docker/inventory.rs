@@ -581,7 +581,10 @@ mod tests {
     //! named `nwcap-br0`); containers `app` (on front and back, static IPv4 on
     //! back), `static` (static IPv4 on back), `default` (default bridge),
     //! `sidecar` (`--network container:app`), `hostnet` (host network) and
-    //! `none` (no network). See `testdata/README.md`.
+    //! `none` (no network); and, as `captured::drivers`, the macvlan
+    //! (bridge, private and internal), ipvlan, overlay (attachable, internal,
+    //! a swarm service's task), `host` and `none` topology of a private
+    //! dockerd in a single-node swarm. See `testdata/README.md`.
 
     use super::*;
     use serde_json::Value;
@@ -954,6 +957,180 @@ mod tests {
         edited(&captured::drivers::networks(), json, edit)
     }
 
+    /// The one endpoint of driver-topology container `name`.
+    fn only_endpoint<'a>(inventory: &'a Inventory, name: &str) -> &'a Endpoint {
+        let container = inventory.find_container(name).unwrap();
+        match container.endpoints.as_slice() {
+            [endpoint] => endpoint,
+            other => panic!("{name}: one endpoint expected, got {other:?}"),
+        }
+    }
+
+    /// An endpoint on one line: network, driver, IPv4, IPv6, MAC.
+    fn summary(endpoint: &Endpoint) -> String {
+        let or_dash = |a: Option<String>| a.unwrap_or_else(|| "-".to_owned());
+        format!(
+            "{} {} {} {} {}",
+            endpoint.network,
+            endpoint.driver,
+            or_dash(endpoint.ipv4.map(|a| a.to_string())),
+            or_dash(endpoint.ipv6.map(|a| a.to_string())),
+            endpoint.mac
+        )
+    }
+
+    #[test]
+    fn macvlan_endpoints_are_kept_with_driver_mac_and_addresses() {
+        let inventory = captured::drivers::full_inventory();
+        let mvlan = inventory.network("nwcap-mvlan").unwrap();
+        assert_eq!(
+            only_endpoint(&inventory, "nwcap-mv"),
+            &Endpoint {
+                network_id: mvlan.id.clone(),
+                network: "nwcap-mvlan".into(),
+                driver: "macvlan".into(),
+                ipv4: Some(Ipv4Addr::new(198, 18, 60, 2)),
+                ipv6: Some("fd00:60::2".parse().unwrap()),
+                mac: "02:42:c6:12:3c:02".parse().unwrap(),
+                aliases: vec!["2562c9346418".into()],
+            }
+        );
+        for (name, line) in [
+            (
+                "nwcap-mv2",
+                "nwcap-mvlan macvlan 198.18.60.3 fd00:60::3 02:42:c6:12:3c:03",
+            ),
+            (
+                "nwcap-mvp",
+                "nwcap-mvpriv macvlan 198.18.61.2 - 02:42:c6:12:3d:02",
+            ),
+            // Internal: its Gateway is empty (no default route); still an endpoint.
+            (
+                "nwcap-mvi",
+                "nwcap-mvint macvlan 198.18.63.2 - 02:42:c6:12:3f:02",
+            ),
+        ] {
+            assert_eq!(summary(only_endpoint(&inventory, name)), line);
+        }
+        let on_mvlan: Vec<&str> = inventory
+            .endpoints_on(&mvlan.id)
+            .map(|(c, _)| c.name.as_str())
+            .collect();
+        assert_eq!(on_mvlan, ["nwcap-mv", "nwcap-mv2"]);
+        let mv = inventory.find_container("nwcap-mv").unwrap();
+        assert_eq!(
+            mv.labels.get("netwatch.allow").map(String::as_str),
+            Some("198.18.60.1:53/udp")
+        );
+    }
+
+    #[test]
+    fn overlay_endpoints_are_kept_with_driver_mac_and_addresses_and_no_gwbridge_leg() {
+        let inventory = captured::drivers::full_inventory();
+        // Each overlay container is on its overlay only: its docker_gwbridge
+        // leg is not in its NetworkSettings, so it is not in the inventory.
+        for (name, line) in [
+            (
+                "nwcap-ovc",
+                "nwcap-ovl overlay 198.18.70.2 - 02:42:c6:12:46:02",
+            ),
+            (
+                "nwcap-ovi",
+                "nwcap-ovl-int overlay 198.18.71.2 - 02:42:c6:12:47:02",
+            ),
+        ] {
+            assert_eq!(summary(only_endpoint(&inventory, name)), line);
+        }
+        assert_eq!(
+            only_endpoint(&inventory, "nwcap-ovi").network_id,
+            "gkey06s19os1ohldcgsxq7rwz",
+            "a swarm network id"
+        );
+        let gwbridge = inventory.network("docker_gwbridge").unwrap();
+        assert_eq!(inventory.endpoints_on(&gwbridge.id).count(), 0);
+        // Overlay endpoints report no Gateway; the IPAM config has it.
+        assert_eq!(
+            inventory.network("nwcap-ovl-int").unwrap().subnets,
+            [subnet("198.18.71.0/24", "198.18.71.1")]
+        );
+    }
+
+    #[test]
+    fn host_and_none_containers_have_no_endpoint_and_say_their_mode() {
+        let inventory = captured::drivers::full_inventory();
+        for (name, mode) in [("nwcap-hostnet2", "host"), ("nwcap-none2", "none")] {
+            let container = inventory.find_container(name).unwrap();
+            assert!(container.endpoints.is_empty(), "{name}");
+            assert_eq!(container.network_mode, mode);
+            assert_eq!(container.shares_network_of(), None);
+            assert!(container.pid.is_some(), "{name} runs");
+        }
+        for network in ["host", "none"] {
+            let id = &inventory.network(network).unwrap().id;
+            assert_eq!(inventory.endpoints_on(id).count(), 0, "{network}");
+        }
+    }
+
+    #[test]
+    fn load_balancer_and_ingress_sandbox_entries_never_become_containers() {
+        let containers: Vec<ContainerInspectResponse> = captured::drivers::CONTAINERS
+            .iter()
+            .map(|(name, _)| captured::drivers::container(name))
+            .collect();
+        // The inspected overlays, ingress and docker_gwbridge list
+        // `lb-nwcap-ovl`, `lb-nwcap-ovl-int`, `ingress-sbox` and the
+        // `gateway_…` legs in their Containers: the inventory is the same
+        // as from the list, which has none of them.
+        let inspected = Inventory::from_api(&captured::drivers::inspected_networks(), &containers);
+        let listed = Inventory::from_api(&captured::drivers::networks(), &containers);
+        assert_eq!(inspected, listed);
+        let container_names: Vec<&str> = inspected
+            .containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            container_names,
+            [
+                "nwcap-hostnet2",
+                "nwcap-mv",
+                "nwcap-mv2",
+                "nwcap-mvi",
+                "nwcap-mvp",
+                "nwcap-none2",
+                "nwcap-ovc",
+                "nwcap-ovi",
+                "nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv",
+            ]
+        );
+        let on_ovl: Vec<&str> = inspected
+            .endpoints_on("4w3tamq7me8rpukn6gcvur260")
+            .map(|(c, _)| c.name.as_str())
+            .collect();
+        assert_eq!(
+            on_ovl,
+            ["nwcap-ovc", "nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv"]
+        );
+        let ingress = inspected.network("ingress").unwrap();
+        assert_eq!(inspected.endpoints_on(&ingress.id).count(), 0);
+    }
+
+    #[test]
+    fn the_ipvlan_network_is_in_the_inventory() {
+        let inventory = captured::drivers::full_inventory();
+        let ipvlan = inventory.network("nwcap-ipvlan").unwrap();
+        assert_eq!(ipvlan.driver, "ipvlan");
+        assert_eq!(ipvlan.parent.as_deref(), Some("nwiv0"));
+        assert_eq!(ipvlan.bridge, None);
+        assert!(!ipvlan.internal);
+        assert_eq!(ipvlan.subnets, [subnet("198.18.62.0/24", "198.18.62.1")]);
+        assert_eq!(
+            inventory.endpoints_on(&ipvlan.id).count(),
+            0,
+            "its container could not start here"
+        );
+    }
+
     #[test]
     fn a_swarm_task_is_named_by_its_service() {
         let inventory = captured::drivers::full_inventory();
@@ -967,12 +1144,12 @@ mod tests {
             task.network_mode, "default",
             "a task says `default` although it is on an overlay only"
         );
-        let [endpoint] = task.endpoints.as_slice() else {
-            panic!("one endpoint: {:?}", task.endpoints);
-        };
-        assert_eq!(endpoint.network, "nwcap-ovl");
+        let endpoint = only_endpoint(&inventory, &task.name);
+        assert_eq!(
+            summary(endpoint),
+            "nwcap-ovl overlay 198.18.70.5 - 02:42:c6:12:46:05"
+        );
         assert_eq!(endpoint.network_id, "4w3tamq7me8rpukn6gcvur260");
-        assert_eq!(endpoint.ipv4, Some(Ipv4Addr::new(198, 18, 70, 5)));
         // Every other container of the topology runs no service.
         for container in inventory.containers.iter().filter(|c| c.id != task.id) {
             assert_eq!(
