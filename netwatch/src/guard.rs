@@ -524,6 +524,19 @@ pub(crate) mod tests {
         }
     }
 
+    fn network_named<'a>(assessment: &'a Assessment, name: &str) -> &'a NetworkGuard {
+        let found = assessment.networks.iter().find(|n| n.name == name);
+        found.unwrap_or_else(|| panic!("no network {name} in the assessment"))
+    }
+
+    fn endpoint_names(network: &NetworkGuard) -> Vec<&str> {
+        network
+            .endpoints
+            .iter()
+            .map(|e| e.container.as_str())
+            .collect()
+    }
+
     fn running() -> AgentView {
         AgentView {
             running: true,
@@ -555,11 +568,7 @@ pub(crate) mod tests {
             n["Options"] = serde_json::json!({"parent": "nwmv0"});
         });
         let assessment = assess(&snapshot, &FakeKernel::new(&[], &[]), &running());
-        let back = assessment
-            .networks
-            .iter()
-            .find(|n| n.name == "nwcap-back")
-            .unwrap();
+        let back = network_named(&assessment, "nwcap-back");
         assert_eq!(back.guard.mode, Mode::Unguarded);
         assert!(
             back.guard.why.starts_with("macvlan: "),
@@ -586,11 +595,7 @@ pub(crate) mod tests {
             n["Labels"]["netwatch.egress"] = "deny".into();
         });
         let assessment = assess(&snapshot, &FakeKernel::new(&[], &[]), &running());
-        let front = assessment
-            .networks
-            .iter()
-            .find(|n| n.name == "nwcap-front")
-            .unwrap();
+        let front = network_named(&assessment, "nwcap-front");
         assert_eq!(front.denied_by, Some("label netwatch.egress=deny"));
         assert!(
             front.guard.why.starts_with("overlay: "),
@@ -609,11 +614,7 @@ pub(crate) mod tests {
     fn host_mode_is_unguarded_but_no_alarm() {
         let snapshot = snapshot_with_network("host", |_| {});
         let assessment = assess(&snapshot, &FakeKernel::new(&[], &[]), &running());
-        let host = assessment
-            .networks
-            .iter()
-            .find(|n| n.name == "host")
-            .unwrap();
+        let host = network_named(&assessment, "host");
         assert_eq!(host.endpoints.len(), 1);
         assert_eq!(host.endpoints[0].container, "nwcap-hostnet");
         assert_eq!(host.endpoints[0].guard.mode, Mode::Unguarded);
@@ -640,6 +641,126 @@ pub(crate) mod tests {
             back.endpoints[0].guard.why,
             "host veth not found: host veths are only looked up as root (entering a container's \
              network namespace)"
+        );
+    }
+
+    /// The captured macvlan/ipvlan/overlay/host/none topology, judged by a
+    /// running agent against a kernel on which both bridges (`nwcap1b` of
+    /// the default network, `docker_gwbridge`) exist with netwatch
+    /// attached: whatever is not enforced there is the driver's doing.
+    fn drivers_assessment() -> Assessment {
+        let snapshot =
+            Snapshot::unresolved(captured::drivers::full_inventory(), EndpointError::NotRoot);
+        let kernel = FakeKernel::new(&[1, 2], &[("nwcap1b", 1), ("docker_gwbridge", 2)]);
+        assess(&snapshot, &kernel, &running())
+    }
+
+    #[test]
+    fn captured_internal_macvlan_and_overlay_networks_are_alarms_with_their_endpoints() {
+        let assessment = drivers_assessment();
+        let alarms: Vec<String> = assessment
+            .alarms()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let macvlan = driver_hook("macvlan").unwrap_err();
+        let overlay = driver_hook("overlay").unwrap_err();
+        assert!(macvlan.starts_with("macvlan: ") && overlay.starts_with("overlay: "));
+        assert_eq!(
+            alarms,
+            [
+                format!("network nwcap-mvint (macvlan): {macvlan}"),
+                format!("network nwcap-ovl-int (overlay): {overlay}"),
+                format!("endpoint of nwcap-mvi on nwcap-mvint (macvlan): {macvlan}"),
+                format!("endpoint of nwcap-ovi on nwcap-ovl-int (overlay): {overlay}"),
+            ]
+        );
+        for (network, container) in [("nwcap-mvint", "nwcap-mvi"), ("nwcap-ovl-int", "nwcap-ovi")] {
+            let guard = network_named(&assessment, network);
+            assert_eq!(guard.denied_by, Some("internal: true"));
+            assert_eq!(
+                endpoint_names(guard),
+                [container],
+                "{network} lists its endpoint"
+            );
+            assert!(
+                guard
+                    .endpoints
+                    .iter()
+                    .all(|e| e.veth.is_none() && !e.attached)
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_on_captured_macvlan_ipvlan_overlay_host_or_none_networks_is_enforced() {
+        let assessment = drivers_assessment();
+        let drivers: BTreeSet<&str> = assessment
+            .networks
+            .iter()
+            .map(|n| n.driver.as_str())
+            .collect();
+        assert_eq!(
+            drivers,
+            BTreeSet::from(["bridge", "host", "ipvlan", "macvlan", "null", "overlay"])
+        );
+        for network in assessment.networks.iter().filter(|n| n.driver != "bridge") {
+            assert_eq!(network.guard.mode, Mode::Unguarded, "{}", network.name);
+            assert_eq!(
+                Err(network.guard.why.clone()),
+                driver_hook(&network.driver),
+                "{}",
+                network.name
+            );
+            for endpoint in &network.endpoints {
+                assert_eq!(
+                    endpoint.guard.mode,
+                    Mode::Unguarded,
+                    "{} on {}",
+                    endpoint.container,
+                    network.name
+                );
+            }
+        }
+        // The only enforced-capable networks here are bridges and deny nothing.
+        assert!(
+            assessment
+                .networks
+                .iter()
+                .all(|n| n.guard.mode != Mode::Enforced)
+        );
+    }
+
+    #[test]
+    fn captured_host_and_none_containers_are_unguarded_but_no_alarm() {
+        let assessment = drivers_assessment();
+        for (network, container) in [("host", "nwcap-hostnet2"), ("none", "nwcap-none2")] {
+            let guard = network_named(&assessment, network);
+            assert_eq!(endpoint_names(guard), [container]);
+            assert_eq!(guard.endpoints[0].guard.mode, Mode::Unguarded);
+            assert!(assessment.alarms().iter().all(|a| a.network != network));
+        }
+        // Told, not alarmed: every unguarded network and endpoint that
+        // denies nothing (an unguarded network is named only when it has no
+        // endpoint to name).
+        let told: Vec<String> = assessment
+            .unguarded_by_choice()
+            .into_iter()
+            .map(|a| format!("{} {}", a.network, a.container.unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            told,
+            [
+                "host nwcap-hostnet2",
+                "ingress ",
+                "none nwcap-none2",
+                "nwcap-ipvlan ",
+                "nwcap-mvlan nwcap-mv",
+                "nwcap-mvlan nwcap-mv2",
+                "nwcap-mvpriv nwcap-mvp",
+                "nwcap-ovl nwcap-ovc",
+                "nwcap-ovl nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv",
+            ]
         );
     }
 
