@@ -99,6 +99,12 @@ impl Guard {
 
 const NOTHING_DENIED: &str = "nothing denied: not internal, no netwatch.egress=deny";
 
+/// Why a container with CAP_NET_ADMIN on a macvlan network is unguarded even
+/// with every program attached (measured: docs/drivers.md).
+const NET_ADMIN_ON_MACVLAN: &str = "the container has CAP_NET_ADMIN: on a macvlan network it can \
+     add ports to the parent that no netwatch hook sees, take another host's MAC, or change its \
+     port's mode";
+
 /// Where netwatch can attach for endpoints of networks of `driver`, or why
 /// it cannot. The `Ok` text names the hook (for `check` and the README's
 /// drivers table).
@@ -394,7 +400,8 @@ pub fn assess(snapshot: &Snapshot, kernel: &dyn KernelView, agent: &AgentView) -
                 denied: denied_by(network),
                 hook: driver_hook(&network.driver),
                 managed: agent.manages(&network.name),
-                macvlan_parent: macvlan_parent(snapshot, network),
+                macvlan_parent: macvlan_parent_name(network)
+                    .map(|name| (kernel.ifindex(&name), name)),
             };
             let endpoints: Vec<EndpointGuard> = match network.driver.as_str() {
                 "host" | "null" => {
@@ -439,23 +446,16 @@ pub fn attach_key(netns: Option<u64>, ifindex: u32) -> String {
     }
 }
 
-/// The host parent (name, ifindex) of macvlan network `network`, as its
-/// children report it (`IFLA_LINK`); `None` for other drivers or when no
-/// child was found.
-fn macvlan_parent(snapshot: &Snapshot, network: &Network) -> Option<(String, u32)> {
-    if network.driver != "macvlan" {
-        return None;
-    }
-    let ifindex = snapshot
-        .inventory
-        .endpoints_on(&network.id)
-        .find_map(|(c, e)| snapshot.macvlan_child(c, e).ok())?
-        .parent_ifindex;
-    let name = nix::net::if_::if_indextoname(ifindex)
-        .ok()
-        .and_then(|n| n.into_string().ok())
-        .unwrap_or_else(|| format!("ifindex {ifindex}"));
-    Some((name, ifindex))
+/// The name of macvlan network `network`'s parent device on the host: the
+/// `parent` option, else the dummy link Docker makes itself
+/// (`dm-<12 characters of the id>`). `None` for other drivers.
+pub fn macvlan_parent_name(network: &Network) -> Option<String> {
+    (network.driver == "macvlan").then(|| {
+        network
+            .parent
+            .clone()
+            .unwrap_or_else(|| format!("dm-{}", network.id.get(..12).unwrap_or(&network.id)))
+    })
 }
 
 /// Everything judging one network's parts needs.
@@ -467,7 +467,9 @@ struct NetworkJudge<'a> {
     denied: Option<&'static str>,
     hook: Result<&'static str, String>,
     managed: bool,
-    macvlan_parent: Option<(String, u32)>,
+    /// For a macvlan network: its parent's ifindex (`None`: not on this
+    /// host) and name.
+    macvlan_parent: Option<(Option<u32>, String)>,
 }
 
 impl NetworkJudge<'_> {
@@ -533,6 +535,14 @@ impl NetworkJudge<'_> {
             Err(e) => return Guard::unguarded(format!("macvlan interface not found: {e}")),
         };
         judged.macvlan = Some(child.clone());
+        if let Some((Some(parent), name)) = &self.macvlan_parent
+            && child.parent_ifindex != *parent
+        {
+            return Guard::unguarded(format!(
+                "its macvlan {} hangs off ifindex {}, not the network's parent {name}",
+                child.ifname, child.parent_ifindex
+            ));
+        }
         judged.attached = self
             .kernel
             .child_attached(child.netns_cookie, child.ifindex);
@@ -548,12 +558,20 @@ impl NetworkJudge<'_> {
             judged.attached = false;
             return guard;
         }
+        if container.net_admin {
+            return Guard::unguarded(NET_ADMIN_ON_MACVLAN);
+        }
         self.attached()
     }
 
     /// Why the network's macvlan parent carries no program, if it does not.
     fn parent_unguarded(&self) -> Option<Guard> {
-        let (name, ifindex) = self.macvlan_parent.as_ref()?;
+        let (ifindex, name) = self.macvlan_parent.as_ref()?;
+        let Some(ifindex) = ifindex else {
+            return Some(Guard::unguarded(format!(
+                "parent {name} not found on this host"
+            )));
+        };
         if self.kernel.parent_attached(*ifindex) {
             return None;
         }
@@ -667,6 +685,19 @@ pub(crate) mod tests {
         }
     }
 
+    fn network_named<'a>(assessment: &'a Assessment, name: &str) -> &'a NetworkGuard {
+        let found = assessment.networks.iter().find(|n| n.name == name);
+        found.unwrap_or_else(|| panic!("no network {name} in the assessment"))
+    }
+
+    fn endpoint_names(network: &NetworkGuard) -> Vec<&str> {
+        network
+            .endpoints
+            .iter()
+            .map(|e| e.container.as_str())
+            .collect()
+    }
+
     fn running() -> AgentView {
         AgentView {
             running: true,
@@ -698,11 +729,7 @@ pub(crate) mod tests {
             n["Options"] = serde_json::json!({"parent": "nwmv0"});
         });
         let assessment = assess(&snapshot, &FakeKernel::new(&[], &[]), &running());
-        let back = assessment
-            .networks
-            .iter()
-            .find(|n| n.name == "nwcap-back")
-            .unwrap();
+        let back = network_named(&assessment, "nwcap-back");
         assert_eq!(back.guard.mode, Mode::Unguarded);
         assert!(back.guard.why.starts_with("ipvlan: "), "{}", back.guard.why);
         assert_eq!(back.endpoints.len(), 2, "ipvlan endpoints are listed");
@@ -725,11 +752,7 @@ pub(crate) mod tests {
             n["Labels"]["netwatch.egress"] = "deny".into();
         });
         let assessment = assess(&snapshot, &FakeKernel::new(&[], &[]), &running());
-        let front = assessment
-            .networks
-            .iter()
-            .find(|n| n.name == "nwcap-front")
-            .unwrap();
+        let front = network_named(&assessment, "nwcap-front");
         assert_eq!(front.denied_by, Some("label netwatch.egress=deny"));
         assert!(
             front.guard.why.starts_with("overlay: "),
@@ -748,11 +771,7 @@ pub(crate) mod tests {
     fn host_mode_is_unguarded_but_no_alarm() {
         let snapshot = snapshot_with_network("host", |_| {});
         let assessment = assess(&snapshot, &FakeKernel::new(&[], &[]), &running());
-        let host = assessment
-            .networks
-            .iter()
-            .find(|n| n.name == "host")
-            .unwrap();
+        let host = network_named(&assessment, "host");
         assert_eq!(host.endpoints.len(), 1);
         assert_eq!(host.endpoints[0].container, "nwcap-hostnet");
         assert_eq!(host.endpoints[0].guard.mode, Mode::Unguarded);
@@ -812,8 +831,13 @@ pub(crate) mod tests {
     #[test]
     fn a_macvlan_network_is_enforced_only_with_its_parent_and_every_child_attached() {
         let snapshot = macvlan_snapshot();
-        let judge =
-            |attached: &[u32]| assess(&snapshot, &FakeKernel::new(attached, &[]), &running());
+        let judge = |attached: &[u32]| {
+            assess(
+                &snapshot,
+                &FakeKernel::new(attached, &[("nwmv0", 40)]),
+                &running(),
+            )
+        };
         let all = judge(&[40, 51, 52]);
         assert_eq!(back(&all).guard.mode, Mode::Enforced, "{:?}", back(&all));
         assert!(all.alarms().is_empty(), "{:?}", all.alarms());
@@ -852,6 +876,43 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_net_admin_container_on_macvlan_is_unguarded_however_attached() {
+        let mut snapshot = macvlan_snapshot();
+        let app = snapshot
+            .inventory
+            .containers
+            .iter_mut()
+            .find(|c| c.name == "nwcap-app")
+            .unwrap();
+        app.net_admin = true;
+        let kernel = FakeKernel::new(&[40, 51, 52], &[("nwmv0", 40)]);
+        let assessment = assess(&snapshot, &kernel, &running());
+        let app = &back(&assessment).endpoints[0];
+        assert_eq!(app.guard.mode, Mode::Unguarded);
+        assert!(
+            app.guard
+                .why
+                .starts_with("the container has CAP_NET_ADMIN: "),
+            "{}",
+            app.guard.why
+        );
+        assert_eq!(back(&assessment).endpoints[1].guard.mode, Mode::Enforced);
+        assert_eq!(back(&assessment).guard.mode, Mode::Unguarded);
+    }
+
+    #[test]
+    fn a_macvlan_child_off_another_parent_is_unguarded() {
+        let snapshot = macvlan_snapshot();
+        // The network's parent nwmv0 is ifindex 41 here; the children say 40.
+        let kernel = FakeKernel::new(&[40, 41, 51, 52], &[("nwmv0", 41)]);
+        let assessment = assess(&snapshot, &kernel, &running());
+        assert_eq!(
+            back(&assessment).endpoints[0].guard.why,
+            "its macvlan eth0 hangs off ifindex 40, not the network's parent nwmv0"
+        );
+    }
+
+    #[test]
     fn a_macvlan_childs_attach_failure_is_found_by_its_namespace_and_ifindex() {
         let snapshot = macvlan_snapshot();
         let agent = AgentView {
@@ -867,7 +928,7 @@ pub(crate) mod tests {
             ]
             .into(),
         };
-        let assessment = assess(&snapshot, &FakeKernel::new(&[40], &[]), &agent);
+        let assessment = assess(&snapshot, &FakeKernel::new(&[40], &[("nwmv0", 40)]), &agent);
         let endpoints = &back(&assessment).endpoints;
         assert_eq!(
             endpoints[0].guard.why,
@@ -876,6 +937,142 @@ pub(crate) mod tests {
         assert_eq!(
             endpoints[1].guard.why,
             "macvlan eth0 not attached: attaching failed: EPERM"
+        );
+    }
+
+    /// The captured macvlan/ipvlan/overlay/host/none topology, judged by a
+    /// running agent against a kernel on which both bridges (`nwcap1b` of
+    /// the default network, `docker_gwbridge`) exist with netwatch
+    /// attached: whatever is not enforced there is the driver's doing.
+    fn drivers_assessment() -> Assessment {
+        let snapshot =
+            Snapshot::unresolved(captured::drivers::full_inventory(), EndpointError::NotRoot);
+        let kernel = FakeKernel::new(&[1, 2], &[("nwcap1b", 1), ("docker_gwbridge", 2)]);
+        assess(&snapshot, &kernel, &running())
+    }
+
+    /// The captured drivers topology's network with this id.
+    fn snapshot_network(id: &str) -> &'static Network {
+        static INVENTORY: std::sync::OnceLock<crate::docker::Inventory> =
+            std::sync::OnceLock::new();
+        INVENTORY
+            .get_or_init(captured::drivers::full_inventory)
+            .network(id)
+            .unwrap()
+    }
+
+    #[test]
+    fn captured_internal_macvlan_and_overlay_networks_are_alarms_with_their_endpoints() {
+        let assessment = drivers_assessment();
+        let alarms: Vec<String> = assessment
+            .alarms()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let overlay = driver_hook("overlay").unwrap_err();
+        assert!(overlay.starts_with("overlay: "));
+        // macvlan has a hook, but this kernel has no nwmi0 (the network's
+        // parent) and the snapshot looked up no interface.
+        assert_eq!(
+            alarms,
+            [
+                "network nwcap-mvint (macvlan): parent nwmi0 not found on this host".to_owned(),
+                format!("network nwcap-ovl-int (overlay): {overlay}"),
+                "endpoint of nwcap-mvi on nwcap-mvint (macvlan): macvlan interface not found: \
+                 this endpoint's interface was not looked up"
+                    .to_owned(),
+                format!("endpoint of nwcap-ovi on nwcap-ovl-int (overlay): {overlay}"),
+            ]
+        );
+        for (network, container) in [("nwcap-mvint", "nwcap-mvi"), ("nwcap-ovl-int", "nwcap-ovi")] {
+            let guard = network_named(&assessment, network);
+            assert_eq!(guard.denied_by, Some("internal: true"));
+            assert_eq!(
+                endpoint_names(guard),
+                [container],
+                "{network} lists its endpoint"
+            );
+            assert!(
+                guard
+                    .endpoints
+                    .iter()
+                    .all(|e| e.veth.is_none() && !e.attached)
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_on_captured_macvlan_ipvlan_overlay_host_or_none_networks_is_enforced() {
+        let assessment = drivers_assessment();
+        let drivers: BTreeSet<&str> = assessment
+            .networks
+            .iter()
+            .map(|n| n.driver.as_str())
+            .collect();
+        assert_eq!(
+            drivers,
+            BTreeSet::from(["bridge", "host", "ipvlan", "macvlan", "null", "overlay"])
+        );
+        for network in assessment.networks.iter().filter(|n| n.driver != "bridge") {
+            assert_eq!(network.guard.mode, Mode::Unguarded, "{}", network.name);
+            let expected = match driver_hook(&network.driver) {
+                // Its parents are not on this (fake) host.
+                Ok(_) => format!(
+                    "parent {} not found on this host",
+                    macvlan_parent_name(snapshot_network(&network.id)).unwrap()
+                ),
+                Err(why) => why,
+            };
+            assert_eq!(network.guard.why, expected, "{}", network.name);
+            for endpoint in &network.endpoints {
+                assert_eq!(
+                    endpoint.guard.mode,
+                    Mode::Unguarded,
+                    "{} on {}",
+                    endpoint.container,
+                    network.name
+                );
+            }
+        }
+        // The only enforced-capable networks here are bridges and deny nothing.
+        assert!(
+            assessment
+                .networks
+                .iter()
+                .all(|n| n.guard.mode != Mode::Enforced)
+        );
+    }
+
+    #[test]
+    fn captured_host_and_none_containers_are_unguarded_but_no_alarm() {
+        let assessment = drivers_assessment();
+        for (network, container) in [("host", "nwcap-hostnet2"), ("none", "nwcap-none2")] {
+            let guard = network_named(&assessment, network);
+            assert_eq!(endpoint_names(guard), [container]);
+            assert_eq!(guard.endpoints[0].guard.mode, Mode::Unguarded);
+            assert!(assessment.alarms().iter().all(|a| a.network != network));
+        }
+        // Told, not alarmed: every unguarded network and endpoint that
+        // denies nothing (an unguarded network is named only when it has no
+        // endpoint to name).
+        let told: Vec<String> = assessment
+            .unguarded_by_choice()
+            .into_iter()
+            .map(|a| format!("{} {}", a.network, a.container.unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            told,
+            [
+                "host nwcap-hostnet2",
+                "ingress ",
+                "none nwcap-none2",
+                "nwcap-ipvlan ",
+                "nwcap-mvlan nwcap-mv",
+                "nwcap-mvlan nwcap-mv2",
+                "nwcap-mvpriv nwcap-mvp",
+                "nwcap-ovl nwcap-ovc",
+                "nwcap-ovl nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv",
+            ]
         );
     }
 

@@ -6,6 +6,7 @@ use log::warn;
 
 use super::{EndpointState, HostState, NetworkState, plan::MacvlanEndpoint};
 use crate::docker::{Container, Endpoint, Network, Snapshot};
+use crate::guard;
 
 /// The drivers whose networks netwatch attaches to.
 fn guardable(network: &Network) -> bool {
@@ -49,9 +50,10 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
                 let ifindex = nix::net::if_::if_nametoindex(name.as_str()).ok()?;
                 Some((name.clone(), ifindex))
             }),
-            macvlan_parent: (n.driver == "macvlan")
-                .then(|| macvlan_parent(n, &endpoints))
-                .flatten(),
+            macvlan_parent: guard::macvlan_parent_name(n).and_then(|name| {
+                let ifindex = nix::net::if_::if_nametoindex(name.as_str()).ok()?;
+                Some((name, ifindex))
+            }),
             subnets: n.subnets.iter().map(|s| s.cidr).collect(),
             gateways: n.subnets.iter().filter_map(|s| s.gateway).collect(),
             labels: n.labels.clone(),
@@ -62,20 +64,6 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
         endpoints,
         host_addrs,
     }
-}
-
-/// The parent device of macvlan network `network` on the host: the one its
-/// children hang off (each child's `IFLA_LINK`).
-fn macvlan_parent(network: &Network, endpoints: &[EndpointState]) -> Option<(String, u32)> {
-    let ifindex = endpoints
-        .iter()
-        .filter(|e| e.network == network.name)
-        .find_map(|e| e.macvlan.map(|m| m.parent_ifindex))?;
-    let name = nix::net::if_::if_indextoname(ifindex)
-        .ok()?
-        .into_string()
-        .ok()?;
-    Some((name, ifindex))
 }
 
 fn endpoint_state(

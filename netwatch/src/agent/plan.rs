@@ -522,4 +522,84 @@ mod tests {
         assert_eq!(plan.veths.len(), 3);
         crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
     }
+
+    /// `lan`, an internal macvlan network on parent nwlan0 (ifindex 60),
+    /// with children of `printer` (ifindex 61 in its namespace) and `scanner`
+    /// (ifindex `scanner_ifindex` in its own).
+    fn macvlan_state(scanner_ifindex: u32) -> HostState {
+        let mut lan = network("lan", true, ("unused", 0), "198.18.60.0/24", "198.18.60.1");
+        lan.bridge = None;
+        lan.macvlan_parent = Some(("nwlan0".into(), 60));
+        let child = |container: &str, ifindex: u32, netns: u64, ip: &str| EndpointState {
+            host_ifname: "eth0".into(),
+            macvlan: Some(MacvlanEndpoint {
+                pid: 1000 + ifindex,
+                netns_cookie: netns,
+                parent_ifindex: 60,
+            }),
+            ..endpoint(container, "lan", ("eth0", ifindex), ip)
+        };
+        let mut state = state();
+        state.networks.push(lan);
+        state.endpoints.retain(|e| e.network != "gone");
+        state
+            .endpoints
+            .push(child("printer", 61, 9001, "198.18.60.2"));
+        state
+            .endpoints
+            .push(child("scanner", scanner_ifindex, 9002, "198.18.60.3"));
+        state
+    }
+
+    #[test]
+    fn a_macvlan_network_gets_its_parent_its_children_and_their_macs() {
+        let plan = plan(&macvlan_state(62));
+        assert_eq!(plan.macvlan_parents.len(), 1);
+        assert_eq!(plan.macvlan_parents[0].ifindex, 60);
+        assert!(plan.bridges.iter().all(|b| b.ifindex != 60));
+        let parent = plan.specs.iter().find(|s| s.ifindex == 60).unwrap();
+        assert!(
+            parent
+                .policy
+                .has(policy_flags::NETWORK_WIDE | policy_flags::ENFORCE)
+        );
+        let children: Vec<(u32, u64)> = plan
+            .macvlan_children
+            .iter()
+            .map(|c| (c.target.ifindex, c.netns_cookie))
+            .collect();
+        assert_eq!(children, [(61, 9001), (62, 9002)]);
+        let printer = plan.specs.iter().find(|s| s.ifindex == 61).unwrap();
+        assert!(
+            printer
+                .policy
+                .has(policy_flags::MACVLAN | policy_flags::ENFORCE)
+        );
+        assert_eq!(printer.policy.parent, 60);
+        assert_eq!(plan.macvlan_ports.len(), 2);
+        let (key, port) = plan.macvlan_ports[0];
+        assert_eq!((key.parent, key.mac), (60, [2, 0x42, 0, 0, 0, 61]));
+        assert_eq!((port.endpoint, port.netns_cookie), (61, 9001));
+        assert!(
+            !plan.protected.contains(&"198.18.60.0/24".parse().unwrap()),
+            "a macvlan subnet is the LAN's: the uplink shield leaves it alone"
+        );
+        assert!(plan.refused.is_empty());
+        crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
+    }
+
+    #[test]
+    fn a_macvlan_child_whose_ifindex_is_taken_is_refused_not_merged() {
+        // scanner's child is ifindex 22 in its namespace: api's host veth.
+        let plan = plan(&macvlan_state(22));
+        assert_eq!(plan.macvlan_children.len(), 1, "printer only");
+        assert_eq!(plan.macvlan_ports.len(), 1);
+        assert_eq!(plan.refused.len(), 1);
+        let (target, why) = &plan.refused[0];
+        assert_eq!(target.what, "macvlan eth0 of scanner on lan (enforced)");
+        assert!(why.contains("also that of veth of api on backend"), "{why}");
+        let api = plan.specs.iter().filter(|s| s.ifindex == 22).count();
+        assert_eq!(api, 1, "the veth keeps its policy");
+        crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
+    }
 }

@@ -245,4 +245,47 @@ mod tests {
             ipvlan.detail
         );
     }
+
+    #[test]
+    fn captured_internal_overlay_networks_fail_unhooked_drivers_warn_and_macvlan_has_a_hook() {
+        let findings = driver_findings(&crate::docker::captured::drivers::full_inventory());
+        let lines: Vec<(&str, &str)> = findings
+            .iter()
+            .map(|f| (f.check.as_str(), f.result))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("driver bridge", "ok"),
+                ("driver host", "warn"),
+                ("driver ipvlan", "warn"),
+                ("driver macvlan", "ok"),
+                ("driver null", "warn"),
+                ("driver overlay", "fail"),
+            ]
+        );
+        let detail = |check: &str| {
+            let finding = findings.iter().find(|f| f.check == check).unwrap();
+            assert_eq!(finding.ok, finding.result != "fail", "{check}");
+            finding.detail.clone()
+        };
+        for (check, expected) in [
+            (
+                "driver macvlan",
+                "3 networks: guarded at the parent device's egress",
+            ),
+            (
+                "driver overlay",
+                "3 networks; internal or egress-denied and NOT guarded: nwcap-ovl-int: overlay: ",
+            ),
+            (
+                "driver ipvlan",
+                "1 network, none internal: unguarded: ipvlan: ",
+            ),
+            ("driver bridge", "2 networks: guarded at "),
+        ] {
+            let detail = detail(check);
+            assert!(detail.starts_with(expected), "{check}: {detail}");
+        }
+    }
 }

@@ -212,7 +212,7 @@ enum Command {
     ///
     /// One line per network (driver, internal flag, subnets, bridge device,
     /// number of endpoints, mode, why), then one line per endpoint:
-    /// container, compose service, addresses, MAC, the host side of its veth
+    /// container, service (compose, or swarm), addresses, MAC, the host side of its veth
     /// (found by entering the container's network namespace), mode, why.
     /// The host and none networks list the containers in that network mode.
     ///

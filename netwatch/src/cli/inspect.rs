@@ -20,7 +20,7 @@ use crate::guard::{self, AgentView, Guard, KernelView, Mode};
 pub struct ContainerReport {
     pub container: String,
     pub container_id: String,
-    /// The compose service, or `null`.
+    /// The compose service, or swarm service, or `null`.
     pub service: Option<String>,
     /// The compose project, or `null`.
     pub compose_project: Option<String>,

@@ -40,7 +40,7 @@ pub struct NetworkReport {
 pub struct EndpointReport {
     pub container: String,
     pub container_id: String,
-    /// The compose service, or `null`.
+    /// The compose service, or swarm service, or `null`.
     pub service: Option<String>,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,

@@ -40,7 +40,7 @@ pub struct FilterArgs {
     /// Only this container (its name, as `docker ps` shows it).
     #[arg(long, value_name = "NAME")]
     pub container: Option<String>,
-    /// Only containers of this compose service.
+    /// Only containers of this service (compose service, or swarm service).
     #[arg(long, value_name = "SERVICE")]
     pub service: Option<String>,
     /// Only this Docker network (its name).

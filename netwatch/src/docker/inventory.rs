@@ -33,8 +33,15 @@ pub type Labels = BTreeMap<String, String>;
 pub const COMPOSE_PROJECT_LABEL: &str = "com.docker.compose.project";
 /// The compose service a container runs.
 pub const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
+/// The swarm service a container is a task of (Docker puts it on every
+/// task's container, named `<service>.<slot>.<task id>`).
+pub const SWARM_SERVICE_LABEL: &str = "com.docker.swarm.service.name";
 /// The bridge driver option that names a network's bridge device.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+/// The macvlan and ipvlan driver option that names the parent interface.
+pub const PARENT_OPTION: &str = "parent";
+/// The macvlan driver option that sets the macvlan mode.
+pub const MACVLAN_MODE_OPTION: &str = "macvlan_mode";
 
 /// Everything netwatch needs to know of Docker at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -52,6 +59,11 @@ pub struct Network {
     pub name: String,
     /// `bridge`, `host`, `null`, `macvlan`, `overlay`, …
     pub driver: String,
+    /// `local`, or `swarm` for networks the swarm manages (overlays,
+    /// `ingress`): their ids are 25-character swarm ids, not 64 hex
+    /// digits, and Docker tells of them in two kinds of events, the
+    /// swarm's and this node's. `None` when dockerd did not say.
+    pub scope: Option<String>,
     /// `docker network create --internal`: Docker promises no egress.
     pub internal: bool,
     /// `EnableIPv6`.
@@ -65,6 +77,21 @@ pub struct Network {
     /// `com.docker.network.bridge.name` option, else `docker0` for the
     /// default `bridge` network, else `br-<first 12 characters of the id>`.
     pub bridge: Option<String>,
+    /// For `macvlan` and `ipvlan` networks: the host interface their
+    /// containers' interfaces hang off (the `parent` driver option, as
+    /// given: it may name an 802.1q sub-interface such as `eth0.10` that
+    /// Docker creates). All containers of the network share it, and it is
+    /// the only host-side device of their traffic. `None` for other
+    /// drivers, and when no parent was given (Docker then makes a dummy
+    /// link of its own, `dm-<12 characters of the id>`, as the parent).
+    pub parent: Option<String>,
+    /// For `macvlan` networks: the `macvlan_mode` driver option
+    /// (`private`, `vepa`, `passthru`, or `bridge` when given explicitly).
+    /// `None` means Docker's default, `bridge` (siblings on the same
+    /// parent reach each other inside the host, without leaving through
+    /// the parent): Docker does not write the default mode into the
+    /// options.
+    pub macvlan_mode: Option<String>,
 }
 
 /// One IPAM subnet of a network.
@@ -83,8 +110,13 @@ pub struct Container {
     pub id: String,
     /// Without Docker's leading `/`.
     pub name: String,
-    /// `com.docker.compose.service`.
+    /// The service it runs, as a user names it: its compose service
+    /// (`com.docker.compose.service`), or else the swarm service whose
+    /// task it is (see [`service_of`]).
     pub service: Option<String>,
+    /// `com.docker.swarm.service.name`: the swarm service whose task this
+    /// container is; tells a swarm `service` from a compose one.
+    pub swarm_service: Option<String>,
     /// `com.docker.compose.project`.
     pub compose_project: Option<String>,
     pub labels: Labels,
@@ -94,6 +126,16 @@ pub struct Container {
     /// `HostConfig.NetworkMode`: `default`, `bridge`, a network name, `host`,
     /// `none` or `container:<id>`.
     pub network_mode: String,
+    /// The container holds CAP_NET_ADMIN: `HostConfig.Privileged`, or
+    /// `HostConfig.CapAdd` naming `NET_ADMIN`, `CAP_NET_ADMIN` or `ALL` (in
+    /// any case: Docker accepts both spellings). Such a container on a
+    /// macvlan network can create more macvlan ports on the same parent
+    /// (new MACs that no per-container hook sees), take another host's MAC
+    /// (the LAN router's, and with it its siblings' traffic to the router)
+    /// or switch its port's mode, so netwatch cannot guard it there
+    /// (measured: docs/drivers.md). `CapDrop` is not
+    /// subtracted: a wrong `true` only makes netwatch claim less.
+    pub net_admin: bool,
     /// One per network the container is attached to (any driver), sorted
     /// by network name. Empty in `host`, `none` and `container:<id>` modes.
     pub endpoints: Vec<Endpoint>,
@@ -275,6 +317,17 @@ pub enum ContainerLookupError {
     Ambiguous { query: String, count: usize },
 }
 
+/// The service a container with these labels runs: its compose service,
+/// or else its swarm service. A swarm task's container name
+/// (`<service>.<slot>.<task id>`) changes with every task, so the service
+/// is the name that stays.
+pub fn service_of(labels: &Labels) -> Option<&str> {
+    labels
+        .get(COMPOSE_SERVICE_LABEL)
+        .or_else(|| labels.get(SWARM_SERVICE_LABEL))
+        .map(String::as_str)
+}
+
 fn labels_of(labels: Option<&HashMap<String, String>>) -> Labels {
     labels
         .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -330,29 +383,44 @@ fn network_from_api(api: &ApiNetwork) -> Option<Network> {
     }
     subnets.sort_by_key(|s| (!s.cidr.is_ipv4(), s.cidr));
     let labels = labels_of(api.labels.as_ref());
-    let bridge = (driver == "bridge").then(|| {
+    let option = |key: &str| {
         api.options
             .as_ref()
-            .and_then(|o| non_empty(o.get(BRIDGE_NAME_OPTION)))
+            .and_then(|o| non_empty(o.get(key)))
             .map(str::to_owned)
-            .unwrap_or_else(|| {
-                if name == "bridge" {
-                    "docker0".to_owned()
-                } else {
-                    format!("br-{}", id.get(..12).unwrap_or(id))
-                }
-            })
+    };
+    let bridge = (driver == "bridge").then(|| {
+        option(BRIDGE_NAME_OPTION).unwrap_or_else(|| {
+            if name == "bridge" {
+                "docker0".to_owned()
+            } else {
+                format!("br-{}", id.get(..12).unwrap_or(id))
+            }
+        })
     });
+    let parent = if matches!(driver, "macvlan" | "ipvlan") {
+        option(PARENT_OPTION)
+    } else {
+        None
+    };
+    let macvlan_mode = if driver == "macvlan" {
+        option(MACVLAN_MODE_OPTION)
+    } else {
+        None
+    };
     Some(Network {
         id: id.to_owned(),
         name: name.to_owned(),
         driver: driver.to_owned(),
+        scope: non_empty(api.scope.as_ref()).map(str::to_owned),
         internal: api.internal.unwrap_or(false),
         ipv6: api.enable_ipv6.unwrap_or(false),
         subnets,
         compose_project: labels.get(COMPOSE_PROJECT_LABEL).cloned(),
         labels,
         bridge,
+        parent,
+        macvlan_mode,
     })
 }
 
@@ -397,12 +465,14 @@ fn container_from_api(api: &ContainerInspectResponse, networks: &[Network]) -> O
             None
         }
     };
-    let network_mode = api
-        .host_config
-        .as_ref()
+    let host_config = api.host_config.as_ref();
+    let network_mode = host_config
         .and_then(|h| non_empty(h.network_mode.as_ref()))
         .unwrap_or("default")
         .to_owned();
+    let net_admin = host_config.is_some_and(|h| {
+        h.privileged.unwrap_or(false) || h.cap_add.iter().flatten().any(|c| grants_net_admin(c))
+    });
     let mut endpoints = Vec::new();
     if let Some(owner) = network_mode.strip_prefix("container:") {
         debug!(
@@ -419,13 +489,22 @@ fn container_from_api(api: &ContainerInspectResponse, networks: &[Network]) -> O
     Some(Container {
         id: id.to_owned(),
         name,
-        service: labels.get(COMPOSE_SERVICE_LABEL).cloned(),
+        service: service_of(&labels).map(str::to_owned),
+        swarm_service: labels.get(SWARM_SERVICE_LABEL).cloned(),
         compose_project: labels.get(COMPOSE_PROJECT_LABEL).cloned(),
         labels,
         pid,
         network_mode,
+        net_admin,
         endpoints,
     })
+}
+
+/// A `CapAdd` entry that gives CAP_NET_ADMIN.
+fn grants_net_admin(capability: &str) -> bool {
+    let capability = capability.trim().to_ascii_uppercase();
+    let name = capability.strip_prefix("CAP_").unwrap_or(&capability);
+    matches!(name, "NET_ADMIN" | "ALL")
 }
 
 fn endpoint_from_api(
@@ -502,7 +581,10 @@ mod tests {
     //! named `nwcap-br0`); containers `app` (on front and back, static IPv4 on
     //! back), `static` (static IPv4 on back), `default` (default bridge),
     //! `sidecar` (`--network container:app`), `hostnet` (host network) and
-    //! `none` (no network). See `testdata/README.md`.
+    //! `none` (no network); and, as `captured::drivers`, the macvlan
+    //! (bridge, private and internal), ipvlan, overlay (attachable, internal,
+    //! a swarm service's task), `host` and `none` topology of a private
+    //! dockerd in a single-node swarm. See `testdata/README.md`.
 
     use super::*;
     use serde_json::Value;
@@ -530,6 +612,13 @@ mod tests {
         text.parse().unwrap()
     }
 
+    fn subnet(cidr_text: &str, gateway: &str) -> Subnet {
+        Subnet {
+            cidr: cidr(cidr_text),
+            gateway: Some(ip(gateway)),
+        }
+    }
+
     #[test]
     fn captured_answers_still_parse() {
         // Every capture, including the list of running containers and the
@@ -543,6 +632,34 @@ mod tests {
         let version: bollard::models::SystemVersion =
             serde_json::from_str(include_str!("testdata/version.json")).unwrap();
         assert_eq!(version.api_version.as_deref(), Some("1.41"));
+    }
+
+    #[test]
+    fn driver_captures_still_parse() {
+        assert_eq!(
+            captured::drivers::networks().len(),
+            11,
+            "10 listed + ipvlan"
+        );
+        assert_eq!(captured::drivers::inspected_networks().len(), 11);
+        // As `GET /networks/{id}` answers (bollard's list model has no
+        // `Containers`), the inspected overlays keep their non-containers.
+        for (name, json) in captured::drivers::INSPECTED_NETWORKS {
+            let inspected: bollard::models::NetworkInspect = serde_json::from_str(json).unwrap();
+            assert!(
+                !inspected.containers.unwrap_or_default().is_empty(),
+                "{name}"
+            );
+        }
+        let summaries: Vec<bollard::models::ContainerSummary> =
+            serde_json::from_str(include_str!("testdata/drivers/containers.json")).unwrap();
+        assert_eq!(summaries.len(), captured::drivers::CONTAINERS.len());
+        assert_eq!(captured::drivers::full_inventory().containers.len(), 9);
+        assert_eq!(
+            captured::drivers::container("svc").name.as_deref(),
+            Some("/nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv"),
+            "a swarm task is named <service>.<slot>.<task id>"
+        );
     }
 
     #[test]
@@ -569,15 +686,9 @@ mod tests {
         assert_eq!(
             back.subnets,
             [
-                Subnet {
-                    cidr: cidr("172.29.0.0/24"),
-                    gateway: Some(ip("172.29.0.1"))
-                },
+                subnet("172.29.0.0/24", "172.29.0.1"),
                 // Not in the IPAM config: taken from the endpoints' IPv6Gateway.
-                Subnet {
-                    cidr: cidr("fd00:29::/64"),
-                    gateway: Some(ip("fd00:29::1"))
-                },
+                subnet("fd00:29::/64", "fd00:29::1"),
             ]
         );
         assert_eq!(back.compose_project, None);
@@ -597,22 +708,13 @@ mod tests {
                 .map(String::as_str),
             Some("front")
         );
-        assert_eq!(
-            front.subnets,
-            [Subnet {
-                cidr: cidr("172.18.0.0/16"),
-                gateway: Some(ip("172.18.0.1"))
-            }]
-        );
+        assert_eq!(front.subnets, [subnet("172.18.0.0/16", "172.18.0.1")]);
 
         let bridge = inventory.network("bridge").unwrap();
         assert_eq!(bridge.bridge.as_deref(), Some("docker0"));
         assert_eq!(
             bridge.subnets,
-            [Subnet {
-                cidr: cidr("172.17.0.0/16"),
-                gateway: Some(ip("172.17.0.1"))
-            }],
+            [subnet("172.17.0.0/16", "172.17.0.1")],
             "the default bridge reports no gateway; the attached container's Gateway fills it"
         );
 
@@ -627,6 +729,104 @@ mod tests {
                 .unwrap()
                 .name,
             "host"
+        );
+    }
+
+    #[test]
+    fn macvlan_and_ipvlan_networks_name_their_parent_and_macvlan_its_mode() {
+        let inventory = captured::drivers::full_inventory();
+        let parent_and_mode = |name: &str| {
+            let network = inventory.network(name).unwrap();
+            (network.parent.as_deref(), network.macvlan_mode.as_deref())
+        };
+        assert_eq!(
+            parent_and_mode("nwcap-mvlan"),
+            (Some("nwmv0"), None),
+            "Docker does not list the default mode, bridge"
+        );
+        assert_eq!(
+            parent_and_mode("nwcap-mvpriv"),
+            (Some("nwmp0"), Some("private"))
+        );
+        assert_eq!(parent_and_mode("nwcap-mvint"), (Some("nwmi0"), None));
+        assert_eq!(parent_and_mode("nwcap-ipvlan"), (Some("nwiv0"), None));
+        for name in [
+            "bridge",
+            "docker_gwbridge",
+            "nwcap-ovl",
+            "ingress",
+            "host",
+            "none",
+        ] {
+            assert_eq!(parent_and_mode(name), (None, None), "{name}");
+        }
+        let mvlan = inventory.network("nwcap-mvlan").unwrap();
+        assert_eq!(mvlan.driver, "macvlan");
+        assert!(mvlan.ipv6 && !mvlan.internal);
+        assert_eq!(
+            mvlan.subnets,
+            [
+                subnet("198.18.60.0/24", "198.18.60.1"),
+                subnet("fd00:60::/64", "fd00:60::1"),
+            ],
+            "the gateway is the LAN router's: nothing on this host holds it"
+        );
+        assert_eq!(mvlan.bridge, None);
+        assert_eq!(
+            mvlan.labels.get("netwatch.capture").map(String::as_str),
+            Some("macvlan")
+        );
+        assert!(inventory.network("nwcap-mvint").unwrap().internal);
+    }
+
+    #[test]
+    fn driver_options_are_read_only_for_the_drivers_that_have_them() {
+        let mut networks: Vec<Value> = serde_json::from_str(captured::drivers::NETWORKS).unwrap();
+        for network in &mut networks {
+            if network["Name"] == "docker_gwbridge" {
+                network["Options"]["parent"] = "eth0".into();
+                network["Options"]["macvlan_mode"] = "vepa".into();
+            }
+        }
+        let networks: Vec<ApiNetwork> = serde_json::from_value(Value::Array(networks)).unwrap();
+        let inventory = Inventory::from_api(&networks, &[]);
+        let gwbridge = inventory.network("docker_gwbridge").unwrap();
+        assert_eq!(
+            (gwbridge.parent.as_deref(), gwbridge.macvlan_mode.as_deref()),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn swarm_networks_have_swarm_scope_and_25_character_ids() {
+        let inventory = captured::drivers::full_inventory();
+        for name in ["nwcap-ovl", "nwcap-ovl-int", "ingress"] {
+            let network = inventory.network(name).unwrap();
+            assert_eq!(network.scope.as_deref(), Some("swarm"), "{name}");
+            assert_eq!(network.id.len(), 25, "{name}: {}", network.id);
+            assert_eq!(network.driver, "overlay");
+        }
+        let ovl = inventory.network("4w3tamq7me8rpukn6gcvur260").unwrap();
+        assert_eq!(ovl.name, "nwcap-ovl");
+        assert_eq!(ovl.subnets, [subnet("198.18.70.0/24", "198.18.70.1")]);
+        for name in [
+            "nwcap-mvlan",
+            "docker_gwbridge",
+            "host",
+            "none",
+            "nwcap-ipvlan",
+        ] {
+            let network = inventory.network(name).unwrap();
+            assert_eq!(network.scope.as_deref(), Some("local"), "{name}");
+            assert_eq!(network.id.len(), 64, "{name}");
+        }
+        assert_eq!(
+            inventory
+                .network("docker_gwbridge")
+                .unwrap()
+                .bridge
+                .as_deref(),
+            Some("docker_gwbridge")
         );
     }
 
@@ -733,13 +933,284 @@ mod tests {
         assert!(inventory.find_container("").is_err());
     }
 
+    /// The inventory of `networks` and one container: `json` with `edit`
+    /// applied.
+    fn edited(networks: &[ApiNetwork], json: &str, edit: impl FnOnce(&mut Value)) -> Inventory {
+        let mut container: Value = serde_json::from_str(json).unwrap();
+        edit(&mut container);
+        let container: ContainerInspectResponse = serde_json::from_value(container).unwrap();
+        Inventory::from_api(networks, &[container])
+    }
+
     /// Applies `edit` to the captured JSON of `app` and returns the result.
     fn edited_app(edit: impl FnOnce(&mut Value)) -> Inventory {
-        let (networks, _) = captured();
-        let mut app: Value = serde_json::from_str(CONTAINERS[0].1).unwrap();
-        edit(&mut app);
-        let app: ContainerInspectResponse = serde_json::from_value(app).unwrap();
-        Inventory::from_api(&networks, &[app])
+        edited(&captured::networks(), CONTAINERS[0].1, edit)
+    }
+
+    /// Applies `edit` to the captured JSON of driver-topology container
+    /// `name` (`mv`, `svc`, …) and returns the result.
+    fn edited_driver_container(name: &str, edit: impl FnOnce(&mut Value)) -> Inventory {
+        let (_, json) = captured::drivers::CONTAINERS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap();
+        edited(&captured::drivers::networks(), json, edit)
+    }
+
+    /// The one endpoint of driver-topology container `name`.
+    fn only_endpoint<'a>(inventory: &'a Inventory, name: &str) -> &'a Endpoint {
+        let container = inventory.find_container(name).unwrap();
+        match container.endpoints.as_slice() {
+            [endpoint] => endpoint,
+            other => panic!("{name}: one endpoint expected, got {other:?}"),
+        }
+    }
+
+    /// An endpoint on one line: network, driver, IPv4, IPv6, MAC.
+    fn summary(endpoint: &Endpoint) -> String {
+        let or_dash = |a: Option<String>| a.unwrap_or_else(|| "-".to_owned());
+        format!(
+            "{} {} {} {} {}",
+            endpoint.network,
+            endpoint.driver,
+            or_dash(endpoint.ipv4.map(|a| a.to_string())),
+            or_dash(endpoint.ipv6.map(|a| a.to_string())),
+            endpoint.mac
+        )
+    }
+
+    #[test]
+    fn macvlan_endpoints_are_kept_with_driver_mac_and_addresses() {
+        let inventory = captured::drivers::full_inventory();
+        let mvlan = inventory.network("nwcap-mvlan").unwrap();
+        assert_eq!(
+            only_endpoint(&inventory, "nwcap-mv"),
+            &Endpoint {
+                network_id: mvlan.id.clone(),
+                network: "nwcap-mvlan".into(),
+                driver: "macvlan".into(),
+                ipv4: Some(Ipv4Addr::new(198, 18, 60, 2)),
+                ipv6: Some("fd00:60::2".parse().unwrap()),
+                mac: "02:42:c6:12:3c:02".parse().unwrap(),
+                aliases: vec!["2562c9346418".into()],
+            }
+        );
+        for (name, line) in [
+            (
+                "nwcap-mv2",
+                "nwcap-mvlan macvlan 198.18.60.3 fd00:60::3 02:42:c6:12:3c:03",
+            ),
+            (
+                "nwcap-mvp",
+                "nwcap-mvpriv macvlan 198.18.61.2 - 02:42:c6:12:3d:02",
+            ),
+            // Internal: its Gateway is empty (no default route); still an endpoint.
+            (
+                "nwcap-mvi",
+                "nwcap-mvint macvlan 198.18.63.2 - 02:42:c6:12:3f:02",
+            ),
+        ] {
+            assert_eq!(summary(only_endpoint(&inventory, name)), line);
+        }
+        let on_mvlan: Vec<&str> = inventory
+            .endpoints_on(&mvlan.id)
+            .map(|(c, _)| c.name.as_str())
+            .collect();
+        assert_eq!(on_mvlan, ["nwcap-mv", "nwcap-mv2"]);
+        let mv = inventory.find_container("nwcap-mv").unwrap();
+        assert_eq!(
+            mv.labels.get("netwatch.allow").map(String::as_str),
+            Some("198.18.60.1:53/udp")
+        );
+    }
+
+    #[test]
+    fn overlay_endpoints_are_kept_with_driver_mac_and_addresses_and_no_gwbridge_leg() {
+        let inventory = captured::drivers::full_inventory();
+        // Each overlay container is on its overlay only: its docker_gwbridge
+        // leg is not in its NetworkSettings, so it is not in the inventory.
+        for (name, line) in [
+            (
+                "nwcap-ovc",
+                "nwcap-ovl overlay 198.18.70.2 - 02:42:c6:12:46:02",
+            ),
+            (
+                "nwcap-ovi",
+                "nwcap-ovl-int overlay 198.18.71.2 - 02:42:c6:12:47:02",
+            ),
+        ] {
+            assert_eq!(summary(only_endpoint(&inventory, name)), line);
+        }
+        assert_eq!(
+            only_endpoint(&inventory, "nwcap-ovi").network_id,
+            "gkey06s19os1ohldcgsxq7rwz",
+            "a swarm network id"
+        );
+        let gwbridge = inventory.network("docker_gwbridge").unwrap();
+        assert_eq!(inventory.endpoints_on(&gwbridge.id).count(), 0);
+        // Overlay endpoints report no Gateway; the IPAM config has it.
+        assert_eq!(
+            inventory.network("nwcap-ovl-int").unwrap().subnets,
+            [subnet("198.18.71.0/24", "198.18.71.1")]
+        );
+    }
+
+    #[test]
+    fn host_and_none_containers_have_no_endpoint_and_say_their_mode() {
+        let inventory = captured::drivers::full_inventory();
+        for (name, mode) in [("nwcap-hostnet2", "host"), ("nwcap-none2", "none")] {
+            let container = inventory.find_container(name).unwrap();
+            assert!(container.endpoints.is_empty(), "{name}");
+            assert_eq!(container.network_mode, mode);
+            assert_eq!(container.shares_network_of(), None);
+            assert!(container.pid.is_some(), "{name} runs");
+        }
+        for network in ["host", "none"] {
+            let id = &inventory.network(network).unwrap().id;
+            assert_eq!(inventory.endpoints_on(id).count(), 0, "{network}");
+        }
+    }
+
+    #[test]
+    fn load_balancer_and_ingress_sandbox_entries_never_become_containers() {
+        let containers: Vec<ContainerInspectResponse> = captured::drivers::CONTAINERS
+            .iter()
+            .map(|(name, _)| captured::drivers::container(name))
+            .collect();
+        // The inspected overlays, ingress and docker_gwbridge list
+        // `lb-nwcap-ovl`, `lb-nwcap-ovl-int`, `ingress-sbox` and the
+        // `gateway_…` legs in their Containers: the inventory is the same
+        // as from the list, which has none of them.
+        let inspected = Inventory::from_api(&captured::drivers::inspected_networks(), &containers);
+        let listed = Inventory::from_api(&captured::drivers::networks(), &containers);
+        assert_eq!(inspected, listed);
+        let container_names: Vec<&str> = inspected
+            .containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            container_names,
+            [
+                "nwcap-hostnet2",
+                "nwcap-mv",
+                "nwcap-mv2",
+                "nwcap-mvi",
+                "nwcap-mvp",
+                "nwcap-none2",
+                "nwcap-ovc",
+                "nwcap-ovi",
+                "nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv",
+            ]
+        );
+        let on_ovl: Vec<&str> = inspected
+            .endpoints_on("4w3tamq7me8rpukn6gcvur260")
+            .map(|(c, _)| c.name.as_str())
+            .collect();
+        assert_eq!(
+            on_ovl,
+            ["nwcap-ovc", "nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv"]
+        );
+        let ingress = inspected.network("ingress").unwrap();
+        assert_eq!(inspected.endpoints_on(&ingress.id).count(), 0);
+    }
+
+    #[test]
+    fn the_ipvlan_network_is_in_the_inventory() {
+        let inventory = captured::drivers::full_inventory();
+        let ipvlan = inventory.network("nwcap-ipvlan").unwrap();
+        assert_eq!(ipvlan.driver, "ipvlan");
+        assert_eq!(ipvlan.parent.as_deref(), Some("nwiv0"));
+        assert_eq!(ipvlan.bridge, None);
+        assert!(!ipvlan.internal);
+        assert_eq!(ipvlan.subnets, [subnet("198.18.62.0/24", "198.18.62.1")]);
+        assert_eq!(
+            inventory.endpoints_on(&ipvlan.id).count(),
+            0,
+            "its container could not start here"
+        );
+    }
+
+    #[test]
+    fn a_swarm_task_is_named_by_its_service() {
+        let inventory = captured::drivers::full_inventory();
+        let task = inventory
+            .find_container("nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv")
+            .unwrap();
+        assert_eq!(task.service.as_deref(), Some("nwcap-svc"));
+        assert_eq!(task.swarm_service.as_deref(), Some("nwcap-svc"));
+        assert_eq!(task.compose_project, None);
+        assert_eq!(
+            task.network_mode, "default",
+            "a task says `default` although it is on an overlay only"
+        );
+        let endpoint = only_endpoint(&inventory, &task.name);
+        assert_eq!(
+            summary(endpoint),
+            "nwcap-ovl overlay 198.18.70.5 - 02:42:c6:12:46:05"
+        );
+        assert_eq!(endpoint.network_id, "4w3tamq7me8rpukn6gcvur260");
+        // Every other container of the topology runs no service.
+        for container in inventory.containers.iter().filter(|c| c.id != task.id) {
+            assert_eq!(
+                (&container.service, &container.swarm_service),
+                (&None, &None)
+            );
+        }
+    }
+
+    #[test]
+    fn a_compose_service_is_named_before_a_swarm_service() {
+        let edited = edited_driver_container("svc", |svc| {
+            svc["Config"]["Labels"][COMPOSE_SERVICE_LABEL] = "web".into();
+        });
+        let task = &edited.containers[0];
+        assert_eq!(task.service.as_deref(), Some("web"));
+        assert_eq!(
+            task.swarm_service.as_deref(),
+            Some("nwcap-svc"),
+            "still known for what it is"
+        );
+        let inventory = inventory();
+        let app = inventory.find_container("nwcap-app").unwrap();
+        assert_eq!(app.service.as_deref(), Some("app"));
+        assert_eq!(app.swarm_service, None, "a compose container is no task");
+    }
+
+    #[test]
+    fn no_captured_container_holds_net_admin() {
+        // Their HostConfig has `CapAdd: null` and `Privileged: false`.
+        let drivers = captured::drivers::full_inventory();
+        for container in inventory().containers.iter().chain(&drivers.containers) {
+            assert!(!container.net_admin, "{}", container.name);
+        }
+    }
+
+    #[test]
+    fn privileged_or_an_added_net_admin_or_all_capability_is_net_admin() {
+        let net_admin =
+            |edit: fn(&mut Value)| edited_driver_container("mv", edit).containers[0].net_admin;
+        assert!(net_admin(|mv| mv["HostConfig"]["Privileged"] = true.into()));
+        for spelling in [
+            "NET_ADMIN",
+            "CAP_NET_ADMIN",
+            "net_admin",
+            "cap_net_admin",
+            "ALL",
+            "all",
+        ] {
+            let inventory = edited_driver_container("mv", |mv| {
+                mv["HostConfig"]["CapAdd"] = serde_json::json!(["NET_RAW", spelling]);
+            });
+            assert!(inventory.containers[0].net_admin, "{spelling}");
+        }
+        assert!(!net_admin(|mv| {
+            mv["HostConfig"]["CapAdd"] =
+                serde_json::json!(["NET_RAW", "SYS_PTRACE", "NET_BIND_SERVICE"]);
+        }));
+        assert!(!net_admin(|mv| {
+            mv.as_object_mut().unwrap().remove("HostConfig");
+        }));
     }
 
     #[test]
@@ -807,10 +1278,7 @@ mod tests {
         );
         assert_eq!(
             back.subnets,
-            [Subnet {
-                cidr: cidr("fd00:29::/64"),
-                gateway: Some(ip("fd00:29::1"))
-            }],
+            [subnet("fd00:29::/64", "fd00:29::1")],
             "the bad subnet is dropped; a gateway with a prefix length is read"
         );
         let bare = inventory.network("bare").unwrap();

@@ -31,8 +31,8 @@
 //! Flows that belong to no container on this host (packets the uplink
 //! shield dropped on their way to an unknown address) have `container=""`
 //! (and `network=""` when no network is known). `service` is the compose
-//! service, `""` for containers outside compose; it is a function of the
-//! container, so it adds no series. `verdict` is the verdict the packets
+//! service, or swarm service (`""` for containers of neither); it is a
+//! function of the container, so it adds no series. `verdict` is the verdict the packets
 //! got: a flow whose verdict changes (a policy change while it lives) keeps
 //! what it counted under the old verdict there and counts on under the new
 //! one, so every series only grows.
@@ -393,7 +393,7 @@ fn render_flows(out: &mut Exposition, flows: &[FlowEntry]) {
     let totals = flow_totals(flows);
     let help = |what: &str| {
         format!(
-            "{what} of the flows netwatch tracks, by container, compose service, network, \
+            "{what} of the flows netwatch tracks, by container, service, network, \
              direction (egress: sent by the container) and the flow's latest verdict; \
              container=\"\" for flows of no container on this host."
         )

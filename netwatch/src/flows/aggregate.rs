@@ -52,7 +52,7 @@ use super::{
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowEntry {
     pub container: Option<String>,
-    /// Compose service of the container, if it has one.
+    /// The container's compose service, or swarm service, if it has one.
     pub service: Option<String>,
     pub network: Option<String>,
     /// `egress`: sent by the container; `ingress`: received.

@@ -12,7 +12,7 @@ pub struct FlowFilter {
     /// Container name (exact).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
-    /// Compose service.
+    /// Service: compose service, or swarm service.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// Docker network name.

@@ -13,12 +13,14 @@ use netwatch_common::{flow::FlowKey, reason::Direction};
 
 use super::record::key_addresses;
 use crate::agent::{HostState, Target};
+use crate::docker::service_of;
 
 /// The names a flow key resolves to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FlowOwner {
     pub container: Option<String>,
-    /// The container's compose service (`com.docker.compose.service`).
+    /// The container's compose service, or swarm service
+    /// ([`crate::docker::service_of`]).
     pub service: Option<String>,
     pub network: Option<String>,
     /// The interface whose program saw the packet.
@@ -31,9 +33,6 @@ struct Endpoint {
     service: Option<String>,
     network: String,
 }
-
-/// The label docker compose puts the service name in.
-const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 
 /// Ifindex and address → names, rebuilt from each snapshot.
 #[derive(Clone, Debug, Default)]
@@ -60,7 +59,7 @@ impl FlowNames {
         for endpoint in &state.endpoints {
             let owner = Endpoint {
                 container: endpoint.container.clone(),
-                service: endpoint.container_labels.get(COMPOSE_SERVICE).cloned(),
+                service: service_of(&endpoint.container_labels).map(str::to_owned),
                 network: endpoint.network.clone(),
             };
             for ip in [endpoint.ipv4.map(IpAddr::V4), endpoint.ipv6.map(IpAddr::V6)]
@@ -138,6 +137,7 @@ mod tests {
 
     use super::*;
     use crate::agent::{EndpointState, NetworkState};
+    use crate::docker::COMPOSE_SERVICE_LABEL;
 
     fn state() -> HostState {
         HostState {
@@ -158,7 +158,10 @@ mod tests {
                 ipv4: Some("172.30.0.2".parse().unwrap()),
                 ipv6: None,
                 mac: [2, 0x42, 0, 0, 0, 2],
-                container_labels: BTreeMap::from([(COMPOSE_SERVICE.to_string(), "db".to_string())]),
+                container_labels: BTreeMap::from([(
+                    COMPOSE_SERVICE_LABEL.to_string(),
+                    "db".to_string(),
+                )]),
                 macvlan: None,
             }],
             host_addrs: vec![],
@@ -189,6 +192,18 @@ mod tests {
         assert_eq!(owner.container.as_deref(), Some("postgres"));
         assert_eq!(owner.service.as_deref(), Some("db"));
         assert_eq!(owner.interface.as_deref(), Some("veth1"));
+    }
+
+    #[test]
+    fn a_swarm_task_is_named_by_its_swarm_service() {
+        let mut state = state();
+        state.endpoints[0].container_labels = BTreeMap::from([(
+            crate::docker::SWARM_SERVICE_LABEL.to_string(),
+            "nwcap-svc".to_string(),
+        )]);
+        let names = FlowNames::new(&state, &[]);
+        let owner = names.owner(&key(31, Direction::Egress, [172, 30, 0, 2], [1, 2, 3, 4]));
+        assert_eq!(owner.service.as_deref(), Some("nwcap-svc"));
     }
 
     #[test]

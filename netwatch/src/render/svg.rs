@@ -6,7 +6,7 @@
 //! few containers each, talking to each other and to a few outside classes:
 //!
 //! - Left column: one box per network, stacked, each holding its containers
-//!   stacked (rounded boxes with the container name, its compose service,
+//!   stacked (rounded boxes with the container name, its service,
 //!   and bytes sent ↑ and received ↓).
 //! - Right column: external nodes (host, outside prefixes, …), each placed
 //!   level with the containers it talks to where space allows.
