@@ -876,6 +876,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_internal_macvlan_network_without_a_parent_names_dockers_dummy_parent() {
+        // Docker gives an internal macvlan network without `-o parent` a
+        // dummy link of its own, dm-<12 characters of the id> (on kernels
+        // with the dummy driver; this machine's has none).
+        let snapshot = snapshot_with_network("nwcap-back", |n| {
+            n["Driver"] = "macvlan".into();
+            n["Options"] = serde_json::json!({});
+        });
+        let network = snapshot.inventory.network("nwcap-back").unwrap();
+        assert_eq!(
+            macvlan_parent_name(network).as_deref(),
+            Some("dm-3bc36a716f17")
+        );
+        let kernel = FakeKernel::new(&[7], &[("dm-3bc36a716f17", 7)]);
+        let assessment = assess(&snapshot, &kernel, &running());
+        assert_eq!(
+            back(&assessment).guard.why,
+            "2 of 2 endpoints unguarded (nwcap-app: macvlan interface not found: this \
+             endpoint's interface was not looked up)",
+            "the dummy parent is found and attached; the children were not looked up"
+        );
+        let gone = assess(&snapshot, &FakeKernel::new(&[], &[]), &running());
+        assert_eq!(
+            back(&gone).guard.why,
+            "parent dm-3bc36a716f17 not found on this host"
+        );
+        assert!(gone.alarms().iter().any(|a| a.network == "nwcap-back"));
+    }
+
+    #[test]
     fn a_net_admin_container_on_macvlan_is_unguarded_however_attached() {
         let mut snapshot = macvlan_snapshot();
         let app = snapshot

@@ -9,6 +9,7 @@ pub mod fake_dockerd;
 pub mod fixture;
 pub mod flood;
 pub mod hostfw;
+pub mod lan;
 pub mod netns;
 pub mod outside;
 pub mod packets;

@@ -51,6 +51,28 @@ impl PacketSocket {
         Ok(PacketSocket { fd, ifindex })
     }
 
+    /// Sends from now on with `PACKET_QDISC_BYPASS`: straight to the
+    /// driver, past the interface's qdisc and its TC/TCX egress hook (only
+    /// CAP_NET_RAW is needed, which Docker gives containers by default).
+    pub fn bypass_qdisc(&self) -> io::Result<()> {
+        let on: libc::c_int = 1;
+        // SAFETY: the fd is ours; the option value is a valid c_int of the
+        // size passed.
+        let done = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_QDISC_BYPASS,
+                (&raw const on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if done != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Sends one frame as it is (the kernel adds nothing).
     pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
         let address = link_address(self.ifindex);
