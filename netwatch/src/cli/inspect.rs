@@ -55,8 +55,10 @@ pub struct EndpointDetail {
     pub container_ifname: Option<String>,
     pub host_ifname: Option<String>,
     pub host_ifindex: Option<u32>,
-    /// The netwatch programs pinned on the host veth: `from_container`
-    /// (its TCX ingress), `to_container` (its TCX egress).
+    /// The netwatch programs pinned for the endpoint: on its host veth
+    /// `from_container` (TCX ingress) and `to_container` (TCX egress); for a
+    /// macvlan endpoint `macvlan_child` (its interface's ingress) and
+    /// `macvlan_parent` (its parent's egress).
     pub programs: Vec<&'static str>,
     /// Both programs are attached.
     pub attached: bool,
@@ -96,13 +98,31 @@ pub fn report(
         .map(|endpoint| {
             let veth = snapshot.veth(endpoints_of, endpoint);
             let ifindex = veth.as_ref().ok().map(|v| v.ifindex);
-            let programs: Vec<&'static str> = [Hook::FromContainer, Hook::ToContainer]
+            let child = snapshot.macvlan_child(endpoints_of, endpoint).ok();
+            let programs: Vec<&'static str> = match child {
+                // A macvlan endpoint: its child's program, and its parent's.
+                Some(child) => [
+                    (
+                        Hook::MacvlanChild,
+                        pins::child_attached(pins_root, child.netns_cookie, child.ifindex),
+                    ),
+                    (
+                        Hook::MacvlanParent,
+                        pins::parent_attached(pins_root, child.parent_ifindex),
+                    ),
+                ]
                 .into_iter()
-                .filter(|hook| {
-                    ifindex.is_some_and(|i| pins::link_path(pins_root, *hook, i).exists())
-                })
-                .map(Hook::program_name)
-                .collect();
+                .filter(|(_, pinned)| *pinned)
+                .map(|(hook, _)| hook.program_name())
+                .collect(),
+                None => [Hook::FromContainer, Hook::ToContainer]
+                    .into_iter()
+                    .filter(|hook| {
+                        ifindex.is_some_and(|i| pins::link_path(pins_root, *hook, i).exists())
+                    })
+                    .map(Hook::program_name)
+                    .collect(),
+            };
             EndpointDetail {
                 network: endpoint.network.clone(),
                 network_id: endpoint.network_id.clone(),
@@ -113,7 +133,11 @@ pub fn report(
                 ipv6: endpoint.ipv6,
                 mac: endpoint.mac,
                 aliases: endpoint.aliases.clone(),
-                container_ifname: veth.as_ref().ok().map(|v| v.container_ifname.clone()),
+                container_ifname: veth
+                    .as_ref()
+                    .ok()
+                    .map(|v| v.container_ifname.clone())
+                    .or_else(|| child.map(|c| c.ifname.clone())),
                 host_ifname: veth.as_ref().ok().map(|v| v.ifname.clone()),
                 host_ifindex: ifindex,
                 attached: programs.len() == 2,

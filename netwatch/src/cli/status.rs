@@ -154,7 +154,11 @@ fn selected(only: &[String], name: &str, id: &str) -> bool {
 #[derive(Serialize)]
 struct AttachedInterface {
     ifindex: u32,
-    /// None when the interface is gone (its pins are stale).
+    /// For a macvlan child: the cookie of its container's network
+    /// namespace, where `ifindex` is; `null` for a host interface.
+    netns: Option<u64>,
+    /// The host interface's name; `null` when it is gone (its pins are
+    /// stale) or in a container's namespace.
     ifname: Option<String>,
     programs: Vec<String>,
 }
@@ -175,12 +179,21 @@ fn interface_name(ifindex: u32) -> Option<String> {
 
 fn collect(root: &Path, run_dir: &Path, only: &[String]) -> Result<Status> {
     let mut attached: Vec<AttachedInterface> = Vec::new();
-    for link in pins::pinned_links(root) {
+    let mut links = pins::pinned_links(root);
+    links.sort_by_key(|l| (l.netns, l.ifindex));
+    for link in links {
         match attached.last_mut() {
-            Some(last) if last.ifindex == link.ifindex => last.programs.push(link.program),
+            Some(last) if (last.netns, last.ifindex) == (link.netns, link.ifindex) => {
+                last.programs.push(link.program);
+            }
             _ => attached.push(AttachedInterface {
                 ifindex: link.ifindex,
-                ifname: interface_name(link.ifindex),
+                netns: link.netns,
+                ifname: link
+                    .netns
+                    .is_none()
+                    .then(|| interface_name(link.ifindex))
+                    .flatten(),
                 programs: vec![link.program],
             }),
         }
@@ -335,9 +348,14 @@ fn print_table(s: &Status) {
     );
     println!("{:<14} {} interfaces", "attached", s.attached.len());
     for a in &s.attached {
+        let name = match (&a.ifname, a.netns) {
+            (Some(name), _) => name.as_str(),
+            (None, Some(_)) => "(in container)",
+            (None, None) => "(gone)",
+        };
         println!(
             "  {:<16} ifindex {:<6} {}",
-            a.ifname.as_deref().unwrap_or("(gone)"),
+            name,
             a.ifindex,
             a.programs.join(", ")
         );
