@@ -574,6 +574,50 @@ fn netwatch_allow_opens_one_port_beyond_the_router_on_macvlan() {
         [true, false, false],
         "only the allow-listed TCP port beyond the router"
     );
+
+    // `explain` follows the same packets through the macvlan hooks, and the
+    // kernel's programs agree with the model on each.
+    let b = TestContainer::run("mv-ab", &["--network", &network.name]);
+    let explain = |to: &str| -> String {
+        let out = Command::new(NETWATCH)
+            .args(["explain", &a.name, to, "--from-kernel", "--pin-root"])
+            .arg(agent.pin_root())
+            .output()
+            .expect("run netwatch explain");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains("agrees") && !text.contains("disagrees"),
+            "explain {to}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let parent_hop = format!(
+        "macvlan-parent {} ({} on {})",
+        lan.parent, a.name, network.name
+    );
+    let allowed = explain(&format!("{beyond}:{PORT}/tcp"));
+    assert!(
+        allowed.contains(&format!(
+            "{parent_hop}: forwarded — allowed by the netwatch.allow rule"
+        )),
+        "{allowed}"
+    );
+    let denied = explain(&format!("{beyond}:{PORT}/udp"));
+    assert!(
+        denied.contains(&format!("{parent_hop}: dropped (not-in-network)")),
+        "{denied}"
+    );
+    let router = explain(&lan.v4(1).to_string());
+    assert!(router.contains("the LAN's router"), "{router}");
+    let sibling = explain(&format!("{}:{PORT}/tcp", b.name));
+    assert!(
+        sibling.contains(&format!(
+            "macvlan-child eth0 (in {}) ({} on {}): forwarded",
+            b.name, a.name, network.name
+        )),
+        "a sibling's frames are judged on the receiver's hook: {sibling}"
+    );
 }
 
 #[test]

@@ -62,6 +62,11 @@ pub fn verdict_rule(
                 "forwarded".to_string()
             }
         }
+        // On a macvlan network the gateway is the LAN's router, not this
+        // host: the same rule, another owner.
+        DropReason::HostAccess if is_gateway && policy.has(policy_flags::MACVLAN) => format!(
+            "{remote} is the gateway of {network}, the LAN's router; netwatch.gateway=allow on the network would open it"
+        ),
         DropReason::HostAccess if ingress && is_gateway => format!(
             "the host (gateway {remote}) cannot open connections into {network}; netwatch.gateway=allow on the network would open it"
         ),

@@ -7,14 +7,15 @@ use std::net::IpAddr;
 
 use anyhow::{Result, anyhow, bail};
 use netwatch_common::{
+    endpoint::{MacvlanPort, MacvlanPortKey, policy_flags},
     reason::{DropReason, Verdict},
     verdict::Decision,
 };
 
-use super::path::Probe;
+use super::path::{MacvlanProbe, Probe};
 use crate::{
-    datapath::{Datapath, Hook, LoadOptions, ReasonCounts},
-    policy::compile,
+    datapath::{Datapath, Hook, LoadOptions, ReasonCounts, TEST_RUN_IFINDEX},
+    policy::{CompiledTables, compile},
 };
 
 /// `TC_ACT_SHOT` and `XDP_DROP` (linux/pkt_cls.h, linux/bpf.h): the return
@@ -54,6 +55,14 @@ impl Kernel {
                 self.datapath
                     .replace(&compile(std::slice::from_ref(spec), &self.host_addrs)?)?;
                 (*hook, frame)
+            }
+            Probe::Macvlan(probe) => {
+                self.datapath
+                    .macvlan_support()
+                    .map_err(|why| anyhow!("{why}"))?;
+                let tables = macvlan_tables(probe, &self.host_addrs)?;
+                self.datapath.replace(&tables)?;
+                (probe.hook, &probe.frame)
             }
             Probe::Uplink { protected, frame } => {
                 if !self.protected_written {
@@ -98,3 +107,62 @@ impl Kernel {
         Ok(decision)
     }
 }
+
+/// The maps a macvlan probe runs against: the program's own interface is
+/// the test-run ifindex. `macvlan_parent` finds the judged endpoint by the
+/// frame's source MAC under [`PROBE_JUDGED_KEY`]; `macvlan_child` on the
+/// judged endpoint's own interface finds its policy there; on a sibling's
+/// (`receiver`), the sibling's policy, observed only so that its own
+/// ingress decision counts as forwarded, and the judged endpoint by MAC. A
+/// test run's socket is in netwatch's own namespace, so the namespace check
+/// passes, as it does for a child's real frames.
+fn macvlan_tables(probe: &MacvlanProbe, host_addrs: &[IpAddr]) -> Result<CompiledTables> {
+    let MacvlanProbe {
+        hook,
+        judged,
+        parent,
+        receiver,
+        mac,
+        ..
+    } = probe;
+    let (hook, mac) = (*hook, *mac);
+    let mut judged = judged.clone();
+    let port = |parent: u32| {
+        (
+            MacvlanPortKey {
+                parent,
+                mac,
+                _pad: [0; 2],
+            },
+            MacvlanPort {
+                endpoint: PROBE_JUDGED_KEY,
+                _pad: 0,
+                netns_cookie: 0,
+            },
+        )
+    };
+    Ok(match (hook, receiver) {
+        (Hook::MacvlanParent, _) => {
+            judged.ifindex = PROBE_JUDGED_KEY;
+            let mut parent = parent.clone();
+            parent.ifindex = TEST_RUN_IFINDEX;
+            compile(&[parent, judged], host_addrs)?.with_macvlan_ports(&[port(TEST_RUN_IFINDEX)])?
+        }
+        (_, Some(receiver)) => {
+            judged.ifindex = PROBE_JUDGED_KEY;
+            let mut receiver = receiver.clone();
+            receiver.ifindex = TEST_RUN_IFINDEX;
+            receiver.policy.flags &= !policy_flags::ENFORCE;
+            let parent = receiver.policy.parent;
+            compile(&[receiver, judged], host_addrs)?.with_macvlan_ports(&[port(parent)])?
+        }
+        (_, None) => {
+            judged.ifindex = TEST_RUN_IFINDEX;
+            compile(&[judged], host_addrs)?
+        }
+    })
+}
+
+/// The key a probed macvlan endpoint's policy goes under when the program
+/// finds it by MAC: any ifindex but the test run's.
+const PROBE_JUDGED_KEY: u32 = 0x7fff_0001;

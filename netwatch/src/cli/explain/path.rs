@@ -78,6 +78,20 @@ pub enum Probe {
         protected: Vec<Cidr>,
         frame: Vec<u8>,
     },
+    Macvlan(Box<MacvlanProbe>),
+}
+
+/// A macvlan program judging endpoint `judged` (whose MAC is `mac`):
+/// `macvlan_parent` (its egress towards the LAN), `macvlan_child` on its own
+/// interface (its ingress), or `macvlan_child` on a sibling's interface,
+/// `receiver` (its egress to that sibling).
+pub struct MacvlanProbe {
+    pub hook: Hook,
+    pub judged: EndpointSpec,
+    pub parent: EndpointSpec,
+    pub receiver: Option<EndpointSpec>,
+    pub mac: [u8; 6],
+    pub frame: Vec<u8>,
 }
 
 /// The packet and its path.
@@ -164,7 +178,23 @@ pub fn trace(
                     family_name(dst)
                 )
             })?;
-            let hop = veth_hop(topology, container, endpoint, Direction::Egress, src, &path)?;
+            // Bridge-mode macvlan siblings reach each other without the
+            // parent's egress: what one sends the other is judged, as the
+            // sender's egress, on the receiver's own hook.
+            let sibling = target
+                .as_ref()
+                .filter(|t| {
+                    endpoint.driver == "macvlan" && t.endpoint.network_id == endpoint.network_id
+                })
+                .map(|t| (t.container, t.endpoint));
+            let hop = veth_hop(
+                topology,
+                (container, endpoint),
+                Direction::Egress,
+                sibling,
+                src,
+                &path,
+            )?;
             path.hops.push(hop);
             src
         }
@@ -183,9 +213,9 @@ pub fn trace(
         (Some(target), _) => {
             let hop = veth_hop(
                 topology,
-                target.container,
-                target.endpoint,
+                (target.container, target.endpoint),
                 Direction::Ingress,
+                None,
                 src,
                 &path,
             )?;
@@ -197,49 +227,46 @@ pub fn trace(
     Ok(path)
 }
 
-/// `from_container` (egress) or `to_container` (ingress) on an endpoint's
-/// host veth.
+/// The hop where an endpoint's traffic in `direction` is judged (see
+/// [`hooked_interface`]); `sibling`, for what a macvlan endpoint sends a
+/// bridge-mode sibling, is the receiver on whose hook that happens.
 fn veth_hop(
     topology: &Topology,
-    container: &Container,
-    endpoint: &Endpoint,
+    (container, endpoint): (&Container, &Endpoint),
     direction: Direction,
+    sibling: Option<(&Container, &Endpoint)>,
     src: IpAddr,
     path: &PacketPath,
 ) -> Result<Hop> {
-    let veth = topology
-        .snapshot
-        .veth(container, endpoint)
-        .map_err(|e| anyhow!("{} on {}: {e}", container.name, endpoint.network))?;
+    let hooked = hooked_interface(topology, container, endpoint, direction, sibling)?;
     let spec = topology
         .plan
         .specs
         .iter()
-        .find(|s| s.ifindex == veth.ifindex)
+        .find(|s| s.ifindex == hooked.key)
         .ok_or_else(|| {
             anyhow!(
-                "network {} is not a bridge network netwatch manages",
+                "network {} is not a network netwatch manages",
                 endpoint.network
             )
         })?;
-    let (hook, frame, remote, remote_port) = match direction {
+    let (frame, remote, remote_port) = match direction {
         Direction::Egress => (
-            Hook::FromContainer,
             frame(endpoint.mac.0, OTHER_MAC, src, path)?,
             path.dst,
             path.port,
         ),
         Direction::Ingress => (
-            Hook::ToContainer,
             frame(OTHER_MAC, endpoint.mac.0, src, path)?,
             src,
             matches!(path.proto, IPPROTO_TCP | IPPROTO_UDP).then_some(CLIENT_PORT),
         ),
     };
+    let hook = hooked.hook;
     let model = ReferenceModel::new([spec.clone()], topology.plan.host_addrs.iter().copied());
     let decision = model
         .decide(spec.ifindex, direction, &frame)
-        .ok_or_else(|| anyhow!("no policy for {}", veth.ifname))?;
+        .ok_or_else(|| anyhow!("no policy for {}", hooked.interface))?;
     let judged = Judged {
         direction,
         remote,
@@ -248,20 +275,137 @@ fn veth_hop(
         decision,
     };
     let rule = verdict_rule(spec, &endpoint.network, &topology.plan.host_addrs, &judged);
-    let mut probe_spec = spec.clone();
-    probe_spec.ifindex = TEST_RUN_IFINDEX;
+    let probe = match hooked.parent {
+        None => {
+            let mut probe_spec = spec.clone();
+            probe_spec.ifindex = TEST_RUN_IFINDEX;
+            Probe::Veth {
+                hook,
+                spec: probe_spec,
+                frame,
+            }
+        }
+        Some(parent) => {
+            let policy_of = |ifindex: u32| {
+                topology
+                    .plan
+                    .specs
+                    .iter()
+                    .find(|s| s.ifindex == ifindex)
+                    .cloned()
+            };
+            Probe::Macvlan(Box::new(MacvlanProbe {
+                hook,
+                judged: spec.clone(),
+                parent: policy_of(parent)
+                    .ok_or_else(|| anyhow!("no policy for the parent of {}", endpoint.network))?,
+                receiver: match hooked.receiver {
+                    Some(key) => Some(policy_of(key).ok_or_else(|| {
+                        anyhow!("no policy for the receiver on {}", endpoint.network)
+                    })?),
+                    None => None,
+                },
+                mac: endpoint.mac.0,
+                frame,
+            }))
+        }
+    };
     Ok(Hop {
         hook,
-        interface: Some(veth.ifname.clone()),
+        interface: Some(hooked.interface),
         container: Some(container.name.clone()),
         network: Some(endpoint.network.clone()),
         decision: Some(decision),
         rule,
-        probe: Some(Probe::Veth {
-            hook,
-            spec: probe_spec,
-            frame,
-        }),
+        probe: Some(probe),
+    })
+}
+
+/// Where netwatch judges an endpoint's traffic in one direction.
+struct Hooked {
+    hook: Hook,
+    /// The interface, as a user finds it.
+    interface: String,
+    /// The endpoint's key in the policy maps.
+    key: u32,
+    /// For a macvlan endpoint: its parent's ifindex.
+    parent: Option<u32>,
+    /// For what a macvlan endpoint sends a sibling: the receiver's key.
+    receiver: Option<u32>,
+}
+
+/// A bridge endpoint's host veth (`from_container`, `to_container`); a
+/// macvlan endpoint's parent (`macvlan_parent`, what it sends) or its own
+/// interface in the container (`macvlan_child`, what it receives).
+fn hooked_interface(
+    topology: &Topology,
+    container: &Container,
+    endpoint: &Endpoint,
+    direction: Direction,
+    sibling: Option<(&Container, &Endpoint)>,
+) -> Result<Hooked> {
+    let egress = direction == Direction::Egress;
+    if endpoint.driver == "macvlan" {
+        let child_of = |container: &Container, endpoint: &Endpoint| {
+            topology
+                .snapshot
+                .macvlan_child(container, endpoint)
+                .cloned()
+                .map_err(|e| anyhow!("{} on {}: {e}", container.name, endpoint.network))
+        };
+        let child = child_of(container, endpoint)?;
+        let parent = topology
+            .state
+            .networks
+            .iter()
+            .find(|n| n.name == endpoint.network)
+            .and_then(|n| n.macvlan_parent.clone())
+            .ok_or_else(|| {
+                anyhow!(
+                    "the parent of macvlan network {} is not on this host",
+                    endpoint.network
+                )
+            })?;
+        if let (true, Some((receiver, receiving))) = (egress, sibling) {
+            let other = child_of(receiver, receiving)?;
+            return Ok(Hooked {
+                hook: Hook::MacvlanChild,
+                interface: format!("{} (in {})", other.ifname, receiver.name),
+                key: child.ifindex,
+                parent: Some(parent.1),
+                receiver: Some(other.ifindex),
+            });
+        }
+        return Ok(Hooked {
+            hook: if egress {
+                Hook::MacvlanParent
+            } else {
+                Hook::MacvlanChild
+            },
+            interface: if egress {
+                parent.0
+            } else {
+                format!("{} (in {})", child.ifname, container.name)
+            },
+            key: child.ifindex,
+            parent: Some(parent.1),
+            receiver: None,
+        });
+    }
+    let veth = topology
+        .snapshot
+        .veth(container, endpoint)
+        .map_err(|e| anyhow!("{} on {}: {e}", container.name, endpoint.network))?;
+    Ok(Hooked {
+        hook: if egress {
+            Hook::FromContainer
+        } else {
+            Hook::ToContainer
+        },
+        interface: veth.ifname.clone(),
+        key: veth.ifindex,
+        parent: None,
+        receiver: None,
     })
 }
 
