@@ -412,13 +412,11 @@ fn agent_shields_the_named_uplink_and_lets_go_of_it_when_it_disappears() {
 
     drop(uplink);
     wait_for("the shield to be let go", SETTLE, || !pin.exists());
-    let status = netwatch::agent::status_file::AgentStatus::read(&agent.run_dir).unwrap();
-    assert!(
-        status
-            .refused
-            .iter()
-            .any(|r| r.contains("no such interface")),
-        "a named uplink that vanished is reported: {:?}",
-        status.refused
-    );
+    // The status file is written at the end of the sync that let go of the
+    // pin: wait for it rather than read what the sync before wrote.
+    let vanished = || {
+        netwatch::agent::status_file::AgentStatus::read(&agent.run_dir)
+            .is_some_and(|s| s.refused.iter().any(|r| r.contains("no such interface")))
+    };
+    wait_for("a named uplink that vanished reported", SETTLE, vanished);
 }
