@@ -255,7 +255,9 @@ fn pins_removed_behind_the_agents_back_are_put_back_and_reported_on_the_next_res
     // Unlinking a link pin drops the last reference to the link: the
     // kernel detaches the program. A removed map pin leaves the map alive
     // (the agent and the programs hold it) but unreachable for the next
-    // agent.
+    // agent. The agent is frozen meanwhile: a resync (on any Docker event
+    // of the parallel tests) would repair before the detach can be seen.
+    agent.pause();
     let links: Vec<std::path::PathBuf> = [
         pins::link_path(&root, netwatch::datapath::Hook::FromContainer, a_veth),
         pins::link_path(&root, netwatch::datapath::Hook::ToContainer, a_veth),
@@ -269,6 +271,7 @@ fn pins_removed_behind_the_agents_back_are_put_back_and_reported_on_the_next_res
     wait_for("the kernel to let go of a's programs", SETTLE, || {
         tcx_programs(a_veth) == (0, 0)
     });
+    agent.resume();
 
     // The agent resyncs every 2 s here.
     wait_for("the links pinned again", SETTLE, || {
