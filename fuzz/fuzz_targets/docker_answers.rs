@@ -45,23 +45,29 @@ fuzz_target!(|data: &[u8]| {
     }
     let assessment = guard::assess(&snapshot, &kernel, &agent);
     let alarms = assessment.alarms();
-    for network in &assessment.networks {
-        let internal = snapshot
-            .inventory
-            .network(&network.id)
-            .is_some_and(|n| n.internal);
+    // The assessment judges the inventory's networks in order (ids are not
+    // looked up: an answer may repeat one).
+    assert_eq!(assessment.networks.len(), snapshot.inventory.networks.len());
+    for (network, judged) in snapshot.inventory.networks.iter().zip(&assessment.networks) {
         assert!(
-            network.guard.mode != Mode::Enforced || network.denied_by.is_some(),
+            judged.guard.mode != Mode::Enforced || judged.denied_by.is_some(),
             "network {} is called enforced while nothing is denied",
-            network.name
+            judged.name
         );
-        if internal && network.guard.mode != Mode::Enforced {
+        if network.internal {
+            assert!(
+                judged.denied_by.is_some(),
+                "internal network {} denies nothing",
+                judged.name
+            );
+        }
+        if judged.denied_by.is_some() && judged.guard.mode != Mode::Enforced {
             assert!(
                 alarms
                     .iter()
-                    .any(|a| a.network == network.name && a.container.is_none()),
+                    .any(|a| a.network == judged.name && a.container.is_none()),
                 "internal network {} is unguarded without an alarm",
-                network.name
+                judged.name
             );
         }
     }
@@ -75,7 +81,10 @@ fuzz_target!(|data: &[u8]| {
             .networks
             .iter()
             .any(|n| n.name == endpoint.network && n.internal);
-        let spec = plan.specs.iter().find(|s| s.ifindex == endpoint.host_ifindex);
+        let spec = plan
+            .specs
+            .iter()
+            .find(|s| s.ifindex == endpoint.host_ifindex);
         if internal {
             let spec = spec.expect("every endpoint of an internal network gets a policy");
             assert!(

@@ -37,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
     let mut problems = Vec::new();
     let network = network_labels("fuzzed", internal, &labels, &mut problems);
     if internal {
-        assert!(network.deny_egress, "an internal network always denies egress");
+        assert!(
+            network.deny_egress,
+            "an internal network always denies egress"
+        );
     }
     if let Some(egress) = labels.get("netwatch.egress") {
         if egress.trim() != "allow" {
