@@ -1093,6 +1093,8 @@ pub(crate) mod tests {
         assert_eq!(
             told,
             [
+                "docker_gwbridge nwcap-ovc",
+                "docker_gwbridge nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv",
                 "host nwcap-hostnet2",
                 "ingress ",
                 "none nwcap-none2",

@@ -140,10 +140,22 @@ pub mod drivers {
         container_in(&CONTAINERS, name)
     }
 
+    /// `GET /networks/docker_gwbridge`: the overlay containers' second legs.
+    pub fn gateway_bridge() -> bollard::models::NetworkInspect {
+        let (_, json) = INSPECTED_NETWORKS
+            .iter()
+            .find(|(name, _)| *name == crate::docker::GATEWAY_BRIDGE)
+            .expect("docker_gwbridge was inspected");
+        serde_json::from_str(json).expect("an inspected network parses as bollard's model")
+    }
+
     /// The inventory of every network of [`networks`] and the named
-    /// containers.
+    /// containers, with their docker_gwbridge legs, as
+    /// [`Inventory::load`] builds it.
     pub fn inventory(containers: &[&str]) -> Inventory {
-        inventory_of(&networks(), &CONTAINERS, containers)
+        let mut inventory = inventory_of(&networks(), &CONTAINERS, containers);
+        inventory.add_gateway_legs(&gateway_bridge());
+        inventory
     }
 
     /// The inventory of every network and every captured container.

@@ -2,9 +2,11 @@
 //! container's endpoint on each network, typed.
 //!
 //! [`Inventory::load`] asks dockerd (`GET /networks`, `GET /containers/json`,
-//! then `GET /containers/{id}/json` for each); [`Inventory::from_api`] turns
-//! those answers into the types below and is what the unit tests feed with
-//! answers captured from a real dockerd (`testdata/`).
+//! then `GET /containers/{id}/json` for each, and `GET
+//! /networks/docker_gwbridge` when that network exists); [`Inventory::from_api`]
+//! and [`Inventory::add_gateway_legs`] turn those answers into the types
+//! below and are what the unit tests feed with answers captured from a real
+//! dockerd (`testdata/`).
 //!
 //! Odd answers never stop the inventory: an object without an id, an address
 //! that does not parse, an endpoint of a network that is gone, a running
@@ -19,7 +21,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use bollard::models::{ContainerInspectResponse, EndpointSettings, Network as ApiNetwork};
+use bollard::models::{
+    ContainerInspectResponse, EndpointSettings, Network as ApiNetwork, NetworkInspect,
+};
 use log::{debug, warn};
 
 use super::{Client, DockerError};
@@ -42,6 +46,11 @@ pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 pub const PARENT_OPTION: &str = "parent";
 /// The macvlan driver option that sets the macvlan mode.
 pub const MACVLAN_MODE_OPTION: &str = "macvlan_mode";
+/// The bridge network through which containers of non-internal overlay
+/// networks reach the host and the outside: each gets a second leg on it
+/// (`eth1`) that only `GET /networks/docker_gwbridge` lists, never the
+/// container's own `NetworkSettings`.
+pub const GATEWAY_BRIDGE: &str = "docker_gwbridge";
 
 /// Everything netwatch needs to know of Docker at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -141,6 +150,14 @@ pub struct Container {
     pub endpoints: Vec<Endpoint>,
 }
 
+impl Network {
+    /// Docker's `docker_gwbridge`: the bridge network that carries the
+    /// second leg of every container on a non-internal overlay network.
+    pub fn is_gateway_bridge(&self) -> bool {
+        self.name == GATEWAY_BRIDGE && self.driver == "bridge"
+    }
+}
+
 impl Container {
     /// For `--network container:<id>`: the id (or name) of the container
     /// whose network namespace, endpoints and veths this one shares.
@@ -188,19 +205,28 @@ impl Inventory {
                 warn!("dockerd listed a container without an id; skipped");
                 continue;
             };
-            match docker.inspect_container(&id, None).await {
-                Ok(container) => containers.push(container),
-                Err(e) => {
-                    let error = client.error(&format!("GET /containers/{id}/json"), e);
-                    if error.is_not_found() {
-                        debug!("container {id} went away while taking the inventory");
-                    } else {
-                        return Err(error);
-                    }
-                }
+            let answer = docker.inspect_container(&id, None).await;
+            let request = format!("GET /containers/{id}/json");
+            if let Some(container) = unless_gone(client, &request, answer)? {
+                containers.push(container);
             }
         }
-        Ok(Inventory::from_api(&networks, &containers))
+        let mut inventory = Inventory::from_api(&networks, &containers);
+        // Asked after the containers: a leg of a container that started in
+        // between is left for the next inventory, never one of a container
+        // the inventory does not have.
+        let gateway_bridge = inventory
+            .networks
+            .iter()
+            .find(|n| n.is_gateway_bridge())
+            .map(|n| n.id.clone());
+        if let Some(id) = gateway_bridge {
+            let answer = docker.inspect_network(&id, None).await;
+            if let Some(answer) = unless_gone(client, &format!("GET /networks/{id}"), answer)? {
+                inventory.add_gateway_legs(&answer);
+            }
+        }
+        Ok(inventory)
     }
 
     /// Builds the inventory from dockerd's answers to `GET /networks` and
@@ -226,6 +252,59 @@ impl Inventory {
         Inventory {
             networks,
             containers,
+        }
+    }
+
+    /// Adds the legs that `answer` (`GET /networks/docker_gwbridge`) lists
+    /// as endpoints of the containers they belong to: Docker keys them by
+    /// container id (named `gateway_<sandbox id>`) and lists them nowhere
+    /// else. Entries that are no container of the inventory (Docker's own
+    /// `ingress-sbox`, a container that stopped meanwhile) are skipped, and
+    /// so is a leg whose MAC does not parse (as any endpoint's would be).
+    pub fn add_gateway_legs(&mut self, answer: &NetworkInspect) {
+        let Some(network) = self
+            .networks
+            .iter()
+            .find(|n| Some(&n.id) == answer.id.as_ref() && n.is_gateway_bridge())
+            .cloned()
+        else {
+            return;
+        };
+        let Some(legs) = answer.containers.as_ref() else {
+            return;
+        };
+        for (key, leg) in legs {
+            let Some(container) = self.containers.iter_mut().find(|c| c.id == *key) else {
+                debug!(
+                    "{GATEWAY_BRIDGE} lists {key} ({:?}), which is no running container; skipped",
+                    leg.name
+                );
+                continue;
+            };
+            if container.shares_network_of().is_some()
+                || container
+                    .endpoints
+                    .iter()
+                    .any(|e| e.network_id == network.id)
+            {
+                continue;
+            }
+            let settings = EndpointSettings {
+                network_id: Some(network.id.clone()),
+                mac_address: leg.mac_address.clone(),
+                ip_address: leg.ipv4_address.as_deref().map(without_prefix),
+                global_ipv6_address: leg.ipv6_address.as_deref().map(without_prefix),
+                ..EndpointSettings::default()
+            };
+            let networks = std::slice::from_ref(&network);
+            if let Some(endpoint) =
+                endpoint_from_api(&container.name, &network.name, &settings, networks)
+            {
+                container.endpoints.push(endpoint);
+                container
+                    .endpoints
+                    .sort_by(|a, b| a.network.cmp(&b.network));
+            }
         }
     }
 
@@ -304,6 +383,31 @@ impl Inventory {
     }
 }
 
+/// dockerd's answer to `request`, or `None` when what it asked for went
+/// away meanwhile (a 404: the inventory is a moment's, and the next one
+/// will not have it).
+///
+/// # Errors
+/// Any other failure, as a [`DockerError`].
+fn unless_gone<T>(
+    client: &Client,
+    request: &str,
+    answer: Result<T, bollard::errors::Error>,
+) -> Result<Option<T>, DockerError> {
+    match answer {
+        Ok(value) => Ok(Some(value)),
+        Err(e) => {
+            let error = client.error(request, e);
+            if error.is_not_found() {
+                debug!("{request}: gone while taking the inventory");
+                Ok(None)
+            } else {
+                Err(error)
+            }
+        }
+    }
+}
+
 /// Why [`Inventory::find_container`] found no single container.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ContainerLookupError {
@@ -326,6 +430,12 @@ pub fn service_of(labels: &Labels) -> Option<&str> {
         .get(COMPOSE_SERVICE_LABEL)
         .or_else(|| labels.get(SWARM_SERVICE_LABEL))
         .map(String::as_str)
+}
+
+/// `198.18.80.3/24` → `198.18.80.3`: a network's `Containers` map writes
+/// addresses with their prefix length, a container's endpoint without.
+fn without_prefix(address: &str) -> String {
+    address.split('/').next().unwrap_or(address).to_owned()
 }
 
 fn labels_of(labels: Option<&HashMap<String, String>>) -> Labels {
@@ -1025,34 +1135,120 @@ mod tests {
     }
 
     #[test]
-    fn overlay_endpoints_are_kept_with_driver_mac_and_addresses_and_no_gwbridge_leg() {
+    fn overlay_endpoints_are_kept_with_driver_mac_and_addresses() {
         let inventory = captured::drivers::full_inventory();
-        // Each overlay container is on its overlay only: its docker_gwbridge
-        // leg is not in its NetworkSettings, so it is not in the inventory.
-        for (name, line) in [
-            (
-                "nwcap-ovc",
-                "nwcap-ovl overlay 198.18.70.2 - 02:42:c6:12:46:02",
-            ),
-            (
-                "nwcap-ovi",
-                "nwcap-ovl-int overlay 198.18.71.2 - 02:42:c6:12:47:02",
-            ),
-        ] {
-            assert_eq!(summary(only_endpoint(&inventory, name)), line);
-        }
+        let overlay_endpoint = |name: &str| {
+            let container = inventory.find_container(name).unwrap();
+            let found = container.endpoints.iter().find(|e| e.driver == "overlay");
+            summary(found.unwrap_or_else(|| panic!("{name} has no overlay endpoint")))
+        };
+        assert_eq!(
+            overlay_endpoint("nwcap-ovc"),
+            "nwcap-ovl overlay 198.18.70.2 - 02:42:c6:12:46:02"
+        );
+        assert_eq!(
+            summary(only_endpoint(&inventory, "nwcap-ovi")),
+            "nwcap-ovl-int overlay 198.18.71.2 - 02:42:c6:12:47:02",
+            "an internal overlay gives no gateway leg"
+        );
         assert_eq!(
             only_endpoint(&inventory, "nwcap-ovi").network_id,
             "gkey06s19os1ohldcgsxq7rwz",
             "a swarm network id"
         );
-        let gwbridge = inventory.network("docker_gwbridge").unwrap();
-        assert_eq!(inventory.endpoints_on(&gwbridge.id).count(), 0);
         // Overlay endpoints report no Gateway; the IPAM config has it.
         assert_eq!(
             inventory.network("nwcap-ovl-int").unwrap().subnets,
             [subnet("198.18.71.0/24", "198.18.71.1")]
         );
+    }
+
+    #[test]
+    fn docker_gwbridge_legs_are_endpoints_of_their_containers() {
+        let inventory = captured::drivers::full_inventory();
+        let gwbridge = inventory.network("docker_gwbridge").unwrap();
+        assert!(gwbridge.is_gateway_bridge());
+        let legs: Vec<(&str, String)> = inventory
+            .endpoints_on(&gwbridge.id)
+            .map(|(c, e)| (c.name.as_str(), summary(e)))
+            .collect();
+        // Keyed by container id in Docker's answer; `ingress-sbox` is
+        // Docker's own and no container.
+        assert_eq!(
+            legs,
+            [
+                (
+                    "nwcap-ovc",
+                    "docker_gwbridge bridge 198.18.80.3 - 02:42:c6:12:50:03".to_owned()
+                ),
+                (
+                    "nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv",
+                    "docker_gwbridge bridge 198.18.80.4 - 02:42:c6:12:50:04".to_owned()
+                ),
+            ]
+        );
+        let ovc = inventory.find_container("nwcap-ovc").unwrap();
+        let networks: Vec<&str> = ovc.endpoints.iter().map(|e| e.network.as_str()).collect();
+        assert_eq!(
+            networks,
+            ["docker_gwbridge", "nwcap-ovl"],
+            "sorted by network"
+        );
+        // Without the docker_gwbridge answer (its list entry has no
+        // Containers), no container has a leg.
+        let names: Vec<&str> = captured::drivers::CONTAINERS
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        let listed = Inventory::from_api(
+            &captured::drivers::networks(),
+            &names
+                .iter()
+                .map(|n| captured::drivers::container(n))
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(listed.endpoints_on(&gwbridge.id).count(), 0);
+    }
+
+    #[test]
+    fn odd_gateway_legs_are_skipped_not_fatal() {
+        let mut answer: Value = serde_json::from_str(
+            captured::drivers::INSPECTED_NETWORKS
+                .iter()
+                .find(|(n, _)| *n == GATEWAY_BRIDGE)
+                .unwrap()
+                .1,
+        )
+        .unwrap();
+        let ovc = "82c081e22fc1fab9ab510a7b08133c7a56b100dc4b1531dae743747c8c2fac9e";
+        let svc = "7902ef8b456f6f5045448d563ea5962faed9e7aa5db7c2223cbc5d5f6e7fd34e";
+        answer["Containers"][ovc]["MacAddress"] = "bogus".into();
+        answer["Containers"][svc]["IPv4Address"] = "not-an-address/24".into();
+        answer["Containers"]["f00d"] = answer["Containers"][svc].clone();
+        let answer: NetworkInspect = serde_json::from_value(answer).unwrap();
+        let mut inventory = captured::drivers::inventory(&["ovc", "svc"]);
+        for container in &mut inventory.containers {
+            container.endpoints.retain(|e| e.network != GATEWAY_BRIDGE);
+        }
+        inventory.add_gateway_legs(&answer);
+        let gwbridge = inventory.network(GATEWAY_BRIDGE).unwrap().id.clone();
+        let legs: Vec<(&str, Option<Ipv4Addr>)> = inventory
+            .endpoints_on(&gwbridge)
+            .map(|(c, e)| (c.name.as_str(), e.ipv4))
+            .collect();
+        assert_eq!(
+            legs,
+            [("nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv", None)],
+            "a bad MAC skips the leg, a bad address only the address, an unknown key nothing"
+        );
+        // Another network's answer adds nothing.
+        let mut other: Value =
+            serde_json::from_str(captured::drivers::INSPECTED_NETWORKS[0].1).unwrap();
+        other["Containers"] = serde_json::json!({svc: {"MacAddress": "02:42:c6:12:50:09"}});
+        let other: NetworkInspect = serde_json::from_value(other).unwrap();
+        let before = inventory.clone();
+        inventory.add_gateway_legs(&other);
+        assert_eq!(inventory, before);
     }
 
     #[test]
@@ -1144,7 +1340,11 @@ mod tests {
             task.network_mode, "default",
             "a task says `default` although it is on an overlay only"
         );
-        let endpoint = only_endpoint(&inventory, &task.name);
+        let endpoint = task
+            .endpoints
+            .iter()
+            .find(|e| e.driver == "overlay")
+            .unwrap();
         assert_eq!(
             summary(endpoint),
             "nwcap-ovl overlay 198.18.70.5 - 02:42:c6:12:46:05"

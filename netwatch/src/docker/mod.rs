@@ -12,7 +12,7 @@ pub use client::{Client, DEFAULT_HOST};
 pub use error::DockerError;
 pub use inventory::{
     BRIDGE_NAME_OPTION, COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL, Container,
-    ContainerLookupError, Endpoint, Inventory, Labels, MACVLAN_MODE_OPTION, Network, PARENT_OPTION,
-    SWARM_SERVICE_LABEL, Subnet, service_of,
+    ContainerLookupError, Endpoint, GATEWAY_BRIDGE, Inventory, Labels, MACVLAN_MODE_OPTION,
+    Network, PARENT_OPTION, SWARM_SERVICE_LABEL, Subnet, service_of,
 };
 pub use snapshot::Snapshot;
