@@ -15,6 +15,12 @@
 //! anything else (a macvlan, an interface of another namespace) is an error,
 //! never a guess.
 //!
+//! An overlay network's container end is a veth too, but its peer lives in
+//! the overlay's sandbox namespace (one per network and node, a file Docker
+//! bind-mounts at `<exec-root>/netns/1-<network id[:10]>`), enslaved to the
+//! sandbox's `br0`: [`overlay_veths`] finds the sandbox among the host's
+//! nsfs mounts and the peer inside it, and reads the sandbox's cookie.
+//!
 //! [`route_to`] asks the same way which interface a container's own routing
 //! would send a packet out of (`RTM_GETROUTE`, what `ip route get` asks), so
 //! `netwatch explain` follows the route the container really has.
@@ -26,6 +32,7 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
@@ -170,6 +177,56 @@ pub enum EndpointError {
     },
     #[error("a {driver} network's endpoint has no host veth (only bridge networks have one)")]
     NoHostVeth { driver: String },
+    #[error(
+        "no overlay sandbox namespace of network {network} on this host (no nsfs mount named \
+         1-{short} in netwatch's mount namespace); netwatch must run in dockerd's mount namespace"
+    )]
+    NoSandbox { network: String, short: String },
+    #[error("cannot open the overlay sandbox namespace {}: {source}", path.display())]
+    OpenSandbox {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot enter the overlay sandbox namespace {}: {source}", path.display())]
+    EnterSandbox {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error(
+        "cannot switch back to the host network namespace after visiting {}: {source}",
+        path.display()
+    )]
+    LeaveSandbox {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{} is netwatch's own network namespace, not an overlay sandbox", path.display())]
+    SandboxIsHost { path: PathBuf },
+    #[error("the thread that visits {} panicked", path.display())]
+    SandboxPanicked { path: PathBuf },
+    #[error(
+        "the sandbox end of {ifname} in pid {pid}'s namespace (ifindex {peer_ifindex}) is not a \
+         veth pointing back at it in the overlay sandbox of network {network}"
+    )]
+    SandboxPeerNotFound {
+        pid: u32,
+        ifname: String,
+        peer_ifindex: u32,
+        network: String,
+    },
+    #[error(
+        "the sandbox end of {ifname} in pid {pid}'s namespace is in {count} namespaces named like \
+         network {network}'s sandbox; netwatch does not guess which"
+    )]
+    SandboxAmbiguous {
+        pid: u32,
+        ifname: String,
+        count: usize,
+        network: String,
+    },
 }
 
 /// Finds the host end of the veth carrying each of `macs` in the network
@@ -279,14 +336,75 @@ pub fn in_namespace<T>(
     netns: &File,
     work: impl FnOnce() -> T,
 ) -> Result<T, EndpointError> {
-    let home = File::open("/proc/thread-self/ns/net")
-        .map_err(|source| EndpointError::OpenNamespace { pid, source })?;
-    setns(netns, CloneFlags::CLONE_NEWNET)
-        .map_err(|source| EndpointError::EnterNamespace { pid, source })?;
+    visit_namespace(
+        netns,
+        work,
+        |source| EndpointError::OpenNamespace { pid, source },
+        |source| EndpointError::EnterNamespace { pid, source },
+        |source| EndpointError::LeaveNamespace { pid, source },
+    )
+}
+
+/// Opens the network namespace bind-mounted at `path` (an overlay
+/// sandbox), refusing netwatch's own.
+///
+/// # Errors
+/// [`EndpointError::OpenSandbox`] or [`EndpointError::SandboxIsHost`].
+pub fn open_namespace_at(path: &Path) -> Result<File, EndpointError> {
+    let netns = File::open(path).map_err(|source| EndpointError::OpenSandbox {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if same_namespace(&netns, "/proc/thread-self/ns/net") {
+        return Err(EndpointError::SandboxIsHost {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(netns)
+}
+
+/// [`in_namespace`] for a namespace opened with [`open_namespace_at`]
+/// (`path` names it in errors); the same rule: only on a thread made for
+/// the visit.
+///
+/// # Errors
+/// The namespace cannot be entered or left; `work`'s own result is inside.
+pub fn in_namespace_at<T>(
+    path: &Path,
+    netns: &File,
+    work: impl FnOnce() -> T,
+) -> Result<T, EndpointError> {
+    let path = || path.to_path_buf();
+    visit_namespace(
+        netns,
+        work,
+        |source| EndpointError::OpenSandbox {
+            path: path(),
+            source,
+        },
+        |source| EndpointError::EnterSandbox {
+            path: path(),
+            source,
+        },
+        |source| EndpointError::LeaveSandbox {
+            path: path(),
+            source,
+        },
+    )
+}
+
+fn visit_namespace<T>(
+    netns: &File,
+    work: impl FnOnce() -> T,
+    open_error: impl FnOnce(io::Error) -> EndpointError,
+    enter_error: impl FnOnce(nix::Error) -> EndpointError,
+    leave_error: impl FnOnce(nix::Error) -> EndpointError,
+) -> Result<T, EndpointError> {
+    let home = File::open("/proc/thread-self/ns/net").map_err(open_error)?;
+    setns(netns, CloneFlags::CLONE_NEWNET).map_err(enter_error)?;
     // Whatever happens in there, come back before reporting it.
     let done = work();
-    setns(&home, CloneFlags::CLONE_NEWNET)
-        .map_err(|source| EndpointError::LeaveNamespace { pid, source })?;
+    setns(&home, CloneFlags::CLONE_NEWNET).map_err(leave_error)?;
     Ok(done)
 }
 
@@ -320,24 +438,17 @@ pub fn macvlan_children(
     macs: &[MacAddr],
 ) -> Result<Vec<Result<MacvlanChild, EndpointError>>, EndpointError> {
     let netns = open_namespace(pid)?;
-    let (links, cookie) =
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    in_namespace(pid, &netns, || {
-                        let netlink = Netlink::open()?;
-                        let cookie = netlink.socket.netns_cookie().map_err(|source| {
-                            EndpointError::Netlink {
-                                what: "reading the namespace's cookie (SO_NETNS_COOKIE)",
-                                source,
-                            }
-                        })?;
-                        Ok((netlink.links()?, cookie))
-                    })?
-                })
-                .join()
-                .map_err(|_| EndpointError::Panicked { pid })
-        })??;
+    let (links, cookie) = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                in_namespace(pid, &netns, || {
+                    let netlink = Netlink::open()?;
+                    Ok((netlink.links()?, netlink.cookie()?))
+                })?
+            })
+            .join()
+            .map_err(|_| EndpointError::Panicked { pid })
+    })??;
     Ok(macs
         .iter()
         .map(|mac| {
@@ -350,6 +461,146 @@ pub fn macvlan_children(
             })
         })
         .collect())
+}
+
+/// An overlay endpoint's veth: the container's end, and its peer in the
+/// overlay network's sandbox namespace, which is what netwatch attaches to.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SandboxVeth {
+    /// The sandbox end's name in the sandbox (`veth0`, `veth1`, …).
+    pub ifname: String,
+    /// The sandbox end's ifindex in the sandbox: only unique there. Docker
+    /// creates the pair on the host and moves both ends, so it keeps its
+    /// host-allocated number unless the sandbox already used it (then the
+    /// kernel picks another).
+    pub ifindex: u32,
+    /// The container end's name inside the container (`eth0`, …).
+    pub container_ifname: String,
+    /// The container end's ifindex inside the container's namespace.
+    pub container_ifindex: u32,
+    /// The sandbox namespace's file, `<exec-root>/netns/1-<network id[:10]>`.
+    pub sandbox: PathBuf,
+    /// The sandbox namespace's cookie (`SO_NETNS_COOKIE`).
+    pub netns_cookie: u64,
+}
+
+/// The name Docker gives the sandbox namespace file of overlay network
+/// `network_id` on each node: `1-` and the first 10 characters of the id.
+pub fn sandbox_name(network_id: &str) -> String {
+    format!("1-{}", network_id.get(..10).unwrap_or(network_id))
+}
+
+/// The nsfs mounts of `mountinfo` (the text of `/proc/self/mountinfo`)
+/// named `name`: Docker's namespace files, wherever its exec-root is (the
+/// default `/var/run/docker`, or a daemon's own `--exec-root`).
+pub fn nsfs_mounts_named(mountinfo: &str, name: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (fields, fs) = line.split_once(" - ")?;
+            if fs.split(' ').next()? != "nsfs" {
+                return None;
+            }
+            let point = fields.split(' ').nth(4)?.replace("\\040", " ");
+            let path = PathBuf::from(point);
+            (path.file_name()? == name).then_some(path)
+        })
+        .collect();
+    found.sort();
+    // A mount seen twice (propagated into a shared subtree) is one file.
+    found.dedup();
+    found
+}
+
+/// Finds, for each `(mac, overlay network id)` of process `pid`'s
+/// endpoints, the veth carrying `mac` in its namespace and that veth's peer
+/// in the network's sandbox namespace, with the sandbox's cookie. Only
+/// dedicated threads enter namespaces: one the container's, one each
+/// candidate sandbox. A sandbox is a candidate when it is an nsfs mount
+/// named [`sandbox_name`]; it is the one when the interface with the
+/// container end's `IFLA_LINK` there is a veth whose own `IFLA_LINK` is
+/// the container end.
+///
+/// # Errors
+/// As [`host_veths`] for the container's namespace as a whole; each
+/// endpoint gets its own answer ([`EndpointError::NoSandbox`],
+/// [`EndpointError::SandboxPeerNotFound`], …).
+pub fn overlay_veths(
+    pid: u32,
+    endpoints: &[(MacAddr, &str)],
+) -> Result<Vec<Result<SandboxVeth, EndpointError>>, EndpointError> {
+    let macs: Vec<MacAddr> = endpoints.iter().map(|(mac, _)| *mac).collect();
+    let netns = open_namespace(pid)?;
+    let ends = std::thread::scope(|scope| {
+        scope
+            .spawn(|| visit(pid, &netns, &macs))
+            .join()
+            .map_err(|_| EndpointError::Panicked { pid })
+    })??;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    Ok(ends
+        .into_iter()
+        .zip(endpoints)
+        .map(|(end, (_, network))| {
+            let end = end?;
+            let candidates = nsfs_mounts_named(&mountinfo, &sandbox_name(network));
+            if candidates.is_empty() {
+                return Err(EndpointError::NoSandbox {
+                    network: (*network).to_owned(),
+                    short: network.get(..10).unwrap_or(network).to_owned(),
+                });
+            }
+            let mut found = Vec::new();
+            for path in candidates {
+                if let Some(veth) = sandbox_peer(&path, &end)? {
+                    found.push(veth);
+                }
+            }
+            match found.len() {
+                1 => Ok(found.remove(0)),
+                0 => Err(EndpointError::SandboxPeerNotFound {
+                    pid,
+                    ifname: end.ifname,
+                    peer_ifindex: end.peer_ifindex,
+                    network: (*network).to_owned(),
+                }),
+                count => Err(EndpointError::SandboxAmbiguous {
+                    pid,
+                    ifname: end.ifname,
+                    count,
+                    network: (*network).to_owned(),
+                }),
+            }
+        })
+        .collect())
+}
+
+/// In the sandbox at `path`: the veth that is `end`'s peer, if it is there.
+fn sandbox_peer(path: &Path, end: &ContainerEnd) -> Result<Option<SandboxVeth>, EndpointError> {
+    let netns = open_namespace_at(path)?;
+    let (peer, cookie) = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                in_namespace_at(path, &netns, || {
+                    let netlink = Netlink::open()?;
+                    Ok((netlink.link_by_index(end.peer_ifindex)?, netlink.cookie()?))
+                })?
+            })
+            .join()
+            .map_err(|_| EndpointError::SandboxPanicked {
+                path: path.to_path_buf(),
+            })
+    })??;
+    Ok(peer
+        .filter(|peer| peer.kind.as_deref() == Some("veth") && peer.link == Some(end.ifindex))
+        .map(|peer| SandboxVeth {
+            ifname: peer.name,
+            ifindex: peer.ifindex,
+            container_ifname: end.ifname.clone(),
+            container_ifindex: end.ifindex,
+            sandbox: path.to_path_buf(),
+            netns_cookie: cookie,
+        }))
 }
 
 /// The interface of `links` (process `pid`'s namespace) that carries `mac`,
@@ -484,6 +735,16 @@ impl Netlink {
         Ok(Netlink { socket })
     }
 
+    /// The cookie of this socket's namespace (`SO_NETNS_COOKIE`).
+    fn cookie(&self) -> Result<u64, EndpointError> {
+        self.socket
+            .netns_cookie()
+            .map_err(|source| EndpointError::Netlink {
+                what: "reading the namespace's cookie (SO_NETNS_COOKIE)",
+                source,
+            })
+    }
+
     /// Every interface of this namespace (`RTM_GETLINK`, dump).
     fn links(&self) -> Result<Vec<Link>, EndpointError> {
         self.request(LinkMessage::default(), Ask::Dump, "listing interfaces")
@@ -609,6 +870,44 @@ mod tests {
         ] {
             assert!(text.parse::<MacAddr>().is_err(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn overlay_sandboxes_are_found_among_nsfs_mounts_by_name() {
+        // Lines as /proc/self/mountinfo has them: the main dockerd's
+        // sandbox, a private one's (its own exec-root, with a space), a
+        // plain file of the same name that is no namespace, a container's.
+        let mountinfo = "\
+612 25 0:4 net:[4026532806] /run/docker/netns/1-4w3tamq7me rw shared:5 - nsfs nsfs rw
+613 25 0:4 net:[4026532807] /run/nw\\040d/exec/netns/1-4w3tamq7me rw - nsfs nsfs rw
+614 25 0:4 net:[4026532806] /run/docker/netns/1-4w3tamq7me rw shared:5 - nsfs nsfs rw
+615 25 8:1 /x /tmp/1-4w3tamq7me rw - ext4 /dev/sda1 rw
+616 25 0:4 net:[4026532883] /run/docker/netns/15ec940b3bd5 rw - nsfs nsfs rw";
+        assert_eq!(sandbox_name("4w3tamq7me8rpukn6gcvur260"), "1-4w3tamq7me");
+        assert_eq!(sandbox_name("short"), "1-short");
+        assert_eq!(
+            nsfs_mounts_named(mountinfo, "1-4w3tamq7me"),
+            [
+                PathBuf::from("/run/docker/netns/1-4w3tamq7me"),
+                PathBuf::from("/run/nw d/exec/netns/1-4w3tamq7me"),
+            ]
+        );
+        assert!(nsfs_mounts_named(mountinfo, "1-gkey06s19o").is_empty());
+        assert!(nsfs_mounts_named("garbage\n - \n", "1-x").is_empty());
+    }
+
+    #[test]
+    fn netwatchs_own_namespace_is_no_sandbox() {
+        let error = open_namespace_at(Path::new("/proc/self/ns/net")).unwrap_err();
+        assert!(
+            matches!(error, EndpointError::SandboxIsHost { .. }),
+            "{error}"
+        );
+        let error = open_namespace_at(Path::new("/nonexistent/1-x")).unwrap_err();
+        assert!(
+            matches!(error, EndpointError::OpenSandbox { .. }),
+            "{error}"
+        );
     }
 
     #[test]

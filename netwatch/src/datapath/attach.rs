@@ -188,6 +188,84 @@ impl Datapath {
         Ok(Attachment::Attached)
     }
 
+    /// Attaches `from_container` (TCX ingress) and `to_container` (TCX
+    /// egress) to an overlay endpoint's veth, interface `ifname`/`ifindex`
+    /// of the overlay sandbox namespace bind-mounted at `sandbox`, and pins
+    /// both links in this host's bpffs: the sandbox end is to an overlay
+    /// container what the host end of its veth is to a bridge container
+    /// (what it sends arrives there, whatever it does inside its own
+    /// namespace). Only dedicated threads enter the sandbox; each checks
+    /// there that it is the namespace whose cookie is `netns` (the network
+    /// was not removed and made again meanwhile) and that the interface is
+    /// still `ifindex`. If the second link fails the first is removed
+    /// again.
+    ///
+    /// Minimum kernel: 6.6 (TCX).
+    ///
+    /// # Errors
+    /// The sandbox cannot be entered or is another one, the interface is
+    /// gone, or the kernel refuses.
+    pub fn attach_sandbox_veth(
+        &mut self,
+        sandbox: &Path,
+        netns: u64,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<Attachment, DatapathError> {
+        let root = self.pin_root_or_err()?.to_path_buf();
+        if pins::sandbox_veth_attached(&root, netns, ifindex) {
+            return Ok(Attachment::AlreadyAttached);
+        }
+        pins::create_private_dir(&pins::links_dir(&root)).map_err(DatapathError::pin(&root))?;
+        let namespace =
+            crate::endpoint::open_namespace_at(sandbox).map_err(DatapathError::Namespace)?;
+        let mut pinned: Vec<PathBuf> = Vec::new();
+        for (hook, attach_type) in [
+            (Hook::FromContainer, TcAttachType::Ingress),
+            (Hook::ToContainer, TcAttachType::Egress),
+        ] {
+            let path = pins::sandbox_link_path(&root, hook, netns, ifindex);
+            if path.exists() {
+                continue;
+            }
+            let name = hook.program_name();
+            let program: &mut SchedClassifier = self.program_mut(name)?;
+            let attached = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        crate::endpoint::in_namespace_at(sandbox, &namespace, || {
+                            if crate::host::netns_cookie() != Some(netns) {
+                                return Err(sandbox_changed(sandbox, netns));
+                            }
+                            check_ifindex(ifname, ifindex)?;
+                            attach_and_pin(program, name, ifname, attach_type, &path)
+                        })
+                        .map_err(DatapathError::Namespace)?
+                    })
+                    .join()
+                    .unwrap_or_else(|_| {
+                        Err(DatapathError::Namespace(
+                            crate::endpoint::EndpointError::SandboxPanicked {
+                                path: sandbox.to_path_buf(),
+                            },
+                        ))
+                    })
+            });
+            if let Err(e) = attached {
+                for done in &pinned {
+                    let _ = remove_link_pin(done);
+                }
+                return Err(e);
+            }
+            pinned.push(path);
+        }
+        debug!(
+            "attached from_container/to_container to {ifname} (ifindex {ifindex}) in {}",
+            sandbox.display()
+        );
+        Ok(Attachment::Attached)
+    }
+
     fn require_macvlan(&self) -> Result<(), DatapathError> {
         self.macvlan
             .clone()
@@ -242,13 +320,7 @@ impl Datapath {
     ) -> Result<(), DatapathError> {
         let name = hook.program_name();
         let program: &mut SchedClassifier = self.program_mut(name)?;
-        let id = program
-            .attach(ifname, attach_type)
-            .map_err(DatapathError::program(name))?;
-        let link = program
-            .take_link(id)
-            .map_err(DatapathError::program(name))?;
-        pin_link(link, path)
+        attach_and_pin(program, name, ifname, attach_type, path)
     }
 
     fn program_mut<'a, T>(&'a mut self, name: &'static str) -> Result<&'a mut T, DatapathError>
@@ -293,6 +365,24 @@ impl Datapath {
         debug!("attached uplink to {ifname} (ifindex {ifindex})");
         Ok(Attachment::Attached)
     }
+}
+
+/// Attaches `program` (named `name`) to `ifname` of the calling thread's
+/// network namespace and pins the link at `path`.
+fn attach_and_pin(
+    program: &mut SchedClassifier,
+    name: &'static str,
+    ifname: &str,
+    attach_type: TcAttachType,
+    path: &Path,
+) -> Result<(), DatapathError> {
+    let id = program
+        .attach(ifname, attach_type)
+        .map_err(DatapathError::program(name))?;
+    let link = program
+        .take_link(id)
+        .map_err(DatapathError::program(name))?;
+    pin_link(link, path)
 }
 
 /// Pins a link so that it outlives this process. Only bpf links can be
@@ -377,6 +467,25 @@ pub fn detach_macvlan_child(root: &Path, netns: u64, ifindex: u32) -> Result<boo
     }
 }
 
+/// Removes the pinned links of one overlay sandbox veth (interface
+/// `ifindex` of the sandbox namespace whose cookie is `netns`), which
+/// detaches them. Returns whether there were any.
+///
+/// # Errors
+/// A pin exists but cannot be removed.
+pub fn detach_sandbox_veth(root: &Path, netns: u64, ifindex: u32) -> Result<bool, DatapathError> {
+    let mut removed = false;
+    for hook in [Hook::FromContainer, Hook::ToContainer] {
+        let path = pins::sandbox_link_path(root, hook, netns, ifindex);
+        match remove_link_pin(&path) {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DatapathError::Pin { path, source: e }),
+        }
+    }
+    Ok(removed)
+}
+
 /// Removes the pinned uplink link of one interface, which detaches the
 /// shield from it. Returns whether there was one.
 ///
@@ -439,5 +548,13 @@ pub fn detach_all(root: &Path) -> Result<Vec<PathBuf>, DatapathError> {
     match first_error {
         Some(e) => Err(e),
         None => Ok(removed),
+    }
+}
+
+/// The sandbox at `path` is no longer the one whose cookie is `netns`.
+fn sandbox_changed(path: &Path, netns: u64) -> DatapathError {
+    DatapathError::SandboxChanged {
+        path: path.to_path_buf(),
+        netns,
     }
 }

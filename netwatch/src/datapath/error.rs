@@ -49,6 +49,12 @@ pub enum DatapathError {
         "the network namespace of pid {pid} is no longer the container's (cookie {netns}); nothing attached"
     )]
     NamespaceChanged { pid: u32, netns: u64 },
+    #[error(
+        "{} is no longer the overlay sandbox namespace netwatch looked at (cookie {netns}); \
+         nothing attached",
+        path.display()
+    )]
+    SandboxChanged { path: PathBuf, netns: u64 },
     #[error("map `{name}`: {source}")]
     Map {
         name: &'static str,

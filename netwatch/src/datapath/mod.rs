@@ -10,7 +10,10 @@ pub mod pinned;
 pub mod pins;
 mod test_run;
 
-pub use attach::{Attachment, detach_all, detach_interface, detach_macvlan_child, detach_uplink};
+pub use attach::{
+    Attachment, detach_all, detach_interface, detach_macvlan_child, detach_sandbox_veth,
+    detach_uplink,
+};
 pub use error::DatapathError;
 pub use load::{Datapath, LoadOptions};
 pub use maps::{FlowTableHandle, ReasonCounts};

@@ -17,6 +17,11 @@
 //!                                     its ingress in the container's
 //!                                     namespace (cookie `<netns>`): its
 //!                                     ifindex is only unique there
+//!   links/sbx-<netns>-<ifindex>-<program>
+//!                                     one TCX link per overlay endpoint's
+//!                                     veth in its network's sandbox
+//!                                     namespace (cookie `<netns>`), and
+//!                                     direction
 //!   links/uplink-<ifindex>            one XDP link per uplink
 //! ```
 
@@ -77,6 +82,31 @@ pub fn parent_attached(root: &Path, ifindex: u32) -> bool {
 pub fn attached_children(root: &Path) -> std::collections::BTreeSet<(u64, u32)> {
     pinned_links(root)
         .into_iter()
+        .filter(|link| link.program == Hook::MacvlanChild.program_name())
+        .filter_map(|link| Some((link.netns?, link.ifindex)))
+        .collect()
+}
+
+/// The pin of the link attaching `hook` to veth `ifindex` of the overlay
+/// sandbox namespace whose cookie is `netns`.
+pub fn sandbox_link_path(root: &Path, hook: Hook, netns: u64, ifindex: u32) -> PathBuf {
+    links_dir(root).join(format!("sbx-{netns}-{ifindex}-{}", hook.program_name()))
+}
+
+/// Whether both veth programs are pinned as attached to veth `ifindex` of
+/// sandbox namespace `netns`.
+pub fn sandbox_veth_attached(root: &Path, netns: u64, ifindex: u32) -> bool {
+    [Hook::FromContainer, Hook::ToContainer]
+        .iter()
+        .all(|hook| sandbox_link_path(root, *hook, netns, ifindex).exists())
+}
+
+/// The overlay sandbox veths with at least one pinned link under `root`:
+/// (netns cookie, ifindex).
+pub fn attached_sandbox_veths(root: &Path) -> std::collections::BTreeSet<(u64, u32)> {
+    pinned_links(root)
+        .into_iter()
+        .filter(|link| link.program != Hook::MacvlanChild.program_name())
         .filter_map(|link| Some((link.netns?, link.ifindex)))
         .collect()
 }
@@ -99,8 +129,8 @@ pub fn veth_attached(root: &Path, ifindex: u32) -> bool {
 }
 
 /// The host interfaces (ifindexes) that have at least one pinned TC link
-/// under `root`; macvlan children, whose ifindexes are their namespaces',
-/// are not among them.
+/// under `root`; macvlan children and sandbox veths, whose ifindexes are
+/// their namespaces', are not among them.
 pub fn attached_tc_ifindexes(root: &Path) -> std::collections::BTreeSet<u32> {
     pinned_links(root)
         .into_iter()
@@ -123,8 +153,9 @@ pub fn attached_uplink_ifindexes(root: &Path) -> std::collections::BTreeSet<u32>
 pub struct PinnedLink {
     pub ifindex: u32,
     pub program: String,
-    /// For a macvlan child: the cookie of the container's network namespace,
-    /// where `ifindex` is; `None`: a host interface.
+    /// For a macvlan child: the cookie of the container's network
+    /// namespace, where `ifindex` is; for an overlay endpoint's veth: its
+    /// sandbox's; `None`: a host interface.
     pub netns: Option<u64>,
 }
 
@@ -154,6 +185,15 @@ fn parse_link_name(name: &str) -> Option<PinnedLink> {
         return Some(PinnedLink {
             ifindex: ifindex.parse().ok()?,
             program: Hook::MacvlanChild.program_name().to_string(),
+            netns: Some(netns.parse().ok()?),
+        });
+    }
+    if let Some(veth) = name.strip_prefix("sbx-") {
+        let mut parts = veth.splitn(3, '-');
+        let (netns, ifindex, program) = (parts.next()?, parts.next()?, parts.next()?);
+        return Some(PinnedLink {
+            ifindex: ifindex.parse().ok()?,
+            program: program.to_string(),
             netns: Some(netns.parse().ok()?),
         });
     }
@@ -191,8 +231,49 @@ mod tests {
                 netns: Some(4096),
             })
         );
+        let sandbox = sandbox_link_path(root, Hook::ToContainer, 4097, 258);
+        assert_eq!(
+            parse_link_name(sandbox.file_name().unwrap().to_str().unwrap()),
+            Some(PinnedLink {
+                ifindex: 258,
+                program: "to_container".to_string(),
+                netns: Some(4097),
+            })
+        );
         assert_eq!(parse_link_name("mvchild-x-3"), None);
+        assert_eq!(parse_link_name("sbx-1-2"), None);
+        assert_eq!(parse_link_name("sbx-x-2-from_container"), None);
         assert_eq!(parse_link_name("tc-x-from_container"), None);
         assert_eq!(parse_link_name("random"), None);
+    }
+
+    #[test]
+    fn macvlan_children_sandbox_veths_and_host_interfaces_are_told_apart() {
+        let root = std::env::temp_dir().join(format!("netwatch-pins-test-{}", std::process::id()));
+        create_private_dir(&links_dir(&root)).unwrap();
+        for path in [
+            link_path(&root, Hook::FromContainer, 7),
+            link_path(&root, Hook::ToContainer, 7),
+            child_link_path(&root, 4096, 7),
+            sandbox_link_path(&root, Hook::FromContainer, 4097, 7),
+            sandbox_link_path(&root, Hook::ToContainer, 4097, 7),
+            sandbox_link_path(&root, Hook::ToContainer, 4098, 9),
+        ] {
+            std::fs::write(path, b"").unwrap();
+        }
+        let attached = (
+            attached_tc_ifindexes(&root),
+            attached_children(&root),
+            attached_sandbox_veths(&root),
+        );
+        let both = (
+            sandbox_veth_attached(&root, 4097, 7),
+            sandbox_veth_attached(&root, 4098, 9),
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(attached.0, [7].into());
+        assert_eq!(attached.1, [(4096, 7)].into());
+        assert_eq!(attached.2, [(4097, 7), (4098, 9)].into());
+        assert_eq!(both, (true, false), "one link of two is not attached");
     }
 }

@@ -1,5 +1,7 @@
-//! A snapshot: the inventory plus the host veth of every endpoint, resolved
-//! through each container's network namespace.
+//! A snapshot: the inventory plus the interface netwatch attaches to for
+//! every endpoint (a bridge endpoint's host veth, a macvlan endpoint's child,
+//! an overlay endpoint's veth in the sandbox), resolved through each
+//! container's network namespace.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,18 +9,19 @@ use std::sync::Arc;
 use log::warn;
 
 use super::{Client, Container, DockerError, Endpoint, Inventory};
-use crate::endpoint::{self, EndpointError, HostVeth, MacAddr, MacvlanChild};
+use crate::endpoint::{self, EndpointError, HostVeth, MacAddr, MacvlanChild, SandboxVeth};
 
 /// By (container id, network id).
 type ByEndpoint<T> = HashMap<(String, String), Result<T, Arc<EndpointError>>>;
 
-/// [`Inventory`] plus each bridge endpoint's host veth and each macvlan
-/// endpoint's child interface.
+/// [`Inventory`] plus each bridge endpoint's host veth, each macvlan
+/// endpoint's child interface and each overlay endpoint's sandbox veth.
 #[derive(Debug)]
 pub struct Snapshot {
     pub inventory: Inventory,
     veths: ByEndpoint<HostVeth>,
     macvlan: ByEndpoint<MacvlanChild>,
+    overlay: ByEndpoint<SandboxVeth>,
 }
 
 impl Snapshot {
@@ -46,7 +49,9 @@ impl Snapshot {
     /// visit to each container's network namespace (see [`crate::endpoint`]).
     /// Blocking; needs root.
     pub fn resolve(inventory: Inventory) -> Snapshot {
-        let mut veths = resolve_endpoints(&inventory, "bridge", "host veth", endpoint::host_veths);
+        let mut veths = resolve_endpoints(&inventory, "bridge", "host veth", |pid, mine| {
+            endpoint::host_veths(pid, &macs(mine))
+        });
         // Only bridge endpoints have a host veth; the others are answered
         // without visiting the container.
         for (key, endpoint) in endpoints(&inventory).filter(|(_, e)| e.driver != "bridge") {
@@ -55,16 +60,21 @@ impl Snapshot {
             };
             veths.insert(key, Err(Arc::new(error)));
         }
-        let macvlan = resolve_endpoints(
-            &inventory,
-            "macvlan",
-            "macvlan interface",
-            endpoint::macvlan_children,
-        );
+        let macvlan = resolve_endpoints(&inventory, "macvlan", "macvlan interface", |pid, mine| {
+            endpoint::macvlan_children(pid, &macs(mine))
+        });
+        let overlay = resolve_endpoints(&inventory, "overlay", "sandbox veth", |pid, mine| {
+            let wanted: Vec<(MacAddr, &str)> = mine
+                .iter()
+                .map(|e| (e.mac, e.network_id.as_str()))
+                .collect();
+            endpoint::overlay_veths(pid, &wanted)
+        });
         Snapshot {
             inventory,
             veths,
             macvlan,
+            overlay,
         }
     }
 
@@ -79,6 +89,7 @@ impl Snapshot {
             inventory,
             veths,
             macvlan: HashMap::new(),
+            overlay: HashMap::new(),
         }
     }
 
@@ -89,6 +100,16 @@ impl Snapshot {
         endpoint: &Endpoint,
     ) -> Result<&MacvlanChild, &EndpointError> {
         lookup(&self.macvlan, container, endpoint)
+    }
+
+    /// The sandbox veth of `container`'s overlay `endpoint`, or why it is
+    /// unknown.
+    pub fn sandbox_veth(
+        &self,
+        container: &Container,
+        endpoint: &Endpoint,
+    ) -> Result<&SandboxVeth, &EndpointError> {
+        lookup(&self.overlay, container, endpoint)
     }
 
     /// The host veth of `container`'s `endpoint`, or why it is unknown.
@@ -127,7 +148,20 @@ impl Snapshot {
             inventory,
             veths,
             macvlan: HashMap::new(),
+            overlay: HashMap::new(),
         }
+    }
+
+    /// The key of `container`'s endpoint on `network` (names).
+    #[cfg(test)]
+    fn key_for_test(&self, container: &str, network: &str) -> (String, String) {
+        let container = self.inventory.find_container(container).unwrap();
+        let endpoint = container
+            .endpoints
+            .iter()
+            .find(|e| e.network == network)
+            .unwrap();
+        (container.id.clone(), endpoint.network_id.clone())
     }
 
     /// Sets the macvlan child of `container`'s endpoint on `network` (names).
@@ -138,16 +172,8 @@ impl Snapshot {
         network: &str,
         child: MacvlanChild,
     ) {
-        let container = self.inventory.find_container(container).unwrap();
-        let endpoint = container
-            .endpoints
-            .iter()
-            .find(|e| e.network == network)
-            .unwrap();
-        self.macvlan.insert(
-            (container.id.clone(), endpoint.network_id.clone()),
-            Ok(child),
-        );
+        let key = self.key_for_test(container, network);
+        self.macvlan.insert(key, Ok(child));
     }
 
     /// Replaces the veth of `container`'s endpoint on `network` (names).
@@ -159,22 +185,14 @@ impl Snapshot {
         ifname: &str,
         ifindex: u32,
     ) {
-        let container = self.inventory.find_container(container).unwrap();
-        let endpoint = container
-            .endpoints
-            .iter()
-            .find(|e| e.network == network)
-            .unwrap();
+        let key = self.key_for_test(container, network);
         let veth = HostVeth {
             ifname: ifname.to_owned(),
             ifindex,
             container_ifname: "eth0".to_owned(),
             container_ifindex: 2,
         };
-        self.veths.insert(
-            (container.id.clone(), endpoint.network_id.clone()),
-            Ok(veth),
-        );
+        self.veths.insert(key, Ok(veth));
     }
 }
 
@@ -191,6 +209,11 @@ fn lookup<'a, T>(
     }
 }
 
+/// The MACs of `endpoints`, in order.
+fn macs(endpoints: &[&Endpoint]) -> Vec<MacAddr> {
+    endpoints.iter().map(|e| e.mac).collect()
+}
+
 /// Looks up, with `lookup` (one short visit to each container's namespace),
 /// the interface of every endpoint of a `driver` network; `what` names it in
 /// the warning logged for each one not found.
@@ -198,7 +221,7 @@ fn resolve_endpoints<T>(
     inventory: &Inventory,
     driver: &str,
     what: &str,
-    lookup: impl Fn(u32, &[MacAddr]) -> Result<Vec<Result<T, EndpointError>>, EndpointError>,
+    lookup: impl Fn(u32, &[&Endpoint]) -> Result<Vec<Result<T, EndpointError>>, EndpointError>,
 ) -> ByEndpoint<T> {
     let mut found = HashMap::new();
     for container in &inventory.containers {
@@ -210,9 +233,8 @@ fn resolve_endpoints<T>(
         if mine.is_empty() {
             continue;
         }
-        let macs: Vec<MacAddr> = mine.iter().map(|e| e.mac).collect();
         let results = match container.pid {
-            Some(pid) => lookup(pid, &macs),
+            Some(pid) => lookup(pid, &mine),
             None => Err(EndpointError::NoPid {
                 container: container.name.clone(),
             }),
@@ -221,7 +243,7 @@ fn resolve_endpoints<T>(
             Ok(results) => results.into_iter().map(|r| r.map_err(Arc::new)).collect(),
             Err(error) => {
                 let error = Arc::new(error);
-                macs.iter().map(|_| Err(Arc::clone(&error))).collect()
+                mine.iter().map(|_| Err(Arc::clone(&error))).collect()
             }
         };
         for (endpoint, result) in mine.into_iter().zip(results) {
