@@ -14,7 +14,9 @@
 //!
 //! A network is only as guarded as its weakest part: an internal network is
 //! `enforced` when its bridge carries the network-wide policy and every
-//! endpoint is enforced, and `unguarded` (naming the part) otherwise. A
+//! endpoint is enforced, and `unguarded` (naming the part) otherwise. An
+//! overlay endpoint of a network that denies egress is enforced only when
+//! its container's way out, its `docker_gwbridge` leg, is held too. A
 //! network or endpoint whose policy denies something but that is not
 //! enforced is an [`Alarm`]: the agent warns about it, `status` lists it
 //! and exits non-zero.
@@ -33,8 +35,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{lock, status_file::AgentStatus};
 use crate::datapath::pins;
-use crate::docker::{Container, Endpoint, Network, Snapshot};
-use crate::endpoint::{HostVeth, MacvlanChild};
+use crate::docker::{Container, Endpoint, Inventory, Network, Snapshot};
+use crate::endpoint::{HostVeth, MacvlanChild, SandboxVeth};
 use crate::policy::labels::network_labels;
 
 /// How far netwatch guards a network or an endpoint.
@@ -99,6 +101,13 @@ impl Guard {
 
 const NOTHING_DENIED: &str = "nothing denied: not internal, no netwatch.egress=deny";
 
+/// What an enforced overlay network does not hold: nothing on the host is
+/// on every container's path, so there is no network-wide hook to hold a
+/// new container's first packets (measured: ~15 ms, at most 170 ms of 20
+/// starts; docs/drivers.md).
+const OVERLAY_START_WINDOW: &str = "no network-wide hook on an overlay: a new container's \
+     packets before its veths are attached (~15 ms) are not judged";
+
 /// Why a container with CAP_NET_ADMIN on a macvlan network is unguarded even
 /// with every program attached (measured: docs/drivers.md).
 const NET_ADMIN_ON_MACVLAN: &str = "the container has CAP_NET_ADMIN: on a macvlan network it can \
@@ -120,10 +129,9 @@ pub fn driver_hook(driver: &str) -> Result<&'static str, String> {
              hook yet"
                 .to_owned(),
         ),
-        "overlay" => Err(
-            "overlay: containers' veths end in the overlay's sandbox namespace, not the host's, \
-             and netwatch has no overlay hook yet"
-                .to_owned(),
+        "overlay" => Ok(
+            "each container's veth where it ends in the overlay's sandbox namespace, and its \
+             docker_gwbridge leg (TCX)",
         ),
         "host" => Err(
             "host networking: the container shares the host's network stack; there is no \
@@ -169,6 +177,18 @@ impl AgentView {
         !self.running || self.managed.is_empty() || self.managed.iter().any(|n| n == network)
     }
 
+    /// Whether the agent manages `network` of `inventory`: it is one of
+    /// its `--network`s, or it is `docker_gwbridge` and one of them is an
+    /// overlay (whose containers leave through their legs there).
+    pub fn manages_in(&self, inventory: &Inventory, network: &Network) -> bool {
+        self.manages(&network.name)
+            || (network.is_gateway_bridge()
+                && inventory
+                    .networks
+                    .iter()
+                    .any(|n| n.driver == "overlay" && self.manages(&n.name)))
+    }
+
     fn not_managed(&self) -> String {
         format!(
             "not managed: the agent runs with --network {}",
@@ -196,6 +216,9 @@ pub trait KernelView {
     /// `macvlan_child` is attached to interface `ifindex` of the namespace
     /// whose cookie is `netns`.
     fn child_attached(&self, netns: u64, ifindex: u32) -> bool;
+    /// Both TC programs are attached to veth `ifindex` of the overlay
+    /// sandbox namespace whose cookie is `netns`.
+    fn sandbox_attached(&self, netns: u64, ifindex: u32) -> bool;
     /// The ifindex of host interface `ifname`, if it exists.
     fn ifindex(&self, ifname: &str) -> Option<u32>;
 }
@@ -216,6 +239,10 @@ impl KernelView for Pins<'_> {
 
     fn child_attached(&self, netns: u64, ifindex: u32) -> bool {
         pins::child_attached(self.0, netns, ifindex)
+    }
+
+    fn sandbox_attached(&self, netns: u64, ifindex: u32) -> bool {
+        pins::sandbox_veth_attached(self.0, netns, ifindex)
     }
 
     fn ifindex(&self, ifname: &str) -> Option<u32> {
@@ -248,8 +275,12 @@ pub struct EndpointGuard {
     pub veth: Option<HostVeth>,
     /// The macvlan child netwatch attaches to, when there is one.
     pub macvlan: Option<MacvlanChild>,
+    /// The overlay sandbox veth netwatch attaches to, when there is one.
+    pub overlay: Option<SandboxVeth>,
     /// Every program this endpoint needs is pinned (both on `veth`; the
-    /// child's and its parent's for a macvlan endpoint).
+    /// child's and its parent's for a macvlan endpoint; both on `overlay`,
+    /// and on its container's docker_gwbridge leg when the overlay denies
+    /// egress).
     pub attached: bool,
     #[serde(flatten)]
     pub guard: Guard,
@@ -399,7 +430,7 @@ pub fn assess(snapshot: &Snapshot, kernel: &dyn KernelView, agent: &AgentView) -
                 network,
                 denied: denied_by(network),
                 hook: driver_hook(&network.driver),
-                managed: agent.manages(&network.name),
+                managed: agent.manages_in(inventory, network),
                 macvlan_parent: macvlan_parent_name(network)
                     .map(|name| (kernel.ifindex(&name), name)),
             };
@@ -487,6 +518,7 @@ impl NetworkJudge<'_> {
             container_id: container.id.clone(),
             veth: None,
             macvlan: None,
+            overlay: None,
             attached: false,
             guard: Guard::unguarded(String::new()),
         };
@@ -496,10 +528,88 @@ impl NetworkJudge<'_> {
             Guard::unguarded(self.agent.not_managed())
         } else if endpoint.driver == "macvlan" {
             self.macvlan_endpoint(container, endpoint, &mut judged)
+        } else if endpoint.driver == "overlay" {
+            self.overlay_endpoint(container, endpoint, &mut judged)
         } else {
             self.veth_endpoint(container, endpoint, &mut judged)
         };
         judged
+    }
+
+    fn overlay_endpoint(
+        &self,
+        container: &Container,
+        endpoint: &Endpoint,
+        judged: &mut EndpointGuard,
+    ) -> Guard {
+        let veth = match self.snapshot.sandbox_veth(container, endpoint) {
+            Ok(veth) => veth,
+            Err(e) => return Guard::unguarded(format!("sandbox veth not found: {e}")),
+        };
+        judged.overlay = Some(veth.clone());
+        judged.attached = self
+            .kernel
+            .sandbox_attached(veth.netns_cookie, veth.ifindex);
+        if !judged.attached {
+            let key = attach_key(Some(veth.netns_cookie), veth.ifindex);
+            return Guard::unguarded(
+                self.agent
+                    .not_attached(&format!("sandbox veth {}", veth.ifname), &key),
+            );
+        }
+        if self.denied.is_some()
+            && let Some(why) = self.way_out_unguarded(container)
+        {
+            judged.attached = false;
+            return Guard::unguarded(why);
+        }
+        self.attached()
+    }
+
+    /// Why the docker_gwbridge leg of `container` (its way out of a
+    /// non-internal overlay) carries no programs, if it has one that
+    /// does not.
+    fn way_out_unguarded(&self, container: &Container) -> Option<String> {
+        let inventory = &self.snapshot.inventory;
+        let gwbridge = inventory.networks.iter().find(|n| n.is_gateway_bridge())?;
+        let leg = container
+            .endpoints
+            .iter()
+            .find(|e| e.network_id == gwbridge.id)?;
+        let prefix = "its way out, the docker_gwbridge leg";
+        if !self.agent.manages_in(inventory, gwbridge) {
+            return Some(format!("{prefix}, is {}", self.agent.not_managed()));
+        }
+        let veth = match self.snapshot.veth(container, leg) {
+            Ok(veth) => veth,
+            Err(e) => return Some(format!("{prefix}: host veth not found: {e}")),
+        };
+        if self.kernel.attached(veth.ifindex) {
+            return None;
+        }
+        let key = attach_key(None, veth.ifindex);
+        Some(format!(
+            "{prefix}: {}",
+            self.agent
+                .not_attached(&format!("veth {}", veth.ifname), &key)
+        ))
+    }
+
+    /// For a `docker_gwbridge` leg: the overlay networks of its container
+    /// that deny egress (the leg is their way out, so it denies it too),
+    /// with what denies it.
+    fn held_by(&self, container: &Container) -> Vec<(&str, &'static str)> {
+        if !self.network.is_gateway_bridge() {
+            return Vec::new();
+        }
+        let inventory = &self.snapshot.inventory;
+        container
+            .endpoints
+            .iter()
+            .filter_map(|e| inventory.network(&e.network_id))
+            .filter(|n| n.driver == "overlay" && self.agent.manages_in(inventory, n))
+            .filter_map(|n| Some((n.name.as_str(), denied_by(n)?)))
+            .collect()
     }
 
     fn veth_endpoint(
@@ -520,6 +630,9 @@ impl NetworkJudge<'_> {
                 self.agent
                     .not_attached(&format!("veth {}", veth.ifname), &key),
             );
+        }
+        if let Some((overlay, why)) = self.held_by(container).first() {
+            return Guard::enforced(format!("the way out of overlay {overlay} ({why})"));
         }
         self.attached()
     }
@@ -623,6 +736,9 @@ impl NetworkJudge<'_> {
             ));
         }
         match self.denied {
+            Some(why) if self.network.driver == "overlay" => {
+                Guard::enforced(format!("{why}; {OVERLAY_START_WINDOW}"))
+            }
             Some(why) => Guard::enforced(why),
             None if endpoints.is_empty() && !self.agent.running => Guard::unguarded(
                 "no endpoints, and no netwatch agent is running to attach to new ones",
@@ -638,6 +754,7 @@ fn without_endpoint(container: &Container, why: &str) -> EndpointGuard {
         container_id: container.id.clone(),
         veth: None,
         macvlan: None,
+        overlay: None,
         attached: false,
         guard: Guard::unguarded(why),
     }
@@ -677,6 +794,10 @@ pub(crate) mod tests {
         }
 
         fn child_attached(&self, _netns: u64, ifindex: u32) -> bool {
+            self.attached.contains(&ifindex)
+        }
+
+        fn sandbox_attached(&self, _netns: u64, ifindex: u32) -> bool {
             self.attached.contains(&ifindex)
         }
 
@@ -748,14 +869,14 @@ pub(crate) mod tests {
     #[test]
     fn an_egress_denied_network_must_be_enforced_too() {
         let snapshot = snapshot_with_network("nwcap-front", |n| {
-            n["Driver"] = "overlay".into();
+            n["Driver"] = "ipvlan".into();
             n["Labels"]["netwatch.egress"] = "deny".into();
         });
         let assessment = assess(&snapshot, &FakeKernel::new(&[], &[]), &running());
         let front = network_named(&assessment, "nwcap-front");
         assert_eq!(front.denied_by, Some("label netwatch.egress=deny"));
         assert!(
-            front.guard.why.starts_with("overlay: "),
+            front.guard.why.starts_with("ipvlan: "),
             "{}",
             front.guard.why
         );
@@ -999,19 +1120,25 @@ pub(crate) mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        let overlay = driver_hook("overlay").unwrap_err();
-        assert!(overlay.starts_with("overlay: "));
-        // macvlan has a hook, but this kernel has no nwmi0 (the network's
-        // parent) and the snapshot looked up no interface.
+        // Both drivers have a hook, but this kernel has no nwmi0 (the
+        // macvlan network's parent) and the snapshot looked up no interface.
+        let not_looked_up = "this endpoint's interface was not looked up";
         assert_eq!(
             alarms,
             [
                 "network nwcap-mvint (macvlan): parent nwmi0 not found on this host".to_owned(),
-                format!("network nwcap-ovl-int (overlay): {overlay}"),
-                "endpoint of nwcap-mvi on nwcap-mvint (macvlan): macvlan interface not found: \
-                 this endpoint's interface was not looked up"
-                    .to_owned(),
-                format!("endpoint of nwcap-ovi on nwcap-ovl-int (overlay): {overlay}"),
+                format!(
+                    "network nwcap-ovl-int (overlay): 1 of 1 endpoints unguarded (nwcap-ovi: \
+                     sandbox veth not found: {not_looked_up})"
+                ),
+                format!(
+                    "endpoint of nwcap-mvi on nwcap-mvint (macvlan): macvlan interface not \
+                     found: {not_looked_up}"
+                ),
+                format!(
+                    "endpoint of nwcap-ovi on nwcap-ovl-int (overlay): sandbox veth not found: \
+                     {not_looked_up}"
+                ),
             ]
         );
         for (network, container) in [("nwcap-mvint", "nwcap-mvi"), ("nwcap-ovl-int", "nwcap-ovi")] {
@@ -1044,14 +1171,22 @@ pub(crate) mod tests {
             BTreeSet::from(["bridge", "host", "ipvlan", "macvlan", "null", "overlay"])
         );
         for network in assessment.networks.iter().filter(|n| n.driver != "bridge") {
-            assert_eq!(network.guard.mode, Mode::Unguarded, "{}", network.name);
-            let expected = match driver_hook(&network.driver) {
+            let expected = match (driver_hook(&network.driver), network.endpoints.first()) {
                 // Its parents are not on this (fake) host.
-                Ok(_) => format!(
+                (Ok(_), _) if network.driver == "macvlan" => format!(
                     "parent {} not found on this host",
                     macvlan_parent_name(snapshot_network(&network.id)).unwrap()
                 ),
-                Err(why) => why,
+                // `ingress` has no container endpoint here: nothing of it
+                // is unguarded, and nothing is denied.
+                (Ok(_), None) => NOTHING_DENIED.to_owned(),
+                (Ok(_), Some(first)) => format!(
+                    "{n} of {n} endpoints unguarded ({}: {})",
+                    first.container,
+                    first.guard.why,
+                    n = network.endpoints.len()
+                ),
+                (Err(why), _) => why,
             };
             assert_eq!(network.guard.why, expected, "{}", network.name);
             for endpoint in &network.endpoints {
@@ -1070,6 +1205,190 @@ pub(crate) mod tests {
                 .networks
                 .iter()
                 .all(|n| n.guard.mode != Mode::Enforced)
+        );
+    }
+
+    /// The captured drivers topology with every overlay endpoint's sandbox
+    /// veth (ovc: veth1 251, ovi: veth1 258, the task: veth2 260, as
+    /// measured, in sandboxes 8001 and 8002) and the docker_gwbridge legs'
+    /// host veths (ovc: 253, the task: 262) resolved, `edit` applied to
+    /// the inventory first.
+    fn overlay_snapshot(edit: impl FnOnce(&mut crate::docker::Inventory)) -> Snapshot {
+        let mut inventory = captured::drivers::full_inventory();
+        edit(&mut inventory);
+        let mut snapshot = Snapshot::unresolved(inventory, EndpointError::NotRoot);
+        let task = "nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv";
+        for (container, network, ifname, ifindex, netns) in [
+            ("nwcap-ovc", "nwcap-ovl", "veth1", 251, 8001),
+            (task, "nwcap-ovl", "veth2", 260, 8001),
+            ("nwcap-ovi", "nwcap-ovl-int", "veth1", 258, 8002),
+        ] {
+            let veth = SandboxVeth {
+                ifname: ifname.into(),
+                ifindex,
+                container_ifname: "eth0".into(),
+                container_ifindex: ifindex - 1,
+                sandbox: format!("/run/docker/netns/1-{netns}").into(),
+                netns_cookie: netns,
+            };
+            snapshot.set_sandbox_veth_for_test(container, network, veth);
+        }
+        snapshot.set_veth_for_test("nwcap-ovc", "docker_gwbridge", "veth7bee27d", 253);
+        snapshot.set_veth_for_test(task, "docker_gwbridge", "vetheb4d267", 262);
+        snapshot
+    }
+
+    fn overlay_kernel(attached: &[u32]) -> FakeKernel {
+        FakeKernel::new(attached, &[("nwcap1b", 1), ("docker_gwbridge", 2)])
+    }
+
+    #[test]
+    fn an_internal_overlay_is_enforced_once_its_sandbox_veth_carries_both_programs() {
+        let snapshot = overlay_snapshot(|_| {});
+        let before = assess(&snapshot, &overlay_kernel(&[]), &running());
+        let ovi = &network_named(&before, "nwcap-ovl-int").endpoints[0];
+        assert_eq!(
+            ovi.guard.why,
+            "sandbox veth veth1 not attached yet: the agent attaches it at its next sync"
+        );
+        assert_eq!(ovi.overlay.as_ref().unwrap().ifindex, 258);
+        let after = assess(&snapshot, &overlay_kernel(&[258]), &running());
+        let int = network_named(&after, "nwcap-ovl-int");
+        assert_eq!(
+            int.guard,
+            Guard::enforced(format!("internal: true; {OVERLAY_START_WINDOW}")),
+            "{int:?}"
+        );
+        assert_eq!(int.endpoints[0].guard, Guard::enforced("internal: true"));
+        assert!(int.endpoints[0].attached);
+        assert!(
+            after.alarms().iter().all(|a| a.network != "nwcap-ovl-int"),
+            "{:?}",
+            after.alarms()
+        );
+        // Without an agent, and when its attachment failed.
+        let gone = assess(&snapshot, &overlay_kernel(&[]), &AgentView::default());
+        assert_eq!(
+            network_named(&gone, "nwcap-ovl-int").endpoints[0].guard.why,
+            "sandbox veth veth1 not attached: no netwatch agent is running"
+        );
+        let agent = AgentView {
+            attach_failures: [(attach_key(Some(8002), 258), "EBUSY".to_owned())].into(),
+            ..running()
+        };
+        let failed = assess(&snapshot, &overlay_kernel(&[]), &agent);
+        assert_eq!(
+            network_named(&failed, "nwcap-ovl-int").endpoints[0]
+                .guard
+                .why,
+            "sandbox veth veth1 not attached: EBUSY"
+        );
+    }
+
+    #[test]
+    fn an_observed_overlay_and_its_containers_gateway_legs_are_observed() {
+        let snapshot = overlay_snapshot(|_| {});
+        let all = assess(
+            &snapshot,
+            &overlay_kernel(&[2, 251, 253, 258, 260, 262]),
+            &running(),
+        );
+        for name in ["nwcap-ovl", "docker_gwbridge"] {
+            let network = network_named(&all, name);
+            assert_eq!(network.guard, Guard::observed(), "{name}");
+            assert_eq!(network.endpoints.len(), 2, "{name}: {network:?}");
+            assert!(
+                network
+                    .endpoints
+                    .iter()
+                    .all(|e| e.guard == Guard::observed())
+            );
+        }
+        let legs = network_named(&all, "docker_gwbridge");
+        assert_eq!(
+            legs.endpoints[0].veth.as_ref().map(|v| v.ifname.as_str()),
+            Some("veth7bee27d"),
+            "named by its container, nwcap-ovc"
+        );
+    }
+
+    #[test]
+    fn an_egress_denied_overlay_is_enforced_only_with_its_containers_way_out_held() {
+        let snapshot = overlay_snapshot(|inventory| {
+            let ovl = inventory
+                .networks
+                .iter_mut()
+                .find(|n| n.name == "nwcap-ovl")
+                .unwrap();
+            ovl.labels
+                .insert("netwatch.egress".to_owned(), "deny".to_owned());
+        });
+        let sandboxes_only = assess(&snapshot, &overlay_kernel(&[2, 251, 258, 260]), &running());
+        let ovl = network_named(&sandboxes_only, "nwcap-ovl");
+        assert_eq!(
+            ovl.endpoints[0].guard.why,
+            "its way out, the docker_gwbridge leg: veth veth7bee27d not attached yet: the agent \
+             attaches it at its next sync"
+        );
+        assert!(!ovl.endpoints[0].attached);
+        assert_eq!(ovl.guard.mode, Mode::Unguarded);
+        let all = assess(
+            &snapshot,
+            &overlay_kernel(&[2, 251, 253, 258, 260, 262]),
+            &running(),
+        );
+        let ovl = network_named(&all, "nwcap-ovl");
+        assert_eq!(
+            ovl.guard,
+            Guard::enforced(format!("{EGRESS_DENY}; {OVERLAY_START_WINDOW}")),
+            "{ovl:?}"
+        );
+        let legs = network_named(&all, "docker_gwbridge");
+        assert_eq!(
+            legs.endpoints[0].guard,
+            Guard::enforced("the way out of overlay nwcap-ovl (label netwatch.egress=deny)")
+        );
+        assert_eq!(
+            legs.guard,
+            Guard::observed(),
+            "docker_gwbridge itself denies nothing"
+        );
+        assert!(
+            all.alarms().iter().all(|a| a.driver != "overlay"),
+            "{:?}",
+            all.alarms()
+        );
+        // An agent limited to the overlay manages its legs too; one limited
+        // to a bridge network manages neither.
+        let overlay_only = AgentView {
+            managed: vec!["nwcap-ovl".into()],
+            ..running()
+        };
+        let judged = assess(
+            &snapshot,
+            &overlay_kernel(&[2, 251, 253, 258, 260, 262]),
+            &overlay_only,
+        );
+        assert_eq!(
+            network_named(&judged, "nwcap-ovl").guard.mode,
+            Mode::Enforced
+        );
+        assert_eq!(
+            network_named(&judged, "docker_gwbridge").endpoints[0]
+                .guard
+                .mode,
+            Mode::Enforced
+        );
+        let bridge_only = AgentView {
+            managed: vec!["bridge".into()],
+            ..running()
+        };
+        let judged = assess(&snapshot, &overlay_kernel(&[]), &bridge_only);
+        assert!(
+            network_named(&judged, "docker_gwbridge")
+                .guard
+                .why
+                .starts_with("not managed: ")
         );
     }
 
@@ -1096,7 +1415,6 @@ pub(crate) mod tests {
                 "docker_gwbridge nwcap-ovc",
                 "docker_gwbridge nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv",
                 "host nwcap-hostnet2",
-                "ingress ",
                 "none nwcap-none2",
                 "nwcap-ipvlan ",
                 "nwcap-mvlan nwcap-mv",
@@ -1110,10 +1428,10 @@ pub(crate) mod tests {
 
     #[test]
     fn every_driver_docker_ships_has_an_answer() {
-        for driver in ["bridge", "macvlan"] {
+        for driver in ["bridge", "macvlan", "overlay"] {
             assert!(driver_hook(driver).is_ok(), "{driver}");
         }
-        for driver in ["ipvlan", "overlay", "host", "null", "weave"] {
+        for driver in ["ipvlan", "host", "null", "weave"] {
             let why = driver_hook(driver).unwrap_err();
             assert!(!why.is_empty() && !why.contains('\n'), "{driver}: {why}");
         }

@@ -41,6 +41,7 @@ const UPLINK: u32 = 2;
 fn names() -> FlowNames {
     let network = |name: &str, bridge: u32, subnet: &str| NetworkState {
         name: name.into(),
+        driver: "bridge".into(),
         internal: false,
         bridge: Some((format!("br-{name}"), bridge)),
         macvlan_parent: None,
@@ -62,6 +63,7 @@ fn names() -> FlowNames {
                 service.to_string(),
             )]),
             macvlan: None,
+            overlay: None,
         };
     let state = HostState {
         networks: vec![
@@ -74,6 +76,7 @@ fn names() -> FlowNames {
             endpoint("shop-db-1", "back", DB_VETH, "172.40.0.2", "db"),
         ],
         host_addrs: vec![],
+        overlay_members: vec![],
     };
     let uplink = Target {
         ifname: "eth0".into(),
@@ -614,6 +617,7 @@ fn guard_assessment() -> netwatch::guard::Assessment {
         container_id: container.into(),
         veth: None,
         macvlan: None,
+        overlay: None,
         attached: mode == Mode::Enforced,
         guard: guard(mode),
     };

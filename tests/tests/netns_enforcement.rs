@@ -292,6 +292,7 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
     };
     let network = NetworkState {
         name: "nwtest-internal".into(),
+        driver: "bridge".into(),
         internal: true,
         bridge: Some(("br0".into(), index("br0"))),
         macvlan_parent: None,
@@ -309,6 +310,7 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
         mac: host.mac(ns),
         container_labels: Default::default(),
         macvlan: None,
+        overlay: None,
     };
     let mut state = HostState {
         networks: vec![network.clone()],
@@ -317,6 +319,7 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
             endpoint("p", &host.peer_ns(), "vp", host.peer_ip()),
         ],
         host_addrs: vec![IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 1))],
+        overlay_members: Vec::new(),
     };
     let mut datapath = Datapath::load(&LoadOptions {
         pin_root: Some(pin_dir.0.clone()),

@@ -4,17 +4,18 @@ use std::net::IpAddr;
 
 use log::warn;
 
-use super::{EndpointState, HostState, NetworkState, plan::MacvlanEndpoint};
+use super::{EndpointState, HostState, NetworkState, OverlayEndpoint, plan::MacvlanEndpoint};
 use crate::docker::{Container, Endpoint, Network, Snapshot};
 use crate::guard;
 
 /// The drivers whose networks netwatch attaches to.
 fn guardable(network: &Network) -> bool {
-    matches!(network.driver.as_str(), "bridge" | "macvlan")
+    matches!(network.driver.as_str(), "bridge" | "macvlan" | "overlay")
 }
 
-/// The bridge and macvlan networks, and their endpoints whose interface is
-/// known: the host veth of a bridge endpoint, the child of a macvlan one.
+/// The bridge, macvlan and overlay networks, and their endpoints whose
+/// interface is known: the host veth of a bridge endpoint, the child of a
+/// macvlan one, the sandbox end of an overlay one's veth.
 /// Networks of other drivers have nothing to attach to and are left out (the
 /// guard assessment, [`crate::guard`], names them unguarded); an endpoint
 /// whose interface could not be resolved is left out with a warning (the
@@ -22,6 +23,7 @@ fn guardable(network: &Network) -> bool {
 pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
     let inventory = &snapshot.inventory;
     let mut endpoints = Vec::new();
+    let mut overlay_members = Vec::new();
     for container in &inventory.containers {
         for endpoint in &container.endpoints {
             let Some(network) = inventory.network(&endpoint.network_id) else {
@@ -29,6 +31,9 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
             };
             if !guardable(network) {
                 continue;
+            }
+            if network.driver == "overlay" {
+                overlay_members.push((container.name.clone(), network.name.clone()));
             }
             match endpoint_state(snapshot, container, endpoint) {
                 Ok(state) => endpoints.push(state),
@@ -45,6 +50,7 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
         .filter(|n| guardable(n))
         .map(|n| NetworkState {
             name: n.name.clone(),
+            driver: n.driver.clone(),
             internal: n.internal,
             bridge: n.bridge.as_ref().and_then(|name| {
                 let ifindex = nix::net::if_::if_nametoindex(name.as_str()).ok()?;
@@ -63,6 +69,7 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
         networks,
         endpoints,
         host_addrs,
+        overlay_members,
     }
 }
 
@@ -71,7 +78,17 @@ fn endpoint_state(
     container: &Container,
     endpoint: &Endpoint,
 ) -> Result<EndpointState, String> {
-    let (ifname, ifindex, macvlan) = if endpoint.driver == "macvlan" {
+    let mut overlay = None;
+    let (ifname, ifindex, macvlan) = if endpoint.driver == "overlay" {
+        let veth = snapshot
+            .sandbox_veth(container, endpoint)
+            .map_err(|e| format!("its sandbox veth is unknown ({e})"))?;
+        overlay = Some(OverlayEndpoint {
+            sandbox: veth.sandbox.clone(),
+            netns_cookie: veth.netns_cookie,
+        });
+        (veth.ifname.clone(), veth.ifindex, None)
+    } else if endpoint.driver == "macvlan" {
         let child = snapshot
             .macvlan_child(container, endpoint)
             .map_err(|e| format!("its macvlan interface is unknown ({e})"))?;
@@ -100,5 +117,6 @@ fn endpoint_state(
         mac: endpoint.mac.0,
         container_labels: container.labels.clone(),
         macvlan,
+        overlay,
     })
 }

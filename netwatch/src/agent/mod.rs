@@ -16,7 +16,8 @@ pub mod status_file;
 mod uplinks;
 
 pub use plan::{
-    ChildTarget, EndpointState, HostState, MacvlanEndpoint, NetworkState, Plan, Target, plan,
+    ChildTarget, EndpointState, HostState, MacvlanEndpoint, NetworkState, OverlayEndpoint, Plan,
+    SandboxTarget, Target, plan,
 };
 pub use reconcile::{
     ReconcileError, ReconcileMemory, ReconcileReport, reconcile, reconcile_remembering,

@@ -7,14 +7,24 @@
 //! network exists, so routed and host paths are held before any of its
 //! containers' veths are known. Scopes are ifindexes: unique per interface
 //! on the host, so no two policies share trie entries.
+//!
+//! An overlay endpoint gets the same two programs on its veth's end in the
+//! network's sandbox namespace. An overlay has no host-side device for a
+//! network-wide policy. A container on a non-internal overlay leaves it
+//! through its leg on `docker_gwbridge` (its default route), so when an
+//! overlay denies egress, the leg of each of its containers is enforced
+//! too, with nothing inside (every destination is outside the overlay)
+//! and the overlay's allow-list.
 
 use std::{
     collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
 };
 
 use netwatch_common::endpoint::{EndpointPolicy, MacvlanPort, MacvlanPortKey, policy_flags};
 
+use crate::docker::GATEWAY_BRIDGE;
 use crate::policy::{
     AllowRule, Cidr, EndpointSpec,
     labels::{LabelProblem, NetworkLabels, container_allow, network_labels},
@@ -24,6 +34,8 @@ use crate::policy::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkState {
     pub name: String,
+    /// `bridge`, `macvlan` or `overlay`.
+    pub driver: String,
     pub internal: bool,
     /// The bridge device (name, ifindex), when it exists.
     pub bridge: Option<(String, u32)>,
@@ -34,6 +46,14 @@ pub struct NetworkState {
     pub gateways: Vec<IpAddr>,
     /// The network's Docker labels (`netwatch.*` ones are policy).
     pub labels: BTreeMap<String, String>,
+}
+
+impl NetworkState {
+    /// Docker's `docker_gwbridge`, which carries the way out of every
+    /// container on a non-internal overlay network.
+    pub fn is_gateway_bridge(&self) -> bool {
+        self.name == GATEWAY_BRIDGE && self.driver == "bridge"
+    }
 }
 
 /// One container endpoint on one network, with its host-side veth.
@@ -53,6 +73,27 @@ pub struct EndpointState {
     /// `host_ifname`/`host_ifindex` are then the child's, inside the
     /// container's namespace.
     pub macvlan: Option<MacvlanEndpoint>,
+    /// For an endpoint of an overlay network: the sandbox its veth ends in.
+    /// `host_ifname`/`host_ifindex` are then that end's, inside the
+    /// sandbox.
+    pub overlay: Option<OverlayEndpoint>,
+}
+
+/// Where an overlay endpoint's veth ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OverlayEndpoint {
+    /// The network's sandbox namespace file (`<exec-root>/netns/1-<id>`).
+    pub sandbox: PathBuf,
+    /// That namespace's cookie.
+    pub netns_cookie: u64,
+}
+
+/// An overlay endpoint's veth to attach to, in its network's sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxTarget {
+    pub target: Target,
+    pub sandbox: PathBuf,
+    pub netns_cookie: u64,
 }
 
 /// Where a macvlan endpoint's child interface lives.
@@ -79,6 +120,10 @@ pub struct ChildTarget {
 pub struct HostState {
     pub networks: Vec<NetworkState>,
     pub endpoints: Vec<EndpointState>,
+    /// Every (container, network) attachment to an overlay network that
+    /// Docker reports, whether or not its sandbox veth was found: what
+    /// decides whether a container's docker_gwbridge leg is held.
+    pub overlay_members: Vec<(String, String)>,
     /// Every address of the host's own interfaces.
     pub host_addrs: Vec<IpAddr>,
 }
@@ -107,6 +152,9 @@ pub struct Plan {
     pub macvlan_children: Vec<ChildTarget>,
     /// Which endpoint owns which MAC on which parent.
     pub macvlan_ports: Vec<(MacvlanPortKey, MacvlanPort)>,
+    /// Overlay endpoints' veths that get the endpoint programs, in their
+    /// sandboxes.
+    pub sandbox_veths: Vec<SandboxTarget>,
     /// Interfaces that get the uplink shield. Not derived from Docker: the
     /// agent fills it in from `--uplink` before reconciling.
     pub uplinks: Vec<Target>,
@@ -166,6 +214,14 @@ pub fn plan(state: &HostState) -> Plan {
             out.macvlan_parents.push(target);
             continue;
         }
+        if network.driver == "overlay" {
+            // No network-wide hook, and no shield on the uplink: overlay
+            // subnets are not routed by the host (nothing arriving on an
+            // uplink reaches them through it), and a swarm's default pool
+            // (10.0.0.0/8) often overlaps the LAN, where the shield would
+            // drop real neighbours' traffic.
+            continue;
+        }
         if asked.deny_egress {
             out.protected.extend(network.subnets.iter().copied());
         }
@@ -176,13 +232,25 @@ pub fn plan(state: &HostState) -> Plan {
             out.bridges.push(target);
         }
     }
+    let held_legs = held_gateway_legs(state, &policies);
     let mut container_rules: HashMap<&str, Vec<AllowRule>> = HashMap::new();
     let mut children: Vec<PlannedChild> = Vec::new();
+    let mut sandboxed: Vec<PlannedSandbox> = Vec::new();
     for endpoint in &state.endpoints {
         let Some(network) = state.networks.iter().find(|n| n.name == endpoint.network) else {
             continue;
         };
+        let overlay = match (&endpoint.overlay, network.driver == "overlay") {
+            (Some(overlay), true) => Some(overlay),
+            (None, false) => None,
+            // An overlay endpoint without its sandbox (or a sandbox veth of
+            // another driver's network): nothing sound to attach.
+            _ => continue,
+        };
         let asked = &policies[network.name.as_str()];
+        let held = held_legs
+            .get(endpoint.container.as_str())
+            .filter(|_| network.is_gateway_bridge());
         let own_rules = container_rules
             .entry(endpoint.container.as_str())
             .or_insert_with(|| {
@@ -221,17 +289,43 @@ pub fn plan(state: &HostState) -> Plan {
         }
         let mut allow = asked.allow.clone();
         allow.extend(own_rules.iter().copied());
+        let mut networks = network.subnets.clone();
+        if let Some(held) = held {
+            // The leg is the way out of an overlay that denies egress:
+            // every destination is outside that overlay.
+            policy.flags |= policy_flags::ENFORCE;
+            networks.clear();
+            allow.extend(held.allow.iter().copied());
+        }
         let spec = EndpointSpec {
             ifindex: endpoint.host_ifindex,
             policy,
-            networks: network.subnets.clone(),
+            networks,
             allow,
         };
-        let mode = if asked.deny_egress {
-            "enforced"
-        } else {
-            "observed"
+        let mode = match held {
+            Some(held) => format!("enforced: the way out of {}", held.overlays.join(", ")),
+            None if asked.deny_egress => "enforced".to_owned(),
+            None => "observed".to_owned(),
         };
+        if let Some(overlay) = overlay {
+            sandboxed.push(PlannedSandbox {
+                target: SandboxTarget {
+                    target: Target {
+                        ifname: endpoint.host_ifname.clone(),
+                        ifindex: endpoint.host_ifindex,
+                        what: format!(
+                            "sandbox veth {} of {} on {} ({mode})",
+                            endpoint.host_ifname, endpoint.container, network.name
+                        ),
+                    },
+                    sandbox: overlay.sandbox.clone(),
+                    netns_cookie: overlay.netns_cookie,
+                },
+                spec,
+            });
+            continue;
+        }
         match macvlan {
             Some(child) => children.push(PlannedChild {
                 port: (
@@ -274,17 +368,51 @@ pub fn plan(state: &HostState) -> Plan {
         }
     }
     out.label_problems = problems;
-    add_children(&mut out, children);
+    add_namespaced(&mut out, children, sandboxed);
     out
 }
 
-/// Policies are keyed by ifindex, and a macvlan child's ifindex is its
-/// namespace's: it may equal a host interface's or another child's (the
-/// kernel renumbers a child moved into a namespace that already uses its
-/// number). Host interfaces keep their key, then children in order; a child
-/// whose key is taken is left out of the plan (spec, target and MAC entry)
-/// and refused, loudly.
-fn add_children(plan: &mut Plan, children: Vec<PlannedChild>) {
+/// Why a container's `docker_gwbridge` leg is enforced: the overlays it is
+/// the way out of that deny egress, and their allow-lists.
+struct HeldLeg<'a> {
+    overlays: Vec<&'a str>,
+    allow: Vec<AllowRule>,
+}
+
+/// The containers on an overlay network that denies egress, by name: their
+/// `docker_gwbridge` leg (their default route) must deny it too, or the
+/// overlay's "no egress" holds only towards the overlay itself.
+fn held_gateway_legs<'a>(
+    state: &'a HostState,
+    policies: &HashMap<&str, NetworkLabels>,
+) -> HashMap<&'a str, HeldLeg<'a>> {
+    let mut held: HashMap<&str, HeldLeg> = HashMap::new();
+    for (container, network) in &state.overlay_members {
+        let Some(network) = state.networks.iter().find(|n| n.name == *network) else {
+            continue;
+        };
+        let asked = &policies[network.name.as_str()];
+        if network.driver != "overlay" || !asked.deny_egress {
+            continue;
+        }
+        let leg = held.entry(container.as_str()).or_insert_with(|| HeldLeg {
+            overlays: Vec::new(),
+            allow: Vec::new(),
+        });
+        leg.overlays.push(network.name.as_str());
+        leg.allow.extend(asked.allow.iter().copied());
+    }
+    held
+}
+
+/// Policies are keyed by ifindex, and the ifindex of a macvlan child or of
+/// an overlay endpoint's sandbox veth is its namespace's: it may equal a
+/// host interface's or another namespace's interface's (the kernel
+/// renumbers an interface moved into a namespace that already uses its
+/// number). Host interfaces keep their key, then children, then sandbox
+/// veths, in order; one whose key is taken is left out of the plan (spec,
+/// target and MAC entry) and refused, loudly.
+fn add_namespaced(plan: &mut Plan, children: Vec<PlannedChild>, sandboxed: Vec<PlannedSandbox>) {
     let mut owners: HashMap<u32, String> = plan
         .bridges
         .iter()
@@ -292,22 +420,33 @@ fn add_children(plan: &mut Plan, children: Vec<PlannedChild>) {
         .chain(&plan.macvlan_parents)
         .map(|t| (t.ifindex, t.what.clone()))
         .collect();
-    for child in children {
-        let ifindex = child.target.target.ifindex;
+    let mut claim = |plan: &mut Plan, target: &Target, place: &str| {
+        let ifindex = target.ifindex;
         if let Some(keeper) = owners.get(&ifindex) {
             plan.refused.push((
-                child.target.target.clone(),
+                target.clone(),
                 format!(
-                    "its ifindex {ifindex} (inside the container) is also that of {keeper}; \
-                     netwatch keys policies by ifindex, so it cannot guard both"
+                    "its ifindex {ifindex} ({place}) is also that of {keeper}; netwatch keys \
+                     policies by ifindex, so it cannot guard both"
                 ),
             ));
-            continue;
+            return false;
         }
-        owners.insert(ifindex, child.target.target.what.clone());
-        plan.specs.push(child.spec);
-        plan.macvlan_ports.push(child.port);
-        plan.macvlan_children.push(child.target);
+        owners.insert(ifindex, target.what.clone());
+        true
+    };
+    for child in children {
+        if claim(plan, &child.target.target, "inside the container") {
+            plan.specs.push(child.spec);
+            plan.macvlan_ports.push(child.port);
+            plan.macvlan_children.push(child.target);
+        }
+    }
+    for veth in sandboxed {
+        if claim(plan, &veth.target.target, "inside the overlay's sandbox") {
+            plan.specs.push(veth.spec);
+            plan.sandbox_veths.push(veth.target);
+        }
     }
 }
 
@@ -317,6 +456,13 @@ struct PlannedChild {
     target: ChildTarget,
     spec: EndpointSpec,
     port: (MacvlanPortKey, MacvlanPort),
+}
+
+/// An overlay endpoint's part of the plan, before its ifindex is known to
+/// be free.
+struct PlannedSandbox {
+    target: SandboxTarget,
+    spec: EndpointSpec,
 }
 
 /// The part of a policy that comes from the network: enforcement, gateways,
@@ -366,6 +512,7 @@ mod tests {
     ) -> NetworkState {
         NetworkState {
             name: name.into(),
+            driver: "bridge".into(),
             internal,
             bridge: Some((bridge.0.into(), bridge.1)),
             macvlan_parent: None,
@@ -386,6 +533,7 @@ mod tests {
             mac: [2, 0x42, 0, 0, 0, veth.1 as u8],
             container_labels: BTreeMap::new(),
             macvlan: None,
+            overlay: None,
         }
     }
 
@@ -414,6 +562,7 @@ mod tests {
                 endpoint("ghost", "gone", ("vethghost", 23), "10.0.0.9"),
             ],
             host_addrs: vec!["10.99.0.1".parse().unwrap()],
+            overlay_members: Vec::new(),
         }
     }
 
@@ -529,6 +678,7 @@ mod tests {
     fn macvlan_state(scanner_ifindex: u32) -> HostState {
         let mut lan = network("lan", true, ("unused", 0), "198.18.60.0/24", "198.18.60.1");
         lan.bridge = None;
+        lan.driver = "macvlan".into();
         lan.macvlan_parent = Some(("nwlan0".into(), 60));
         let child = |container: &str, ifindex: u32, netns: u64, ip: &str| EndpointState {
             host_ifname: "eth0".into(),
@@ -597,9 +747,152 @@ mod tests {
         assert_eq!(plan.refused.len(), 1);
         let (target, why) = &plan.refused[0];
         assert_eq!(target.what, "macvlan eth0 of scanner on lan (enforced)");
-        assert!(why.contains("also that of veth of api on backend"), "{why}");
+        assert!(
+            why.contains("(inside the container) is also that of veth of api on backend"),
+            "{why}"
+        );
         let api = plan.specs.iter().filter(|s| s.ifindex == 22).count();
         assert_eq!(api, 1, "the veth keeps its policy");
+        crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
+    }
+
+    /// `ovl` (an overlay, `ovl_labels` on it) with `web` in sandbox 8001
+    /// (veth 251), `ovl2` (an overlay denying nothing) with `db` in
+    /// sandbox 8002 (veth 252), and docker_gwbridge (bridge 50) carrying
+    /// both containers' legs (veths 253 and 254).
+    fn overlay_state(ovl_labels: &[(&str, &str)]) -> HostState {
+        let overlay = |name: &str, subnet: &str, gw: &str| NetworkState {
+            driver: "overlay".into(),
+            bridge: None,
+            ..network(name, false, ("unused", 0), subnet, gw)
+        };
+        let mut ovl = overlay("ovl", "198.18.70.0/24", "198.18.70.1");
+        ovl.labels = ovl_labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let in_sandbox =
+            |container: &str, network: &str, ifindex: u32, netns: u64, ip: &str| EndpointState {
+                host_ifname: format!("veth{}", ifindex - 250),
+                overlay: Some(OverlayEndpoint {
+                    sandbox: format!("/run/docker/netns/1-{network}").into(),
+                    netns_cookie: netns,
+                }),
+                ..endpoint(container, network, ("unused", ifindex), ip)
+            };
+        let mut state = state();
+        state.endpoints.retain(|e| e.network != "gone");
+        state.networks.extend([
+            ovl,
+            overlay("ovl2", "198.18.72.0/24", "198.18.72.1"),
+            network(
+                "docker_gwbridge",
+                false,
+                ("docker_gwbridge", 50),
+                "198.18.80.0/24",
+                "198.18.80.1",
+            ),
+        ]);
+        state.endpoints.extend([
+            in_sandbox("web", "ovl", 251, 8001, "198.18.70.2"),
+            in_sandbox("db", "ovl2", 252, 8002, "198.18.72.2"),
+            endpoint("web", "docker_gwbridge", ("vethweb", 253), "198.18.80.3"),
+            endpoint("db", "docker_gwbridge", ("vethdb", 254), "198.18.80.4"),
+        ]);
+        state.overlay_members = vec![("web".into(), "ovl".into()), ("db".into(), "ovl2".into())];
+        state
+    }
+
+    #[test]
+    fn an_overlay_endpoint_gets_both_programs_on_its_sandbox_veth_and_no_uplink_shield() {
+        let plan = plan(&overlay_state(&[("netwatch.egress", "deny")]));
+        let sandboxed: Vec<(u32, u64, &str)> = plan
+            .sandbox_veths
+            .iter()
+            .map(|v| (v.target.ifindex, v.netns_cookie, v.target.what.as_str()))
+            .collect();
+        assert_eq!(
+            sandboxed,
+            [
+                (251, 8001, "sandbox veth veth1 of web on ovl (enforced)"),
+                (252, 8002, "sandbox veth veth2 of db on ovl2 (observed)"),
+            ]
+        );
+        assert_eq!(
+            plan.sandbox_veths[0].sandbox,
+            PathBuf::from("/run/docker/netns/1-ovl")
+        );
+        let web = plan.specs.iter().find(|s| s.ifindex == 251).unwrap();
+        assert!(web.policy.has(policy_flags::ENFORCE));
+        assert!(!web.policy.has(policy_flags::NETWORK_WIDE));
+        assert_eq!(web.networks, vec!["198.18.70.0/24".parse().unwrap()]);
+        assert_eq!(web.policy.gateway_v4, [198, 18, 70, 1]);
+        assert!(
+            !plan.protected.contains(&"198.18.70.0/24".parse().unwrap()),
+            "overlay subnets are not host-routed: no uplink shield for them"
+        );
+        assert!(
+            plan.veths
+                .iter()
+                .all(|t| t.ifindex != 251 && t.ifindex != 252),
+            "sandbox veths are not host veths"
+        );
+        assert!(plan.refused.is_empty(), "{:?}", plan.refused);
+        crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
+    }
+
+    #[test]
+    fn the_gateway_leg_of_a_container_on_an_egress_denied_overlay_denies_egress_too() {
+        let mut state = overlay_state(&[
+            ("netwatch.egress", "deny"),
+            ("netwatch.allow", "198.51.100.7:53/udp"),
+        ]);
+        // web's sandbox veth was not found: its leg is held all the same.
+        state.endpoints.retain(|e| e.host_ifindex != 251);
+        let plan = plan(&state);
+        let web_leg = plan.specs.iter().find(|s| s.ifindex == 253).unwrap();
+        assert!(web_leg.policy.has(policy_flags::ENFORCE));
+        assert!(
+            web_leg.networks.is_empty(),
+            "every destination of the leg is outside the overlay"
+        );
+        assert_eq!(web_leg.allow.len(), 1, "the overlay's allow-list");
+        assert_eq!(web_leg.policy.ipv4, [198, 18, 80, 3]);
+        let what = |ifindex: u32| {
+            let target = plan.veths.iter().find(|t| t.ifindex == ifindex).unwrap();
+            target.what.as_str()
+        };
+        assert_eq!(
+            what(253),
+            "veth of web on docker_gwbridge (enforced: the way out of ovl)"
+        );
+        let db_leg = plan.specs.iter().find(|s| s.ifindex == 254).unwrap();
+        assert!(!db_leg.policy.has(policy_flags::ENFORCE));
+        assert_eq!(db_leg.networks, vec!["198.18.80.0/24".parse().unwrap()]);
+        assert_eq!(what(254), "veth of db on docker_gwbridge (observed)");
+        crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
+    }
+
+    #[test]
+    fn a_sandbox_veth_whose_ifindex_is_taken_is_refused_not_merged() {
+        let mut state = overlay_state(&[]);
+        // db's sandbox veth has api's host veth's number.
+        for endpoint in &mut state.endpoints {
+            if endpoint.host_ifindex == 252 {
+                endpoint.host_ifindex = 22;
+            }
+        }
+        let plan = plan(&state);
+        assert_eq!(plan.sandbox_veths.len(), 1, "web only");
+        let (target, why) = &plan.refused[0];
+        assert_eq!(target.what, "sandbox veth veth2 of db on ovl2 (observed)");
+        assert!(
+            why.contains(
+                "(inside the overlay's sandbox) is also that of veth of api on backend (enforced)"
+            ),
+            "{why}"
+        );
+        assert_eq!(plan.specs.iter().filter(|s| s.ifindex == 22).count(), 1);
         crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
     }
 }

@@ -13,12 +13,12 @@ use log::{info, warn};
 
 use super::{
     Plan,
-    plan::{ChildTarget, Target},
+    plan::{ChildTarget, SandboxTarget, Target},
 };
 use crate::{
     datapath::{
-        Attachment, Datapath, DatapathError, detach_interface, detach_macvlan_child, detach_uplink,
-        pins,
+        Attachment, Datapath, DatapathError, detach_interface, detach_macvlan_child,
+        detach_sandbox_veth, detach_uplink, pins,
     },
     policy::{CompileError, compile},
 };
@@ -49,6 +49,25 @@ pub struct ReconcileReport {
     pub failed: Vec<(Target, String)>,
     /// macvlan children that could not be attached, with the reason.
     pub failed_children: Vec<(ChildTarget, String)>,
+    /// Overlay sandbox veths that could not be attached, with the reason.
+    pub failed_sandbox: Vec<(SandboxTarget, String)>,
+}
+
+impl ReconcileReport {
+    /// Every interface that could not be attached: the target, the cookie
+    /// of the namespace it is in (`None`: the host's), and why.
+    pub fn failures(&self) -> impl Iterator<Item = (&Target, Option<u64>, &str)> {
+        let host = self.failed.iter().map(|(t, why)| (t, None, why.as_str()));
+        let children = self
+            .failed_children
+            .iter()
+            .map(|(c, why)| (&c.target, Some(c.netns_cookie), why.as_str()));
+        let sandboxed = self
+            .failed_sandbox
+            .iter()
+            .map(|(v, why)| (&v.target, Some(v.netns_cookie), why.as_str()));
+        host.chain(children).chain(sandboxed)
+    }
 }
 
 /// Errors that stop a reconciliation before it touches the kernel.
@@ -113,17 +132,37 @@ pub fn reconcile_remembering(
         .chain(&plan.macvlan_parents)
         .map(|target| target.ifindex)
         .collect();
-    let wanted_children: BTreeSet<(u64, u32)> = plan
-        .macvlan_children
-        .iter()
-        .map(|child| (child.netns_cookie, child.target.ifindex))
-        .collect();
-    for (netns, ifindex) in pins::attached_children(&root) {
-        if !wanted_children.contains(&(netns, ifindex)) {
-            detach_macvlan_child(&root, netns, ifindex)?;
+    // Interfaces in other namespaces (macvlan children in containers,
+    // overlay veths in sandboxes): their ifindex is only unique with the
+    // namespace's cookie.
+    type Detach = fn(&std::path::Path, u64, u32) -> Result<bool, DatapathError>;
+    type InNamespaces = BTreeSet<(u64, u32)>;
+    let namespaced: [(&str, InNamespaces, InNamespaces, Detach); 2] = [
+        (
+            "macvlan child",
+            plan.macvlan_children
+                .iter()
+                .map(|child| (child.netns_cookie, child.target.ifindex))
+                .collect(),
+            pins::attached_children(&root),
+            detach_macvlan_child,
+        ),
+        (
+            "sandbox veth",
+            plan.sandbox_veths
+                .iter()
+                .map(|veth| (veth.netns_cookie, veth.target.ifindex))
+                .collect(),
+            pins::attached_sandbox_veths(&root),
+            detach_sandbox_veth,
+        ),
+    ];
+    for (what, wanted, attached, detach) in namespaced {
+        for (netns, ifindex) in attached.difference(&wanted) {
+            detach(&root, *netns, *ifindex)?;
             info!(
-                "detached netwatch from macvlan child ifindex {ifindex} of namespace {netns}: it \
-                 left the plan"
+                "detached netwatch from {what} ifindex {ifindex} of namespace {netns}: it left \
+                 the plan"
             );
         }
     }
@@ -221,6 +260,37 @@ pub fn reconcile_remembering(
             }
         }
     }
+    for veth in &plan.sandbox_veths {
+        let target = &veth.target;
+        match datapath.attach_sandbox_veth(
+            &veth.sandbox,
+            veth.netns_cookie,
+            &target.ifname,
+            target.ifindex,
+        ) {
+            Ok(Attachment::Attached) => {
+                info!(
+                    "attached to {} ({} in {}, ifindex {})",
+                    target.what,
+                    target.ifname,
+                    veth.sandbox.display(),
+                    target.ifindex
+                );
+                report.attached.push(target.clone());
+            }
+            Ok(Attachment::AlreadyAttached) => {}
+            Err(e) => {
+                warn!(
+                    "refused to attach to {} ({} in {}, ifindex {}): {e}",
+                    target.what,
+                    target.ifname,
+                    veth.sandbox.display(),
+                    target.ifindex
+                );
+                report.failed_sandbox.push((veth.clone(), e.to_string()));
+            }
+        }
+    }
     memory.attached = pins::attached_tc_ifindexes(&root)
         .into_iter()
         .chain(pins::attached_uplink_ifindexes(&root))
@@ -230,7 +300,7 @@ pub fn reconcile_remembering(
             "reconciled: {} attached, {} detached, {} failed",
             report.attached.len(),
             report.detached.len(),
-            report.failed.len() + report.failed_children.len()
+            report.failures().count()
         );
     }
     Ok(report)

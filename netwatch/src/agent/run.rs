@@ -83,9 +83,21 @@ fn event_filters() -> HashMap<String, Vec<String>> {
         ),
         (
             "event".to_string(),
-            ["start", "die", "destroy", "connect", "disconnect", "create"]
-                .map(String::from)
-                .to_vec(),
+            // `remove` and `update`: a swarm network removed or changed
+            // (a manager's events; this node's own are create, connect,
+            // disconnect and destroy).
+            [
+                "start",
+                "die",
+                "destroy",
+                "connect",
+                "disconnect",
+                "create",
+                "remove",
+                "update",
+            ]
+            .map(String::from)
+            .to_vec(),
         ),
     ])
 }
@@ -374,14 +386,22 @@ async fn sync(
             state
                 .endpoints
                 .iter()
-                .filter(|e| e.macvlan.is_none())
+                .filter(|e| e.macvlan.is_none() && e.overlay.is_none())
                 .map(|e| e.host_ifindex),
         )
         .collect();
     if !options.networks.is_empty() {
-        state
-            .networks
-            .retain(|n| options.networks.contains(&n.name));
+        let agent = AgentView {
+            running: true,
+            managed: options.networks.clone(),
+            attach_failures: Default::default(),
+        };
+        let inventory = &snapshot.inventory;
+        state.networks.retain(|n| {
+            inventory
+                .network(&n.name)
+                .is_some_and(|network| agent.manages_in(inventory, network))
+        });
     }
     let mut plan = plan(&state);
     let (uplinks, uplink_problems) = uplinks::resolve(&options.uplinks, &docker_interfaces);
@@ -405,26 +425,15 @@ async fn sync(
         Ok(report) => {
             status.repairs += (report.repaired.len() + report.repinned_maps.len()) as u64;
             status.attach_failures = report
-                .failed
-                .iter()
-                .map(|(target, why)| (guard::attach_key(None, target.ifindex), why))
-                .chain(report.failed_children.iter().map(|(child, why)| {
-                    let key = guard::attach_key(Some(child.netns_cookie), child.target.ifindex);
-                    (key, why)
-                }))
-                .map(|(key, why)| (key, format!("attaching failed: {why}")))
+                .failures()
+                .map(|(target, netns, why)| {
+                    let key = guard::attach_key(netns, target.ifindex);
+                    (key, format!("attaching failed: {why}"))
+                })
                 .collect();
             let refused: Vec<String> = report
-                .failed
-                .iter()
-                .map(|(target, why)| (target, why))
-                .chain(
-                    report
-                        .failed_children
-                        .iter()
-                        .map(|(c, why)| (&c.target, why)),
-                )
-                .map(|(target, why)| format!("{} ({}): {why}", target.what, target.ifname))
+                .failures()
+                .map(|(target, _, why)| format!("{} ({}): {why}", target.what, target.ifname))
                 .chain(uplink_problems)
                 .collect();
             for problem in refused.iter().filter(|p| !status.refused.contains(p)) {

@@ -176,6 +176,18 @@ impl Snapshot {
         self.macvlan.insert(key, Ok(child));
     }
 
+    /// Sets the sandbox veth of `container`'s endpoint on `network` (names).
+    #[cfg(test)]
+    pub(crate) fn set_sandbox_veth_for_test(
+        &mut self,
+        container: &str,
+        network: &str,
+        veth: SandboxVeth,
+    ) {
+        let key = self.key_for_test(container, network);
+        self.overlay.insert(key, Ok(veth));
+    }
+
     /// Replaces the veth of `container`'s endpoint on `network` (names).
     #[cfg(test)]
     pub(crate) fn set_veth_for_test(

@@ -706,6 +706,7 @@ mod tests {
             container_id: container.into(),
             veth: None,
             macvlan: None,
+            overlay: None,
             attached: false,
             guard: guard(mode),
         };

@@ -143,6 +143,7 @@ mod tests {
         HostState {
             networks: vec![NetworkState {
                 name: "db".into(),
+                driver: "bridge".into(),
                 internal: true,
                 bridge: Some(("br-db".into(), 30)),
                 macvlan_parent: None,
@@ -163,8 +164,10 @@ mod tests {
                     "db".to_string(),
                 )]),
                 macvlan: None,
+                overlay: None,
             }],
             host_addrs: vec![],
+            overlay_members: vec![],
         }
     }
 

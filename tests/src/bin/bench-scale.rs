@@ -247,6 +247,7 @@ fn attach_round(n: usize, round: usize, rcu: Rcu) -> Result<AttachSample> {
     let mut state = HostState {
         networks: vec![NetworkState {
             name: "bench".into(),
+            driver: "bridge".into(),
             internal: true,
             bridge: Some(("br0".into(), ifindex("br0")?)),
             macvlan_parent: None,
@@ -268,6 +269,7 @@ fn attach_round(n: usize, round: usize, rcu: Rcu) -> Result<AttachSample> {
             mac: [0x02, 0x42, 10, 250, hi, lo],
             container_labels: Default::default(),
             macvlan: None,
+            overlay: None,
         });
     }
     let plan = plan(&state);
