@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{OutputFormat, networks, table};
 use crate::datapath::{Hook, pins};
 use crate::docker::Snapshot;
-use crate::endpoint::MacAddr;
+use crate::endpoint::{MacAddr, SandboxVeth};
 use crate::guard::{self, AgentView, Guard, KernelView, Mode};
 
 /// What `netwatch inspect -o json` prints.
@@ -55,10 +55,14 @@ pub struct EndpointDetail {
     pub container_ifname: Option<String>,
     pub host_ifname: Option<String>,
     pub host_ifindex: Option<u32>,
-    /// The netwatch programs pinned for the endpoint: on its host veth
-    /// `from_container` (TCX ingress) and `to_container` (TCX egress); for a
-    /// macvlan endpoint `macvlan_child` (its interface's ingress) and
-    /// `macvlan_parent` (its parent's egress).
+    /// For an overlay endpoint: its veth's end in the network's sandbox
+    /// namespace, which netwatch attaches to instead of a host veth.
+    pub sandbox_veth: Option<SandboxVeth>,
+    /// The netwatch programs pinned for the endpoint: on its host veth (or,
+    /// for an overlay endpoint, its sandbox veth) `from_container` (TCX
+    /// ingress) and `to_container` (TCX egress); for a macvlan endpoint
+    /// `macvlan_child` (its interface's ingress) and `macvlan_parent` (its
+    /// parent's egress).
     pub programs: Vec<&'static str>,
     /// Both programs are attached.
     pub attached: bool,
@@ -99,9 +103,18 @@ pub fn report(
             let veth = snapshot.veth(endpoints_of, endpoint);
             let ifindex = veth.as_ref().ok().map(|v| v.ifindex);
             let child = snapshot.macvlan_child(endpoints_of, endpoint).ok();
-            let programs: Vec<&'static str> = match child {
+            let sandbox = (endpoint.driver == "overlay")
+                .then(|| snapshot.sandbox_veth(endpoints_of, endpoint));
+            let tc_pair = |pinned: &dyn Fn(Hook) -> bool| -> Vec<&'static str> {
+                [Hook::FromContainer, Hook::ToContainer]
+                    .into_iter()
+                    .filter(|hook| pinned(*hook))
+                    .map(Hook::program_name)
+                    .collect()
+            };
+            let programs: Vec<&'static str> = match (child, &sandbox) {
                 // A macvlan endpoint: its child's program, and its parent's.
-                Some(child) => [
+                (Some(child), _) => [
                     (
                         Hook::MacvlanChild,
                         pins::child_attached(pins_root, child.netns_cookie, child.ifindex),
@@ -115,13 +128,24 @@ pub fn report(
                 .filter(|(_, pinned)| *pinned)
                 .map(|(hook, _)| hook.program_name())
                 .collect(),
-                None => [Hook::FromContainer, Hook::ToContainer]
-                    .into_iter()
-                    .filter(|hook| {
-                        ifindex.is_some_and(|i| pins::link_path(pins_root, *hook, i).exists())
-                    })
-                    .map(Hook::program_name)
-                    .collect(),
+                (None, Some(Ok(v))) => tc_pair(&|hook| {
+                    pins::sandbox_link_path(pins_root, hook, v.netns_cookie, v.ifindex).exists()
+                }),
+                (None, Some(Err(_))) => Vec::new(),
+                (None, None) => tc_pair(&|hook| {
+                    ifindex.is_some_and(|i| pins::link_path(pins_root, hook, i).exists())
+                }),
+            };
+            let (container_ifname, error) = match &sandbox {
+                Some(Ok(v)) => (Some(v.container_ifname.clone()), None),
+                Some(Err(e)) => (None, Some(e.to_string())),
+                None => (
+                    veth.as_ref()
+                        .ok()
+                        .map(|v| v.container_ifname.clone())
+                        .or_else(|| child.map(|c| c.ifname.clone())),
+                    veth.as_ref().err().map(ToString::to_string),
+                ),
             };
             EndpointDetail {
                 network: endpoint.network.clone(),
@@ -133,16 +157,13 @@ pub fn report(
                 ipv6: endpoint.ipv6,
                 mac: endpoint.mac,
                 aliases: endpoint.aliases.clone(),
-                container_ifname: veth
-                    .as_ref()
-                    .ok()
-                    .map(|v| v.container_ifname.clone())
-                    .or_else(|| child.map(|c| c.ifname.clone())),
+                container_ifname,
                 host_ifname: veth.as_ref().ok().map(|v| v.ifname.clone()),
                 host_ifindex: ifindex,
+                sandbox_veth: sandbox.and_then(|v| v.ok().cloned()),
                 attached: programs.len() == 2,
                 programs,
-                error: veth.err().map(ToString::to_string),
+                error,
                 guard: assessment
                     .endpoint(&endpoint.network_id, &endpoints_of.id)
                     .map(|e| e.guard.clone())
@@ -246,8 +267,17 @@ pub fn render_table(report: &ContainerReport) -> String {
                 e.ipv6.map(|a| a.to_string()).unwrap_or_default(),
                 e.mac.to_string(),
                 e.container_ifname.clone().unwrap_or_default(),
-                e.host_ifname.clone().unwrap_or_default(),
-                e.host_ifindex.map(|i| i.to_string()).unwrap_or_default(),
+                e.host_ifname
+                    .clone()
+                    .or_else(|| {
+                        let v = e.sandbox_veth.as_ref()?;
+                        Some(format!("{} (in sandbox)", v.ifname))
+                    })
+                    .unwrap_or_default(),
+                e.host_ifindex
+                    .or(e.sandbox_veth.as_ref().map(|v| v.ifindex))
+                    .map(|i| i.to_string())
+                    .unwrap_or_default(),
                 if e.programs.is_empty() {
                     "none".to_owned()
                 } else {
@@ -363,6 +393,7 @@ mod tests {
                     "container_ifname": "eth0",
                     "host_ifname": "vethaaa",
                     "host_ifindex": 13,
+                    "sandbox_veth": null,
                     "programs": ["from_container"],
                     "attached": false,
                     "error": null,
@@ -380,6 +411,7 @@ mod tests {
                     "container_ifname": "eth0",
                     "host_ifname": "vethbbb",
                     "host_ifindex": 11,
+                    "sandbox_veth": null,
                     "programs": [],
                     "attached": false,
                     "error": null,

@@ -54,9 +54,15 @@ pub struct EndpointReport {
     /// (`ifname`, `ifindex` there, `parent_ifindex` on the host,
     /// `netns_cookie`); `null` otherwise.
     pub macvlan: Option<crate::endpoint::MacvlanChild>,
+    /// For an overlay endpoint: its veth's end in the network's sandbox
+    /// namespace (`ifname`, `ifindex` there, the container's end,
+    /// `sandbox`, `netns_cookie`); `null` otherwise.
+    pub overlay: Option<crate::endpoint::SandboxVeth>,
     /// Every netwatch program the endpoint needs is pinned (both veth
     /// programs on `host_ifindex`; for a macvlan endpoint, the child's and
-    /// its parent's).
+    /// its parent's; for an overlay endpoint, both on its sandbox veth and,
+    /// when the overlay denies egress, on its container's docker_gwbridge
+    /// leg).
     pub attached: bool,
     #[serde(flatten)]
     pub guard: Guard,
@@ -110,6 +116,7 @@ pub fn report(
                         host_ifname: e.veth.as_ref().map(|v| v.ifname.clone()),
                         host_ifindex: e.veth.as_ref().map(|v| v.ifindex),
                         macvlan: e.macvlan.clone(),
+                        overlay: e.overlay.clone(),
                         attached: e.attached,
                         guard: e.guard.clone(),
                     })
@@ -193,9 +200,15 @@ pub fn render_table(reports: &[NetworkReport]) -> String {
                                 .as_ref()
                                 .map(|m| format!("{} (in container)", m.ifname))
                         })
+                        .or_else(|| {
+                            e.overlay
+                                .as_ref()
+                                .map(|v| format!("{} (in sandbox)", v.ifname))
+                        })
                         .unwrap_or_default(),
                     e.host_ifindex
                         .or(e.macvlan.as_ref().map(|m| m.ifindex))
+                        .or(e.overlay.as_ref().map(|v| v.ifindex))
                         .map(|i| i.to_string())
                         .unwrap_or_default(),
                     e.guard.mode.to_string(),
@@ -312,6 +325,7 @@ mod tests {
                         "host_ifname": null,
                         "host_ifindex": null,
                         "macvlan": null,
+                        "overlay": null,
                         "attached": false,
                         "mode": "unguarded",
                         "why": "host networking: the container shares the host's network stack; there is no interface of its own to attach to"
@@ -338,6 +352,7 @@ mod tests {
                         "host_ifname": "vethaaa",
                         "host_ifindex": 13,
                         "macvlan": null,
+                        "overlay": null,
                         "attached": true,
                         "mode": "enforced",
                         "why": "internal: true"
@@ -352,6 +367,7 @@ mod tests {
                         "host_ifname": "vethccc",
                         "host_ifindex": 15,
                         "macvlan": null,
+                        "overlay": null,
                         "attached": false,
                         "mode": "unguarded",
                         "why": "veth vethccc not attached yet: the agent attaches it at its next sync"

@@ -79,6 +79,41 @@ struct GuardReport {
     by_choice: Vec<Alarm>,
     source: &'static str,
     error: Option<String>,
+    /// What each interface netwatch attaches to is, by
+    /// [`guard::attach_key`]: (its name where it lives, whose it is). Empty
+    /// when Docker was not asked.
+    interfaces: BTreeMap<String, (String, String)>,
+}
+
+/// By [`guard::attach_key`]: the name of each endpoint's interface where it
+/// lives, and whose endpoint it is (`web on backend`), so that `status`
+/// names interfaces in containers and overlay sandboxes, whose ifindexes
+/// mean nothing in the host's namespace.
+fn interfaces_of(assessment: &guard::Assessment) -> BTreeMap<String, (String, String)> {
+    let mut named = BTreeMap::new();
+    for network in &assessment.networks {
+        for endpoint in &network.endpoints {
+            let whose = format!("{} on {}", endpoint.container, network.name);
+            let keyed = [
+                endpoint
+                    .veth
+                    .as_ref()
+                    .map(|v| (guard::attach_key(None, v.ifindex), v.ifname.clone())),
+                endpoint.macvlan.as_ref().map(|m| {
+                    let key = guard::attach_key(Some(m.netns_cookie), m.ifindex);
+                    (key, format!("{} (in container)", m.ifname))
+                }),
+                endpoint.overlay.as_ref().map(|v| {
+                    let key = guard::attach_key(Some(v.netns_cookie), v.ifindex);
+                    (key, format!("{} (in sandbox)", v.ifname))
+                }),
+            ];
+            for (key, ifname) in keyed.into_iter().flatten() {
+                named.insert(key, (ifname, whose.clone()));
+            }
+        }
+    }
+    named
 }
 
 fn guard_report(
@@ -114,6 +149,7 @@ fn guard_report(
             }
             let mut assessment =
                 guard::assess(&snapshot, &guard::Pins(root), &AgentView::read(run_dir));
+            let interfaces = interfaces_of(&assessment);
             assessment
                 .networks
                 .retain(|n| selected(only, &n.name, &n.id));
@@ -122,6 +158,7 @@ fn guard_report(
                 by_choice: assessment.unguarded_by_choice(),
                 source: "docker",
                 error: None,
+                interfaces,
             })
         }
         Err(error) => Ok(match agent.filter(|a| a.last_sync.is_some()) {
@@ -135,12 +172,14 @@ fn guard_report(
                 by_choice: Vec::new(),
                 source: "agent",
                 error: Some(error),
+                interfaces: BTreeMap::new(),
             },
             None => GuardReport {
                 alarms: Vec::new(),
                 by_choice: Vec::new(),
                 source: "none",
                 error: Some(error),
+                interfaces: BTreeMap::new(),
             },
         }),
     }
@@ -154,12 +193,15 @@ fn selected(only: &[String], name: &str, id: &str) -> bool {
 #[derive(Serialize)]
 struct AttachedInterface {
     ifindex: u32,
-    /// For a macvlan child: the cookie of its container's network
-    /// namespace, where `ifindex` is; `null` for a host interface.
+    /// For an interface in a container's or an overlay sandbox's
+    /// namespace: that namespace's cookie (the ifindex is its); `None`:
+    /// the host's.
     netns: Option<u64>,
-    /// The host interface's name; `null` when it is gone (its pins are
-    /// stale) or in a container's namespace.
+    /// None when the interface is gone (its pins are stale) or, in another
+    /// namespace, when Docker did not say whose it is.
     ifname: Option<String>,
+    /// Whose endpoint it is (`web on backend`), when Docker said.
+    endpoint: Option<String>,
     programs: Vec<String>,
 }
 
@@ -177,27 +219,41 @@ fn interface_name(ifindex: u32) -> Option<String> {
         .and_then(|name| name.into_string().ok())
 }
 
-fn collect(root: &Path, run_dir: &Path, only: &[String]) -> Result<Status> {
-    let mut attached: Vec<AttachedInterface> = Vec::new();
+/// The pinned links under `root`, one entry per interface, named from
+/// `interfaces` ([`GuardReport::interfaces`]) or, on the host, the kernel.
+fn attached_interfaces(
+    root: &Path,
+    interfaces: &BTreeMap<String, (String, String)>,
+) -> Vec<AttachedInterface> {
     let mut links = pins::pinned_links(root);
-    links.sort_by_key(|l| (l.netns, l.ifindex));
+    links.sort_by_key(|l| (l.netns.is_some(), l.ifindex, l.netns));
+    let mut attached: Vec<AttachedInterface> = Vec::new();
     for link in links {
         match attached.last_mut() {
             Some(last) if (last.netns, last.ifindex) == (link.netns, link.ifindex) => {
-                last.programs.push(link.program);
+                last.programs.push(link.program)
             }
-            _ => attached.push(AttachedInterface {
-                ifindex: link.ifindex,
-                netns: link.netns,
-                ifname: link
-                    .netns
-                    .is_none()
-                    .then(|| interface_name(link.ifindex))
-                    .flatten(),
-                programs: vec![link.program],
-            }),
+            _ => {
+                let named = interfaces.get(&guard::attach_key(link.netns, link.ifindex));
+                let ifname = match (named, link.netns) {
+                    (Some((ifname, _)), _) => Some(ifname.clone()),
+                    (None, None) => interface_name(link.ifindex),
+                    (None, Some(_)) => None,
+                };
+                attached.push(AttachedInterface {
+                    ifindex: link.ifindex,
+                    netns: link.netns,
+                    ifname,
+                    endpoint: named.map(|(_, whose)| whose.clone()),
+                    programs: vec![link.program],
+                });
+            }
         }
     }
+    attached
+}
+
+fn collect(root: &Path, run_dir: &Path, only: &[String]) -> Result<Status> {
     let pinned_objects = [
         pins::links_dir(root),
         pins::maps_dir(root),
@@ -236,6 +292,7 @@ fn collect(root: &Path, run_dir: &Path, only: &[String]) -> Result<Status> {
         None => (None, None),
     };
     let guard = guard_report(root, run_dir, agent.as_ref(), only)?;
+    let attached = attached_interfaces(root, &guard.interfaces);
     Ok(Status {
         unguarded: guard.alarms,
         unguarded_by_choice: guard.by_choice,
@@ -347,15 +404,27 @@ fn print_table(s: &Status) {
         if s.bpffs { "" } else { "; bpffs NOT mounted" }
     );
     println!("{:<14} {} interfaces", "attached", s.attached.len());
+    let name = |a: &AttachedInterface| match (&a.ifname, a.netns) {
+        (Some(ifname), _) => ifname.clone(),
+        (None, Some(_)) => "(in a container or sandbox)".to_owned(),
+        (None, None) => "(gone)".to_owned(),
+    };
+    let width = s
+        .attached
+        .iter()
+        .map(|a| name(a).len())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     for a in &s.attached {
-        let name = match (&a.ifname, a.netns) {
-            (Some(name), _) => name.as_str(),
-            (None, Some(_)) => "(in container)",
-            (None, None) => "(gone)",
-        };
+        let whose = a
+            .endpoint
+            .as_ref()
+            .map(|e| format!("  {e}"))
+            .unwrap_or_default();
         println!(
-            "  {:<16} ifindex {:<6} {}",
-            name,
+            "  {:<width$} ifindex {:<6} {}{whose}",
+            name(a),
             a.ifindex,
             a.programs.join(", ")
         );
