@@ -151,6 +151,34 @@ impl AgentProcess {
         false
     }
 
+    /// Runs `netwatch <args…> --pin-root … --run-dir …` with this agent's
+    /// binary, pins and run directory, against the dockerd the docker
+    /// helpers use.
+    pub fn netwatch(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.binary)
+            .args(args)
+            .arg("--pin-root")
+            .arg(self.pin_root())
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .envs(crate::docker::compose_env())
+            .output()
+            .expect("run netwatch")
+    }
+
+    /// `netwatch flows -o json <args…>` asked of this agent's API: the
+    /// flows, or none when it does not answer (yet).
+    pub fn flows_json(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let out = Command::new(&self.binary)
+            .args(["flows", "-o", "json"])
+            .args(args)
+            .arg("--socket")
+            .arg(self.api_socket())
+            .output()
+            .expect("run netwatch flows");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
     /// The agent's API socket (`api.sock` in its run directory).
     pub fn api_socket(&self) -> PathBuf {
         self.run_dir.join("api.sock")

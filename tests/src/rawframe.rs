@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::reach::{Listeners, Netns};
+
 /// An AF_PACKET socket bound to one interface, receiving every protocol.
 pub struct PacketSocket {
     fd: OwnedFd,
@@ -146,6 +148,63 @@ impl PacketSocket {
         }
         false
     }
+}
+
+/// A frame a container sends from a raw socket, and the listener it would
+/// land at.
+pub struct Forged<'a> {
+    pub what: &'static str,
+    pub frame: Vec<u8>,
+    pub lands_at: &'a Listeners,
+}
+
+/// Sends each frame 5 times from interface `ifname` of `from` with
+/// `PACKET_QDISC_BYPASS` (past its own qdisc and egress hook) and returns,
+/// per frame, how many datagrams its listener received within `timeout`.
+pub fn send_forged(from: &Netns, ifname: &str, frames: &[Forged], timeout: Duration) -> Vec<usize> {
+    let socket = from.run(|| PacketSocket::bind(ifname).expect("a packet socket"));
+    socket.bypass_qdisc().expect("PACKET_QDISC_BYPASS");
+    frames
+        .iter()
+        .map(|forged| {
+            let before = forged.lands_at.udp_received();
+            for _ in 0..5 {
+                // A drop on a macvlan parent's egress fails the send
+                // (ENOBUFS): that is the verdict, not an error of the test.
+                let _ = socket.send(&forged.frame);
+            }
+            let until = Instant::now() + timeout;
+            while Instant::now() < until && forged.lands_at.udp_received() == before {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            forged.lands_at.udp_received() - before
+        })
+        .collect()
+}
+
+/// [`send_forged`], asserting in `state`'s name that every frame arrived
+/// (`arrive`) or that none did.
+pub fn assert_forged(
+    state: &str,
+    from: &Netns,
+    ifname: &str,
+    frames: &[Forged],
+    timeout: Duration,
+    arrive: bool,
+) {
+    let arrived = send_forged(from, ifname, frames, timeout);
+    let wrong: Vec<String> = frames
+        .iter()
+        .zip(&arrived)
+        .filter(|(_, n)| (**n > 0) != arrive)
+        .map(|(frame, n)| format!("{} ({n} arrived)", frame.what))
+        .collect();
+    let expected = if arrive { "every" } else { "no" };
+    assert!(
+        wrong.is_empty(),
+        "{state}: {expected} forged frame should arrive, but: {}",
+        wrong.join(", ")
+    );
 }
 
 fn link_address(ifindex: u32) -> libc::sockaddr_ll {

@@ -652,6 +652,71 @@ pub fn probe_all(probes: &[Probe], timeout: Duration) -> Vec<Outcome> {
     })
 }
 
+/// One path of a reachability matrix: its probes, and whether they should
+/// get through.
+#[derive(Clone, Debug)]
+pub struct PathCheck {
+    pub name: &'static str,
+    pub probes: Vec<Probe>,
+    pub open: bool,
+}
+
+impl PathCheck {
+    /// TCP and UDP to `port` and an ICMP echo, from `from` to each of `to`.
+    pub fn every_protocol(
+        name: &'static str,
+        from: &Netns,
+        to: &[IpAddr],
+        port: u16,
+        open: bool,
+    ) -> PathCheck {
+        let probes = to
+            .iter()
+            .flat_map(|&dst| {
+                [
+                    Probe::tcp(from, dst, port),
+                    Probe::udp(from, dst, port),
+                    Probe::icmp(from, dst),
+                ]
+            })
+            .collect();
+        PathCheck { name, probes, open }
+    }
+}
+
+/// Runs the probes of every path at once and asserts that each is reached
+/// when its path is open, and blocked for a reason `blocked` accepts (a
+/// timeout: the path exists and something drops it silently) when not.
+/// Panics, in `state`'s name, listing every probe that was not as expected.
+pub fn assert_paths(
+    state: &str,
+    paths: &[PathCheck],
+    timeout: Duration,
+    blocked: impl Fn(&str) -> bool,
+) {
+    let flat: Vec<Probe> = paths.iter().flat_map(|p| p.probes.clone()).collect();
+    let mut outcomes = probe_all(&flat, timeout).into_iter();
+    let mut wrong = Vec::new();
+    for path in paths {
+        for probe in &path.probes {
+            let outcome = outcomes.next().expect("one outcome per probe");
+            let ok = match &outcome {
+                Outcome::Reached => path.open,
+                Outcome::Blocked(why) => !path.open && blocked(why),
+            };
+            if !ok {
+                wrong.push(format!("{}: {probe}: {outcome}", path.name));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{state}: {} probes not as expected:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
 /// One probe on its own (on a thread in its namespace).
 pub fn probe(probe: &Probe, timeout: Duration) -> Outcome {
     probe_all(std::slice::from_ref(probe), timeout)

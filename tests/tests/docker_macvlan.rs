@@ -10,11 +10,7 @@
 //! bridge in a router namespace, with a LAN host beside it and a namespace
 //! beyond the router. Routes are checked before anything is sent.
 
-use std::{
-    net::IpAddr,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, process::Command, time::Duration};
 
 use netwatch_tests::{
     agent::{AgentProcess, wait_for},
@@ -22,8 +18,10 @@ use netwatch_tests::{
     fixture::require_root,
     lan::Lan,
     packets::Frame,
-    rawframe::PacketSocket,
-    reach::{Listeners, Netns, Outcome, Probe, assert_route_via, probe_all},
+    rawframe::{Forged, assert_forged},
+    reach::{
+        Listeners, Netns, Outcome, PathCheck, Probe, assert_paths, assert_route_via, probe_all,
+    },
 };
 use serde_json::Value;
 
@@ -61,32 +59,6 @@ struct Path {
     to: Vec<IpAddr>,
 }
 
-impl Path {
-    fn probes(&self) -> Vec<Probe> {
-        self.to
-            .iter()
-            .flat_map(|&dst| {
-                [
-                    Probe::tcp(&self.from, dst, PORT),
-                    Probe::udp(&self.from, dst, PORT),
-                    Probe::icmp(&self.from, dst),
-                ]
-            })
-            .collect()
-    }
-}
-
-/// Runs every path's probes at once; per path, the outcomes.
-fn run_matrix(paths: &[Path]) -> Vec<Vec<Outcome>> {
-    let probes: Vec<Vec<Probe>> = paths.iter().map(Path::probes).collect();
-    let flat: Vec<Probe> = probes.iter().flatten().cloned().collect();
-    let mut outcomes = probe_all(&flat, TIMEOUT).into_iter();
-    probes
-        .iter()
-        .map(|p| outcomes.by_ref().take(p.len()).collect())
-        .collect()
-}
-
 /// Asserts each path is all open or all blocked as `open` says. Blocked
 /// means no answer (a timeout: the path exists), or a send the kernel
 /// refused with ENOBUFS: a drop on the macvlan parent's egress hook happens
@@ -94,59 +66,14 @@ fn run_matrix(paths: &[Path]) -> Vec<Vec<Outcome>> {
 /// fails so (measured: ICMPv6 echoes). A path without a route, or a refused
 /// connection, is never taken for a block.
 fn assert_matrix(state: &str, paths: &[Path], open: &[bool]) {
-    let outcomes = run_matrix(paths);
-    let mut wrong = Vec::new();
-    for ((path, outcomes), &open) in paths.iter().zip(&outcomes).zip(open) {
-        let probes = path.probes();
-        for (probe, outcome) in probes.iter().zip(outcomes) {
-            let ok = match outcome {
-                Outcome::Reached => open,
-                Outcome::Blocked(why) => {
-                    !open && (why.starts_with("timeout") || why.contains("os error 105"))
-                }
-            };
-            if !ok {
-                wrong.push(format!("{}: {probe}: {outcome}", path.name));
-            }
-        }
-    }
-    assert!(
-        wrong.is_empty(),
-        "{state}: {} probes not as expected:\n{}",
-        wrong.len(),
-        wrong.join("\n")
-    );
-}
-
-/// The frames a container sends past its own egress hook: (what, frame,
-/// where it would arrive).
-struct Forged<'a> {
-    what: &'static str,
-    frame: Vec<u8>,
-    lands_at: &'a Listeners,
-}
-
-/// Sends each frame 5 times from `from`'s eth0 with PACKET_QDISC_BYPASS and
-/// returns, per frame, how many its listener received.
-fn send_forged(from: &Netns, frames: &[Forged]) -> Vec<usize> {
-    let socket = from.run(|| PacketSocket::bind("eth0").expect("a packet socket on eth0"));
-    socket.bypass_qdisc().expect("PACKET_QDISC_BYPASS");
-    frames
+    let checks: Vec<PathCheck> = paths
         .iter()
-        .map(|forged| {
-            let before = forged.lands_at.udp_received();
-            for _ in 0..5 {
-                // A drop on the parent's egress fails the send (ENOBUFS):
-                // that is the verdict, not an error of the test.
-                let _ = socket.send(&forged.frame);
-            }
-            let until = Instant::now() + TIMEOUT;
-            while Instant::now() < until && forged.lands_at.udp_received() == before {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            forged.lands_at.udp_received() - before
-        })
-        .collect()
+        .zip(open)
+        .map(|(path, &open)| PathCheck::every_protocol(path.name, &path.from, &path.to, PORT, open))
+        .collect();
+    assert_paths(state, &checks, TIMEOUT, |why| {
+        why.starts_with("timeout") || why.contains("os error 105")
+    });
 }
 
 /// A macvlan network on `lan`'s parent and subnets, with `extra` options.
@@ -160,13 +87,7 @@ fn macvlan_network(lan: &Lan, what: &str, extra: &[&str]) -> TestNetwork {
 }
 
 fn networks_json(agent: &AgentProcess, name: &str) -> Value {
-    let out = Command::new(NETWATCH)
-        .args(["networks", "-o", "json", name, "--pin-root"])
-        .arg(agent.pin_root())
-        .arg("--run-dir")
-        .arg(&agent.run_dir)
-        .output()
-        .expect("run netwatch networks");
+    let out = agent.netwatch(&["networks", "-o", "json", name]);
     assert!(
         out.status.success(),
         "{}",
@@ -281,14 +202,7 @@ fn an_egress_denied_macvlan_network_holds_against_routes_forged_frames_and_kill_
 
     // Docker alone: every path is open, and so is every forged frame.
     assert_matrix("Docker alone", &paths, &[true; 6]);
-    let arrived = send_forged(&a_ns, &forged);
-    for (forged, n) in forged.iter().zip(&arrived) {
-        assert!(
-            *n > 0,
-            "Docker alone: forged frame {} did not arrive",
-            forged.what
-        );
-    }
+    assert_forged("Docker alone", &a_ns, "eth0", &forged, TIMEOUT, true);
 
     // netwatch: the container keeps its network and the LAN's subnet, and
     // loses the router and everything beyond it, both ways.
@@ -300,13 +214,7 @@ fn an_egress_denied_macvlan_network_holds_against_routes_forged_frames_and_kill_
     );
     let open = [true, true, true, false, false, false];
     assert_matrix("netwatch", &paths, &open);
-    let arrived = send_forged(&a_ns, &forged);
-    assert_eq!(
-        arrived,
-        [0, 0, 0],
-        "forged frames sent past the container's own hook arrived: {:?}",
-        forged.iter().map(|f| f.what).collect::<Vec<_>>()
-    );
+    assert_forged("netwatch", &a_ns, "eth0", &forged, TIMEOUT, false);
     wait_for(
         "the drop records in the log",
         Duration::from_secs(5),
@@ -412,13 +320,7 @@ fn a_net_admin_container_on_a_guarded_macvlan_network_is_named_unguarded() {
         "{why}"
     );
     assert_eq!(json["mode"], "unguarded", "{json}");
-    let out = Command::new(NETWATCH)
-        .args(["status", "--network", &network.name, "--pin-root"])
-        .arg(agent.pin_root())
-        .arg("--run-dir")
-        .arg(&agent.run_dir)
-        .output()
-        .expect("run netwatch status");
+    let out = agent.netwatch(&["status", "--network", &network.name]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{text}");
     assert!(
@@ -507,14 +409,7 @@ fn flows_on_an_observed_macvlan_network_are_named() {
         TIMEOUT,
     );
     assert!(outcomes.iter().all(Outcome::reached), "{outcomes:?}");
-    let flows = || -> Vec<Value> {
-        let out = Command::new(NETWATCH)
-            .args(["flows", "-o", "json", "--proto", "tcp", "--socket"])
-            .arg(agent.api_socket())
-            .output()
-            .expect("run netwatch flows");
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
-    };
+    let flows = || agent.flows_json(&["--proto", "tcp"]);
     let has =
         |flows: &[Value], container: &str, direction: &str, dst: IpAddr, peer: Option<&str>| {
             flows.iter().any(|f| {

@@ -25,14 +25,7 @@ const NETWATCH: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
 
 /// `netwatch <args> --pin-root … --run-dir …` of `agent`: (exit code, stdout).
 fn netwatch(agent: &AgentProcess, args: &[&str]) -> (i32, String) {
-    let out = Command::new(NETWATCH)
-        .args(args)
-        .arg("--pin-root")
-        .arg(agent.pin_root())
-        .arg("--run-dir")
-        .arg(&agent.run_dir)
-        .output()
-        .expect("run netwatch");
+    let out = agent.netwatch(args);
     let code = out.status.code().expect("netwatch exited, not killed");
     assert!(
         code != 1 && code != 2,
