@@ -163,6 +163,10 @@ impl PrivateDockerd {
     fn spawn(&mut self, log: File) {
         let child = Command::new("dockerd")
             .args(&self.args)
+            // A swarm service of the locally loaded test image is then
+            // started from it, never pinned to a registry digest (moby's
+            // own tests set it): nothing asks a registry.
+            .env("DOCKER_SERVICE_PREFER_OFFLINE_IMAGE", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

@@ -16,3 +16,4 @@ pub mod packets;
 pub mod prometheus;
 pub mod rawframe;
 pub mod reach;
+pub mod swarm;
