@@ -1209,31 +1209,16 @@ pub(crate) mod tests {
     }
 
     /// The captured drivers topology with every overlay endpoint's sandbox
-    /// veth (ovc: veth1 251, ovi: veth1 258, the task: veth2 260, as
-    /// measured, in sandboxes 8001 and 8002) and the docker_gwbridge legs'
-    /// host veths (ovc: 253, the task: 262) resolved, `edit` applied to
-    /// the inventory first.
+    /// veth ([`captured::drivers::set_sandbox_veths`]) and the
+    /// docker_gwbridge legs' host veths (ovc: 253, the task: 262, as
+    /// measured) resolved, `edit` applied to the inventory first.
     fn overlay_snapshot(edit: impl FnOnce(&mut crate::docker::Inventory)) -> Snapshot {
         let mut inventory = captured::drivers::full_inventory();
         edit(&mut inventory);
         let mut snapshot = Snapshot::unresolved(inventory, EndpointError::NotRoot);
-        let task = "nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv";
-        for (container, network, ifname, ifindex, netns) in [
-            ("nwcap-ovc", "nwcap-ovl", "veth1", 251, 8001),
-            (task, "nwcap-ovl", "veth2", 260, 8001),
-            ("nwcap-ovi", "nwcap-ovl-int", "veth1", 258, 8002),
-        ] {
-            let veth = SandboxVeth {
-                ifname: ifname.into(),
-                ifindex,
-                container_ifname: "eth0".into(),
-                container_ifindex: ifindex - 1,
-                sandbox: format!("/run/docker/netns/1-{netns}").into(),
-                netns_cookie: netns,
-            };
-            snapshot.set_sandbox_veth_for_test(container, network, veth);
-        }
+        captured::drivers::set_sandbox_veths(&mut snapshot);
         snapshot.set_veth_for_test("nwcap-ovc", "docker_gwbridge", "veth7bee27d", 253);
+        let task = captured::drivers::TASK;
         snapshot.set_veth_for_test(task, "docker_gwbridge", "vetheb4d267", 262);
         snapshot
     }

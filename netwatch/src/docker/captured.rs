@@ -62,6 +62,8 @@ fn inventory_of(networks: &[Network], set: &[(&str, &str)], names: &[&str]) -> I
 /// (`testdata/drivers/`, see `testdata/README.md`).
 pub mod drivers {
     use super::*;
+    use crate::docker::Snapshot;
+    use crate::endpoint::SandboxVeth;
 
     /// `GET /networks`. It has no `nwcap-ipvlan`: that network was removed
     /// (its container could not start) before the list was taken.
@@ -156,6 +158,32 @@ pub mod drivers {
         let mut inventory = inventory_of(&networks(), &CONTAINERS, containers);
         inventory.add_gateway_legs(&gateway_bridge());
         inventory
+    }
+
+    /// The name of the captured service task (service `nwcap-svc`).
+    pub const TASK: &str = "nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv";
+
+    /// Sets on `snapshot` the sandbox veths of the captured overlay
+    /// endpoints as the capture's topology measured them (nwcap-ovc: veth1
+    /// 251, the task: veth2 260, both in nwcap-ovl's sandbox, given cookie
+    /// 8001; nwcap-ovi: veth1 258 in nwcap-ovl-int's, 8002). `snapshot`
+    /// must hold those three containers.
+    pub fn set_sandbox_veths(snapshot: &mut Snapshot) {
+        for (container, network, ifname, ifindex, netns) in [
+            ("nwcap-ovc", "nwcap-ovl", "veth1", 251, 8001),
+            (TASK, "nwcap-ovl", "veth2", 260, 8001),
+            ("nwcap-ovi", "nwcap-ovl-int", "veth1", 258, 8002),
+        ] {
+            let veth = SandboxVeth {
+                ifname: ifname.into(),
+                ifindex,
+                container_ifname: "eth0".into(),
+                container_ifindex: ifindex - 1,
+                sandbox: format!("/run/docker/netns/1-{netns}").into(),
+                netns_cookie: netns,
+            };
+            snapshot.set_sandbox_veth_for_test(container, network, veth);
+        }
     }
 
     /// The inventory of every network and every captured container.

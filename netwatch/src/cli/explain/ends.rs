@@ -95,10 +95,22 @@ pub fn destination<'a>(
                     .any(|mine| mine.network_id == e.network_id),
                 _ => false,
             };
+            // A name resolves as Docker's DNS resolves it: never to a
+            // docker_gwbridge leg (no container lists it, and containers
+            // do not talk to each other there).
+            let named = |e: &&Endpoint| {
+                !topology
+                    .snapshot
+                    .inventory
+                    .network(&e.network_id)
+                    .is_some_and(|n| n.is_gateway_bridge())
+            };
             let endpoint = container
                 .endpoints
                 .iter()
+                .filter(named)
                 .find(shared)
+                .or(container.endpoints.iter().find(named))
                 .or(container.endpoints.first())
                 .ok_or_else(|| {
                     anyhow!(

@@ -334,7 +334,8 @@ struct Hooked {
     receiver: Option<u32>,
 }
 
-/// A bridge endpoint's host veth (`from_container`, `to_container`); a
+/// A bridge endpoint's host veth (`from_container`, `to_container`); an
+/// overlay endpoint's veth in the network's sandbox (the same programs); a
 /// macvlan endpoint's parent (`macvlan_parent`, what it sends) or its own
 /// interface in the container (`macvlan_child`, what it receives).
 fn hooked_interface(
@@ -392,18 +393,30 @@ fn hooked_interface(
             receiver: None,
         });
     }
-    let veth = topology
-        .snapshot
-        .veth(container, endpoint)
-        .map_err(|e| anyhow!("{} on {}: {e}", container.name, endpoint.network))?;
+    let unknown = |e: &crate::endpoint::EndpointError| {
+        anyhow!("{} on {}: {e}", container.name, endpoint.network)
+    };
+    let (interface, key) = if endpoint.driver == "overlay" {
+        let veth = topology
+            .snapshot
+            .sandbox_veth(container, endpoint)
+            .map_err(unknown)?;
+        (format!("{} (in sandbox)", veth.ifname), veth.ifindex)
+    } else {
+        let veth = topology
+            .snapshot
+            .veth(container, endpoint)
+            .map_err(unknown)?;
+        (veth.ifname.clone(), veth.ifindex)
+    };
     Ok(Hooked {
         hook: if egress {
             Hook::FromContainer
         } else {
             Hook::ToContainer
         },
-        interface: veth.ifname.clone(),
-        key: veth.ifindex,
+        interface,
+        key,
         parent: None,
         receiver: None,
     })

@@ -419,4 +419,60 @@ mod paths {
         assert_eq!(json["hops"][1]["container"], "nwcap-static");
         assert_eq!(json["hops"][0]["container"], serde_json::Value::Null);
     }
+
+    /// The captured overlay topology: nwcap-ovi alone on the internal
+    /// overlay nwcap-ovl-int (sandbox veth1, 258), nwcap-ovc and the
+    /// service task on nwcap-ovl (veth1 251, veth2 260), each with its
+    /// route on eth0 for its overlay's subnet.
+    fn overlay_trace(source: &str, destination: &str) -> Explanation {
+        let inventory = crate::docker::captured::drivers::inventory(&["ovc", "ovi", "svc"]);
+        let mut snapshot = Snapshot::unresolved(inventory, EndpointError::NotRoot);
+        crate::docker::captured::drivers::set_sandbox_veths(&mut snapshot);
+        let state = host_state(&snapshot, vec!["10.99.0.1".parse().unwrap()]);
+        let plan = plan(&state);
+        let topology = Topology {
+            snapshot: &snapshot,
+            state: &state,
+            plan: &plan,
+            uplink: None,
+            pin_root: std::path::Path::new("/sys/fs/bpf/netwatch-unit-test"),
+        };
+        let eth0 = |container: &Container, _: IpAddr| -> Result<Route, EndpointError> {
+            let endpoint = container.endpoints.iter().find(|e| e.driver == "overlay");
+            Ok(Route::Via {
+                ifname: "eth0".into(),
+                ifindex: 2,
+                mac: endpoint.map(|e| e.mac),
+            })
+        };
+        let from = ends::source(&topology, source).unwrap();
+        let path = path::trace(
+            &topology,
+            from,
+            &parse_destination(destination).unwrap(),
+            eth0,
+        )
+        .unwrap_or_else(|e| panic!("{source} -> {destination}: {e:#}"));
+        explanation(destination, &path, &[])
+    }
+
+    #[test]
+    fn an_overlay_containers_packets_are_judged_at_its_veth_in_the_sandbox() {
+        let e = overlay_trace("nwcap-ovi", "198.18.71.1");
+        assert_eq!(
+            hops(&e),
+            [("from-container", "dropped", Some("host-access"))]
+        );
+        assert_eq!(e.hops[0].interface.as_deref(), Some("veth1 (in sandbox)"));
+        assert_eq!(e.hops[0].network.as_deref(), Some("nwcap-ovl-int"));
+        let e = overlay_trace("nwcap-ovc", "nwcap-svc.1.yvjdvx7ds813857f66cmh9jwv:80");
+        assert_eq!(
+            hops(&e),
+            [
+                ("from-container", "forwarded", None),
+                ("to-container", "forwarded", None)
+            ]
+        );
+        assert_eq!(e.hops[1].interface.as_deref(), Some("veth2 (in sandbox)"));
+    }
 }
