@@ -179,9 +179,9 @@ pub enum EndpointError {
     NoHostVeth { driver: String },
     #[error(
         "no overlay sandbox namespace of network {network} on this host (no nsfs mount named \
-         1-{short} in netwatch's mount namespace); netwatch must run in dockerd's mount namespace"
+         {sandbox} in netwatch's mount namespace); netwatch must run in dockerd's mount namespace"
     )]
-    NoSandbox { network: String, short: String },
+    NoSandbox { network: String, sandbox: String },
     #[error("cannot open the overlay sandbox namespace {}: {source}", path.display())]
     OpenSandbox {
         path: PathBuf,
@@ -512,14 +512,15 @@ pub fn nsfs_mounts_named(mountinfo: &str, name: &str) -> Vec<PathBuf> {
     found
 }
 
-/// Finds, for each `(mac, overlay network id)` of process `pid`'s
+/// Finds, for each `(mac, overlay network id, its name)` of process `pid`'s
 /// endpoints, the veth carrying `mac` in its namespace and that veth's peer
 /// in the network's sandbox namespace, with the sandbox's cookie. Only
 /// dedicated threads enter namespaces: one the container's, one each
 /// candidate sandbox. A sandbox is a candidate when it is an nsfs mount
 /// named [`sandbox_name`]; it is the one when the interface with the
 /// container end's `IFLA_LINK` there is a veth whose own `IFLA_LINK` is
-/// the container end.
+/// the container end. A candidate that cannot be visited (a stale mount)
+/// does not hide another that fits.
 ///
 /// # Errors
 /// As [`host_veths`] for the container's namespace as a whole; each
@@ -527,9 +528,9 @@ pub fn nsfs_mounts_named(mountinfo: &str, name: &str) -> Vec<PathBuf> {
 /// [`EndpointError::SandboxPeerNotFound`], …).
 pub fn overlay_veths(
     pid: u32,
-    endpoints: &[(MacAddr, &str)],
+    endpoints: &[(MacAddr, &str, &str)],
 ) -> Result<Vec<Result<SandboxVeth, EndpointError>>, EndpointError> {
-    let macs: Vec<MacAddr> = endpoints.iter().map(|(mac, _)| *mac).collect();
+    let macs: Vec<MacAddr> = endpoints.iter().map(|(mac, _, _)| *mac).collect();
     let netns = open_namespace(pid)?;
     let ends = std::thread::scope(|scope| {
         scope
@@ -541,30 +542,37 @@ pub fn overlay_veths(
     Ok(ends
         .into_iter()
         .zip(endpoints)
-        .map(|(end, (_, network))| {
+        .map(|(end, (_, id, network))| {
             let end = end?;
-            let candidates = nsfs_mounts_named(&mountinfo, &sandbox_name(network));
+            let sandbox = sandbox_name(id);
+            let candidates = nsfs_mounts_named(&mountinfo, &sandbox);
             if candidates.is_empty() {
                 return Err(EndpointError::NoSandbox {
                     network: (*network).to_owned(),
-                    short: network.get(..10).unwrap_or(network).to_owned(),
+                    sandbox,
                 });
             }
             let mut found = Vec::new();
+            let mut first_error = None;
             for path in candidates {
-                if let Some(veth) = sandbox_peer(&path, &end)? {
-                    found.push(veth);
+                match sandbox_peer(&path, &end) {
+                    Ok(Some(veth)) => found.push(veth),
+                    Ok(None) => {}
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
-            match found.len() {
-                1 => Ok(found.remove(0)),
-                0 => Err(EndpointError::SandboxPeerNotFound {
+            match (found.len(), first_error) {
+                (1, _) => Ok(found.remove(0)),
+                (0, Some(error)) => Err(error),
+                (0, None) => Err(EndpointError::SandboxPeerNotFound {
                     pid,
                     ifname: end.ifname,
                     peer_ifindex: end.peer_ifindex,
                     network: (*network).to_owned(),
                 }),
-                count => Err(EndpointError::SandboxAmbiguous {
+                (count, _) => Err(EndpointError::SandboxAmbiguous {
                     pid,
                     ifname: end.ifname,
                     count,

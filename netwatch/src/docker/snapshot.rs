@@ -64,9 +64,9 @@ impl Snapshot {
             endpoint::macvlan_children(pid, &macs(mine))
         });
         let overlay = resolve_endpoints(&inventory, "overlay", "sandbox veth", |pid, mine| {
-            let wanted: Vec<(MacAddr, &str)> = mine
+            let wanted: Vec<(MacAddr, &str, &str)> = mine
                 .iter()
-                .map(|e| (e.mac, e.network_id.as_str()))
+                .map(|e| (e.mac, e.network_id.as_str(), e.network.as_str()))
                 .collect();
             endpoint::overlay_veths(pid, &wanted)
         });
