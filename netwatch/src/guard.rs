@@ -735,12 +735,18 @@ impl NetworkJudge<'_> {
                 first.guard.why
             ));
         }
+        let overlay = self.network.driver == "overlay";
+        let nobody_attaches = endpoints.is_empty() && !self.agent.running;
         match self.denied {
-            Some(why) if self.network.driver == "overlay" => {
-                Guard::enforced(format!("{why}; {OVERLAY_START_WINDOW}"))
-            }
+            // Nothing of an overlay is on the host to hold a new container
+            // until an agent attaches its veth.
+            Some(_) if overlay && nobody_attaches => Guard::unguarded(
+                "no endpoints, and no netwatch agent is running to attach to new ones (an \
+                 overlay has no network-wide hook)",
+            ),
+            Some(why) if overlay => Guard::enforced(format!("{why}; {OVERLAY_START_WINDOW}")),
             Some(why) => Guard::enforced(why),
-            None if endpoints.is_empty() && !self.agent.running => Guard::unguarded(
+            None if nobody_attaches => Guard::unguarded(
                 "no endpoints, and no netwatch agent is running to attach to new ones",
             ),
             None => Guard::observed(),
@@ -1267,6 +1273,32 @@ pub(crate) mod tests {
                 .guard
                 .why,
             "sandbox veth veth1 not attached: EBUSY"
+        );
+    }
+
+    #[test]
+    fn an_internal_overlay_without_endpoints_is_unguarded_when_no_agent_runs() {
+        let snapshot = Snapshot::unresolved(
+            captured::drivers::inventory(&["ovc"]),
+            EndpointError::NotRoot,
+        );
+        let judged = |agent: &AgentView| {
+            let assessment = assess(&snapshot, &overlay_kernel(&[]), agent);
+            network_named(&assessment, "nwcap-ovl-int").guard.clone()
+        };
+        let without = judged(&AgentView::default());
+        assert_eq!(without.mode, Mode::Unguarded);
+        assert!(
+            without
+                .why
+                .ends_with("(an overlay has no network-wide hook)"),
+            "{}",
+            without.why
+        );
+        assert_eq!(
+            judged(&running()).mode,
+            Mode::Enforced,
+            "the agent attaches"
         );
     }
 
