@@ -66,6 +66,13 @@ enum Command {
         /// Where to keep the agent's lock and status file.
         #[arg(long, hide = true, default_value = "/run/netwatch")]
         run_dir: std::path::PathBuf,
+        /// Where the agent keeps what must outlive a reboot: its last plan
+        /// (which bridge belongs to which network, with what policy). At
+        /// start it guards those bridges and their veths as they appear,
+        /// before Docker answers; a missing or unreadable plan is logged and
+        /// guarding starts when Docker answers.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/netwatch")]
+        state_dir: std::path::PathBuf,
         /// Serve the API (HTTP+JSON, what `netwatch flows`, `drops` and
         /// `observe` talk to; `curl --unix-socket` works too) on this unix
         /// socket. Default: api.sock in the run directory
@@ -464,6 +471,7 @@ pub fn main() -> ExitCode {
             uplinks,
             pin_root,
             run_dir,
+            state_dir,
             api_socket,
             api_group,
             metrics_addr,
@@ -490,6 +498,7 @@ pub fn main() -> ExitCode {
                     api_socket: api_socket.unwrap_or_else(|| run_dir.join("api.sock")),
                     api_group,
                     run_dir,
+                    state_dir,
                 })
             }),
         Command::Check { output } => cli::check::run(output),

@@ -21,19 +21,18 @@ use std::{
     collections::BTreeSet,
     io::Read as _,
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    path::Path,
     process::{Command, ExitCode, Stdio},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::{Duration, Instant, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use netwatch::{
     agent::{EndpointState, HostState, NetworkState, plan, reconcile, status_file::AgentStatus},
-    datapath::{Datapath, LoadOptions, pinned, pins},
+    datapath::{Datapath, LoadOptions, pins},
     policy::Cidr,
 };
 use netwatch_tests::{
@@ -44,11 +43,9 @@ use netwatch_tests::{
     },
     dockerd::PrivateDockerd,
     netns::PinDir,
+    start_window::{StartWindow, probe_start, probe_start_enforced},
 };
-use nix::{
-    sched::{CloneFlags, setns},
-    time::{ClockId, clock_gettime},
-};
+use nix::sched::{CloneFlags, setns};
 
 /// When set, this binary is `netwatch` (`netwatch::cli::command::main`):
 /// how the benchmark runs the agent as a process of its own, since `cargo
@@ -587,9 +584,12 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
         };
         for i in 0..starts {
             match probe_start_enforced(&internal, gateway, port, agent.pin_root())? {
-                Some((window, on_veth)) => {
-                    run.windows_us.push(window);
-                    if !on_veth {
+                Some(StartWindow {
+                    window_us,
+                    first_on_veth,
+                }) => {
+                    run.windows_us.push(window_us);
+                    if !first_on_veth {
                         run.first_at_bridge += 1;
                     }
                 }
@@ -917,112 +917,6 @@ fn count_connections(listener: TcpListener) -> Arc<AtomicUsize> {
         }
     });
     count
-}
-
-/// Starts (`docker run -d`) a container whose first act is a connection
-/// to the gateway; it is gone 0.5 s later.
-fn launch_probe(network: &TestNetwork, gateway: Ipv4Addr, port: u16) -> Result<TestContainer> {
-    // The guard exists before the container does.
-    let mut container = TestContainer {
-        name: unique_name("probe"),
-        id: String::new(),
-    };
-    let script = format!("nc -w 1 {gateway} {port} </dev/null & sleep 0.5; kill $! 2>/dev/null");
-    container.id = docker(&[
-        "run",
-        "-d",
-        "--name",
-        &container.name,
-        "--network",
-        &network.name,
-        TEST_IMAGE,
-        "sh",
-        "-c",
-        &script,
-    ])
-    .map_err(|e| anyhow!(e))?;
-    Ok(container)
-}
-
-/// [`launch_probe`], waiting for it to finish.
-fn probe_start(network: &TestNetwork, gateway: Ipv4Addr, port: u16) -> Result<TestContainer> {
-    let container = launch_probe(network, gateway, port)?;
-    docker(&["wait", &container.id]).map_err(|e| anyhow!(e))?;
-    Ok(container)
-}
-
-/// `CLOCK_REALTIME − CLOCK_MONOTONIC`, in ns.
-fn realtime_offset_ns() -> Result<i128> {
-    let ns = |id| -> Result<i128> {
-        let t = clock_gettime(id)?;
-        Ok(i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
-    };
-    let mono = ns(ClockId::CLOCK_MONOTONIC)?;
-    let real = ns(ClockId::CLOCK_REALTIME)?;
-    Ok(real - mono)
-}
-
-/// One probe with the agent running: the window in µs from the first
-/// packet to the veth's attachment (negative: attached first), or `None`
-/// when no program saw a packet of it.
-fn probe_start_enforced(
-    network: &TestNetwork,
-    gateway: Ipv4Addr,
-    port: u16,
-    pin_root: &Path,
-) -> Result<Option<(f64, bool)>> {
-    let link_pins = || -> BTreeSet<std::path::PathBuf> {
-        std::fs::read_dir(pins::links_dir(pin_root))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.ends_with("-from_container"))
-            })
-            .collect()
-    };
-    let before = link_pins();
-    let offset = realtime_offset_ns()?;
-    let start_mono = clock_gettime(ClockId::CLOCK_MONOTONIC)?;
-    let start_mono_ns =
-        u64::try_from(start_mono.tv_sec())? * 1_000_000_000 + u64::try_from(start_mono.tv_nsec())?;
-    let container = launch_probe(network, gateway, port)?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let (attached_at, veth) = loop {
-        if let Some(pin) = link_pins().difference(&before).next() {
-            let modified = std::fs::metadata(pin)?.modified()?;
-            let real = modified.duration_since(UNIX_EPOCH)?.as_nanos() as i128;
-            // `tc-<ifindex>-from_container`
-            let veth: Option<u32> = pin
-                .file_name()
-                .and_then(|n| n.to_str()?.split('-').nth(1)?.parse().ok());
-            break (real - offset, veth);
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the probe's veth was not attached within 5 s"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    docker(&["wait", &container.id]).map_err(|e| anyhow!(e))?;
-    let first = pinned::read_flows(pin_root)?
-        .into_iter()
-        .filter(|(key, stats)| {
-            key.dst[..4] == gateway.octets()
-                && key.dst_port == port
-                && stats.first_seen_ns >= start_mono_ns
-        })
-        .min_by_key(|(_, stats)| stats.first_seen_ns);
-    drop(container);
-    Ok(first.map(|(key, stats)| {
-        (
-            (attached_at - i128::from(stats.first_seen_ns)) as f64 / 1e3,
-            Some(key.ifindex) == veth,
-        )
-    }))
 }
 
 // ---------------------------------------------------------------------------
