@@ -82,11 +82,18 @@ pub fn launch_probe(network: &TestNetwork, gateway: Ipv4Addr, port: u16) -> Resu
     Ok(container)
 }
 
-/// [`launch_probe`], waiting for it to finish.
-pub fn probe_start(network: &TestNetwork, gateway: Ipv4Addr, port: u16) -> Result<TestContainer> {
+/// [`launch_probe`], waiting for it to finish; with how long `docker run
+/// -d` took to return, ms.
+pub fn probe_start(
+    network: &TestNetwork,
+    gateway: Ipv4Addr,
+    port: u16,
+) -> Result<(TestContainer, f64)> {
+    let launched = Instant::now();
     let container = launch_probe(network, gateway, port)?;
+    let run_ms = launched.elapsed().as_secs_f64() * 1e3;
     docker(&["wait", &container.id]).map_err(|e| anyhow!(e))?;
-    Ok(container)
+    Ok((container, run_ms))
 }
 
 /// `CLOCK_REALTIME − CLOCK_MONOTONIC`, in ns.
@@ -114,6 +121,8 @@ pub struct StartWindow {
     /// Whether the first packet was seen by the veth's own programs (else
     /// by the bridge's network-wide policy).
     pub first_on_veth: bool,
+    /// How long `docker run -d` took to return, ms.
+    pub run_ms: f64,
 }
 
 /// `from_container` link pins under `pin_root`.
@@ -142,7 +151,9 @@ pub fn probe_start_enforced(
     let before = link_pins(pin_root);
     let offset = realtime_offset_ns()?;
     let start_mono_ns = monotonic_ns()?;
+    let launched = Instant::now();
     let container = launch_probe(network, gateway, port)?;
+    let run_ms = launched.elapsed().as_secs_f64() * 1e3;
     let deadline = Instant::now() + Duration::from_secs(5);
     let (attached_at, veth) = loop {
         if let Some(pin) = link_pins(pin_root).difference(&before).next() {
@@ -173,5 +184,6 @@ pub fn probe_start_enforced(
     Ok(first.map(|(key, stats)| StartWindow {
         window_us: (attached_at - i128::from(stats.first_seen_ns)) as f64 / 1e3,
         first_on_veth: Some(key.ifindex) == veth,
+        run_ms,
     }))
 }

@@ -47,7 +47,7 @@ fn a_new_containers_veth_is_enforced_before_its_first_packet() {
     let port = host.port();
 
     // Docker alone: a container's first act reaches the host.
-    drop(probe_start(&internal, gateway, port).unwrap());
+    drop(probe_start(&internal, gateway, port).unwrap().0);
     assert_eq!(
         host.accepted(),
         1,
@@ -120,8 +120,9 @@ fn dropped_to(pin_root: &std::path::Path, dst: Ipv4Addr, port: u16) -> u64 {
 
 /// The boot runs on a private dockerd with `--iptables=false` and FORWARD
 /// accepting: no rule of Docker's stands, netwatch alone holds. (A private
-/// dockerd that manages iptables would remove the main daemon's chains as
-/// it starts, under the other tests running beside this one.)
+/// dockerd that manages iptables shares the host's DOCKER chains with the
+/// main daemon, and libnetwork's bridge driver removes and recreates them
+/// as it starts: under the other tests running beside this one.)
 #[test]
 fn after_a_reboot_restored_containers_get_nothing_out_before_dockerd_answers() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
