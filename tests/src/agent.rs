@@ -71,6 +71,14 @@ impl AgentProcess {
         agent
     }
 
+    /// Starts the agent process again (after [`AgentProcess::kill`]) with
+    /// other extra arguments than before: another build's settings on the
+    /// same pins, run and state directories.
+    pub fn restart_with_args(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     /// Starts the agent process again (after [`AgentProcess::kill`]).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the agent is still running");

@@ -229,3 +229,139 @@ fn after_a_reboot_restored_containers_get_nothing_out_before_dockerd_answers() {
     );
     drop(firewall);
 }
+
+/// Upgrades: an agent finds pins of an older layout — maps of another
+/// shape, stamped with another layout — and takes them over under load:
+/// every link is switched to its programs in place (the same link, never
+/// detached), the old maps' pins are replaced by maps of its layout, and
+/// a container probing the host the whole time never gets through.
+#[test]
+fn pins_of_an_older_layout_are_replaced_in_place_under_load() {
+    use netwatch::datapath::{Hook, pins, stamps};
+    use netwatch_common::names;
+
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_dockerd();
+    let internal = TestNetwork::create("upgrade", &["--internal"]);
+    let gateway = gateway(&internal);
+    let mut host = HostListener::bind(Ipv4Addr::UNSPECIFIED).unwrap();
+    let port = host.port();
+    let _prober = TestContainer::run_command(
+        "prober",
+        &["--network", &internal.name],
+        &[
+            "sh",
+            "-c",
+            // `timeout`: a connection that got through ends too, whether or
+            // not the host side ever closes it.
+            &format!("while true; do timeout 1 nc {gateway} {port} </dev/null; done"),
+        ],
+    );
+    // Control: with Docker alone the prober gets through.
+    wait_for(
+        "the prober reaching the host with Docker alone",
+        Duration::from_secs(20),
+        || host.accepted() > 0,
+    );
+
+    // The "older" agent: another flow-table capacity, and its stamp made
+    // an older layout's.
+    let mut agent = AgentProcess::start_with_args(
+        NETWATCH,
+        &[&internal.name],
+        &[],
+        &["--flow-table-entries", "4096"],
+    );
+    let root = agent.pin_root().to_path_buf();
+    let veth_pin = || {
+        pins::pinned_links(&root)
+            .into_iter()
+            .find(|l| l.netns.is_none() && l.program == Hook::FromContainer.program_name())
+            .map(|l| pins::links_dir(&root).join(l.pin_name()))
+    };
+    wait_for(
+        "the prober's veth attached",
+        Duration::from_secs(30),
+        || veth_pin().is_some() && pins::attached_tc_ifindexes(&root).len() == 2,
+    );
+    let dropped = || dropped_to(&root, gateway, port);
+    let before = dropped();
+    wait_for(
+        "the prober's attempts dropped",
+        Duration::from_secs(10),
+        || dropped() > before,
+    );
+    let reached = host.accepted();
+    agent.kill();
+    assert_eq!(stamps(&root), [netwatch::datapath::LAYOUT]);
+    std::fs::rename(
+        root.join(format!("layout-{}", netwatch::datapath::LAYOUT)),
+        root.join("layout-0"),
+    )
+    .expect("making the pins an older layout's");
+    let links_before: Vec<(std::path::PathBuf, (u32, u32))> = pins::pinned_links(&root)
+        .iter()
+        .map(|l| {
+            let path = pins::links_dir(&root).join(l.pin_name());
+            let ids = netwatch::datapath::pinned::link_ids(&path).unwrap();
+            (path, ids)
+        })
+        .collect();
+    let flows_pin = pins::maps_dir(&root).join(names::MAP_FLOWS);
+    assert_eq!(
+        netwatch::datapath::pinned::map_capacity(&flows_pin).unwrap(),
+        4096
+    );
+
+    // The newer agent: default settings.
+    agent.restart_with_args(&[]);
+    wait_for(
+        "the newer agent's first sync",
+        Duration::from_secs(30),
+        || agent.synced(),
+    );
+    wait_for("the take-over", Duration::from_secs(10), || {
+        agent.log().contains("took over")
+    });
+    let log = agent.log();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("does not fit") || l.contains("took over"))
+    {
+        eprintln!("{line}");
+    }
+    assert!(
+        log.contains("layout 0 (this one is layout 1)"),
+        "the old layout was named:\n{log}"
+    );
+    assert_eq!(stamps(&root), [netwatch::datapath::LAYOUT]);
+    assert_eq!(
+        netwatch::datapath::pinned::map_capacity(&flows_pin).unwrap(),
+        netwatch_common::names::FLOWS_MAX_ENTRIES,
+        "the flow table's pin names a map of this build's layout"
+    );
+    for (path, (link, program)) in &links_before {
+        let (link_now, program_now) = netwatch::datapath::pinned::link_ids(path)
+            .unwrap_or_else(|e| panic!("{} was detached: {e}", path.display()));
+        assert_eq!(link_now, *link, "{} is the same link", path.display());
+        assert_ne!(
+            program_now,
+            *program,
+            "{} runs the newer agent's program",
+            path.display()
+        );
+    }
+    // The new programs enforce (with the new maps' policy), and nothing
+    // got through at any point.
+    let before = dropped();
+    wait_for(
+        "the prober's attempts dropped by the newer programs",
+        Duration::from_secs(10),
+        || dropped() > before,
+    );
+    assert_eq!(
+        host.accepted(),
+        reached,
+        "the prober reached the host during the upgrade:\n{log}"
+    );
+}

@@ -85,6 +85,9 @@ pub enum ReconcileError {
 #[derive(Clone, Debug, Default)]
 pub struct ReconcileMemory {
     attached: BTreeSet<u32>,
+    /// Whether the links found pinned run this process's programs (see
+    /// [`Datapath::take_over_links`]).
+    taken_over: bool,
 }
 
 /// Makes the datapath match `plan`, with no memory of earlier runs (see
@@ -289,6 +292,32 @@ pub fn reconcile_remembering(
                 );
                 report.failed_sandbox.push((veth.clone(), e.to_string()));
             }
+        }
+    }
+    // The policy is in this process's maps now: links an earlier agent
+    // pinned can run this process's programs, and maps it could not adopt
+    // can take the old ones' pins.
+    if !memory.taken_over {
+        match datapath.take_over_links() {
+            Ok(done) => {
+                if done.switched > 0 || !done.maps_replaced.is_empty() {
+                    info!(
+                        "took over {} pinned link(s) in place (each now runs this agent's \
+                         program; none was detached){}",
+                        done.switched,
+                        if done.maps_replaced.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; pinned maps replaced: {}", done.maps_replaced.join(", "))
+                        }
+                    );
+                }
+                memory.taken_over = true;
+            }
+            Err(e) => warn!(
+                "cannot take over the links an earlier agent pinned ({e}); they keep running \
+                 its programs, retried at the next sync"
+            ),
         }
     }
     memory.attached = pins::attached_tc_ifindexes(&root)

@@ -160,6 +160,13 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         options.pin_root.display(),
         options.uplinks
     );
+    for (map, why) in datapath.maps_to_replace() {
+        warn!(
+            "pinned map {map} does not fit this build ({why}): a new one takes its place once \
+             this agent holds the policy; until then the programs an earlier agent attached \
+             keep enforcing with it"
+        );
+    }
     let links = LinkFeed::start(&options, &mut datapath);
     let memory = ReconcileMemory::default();
     let watch = GuardWatch::default();

@@ -544,6 +544,7 @@ pub fn detach_all(root: &Path) -> Result<Vec<PathBuf>, DatapathError> {
         }
         let _ = fs::remove_dir(&dir);
     }
+    super::upgrade::remove_stamps(root);
     let _ = fs::remove_dir(root);
     match first_error {
         Some(e) => Err(e),

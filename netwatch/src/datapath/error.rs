@@ -43,6 +43,8 @@ pub enum DatapathError {
     },
     #[error("{0}")]
     MacvlanUnsupported(String),
+    #[error("the embedded eBPF object does not parse ({0}); rebuild netwatch")]
+    Object(String),
     #[error(transparent)]
     Namespace(crate::endpoint::EndpointError),
     #[error(

@@ -6,7 +6,7 @@ use aya::{
 };
 use netwatch_common::names;
 
-use super::{DatapathError, pins};
+use super::{DatapathError, pins, upgrade};
 
 /// The object built from netwatch-ebpf by build.rs.
 static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netwatch"));
@@ -43,6 +43,9 @@ pub struct Datapath {
     /// (they call `bpf_get_netns_cookie` from TC, which kernels before 6.14
     /// refuse; the rest of netwatch does not need them).
     pub(super) macvlan: Result<(), String>,
+    /// Pinned maps this build could not adopt, with why: created anew and
+    /// pinned in their place by [`Datapath::take_over_links`].
+    pub(super) replaced_maps: Vec<(&'static str, String)>,
 }
 
 impl Datapath {
@@ -55,14 +58,34 @@ impl Datapath {
     pub fn load(options: &LoadOptions) -> Result<Datapath, DatapathError> {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(names::MAP_FLOWS, options.flow_table_entries);
+        // Pinned maps that fit this build are adopted; the others are
+        // replaced once this agent holds the policy (see `upgrade`).
+        let mut replaced_maps = Vec::new();
         let map_pins: Vec<(&'static str, PathBuf)> = match &options.pin_root {
             Some(root) => {
                 let dir = pins::maps_dir(root);
                 pins::create_private_dir(&dir).map_err(DatapathError::pin(&dir))?;
-                names::ALL_MAPS
-                    .iter()
-                    .map(|name| (*name, dir.join(name)))
-                    .collect()
+                let object = aya_obj::Object::parse(OBJECT)
+                    .map_err(|e| DatapathError::Object(e.to_string()))?;
+                let stamps = upgrade::stamps(root);
+                let mut adopted = Vec::new();
+                for name in names::ALL_MAPS {
+                    let path = dir.join(name);
+                    if path.exists() {
+                        let wanted =
+                            upgrade::wanted_shape(&object, name, options.flow_table_entries)
+                                .ok_or(DatapathError::MissingMap(name))?;
+                        if let Err(why) = upgrade::judge_pinned_map(&path, wanted, &stamps) {
+                            replaced_maps.push((name, why));
+                            continue;
+                        }
+                    }
+                    adopted.push((name, path));
+                }
+                if stamps.is_empty() && replaced_maps.is_empty() {
+                    upgrade::write_stamp(root).map_err(DatapathError::pin(root))?;
+                }
+                adopted
             }
             None => Vec::new(),
         };
@@ -111,6 +134,7 @@ impl Datapath {
             ebpf,
             pin_root: options.pin_root.clone(),
             macvlan,
+            replaced_maps,
         };
         datapath.set_host_netns_cookie()?;
         Ok(datapath)

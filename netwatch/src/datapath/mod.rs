@@ -9,6 +9,7 @@ mod maps;
 pub mod pinned;
 pub mod pins;
 mod test_run;
+mod upgrade;
 
 pub use attach::{
     Attachment, detach_all, detach_interface, detach_macvlan_child, detach_sandbox_veth,
@@ -18,3 +19,4 @@ pub use error::DatapathError;
 pub use load::{Datapath, LoadOptions};
 pub use maps::{FlowTableHandle, ReasonCounts};
 pub use test_run::{Hook, RunOutcome, TEST_RUN_IFINDEX};
+pub use upgrade::{LAYOUT, TakeOver, stamps};

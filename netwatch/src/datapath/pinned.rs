@@ -100,6 +100,37 @@ pub fn read_flows(root: &Path) -> Result<Vec<(FlowKey, FlowStats)>, DatapathErro
     }
 }
 
+/// What the kernel says of the link pinned at `path`: its id (kept for the
+/// link's life, whatever program it runs) and the id of the program it
+/// runs now.
+///
+/// # Errors
+/// No link is pinned there.
+pub fn link_ids(path: &Path) -> Result<(u32, u32), DatapathError> {
+    let error = |e: &dyn std::fmt::Display| DatapathError::Pin {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let link: aya::programs::links::FdLink = aya::programs::links::PinnedLink::from_pin(path)
+        .map_err(|e| error(&e))?
+        .into();
+    let info = link.info().map_err(|e| error(&e))?;
+    Ok((info.id(), info.program_id()))
+}
+
+/// The capacity (max entries) of the map pinned at `path`.
+///
+/// # Errors
+/// No map is pinned there.
+pub fn map_capacity(path: &Path) -> Result<u32, DatapathError> {
+    aya::maps::MapInfo::from_pin(path)
+        .map(|info| info.max_entries())
+        .map_err(|e| DatapathError::Pin {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -159,6 +159,22 @@ pub struct PinnedLink {
     pub netns: Option<u64>,
 }
 
+impl PinnedLink {
+    /// The pin's file name under [`links_dir`].
+    pub fn pin_name(&self) -> String {
+        match self.netns {
+            None if self.program == Hook::Uplink.program_name() => {
+                format!("uplink-{}", self.ifindex)
+            }
+            None => format!("tc-{}-{}", self.ifindex, self.program),
+            Some(netns) if self.program == Hook::MacvlanChild.program_name() => {
+                format!("mvchild-{netns}-{}", self.ifindex)
+            }
+            Some(netns) => format!("sbx-{netns}-{}-{}", self.ifindex, self.program),
+        }
+    }
+}
+
 /// Every link pinned under `root`, sorted by interface.
 pub fn pinned_links(root: &Path) -> Vec<PinnedLink> {
     let Ok(entries) = std::fs::read_dir(links_dir(root)) else {
@@ -218,11 +234,18 @@ mod tests {
             (Hook::Uplink, 2),
         ] {
             let path = link_path(root, hook, ifindex);
-            let parsed = parse_link_name(path.file_name().unwrap().to_str().unwrap()).unwrap();
+            let name = path.file_name().unwrap().to_str().unwrap();
+            let parsed = parse_link_name(name).unwrap();
             assert_eq!(parsed.ifindex, ifindex);
             assert_eq!(parsed.program, hook.program_name());
+            assert_eq!(parsed.pin_name(), name);
         }
         let child = child_link_path(root, 4096, 3);
+        let sandbox = sandbox_link_path(root, Hook::FromContainer, 4097, 258);
+        for path in [&child, &sandbox] {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            assert_eq!(parse_link_name(name).unwrap().pin_name(), name);
+        }
         assert_eq!(
             parse_link_name(child.file_name().unwrap().to_str().unwrap()),
             Some(PinnedLink {
