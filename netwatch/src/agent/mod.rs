@@ -12,6 +12,7 @@ pub mod lock;
 mod plan;
 mod reconcile;
 mod run;
+pub mod service;
 pub mod status_file;
 mod uplinks;
 

@@ -184,6 +184,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         }));
     }
     if let Some(log) = flow_log {
+        let log = log.reopen_on(super::service::hangups());
         info!(
             "flow log: writing {} (rotated at {} bytes, {} files)",
             log.options().path.display(),
@@ -193,6 +194,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         exports.push(tokio::spawn(log.run(pipeline.subscribe())));
     }
     let _ = status.write(&options.run_dir);
+    let ready_anyway = tokio::spawn(super::service::ready_without_docker_after_timeout());
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::from_secs(1);
     // When Docker was lost: an operator reading the log after "lost Docker"
@@ -234,6 +236,9 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         match stop {
             Stop::Signal => break,
             Stop::Docker(error) => {
+                super::service::ready(&format!(
+                    "Docker does not answer ({error}); enforcing what is pinned"
+                ));
                 lost_at.get_or_insert_with(std::time::Instant::now);
                 warn!(
                     "lost Docker ({error}); enforcement stays as pinned; retrying in {backoff:?}"
@@ -248,6 +253,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
             }
         }
     }
+    ready_anyway.abort();
     // Ends live `observe` streams and removes the socket.
     api.stop().await;
     // The flow log only ends when the pipeline's broadcast closes, which
@@ -281,8 +287,11 @@ async fn follow(
     let mut resync = tokio::time::interval(options.resync_interval);
     let mut drain = tokio::time::interval(DRAIN_INTERVAL);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut hangups = super::service::hangups();
     loop {
         let due = tokio::select! {
+            // SIGHUP: resync now.
+            Ok(()) = hangups.changed() => true,
             event = events.next() => match event {
                 Some(Ok(_)) => {
                     // Coalesce a burst: take what is already queued, then sync once.
@@ -300,7 +309,10 @@ async fn follow(
         };
         if due {
             match sync(client, datapath, memory, watch, pipeline, status, options).await {
-                Ok(names) => pipeline.set_names(names),
+                Ok(names) => {
+                    pipeline.set_names(names);
+                    super::service::ready("synced with Docker");
+                }
                 Err(e) => return Stop::Docker(e),
             }
         }
