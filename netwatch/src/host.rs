@@ -110,6 +110,12 @@ pub enum Capability {
     /// Programs that read packet data with pointer arithmetic (Linux 5.8
     /// split it from CAP_SYS_ADMIN; without it the verifier refuses them).
     Perfmon = 38,
+    /// Opening `/proc/<pid>/ns/net` of a container's process: the kernel's
+    /// ptrace access check passes for the same user only when our permitted
+    /// set holds all of the target's, which a process with just the
+    /// capabilities above lacks against a container's (CHOWN, KILL, …).
+    /// Without it every container's host veth is "not found".
+    SysPtrace = 19,
 }
 
 impl Capability {
@@ -119,6 +125,7 @@ impl Capability {
             Capability::NetAdmin => "CAP_NET_ADMIN",
             Capability::Bpf => "CAP_BPF",
             Capability::Perfmon => "CAP_PERFMON",
+            Capability::SysPtrace => "CAP_SYS_PTRACE",
         }
     }
 }
@@ -130,6 +137,7 @@ pub const ATTACH_CAPABILITIES: &[Capability] = &[
     Capability::Perfmon,
     Capability::NetAdmin,
     Capability::SysAdmin,
+    Capability::SysPtrace,
 ];
 
 /// Which of `needed` this process does not have in its effective set.
