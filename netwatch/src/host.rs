@@ -145,10 +145,24 @@ pub fn missing_capabilities(needed: &[Capability]) -> Vec<Capability> {
     let effective =
         effective_capabilities(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
             .unwrap_or(0);
+    missing_from(effective, needed)
+}
+
+/// Which of `needed` the capability set `effective` lacks. CAP_SYS_ADMIN
+/// stands in for CAP_BPF and CAP_PERFMON, as it does in the kernel
+/// (`bpf_capable()`, `perfmon_capable()`): Docker 20.10 does not know
+/// those two and cannot `--cap-add` them, and a container with
+/// CAP_SYS_ADMIN loads the programs all the same.
+fn missing_from(effective: u64, needed: &[Capability]) -> Vec<Capability> {
+    let has = |cap: Capability| effective & (1 << cap as u32) != 0;
     needed
         .iter()
         .copied()
-        .filter(|cap| effective & (1 << *cap as u32) == 0)
+        .filter(|cap| {
+            let implied =
+                matches!(cap, Capability::Bpf | Capability::Perfmon) && has(Capability::SysAdmin);
+            !has(*cap) && !implied
+        })
         .collect()
 }
 
@@ -191,6 +205,25 @@ mod tests {
         assert_eq!(caps & (1 << Capability::SysAdmin as u32), 0);
         assert_ne!(caps & (1 << Capability::Bpf as u32), 0);
         assert_eq!(effective_capabilities("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn sys_admin_stands_in_for_bpf_and_perfmon_as_in_the_kernel() {
+        let bit = |cap: Capability| 1u64 << cap as u32;
+        let sys_admin = bit(Capability::SysAdmin) | bit(Capability::NetAdmin);
+        assert_eq!(
+            missing_from(sys_admin, ATTACH_CAPABILITIES),
+            [Capability::SysPtrace]
+        );
+        let bpf_only = bit(Capability::Bpf) | bit(Capability::NetAdmin);
+        assert_eq!(
+            missing_from(bpf_only, ATTACH_CAPABILITIES),
+            [
+                Capability::Perfmon,
+                Capability::SysAdmin,
+                Capability::SysPtrace
+            ]
+        );
     }
 
     #[test]
