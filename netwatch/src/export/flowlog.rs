@@ -751,6 +751,21 @@ mod tests {
     }
 
     #[test]
+    fn reopen_starts_a_new_file_at_the_path_of_one_moved_away() {
+        let dir = TempDir::new("reopen");
+        let options = dir.options(1 << 20, 3);
+        let mut log = FlowLog::open(options.clone()).unwrap();
+        log.write(&lines(0..2));
+        let moved = dir.0.join("flows.log.moved");
+        fs::rename(&options.path, &moved).unwrap();
+        log.reopen();
+        assert!(options.path.exists(), "reopened before any line is written");
+        log.write(&lines(2..3));
+        assert_eq!(sequence(&moved), [0, 1]);
+        assert_eq!(sequence(&options.path), [2]);
+    }
+
+    #[test]
     fn sizes_parse_like_dockers() {
         for (text, bytes) in [
             ("10m", 10 << 20),
