@@ -42,10 +42,11 @@ enum Task {
     /// One line per step (ok / installed / warning / SKIPPED / FAILED):
     /// the nightly toolchain and its rust-src component; bpf-linker 0.13.0
     /// built against the nightly's own libLLVM (rebuilt when the nightly's
-    /// LLVM changes; stamp in ~/.cache/netwatch/bpf-linker.stamp); bpffs at
-    /// /sys/fs/bpf; the Debian packages the tests use (iproute2, bpftool,
-    /// iperf3, tcpdump, linux-perf, busybox-static, docker.io,
-    /// docker-compose, python3).
+    /// LLVM changes; stamp in ~/.cache/netwatch/bpf-linker.stamp);
+    /// cargo-deb 3.8.0 (the .deb); bpffs at /sys/fs/bpf; the Debian
+    /// packages the tests use (iproute2, bpftool, iperf3, tcpdump,
+    /// linux-perf, busybox-static, docker.io, docker-compose, python3,
+    /// systemd, dpkg).
     /// Mounting bpffs and apt-get need root: without root those steps only
     /// check, and setup exits non-zero if they have work left. Downloads are
     /// retried 3 times with backoff. Takes well under 2 s when everything is
