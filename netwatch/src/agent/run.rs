@@ -236,13 +236,14 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         match stop {
             Stop::Signal => break,
             Stop::Docker(error) => {
-                super::service::ready(&format!(
-                    "Docker does not answer ({error}); enforcing what is pinned"
-                ));
                 lost_at.get_or_insert_with(std::time::Instant::now);
                 warn!(
                     "lost Docker ({error}); enforcement stays as pinned; retrying in {backoff:?}"
                 );
+                // After the warning, so the log says why before READY=1.
+                super::service::ready(&format!(
+                    "Docker does not answer ({error}); enforcing what is pinned"
+                ));
                 status.docker_error = Some(error);
                 let _ = status.write(&options.run_dir);
                 tokio::select! {
