@@ -35,7 +35,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkInfo, LinkMessage};
 use nix::sched::{CloneFlags, setns};
 
 pub use crate::routes::Unroutable;
@@ -707,7 +707,7 @@ impl Link {
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         if let LinkInfo::Kind(kind) = info {
-                            link.kind = Some(kind_name(&kind));
+                            link.kind = Some(crate::links::kind_name(&kind));
                         }
                     }
                 }
@@ -715,16 +715,6 @@ impl Link {
             }
         }
         link
-    }
-}
-
-fn kind_name(kind: &InfoKind) -> String {
-    match kind {
-        InfoKind::Veth => "veth".to_owned(),
-        InfoKind::Bridge => "bridge".to_owned(),
-        InfoKind::MacVlan => "macvlan".to_owned(),
-        InfoKind::IpVlan => "ipvlan".to_owned(),
-        other => format!("{other:?}").to_lowercase(),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod export;
 pub mod flows;
 pub mod guard;
 pub mod host;
+pub mod links;
 pub mod logging;
 pub mod policy;
 pub mod render;

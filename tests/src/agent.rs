@@ -16,6 +16,9 @@ pub struct AgentProcess {
     child: Option<Child>,
     pub pins: PinDir,
     pub run_dir: PathBuf,
+    /// The agent's `--state-dir` (its saved plan), kept across
+    /// [`AgentProcess::restart`]s like a host's /var/lib/netwatch.
+    pub state_dir: PathBuf,
     networks: Vec<String>,
     uplinks: Vec<String>,
     /// More `netwatch agent` arguments (e.g. `--api-group`).
@@ -75,11 +78,13 @@ impl AgentProcess {
             pins.0.file_name().unwrap().to_string_lossy()
         ));
         let log = run_dir.with_extension("log");
+        let state_dir = run_dir.with_extension("state");
         let mut agent = AgentProcess {
             binary: PathBuf::from(binary),
             child: None,
             pins,
             run_dir,
+            state_dir,
             networks: networks.iter().map(|s| s.to_string()).collect(),
             uplinks: uplinks.iter().map(|s| s.to_string()).collect(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -108,6 +113,8 @@ impl AgentProcess {
             .arg(&self.pins.0)
             .arg("--run-dir")
             .arg(&self.run_dir)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
             .env("RUST_LOG", "info")
             // The daemon the docker helpers use (a test's private dockerd).
             .envs(crate::docker::compose_env())
@@ -248,6 +255,7 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.run_dir);
+        let _ = std::fs::remove_dir_all(&self.state_dir);
         let _ = std::fs::remove_file(&self.log);
         // `pins` drops next and detaches everything this agent pinned.
     }

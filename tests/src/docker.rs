@@ -288,6 +288,21 @@ impl TestContainer {
         container
     }
 
+    /// `docker run -d --name nwtest-…-<what> <options…>
+    /// netwatch-test:busybox <command…>`.
+    pub fn run_command(what: &str, options: &[&str], command: &[&str]) -> TestContainer {
+        let mut container = TestContainer {
+            name: unique_name(what),
+            id: String::new(),
+        };
+        let mut args = vec!["run", "-d", "--name", &container.name];
+        args.extend_from_slice(options);
+        args.push(TEST_IMAGE);
+        args.extend_from_slice(command);
+        container.id = docker_ok(&args);
+        container
+    }
+
     /// `docker network connect <options…> <network> <this>`.
     pub fn connect(&self, network: &TestNetwork, options: &[&str]) {
         let mut args = vec!["network", "connect"];

@@ -16,4 +16,5 @@ pub mod packets;
 pub mod prometheus;
 pub mod rawframe;
 pub mod reach;
+pub mod start_window;
 pub mod swarm;

@@ -77,6 +77,7 @@ fn names() -> FlowNames {
         ],
         host_addrs: vec![],
         overlay_members: vec![],
+        bridge_ports: vec![],
     };
     let uplink = Target {
         ifname: "eth0".into(),

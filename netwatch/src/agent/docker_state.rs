@@ -4,7 +4,9 @@ use std::net::IpAddr;
 
 use log::warn;
 
-use super::{EndpointState, HostState, NetworkState, OverlayEndpoint, plan::MacvlanEndpoint};
+use super::{
+    BridgePort, EndpointState, HostState, NetworkState, OverlayEndpoint, plan::MacvlanEndpoint,
+};
 use crate::docker::{Container, Endpoint, Network, Snapshot};
 use crate::guard;
 
@@ -44,7 +46,7 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
             }
         }
     }
-    let networks = inventory
+    let networks: Vec<NetworkState> = inventory
         .networks
         .iter()
         .filter(|n| guardable(n))
@@ -65,12 +67,46 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
             labels: n.labels.clone(),
         })
         .collect();
+    let bridge_ports = bridge_ports(&networks);
     HostState {
         networks,
         endpoints,
         host_addrs,
         overlay_members,
+        bridge_ports,
     }
+}
+
+/// Every interface enslaved to one of `networks`' bridges, now. A failed
+/// listing leaves them out with a warning: the endpoints Docker names are
+/// still planned.
+fn bridge_ports(networks: &[NetworkState]) -> Vec<BridgePort> {
+    let bridges: Vec<(u32, &str)> = networks
+        .iter()
+        .filter_map(|n| Some((n.bridge.as_ref()?.1, n.name.as_str())))
+        .collect();
+    if bridges.is_empty() {
+        return Vec::new();
+    }
+    let links = match crate::links::links_now() {
+        Ok(links) => links,
+        Err(e) => {
+            warn!("cannot list the bridges' ports ({e}); only endpoints Docker names are guarded");
+            return Vec::new();
+        }
+    };
+    links
+        .into_iter()
+        .filter_map(|link| {
+            let master = link.master?;
+            let (_, network) = bridges.iter().find(|(ifindex, _)| *ifindex == master)?;
+            Some(BridgePort {
+                network: (*network).to_owned(),
+                ifname: link.ifname,
+                ifindex: link.ifindex,
+            })
+        })
+        .collect()
 }
 
 fn endpoint_state(

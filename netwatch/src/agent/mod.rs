@@ -10,15 +10,17 @@ pub mod docker_state;
 pub mod guard_watch;
 pub mod lock;
 mod plan;
+pub mod port_guard;
 mod reconcile;
 mod run;
+pub mod saved_plan;
 pub mod service;
 pub mod status_file;
 mod uplinks;
 
 pub use plan::{
-    ChildTarget, EndpointState, HostState, MacvlanEndpoint, NetworkState, OverlayEndpoint, Plan,
-    SandboxTarget, Target, plan,
+    BridgePort, ChildTarget, EndpointState, HostState, MacvlanEndpoint, NetworkState,
+    OverlayEndpoint, Plan, SandboxTarget, Target, plan,
 };
 pub use reconcile::{
     ReconcileError, ReconcileMemory, ReconcileReport, reconcile, reconcile_remembering,

@@ -126,6 +126,20 @@ pub struct HostState {
     pub overlay_members: Vec<(String, String)>,
     /// Every address of the host's own interfaces.
     pub host_addrs: Vec<IpAddr>,
+    /// Every interface enslaved to a network's bridge. Those that are no
+    /// endpoint's veth (a container Docker has not named yet, or one whose
+    /// veth could not be resolved) are guarded with their network's
+    /// network-wide policy.
+    pub bridge_ports: Vec<BridgePort>,
+}
+
+/// An interface enslaved to a network's bridge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgePort {
+    /// Name of the network (a key into [`HostState::networks`]).
+    pub network: String,
+    pub ifname: String,
+    pub ifindex: u32,
 }
 
 /// An interface the programs go on, and what it is, for the log.
@@ -367,9 +381,56 @@ pub fn plan(state: &HostState) -> Plan {
             }
         }
     }
+    add_unnamed_ports(&mut out, state, &policies);
     out.label_problems = problems;
     add_namespaced(&mut out, children, sandboxed);
     out
+}
+
+/// The ports of a bridge that no endpoint accounts for get their network's
+/// network-wide policy, keyed by their own ifindex: a veth Docker has just
+/// enslaved is guarded before its container runs (sources must lie in the
+/// network, as on the bridge; its container's own addresses and labels
+/// replace that once Docker names it), and a port enslaved behind Docker's
+/// back is no way around the network's policy.
+fn add_unnamed_ports(out: &mut Plan, state: &HostState, policies: &HashMap<&str, NetworkLabels>) {
+    for port in &state.bridge_ports {
+        if out.veths.iter().any(|v| v.ifindex == port.ifindex)
+            || state.endpoints.iter().any(|e| {
+                e.macvlan.is_none() && e.overlay.is_none() && e.host_ifindex == port.ifindex
+            })
+        {
+            continue;
+        }
+        let Some(network) = state
+            .networks
+            .iter()
+            .find(|n| n.name == port.network && n.bridge.is_some())
+        else {
+            continue;
+        };
+        let asked = &policies[network.name.as_str()];
+        let policy = network_policy(network, asked, port.ifindex, policy_flags::NETWORK_WIDE);
+        out.specs.push(EndpointSpec {
+            ifindex: port.ifindex,
+            policy,
+            networks: network.subnets.clone(),
+            allow: asked.allow.clone(),
+        });
+        let mode = if asked.deny_egress {
+            "enforced network-wide"
+        } else {
+            "observed"
+        };
+        out.veths.push(Target {
+            ifname: port.ifname.clone(),
+            ifindex: port.ifindex,
+            what: format!(
+                "port {} of network {}'s bridge, no container named yet ({mode})",
+                port.ifname, network.name
+            ),
+        });
+    }
 }
 
 /// Why a container's `docker_gwbridge` leg is enforced: the overlays it is
@@ -563,6 +624,7 @@ mod tests {
             ],
             host_addrs: vec!["10.99.0.1".parse().unwrap()],
             overlay_members: Vec::new(),
+            bridge_ports: Vec::new(),
         }
     }
 
@@ -608,6 +670,53 @@ mod tests {
             "the bad entry, reported once: {:?}",
             plan.label_problems
         );
+        crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
+    }
+
+    #[test]
+    fn a_bridge_port_docker_has_not_named_gets_its_networks_network_wide_policy() {
+        let mut state = state();
+        let port = |network: &str, ifname: &str, ifindex| BridgePort {
+            network: network.into(),
+            ifname: ifname.into(),
+            ifindex,
+        };
+        state.bridge_ports = vec![
+            // api's own veth: planned as its endpoint, not twice.
+            port("backend", "vethapi2", 22),
+            // A veth enslaved before Docker named its container.
+            port("backend", "vethnew", 30),
+            port("frontend", "vethnew2", 31),
+            // A port of a bridge no managed network has.
+            port("elsewhere", "vethx", 32),
+        ];
+        let plan = plan(&state);
+        let api = plan.specs.iter().filter(|s| s.ifindex == 22).count();
+        assert_eq!(api, 1, "the endpoint's own policy only");
+        assert!(
+            !plan.specs[..]
+                .iter()
+                .find(|s| s.ifindex == 22)
+                .unwrap()
+                .policy
+                .has(policy_flags::NETWORK_WIDE)
+        );
+        let new = plan.specs.iter().find(|s| s.ifindex == 30).unwrap();
+        assert!(
+            new.policy
+                .has(policy_flags::NETWORK_WIDE | policy_flags::ENFORCE),
+            "sources must lie in the network, and what leaves it is dropped"
+        );
+        assert_eq!(new.policy.scope, 30);
+        assert_eq!(new.policy.gateway_v4, [172, 21, 0, 1]);
+        assert_eq!(new.networks, vec!["172.21.0.0/16".parse().unwrap()]);
+        let observed = plan.specs.iter().find(|s| s.ifindex == 31).unwrap();
+        assert!(!observed.policy.has(policy_flags::ENFORCE));
+        assert!(plan.veths.iter().any(|t| t.ifindex == 30
+            && t.what
+                == "port vethnew of network backend's bridge, no container named yet \
+                          (enforced network-wide)"));
+        assert!(!plan.specs.iter().any(|s| s.ifindex == 32));
         crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
     }
 

@@ -14,8 +14,15 @@ use futures_util::StreamExt as _;
 use log::{info, warn};
 
 use super::{
-    ReconcileMemory, UplinkChoice, docker_state::host_state, guard_watch::GuardWatch, lock, plan,
-    reconcile_remembering, status_file::AgentStatus, uplinks,
+    NetworkState, ReconcileMemory, UplinkChoice,
+    docker_state::host_state,
+    guard_watch::GuardWatch,
+    lock, plan,
+    port_guard::{PortGuard, Source},
+    reconcile_remembering,
+    saved_plan::{self, Loaded, SavedPlan},
+    status_file::AgentStatus,
+    uplinks,
 };
 use crate::{
     api::ApiListener,
@@ -25,6 +32,7 @@ use crate::{
     flows::{FlowNames, Pipeline, pipeline::DRAIN_INTERVAL},
     guard::{self, AgentView},
     host,
+    links::{self, LinkEvent, LinkState},
 };
 
 /// Drop records logged per drain; the rest are summarised in one line, so a
@@ -42,6 +50,8 @@ pub struct AgentOptions {
     pub pin_root: PathBuf,
     /// Where the lock and status file live.
     pub run_dir: PathBuf,
+    /// What outlives a reboot: the last plan ([`saved_plan`]).
+    pub state_dir: PathBuf,
     /// Manage only these networks (empty: every bridge network).
     pub networks: Vec<String>,
     /// Where the uplink shield goes.
@@ -57,6 +67,15 @@ pub struct AgentOptions {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// The JSON-lines flow log, if one is wanted.
     pub flow_log: Option<crate::export::FlowLogOptions>,
+}
+
+/// What the agent's loop carries from one sync to the next.
+struct Agent {
+    datapath: Datapath,
+    links: LinkFeed,
+    memory: ReconcileMemory,
+    watch: GuardWatch,
+    status: AgentStatus,
 }
 
 /// Why the inner loop returned.
@@ -141,8 +160,9 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         options.pin_root.display(),
         options.uplinks
     );
-    let mut memory = ReconcileMemory::default();
-    let mut watch = GuardWatch::default();
+    let links = LinkFeed::start(&options, &mut datapath);
+    let memory = ReconcileMemory::default();
+    let watch = GuardWatch::default();
     let mut status = AgentStatus {
         pid: std::process::id(),
         started_at: unix_now(),
@@ -194,6 +214,13 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         exports.push(tokio::spawn(log.run(pipeline.subscribe())));
     }
     let _ = status.write(&options.run_dir);
+    let mut agent = Agent {
+        datapath,
+        links,
+        memory,
+        watch,
+        status,
+    };
     let ready_anyway = tokio::spawn(super::service::ready_without_docker_after_timeout());
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::from_secs(1);
@@ -202,7 +229,12 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     let mut lost_at: Option<std::time::Instant> = None;
     'docker: loop {
         let connected = tokio::select! {
-            connected = draining(Client::connect(), &mut datapath, &pipeline) => connected,
+            connected = draining(
+                Client::connect(),
+                &mut agent.datapath,
+                &pipeline,
+                &mut agent.links,
+            ) => connected,
             () = &mut shutdown => break,
         };
         let stop = match connected {
@@ -215,17 +247,9 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
                         lost_at.elapsed()
                     );
                 }
-                status.docker_api_version = Some(client.api_version().to_string());
-                status.docker_error = None;
-                let follow = follow(
-                    &client,
-                    &mut datapath,
-                    &mut memory,
-                    &mut watch,
-                    &pipeline,
-                    &mut status,
-                    &options,
-                );
+                agent.status.docker_api_version = Some(client.api_version().to_string());
+                agent.status.docker_error = None;
+                let follow = follow(&client, &mut agent, &pipeline, &options);
                 tokio::select! {
                     stop = follow => stop,
                     () = &mut shutdown => Stop::Signal,
@@ -244,10 +268,15 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
                 super::service::ready(&format!(
                     "Docker does not answer ({error}); enforcing what is pinned"
                 ));
-                status.docker_error = Some(error);
-                let _ = status.write(&options.run_dir);
+                agent.status.docker_error = Some(error);
+                let _ = agent.status.write(&options.run_dir);
                 tokio::select! {
-                    () = draining(tokio::time::sleep(backoff), &mut datapath, &pipeline) => {}
+                    () = draining(
+                        tokio::time::sleep(backoff),
+                        &mut agent.datapath,
+                        &pipeline,
+                        &mut agent.links,
+                    ) => {}
                     () = &mut shutdown => break 'docker,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -273,11 +302,8 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
 /// ring buffer and logs drop records with names.
 async fn follow(
     client: &Client,
-    datapath: &mut Datapath,
-    memory: &mut ReconcileMemory,
-    watch: &mut GuardWatch,
+    agent: &mut Agent,
     pipeline: &Pipeline,
-    status: &mut AgentStatus,
     options: &AgentOptions,
 ) -> Stop {
     let mut events = client.docker().events(Some(EventsOptions {
@@ -304,12 +330,16 @@ async fn follow(
             },
             _ = resync.tick() => true,
             _ = drain.tick() => {
-                take_records(datapath, pipeline);
+                take_records(&mut agent.datapath, pipeline);
+                false
+            }
+            changed = agent.links.next() => {
+                agent.links.handle(changed, &mut agent.datapath);
                 false
             }
         };
         if due {
-            match sync(client, datapath, memory, watch, pipeline, status, options).await {
+            match sync(client, agent, pipeline, options).await {
                 Ok(names) => {
                     pipeline.set_names(names);
                     super::service::ready("synced with Docker");
@@ -326,10 +356,15 @@ async fn follow(
 /// request may take [`crate::docker`]'s 30 s timeout) or answers nonsense,
 /// the kernel keeps enforcing and recording, and a 1 MiB ring buffer left
 /// alone that long would lose what it recorded.
+///
+/// New interfaces are guarded meanwhile too ([`LinkFeed`]): at boot the
+/// agent waits here for a dockerd that restores containers before it
+/// answers.
 async fn draining<T>(
     work: impl Future<Output = T>,
     datapath: &mut Datapath,
     pipeline: &Pipeline,
+    links: &mut LinkFeed,
 ) -> T {
     let mut work = std::pin::pin!(work);
     let mut drain = tokio::time::interval(DRAIN_INTERVAL);
@@ -338,6 +373,159 @@ async fn draining<T>(
         tokio::select! {
             done = &mut work => return done,
             _ = drain.tick() => take_records(datapath, pipeline),
+            changed = links.next() => links.handle(changed, datapath),
+        }
+    }
+}
+
+/// The interfaces the kernel announces, and the guard that attaches to
+/// bridges and ports of known networks as they appear (see
+/// [`super::port_guard`]).
+struct LinkFeed {
+    events: Option<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>>,
+    guard: PortGuard,
+    host_addrs: Vec<std::net::IpAddr>,
+    /// What was last written to the state directory.
+    saved: Option<SavedPlan>,
+    plan_path: PathBuf,
+}
+
+impl LinkFeed {
+    /// Listens for interfaces, reads the saved plan, and guards what of it
+    /// exists already. Nothing here stops the agent: without the listener
+    /// it attaches on Docker's events, without a plan once Docker answers.
+    fn start(options: &AgentOptions, datapath: &mut Datapath) -> LinkFeed {
+        let plan_path = saved_plan::path(&options.state_dir);
+        let events = match links::watch() {
+            Ok(events) => Some(events),
+            Err(e) => {
+                warn!(
+                    "cannot listen for new interfaces ({e}); containers are attached on \
+                     Docker's events only, after their first packets"
+                );
+                None
+            }
+        };
+        let managed =
+            |n: &NetworkState| options.networks.is_empty() || options.networks.contains(&n.name);
+        let (saved, networks) = match saved_plan::load(&plan_path) {
+            Loaded::Whole(plan) => {
+                let networks: Vec<NetworkState> =
+                    plan.networks().into_iter().filter(managed).collect();
+                info!(
+                    "saved plan {}: guarding {} network(s) as their bridges and veths appear, \
+                     before Docker answers",
+                    plan_path.display(),
+                    networks.len()
+                );
+                (Some(plan), networks)
+            }
+            Loaded::Missing => {
+                warn!(
+                    "no saved plan at {} (first start, or a wiped state directory): networks are \
+                     guarded once Docker answers",
+                    plan_path.display()
+                );
+                (None, Vec::new())
+            }
+            Loaded::Salvaged { plan, problem } => {
+                let networks: Vec<NetworkState> =
+                    plan.networks().into_iter().filter(managed).collect();
+                warn!(
+                    "saved plan {}: {problem}; guarding only the {} network(s) it marks as \
+                     internal, with no exceptions, until Docker answers",
+                    plan_path.display(),
+                    networks.len()
+                );
+                (None, networks)
+            }
+            Loaded::Unreadable(why) => {
+                warn!(
+                    "saved plan {} is unreadable ({why}); networks are guarded once Docker \
+                     answers",
+                    plan_path.display()
+                );
+                (None, Vec::new())
+            }
+        };
+        let mut feed = LinkFeed {
+            events,
+            guard: PortGuard::new(networks, Source::SavedPlan),
+            host_addrs: host::addresses(),
+            saved,
+            plan_path,
+        };
+        feed.guard_existing(datapath);
+        feed
+    }
+
+    /// The next batch of announcements (never, once the listener is gone).
+    async fn next(&mut self) -> Vec<LinkEvent> {
+        let Some(events) = &mut self.events else {
+            return std::future::pending().await;
+        };
+        match events.recv().await {
+            Some(first) => {
+                let mut batch = vec![first];
+                while let Ok(more) = events.try_recv() {
+                    batch.push(more);
+                }
+                batch
+            }
+            None => {
+                self.events = None;
+                std::future::pending().await
+            }
+        }
+    }
+
+    fn handle(&mut self, batch: Vec<LinkEvent>, datapath: &mut Datapath) {
+        if batch.contains(&LinkEvent::Overrun) {
+            warn!("the kernel dropped interface notifications; listing every interface");
+            self.guard_existing(datapath);
+            return;
+        }
+        let changed: Vec<LinkState> = batch
+            .into_iter()
+            .filter_map(|event| match event {
+                LinkEvent::Changed(link) => Some(link),
+                LinkEvent::Overrun => None,
+            })
+            .collect();
+        self.guard.guard(&changed, datapath, &self.host_addrs);
+    }
+
+    fn guard_existing(&mut self, datapath: &mut Datapath) {
+        if self.guard.is_empty() {
+            return;
+        }
+        match links::links_now() {
+            Ok(all) => {
+                self.guard.guard(&all, datapath, &self.host_addrs);
+            }
+            Err(e) => warn!("cannot list interfaces: {e}"),
+        }
+    }
+
+    /// After a sync: guard the synced networks from now on, and keep them
+    /// on disk when they changed.
+    fn synced(&mut self, networks: &[NetworkState], deny_egress: impl Fn(&NetworkState) -> bool) {
+        let plan = SavedPlan::of(networks, deny_egress);
+        self.guard.set_networks(networks.to_vec(), Source::LastSync);
+        if self.saved.as_ref() != Some(&plan) {
+            match plan.save(&self.plan_path) {
+                Ok(()) => info!(
+                    "saved the plan of {} bridge network(s) to {}",
+                    plan.networks.len(),
+                    self.plan_path.display()
+                ),
+                Err(e) => warn!(
+                    "cannot save the plan to {} ({e}); after a reboot, networks are guarded \
+                     only once Docker answers",
+                    self.plan_path.display()
+                ),
+            }
+            self.saved = Some(plan);
         }
     }
 }
@@ -376,14 +564,18 @@ fn take_records(datapath: &mut Datapath, pipeline: &Pipeline) {
 /// resolve to now.
 async fn sync(
     client: &Client,
-    datapath: &mut Datapath,
-    memory: &mut ReconcileMemory,
-    watch: &mut GuardWatch,
+    agent: &mut Agent,
     pipeline: &Pipeline,
-    status: &mut AgentStatus,
     options: &AgentOptions,
 ) -> Result<FlowNames, String> {
-    let snapshot = draining(Snapshot::take(client), datapath, pipeline)
+    let Agent {
+        datapath,
+        links,
+        memory,
+        watch,
+        status,
+    } = agent;
+    let snapshot = draining(Snapshot::take(client), datapath, pipeline, links)
         .await
         .map_err(|e| e.to_string())?;
     let mut state = host_state(&snapshot, host::addresses());
@@ -417,6 +609,11 @@ async fn sync(
         });
     }
     let mut plan = plan(&state);
+    links.host_addrs.clone_from(&state.host_addrs);
+    links.synced(&state.networks, |n| {
+        let bridge = n.bridge.as_ref().map(|(_, ifindex)| *ifindex);
+        plan.bridges.iter().any(|t| Some(t.ifindex) == bridge)
+    });
     let (uplinks, uplink_problems) = uplinks::resolve(&options.uplinks, &docker_interfaces);
     plan.uplinks = uplinks;
     let problems: Vec<String> = plan

@@ -109,6 +109,18 @@ enum Command {
             default_value = "/run/netwatch"
         )]
         run_dir: std::path::PathBuf,
+        /// Where the agent keeps what must outlive a reboot: its last plan
+        /// (which bridge belongs to which network, with what policy). At
+        /// start it guards those bridges and their veths as they appear,
+        /// before Docker answers; a missing or unreadable plan is logged and
+        /// guarding starts when Docker answers.
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "NETWATCH_STATE_DIR",
+            default_value = "/var/lib/netwatch"
+        )]
+        state_dir: std::path::PathBuf,
         /// Serve the API (HTTP+JSON, what `netwatch flows`, `drops` and
         /// `observe` talk to; `curl --unix-socket` works too) on this unix
         /// socket. Default: api.sock in the run directory
@@ -589,6 +601,7 @@ pub fn main() -> ExitCode {
             uplinks,
             pin_root,
             run_dir,
+            state_dir,
             api_socket,
             api_group,
             metrics_addr,
@@ -616,6 +629,7 @@ pub fn main() -> ExitCode {
                     api_socket: api_socket.unwrap_or_else(|| run_dir.join("api.sock")),
                     api_group,
                     run_dir,
+                    state_dir,
                 })
             }),
         Command::Check { output } => cli::check::run(output),

@@ -168,6 +168,7 @@ mod tests {
             }],
             host_addrs: vec![],
             overlay_members: vec![],
+            bridge_ports: vec![],
         }
     }
 

@@ -21,19 +21,18 @@ use std::{
     collections::BTreeSet,
     io::Read as _,
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    path::Path,
     process::{Command, ExitCode, Stdio},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::{Duration, Instant, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use netwatch::{
     agent::{EndpointState, HostState, NetworkState, plan, reconcile, status_file::AgentStatus},
-    datapath::{Datapath, LoadOptions, pinned, pins},
+    datapath::{Datapath, LoadOptions, pins},
     policy::Cidr,
 };
 use netwatch_tests::{
@@ -44,11 +43,9 @@ use netwatch_tests::{
     },
     dockerd::PrivateDockerd,
     netns::PinDir,
+    start_window::{StartWindow, probe_start, probe_start_enforced},
 };
-use nix::{
-    sched::{CloneFlags, setns},
-    time::{ClockId, clock_gettime},
-};
+use nix::sched::{CloneFlags, setns};
 
 /// When set, this binary is `netwatch` (`netwatch::cli::command::main`):
 /// how the benchmark runs the agent as a process of its own, since `cargo
@@ -540,9 +537,10 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
 
     // Docker alone first: the same probe reaches the host (the measurement
     // can see an escape).
-    let baseline_starts = args.pick(3, 1);
+    let baseline_starts = args.pick(30, 1);
+    let mut baseline_run_ms = Vec::new();
     for _ in 0..baseline_starts {
-        probe_start(&internal, gateway, port)?;
+        baseline_run_ms.push(probe_start(&internal, gateway, port)?.1);
     }
     // A connection is counted once the accepting thread got to it.
     std::thread::sleep(Duration::from_millis(100));
@@ -587,9 +585,14 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
         };
         for i in 0..starts {
             match probe_start_enforced(&internal, gateway, port, agent.pin_root())? {
-                Some((window, on_veth)) => {
-                    run.windows_us.push(window);
-                    if !on_veth {
+                Some(StartWindow {
+                    window_us,
+                    first_on_veth,
+                    run_ms,
+                }) => {
+                    run.windows_us.push(window_us);
+                    run.run_ms.push(run_ms);
+                    if !first_on_veth {
                         run.first_at_bridge += 1;
                     }
                 }
@@ -771,6 +774,7 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
         "window median",
         "window p99",
         "window max",
+        "`docker run -d` median",
     ]);
     for run in &window_runs {
         let attached_first = run.windows_us.iter().filter(|w| **w <= 0.0).count();
@@ -793,6 +797,7 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
                 "{:.1} ms",
                 positive.iter().copied().fold(0.0, f64::max) / 1e3
             ),
+            format!("{:.0} ms", median(&run.run_ms)),
         ]);
     }
     window.row(vec![
@@ -803,6 +808,7 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
         "-".into(),
         "-".into(),
         "-".into(),
+        format!("{:.0} ms", median(&baseline_run_ms)),
     ]);
     section.text(&format!(
         "**Start-to-enforced window.** Containers started one after another on an \
@@ -826,20 +832,15 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
     ));
     section.table(&window);
     section.text(
-        "Why no probe escapes although the veth window is not zero: the bridge of an \
-         internal network carries its network-wide policy from the moment the agent sees \
-         the network, before any container starts, and its TCX ingress sees everything a \
-         container sends to the host or to be routed; the probes' first packets that \
-         came before the veth's programs were dropped there (the table counts them). What the window leaves open until the veth is attached is what \
-         never crosses the bridge device: frames bridged between containers of the same \
-         network (including a spoofed source address or MAC towards a neighbour). The \
-         window is the agent's reaction time: Docker's `start` event reaches it after the \
-         container's process runs, the agent takes a snapshot through the Engine API, \
-         and then each of the two TCX attachments waits for an RCU grace period; the \
-         expedited row shows how much of the window those waits are. A zero window needs \
-         attaching before the container runs: on the veth's appearance (a netlink \
-         RTM_NEWLINK listener for veths enslaved to a managed bridge: Docker creates and \
-         enslaves the host end before it starts the process), not on Docker's event.",
+        "Why the window is zero: Docker creates a container's veth pair and enslaves the \
+         host end to the network's bridge before it starts the container's process; the \
+         agent listens for that (an RTM_NEWLINK with IFLA_MASTER, on rtnetlink's link group) \
+         and attaches the veth programs with the network's network-wide policy right away \
+         (sources must lie in the network), to be replaced by the container's own addresses \
+         and labels once Docker's `start` event and a snapshot name it. The last column \
+         compares how long `docker run -d` takes to return with the agent and without it \
+         (the Docker-alone row): the attach runs in the agent, beside Docker, not in its \
+         way.",
     );
     let escapes: usize = window_runs.iter().map(|r| r.escapes).sum();
     ensure!(
@@ -861,6 +862,8 @@ struct WindowRun {
     /// Probes whose first packet the bridge's policy saw (the veth's
     /// programs were not there yet).
     first_at_bridge: usize,
+    /// How long each `docker run -d` took to return, ms.
+    run_ms: Vec<f64>,
 }
 
 impl Default for WindowRun {
@@ -872,6 +875,7 @@ impl Default for WindowRun {
             escapes: 0,
             no_packet: 0,
             first_at_bridge: 0,
+            run_ms: Vec::new(),
         }
     }
 }
@@ -917,112 +921,6 @@ fn count_connections(listener: TcpListener) -> Arc<AtomicUsize> {
         }
     });
     count
-}
-
-/// Starts (`docker run -d`) a container whose first act is a connection
-/// to the gateway; it is gone 0.5 s later.
-fn launch_probe(network: &TestNetwork, gateway: Ipv4Addr, port: u16) -> Result<TestContainer> {
-    // The guard exists before the container does.
-    let mut container = TestContainer {
-        name: unique_name("probe"),
-        id: String::new(),
-    };
-    let script = format!("nc -w 1 {gateway} {port} </dev/null & sleep 0.5; kill $! 2>/dev/null");
-    container.id = docker(&[
-        "run",
-        "-d",
-        "--name",
-        &container.name,
-        "--network",
-        &network.name,
-        TEST_IMAGE,
-        "sh",
-        "-c",
-        &script,
-    ])
-    .map_err(|e| anyhow!(e))?;
-    Ok(container)
-}
-
-/// [`launch_probe`], waiting for it to finish.
-fn probe_start(network: &TestNetwork, gateway: Ipv4Addr, port: u16) -> Result<TestContainer> {
-    let container = launch_probe(network, gateway, port)?;
-    docker(&["wait", &container.id]).map_err(|e| anyhow!(e))?;
-    Ok(container)
-}
-
-/// `CLOCK_REALTIME − CLOCK_MONOTONIC`, in ns.
-fn realtime_offset_ns() -> Result<i128> {
-    let ns = |id| -> Result<i128> {
-        let t = clock_gettime(id)?;
-        Ok(i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
-    };
-    let mono = ns(ClockId::CLOCK_MONOTONIC)?;
-    let real = ns(ClockId::CLOCK_REALTIME)?;
-    Ok(real - mono)
-}
-
-/// One probe with the agent running: the window in µs from the first
-/// packet to the veth's attachment (negative: attached first), or `None`
-/// when no program saw a packet of it.
-fn probe_start_enforced(
-    network: &TestNetwork,
-    gateway: Ipv4Addr,
-    port: u16,
-    pin_root: &Path,
-) -> Result<Option<(f64, bool)>> {
-    let link_pins = || -> BTreeSet<std::path::PathBuf> {
-        std::fs::read_dir(pins::links_dir(pin_root))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.ends_with("-from_container"))
-            })
-            .collect()
-    };
-    let before = link_pins();
-    let offset = realtime_offset_ns()?;
-    let start_mono = clock_gettime(ClockId::CLOCK_MONOTONIC)?;
-    let start_mono_ns =
-        u64::try_from(start_mono.tv_sec())? * 1_000_000_000 + u64::try_from(start_mono.tv_nsec())?;
-    let container = launch_probe(network, gateway, port)?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let (attached_at, veth) = loop {
-        if let Some(pin) = link_pins().difference(&before).next() {
-            let modified = std::fs::metadata(pin)?.modified()?;
-            let real = modified.duration_since(UNIX_EPOCH)?.as_nanos() as i128;
-            // `tc-<ifindex>-from_container`
-            let veth: Option<u32> = pin
-                .file_name()
-                .and_then(|n| n.to_str()?.split('-').nth(1)?.parse().ok());
-            break (real - offset, veth);
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the probe's veth was not attached within 5 s"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    docker(&["wait", &container.id]).map_err(|e| anyhow!(e))?;
-    let first = pinned::read_flows(pin_root)?
-        .into_iter()
-        .filter(|(key, stats)| {
-            key.dst[..4] == gateway.octets()
-                && key.dst_port == port
-                && stats.first_seen_ns >= start_mono_ns
-        })
-        .min_by_key(|(_, stats)| stats.first_seen_ns);
-    drop(container);
-    Ok(first.map(|(key, stats)| {
-        (
-            (attached_at - i128::from(stats.first_seen_ns)) as f64 / 1e3,
-            Some(key.ifindex) == veth,
-        )
-    }))
 }
 
 // ---------------------------------------------------------------------------
