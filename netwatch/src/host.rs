@@ -110,6 +110,12 @@ pub enum Capability {
     /// Programs that read packet data with pointer arithmetic (Linux 5.8
     /// split it from CAP_SYS_ADMIN; without it the verifier refuses them).
     Perfmon = 38,
+    /// Opening `/proc/<pid>/ns/net` of a container's process: the kernel's
+    /// ptrace access check passes for the same user only when our permitted
+    /// set holds all of the target's, which a process with just the
+    /// capabilities above lacks against a container's (CHOWN, KILL, …).
+    /// Without it every container's host veth is "not found".
+    SysPtrace = 19,
 }
 
 impl Capability {
@@ -119,6 +125,7 @@ impl Capability {
             Capability::NetAdmin => "CAP_NET_ADMIN",
             Capability::Bpf => "CAP_BPF",
             Capability::Perfmon => "CAP_PERFMON",
+            Capability::SysPtrace => "CAP_SYS_PTRACE",
         }
     }
 }
@@ -130,6 +137,7 @@ pub const ATTACH_CAPABILITIES: &[Capability] = &[
     Capability::Perfmon,
     Capability::NetAdmin,
     Capability::SysAdmin,
+    Capability::SysPtrace,
 ];
 
 /// Which of `needed` this process does not have in its effective set.
@@ -137,10 +145,24 @@ pub fn missing_capabilities(needed: &[Capability]) -> Vec<Capability> {
     let effective =
         effective_capabilities(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
             .unwrap_or(0);
+    missing_from(effective, needed)
+}
+
+/// Which of `needed` the capability set `effective` lacks. CAP_SYS_ADMIN
+/// stands in for CAP_BPF and CAP_PERFMON, as it does in the kernel
+/// (`bpf_capable()`, `perfmon_capable()`): Docker 20.10 does not know
+/// those two and cannot `--cap-add` them, and a container with
+/// CAP_SYS_ADMIN loads the programs all the same.
+fn missing_from(effective: u64, needed: &[Capability]) -> Vec<Capability> {
+    let has = |cap: Capability| effective & (1 << cap as u32) != 0;
     needed
         .iter()
         .copied()
-        .filter(|cap| effective & (1 << *cap as u32) == 0)
+        .filter(|cap| {
+            let implied =
+                matches!(cap, Capability::Bpf | Capability::Perfmon) && has(Capability::SysAdmin);
+            !has(*cap) && !implied
+        })
         .collect()
 }
 
@@ -183,6 +205,25 @@ mod tests {
         assert_eq!(caps & (1 << Capability::SysAdmin as u32), 0);
         assert_ne!(caps & (1 << Capability::Bpf as u32), 0);
         assert_eq!(effective_capabilities("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn sys_admin_stands_in_for_bpf_and_perfmon_as_in_the_kernel() {
+        let bit = |cap: Capability| 1u64 << cap as u32;
+        let sys_admin = bit(Capability::SysAdmin) | bit(Capability::NetAdmin);
+        assert_eq!(
+            missing_from(sys_admin, ATTACH_CAPABILITIES),
+            [Capability::SysPtrace]
+        );
+        let bpf_only = bit(Capability::Bpf) | bit(Capability::NetAdmin);
+        assert_eq!(
+            missing_from(bpf_only, ATTACH_CAPABILITIES),
+            [
+                Capability::Perfmon,
+                Capability::SysAdmin,
+                Capability::SysPtrace
+            ]
+        );
     }
 
     #[test]

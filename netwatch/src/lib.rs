@@ -10,6 +10,7 @@ pub mod flows;
 pub mod guard;
 pub mod host;
 pub mod links;
+pub mod logging;
 pub mod policy;
 pub mod render;
 pub mod routes;

@@ -23,6 +23,8 @@ pub struct AgentProcess {
     uplinks: Vec<String>,
     /// More `netwatch agent` arguments (e.g. `--api-group`).
     extra_args: Vec<String>,
+    /// Environment variables set last (e.g. `DOCKER_HOST`, `NOTIFY_SOCKET`).
+    envs: Vec<(String, String)>,
     log: PathBuf,
 }
 
@@ -49,6 +51,27 @@ impl AgentProcess {
         uplinks: &[&str],
         extra_args: &[&str],
     ) -> AgentProcess {
+        AgentProcess::start_full(binary, networks, uplinks, extra_args, &[])
+    }
+
+    /// As [`AgentProcess::start_with_args`] with no uplink, and with these
+    /// environment variables (they win over the docker helpers' own).
+    pub fn start_with_env(
+        binary: &str,
+        networks: &[&str],
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> AgentProcess {
+        AgentProcess::start_full(binary, networks, &[], extra_args, envs)
+    }
+
+    fn start_full(
+        binary: &str,
+        networks: &[&str],
+        uplinks: &[&str],
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> AgentProcess {
         let pins = PinDir::create();
         let run_dir = std::env::temp_dir().join(format!(
             "netwatch-agent-test-{}",
@@ -65,6 +88,10 @@ impl AgentProcess {
             networks: networks.iter().map(|s| s.to_string()).collect(),
             uplinks: uplinks.iter().map(|s| s.to_string()).collect(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log,
         };
         agent.restart();
@@ -90,7 +117,6 @@ impl AgentProcess {
         let mut command = Command::new(&self.binary);
         command
             .arg("agent")
-            .args(["--resync-secs", "2"])
             .arg("--pin-root")
             .arg(&self.pins.0)
             .arg("--run-dir")
@@ -111,11 +137,16 @@ impl AgentProcess {
         for uplink in &self.uplinks {
             command.args(["--uplink", uplink]);
         }
+        // A 2 s resync unless the test sets its own.
+        if !self.extra_args.iter().any(|a| a == "--resync-secs") {
+            command.args(["--resync-secs", "2"]);
+        }
         // Agents of parallel tests must not fight over the default port.
         if !self.extra_args.iter().any(|a| a == "--metrics-addr") {
             command.args(["--metrics-addr", "127.0.0.1:0"]);
         }
         command.args(&self.extra_args);
+        command.envs(self.envs.iter().map(|(k, v)| (k, v)));
         self.child = Some(command.spawn().expect("start the agent"));
     }
 
@@ -132,6 +163,11 @@ impl AgentProcess {
     /// enforcing. A frozen agent still dies on [`AgentProcess::kill`].
     pub fn pause(&self) {
         self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGHUP, as `systemctl reload` or logrotate's postrotate sends it.
+    pub fn hangup(&self) {
+        self.signal(nix::sys::signal::Signal::SIGHUP);
     }
 
     /// SIGCONT after [`AgentProcess::pause`].

@@ -67,10 +67,14 @@ impl Answer {
 
 type Answers = Arc<Mutex<HashMap<String, Answer>>>;
 
+/// How many requests each path got.
+type Counts = Arc<Mutex<HashMap<String, usize>>>;
+
 /// The server; stops and removes its socket when dropped.
 pub struct FakeDockerd {
     socket: PathBuf,
     answers: Answers,
+    counts: Counts,
     stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<UnixStream>>>,
     thread: Option<JoinHandle<()>>,
@@ -107,16 +111,19 @@ impl FakeDockerd {
             .set_nonblocking(true)
             .expect("non-blocking listener");
         let answers: Answers = Arc::default();
+        let counts: Counts = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
         let thread = {
-            let (answers, stop, open) = (answers.clone(), stop.clone(), open.clone());
+            let (answers, counts, stop, open) =
+                (answers.clone(), counts.clone(), stop.clone(), open.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((stream, _)) => {
-                            let (answers, open) = (answers.clone(), open.clone());
-                            std::thread::spawn(move || serve(stream, &answers, &open));
+                            let (answers, counts, open) =
+                                (answers.clone(), counts.clone(), open.clone());
+                            std::thread::spawn(move || serve(stream, &answers, &counts, &open));
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(5));
@@ -129,6 +136,7 @@ impl FakeDockerd {
         let fake = FakeDockerd {
             socket,
             answers,
+            counts,
             stop,
             open,
             thread: Some(thread),
@@ -152,6 +160,19 @@ impl FakeDockerd {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(path.to_owned(), answer);
+    }
+}
+
+impl FakeDockerd {
+    /// How many requests for `path` (as [`FakeDockerd::answer`] names it)
+    /// arrived so far.
+    pub fn requests(&self, path: &str) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -185,7 +206,7 @@ fn route(target: &str) -> String {
 }
 
 /// Answers requests on one connection until the client or the answer ends it.
-fn serve(stream: UnixStream, answers: &Answers, open: &Mutex<Vec<UnixStream>>) {
+fn serve(stream: UnixStream, answers: &Answers, counts: &Counts, open: &Mutex<Vec<UnixStream>>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
@@ -218,6 +239,11 @@ fn serve(stream: UnixStream, answers: &Answers, open: &Mutex<Vec<UnixStream>>) {
             return;
         }
         let target = request_line.split_whitespace().nth(1).unwrap_or("/");
+        *counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(route(target))
+            .or_default() += 1;
         let answer = answers
             .lock()
             .unwrap_or_else(|e| e.into_inner())

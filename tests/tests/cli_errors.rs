@@ -124,13 +124,17 @@ fn enforcement_commands_without_their_capabilities_say_which_and_leave_nothing()
         "--metrics-addr",
         "off",
     ];
-    let out = netwatch_without(&["bpf"], &agent);
+    // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON (as in the
+    // kernel): drop it too to see them missing.
+    let out = netwatch_without(&["bpf", "sys_admin"], &agent);
     assert_one_line_error(
         &out,
-        "lacks CAP_BPF: run netwatch as root, or in a container with --cap-add BPF",
+        "lacks CAP_BPF, CAP_SYS_ADMIN: run netwatch as root, or in a container with --cap-add BPF --cap-add SYS_ADMIN",
     );
-    let out = netwatch_without(&["net_admin", "perfmon"], &agent);
-    assert_one_line_error(&out, "lacks CAP_PERFMON, CAP_NET_ADMIN");
+    let out = netwatch_without(&["net_admin", "perfmon", "sys_admin"], &agent);
+    assert_one_line_error(&out, "lacks CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN");
+    let out = netwatch_without(&["sys_ptrace"], &agent);
+    assert_one_line_error(&out, "lacks CAP_SYS_PTRACE");
     assert!(!pins.0.exists(), "nothing pinned");
     assert!(!run_dir.exists(), "no run directory");
 
@@ -138,7 +142,7 @@ fn enforcement_commands_without_their_capabilities_say_which_and_leave_nothing()
     assert_one_line_error(&out, "lacks CAP_SYS_ADMIN");
     let out = netwatch_without(&["net_admin"], &["detach"]);
     assert_one_line_error(&out, "netwatch detach needs CAP_BPF, CAP_NET_ADMIN");
-    let out = netwatch_without(&["bpf"], &["status"]);
+    let out = netwatch_without(&["bpf", "sys_admin"], &["status"]);
     assert_one_line_error(&out, "netwatch status needs CAP_BPF");
     let out = netwatch_without(&["sys_admin"], &["explain", "a", "b"]);
     assert_one_line_error(&out, "netwatch explain needs CAP_SYS_ADMIN, CAP_BPF");

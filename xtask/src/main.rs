@@ -6,6 +6,7 @@
 mod bench;
 mod build;
 mod cmd;
+mod dist;
 mod fuzz;
 mod host;
 mod leftovers;
@@ -41,10 +42,11 @@ enum Task {
     /// One line per step (ok / installed / warning / SKIPPED / FAILED):
     /// the nightly toolchain and its rust-src component; bpf-linker 0.13.0
     /// built against the nightly's own libLLVM (rebuilt when the nightly's
-    /// LLVM changes; stamp in ~/.cache/netwatch/bpf-linker.stamp); bpffs at
-    /// /sys/fs/bpf; the Debian packages the tests use (iproute2, bpftool,
-    /// iperf3, tcpdump, linux-perf, busybox-static, docker.io,
-    /// docker-compose, python3).
+    /// LLVM changes; stamp in ~/.cache/netwatch/bpf-linker.stamp);
+    /// cargo-deb 3.8.0 (the .deb); bpffs at /sys/fs/bpf; the Debian
+    /// packages the tests use (iproute2, bpftool, iperf3, tcpdump,
+    /// linux-perf, busybox-static, docker.io, docker-compose, python3,
+    /// systemd, dpkg).
     /// Mounting bpffs and apt-get need root: without root those steps only
     /// check, and setup exits non-zero if they have work left. Downloads are
     /// retried 3 times with backoff. Takes well under 2 s when everything is
@@ -64,6 +66,17 @@ enum Task {
         args: Vec<String>,
     },
 
+    /// Build what an operator installs, into <target>/dist/.
+    ///
+    /// Runs the toolchain part of `setup` plus cargo-deb (installed with
+    /// retries when missing), then: the release `netwatch` binary (its
+    /// kernel programs embedded: it runs without a toolchain), completions
+    /// for bash, zsh and fish and man pages generated from its clap
+    /// definitions, and the .deb (cargo-deb) holding them with the systemd
+    /// unit netwatch.service, /etc/default/netwatch and a logrotate file.
+    /// Then takes the .deb apart and checks it (as `cargo xtask test` does).
+    Dist,
+
     /// Run every check and test: the command CI runs (needs root).
     ///
     /// In order, stopping at the first failure: `setup` (quiet, installs only
@@ -73,6 +86,7 @@ enum Task {
     /// (target dir target/ebpf-clippy); `cargo test --workspace --exclude
     /// netwatch-ebpf --release [ARGS]` (the kernel crate only builds for the
     /// BPF target; the tests run its programs through BPF_PROG_TEST_RUN);
+    /// `dist` (the .deb built and checked as `cargo xtask dist` does);
     /// every benchmark of `cargo xtask bench` with `--smoke` (seconds each;
     /// fails when one fails, never on its numbers); each cargo-fuzz target
     /// of fuzz/ for 20 s from its seed corpus; last, a check that the
@@ -139,6 +153,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Task::Setup => setup::run(setup::Scope::Full, false),
         Task::Build { args } => build::run(args),
+        Task::Dist => dist::run().and_then(|deb| dist::check(&deb, host::is_root()?)),
         Task::Test { args } => test::run(args),
         Task::Bench { names, smoke, args } => bench::run(names, *smoke, args),
         Task::Run { args } => run::run(args),

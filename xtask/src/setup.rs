@@ -56,6 +56,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("docker-compose", "compose files in the end-to-end tests"),
     // Small traffic generators and servers run inside test namespaces.
     ("python3", "traffic helpers inside test namespaces"),
+    // `systemd-analyze verify` checks the units `cargo xtask dist` ships.
+    ("systemd", "systemd-analyze verify on netwatch's units"),
+    // `dpkg-deb -c/-x` checks the contents of the .deb.
+    ("dpkg", "dpkg-deb to check the .deb's contents"),
 ];
 
 /// Which steps a caller needs.
@@ -63,6 +67,8 @@ const PACKAGES: &[(&str, &str)] = &[
 pub enum Scope {
     /// Toolchain pieces only (`build`, `run`): no root needed.
     Build,
+    /// The toolchain and cargo-deb (`dist`): no root needed.
+    Dist,
     /// Everything (`setup`, `test`, `bench`).
     Full,
 }
@@ -151,6 +157,9 @@ pub fn run(scope: Scope, quiet: bool) -> Result<()> {
         }
     }
 
+    if scope != Scope::Build {
+        report.record("cargo-deb", cargo_deb());
+    }
     if scope == Scope::Full {
         report.record("bpffs", bpffs(root));
         report.record("debian packages", packages(root));
@@ -336,40 +345,54 @@ fn link_libllvm(lib: &Path, libllvm: &Path) -> Result<()> {
     Ok(())
 }
 
+/// cargo-deb release that `cargo xtask dist` builds the .deb with.
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+/// cargo-deb, for the .deb of `cargo xtask dist` (and the test command,
+/// which builds and checks that package).
+fn cargo_deb() -> Result<Outcome> {
+    cargo_subcommand("deb", CARGO_DEB_VERSION)
+}
+
 /// cargo-fuzz release the fuzz stage of the test command uses.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// cargo-fuzz, for the bounded fuzz runs of the test command (`fuzz/`).
 fn cargo_fuzz() -> Result<Outcome> {
+    cargo_subcommand("fuzz", CARGO_FUZZ_VERSION)
+}
+
+/// `cargo-<name>` at `version` from crates.io, installed (retried) unless
+/// `cargo <name> --version` already reports it.
+fn cargo_subcommand(name: &str, version: &str) -> Result<Outcome> {
+    let krate = format!("cargo-{name}");
     let installed = || {
         Cmd::new("cargo")
-            .args(["fuzz", "--version"])
+            .args([name, "--version"])
             .probe()
-            .is_ok_and(|out| out.contains(CARGO_FUZZ_VERSION))
+            .is_ok_and(|out| out.contains(version))
     };
     if installed() {
-        return Ok(Outcome::Ok(format!("cargo-fuzz {CARGO_FUZZ_VERSION}")));
+        return Ok(Outcome::Ok(format!("{krate} {version}")));
     }
-    eprintln!("          cargo-fuzz: building {CARGO_FUZZ_VERSION} (1-3 minutes)");
+    eprintln!("          {krate}: building {version} (1-3 minutes)");
     Cmd::new("cargo")
         .args([
             "install",
-            "cargo-fuzz",
+            &krate,
             "--version",
-            CARGO_FUZZ_VERSION,
+            version,
             "--locked",
             "--force",
         ])
         // Outside the workspace, so its .cargo/config.toml cannot interfere.
         .dir(host::home()?)
         .run_with_retries(RETRIES)
-        .context("building cargo-fuzz failed; see cargo's output above")?;
+        .with_context(|| format!("building {krate} failed; see cargo's output above"))?;
     if !installed() {
-        bail!("the freshly built cargo-fuzz does not report version {CARGO_FUZZ_VERSION}");
+        bail!("the freshly built {krate} does not report version {version}");
     }
-    Ok(Outcome::Installed(format!(
-        "cargo-fuzz {CARGO_FUZZ_VERSION}"
-    )))
+    Ok(Outcome::Installed(format!("{krate} {version}")))
 }
 
 fn bpf_linker() -> Result<Outcome> {

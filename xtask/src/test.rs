@@ -89,6 +89,11 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
             }),
         ),
         (
+            "dist",
+            "`cargo xtask dist` builds and checks the .deb alone",
+            Box::new(|| crate::dist::run().and_then(|deb| crate::dist::check(&deb, true))),
+        ),
+        (
             "benchmark smoke",
             "a benchmark failed in its smoke run; run `cargo xtask bench NAME --smoke` to see it alone",
             Box::new(|| {

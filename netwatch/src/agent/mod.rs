@@ -14,6 +14,7 @@ pub mod port_guard;
 mod reconcile;
 mod run;
 pub mod saved_plan;
+pub mod service;
 pub mod status_file;
 mod uplinks;
 

@@ -211,6 +211,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         }));
     }
     if let Some(log) = flow_log {
+        let log = log.reopen_on(super::service::hangups());
         info!(
             "flow log: writing {} (rotated at {} bytes, {} files)",
             log.options().path.display(),
@@ -227,6 +228,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         watch,
         status,
     };
+    let ready_anyway = tokio::spawn(super::service::ready_without_docker_after_timeout());
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::from_secs(1);
     // When Docker was lost: an operator reading the log after "lost Docker"
@@ -269,6 +271,10 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
                 warn!(
                     "lost Docker ({error}); enforcement stays as pinned; retrying in {backoff:?}"
                 );
+                // After the warning, so the log says why before READY=1.
+                super::service::ready(&format!(
+                    "Docker does not answer ({error}); enforcing what is pinned"
+                ));
                 agent.status.docker_error = Some(error);
                 let _ = agent.status.write(&options.run_dir);
                 tokio::select! {
@@ -284,6 +290,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
             }
         }
     }
+    ready_anyway.abort();
     // Ends live `observe` streams and removes the socket.
     api.stop().await;
     // The flow log only ends when the pipeline's broadcast closes, which
@@ -314,8 +321,11 @@ async fn follow(
     let mut resync = tokio::time::interval(options.resync_interval);
     let mut drain = tokio::time::interval(DRAIN_INTERVAL);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut hangups = super::service::hangups();
     loop {
         let due = tokio::select! {
+            // SIGHUP: resync now.
+            Ok(()) = hangups.changed() => true,
             event = events.next() => match event {
                 Some(Ok(_)) => {
                     // Coalesce a burst: take what is already queued, then sync once.
@@ -337,7 +347,10 @@ async fn follow(
         };
         if due {
             match sync(client, agent, pipeline, options).await {
-                Ok(names) => pipeline.set_names(names),
+                Ok(names) => {
+                    pipeline.set_names(names);
+                    super::service::ready("synced with Docker");
+                }
                 Err(e) => return Stop::Docker(e),
             }
         }

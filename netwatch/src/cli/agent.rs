@@ -36,6 +36,11 @@ pub fn run_agent(options: AgentOptions) -> Result<ExitCode> {
     }
     super::block_on(async {
         let shutdown = super::signals::install()?;
+        crate::agent::service::install_hangup_handler()?;
+        let shutdown = async {
+            shutdown.await;
+            crate::agent::service::stopping();
+        };
         run(options, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)

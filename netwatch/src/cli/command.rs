@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use crate::cli::{self, OutputFormat};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// eBPF network isolation enforcer and traffic observer for Docker hosts.
 ///
@@ -13,6 +13,14 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "netwatch", version)]
 struct Cli {
+    /// How log lines are written to stderr: `text` (timestamped), `journal`
+    /// (a `<N>` syslog priority on each line and no timestamp, for
+    /// journald), `json` (one object per line, for log shippers), or `auto`:
+    /// `journal` when stderr is systemd's journal stream (JOURNAL_STREAM),
+    /// else `text`. The level comes from RUST_LOG (default `info`).
+    #[arg(long, global = true, value_enum, env = "NETWATCH_LOG_FORMAT", default_value_t = crate::logging::LogFormat::Auto)]
+    log_format: crate::logging::LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -24,6 +32,19 @@ enum Command {
     /// right through Docker events and a periodic resync. Enforcement is
     /// pinned in bpffs, so it stays when the agent stops or is killed, and
     /// a restarted agent adopts it. `netwatch detach` removes it.
+    ///
+    /// Configuration: flags, then NETWATCH_* environment variables (each
+    /// flag's is shown below; the systemd unit reads them from
+    /// /etc/default/netwatch), then the defaults. A flag wins over its
+    /// variable, and a variable over the default. `--print-config` shows
+    /// the result and where each value came from.
+    ///
+    /// Signals: SIGTERM or SIGINT stop it (enforcement stays pinned); SIGHUP
+    /// resyncs with Docker at once and reopens the flow log (logrotate).
+    /// Under systemd (Type=notify) it sends READY=1 after its first sync
+    /// with Docker (or, when Docker does not answer, once the datapath is
+    /// loaded, at most 5 s after start: dockerd starts after netwatch) and
+    /// STOPPING=1 when asked to stop.
     ///
     /// Examples:
     ///   sudo netwatch agent
@@ -40,65 +61,101 @@ enum Command {
     #[command(verbatim_doc_comment)]
     Agent {
         /// Full resync with Docker at least this often, in seconds.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, env = "NETWATCH_RESYNC_SECS", default_value_t = 30)]
         resync_secs: u64,
         /// Capacity of the kernel flow table (LRU; verdicts never depend on it).
-        #[arg(long, default_value_t = netwatch_common::names::FLOWS_MAX_ENTRIES)]
+        #[arg(long, env = "NETWATCH_FLOW_TABLE_ENTRIES", default_value_t = netwatch_common::names::FLOWS_MAX_ENTRIES)]
         flow_table_entries: u32,
         /// Flows the agent keeps one by one in memory (a few hundred bytes
         /// each); beyond that the longest idle are folded into one summary
         /// per container, network, direction and verdict.
-        #[arg(long, default_value_t = crate::flows::pipeline::DEFAULT_FLOW_LIMIT)]
+        #[arg(long, env = "NETWATCH_FLOW_LIMIT", default_value_t = crate::flows::pipeline::DEFAULT_FLOW_LIMIT)]
         flow_limit: usize,
         /// Manage only these networks (by name; repeat the flag). By default
-        /// the agent manages every bridge network.
-        #[arg(long = "network", value_name = "NAME")]
+        /// the agent manages every bridge network. NETWATCH_NETWORKS takes
+        /// a comma-separated list.
+        #[arg(
+            long = "network",
+            value_name = "NAME",
+            env = "NETWATCH_NETWORKS",
+            value_delimiter = ','
+        )]
         networks: Vec<String>,
         /// Put the uplink shield (XDP: drops inbound packets aimed at the
         /// subnets of internal networks) on this interface; repeat the flag
         /// for several. By default: every interface that holds a default
         /// route, re-read at each resync. `--uplink none` turns it off.
-        #[arg(long = "uplink", value_name = "IFACE")]
+        /// NETWATCH_UPLINKS takes a comma-separated list.
+        #[arg(
+            long = "uplink",
+            value_name = "IFACE",
+            env = "NETWATCH_UPLINKS",
+            value_delimiter = ','
+        )]
         uplinks: Vec<String>,
         /// Where to pin links and maps (a directory in bpffs).
-        #[arg(long, hide = true, default_value = "/sys/fs/bpf/netwatch")]
+        #[arg(
+            long,
+            hide = true,
+            env = "NETWATCH_PIN_ROOT",
+            default_value = "/sys/fs/bpf/netwatch"
+        )]
         pin_root: std::path::PathBuf,
         /// Where to keep the agent's lock and status file.
-        #[arg(long, hide = true, default_value = "/run/netwatch")]
+        #[arg(
+            long,
+            hide = true,
+            env = "NETWATCH_RUN_DIR",
+            default_value = "/run/netwatch"
+        )]
         run_dir: std::path::PathBuf,
         /// Where the agent keeps what must outlive a reboot: its last plan
         /// (which bridge belongs to which network, with what policy). At
         /// start it guards those bridges and their veths as they appear,
         /// before Docker answers; a missing or unreadable plan is logged and
         /// guarding starts when Docker answers.
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/netwatch")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "NETWATCH_STATE_DIR",
+            default_value = "/var/lib/netwatch"
+        )]
         state_dir: std::path::PathBuf,
         /// Serve the API (HTTP+JSON, what `netwatch flows`, `drops` and
         /// `observe` talk to; `curl --unix-socket` works too) on this unix
         /// socket. Default: api.sock in the run directory
         /// (/run/netwatch/api.sock).
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, value_name = "PATH", env = "NETWATCH_API_SOCKET")]
         api_socket: Option<std::path::PathBuf>,
         /// Let the members of this group use the API: its socket becomes
         /// mode 0660 with this group. Without it the socket is 0600, root
         /// only.
-        #[arg(long, value_name = "GROUP")]
+        #[arg(long, value_name = "GROUP", env = "NETWATCH_API_GROUP")]
         api_group: Option<String>,
         /// Serve Prometheus metrics (GET /metrics) on this address, or
         /// `off`. Loopback by default: put a scraper on this host, or give
         /// an address on purpose.
-        #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9469")]
+        #[arg(
+            long,
+            value_name = "ADDR|off",
+            env = "NETWATCH_METRICS_ADDR",
+            default_value = "127.0.0.1:9469"
+        )]
         metrics_addr: String,
         /// Also write every flow and drop record as a JSON line to this file,
         /// rotated by size like Docker's json-file driver.
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, value_name = "PATH", env = "NETWATCH_FLOW_LOG")]
         flow_log: Option<std::path::PathBuf>,
         /// Rotate the flow log before it grows past this size (k, m, g).
-        #[arg(long, value_name = "SIZE", default_value = "10m", value_parser = crate::export::parse_size)]
+        #[arg(long, value_name = "SIZE", env = "NETWATCH_MAX_SIZE", default_value = "10m", value_parser = crate::export::parse_size)]
         max_size: u64,
         /// Flow log files kept, the current one included.
-        #[arg(long, value_name = "N", default_value_t = crate::export::DEFAULT_MAX_FILE, value_parser = crate::export::parse_max_file)]
+        #[arg(long, value_name = "N", env = "NETWATCH_MAX_FILE", default_value_t = crate::export::DEFAULT_MAX_FILE, value_parser = crate::export::parse_max_file)]
         max_file: u32,
+        /// Print the configuration the agent would run with, and where each
+        /// value comes from (flag, environment, default), then exit.
+        #[arg(long)]
+        print_config: bool,
     },
     /// Check that this host can run netwatch: root, kernel version and
     /// features, bpffs, and that the kernel's verifier accepts every
@@ -414,6 +471,25 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = cli::source::FlowOutput::Table)]
         output: cli::source::FlowOutput,
     },
+    /// Print a shell completion script for bash, zsh or fish.
+    ///
+    /// Examples:
+    ///   netwatch completion bash > /etc/bash_completion.d/netwatch
+    ///   netwatch completion zsh > "${fpath[1]}/_netwatch"
+    ///   netwatch completion fish > ~/.config/fish/completions/netwatch.fish
+    #[command(verbatim_doc_comment)]
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write netwatch's man pages (netwatch.1 and one per subcommand) into
+    /// DIR (packaging).
+    #[command(hide = true)]
+    Man {
+        /// The directory to write them to (it must exist).
+        dir: std::path::PathBuf,
+    },
     /// Show one container's endpoints, veths and attached netwatch programs.
     ///
     /// For each network the container is attached to: its addresses, MAC and
@@ -447,6 +523,41 @@ enum Command {
     },
 }
 
+/// The agent's settings as `name = value  (source)` lines, one per flag,
+/// in the order of `--help`: what `--print-config` shows. The source is
+/// `flag`, `env NETWATCH_…`, `default`, or `unset`.
+pub fn effective_config(agent: &clap::ArgMatches) -> String {
+    let command = Cli::command();
+    let Some(definition) = command.find_subcommand("agent") else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for arg in definition.get_arguments() {
+        let id = arg.get_id().as_str();
+        if matches!(id, "print_config" | "help" | "log_format") || arg.get_long().is_none() {
+            continue;
+        }
+        let name = arg.get_long().unwrap_or(id);
+        let values: Vec<String> = agent
+            .get_raw(id)
+            .map(|raw| raw.map(|v| v.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let source = match agent.value_source(id) {
+            Some(clap::parser::ValueSource::CommandLine) => "flag".to_owned(),
+            Some(clap::parser::ValueSource::EnvVariable) => format!(
+                "env {}",
+                arg.get_env()
+                    .map(|e| e.to_string_lossy())
+                    .unwrap_or_default()
+            ),
+            Some(clap::parser::ValueSource::DefaultValue) => "default".to_owned(),
+            _ => "unset".to_owned(),
+        };
+        out.push_str(&format!("{name} = {}  ({source})\n", values.join(",")));
+    }
+    out
+}
+
 /// `--metrics-addr`: an address, or `off`.
 fn parse_metrics_addr(text: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
     if text == "off" {
@@ -460,9 +571,28 @@ fn parse_metrics_addr(text: &str) -> anyhow::Result<Option<std::net::SocketAddr>
 /// Parses the command line and runs the subcommand: the whole `netwatch`
 /// binary (the test suite runs the same code under another binary name).
 pub fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    crate::logging::init(cli.log_format);
     let result = match cli.command {
+        Command::Agent {
+            print_config: true, ..
+        } => {
+            let agent = matches.subcommand_matches("agent").unwrap_or(&matches);
+            print!("{}", effective_config(agent));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completion { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "netwatch", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => clap_mangen::generate_to(Cli::command(), &dir)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| anyhow::anyhow!("writing man pages to {}: {e}", dir.display())),
         Command::Agent {
             resync_secs,
             flow_table_entries,
@@ -478,6 +608,7 @@ pub fn main() -> ExitCode {
             flow_log,
             max_size,
             max_file,
+            print_config: false,
         } => crate::agent::UplinkChoice::from_flags(&uplinks)
             .map_err(anyhow::Error::from)
             .and_then(|uplinks| Ok((uplinks, parse_metrics_addr(&metrics_addr)?)))

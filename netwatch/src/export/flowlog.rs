@@ -45,9 +45,12 @@ use jiff::Timestamp;
 use log::{info, warn};
 use serde::Serialize;
 use thiserror::Error;
-use tokio::sync::broadcast::{
-    self,
-    error::{RecvError, TryRecvError},
+use tokio::sync::{
+    broadcast::{
+        self,
+        error::{RecvError, TryRecvError},
+    },
+    watch,
 };
 
 use crate::flows::ObservedEvent;
@@ -279,6 +282,8 @@ pub struct FlowLog {
     failing: bool,
     /// Rotating fails now: the error was logged.
     rotation_failing: bool,
+    /// Changes when the file must be closed and opened again (SIGHUP).
+    reopen: Option<watch::Receiver<u64>>,
 }
 
 impl FlowLog {
@@ -307,7 +312,30 @@ impl FlowLog {
             counters: Arc::default(),
             failing: false,
             rotation_failing: false,
+            reopen: None,
         })
+    }
+
+    /// Closes the file and opens `path` again whenever `reopen` changes
+    /// (the agent's SIGHUP), so that after logrotate moved the file away the
+    /// new one exists at once, before the next line.
+    #[must_use]
+    pub fn reopen_on(mut self, reopen: watch::Receiver<u64>) -> FlowLog {
+        self.reopen = Some(reopen);
+        self
+    }
+
+    /// Closes the current file and opens the path again (creating it).
+    /// Errors are logged and counted; the next write tries again.
+    pub fn reopen(&mut self) {
+        self.current = None;
+        match open_current(&self.options.path) {
+            Ok(current) => {
+                self.current = Some(current);
+                info!("flow log {}: reopened", self.options.path.display());
+            }
+            Err(e) => self.failed(&e, 0),
+        }
     }
 
     /// What the writer counted; hand it to the metrics source.
@@ -324,10 +352,39 @@ impl FlowLog {
     /// is safe: every batch is written before the next is awaited.
     pub async fn run(self, mut events: broadcast::Receiver<ObservedEvent>) {
         let mut log = self;
+        let mut reopen = log.reopen.take();
         loop {
             let mut batch = Vec::new();
             let mut closed = false;
-            match events.recv().await {
+            let reopened = async {
+                match &mut reopen {
+                    Some(receiver) => receiver.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let received = tokio::select! {
+                received = events.recv() => received,
+                changed = reopened => {
+                    if changed.is_err() {
+                        reopen = None;
+                        continue;
+                    }
+                    match tokio::task::spawn_blocking(move || {
+                        log.reopen();
+                        log
+                    })
+                    .await
+                    {
+                        Ok(back) => log = back,
+                        Err(e) => {
+                            warn!("flow log: the writer stopped: {e}");
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            };
+            match received {
                 Ok(event) => batch.push(FlowLogLine::Event(event)),
                 Err(RecvError::Lagged(count)) => batch.push(log.lost(count)),
                 Err(RecvError::Closed) => return,
@@ -691,6 +748,21 @@ mod tests {
                 event.flow.packets
             })
             .collect()
+    }
+
+    #[test]
+    fn reopen_starts_a_new_file_at_the_path_of_one_moved_away() {
+        let dir = TempDir::new("reopen");
+        let options = dir.options(1 << 20, 3);
+        let mut log = FlowLog::open(options.clone()).unwrap();
+        log.write(&lines(0..2));
+        let moved = dir.0.join("flows.log.moved");
+        fs::rename(&options.path, &moved).unwrap();
+        log.reopen();
+        assert!(options.path.exists(), "reopened before any line is written");
+        log.write(&lines(2..3));
+        assert_eq!(sequence(&moved), [0, 1]);
+        assert_eq!(sequence(&options.path), [2]);
     }
 
     #[test]
