@@ -554,6 +554,8 @@ fn flow(
         verdict: verdict.to_string(),
         reason: (verdict == "dropped").then(|| "not-in-network".to_string()),
         peer: None,
+        peer_service: None,
+        peer_kind: None,
         first_seen: t,
         last_seen: t,
         interface: None,
@@ -583,6 +585,7 @@ fn full_snapshot() -> MetricsSnapshot {
                 malformed: 1,
                 kernel_evictions: 2,
                 summarised: 3,
+                ..PipelineCounters::default()
             },
             tracked_flows: 5,
         }),
