@@ -120,6 +120,7 @@ fn a_host_mode_containers_connection_is_named_after_it_and_a_host_processs_is_ho
     // The table says so too.
     let table = agent.flows(&["--proto", "tcp", "--container", &server.name]);
     let table = String::from_utf8_lossy(&table.stdout);
+    eprintln!("{table}");
     assert!(
         table.contains(&format!("{} (host mode)", client.name)),
         "{table}"
