@@ -1,6 +1,7 @@
 //! The host's end of a flow, named: a `--network host` container that
 //! connects to a guarded container (through the container's address, from
-//! the host's stack) is the peer of that flow by its own name, and a plain
+//! the host's stack), or that the container connects to (through the
+//! bridge's address), is the peer of that flow by its own name, and a plain
 //! host process connecting the same way is `host`. Against the real
 //! dockerd, with the agent on one test network (`--uplink none`, private
 //! pins). Traffic goes only from the host to a container of the test's.
@@ -33,20 +34,37 @@ fn serve(server: &TestContainer, ip: IpAddr, port: u16) -> TcpListener {
         .unwrap_or_else(|e| panic!("cannot listen on {ip}:{port} in {}: {e}", server.name))
 }
 
-/// The server's flows on `port` (both directions), as the API answers.
+/// Runs `script` with `sh -c` in `container`, in the background.
+fn in_background(container: &TestContainer, script: &str) {
+    docker_ok(&["exec", "-d", &container.name, "sh", "-c", script]);
+}
+
+/// Whether a socket of the host's namespace listens on TCP `port` (IPv4
+/// or IPv6; state 0A in /proc/net/tcp or tcp6, which this test process,
+/// in the host's namespace, sees).
+fn host_listens(port: u16) -> bool {
+    let local = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        let table = std::fs::read_to_string(table).unwrap_or_default();
+        table.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3 && fields[1].ends_with(&local) && fields[3] == "0A"
+        })
+    })
+}
+
+/// The server's flows with `port` at either end (both directions), as the
+/// API answers.
 fn flows_on(agent: &AgentProcess, server: &TestContainer, port: u16) -> Vec<Value> {
     agent
         .flows_json(&["--proto", "tcp", "--container", &server.name])
         .into_iter()
-        .filter(|f| {
-            (f["direction"] == "ingress" && f["dst_port"] == port)
-                || (f["direction"] == "egress" && f["src_port"] == port)
-        })
+        .filter(|f| f["dst_port"] == port || f["src_port"] == port)
         .collect()
 }
 
 #[test]
-fn a_host_mode_containers_connection_is_named_after_it_and_a_host_processs_is_host() {
+fn a_host_mode_containers_connections_are_named_after_it_and_a_host_processs_is_host() {
     require_root();
     require_dockerd();
     let network = TestNetwork::create("hostpeer", &[]);
@@ -68,31 +86,42 @@ fn a_host_mode_containers_connection_is_named_after_it_and_a_host_processs_is_ho
     let mut agent = AgentProcess::start(AGENT, &[&network.name]);
     wait_for("the agent's first sync", SETTLE, || agent.synced());
 
-    // The host-mode container connects through the container's address:
-    // its packets leave the host's stack from the bridge's address.
+    // 1. The host-mode container connects through the container's
+    // address: its packets leave the host's stack from the bridge's
+    // address.
     let _listener = serve(&server, server_ip, PORT);
-    docker_ok(&[
-        "exec",
-        "-d",
-        &client.name,
-        "sh",
-        "-c",
+    in_background(
+        &client,
         &format!("(echo hello; sleep 3600) | nc {server_ip} {PORT}"),
-    ]);
-    // A process of the host itself (this test), the same way.
+    );
+    // 2. A process of the host itself (this test), the same way.
     let _host_listener = serve(&server, server_ip, PORT + 1);
     let _host_connection =
         TcpStream::connect((server_ip, PORT + 1)).expect("the host reaches the server container");
+    // 3. The other way: the container connects to the bridge's address,
+    // where the host-mode container listens (busybox nc: a dual-stack
+    // [::] socket, so the accepted socket is an IPv6 one with mapped
+    // addresses), on a port free on the host.
+    let host_port = TcpListener::bind("[::]:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    in_background(&client, &format!("sleep 3600 | nc -l -p {host_port}"));
+    wait_for("the host-mode container's listener", SETTLE, || {
+        host_listens(host_port)
+    });
+    in_background(
+        &server,
+        &format!("(echo hello; sleep 3600) | nc {gateway} {host_port}"),
+    );
 
     let mut seen = Vec::new();
-    wait_for("both connections' flows, named", SETTLE, || {
-        let container_flows = flows_on(&agent, &server, PORT);
-        let host_flows = flows_on(&agent, &server, PORT + 1);
-        seen = container_flows.iter().chain(&host_flows).cloned().collect();
-        container_flows.len() == 2
-            && host_flows.len() == 2
-            && container_flows.iter().all(|f| f["peer"] != Value::Null)
-            && host_flows.iter().all(|f| f["peer"] != Value::Null)
+    wait_for("the three connections' flows, named", SETTLE, || {
+        seen = [PORT, PORT + 1, host_port]
+            .iter()
+            .flat_map(|&port| flows_on(&agent, &server, port))
+            .collect();
+        seen.len() == 6 && seen.iter().all(|f| f["peer"] != Value::Null)
     });
     for flow in &seen {
         let from_host_side = if flow["direction"] == "ingress" {
@@ -105,15 +134,15 @@ fn a_host_mode_containers_connection_is_named_after_it_and_a_host_processs_is_ho
             gateway.as_str(),
             "the host end is the bridge's address: {flow}"
         );
-        let by_container = flow["dst_port"] == PORT || flow["src_port"] == PORT;
-        if by_container {
-            assert_eq!(flow["peer"], client.name.as_str(), "{flow}");
-            assert_eq!(flow["peer_kind"], "host-mode", "{flow}");
-            assert_eq!(flow["peer_service"], "exporter", "{flow}");
-        } else {
+        let by_host_process = flow["dst_port"] == PORT + 1 || flow["src_port"] == PORT + 1;
+        if by_host_process {
             assert_eq!(flow["peer"], "host", "a host process: {flow}");
             assert_eq!(flow["peer_kind"], "host", "{flow}");
             assert_eq!(flow["peer_service"], Value::Null, "{flow}");
+        } else {
+            assert_eq!(flow["peer"], client.name.as_str(), "{flow}");
+            assert_eq!(flow["peer_kind"], "host-mode", "{flow}");
+            assert_eq!(flow["peer_service"], "exporter", "{flow}");
         }
     }
 
