@@ -20,7 +20,10 @@ use crate::{
     agent::{Target, docker_state::host_state, plan},
     datapath::{Datapath, LoadOptions},
     docker::{Client, Snapshot},
-    flows::{FlowNames, Pipeline},
+    flows::{
+        FlowNames, Pipeline,
+        host_peer::{host_peers, open_socket_owners},
+    },
     host,
     policy::compile,
 };
@@ -77,9 +80,17 @@ impl Session {
             }
         }
         let table = datapath.flow_table_handle()?;
-        let pipeline = Arc::new(Pipeline::new(flow_limit, Box::new(move || table.read())));
+        let pipeline = Arc::new(
+            Pipeline::new(flow_limit, Box::new(move || table.read()))
+                .with_socket_owners(open_socket_owners()),
+        );
         pipeline.set_kernel_table_entries(LoadOptions::default().flow_table_entries as usize);
-        pipeline.set_names(FlowNames::new(&state, &[]));
+        let host_peers = host_peers(
+            &snapshot.inventory,
+            &state.host_addrs,
+            pipeline.socket_owners(),
+        );
+        pipeline.set_names(FlowNames::new(&state, &[]).with_host_peers(host_peers));
         Ok(Session {
             datapath,
             pipeline,

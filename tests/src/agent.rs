@@ -220,14 +220,19 @@ impl AgentProcess {
     /// `netwatch flows -o json <args…>` asked of this agent's API: the
     /// flows, or none when it does not answer (yet).
     pub fn flows_json(&self, args: &[&str]) -> Vec<serde_json::Value> {
-        let out = Command::new(&self.binary)
-            .args(["flows", "-o", "json"])
+        let out = self.flows(&[&["-o", "json"], args].concat());
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// `netwatch flows <args…>` asked of this agent's API.
+    pub fn flows(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.binary)
+            .arg("flows")
             .args(args)
             .arg("--socket")
             .arg(self.api_socket())
             .output()
-            .expect("run netwatch flows");
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
+            .expect("run netwatch flows")
     }
 
     /// The agent's API socket (`api.sock` in its run directory).

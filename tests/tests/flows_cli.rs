@@ -681,7 +681,8 @@ fn a_denied_attempt_on_an_internal_network_appears_in_drops_with_name_and_reason
     assert_eq!(group.network.as_deref(), Some(internal.name.as_str()));
     assert_eq!(group.reason, "host-access");
     assert!(group.packets >= 2, "{group:#?}");
-    assert_eq!(group.remotes, [format!("{gateway}/icmp")]);
+    // The gateway is the host's: named `host`, not a bare address.
+    assert_eq!(group.remotes, [format!("host {gateway}/icmp")]);
 
     // Only a's: the bridge also drops what the host sends into the network
     // (neighbour discovery, multicast), with no container to name.

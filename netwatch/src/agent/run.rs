@@ -29,7 +29,11 @@ use crate::{
     datapath::{Datapath, LoadOptions, pinned},
     docker::{Client, Snapshot},
     export::{FlowLog, METRICS_PATH, MetricsSource, serve_metrics},
-    flows::{FlowNames, Pipeline, pipeline::DRAIN_INTERVAL},
+    flows::{
+        FlowNames, Pipeline,
+        host_peer::{host_peers, open_socket_owners},
+        pipeline::DRAIN_INTERVAL,
+    },
     guard::{self, AgentView},
     host,
     links::{self, LinkEvent, LinkState},
@@ -181,10 +185,15 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         .write(&options.run_dir)
         .context("writing the agent status file")?;
     let root = options.pin_root.clone();
-    let pipeline = std::sync::Arc::new(Pipeline::new(
-        options.flow_limit,
-        Box::new(move || pinned::read_flows(&root)),
-    ));
+    // Opened here, in the host's network namespace: the sockets of the
+    // host's stack are the ones to look up.
+    let pipeline = std::sync::Arc::new(
+        Pipeline::new(
+            options.flow_limit,
+            Box::new(move || pinned::read_flows(&root)),
+        )
+        .with_socket_owners(open_socket_owners()),
+    );
     pipeline.set_kernel_table_entries(options.flow_table_entries as usize);
     info!("API: serving on {}", api.describe());
     let api = api
@@ -681,5 +690,10 @@ async fn sync(
     if let Err(e) = status.write(&options.run_dir) {
         warn!("cannot write the status file: {e}");
     }
-    Ok(FlowNames::new(&state, &plan.uplinks))
+    let host_peers = host_peers(
+        &snapshot.inventory,
+        &state.host_addrs,
+        pipeline.socket_owners(),
+    );
+    Ok(FlowNames::new(&state, &plan.uplinks).with_host_peers(host_peers))
 }

@@ -50,7 +50,7 @@ fn remote(entry: &FlowEntry) -> Option<String> {
         (IpAddr::V6(v6), p) => format!("[{v6}]:{p}"),
         (IpAddr::V4(v4), p) => format!("{v4}:{p}"),
     };
-    Some(match &entry.peer {
+    Some(match &entry.peer_text() {
         Some(peer) => format!("{peer} {address}/{}", entry.proto),
         None => format!("{address}/{}", entry.proto),
     })
@@ -234,6 +234,8 @@ mod tests {
             .into(),
             reason: reason.map(String::from),
             peer: None,
+            peer_service: None,
+            peer_kind: None,
             first_seen: Timestamp::from_second(100 + packets as i64).unwrap(),
             last_seen: Timestamp::from_second(200 + packets as i64).unwrap(),
             interface: None,

@@ -39,7 +39,7 @@ fn row(e: &FlowEntry) -> Vec<String> {
         units::bytes(e.bytes),
         e.verdict.clone(),
         e.reason.clone().unwrap_or_default(),
-        e.peer.clone().unwrap_or_default(),
+        e.peer_text().unwrap_or_default(),
     ]
 }
 

@@ -27,10 +27,11 @@ fn end(name: Option<&str>, ip: Option<std::net::IpAddr>, port: u16, proto: &str)
 /// `Nov 27 22:10:05.123  flow-open   web 172.19.0.2:40312 -> db 172.19.0.3:5432  tcp  FORWARDED  egress on front  1 pkts 74 B`.
 pub fn event_line(event: &ObservedEvent, tz: &TimeZone) -> String {
     let f = &event.flow;
+    let peer = f.peer_text();
     let (src_name, dst_name) = if f.direction == "ingress" {
-        (f.peer.as_deref(), f.container.as_deref())
+        (peer.as_deref(), f.container.as_deref())
     } else {
-        (f.container.as_deref(), f.peer.as_deref())
+        (f.container.as_deref(), peer.as_deref())
     };
     let time = event
         .time

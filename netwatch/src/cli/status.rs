@@ -448,6 +448,12 @@ fn print_table(s: &Status) {
                 "{:<14} {} read, {} lost (ring buffer full), {} malformed, {} live flows evicted and seen again",
                 "records", c.records, s.ringbuf_lost, c.malformed, c.kernel_evictions
             );
+            if c.host_mode_peers > 0 || c.host_peer_lookup_failures > 0 {
+                println!(
+                    "{:<14} {} flows named after a --network host container, {} socket lookups failed (named `host`)",
+                    "host peers", c.host_mode_peers, c.host_peer_lookup_failures
+                );
+            }
         }
         (None, Some(error)) => {
             println!("{:<14} {error}", "flows");

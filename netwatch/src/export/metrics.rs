@@ -15,6 +15,7 @@
 //! | `netwatch_ringbuf_lost_total`, `netwatch_flow_table_inserts_total` | counter | |
 //! | `netwatch_pipeline_records_total`, `netwatch_pipeline_malformed_total` | counter | |
 //! | `netwatch_flow_evictions_total`, `netwatch_flows_summarised_total` | counter | |
+//! | `netwatch_host_mode_peers_total`, `netwatch_host_peer_lookup_failures_total` | counter | |
 //! | `netwatch_tracked_flows` | gauge | |
 //! | `netwatch_attached_interfaces` | gauge | `hook` |
 //! | `netwatch_network_mode`, `netwatch_endpoint_mode` | gauge (1 per network / endpoint) | `network`, `driver`, `mode` / `container`, `network`, `mode` |
@@ -470,7 +471,7 @@ fn render_datapath(out: &mut Exposition, counters: &PinnedCounters) {
 
 fn render_pipeline(out: &mut Exposition, stats: &PipelineStats) {
     let c = &stats.counters;
-    let counters: [(&'static str, &str, u64); 4] = [
+    let counters: [(&'static str, &str, u64); 6] = [
         (
             "netwatch_pipeline_records_total",
             "Ring buffer records the agent took.",
@@ -492,6 +493,18 @@ fn render_pipeline(out: &mut Exposition, stats: &PipelineStats) {
             "Idle flows folded into per-container summaries to keep the agent's memory \
              within --flow-limit.",
             c.summarised,
+        ),
+        (
+            "netwatch_host_mode_peers_total",
+            "Flows whose host end a --network host container's socket was found to own \
+             (named after it instead of `host`).",
+            c.host_mode_peers,
+        ),
+        (
+            "netwatch_host_peer_lookup_failures_total",
+            "Lookups of a host socket's owner (sock_diag) that failed; those flows' peer \
+             is `host`.",
+            c.host_peer_lookup_failures,
         ),
     ];
     for (name, help, value) in counters {

@@ -44,7 +44,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     filter::FlowFilter,
-    names::FlowNames,
+    host_peer::Outcome,
+    names::{FlowNames, Peer},
     record::{key_addresses, proto_name, reason_name, verdict_name},
 };
 
@@ -70,14 +71,41 @@ pub struct FlowEntry {
     pub verdict: String,
     /// `None` when forwarded.
     pub reason: Option<String>,
-    /// The container on this host at the other end, if any.
+    /// Who is at the other end, if netwatch can tell: a container on this
+    /// host (by its address), or, at one of the host's own addresses, the
+    /// `--network host` container that owns the host's socket, or else
+    /// `host`.
     pub peer: Option<String>,
+    /// The peer container's compose or swarm service.
+    #[serde(default)]
+    pub peer_service: Option<String>,
+    /// `container`, `host-mode` (a `--network host` container) or `host`.
+    #[serde(default)]
+    pub peer_kind: Option<String>,
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
     /// The interface whose program saw the flow.
     pub interface: Option<String>,
     /// 1 for a flow; for a summary of idle flows folded together, how many.
     pub flows: u64,
+}
+
+impl FlowEntry {
+    /// The peer as tables and lines show it: the container's name, with
+    /// `(host mode)` after a `--network host` container's; `host`.
+    pub fn peer_text(&self) -> Option<String> {
+        let peer = self.peer.as_ref()?;
+        Some(match self.peer_kind.as_deref() {
+            Some("host-mode") => format!("{peer} (host mode)"),
+            _ => peer.clone(),
+        })
+    }
+
+    /// The peer is a container on one of this host's networks (not the
+    /// host, nor a container sharing the host's stack).
+    pub fn peer_is_networked_container(&self) -> bool {
+        self.peer.is_some() && self.peer_kind.as_deref().is_none_or(|k| k == "container")
+    }
 }
 
 /// Turns kernel times (`bpf_ktime_get_ns`, CLOCK_MONOTONIC) into wall-clock
@@ -123,6 +151,14 @@ pub struct PipelineCounters {
     pub kernel_evictions: u64,
     /// Flows folded into summaries to stay within the limit.
     pub summarised: u64,
+    /// Flows whose host end a `--network host` container's socket was
+    /// found to own (see [`super::host_peer`]).
+    #[serde(default)]
+    pub host_mode_peers: u64,
+    /// Lookups of a host socket's owner that failed (logged; the flow's
+    /// peer is then `host`).
+    #[serde(default)]
+    pub host_peer_lookup_failures: u64,
 }
 
 /// The names of the endpoint and direction a flow was seen at: the same for
@@ -141,7 +177,7 @@ struct Labels {
 #[derive(Clone, Debug)]
 struct Tracked {
     labels: Arc<Labels>,
-    peer: Option<Arc<str>>,
+    peer: Option<Arc<Peer>>,
     first_seen: Timestamp,
     last_seen: Timestamp,
     /// Of the latest packet ([`Verdict`] and [`DropReason`] as u8).
@@ -187,7 +223,9 @@ impl Tracked {
             bytes: bytes - self.verdict_start_bytes,
             verdict: verdict_name(self.verdict).to_string(),
             reason: reason_name(self.reason).map(String::from),
-            peer: self.peer.as_deref().map(String::from),
+            peer: self.peer.as_ref().map(|p| p.name.clone()),
+            peer_service: self.peer.as_ref().and_then(|p| p.service.clone()),
+            peer_kind: self.peer.as_ref().map(|p| p.kind.name().to_owned()),
             first_seen: self.first_seen,
             last_seen: self.last_seen,
             interface: labels.interface.clone(),
@@ -223,7 +261,7 @@ pub struct Aggregator {
     /// Interned endpoint names and peer names; entries no flow uses any
     /// more are dropped after each sweep.
     labels: HashSet<Arc<Labels>>,
-    peers: HashSet<Arc<str>>,
+    peers: HashSet<Arc<Peer>>,
     pub counters: PipelineCounters,
 }
 
@@ -405,16 +443,22 @@ impl Aggregator {
                 shared
             }
         };
-        let peer = names
-            .peer(key)
-            .map(|peer| match self.peers.get(peer.as_str()) {
-                Some(shared) => Arc::clone(shared),
-                None => {
-                    let shared: Arc<str> = Arc::from(peer);
-                    self.peers.insert(Arc::clone(&shared));
-                    shared
-                }
-            });
+        // Looked up once per flow: the name stays with the flow even when
+        // the host socket it came from is gone.
+        let (peer, outcome) = names.peer(key);
+        match outcome {
+            Outcome::Named => self.counters.host_mode_peers += 1,
+            Outcome::Failed => self.counters.host_peer_lookup_failures += 1,
+            Outcome::NotAsked | Outcome::Host => {}
+        }
+        let peer = peer.map(|peer| match self.peers.get(&peer) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared = Arc::new(peer);
+                self.peers.insert(Arc::clone(&shared));
+                shared
+            }
+        });
         let first_seen = clock.wall(stats.first_seen_ns);
         Tracked {
             labels,
@@ -512,6 +556,8 @@ impl Aggregator {
                     dst_port: 0,
                     proto: "*".to_string(),
                     peer: None,
+                    peer_service: None,
+                    peer_kind: None,
                     reason: entry.reason.clone().filter(|_| entry.verdict == "dropped"),
                     ..entry
                 };

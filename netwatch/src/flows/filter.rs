@@ -73,6 +73,8 @@ mod tests {
             verdict: "dropped".into(),
             reason: Some("not-in-network".into()),
             peer: None,
+            peer_service: None,
+            peer_kind: None,
             first_seen: Timestamp::from_second(100).unwrap(),
             last_seen: Timestamp::from_second(200).unwrap(),
             interface: None,

@@ -4,11 +4,12 @@
 
 pub mod aggregate;
 pub mod filter;
+pub mod host_peer;
 pub mod names;
 pub mod pipeline;
 pub mod record;
 
 pub use aggregate::{Aggregator, Clock, FlowEntry, PipelineCounters};
 pub use filter::FlowFilter;
-pub use names::{FlowNames, FlowOwner};
+pub use names::{FlowNames, FlowOwner, HOST_PEER, Peer, PeerKind};
 pub use pipeline::{FlowTableReader, ObservedEvent, Pipeline};

@@ -6,11 +6,20 @@
 //! bridge (network-wide policy) or an uplink, the container is the one whose
 //! address the packet carries: the source for packets the container sent
 //! (egress), the destination for packets aimed at it (ingress).
+//!
+//! The other end (the peer) is a container on this host when its address
+//! is one, and the host when its address is one of the host's: then the
+//! socket's owner names it, a `--network host` container or `host`
+//! ([`super::host_peer`]).
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+};
 
 use netwatch_common::{flow::FlowKey, reason::Direction};
 
+use super::host_peer::{HostPeer, HostPeers, Outcome};
 use super::record::key_addresses;
 use crate::agent::{HostState, Target};
 use crate::docker::service_of;
@@ -27,6 +36,42 @@ pub struct FlowOwner {
     pub interface: Option<String>,
 }
 
+/// What a flow's peer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerKind {
+    /// A container on one of this host's guarded networks (by address).
+    Container,
+    /// A `--network host` container: the socket at the host's end is its.
+    HostMode,
+    /// The host's own stack, when no host-mode container owns the socket
+    /// (or the socket is gone, or it cannot be told).
+    Host,
+}
+
+impl PeerKind {
+    /// As `peer_kind` says it: `container`, `host-mode` or `host`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerKind::Container => "container",
+            PeerKind::HostMode => "host-mode",
+            PeerKind::Host => "host",
+        }
+    }
+}
+
+/// The other end of a flow, named.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Peer {
+    /// The container's name; `host` for the host.
+    pub name: String,
+    /// Its compose or swarm service.
+    pub service: Option<String>,
+    pub kind: PeerKind,
+}
+
+/// The name of the host as a peer.
+pub const HOST_PEER: &str = "host";
+
 #[derive(Clone, Debug)]
 struct Endpoint {
     container: String,
@@ -41,6 +86,7 @@ pub struct FlowNames {
     bridges: HashMap<u32, (String, String)>,
     uplinks: HashMap<u32, String>,
     addresses: HashMap<IpAddr, Endpoint>,
+    host: HostPeers,
 }
 
 impl FlowNames {
@@ -75,7 +121,15 @@ impl FlowNames {
         for uplink in uplinks {
             names.uplinks.insert(uplink.ifindex, uplink.ifname.clone());
         }
+        names.host = HostPeers::new(state.host_addrs.iter().copied(), Default::default(), None);
         names
+    }
+
+    /// How peers at the host's addresses are named (by default, all
+    /// `host`).
+    pub fn with_host_peers(mut self, host: HostPeers) -> FlowNames {
+        self.host = host;
+        self
     }
 
     /// The container, network and interface of a flow key.
@@ -111,16 +165,54 @@ impl FlowNames {
         }
     }
 
-    /// The container on this host at the other end of a flow: the
-    /// destination of what an endpoint sends, the source of what it
-    /// receives.
-    pub fn peer(&self, key: &FlowKey) -> Option<String> {
+    /// Who is at the other end of a flow: the destination of what an
+    /// endpoint sends, the source of what it receives. A container on this
+    /// host by its address; at one of the host's addresses, the
+    /// `--network host` container that owns the host's socket, or `host`.
+    /// The outcome says whether the socket was looked up (for counters).
+    pub fn peer(&self, key: &FlowKey) -> (Option<Peer>, Outcome) {
         let (src, dst) = key_addresses(key);
-        let other = match Direction::from_u8(key.direction) {
-            Some(Direction::Egress) => dst,
-            _ => src,
+        let egress = Direction::from_u8(key.direction) == Some(Direction::Egress);
+        let (other, other_port, inside, inside_port) = if egress {
+            (dst, key.dst_port, src, key.src_port)
+        } else {
+            (src, key.src_port, dst, key.dst_port)
         };
-        other.and_then(|ip| self.container_of(ip)).map(String::from)
+        let Some(other) = other else {
+            return (None, Outcome::NotAsked);
+        };
+        if let Some(endpoint) = self.addresses.get(&other) {
+            let peer = Peer {
+                name: endpoint.container.clone(),
+                service: endpoint.service.clone(),
+                kind: PeerKind::Container,
+            };
+            return (Some(peer), Outcome::NotAsked);
+        }
+        if !self.host.is_host(other) {
+            return (None, Outcome::NotAsked);
+        }
+        let (owner, outcome) = match inside {
+            Some(inside) => self.host.owner(
+                key.proto,
+                SocketAddr::new(other, other_port),
+                SocketAddr::new(inside, inside_port),
+            ),
+            None => (HostPeer::Host, Outcome::NotAsked),
+        };
+        let peer = match owner {
+            HostPeer::Container(c) => Peer {
+                name: c.name,
+                service: c.service,
+                kind: PeerKind::HostMode,
+            },
+            HostPeer::Host => Peer {
+                name: HOST_PEER.to_owned(),
+                service: None,
+                kind: PeerKind::Host,
+            },
+        };
+        (Some(peer), outcome)
     }
 
     /// The container on this host that owns `ip`, if any.
@@ -136,8 +228,11 @@ mod tests {
     use netwatch_common::flow::family;
 
     use super::*;
+    use std::sync::Arc;
+
     use crate::agent::{EndpointState, NetworkState};
     use crate::docker::COMPOSE_SERVICE_LABEL;
+    use crate::flows::host_peer::{CgroupIndex, HostContainer, HostSocket, Lookup, SocketOwners};
 
     fn state() -> HostState {
         HostState {
@@ -166,7 +261,7 @@ mod tests {
                 macvlan: None,
                 overlay: None,
             }],
-            host_addrs: vec![],
+            host_addrs: vec!["172.30.0.1".parse().unwrap()],
             overlay_members: vec![],
             bridge_ports: vec![],
         }
@@ -237,5 +332,103 @@ mod tests {
             Some("db"),
             "the bridge's network"
         );
+    }
+
+    /// Answers every lookup with one cgroup id.
+    struct OneCgroup(u64);
+
+    impl SocketOwners for OneCgroup {
+        fn lookup(&self, _: &HostSocket) -> Result<Lookup, String> {
+            Ok(Lookup::Cgroup(self.0))
+        }
+    }
+
+    fn named(name: &str, service: Option<&str>, kind: PeerKind) -> Option<Peer> {
+        Some(Peer {
+            name: name.into(),
+            service: service.map(String::from),
+            kind,
+        })
+    }
+
+    fn tcp(key: FlowKey, src_port: u16, dst_port: u16) -> FlowKey {
+        FlowKey {
+            proto: netwatch_common::packet::IPPROTO_TCP,
+            src_port,
+            dst_port,
+            ..key
+        }
+    }
+
+    #[test]
+    fn the_hosts_end_is_named_after_the_host_mode_container_owning_the_socket() {
+        let mut cgroups = CgroupIndex::default();
+        cgroups.insert(
+            77,
+            HostContainer {
+                name: "exporter".into(),
+                service: Some("metrics".into()),
+            },
+        );
+        let peers = HostPeers::new(
+            ["172.30.0.1".parse().unwrap()],
+            cgroups.clone(),
+            Some(Arc::new(OneCgroup(77))),
+        );
+        let names = FlowNames::new(&state(), &[]).with_host_peers(peers);
+        // The host-mode container connects to postgres: received by it.
+        let key = tcp(
+            key(31, Direction::Ingress, [172, 30, 0, 1], [172, 30, 0, 2]),
+            40000,
+            5432,
+        );
+        let (peer, outcome) = names.peer(&key);
+        assert_eq!(outcome, Outcome::Named);
+        assert_eq!(peer, named("exporter", Some("metrics"), PeerKind::HostMode));
+        // A socket of a process in no container: the host.
+        let host_process = HostPeers::new(
+            ["172.30.0.1".parse().unwrap()],
+            cgroups,
+            Some(Arc::new(OneCgroup(1))),
+        );
+        let names = FlowNames::new(&state(), &[]).with_host_peers(host_process);
+        let (peer, outcome) = names.peer(&key);
+        assert_eq!(outcome, Outcome::Host);
+        assert_eq!(
+            peer.map(|p| (p.name, p.kind)),
+            Some(("host".into(), PeerKind::Host))
+        );
+    }
+
+    #[test]
+    fn peers_are_containers_by_address_the_host_by_its_addresses_and_nobody_else() {
+        let names = FlowNames::new(&state(), &[]);
+        // postgres answering the host (no lookup without sock_diag): host.
+        let to_gateway = names.peer(&key(
+            31,
+            Direction::Egress,
+            [172, 30, 0, 2],
+            [172, 30, 0, 1],
+        ));
+        assert_eq!(
+            to_gateway,
+            (named("host", None, PeerKind::Host), Outcome::NotAsked)
+        );
+        // Seen on the bridge, aimed at postgres: the peer is postgres.
+        let (peer, _) = names.peer(&key(
+            30,
+            Direction::Egress,
+            [172, 30, 0, 9],
+            [172, 30, 0, 2],
+        ));
+        assert_eq!(peer, named("postgres", Some("db"), PeerKind::Container));
+        // Anyone else (outside) stays unnamed.
+        let (peer, _) = names.peer(&key(
+            31,
+            Direction::Egress,
+            [172, 30, 0, 2],
+            [203, 0, 113, 7],
+        ));
+        assert_eq!(peer, None);
     }
 }

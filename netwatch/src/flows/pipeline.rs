@@ -7,7 +7,7 @@
 //! exact per-flow counters, not the last record's.
 
 use std::{
-    sync::{Mutex, MutexGuard, RwLock},
+    sync::{Arc, Mutex, MutexGuard, RwLock},
     time::{Duration, Instant},
 };
 
@@ -20,6 +20,7 @@ use netwatch_common::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use super::host_peer::SocketOwners;
 use super::{Aggregator, Clock, FlowEntry, FlowFilter, FlowNames, PipelineCounters};
 use crate::datapath::DatapathError;
 
@@ -62,6 +63,8 @@ pub struct Pipeline {
     observers: broadcast::Sender<ObservedEvent>,
     flow_table: FlowTableReader,
     last_sweep: Mutex<Option<Instant>>,
+    /// Asks who owns a host socket (see [`super::host_peer`]).
+    socket_owners: Option<Arc<dyn SocketOwners>>,
 }
 
 impl Pipeline {
@@ -73,7 +76,20 @@ impl Pipeline {
             observers: broadcast::channel(OBSERVER_BUFFER).0,
             flow_table,
             last_sweep: Mutex::new(None),
+            socket_owners: None,
         }
+    }
+
+    /// Names the host end of flows after the `--network host` container
+    /// that owns the socket, asking `owners` (see [`super::host_peer`]).
+    pub fn with_socket_owners(mut self, owners: Option<Arc<dyn SocketOwners>>) -> Pipeline {
+        self.socket_owners = owners;
+        self
+    }
+
+    /// What [`Pipeline::with_socket_owners`] set.
+    pub fn socket_owners(&self) -> Option<Arc<dyn SocketOwners>> {
+        self.socket_owners.clone()
     }
 
     /// The capacity of the kernel's flow table (see

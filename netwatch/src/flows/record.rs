@@ -70,7 +70,7 @@ impl ObservedEvent {
             String::new()
         };
         format!(
-            "{} container={} network={} interface={} direction={} proto={} src={} dst={}{icmp_fields} reason={} packets={} peer={}",
+            "{} container={} network={} interface={} direction={} proto={} src={} dst={}{icmp_fields} reason={} packets={} peer={}{}",
             self.event,
             or_dash(&f.container),
             or_dash(&f.network),
@@ -82,6 +82,11 @@ impl ObservedEvent {
             f.reason.as_deref().unwrap_or("-"),
             f.packets,
             or_dash(&f.peer),
+            f.peer_kind
+                .as_deref()
+                .filter(|_| f.peer.is_some())
+                .map(|kind| format!(" peer_kind={kind}"))
+                .unwrap_or_default(),
         )
     }
 }
@@ -174,5 +179,36 @@ mod tests {
             line.contains("src=172.30.0.2 dst=203.0.113.7 type=8 code=0 reason="),
             "{line}"
         );
+    }
+
+    #[test]
+    fn a_host_mode_peer_says_so_in_the_log_line_and_tables() {
+        let pipeline = Pipeline::new(10, Box::new(|| Ok(Vec::new())));
+        let mut observed = pipeline.ingest(&[FlowEvent {
+            kind: EventKind::Drop as u8,
+            verdict: Verdict::Dropped as u8,
+            reason: DropReason::HostAccess as u8,
+            packets: 1,
+            ..FlowEvent::default()
+        }]);
+        let mut event = observed.remove(0);
+        event.flow.peer = Some("exporter".into());
+        event.flow.peer_kind = Some("host-mode".into());
+        assert!(
+            event
+                .log_line()
+                .ends_with(" peer=exporter peer_kind=host-mode"),
+            "{}",
+            event.log_line()
+        );
+        assert_eq!(
+            event.flow.peer_text().as_deref(),
+            Some("exporter (host mode)")
+        );
+        event.flow.peer = Some("host".into());
+        event.flow.peer_kind = Some("host".into());
+        assert!(event.log_line().ends_with(" peer=host peer_kind=host"));
+        assert_eq!(event.flow.peer_text().as_deref(), Some("host"));
+        assert!(!event.flow.peer_is_networked_container());
     }
 }

@@ -39,6 +39,8 @@ pub fn flow(
         verdict: "forwarded".to_string(),
         reason: None,
         peer: None,
+        peer_service: None,
+        peer_kind: None,
         first_seen: at(0),
         last_seen: at(10),
         interface: None,

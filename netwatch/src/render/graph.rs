@@ -385,7 +385,8 @@ impl<'a> Builder<'a> {
         if let Some((network, name)) = self.book.get(&ip) {
             return Key::Container(network.clone(), name.clone());
         }
-        if let Some(peer) = &e.peer {
+        // The host and `--network host` containers are the host's node.
+        if let Some(peer) = e.peer.as_ref().filter(|_| e.peer_is_networked_container()) {
             let seen = self.networks_of.get(peer);
             let network = if seen.is_none_or(|s| s.contains(&e.network)) {
                 e.network.clone()

@@ -243,7 +243,7 @@ pub fn top_talkers(prev: Option<&Snapshot>, now: &Snapshot, by: By, limit: usize
                         endpoint_text(e.src, e.src_port, &e.proto)
                     },
                     dst: endpoint_text(e.dst, e.dst_port, &e.proto),
-                    peer: e.peer.clone(),
+                    peer: e.peer_text(),
                     verdict: verdict_text(e),
                 }),
                 rates: rates_of(e, *d),
