@@ -146,6 +146,49 @@ fn ready_waits_for_a_docker_that_accepts_but_does_not_answer_then_comes_anyway()
 }
 
 #[test]
+fn ready_comes_before_docker_answers_when_a_saved_plan_is_guarding() {
+    require_root();
+    let fake = FakeDockerd::start();
+    fake.answer("/containers/json", Answer::Endless);
+    let notify = NotifySocket::bind();
+    let mut agent = agent_with(&fake.host(), &notify, &["--resync-secs", "3600"]);
+    // The plan a previous agent saved (its bridge need not exist yet: the
+    // agent guards it as it appears).
+    agent.kill();
+    let plan = serde_json::json!({
+        "format": 1,
+        "written_by": "a previous agent",
+        "networks": [{
+            "name": NO_NETWORK, "bridge": "br-0123456789ab", "internal": true,
+            "deny_egress": true, "subnets": ["172.31.250.0/24"],
+            "gateways": ["172.31.250.1"], "labels": {}
+        }]
+    });
+    std::fs::create_dir_all(&agent.state_dir).unwrap();
+    std::fs::write(agent.state_dir.join("plan.json"), plan.to_string()).unwrap();
+    // What the first run may have said is not this run's.
+    while notify.next(Duration::from_millis(1)).is_some() {}
+    let start = Instant::now();
+    agent.restart();
+    let ready = notify
+        .next(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no READY=1 within 30 s; agent log:\n{}", agent.log()));
+    assert!(has_line(&ready, "READY=1"), "{ready:?}");
+    assert!(
+        has_line(
+            &ready,
+            "STATUS=guarding 1 network(s) from the saved plan; waiting for Docker"
+        ),
+        "{ready:?}"
+    );
+    assert!(
+        start.elapsed() < netwatch::agent::service::READY_WITHOUT_DOCKER_AFTER,
+        "READY=1 only after {:?}: a saved plan should make it ready at once",
+        start.elapsed()
+    );
+}
+
+#[test]
 fn ready_comes_at_once_when_docker_does_not_answer() {
     require_root();
     let notify = NotifySocket::bind();

@@ -80,6 +80,11 @@ impl PortGuard {
         }
     }
 
+    /// Where the guard's networks came from.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
     /// How many networks the guard holds.
     pub fn len(&self) -> usize {
         self.networks.len()

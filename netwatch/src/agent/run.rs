@@ -237,6 +237,15 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         watch,
         status,
     };
+    // At boot dockerd starts after netwatch is ready; with a saved plan the
+    // agent guards its networks' bridges and veths as dockerd creates them,
+    // so it is ready now rather than after a sync Docker cannot give yet.
+    if let Some(networks) = agent.links.guarding_saved_plan() {
+        info!("ready before Docker answers: guarding {networks} network(s) from the saved plan");
+        super::service::ready(&format!(
+            "guarding {networks} network(s) from the saved plan; waiting for Docker"
+        ));
+    }
     let ready_anyway = tokio::spawn(super::service::ready_without_docker_after_timeout());
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::from_secs(1);
@@ -473,6 +482,16 @@ impl LinkFeed {
         };
         feed.guard_existing(datapath);
         feed
+    }
+
+    /// How many networks of a saved plan the feed guards as their
+    /// interfaces appear; `None` when it has no plan, or no listener to see
+    /// them appear.
+    fn guarding_saved_plan(&self) -> Option<usize> {
+        (self.events.is_some()
+            && self.guard.source() == Source::SavedPlan
+            && !self.guard.is_empty())
+        .then(|| self.guard.len())
     }
 
     /// The next batch of announcements (never, once the listener is gone).

@@ -10,6 +10,8 @@
 //!   sync within [`READY_WITHOUT_DOCKER_AFTER`] (socket activation accepts
 //!   the connection and then holds it until docker.service starts, which is
 //!   after us). By then the datapath is loaded and what was pinned enforces.
+//!   With a saved plan ([`super::saved_plan`]) the agent is ready as soon as
+//!   it applied it and listens for new interfaces: that is what boot needs.
 //! - `STOPPING=1` as soon as SIGTERM or SIGINT arrives.
 //! - SIGHUP: the agent resyncs with Docker and the flow log is reopened (for
 //!   logrotate's `postrotate`). Each SIGHUP bumps a counter that the agent's
