@@ -221,3 +221,361 @@ pub fn is_broadcast_or_multicast(fam: u8, addr: &[u8; 16]) -> bool {
         _ => false,
     }
 }
+
+/// `decide()` rule by rule, against hand-made tables; the differential test
+/// compares the kernel with the model over many packets, these pin down
+/// what the model itself says.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WEB_MAC: [u8; 6] = [2, 0x42, 172, 20, 0, 2];
+    const SCOPE: u32 = 7;
+
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        let mut out = [0; 16];
+        out[..4].copy_from_slice(&a);
+        out
+    }
+
+    /// The network 172.20.0.0/16 and fd00:20::/64, host 10.0.0.5, and an
+    /// allow-list entry 203.0.113.7:443/tcp.
+    struct Tables;
+
+    impl PolicyTables for Tables {
+        fn in_network(&self, scope: u32, family: u8, addr: &[u8; 16]) -> bool {
+            scope == SCOPE
+                && match family {
+                    family::IPV4 => addr[0] == 172 && addr[1] == 20,
+                    family::IPV6 => addr[..8] == [0xfd, 0, 0, 0x20, 0, 0, 0, 0],
+                    _ => false,
+                }
+        }
+        fn is_host_address(&self, family: u8, addr: &[u8; 16]) -> bool {
+            family == family::IPV4 && addr[..4] == [10, 0, 0, 5]
+        }
+        fn allow_listed(
+            &self,
+            scope: u32,
+            family: u8,
+            addr: &[u8; 16],
+            proto: u8,
+            port: Option<u16>,
+        ) -> bool {
+            scope == SCOPE
+                && family == family::IPV4
+                && addr[..4] == [203, 0, 113, 7]
+                && proto == 6
+                && port == Some(443)
+        }
+    }
+
+    fn policy(flags: u32) -> EndpointPolicy {
+        EndpointPolicy {
+            flags: flags | policy_flags::HAS_IPV4 | policy_flags::HAS_IPV6,
+            scope: SCOPE,
+            ipv4: [172, 20, 0, 2],
+            gateway_v4: [172, 20, 0, 1],
+            ipv6: [0xfd, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            mac: WEB_MAC,
+            ..EndpointPolicy::default()
+        }
+    }
+
+    fn enforced() -> EndpointPolicy {
+        policy(policy_flags::ENFORCE)
+    }
+
+    /// A TCP packet from web (172.20.0.2) to `dst:port`.
+    fn tcp_from_web(dst: [u8; 4], port: u16) -> PacketSummary {
+        PacketSummary {
+            class: PacketClass::Ip,
+            src_mac: WEB_MAC,
+            family: family::IPV4,
+            proto: 6,
+            src: v4([172, 20, 0, 2]),
+            dst: v4(dst),
+            src_port: 40000,
+            dst_port: port,
+            has_ports: true,
+            ..PacketSummary::default()
+        }
+    }
+
+    fn reason(direction: Direction, policy: &EndpointPolicy, pkt: &PacketSummary) -> DropReason {
+        decide(direction, policy, pkt, &Tables).reason
+    }
+
+    /// Each packet's reason under `policy`, with what the case is.
+    fn expect(policy: &EndpointPolicy, cases: &[(&str, Direction, PacketSummary, DropReason)]) {
+        for (what, direction, pkt, expected) in cases {
+            assert_eq!(reason(*direction, policy, pkt), *expected, "{what}");
+        }
+    }
+
+    /// `pkt` as received by web from `src` (MAC `mac`), source port `port`.
+    fn received(mut pkt: PacketSummary, src: [u8; 4], mac: [u8; 6], port: u16) -> PacketSummary {
+        pkt.src = v4(src);
+        pkt.src_mac = mac;
+        pkt.src_port = port;
+        pkt.dst = v4([172, 20, 0, 2]);
+        pkt
+    }
+
+    use Direction::{Egress, Ingress};
+    use DropReason as R;
+
+    #[test]
+    fn an_observed_endpoint_forwards_even_what_enforcement_would_drop() {
+        let mut spoofed = tcp_from_web([8, 8, 4, 4], 53);
+        spoofed.src_mac = [2, 0, 0, 0, 0, 9];
+        let decision = decide(Egress, &policy(0), &spoofed, &Tables);
+        assert_eq!(decision, Decision::FORWARD);
+        let decision = decide(Egress, &enforced(), &spoofed, &Tables);
+        assert_eq!(decision.reason, R::SpoofedMac, "the same packet, enforced");
+        assert_eq!(decision.verdict, Verdict::Dropped);
+    }
+
+    #[test]
+    fn what_stays_in_the_network_passes_and_what_leaves_it_is_not_in_network() {
+        let outsider = [2, 0, 0, 0, 0, 1];
+        expect(
+            &enforced(),
+            &[
+                (
+                    "to a neighbour",
+                    Egress,
+                    tcp_from_web([172, 20, 0, 3], 80),
+                    R::None,
+                ),
+                (
+                    "to the outside",
+                    Egress,
+                    tcp_from_web([198, 51, 100, 1], 80),
+                    R::NotInNetwork,
+                ),
+                (
+                    "from the outside",
+                    Ingress,
+                    received(tcp_from_web([0; 4], 80), [198, 51, 100, 1], outsider, 80),
+                    R::NotInNetwork,
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_sender_must_use_its_own_mac_and_address() {
+        let neighbour_mac = [2, 0x42, 172, 20, 0, 3];
+        let mut forged_mac = tcp_from_web([172, 20, 0, 3], 80);
+        forged_mac.src_mac = neighbour_mac;
+        let mut forged_ip = tcp_from_web([172, 20, 0, 3], 80);
+        forged_ip.src = v4([172, 20, 0, 3]);
+        let from_neighbour = received(
+            tcp_from_web([0; 4], 80),
+            [172, 20, 0, 3],
+            neighbour_mac,
+            40000,
+        );
+        expect(
+            &enforced(),
+            &[
+                ("a neighbour's MAC", Egress, forged_mac, R::SpoofedMac),
+                ("a neighbour's address", Egress, forged_ip, R::SpoofedSource),
+                (
+                    "what it receives is not judged by its MAC",
+                    Ingress,
+                    from_neighbour,
+                    R::None,
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_network_wide_policy_accepts_any_source_of_the_network_and_no_other() {
+        let mut neighbour = tcp_from_web([172, 20, 0, 9], 80);
+        neighbour.src = v4([172, 20, 0, 3]);
+        neighbour.src_mac = [2, 0, 0, 0, 0, 3];
+        let mut foreign = neighbour;
+        foreign.src = v4([10, 1, 2, 3]);
+        expect(
+            &policy(policy_flags::ENFORCE | policy_flags::NETWORK_WIDE),
+            &[
+                (
+                    "any source of the network, any MAC",
+                    Egress,
+                    neighbour,
+                    R::None,
+                ),
+                ("a source outside it", Egress, foreign, R::SpoofedSource),
+            ],
+        );
+    }
+
+    #[test]
+    fn the_gateway_and_the_host_are_host_access_unless_opened_or_allow_listed() {
+        let to_gateway = tcp_from_web([172, 20, 0, 1], 22);
+        let to_host = tcp_from_web([10, 0, 0, 5], 22);
+        expect(
+            &enforced(),
+            &[("the gateway", Egress, to_gateway, R::HostAccess)],
+        );
+        expect(
+            &policy(policy_flags::ENFORCE | policy_flags::GATEWAY_ACCESS),
+            &[
+                ("the gateway, opened", Egress, to_gateway, R::None),
+                (
+                    "another host address stays closed",
+                    Egress,
+                    to_host,
+                    R::HostAccess,
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn an_allow_list_entry_opens_its_address_and_port_only() {
+        let reply = received(
+            tcp_from_web([0; 4], 40000),
+            [203, 0, 113, 7],
+            [2, 0, 0, 0, 0, 1],
+            443,
+        );
+        expect(
+            &enforced(),
+            &[
+                (
+                    "its address and port",
+                    Egress,
+                    tcp_from_web([203, 0, 113, 7], 443),
+                    R::None,
+                ),
+                (
+                    "another port",
+                    Egress,
+                    tcp_from_web([203, 0, 113, 7], 80),
+                    R::NotInNetwork,
+                ),
+                (
+                    "another address",
+                    Egress,
+                    tcp_from_web([203, 0, 113, 8], 443),
+                    R::NotInNetwork,
+                ),
+                ("the reply", Ingress, reply, R::None),
+            ],
+        );
+    }
+
+    #[test]
+    fn broadcast_and_multicast_beyond_the_network_are_their_own_reason() {
+        let mut broadcast = tcp_from_web([255, 255, 255, 255], 67);
+        broadcast.proto = 17;
+        let mut multicast = broadcast;
+        multicast.dst = v4([239, 1, 2, 3]);
+        expect(
+            &enforced(),
+            &[
+                (
+                    "limited broadcast",
+                    Egress,
+                    broadcast,
+                    R::BroadcastMulticast,
+                ),
+                ("multicast", Egress, multicast, R::BroadcastMulticast),
+            ],
+        );
+    }
+
+    #[test]
+    fn arp_is_judged_by_its_sender_mac_and_address() {
+        let arp = PacketSummary {
+            class: PacketClass::Arp,
+            src_mac: WEB_MAC,
+            arp_sender_mac: WEB_MAC,
+            src: v4([172, 20, 0, 2]),
+            dst: v4([172, 20, 0, 1]),
+            ..PacketSummary::default()
+        };
+        let mut poison = arp;
+        poison.arp_sender_mac = [2, 0, 0, 0, 0, 66];
+        let mut claim = arp;
+        claim.src = v4([172, 20, 0, 1]);
+        let mut probe = arp;
+        probe.src = v4([0, 0, 0, 0]);
+        expect(
+            &enforced(),
+            &[
+                ("its own", Egress, arp, R::None),
+                ("another sender MAC", Egress, poison, R::SpoofedMac),
+                (
+                    "claiming the gateway's address",
+                    Egress,
+                    claim,
+                    R::SpoofedSource,
+                ),
+                ("an address probe (sender 0.0.0.0)", Egress, probe, R::None),
+            ],
+        );
+    }
+
+    #[test]
+    fn ipv6_link_local_sources_and_neighbour_discovery_about_oneself_pass() {
+        let mut link_local = [0u8; 16];
+        link_local[..2].copy_from_slice(&[0xfe, 0x80]);
+        link_local[15] = 2;
+        let solicit = PacketSummary {
+            class: PacketClass::Ip,
+            src_mac: WEB_MAC,
+            family: family::IPV6,
+            proto: 58,
+            src: link_local,
+            dst: [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 1],
+            nd: NdKind::Solicit,
+            ..PacketSummary::default()
+        };
+        let mut lying = solicit;
+        lying.nd = NdKind::Advert;
+        lying.nd_target = [0xfd, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
+        expect(
+            &enforced(),
+            &[
+                (
+                    "a solicitation from its link-local address",
+                    Egress,
+                    solicit,
+                    R::None,
+                ),
+                (
+                    "advertising a neighbour's address",
+                    Egress,
+                    lying,
+                    R::SpoofedSource,
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn packets_that_were_not_understood_are_dropped_with_why() {
+        for (class, expected) in [
+            (PacketClass::Invalid, R::InvalidHeader),
+            (PacketClass::Unsupported, R::UnsupportedProtocol),
+            (PacketClass::ExtHeaderLimit, R::ExtensionHeaderLimit),
+        ] {
+            let pkt = PacketSummary {
+                class,
+                ..tcp_from_web([172, 20, 0, 3], 80)
+            };
+            expect(
+                &enforced(),
+                &[
+                    ("sent", Egress, pkt, expected),
+                    ("received", Ingress, pkt, expected),
+                ],
+            );
+        }
+    }
+}
