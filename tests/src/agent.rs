@@ -25,6 +25,9 @@ pub struct AgentProcess {
     extra_args: Vec<String>,
     /// Environment variables set last (e.g. `DOCKER_HOST`, `NOTIFY_SOCKET`).
     envs: Vec<(String, String)>,
+    /// The network namespace (a name under /run/netns) it runs in, if not
+    /// the test process's.
+    netns: Option<String>,
     log: PathBuf,
 }
 
@@ -65,7 +68,30 @@ impl AgentProcess {
         AgentProcess::start_full(binary, networks, &[], extra_args, envs)
     }
 
+    /// As [`AgentProcess::start`], inside the network namespace
+    /// `/run/netns/<netns>` (where a private dockerd runs, see
+    /// `crate::host_netns`): started as `nsenter --net=/run/netns/<netns>
+    /// netwatch agent …`, which changes the network namespace only (bpffs,
+    /// /run and the run, state and pin directories stay the host's) and
+    /// execs the agent, so [`AgentProcess::pid`] is the agent's. Every
+    /// [`AgentProcess::restart`] runs there too; [`AgentProcess::netwatch`]
+    /// and [`AgentProcess::flows`] still run in the test's namespace.
+    pub fn start_in_netns(binary: &str, netns: &str, networks: &[&str]) -> AgentProcess {
+        AgentProcess::start_full_in(Some(netns), binary, networks, &[], &[], &[])
+    }
+
     fn start_full(
+        binary: &str,
+        networks: &[&str],
+        uplinks: &[&str],
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> AgentProcess {
+        AgentProcess::start_full_in(None, binary, networks, uplinks, extra_args, envs)
+    }
+
+    fn start_full_in(
+        netns: Option<&str>,
         binary: &str,
         networks: &[&str],
         uplinks: &[&str],
@@ -92,6 +118,7 @@ impl AgentProcess {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            netns: netns.map(str::to_owned),
             log,
         };
         agent.restart();
@@ -114,7 +141,16 @@ impl AgentProcess {
             .append(true)
             .open(&self.log)
             .expect("agent log");
-        let mut command = Command::new(&self.binary);
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .arg(format!("--net=/run/netns/{netns}"))
+                    .arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
         command
             .arg("agent")
             .arg("--pin-root")

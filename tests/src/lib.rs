@@ -8,6 +8,7 @@ pub mod dockerd;
 pub mod fake_dockerd;
 pub mod fixture;
 pub mod flood;
+pub mod host_netns;
 pub mod hostfw;
 pub mod lan;
 pub mod netns;

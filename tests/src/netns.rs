@@ -37,6 +37,15 @@ pub fn run(args: &[&str]) -> Output {
     output
 }
 
+/// `ip`, or `ip -n <netns>` for a namespace under /run/netns.
+pub fn ip_in(netns: Option<&str>) -> Command {
+    let mut command = Command::new("ip");
+    if let Some(netns) = netns {
+        command.args(["-n", netns]);
+    }
+    command
+}
+
 /// The test host.
 pub struct TestHost {
     prefix: String,

@@ -16,6 +16,11 @@
 //! 203.0.113.0/24 is unique): [`OutsideLink::create`] waits for a link of
 //! another test (of this process or another) to go away, and removes links
 //! and namespaces of test processes that died.
+//!
+//! [`OutsideLink::create_in`] builds the same link from a network namespace
+//! of the test's own that plays the host (`crate::host_netns::HostNetns`):
+//! the "host" side, its address and its route are then in that namespace,
+//! nothing is added to the machine's, and no lock is needed.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -25,7 +30,7 @@ use std::{
 };
 
 use crate::{
-    netns::run,
+    netns::{ip_in, run},
     reach::{Netns, NsLock},
 };
 
@@ -40,8 +45,11 @@ pub struct OutsideLink {
     name: String,
     host_ifname: String,
     host_ifindex: u32,
+    /// The namespace playing the host (a name under /run/netns), or none
+    /// for the machine's own.
+    host_ns: Option<String>,
     netns: Option<Netns>,
-    _lock: NsLock,
+    _lock: Option<NsLock>,
 }
 
 impl OutsideLink {
@@ -63,9 +71,40 @@ impl OutsideLink {
         remove_stale();
         let name = format!("{PREFIX}{}", std::process::id());
         let host_ifname = format!("{name}h");
+        OutsideLink::build(name, host_ifname, None, Some(lock))
+    }
+
+    /// As [`OutsideLink::create`], with the host side in the network
+    /// namespace `/run/netns/<host_ns>` (of the test's own, playing the
+    /// host): the outside namespace is `<host_ns>o` and the host-side veth
+    /// `outside`. The caller removes namespaces of dead test processes
+    /// (`crate::host_netns`).
+    pub fn create_in(host_ns: &str) -> OutsideLink {
+        OutsideLink::build(
+            format!("{host_ns}o"),
+            "outside".to_owned(),
+            Some(host_ns.to_owned()),
+            None,
+        )
+    }
+
+    fn build(
+        name: String,
+        host_ifname: String,
+        host_ns: Option<String>,
+        lock: Option<NsLock>,
+    ) -> OutsideLink {
+        let ip = |args: &[&str]| {
+            let mut command = vec!["ip"];
+            if let Some(host_ns) = &host_ns {
+                command.extend(["-n", host_ns]);
+            }
+            command.extend(args);
+            run(&command);
+        };
         // Before creating anything: 203.0.113.7 must not already lead to
         // an interface (a stale link would have been removed above).
-        let before = host_route_dev();
+        let before = host_route_dev(host_ns.as_deref());
         if let Some(dev) = &before {
             assert!(
                 !dev.starts_with(PREFIX),
@@ -73,7 +112,7 @@ impl OutsideLink {
                  run that is still alive: stop it first"
             );
             assert!(
-                !is_connected_route(dev),
+                !is_connected_route(host_ns.as_deref(), dev),
                 "the host already has 203.0.113.0/24 on {dev}: refusing to add the test's \
                  outside link on top of it"
             );
@@ -84,12 +123,12 @@ impl OutsideLink {
             name: name.clone(),
             host_ifname: host_ifname.clone(),
             host_ifindex: 0,
+            host_ns: host_ns.clone(),
             netns: None,
             _lock: lock,
         };
         run(&["ip", "netns", "add", &name]);
-        run(&[
-            "ip",
+        ip(&[
             "link",
             "add",
             &host_ifname,
@@ -102,8 +141,8 @@ impl OutsideLink {
             &name,
         ]);
         let host_cidr = format!("{}/{}", Self::HOST_IP, Self::PREFIX_LEN);
-        run(&["ip", "addr", "add", &host_cidr, "dev", &host_ifname]);
-        run(&["ip", "link", "set", &host_ifname, "up"]);
+        ip(&["addr", "add", &host_cidr, "dev", &host_ifname]);
+        ip(&["link", "set", &host_ifname, "up"]);
         let outside_cidr = format!("{}/{}", Self::OUTSIDE_IP, Self::PREFIX_LEN);
         run(&[
             "ip",
@@ -117,18 +156,19 @@ impl OutsideLink {
         ]);
         run(&["ip", "-n", &name, "link", "set", "eth0", "up"]);
         run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        link.host_ifindex =
-            std::fs::read_to_string(format!("/sys/class/net/{host_ifname}/ifindex"))
-                .ok()
-                .and_then(|text| text.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no ifindex for {host_ifname}"));
+        link.host_ifindex = ifindex(host_ns.as_deref(), &host_ifname)
+            .unwrap_or_else(|| panic!("no ifindex for {host_ifname}"));
         link.netns = Some(Netns::named(&name));
-        let after = host_route_dev();
+        let after = host_route_dev(host_ns.as_deref());
         assert_eq!(
             after.as_deref(),
             Some(host_ifname.as_str()),
-            "after creating the outside link, the host still does not route 203.0.113.7 \
-             through {host_ifname} (some more specific route wins?)"
+            "after creating the outside link, the host{} still does not route 203.0.113.7 \
+             through {host_ifname} (some more specific route wins?)",
+            host_ns
+                .as_deref()
+                .map(|ns| format!(" (netns {ns})"))
+                .unwrap_or_default()
         );
         link
     }
@@ -183,8 +223,8 @@ impl Drop for OutsideLink {
         // Deleting the veth first removes both ends, the host address and
         // the host route at once, even while someone still holds a handle
         // to the namespace (which keeps it alive after `ip netns del`).
-        remove(&self.name);
-        if Path::new(&format!("/sys/class/net/{}", self.host_ifname)).exists() {
+        remove(&self.name, &self.host_ifname, self.host_ns.as_deref());
+        if ifindex(self.host_ns.as_deref(), &self.host_ifname).is_some() {
             eprintln!(
                 "cannot remove the outside link {}: check `ip -br link`",
                 self.host_ifname
@@ -193,13 +233,32 @@ impl Drop for OutsideLink {
     }
 }
 
-/// Removes a link and namespace called `name`/`name`h, if present.
-fn remove(name: &str) {
-    let host_ifname = format!("{name}h");
-    if Path::new(&format!("/sys/class/net/{host_ifname}")).exists() {
-        let _ = Command::new("ip")
-            .args(["link", "del", &host_ifname])
-            .output();
+/// The ifindex of `ifname` in `host_ns` (or the machine's namespace), if
+/// it exists.
+fn ifindex(host_ns: Option<&str>, ifname: &str) -> Option<u32> {
+    let Some(_) = host_ns else {
+        return std::fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
+    };
+    let output = ip_in(host_ns)
+        .args(["-o", "link", "show", "dev", ifname])
+        .output()
+        .ok()?;
+    // "7: outside@if2: <…"
+    String::from_utf8_lossy(&output.stdout)
+        .split(':')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Removes the link `host_ifname` (in `host_ns`, or the machine's
+/// namespace) and the namespace `name`, if present.
+fn remove(name: &str, host_ifname: &str, host_ns: Option<&str>) {
+    if ifindex(host_ns, host_ifname).is_some() {
+        let _ = ip_in(host_ns).args(["link", "del", host_ifname]).output();
     }
     if Path::new(&format!("/run/netns/{name}")).exists() {
         let _ = Command::new("ip").args(["netns", "del", name]).output();
@@ -236,13 +295,15 @@ fn remove_stale() {
         eprintln!(
             "removing the outside link {PREFIX}{pid}, left by test process {pid} that is gone"
         );
-        remove(&format!("{PREFIX}{pid}"));
+        let name = format!("{PREFIX}{pid}");
+        remove(&name, &format!("{name}h"), None);
     }
 }
 
-/// The host's output interface for 203.0.113.7, if it has a route at all.
-fn host_route_dev() -> Option<String> {
-    let output = Command::new("ip")
+/// The host's (or `host_ns`'s) output interface for 203.0.113.7, if it has
+/// a route at all.
+fn host_route_dev(host_ns: Option<&str>) -> Option<String> {
+    let output = ip_in(host_ns)
         .args(["route", "get", &OutsideLink::OUTSIDE_IP.to_string()])
         .output()
         .unwrap_or_else(|e| panic!("cannot run `ip route get`: {e}"));
@@ -254,8 +315,8 @@ fn host_route_dev() -> Option<String> {
 
 /// Whether the host has an address of 203.0.113.0/24 on `dev` (a connected
 /// route, as opposed to leaving through the default route).
-fn is_connected_route(dev: &str) -> bool {
-    let output = Command::new("ip")
+fn is_connected_route(host_ns: Option<&str>, dev: &str) -> bool {
+    let output = ip_in(host_ns)
         .args(["-4", "-o", "addr", "show", "dev", dev])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())

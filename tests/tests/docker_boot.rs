@@ -18,9 +18,10 @@ use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     docker::{TestContainer, TestNetwork, require_dockerd},
     dockerd::PrivateDockerd,
+    host_netns::HostNetns,
     hostfw::IptablesState,
     outside::OutsideLink,
-    reach::Listeners,
+    reach::{Listeners, Netns, assert_route_via},
     start_window::{HostListener, probe_start, probe_start_enforced},
 };
 
@@ -91,15 +92,16 @@ fn first_act(gateway: Ipv4Addr, outside: IpAddr, port: u16) -> String {
 }
 
 /// Stops dockerd (its containers stop with it) and deletes the networks'
-/// bridges, as a reboot leaves the host for the next boot.
-fn power_off(dockerd: &mut PrivateDockerd, bridges: &[String]) {
-    dockerd.stop_daemon();
+/// bridges, as a reboot leaves the host for the next boot; a host that is a
+/// namespace of the test's also loses its firewall (dockerd puts its rules
+/// back as it starts).
+fn power_off(boot: &mut Boot, bridges: &[String]) {
+    boot.dockerd.stop_daemon();
     for bridge in bridges {
-        let deleted = std::process::Command::new("ip")
-            .args(["link", "del", bridge])
-            .status()
-            .expect("run ip");
-        assert!(deleted.success(), "cannot delete bridge {bridge}");
+        boot.host.run_ok("ip", &["link", "del", bridge]);
+    }
+    if let Some(netns) = &boot.netns {
+        netns.power_off_firewall();
     }
 }
 
@@ -118,23 +120,92 @@ fn dropped_to(pin_root: &std::path::Path, dst: Ipv4Addr, port: u16) -> u64 {
         .sum()
 }
 
-/// The boot runs on a private dockerd with `--iptables=false` and FORWARD
-/// accepting: no rule of Docker's stands, netwatch alone holds. (A private
-/// dockerd that manages iptables shares the host's DOCKER chains with the
-/// main daemon, and libnetwork's bridge driver removes and recreates them
-/// as it starts: under the other tests running beside this one.)
-#[test]
-fn after_a_reboot_restored_containers_get_nothing_out_before_dockerd_answers() {
+/// Which of Docker's rules stand on the host that reboots.
+#[derive(Clone, Copy, Debug)]
+enum DockerRules {
+    /// None: a private dockerd on the machine with `--iptables=false` and
+    /// FORWARD accepting, so netwatch alone holds. (On the machine, a
+    /// private dockerd that manages iptables would share the DOCKER chains
+    /// with the main daemon, and libnetwork's bridge driver removes and
+    /// recreates them as it starts: under the other tests running beside
+    /// this one.)
+    None,
+    /// Docker's own, with default settings: a private dockerd managing
+    /// iptables inside a network namespace of the test's that plays the
+    /// host (`HostNetns`), with the agent, the "host" listener and the
+    /// outside link there too. Its rules are put back as it starts, as on
+    /// a real boot: isolation, FORWARD DROP, masquerading.
+    Intact,
+}
+
+/// The host that reboots: its dockerd, and the namespace it runs in.
+/// Fields drop in order: the daemon (and everything of it) before its
+/// namespace.
+struct Boot {
+    dockerd: PrivateDockerd,
+    /// The machine's namespace, or the one of `netns`.
+    host: Netns,
+    netns: Option<HostNetns>,
+}
+
+impl Boot {
+    fn start(rules: DockerRules) -> Boot {
+        match rules {
+            DockerRules::None => Boot {
+                dockerd: PrivateDockerd::start(&["--iptables=false"]),
+                host: Netns::host(),
+                netns: None,
+            },
+            DockerRules::Intact => {
+                let netns = HostNetns::create();
+                Boot {
+                    dockerd: PrivateDockerd::start_in_netns(netns.name(), &[]),
+                    host: netns.netns().clone(),
+                    netns: Some(netns),
+                }
+            }
+        }
+    }
+
+    /// The outside world, joined to the host.
+    fn outside(&self) -> OutsideLink {
+        match &self.netns {
+            Some(netns) => OutsideLink::create_in(netns.name()),
+            None => OutsideLink::create(),
+        }
+    }
+
+    /// An agent for `networks`, in the host's namespace.
+    fn agent(&self, networks: &[&str]) -> AgentProcess {
+        match &self.netns {
+            Some(netns) => AgentProcess::start_in_netns(NETWATCH, netns.name(), networks),
+            None => AgentProcess::start(NETWATCH, networks),
+        }
+    }
+}
+
+/// The reboot simulation of issue 13: an internal and an egress-denied
+/// network with `--restart always` containers whose first act is to reach
+/// the host (their gateway) and the outside. A reboot with Docker alone
+/// lets them through (the control); the same reboot with the agent started
+/// first from its saved plan, every pin of it removed, lets nothing out.
+fn restored_containers_get_nothing_out(rules: DockerRules) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut dockerd = PrivateDockerd::start(&["--iptables=false"]);
-    let _active = dockerd.activate();
-    let firewall = IptablesState::save();
-    firewall.forward_policy_accept();
-    let outside = OutsideLink::create();
+    let mut boot = Boot::start(rules);
+    let _active = boot.dockerd.activate();
+    let firewall = matches!(rules, DockerRules::None).then(|| {
+        let firewall = IptablesState::save();
+        firewall.forward_policy_accept();
+        firewall
+    });
+    let outside = boot.outside();
     let internal = TestNetwork::create("boot-int", &["--internal"]);
     let denied = TestNetwork::create("boot-deny", &["--label", "netwatch.egress=deny"]);
     outside.add_route_via_host(&denied.ipam_field("Subnet"));
-    let mut host = HostListener::bind(Ipv4Addr::UNSPECIFIED).unwrap();
+    let mut host = boot
+        .host
+        .run(|| HostListener::bind(Ipv4Addr::UNSPECIFIED))
+        .unwrap();
     let port = host.port();
     let beyond = Listeners::start(outside.netns(), &[outside.outside_ip()], port);
     let bridges = [internal.bridge(), denied.bridge()];
@@ -142,6 +213,12 @@ fn after_a_reboot_restored_containers_get_nothing_out_before_dockerd_answers() {
     let Some(IpAddr::V4(outside_v4)) = Some(outside.outside_ip()) else {
         panic!("the outside address is IPv4");
     };
+    // Before anything is sent: the gateways are the host's own addresses,
+    // and the outside is behind the test's veth.
+    for gateway in gateways {
+        assert_route_via(&boot.host, gateway.into(), &["lo"]);
+    }
+    assert_route_via(&boot.host, outside_v4.into(), &[outside.host_ifname()]);
     let _containers: Vec<TestContainer> = [&internal, &denied]
         .iter()
         .zip(gateways)
@@ -167,8 +244,8 @@ fn after_a_reboot_restored_containers_get_nothing_out_before_dockerd_answers() {
     // host (both networks) and the outside (the egress-denied one: Docker
     // sees a plain network).
     let before = reached(&mut host);
-    power_off(&mut dockerd, &bridges);
-    dockerd.start_again();
+    power_off(&mut boot, &bridges);
+    boot.dockerd.start_again();
     wait_for(
         "the restored containers' first acts with Docker alone",
         Duration::from_secs(30),
@@ -179,7 +256,7 @@ fn after_a_reboot_restored_containers_get_nothing_out_before_dockerd_answers() {
     );
 
     // With netwatch: an agent that saw the networks once saves its plan.
-    let mut agent = AgentProcess::start(NETWATCH, &[&internal.name, &denied.name]);
+    let mut agent = boot.agent(&[&internal.name, &denied.name]);
     wait_for("the agent's first sync", Duration::from_secs(30), || {
         agent.synced()
     });
@@ -190,7 +267,7 @@ fn after_a_reboot_restored_containers_get_nothing_out_before_dockerd_answers() {
     // The reboot: agent and dockerd gone, every pin gone, bridges gone.
     agent.kill();
     detach_all(agent.pin_root()).expect("removing every pin");
-    power_off(&mut dockerd, &bridges);
+    power_off(&mut boot, &bridges);
     let before = reached(&mut host);
     agent.restart();
     wait_for(
@@ -202,7 +279,7 @@ fn after_a_reboot_restored_containers_get_nothing_out_before_dockerd_answers() {
                 .contains("guarding 2 network(s) as their bridges")
         },
     );
-    dockerd.start_again();
+    boot.dockerd.start_again();
     wait_for(
         "the restored containers' first acts, dropped",
         Duration::from_secs(30),
@@ -219,7 +296,8 @@ fn after_a_reboot_restored_containers_get_nothing_out_before_dockerd_answers() {
     assert_eq!(
         after,
         before,
-        "restored containers reached the host or the outside; agent log:\n{}",
+        "restored containers reached the host or the outside ({rules:?} Docker rules); \
+         agent log:\n{}",
         agent.log()
     );
     let log = agent.log();
@@ -227,7 +305,34 @@ fn after_a_reboot_restored_containers_get_nothing_out_before_dockerd_answers() {
         log.contains("from the saved plan, before Docker answered"),
         "the bridges were attached before Docker answered:\n{log}"
     );
+    if let DockerRules::Intact = rules {
+        // Docker's rules were in place again as the containers came back.
+        let rules = boot.host.run_ok("iptables-save", &[]);
+        for bridge in &bridges {
+            assert!(
+                rules.contains(&format!("-i {bridge} ")),
+                "no rule of Docker's for {bridge} in the host's namespace:\n{rules}"
+            );
+        }
+        assert!(
+            rules.contains(":FORWARD DROP") && rules.contains("DOCKER-ISOLATION-STAGE-1"),
+            "Docker's isolation and FORWARD policy in the host's namespace:\n{rules}"
+        );
+    }
     drop(firewall);
+}
+
+/// The reboot with no rule of Docker's standing: netwatch alone holds.
+#[test]
+fn after_a_reboot_restored_containers_get_nothing_out_with_no_docker_rules() {
+    restored_containers_get_nothing_out(DockerRules::None);
+}
+
+/// The reboot with Docker's own rules in place, as Docker puts them back
+/// at boot (dockerd and the agent in a namespace playing the host).
+#[test]
+fn after_a_reboot_restored_containers_get_nothing_out_with_dockers_rules_intact() {
+    restored_containers_get_nothing_out(DockerRules::Intact);
 }
 
 /// Upgrades: an agent finds pins of an older layout — maps of another
