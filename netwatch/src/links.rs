@@ -39,6 +39,10 @@ pub struct LinkState {
     pub master: Option<u32>,
     /// `IFLA_INFO_KIND`: `veth`, `bridge`, `macvlan`, …
     pub kind: Option<String>,
+    /// `IFLA_LINK` of an interface whose lower device is in the same
+    /// namespace (no `IFLA_LINK_NETNSID`): a macvlan child's parent, a veth's
+    /// peer.
+    pub lower: Option<u32>,
 }
 
 impl LinkState {
@@ -48,11 +52,15 @@ impl LinkState {
             ifname: String::new(),
             master: None,
             kind: None,
+            lower: None,
         };
+        let mut lower_elsewhere = false;
         for attribute in &message.attributes {
             match attribute {
                 LinkAttribute::IfName(name) => link.ifname.clone_from(name),
                 LinkAttribute::Controller(master) if *master != 0 => link.master = Some(*master),
+                LinkAttribute::Link(lower) if *lower != 0 => link.lower = Some(*lower),
+                LinkAttribute::LinkNetNsId(_) => lower_elsewhere = true,
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         if let LinkInfo::Kind(kind) = info {
@@ -62,6 +70,10 @@ impl LinkState {
                 }
                 _ => {}
             }
+        }
+        if lower_elsewhere {
+            // The number is another namespace's.
+            link.lower = None;
         }
         link
     }
@@ -251,15 +263,38 @@ mod tests {
                     ifname: "br-1234".into(),
                     master: None,
                     kind: Some("bridge".into()),
+                    lower: None,
                 }),
                 LinkEvent::Changed(LinkState {
                     ifindex: 9,
                     ifname: "veth0a1b2c3".into(),
                     master: Some(7),
                     kind: Some("veth".into()),
+                    lower: None,
                 }),
             ]
         );
+    }
+
+    #[test]
+    fn a_macvlan_child_names_its_parent_unless_the_parent_is_another_namespaces() {
+        let with = |attributes: Vec<LinkAttribute>| {
+            let mut link = LinkMessage::default();
+            link.header.index = 61;
+            link.attributes = attributes;
+            link.attributes
+                .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                    InfoKind::MacVlan,
+                )]));
+            LinkState::from_message(&link)
+        };
+        let here = with(vec![LinkAttribute::Link(60)]);
+        assert_eq!(
+            (here.kind.as_deref(), here.lower),
+            (Some("macvlan"), Some(60))
+        );
+        let elsewhere = with(vec![LinkAttribute::Link(60), LinkAttribute::LinkNetNsId(3)]);
+        assert_eq!(elsewhere.lower, None, "60 is another namespace's number");
     }
 
     #[test]

@@ -96,8 +96,9 @@ pub fn probe_start(
     Ok((container, run_ms))
 }
 
-/// `CLOCK_REALTIME − CLOCK_MONOTONIC`, in ns.
-fn realtime_offset_ns() -> Result<i128> {
+/// `CLOCK_REALTIME − CLOCK_MONOTONIC`, in ns: turns a file time into the
+/// kernel flow table's clock.
+pub fn realtime_offset_ns() -> Result<i128> {
     let ns = |id| -> Result<i128> {
         let t = clock_gettime(id)?;
         Ok(i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
@@ -107,7 +108,8 @@ fn realtime_offset_ns() -> Result<i128> {
     Ok(real - mono)
 }
 
-fn monotonic_ns() -> Result<u64> {
+/// `CLOCK_MONOTONIC` now, in ns (the flow table's `first_seen_ns`).
+pub fn monotonic_ns() -> Result<u64> {
     let now = clock_gettime(ClockId::CLOCK_MONOTONIC)?;
     Ok(u64::try_from(now.tv_sec())? * 1_000_000_000 + u64::try_from(now.tv_nsec())?)
 }
@@ -127,16 +129,17 @@ pub struct StartWindow {
 
 /// `from_container` link pins under `pin_root`.
 fn link_pins(pin_root: &Path) -> BTreeSet<PathBuf> {
+    link_pins_named(pin_root, |name| name.ends_with("-from_container"))
+}
+
+/// Link pins under `pin_root` whose file names `matches`.
+pub fn link_pins_named(pin_root: &Path, matches: impl Fn(&str) -> bool) -> BTreeSet<PathBuf> {
     std::fs::read_dir(pins::links_dir(pin_root))
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with("-from_container"))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&matches))
         .collect()
 }
 

@@ -78,6 +78,7 @@ fn names() -> FlowNames {
         host_addrs: vec![],
         overlay_members: vec![],
         bridge_ports: vec![],
+        provisional_children: Vec::new(),
     };
     let uplink = Target {
         ifname: "eth0".into(),

@@ -321,6 +321,7 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
         host_addrs: vec![IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 1))],
         overlay_members: Vec::new(),
         bridge_ports: Vec::new(),
+        provisional_children: Vec::new(),
     };
     let mut datapath = Datapath::load(&LoadOptions {
         pin_root: Some(pin_dir.0.clone()),

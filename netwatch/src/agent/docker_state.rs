@@ -74,6 +74,7 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
         host_addrs,
         overlay_members,
         bridge_ports,
+        provisional_children: Vec::new(),
     }
 }
 

@@ -20,7 +20,7 @@ mod uplinks;
 
 pub use plan::{
     BridgePort, ChildTarget, EndpointState, HostState, MacvlanEndpoint, NetworkState,
-    OverlayEndpoint, Plan, SandboxTarget, Target, plan,
+    OverlayEndpoint, Plan, ProvisionalChild, SandboxTarget, Target, plan,
 };
 pub use reconcile::{
     ReconcileError, ReconcileMemory, ReconcileReport, reconcile, reconcile_remembering,

@@ -131,6 +131,20 @@ pub struct HostState {
     /// veth could not be resolved) are guarded with their network's
     /// network-wide policy.
     pub bridge_ports: Vec<BridgePort>,
+    /// macvlan children that got `macvlan_child` as they appeared in the
+    /// host namespace, before Docker moved them into their containers
+    /// (provisional links, wherever the device is now). Those that no
+    /// endpoint accounts for keep their network's network-wide policy.
+    pub provisional_children: Vec<ProvisionalChild>,
+}
+
+/// A macvlan child with a provisional link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProvisionalChild {
+    /// Its parent's ifindex on the host.
+    pub parent: u32,
+    /// Its ifindex now, in whatever namespace it is (the policy's key).
+    pub ifindex: u32,
 }
 
 /// An interface enslaved to a network's bridge.
@@ -384,7 +398,79 @@ pub fn plan(state: &HostState) -> Plan {
     add_unnamed_ports(&mut out, state, &policies);
     out.label_problems = problems;
     add_namespaced(&mut out, children, sandboxed);
+    add_provisional_children(&mut out, state, &policies);
     out
+}
+
+/// macvlan children attached as they appeared and not yet named by Docker
+/// get their network's network-wide policy (flagged as macvlan, with their
+/// parent), keyed by their ifindex now: a new container's child is judged
+/// from its first frame, before its own MAC, addresses and labels replace
+/// that. One whose number is already a planned child's is that child (its
+/// own policy wins); one whose number is another interface's is refused,
+/// as in [`add_namespaced`].
+fn add_provisional_children(
+    out: &mut Plan,
+    state: &HostState,
+    policies: &HashMap<&str, NetworkLabels>,
+) {
+    for child in &state.provisional_children {
+        if out
+            .macvlan_children
+            .iter()
+            .any(|c| c.target.ifindex == child.ifindex)
+        {
+            continue;
+        }
+        let Some(network) = state.networks.iter().find(|n| {
+            n.macvlan_parent
+                .as_ref()
+                .is_some_and(|(_, p)| *p == child.parent)
+        }) else {
+            continue;
+        };
+        let what = format!(
+            "new macvlan child of {}, no container named yet",
+            network.name
+        );
+        if let Some(keeper) = out.specs.iter().find(|s| s.ifindex == child.ifindex) {
+            let keeper = out
+                .bridges
+                .iter()
+                .chain(&out.veths)
+                .chain(&out.macvlan_parents)
+                .chain(out.sandbox_veths.iter().map(|v| &v.target))
+                .find(|t| t.ifindex == keeper.ifindex)
+                .map_or_else(|| "another interface".to_owned(), |t| t.what.clone());
+            out.refused.push((
+                Target {
+                    ifname: String::new(),
+                    ifindex: child.ifindex,
+                    what,
+                },
+                format!(
+                    "its ifindex {} is also that of {keeper}; netwatch keys policies by \
+                     ifindex, so it cannot guard both",
+                    child.ifindex
+                ),
+            ));
+            continue;
+        }
+        let asked = &policies[network.name.as_str()];
+        let mut policy = network_policy(
+            network,
+            asked,
+            child.ifindex,
+            policy_flags::NETWORK_WIDE | policy_flags::MACVLAN,
+        );
+        policy.parent = child.parent;
+        out.specs.push(EndpointSpec {
+            ifindex: child.ifindex,
+            policy,
+            networks: network.subnets.clone(),
+            allow: asked.allow.clone(),
+        });
+    }
 }
 
 /// The ports of a bridge that no endpoint accounts for get their network's
@@ -625,6 +711,7 @@ mod tests {
             host_addrs: vec!["10.99.0.1".parse().unwrap()],
             overlay_members: Vec::new(),
             bridge_ports: Vec::new(),
+            provisional_children: Vec::new(),
         }
     }
 
@@ -863,6 +950,71 @@ mod tests {
         let api = plan.specs.iter().filter(|s| s.ifindex == 22).count();
         assert_eq!(api, 1, "the veth keeps its policy");
         crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
+    }
+
+    #[test]
+    fn a_new_macvlan_child_no_container_accounts_for_gets_the_networks_policy() {
+        let mut state = macvlan_state(62);
+        state.provisional_children = vec![
+            // not named yet
+            ProvisionalChild {
+                parent: 60,
+                ifindex: 63,
+            },
+            // printer's child: its own policy stands
+            ProvisionalChild {
+                parent: 60,
+                ifindex: 61,
+            },
+            // no such parent among the networks
+            ProvisionalChild {
+                parent: 99,
+                ifindex: 64,
+            },
+        ];
+        let plan = plan(&state);
+        let new = plan.specs.iter().find(|s| s.ifindex == 63).unwrap();
+        assert!(
+            new.policy
+                .has(policy_flags::NETWORK_WIDE | policy_flags::MACVLAN | policy_flags::ENFORCE)
+        );
+        assert_eq!((new.policy.parent, new.policy.scope), (60, 63));
+        assert_eq!(new.policy.gateway_v4, [198, 18, 60, 1]);
+        assert_eq!(new.networks, vec!["198.18.60.0/24".parse().unwrap()]);
+        let printer: Vec<_> = plan.specs.iter().filter(|s| s.ifindex == 61).collect();
+        assert_eq!(printer.len(), 1);
+        assert!(!printer[0].policy.has(policy_flags::NETWORK_WIDE));
+        assert_eq!(printer[0].policy.mac, [2, 0x42, 0, 0, 0, 61]);
+        assert!(!plan.specs.iter().any(|s| s.ifindex == 64));
+        assert!(plan.refused.is_empty(), "{:?}", plan.refused);
+        crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
+    }
+
+    #[test]
+    fn a_new_macvlan_child_whose_number_is_taken_is_refused_not_merged() {
+        let mut state = macvlan_state(62);
+        // api's host veth is ifindex 22.
+        state.provisional_children = vec![ProvisionalChild {
+            parent: 60,
+            ifindex: 22,
+        }];
+        let plan = plan(&state);
+        let api: Vec<_> = plan.specs.iter().filter(|s| s.ifindex == 22).collect();
+        assert_eq!(api.len(), 1);
+        assert!(
+            !api[0].policy.has(policy_flags::MACVLAN),
+            "the veth keeps its policy"
+        );
+        assert_eq!(plan.refused.len(), 1);
+        let (target, why) = &plan.refused[0];
+        assert_eq!(
+            target.what,
+            "new macvlan child of lan, no container named yet"
+        );
+        assert!(
+            why.contains("is also that of veth of api on backend"),
+            "{why}"
+        );
     }
 
     /// `ovl` (an overlay, `ovl_labels` on it) with `web` in sandbox 8001

@@ -565,6 +565,31 @@ impl LinkFeed {
     }
 }
 
+/// The macvlan children attached as they appeared whose device still
+/// exists, wherever it is now; the pins of those whose device is gone are
+/// removed (the kernel detached their links with the device).
+fn provisional_children(datapath: &Datapath) -> Vec<super::ProvisionalChild> {
+    let Some(root) = datapath.pin_root() else {
+        return Vec::new();
+    };
+    let (live, defunct) = crate::datapath::provisional::provisional_links(root);
+    for pin in defunct {
+        match std::fs::remove_file(&pin) {
+            Ok(()) => info!(
+                "removed {}: the macvlan child it was attached to is gone",
+                pin.display()
+            ),
+            Err(e) => warn!("cannot remove {}: {e}", pin.display()),
+        }
+    }
+    live.iter()
+        .map(|p| super::ProvisionalChild {
+            parent: p.pin.parent,
+            ifindex: p.link.ifindex,
+        })
+        .collect()
+}
+
 /// Takes what the kernel recorded into the pipeline and logs the drops,
 /// named.
 fn take_records(datapath: &mut Datapath, pipeline: &Pipeline) {
@@ -614,6 +639,7 @@ async fn sync(
         .await
         .map_err(|e| e.to_string())?;
     let mut state = host_state(&snapshot, host::addresses());
+    state.provisional_children = provisional_children(datapath);
     // Docker's own interfaces never get the shield, managed or not; nor do
     // macvlan parents, which carry a LAN whose hosts may be inside a
     // network (the shield would drop what they send it).

@@ -17,7 +17,7 @@ use aya::programs::{
     SchedClassifier, TcAttachType, Xdp, XdpMode,
     links::{FdLink, PinnedLink},
 };
-use log::debug;
+use log::{debug, info};
 
 use super::{Datapath, DatapathError, Hook, pins};
 
@@ -163,8 +163,13 @@ impl Datapath {
         pins::create_private_dir(&pins::links_dir(&root)).map_err(DatapathError::pin(&root))?;
         let name = Hook::MacvlanChild.program_name();
         let program: &mut SchedClassifier = self.program_mut(name)?;
+        let prog_id = program.info().map_err(DatapathError::program(name))?.id();
+        // A link attached as the child appeared, in the host namespace,
+        // that went with it into the container: adopted, not doubled.
+        let (live, _) = super::provisional::provisional_links(&root);
+        let candidate = super::provisional::adoptable(&live, ifindex, prog_id).cloned();
         let namespace = crate::endpoint::open_namespace(pid).map_err(DatapathError::Namespace)?;
-        let link = std::thread::scope(|scope| {
+        let outcome = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
                     crate::endpoint::in_namespace(pid, &namespace, || {
@@ -173,18 +178,83 @@ impl Datapath {
                             return Err(DatapathError::NamespaceChanged { pid, netns });
                         }
                         check_ifindex(ifname, ifindex)?;
+                        if candidate.is_some() {
+                            let (_, running) =
+                                SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)
+                                    .map_err(DatapathError::program(name))?;
+                            if running.iter().any(|p| p.id() == prog_id) {
+                                return Ok(None);
+                            }
+                        }
                         let id = program
                             .attach(ifname, TcAttachType::Ingress)
                             .map_err(DatapathError::program(name))?;
-                        program.take_link(id).map_err(DatapathError::program(name))
+                        program
+                            .take_link(id)
+                            .map(Some)
+                            .map_err(DatapathError::program(name))
                     })
                     .map_err(DatapathError::Namespace)?
                 })
                 .join()
                 .unwrap_or(Err(DatapathError::NamespaceChanged { pid, netns }))
         })?;
-        pin_link(link, &path)?;
-        debug!("attached macvlan_child to {ifname} (ifindex {ifindex}) in pid {pid}'s namespace");
+        match (outcome, candidate) {
+            (Some(link), _) => {
+                pin_link(link, &path)?;
+                debug!(
+                    "attached macvlan_child to {ifname} (ifindex {ifindex}) in pid {pid}'s \
+                     namespace"
+                );
+                Ok(Attachment::Attached)
+            }
+            (None, Some(provisional)) => {
+                // Renaming a pin keeps the link (and its inode's times).
+                fs::rename(&provisional.pin.path, &path).map_err(|e| DatapathError::Pin {
+                    path: provisional.pin.path.clone(),
+                    source: e,
+                })?;
+                info!(
+                    "adopted the link attached to macvlan child ifindex {} of parent {} as it \
+                     appeared: it is {ifname} (ifindex {ifindex}) in pid {pid}'s namespace now",
+                    provisional.pin.ifindex, provisional.pin.parent
+                );
+                Ok(Attachment::AlreadyAttached)
+            }
+            (None, None) => unreachable!("a child is only left alone when a link is adopted"),
+        }
+    }
+
+    /// Attaches `macvlan_child` (TCX ingress) to a macvlan child of parent
+    /// `parent` that has just appeared in the calling thread's namespace
+    /// (the host's), before Docker moves it into its container's, and pins
+    /// the link as provisional ([`pins::provisional_child_path`]): the link
+    /// goes with the device, and [`Datapath::attach_macvlan_child`] adopts it
+    /// once its container is known.
+    ///
+    /// Minimum kernel: 6.6 (TCX); the program itself loads on 6.14.
+    ///
+    /// # Errors
+    /// The macvlan programs are not loaded, the interface is gone or was
+    /// moved already, or the kernel refuses.
+    pub fn attach_provisional_child(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        parent: u32,
+    ) -> Result<Attachment, DatapathError> {
+        let root = self.pin_root_or_err()?.to_path_buf();
+        let path = pins::provisional_child_path(&root, parent, ifindex);
+        if path.exists() {
+            return Ok(Attachment::AlreadyAttached);
+        }
+        self.require_macvlan()?;
+        check_ifindex(ifname, ifindex)?;
+        pins::create_private_dir(&pins::links_dir(&root)).map_err(DatapathError::pin(&root))?;
+        self.attach_tc(Hook::MacvlanChild, TcAttachType::Ingress, ifname, &path)?;
+        debug!(
+            "attached macvlan_child to new child {ifname} (ifindex {ifindex}) of parent {parent}"
+        );
         Ok(Attachment::Attached)
     }
 

@@ -8,6 +8,7 @@ mod load;
 mod maps;
 pub mod pinned;
 pub mod pins;
+pub mod provisional;
 mod test_run;
 mod upgrade;
 

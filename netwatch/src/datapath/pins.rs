@@ -22,6 +22,11 @@
 //!                                     veth in its network's sandbox
 //!                                     namespace (cookie `<netns>`), and
 //!                                     direction
+//!   links/mvnew-<parent>-<ifindex>    one TCX link per macvlan child
+//!                                     attached as it appeared, in the host
+//!                                     namespace (ifindex `<ifindex>` there,
+//!                                     of parent `<parent>`), until the
+//!                                     reconcile adopts it as `mvchild-…`
 //!   links/uplink-<ifindex>            one XDP link per uplink
 //! ```
 
@@ -69,6 +74,47 @@ pub fn child_link_path(root: &Path, netns: u64, ifindex: u32) -> PathBuf {
 /// namespace `netns`.
 pub fn child_attached(root: &Path, netns: u64, ifindex: u32) -> bool {
     child_link_path(root, netns, ifindex).exists()
+}
+
+/// The pin of a provisional link: `macvlan_child` attached to macvlan child
+/// `ifindex` of parent `parent` while the child was still in the host
+/// namespace, before Docker moved it into its container's.
+pub fn provisional_child_path(root: &Path, parent: u32, ifindex: u32) -> PathBuf {
+    links_dir(root).join(format!("mvnew-{parent}-{ifindex}"))
+}
+
+/// A provisional child link's pin, parsed from its name: the parent's
+/// ifindex and the child's host ifindex when it was attached.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProvisionalPin {
+    pub parent: u32,
+    pub ifindex: u32,
+    pub path: PathBuf,
+}
+
+/// Every provisional child link pinned under `root`.
+pub fn provisional_children(root: &Path) -> Vec<ProvisionalPin> {
+    let Ok(entries) = std::fs::read_dir(links_dir(root)) else {
+        return Vec::new();
+    };
+    let mut found: Vec<ProvisionalPin> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let (parent, ifindex) = parse_provisional_name(e.file_name().to_str()?)?;
+            Some(ProvisionalPin {
+                parent,
+                ifindex,
+                path: e.path(),
+            })
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn parse_provisional_name(name: &str) -> Option<(u32, u32)> {
+    let (parent, ifindex) = name.strip_prefix("mvnew-")?.split_once('-')?;
+    Some((parent.parse().ok()?, ifindex.parse().ok()?))
 }
 
 /// Whether `macvlan_parent` is pinned as attached to host interface
@@ -224,6 +270,19 @@ fn parse_link_name(name: &str) -> Option<PinnedLink> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provisional_child_pins_are_their_own_kind() {
+        let path = provisional_child_path(Path::new("/x"), 60, 61);
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert_eq!(parse_provisional_name(name), Some((60, 61)));
+        // Not a child's, a sandbox veth's nor a host interface's: the
+        // reconcile's diff of namespaced links never detaches it as one.
+        assert_eq!(parse_link_name(name), None);
+        for bad in ["mvnew-60", "mvnew-x-61", "mvnew-60-", "mvchild-1-61"] {
+            assert_eq!(parse_provisional_name(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn link_pin_names_round_trip() {

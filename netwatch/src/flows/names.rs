@@ -264,6 +264,7 @@ mod tests {
             host_addrs: vec!["172.30.0.1".parse().unwrap()],
             overlay_members: vec![],
             bridge_ports: vec![],
+            provisional_children: Vec::new(),
         }
     }
 
