@@ -583,6 +583,69 @@ pub fn overlay_veths(
         .collect())
 }
 
+/// An overlay network's sandbox namespace as the host sees it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sandbox {
+    /// Its namespace file, `<exec-root>/netns/1-<network id[:10]>`.
+    pub path: PathBuf,
+    /// Its cookie (`SO_NETNS_COOKIE`): the identity pins and reconciles use.
+    pub netns_cookie: u64,
+    /// The id the host namespace has for it: what the host's link listener
+    /// tags its events with ([`crate::links::LinkEvent::ChangedIn`]).
+    pub nsid: i32,
+    /// The veths enslaved to a bridge in it (`br0`, …): every container's
+    /// sandbox end, named by Docker or not yet.
+    pub ports: Vec<crate::links::LinkState>,
+}
+
+/// Every sandbox namespace named `name` ([`sandbox_name`]) that the host
+/// has mounted, looked into: one answer per mount. Called from a thread in
+/// the host namespace (the nsid is that namespace's); blocking; needs root.
+pub fn sandboxes_named(name: &str) -> Vec<Result<Sandbox, EndpointError>> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    nsfs_mounts_named(&mountinfo, name)
+        .into_iter()
+        .map(|path| look_into_sandbox(&path))
+        .collect()
+}
+
+fn look_into_sandbox(path: &Path) -> Result<Sandbox, EndpointError> {
+    let netns = open_namespace_at(path)?;
+    let nsid = RtNetlink::open()
+        .and_then(|host| host.nsid(&netns))
+        .map_err(|source| EndpointError::Netlink {
+            what: "asking the host's id for a sandbox namespace",
+            source,
+        })?;
+    let (netns_cookie, links) = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                in_namespace_at(path, &netns, || {
+                    let netlink = Netlink::open()?;
+                    let links =
+                        crate::links::links_now().map_err(|source| EndpointError::Netlink {
+                            what: "listing a sandbox's interfaces",
+                            source,
+                        })?;
+                    Ok((netlink.cookie()?, links))
+                })?
+            })
+            .join()
+            .map_err(|_| EndpointError::SandboxPanicked {
+                path: path.to_path_buf(),
+            })
+    })??;
+    Ok(Sandbox {
+        path: path.to_path_buf(),
+        netns_cookie,
+        nsid,
+        ports: links
+            .into_iter()
+            .filter(|l| l.kind.as_deref() == Some("veth") && l.master.is_some())
+            .collect(),
+    })
+}
+
 /// In the sandbox at `path`: the veth that is `end`'s peer, if it is there.
 fn sandbox_peer(path: &Path, end: &ContainerEnd) -> Result<Option<SandboxVeth>, EndpointError> {
     let netns = open_namespace_at(path)?;

@@ -13,8 +13,24 @@
 //! The listener subscribes before the caller lists what exists, so an
 //! interface that appears in between is reported at least once (twice is
 //! harmless: every consumer is idempotent).
+//!
+//! It also hears other namespaces (`NETLINK_LISTEN_ALL_NSID`): an overlay
+//! network's sandbox veth is moved into the sandbox and enslaved to its
+//! `br0` there, 206–296 ms before the container's first packet (measured,
+//! docs/drivers.md), and nothing in the host namespace says so. The kernel
+//! delivers another namespace's events only if the host has an id (nsid)
+//! for it, tagged with that id; moving a device from the host into a
+//! namespace gives the host one (`RTM_DELLINK` carries `IFLA_NEW_NETNSID`),
+//! and every sandbox veth is created in the host first. An nsid names a
+//! namespace only in the host's view: [`crate::rtnetlink::RtNetlink::nsid`]
+//! maps a namespace file to it.
 
-use std::{io, thread, time::Duration};
+use std::{
+    io::{self, IoSliceMut},
+    os::fd::AsRawFd as _,
+    thread,
+    time::Duration,
+};
 
 use log::warn;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
@@ -29,6 +45,14 @@ use crate::rtnetlink::{Ask, RtNetlink};
 
 /// `RTNLGRP_LINK` (include/uapi/linux/rtnetlink.h).
 const RTNLGRP_LINK: u32 = 1;
+/// `SOL_NETLINK` and its option `NETLINK_LISTEN_ALL_NSID`
+/// (include/uapi/linux/netlink.h, Linux ≥ 4.6), which is also the type of
+/// the control message carrying an event's nsid.
+const SOL_NETLINK: i32 = 270;
+const NETLINK_LISTEN_ALL_NSID: i32 = 8;
+/// Room for one datagram: the kernel's link notifications are built in
+/// buffers of at most a few pages.
+const DATAGRAM_ROOM: usize = 64 << 10;
 
 /// An interface as `RTM_NEWLINK` (or a dump) describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,8 +117,13 @@ pub(crate) fn kind_name(kind: &InfoKind) -> String {
 /// What the listener reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkEvent {
-    /// An interface appeared or changed (name, master, state…).
+    /// An interface of the listener's own namespace appeared or changed
+    /// (name, master, state…).
     Changed(LinkState),
+    /// An interface of another namespace, which the listener's namespace
+    /// knows as `nsid`, appeared or changed. Its ifindexes (its own,
+    /// `master`, `lower`) are that namespace's.
+    ChangedIn { nsid: i32, link: LinkState },
     /// The kernel dropped notifications (the socket's buffer overflowed):
     /// whatever changed meanwhile must be found by listing interfaces.
     Overrun,
@@ -113,6 +142,23 @@ pub fn links_now() -> io::Result<Vec<LinkState>> {
         .collect())
 }
 
+/// The interface of the calling thread's network namespace with number
+/// `ifindex`, if there is one.
+///
+/// # Errors
+/// The kernel refuses the socket or the request (other than "no such
+/// interface").
+pub fn link_by_index(ifindex: u32) -> io::Result<Option<LinkState>> {
+    let netlink = RtNetlink::open()?;
+    let mut request = LinkMessage::default();
+    request.header.index = ifindex;
+    match netlink.links(request, Ask::One) {
+        Ok(found) => Ok(found.first().map(LinkState::from_message)),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Starts listening for link changes in the calling thread's network
 /// namespace; events arrive on the returned channel, from a thread of
 /// their own (a blocking socket, so that a busy agent loop never makes the
@@ -125,6 +171,7 @@ pub fn watch() -> io::Result<mpsc::UnboundedReceiver<LinkEvent>> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind(&SocketAddr::new(0, 0))?;
     socket.add_membership(RTNLGRP_LINK)?;
+    set_socket_option(&socket, SOL_NETLINK, NETLINK_LISTEN_ALL_NSID, 1)?;
     // Room for a burst (a dockerd restoring hundreds of containers); an
     // overflow is still noticed (ENOBUFS) and reported as an Overrun.
     let _ = socket.set_rx_buf_sz(4 << 20);
@@ -140,20 +187,27 @@ pub fn watch() -> io::Result<mpsc::UnboundedReceiver<LinkEvent>> {
 }
 
 fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
-    use std::os::fd::AsRawFd as _;
     let tv = nix::libc::timeval {
         tv_sec: timeout.as_secs() as nix::libc::time_t,
         tv_usec: timeout.subsec_micros() as nix::libc::suseconds_t,
     };
+    set_raw_option(socket, nix::libc::SOL_SOCKET, nix::libc::SO_RCVTIMEO, &tv)
+}
+
+fn set_socket_option(socket: &Socket, level: i32, name: i32, value: i32) -> io::Result<()> {
+    set_raw_option(socket, level, name, &value)
+}
+
+fn set_raw_option<T>(socket: &Socket, level: i32, name: i32, value: &T) -> io::Result<()> {
     // SAFETY: the fd is the socket's, open for the call; the kernel reads
-    // `size_of::<timeval>()` bytes from `tv`, which has them.
+    // `size_of::<T>()` bytes from `value`, which has them.
     let done = unsafe {
         nix::libc::setsockopt(
             socket.as_raw_fd(),
-            nix::libc::SOL_SOCKET,
-            nix::libc::SO_RCVTIMEO,
-            (&raw const tv).cast(),
-            std::mem::size_of::<nix::libc::timeval>() as nix::libc::socklen_t,
+            level,
+            name,
+            std::ptr::from_ref(value).cast(),
+            std::mem::size_of::<T>() as nix::libc::socklen_t,
         )
     };
     if done != 0 {
@@ -162,13 +216,52 @@ fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
     Ok(())
 }
 
+/// One datagram received, and the nsid its control message names (none:
+/// the listener's own namespace).
+struct Received {
+    length: usize,
+    nsid: Option<i32>,
+    truncated: bool,
+}
+
+fn receive(socket: &Socket, buffer: &mut [u8]) -> io::Result<Received> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut control = nix::cmsg_space!(i32);
+    let mut iov = [IoSliceMut::new(buffer)];
+    let message = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut control),
+        MsgFlags::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let nsid = message.cmsgs().ok().and_then(|mut all| {
+        all.find_map(|cmsg| match cmsg {
+            ControlMessageOwned::Unknown(unknown)
+                if unknown.cmsg_header.cmsg_level == SOL_NETLINK
+                    && unknown.cmsg_header.cmsg_type == NETLINK_LISTEN_ALL_NSID =>
+            {
+                let bytes: [u8; 4] = unknown.data_bytes.get(..4)?.try_into().ok()?;
+                Some(i32::from_ne_bytes(bytes))
+            }
+            _ => None,
+        })
+    });
+    Ok(Received {
+        length: message.bytes,
+        nsid,
+        truncated: message.flags.contains(MsgFlags::MSG_TRUNC),
+    })
+}
+
 fn listen(socket: &Socket, sender: &mpsc::UnboundedSender<LinkEvent>) {
+    let mut buffer = vec![0u8; DATAGRAM_ROOM];
     loop {
         if sender.is_closed() {
             return;
         }
-        let datagram = match socket.recv_from_full() {
-            Ok((datagram, _)) => datagram,
+        let received = match receive(socket, &mut buffer) {
+            Ok(received) => received,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -195,7 +288,18 @@ fn listen(socket: &Socket, sender: &mpsc::UnboundedSender<LinkEvent>) {
                 return;
             }
         };
-        for event in parse_datagram(&datagram) {
+        if received.truncated {
+            // Part of a notification is lost: as good as dropped.
+            if sender.send(LinkEvent::Overrun).is_err() {
+                return;
+            }
+            continue;
+        }
+        for link in parse_datagram(&buffer[..received.length]) {
+            let event = match received.nsid {
+                Some(nsid) => LinkEvent::ChangedIn { nsid, link },
+                None => LinkEvent::Changed(link),
+            };
             if sender.send(event).is_err() {
                 return;
             }
@@ -206,7 +310,7 @@ fn listen(socket: &Socket, sender: &mpsc::UnboundedSender<LinkEvent>) {
 /// The link notifications in one datagram; anything else (or a message
 /// that does not parse: the kernel's, but never trusted to be whole) is
 /// passed over.
-fn parse_datagram(datagram: &[u8]) -> Vec<LinkEvent> {
+fn parse_datagram(datagram: &[u8]) -> Vec<LinkState> {
     let mut events = Vec::new();
     let mut offset = 0;
     while offset < datagram.len() {
@@ -216,7 +320,7 @@ fn parse_datagram(datagram: &[u8]) -> Vec<LinkEvent> {
         };
         let length = message.header.length as usize;
         if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = &message.payload {
-            events.push(LinkEvent::Changed(LinkState::from_message(link)));
+            events.push(LinkState::from_message(link));
         }
         if length == 0 {
             break;
@@ -258,20 +362,20 @@ mod tests {
         assert_eq!(
             parse_datagram(&datagram),
             vec![
-                LinkEvent::Changed(LinkState {
+                LinkState {
                     ifindex: 7,
                     ifname: "br-1234".into(),
                     master: None,
                     kind: Some("bridge".into()),
                     lower: None,
-                }),
-                LinkEvent::Changed(LinkState {
+                },
+                LinkState {
                     ifindex: 9,
                     ifname: "veth0a1b2c3".into(),
                     master: Some(7),
                     kind: Some("veth".into()),
                     lower: None,
-                }),
+                },
             ]
         );
     }
@@ -316,10 +420,7 @@ mod tests {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (root?)");
             let mut events = watch().expect("listening");
             let netns = std::fs::File::open("/proc/thread-self/ns/net").expect("own netns");
-            let fd = {
-                use std::os::fd::AsRawFd as _;
-                netns.as_raw_fd()
-            };
+            let fd = netns.as_raw_fd();
             let created = std::process::Command::new("nsenter")
                 .arg(format!("--net=/proc/{}/fd/{fd}", std::process::id()))
                 .args([
@@ -348,6 +449,77 @@ mod tests {
                 .await
                 .expect("an RTM_NEWLINK for nwlw0 within 5 s");
             });
+        });
+        handle.join().expect("listener test thread");
+    }
+
+    #[test]
+    fn a_veth_enslaved_in_another_namespace_is_reported_with_that_namespaces_nsid() {
+        // The listener in a namespace of this test's own (A); a second
+        // namespace (B) held by a `sleep` of its own; a veth pair made in A
+        // with one end moved into B and enslaved to a bridge there, as
+        // libnetwork does with an overlay's sandbox veth.
+        let handle = thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (root?)");
+            let mut events = watch().expect("listening");
+            let own = std::fs::File::open("/proc/thread-self/ns/net").expect("own netns");
+            let in_a = format!("--net=/proc/{}/fd/{}", std::process::id(), own.as_raw_fd());
+            let mut holder = std::process::Command::new("unshare")
+                .args(["--net", "sleep", "30"])
+                .spawn()
+                .expect("unshare --net sleep");
+            let b = format!("/proc/{}/ns/net", holder.id());
+            // Wait for the holder's own namespace (it unshares after exec).
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::fs::read_link(&b).ok() == std::fs::read_link("/proc/self/ns/net").ok()
+                && std::time::Instant::now() < deadline
+            {
+                thread::sleep(Duration::from_millis(5));
+            }
+            let run = |args: &[&str]| {
+                let done = std::process::Command::new("nsenter")
+                    .args(args)
+                    .status()
+                    .expect("nsenter");
+                assert!(done.success(), "{args:?}");
+            };
+            let pid = holder.id().to_string();
+            run(&[
+                &in_a, "ip", "link", "add", "nwan0", "type", "veth", "peer", "name", "nwan1",
+            ]);
+            run(&[&in_a, "ip", "link", "set", "nwan1", "netns", &pid]);
+            let in_b = format!("--net={b}");
+            run(&[&in_b, "ip", "link", "add", "nwanbr", "type", "bridge"]);
+            run(&[&in_b, "ip", "link", "set", "nwan1", "master", "nwanbr"]);
+            let b_file = std::fs::File::open(&b).expect("B's namespace file");
+            let nsid = RtNetlink::open()
+                .and_then(|netlink| netlink.nsid(&b_file))
+                .expect("A's id for B");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("runtime");
+            let seen = runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), async {
+                    loop {
+                        match events.recv().await {
+                            Some(LinkEvent::ChangedIn { nsid, link })
+                                if link.ifname == "nwan1" && link.master.is_some() =>
+                            {
+                                return (nsid, link);
+                            }
+                            Some(_) => {}
+                            None => panic!("the listener stopped"),
+                        }
+                    }
+                })
+                .await
+            });
+            let _ = holder.kill();
+            let _ = holder.wait();
+            let (seen_nsid, link) = seen.expect("nwan1 enslaved in B, reported within 5 s");
+            assert_eq!(seen_nsid, nsid, "tagged with A's id for B");
+            assert_eq!(link.kind.as_deref(), Some("veth"));
         });
         handle.join().expect("listener test thread");
     }

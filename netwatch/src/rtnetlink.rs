@@ -15,9 +15,14 @@
 use std::{cell::Cell, io};
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
-use netlink_packet_route::{RouteNetlinkMessage, link::LinkMessage, route::RouteMessage};
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    link::LinkMessage,
+    nsid::{NsidAttribute, NsidMessage},
+    route::RouteMessage,
+};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 /// How many objects a request asks for.
@@ -29,6 +34,8 @@ pub enum Ask {
     /// The one object the request names (an ifindex, a destination): the
     /// first reply is the answer.
     One,
+    /// A change the kernel answers with an acknowledgement only.
+    Ack,
 }
 
 /// A blocking `NETLINK_ROUTE` socket, bound to the kernel of the namespace
@@ -99,6 +106,61 @@ impl RtNetlink {
         )
     }
 
+    /// The id this socket's namespace has for the namespace `other` (a
+    /// namespace file, `/proc/<pid>/ns/net` or a bind mount of one), given
+    /// one if it has none: the nsid its link notifications to listeners
+    /// of all namespaces carry ([`crate::links`]).
+    ///
+    /// # Errors
+    /// `other` is no namespace file, or the kernel refuses the request.
+    pub fn nsid(&self, other: &std::fs::File) -> io::Result<i32> {
+        use std::os::fd::AsRawFd as _;
+        let fd = u32::try_from(other.as_raw_fd())
+            .map_err(|_| io::Error::from_raw_os_error(nix::libc::EBADF))?;
+        let ask = || {
+            let mut request = NsidMessage::default();
+            request.attributes.push(NsidAttribute::Fd(fd));
+            self.request(
+                RouteNetlinkMessage::GetNsId(request),
+                Ask::One,
+                |reply| match reply {
+                    RouteNetlinkMessage::NewNsId(answer) => {
+                        answer.attributes.iter().find_map(|a| match a {
+                            NsidAttribute::Id(id) => Some(*id),
+                            _ => None,
+                        })
+                    }
+                    _ => None,
+                },
+            )
+        };
+        // NETNSA_NSID_NOT_ASSIGNED
+        const NOT_ASSIGNED: i32 = -1;
+        match ask()?.first() {
+            Some(&id) if id != NOT_ASSIGNED => return Ok(id),
+            Some(_) => {}
+            None => return Err(io::Error::from(io::ErrorKind::InvalidData)),
+        }
+        let mut assign = NsidMessage::default();
+        assign.attributes.push(NsidAttribute::Fd(fd));
+        assign.attributes.push(NsidAttribute::Id(NOT_ASSIGNED));
+        match self.request(
+            RouteNetlinkMessage::NewNsId(assign),
+            Ask::Ack,
+            |_| None::<()>,
+        ) {
+            // Assigned meanwhile, by us or by the kernel for a move.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => {}
+            other => {
+                other?;
+            }
+        }
+        match ask()?.first() {
+            Some(&id) if id != NOT_ASSIGNED => Ok(id),
+            _ => Err(io::Error::from(io::ErrorKind::InvalidData)),
+        }
+    }
+
     /// `RTM_GETROUTE`: the routes the kernel answers with (a table dump, or
     /// the route one destination takes).
     ///
@@ -137,6 +199,7 @@ impl RtNetlink {
         packet.header.flags = match ask {
             Ask::Dump => NLM_F_REQUEST | NLM_F_DUMP,
             Ask::One => NLM_F_REQUEST,
+            Ask::Ack => NLM_F_REQUEST | NLM_F_ACK,
         };
         packet.header.sequence_number = sequence;
         packet.finalize();
@@ -164,6 +227,7 @@ impl RtNetlink {
                         NetlinkPayload::Error(error) if error.code.is_some() => {
                             return Err(error.to_io());
                         }
+                        NetlinkPayload::Error(_) if ask == Ask::Ack => return Ok(replies),
                         NetlinkPayload::InnerMessage(inner) => {
                             if let Some(kept) = keep(inner) {
                                 replies.push(kept);

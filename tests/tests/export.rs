@@ -45,6 +45,7 @@ fn names() -> FlowNames {
         internal: false,
         bridge: Some((format!("br-{name}"), bridge)),
         macvlan_parent: None,
+        overlay_sandbox: None,
         subnets: vec![subnet.parse().unwrap()],
         gateways: vec![],
         labels: BTreeMap::new(),
@@ -78,7 +79,7 @@ fn names() -> FlowNames {
         host_addrs: vec![],
         overlay_members: vec![],
         bridge_ports: vec![],
-        provisional_children: Vec::new(),
+        ..HostState::default()
     };
     let uplink = Target {
         ifname: "eth0".into(),

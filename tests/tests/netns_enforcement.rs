@@ -296,6 +296,7 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
         internal: true,
         bridge: Some(("br0".into(), index("br0"))),
         macvlan_parent: None,
+        overlay_sandbox: None,
         subnets: vec![Cidr::new(IpAddr::V4(host.gateway()), 24).unwrap()],
         gateways: vec![IpAddr::V4(host.gateway())],
         labels: Default::default(),
@@ -321,7 +322,7 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
         host_addrs: vec![IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 1))],
         overlay_members: Vec::new(),
         bridge_ports: Vec::new(),
-        provisional_children: Vec::new(),
+        ..HostState::default()
     };
     let mut datapath = Datapath::load(&LoadOptions {
         pin_root: Some(pin_dir.0.clone()),

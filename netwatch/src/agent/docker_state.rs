@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use log::warn;
 
 use super::{
-    BridgePort, EndpointState, HostState, NetworkState, OverlayEndpoint, plan::MacvlanEndpoint,
+    BridgePort, EndpointState, HostState, NetworkState, OverlayEndpoint, SandboxPort,
+    plan::MacvlanEndpoint,
 };
 use crate::docker::{Container, Endpoint, Network, Snapshot};
 use crate::guard;
@@ -62,12 +63,14 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
                 let ifindex = nix::net::if_::if_nametoindex(name.as_str()).ok()?;
                 Some((name, ifindex))
             }),
+            overlay_sandbox: (n.driver == "overlay").then(|| crate::endpoint::sandbox_name(&n.id)),
             subnets: n.subnets.iter().map(|s| s.cidr).collect(),
             gateways: n.subnets.iter().filter_map(|s| s.gateway).collect(),
             labels: n.labels.clone(),
         })
         .collect();
     let bridge_ports = bridge_ports(&networks);
+    let sandbox_ports = sandbox_ports(&networks);
     HostState {
         networks,
         endpoints,
@@ -75,7 +78,37 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
         overlay_members,
         bridge_ports,
         provisional_children: Vec::new(),
+        sandbox_ports,
     }
+}
+
+/// Every veth enslaved to a bridge in the sandboxes of `networks`'
+/// overlays, now. A sandbox that cannot be looked into is left out with a
+/// warning: the endpoints Docker names are still planned.
+pub fn sandbox_ports(networks: &[NetworkState]) -> Vec<SandboxPort> {
+    let mut ports = Vec::new();
+    for network in networks {
+        let Some(name) = &network.overlay_sandbox else {
+            continue;
+        };
+        for sandbox in crate::endpoint::sandboxes_named(name) {
+            match sandbox {
+                Ok(sandbox) => ports.extend(sandbox.ports.into_iter().map(|link| SandboxPort {
+                    network: network.name.clone(),
+                    sandbox: sandbox.path.clone(),
+                    netns_cookie: sandbox.netns_cookie,
+                    ifname: link.ifname,
+                    ifindex: link.ifindex,
+                })),
+                Err(e) => warn!(
+                    "cannot list the ports in {}'s sandbox ({e}); only endpoints Docker names \
+                     are guarded there",
+                    network.name
+                ),
+            }
+        }
+    }
+    ports
 }
 
 /// Every interface enslaved to one of `networks`' bridges, now. A failed

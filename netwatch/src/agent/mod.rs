@@ -13,6 +13,7 @@ mod plan;
 pub mod port_guard;
 mod reconcile;
 mod run;
+mod sandbox_guard;
 pub mod saved_plan;
 pub mod service;
 pub mod status_file;
@@ -20,7 +21,7 @@ mod uplinks;
 
 pub use plan::{
     BridgePort, ChildTarget, EndpointState, HostState, MacvlanEndpoint, NetworkState,
-    OverlayEndpoint, Plan, ProvisionalChild, SandboxTarget, Target, plan,
+    OverlayEndpoint, Plan, ProvisionalChild, SandboxPort, SandboxTarget, Target, plan,
 };
 pub use reconcile::{
     ReconcileError, ReconcileMemory, ReconcileReport, reconcile, reconcile_remembering,

@@ -42,6 +42,10 @@ pub struct NetworkState {
     /// For a macvlan network: its parent device on the host (name,
     /// ifindex), when it exists.
     pub macvlan_parent: Option<(String, u32)>,
+    /// For an overlay network: the file name of its sandbox namespace on
+    /// this host (`1-<network id[:10]>`, under Docker's exec-root), which
+    /// exists once a container of this host joins it.
+    pub overlay_sandbox: Option<String>,
     pub subnets: Vec<Cidr>,
     pub gateways: Vec<IpAddr>,
     /// The network's Docker labels (`netwatch.*` ones are policy).
@@ -136,6 +140,22 @@ pub struct HostState {
     /// (provisional links, wherever the device is now). Those that no
     /// endpoint accounts for keep their network's network-wide policy.
     pub provisional_children: Vec<ProvisionalChild>,
+    /// Every veth enslaved to a bridge in an overlay network's sandbox.
+    /// Those that are no endpoint's (a container Docker has not named yet)
+    /// are guarded with their network's network-wide policy.
+    pub sandbox_ports: Vec<SandboxPort>,
+}
+
+/// A veth enslaved to a bridge (`br0`, …) in an overlay network's sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxPort {
+    /// Name of the network (a key into [`HostState::networks`]).
+    pub network: String,
+    pub sandbox: PathBuf,
+    pub netns_cookie: u64,
+    pub ifname: String,
+    /// Its ifindex in the sandbox.
+    pub ifindex: u32,
 }
 
 /// A macvlan child with a provisional link.
@@ -397,6 +417,7 @@ pub fn plan(state: &HostState) -> Plan {
     }
     add_unnamed_ports(&mut out, state, &policies);
     out.label_problems = problems;
+    sandboxed.extend(unnamed_sandbox_ports(state, &policies));
     add_namespaced(&mut out, children, sandboxed);
     add_provisional_children(&mut out, state, &policies);
     out
@@ -517,6 +538,64 @@ fn add_unnamed_ports(out: &mut Plan, state: &HostState, policies: &HashMap<&str,
             ),
         });
     }
+}
+
+/// The veths in an overlay's sandbox that no endpoint accounts for, with
+/// their network's network-wide policy, as [`add_unnamed_ports`] does for
+/// a bridge's ports: a container's sandbox end is guarded from its
+/// enslaving to `br0`, before its container runs. They come after the
+/// endpoints' veths in [`add_namespaced`], so a number already claimed is
+/// refused, not merged.
+fn unnamed_sandbox_ports(
+    state: &HostState,
+    policies: &HashMap<&str, NetworkLabels>,
+) -> Vec<PlannedSandbox> {
+    let mut planned = Vec::new();
+    for port in &state.sandbox_ports {
+        if state.endpoints.iter().any(|e| {
+            e.host_ifindex == port.ifindex
+                && e.overlay
+                    .as_ref()
+                    .is_some_and(|o| o.netns_cookie == port.netns_cookie)
+        }) {
+            continue;
+        }
+        let Some(network) = state
+            .networks
+            .iter()
+            .find(|n| n.name == port.network && n.driver == "overlay")
+        else {
+            continue;
+        };
+        let asked = &policies[network.name.as_str()];
+        let policy = network_policy(network, asked, port.ifindex, policy_flags::NETWORK_WIDE);
+        let mode = if asked.deny_egress {
+            "enforced network-wide"
+        } else {
+            "observed"
+        };
+        planned.push(PlannedSandbox {
+            target: SandboxTarget {
+                target: Target {
+                    ifname: port.ifname.clone(),
+                    ifindex: port.ifindex,
+                    what: format!(
+                        "sandbox veth {} of network {}, no container named yet ({mode})",
+                        port.ifname, network.name
+                    ),
+                },
+                sandbox: port.sandbox.clone(),
+                netns_cookie: port.netns_cookie,
+            },
+            spec: EndpointSpec {
+                ifindex: port.ifindex,
+                policy,
+                networks: network.subnets.clone(),
+                allow: asked.allow.clone(),
+            },
+        });
+    }
+    planned
 }
 
 /// Why a container's `docker_gwbridge` leg is enforced: the overlays it is
@@ -663,6 +742,7 @@ mod tests {
             internal,
             bridge: Some((bridge.0.into(), bridge.1)),
             macvlan_parent: None,
+            overlay_sandbox: None,
             subnets: vec![subnet.parse().unwrap()],
             gateways: vec![gw.parse().unwrap()],
             labels: BTreeMap::new(),
@@ -712,6 +792,7 @@ mod tests {
             overlay_members: Vec::new(),
             bridge_ports: Vec::new(),
             provisional_children: Vec::new(),
+            sandbox_ports: Vec::new(),
         }
     }
 
@@ -1131,6 +1212,57 @@ mod tests {
         assert!(!db_leg.policy.has(policy_flags::ENFORCE));
         assert_eq!(db_leg.networks, vec!["198.18.80.0/24".parse().unwrap()]);
         assert_eq!(what(254), "veth of db on docker_gwbridge (observed)");
+        crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
+    }
+
+    #[test]
+    fn a_new_sandbox_veth_no_container_accounts_for_gets_the_overlays_network_wide_policy() {
+        let mut state = overlay_state(&[("netwatch.egress", "deny")]);
+        let port = |ifindex: u32, netns: u64| SandboxPort {
+            network: "ovl".into(),
+            sandbox: "/run/docker/netns/1-ovl".into(),
+            netns_cookie: netns,
+            ifname: format!("veth{}", ifindex - 250),
+            ifindex,
+        };
+        state.sandbox_ports = vec![
+            // web's: its own policy stands
+            port(251, 8001),
+            // not named yet
+            port(255, 8001),
+            // the same number in another sandbox (a stale cookie): not web's
+            port(251, 9999),
+        ];
+        let plan = plan(&state);
+        let new = plan.specs.iter().find(|s| s.ifindex == 255).unwrap();
+        assert!(
+            new.policy
+                .has(policy_flags::NETWORK_WIDE | policy_flags::ENFORCE)
+        );
+        assert_eq!(new.policy.gateway_v4, [198, 18, 70, 1]);
+        assert_eq!(new.networks, vec!["198.18.70.0/24".parse().unwrap()]);
+        let web: Vec<_> = plan.specs.iter().filter(|s| s.ifindex == 251).collect();
+        assert_eq!(web.len(), 1, "web's policy only");
+        assert!(!web[0].policy.has(policy_flags::NETWORK_WIDE));
+        let planned: Vec<(u32, u64, &str)> = plan
+            .sandbox_veths
+            .iter()
+            .map(|v| (v.target.ifindex, v.netns_cookie, v.target.what.as_str()))
+            .collect();
+        assert!(
+            planned.contains(&(
+                255,
+                8001,
+                "sandbox veth veth5 of network ovl, no container named yet (enforced network-wide)"
+            )),
+            "{planned:?}"
+        );
+        let (refused, why) = &plan.refused[0];
+        assert_eq!((refused.ifindex, plan.refused.len()), (251, 1));
+        assert!(
+            why.contains("is also that of sandbox veth veth1 of web"),
+            "{why}"
+        );
         crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
     }
 

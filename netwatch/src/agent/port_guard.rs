@@ -379,6 +379,7 @@ mod tests {
             internal: true,
             bridge: None,
             macvlan_parent: Some(("nwlan0".into(), 60)),
+            overlay_sandbox: None,
             subnets: vec!["198.18.60.0/24".parse().unwrap()],
             gateways: Vec::new(),
             labels: Default::default(),

@@ -20,6 +20,7 @@ use super::{
     lock, plan,
     port_guard::{PortGuard, Source},
     reconcile_remembering,
+    sandbox_guard::SandboxGuard,
     saved_plan::{self, Loaded, SavedPlan},
     status_file::AgentStatus,
     uplinks,
@@ -36,7 +37,7 @@ use crate::{
     },
     guard::{self, AgentView},
     host,
-    links::{self, LinkEvent, LinkState},
+    links::{self, LinkEvent},
 };
 
 /// Drop records logged per drain; the rest are summarised in one line, so a
@@ -409,6 +410,9 @@ async fn draining<T>(
 struct LinkFeed {
     events: Option<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>>,
     guard: PortGuard,
+    /// Overlays' sandbox veths (known from the last sync only: the saved
+    /// plan keeps bridge networks).
+    sandboxes: SandboxGuard,
     host_addrs: Vec<std::net::IpAddr>,
     /// What was last written to the state directory.
     saved: Option<SavedPlan>,
@@ -476,6 +480,7 @@ impl LinkFeed {
         let mut feed = LinkFeed {
             events,
             guard: PortGuard::new(networks, Source::SavedPlan),
+            sandboxes: SandboxGuard::default(),
             host_addrs: host::addresses(),
             saved,
             plan_path,
@@ -518,16 +523,20 @@ impl LinkFeed {
         if batch.contains(&LinkEvent::Overrun) {
             warn!("the kernel dropped interface notifications; listing every interface");
             self.guard_existing(datapath);
+            self.sandboxes.guard_existing(datapath, &self.host_addrs);
             return;
         }
-        let changed: Vec<LinkState> = batch
-            .into_iter()
-            .filter_map(|event| match event {
-                LinkEvent::Changed(link) => Some(link),
-                LinkEvent::Overrun => None,
-            })
-            .collect();
-        self.guard.guard(&changed, datapath, &self.host_addrs);
+        let mut here = Vec::new();
+        let mut elsewhere = Vec::new();
+        for event in batch {
+            match event {
+                LinkEvent::Changed(link) => here.push(link),
+                LinkEvent::ChangedIn { nsid, link } => elsewhere.push((nsid, link)),
+                LinkEvent::Overrun => {}
+            }
+        }
+        self.guard.guard(&here, datapath, &self.host_addrs);
+        self.sandboxes.guard(&elsewhere, datapath, &self.host_addrs);
     }
 
     fn guard_existing(&mut self, datapath: &mut Datapath) {
@@ -547,6 +556,7 @@ impl LinkFeed {
     fn synced(&mut self, networks: &[NetworkState], deny_egress: impl Fn(&NetworkState) -> bool) {
         let plan = SavedPlan::of(networks, deny_egress);
         self.guard.set_networks(networks.to_vec(), Source::LastSync);
+        self.sandboxes.set_networks(networks);
         if self.saved.as_ref() != Some(&plan) {
             match plan.save(&self.plan_path) {
                 Ok(()) => info!(

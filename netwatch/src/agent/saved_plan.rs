@@ -101,6 +101,7 @@ impl SavedPlan {
                     internal: n.internal,
                     bridge: Some((n.bridge.clone(), 0)),
                     macvlan_parent: None,
+                    overlay_sandbox: None,
                     subnets: subnets.ok()?,
                     gateways: n.gateways.clone(),
                     labels: n.labels.clone(),
@@ -230,6 +231,7 @@ mod tests {
             internal,
             bridge: Some((format!("br-{name}"), 42)),
             macvlan_parent: None,
+            overlay_sandbox: None,
             subnets: vec!["172.30.0.0/24".parse().unwrap()],
             gateways: vec!["172.30.0.1".parse().unwrap()],
             labels: labels

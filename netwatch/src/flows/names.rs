@@ -242,6 +242,7 @@ mod tests {
                 internal: true,
                 bridge: Some(("br-db".into(), 30)),
                 macvlan_parent: None,
+                overlay_sandbox: None,
                 subnets: vec!["172.30.0.0/16".parse().unwrap()],
                 gateways: vec!["172.30.0.1".parse().unwrap()],
                 labels: BTreeMap::new(),
@@ -265,6 +266,7 @@ mod tests {
             overlay_members: vec![],
             bridge_ports: vec![],
             provisional_children: Vec::new(),
+            sandbox_ports: Vec::new(),
         }
     }
 

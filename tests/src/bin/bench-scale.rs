@@ -248,6 +248,7 @@ fn attach_round(n: usize, round: usize, rcu: Rcu) -> Result<AttachSample> {
             internal: true,
             bridge: Some(("br0".into(), ifindex("br0")?)),
             macvlan_parent: None,
+            overlay_sandbox: None,
             subnets: vec![subnet],
             gateways: vec![IpAddr::V4(Ipv4Addr::new(10, 250, 0, 1))],
             labels: Default::default(),
