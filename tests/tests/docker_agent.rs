@@ -423,3 +423,72 @@ fn agent_shields_the_named_uplink_and_lets_go_of_it_when_it_disappears() {
     };
     wait_for("a named uplink that vanished reported", SETTLE, vanished);
 }
+
+#[test]
+fn a_published_port_on_a_network_that_denies_egress_is_listed_and_warned_about() {
+    require_root();
+    require_dockerd();
+    let denied = TestNetwork::create("pubdeny", &["--label", "netwatch.egress=deny"]);
+    let open = TestNetwork::create("pubopen", &[]);
+    // A host port of Docker's choosing on loopback: nothing is sent to it.
+    let web = TestContainer::run(
+        "pubweb",
+        &["--network", &denied.name, "-p", "127.0.0.1::80"],
+    );
+    let other = TestContainer::run(
+        "pubother",
+        &["--network", &open.name, "-p", "127.0.0.1::81"],
+    );
+    // `80/tcp -> 127.0.0.1:49153`
+    let docker_port = docker_ok(&["port", &web.name, "80/tcp"]);
+    let host_side = docker_port
+        .lines()
+        .next()
+        .and_then(|line| line.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("docker port printed {docker_port:?}"))
+        .to_owned();
+    let published = format!("{host_side}/tcp");
+
+    let agent = AgentProcess::start(AGENT, &[&denied.name, &open.name]);
+    wait_for("the agent's first sync", SETTLE, || agent.synced());
+    let inspect = agent.netwatch(&["inspect", "-o", "json", &web.name]);
+    let report: serde_json::Value = serde_json::from_slice(&inspect.stdout)
+        .unwrap_or_else(|e| panic!("inspect: {e}: {}", String::from_utf8_lossy(&inspect.stderr)));
+    assert_eq!(
+        report["published"],
+        serde_json::json!([{"published": published, "container_port": "80/tcp"}]),
+        "as `docker port` printed it: {docker_port}"
+    );
+    let warning = format!(
+        "container {} publishes {published} but network {} denies egress",
+        web.name, denied.name
+    );
+    wait_for("the warning", SETTLE, || agent.log().contains(&warning));
+    // Another sync (a container starts): the warning stands, once.
+    let syncs = agent.log().matches("reconciled:").count();
+    let _third = TestContainer::run("pubthird", &["--network", &denied.name]);
+    wait_for("a resync", SETTLE, || {
+        agent.log().matches("reconciled:").count() > syncs
+    });
+    assert_eq!(
+        agent.log().matches(&warning).count(),
+        1,
+        "warned once, not at every sync:\n{}",
+        agent.log()
+    );
+    assert!(
+        !agent
+            .log()
+            .contains(&format!("container {} publishes", other.name)),
+        "a port published on an open network is no problem:\n{}",
+        agent.log()
+    );
+    let status = agent.netwatch(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("published") && l.contains(&warning)),
+        "{status}"
+    );
+}

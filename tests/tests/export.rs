@@ -63,6 +63,7 @@ fn names() -> FlowNames {
                 "com.docker.compose.service".to_string(),
                 service.to_string(),
             )]),
+            published: Vec::new(),
             macvlan: None,
             overlay: None,
         };

@@ -310,6 +310,7 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
         ipv6: None,
         mac: host.mac(ns),
         container_labels: Default::default(),
+        published: Vec::new(),
         macvlan: None,
         overlay: None,
     };

@@ -73,6 +73,9 @@ pub struct EndpointState {
     pub mac: [u8; 6],
     /// The container's Docker labels (`netwatch.allow` is policy).
     pub container_labels: BTreeMap<String, String>,
+    /// The container's published ports, as `docker port` prints their
+    /// host side (`0.0.0.0:8080/tcp`).
+    pub published: Vec<String>,
     /// For an endpoint of a macvlan network: where its child lives.
     /// `host_ifname`/`host_ifindex` are then the child's, inside the
     /// container's namespace.
@@ -213,6 +216,11 @@ pub struct Plan {
     pub protected: Vec<Cidr>,
     /// Labels netwatch refused, with what it did instead.
     pub label_problems: Vec<LabelProblem>,
+    /// Published ports whose clients the plan drops: a container that
+    /// publishes ports on a network that denies egress (Docker publishes
+    /// through a non-internal network; the answers to clients outside it
+    /// are egress), one line each.
+    pub published_dropped: Vec<String>,
     /// Interfaces left out of the plan, with why (reported as failed).
     pub refused: Vec<(Target, String)>,
 }
@@ -417,6 +425,7 @@ pub fn plan(state: &HostState) -> Plan {
     }
     add_unnamed_ports(&mut out, state, &policies);
     out.label_problems = problems;
+    out.published_dropped = published_dropped(state, &policies);
     sandboxed.extend(unnamed_sandbox_ports(state, &policies));
     add_namespaced(&mut out, children, sandboxed);
     add_provisional_children(&mut out, state, &policies);
@@ -538,6 +547,32 @@ fn add_unnamed_ports(out: &mut Plan, state: &HostState, policies: &HashMap<&str,
             ),
         });
     }
+}
+
+/// The published ports whose clients the plan drops: those of containers
+/// attached to a non-internal network (Docker publishes through one) that
+/// denies egress. Answers to a client outside the network leave through it.
+fn published_dropped(state: &HostState, policies: &HashMap<&str, NetworkLabels>) -> Vec<String> {
+    let mut dropped = Vec::new();
+    for endpoint in state.endpoints.iter().filter(|e| !e.published.is_empty()) {
+        let Some(network) = state.networks.iter().find(|n| n.name == endpoint.network) else {
+            continue;
+        };
+        if network.internal || !policies[network.name.as_str()].deny_egress {
+            continue;
+        }
+        dropped.push(format!(
+            "container {} publishes {} but network {} denies egress: clients outside {} get no \
+             answer through it",
+            endpoint.container,
+            endpoint.published.join(", "),
+            network.name,
+            network.name
+        ));
+    }
+    dropped.sort();
+    dropped.dedup();
+    dropped
 }
 
 /// The veths in an overlay's sandbox that no endpoint accounts for, with
@@ -759,6 +794,7 @@ mod tests {
             ipv6: None,
             mac: [2, 0x42, 0, 0, 0, veth.1 as u8],
             container_labels: BTreeMap::new(),
+            published: Vec::new(),
             macvlan: None,
             overlay: None,
         }
@@ -1213,6 +1249,38 @@ mod tests {
         assert_eq!(db_leg.networks, vec!["198.18.80.0/24".parse().unwrap()]);
         assert_eq!(what(254), "veth of db on docker_gwbridge (observed)");
         crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
+    }
+
+    #[test]
+    fn a_published_port_on_a_network_that_denies_egress_is_named_as_dropped() {
+        let mut state = state();
+        for endpoint in &mut state.endpoints {
+            endpoint.published = vec!["0.0.0.0:8080/tcp".into()];
+        }
+        let labelled = |labels: &[(&str, &str)]| {
+            let mut state = state.clone();
+            for network in &mut state.networks {
+                network.labels = labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect();
+            }
+            plan(&state).published_dropped
+        };
+        assert!(labelled(&[]).is_empty(), "no network denies egress here");
+        let denied = labelled(&[("netwatch.egress", "deny")]);
+        assert!(
+            denied.contains(
+                &"container web publishes 0.0.0.0:8080/tcp but network frontend denies egress: \
+                  clients outside frontend get no answer through it"
+                    .to_owned()
+            ),
+            "{denied:?}"
+        );
+        assert!(
+            denied.iter().all(|d| !d.contains("network backend ")),
+            "backend is internal: Docker publishes nothing through it: {denied:?}"
+        );
     }
 
     #[test]

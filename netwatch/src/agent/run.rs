@@ -600,6 +600,14 @@ fn provisional_children(datapath: &Datapath) -> Vec<super::ProvisionalChild> {
         .collect()
 }
 
+/// Logs each of `now` that was not in `before` (a warning stands once, not
+/// at every sync).
+fn warn_of_new(now: &[String], before: &[String]) {
+    for line in now.iter().filter(|line| !before.contains(line)) {
+        warn!("{line}");
+    }
+}
+
 /// Takes what the kernel recorded into the pipeline and logs the drops,
 /// named.
 fn take_records(datapath: &mut Datapath, pipeline: &Pipeline) {
@@ -692,15 +700,10 @@ async fn sync(
         .iter()
         .map(ToString::to_string)
         .collect();
-    if problems != status.label_problems {
-        for problem in problems
-            .iter()
-            .filter(|p| !status.label_problems.contains(p))
-        {
-            warn!("{problem}");
-        }
-        status.label_problems = problems;
-    }
+    warn_of_new(&problems, &status.label_problems);
+    status.label_problems = problems;
+    warn_of_new(&plan.published_dropped, &status.published_dropped);
+    status.published_dropped = plan.published_dropped.clone();
     status.attach_failures.clear();
     match reconcile_remembering(datapath, &plan, memory) {
         Ok(report) => {

@@ -25,6 +25,10 @@ pub struct AgentStatus {
     /// `netwatch.*` labels refused, with what netwatch did instead.
     #[serde(default)]
     pub label_problems: Vec<String>,
+    /// Published ports whose clients the plan drops (a container
+    /// publishing on a network that denies egress), one line each.
+    #[serde(default)]
+    pub published_dropped: Vec<String>,
     /// Interfaces carrying the uplink shield, e.g. `eth0 (ifindex 2)`.
     #[serde(default)]
     pub uplinks: Vec<String>,

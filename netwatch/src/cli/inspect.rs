@@ -39,6 +39,18 @@ pub struct ContainerReport {
     pub guard: Guard,
     /// Sorted by network name.
     pub endpoints: Vec<EndpointDetail>,
+    /// Its published ports (for `container:<other>`, `<other>`'s, which it
+    /// shares).
+    pub published: Vec<PublishedReport>,
+}
+
+/// One published port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PublishedReport {
+    /// The host's side, as `docker port` prints it: `0.0.0.0:8080/tcp`.
+    pub published: String,
+    /// The container's side: `80/tcp`.
+    pub container_port: String,
 }
 
 /// One endpoint of the container, with both ends of its veth.
@@ -203,6 +215,15 @@ pub fn report(
         shares_network_of: owner.map(|o| o.name.clone()),
         guard,
         endpoints,
+        published: owner
+            .unwrap_or(container)
+            .published
+            .iter()
+            .map(|p| PublishedReport {
+                published: p.to_string(),
+                container_port: p.container_side(),
+            })
+            .collect(),
     })
 }
 
@@ -242,6 +263,14 @@ pub fn render_table(report: &ContainerReport) -> String {
         (None, mode) => mode.to_owned(),
     };
     facts.push(vec!["NETWORK MODE".to_owned(), mode]);
+    if !report.published.is_empty() {
+        let ports: Vec<String> = report
+            .published
+            .iter()
+            .map(|p| format!("{} -> {}", p.published, p.container_port))
+            .collect();
+        facts.push(vec!["PUBLISHED".to_owned(), ports.join(", ")]);
+    }
     facts.push(vec![
         "GUARD".to_owned(),
         format!("{}: {}", report.guard.mode, report.guard.why),

@@ -376,6 +376,9 @@ fn print_table(s: &Status) {
         for problem in &a.label_problems {
             println!("{:<14} {problem}", "bad label");
         }
+        for dropped in &a.published_dropped {
+            println!("{:<14} {dropped}", "published");
+        }
         let shield = if a.uplinks.is_empty() {
             "none".to_string()
         } else {

@@ -148,6 +148,38 @@ pub struct Container {
     /// One per network the container is attached to (any driver), sorted
     /// by network name. Empty in `host`, `none` and `container:<id>` modes.
     pub endpoints: Vec<Endpoint>,
+    /// Its published ports (`-p`, compose `ports:`) as Docker bound them
+    /// (`NetworkSettings.Ports`), sorted. Docker publishes through the
+    /// container's endpoint that gives it its default route, so never on
+    /// an `internal` network.
+    pub published: Vec<PublishedPort>,
+}
+
+/// A container port published on the host.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PublishedPort {
+    /// The host address it is bound to (`0.0.0.0`, `::`, or one address).
+    pub host_ip: IpAddr,
+    pub host_port: u16,
+    pub container_port: u16,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+}
+
+impl PublishedPort {
+    /// The container's side, as Docker writes it: `80/tcp`.
+    pub fn container_side(&self) -> String {
+        format!("{}/{}", self.container_port, self.protocol)
+    }
+}
+
+impl std::fmt::Display for PublishedPort {
+    /// The host's side, as `docker port` prints it: `0.0.0.0:8080/tcp`,
+    /// `[::]:8080/tcp`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = std::net::SocketAddr::new(self.host_ip, self.host_port);
+        write!(f, "{at}/{}", self.protocol)
+    }
 }
 
 impl Network {
@@ -596,6 +628,7 @@ fn container_from_api(api: &ContainerInspectResponse, networks: &[Network]) -> O
         }
     }
     endpoints.sort_by(|a, b| a.network.cmp(&b.network));
+    let published = published_ports(&name, api);
     Some(Container {
         id: id.to_owned(),
         name,
@@ -607,7 +640,58 @@ fn container_from_api(api: &ContainerInspectResponse, networks: &[Network]) -> O
         network_mode,
         net_admin,
         endpoints,
+        published,
     })
+}
+
+/// `NetworkSettings.Ports`: `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort":
+/// "8080"}], "443/tcp": null}` (null: exposed, not published). An entry
+/// that does not parse is left out with a warning.
+fn published_ports(container: &str, api: &ContainerInspectResponse) -> Vec<PublishedPort> {
+    let Some(ports) = api.network_settings.as_ref().and_then(|n| n.ports.as_ref()) else {
+        return Vec::new();
+    };
+    let mut published = Vec::new();
+    for (port, bindings) in ports {
+        let Some(bindings) = bindings else { continue };
+        let (number, protocol) = port.split_once('/').unwrap_or((port.as_str(), "tcp"));
+        let Ok(container_port) = number.parse::<u16>() else {
+            warn!("container {container} publishes port {port:?}, which is no port; left out");
+            continue;
+        };
+        for binding in bindings {
+            let host_ip = match non_empty(binding.host_ip.as_ref()) {
+                None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                Some(text) => match text.parse::<IpAddr>() {
+                    Ok(ip) => ip,
+                    Err(_) => {
+                        warn!(
+                            "container {container} publishes {port} on host address {text:?}, \
+                             which is no address; left out"
+                        );
+                        continue;
+                    }
+                },
+            };
+            let Some(Ok(host_port)) = non_empty(binding.host_port.as_ref()).map(str::parse::<u16>)
+            else {
+                warn!(
+                    "container {container} publishes {port} with no host port in dockerd's \
+                     answer; left out"
+                );
+                continue;
+            };
+            published.push(PublishedPort {
+                host_ip,
+                host_port,
+                container_port,
+                protocol: protocol.to_ascii_lowercase(),
+            });
+        }
+    }
+    published.sort();
+    published.dedup();
+    published
 }
 
 /// A `CapAdd` entry that gives CAP_NET_ADMIN.
@@ -1375,6 +1459,46 @@ mod tests {
         let app = inventory.find_container("nwcap-app").unwrap();
         assert_eq!(app.service.as_deref(), Some("app"));
         assert_eq!(app.swarm_service, None, "a compose container is no task");
+    }
+
+    #[test]
+    fn published_ports_are_read_as_docker_port_prints_them_and_bad_entries_are_left_out() {
+        let edited = edited_driver_container("mv", |mv| {
+            mv["NetworkSettings"]["Ports"] = serde_json::json!({
+                "80/tcp": [
+                    {"HostIp": "0.0.0.0", "HostPort": "8080"},
+                    {"HostIp": "::", "HostPort": "8080"}
+                ],
+                "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}],
+                // exposed, not published
+                "443/tcp": null,
+                "http/tcp": [{"HostIp": "0.0.0.0", "HostPort": "1"}],
+                "81/tcp": [{"HostIp": "not-an-ip", "HostPort": "8081"}],
+                "82/tcp": [{"HostIp": "", "HostPort": ""}],
+                "83/tcp": [{"HostIp": "", "HostPort": "8083"}]
+            });
+        });
+        let published: Vec<(String, String)> = edited.containers[0]
+            .published
+            .iter()
+            .map(|p| (p.to_string(), p.container_side()))
+            .collect();
+        assert_eq!(
+            published,
+            [
+                ("0.0.0.0:8080/tcp".to_owned(), "80/tcp".to_owned()),
+                ("0.0.0.0:8083/tcp".to_owned(), "83/tcp".to_owned()),
+                ("127.0.0.1:5353/udp".to_owned(), "53/udp".to_owned()),
+                ("[::]:8080/tcp".to_owned(), "80/tcp".to_owned()),
+            ]
+        );
+        assert!(
+            inventory()
+                .containers
+                .iter()
+                .all(|c| c.published.is_empty()),
+            "the captured containers publish nothing"
+        );
     }
 
     #[test]

@@ -259,6 +259,7 @@ mod tests {
                     COMPOSE_SERVICE_LABEL.to_string(),
                     "db".to_string(),
                 )]),
+                published: Vec::new(),
                 macvlan: None,
                 overlay: None,
             }],

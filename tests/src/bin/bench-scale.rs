@@ -266,6 +266,7 @@ fn attach_round(n: usize, round: usize, rcu: Rcu) -> Result<AttachSample> {
             ipv6: None,
             mac: [0x02, 0x42, 10, 250, hi, lo],
             container_labels: Default::default(),
+            published: Vec::new(),
             macvlan: None,
             overlay: None,
         });
