@@ -12,6 +12,7 @@
 pub mod endpoint;
 pub mod event;
 pub mod flow;
+pub mod kdrop;
 pub mod names;
 pub mod packet;
 pub mod reason;

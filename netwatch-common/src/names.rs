@@ -22,6 +22,12 @@ pub const PROG_BENCH_BASELINE: &str = "bench_baseline";
 /// continue: the benchmark's "cheapest useful program"; never attached.
 pub const PROG_BENCH_COUNTER: &str = "bench_counter";
 
+/// `tp_btf/kfree_skb` program recording the kernel's own drops of guarded
+/// containers' packets (see `kdrop`). Linux ≥ 5.17 (drop reasons).
+pub const PROG_KERNEL_DROPS: &str = "kernel_drops";
+/// The BTF tracepoint `kernel_drops` attaches to.
+pub const TRACEPOINT_KFREE_SKB: &str = "kfree_skb";
+
 /// `HashMap<u32 ifindex, EndpointPolicy>`.
 pub const MAP_ENDPOINTS: &str = "ENDPOINTS";
 /// `LpmTrie<ScopedV4, u32>`: the network's own IPv4 prefixes per scope.
@@ -62,8 +68,20 @@ pub const MAP_PROTECTED_V6: &str = "PROTECTED_V6";
 /// `HashMap<MacvlanPortKey, MacvlanPort>`: macvlan children by parent and MAC.
 pub const MAP_MACVLAN_PORTS: &str = "MACVLAN_PORTS";
 
+/// `HashMap<GuardedAddr, u32>`: guarded containers' addresses → their
+/// endpoint's ifindex (the `ENDPOINTS` key).
+pub const MAP_GUARDED: &str = "GUARDED";
+/// `LruHashMap<KernelDropKey, KernelDropStats>`: kernel drops counted and
+/// rate-limited per addresses, protocol, ports and reason.
+pub const MAP_KDROPS: &str = "KDROPS";
+/// Ring buffer of `KernelDropEvent`s (its own, so that a storm of kernel
+/// drops cannot crowd out flow records).
+pub const MAP_KDROP_EVENTS: &str = "KDROP_EVENTS";
+/// `Array<KernelDropConfig>` with one entry.
+pub const MAP_KDROP_CONFIG: &str = "KDROP_CONFIG";
+
 /// Every map of the object.
-pub const ALL_MAPS: [&str; 18] = [
+pub const ALL_MAPS: [&str; 22] = [
     MAP_ENDPOINTS,
     MAP_NET_V4,
     MAP_NET_V6,
@@ -82,6 +100,10 @@ pub const ALL_MAPS: [&str; 18] = [
     MAP_PROTECTED_V6,
     MAP_MACVLAN_PORTS,
     MAP_BENCH_COUNTER,
+    MAP_GUARDED,
+    MAP_KDROPS,
+    MAP_KDROP_EVENTS,
+    MAP_KDROP_CONFIG,
 ];
 
 /// Size of the ring buffer in bytes (a power of two and page multiple).
@@ -92,3 +114,7 @@ pub const ENDPOINTS_MAX_ENTRIES: u32 = 4_096;
 pub const MACVLAN_PORTS_MAX_ENTRIES: u32 = 4_096;
 pub const PREFIX_MAX_ENTRIES: u32 = 16_384;
 pub const HOST_ADDR_MAX_ENTRIES: u32 = 1_024;
+pub const GUARDED_MAX_ENTRIES: u32 = 8_192;
+pub const KDROPS_MAX_ENTRIES: u32 = 4_096;
+/// Size of the kernel drop ring buffer in bytes.
+pub const KDROP_EVENTS_BYTES: u32 = 1 << 18;

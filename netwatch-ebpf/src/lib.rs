@@ -15,6 +15,7 @@
 
 pub mod counters;
 pub mod flows;
+pub mod kdrop;
 pub mod macvlan;
 pub mod maps;
 pub mod packet;

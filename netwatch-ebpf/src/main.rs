@@ -4,6 +4,7 @@
 
 mod baseline;
 mod from_container;
+mod kernel_drops;
 mod macvlan_child;
 mod macvlan_parent;
 mod to_container;

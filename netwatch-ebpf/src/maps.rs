@@ -10,6 +10,7 @@ use netwatch_common::{
         AllowRules, DatapathConfig, EndpointPolicy, MacvlanPort, MacvlanPortKey, ScopedV4, ScopedV6,
     },
     flow::{FlowKey, FlowStats},
+    kdrop::{GuardedAddr, KernelDropConfig, KernelDropKey, KernelDropStats},
     names,
     reason::DROP_REASON_COUNT,
 };
@@ -91,3 +92,23 @@ pub static PROTECTED_V6: LpmTrie<[u8; 16], u32> =
 #[map]
 pub static MACVLAN_PORTS: HashMap<MacvlanPortKey, MacvlanPort> =
     HashMap::with_max_entries(names::MACVLAN_PORTS_MAX_ENTRIES, 0);
+
+/// Guarded containers' addresses → their endpoint's ifindex, for the
+/// kernel drop program. Kernel ≥ 3.19.
+#[map]
+pub static GUARDED: HashMap<GuardedAddr, u32> =
+    HashMap::with_max_entries(names::GUARDED_MAX_ENTRIES, 0);
+
+/// Kernel drops per addresses, protocol, ports and reason: counts and the
+/// time of the last record. Kernel ≥ 4.10.
+#[map]
+pub static KDROPS: LruHashMap<KernelDropKey, KernelDropStats> =
+    LruHashMap::with_max_entries(names::KDROPS_MAX_ENTRIES, 0);
+
+/// Kernel drop records. Kernel ≥ 5.8.
+#[map]
+pub static KDROP_EVENTS: RingBuf = RingBuf::with_byte_size(names::KDROP_EVENTS_BYTES, 0);
+
+/// Offsets and skipped reasons for the kernel drop program, one entry.
+#[map]
+pub static KDROP_CONFIG: Array<KernelDropConfig> = Array::with_max_entries(1, 0);

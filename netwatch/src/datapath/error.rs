@@ -57,6 +57,10 @@ pub enum DatapathError {
         path.display()
     )]
     SandboxChanged { path: PathBuf, netns: u64 },
+    #[error(
+        "the kernel drop program cannot run here: {0} (it needs Linux ≥ 5.17 with BTF, /sys/kernel/btf/vmlinux)"
+    )]
+    KernelDrops(String),
     #[error("map `{name}`: {source}")]
     Map {
         name: &'static str,

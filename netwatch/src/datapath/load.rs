@@ -46,6 +46,8 @@ pub struct Datapath {
     /// Pinned maps this build could not adopt, with why: created anew and
     /// pinned in their place by [`Datapath::take_over_links`].
     pub(super) replaced_maps: Vec<(&'static str, String)>,
+    /// The kernel drop program's link, while attached (see `kdrops`).
+    pub(super) kernel_drops: Option<aya::programs::tp_btf::BtfTracePointLinkId>,
 }
 
 impl Datapath {
@@ -135,6 +137,7 @@ impl Datapath {
             pin_root: options.pin_root.clone(),
             macvlan,
             replaced_maps,
+            kernel_drops: None,
         };
         datapath.set_host_netns_cookie()?;
         Ok(datapath)

@@ -4,9 +4,12 @@ use std::{collections::HashSet, hash::Hash, net::IpAddr, os::fd::AsFd as _};
 
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key};
 use netwatch_common::{
-    endpoint::{AllowRules, DatapathConfig, NET_MEMBER, ScopedV4, ScopedV6},
+    endpoint::{
+        AllowRules, DatapathConfig, EndpointPolicy, NET_MEMBER, ScopedV4, ScopedV6, policy_flags,
+    },
     event::FlowEvent,
-    flow::{FlowKey, FlowStats},
+    flow::{FlowKey, FlowStats, family},
+    kdrop::GuardedAddr,
     names,
     reason::{DROP_REASON_COUNT, DropReason},
 };
@@ -97,6 +100,12 @@ impl Datapath {
             self,
             names::MAP_MACVLAN_PORTS,
             tables.macvlan_ports.iter().copied(),
+            stale,
+        )?;
+        write_hash(
+            self,
+            names::MAP_GUARDED,
+            guarded_addresses(&tables.endpoints).into_iter(),
             stale,
         )?;
         Ok(())
@@ -241,7 +250,16 @@ impl Datapath {
     /// # Errors
     /// The ring buffer map cannot be opened.
     pub fn drain_events(&mut self) -> Result<(Vec<FlowEvent>, u64), DatapathError> {
-        let name = names::MAP_EVENTS;
+        self.drain_ring(names::MAP_EVENTS, FlowEvent::from_bytes)
+    }
+
+    /// Takes every record waiting in ring buffer `name`, decoded by
+    /// `decode`; records it refuses are counted in the second value.
+    pub(super) fn drain_ring<T>(
+        &mut self,
+        name: &'static str,
+        decode: fn(&[u8]) -> Option<T>,
+    ) -> Result<(Vec<T>, u64), DatapathError> {
         let mut ring: RingBuf<&mut MapData> = self
             .map_mut(name)?
             .try_into()
@@ -249,7 +267,7 @@ impl Datapath {
         let mut events = Vec::new();
         let mut malformed = 0;
         while let Some(item) = ring.next() {
-            match FlowEvent::from_bytes(&item) {
+            match decode(&item) {
                 Some(event) => events.push(event),
                 None => malformed += 1,
             }
@@ -270,6 +288,41 @@ impl FlowTableHandle {
     pub fn read(&self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
         flow_entries(&self.0)
     }
+}
+
+/// `GUARDED`'s entries: each endpoint's own addresses → its ifindex (the
+/// kernel drop program's filter). Network-wide policies (a bridge's) have
+/// no address of their own.
+pub(crate) fn guarded_addresses(endpoints: &[(u32, EndpointPolicy)]) -> Vec<(GuardedAddr, u32)> {
+    let mut out = Vec::new();
+    for (ifindex, policy) in endpoints {
+        if policy.has(policy_flags::NETWORK_WIDE) {
+            continue;
+        }
+        if policy.has(policy_flags::HAS_IPV4) {
+            let mut addr = [0; 16];
+            addr[..4].copy_from_slice(&policy.ipv4);
+            out.push((
+                GuardedAddr {
+                    family: family::IPV4,
+                    _pad: [0; 3],
+                    addr,
+                },
+                *ifindex,
+            ));
+        }
+        if policy.has(policy_flags::HAS_IPV6) {
+            out.push((
+                GuardedAddr {
+                    family: family::IPV6,
+                    _pad: [0; 3],
+                    addr: policy.ipv6,
+                },
+                *ifindex,
+            ));
+        }
+    }
+    out
 }
 
 /// Whether writing tables removes map entries they do not hold.

@@ -4,6 +4,8 @@
 
 mod attach;
 mod error;
+mod kdrops;
+pub mod kernel_btf;
 mod load;
 mod maps;
 pub mod pinned;
@@ -17,6 +19,7 @@ pub use attach::{
     detach_uplink,
 };
 pub use error::DatapathError;
+pub use kdrops::{DropReasonNames, read_kernel_layout};
 pub use load::{Datapath, LoadOptions};
 pub use maps::{FlowTableHandle, ReasonCounts};
 pub use test_run::{Hook, RunOutcome, TEST_RUN_IFINDEX};

@@ -1,0 +1,208 @@
+//! Drops that are not netwatch's: the kernel's own, seen on the
+//! `skb:kfree_skb` tracepoint (a `tp_btf` program, `kernel_drops`), for
+//! packets to or from a guarded container's address.
+//!
+//! The tracepoint's BTF arguments are `(struct sk_buff *skb, void
+//! *location, enum skb_drop_reason reason)` since Linux 5.17, with `struct
+//! sock *rx_sk` appended in 6.12 (the classic tracefs record has other
+//! offsets: on 6.18 `skbaddr` 8, `location` 16, `rx_sk` 24, `protocol` 32,
+//! `reason` 36 — another reason to take the BTF arguments by position).
+//! Rust eBPF programs have no CO-RE, so user space reads the `sk_buff` and
+//! `net_device` field offsets from the running kernel's BTF at load time
+//! and hands them to the program in [`KernelDropConfig`]; reason numbers
+//! are named from the same BTF (`enum skb_drop_reason`), never from a
+//! table compiled in.
+//!
+//! Every layout here is asserted, as for the other contract types.
+
+use crate::{assert_layout, user_pod};
+
+/// `EventKind` value of a [`KernelDropEvent`] (its first byte, as in
+/// `FlowEvent`).
+pub const KIND_KERNEL_DROP: u8 = 5;
+
+/// How many reason values the program ignores at most (see
+/// [`KernelDropConfig::skip`]).
+pub const SKIP_REASONS: usize = 4;
+
+/// Unused slot of [`KernelDropConfig::skip`].
+pub const NO_REASON: u32 = u32::MAX;
+
+/// Offsets of the kernel structures the program reads, from the running
+/// kernel's BTF, and the reasons it ignores. The single entry of
+/// `KDROP_CONFIG`; all zero (as before user space wrote it) turns the
+/// program into a no-op.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelDropConfig {
+    /// `sk_buff.head` (`unsigned char *`).
+    pub skb_head: u32,
+    /// `sk_buff.network_header` (`__u16`, from `head`).
+    pub skb_network_header: u32,
+    /// `sk_buff.protocol` (`__be16`).
+    pub skb_protocol: u32,
+    /// `sk_buff.dev` (`struct net_device *`).
+    pub skb_dev: u32,
+    /// `net_device.ifindex` (`int`).
+    pub dev_ifindex: u32,
+    /// Reason values not recorded (`SKB_NOT_DROPPED_YET`, `SKB_CONSUMED`,
+    /// `SKB_DROP_REASON_NOT_SPECIFIED`: not drops, or drops that say
+    /// nothing); [`NO_REASON`] in unused slots.
+    pub skip: [u32; SKIP_REASONS],
+    /// 1 once user space filled the offsets.
+    pub enabled: u32,
+}
+assert_layout!(KernelDropConfig, size = 40, align = 4);
+
+impl Default for KernelDropConfig {
+    fn default() -> Self {
+        KernelDropConfig {
+            skb_head: 0,
+            skb_network_header: 0,
+            skb_protocol: 0,
+            skb_dev: 0,
+            dev_ifindex: 0,
+            skip: [NO_REASON; SKIP_REASONS],
+            enabled: 0,
+        }
+    }
+}
+
+impl KernelDropConfig {
+    /// Whether `reason` is one the program ignores.
+    #[inline(always)]
+    pub fn skips(&self, reason: u32) -> bool {
+        self.skip[0] == reason
+            || self.skip[1] == reason
+            || self.skip[2] == reason
+            || self.skip[3] == reason
+    }
+}
+
+/// Key of `GUARDED`: a guarded container's address. IPv4 addresses occupy
+/// the first 4 bytes of `addr`, the rest is zero (as in `FlowKey`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GuardedAddr {
+    /// `crate::flow::family` value (4 or 6).
+    pub family: u8,
+    pub _pad: [u8; 3],
+    pub addr: [u8; 16],
+}
+assert_layout!(GuardedAddr, size = 20, align = 1);
+
+/// Key of `KDROPS`, the rate limiter and counters of kernel drops: one
+/// entry per (addresses, protocol, ports, reason). ICMP carries its type
+/// and code in the ports, as in `FlowKey`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct KernelDropKey {
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: [u8; 2],
+    /// `enum skb_drop_reason` value.
+    pub reason: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+assert_layout!(KernelDropKey, size = 44, align = 4);
+
+/// Value of `KDROPS`. Times are `bpf_ktime_get_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelDropStats {
+    pub packets: u64,
+    /// IP packet lengths (IPv4 total length, IPv6 payload length + 40),
+    /// summed: `skb->len` at a drop depends on which header the kernel had
+    /// pulled (a datagram dropped for NO_SOCKET has lost its IP and UDP
+    /// headers), the IP header's length does not.
+    pub bytes: u64,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub last_report_ns: u64,
+}
+assert_layout!(KernelDropStats, size = 40, align = 8);
+
+/// One record of the `KDROP_EVENTS` ring buffer: at most one per
+/// `KDROPS` key per drop-report interval (the one that netwatch's own drop
+/// records use).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelDropEvent {
+    /// [`KIND_KERNEL_DROP`].
+    pub kind: u8,
+    pub _pad: [u8; 3],
+    /// Host-side ifindex (`ENDPOINTS` key) of the guarded endpoint whose
+    /// address is the source, 0 when the source is not guarded.
+    pub src_endpoint: u32,
+    /// The same for the destination.
+    pub dst_endpoint: u32,
+    /// ifindex of `skb->dev` at the drop, in whatever namespace it lives
+    /// (0 when the skb had no device).
+    pub dev_ifindex: u32,
+    /// The kernel address that dropped it (`location`), for symbolising
+    /// with /proc/kallsyms.
+    pub location: u64,
+    pub key: KernelDropKey,
+    pub _pad2: [u8; 4],
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+}
+assert_layout!(KernelDropEvent, size = 104, align = 8);
+
+impl KernelDropEvent {
+    /// Decodes a record read from the ring buffer; `None` for the wrong
+    /// size or kind (a kernel/user version mismatch).
+    pub fn from_bytes(bytes: &[u8]) -> Option<KernelDropEvent> {
+        if bytes.len() != core::mem::size_of::<KernelDropEvent>() || bytes[0] != KIND_KERNEL_DROP {
+            return None;
+        }
+        // SAFETY: the length is checked above; the type is repr(C), made of
+        // integers and byte arrays only, so any bit pattern is valid, and
+        // read_unaligned has no alignment requirement.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<KernelDropEvent>()) })
+    }
+}
+
+user_pod!(
+    KernelDropConfig,
+    GuardedAddr,
+    KernelDropKey,
+    KernelDropStats,
+    KernelDropEvent
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_drop_records_decode_only_at_their_size_and_kind() {
+        let event = KernelDropEvent {
+            kind: KIND_KERNEL_DROP,
+            src_endpoint: 7,
+            packets: 2,
+            ..KernelDropEvent::default()
+        };
+        // SAFETY: repr(C) plain data without padding holes.
+        let bytes: [u8; 104] = unsafe { core::mem::transmute(event) };
+        assert_eq!(KernelDropEvent::from_bytes(&bytes), Some(event));
+        assert_eq!(KernelDropEvent::from_bytes(&bytes[..103]), None);
+        let mut other = bytes;
+        other[0] = 4;
+        assert_eq!(KernelDropEvent::from_bytes(&other), None);
+    }
+
+    #[test]
+    fn only_listed_reasons_are_skipped() {
+        let mut config = KernelDropConfig::default();
+        assert!(!config.skips(2));
+        config.skip[1] = 2;
+        assert!(config.skips(2));
+        assert!(!config.skips(12));
+    }
+}

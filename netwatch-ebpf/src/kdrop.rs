@@ -1,0 +1,199 @@
+//! The kernel's own drops of guarded containers' packets, from the
+//! `kfree_skb` BTF tracepoint (see netwatch-common's `kdrop`).
+//!
+//! Per call: one config lookup and a reason check; for IPv4 and IPv6
+//! packets, a few `bpf_probe_read_kernel`s (the skb's protocol, head and
+//! network header offset, then the IP header) and one or two `GUARDED`
+//! lookups. Only packets whose source or destination is a guarded
+//! container's address go further: they are counted in `KDROPS` and
+//! reported at most once per key per drop-report interval, submitted
+//! without waking the reader, as flow records are.
+//!
+//! Field offsets come from [`KernelDropConfig`], which user space fills from
+//! the running kernel's BTF: this program has no CO-RE.
+
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    programs::BtfTracePointContext,
+};
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use netwatch_common::{
+    flow::family,
+    kdrop::{GuardedAddr, KIND_KERNEL_DROP, KernelDropEvent, KernelDropKey, KernelDropStats},
+    packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
+};
+
+use crate::{
+    counters,
+    maps::{CONFIG, GUARDED, KDROP_CONFIG, KDROP_EVENTS, KDROPS},
+};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+fn read<T>(base: u64, offset: u32) -> Option<T> {
+    let at = base.wrapping_add(u64::from(offset));
+    // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly
+    // on a bad one; nothing is dereferenced directly.
+    unsafe { bpf_probe_read_kernel(at as *const T) }.ok()
+}
+
+/// Records one call of the tracepoint when it is a drop worth reporting.
+#[inline(always)]
+pub fn on_kfree_skb(ctx: &BtfTracePointContext) -> Option<()> {
+    let config = KDROP_CONFIG.get(0)?;
+    if config.enabled == 0 {
+        return None;
+    }
+    let reason: u64 = ctx.arg(2);
+    let reason = reason as u32;
+    if config.skips(reason) {
+        return None;
+    }
+    let skb: u64 = ctx.arg(0);
+    let protocol = u16::from_be(read::<u16>(skb, config.skb_protocol)?);
+    let head: u64 = read(skb, config.skb_head)?;
+    let network: u16 = read(skb, config.skb_network_header)?;
+    let ip = head.wrapping_add(u64::from(network));
+    let mut key = KernelDropKey {
+        reason,
+        ..KernelDropKey::default()
+    };
+    let bytes;
+    let l4 = match protocol {
+        ETH_P_IP => {
+            let hdr: [u8; 20] = read(ip, 0)?;
+            if hdr[0] >> 4 != 4 {
+                return None;
+            }
+            key.family = family::IPV4;
+            key.proto = hdr[9];
+            key.src[..4].copy_from_slice(&hdr[12..16]);
+            key.dst[..4].copy_from_slice(&hdr[16..20]);
+            bytes = u64::from(u16::from_be_bytes([hdr[2], hdr[3]]));
+            // A non-first fragment carries no ports.
+            let fragment_offset = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
+            (fragment_offset == 0).then(|| ip + u64::from(hdr[0] & 0x0f) * 4)
+        }
+        ETH_P_IPV6 => {
+            let hdr: [u8; 40] = read(ip, 0)?;
+            if hdr[0] >> 4 != 6 {
+                return None;
+            }
+            key.family = family::IPV6;
+            key.proto = hdr[6];
+            key.src.copy_from_slice(&hdr[8..24]);
+            key.dst.copy_from_slice(&hdr[24..40]);
+            bytes = u64::from(u16::from_be_bytes([hdr[4], hdr[5]])) + 40;
+            Some(ip + 40)
+        }
+        _ => return None,
+    };
+    let guarded = |addr: &[u8; 16]| {
+        let key = GuardedAddr {
+            family: key.family,
+            _pad: [0; 3],
+            addr: *addr,
+        };
+        // SAFETY: a hash map lookup; the value is copied out at once.
+        unsafe { GUARDED.get(key) }.copied().unwrap_or(0)
+    };
+    let src_endpoint = guarded(&key.src);
+    let dst_endpoint = guarded(&key.dst);
+    if src_endpoint == 0 && dst_endpoint == 0 {
+        return None;
+    }
+    if let Some(l4) = l4 {
+        match key.proto {
+            IPPROTO_TCP | IPPROTO_UDP => {
+                let ports: [u8; 4] = read(l4, 0)?;
+                key.src_port = u16::from_be_bytes([ports[0], ports[1]]);
+                key.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+            }
+            IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+                let icmp: [u8; 2] = read(l4, 0)?;
+                key.src_port = u16::from(icmp[0]);
+                key.dst_port = u16::from(icmp[1]);
+            }
+            _ => {}
+        }
+    }
+    let dev: u64 = read(skb, config.skb_dev).unwrap_or(0);
+    let dev_ifindex = if dev == 0 {
+        0
+    } else {
+        read::<u32>(dev, config.dev_ifindex).unwrap_or(0)
+    };
+    let location: u64 = ctx.arg(1);
+    account(
+        &key,
+        bytes,
+        KernelDropEvent {
+            kind: KIND_KERNEL_DROP,
+            src_endpoint,
+            dst_endpoint,
+            dev_ifindex,
+            location,
+            key,
+            ..KernelDropEvent::default()
+        },
+    );
+    Some(())
+}
+
+/// Counts the drop under its key and reports it when one is due.
+#[inline(always)]
+fn account(key: &KernelDropKey, bytes: u64, mut event: KernelDropEvent) {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let stats = match KDROPS.get_ptr_mut(key) {
+        Some(stats) => {
+            // SAFETY: the pointer comes from a successful lookup and stays
+            // valid for this run; counters use atomic adds, the times are
+            // last-writer-wins.
+            let stats = unsafe { &mut *stats };
+            // SAFETY: u64 fields of a map value, 8-byte aligned.
+            unsafe {
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut stats.packets, 1);
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut stats.bytes, bytes);
+            }
+            stats.last_seen_ns = now;
+            let interval = CONFIG
+                .get(0)
+                .copied()
+                .unwrap_or_default()
+                .drop_report_interval();
+            if now.saturating_sub(stats.last_report_ns) < interval {
+                return;
+            }
+            stats.last_report_ns = now;
+            *stats
+        }
+        None => {
+            let stats = KernelDropStats {
+                packets: 1,
+                bytes,
+                first_seen_ns: now,
+                last_seen_ns: now,
+                last_report_ns: now,
+            };
+            // Another CPU may have inserted it meanwhile: one packet's
+            // count is the price of not taking a lock.
+            let _ = KDROPS.insert(key, stats, u64::from(BPF_NOEXIST));
+            stats
+        }
+    };
+    event.packets = stats.packets;
+    event.bytes = stats.bytes;
+    event.first_seen_ns = stats.first_seen_ns;
+    event.last_seen_ns = stats.last_seen_ns;
+    let Some(mut entry) = KDROP_EVENTS.reserve::<KernelDropEvent>(0) else {
+        counters::ringbuf_lost();
+        return;
+    };
+    entry.write(event);
+    entry.submit(u64::from(BPF_RB_NO_WAKEUP));
+}
