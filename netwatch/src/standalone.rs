@@ -91,6 +91,11 @@ impl Session {
             pipeline.socket_owners(),
         );
         pipeline.set_names(FlowNames::new(&state, &[]).with_host_peers(host_peers));
+        // Not pinned: it goes with the session like the veth programs.
+        match datapath.attach_kernel_drops() {
+            Ok(reasons) => pipeline.set_kernel_drop_reasons(reasons),
+            Err(e) => warn!("the kernel's own drops are not recorded: {e}"),
+        }
         Ok(Session {
             datapath,
             pipeline,
@@ -109,7 +114,14 @@ impl Session {
             self.pipeline.count_malformed(malformed);
         }
         self.pipeline.ingest(&events);
-        Ok(events.len())
+        let mut records = events.len();
+        if self.datapath.kernel_drops_attached() {
+            let (events, malformed) = self.datapath.drain_kernel_drops()?;
+            self.pipeline.count_malformed(malformed);
+            self.pipeline.ingest_kernel_drops(&events);
+            records += events.len();
+        }
+        Ok(records)
     }
 
     /// The session's pipeline (query it, subscribe to it).

@@ -557,6 +557,7 @@ fn flow(
         bytes,
         verdict: verdict.to_string(),
         reason: (verdict == "dropped").then(|| "not-in-network".to_string()),
+        dropped_by: None,
         peer: None,
         peer_service: None,
         peer_kind: None,

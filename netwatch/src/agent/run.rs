@@ -196,6 +196,18 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         .with_socket_owners(open_socket_owners()),
     );
     pipeline.set_kernel_table_entries(options.flow_table_entries as usize);
+    // Observation only, never pinned: it goes with this process.
+    match datapath.attach_kernel_drops() {
+        Ok(reasons) => {
+            info!(
+                "recording the kernel's own drops of guarded containers' packets (kfree_skb, {} \
+                 reasons named by this kernel)",
+                reasons.all().len()
+            );
+            pipeline.set_kernel_drop_reasons(reasons);
+        }
+        Err(e) => warn!("the kernel's own drops are not recorded: {e}"),
+    }
     info!("API: serving on {}", api.describe());
     let api = api
         .serve(pipeline.clone(), options.flow_limit)
@@ -624,7 +636,16 @@ fn take_records(datapath: &mut Datapath, pipeline: &Pipeline) {
         );
         pipeline.count_malformed(malformed);
     }
-    let drops = pipeline.ingest(&events);
+    let mut drops = pipeline.ingest(&events);
+    if datapath.kernel_drops_attached() {
+        match datapath.drain_kernel_drops() {
+            Ok((events, malformed)) => {
+                pipeline.count_malformed(malformed);
+                drops.extend(pipeline.ingest_kernel_drops(&events));
+            }
+            Err(e) => warn!("cannot read the kernel drop ring buffer: {e}"),
+        }
+    }
     for record in drops.iter().take(DROP_LINES_PER_DRAIN) {
         info!(target: "netwatch::drop", "{}", record.log_line());
     }

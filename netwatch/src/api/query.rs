@@ -107,19 +107,34 @@ pub fn parse_verdict(text: &str) -> Result<String, QueryError> {
     }
 }
 
+/// `kernel:` and a name as the kernel drop program reports them: lower
+/// case letters, digits and `_` (which names exist depends on the running
+/// kernel, so any such name is accepted).
+pub fn is_kernel_reason(text: &str) -> bool {
+    text.strip_prefix("kernel:").is_some_and(|name| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    })
+}
+
 /// Checks a drop reason name.
 ///
 /// # Errors
 /// Not a reason netwatch drops for.
 pub fn parse_reason(text: &str) -> Result<String, QueryError> {
     let names = reason_names();
-    if names.contains(&text) {
+    if names.contains(&text) || is_kernel_reason(text) {
         Ok(text.to_string())
     } else {
         Err(QueryError::BadValue {
             key: "reason",
             value: text.to_string(),
-            expected: format!("give one of {}", names.join(", ")),
+            expected: format!(
+                "give one of {}, or a kernel drop reason (kernel:netfilter_drop, kernel:no_socket, …)",
+                names.join(", ")
+            ),
         })
     }
 }
@@ -287,6 +302,12 @@ mod tests {
         assert!(error("port=0").contains("from 1 to 65535"));
         assert!(error("verdict=denied").contains("forwarded or dropped"));
         assert!(error("reason=firewall").contains("host-access"));
+        assert!(error("reason=kernel:").contains("kernel:netfilter_drop"));
+        assert!(error("reason=kernel:NETFILTER_DROP").contains("kernel drop reason"));
+        assert_eq!(
+            parse_reason("kernel:netfilter_drop").as_deref(),
+            Ok("kernel:netfilter_drop")
+        );
         assert!(error("proto=sctpx").contains("tcp, udp"));
         assert!(error("since=soon").contains("RFC 3339"));
         assert!(error("container=").contains("is empty"));

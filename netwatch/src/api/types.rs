@@ -20,6 +20,9 @@ pub struct DropGroup {
     pub service: Option<String>,
     pub network: Option<String>,
     pub reason: String,
+    /// `netwatch` or `kernel` (see [`FlowEntry::dropped_by`]).
+    #[serde(default)]
+    pub dropped_by: Option<String>,
     /// Packets and bytes of the dropped flows (Ethernet frames, as for
     /// flows).
     pub packets: u64,
@@ -71,6 +74,7 @@ pub fn drop_groups(entries: &[FlowEntry]) -> Vec<DropGroup> {
                     service: entry.service.clone(),
                     network: entry.network.clone(),
                     reason: key.2,
+                    dropped_by: entry.dropped_by.clone(),
                     packets: 0,
                     bytes: 0,
                     flows: 0,
@@ -233,6 +237,7 @@ mod tests {
             }
             .into(),
             reason: reason.map(String::from),
+            dropped_by: None,
             peer: None,
             peer_service: None,
             peer_kind: None,

@@ -76,6 +76,7 @@ mod tests {
             service: Some("backend".into()),
             network: Some("app_db".into()),
             reason: "host-access".into(),
+            dropped_by: Some("netwatch".into()),
             packets: 3,
             bytes: 294,
             flows: 1,

@@ -49,8 +49,11 @@ pub struct FilterArgs {
     /// Only flows whose latest packet was forwarded, or dropped.
     #[arg(long, value_parser = ["forwarded", "dropped"])]
     pub verdict: Option<String>,
-    /// Only flows dropped for this reason.
-    #[arg(long, value_name = "REASON", value_parser = clap::builder::PossibleValuesParser::new(query::reason_names()))]
+    /// Only flows dropped for this reason: one of netwatch's (not-in-network,
+    /// host-access, spoofed-source, …) or, for the kernel's own drops,
+    /// `kernel:` and the kernel's reason name in lower case
+    /// (kernel:netfilter_drop, kernel:no_socket, …).
+    #[arg(long, value_name = "REASON", value_parser = reason_arg)]
     pub reason: Option<String>,
     /// Only this protocol: tcp, udp, icmp, icmpv6, or an IP protocol
     /// number.
@@ -67,6 +70,10 @@ pub struct FilterArgs {
 
 fn proto_arg(text: &str) -> Result<String, String> {
     parse_proto(text).map_err(|e| e.to_string())
+}
+
+fn reason_arg(text: &str) -> Result<String, String> {
+    query::parse_reason(text).map_err(|e| e.to_string())
 }
 
 fn since_arg(text: &str) -> Result<Timestamp, String> {

@@ -11,6 +11,7 @@
 //! | --- | --- | --- |
 //! | `netwatch_flow_bytes_total`, `netwatch_flow_packets_total` | counter | `container`, `service`, `network`, `direction`, `verdict` |
 //! | `netwatch_drops_total` | counter | `hook`, `reason` |
+//! | `netwatch_kernel_drop_packets_total`, `netwatch_kernel_drop_bytes_total` | counter | `container`, `service`, `network`, `direction`, `reason` (`kernel:…`) |
 //! | `netwatch_forwarded_packets_total` | counter | `hook` |
 //! | `netwatch_ringbuf_lost_total`, `netwatch_flow_table_inserts_total` | counter | |
 //! | `netwatch_pipeline_records_total`, `netwatch_pipeline_malformed_total` | counter | |
@@ -295,7 +296,9 @@ type FlowSeries<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
 /// Sums flows per label set: (packets, bytes).
 pub fn flow_totals(flows: &[FlowEntry]) -> BTreeMap<FlowSeries<'_>, (u64, u64)> {
     let mut totals: BTreeMap<FlowSeries<'_>, (u64, u64)> = BTreeMap::new();
-    for flow in flows {
+    // The kernel's own drops have metrics of their own: their packets
+    // already count in the flow netwatch saw them in (often forwarded).
+    for flow in flows.iter().filter(|f| !is_kernel_drop(f)) {
         let series = (
             flow.container.as_deref().unwrap_or(""),
             flow.service.as_deref().unwrap_or(""),
@@ -390,6 +393,72 @@ fn render_guard(out: &mut Exposition, assessment: &Assessment) {
     out.sample(&[("kind", "endpoint")], (alarms.len() - networks) as u64);
 }
 
+fn is_kernel_drop(flow: &FlowEntry) -> bool {
+    flow.dropped_by.as_deref() == Some(crate::flows::kdrops::DROPPED_BY_KERNEL)
+}
+
+/// The kernel's own drops per label set: container, service, network,
+/// direction, reason.
+type KernelDropSeries<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
+
+/// Sums the kernel's own drops per label set: (packets, bytes).
+pub fn kernel_drop_totals(flows: &[FlowEntry]) -> BTreeMap<KernelDropSeries<'_>, (u64, u64)> {
+    let mut totals: BTreeMap<KernelDropSeries<'_>, (u64, u64)> = BTreeMap::new();
+    for flow in flows.iter().filter(|f| is_kernel_drop(f)) {
+        let series = (
+            flow.container.as_deref().unwrap_or(""),
+            flow.service.as_deref().unwrap_or(""),
+            flow.network.as_deref().unwrap_or(""),
+            flow.direction.as_str(),
+            flow.reason.as_deref().unwrap_or(""),
+        );
+        let total = totals.entry(series).or_default();
+        total.0 = total.0.saturating_add(flow.packets);
+        total.1 = total.1.saturating_add(flow.bytes);
+    }
+    totals
+}
+
+/// Rendered after the flow families, and only when there are kernel drops
+/// (a host whose kernel cannot run the program has none).
+fn render_kernel_drops(out: &mut Exposition, flows: &[FlowEntry]) {
+    let totals = kernel_drop_totals(flows);
+    if totals.is_empty() {
+        return;
+    }
+    let families = [
+        (
+            "netwatch_kernel_drop_bytes_total",
+            "Bytes (IP packets)",
+            true,
+        ),
+        ("netwatch_kernel_drop_packets_total", "Packets", false),
+    ];
+    for (name, what, bytes) in families {
+        out.family(
+            name,
+            MetricKind::Counter,
+            &format!(
+                "{what} of guarded containers that the kernel itself dropped after netwatch \
+                 (kfree_skb), by container, service, network, direction and the kernel's \
+                 reason (kernel:netfilter_drop: Docker's iptables rules)."
+            ),
+        );
+        for ((container, service, network, direction, reason), (packets, bytes_total)) in &totals {
+            out.sample(
+                &[
+                    ("container", container),
+                    ("service", service),
+                    ("network", network),
+                    ("direction", direction),
+                    ("reason", reason),
+                ],
+                if bytes { *bytes_total } else { *packets },
+            );
+        }
+    }
+}
+
 fn render_flows(out: &mut Exposition, flows: &[FlowEntry]) {
     let totals = flow_totals(flows);
     let help = |what: &str| {
@@ -422,6 +491,7 @@ fn render_flows(out: &mut Exposition, flows: &[FlowEntry]) {
             );
         }
     }
+    render_kernel_drops(out, flows);
 }
 
 fn render_datapath(out: &mut Exposition, counters: &PinnedCounters) {
@@ -679,6 +749,29 @@ mod tests {
     // What `render` writes is parsed and checked in tests/tests/export.rs,
     // with the strict parser of the tests crate.
     use super::*;
+
+    #[test]
+    fn kernel_drops_have_their_own_families_and_stay_out_of_the_flow_totals() {
+        use crate::render::fixtures::{dropped, egress};
+        let forwarded = egress("a", "left", ("172.18.0.2", 8), ("172.19.0.2", 0), 840);
+        let mut kernel = dropped(forwarded.clone(), "kernel:netfilter_drop");
+        kernel.dropped_by = Some("kernel".into());
+        let flows = vec![forwarded, kernel];
+        let totals = flow_totals(&flows);
+        assert_eq!(totals.len(), 1);
+        assert_eq!(totals.values().next(), Some(&(9, 840)));
+        let text = MetricsSource::new()
+            .with_flows(move || flows.clone())
+            .render();
+        assert!(
+            text.contains(
+                "netwatch_kernel_drop_packets_total{container=\"a\",service=\"\",\
+                 network=\"left\",direction=\"egress\",reason=\"kernel:netfilter_drop\"} 9"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("verdict=\"dropped\""), "{text}");
+    }
 
     #[test]
     fn an_empty_source_renders_nothing_and_missing_parts_are_left_out() {

@@ -71,6 +71,13 @@ pub struct FlowEntry {
     pub verdict: String,
     /// `None` when forwarded.
     pub reason: Option<String>,
+    /// Who dropped it: `netwatch` (its own programs, `reason` is one of
+    /// netwatch's) or `kernel` (the kernel's stack after netwatch, seen on
+    /// `kfree_skb`: `reason` is `kernel:` and the kernel's reason name,
+    /// such as `kernel:netfilter_drop` for Docker's iptables rules).
+    /// `None` when forwarded.
+    #[serde(default)]
+    pub dropped_by: Option<String>,
     /// Who is at the other end, if netwatch can tell: a container on this
     /// host (by its address), or, at one of the host's own addresses, the
     /// `--network host` container that owns the host's socket, or else
@@ -223,6 +230,8 @@ impl Tracked {
             bytes: bytes - self.verdict_start_bytes,
             verdict: verdict_name(self.verdict).to_string(),
             reason: reason_name(self.reason).map(String::from),
+            dropped_by: (self.verdict == Verdict::Dropped as u8)
+                .then(|| super::kdrops::DROPPED_BY_NETWATCH.to_string()),
             peer: self.peer.as_ref().map(|p| p.name.clone()),
             peer_service: self.peer.as_ref().and_then(|p| p.service.clone()),
             peer_kind: self.peer.as_ref().map(|p| p.kind.name().to_owned()),

@@ -72,6 +72,7 @@ mod tests {
             bytes: 60,
             verdict: "dropped".into(),
             reason: Some("not-in-network".into()),
+            dropped_by: None,
             peer: None,
             peer_service: None,
             peer_kind: None,

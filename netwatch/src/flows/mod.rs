@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod filter;
 pub mod host_peer;
+pub mod kdrops;
 pub mod names;
 pub mod pipeline;
 pub mod record;

@@ -16,13 +16,15 @@ use log::warn;
 use netwatch_common::{
     event::{EventKind, FlowEvent},
     flow::{FlowKey, FlowStats},
+    kdrop::KernelDropEvent,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::host_peer::SocketOwners;
+use super::kdrops::KernelDrops;
 use super::{Aggregator, Clock, FlowEntry, FlowFilter, FlowNames, PipelineCounters};
-use crate::datapath::DatapathError;
+use crate::datapath::{DatapathError, DropReasonNames};
 
 /// Queries closer together than this share one sweep of the kernel table.
 pub const SWEEP_MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -65,6 +67,8 @@ pub struct Pipeline {
     last_sweep: Mutex<Option<Instant>>,
     /// Asks who owns a host socket (see [`super::host_peer`]).
     socket_owners: Option<Arc<dyn SocketOwners>>,
+    /// The kernel's own drops (see [`super::kdrops`]).
+    kernel_drops: Mutex<KernelDrops>,
 }
 
 impl Pipeline {
@@ -77,6 +81,7 @@ impl Pipeline {
             flow_table,
             last_sweep: Mutex::new(None),
             socket_owners: None,
+            kernel_drops: Mutex::new(KernelDrops::default()),
         }
     }
 
@@ -137,6 +142,44 @@ impl Pipeline {
         drops
     }
 
+    /// Names kernel drop reasons as the running kernel does (from its BTF,
+    /// when the kernel drop program was attached).
+    pub fn set_kernel_drop_reasons(&self, reasons: DropReasonNames) {
+        self.kernel_drops().set_reasons(reasons);
+    }
+
+    fn kernel_drops(&self) -> MutexGuard<'_, KernelDrops> {
+        self.kernel_drops.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Merges records of the kernel drop program and passes each entry
+    /// they touch to live observers as a `drop`; returns those (for the
+    /// log).
+    pub fn ingest_kernel_drops(&self, events: &[KernelDropEvent]) -> Vec<ObservedEvent> {
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+        let clock = Clock::now();
+        let mut kernel_drops = self.kernel_drops();
+        let mut drops = Vec::new();
+        for event in events {
+            for flow in kernel_drops.record(event, &names, &clock) {
+                let observed = ObservedEvent {
+                    event: EventKind::Drop.name().to_string(),
+                    time: clock.wall(event.last_seen_ns),
+                    flow,
+                };
+                drops.push(observed.clone());
+                let _ = self.observers.send(observed);
+            }
+        }
+        self.aggregate().counters.records += events.len() as u64;
+        drops
+    }
+
+    /// Kernel drop entries kept now.
+    pub fn kernel_drop_entries(&self) -> usize {
+        self.kernel_drops().len()
+    }
+
     /// Counts malformed records reported by the ring buffer reader.
     pub fn count_malformed(&self, malformed: u64) {
         self.aggregate().counters.malformed += malformed;
@@ -171,7 +214,18 @@ impl Pipeline {
     /// The flows `filter` selects, with the kernel's current counts.
     pub fn flows(&self, filter: &FlowFilter) -> Vec<FlowEntry> {
         self.sweep();
-        self.aggregate().entries(filter)
+        let mut entries = self.aggregate().entries(filter);
+        let kernel: Vec<FlowEntry> = self
+            .kernel_drops()
+            .entries()
+            .filter(|e| filter.matches(e))
+            .cloned()
+            .collect();
+        if !kernel.is_empty() {
+            entries.extend(kernel);
+            entries.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.last_seen.cmp(&b.last_seen)));
+        }
+        entries
     }
 
     /// A live feed of every record from now on.

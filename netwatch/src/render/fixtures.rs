@@ -38,6 +38,7 @@ pub fn flow(
         bytes,
         verdict: "forwarded".to_string(),
         reason: None,
+        dropped_by: None,
         peer: None,
         peer_service: None,
         peer_kind: None,
@@ -70,6 +71,7 @@ pub fn shield_drop(src: End<'_>, dst: End<'_>, bytes: u64) -> FlowEntry {
 pub fn dropped(mut e: FlowEntry, reason: &str) -> FlowEntry {
     e.verdict = "dropped".to_string();
     e.reason = Some(reason.to_string());
+    e.dropped_by = Some("netwatch".to_string());
     e
 }
 

@@ -1,0 +1,140 @@
+//! The kernel's own drops against a real dockerd: a ping between
+//! containers on two bridge networks, dropped by Docker's own isolation
+//! rules (the DOCKER-ISOLATION chains of the main dockerd, left intact),
+//! shows in `netwatch drops` as a kernel netfilter drop naming both
+//! containers, while netwatch itself forwarded it; the same ping between
+//! containers of one network succeeds and shows no such drop. Traffic goes
+//! only between the test's containers.
+
+use std::{process::Command, time::Duration};
+
+use netwatch_tests::{
+    agent::{AgentProcess, wait_for},
+    docker::{TestContainer, TestNetwork, docker, require_dockerd},
+    fixture::require_root,
+};
+use serde_json::Value;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
+
+fn ping(container: &TestContainer, ip: &str) -> bool {
+    docker(&["exec", &container.name, "ping", "-c", "1", "-W", "1", ip]).is_ok()
+}
+
+/// `netwatch drops -o json <args…>` asked of the agent.
+fn drops(agent: &AgentProcess, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(AGENT)
+        .args(["drops", "-o", "json", "--socket"])
+        .arg(agent.api_socket())
+        .args(args)
+        .output()
+        .expect("run netwatch drops");
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+fn field<'a>(group: &'a Value, name: &str) -> &'a str {
+    group[name].as_str().unwrap_or_default()
+}
+
+/// The kernel netfilter drop group of `container`, if `drops` has one.
+fn netfilter_group(groups: &[Value], container: &str) -> Option<Value> {
+    groups
+        .iter()
+        .find(|g| {
+            field(g, "container") == container && field(g, "reason") == "kernel:netfilter_drop"
+        })
+        .cloned()
+}
+
+fn remotes(group: &Value) -> String {
+    group["remotes"].to_string()
+}
+
+#[test]
+fn a_ping_between_two_bridge_networks_dropped_by_dockers_isolation_rules_shows_as_a_kernel_drop() {
+    require_root();
+    require_dockerd();
+    let rules = Command::new("iptables")
+        .args(["-S", "DOCKER-ISOLATION-STAGE-1"])
+        .output()
+        .expect("iptables");
+    assert!(
+        rules.status.success() && String::from_utf8_lossy(&rules.stdout).contains("STAGE-2"),
+        "Docker's isolation rules are missing (dockerd with iptables: true is needed): {}",
+        String::from_utf8_lossy(&rules.stderr)
+    );
+    let left = TestNetwork::create("kdl", &[]);
+    let right = TestNetwork::create("kdr", &[]);
+    let a = TestContainer::run("a", &["--network", &left.name]);
+    let c = TestContainer::run("c", &["--network", &left.name]);
+    let b = TestContainer::run("b", &["--network", &right.name]);
+    let b_ip = b.endpoint_field(&right, "IPAddress");
+    let c_ip = c.endpoint_field(&left, "IPAddress");
+    let agent = AgentProcess::start(AGENT, &[&left.name, &right.name]);
+    wait_for("the agent's first sync", Duration::from_secs(30), || {
+        agent.synced()
+    });
+    assert!(
+        agent.log().contains("recording the kernel's own drops"),
+        "the kernel drop program is not attached:\n{}",
+        agent.log()
+    );
+
+    // Negative control: on one network Docker lets the ping through, and
+    // nothing is recorded as a kernel drop for it.
+    assert!(ping(&a, &c_ip), "a cannot ping c on its own network");
+    // Docker's isolation drops the ping to the other network.
+    assert!(
+        !ping(&a, &b_ip),
+        "a reached b across networks: isolation is off"
+    );
+
+    let mut groups = Vec::new();
+    wait_for(
+        "the kernel drop in `drops`",
+        Duration::from_secs(10),
+        || {
+            groups = drops(&agent, &[]);
+            netfilter_group(&groups, &a.name).is_some()
+                && netfilter_group(&groups, &b.name).is_some()
+        },
+    );
+    let sender = netfilter_group(&groups, &a.name).unwrap();
+    assert_eq!(field(&sender, "dropped_by"), "kernel", "{sender:#}");
+    assert_eq!(field(&sender, "network"), left.name, "{sender:#}");
+    assert!(sender["packets"].as_u64() >= Some(1), "{sender:#}");
+    assert!(
+        remotes(&sender).contains(&b.name) && remotes(&sender).contains(&b_ip),
+        "the sender's drop does not name the receiver: {sender:#}"
+    );
+    let receiver = netfilter_group(&groups, &b.name).unwrap();
+    assert_eq!(field(&receiver, "network"), right.name, "{receiver:#}");
+    assert!(
+        remotes(&receiver).contains(&a.name),
+        "the receiver's drop does not name the sender: {receiver:#}"
+    );
+    assert!(
+        groups
+            .iter()
+            .all(|g| !remotes(g).contains(&c_ip) && field(g, "container") != c.name),
+        "the ping on one network shows as a drop: {groups:#?}"
+    );
+    // The filter takes kernel reasons, and netwatch's own drops are not
+    // mixed in.
+    let filtered = drops(
+        &agent,
+        &["--reason", "kernel:netfilter_drop", "--container", &a.name],
+    );
+    assert_eq!(filtered.len(), 1, "{filtered:#?}");
+
+    // netwatch forwarded the ping on a's veth: its flow says so.
+    let flows = agent.flows_json(&["--container", &a.name, "--proto", "icmp"]);
+    let forwarded = flows.iter().find(|f| {
+        field(f, "dst") == b_ip && field(f, "verdict") == "forwarded" && f["dropped_by"].is_null()
+    });
+    assert!(forwarded.is_some(), "{flows:#?}");
+    let kernel = flows
+        .iter()
+        .find(|f| field(f, "dst") == b_ip && field(f, "dropped_by") == "kernel");
+    assert!(kernel.is_some(), "{flows:#?}");
+}
