@@ -75,9 +75,19 @@ fn a_ping_between_two_bridge_networks_dropped_by_dockers_isolation_rules_shows_a
         agent.synced()
     });
     assert!(
-        agent.log().contains("recording the kernel's own drops"),
+        agent
+            .log()
+            .contains("the kernel's own drops of guarded containers' packets: recorded"),
         "the kernel drop program is not attached:\n{}",
         agent.log()
+    );
+    let status = agent.netwatch(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("kernel drops") && l.contains("recorded (kfree_skb")),
+        "status does not say the kernel's drops are recorded:\n{status}"
     );
 
     // Negative control: on one network Docker lets the ping through, and

@@ -199,14 +199,18 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     // Observation only, never pinned: it goes with this process.
     match datapath.attach_kernel_drops() {
         Ok(reasons) => {
-            info!(
-                "recording the kernel's own drops of guarded containers' packets (kfree_skb, {} \
-                 reasons named by this kernel)",
+            let what = format!(
+                "recorded (kfree_skb, {} reasons named by this kernel)",
                 reasons.all().len()
             );
+            info!("the kernel's own drops of guarded containers' packets: {what}");
+            status.kernel_drops = Some(what);
             pipeline.set_kernel_drop_reasons(reasons);
         }
-        Err(e) => warn!("the kernel's own drops are not recorded: {e}"),
+        Err(e) => {
+            warn!("the kernel's own drops are not recorded: {e}");
+            status.kernel_drops = Some(format!("not recorded: {e}"));
+        }
     }
     info!("API: serving on {}", api.describe());
     let api = api

@@ -32,6 +32,9 @@ pub struct AgentStatus {
     /// Interfaces carrying the uplink shield, e.g. `eth0 (ifindex 2)`.
     #[serde(default)]
     pub uplinks: Vec<String>,
+    /// The kernel's own drops (`kfree_skb`): `recorded (…)`, or why not.
+    #[serde(default)]
+    pub kernel_drops: Option<String>,
     /// Where Prometheus metrics are served, if they are.
     #[serde(default)]
     pub metrics_addr: Option<String>,

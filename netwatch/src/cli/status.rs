@@ -385,6 +385,9 @@ fn print_table(s: &Status) {
             a.uplinks.join(", ")
         };
         println!("{:<14} {shield}", "uplink shield");
+        if let Some(kernel_drops) = &a.kernel_drops {
+            println!("{:<14} {kernel_drops}", "kernel drops");
+        }
         if a.repairs > 0 {
             println!(
                 "{:<14} {} pins removed behind the agent's back were put back (see its log)",

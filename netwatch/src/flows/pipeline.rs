@@ -159,6 +159,7 @@ impl Pipeline {
         let names = self.names.read().unwrap_or_else(|e| e.into_inner());
         let clock = Clock::now();
         let mut kernel_drops = self.kernel_drops();
+        let malformed_before = kernel_drops.malformed;
         let mut drops = Vec::new();
         for event in events {
             for flow in kernel_drops.record(event, &names, &clock) {
@@ -171,13 +172,10 @@ impl Pipeline {
                 let _ = self.observers.send(observed);
             }
         }
-        self.aggregate().counters.records += events.len() as u64;
+        let mut aggregate = self.aggregate();
+        aggregate.counters.records += events.len() as u64;
+        aggregate.counters.malformed += kernel_drops.malformed - malformed_before;
         drops
-    }
-
-    /// Kernel drop entries kept now.
-    pub fn kernel_drop_entries(&self) -> usize {
-        self.kernel_drops().len()
     }
 
     /// Counts malformed records reported by the ring buffer reader.
@@ -313,5 +311,57 @@ mod tests {
         assert_eq!(flows.len(), 1);
         assert_eq!((flows[0].packets, flows[0].bytes), (9, 900));
         assert_eq!(pipeline.counters().records, 1);
+    }
+
+    #[test]
+    fn kernel_drops_reach_observers_and_queries_beside_netwatchs_own_flows() {
+        use netwatch_common::kdrop::{KIND_KERNEL_DROP, KernelDropEvent, KernelDropKey};
+        let pipeline = Pipeline::new(100, Box::new(|| Ok(Vec::new())));
+        pipeline.set_kernel_drop_reasons(DropReasonNames::new([(
+            12,
+            "SKB_DROP_REASON_NETFILTER_DROP".to_string(),
+        )]));
+        let mut observer = pipeline.subscribe();
+        let k = key();
+        let event = KernelDropEvent {
+            kind: KIND_KERNEL_DROP,
+            src_endpoint: 3,
+            key: KernelDropKey {
+                family: k.family,
+                proto: k.proto,
+                reason: 12,
+                src_port: k.src_port,
+                dst_port: k.dst_port,
+                src: k.src,
+                dst: k.dst,
+                ..KernelDropKey::default()
+            },
+            packets: 2,
+            bytes: 200,
+            ..KernelDropEvent::default()
+        };
+        let malformed = KernelDropEvent { kind: 9, ..event };
+        let drops = pipeline.ingest_kernel_drops(&[event, malformed]);
+        assert_eq!(drops.len(), 1);
+        let seen = observer.try_recv().unwrap();
+        assert_eq!(seen.event, "drop");
+        assert_eq!(seen.flow.reason.as_deref(), Some("kernel:netfilter_drop"));
+        assert_eq!(seen.flow.dropped_by.as_deref(), Some("kernel"));
+        let dropped = FlowFilter {
+            verdict: Some("dropped".into()),
+            ..FlowFilter::default()
+        };
+        let flows = pipeline.flows(&dropped);
+        assert_eq!(flows.len(), 1);
+        assert_eq!(
+            (flows[0].packets, flows[0].direction.as_str()),
+            (2, "egress")
+        );
+        let forwarded = FlowFilter {
+            verdict: Some("forwarded".into()),
+            ..FlowFilter::default()
+        };
+        assert!(pipeline.flows(&forwarded).is_empty());
+        assert_eq!(pipeline.counters().malformed, 1);
     }
 }
