@@ -43,7 +43,8 @@ pub const BENCHES: &[Bench] = &[
         package: "netwatch-tests",
         bin: "bench-throughput",
         what: "TCP Gbit/s (iperf3) and small-packet UDP packets/s through a container veth: \
-               no program vs netwatch enforce+observe, observe-only, tcpdump",
+               no program vs netwatch enforce+observe (with and without the kfree_skb kernel \
+               drop program), observe-only, tcpdump",
     },
     Bench {
         name: "pipeline",

@@ -45,7 +45,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use netwatch::{
-    datapath::{Attachment, Datapath, LoadOptions, detach_interface},
+    datapath::{Attachment, Datapath, DropReasonNames, LoadOptions, detach_interface},
     policy::{Cidr, EndpointSpec, compile},
 };
 use netwatch_common::endpoint::{EndpointPolicy, policy_flags};
@@ -78,14 +78,16 @@ const RECEIVER_CPU: usize = 1;
 enum Config {
     NoProgram,
     EnforceObserve,
+    EnforceObserveKernelDrops,
     ObserveOnly,
     Tcpdump,
 }
 
 impl Config {
-    const ALL: [Config; 4] = [
+    const ALL: [Config; 5] = [
         Config::NoProgram,
         Config::EnforceObserve,
+        Config::EnforceObserveKernelDrops,
         Config::ObserveOnly,
         Config::Tcpdump,
     ];
@@ -94,6 +96,9 @@ impl Config {
         match self {
             Config::NoProgram => "no program",
             Config::EnforceObserve => "netwatch enforce+observe (as the agent attaches)",
+            Config::EnforceObserveKernelDrops => {
+                "netwatch enforce+observe + kernel drop program (kfree_skb), as the agent runs"
+            }
             Config::ObserveOnly => "netwatch observe-only (as a standalone session attaches)",
             Config::Tcpdump => "tcpdump -w /dev/null on the same veth",
         }
@@ -110,6 +115,12 @@ struct Bench {
     /// Loaded once with the pin directory; attached and detached per round.
     enforcing: Datapath,
     observe_tables: netwatch::policy::CompiledTables,
+    enforce_tables: netwatch::policy::CompiledTables,
+    /// Kernel drop records taken after each measurement with the kernel
+    /// drop program, and the packets they count.
+    kernel_drop_records: u64,
+    /// The kernel's reasons for them, as netwatch names them.
+    kernel_drop_reasons: Vec<String>,
 }
 
 /// What a configuration holds while it is applied; dropping it undoes it.
@@ -121,6 +132,14 @@ enum Applied {
         pin_root: PathBuf,
         ifindex: u32,
     },
+    /// As `Pinned`, plus a datapath holding the kernel drop program on
+    /// `kfree_skb` (C's address guarded): it goes when this is dropped.
+    PinnedWithKernelDrops {
+        pin_root: PathBuf,
+        ifindex: u32,
+        kernel_drops: Datapath,
+        reasons: DropReasonNames,
+    },
     /// A session's datapath: its links go when it is dropped.
     Session(Datapath),
     Tcpdump(#[expect(dead_code, reason = "held for its Drop")] ChildGuard),
@@ -128,7 +147,10 @@ enum Applied {
 
 impl Drop for Applied {
     fn drop(&mut self) {
-        if let Applied::Pinned { pin_root, ifindex } = self
+        if let Applied::Pinned { pin_root, ifindex }
+        | Applied::PinnedWithKernelDrops {
+            pin_root, ifindex, ..
+        } = self
             && let Err(e) = detach_interface(pin_root, *ifindex)
         {
             eprintln!("bench-throughput: cannot detach from vc: {e}");
@@ -170,7 +192,8 @@ impl Bench {
             ..LoadOptions::default()
         })
         .context("loading netwatch's programs")?;
-        enforcing.apply(&compile(&[spec(policy_flags::ENFORCE)], &[])?)?;
+        let enforce_tables = compile(&[spec(policy_flags::ENFORCE)], &[])?;
+        enforcing.apply(&enforce_tables)?;
         let observe_tables = compile(&[spec(0)], &[])?;
         Ok(Bench {
             host,
@@ -180,6 +203,9 @@ impl Bench {
             pin_dir,
             enforcing,
             observe_tables,
+            enforce_tables,
+            kernel_drop_records: 0,
+            kernel_drop_reasons: Vec::new(),
         })
     }
 
@@ -199,15 +225,30 @@ impl Bench {
         );
         let applied = match config {
             Config::NoProgram => Applied::Nothing,
-            Config::EnforceObserve => {
+            Config::EnforceObserve | Config::EnforceObserveKernelDrops => {
+                // Loaded first: nothing is attached to undo if it fails.
+                let kernel_drops = if config == Config::EnforceObserveKernelDrops {
+                    let mut kernel_drops = Datapath::load(&LoadOptions::default())?;
+                    kernel_drops.apply(&self.enforce_tables)?;
+                    let reasons = kernel_drops.attach_kernel_drops()?;
+                    Some((kernel_drops, reasons))
+                } else {
+                    None
+                };
                 let ifindex = self.vc_ifindex;
                 let enforcing = &mut self.enforcing;
                 let attached = self
                     .h
                     .run(|| enforcing.attach_veth(TestHost::CONTAINER_VETH, ifindex))?;
-                let applied = Applied::Pinned {
-                    pin_root: self.pin_dir.0.clone(),
-                    ifindex,
+                let pin_root = self.pin_dir.0.clone();
+                let applied = match kernel_drops {
+                    Some((kernel_drops, reasons)) => Applied::PinnedWithKernelDrops {
+                        pin_root,
+                        ifindex,
+                        kernel_drops,
+                        reasons,
+                    },
+                    None => Applied::Pinned { pin_root, ifindex },
                 };
                 ensure!(attached == Attachment::Attached, "vc was already attached");
                 applied
@@ -223,7 +264,9 @@ impl Bench {
             Config::Tcpdump => Applied::Tcpdump(start_tcpdump(&self.host.host_ns())?),
         };
         let expected = match config {
-            Config::EnforceObserve | Config::ObserveOnly => (1, 1),
+            Config::EnforceObserve | Config::EnforceObserveKernelDrops | Config::ObserveOnly => {
+                (1, 1)
+            }
             Config::NoProgram | Config::Tcpdump => (0, 0),
         };
         ensure!(
@@ -238,7 +281,9 @@ impl Bench {
     /// proof that the traffic went through it); None without netwatch.
     fn forwarded(&self, applied: &Applied) -> Result<Option<u64>> {
         Ok(match applied {
-            Applied::Pinned { .. } => Some(self.enforcing.verdict_counts()?[0]),
+            Applied::Pinned { .. } | Applied::PinnedWithKernelDrops { .. } => {
+                Some(self.enforcing.verdict_counts()?[0])
+            }
             Applied::Session(datapath) => Some(datapath.verdict_counts()?[0]),
             Applied::Nothing | Applied::Tcpdump(_) => None,
         })
@@ -781,6 +826,22 @@ fn main() -> Result<()> {
                     "{config:?}: netwatch forwarded no packet during the measurement"
                 );
             }
+            let mut applied = applied;
+            if let Applied::PinnedWithKernelDrops {
+                kernel_drops,
+                reasons,
+                ..
+            } = &mut applied
+            {
+                let (events, _) = kernel_drops.drain_kernel_drops()?;
+                bench.kernel_drop_records += events.len() as u64;
+                for event in &events {
+                    let name = reasons.name(event.key.reason);
+                    if !bench.kernel_drop_reasons.contains(&name) {
+                        bench.kernel_drop_reasons.push(name);
+                    }
+                }
+            }
             drop(applied);
             Ok(value)
         };
@@ -808,6 +869,39 @@ fn main() -> Result<()> {
             Ok(run.received_pps)
         })
     })?;
+    // The kernel drop program's own time, measured apart (run-time
+    // statistics slow every BPF program a little, so not during the rounds
+    // above): one TCP and one UDP measurement with it attached.
+    let mut program_runs = Vec::new();
+    {
+        let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .context("enabling BPF run-time statistics")?;
+        for what in ["TCP", "UDP"] {
+            let applied = bench.apply(Config::EnforceObserveKernelDrops)?;
+            let Applied::PinnedWithKernelDrops { kernel_drops, .. } = &applied else {
+                bail!("the kernel drop configuration holds no kernel drop program");
+            };
+            let (runs_before, time_before) = kernel_drops.kernel_drops_runs()?;
+            let start = Instant::now();
+            match what {
+                "TCP" => {
+                    iperf(&bench, tcp_secs)?;
+                }
+                _ => {
+                    udp_pps(&bench, &receiver, udp_warmup, udp_window)?;
+                }
+            }
+            let elapsed = start.elapsed();
+            let (runs, time) = kernel_drops.kernel_drops_runs()?;
+            program_runs.push((
+                what,
+                runs - runs_before,
+                time.saturating_sub(time_before),
+                elapsed,
+            ));
+            drop(applied);
+        }
+    }
     drop(receiver);
     ensure!(
         bench.programs_on_vc() == (0, 0),
@@ -853,10 +947,12 @@ fn main() -> Result<()> {
         "Namespaces this benchmark creates, wired like a Docker host: a container C and \
          a peer P on a bridge, C's host-side veth `vc`. Traffic goes from C to P, so \
          each packet C sends passes `vc`'s ingress (netwatch's `from_container`) and \
-         each reply `vc`'s egress (`to_container`). The four configurations alternate \
+         each reply `vc`'s egress (`to_container`). The five configurations alternate \
          round by round ({tcp_rounds} rounds for TCP, {udp_rounds} for UDP; each applied \
          just before its measurement and removed after it): no program; netwatch enforce+observe attached and pinned as \
          the agent attaches it (`Datapath::attach_veth`, C on an internal network); \
+         the same plus the kernel drop program on `kfree_skb` with C's address guarded, \
+         as the agent runs it (`Datapath::attach_kernel_drops`); \
          netwatch observe-only as a standalone session attaches it \
          (`attach_veth_for_session`, policy without enforcement, nothing pinned); \
          tcpdump capturing on `vc` (`tcpdump -i vc -n -w /dev/null`). Netwatch's \
@@ -928,6 +1024,39 @@ fn main() -> Result<()> {
             100.0 * udp_spread
         ));
     }
+    section.text(&format!(
+        "Kernel drop program: its cost is the difference between the enforce+observe \
+         rows with and without it. It runs on every `kfree_skb` of the machine, not per \
+         packet forwarded: a TCP stream frees almost nothing through it, the UDP flood \
+         overruns P's socket and backlog, whose drops of C's packets (C is guarded) go \
+         the program's whole way (address lookups, per-key counter, a record at most \
+         once a second per key; the sender's {UDP_FLOWS} source ports are as many \
+         keys). During this run it reported {} such drops, with the kernel's reason of \
+         each ({}). Its own time, by the kernel's run-time statistics in one more \
+         measurement of each kind after the rounds: {}.",
+        bench.kernel_drop_records,
+        if bench.kernel_drop_reasons.is_empty() {
+            "none".to_string()
+        } else {
+            bench.kernel_drop_reasons.join(", ")
+        },
+        program_runs
+            .iter()
+            .map(|(what, runs, time, elapsed)| {
+                let per_run = if *runs == 0 {
+                    0.0
+                } else {
+                    time.as_nanos() as f64 / *runs as f64
+                };
+                format!(
+                    "{what}: {runs} runs in {:.1} s, {per_run:.0} ns each, {:.4}% of one CPU",
+                    elapsed.as_secs_f64(),
+                    100.0 * time.as_secs_f64() / elapsed.as_secs_f64()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
     section.text(
         "XDP on the veth: netwatch offers no XDP mode for container veths (its XDP \
          program is the uplink shield, for the host's uplink interfaces only), so there \
