@@ -23,7 +23,7 @@ pub const KIND_KERNEL_DROP: u8 = 5;
 
 /// How many reason values the program ignores at most (see
 /// [`KernelDropConfig::skip`]).
-pub const SKIP_REASONS: usize = 4;
+pub const SKIP_REASONS: usize = 8;
 
 /// Unused slot of [`KernelDropConfig::skip`].
 pub const NO_REASON: u32 = u32::MAX;
@@ -47,12 +47,14 @@ pub struct KernelDropConfig {
     pub dev_ifindex: u32,
     /// Reason values not recorded (`SKB_NOT_DROPPED_YET`, `SKB_CONSUMED`,
     /// `SKB_DROP_REASON_NOT_SPECIFIED`: not drops, or drops that say
-    /// nothing); [`NO_REASON`] in unused slots.
+    /// nothing; `TC_INGRESS`, `TC_EGRESS`, `XDP`: a BPF program's verdict,
+    /// which is how netwatch's own drops reach `kfree_skb`, recorded by
+    /// netwatch itself); [`NO_REASON`] in unused slots.
     pub skip: [u32; SKIP_REASONS],
     /// 1 once user space filled the offsets.
     pub enabled: u32,
 }
-assert_layout!(KernelDropConfig, size = 40, align = 4);
+assert_layout!(KernelDropConfig, size = 56, align = 4);
 
 impl Default for KernelDropConfig {
     fn default() -> Self {
@@ -72,10 +74,16 @@ impl KernelDropConfig {
     /// Whether `reason` is one the program ignores.
     #[inline(always)]
     pub fn skips(&self, reason: u32) -> bool {
+        // Unrolled: a loop over the array is what the verifier would
+        // have to walk; eight compares are cheaper and obvious.
         self.skip[0] == reason
             || self.skip[1] == reason
             || self.skip[2] == reason
             || self.skip[3] == reason
+            || self.skip[4] == reason
+            || self.skip[5] == reason
+            || self.skip[6] == reason
+            || self.skip[7] == reason
     }
 }
 
@@ -201,7 +209,7 @@ mod tests {
     fn only_listed_reasons_are_skipped() {
         let mut config = KernelDropConfig::default();
         assert!(!config.skips(2));
-        config.skip[1] = 2;
+        config.skip[7] = 2;
         assert!(config.skips(2));
         assert!(!config.skips(12));
     }

@@ -3,8 +3,11 @@
 //! rules (the DOCKER-ISOLATION chains of the main dockerd, left intact),
 //! shows in `netwatch drops` as a kernel netfilter drop naming both
 //! containers, while netwatch itself forwarded it; the same ping between
-//! containers of one network succeeds and shows no such drop. Traffic goes
-//! only between the test's containers.
+//! containers of one network succeeds and shows no such drop; and a drop
+//! of netwatch's own (a container on an internal network pinging its
+//! gateway) says `dropped_by` `netwatch` and is not reported a second time
+//! as the kernel's. Traffic goes only between the test's containers and
+//! the gateway of the test's internal network (the host's bridge address).
 
 use std::{process::Command, time::Duration};
 
@@ -68,9 +71,12 @@ fn a_ping_between_two_bridge_networks_dropped_by_dockers_isolation_rules_shows_a
     let a = TestContainer::run("a", &["--network", &left.name]);
     let c = TestContainer::run("c", &["--network", &left.name]);
     let b = TestContainer::run("b", &["--network", &right.name]);
+    let internal = TestNetwork::create("kdi", &["--internal"]);
+    let d = TestContainer::run("d", &["--network", &internal.name]);
+    let gateway = internal.ipam_field("Gateway");
     let b_ip = b.endpoint_field(&right, "IPAddress");
     let c_ip = c.endpoint_field(&left, "IPAddress");
-    let agent = AgentProcess::start(AGENT, &[&left.name, &right.name]);
+    let agent = AgentProcess::start(AGENT, &[&left.name, &right.name, &internal.name]);
     wait_for("the agent's first sync", Duration::from_secs(30), || {
         agent.synced()
     });
@@ -98,6 +104,11 @@ fn a_ping_between_two_bridge_networks_dropped_by_dockers_isolation_rules_shows_a
         !ping(&a, &b_ip),
         "a reached b across networks: isolation is off"
     );
+    // netwatch drops d's ping to the host (its TC program's verdict also
+    // reaches kfree_skb, as TC_INGRESS).
+    wait_for("d's veth enforced", Duration::from_secs(20), || {
+        !ping(&d, &gateway)
+    });
 
     let mut groups = Vec::new();
     wait_for(
@@ -107,6 +118,7 @@ fn a_ping_between_two_bridge_networks_dropped_by_dockers_isolation_rules_shows_a
             groups = drops(&agent, &[]);
             netfilter_group(&groups, &a.name).is_some()
                 && netfilter_group(&groups, &b.name).is_some()
+                && groups.iter().any(|g| field(g, "container") == d.name)
         },
     );
     let sender = netfilter_group(&groups, &a.name).unwrap();
@@ -128,6 +140,34 @@ fn a_ping_between_two_bridge_networks_dropped_by_dockers_isolation_rules_shows_a
             .iter()
             .all(|g| !remotes(g).contains(&c_ip) && field(g, "container") != c.name),
         "the ping on one network shows as a drop: {groups:#?}"
+    );
+    let own = groups
+        .iter()
+        .find(|g| field(g, "container") == d.name && field(g, "reason") == "host-access");
+    assert_eq!(
+        own.map(|g| field(g, "dropped_by")),
+        Some("netwatch"),
+        "{groups:#?}"
+    );
+    assert!(
+        groups
+            .iter()
+            .all(|g| field(g, "container") != d.name || field(g, "dropped_by") == "netwatch"),
+        "netwatch's own drop is reported again as the kernel's: {groups:#?}"
+    );
+    // The table, as people read it.
+    let table = Command::new(AGENT)
+        .args(["drops", "--socket"])
+        .arg(agent.api_socket())
+        .output()
+        .expect("run netwatch drops");
+    let table = String::from_utf8_lossy(&table.stdout);
+    eprintln!("{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&a.name) && l.contains("kernel:netfilter_drop")),
+        "{table}"
     );
     // The filter takes kernel reasons, and netwatch's own drops are not
     // mixed in.

@@ -39,11 +39,19 @@ pub struct DropReasonNames(BTreeMap<u32, String>);
 /// case, is the name netwatch shows after `kernel:`.
 const REASON_PREFIXES: [&str; 2] = ["SKB_DROP_REASON_", "SKB_"];
 
-/// Reasons that are not drops, or drops that say nothing: never recorded.
-const SKIPPED: [&str; 3] = [
+/// Never recorded: reasons that are not drops or say nothing, and the
+/// verdicts of BPF programs (`TC_INGRESS`, `TC_EGRESS`, `XDP`): a packet
+/// netwatch's own TC program drops reaches `kfree_skb` with `TC_INGRESS`
+/// (from the container) or `TC_EGRESS` (to it), and netwatch records
+/// those itself, with its reason. Another TC or XDP program's drops are
+/// left out with them.
+const SKIPPED: [&str; 6] = [
     "SKB_NOT_DROPPED_YET",
     "SKB_CONSUMED",
     "SKB_DROP_REASON_NOT_SPECIFIED",
+    "SKB_DROP_REASON_TC_INGRESS",
+    "SKB_DROP_REASON_TC_EGRESS",
+    "SKB_DROP_REASON_XDP",
 ];
 
 impl DropReasonNames {
@@ -217,6 +225,8 @@ mod tests {
             (1, "SKB_CONSUMED".to_string()),
             (2, "SKB_DROP_REASON_NOT_SPECIFIED".to_string()),
             (12, "SKB_DROP_REASON_NETFILTER_DROP".to_string()),
+            (62, "SKB_DROP_REASON_TC_EGRESS".to_string()),
+            (73, "SKB_DROP_REASON_TC_INGRESS".to_string()),
             (0x1_0000_0000, "TOO_BIG".to_string()),
         ])
     }
@@ -227,12 +237,12 @@ mod tests {
         assert_eq!(names.name(12), "kernel:netfilter_drop");
         assert_eq!(names.name(1), "kernel:consumed");
         assert_eq!(names.name(99), "kernel:reason_99");
-        assert_eq!(names.all().len(), 4, "a value beyond u32 is left out");
+        assert_eq!(names.all().len(), 6, "a value beyond u32 is left out");
     }
 
     #[test]
-    fn not_drops_and_unspecified_drops_are_skipped() {
+    fn not_drops_unspecified_drops_and_tc_verdicts_are_skipped() {
         let skip = names().skipped();
-        assert_eq!(skip, [0, 1, 2, NO_REASON]);
+        assert_eq!(skip, [0, 1, 2, 62, 73, NO_REASON, NO_REASON, NO_REASON]);
     }
 }
