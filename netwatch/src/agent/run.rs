@@ -63,6 +63,8 @@ pub struct AgentOptions {
     pub uplinks: UplinkChoice,
     /// Flows the agent keeps one by one; idle ones beyond are summarised.
     pub flow_limit: usize,
+    /// Attach the kernel drop program (`--kernel-drops on`).
+    pub kernel_drops: bool,
     /// Where the API is served (normally `<run_dir>/api.sock`).
     pub api_socket: PathBuf,
     /// The group allowed to use the API (socket mode 0660); `None`: root
@@ -197,8 +199,13 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     );
     pipeline.set_kernel_table_entries(options.flow_table_entries as usize);
     // Observation only, never pinned: it goes with this process.
-    match datapath.attach_kernel_drops() {
-        Ok(reasons) => {
+    let kernel_drops = options.kernel_drops.then(|| datapath.attach_kernel_drops());
+    match kernel_drops {
+        None => {
+            info!("the kernel's own drops are not recorded (--kernel-drops off)");
+            status.kernel_drops = Some("off (--kernel-drops off)".into());
+        }
+        Some(Ok(reasons)) => {
             let what = format!(
                 "recorded (kfree_skb, {} reasons named by this kernel)",
                 reasons.all().len()
@@ -207,7 +214,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
             status.kernel_drops = Some(what);
             pipeline.set_kernel_drop_reasons(reasons);
         }
-        Err(e) => {
+        Some(Err(e)) => {
             warn!("the kernel's own drops are not recorded: {e}");
             status.kernel_drops = Some(format!("not recorded: {e}"));
         }

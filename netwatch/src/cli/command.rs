@@ -152,6 +152,12 @@ enum Command {
         /// Flow log files kept, the current one included.
         #[arg(long, value_name = "N", env = "NETWATCH_MAX_FILE", default_value_t = crate::export::DEFAULT_MAX_FILE, value_parser = crate::export::parse_max_file)]
         max_file: u32,
+        /// Record the kernel's own drops of guarded containers' packets
+        /// (a program on the kfree_skb tracepoint; `drops` shows them with
+        /// kernel:… reasons, e.g. kernel:netfilter_drop for Docker's
+        /// iptables rules). `off`: netwatch's own drops only.
+        #[arg(long, value_name = "on|off", env = "NETWATCH_KERNEL_DROPS", default_value = "on", value_parser = ["on", "off"])]
+        kernel_drops: String,
         /// Print the configuration the agent would run with, and where each
         /// value comes from (flag, environment, default), then exit.
         #[arg(long)]
@@ -608,6 +614,7 @@ pub fn main() -> ExitCode {
             flow_log,
             max_size,
             max_file,
+            kernel_drops,
             print_config: false,
         } => crate::agent::UplinkChoice::from_flags(&uplinks)
             .map_err(anyhow::Error::from)
@@ -630,6 +637,7 @@ pub fn main() -> ExitCode {
                     api_group,
                     run_dir,
                     state_dir,
+                    kernel_drops: kernel_drops == "on",
                 })
             }),
         Command::Check { output } => cli::check::run(output),
