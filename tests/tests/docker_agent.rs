@@ -4,17 +4,21 @@
 //! detach leaves a clean host. Traffic goes only between test containers
 //! and their network's gateway (the host's bridge address).
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
 use netwatch::datapath::{detach_all, pins};
 use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     docker::{TestContainer, TestNetwork, docker, docker_ok, require_dockerd},
     fixture::{require_root, tcx_program_counts},
+    outside::OutsideLink,
+    reach::{Outcome, Probe, assert_route_via, probe},
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
 const SETTLE: Duration = Duration::from_secs(10);
+/// A probe that gets no answer within this is blocked.
+const PROBE: Duration = Duration::from_millis(800);
 
 fn gateway(network: &TestNetwork) -> String {
     network.ipam_field("Gateway")
@@ -490,5 +494,100 @@ fn a_published_port_on_a_network_that_denies_egress_is_listed_and_warned_about()
             .lines()
             .any(|l| l.starts_with("published") && l.contains(&warning)),
         "{status}"
+    );
+}
+
+/// A container answering `+` (the probes' greeting) to every TCP connection on port 80,
+/// publishing it on the outside link's host address, port of Docker's
+/// choosing; and that host port.
+fn published_listener(what: &str, network: &TestNetwork) -> (TestContainer, u16) {
+    let publish = format!("{}::80", OutsideLink::HOST_IP);
+    let container = TestContainer::run_command(
+        what,
+        &["--network", &network.name, "-p", &publish],
+        &["sh", "-c", "while true; do echo + | nc -l -p 80; done"],
+    );
+    let docker_port = docker_ok(&["port", &container.name, "80/tcp"]);
+    let port = docker_port
+        .lines()
+        .next()
+        .and_then(|line| line.rsplit(':').next())
+        .and_then(|port| port.trim().parse().ok())
+        .unwrap_or_else(|| panic!("docker port printed {docker_port:?}"));
+    (container, port)
+}
+
+#[test]
+fn a_connection_through_a_published_port_carries_it_and_an_enforced_network_drops_it() {
+    require_root();
+    require_dockerd();
+    let outside = OutsideLink::create();
+    let host_ip = IpAddr::V4(OutsideLink::HOST_IP);
+    assert_route_via(outside.netns(), host_ip, &["eth0"]);
+    let open = TestNetwork::create("pubflow", &[]);
+    let denied = TestNetwork::create("pubdrop", &["--label", "netwatch.egress=deny"]);
+    let (web, web_port) = published_listener("pubflowweb", &open);
+    let (shop, shop_port) = published_listener("pubdropweb", &denied);
+    let from_outside = |port: u16| probe(&Probe::tcp(outside.netns(), host_ip, port), PROBE);
+    // Docker alone: both published ports answer from the outside.
+    wait_for(
+        "the listeners, through Docker's published ports",
+        SETTLE,
+        || from_outside(web_port).reached() && from_outside(shop_port).reached(),
+    );
+
+    let agent = AgentProcess::start(AGENT, &[&open.name, &denied.name]);
+    wait_for("the agent's first sync", SETTLE, || agent.synced());
+    wait_for("the veths attached", SETTLE, || {
+        tcx_programs(web.host_veth(&open)) == (1, 1)
+            && tcx_programs(shop.host_veth(&denied)) == (1, 1)
+    });
+    assert!(
+        from_outside(web_port).reached(),
+        "an open network's published port still answers"
+    );
+    let blocked = from_outside(shop_port);
+    assert_eq!(
+        blocked,
+        Outcome::Blocked("timeout".into()),
+        "the enforced network's published port: its answers are egress, dropped"
+    );
+    let published = format!("{}:{web_port}/tcp", OutsideLink::HOST_IP);
+    let mut flows = Vec::new();
+    wait_for("the connection's flows", SETTLE, || {
+        flows = agent.flows_json(&["--container", &web.name]);
+        flows
+            .iter()
+            .filter(|f| f["dst_port"] == 80 || f["src_port"] == 80)
+            .count()
+            >= 2
+    });
+    for flow in flows
+        .iter()
+        .filter(|f| f["dst_port"] == 80 || f["src_port"] == 80)
+    {
+        assert_eq!(flow["published"], published.as_str(), "{flow}");
+        assert_eq!(flow["proto"], "tcp");
+    }
+    let inbound = flows
+        .iter()
+        .find(|f| f["direction"] == "ingress" && f["dst_port"] == 80)
+        .unwrap_or_else(|| panic!("no inbound flow: {flows:?}"));
+    assert_eq!(inbound["src"], OutsideLink::OUTSIDE_IP.to_string());
+    let table = agent.flows(&["--container", &web.name]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains(&format!(":80 (published {published})")),
+        "{}",
+        String::from_utf8_lossy(&table.stdout)
+    );
+    assert!(
+        agent.log().contains(&format!(
+            "container {} publishes {}:{shop_port}/tcp but network {} denies egress",
+            shop.name,
+            OutsideLink::HOST_IP,
+            denied.name
+        )),
+        "{}",
+        agent.log()
     );
 }
