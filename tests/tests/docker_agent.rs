@@ -463,17 +463,32 @@ fn a_published_port_on_a_network_that_denies_egress_is_listed_and_warned_about()
         serde_json::json!([{"published": published, "container_port": "80/tcp"}]),
         "as `docker port` printed it: {docker_port}"
     );
+    let networks = agent.netwatch(&["networks", "-o", "json", &denied.name]);
+    let networks: serde_json::Value =
+        serde_json::from_slice(&networks.stdout).unwrap_or_else(|e| {
+            panic!(
+                "networks: {e}: {}",
+                String::from_utf8_lossy(&networks.stderr)
+            )
+        });
+    let listed = networks[0]["endpoints"]
+        .as_array()
+        .and_then(|all| all.iter().find(|e| e["container"] == web.name.as_str()))
+        .unwrap_or_else(|| panic!("{} is not listed: {networks}", web.name));
+    assert_eq!(
+        listed["published"],
+        serde_json::json!([format!("{published} -> 80/tcp")]),
+        "published through its only network"
+    );
     let warning = format!(
         "container {} publishes {published} but network {} denies egress",
         web.name, denied.name
     );
     wait_for("the warning", SETTLE, || agent.log().contains(&warning));
     // Another sync (a container starts): the warning stands, once.
-    let syncs = agent.log().matches("reconciled:").count();
+    let syncs = agent.syncs();
     let _third = TestContainer::run("pubthird", &["--network", &denied.name]);
-    wait_for("a resync", SETTLE, || {
-        agent.log().matches("reconciled:").count() > syncs
-    });
+    wait_for("a resync", SETTLE, || agent.syncs() > syncs);
     assert_eq!(
         agent.log().matches(&warning).count(),
         1,
