@@ -513,23 +513,36 @@ fn a_published_port_on_a_network_that_denies_egress_is_listed_and_warned_about()
 }
 
 /// A container answering `+` (the probes' greeting) to every TCP connection on port 80,
-/// publishing it on the outside link's host address, port of Docker's
-/// choosing; and that host port.
-fn published_listener(what: &str, network: &TestNetwork) -> (TestContainer, u16) {
+/// publishing it on the outside link's host address and on loopback, ports
+/// of Docker's choosing; and those two host ports.
+fn published_listener(what: &str, network: &TestNetwork) -> (TestContainer, u16, u16) {
     let publish = format!("{}::80", OutsideLink::HOST_IP);
     let container = TestContainer::run_command(
         what,
-        &["--network", &network.name, "-p", &publish],
+        &[
+            "--network",
+            &network.name,
+            "-p",
+            &publish,
+            "-p",
+            "127.0.0.1::80",
+        ],
         &["sh", "-c", "while true; do echo + | nc -l -p 80; done"],
     );
+    // `80/tcp -> 203.0.113.1:32770`, one line per binding.
     let docker_port = docker_ok(&["port", &container.name, "80/tcp"]);
-    let port = docker_port
-        .lines()
-        .next()
-        .and_then(|line| line.rsplit(':').next())
-        .and_then(|port| port.trim().parse().ok())
-        .unwrap_or_else(|| panic!("docker port printed {docker_port:?}"));
-    (container, port)
+    let port_on = |address: &str| -> u16 {
+        docker_port
+            .lines()
+            .filter_map(|line| line.rsplit(' ').next())
+            .find_map(|at| at.strip_prefix(address)?.strip_prefix(':')?.parse().ok())
+            .unwrap_or_else(|| panic!("no binding on {address} in {docker_port:?}"))
+    };
+    (
+        container,
+        port_on(&OutsideLink::HOST_IP.to_string()),
+        port_on("127.0.0.1"),
+    )
 }
 
 #[test]
@@ -541,8 +554,8 @@ fn a_connection_through_a_published_port_carries_it_and_an_enforced_network_drop
     assert_route_via(outside.netns(), host_ip, &["eth0"]);
     let open = TestNetwork::create("pubflow", &[]);
     let denied = TestNetwork::create("pubdrop", &["--label", "netwatch.egress=deny"]);
-    let (web, web_port) = published_listener("pubflowweb", &open);
-    let (shop, shop_port) = published_listener("pubdropweb", &denied);
+    let (web, web_port, web_loopback) = published_listener("pubflowweb", &open);
+    let (shop, shop_port, _) = published_listener("pubdropweb", &denied);
     let from_outside = |port: u16| probe(&Probe::tcp(outside.netns(), host_ip, port), PROBE);
     // Docker alone: both published ports answer from the outside.
     wait_for(
@@ -561,6 +574,17 @@ fn a_connection_through_a_published_port_carries_it_and_an_enforced_network_drop
         from_outside(web_port).reached(),
         "an open network's published port still answers"
     );
+    // From the host to the loopback binding: docker-proxy relays it, from
+    // the network's gateway.
+    // (The listener restarts `nc` between connections: a relay that finds
+    // none closes at once, and is tried again.)
+    wait_for("a connection relayed by docker-proxy", SETTLE, || {
+        let Ok(mut relayed) = std::net::TcpStream::connect(("127.0.0.1", web_loopback)) else {
+            return false;
+        };
+        let mut greeting = [0u8; 1];
+        std::io::Read::read_exact(&mut relayed, &mut greeting).is_ok() && greeting == *b"+"
+    });
     let blocked = from_outside(shop_port);
     assert_eq!(
         blocked,
@@ -569,21 +593,36 @@ fn a_connection_through_a_published_port_carries_it_and_an_enforced_network_drop
     );
     let published = format!("{}:{web_port}/tcp", OutsideLink::HOST_IP);
     let mut flows = Vec::new();
-    wait_for("the connection's flows", SETTLE, || {
+    let relayed_by = format!("127.0.0.1:{web_loopback}/tcp");
+    let gateway = gateway(&open);
+    let from_gateway =
+        |f: &serde_json::Value| f["src"] == gateway.as_str() || f["dst"] == gateway.as_str();
+    wait_for("both connections' flows", SETTLE, || {
         flows = agent.flows_json(&["--container", &web.name]);
         flows
             .iter()
             .filter(|f| f["dst_port"] == 80 || f["src_port"] == 80)
             .count()
-            >= 2
+            >= 4
     });
     for flow in flows
         .iter()
         .filter(|f| f["dst_port"] == 80 || f["src_port"] == 80)
     {
-        assert_eq!(flow["published"], published.as_str(), "{flow}");
+        let expected = if from_gateway(flow) {
+            &relayed_by
+        } else {
+            &published
+        };
+        assert_eq!(flow["published"], expected.as_str(), "{flow}");
         assert_eq!(flow["proto"], "tcp");
     }
+    assert!(
+        flows
+            .iter()
+            .any(|f| from_gateway(f) && f["published"] == relayed_by.as_str()),
+        "docker-proxy's relay from {gateway}: {flows:?}"
+    );
     let inbound = flows
         .iter()
         .find(|f| f["direction"] == "ingress" && f["dst_port"] == 80)
@@ -597,8 +636,7 @@ fn a_connection_through_a_published_port_carries_it_and_an_enforced_network_drop
     );
     assert!(
         agent.log().contains(&format!(
-            "container {} publishes {}:{shop_port}/tcp but network {} denies egress",
-            shop.name,
+            "{}:{shop_port}/tcp but network {} denies egress",
             OutsideLink::HOST_IP,
             denied.name
         )),

@@ -227,8 +227,12 @@ impl FlowNames {
     /// DNAT, or `docker-proxy` connecting from the network's gateway), so
     /// nothing in the packet says it came through the host port: a
     /// neighbour on the same network reaching the container directly is
-    /// therefore not counted as published. With a binding per family
-    /// (`0.0.0.0` and `::`), the flow's family picks.
+    /// therefore not counted as published. With several bindings of the
+    /// port, the peer picks: from one of the host's addresses (the gateway:
+    /// `docker-proxy` relaying a connection to a loopback binding, which
+    /// Docker's DNAT does not serve) a loopback binding first, from
+    /// elsewhere (DNAT keeps the client's address) another; then the flow's
+    /// family (`0.0.0.0` or `::`).
     pub fn published(&self, key: &FlowKey) -> Option<String> {
         let (src, dst) = key_addresses(key);
         let (inside, port, other) = match Direction::from_u8(key.direction)? {
@@ -253,13 +257,18 @@ impl FlowNames {
             132 => "sctp",
             _ => return None,
         };
-        let mut bindings = endpoint
+        let relayed = self.host.is_host(other);
+        endpoint
             .published
             .iter()
-            .filter(|p| p.container_port == port && p.protocol == proto);
-        let first = bindings.clone().next()?;
-        let same_family = bindings.find(|p| p.host_ip.is_ipv4() == other.is_ipv4());
-        Some(same_family.unwrap_or(first).to_string())
+            .filter(|p| p.container_port == port && p.protocol == proto)
+            .min_by_key(|p| {
+                (
+                    p.host_ip.is_loopback() != relayed,
+                    p.host_ip.is_ipv4() != other.is_ipv4(),
+                )
+            })
+            .map(ToString::to_string)
     }
 
     /// The container on this host that owns `ip`, if any.
@@ -356,6 +365,7 @@ mod tests {
         state.endpoints[0].published = vec![
             binding("0.0.0.0", "tcp"),
             binding("::", "tcp"),
+            binding("127.0.0.1", "tcp"),
             binding("0.0.0.0", "udp"),
         ];
         let mut neighbour = state.endpoints[0].clone();
@@ -384,7 +394,8 @@ mod tests {
             names.published(&answer).as_deref(),
             Some("0.0.0.0:15432/tcp")
         );
-        // docker-proxy relays from the gateway: the host, not a neighbour.
+        // docker-proxy relays a loopback binding's connections from the
+        // gateway, one of the host's addresses.
         let relayed = tcp(
             key(31, Direction::Ingress, [172, 30, 0, 1], postgres),
             40001,
@@ -392,7 +403,7 @@ mod tests {
         );
         assert_eq!(
             names.published(&relayed).as_deref(),
-            Some("0.0.0.0:15432/tcp")
+            Some("127.0.0.1:15432/tcp")
         );
         let from_neighbour = tcp(
             key(31, Direction::Ingress, [172, 30, 0, 3], postgres),
