@@ -46,7 +46,7 @@ use netwatch_tests::{
     fixture::require_root,
     hostfw::IptablesState,
     outside::OutsideLink,
-    reach::{Listeners, Netns, Probe, Proto, assert_route_via, probe_all, route_get},
+    reach::{Listeners, Netns, Outcome, Probe, Proto, assert_route_via, probe_all, route_get},
 };
 use serde_json::Value;
 
@@ -648,6 +648,26 @@ fn run_matrix(state: HostState) {
                 docker_alone[i], with_netwatch[i]
             )),
             _ => {}
+        }
+        // Where Docker's own rules are gone, Docker alone leaves every
+        // cell netwatch closes open: the block is netwatch's, not theirs.
+        if state != HostState::DockerRulesIntact && cell.expect == Expect::Closed && !before {
+            failures.push(format!(
+                "CONTROL {label}: {} with Docker alone, though its rules are gone",
+                docker_alone[i]
+            ));
+        }
+        // A block counts only as a timeout on a path that exists (routes
+        // were checked): a refusal or an unreachable error is something
+        // else answering.
+        if cell.expect == Expect::Closed
+            && let Outcome::Blocked(why) = &with_netwatch[i]
+            && !why.starts_with("timeout")
+        {
+            failures.push(format!(
+                "NOT A SILENT DROP {label}: {} with netwatch",
+                with_netwatch[i]
+            ));
         }
         // Drop records: every closed path netwatch itself closed.
         let record = record_for(&records, &topo, cell);
