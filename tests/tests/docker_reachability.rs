@@ -621,9 +621,26 @@ fn run_matrix(state: HostState) {
         pins::attached_tc_ifindexes(agent.pin_root()).len() == 8
     });
     let with_netwatch = probe_all(&probes, TIMEOUT);
-    // The agent drains the ring buffer every 250 ms.
-    std::thread::sleep(Duration::from_millis(1000));
-    let records = drop_lines(&agent.log());
+    // The agent drains the ring buffer every 250 ms: wait until every
+    // closed cell netwatch itself dropped has its record (or SETTLE passes;
+    // the cells still without one fail below, named).
+    let wants_record = |i: usize, cell: &Cell| {
+        // (Unless Docker's FORWARD rules dropped it first.)
+        let docker_dropped_first = cell.denied_after_forward && !docker_alone[i].reached();
+        cell.expect == Expect::Closed && !docker_dropped_first
+    };
+    let deadline = std::time::Instant::now() + SETTLE;
+    let records = loop {
+        let records = drop_lines(&agent.log());
+        let complete = cells
+            .iter()
+            .enumerate()
+            .all(|(i, cell)| !wants_record(i, cell) || record_for(&records, &topo, cell).is_some());
+        if complete || std::time::Instant::now() > deadline {
+            break records;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let explained = explain(&agent, &topo, &cells);
 
     let mut failures = Vec::new();
