@@ -285,6 +285,16 @@ impl AgentProcess {
             .is_some_and(|s| s.pid == child.id() && s.last_sync.is_some())
     }
 
+    /// How many syncs with Docker the running agent process has finished.
+    pub fn syncs(&self) -> u64 {
+        let Some(child) = &self.child else {
+            return 0;
+        };
+        netwatch::agent::status_file::AgentStatus::read(&self.run_dir)
+            .filter(|s| s.pid == child.id())
+            .map_or(0, |s| s.syncs)
+    }
+
     /// The running agent process's id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

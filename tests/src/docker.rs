@@ -291,6 +291,17 @@ impl TestContainer {
     /// `docker run -d --name nwtest-…-<what> <options…>
     /// netwatch-test:busybox <command…>`.
     pub fn run_command(what: &str, options: &[&str], command: &[&str]) -> TestContainer {
+        Self::try_run_command(what, options, command).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`TestContainer::run_command`], or `docker run`'s error (for
+    /// benchmarks, which report instead of panicking). A container Docker
+    /// created before failing is still removed.
+    pub fn try_run_command(
+        what: &str,
+        options: &[&str],
+        command: &[&str],
+    ) -> Result<TestContainer, String> {
         let mut container = TestContainer {
             name: unique_name(what),
             id: String::new(),
@@ -299,8 +310,8 @@ impl TestContainer {
         args.extend_from_slice(options);
         args.push(TEST_IMAGE);
         args.extend_from_slice(command);
-        container.id = docker_ok(&args);
-        container
+        container.id = docker(&args)?;
+        Ok(container)
     }
 
     /// `docker network connect <options…> <network> <this>`.

@@ -4,17 +4,21 @@
 //! detach leaves a clean host. Traffic goes only between test containers
 //! and their network's gateway (the host's bridge address).
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
 use netwatch::datapath::{detach_all, pins};
 use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     docker::{TestContainer, TestNetwork, docker, docker_ok, require_dockerd},
     fixture::{require_root, tcx_program_counts},
+    outside::OutsideLink,
+    reach::{Outcome, Probe, assert_route_via, probe},
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
 const SETTLE: Duration = Duration::from_secs(10);
+/// A probe that gets no answer within this is blocked.
+const PROBE: Duration = Duration::from_millis(800);
 
 fn gateway(network: &TestNetwork) -> String {
     network.ipam_field("Gateway")
@@ -295,40 +299,49 @@ fn pins_removed_behind_the_agents_back_are_put_back_and_reported_on_the_next_res
     );
 }
 
+/// `docker run --rm` of a container on `network` whose first act is
+/// `ping -c 3 -W 1 <gw>`: ping's summary and its exit status (`exit=N`).
+fn first_act_ping(network: &TestNetwork, gw: &str, what: &str) -> String {
+    let name = format!("{}-{what}", network.name);
+    docker_ok(&[
+        "run",
+        "--rm",
+        "--name",
+        &name,
+        "--network",
+        &network.name,
+        netwatch_tests::docker::TEST_IMAGE,
+        "sh",
+        "-c",
+        &format!("ping -c 3 -W 1 {gw}; echo exit=$?"),
+    ])
+}
+
 #[test]
 fn a_container_sending_in_its_first_millisecond_cannot_reach_the_host() {
     require_root();
     require_dockerd();
     let internal = TestNetwork::create("int", &["--internal"]);
+    let gw = gateway(&internal);
+    // Docker alone: the gateway answers a container's first pings.
+    let alone = first_act_ping(&internal, &gw, "alone");
+    assert!(
+        alone.contains(" 3 packets received") && alone.contains("exit=0"),
+        "control: with Docker alone {gw} should answer: {alone}"
+    );
+
     let agent = AgentProcess::start(AGENT, &[&internal.name]);
     let root = agent.pin_root().to_path_buf();
     let bridge = bridge_ifindex(&internal);
     wait_for("the bridge attached", SETTLE, || {
         pins::veth_attached(&root, bridge)
     });
-    let gw = gateway(&internal);
-
-    // The container's first act is a ping to the gateway; the veth cannot
-    // be attached yet, the bridge policy must already hold it.
-    let name = format!("{}-first", internal.name);
-    let first = docker(&[
-        "run",
-        "--rm",
-        "--name",
-        &name,
-        "--network",
-        &internal.name,
-        netwatch_tests::docker::TEST_IMAGE,
-        "ping",
-        "-c",
-        "3",
-        "-W",
-        "1",
-        &gw,
-    ]);
+    // The container's first act is a ping to the gateway: it must go
+    // unanswered (not fail some other way).
+    let first = first_act_ping(&internal, &gw, "first");
     assert!(
-        first.is_err(),
-        "a ping sent at start reached the host: {first:?}"
+        first.contains(" 0 packets received") && first.contains("exit=1"),
+        "a ping sent at start reached the host, or did not run: {first}"
     );
 
     // How long a new container's veth waits for its own programs.
@@ -459,17 +472,32 @@ fn a_published_port_on_a_network_that_denies_egress_is_listed_and_warned_about()
         serde_json::json!([{"published": published, "container_port": "80/tcp"}]),
         "as `docker port` printed it: {docker_port}"
     );
+    let networks = agent.netwatch(&["networks", "-o", "json", &denied.name]);
+    let networks: serde_json::Value =
+        serde_json::from_slice(&networks.stdout).unwrap_or_else(|e| {
+            panic!(
+                "networks: {e}: {}",
+                String::from_utf8_lossy(&networks.stderr)
+            )
+        });
+    let listed = networks[0]["endpoints"]
+        .as_array()
+        .and_then(|all| all.iter().find(|e| e["container"] == web.name.as_str()))
+        .unwrap_or_else(|| panic!("{} is not listed: {networks}", web.name));
+    assert_eq!(
+        listed["published"],
+        serde_json::json!([format!("{published} -> 80/tcp")]),
+        "published through its only network"
+    );
     let warning = format!(
         "container {} publishes {published} but network {} denies egress",
         web.name, denied.name
     );
     wait_for("the warning", SETTLE, || agent.log().contains(&warning));
     // Another sync (a container starts): the warning stands, once.
-    let syncs = agent.log().matches("reconciled:").count();
+    let syncs = agent.syncs();
     let _third = TestContainer::run("pubthird", &["--network", &denied.name]);
-    wait_for("a resync", SETTLE, || {
-        agent.log().matches("reconciled:").count() > syncs
-    });
+    wait_for("a resync", SETTLE, || agent.syncs() > syncs);
     assert_eq!(
         agent.log().matches(&warning).count(),
         1,
@@ -490,5 +518,138 @@ fn a_published_port_on_a_network_that_denies_egress_is_listed_and_warned_about()
             .lines()
             .any(|l| l.starts_with("published") && l.contains(&warning)),
         "{status}"
+    );
+}
+
+/// A container answering `+` (the probes' greeting) to every TCP connection on port 80,
+/// publishing it on the outside link's host address and on loopback, ports
+/// of Docker's choosing; and those two host ports.
+fn published_listener(what: &str, network: &TestNetwork) -> (TestContainer, u16, u16) {
+    let publish = format!("{}::80", OutsideLink::HOST_IP);
+    let container = TestContainer::run_command(
+        what,
+        &[
+            "--network",
+            &network.name,
+            "-p",
+            &publish,
+            "-p",
+            "127.0.0.1::80",
+        ],
+        &["sh", "-c", "while true; do echo + | nc -l -p 80; done"],
+    );
+    // `80/tcp -> 203.0.113.1:32770`, one line per binding.
+    let docker_port = docker_ok(&["port", &container.name, "80/tcp"]);
+    let port_on = |address: &str| -> u16 {
+        docker_port
+            .lines()
+            .filter_map(|line| line.rsplit(' ').next())
+            .find_map(|at| at.strip_prefix(address)?.strip_prefix(':')?.parse().ok())
+            .unwrap_or_else(|| panic!("no binding on {address} in {docker_port:?}"))
+    };
+    (
+        container,
+        port_on(&OutsideLink::HOST_IP.to_string()),
+        port_on("127.0.0.1"),
+    )
+}
+
+#[test]
+fn a_connection_through_a_published_port_carries_it_and_an_enforced_network_drops_it() {
+    require_root();
+    require_dockerd();
+    let outside = OutsideLink::create();
+    let host_ip = IpAddr::V4(OutsideLink::HOST_IP);
+    assert_route_via(outside.netns(), host_ip, &["eth0"]);
+    let open = TestNetwork::create("pubflow", &[]);
+    let denied = TestNetwork::create("pubdrop", &["--label", "netwatch.egress=deny"]);
+    let (web, web_port, web_loopback) = published_listener("pubflowweb", &open);
+    let (shop, shop_port, _) = published_listener("pubdropweb", &denied);
+    let from_outside = |port: u16| probe(&Probe::tcp(outside.netns(), host_ip, port), PROBE);
+    // Docker alone: both published ports answer from the outside.
+    wait_for(
+        "the listeners, through Docker's published ports",
+        SETTLE,
+        || from_outside(web_port).reached() && from_outside(shop_port).reached(),
+    );
+
+    let agent = AgentProcess::start(AGENT, &[&open.name, &denied.name]);
+    wait_for("the agent's first sync", SETTLE, || agent.synced());
+    wait_for("the veths attached", SETTLE, || {
+        tcx_programs(web.host_veth(&open)) == (1, 1)
+            && tcx_programs(shop.host_veth(&denied)) == (1, 1)
+    });
+    assert!(
+        from_outside(web_port).reached(),
+        "an open network's published port still answers"
+    );
+    // From the host to the loopback binding: docker-proxy relays it, from
+    // the network's gateway.
+    // (The listener restarts `nc` between connections: a relay that finds
+    // none closes at once, and is tried again.)
+    wait_for("a connection relayed by docker-proxy", SETTLE, || {
+        let Ok(mut relayed) = std::net::TcpStream::connect(("127.0.0.1", web_loopback)) else {
+            return false;
+        };
+        let mut greeting = [0u8; 1];
+        std::io::Read::read_exact(&mut relayed, &mut greeting).is_ok() && greeting == *b"+"
+    });
+    let blocked = from_outside(shop_port);
+    assert_eq!(
+        blocked,
+        Outcome::Blocked("timeout".into()),
+        "the enforced network's published port: its answers are egress, dropped"
+    );
+    let published = format!("{}:{web_port}/tcp", OutsideLink::HOST_IP);
+    let mut flows = Vec::new();
+    let relayed_by = format!("127.0.0.1:{web_loopback}/tcp");
+    let gateway = gateway(&open);
+    let from_gateway =
+        |f: &serde_json::Value| f["src"] == gateway.as_str() || f["dst"] == gateway.as_str();
+    wait_for("both connections' flows", SETTLE, || {
+        flows = agent.flows_json(&["--container", &web.name]);
+        flows
+            .iter()
+            .filter(|f| f["dst_port"] == 80 || f["src_port"] == 80)
+            .count()
+            >= 4
+    });
+    for flow in flows
+        .iter()
+        .filter(|f| f["dst_port"] == 80 || f["src_port"] == 80)
+    {
+        let expected = if from_gateway(flow) {
+            &relayed_by
+        } else {
+            &published
+        };
+        assert_eq!(flow["published"], expected.as_str(), "{flow}");
+        assert_eq!(flow["proto"], "tcp");
+    }
+    assert!(
+        flows
+            .iter()
+            .any(|f| from_gateway(f) && f["published"] == relayed_by.as_str()),
+        "docker-proxy's relay from {gateway}: {flows:?}"
+    );
+    let inbound = flows
+        .iter()
+        .find(|f| f["direction"] == "ingress" && f["dst_port"] == 80)
+        .unwrap_or_else(|| panic!("no inbound flow: {flows:?}"));
+    assert_eq!(inbound["src"], OutsideLink::OUTSIDE_IP.to_string());
+    let table = agent.flows(&["--container", &web.name]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains(&format!(":80 (published {published})")),
+        "{}",
+        String::from_utf8_lossy(&table.stdout)
+    );
+    assert!(
+        agent.log().contains(&format!(
+            "{}:{shop_port}/tcp but network {} denies egress",
+            OutsideLink::HOST_IP,
+            denied.name
+        )),
+        "{}",
+        agent.log()
     );
 }

@@ -46,7 +46,7 @@ use netwatch_tests::{
     fixture::require_root,
     hostfw::IptablesState,
     outside::OutsideLink,
-    reach::{Listeners, Netns, Probe, Proto, assert_route_via, probe_all, route_get},
+    reach::{Listeners, Netns, Outcome, Probe, Proto, assert_route_via, probe_all, route_get},
 };
 use serde_json::Value;
 
@@ -621,9 +621,26 @@ fn run_matrix(state: HostState) {
         pins::attached_tc_ifindexes(agent.pin_root()).len() == 8
     });
     let with_netwatch = probe_all(&probes, TIMEOUT);
-    // The agent drains the ring buffer every 250 ms.
-    std::thread::sleep(Duration::from_millis(1000));
-    let records = drop_lines(&agent.log());
+    // The agent drains the ring buffer every 250 ms: wait until every
+    // closed cell netwatch itself dropped has its record (or SETTLE passes;
+    // the cells still without one fail below, named).
+    let wants_record = |i: usize, cell: &Cell| {
+        // (Unless Docker's FORWARD rules dropped it first.)
+        let docker_dropped_first = cell.denied_after_forward && !docker_alone[i].reached();
+        cell.expect == Expect::Closed && !docker_dropped_first
+    };
+    let deadline = std::time::Instant::now() + SETTLE;
+    let records = loop {
+        let records = drop_lines(&agent.log());
+        let complete = cells
+            .iter()
+            .enumerate()
+            .all(|(i, cell)| !wants_record(i, cell) || record_for(&records, &topo, cell).is_some());
+        if complete || std::time::Instant::now() > deadline {
+            break records;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let explained = explain(&agent, &topo, &cells);
 
     let mut failures = Vec::new();
@@ -648,6 +665,26 @@ fn run_matrix(state: HostState) {
                 docker_alone[i], with_netwatch[i]
             )),
             _ => {}
+        }
+        // Where Docker's own rules are gone, Docker alone leaves every
+        // cell netwatch closes open: the block is netwatch's, not theirs.
+        if state != HostState::DockerRulesIntact && cell.expect == Expect::Closed && !before {
+            failures.push(format!(
+                "CONTROL {label}: {} with Docker alone, though its rules are gone",
+                docker_alone[i]
+            ));
+        }
+        // A block counts only as a timeout on a path that exists (routes
+        // were checked): a refusal or an unreachable error is something
+        // else answering.
+        if cell.expect == Expect::Closed
+            && let Outcome::Blocked(why) = &with_netwatch[i]
+            && !why.starts_with("timeout")
+        {
+            failures.push(format!(
+                "NOT A SILENT DROP {label}: {} with netwatch",
+                with_netwatch[i]
+            ));
         }
         // Drop records: every closed path netwatch itself closed.
         let record = record_for(&records, &topo, cell);

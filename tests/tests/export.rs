@@ -561,6 +561,7 @@ fn flow(
         peer: None,
         peer_service: None,
         peer_kind: None,
+        published: None,
         first_seen: t,
         last_seen: t,
         interface: None,

@@ -2,9 +2,12 @@
 //! and of a burst of container churn, and the dockerd it follows goes away
 //! and comes back with its containers on new veths (or not at all).
 //!
-//! What must hold through every fault: not one packet from an internal
-//! network reaches the host or the outside (listeners count what arrives,
-//! a prober inside the network keeps trying all along), allowed long-lived
+//! What must hold through every fault: not one packet from a network whose
+//! egress netwatch denies reaches the host or the outside (listeners count
+//! what arrives, a prober inside the network keeps trying all along; the
+//! kill test's network is denied by label, not `--internal`, and Docker
+//! alone lets its prober through first, so the block is netwatch's; the
+//! dockerd test's daemon runs without iptables), allowed long-lived
 //! TCP streams are never cut, and once the agent runs and Docker answers
 //! again, exactly the live endpoints carry exactly one program per
 //! direction.
@@ -380,31 +383,19 @@ fn agent_killed_during_traffic_and_container_churn_lets_nothing_escape_cuts_no_s
     let _serial = serial();
     let started = Instant::now();
     let outside = OutsideLink::create();
-    let internal = TestNetwork::create("int", &["--internal"]);
+    // Egress denied by netwatch's label, not `--internal`: Docker alone lets
+    // its containers reach the host and the outside (checked below), so
+    // every block is netwatch's.
+    let denied = TestNetwork::create("denied", &["--label", "netwatch.egress=deny"]);
     let front = TestNetwork::create("front", &[]);
     // The outside namespace answers the containers through the host.
     outside.add_route_via_host(&front.ipam_field("Subnet"));
-    let prober = TestContainer::run("prober", &["--network", &internal.name]);
-    let server = TestContainer::run("srv", &["--network", &internal.name]);
-    let client = TestContainer::run("cli", &["--network", &internal.name]);
+    let prober = TestContainer::run("prober", &["--network", &denied.name]);
+    let server = TestContainer::run("srv", &["--network", &denied.name]);
+    let client = TestContainer::run("cli", &["--network", &denied.name]);
     let leaver = TestContainer::run("leaver", &["--network", &front.name]);
-    let mut agent = AgentProcess::start(AGENT, &[&internal.name, &front.name]);
-    let root = agent.pin_root().to_path_buf();
-    let (internal_bridge, front_bridge) = (internal.bridge(), front.bridge());
-    let want = || -> BTreeSet<u32> {
-        let mut want = bridge_ports(&internal_bridge);
-        want.extend(bridge_ports(&front_bridge));
-        // An internal network's bridge holds its routed egress even before
-        // a new endpoint's veth is attached; a normal network's does not.
-        want.insert(ifindex(&internal_bridge));
-        want
-    };
-    wait_for("the initial attachments", SETTLE, || {
-        attachment_problems(&root, &want()).is_empty()
-    });
-    wait_for("the agent's first sync", SETTLE, || agent.synced());
 
-    let gw = gateway(&internal);
+    let gw = gateway(&denied);
     let front_gw = gateway(&front);
     let prober_ns = Netns::of_pid(prober.pid());
     ensure_default_route(&prober_ns, gw);
@@ -421,11 +412,39 @@ fn agent_killed_during_traffic_and_container_churn_lets_nothing_escape_cuts_no_s
     assert_route_via(&leaver_ns, outside.outside_ip(), &["eth"]);
     let host_listeners = Listeners::start(&Netns::host(), &targets_on_host, PORT);
     let outside_listeners = Listeners::start(outside.netns(), &[outside.outside_ip()], PORT);
+    // Docker alone: every probe of the prober gets through.
+    let alone = probe_all(&probes_to(&prober_ns, &targets), PROBE_TIMEOUT);
+    assert!(
+        alone.iter().all(|o| o.reached()),
+        "control: with Docker alone the prober should reach the host and the outside: {alone:?}"
+    );
+    let mut agent = AgentProcess::start(AGENT, &[&denied.name, &front.name]);
+    let root = agent.pin_root().to_path_buf();
+    let (denied_bridge, front_bridge) = (denied.bridge(), front.bridge());
+    let want = || -> BTreeSet<u32> {
+        let mut want = bridge_ports(&denied_bridge);
+        want.extend(bridge_ports(&front_bridge));
+        // An egress-denied network's bridge holds its routed egress even
+        // before a new endpoint's veth is attached; a normal network's does
+        // not.
+        want.insert(ifindex(&denied_bridge));
+        want
+    };
+    wait_for("the initial attachments", SETTLE, || {
+        attachment_problems(&root, &want()).is_empty()
+    });
+    wait_for("the agent's first sync", SETTLE, || agent.synced());
+    // What the control delivered (taken once the agent holds the network,
+    // long after the control's last answer): escapes are counted from here.
+    let (alone_tcp, alone_udp) = (
+        host_listeners.tcp_accepted() + outside_listeners.tcp_accepted(),
+        host_listeners.udp_received() + outside_listeners.udp_received(),
+    );
+    let echoes_alone = snmp(outside.netns(), ("Icmp", "InEchos"));
     let server_ns = Netns::of_pid(server.pid());
-    let server_ip = address(&server, &internal);
-    let echoes_before = snmp(outside.netns(), ("Icmp", "InEchos"));
+    let server_ip = address(&server, &denied);
 
-    // Allowed all along: container to container inside the internal
+    // Allowed all along: container to container inside the egress-denied
     // network, and a normal network's container to the outside.
     let inside = Stream::open(
         "internal peer stream",
@@ -447,12 +466,11 @@ fn agent_killed_during_traffic_and_container_churn_lets_nothing_escape_cuts_no_s
     // The burst: containers come and go before, while and after the agent
     // is dead. The ones attached before the kill and removed while it is
     // dead leave pins that only the restarted agent can clean up.
-    let churn = |i: usize| TestContainer::run(&format!("churn{i}"), &["--network", &internal.name]);
+    let churn = |i: usize| TestContainer::run(&format!("churn{i}"), &["--network", &denied.name]);
     let remove = |c: &TestContainer| docker_ok(&["rm", "-f", &c.name]);
     let stop = |c: &TestContainer| docker_ok(&["stop", "-t", "0", &c.name]);
     let mut burst: Vec<TestContainer> = (0..6).map(churn).collect();
-    let attached_before_kill: Vec<u32> =
-        burst[..3].iter().map(|c| c.host_veth(&internal)).collect();
+    let attached_before_kill: Vec<u32> = burst[..3].iter().map(|c| c.host_veth(&denied)).collect();
     wait_for("the first churned containers attached", SETTLE, || {
         attached_before_kill
             .iter()
@@ -469,7 +487,7 @@ fn agent_killed_during_traffic_and_container_churn_lets_nothing_escape_cuts_no_s
     stop(&burst[1]);
     remove(&burst[6]);
     stop(&burst[7]);
-    let late_veth = burst[8].host_veth(&internal);
+    let late_veth = burst[8].host_veth(&denied);
     assert!(
         !pins::veth_attached(&root, late_veth),
         "no agent, no veth attachment"
@@ -508,9 +526,9 @@ fn agent_killed_during_traffic_and_container_churn_lets_nothing_escape_cuts_no_s
     let (inside_error, inside_gap) = inside.finish();
     let (outward_error, outward_gap) = outward.finish();
 
-    let escapes_tcp = host_listeners.tcp_accepted() + outside_listeners.tcp_accepted();
-    let escapes_udp = host_listeners.udp_received() + outside_listeners.udp_received();
-    let escapes_icmp = snmp(outside.netns(), ("Icmp", "InEchos")) - echoes_before;
+    let escapes_tcp = host_listeners.tcp_accepted() + outside_listeners.tcp_accepted() - alone_tcp;
+    let escapes_udp = host_listeners.udp_received() + outside_listeners.udp_received() - alone_udp;
+    let escapes_icmp = snmp(outside.netns(), ("Icmp", "InEchos")) - echoes_alone;
     println!(
         "prober: {} attempts in {} batches over {:?}; blocked because {:?}",
         tally.attempts,
@@ -537,11 +555,14 @@ fn agent_killed_during_traffic_and_container_churn_lets_nothing_escape_cuts_no_s
         want()
     );
 
-    assert_all_blocked(&tally, "from the internal network to the host and outside");
+    assert_all_blocked(
+        &tally,
+        "from the egress-denied network to the host and outside",
+    );
     assert_eq!(
         (escapes_tcp, escapes_udp, escapes_icmp),
         (0, 0, 0),
-        "packets from the internal network arrived at the host or outside (tcp, udp, icmp)"
+        "packets from the egress-denied network arrived at the host or outside (tcp, udp, icmp)"
     );
     // 12 probes a batch, about three batches a second.
     assert!(
@@ -599,14 +620,18 @@ fn agent_killed_during_traffic_and_container_churn_lets_nothing_escape_cuts_no_s
     assert_enforced(
         &burst[8],
         &server,
-        &internal,
+        &denied,
         &[front_gw, outside.host_ip()],
         "after the agent's restart",
     );
     assert_eq!(
-        (host_listeners.tcp_accepted(), host_listeners.udp_received()),
+        (
+            host_listeners.tcp_accepted() + outside_listeners.tcp_accepted() - alone_tcp,
+            host_listeners.udp_received() + outside_listeners.udp_received() - alone_udp
+        ),
         (0, 0),
-        "the host accepted a connection or datagram"
+        "the host or the outside accepted a connection or datagram since the agent held the \
+         network"
     );
 }
 

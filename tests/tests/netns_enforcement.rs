@@ -325,6 +325,11 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
         bridge_ports: Vec::new(),
         ..HostState::default()
     };
+    // Baseline, nothing of netwatch's in the path: all three answer, so
+    // the drops below are the plan's.
+    assert!(host.ping(&c, host.peer_ip()), "baseline: the neighbour");
+    assert!(host.ping(&c, host.gateway()), "baseline: the gateway");
+    assert!(host.ping(&c, TestHost::OUTSIDE_IP), "baseline: the outside");
     let mut datapath = Datapath::load(&LoadOptions {
         pin_root: Some(pin_dir.0.clone()),
         ..LoadOptions::default()

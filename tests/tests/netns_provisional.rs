@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use netwatch::datapath::{Attachment, Datapath, LoadOptions, pins, provisional};
+use netwatch::datapath::{Attachment, Datapath, LoadOptions, pinned, pins, provisional};
 use netwatch_tests::{
     agent::wait_for,
     fixture::{require_root, tcx_program_counts},
@@ -88,7 +88,7 @@ fn a_provisional_child_link_follows_its_device_and_is_adopted_once() {
         Attachment::Attached
     );
     let pin = pins::provisional_child_path(&root, parent_index, index);
-    let link = provisional::tcx_link(&pin).unwrap().expect("a TCX link");
+    let link = pinned::tcx_link(&pin).unwrap().expect("a TCX link");
     assert_eq!((link.ifindex, link.ingress), (index, true));
     assert_eq!(tcx_program_counts(&name), (1, 0));
 

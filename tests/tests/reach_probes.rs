@@ -227,7 +227,9 @@ fn a_port_without_listener_is_refused_quickly() {
     for outcome in &outcomes {
         assert!(blocked_because(outcome, "refused"), "{outcome}");
     }
-    assert!(elapsed < Duration::from_millis(300), "{elapsed:?}");
+    // Answered by a refusal, not left to time out (a liveness bound; the
+    // figure is printed above).
+    assert!(elapsed < TIMEOUT / 2, "{elapsed:?}");
 }
 
 #[test]

@@ -186,11 +186,7 @@ fn endpoint_state(
         ipv6: endpoint.ipv6,
         mac: endpoint.mac.0,
         container_labels: container.labels.clone(),
-        published: container
-            .published
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        published: container.published.clone(),
         macvlan,
         overlay,
     })

@@ -24,7 +24,7 @@ use std::{
 
 use netwatch_common::endpoint::{EndpointPolicy, MacvlanPort, MacvlanPortKey, policy_flags};
 
-use crate::docker::GATEWAY_BRIDGE;
+use crate::docker::{GATEWAY_BRIDGE, PublishedPort};
 use crate::policy::{
     AllowRule, Cidr, EndpointSpec,
     labels::{LabelProblem, NetworkLabels, container_allow, network_labels},
@@ -73,9 +73,8 @@ pub struct EndpointState {
     pub mac: [u8; 6],
     /// The container's Docker labels (`netwatch.allow` is policy).
     pub container_labels: BTreeMap<String, String>,
-    /// The container's published ports, as `docker port` prints their
-    /// host side (`0.0.0.0:8080/tcp`).
-    pub published: Vec<String>,
+    /// The container's published ports.
+    pub published: Vec<PublishedPort>,
     /// For an endpoint of a macvlan network: where its child lives.
     /// `host_ifname`/`host_ifindex` are then the child's, inside the
     /// container's namespace.
@@ -565,7 +564,12 @@ fn published_dropped(state: &HostState, policies: &HashMap<&str, NetworkLabels>)
             "container {} publishes {} but network {} denies egress: clients outside {} get no \
              answer through it",
             endpoint.container,
-            endpoint.published.join(", "),
+            endpoint
+                .published
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
             network.name,
             network.name
         ));
@@ -1255,7 +1259,12 @@ mod tests {
     fn a_published_port_on_a_network_that_denies_egress_is_named_as_dropped() {
         let mut state = state();
         for endpoint in &mut state.endpoints {
-            endpoint.published = vec!["0.0.0.0:8080/tcp".into()];
+            endpoint.published = vec![PublishedPort {
+                host_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+                host_port: 8080,
+                container_port: 80,
+                protocol: "tcp".into(),
+            }];
         }
         let labelled = |labels: &[(&str, &str)]| {
             let mut state = state.clone();

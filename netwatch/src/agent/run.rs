@@ -777,6 +777,7 @@ async fn sync(
         .map(|t| format!("{} (ifindex {})", t.ifname, t.ifindex))
         .collect();
     status.last_sync = Some(unix_now());
+    status.syncs += 1;
     if let Err(e) = status.write(&options.run_dir) {
         warn!("cannot write the status file: {e}");
     }

@@ -16,6 +16,9 @@ pub struct AgentStatus {
     pub started_at: u64,
     /// Unix seconds of the last successful sync with Docker, if any.
     pub last_sync: Option<u64>,
+    /// Successful syncs with Docker since the agent started.
+    #[serde(default)]
+    pub syncs: u64,
     /// The Docker API version negotiated, if connected.
     pub docker_api_version: Option<String>,
     /// The last Docker error, if the last attempt failed.

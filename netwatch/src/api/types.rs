@@ -241,6 +241,7 @@ mod tests {
             peer: None,
             peer_service: None,
             peer_kind: None,
+            published: None,
             first_seen: Timestamp::from_second(100 + packets as i64).unwrap(),
             last_seen: Timestamp::from_second(200 + packets as i64).unwrap(),
             interface: None,

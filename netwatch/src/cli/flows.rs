@@ -17,10 +17,10 @@ fn row(e: &FlowEntry) -> Vec<String> {
     let (src, dst) = if e.flows > 1 {
         (format!("({} idle flows)", e.flows), "*".to_string())
     } else {
-        (
-            endpoint_text(e.src, e.src_port, &e.proto),
-            endpoint_text(e.dst, e.dst_port, &e.proto),
-        )
+        let mut src = endpoint_text(e.src, e.src_port, &e.proto);
+        let mut dst = endpoint_text(e.dst, e.dst_port, &e.proto);
+        e.mark_published(&mut src, &mut dst);
+        (src, dst)
     };
     // No container: a flow on a network's bridge or an uplink that no
     // container's address explains (neighbour discovery from the host…).

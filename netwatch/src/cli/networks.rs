@@ -58,6 +58,10 @@ pub struct EndpointReport {
     /// namespace (`ifname`, `ifindex` there, the container's end,
     /// `sandbox`, `netns_cookie`); `null` otherwise.
     pub overlay: Option<crate::endpoint::SandboxVeth>,
+    /// The container's published ports when Docker publishes them through
+    /// this endpoint (its gateway endpoint), each `0.0.0.0:8080/tcp ->
+    /// 80/tcp`; empty otherwise.
+    pub published: Vec<String>,
     /// Every netwatch program the endpoint needs is pinned (both veth
     /// programs on `host_ifindex`; for a macvlan endpoint, the child's and
     /// its parent's; for an overlay endpoint, both on its sandbox veth and,
@@ -117,6 +121,17 @@ pub fn report(
                         host_ifindex: e.veth.as_ref().map(|v| v.ifindex),
                         macvlan: e.macvlan.clone(),
                         overlay: e.overlay.clone(),
+                        published: inventory
+                            .published_through(container)
+                            .filter(|through| through.network_id == network.id)
+                            .map(|_| {
+                                container
+                                    .published
+                                    .iter()
+                                    .map(|p| format!("{p} -> {}", p.container_side()))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
                         attached: e.attached,
                         guard: e.guard.clone(),
                     })
@@ -213,27 +228,38 @@ pub fn render_table(reports: &[NetworkReport]) -> String {
                         .unwrap_or_default(),
                     e.guard.mode.to_string(),
                     e.guard.why.clone(),
+                    e.published.join(", "),
                 ]
             })
         })
         .collect();
     if !endpoints.is_empty() {
+        let mut columns = vec![
+            "CONTAINER",
+            "SERVICE",
+            "NETWORK",
+            "IPV4",
+            "IPV6",
+            "MAC",
+            "INTERFACE",
+            "IFINDEX",
+            "MODE",
+            "WHY",
+            "PUBLISHED",
+        ];
+        // The column only when something is published.
+        let mut endpoints = endpoints;
+        if endpoints
+            .iter()
+            .all(|row| row.last().is_some_and(String::is_empty))
+        {
+            columns.pop();
+            for row in &mut endpoints {
+                row.pop();
+            }
+        }
         out.push('\n');
-        out.push_str(&table(
-            &[
-                "CONTAINER",
-                "SERVICE",
-                "NETWORK",
-                "IPV4",
-                "IPV6",
-                "MAC",
-                "INTERFACE",
-                "IFINDEX",
-                "MODE",
-                "WHY",
-            ],
-            &endpoints,
-        ));
+        out.push_str(&table(&columns, &endpoints));
     }
     out
 }
@@ -326,6 +352,7 @@ mod tests {
                         "host_ifindex": null,
                         "macvlan": null,
                         "overlay": null,
+                        "published": [],
                         "attached": false,
                         "mode": "unguarded",
                         "why": "host networking: the container shares the host's network stack; there is no interface of its own to attach to"
@@ -353,6 +380,7 @@ mod tests {
                         "host_ifindex": 13,
                         "macvlan": null,
                         "overlay": null,
+                        "published": [],
                         "attached": true,
                         "mode": "enforced",
                         "why": "internal: true"
@@ -368,6 +396,7 @@ mod tests {
                         "host_ifindex": 15,
                         "macvlan": null,
                         "overlay": null,
+                        "published": [],
                         "attached": false,
                         "mode": "unguarded",
                         "why": "veth vethccc not attached yet: the agent attaches it at its next sync"

@@ -42,11 +42,12 @@ pub fn event_line(event: &ObservedEvent, tz: &TimeZone) -> String {
         ("dropped", Some(reason)) => format!("DROPPED ({reason})"),
         (verdict, _) => verdict.to_uppercase(),
     };
+    let mut src = end(src_name, f.src, f.src_port, &f.proto);
+    let mut dst = end(dst_name, f.dst, f.dst_port, &f.proto);
+    f.mark_published(&mut src, &mut dst);
     format!(
-        "{time}  {:<11} {} -> {}  {}  {verdict}  {} on {}  {} pkts {}",
+        "{time}  {:<11} {src} -> {dst}  {}  {verdict}  {} on {}  {} pkts {}",
         event.event,
-        end(src_name, f.src, f.src_port, &f.proto),
-        end(dst_name, f.dst, f.dst_port, &f.proto),
         f.proto,
         f.direction,
         f.network.as_deref().unwrap_or("-"),

@@ -1,7 +1,17 @@
 //! Reading what an agent pinned, without loading anything: for `status`,
 //! whether or not the agent is running.
 
-use std::path::Path;
+use std::{
+    ffi::CString,
+    io,
+    os::{
+        fd::{FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
+};
+
+use nix::libc;
 
 use aya::maps::{Map, MapData};
 use netwatch_common::{
@@ -107,15 +117,11 @@ pub fn read_flows(root: &Path) -> Result<Vec<(FlowKey, FlowStats)>, DatapathErro
 /// # Errors
 /// No link is pinned there.
 pub fn link_ids(path: &Path) -> Result<(u32, u32), DatapathError> {
-    let error = |e: &dyn std::fmt::Display| DatapathError::Pin {
+    let info = link_info(path).map_err(|source| DatapathError::Pin {
         path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    };
-    let link: aya::programs::links::FdLink = aya::programs::links::PinnedLink::from_pin(path)
-        .map_err(|e| error(&e))?
-        .into();
-    let info = link.info().map_err(|e| error(&e))?;
-    Ok((info.id(), info.program_id()))
+        source,
+    })?;
+    Ok((info.id, info.prog_id))
 }
 
 /// The capacity (max entries) of the map pinned at `path`.
@@ -129,6 +135,126 @@ pub fn map_capacity(path: &Path) -> Result<u32, DatapathError> {
             path: path.to_path_buf(),
             source: std::io::Error::other(e.to_string()),
         })
+}
+
+// One reader of pinned links, by hand: aya's `LinkInfo` gives a link's id
+// and program but not the `tcx` part of `bpf_link_info` (the device's
+// ifindex now, and the attach type), which provisional links need.
+
+/// `enum bpf_cmd` (include/uapi/linux/bpf.h).
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// `enum bpf_link_type`: `BPF_LINK_TYPE_TCX`.
+const BPF_LINK_TYPE_TCX: u32 = 11;
+/// `enum bpf_attach_type`: `BPF_TCX_INGRESS`.
+const BPF_TCX_INGRESS: u32 = 46;
+
+/// The head of `struct bpf_link_info` and its `tcx` member (the union
+/// starts at offset 16, aligned for its u64 members).
+#[repr(C)]
+#[derive(Default)]
+struct TcxLinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    ifindex: u32,
+    attach_type: u32,
+}
+
+/// What the kernel says of one pinned TCX link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcxLink {
+    pub id: u32,
+    pub prog_id: u32,
+    /// The device's current ifindex, in the namespace the device is in
+    /// now; 0 once the device is gone (the link is defunct).
+    pub ifindex: u32,
+    pub ingress: bool,
+}
+
+/// Reads the pinned link at `path`; `None` when it is not a TCX link.
+///
+/// # Errors
+/// The pin cannot be opened or the kernel refuses the query.
+pub fn tcx_link(path: &Path) -> io::Result<Option<TcxLink>> {
+    let info = link_info(path)?;
+    if info.link_type != BPF_LINK_TYPE_TCX {
+        return Ok(None);
+    }
+    Ok(Some(TcxLink {
+        id: info.id,
+        prog_id: info.prog_id,
+        ifindex: info.ifindex,
+        ingress: info.attach_type == BPF_TCX_INGRESS,
+    }))
+}
+
+/// The head of the kernel's `bpf_link_info` for the link pinned at `path`
+/// (its `tcx` part is meaningful for TCX links only).
+fn link_info(path: &Path) -> io::Result<TcxLinkInfo> {
+    let fd = obj_get(path)?;
+    let mut info = TcxLinkInfo::default();
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    use std::os::fd::AsRawFd as _;
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<TcxLinkInfo>() as u32,
+        info: (&raw mut info) as u64,
+    };
+    // SAFETY: `attr` is a BPF_OBJ_GET_INFO_BY_FD attribute; the kernel
+    // writes at most `info_len` bytes to `info`, which has them and
+    // outlives the call.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
+    Ok(info)
+}
+
+fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    #[repr(C)]
+    struct GetAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let mut attr = GetAttr {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: `attr` is a BPF_OBJ_GET attribute; `pathname` points at a
+    // NUL-terminated string that outlives the call.
+    let fd = unsafe { bpf(BPF_OBJ_GET, &mut attr) }?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The `bpf(2)` system call with `attr` (its size passed as the attribute's
+/// size).
+///
+/// # Safety
+/// `attr` must be a valid attribute of `cmd`, and every pointer in it valid
+/// for what the kernel reads or writes there during the call.
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: as the caller promised; `attr` is `size_of::<T>()` bytes.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr).cast::<libc::c_void>(),
+            std::mem::size_of::<T>(),
+        )
+    };
+    if done < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(done)
 }
 
 #[cfg(test)]

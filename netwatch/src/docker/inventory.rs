@@ -340,6 +340,22 @@ impl Inventory {
         }
     }
 
+    /// The endpoint of `container` that Docker publishes its ports through:
+    /// libnetwork publishes through a sandbox's gateway endpoint, the first
+    /// of its endpoints (by priority, then network name; priorities are
+    /// Docker's default here) on a network that is not internal, other than
+    /// `docker_gwbridge`; only a bridge network's has port mappings.
+    pub fn published_through<'c>(&self, container: &'c Container) -> Option<&'c Endpoint> {
+        if container.published.is_empty() {
+            return None;
+        }
+        let endpoint = container.endpoints.iter().find(|e| {
+            self.network(&e.network_id)
+                .is_some_and(|n| !n.internal && !n.is_gateway_bridge())
+        })?;
+        (endpoint.driver == "bridge").then_some(endpoint)
+    }
+
     /// The network with this id, or else this name.
     pub fn network(&self, id_or_name: &str) -> Option<&Network> {
         self.networks
@@ -1498,6 +1514,41 @@ mod tests {
                 .iter()
                 .all(|c| c.published.is_empty()),
             "the captured containers publish nothing"
+        );
+    }
+
+    #[test]
+    fn ports_are_published_through_the_first_network_that_is_not_internal() {
+        let mut inventory = inventory();
+        let app = inventory
+            .containers
+            .iter_mut()
+            .find(|c| c.name == "nwcap-app")
+            .unwrap();
+        assert_eq!(app.endpoints.len(), 2, "nwcap-back (internal), nwcap-front");
+        let id = app.id.clone();
+        assert!(
+            inventory
+                .published_through(inventory.find_container(&id).unwrap())
+                .is_none(),
+            "nothing published"
+        );
+        let app = inventory
+            .containers
+            .iter_mut()
+            .find(|c| c.name == "nwcap-app")
+            .unwrap();
+        app.published = vec![PublishedPort {
+            host_ip: Ipv4Addr::UNSPECIFIED.into(),
+            host_port: 8080,
+            container_port: 80,
+            protocol: "tcp".into(),
+        }];
+        let app = inventory.find_container(&id).unwrap();
+        let through = inventory.published_through(app).expect("an endpoint");
+        assert_eq!(
+            through.network, "nwcap-front",
+            "nwcap-back comes first by name but is internal"
         );
     }
 

@@ -13,6 +13,6 @@ pub use error::DockerError;
 pub use inventory::{
     BRIDGE_NAME_OPTION, COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL, Container,
     ContainerLookupError, Endpoint, GATEWAY_BRIDGE, Inventory, Labels, MACVLAN_MODE_OPTION,
-    Network, PARENT_OPTION, SWARM_SERVICE_LABEL, Subnet, service_of,
+    Network, PARENT_OPTION, PublishedPort, SWARM_SERVICE_LABEL, Subnet, service_of,
 };
 pub use snapshot::Snapshot;

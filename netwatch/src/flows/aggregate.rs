@@ -89,6 +89,11 @@ pub struct FlowEntry {
     /// `container`, `host-mode` (a `--network host` container) or `host`.
     #[serde(default)]
     pub peer_kind: Option<String>,
+    /// The published port the flow came through, or answers, as `docker
+    /// port` prints its host side (`0.0.0.0:8080/tcp`); see
+    /// [`FlowNames::published`].
+    #[serde(default)]
+    pub published: Option<String>,
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
     /// The interface whose program saw the flow.
@@ -106,6 +111,21 @@ impl FlowEntry {
             Some("host-mode") => format!("{peer} (host mode)"),
             _ => peer.clone(),
         })
+    }
+
+    /// Marks the container's end of a connection through a published port,
+    /// as tables and lines show it: ` (published 0.0.0.0:8080/tcp)` after
+    /// `dst` for what the container receives, after `src` for its answers.
+    pub fn mark_published(&self, src: &mut String, dst: &mut String) {
+        let Some(published) = &self.published else {
+            return;
+        };
+        let inside = if self.direction == "ingress" {
+            dst
+        } else {
+            src
+        };
+        inside.push_str(&format!(" (published {published})"));
     }
 
     /// The peer is a container on one of this host's networks (not the
@@ -185,6 +205,8 @@ struct Labels {
 struct Tracked {
     labels: Arc<Labels>,
     peer: Option<Arc<Peer>>,
+    /// Looked up once per flow, like the peer.
+    published: Option<Arc<str>>,
     first_seen: Timestamp,
     last_seen: Timestamp,
     /// Of the latest packet ([`Verdict`] and [`DropReason`] as u8).
@@ -235,6 +257,7 @@ impl Tracked {
             peer: self.peer.as_ref().map(|p| p.name.clone()),
             peer_service: self.peer.as_ref().and_then(|p| p.service.clone()),
             peer_kind: self.peer.as_ref().map(|p| p.kind.name().to_owned()),
+            published: self.published.as_deref().map(str::to_owned),
             first_seen: self.first_seen,
             last_seen: self.last_seen,
             interface: labels.interface.clone(),
@@ -472,6 +495,7 @@ impl Aggregator {
         Tracked {
             labels,
             peer,
+            published: names.published(key).map(Into::into),
             first_seen,
             last_seen: first_seen,
             verdict: stats.verdict,
@@ -567,6 +591,7 @@ impl Aggregator {
                     peer: None,
                     peer_service: None,
                     peer_kind: None,
+                    published: None,
                     reason: entry.reason.clone().filter(|_| entry.verdict == "dropped"),
                     ..entry
                 };

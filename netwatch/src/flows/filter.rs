@@ -76,6 +76,7 @@ mod tests {
             peer: None,
             peer_service: None,
             peer_kind: None,
+            published: None,
             first_seen: Timestamp::from_second(100).unwrap(),
             last_seen: Timestamp::from_second(200).unwrap(),
             interface: None,

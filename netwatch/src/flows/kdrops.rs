@@ -218,6 +218,7 @@ fn new_entry(
         peer: peer.as_ref().map(|p| p.name.clone()),
         peer_service: peer.as_ref().and_then(|p| p.service.clone()),
         peer_kind: peer.as_ref().map(|p| p.kind.name().to_owned()),
+        published: names.published(key),
         first_seen: clock.wall(event.first_seen_ns),
         last_seen: clock.wall(event.last_seen_ns),
         interface: owner.interface,

@@ -15,6 +15,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
+    sync::Arc,
 };
 
 use netwatch_common::{flow::FlowKey, reason::Direction};
@@ -22,7 +23,7 @@ use netwatch_common::{flow::FlowKey, reason::Direction};
 use super::host_peer::{HostPeer, HostPeers, Outcome};
 use super::record::key_addresses;
 use crate::agent::{HostState, Target};
-use crate::docker::service_of;
+use crate::docker::{PublishedPort, service_of};
 
 /// The names a flow key resolves to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -77,6 +78,8 @@ struct Endpoint {
     container: String,
     service: Option<String>,
     network: String,
+    /// The container's published ports (shared by its endpoints).
+    published: Arc<[PublishedPort]>,
 }
 
 /// Ifindex and address → names, rebuilt from each snapshot.
@@ -107,6 +110,7 @@ impl FlowNames {
                 container: endpoint.container.clone(),
                 service: service_of(&endpoint.container_labels).map(str::to_owned),
                 network: endpoint.network.clone(),
+                published: endpoint.published.clone().into(),
             };
             for ip in [endpoint.ipv4.map(IpAddr::V4), endpoint.ipv6.map(IpAddr::V6)]
                 .into_iter()
@@ -215,6 +219,58 @@ impl FlowNames {
         (Some(peer), outcome)
     }
 
+    /// The published port a flow came through (or answers), as `docker
+    /// port` prints its host side (`0.0.0.0:8080/tcp`): a flow into a
+    /// container that publishes its destination port and protocol, or the
+    /// container's answers from that port. Docker delivers a published
+    /// port's connections to the container's own address and port (its
+    /// DNAT, or `docker-proxy` connecting from the network's gateway), so
+    /// nothing in the packet says it came through the host port: a
+    /// neighbour on the same network reaching the container directly is
+    /// therefore not counted as published. With several bindings of the
+    /// port, the peer picks: from one of the host's addresses (the gateway:
+    /// `docker-proxy` relaying a connection to a loopback binding, which
+    /// Docker's DNAT does not serve) a loopback binding first, from
+    /// elsewhere (DNAT keeps the client's address) another; then the flow's
+    /// family (`0.0.0.0` or `::`).
+    pub fn published(&self, key: &FlowKey) -> Option<String> {
+        let (src, dst) = key_addresses(key);
+        let (inside, port, other) = match Direction::from_u8(key.direction)? {
+            Direction::Egress => (src?, key.src_port, dst?),
+            Direction::Ingress => (dst?, key.dst_port, src?),
+        };
+        let endpoint = self
+            .veths
+            .get(&key.ifindex)
+            .map(|(_, e)| e)
+            .or_else(|| self.addresses.get(&inside))?;
+        if self
+            .addresses
+            .get(&other)
+            .is_some_and(|peer| peer.network == endpoint.network)
+        {
+            return None;
+        }
+        let proto = match key.proto {
+            6 => "tcp",
+            17 => "udp",
+            132 => "sctp",
+            _ => return None,
+        };
+        let relayed = self.host.is_host(other);
+        endpoint
+            .published
+            .iter()
+            .filter(|p| p.container_port == port && p.protocol == proto)
+            .min_by_key(|p| {
+                (
+                    p.host_ip.is_loopback() != relayed,
+                    p.host_ip.is_ipv4() != other.is_ipv4(),
+                )
+            })
+            .map(ToString::to_string)
+    }
+
     /// The container on this host that owns `ip`, if any.
     pub fn container_of(&self, ip: IpAddr) -> Option<&str> {
         self.addresses.get(&ip).map(|e| e.container.as_str())
@@ -295,6 +351,80 @@ mod tests {
         assert_eq!(owner.container.as_deref(), Some("postgres"));
         assert_eq!(owner.service.as_deref(), Some("db"));
         assert_eq!(owner.interface.as_deref(), Some("veth1"));
+    }
+
+    #[test]
+    fn a_connection_to_a_published_port_and_its_answers_carry_it_but_a_neighbours_do_not() {
+        let mut state = state();
+        let binding = |ip: &str, protocol: &str| PublishedPort {
+            host_ip: ip.parse().unwrap(),
+            host_port: 15432,
+            container_port: 5432,
+            protocol: protocol.into(),
+        };
+        state.endpoints[0].published = vec![
+            binding("0.0.0.0", "tcp"),
+            binding("::", "tcp"),
+            binding("127.0.0.1", "tcp"),
+            binding("0.0.0.0", "udp"),
+        ];
+        let mut neighbour = state.endpoints[0].clone();
+        neighbour.container = "psql".into();
+        neighbour.host_ifindex = 32;
+        neighbour.ipv4 = Some("172.30.0.3".parse().unwrap());
+        neighbour.published = Vec::new();
+        state.endpoints.push(neighbour);
+        let names = FlowNames::new(&state, &[]);
+        let tcp = |mut key: FlowKey, src_port: u16, dst_port: u16| {
+            key.proto = 6;
+            key.src_port = src_port;
+            key.dst_port = dst_port;
+            key
+        };
+        let client = [203, 0, 113, 7];
+        let postgres = [172, 30, 0, 2];
+        let inbound = tcp(key(31, Direction::Ingress, client, postgres), 40000, 5432);
+        assert_eq!(
+            names.published(&inbound).as_deref(),
+            Some("0.0.0.0:15432/tcp"),
+            "an IPv4 client: the IPv4 binding"
+        );
+        let answer = tcp(key(31, Direction::Egress, postgres, client), 5432, 40000);
+        assert_eq!(
+            names.published(&answer).as_deref(),
+            Some("0.0.0.0:15432/tcp")
+        );
+        // docker-proxy relays a loopback binding's connections from the
+        // gateway, one of the host's addresses.
+        let relayed = tcp(
+            key(31, Direction::Ingress, [172, 30, 0, 1], postgres),
+            40001,
+            5432,
+        );
+        assert_eq!(
+            names.published(&relayed).as_deref(),
+            Some("127.0.0.1:15432/tcp")
+        );
+        let from_neighbour = tcp(
+            key(31, Direction::Ingress, [172, 30, 0, 3], postgres),
+            40002,
+            5432,
+        );
+        assert_eq!(names.published(&from_neighbour), None, "reached directly");
+        let other_port = tcp(key(31, Direction::Ingress, client, postgres), 40003, 5433);
+        assert_eq!(names.published(&other_port), None);
+        let mut udp = inbound;
+        udp.proto = 17;
+        assert_eq!(names.published(&udp).as_deref(), Some("0.0.0.0:15432/udp"));
+        let mut sctp = inbound;
+        sctp.proto = 132;
+        assert_eq!(names.published(&sctp), None, "not published for sctp");
+        let outbound = tcp(key(31, Direction::Egress, postgres, client), 40004, 5432);
+        assert_eq!(
+            names.published(&outbound),
+            None,
+            "the container connecting out to someone's 5432"
+        );
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl ObservedEvent {
             String::new()
         };
         format!(
-            "{} container={} network={} interface={} direction={} proto={} src={} dst={}{icmp_fields} reason={} packets={} peer={}{}",
+            "{} container={} network={} interface={} direction={} proto={} src={} dst={}{icmp_fields} reason={} packets={} peer={}{}{}",
             self.event,
             or_dash(&f.container),
             or_dash(&f.network),
@@ -86,6 +86,10 @@ impl ObservedEvent {
                 .as_deref()
                 .filter(|_| f.peer.is_some())
                 .map(|kind| format!(" peer_kind={kind}"))
+                .unwrap_or_default(),
+            f.published
+                .as_deref()
+                .map(|published| format!(" published={published}"))
                 .unwrap_or_default(),
         )
     }

@@ -42,6 +42,7 @@ pub fn flow(
         peer: None,
         peer_service: None,
         peer_kind: None,
+        published: None,
         first_seen: at(0),
         last_seen: at(10),
         interface: None,

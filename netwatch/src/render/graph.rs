@@ -631,6 +631,16 @@ fn service_of(e: &FlowEntry) -> Option<String> {
         return None;
     }
     match e.proto.as_str() {
+        // The container's port, and the host's side it is published on.
+        "tcp" | "udp" | "sctp" if e.published.is_some() => {
+            let port = if e.direction == "ingress" {
+                e.dst_port
+            } else {
+                e.src_port
+            };
+            let published = e.published.as_deref().unwrap_or_default();
+            Some(format!("{}/{port} (published {published})", e.proto))
+        }
         "tcp" | "udp" | "sctp" => {
             let port = match (e.src_port, e.dst_port) {
                 (0, p) | (p, 0) => p,
@@ -676,6 +686,20 @@ mod tests {
         let found = edges(g, from, to);
         assert_eq!(found.len(), 1, "{from} -> {to}: {found:?}");
         found[0].bytes
+    }
+
+    #[test]
+    fn an_edge_through_a_published_port_names_the_host_side() {
+        let mut inbound = ingress("web", "n", ("203.0.113.7", 40000), ("172.20.0.2", 80), 300);
+        inbound.published = Some("0.0.0.0:8080/tcp".into());
+        let mut answer = egress("web", "n", ("172.20.0.2", 80), ("203.0.113.7", 40000), 900);
+        answer.published = Some("0.0.0.0:8080/tcp".into());
+        let g = graph(&[inbound, answer]);
+        let served = "tcp/80 (published 0.0.0.0:8080/tcp)";
+        let inbound = edges(&g, "outside:203.0.113.0/24", "container:n/web");
+        assert_eq!(inbound[0].services, [served]);
+        let answers = edges(&g, "container:n/web", "outside:203.0.113.0/24");
+        assert_eq!(answers[0].services, [served]);
     }
 
     #[test]

@@ -38,9 +38,7 @@ use netwatch::{
 use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     bench::{BenchArgs, Section, Table, interleaved, median, percentile},
-    docker::{
-        TEST_IMAGE, TestContainer, TestNetwork, docker, docker_ok, require_dockerd, unique_name,
-    },
+    docker::{TestContainer, TestNetwork, docker_ok, require_dockerd},
     dockerd::PrivateDockerd,
     netns::PinDir,
     start_window::{StartWindow, probe_start, probe_start_enforced},
@@ -969,24 +967,15 @@ fn restart_section(
     let bridge = network.bridge();
     let mut containers = Vec::new();
     for _ in 0..n {
-        let mut container = TestContainer {
-            name: unique_name("restart"),
-            id: String::new(),
-        };
-        container.id = docker(&[
-            "run",
-            "-d",
-            "--restart",
-            "always",
-            "--name",
-            &container.name,
-            "--network",
-            &network.name,
-            TEST_IMAGE,
-            "sh",
-            "-c",
-            "trap 'exit 0' TERM; while true; do sleep 1; done",
-        ])
+        let container = TestContainer::try_run_command(
+            "restart",
+            &["--restart", "always", "--network", &network.name],
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM; while true; do sleep 1; done",
+            ],
+        )
         .map_err(|e| anyhow!(e))?;
         containers.push(container);
     }
