@@ -15,6 +15,7 @@ use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     docker::{TestContainer, TestNetwork, docker, require_dockerd},
     fixture::require_root,
+    prometheus,
 };
 use serde_json::Value;
 
@@ -76,7 +77,14 @@ fn a_ping_between_two_bridge_networks_dropped_by_dockers_isolation_rules_shows_a
     let gateway = internal.ipam_field("Gateway");
     let b_ip = b.endpoint_field(&right, "IPAddress");
     let c_ip = c.endpoint_field(&left, "IPAddress");
-    let agent = AgentProcess::start(AGENT, &[&left.name, &right.name, &internal.name]);
+    let flow_log = std::env::temp_dir().join(format!("{}.flows.log", a.name));
+    let _ = std::fs::remove_file(&flow_log);
+    let agent = AgentProcess::start_with_args(
+        AGENT,
+        &[&left.name, &right.name, &internal.name],
+        &[],
+        &["--flow-log", flow_log.to_str().expect("UTF-8 path")],
+    );
     wait_for("the agent's first sync", Duration::from_secs(30), || {
         agent.synced()
     });
@@ -187,4 +195,42 @@ fn a_ping_between_two_bridge_networks_dropped_by_dockers_isolation_rules_shows_a
         .iter()
         .find(|f| field(f, "dst") == b_ip && field(f, "dropped_by") == "kernel");
     assert!(kernel.is_some(), "{flows:#?}");
+
+    // The flow log has the drop as `observe -o jsonl` prints it.
+    let mut lines = String::new();
+    wait_for(
+        "the kernel drop in the flow log",
+        Duration::from_secs(5),
+        || {
+            lines = std::fs::read_to_string(&flow_log).unwrap_or_default();
+            lines.lines().any(|l| {
+                let v: Value = serde_json::from_str(l).unwrap_or_default();
+                field(&v, "event") == "drop"
+                    && field(&v, "container") == a.name
+                    && field(&v, "reason") == "kernel:netfilter_drop"
+                    && field(&v, "dropped_by") == "kernel"
+                    && field(&v, "peer") == b.name
+            })
+        },
+    );
+    let _ = std::fs::remove_file(&flow_log);
+
+    // Metrics: the kernel's drop has its own family, out of the flow totals.
+    let addr = netwatch::agent::status_file::AgentStatus::read(&agent.run_dir)
+        .and_then(|s| s.metrics_addr)
+        .expect("the agent says where metrics are served");
+    let families = prometheus::parse(&prometheus::scrape(&addr)).expect("metrics parse");
+    let kernel = families
+        .iter()
+        .find(|f| f.name == "netwatch_kernel_drop_packets_total")
+        .expect("netwatch_kernel_drop_packets_total");
+    assert!(
+        kernel
+            .samples
+            .iter()
+            .any(|s| s.labels.get("container") == Some(&a.name)
+                && s.labels.get("reason").map(String::as_str) == Some("kernel:netfilter_drop")
+                && s.value >= 1.0),
+        "{kernel:#?}"
+    );
 }
