@@ -469,11 +469,18 @@ mod tests {
                 .spawn()
                 .expect("unshare --net sleep");
             let b = format!("/proc/{}/ns/net", holder.id());
-            // Wait for the holder's own namespace (it unshares after exec).
+            // Wait for the holder's own namespace: it starts in A (this
+            // thread's, not the process's) and unshares after exec.
+            let a_link = std::fs::read_link("/proc/thread-self/ns/net").expect("A's link");
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while std::fs::read_link(&b).ok() == std::fs::read_link("/proc/self/ns/net").ok()
-                && std::time::Instant::now() < deadline
+            while std::fs::read_link(&b)
+                .ok()
+                .is_none_or(|link| link == a_link)
             {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the holder did not unshare within 5 s"
+                );
                 thread::sleep(Duration::from_millis(5));
             }
             let run = |args: &[&str]| {
