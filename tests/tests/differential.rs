@@ -1,5 +1,6 @@
 //! Differential test: random and mutated frames through the kernel programs
-//! and the reference model; every verdict and reason must agree. A failing
+//! and the reference model; every verdict, reason and returned action must
+//! agree. A failing
 //! frame is printed as hex so that it can become a fixed case.
 //!
 //! `NETWATCH_DIFF_PACKETS` sets how many frames per direction (default
@@ -9,6 +10,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netwatch::datapath::Hook;
+use netwatch_common::reason::Verdict;
 use netwatch_tests::{
     corpus::{mutate, random_valid_frame},
     fixture::*,
@@ -102,10 +104,19 @@ fn differential(mut harness: Harness, per_direction: usize, required: usize) {
         if let Some(d) = model {
             *verdicts.entry(d.reason.name()).or_insert(0usize) += 1;
         }
-        if kernel.decision() != model {
+        // The program's returned action too, not only the counter that
+        // moved: a program that counted a drop but let the packet on (or
+        // the reverse) disagrees.
+        let action = model.map(|d| match d.verdict {
+            Verdict::Forwarded => TC_CONTINUE,
+            Verdict::Dropped => TC_DROP,
+        });
+        if kernel.decision() != model || action.is_some_and(|a| a != kernel.action) {
             disagreements.push(format!(
-                "{hook:?}: kernel {:?}, model {model:?}\n  frame: {}",
+                "{hook:?}: kernel {:?} (action {}), model {model:?} (action {action:?})\n  \
+                 frame: {}",
                 kernel.decision(),
+                kernel.action,
                 hex(&frame)
             ));
             if disagreements.len() >= 20 {
