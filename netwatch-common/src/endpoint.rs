@@ -36,8 +36,16 @@ pub mod policy_flags {
     /// source MAC) are also judged as the sibling's egress there: bridge-mode
     /// siblings exchange frames without passing the parent's egress hook.
     pub const MACVLAN: u32 = 1 << 5;
+    /// Containers behind the policy publish ports on the host and their
+    /// network accepts inbound connections to them
+    /// (`netwatch.ingress=published`): the policy's entries in `PUBLISHED`
+    /// are open to inbound packets, and what a container sends from such a
+    /// port passes when it answers an inbound flow that was let in. Only
+    /// the policies that carry it pay for the lookups.
+    pub const PUBLISHED: u32 = 1 << 6;
     /// Every defined bit; the agent refuses to write others.
-    pub const ALL: u32 = ENFORCE | GATEWAY_ACCESS | HAS_IPV4 | HAS_IPV6 | NETWORK_WIDE | MACVLAN;
+    pub const ALL: u32 =
+        ENFORCE | GATEWAY_ACCESS | HAS_IPV4 | HAS_IPV6 | NETWORK_WIDE | MACVLAN | PUBLISHED;
 }
 
 /// The policy of one container endpoint, keyed by its host-side veth ifindex
@@ -185,6 +193,39 @@ pub struct MacvlanPort {
 }
 assert_layout!(MacvlanPort, size = 16, align = 8);
 
+/// Key of `PUBLISHED`: one port a container publishes on the host, as the
+/// container sees it (Docker's DNAT and `docker-proxy` deliver to the
+/// container's own address and port), under the policy that judges it: the
+/// endpoint's own, and its network's network-wide policy on the bridge,
+/// which sees the same packets routed to and from the host.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublishedKey {
+    /// The judging policy's `ENDPOINTS` key (a veth's or a bridge's ifindex).
+    pub ifindex: u32,
+    /// The container's port, host byte order.
+    pub port: u16,
+    /// IP protocol number (TCP or UDP).
+    pub proto: u8,
+    /// `flow::family` of `addr`.
+    pub family: u8,
+    /// The container's address; IPv4 in the first 4 bytes, the rest zero.
+    pub addr: [u8; 16],
+}
+assert_layout!(PublishedKey, size = 24, align = 4);
+
+/// Bits of a `PUBLISHED` value: who may open a connection to the port.
+pub mod published_access {
+    /// Any client: the port is bound to an address clients outside the host
+    /// reach (`0.0.0.0`, `::`, or one of the host's non-loopback addresses).
+    /// Without it the port is bound to loopback only, and only the host (its
+    /// addresses, among them the gateway that `docker-proxy` connects from)
+    /// may open connections to it: a client that routes straight to the
+    /// container's address, which Docker 20.10's FORWARD rules let through
+    /// whatever the binding (moby#45610), is not one.
+    pub const FROM_ANYWHERE: u32 = 1 << 0;
+}
+
 /// Global datapath settings, the single entry of the `CONFIG` array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -234,5 +275,6 @@ user_pod!(
     AllowRules,
     MacvlanPortKey,
     MacvlanPort,
+    PublishedKey,
     DatapathConfig
 );

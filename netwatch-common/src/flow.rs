@@ -55,6 +55,26 @@ impl FlowKey {
             dst: s.dst,
         }
     }
+
+    /// The key of the flow this one answers: the same endpoint, the other
+    /// direction, the ends swapped. Meaningful for packets with ports (for
+    /// ICMP the "ports" are type and code).
+    #[inline(always)]
+    pub fn answered(&self) -> FlowKey {
+        let direction = if self.direction == Direction::Egress as u8 {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        };
+        FlowKey {
+            direction: direction as u8,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            src: self.dst,
+            dst: self.src,
+            ..*self
+        }
+    }
 }
 
 /// Value of the `FLOWS` map. Times are `bpf_ktime_get_ns` (CLOCK_MONOTONIC).

@@ -68,6 +68,10 @@ pub const MAP_PROTECTED_V6: &str = "PROTECTED_V6";
 /// `HashMap<MacvlanPortKey, MacvlanPort>`: macvlan children by parent and MAC.
 pub const MAP_MACVLAN_PORTS: &str = "MACVLAN_PORTS";
 
+/// `HashMap<PublishedKey, u32>`: ports endpoints publish that their
+/// network admits inbound connections to, with `published_access` bits.
+pub const MAP_PUBLISHED: &str = "PUBLISHED";
+
 /// `HashMap<GuardedAddr, u32>`: guarded containers' addresses → their
 /// endpoint's ifindex (the `ENDPOINTS` key).
 pub const MAP_GUARDED: &str = "GUARDED";
@@ -81,7 +85,7 @@ pub const MAP_KDROP_EVENTS: &str = "KDROP_EVENTS";
 pub const MAP_KDROP_CONFIG: &str = "KDROP_CONFIG";
 
 /// Every map of the object.
-pub const ALL_MAPS: [&str; 22] = [
+pub const ALL_MAPS: [&str; 23] = [
     MAP_ENDPOINTS,
     MAP_NET_V4,
     MAP_NET_V6,
@@ -99,6 +103,7 @@ pub const ALL_MAPS: [&str; 22] = [
     MAP_PROTECTED_V4,
     MAP_PROTECTED_V6,
     MAP_MACVLAN_PORTS,
+    MAP_PUBLISHED,
     MAP_BENCH_COUNTER,
     MAP_GUARDED,
     MAP_KDROPS,
@@ -115,6 +120,7 @@ pub const MACVLAN_PORTS_MAX_ENTRIES: u32 = 4_096;
 pub const PREFIX_MAX_ENTRIES: u32 = 16_384;
 pub const HOST_ADDR_MAX_ENTRIES: u32 = 1_024;
 pub const GUARDED_MAX_ENTRIES: u32 = 8_192;
+pub const PUBLISHED_MAX_ENTRIES: u32 = 4_096;
 pub const KDROPS_MAX_ENTRIES: u32 = 4_096;
 /// Size of the kernel drop ring buffer in bytes.
 pub const KDROP_EVENTS_BYTES: u32 = 1 << 18;

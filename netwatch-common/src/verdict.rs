@@ -8,7 +8,7 @@
 //! while the policy itself exists once.
 
 use crate::{
-    endpoint::{EndpointPolicy, policy_flags},
+    endpoint::{EndpointPolicy, policy_flags, published_access},
     flow::family,
     packet::{NdKind, PacketClass, PacketSummary},
     reason::{Direction, DropReason, Verdict},
@@ -31,6 +31,17 @@ pub trait PolicyTables {
         proto: u8,
         port: Option<u16>,
     ) -> bool;
+    /// The published port `addr`:`port`/`proto` (a container's side) of the
+    /// judging policy: its [`published_access`] bits, `None` when no
+    /// container behind the policy publishes it. Asked only under
+    /// [`policy_flags::PUBLISHED`].
+    fn published(&self, family: u8, addr: &[u8; 16], proto: u8, port: u16) -> Option<u32>;
+    /// Whether the flow `pkt` (sent by the endpoint) answers was let in:
+    /// the latest packet of the inbound flow with the same addresses and
+    /// ports the other way round was forwarded. The kernel asks its flow
+    /// table; a flow the table has evicted answers `false`, which drops,
+    /// never opens.
+    fn answers_forwarded_inbound(&self, pkt: &PacketSummary) -> bool;
 }
 
 /// Outcome for one packet.
@@ -132,6 +143,9 @@ fn drop_reason<T: PolicyTables>(
     } else {
         (&pkt.src, pkt.port(true))
     };
+    if policy.has(policy_flags::PUBLISHED) && through_published_port(egress, policy, pkt, tables) {
+        return DropReason::None;
+    }
     // An allow-list entry beats host access; being in the network and being
     // allow-listed both forward, so the cheaper network lookup goes first.
     let allow_listed = || tables.allow_listed(policy.scope, pkt.family, remote, pkt.proto, port);
@@ -156,6 +170,39 @@ fn drop_reason<T: PolicyTables>(
         return DropReason::BroadcastMulticast;
     }
     DropReason::NotInNetwork
+}
+
+/// Whether `pkt` belongs to a connection to a published port behind the
+/// policy (`netwatch.ingress=published`): inbound to the container's
+/// address and port, from a client its binding admits; or sent from that
+/// address and port as the answer to an inbound flow that was let in. A
+/// container cannot open a connection of its own from a published port:
+/// nothing came in for it to answer.
+#[inline(always)]
+fn through_published_port<T: PolicyTables>(
+    egress: bool,
+    policy: &EndpointPolicy,
+    pkt: &PacketSummary,
+    tables: &T,
+) -> bool {
+    if egress {
+        let Some(own_port) = pkt.port(true) else {
+            return false;
+        };
+        return tables
+            .published(pkt.family, &pkt.src, pkt.proto, own_port)
+            .is_some()
+            && tables.answers_forwarded_inbound(pkt);
+    }
+    let Some(own_port) = pkt.port(false) else {
+        return false;
+    };
+    let Some(access) = tables.published(pkt.family, &pkt.dst, pkt.proto, own_port) else {
+        return false;
+    };
+    access & published_access::FROM_ANYWHERE != 0
+        || is_gateway(policy, pkt.family, &pkt.src)
+        || tables.is_host_address(pkt.family, &pkt.src)
 }
 
 #[inline(always)]
@@ -267,6 +314,21 @@ mod tests {
                 && addr[..4] == [203, 0, 113, 7]
                 && proto == 6
                 && port == Some(443)
+        }
+        /// web's 80/tcp published to anyone, its 8443/tcp on loopback only.
+        fn published(&self, family: u8, addr: &[u8; 16], proto: u8, port: u16) -> Option<u32> {
+            if family != family::IPV4 || addr[..4] != [172, 20, 0, 2] {
+                return None;
+            }
+            match (proto, port) {
+                (6, 80) => Some(published_access::FROM_ANYWHERE),
+                (6, 8443) => Some(0),
+                _ => None,
+            }
+        }
+        /// Only 198.51.100.1 has connected in.
+        fn answers_forwarded_inbound(&self, pkt: &PacketSummary) -> bool {
+            pkt.dst[..4] == [198, 51, 100, 1]
         }
     }
 
@@ -577,5 +639,111 @@ mod tests {
                 ],
             );
         }
+    }
+
+    #[test]
+    fn a_published_port_admits_inbound_connections_and_their_answers_only() {
+        let published = policy(policy_flags::ENFORCE | policy_flags::PUBLISHED);
+        let outsider = [2, 0, 0, 0, 0, 1];
+        let client = [198, 51, 100, 1];
+        let inbound = |port: u16| {
+            let mut pkt = received(tcp_from_web([0; 4], 0), client, outsider, 40000);
+            pkt.dst_port = port;
+            pkt
+        };
+        let answer = |to: [u8; 4], from_port: u16| {
+            let mut pkt = tcp_from_web(to, 40000);
+            pkt.src_port = from_port;
+            pkt
+        };
+        let mut to_neighbour_address = inbound(80);
+        to_neighbour_address.dst = v4([172, 20, 0, 9]);
+        expect(
+            &published,
+            &[
+                (
+                    "inbound to the published port",
+                    Ingress,
+                    inbound(80),
+                    R::None,
+                ),
+                (
+                    "inbound to another port",
+                    Ingress,
+                    inbound(81),
+                    R::NotInNetwork,
+                ),
+                (
+                    "inbound to the port on an address that is not the endpoint's",
+                    Ingress,
+                    to_neighbour_address,
+                    R::NotInNetwork,
+                ),
+                (
+                    "the answer to a client that came in",
+                    Egress,
+                    answer(client, 80),
+                    R::None,
+                ),
+                (
+                    "from the published port to a client that never came in",
+                    Egress,
+                    answer([198, 51, 100, 2], 80),
+                    R::NotInNetwork,
+                ),
+                (
+                    "a connection of its own to the client, from another port",
+                    Egress,
+                    answer(client, 40001),
+                    R::NotInNetwork,
+                ),
+            ],
+        );
+        expect(
+            &enforced(),
+            &[
+                (
+                    "without the flag the published port stays closed",
+                    Ingress,
+                    inbound(80),
+                    R::NotInNetwork,
+                ),
+                (
+                    "and so do its answers",
+                    Egress,
+                    answer(client, 80),
+                    R::NotInNetwork,
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_port_published_on_loopback_only_admits_the_host_and_no_one_else() {
+        let published = policy(policy_flags::ENFORCE | policy_flags::PUBLISHED);
+        let host_mac = [2, 0, 0, 0, 0, 0x10];
+        let from = |src: [u8; 4]| {
+            let mut pkt = received(tcp_from_web([0; 4], 0), src, host_mac, 40000);
+            pkt.dst_port = 8443;
+            pkt
+        };
+        expect(
+            &published,
+            &[
+                (
+                    "docker-proxy from the gateway",
+                    Ingress,
+                    from([172, 20, 0, 1]),
+                    R::None,
+                ),
+                ("a host address", Ingress, from([10, 0, 0, 5]), R::None),
+                (
+                    "a client routing straight to the container",
+                    Ingress,
+                    from([198, 51, 100, 1]),
+                    R::NotInNetwork,
+                ),
+            ],
+        );
     }
 }

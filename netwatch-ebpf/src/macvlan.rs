@@ -84,7 +84,14 @@ fn judge_sender(
     let decision = if sender.has(policy_flags::ENFORCE) && forged(cookies.0, cookies.1, port) {
         Decision::from_reason(DropReason::SpoofedMac)
     } else {
-        decide(Direction::Egress, sender, summary, &KernelTables)
+        decide(
+            Direction::Egress,
+            sender,
+            summary,
+            &KernelTables {
+                endpoint: port.endpoint,
+            },
+        )
     };
     account(ctx, port.endpoint, Direction::Egress, summary, decision)
 }
@@ -133,7 +140,12 @@ pub fn child_ingress(ctx: &TcContext) -> i32 {
             return action(sent);
         }
     }
-    let decision = decide(Direction::Ingress, own, &summary, &KernelTables);
+    let decision = decide(
+        Direction::Ingress,
+        own,
+        &summary,
+        &KernelTables { endpoint: ifindex },
+    );
     action(account(
         ctx,
         ifindex,

@@ -7,7 +7,8 @@ use aya_ebpf::{
 };
 use netwatch_common::{
     endpoint::{
-        AllowRules, DatapathConfig, EndpointPolicy, MacvlanPort, MacvlanPortKey, ScopedV4, ScopedV6,
+        AllowRules, DatapathConfig, EndpointPolicy, MacvlanPort, MacvlanPortKey, PublishedKey,
+        ScopedV4, ScopedV6,
     },
     flow::{FlowKey, FlowStats},
     kdrop::{GuardedAddr, KernelDropConfig, KernelDropKey, KernelDropStats},
@@ -92,6 +93,12 @@ pub static PROTECTED_V6: LpmTrie<[u8; 16], u32> =
 #[map]
 pub static MACVLAN_PORTS: HashMap<MacvlanPortKey, MacvlanPort> =
     HashMap::with_max_entries(names::MACVLAN_PORTS_MAX_ENTRIES, 0);
+
+/// Ports endpoints publish on networks that accept inbound connections to
+/// them (`netwatch.ingress=published`) → `published_access` bits. Kernel ≥ 3.19.
+#[map]
+pub static PUBLISHED: HashMap<PublishedKey, u32> =
+    HashMap::with_max_entries(names::PUBLISHED_MAX_ENTRIES, 0);
 
 /// Guarded containers' addresses → their endpoint's ifindex, for the
 /// kernel drop program. Kernel ≥ 3.19.

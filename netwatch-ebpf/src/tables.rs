@@ -1,17 +1,23 @@
 //! The verdict function's address lookups, answered from the BPF maps.
 
 use netwatch_common::{
-    endpoint::{SCOPE_BITS, ScopedV4, ScopedV6},
-    flow::family,
+    endpoint::{PublishedKey, SCOPE_BITS, ScopedV4, ScopedV6},
+    flow::{FlowKey, family},
+    packet::PacketSummary,
+    reason::{Direction, Verdict},
     verdict::PolicyTables,
 };
 
 use aya_ebpf::maps::lpm_trie::Key;
 
-use crate::maps::{ALLOW_V4, ALLOW_V6, HOST_V4, HOST_V6, NET_V4, NET_V6};
+use crate::maps::{ALLOW_V4, ALLOW_V6, FLOWS, HOST_V4, HOST_V6, NET_V4, NET_V6, PUBLISHED};
 
-/// Lookups in `NET_*`, `ALLOW_*` and `HOST_*`.
-pub struct KernelTables;
+/// Lookups in `NET_*`, `ALLOW_*` and `HOST_*`, and for the endpoint whose
+/// packet is judged, in `PUBLISHED` and `FLOWS`.
+pub struct KernelTables {
+    /// The judged endpoint's `ENDPOINTS` key (the key its flows carry).
+    pub endpoint: u32,
+}
 
 #[inline(always)]
 fn v4(addr: &[u8; 16]) -> [u8; 4] {
@@ -74,5 +80,26 @@ impl PolicyTables for KernelTables {
             _ => None,
         };
         rules.is_some_and(|rules| rules.matches(proto, port))
+    }
+
+    #[inline(always)]
+    fn published(&self, family: u8, addr: &[u8; 16], proto: u8, port: u16) -> Option<u32> {
+        let key = PublishedKey {
+            ifindex: self.endpoint,
+            port,
+            proto,
+            family,
+            addr: *addr,
+        };
+        // SAFETY: a hash map lookup whose value is read at once.
+        unsafe { PUBLISHED.get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn answers_forwarded_inbound(&self, pkt: &PacketSummary) -> bool {
+        let inbound = FlowKey::new(self.endpoint, Direction::Egress, pkt).answered();
+        // SAFETY: a flow table lookup whose verdict byte is read at once; a
+        // concurrent update can only make it the verdict of a later packet.
+        unsafe { FLOWS.get(inbound) }.is_some_and(|stats| stats.verdict == Verdict::Forwarded as u8)
     }
 }

@@ -38,7 +38,12 @@ pub fn handle(ctx: &TcContext, direction: Direction) -> i32 {
     let policy = unsafe { &*policy };
     let mut summary = PacketSummary::default();
     parse(ctx, tag_stripped, &mut summary);
-    let decision = decide(direction, policy, &summary, &KernelTables);
+    let decision = decide(
+        direction,
+        policy,
+        &summary,
+        &KernelTables { endpoint: ifindex },
+    );
     action(account(ctx, ifindex, direction, &summary, decision))
 }
 

@@ -80,6 +80,7 @@ pub fn endpoint_spec(flags: u32) -> EndpointSpec {
             parent: 0,
         },
         networks: vec![cidr("172.30.0.0/16"), cidr("fd00:30::/64")],
+        published: Vec::new(),
         allow: vec![
             allow("198.51.100.0/24", IPPROTO_TCP, 443),
             allow("198.51.100.53/32", IPPROTO_UDP, 53),

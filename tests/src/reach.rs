@@ -394,6 +394,14 @@ impl Drop for Listeners {
     }
 }
 
+/// The "any address" of `addr`'s family.
+fn unspecified(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
 fn domain(addr: IpAddr) -> Domain {
     if addr.is_ipv4() {
         Domain::IPV4
@@ -549,6 +557,8 @@ pub struct Probe {
     pub dst: IpAddr,
     pub proto: Proto,
     pub port: u16,
+    /// TCP: the local port to connect from; 0 lets the kernel choose.
+    pub src_port: u16,
 }
 
 impl Probe {
@@ -558,6 +568,7 @@ impl Probe {
             dst,
             proto: Proto::Tcp,
             port,
+            src_port: 0,
         }
     }
 
@@ -567,6 +578,7 @@ impl Probe {
             dst,
             proto: Proto::Udp,
             port,
+            src_port: 0,
         }
     }
 
@@ -576,7 +588,14 @@ impl Probe {
             dst,
             proto: Proto::Icmp,
             port: 0,
+            src_port: 0,
         }
+    }
+
+    /// This TCP probe, connecting from local port `port`.
+    pub fn from_port(mut self, port: u16) -> Probe {
+        self.src_port = port;
+        self
     }
 }
 
@@ -767,6 +786,18 @@ fn probe_tcp(probe: &Probe, deadline: Instant) -> Outcome {
     let dst = SocketAddr::new(probe.dst, probe.port);
     let socket = Socket::new(domain(probe.dst), Type::STREAM, Some(Protocol::TCP))
         .unwrap_or_else(|e| panic!("cannot create a TCP socket in {:?}: {e}", probe.from));
+    if probe.src_port != 0 {
+        let local = SocketAddr::new(unspecified(probe.dst), probe.src_port);
+        if let Err(e) = socket
+            .set_reuse_address(true)
+            .and_then(|()| socket.bind(&local.into()))
+        {
+            panic!(
+                "cannot bind TCP port {} in {:?}: {e}",
+                probe.src_port, probe.from
+            );
+        }
+    }
     let Some(left) = remaining(deadline) else {
         return Outcome::blocked("timeout (before connecting)");
     };

@@ -8,13 +8,15 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netwatch::{
     datapath::{Hook, TEST_RUN_IFINDEX},
-    policy::{Cidr, parse},
+    policy::{Cidr, EndpointSpec, PublishedRule, parse},
 };
 use netwatch_common::{
     endpoint::policy_flags,
     event::EventKind,
     flow::{FlowKey, tcp_flags::*},
-    packet::{ETHERTYPE_VLAN, IPPROTO_DSTOPTS, IPPROTO_HOPOPTS, IPPROTO_ROUTING, PacketClass},
+    packet::{
+        ETHERTYPE_VLAN, IPPROTO_DSTOPTS, IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_TCP, PacketClass,
+    },
     reason::{
         Direction, DropReason,
         DropReason::{
@@ -955,6 +957,103 @@ fn gateway_access_opt_in_reaches_the_gateway_but_not_other_host_addresses() {
             netwatch_tests::packets::hex(frame)
         );
         assert_eq!(harness.model(hook, frame).map(|d| d.reason), Some(want));
+    }
+}
+
+/// `spec` with web's 80/tcp published to anyone and 8443/tcp on loopback
+/// only, open under `netwatch.ingress=published`.
+fn with_published(mut spec: EndpointSpec) -> EndpointSpec {
+    spec.policy.flags |= policy_flags::PUBLISHED;
+    let rule = |port: u16, from_anywhere: bool| PublishedRule {
+        addr: EP_V4.into(),
+        proto: IPPROTO_TCP,
+        port,
+        from_anywhere,
+    };
+    spec.published = vec![rule(80, true), rule(8443, false)];
+    spec
+}
+
+#[test]
+fn a_published_port_admits_inbound_connections_and_only_answers_leave_from_it() {
+    for (what, spec) in [
+        (
+            "the endpoint's own policy",
+            endpoint_spec(policy_flags::ENFORCE),
+        ),
+        ("its bridge's network-wide policy", bridge_spec()),
+    ] {
+        let mut harness = Harness::new(vec![with_published(spec)], host_addresses());
+        // In order: the kernel's flow table holds what came in, and the
+        // answers are judged by it.
+        let steps = [
+            (
+                "a client's SYN to the published port",
+                Hook::ToContainer,
+                in4(OUTSIDE_V4).tcp(40000, 80, SYN).build(),
+                NONE_OK,
+            ),
+            (
+                "the answer to that client",
+                Hook::FromContainer,
+                out4(OUTSIDE_V4).tcp(80, 40000, SYN | ACK).build(),
+                NONE_OK,
+            ),
+            (
+                "from the published port to a client that never came in",
+                Hook::FromContainer,
+                out4(OUTSIDE_V4).tcp(80, 40001, SYN).build(),
+                NotInNetwork,
+            ),
+            (
+                "a connection of its own to that client, from another port",
+                Hook::FromContainer,
+                out4(OUTSIDE_V4).tcp(40002, 40000, SYN).build(),
+                NotInNetwork,
+            ),
+            (
+                "a client's SYN to a port that is not published",
+                Hook::ToContainer,
+                in4(OUTSIDE_V4).tcp(40000, 81, SYN).build(),
+                NotInNetwork,
+            ),
+            (
+                "a client's SYN to the loopback-only port",
+                Hook::ToContainer,
+                in4(OUTSIDE_V4).tcp(40000, 8443, SYN).build(),
+                NotInNetwork,
+            ),
+            (
+                "docker-proxy's SYN, from the gateway, to the loopback-only port",
+                Hook::ToContainer,
+                in4(GW_V4).tcp(40000, 8443, SYN).build(),
+                NONE_OK,
+            ),
+            (
+                "its answer to the gateway",
+                Hook::FromContainer,
+                out4(GW_V4).tcp(8443, 40000, SYN | ACK).build(),
+                NONE_OK,
+            ),
+        ];
+        for (step, hook, frame, want) in steps {
+            let got = harness.kernel(hook, &frame).unwrap();
+            let want_action = if want == NONE_OK {
+                TC_CONTINUE
+            } else {
+                TC_DROP
+            };
+            assert_eq!(
+                (got.action, got.reason),
+                (want_action, Some(want)),
+                "{what}: {step}"
+            );
+            assert_eq!(
+                harness.model(hook, &frame).map(|d| d.reason),
+                Some(want),
+                "{what}: the model on {step}"
+            );
+        }
     }
 }
 

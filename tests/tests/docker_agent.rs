@@ -12,7 +12,7 @@ use netwatch_tests::{
     docker::{TestContainer, TestNetwork, docker, docker_ok, require_dockerd},
     fixture::{require_root, tcx_program_counts},
     outside::OutsideLink,
-    reach::{Outcome, Probe, assert_route_via, probe},
+    reach::{Listeners, Netns, Outcome, Probe, assert_route_via, probe},
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
@@ -523,19 +523,26 @@ fn a_published_port_on_a_network_that_denies_egress_is_listed_and_warned_about()
 
 /// A container answering `+` (the probes' greeting) to every TCP connection on port 80,
 /// publishing it on the outside link's host address and on loopback, ports
-/// of Docker's choosing; and those two host ports.
-fn published_listener(what: &str, network: &TestNetwork) -> (TestContainer, u16, u16) {
+/// of Docker's choosing (and whatever `more` options add); and those two
+/// host ports.
+fn published_listener(
+    what: &str,
+    network: &TestNetwork,
+    more: &[&str],
+) -> (TestContainer, u16, u16) {
     let publish = format!("{}::80", OutsideLink::HOST_IP);
+    let mut options = vec![
+        "--network",
+        &network.name,
+        "-p",
+        &publish,
+        "-p",
+        "127.0.0.1::80",
+    ];
+    options.extend_from_slice(more);
     let container = TestContainer::run_command(
         what,
-        &[
-            "--network",
-            &network.name,
-            "-p",
-            &publish,
-            "-p",
-            "127.0.0.1::80",
-        ],
+        &options,
         &["sh", "-c", "while true; do echo + | nc -l -p 80; done"],
     );
     // `80/tcp -> 203.0.113.1:32770`, one line per binding.
@@ -554,6 +561,124 @@ fn published_listener(what: &str, network: &TestNetwork) -> (TestContainer, u16,
     )
 }
 
+/// Connects from the host to `127.0.0.1:port`, which `docker-proxy` relays
+/// from the network's gateway, until the listener's greeting comes back.
+/// (The listener restarts `nc` between connections: a relay that finds none
+/// closes at once, and is tried again.)
+fn wait_for_relay(what: &str, port: u16) {
+    wait_for(what, SETTLE, || {
+        let Ok(mut relayed) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let mut greeting = [0u8; 1];
+        std::io::Read::read_exact(&mut relayed, &mut greeting).is_ok() && greeting == *b"+"
+    });
+}
+
+#[test]
+fn an_enforced_network_labelled_ingress_published_admits_its_published_ports_only() {
+    require_root();
+    require_dockerd();
+    let outside = OutsideLink::create();
+    let host_ip = IpAddr::V4(OutsideLink::HOST_IP);
+    let outside_ip = IpAddr::V4(OutsideLink::OUTSIDE_IP);
+    assert_route_via(outside.netns(), host_ip, &["eth0"]);
+    let network = TestNetwork::create(
+        "pubonly",
+        &[
+            "--label",
+            "netwatch.egress=deny",
+            "--label",
+            "netwatch.ingress=published",
+        ],
+    );
+    // 81 is published too, with nothing listening: the port the container
+    // tries to open connections of its own from.
+    let publish_81 = format!("{}::81", OutsideLink::HOST_IP);
+    let (shop, shop_port, shop_loopback) =
+        published_listener("pubonlyweb", &network, &["-p", &publish_81]);
+    let inside = Netns::of_pid(shop.pid());
+    assert_route_via(&inside, outside_ip, &["eth0"]);
+    let outside_listeners = Listeners::start(outside.netns(), &[outside_ip], 7081);
+    let from_outside = || probe(&Probe::tcp(outside.netns(), host_ip, shop_port), PROBE);
+    let its_own = || probe(&Probe::tcp(&inside, outside_ip, 7081), PROBE);
+    let from_published_port = || probe(&Probe::tcp(&inside, outside_ip, 7081).from_port(81), PROBE);
+
+    // Docker alone: the published port answers, and the container opens
+    // connections to the outside, from any port.
+    wait_for(
+        "the listener, through Docker's published port",
+        SETTLE,
+        || from_outside().reached(),
+    );
+    wait_for_relay("docker-proxy's relay, Docker alone", shop_loopback);
+    assert_eq!(
+        its_own(),
+        Outcome::Reached,
+        "Docker alone: its own connection"
+    );
+    assert_eq!(
+        from_published_port(),
+        Outcome::Reached,
+        "Docker alone: a connection from its published port 81"
+    );
+
+    let agent = AgentProcess::start(AGENT, &[&network.name]);
+    wait_for("the agent's first sync", SETTLE, || agent.synced());
+    wait_for("the veth attached", SETTLE, || {
+        tcx_programs(shop.host_veth(&network)) == (1, 1)
+    });
+    let accepted_before = outside_listeners.tcp_accepted();
+    assert_eq!(
+        from_outside(),
+        Outcome::Reached,
+        "the published port admits a client outside the network"
+    );
+    wait_for_relay(
+        "docker-proxy's relay from the gateway, under enforcement",
+        shop_loopback,
+    );
+    assert_eq!(
+        its_own(),
+        Outcome::Blocked("timeout".into()),
+        "a connection of its own to the outside is still egress, dropped"
+    );
+    assert_eq!(
+        from_published_port(),
+        Outcome::Blocked("timeout".into()),
+        "a connection from a published port answers nothing that came in: dropped"
+    );
+    assert_eq!(
+        outside_listeners.tcp_accepted(),
+        accepted_before,
+        "nothing of the container's own reached the outside"
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("enforced, published ports open"),
+        "the attach line says the published ports are open:\n{log}"
+    );
+    assert!(
+        !log.contains(&format!("denies egress: clients outside {}", network.name)),
+        "a labelled network's published ports are not warned about:\n{log}"
+    );
+    let flows = agent.flows_json(&["--container", &shop.name]);
+    assert!(
+        flows.iter().any(|f| f["direction"] == "ingress"
+            && f["dst_port"] == 80
+            && f["src"] == outside_ip.to_string()
+            && f["verdict"] == "forwarded"),
+        "the inbound connection, forwarded: {flows:?}"
+    );
+    assert!(
+        flows.iter().any(|f| f["direction"] == "egress"
+            && f["src_port"] == 81
+            && f["dst"] == outside_ip.to_string()
+            && f["verdict"] == "dropped"),
+        "the connection from port 81, dropped: {flows:?}"
+    );
+}
+
 #[test]
 fn a_connection_through_a_published_port_carries_it_and_an_enforced_network_drops_it() {
     require_root();
@@ -563,8 +688,8 @@ fn a_connection_through_a_published_port_carries_it_and_an_enforced_network_drop
     assert_route_via(outside.netns(), host_ip, &["eth0"]);
     let open = TestNetwork::create("pubflow", &[]);
     let denied = TestNetwork::create("pubdrop", &["--label", "netwatch.egress=deny"]);
-    let (web, web_port, web_loopback) = published_listener("pubflowweb", &open);
-    let (shop, shop_port, _) = published_listener("pubdropweb", &denied);
+    let (web, web_port, web_loopback) = published_listener("pubflowweb", &open, &[]);
+    let (shop, shop_port, _) = published_listener("pubdropweb", &denied, &[]);
     let from_outside = |port: u16| probe(&Probe::tcp(outside.netns(), host_ip, port), PROBE);
     // Docker alone: both published ports answer from the outside.
     wait_for(
@@ -585,15 +710,7 @@ fn a_connection_through_a_published_port_carries_it_and_an_enforced_network_drop
     );
     // From the host to the loopback binding: docker-proxy relays it, from
     // the network's gateway.
-    // (The listener restarts `nc` between connections: a relay that finds
-    // none closes at once, and is tried again.)
-    wait_for("a connection relayed by docker-proxy", SETTLE, || {
-        let Ok(mut relayed) = std::net::TcpStream::connect(("127.0.0.1", web_loopback)) else {
-            return false;
-        };
-        let mut greeting = [0u8; 1];
-        std::io::Read::read_exact(&mut relayed, &mut greeting).is_ok() && greeting == *b"+"
-    });
+    wait_for_relay("a connection relayed by docker-proxy", web_loopback);
     let blocked = from_outside(shop_port);
     assert_eq!(
         blocked,

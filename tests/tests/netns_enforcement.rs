@@ -29,6 +29,7 @@ fn internal_endpoint(host: &TestHost, ifindex: u32) -> EndpointSpec {
             ..EndpointPolicy::default()
         },
         networks: vec![Cidr::new(IpAddr::V4(host.gateway()), 24).unwrap()],
+        published: Vec::new(),
         allow: Vec::new(),
     }
 }

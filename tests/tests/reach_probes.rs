@@ -174,6 +174,7 @@ fn a_wildcard_listener_answers_from_the_address_it_was_sent_to() {
                 dst,
                 proto,
                 port: 7002,
+                src_port: 0,
             });
         }
     }
@@ -245,6 +246,7 @@ fn an_absent_host_is_blocked_after_the_timeout() {
                 dst: absent,
                 proto,
                 port: 7006,
+                src_port: 0,
             },
             TIMEOUT,
         );
@@ -273,6 +275,7 @@ fn a_hundred_blocked_probes_take_about_one_timeout() {
             dst,
             proto,
             port: 7007,
+            src_port: 0,
         });
     }
     pair.check_route(ip("10.232.1.100"));
@@ -311,6 +314,7 @@ fn a_mixed_batch_of_150_probes_takes_about_one_timeout() {
             dst,
             proto,
             port,
+            src_port: 0,
         });
         expected.push(reached);
     }

@@ -22,11 +22,14 @@ use std::{
     path::PathBuf,
 };
 
-use netwatch_common::endpoint::{EndpointPolicy, MacvlanPort, MacvlanPortKey, policy_flags};
+use netwatch_common::{
+    endpoint::{EndpointPolicy, MacvlanPort, MacvlanPortKey, policy_flags},
+    packet::{IPPROTO_TCP, IPPROTO_UDP},
+};
 
 use crate::docker::{GATEWAY_BRIDGE, PublishedPort};
 use crate::policy::{
-    AllowRule, Cidr, EndpointSpec,
+    AllowRule, Cidr, EndpointSpec, PublishedRule,
     labels::{LabelProblem, NetworkLabels, container_allow, network_labels},
 };
 
@@ -243,11 +246,25 @@ pub fn plan(state: &HostState) -> Plan {
     for network in &state.networks {
         let asked = &policies[network.name.as_str()];
         let network_wide = |ifname: &str, ifindex: u32, what: String| {
-            let policy = network_policy(network, asked, ifindex, policy_flags::NETWORK_WIDE);
+            let mut policy = network_policy(network, asked, ifindex, policy_flags::NETWORK_WIDE);
+            let published: Vec<PublishedRule> = if network.bridge.is_some() {
+                state
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.network == network.name)
+                    .flat_map(|e| admitted_published(e, network, asked))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !published.is_empty() {
+                policy.flags |= policy_flags::PUBLISHED;
+            }
             let spec = EndpointSpec {
                 ifindex,
                 policy,
                 networks: network.subnets.clone(),
+                published,
                 allow: asked.allow.clone(),
             };
             let target = Target {
@@ -352,16 +369,28 @@ pub fn plan(state: &HostState) -> Plan {
             networks.clear();
             allow.extend(held.allow.iter().copied());
         }
+        let published = if held.is_none() {
+            admitted_published(endpoint, network, asked)
+        } else {
+            Vec::new()
+        };
+        if !published.is_empty() {
+            policy.flags |= policy_flags::PUBLISHED;
+        }
+        let mode = match held {
+            Some(held) => format!("enforced: the way out of {}", held.overlays.join(", ")),
+            None if asked.deny_egress && !published.is_empty() => {
+                "enforced, published ports open".to_owned()
+            }
+            None if asked.deny_egress => "enforced".to_owned(),
+            None => "observed".to_owned(),
+        };
         let spec = EndpointSpec {
             ifindex: endpoint.host_ifindex,
             policy,
             networks,
+            published,
             allow,
-        };
-        let mode = match held {
-            Some(held) => format!("enforced: the way out of {}", held.overlays.join(", ")),
-            None if asked.deny_egress => "enforced".to_owned(),
-            None => "observed".to_owned(),
         };
         if let Some(overlay) = overlay {
             sandboxed.push(PlannedSandbox {
@@ -497,6 +526,7 @@ fn add_provisional_children(
             ifindex: child.ifindex,
             policy,
             networks: network.subnets.clone(),
+            published: Vec::new(),
             allow: asked.allow.clone(),
         });
     }
@@ -530,6 +560,7 @@ fn add_unnamed_ports(out: &mut Plan, state: &HostState, policies: &HashMap<&str,
             ifindex: port.ifindex,
             policy,
             networks: network.subnets.clone(),
+            published: Vec::new(),
             allow: asked.allow.clone(),
         });
         let mode = if asked.deny_egress {
@@ -548,6 +579,53 @@ fn add_unnamed_ports(out: &mut Plan, state: &HostState, policies: &HashMap<&str,
     }
 }
 
+/// The datapath's rules for the published ports of `endpoint` that its
+/// network admits (`netwatch.ingress=published` on a bridge network; Docker
+/// publishes on no other kind here), one per address of the endpoint. A port
+/// bound to loopback only admits the host; one bound anywhere else admits
+/// anyone. SCTP ports stay closed: the datapath reads the ports of TCP and
+/// UDP only.
+fn admitted_published(
+    endpoint: &EndpointState,
+    network: &NetworkState,
+    asked: &NetworkLabels,
+) -> Vec<PublishedRule> {
+    if !asked.published_ingress
+        || network.internal
+        || network.bridge.is_none()
+        || endpoint.macvlan.is_some()
+        || endpoint.overlay.is_some()
+    {
+        return Vec::new();
+    }
+    let addrs: Vec<IpAddr> = endpoint
+        .ipv4
+        .map(IpAddr::from)
+        .into_iter()
+        .chain(endpoint.ipv6.map(IpAddr::from))
+        .collect();
+    let mut rules: Vec<PublishedRule> = endpoint
+        .published
+        .iter()
+        .filter_map(|p| match p.protocol.as_str() {
+            "tcp" => Some((IPPROTO_TCP, p)),
+            "udp" => Some((IPPROTO_UDP, p)),
+            _ => None,
+        })
+        .flat_map(|(proto, p)| {
+            addrs.iter().map(move |&addr| PublishedRule {
+                addr,
+                proto,
+                port: p.container_port,
+                from_anywhere: !p.host_ip.is_loopback(),
+            })
+        })
+        .collect();
+    rules.sort_unstable();
+    rules.dedup();
+    rules
+}
+
 /// The published ports whose clients the plan drops: those of containers
 /// attached to a non-internal network (Docker publishes through one) that
 /// denies egress. Answers to a client outside the network leave through it.
@@ -557,7 +635,8 @@ fn published_dropped(state: &HostState, policies: &HashMap<&str, NetworkLabels>)
         let Some(network) = state.networks.iter().find(|n| n.name == endpoint.network) else {
             continue;
         };
-        if network.internal || !policies[network.name.as_str()].deny_egress {
+        let asked = &policies[network.name.as_str()];
+        if network.internal || !asked.deny_egress || asked.published_ingress {
             continue;
         }
         dropped.push(format!(
@@ -630,6 +709,7 @@ fn unnamed_sandbox_ports(
                 ifindex: port.ifindex,
                 policy,
                 networks: network.subnets.clone(),
+                published: Vec::new(),
                 allow: asked.allow.clone(),
             },
         });
@@ -1253,6 +1333,82 @@ mod tests {
         assert_eq!(db_leg.networks, vec!["198.18.80.0/24".parse().unwrap()]);
         assert_eq!(what(254), "veth of db on docker_gwbridge (observed)");
         crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
+    }
+
+    #[test]
+    fn ingress_published_opens_each_published_port_on_its_endpoint_and_its_bridge() {
+        let mut state = state();
+        let port = |host_ip: &str, container_port: u16, protocol: &str| PublishedPort {
+            host_ip: host_ip.parse().unwrap(),
+            host_port: 30000 + container_port,
+            container_port,
+            protocol: protocol.into(),
+        };
+        for endpoint in &mut state.endpoints {
+            endpoint.published = vec![
+                port("0.0.0.0", 80, "tcp"),
+                port("127.0.0.1", 90, "udp"),
+                port("0.0.0.0", 5000, "sctp"),
+            ];
+        }
+        for network in &mut state.networks {
+            network.labels = BTreeMap::from([
+                ("netwatch.egress".to_string(), "deny".to_string()),
+                ("netwatch.ingress".to_string(), "published".to_string()),
+            ]);
+        }
+        let plan = plan(&state);
+        assert!(
+            plan.published_dropped.is_empty(),
+            "{:?}",
+            plan.published_dropped
+        );
+        let spec = |ifindex: u32| {
+            plan.specs
+                .iter()
+                .find(|s| s.ifindex == ifindex)
+                .unwrap_or_else(|| panic!("no spec for {ifindex}"))
+        };
+        let rule = |addr: &str, proto: u8, port: u16, from_anywhere: bool| PublishedRule {
+            addr: addr.parse().unwrap(),
+            proto,
+            port,
+            from_anywhere,
+        };
+        let web = spec(20);
+        assert!(web.policy.has(policy_flags::PUBLISHED));
+        assert_eq!(
+            web.published,
+            [
+                rule("172.20.0.2", IPPROTO_TCP, 80, true),
+                rule("172.20.0.2", IPPROTO_UDP, 90, false),
+            ],
+            "SCTP stays closed; a loopback binding admits the host only"
+        );
+        let bridge = spec(10);
+        assert!(
+            bridge
+                .policy
+                .has(policy_flags::PUBLISHED | policy_flags::NETWORK_WIDE)
+        );
+        assert_eq!(
+            bridge.published.len(),
+            4,
+            "web's and api's ports, on the bridge that routes them: {:?}",
+            bridge.published
+        );
+        let internal = spec(22);
+        assert!(
+            !internal.policy.has(policy_flags::PUBLISHED) && internal.published.is_empty(),
+            "Docker publishes nothing on an internal network"
+        );
+        assert!(
+            plan.label_problems
+                .iter()
+                .any(|p| p.object == "network backend" && p.label == "netwatch.ingress"),
+            "{:?}",
+            plan.label_problems
+        );
     }
 
     #[test]

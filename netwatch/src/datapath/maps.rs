@@ -104,6 +104,12 @@ impl Datapath {
         )?;
         write_hash(
             self,
+            names::MAP_PUBLISHED,
+            tables.published.iter().copied(),
+            stale,
+        )?;
+        write_hash(
+            self,
             names::MAP_GUARDED,
             guarded_addresses(&tables.endpoints).into_iter(),
             stale,

@@ -13,12 +13,13 @@ use std::{
 use netwatch_common::{
     endpoint::{
         AllowRules, EndpointPolicy, MAX_PORT_RULES, MacvlanPort, MacvlanPortKey, PortRule,
-        SCOPE_BITS, ScopedV4, ScopedV6, policy_flags,
+        PublishedKey, SCOPE_BITS, ScopedV4, ScopedV6, policy_flags,
     },
+    flow::family,
     names::{
         ENDPOINTS_MAX_ENTRIES, HOST_ADDR_MAX_ENTRIES, MACVLAN_PORTS_MAX_ENTRIES, MAP_ALLOW_V4,
         MAP_ALLOW_V6, MAP_ENDPOINTS, MAP_HOST_V4, MAP_HOST_V6, MAP_MACVLAN_PORTS, MAP_NET_V4,
-        MAP_NET_V6, PREFIX_MAX_ENTRIES,
+        MAP_NET_V6, MAP_PUBLISHED, PREFIX_MAX_ENTRIES, PUBLISHED_MAX_ENTRIES,
     },
 };
 
@@ -49,6 +50,10 @@ pub struct CompiledTables {
     /// derived from the specs: the agent's plan sets it (see
     /// [`CompiledTables::with_macvlan_ports`]).
     pub macvlan_ports: Vec<(MacvlanPortKey, MacvlanPort)>,
+    /// `PUBLISHED`: the published ports of endpoints whose policy carries
+    /// [`policy_flags::PUBLISHED`], with their `published_access` bits (a
+    /// port bound both to loopback and beyond is open to anyone).
+    pub published: Vec<(PublishedKey, u32)>,
 }
 
 /// Why a set of endpoint specs cannot be written to the maps.
@@ -140,6 +145,31 @@ pub fn compile(
             .collect(),
         ..CompiledTables::default()
     };
+    let mut published: BTreeMap<PublishedKey, u32> = BTreeMap::new();
+    for (&ifindex, spec) in &by_ifindex {
+        if !spec.policy.has(policy_flags::PUBLISHED) {
+            continue;
+        }
+        for rule in &spec.published {
+            let (family, addr) = match rule.addr {
+                IpAddr::V4(v4) => {
+                    let mut addr = [0; 16];
+                    addr[..4].copy_from_slice(&v4.octets());
+                    (family::IPV4, addr)
+                }
+                IpAddr::V6(v6) => (family::IPV6, v6.octets()),
+            };
+            let key = PublishedKey {
+                ifindex,
+                port: rule.port,
+                proto: rule.proto,
+                family,
+                addr,
+            };
+            *published.entry(key).or_default() |= rule.access();
+        }
+    }
+    tables.published = published.into_iter().collect();
     for (&scope, (_, rules)) in &scopes {
         for network in &rules.networks {
             match scoped_key(scope, network) {
@@ -205,6 +235,7 @@ impl CompiledTables {
                 self.macvlan_ports.len(),
                 MACVLAN_PORTS_MAX_ENTRIES,
             ),
+            (MAP_PUBLISHED, self.published.len(), PUBLISHED_MAX_ENTRIES),
         ];
         for (map, count, max) in sizes {
             if count > max as usize {
@@ -362,6 +393,7 @@ mod tests {
                 ..EndpointPolicy::default()
             },
             networks: networks.iter().map(|s| cidr(s)).collect(),
+            published: Vec::new(),
             allow: allow.iter().map(|s| rule(s)).collect(),
         }
     }
@@ -748,6 +780,7 @@ mod tests {
                             random_prefix(&mut rng, v6)
                         })
                         .collect(),
+                    published: Vec::new(),
                     allow: (0..rng.random_range(0..10))
                         .map(|_| {
                             let v6 = rng.random_bool(0.5);

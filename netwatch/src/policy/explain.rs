@@ -21,6 +21,8 @@ pub struct Judged {
     /// The remote end's port, which is what allow rules match: the
     /// destination port on egress, the source port on ingress.
     pub remote_port: Option<u16>,
+    /// The endpoint's own port, which published ports match.
+    pub local_port: Option<u16>,
     pub decision: Decision,
 }
 
@@ -50,9 +52,25 @@ pub fn verdict_rule(
             && port_rule_matches(&rule.to_port_rule(), packet.proto, packet.remote_port)
     });
     let ingress = packet.direction == Direction::Ingress;
+    let published = spec.published.iter().find(|rule| {
+        policy.has(policy_flags::PUBLISHED)
+            && rule.proto == packet.proto
+            && Some(rule.port) == packet.local_port
+    });
     match packet.decision.reason {
         DropReason::None => {
-            if let Some(rule) = allow_rule {
+            if let Some(rule) = published.filter(|_| ingress && allow_rule.is_none()) {
+                let admitted = if rule.from_anywhere {
+                    "any client"
+                } else {
+                    "the host only (it is bound to loopback)"
+                };
+                format!(
+                    "port {} is published and {network} admits inbound connections to its \
+                     published ports (netwatch.ingress=published): {admitted}",
+                    rule.port
+                )
+            } else if let Some(rule) = allow_rule {
                 format!("allowed by the netwatch.allow rule {rule}")
             } else if is_gateway {
                 format!("{remote} is the gateway of {network}, opened by netwatch.gateway=allow")
@@ -198,6 +216,7 @@ mod tests {
                 ..EndpointPolicy::default()
             },
             networks: vec!["172.21.0.0/16".parse().unwrap()],
+            published: Vec::new(),
             allow: vec!["198.51.100.0/24:443/tcp".parse().unwrap()],
         }
     }
@@ -208,6 +227,7 @@ mod tests {
             remote: ip(remote),
             proto: IPPROTO_TCP,
             remote_port: port,
+            local_port: Some(80),
             decision: Decision::from_reason(reason),
         }
     }
@@ -219,6 +239,32 @@ mod tests {
             &[ip("10.99.0.1")],
             packet,
         )
+    }
+
+    #[test]
+    fn an_inbound_connection_to_a_published_port_names_the_label_that_admits_it() {
+        let mut spec = backend(policy_flags::ENFORCE | policy_flags::PUBLISHED);
+        spec.published = vec![crate::policy::PublishedRule {
+            addr: ip("172.21.0.3"),
+            proto: IPPROTO_TCP,
+            port: 80,
+            from_anywhere: true,
+        }];
+        let inbound_from = |spec: &EndpointSpec, client: &str| {
+            let packet = judged(Direction::Ingress, client, Some(40000), DropReason::None);
+            verdict_rule(spec, "backend", &[], &packet)
+        };
+        assert_eq!(
+            inbound_from(&spec, "203.0.113.7"),
+            "port 80 is published and backend admits inbound connections to its published ports \
+             (netwatch.ingress=published): any client"
+        );
+        spec.published[0].from_anywhere = false;
+        let said = inbound_from(&spec, "172.21.0.1");
+        assert!(
+            said.ends_with("the host only (it is bound to loopback)"),
+            "{said}"
+        );
     }
 
     #[test]

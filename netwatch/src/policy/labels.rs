@@ -5,6 +5,7 @@
 //! | `netwatch.egress` | network | `deny` | enforce like `internal: true` on a normal network |
 //! | `netwatch.gateway` | network | `allow`, `deny` | let the network reach (and be reached from) its gateway |
 //! | `netwatch.allow` | network, container | `CIDR[:port[/proto]]`, comma-separated | allow these destinations |
+//! | `netwatch.ingress` | network | `published`, `deny` | on an enforced network, accept inbound connections to the containers' published ports (and their answers) |
 //!
 //! A value netwatch cannot read never widens access: a bad `netwatch.egress`
 //! means deny, a bad `netwatch.gateway` means deny, a bad allow entry is left
@@ -19,6 +20,7 @@ use super::AllowRule;
 pub const EGRESS: &str = "netwatch.egress";
 pub const GATEWAY: &str = "netwatch.gateway";
 pub const ALLOW: &str = "netwatch.allow";
+pub const INGRESS: &str = "netwatch.ingress";
 /// Labels starting with this are netwatch's; unknown ones are reported.
 pub const PREFIX: &str = "netwatch.";
 
@@ -49,6 +51,9 @@ pub struct NetworkLabels {
     pub deny_egress: bool,
     pub gateway_access: bool,
     pub allow: Vec<AllowRule>,
+    /// Accept inbound connections to the published ports of the network's
+    /// containers: "internal, except my published ports" (moby#36174).
+    pub published_ingress: bool,
 }
 
 /// Reads a network's labels. `internal` is Docker's flag.
@@ -90,8 +95,18 @@ pub fn network_labels(
                 _ => problem("expected allow or deny; the gateway stays unreachable"),
             },
             ALLOW => out.allow = allow_rules(value, &mut problem),
+            INGRESS => match value.trim() {
+                "published" if internal => problem(
+                    "Docker publishes no ports on an internal network; use a normal network \
+                     with netwatch.egress=deny instead; nothing is accepted",
+                ),
+                "published" => out.published_ingress = true,
+                "deny" => {}
+                _ => problem("expected published or deny; published ports stay closed"),
+            },
             _ => problem(
-                "not a netwatch label (known: netwatch.egress, netwatch.gateway, netwatch.allow); ignored",
+                "not a netwatch label (known: netwatch.egress, netwatch.gateway, netwatch.allow, \
+                 netwatch.ingress); ignored",
             ),
         }
     }
@@ -219,5 +234,32 @@ mod tests {
         assert_eq!(rules.len(), 1);
         assert_eq!(problems.len(), 2);
         assert_eq!(problems[1].object, "container web");
+    }
+
+    #[test]
+    fn ingress_published_opens_published_ports_only_where_docker_publishes() {
+        let mut problems = Vec::new();
+        let got = network_labels(
+            "front",
+            false,
+            &labels(&[(EGRESS, "deny"), (INGRESS, "published")]),
+            &mut problems,
+        );
+        assert!(got.published_ingress && got.deny_egress);
+        assert!(problems.is_empty(), "{problems:?}");
+
+        let got = network_labels(
+            "locked",
+            true,
+            &labels(&[(INGRESS, "published")]),
+            &mut problems,
+        );
+        assert!(!got.published_ingress, "internal networks publish nothing");
+        let got = network_labels("front", false, &labels(&[(INGRESS, "yes")]), &mut problems);
+        assert!(!got.published_ingress, "a bad value keeps them closed");
+        let said: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said[0].starts_with("network locked: label netwatch.ingress=\"published\""));
+        assert!(said[1].contains("expected published or deny"), "{said:?}");
     }
 }

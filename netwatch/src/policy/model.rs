@@ -10,12 +10,17 @@ mod parse;
 #[cfg(test)]
 pub(crate) mod test_frames;
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Mutex, PoisonError},
+};
 
 use netwatch_common::{
     endpoint::port_rule_matches,
-    flow::family,
-    reason::Direction,
+    flow::{FlowKey, family},
+    packet::PacketSummary,
+    reason::{Direction, Verdict},
     verdict::{Decision, PolicyTables, decide},
 };
 
@@ -23,10 +28,16 @@ pub use self::parse::parse;
 use super::spec::EndpointSpec;
 
 /// Decides frames from uncompiled endpoint specs.
-#[derive(Clone, Debug, Default)]
+///
+/// Like the kernel's flow table, it remembers the verdict of the latest
+/// packet of every flow it decided, because an answer from a published port
+/// passes only when the inbound flow it answers was let in. Unlike the
+/// kernel's, its memory never evicts.
+#[derive(Debug, Default)]
 pub struct ReferenceModel {
     endpoints: HashMap<u32, EndpointSpec>,
     host_addrs: Vec<IpAddr>,
+    flows: Mutex<HashMap<FlowKey, Verdict>>,
 }
 
 impl ReferenceModel {
@@ -42,6 +53,7 @@ impl ReferenceModel {
                 .map(|spec| (spec.ifindex, spec))
                 .collect(),
             host_addrs: host_addrs.into_iter().collect(),
+            flows: Mutex::default(),
         }
     }
 
@@ -55,11 +67,31 @@ impl ReferenceModel {
     /// the datapath lets it pass untouched).
     pub fn decide(&self, ifindex: u32, direction: Direction, frame: &[u8]) -> Option<Decision> {
         let spec = self.endpoints.get(&ifindex)?;
+        let summary = parse(frame);
+        let mut flows = self.flows.lock().unwrap_or_else(PoisonError::into_inner);
         let tables = SpecTables {
             spec,
             host_addrs: &self.host_addrs,
+            flows: &flows,
         };
-        Some(decide(direction, &spec.policy, &parse(frame), &tables))
+        let decision = decide(direction, &spec.policy, &summary, &tables);
+        flows.insert(FlowKey::new(ifindex, direction, &summary), decision.verdict);
+        Some(decision)
+    }
+}
+
+impl Clone for ReferenceModel {
+    fn clone(&self) -> ReferenceModel {
+        ReferenceModel {
+            endpoints: self.endpoints.clone(),
+            host_addrs: self.host_addrs.clone(),
+            flows: Mutex::new(
+                self.flows
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            ),
+        }
     }
 }
 
@@ -67,6 +99,8 @@ impl ReferenceModel {
 struct SpecTables<'a> {
     spec: &'a EndpointSpec,
     host_addrs: &'a [IpAddr],
+    /// The latest verdict of every flow decided so far.
+    flows: &'a HashMap<FlowKey, Verdict>,
 }
 
 /// The address a summary holds for `fam`; IPv4 sits in the first 4 bytes.
@@ -105,6 +139,21 @@ impl PolicyTables for SpecTables<'_> {
                     rule.cidr.contains(&ip) && port_rule_matches(&rule.to_port_rule(), proto, port)
                 })
             })
+    }
+
+    fn published(&self, fam: u8, addr: &[u8; 16], proto: u8, port: u16) -> Option<u32> {
+        let addr = ip_of(fam, addr)?;
+        self.spec
+            .published
+            .iter()
+            .filter(|rule| rule.addr == addr && rule.proto == proto && rule.port == port)
+            .map(|rule| rule.access())
+            .reduce(|a, b| a | b)
+    }
+
+    fn answers_forwarded_inbound(&self, pkt: &PacketSummary) -> bool {
+        let inbound = FlowKey::new(self.spec.ifindex, Direction::Egress, pkt).answered();
+        self.flows.get(&inbound) == Some(&Verdict::Forwarded)
     }
 }
 
@@ -154,6 +203,7 @@ mod tests {
                 "172.20.0.0/16".parse().expect("cidr"),
                 "fd00:20::/64".parse().expect("cidr"),
             ],
+            published: Vec::new(),
             allow: vec!["1.1.1.1:53/udp".parse().expect("rule")],
         };
         ReferenceModel::new([spec], [IpAddr::from(HOST_V4), IpAddr::from(GW_V4)])
@@ -321,6 +371,7 @@ mod tests {
         let tables = SpecTables {
             spec,
             host_addrs: &m.host_addrs,
+            flows: &HashMap::new(),
         };
         let peer = {
             let mut a = [0; 16];

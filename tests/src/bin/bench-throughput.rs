@@ -184,6 +184,7 @@ impl Bench {
                 ..EndpointPolicy::default()
             },
             networks: vec![network],
+            published: Vec::new(),
             allow: Vec::new(),
         };
         let pin_dir = PinDir::create();

@@ -250,16 +250,19 @@ fn veth_hop(
                 endpoint.network
             )
         })?;
-    let (frame, remote, remote_port) = match direction {
+    let client_port = matches!(path.proto, IPPROTO_TCP | IPPROTO_UDP).then_some(CLIENT_PORT);
+    let (frame, remote, remote_port, local_port) = match direction {
         Direction::Egress => (
             frame(endpoint.mac.0, OTHER_MAC, src, path)?,
             path.dst,
             path.port,
+            client_port,
         ),
         Direction::Ingress => (
             frame(OTHER_MAC, endpoint.mac.0, src, path)?,
             src,
-            matches!(path.proto, IPPROTO_TCP | IPPROTO_UDP).then_some(CLIENT_PORT),
+            client_port,
+            path.port,
         ),
     };
     let hook = hooked.hook;
@@ -272,6 +275,7 @@ fn veth_hop(
         remote,
         proto: path.proto,
         remote_port,
+        local_port,
         decision,
     };
     let rule = verdict_rule(spec, &endpoint.network, &topology.plan.host_addrs, &judged);
