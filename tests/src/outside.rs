@@ -23,7 +23,7 @@
 //! nothing is added to the machine's, and no lock is needed.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
     process::Command,
     time::Duration,
@@ -56,6 +56,11 @@ impl OutsideLink {
     pub const HOST_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
     pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
     pub const PREFIX_LEN: u8 = 24;
+    /// The link's IPv6 addresses, once [`OutsideLink::add_ipv6`] added them
+    /// (2001:db8::/32 is for documentation: no real host has it).
+    pub const HOST_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x7e57, 0, 0, 0, 0, 1);
+    pub const OUTSIDE_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x7e57, 0, 0, 0, 0, 7);
+    pub const PREFIX_LEN6: u8 = 64;
 
     /// Creates namespace `nwo<pid>` and the veth `nwo<pid>h` (host side,
     /// 203.0.113.1/24) ↔ `eth0` (namespace side, 203.0.113.7/24), after
@@ -173,19 +178,59 @@ impl OutsideLink {
         link
     }
 
-    /// In the outside namespace, `ip route add <cidr> via 203.0.113.1`: the
-    /// way back to a (Docker container) subnet, through the host.
+    /// In the outside namespace, `ip route add <cidr> via 203.0.113.1` (or
+    /// via 2001:db8:7e57::1 for an IPv6 `cidr`): the way back to a (Docker
+    /// container) subnet, through the host.
     pub fn add_route_via_host(&self, cidr: &str) {
+        let via = if cidr.contains(':') {
+            Self::HOST_IP6.to_string()
+        } else {
+            Self::HOST_IP.to_string()
+        };
+        run(&["ip", "-n", &self.name, "route", "add", cidr, "via", &via]);
+    }
+
+    /// Gives the link IPv6 too: 2001:db8:7e57::1/64 on the host side,
+    /// 2001:db8:7e57::7/64 in the namespace (no duplicate address
+    /// detection, so both are usable at once), after checking that no
+    /// interface of the host has an address in 2001:db8:7e57::/64; and
+    /// checks afterwards that the host routes 2001:db8:7e57::7 through this
+    /// link. Removed with the link.
+    pub fn add_ipv6(&self) {
+        let outside: IpAddr = Self::OUTSIDE_IP6.into();
+        let host_ns = self.host_ns.as_deref();
+        let held = ip_in(host_ns)
+            .args(["-6", "-o", "addr", "show"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if let Some(line) = held.lines().find(|l| l.contains(" 2001:db8:7e57:")) {
+            panic!("the host already has an address of 2001:db8:7e57::/64: {line}");
+        }
+        let mut host = vec!["ip"];
+        if let Some(ns) = host_ns {
+            host.extend(["-n", ns]);
+        }
+        let host_cidr = format!("{}/{}", Self::HOST_IP6, Self::PREFIX_LEN6);
+        host.extend(["addr", "add", &host_cidr, "dev", &self.host_ifname, "nodad"]);
+        run(&host);
+        let outside_cidr = format!("{}/{}", Self::OUTSIDE_IP6, Self::PREFIX_LEN6);
         run(&[
             "ip",
             "-n",
             &self.name,
-            "route",
+            "addr",
             "add",
-            cidr,
-            "via",
-            &Self::HOST_IP.to_string(),
+            &outside_cidr,
+            "dev",
+            "eth0",
+            "nodad",
         ]);
+        assert_eq!(
+            host_route_dev_to(host_ns, outside).as_deref(),
+            Some(self.host_ifname.as_str()),
+            "after adding IPv6 to the outside link, the host does not route {outside} through it"
+        );
     }
 
     /// The namespace's name (`nwo<pid>`).
@@ -303,8 +348,13 @@ fn remove_stale() {
 /// The host's (or `host_ns`'s) output interface for 203.0.113.7, if it has
 /// a route at all.
 fn host_route_dev(host_ns: Option<&str>) -> Option<String> {
+    host_route_dev_to(host_ns, OutsideLink::OUTSIDE_IP.into())
+}
+
+/// The interface the host routes `dst` through, if any.
+fn host_route_dev_to(host_ns: Option<&str>, dst: IpAddr) -> Option<String> {
     let output = ip_in(host_ns)
-        .args(["route", "get", &OutsideLink::OUTSIDE_IP.to_string()])
+        .args(["route", "get", &dst.to_string()])
         .output()
         .unwrap_or_else(|e| panic!("cannot run `ip route get`: {e}"));
     let text = String::from_utf8_lossy(&output.stdout);

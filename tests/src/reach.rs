@@ -559,6 +559,9 @@ pub struct Probe {
     pub port: u16,
     /// TCP: the local port to connect from; 0 lets the kernel choose.
     pub src_port: u16,
+    /// TCP and UDP: the local address to send from (one the namespace
+    /// holds); `None` lets the kernel choose.
+    pub src_addr: Option<IpAddr>,
 }
 
 impl Probe {
@@ -569,6 +572,7 @@ impl Probe {
             proto: Proto::Tcp,
             port,
             src_port: 0,
+            src_addr: None,
         }
     }
 
@@ -579,6 +583,7 @@ impl Probe {
             proto: Proto::Udp,
             port,
             src_port: 0,
+            src_addr: None,
         }
     }
 
@@ -589,6 +594,7 @@ impl Probe {
             proto: Proto::Icmp,
             port: 0,
             src_port: 0,
+            src_addr: None,
         }
     }
 
@@ -596,6 +602,23 @@ impl Probe {
     pub fn from_port(mut self, port: u16) -> Probe {
         self.src_port = port;
         self
+    }
+
+    /// This TCP or UDP probe, sent from `addr` (which its namespace must
+    /// hold, or a test add with `nodad` to forge it).
+    pub fn from_addr(mut self, addr: IpAddr) -> Probe {
+        self.src_addr = Some(addr);
+        self
+    }
+
+    /// The local address to bind, when the probe asks for one.
+    fn source(&self) -> Option<SocketAddr> {
+        (self.src_port != 0 || self.src_addr.is_some()).then(|| {
+            SocketAddr::new(
+                self.src_addr.unwrap_or_else(|| unspecified(self.dst)),
+                self.src_port,
+            )
+        })
     }
 }
 
@@ -786,17 +809,12 @@ fn probe_tcp(probe: &Probe, deadline: Instant) -> Outcome {
     let dst = SocketAddr::new(probe.dst, probe.port);
     let socket = Socket::new(domain(probe.dst), Type::STREAM, Some(Protocol::TCP))
         .unwrap_or_else(|e| panic!("cannot create a TCP socket in {:?}: {e}", probe.from));
-    if probe.src_port != 0 {
-        let local = SocketAddr::new(unspecified(probe.dst), probe.src_port);
-        if let Err(e) = socket
+    if let Some(local) = probe.source()
+        && let Err(e) = socket
             .set_reuse_address(true)
             .and_then(|()| socket.bind(&local.into()))
-        {
-            panic!(
-                "cannot bind TCP port {} in {:?}: {e}",
-                probe.src_port, probe.from
-            );
-        }
+    {
+        panic!("cannot bind TCP {local} in {:?}: {e}", probe.from);
     }
     let Some(left) = remaining(deadline) else {
         return Outcome::blocked("timeout (before connecting)");
@@ -861,12 +879,10 @@ fn resend_until(
 
 fn probe_udp(probe: &Probe, deadline: Instant) -> Outcome {
     let dst = SocketAddr::new(probe.dst, probe.port);
-    let any: SocketAddr = if probe.dst.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = UdpSocket::bind(any)
+    let local = probe
+        .source()
+        .unwrap_or_else(|| SocketAddr::new(unspecified(probe.dst), 0));
+    let socket = UdpSocket::bind(local)
         .unwrap_or_else(|e| panic!("cannot create a UDP socket in {:?}: {e}", probe.from));
     // Connected: only datagrams from dst:port are received, and ICMP
     // errors come back as errors.

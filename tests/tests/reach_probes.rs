@@ -175,6 +175,7 @@ fn a_wildcard_listener_answers_from_the_address_it_was_sent_to() {
                 proto,
                 port: 7002,
                 src_port: 0,
+                src_addr: None,
             });
         }
     }
@@ -247,6 +248,7 @@ fn an_absent_host_is_blocked_after_the_timeout() {
                 proto,
                 port: 7006,
                 src_port: 0,
+                src_addr: None,
             },
             TIMEOUT,
         );
@@ -276,6 +278,7 @@ fn a_hundred_blocked_probes_take_about_one_timeout() {
             proto,
             port: 7007,
             src_port: 0,
+            src_addr: None,
         });
     }
     pair.check_route(ip("10.232.1.100"));
@@ -315,6 +318,7 @@ fn a_mixed_batch_of_150_probes_takes_about_one_timeout() {
             proto,
             port,
             src_port: 0,
+            src_addr: None,
         });
         expected.push(reached);
     }
