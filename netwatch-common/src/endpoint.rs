@@ -43,9 +43,14 @@ pub mod policy_flags {
     /// port passes when it answers an inbound flow that was let in. Only
     /// the policies that carry it pay for the lookups.
     pub const PUBLISHED: u32 = 1 << 6;
+    /// With `ENFORCE`: judge every packet as enforcement would, but drop
+    /// nothing; what enforcement would drop is forwarded with the verdict
+    /// `Audited` and the reason it would have had (`netwatch.egress=audit`,
+    /// `agent --audit`).
+    pub const AUDIT: u32 = 1 << 7;
     /// Every defined bit; the agent refuses to write others.
     pub const ALL: u32 =
-        ENFORCE | GATEWAY_ACCESS | HAS_IPV4 | HAS_IPV6 | NETWORK_WIDE | MACVLAN | PUBLISHED;
+        ENFORCE | GATEWAY_ACCESS | HAS_IPV4 | HAS_IPV6 | NETWORK_WIDE | MACVLAN | PUBLISHED | AUDIT;
 }
 
 /// The policy of one container endpoint, keyed by its host-side veth ifindex

@@ -48,6 +48,9 @@ pub const MAP_FLOWS: &str = "FLOWS";
 pub const MAP_EVENTS: &str = "EVENTS";
 /// `PerCpuArray<u64>` indexed by `DropReason`; index 0 counts forwarded packets.
 pub const MAP_VERDICT_COUNTERS: &str = "VERDICT_COUNTERS";
+/// `PerCpuArray<u64>` indexed by `DropReason`: packets audit let through,
+/// by the reason enforcement would have dropped them for.
+pub const MAP_AUDIT_COUNTERS: &str = "AUDIT_COUNTERS";
 /// `PerCpuArray<u64>` indexed by `DropReason`, for the uplink program;
 /// index 0 counts passed packets.
 pub const MAP_UPLINK_COUNTERS: &str = "UPLINK_COUNTERS";
@@ -85,7 +88,7 @@ pub const MAP_KDROP_EVENTS: &str = "KDROP_EVENTS";
 pub const MAP_KDROP_CONFIG: &str = "KDROP_CONFIG";
 
 /// Every map of the object.
-pub const ALL_MAPS: [&str; 23] = [
+pub const ALL_MAPS: [&str; 24] = [
     MAP_ENDPOINTS,
     MAP_NET_V4,
     MAP_NET_V6,
@@ -96,6 +99,7 @@ pub const ALL_MAPS: [&str; 23] = [
     MAP_FLOWS,
     MAP_EVENTS,
     MAP_VERDICT_COUNTERS,
+    MAP_AUDIT_COUNTERS,
     MAP_UPLINK_COUNTERS,
     MAP_RINGBUF_LOST,
     MAP_FLOWS_INSERTED,

@@ -82,6 +82,9 @@ impl DropReason {
 pub enum Verdict {
     Forwarded = 0,
     Dropped = 1,
+    /// Forwarded under audit: enforcement would have dropped it, for the
+    /// decision's reason.
+    Audited = 2,
 }
 
 impl Verdict {
@@ -89,6 +92,7 @@ impl Verdict {
         match value {
             0 => Some(Verdict::Forwarded),
             1 => Some(Verdict::Dropped),
+            2 => Some(Verdict::Audited),
             _ => None,
         }
     }
@@ -97,7 +101,14 @@ impl Verdict {
         match self {
             Verdict::Forwarded => "forwarded",
             Verdict::Dropped => "dropped",
+            Verdict::Audited => "audited",
         }
+    }
+
+    /// Dropped, or would have been (audited): what `drops` lists and drop
+    /// records are emitted for.
+    pub const fn is_drop_like(self) -> bool {
+        !matches!(self, Verdict::Forwarded)
     }
 }
 

@@ -57,6 +57,24 @@ impl Decision {
         reason: DropReason::None,
     };
 
+    /// The decision `policy` makes for a packet with `reason`: forwarded
+    /// for `DropReason::None`; for any other reason dropped, or audited
+    /// under [`policy_flags::AUDIT`].
+    #[inline(always)]
+    pub const fn under(policy: &EndpointPolicy, reason: DropReason) -> Decision {
+        match reason {
+            DropReason::None => Decision::FORWARD,
+            reason if policy.has(policy_flags::AUDIT) => Decision {
+                verdict: Verdict::Audited,
+                reason,
+            },
+            reason => Decision {
+                verdict: Verdict::Dropped,
+                reason,
+            },
+        }
+    }
+
     /// Forwarded for `DropReason::None`, dropped for any other reason.
     #[inline(always)]
     pub const fn from_reason(reason: DropReason) -> Decision {
@@ -83,7 +101,7 @@ pub fn decide<T: PolicyTables>(
     if !policy.has(policy_flags::ENFORCE) {
         return Decision::FORWARD;
     }
-    Decision::from_reason(drop_reason(direction, policy, pkt, tables))
+    Decision::under(policy, drop_reason(direction, policy, pkt, tables))
 }
 
 #[inline(always)]
@@ -744,6 +762,29 @@ mod tests {
                     R::NotInNetwork,
                 ),
             ],
+        );
+    }
+
+    #[test]
+    fn an_audited_policy_judges_like_enforcement_and_drops_nothing() {
+        let audited = policy(policy_flags::ENFORCE | policy_flags::AUDIT);
+        let outside = tcp_from_web([198, 51, 100, 1], 80);
+        assert_eq!(
+            decide(Egress, &audited, &outside, &Tables),
+            Decision {
+                verdict: Verdict::Audited,
+                reason: R::NotInNetwork
+            }
+        );
+        let neighbour = tcp_from_web([172, 20, 0, 3], 80);
+        assert_eq!(
+            decide(Egress, &audited, &neighbour, &Tables),
+            Decision::FORWARD
+        );
+        assert_eq!(
+            decide(Egress, &policy(policy_flags::AUDIT), &outside, &Tables),
+            Decision::FORWARD,
+            "audit without ENFORCE is observation: nothing to audit"
         );
     }
 }

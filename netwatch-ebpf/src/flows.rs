@@ -17,7 +17,6 @@ use netwatch_common::{
     event::{EventKind, FlowEvent},
     flow::{FlowKey, FlowStats, tcp_flags},
     packet::{IPPROTO_TCP, PacketSummary},
-    reason::Verdict,
     verdict::Decision,
 };
 
@@ -55,7 +54,7 @@ pub fn record(key: &FlowKey, s: &PacketSummary, decision: Decision, bytes: u64) 
         if FLOWS.insert(key, stats, BPF_NOEXIST as u64).is_ok() {
             counters::flow_inserted();
         }
-        let kind = if decision.verdict == Verdict::Dropped {
+        let kind = if decision.verdict.is_drop_like() {
             EventKind::Drop
         } else {
             EventKind::FlowOpen
@@ -85,7 +84,7 @@ pub fn record(key: &FlowKey, s: &PacketSummary, decision: Decision, bytes: u64) 
     let config = CONFIG.get(0).copied().unwrap_or_default();
     let since_report = now.saturating_sub(stats.last_report_ns);
     let closing = tcp_flags::FIN | tcp_flags::RST;
-    let kind = if decision.verdict == Verdict::Dropped {
+    let kind = if decision.verdict.is_drop_like() {
         (previous_verdict != verdict || since_report >= config.drop_report_interval())
             .then_some(EventKind::Drop)
     } else if flags & closing != 0 && previous_flags & closing == 0 {

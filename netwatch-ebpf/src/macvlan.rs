@@ -82,7 +82,7 @@ fn judge_sender(
         return Decision::FORWARD;
     };
     let decision = if sender.has(policy_flags::ENFORCE) && forged(cookies.0, cookies.1, port) {
-        Decision::from_reason(DropReason::SpoofedMac)
+        Decision::under(sender, DropReason::SpoofedMac)
     } else {
         decide(
             Direction::Egress,
@@ -117,7 +117,7 @@ pub fn parent_egress(ctx: &TcContext) -> i32 {
     if host == 0 || sender == host || !parent_policy.has(policy_flags::ENFORCE) {
         return ACT_CONTINUE;
     }
-    let decision = Decision::from_reason(DropReason::SpoofedMac);
+    let decision = Decision::under(parent_policy, DropReason::SpoofedMac);
     action(account(ctx, parent, Direction::Egress, &summary, decision))
 }
 
@@ -137,6 +137,8 @@ pub fn child_ingress(ctx: &TcContext) -> i32 {
     {
         let sent = judge_sender(ctx, &summary, &port, cookies(ctx));
         if sent.verdict == Verdict::Dropped {
+            // An audited sender's frame goes on to be judged as what the
+            // child receives, like a forwarded one.
             return action(sent);
         }
     }

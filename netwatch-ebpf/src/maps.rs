@@ -57,6 +57,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(names::EVENTS_BYTES, 0);
 #[map]
 pub static VERDICT_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASON_COUNT, 0);
 
+/// Packets audit let through, per reason enforcement would have dropped
+/// them for, per CPU (index 0 unused). Kernel ≥ 4.6.
+#[map]
+pub static AUDIT_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASON_COUNT, 0);
+
 /// Uplink packets per reason (index 0 = passed), per CPU.
 #[map]
 pub static UPLINK_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASON_COUNT, 0);

@@ -12,7 +12,7 @@ use netwatch_common::{
 use crate::{
     counters,
     flows::record,
-    maps::{ENDPOINTS, VERDICT_COUNTERS},
+    maps::{AUDIT_COUNTERS, ENDPOINTS, VERDICT_COUNTERS},
     parse::parse,
     tables::KernelTables,
 };
@@ -67,7 +67,11 @@ pub fn account(
     summary: &PacketSummary,
     decision: Decision,
 ) -> Decision {
-    counters::bump(&VERDICT_COUNTERS, decision.reason);
+    if decision.verdict == Verdict::Audited {
+        counters::bump(&AUDIT_COUNTERS, decision.reason);
+    } else {
+        counters::bump(&VERDICT_COUNTERS, decision.reason);
+    }
     let key = FlowKey::new(endpoint, direction, summary);
     record(&key, summary, decision, ctx.len() as u64);
     decision
@@ -77,7 +81,7 @@ pub fn account(
 #[inline(always)]
 pub fn action(decision: Decision) -> i32 {
     match decision.verdict {
-        Verdict::Forwarded => ACT_CONTINUE,
+        Verdict::Forwarded | Verdict::Audited => ACT_CONTINUE,
         Verdict::Dropped => ACT_DROP,
     }
 }

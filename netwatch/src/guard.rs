@@ -45,6 +45,10 @@ use crate::policy::labels::network_labels;
 pub enum Mode {
     /// The policy denies something and the programs applying it are attached.
     Enforced,
+    /// The programs are attached and judge as enforcement would, but drop
+    /// nothing: what they would drop is recorded as audited
+    /// (`netwatch.egress=audit`).
+    Audited,
     /// The programs are attached; the policy denies nothing.
     Observed,
     /// No netwatch program sees this traffic.
@@ -52,14 +56,28 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::Enforced, Mode::Observed, Mode::Unguarded];
+    pub const ALL: [Mode; 4] = [
+        Mode::Enforced,
+        Mode::Audited,
+        Mode::Observed,
+        Mode::Unguarded,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
             Mode::Enforced => "enforced",
+            Mode::Audited => "audited",
             Mode::Observed => "observed",
             Mode::Unguarded => "unguarded",
         }
+    }
+}
+
+impl Mode {
+    /// Whether the network's policy is applied as asked: enforced, or
+    /// audited because audit was asked for. Anything else is an alarm.
+    pub const fn applies_policy(self) -> bool {
+        matches!(self, Mode::Enforced | Mode::Audited)
     }
 }
 
@@ -77,11 +95,15 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// Enforced, or audited when what asked for it is the audit label.
     fn enforced(why: impl Into<String>) -> Guard {
-        Guard {
-            mode: Mode::Enforced,
-            why: why.into(),
-        }
+        let why = why.into();
+        let mode = if why.starts_with(EGRESS_AUDIT) {
+            Mode::Audited
+        } else {
+            Mode::Enforced
+        };
+        Guard { mode, why }
     }
 
     fn observed() -> Guard {
@@ -343,7 +365,7 @@ impl Assessment {
         let mut networks = BTreeSet::new();
         let mut endpoints = BTreeSet::new();
         for network in self.networks.iter().filter(|n| n.denied_by.is_some()) {
-            if network.guard.mode != Mode::Enforced {
+            if !network.guard.mode.applies_policy() {
                 networks.insert(Alarm {
                     network: network.name.clone(),
                     driver: network.driver.clone(),
@@ -352,7 +374,7 @@ impl Assessment {
                 });
             }
             for endpoint in &network.endpoints {
-                if endpoint.guard.mode != Mode::Enforced {
+                if !endpoint.guard.mode.applies_policy() {
                     endpoints.insert(Alarm {
                         network: network.name.clone(),
                         driver: network.driver.clone(),
@@ -414,10 +436,15 @@ pub fn denied_by(network: &Network) -> Option<&'static str> {
         return Some("internal: true");
     }
     let asked = network_labels(&network.name, false, &network.labels, &mut Vec::new());
+    if asked.audit {
+        return Some(EGRESS_AUDIT);
+    }
     asked.deny_egress.then_some(EGRESS_DENY)
 }
 
 const EGRESS_DENY: &str = "label netwatch.egress=deny";
+const EGRESS_AUDIT: &str =
+    "label netwatch.egress=audit: nothing is dropped, what enforcement would drop is recorded";
 
 /// Judges every network of `snapshot` against what `kernel` holds and what
 /// `agent` said of itself.

@@ -960,6 +960,92 @@ fn gateway_access_opt_in_reaches_the_gateway_but_not_other_host_addresses() {
     }
 }
 
+#[test]
+fn an_audited_endpoint_forwards_what_enforcement_drops_and_records_it_as_audited() {
+    let spec = endpoint_spec(policy_flags::ENFORCE | policy_flags::AUDIT);
+    let mut harness = Harness::new(vec![spec], host_addresses());
+    let cases = [
+        (
+            Hook::FromContainer,
+            out4(OUTSIDE_V4).tcp(40000, 443, SYN).build(),
+            NotInNetwork,
+        ),
+        (
+            Hook::FromContainer,
+            out4(GW_V4).udp(40000, 53).build(),
+            HostAccess,
+        ),
+        (
+            Hook::FromContainer,
+            Frame::eth(STRANGER_MAC, GW_MAC)
+                .ipv4(EP_V4, OUTSIDE_V4)
+                .tcp(1, 2, SYN)
+                .build(),
+            SpoofedMac,
+        ),
+        (
+            Hook::ToContainer,
+            in4(OUTSIDE_V4).tcp(443, 40000, SYN | ACK).build(),
+            NotInNetwork,
+        ),
+        (
+            Hook::FromContainer,
+            out4(PEER_V4).tcp(40000, 5432, SYN).build(),
+            NONE_OK,
+        ),
+    ];
+    for (hook, frame, reason) in cases {
+        let audited_before = harness.datapath.audit_counts().unwrap();
+        let got = harness.kernel(hook, &frame).unwrap();
+        let audited = harness.datapath.audit_counts().unwrap();
+        let what = format!("{hook:?} {}", netwatch_tests::packets::hex(&frame));
+        assert_eq!(got.action, TC_CONTINUE, "nothing is dropped: {what}");
+        let want_verdict = if reason == NONE_OK {
+            assert_eq!(got.reason, Some(NONE_OK), "counted as forwarded: {what}");
+            assert_eq!(audited, audited_before, "nothing audited: {what}");
+            Verdict::Forwarded
+        } else {
+            assert_eq!(got.reason, None, "no drop counted: {what}");
+            assert_eq!(
+                audited[reason as usize],
+                audited_before[reason as usize] + 1,
+                "audited under {}: {what}",
+                reason.name()
+            );
+            Verdict::Audited
+        };
+        let model = harness.model(hook, &frame).expect("a managed endpoint");
+        assert_eq!(
+            (model.verdict, model.reason),
+            (want_verdict, reason),
+            "model: {what}"
+        );
+        let key = expected_key(hook, &frame);
+        let flows = harness.datapath.flows().unwrap();
+        let (_, stats) = flows.iter().find(|(k, _)| *k == key).expect("a flow entry");
+        assert_eq!(
+            (stats.verdict, stats.reason),
+            (want_verdict as u8, reason as u8),
+            "{what}"
+        );
+        let (events, _) = harness.datapath.drain_events().unwrap();
+        let want_kind = if reason == NONE_OK {
+            EventKind::FlowOpen
+        } else {
+            EventKind::Drop
+        };
+        assert!(
+            events.iter().any(|e| e.key == key
+                && e.kind == want_kind as u8
+                && e.verdict == want_verdict as u8
+                && e.reason == reason as u8),
+            "a {} record with verdict {}: {events:?}",
+            want_kind.name(),
+            want_verdict.name()
+        );
+    }
+}
+
 /// `spec` with web's 80/tcp published to anyone and 8443/tcp on loopback
 /// only, open under `netwatch.ingress=published`.
 fn with_published(mut spec: EndpointSpec) -> EndpointSpec {

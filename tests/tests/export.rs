@@ -207,6 +207,7 @@ fn datapath_counters() -> PinnedCounters {
     PinnedCounters {
         verdicts,
         uplink,
+        audited: None,
         ringbuf_lost: 0,
         flows_inserted: Some(0),
     }
@@ -599,6 +600,7 @@ fn full_snapshot() -> MetricsSnapshot {
         datapath: Some(PinnedCounters {
             verdicts,
             uplink,
+            audited: None,
             ringbuf_lost: 9,
             flows_inserted: Some(6),
         }),

@@ -72,6 +72,7 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
     let bridge_ports = bridge_ports(&networks);
     let sandbox_ports = sandbox_ports(&networks);
     HostState {
+        audit_all: false,
         networks,
         endpoints,
         host_addrs,

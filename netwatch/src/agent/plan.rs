@@ -127,6 +127,10 @@ pub struct ChildTarget {
 /// Everything the agent derives its plan from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostState {
+    /// `agent --audit`: every network whose policy denies something is
+    /// audited instead of enforced. Not derived from Docker: the agent sets
+    /// it from its flag.
+    pub audit_all: bool,
     pub networks: Vec<NetworkState>,
     pub endpoints: Vec<EndpointState>,
     /// Every (container, network) attachment to an overlay network that
@@ -239,7 +243,8 @@ pub fn plan(state: &HostState) -> Plan {
         .networks
         .iter()
         .map(|n| {
-            let asked = network_labels(&n.name, n.internal, &n.labels, &mut problems);
+            let mut asked = network_labels(&n.name, n.internal, &n.labels, &mut problems);
+            asked.audit |= state.audit_all && asked.deny_egress;
             (n.name.as_str(), asked)
         })
         .collect();
@@ -294,7 +299,9 @@ pub fn plan(state: &HostState) -> Plan {
             // drop real neighbours' traffic.
             continue;
         }
-        if asked.deny_egress {
+        // The uplink shield has no audit: an audited network's subnets are
+        // not shielded.
+        if asked.deny_egress && !asked.audit {
             out.protected.extend(network.subnets.iter().copied());
         }
         if let (true, Some((ifname, ifindex))) = (asked.deny_egress, &network.bridge) {
@@ -379,6 +386,7 @@ pub fn plan(state: &HostState) -> Plan {
         }
         let mode = match held {
             Some(held) => format!("enforced: the way out of {}", held.overlays.join(", ")),
+            None if asked.audit => "audited: nothing dropped".to_owned(),
             None if asked.deny_egress && !published.is_empty() => {
                 "enforced, published ports open".to_owned()
             }
@@ -563,7 +571,9 @@ fn add_unnamed_ports(out: &mut Plan, state: &HostState, policies: &HashMap<&str,
             published: Vec::new(),
             allow: asked.allow.clone(),
         });
-        let mode = if asked.deny_egress {
+        let mode = if asked.audit {
+            "audited network-wide"
+        } else if asked.deny_egress {
             "enforced network-wide"
         } else {
             "observed"
@@ -687,7 +697,9 @@ fn unnamed_sandbox_ports(
         };
         let asked = &policies[network.name.as_str()];
         let policy = network_policy(network, asked, port.ifindex, policy_flags::NETWORK_WIDE);
-        let mode = if asked.deny_egress {
+        let mode = if asked.audit {
+            "audited network-wide"
+        } else if asked.deny_egress {
             "enforced network-wide"
         } else {
             "observed"
@@ -826,6 +838,9 @@ fn network_policy(
     if asked.deny_egress {
         policy.flags |= policy_flags::ENFORCE;
     }
+    if asked.audit {
+        policy.flags |= policy_flags::AUDIT;
+    }
     if asked.gateway_access {
         policy.flags |= policy_flags::GATEWAY_ACCESS;
     }
@@ -886,6 +901,7 @@ mod tests {
 
     fn state() -> HostState {
         HostState {
+            audit_all: false,
             networks: vec![
                 network(
                     "frontend",
@@ -1333,6 +1349,60 @@ mod tests {
         assert_eq!(db_leg.networks, vec!["198.18.80.0/24".parse().unwrap()]);
         assert_eq!(what(254), "veth of db on docker_gwbridge (observed)");
         crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
+    }
+
+    #[test]
+    fn an_audited_network_is_judged_but_unshielded_and_agent_audit_covers_internal_ones() {
+        let mut state = state();
+        state.networks[0].labels =
+            BTreeMap::from([("netwatch.egress".to_string(), "audit".to_string())]);
+        let flags = |plan: &Plan, ifindex: u32| {
+            plan.specs
+                .iter()
+                .find(|s| s.ifindex == ifindex)
+                .map(|s| s.policy.flags)
+                .unwrap_or_else(|| panic!("no spec for {ifindex}"))
+        };
+        let audited = policy_flags::ENFORCE | policy_flags::AUDIT;
+        let labelled = plan(&state);
+        assert_eq!(flags(&labelled, 20) & audited, audited, "web on frontend");
+        assert_eq!(flags(&labelled, 10) & audited, audited, "frontend's bridge");
+        assert_eq!(
+            flags(&labelled, 22) & audited,
+            policy_flags::ENFORCE,
+            "internal backend"
+        );
+        let frontend: Cidr = "172.20.0.0/16".parse().unwrap();
+        assert!(
+            !labelled.protected.contains(&frontend),
+            "the uplink shield has no audit: {:?}",
+            labelled.protected
+        );
+        assert!(
+            labelled
+                .veths
+                .iter()
+                .any(|v| v.what.ends_with("(audited: nothing dropped)"))
+        );
+
+        state.audit_all = true;
+        state.networks[0].labels = BTreeMap::new();
+        let everything = plan(&state);
+        assert_eq!(
+            flags(&everything, 22) & audited,
+            audited,
+            "--audit: backend too"
+        );
+        assert_eq!(
+            flags(&everything, 20) & audited,
+            0,
+            "frontend denies nothing"
+        );
+        assert!(
+            everything.protected.is_empty(),
+            "{:?}",
+            everything.protected
+        );
     }
 
     #[test]

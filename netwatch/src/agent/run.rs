@@ -65,6 +65,10 @@ pub struct AgentOptions {
     pub flow_limit: usize,
     /// Attach the kernel drop program (`--kernel-drops on`).
     pub kernel_drops: bool,
+    /// Audit every network whose policy denies something instead of
+    /// enforcing it (`--audit`): nothing is dropped, would-be drops are
+    /// recorded as audited.
+    pub audit: bool,
     /// Where the API is served (normally `<run_dir>/api.sock`).
     pub api_socket: PathBuf,
     /// The group allowed to use the API (socket mode 0660); `None`: root
@@ -198,6 +202,13 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         .with_socket_owners(open_socket_owners()),
     );
     pipeline.set_kernel_table_entries(options.flow_table_entries as usize);
+    if options.audit {
+        warn!(
+            "audit mode (--audit): every network is audited, not enforced; nothing is dropped, \
+             what enforcement would drop is recorded as audited"
+        );
+        status.audit = true;
+    }
     // Observation only, never pinned: it goes with this process.
     let kernel_drops = options.kernel_drops.then(|| datapath.attach_kernel_drops());
     match kernel_drops {
@@ -689,6 +700,7 @@ async fn sync(
         .await
         .map_err(|e| e.to_string())?;
     let mut state = host_state(&snapshot, host::addresses());
+    state.audit_all = options.audit;
     state.provisional_children = provisional_children(datapath);
     // Docker's own interfaces never get the shield, managed or not; nor do
     // macvlan parents, which carry a LAN whose hosts may be inside a

@@ -38,6 +38,9 @@ pub struct AgentStatus {
     /// The kernel's own drops (`kfree_skb`): `recorded (…)`, or why not.
     #[serde(default)]
     pub kernel_drops: Option<String>,
+    /// `agent --audit`: nothing is dropped anywhere.
+    #[serde(default)]
+    pub audit: bool,
     /// Where Prometheus metrics are served, if they are.
     #[serde(default)]
     pub metrics_addr: Option<String>,

@@ -95,14 +95,14 @@ pub fn parse_since(text: &str, now: Timestamp) -> Result<Timestamp, QueryError> 
 /// Checks a verdict name.
 ///
 /// # Errors
-/// Not `forwarded` or `dropped`.
+/// Not `forwarded`, `dropped` or `audited`.
 pub fn parse_verdict(text: &str) -> Result<String, QueryError> {
     match text {
-        "forwarded" | "dropped" => Ok(text.to_string()),
+        "forwarded" | "dropped" | "audited" => Ok(text.to_string()),
         _ => Err(QueryError::BadValue {
             key: "verdict",
             value: text.to_string(),
-            expected: "give forwarded or dropped".to_string(),
+            expected: "give forwarded, dropped or audited".to_string(),
         }),
     }
 }
@@ -300,7 +300,7 @@ mod tests {
         assert!(error("port=80&port=81").contains("given twice"));
         assert!(error("port=http").contains("from 1 to 65535"));
         assert!(error("port=0").contains("from 1 to 65535"));
-        assert!(error("verdict=denied").contains("forwarded or dropped"));
+        assert!(error("verdict=denied").contains("forwarded, dropped or audited"));
         assert!(error("reason=firewall").contains("host-access"));
         assert!(error("reason=kernel:").contains("kernel:netfilter_drop"));
         assert!(error("reason=kernel:NETFILTER_DROP").contains("kernel drop reason"));

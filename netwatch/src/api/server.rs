@@ -385,13 +385,10 @@ async fn handle(request: &Request<Incoming>, state: &Arc<State>) -> Response<Bod
             if filter.verdict.as_deref() == Some("forwarded") {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    "drops lists dropped flows only: leave out verdict=forwarded (or ask /v1/flows)",
+                    "drops lists dropped and audited flows only: leave out verdict=forwarded \
+                     (or ask /v1/flows)",
                 );
             }
-            let filter = FlowFilter {
-                verdict: Some("dropped".into()),
-                ..filter
-            };
             query(state, move |pipeline| {
                 json_bytes(&drop_groups(&pipeline.flows(&filter)))
             })

@@ -20,6 +20,10 @@ pub struct DropGroup {
     pub service: Option<String>,
     pub network: Option<String>,
     pub reason: String,
+    /// `dropped`, or `audited`: forwarded under audit, which enforcement
+    /// would have dropped for `reason`.
+    #[serde(default = "dropped")]
+    pub verdict: String,
     /// `netwatch` or `kernel` (see [`FlowEntry::dropped_by`]).
     #[serde(default)]
     pub dropped_by: Option<String>,
@@ -59,14 +63,23 @@ fn remote(entry: &FlowEntry) -> Option<String> {
     })
 }
 
-/// Groups the dropped entries among `entries` by container, network and
-/// reason; the group that dropped most packets first.
+fn dropped() -> String {
+    "dropped".to_owned()
+}
+
+/// Groups the dropped and audited entries among `entries` by container,
+/// network, reason and verdict; the group that dropped most packets first.
 pub fn drop_groups(entries: &[FlowEntry]) -> Vec<DropGroup> {
-    type Key = (Option<String>, Option<String>, String);
+    type Key = (Option<String>, Option<String>, String, String);
     let mut groups: BTreeMap<Key, (DropGroup, Vec<(u64, String)>)> = BTreeMap::new();
-    for entry in entries.iter().filter(|e| e.verdict == "dropped") {
+    for entry in entries.iter().filter(|e| e.verdict != "forwarded") {
         let reason = entry.reason.clone().unwrap_or_else(|| "unknown".into());
-        let key = (entry.container.clone(), entry.network.clone(), reason);
+        let key = (
+            entry.container.clone(),
+            entry.network.clone(),
+            reason,
+            entry.verdict.clone(),
+        );
         let (group, remotes) = groups.entry(key.clone()).or_insert_with(|| {
             (
                 DropGroup {
@@ -74,6 +87,7 @@ pub fn drop_groups(entries: &[FlowEntry]) -> Vec<DropGroup> {
                     service: entry.service.clone(),
                     network: entry.network.clone(),
                     reason: key.2,
+                    verdict: key.3,
                     dropped_by: entry.dropped_by.clone(),
                     packets: 0,
                     bytes: 0,

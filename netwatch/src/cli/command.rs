@@ -158,6 +158,15 @@ enum Command {
         /// iptables rules). `off`: netwatch's own drops only.
         #[arg(long, value_name = "on|off", env = "NETWATCH_KERNEL_DROPS", default_value = "on", value_parser = ["on", "off"])]
         kernel_drops: String,
+        /// Audit instead of enforce, on every network whose policy denies
+        /// something (internal ones included): nothing is dropped; what
+        /// enforcement would drop is forwarded and recorded with the verdict
+        /// `audited` and its reason (`flows`, `drops`, `observe`, the flow
+        /// log, metrics). For trying a policy on a running stack; per
+        /// network, the label netwatch.egress=audit does the same. The
+        /// uplink shield is off for audited networks.
+        #[arg(long, env = "NETWATCH_AUDIT")]
+        audit: bool,
         /// Print the configuration the agent would run with, and where each
         /// value comes from (flag, environment, default), then exit.
         #[arg(long)]
@@ -615,6 +624,7 @@ pub fn main() -> ExitCode {
             max_size,
             max_file,
             kernel_drops,
+            audit,
             print_config: false,
         } => crate::agent::UplinkChoice::from_flags(&uplinks)
             .map_err(anyhow::Error::from)
@@ -638,6 +648,7 @@ pub fn main() -> ExitCode {
                     run_dir,
                     state_dir,
                     kernel_drops: kernel_drops == "on",
+                    audit,
                 })
             }),
         Command::Check { output } => cli::check::run(output),

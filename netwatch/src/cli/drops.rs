@@ -19,7 +19,11 @@ pub fn drops_table(groups: &[DropGroup], now: Timestamp) -> String {
             vec![
                 g.container.clone().unwrap_or_default(),
                 g.network.clone().unwrap_or_default(),
-                g.reason.clone(),
+                if g.verdict == "audited" {
+                    format!("{} (audited)", g.reason)
+                } else {
+                    g.reason.clone()
+                },
                 g.flows.to_string(),
                 g.packets.to_string(),
                 units::bytes(g.bytes),
@@ -50,7 +54,8 @@ pub fn drops_table(groups: &[DropGroup], now: Timestamp) -> String {
 pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Result<ExitCode> {
     if filter.verdict.as_deref() == Some("forwarded") {
         bail!(
-            "drops lists dropped flows only: leave out --verdict forwarded (or use `netwatch flows`)"
+            "drops lists dropped and audited flows only: leave out --verdict forwarded (or use \
+             `netwatch flows`)"
         );
     }
     super::block_on(async {
@@ -76,6 +81,7 @@ mod tests {
             service: Some("backend".into()),
             network: Some("app_db".into()),
             reason: "host-access".into(),
+            verdict: "dropped".into(),
             dropped_by: Some("netwatch".into()),
             packets: 3,
             bytes: 294,

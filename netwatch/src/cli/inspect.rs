@@ -231,8 +231,9 @@ pub fn report(
 fn badness(mode: Mode) -> u8 {
     match mode {
         Mode::Enforced => 0,
-        Mode::Observed => 1,
-        Mode::Unguarded => 2,
+        Mode::Audited => 1,
+        Mode::Observed => 2,
+        Mode::Unguarded => 3,
     }
 }
 

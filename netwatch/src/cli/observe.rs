@@ -40,6 +40,7 @@ pub fn event_line(event: &ObservedEvent, tz: &TimeZone) -> String {
         .to_string();
     let verdict = match (&f.verdict[..], &f.reason) {
         ("dropped", Some(reason)) => format!("DROPPED ({reason})"),
+        ("audited", Some(reason)) => format!("AUDITED ({reason})"),
         (verdict, _) => verdict.to_uppercase(),
     };
     let mut src = end(src_name, f.src, f.src_port, &f.proto);

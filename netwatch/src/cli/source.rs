@@ -46,8 +46,9 @@ pub struct FilterArgs {
     /// Only this Docker network (its name).
     #[arg(long, value_name = "NAME")]
     pub network: Option<String>,
-    /// Only flows whose latest packet was forwarded, or dropped.
-    #[arg(long, value_parser = ["forwarded", "dropped"])]
+    /// Only flows whose latest packet was forwarded, dropped, or audited
+    /// (forwarded under audit mode, which enforcement would have dropped).
+    #[arg(long, value_parser = ["forwarded", "dropped", "audited"])]
     pub verdict: Option<String>,
     /// Only flows dropped for this reason: one of netwatch's (not-in-network,
     /// host-access, spoofed-source, …) or, for the kernel's own drops,
@@ -134,13 +135,10 @@ pub(crate) trait FlowSource {
     /// The flows `filter` selects, busiest first.
     async fn flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>>;
 
-    /// Dropped flows grouped by container, network and reason.
+    /// Dropped and audited flows grouped by container, network, reason and
+    /// verdict.
     async fn drops(&self, filter: &FlowFilter) -> Result<Vec<DropGroup>> {
-        let dropped = FlowFilter {
-            verdict: Some("dropped".into()),
-            ..filter.clone()
-        };
-        Ok(drop_groups(&self.flows(&dropped).await?))
+        Ok(drop_groups(&self.flows(filter).await?))
     }
 
     /// Records as they come, from now on (with `since`: the flows seen

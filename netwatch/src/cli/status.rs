@@ -37,6 +37,9 @@ struct Status {
     pinned_objects: usize,
     forwarded: u64,
     drops: BTreeMap<&'static str, u64>,
+    /// Packets audit let through, by the reason enforcement would have
+    /// dropped them for.
+    audited: BTreeMap<&'static str, u64>,
     uplink_passed: u64,
     uplink_drops: BTreeMap<&'static str, u64>,
     ringbuf_lost: u64,
@@ -266,6 +269,7 @@ fn collect(root: &Path, run_dir: &Path, only: &[String]) -> Result<Status> {
     let counters = read_counters(root)?.unwrap_or(PinnedCounters {
         verdicts: Default::default(),
         uplink: Default::default(),
+        audited: None,
         ringbuf_lost: 0,
         flows_inserted: None,
     });
@@ -314,6 +318,11 @@ fn collect(root: &Path, run_dir: &Path, only: &[String]) -> Result<Status> {
         pinned_objects,
         forwarded: counters.verdicts[DropReason::None as usize],
         drops: drops(&counters.verdicts),
+        audited: counters
+            .audited
+            .as_ref()
+            .map(|c| drops(c))
+            .unwrap_or_default(),
         uplink_passed: counters.uplink[DropReason::None as usize],
         uplink_drops: drops(&counters.uplink),
         ringbuf_lost: counters.ringbuf_lost,
@@ -385,6 +394,12 @@ fn print_table(s: &Status) {
             a.uplinks.join(", ")
         };
         println!("{:<14} {shield}", "uplink shield");
+        if a.audit {
+            println!(
+                "{:<14} ON (--audit): nothing is dropped; would-be drops are recorded as audited",
+                "audit"
+            );
+        }
         if let Some(kernel_drops) = &a.kernel_drops {
             println!("{:<14} {kernel_drops}", "kernel drops");
         }
@@ -437,6 +452,13 @@ fn print_table(s: &Status) {
     }
     println!("{:<14} {}", "forwarded", s.forwarded);
     println!("{:<14} {}", "dropped", summary(&s.drops));
+    if !s.audited.is_empty() {
+        println!(
+            "{:<14} {} (forwarded; enforcement would drop them)",
+            "audited",
+            summary(&s.audited)
+        );
+    }
     println!(
         "{:<14} {} passed; {}",
         "uplink",

@@ -181,6 +181,15 @@ impl Datapath {
         self.reason_counts(names::MAP_VERDICT_COUNTERS)
     }
 
+    /// Packets audit let through on the veth programs, per reason
+    /// enforcement would have dropped them for.
+    ///
+    /// # Errors
+    /// The kernel refuses the lookup.
+    pub fn audit_counts(&self) -> Result<ReasonCounts, DatapathError> {
+        self.reason_counts(names::MAP_AUDIT_COUNTERS)
+    }
+
     /// Packets per reason on the uplink program.
     ///
     /// # Errors

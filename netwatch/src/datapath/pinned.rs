@@ -32,6 +32,9 @@ pub struct PinnedCounters {
     pub verdicts: ReasonCounts,
     /// Uplink program, per reason (index 0 = passed).
     pub uplink: ReasonCounts,
+    /// Packets audit let through, per reason enforcement would have
+    /// dropped them for (`None`: pins of a netwatch without audit).
+    pub audited: Option<ReasonCounts>,
     /// Ring buffer records lost because the buffer was full.
     pub ringbuf_lost: u64,
     /// Entries the programs inserted into the flow table (`None`: pins of a
@@ -91,6 +94,9 @@ pub fn read_counters(root: &Path) -> Result<Option<PinnedCounters>, DatapathErro
     Ok(Some(PinnedCounters {
         verdicts: reason_counts(&verdicts, names::MAP_VERDICT_COUNTERS)?,
         uplink: reason_counts(&uplink, names::MAP_UPLINK_COUNTERS)?,
+        audited: open(root, names::MAP_AUDIT_COUNTERS)?
+            .map(|map| reason_counts(&map, names::MAP_AUDIT_COUNTERS))
+            .transpose()?,
         ringbuf_lost: per_cpu_sum(&lost, names::MAP_RINGBUF_LOST, 0)?,
         flows_inserted: open(root, names::MAP_FLOWS_INSERTED)?
             .map(|map| per_cpu_sum(&map, names::MAP_FLOWS_INSERTED, 0))

@@ -512,6 +512,23 @@ fn render_datapath(out: &mut Exposition, counters: &PinnedCounters) {
         }
     }
     out.family(
+        "netwatch_audited_packets_total",
+        MetricKind::Counter,
+        "Packets audit let through (netwatch.egress=audit, agent --audit), by the reason \
+         enforcement would have dropped them for.",
+    );
+    for reason in DropReason::ALL {
+        if reason == DropReason::None {
+            continue;
+        }
+        let count = counters
+            .audited
+            .as_ref()
+            .and_then(|counts| counts.get(reason as usize).copied())
+            .unwrap_or(0);
+        out.sample(&[("reason", reason.name())], count);
+    }
+    out.family(
         "netwatch_forwarded_packets_total",
         MetricKind::Counter,
         "Packets the datapath let through, by hook.",

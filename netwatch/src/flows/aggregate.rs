@@ -592,7 +592,10 @@ impl Aggregator {
                     peer_service: None,
                     peer_kind: None,
                     published: None,
-                    reason: entry.reason.clone().filter(|_| entry.verdict == "dropped"),
+                    reason: entry
+                        .reason
+                        .clone()
+                        .filter(|_| entry.verdict != "forwarded"),
                     ..entry
                 };
                 self.summaries.insert(key, summary);

@@ -292,6 +292,7 @@ mod tests {
 
     fn state() -> HostState {
         HostState {
+            audit_all: false,
             networks: vec![NetworkState {
                 name: "db".into(),
                 driver: "bridge".into(),

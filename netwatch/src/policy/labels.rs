@@ -2,7 +2,7 @@
 //!
 //! | label | on | values | meaning |
 //! |---|---|---|---|
-//! | `netwatch.egress` | network | `deny` | enforce like `internal: true` on a normal network |
+//! | `netwatch.egress` | network | `deny`, `audit` | enforce like `internal: true` on a normal network; `audit`: judge the same, drop nothing, record what would be dropped |
 //! | `netwatch.gateway` | network | `allow`, `deny` | let the network reach (and be reached from) its gateway |
 //! | `netwatch.allow` | network, container | `CIDR[:port[/proto]]`, comma-separated | allow these destinations |
 //! | `netwatch.ingress` | network | `published`, `deny` | on an enforced network, accept inbound connections to the containers' published ports (and their answers) |
@@ -49,6 +49,9 @@ impl fmt::Display for LabelProblem {
 pub struct NetworkLabels {
     /// Enforce egress denial (internal networks always do).
     pub deny_egress: bool,
+    /// With `deny_egress`: judge as enforcement would, drop nothing, record
+    /// would-be drops as audited (`netwatch.egress=audit`).
+    pub audit: bool,
     pub gateway_access: bool,
     pub allow: Vec<AllowRule>,
     /// Accept inbound connections to the published ports of the network's
@@ -84,9 +87,17 @@ pub fn network_labels(
                     problem("the network is internal; a label cannot allow egress")
                 }
                 "allow" => {}
+                "audit" if internal => problem(
+                    "the network is internal; a label cannot turn its enforcement into an \
+                     audit (agent --audit can, for the whole host); enforcing",
+                ),
+                "audit" => {
+                    out.deny_egress = true;
+                    out.audit = true;
+                }
                 _ => {
                     out.deny_egress = true;
-                    problem("expected deny or allow; denying egress");
+                    problem("expected deny, audit or allow; denying egress");
                 }
             },
             GATEWAY => match value.trim() {
@@ -261,5 +272,23 @@ mod tests {
         assert_eq!(said.len(), 2, "{said:?}");
         assert!(said[0].starts_with("network locked: label netwatch.ingress=\"published\""));
         assert!(said[1].contains("expected published or deny"), "{said:?}");
+    }
+
+    #[test]
+    fn egress_audit_judges_like_deny_and_cannot_weaken_an_internal_network() {
+        let mut problems = Vec::new();
+        let got = network_labels("front", false, &labels(&[(EGRESS, "audit")]), &mut problems);
+        assert!(got.deny_egress && got.audit);
+        assert!(problems.is_empty(), "{problems:?}");
+        let got = network_labels("locked", true, &labels(&[(EGRESS, "audit")]), &mut problems);
+        assert!(
+            got.deny_egress && !got.audit,
+            "an internal network stays enforced"
+        );
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].problem.contains("agent --audit can"),
+            "{problems:?}"
+        );
     }
 }

@@ -247,8 +247,10 @@ fn tuple(e: &FlowEntry) -> Option<Tuple<'_>> {
     Some((e.src?, e.dst?, e.src_port, e.dst_port, e.proto.as_str()))
 }
 
+/// Dropped, or audited (what enforcement would drop): drawn as a drop, so
+/// that an audit shows the map enforcement would give.
 fn is_dropped(e: &FlowEntry) -> bool {
-    e.verdict == "dropped"
+    e.verdict != "forwarded"
 }
 
 fn is_ingress(e: &FlowEntry) -> bool {

@@ -201,6 +201,7 @@ fn deltas(prev: &Snapshot, now: &Snapshot) -> Vec<(u64, u64)> {
 fn verdict_text(e: &FlowEntry) -> String {
     match (&*e.verdict, &e.reason) {
         ("dropped", Some(reason)) => format!("dropped: {reason}"),
+        ("audited", Some(reason)) => format!("audited: {reason}"),
         (verdict, _) => verdict.to_string(),
     }
 }
