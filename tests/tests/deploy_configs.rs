@@ -323,9 +323,12 @@ fn references_read_metrics_selectors_and_groupings_but_not_functions_strings_or_
 fn promtool_accepts_the_scrape_config_and_the_alert_rules() {
     let config = repo_file("deploy/prometheus/prometheus.yml");
     let rules = repo_file("deploy/prometheus/netwatch-alerts.yml");
+    let rule_tests = repo_file("deploy/prometheus/netwatch-alerts.test.yml");
     for args in [
         ["check", "config", config.to_str().unwrap()],
         ["check", "rules", rules.to_str().unwrap()],
+        // Each alert fires on what it is for, with its text, and only then.
+        ["test", "rules", rule_tests.to_str().unwrap()],
     ] {
         let out = promtool(&args, None);
         assert!(
@@ -638,6 +641,18 @@ fn a_live_agent_under_traffic_passes_promtool_and_backs_every_query_and_field() 
             shown.is_subset(&labels),
             "alert {expr:?} shows labels {shown:?}; its result has {labels:?}"
         );
+    }
+    // The alert rules' unit tests feed series the agent really exports.
+    let rule_tests = yaml("deploy/prometheus/netwatch-alerts.test.yml");
+    for test in rule_tests["tests"].as_array().expect("rule tests") {
+        for input in test["input_series"].as_array().expect("input series") {
+            let series = input["series"].as_str().expect("a series");
+            let metric = series.split('{').next().unwrap_or_default();
+            assert!(
+                SYNTHETIC_METRICS.contains(&metric) || families.contains_key(metric),
+                "the alerts' unit tests feed {metric}, which the agent does not export"
+            );
+        }
     }
     let (panel_exprs, variables) = dashboard_queries();
     assert!(panel_exprs.len() >= 10, "{panel_exprs:?}");
