@@ -18,6 +18,7 @@ use netwatch::{
         AttachCounts, FlowLogOptions, FlowLogStats, MetricsSnapshot, MetricsSource, PipelineStats,
         flowlog::FlowLog,
         metrics::{flow_totals, render, serve_metrics},
+        process::{BuildInfo, ProcessStats},
     },
     flows::{
         FlowEntry, FlowFilter, FlowNames, FlowTableReader, ObservedEvent, Pipeline,
@@ -613,6 +614,18 @@ fn full_snapshot() -> MetricsSnapshot {
             rotations: 4,
         }),
         guard: Some(guard_assessment()),
+        build: Some(BuildInfo {
+            version: "1.2.3",
+            commit: "0a1b2c",
+        }),
+        process: Some(ProcessStats {
+            cpu_seconds: 1.25,
+            resident_memory_bytes: 40 << 20,
+            virtual_memory_bytes: 900 << 20,
+            start_time_seconds: 1_764_900_000.5,
+            open_fds: 21,
+            max_fds: Some(1024),
+        }),
     }
 }
 
@@ -679,8 +692,21 @@ fn every_family_comes_with_its_type_and_help() {
             ("netwatch_network_mode", Gauge),
             ("netwatch_endpoint_mode", Gauge),
             ("netwatch_unguarded_denied", Gauge),
+            ("netwatch_unguarded_alarm", Gauge),
+            ("netwatch_build_info", Gauge),
+            ("process_cpu_seconds_total", Counter),
+            ("process_resident_memory_bytes", Gauge),
+            ("process_virtual_memory_bytes", Gauge),
+            ("process_open_fds", Gauge),
+            ("process_max_fds", Gauge),
+            ("process_start_time_seconds", Gauge),
         ]
     );
+    let started = families
+        .iter()
+        .find(|f| f.name == "process_start_time_seconds")
+        .unwrap();
+    assert_eq!(started.samples[0].value, 1_764_900_000.5);
     let unguarded = families
         .iter()
         .find(|f| f.name == "netwatch_unguarded_denied")

@@ -60,6 +60,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("systemd", "systemd-analyze verify on netwatch's units"),
     // `dpkg-deb -c/-x` checks the contents of the .deb.
     ("dpkg", "dpkg-deb to check the .deb's contents"),
+    // Its /usr/bin/promtool checks deploy/'s scrape config and alert rules,
+    // and lints a live agent's /metrics (the deploy_configs test).
+    (
+        "prometheus",
+        "promtool for deploy/'s Prometheus files and the metrics lint",
+    ),
 ];
 
 /// Which steps a caller needs.

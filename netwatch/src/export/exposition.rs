@@ -62,9 +62,33 @@ impl Exposition {
 
     /// One sample of the current family.
     pub fn sample(&mut self, labels: &[(&'static str, &str)], value: u64) {
+        if self.series(labels) {
+            let _ = writeln!(self.out, " {value}");
+        }
+    }
+
+    /// One sample of the current family whose value is not a whole number
+    /// (seconds of CPU time, a start time with its fraction).
+    pub fn sample_float(&mut self, labels: &[(&'static str, &str)], value: f64) {
+        if self.series(labels) {
+            if value.is_nan() {
+                self.out.push_str(" NaN\n");
+            } else if value.is_infinite() {
+                self.out
+                    .push_str(if value > 0.0 { " +Inf\n" } else { " -Inf\n" });
+            } else {
+                // Rust writes finite floats in plain decimal, which the
+                // format reads; its `inf` and `NaN` spellings are not all.
+                let _ = writeln!(self.out, " {value}");
+            }
+        }
+    }
+
+    /// Writes a sample's name and labels; false outside a family.
+    fn series(&mut self, labels: &[(&'static str, &str)]) -> bool {
         let Some(name) = self.family else {
             debug_assert!(false, "sample outside a family");
-            return;
+            return false;
         };
         self.out.push_str(name);
         if !labels.is_empty() {
@@ -81,7 +105,7 @@ impl Exposition {
             }
             self.out.push('}');
         }
-        let _ = writeln!(self.out, " {value}");
+        true
     }
 
     /// The text written so far.
@@ -152,6 +176,20 @@ mod tests {
             e.finish(),
             "# HELP x_total An x.\n# TYPE x_total counter\nx_total{a=\"1\",b=\"q\\\"\"} 7\n\
              # HELP y A y.\n# TYPE y gauge\ny 0\n"
+        );
+    }
+
+    #[test]
+    fn float_samples_are_plain_decimals_and_the_formats_special_values() {
+        let mut e = Exposition::new();
+        e.family("z_seconds", MetricKind::Gauge, "A z.");
+        for value in [0.25, 1_764_900_000.5, 3.0, f64::INFINITY, f64::NAN] {
+            e.sample_float(&[], value);
+        }
+        assert_eq!(
+            e.finish(),
+            "# HELP z_seconds A z.\n# TYPE z_seconds gauge\nz_seconds 0.25\n\
+             z_seconds 1764900000.5\nz_seconds 3\nz_seconds +Inf\nz_seconds NaN\n"
         );
     }
 

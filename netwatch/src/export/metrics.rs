@@ -21,7 +21,11 @@
 //! | `netwatch_attached_interfaces` | gauge | `hook` |
 //! | `netwatch_network_mode`, `netwatch_endpoint_mode` | gauge (1 per network / endpoint) | `network`, `driver`, `mode` / `container`, `network`, `mode` |
 //! | `netwatch_unguarded_denied` | gauge | `kind` (`network`, `endpoint`) |
+//! | `netwatch_unguarded_alarm` | gauge (1 per alarm) | `network`, `driver`, `container` (`""` for the network itself) |
 //! | `netwatch_flow_log_lines_total`, `…_lost_events_total`, `…_write_errors_total`, `…_unwritten_lines_total`, `…_rotations_total` | counter | (with `--flow-log`) |
+//! | `netwatch_build_info` | gauge (1) | `version`, `commit` (`""` unless the build set `NETWATCH_BUILD_COMMIT`) |
+//! | `process_cpu_seconds_total` | counter | |
+//! | `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_start_time_seconds`, `process_open_fds`, `process_max_fds` | gauge | |
 //!
 //! Flow totals are the sums, per label set, of the flows `netwatch flows`
 //! shows (summaries of idle flows included), so they match it exactly.
@@ -45,13 +49,20 @@
 //! containers that are gone disappear with them.
 //! `netwatch_unguarded_denied` counts the networks and endpoints whose
 //! policy denies something (internal, `netwatch.egress=deny`) but that
-//! netwatch does not enforce: alert on it being above zero.
+//! netwatch does not enforce: alert on it being above zero;
+//! `netwatch_unguarded_alarm` has one series for each of them, to name
+//! them in the alert.
 //!
 //! `hook` is `tc` for the TCX programs on container veths and network
 //! bridges (which share one set of verdict counters) and `uplink` for the
 //! XDP shield on uplinks. Drop reasons are the names `netwatch drops`
 //! shows; every reason is exported for both hooks, zero or not, so that
 //! `rate()` and alerts see a series from the start.
+//!
+//! The `process_*` families are named and meant as Prometheus' client
+//! libraries export them (see [`super::process`]), so dashboards and alerts
+//! written for any exporter's process apply; `process_max_fds` is left out
+//! when the limit is unlimited.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -82,6 +93,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 use super::{
     exposition::{CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, Exposition, MetricKind},
     flowlog::{FlowLogCounters, FlowLogStats},
+    process::{BuildInfo, ProcessStats, read_process_stats},
 };
 use crate::{
     datapath::{Hook, pinned, pinned::PinnedCounters, pins},
@@ -123,8 +135,10 @@ pub struct AttachCounts {
 
 /// Everything one scrape shows. A part that is `None` is left out of the
 /// output (e.g. no datapath counters when nothing is pinned).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct MetricsSnapshot {
+    pub build: Option<BuildInfo>,
+    pub process: Option<ProcessStats>,
     /// Every flow and summary (`Pipeline::flows` with no filter).
     pub flows: Option<Vec<FlowEntry>>,
     pub pipeline: Option<PipelineStats>,
@@ -144,6 +158,8 @@ type Collector<T> = Box<dyn Fn() -> T + Send + Sync>;
 /// callers can feed any part with the `with_*` methods.
 #[derive(Default)]
 pub struct MetricsSource {
+    build: Option<BuildInfo>,
+    process: Option<Collector<Option<ProcessStats>>>,
     flows: Option<Collector<Vec<FlowEntry>>>,
     pipeline: Option<Collector<PipelineStats>>,
     datapath: Option<Collector<Option<PinnedCounters>>>,
@@ -163,8 +179,36 @@ impl MetricsSource {
     /// `pin_root`.
     pub fn agent(pipeline: Arc<Pipeline>, pin_root: PathBuf) -> MetricsSource {
         MetricsSource::new()
+            .with_build_info(BuildInfo::CURRENT)
+            .with_process(PathBuf::from("/proc"))
             .with_pipeline(pipeline)
             .with_pins(pin_root)
+    }
+
+    /// `netwatch_build_info` with `build`'s labels.
+    pub fn with_build_info(mut self, build: BuildInfo) -> MetricsSource {
+        self.build = Some(build);
+        self
+    }
+
+    /// The `process_*` metrics of the process reading them, from `proc`
+    /// (`/proc`). A failed read is logged (once until a read works again)
+    /// and leaves them out of that scrape.
+    pub fn with_process(mut self, proc: PathBuf) -> MetricsSource {
+        let failing = AtomicBool::new(false);
+        self.process = Some(Box::new(move || match read_process_stats(&proc) {
+            Ok(stats) => {
+                failing.store(false, Ordering::Relaxed);
+                Some(stats)
+            }
+            Err(e) => {
+                if !failing.swap(true, Ordering::Relaxed) {
+                    warn!("metrics: cannot read this process's figures: {e}");
+                }
+                None
+            }
+        }));
+        self
     }
 
     /// Flows and counters of `pipeline`.
@@ -253,6 +297,8 @@ impl MetricsSource {
     /// Calls every part now. May block (map reads, a flow-table sweep).
     pub fn collect(&self) -> MetricsSnapshot {
         MetricsSnapshot {
+            build: self.build,
+            process: self.process.as_ref().and_then(|f| f()),
             flows: self.flows.as_ref().map(|f| f()),
             pipeline: self.pipeline.as_ref().map(|f| f()),
             datapath: self.datapath.as_ref().and_then(|f| f()),
@@ -341,7 +387,62 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
     if let Some(assessment) = &snapshot.guard {
         render_guard(&mut out, assessment);
     }
+    if let Some(build) = &snapshot.build {
+        out.family(
+            "netwatch_build_info",
+            MetricKind::Gauge,
+            "Always 1, labelled with the running agent's version and commit (empty when the \
+             build did not record one), to join on or count versions across a fleet.",
+        );
+        out.sample(&[("version", build.version), ("commit", build.commit)], 1);
+    }
+    if let Some(process) = &snapshot.process {
+        render_process(&mut out, process);
+    }
     out.finish()
+}
+
+fn render_process(out: &mut Exposition, process: &ProcessStats) {
+    out.family(
+        "process_cpu_seconds_total",
+        MetricKind::Counter,
+        "User and system CPU time the agent spent, in seconds.",
+    );
+    out.sample_float(&[], process.cpu_seconds);
+    let gauges = [
+        (
+            "process_resident_memory_bytes",
+            "Resident memory of the agent, in bytes.",
+            Some(process.resident_memory_bytes),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "Virtual memory of the agent, in bytes.",
+            Some(process.virtual_memory_bytes),
+        ),
+        (
+            "process_open_fds",
+            "File descriptors the agent has open.",
+            Some(process.open_fds),
+        ),
+        (
+            "process_max_fds",
+            "The agent's limit on open file descriptors (soft limit).",
+            process.max_fds,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        if let Some(value) = value {
+            out.family(name, MetricKind::Gauge, help);
+            out.sample(&[], value);
+        }
+    }
+    out.family(
+        "process_start_time_seconds",
+        MetricKind::Gauge,
+        "When the agent started, in seconds since the Unix epoch.",
+    );
+    out.sample_float(&[], process.start_time_seconds);
 }
 
 fn render_guard(out: &mut Exposition, assessment: &Assessment) {
@@ -391,6 +492,22 @@ fn render_guard(out: &mut Exposition, assessment: &Assessment) {
     );
     out.sample(&[("kind", "network")], networks as u64);
     out.sample(&[("kind", "endpoint")], (alarms.len() - networks) as u64);
+    out.family(
+        "netwatch_unguarded_alarm",
+        MetricKind::Gauge,
+        "1 for each network (container=\"\") and endpoint counted in \
+         netwatch_unguarded_denied, so that an alert can name them.",
+    );
+    for alarm in &alarms {
+        out.sample(
+            &[
+                ("network", &alarm.network),
+                ("driver", &alarm.driver),
+                ("container", alarm.container.as_deref().unwrap_or("")),
+            ],
+            1,
+        );
+    }
 }
 
 fn is_kernel_drop(flow: &FlowEntry) -> bool {
@@ -804,6 +921,53 @@ mod tests {
     }
 
     #[test]
+    fn build_info_and_the_process_are_rendered_as_client_libraries_name_them() {
+        let text = MetricsSource::new()
+            .with_build_info(BuildInfo {
+                version: "1.2.3",
+                commit: "0abc",
+            })
+            .with_process(PathBuf::from("/proc"))
+            .render();
+        assert!(
+            text.lines()
+                .any(|l| l == "netwatch_build_info{version=\"1.2.3\",commit=\"0abc\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE netwatch_build_info gauge\n"),
+            "{text}"
+        );
+        for (family, kind) in [
+            ("process_cpu_seconds_total", "counter"),
+            ("process_resident_memory_bytes", "gauge"),
+            ("process_virtual_memory_bytes", "gauge"),
+            ("process_start_time_seconds", "gauge"),
+            ("process_open_fds", "gauge"),
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {family} {kind}\n")),
+                "{family} in\n{text}"
+            );
+        }
+        let resident: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("a whole number of resident bytes in\n{text}"));
+        assert!(resident > 0);
+        assert_eq!(BuildInfo::CURRENT.version, env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn a_process_that_cannot_be_read_is_left_out() {
+        let text = MetricsSource::new()
+            .with_process(PathBuf::from("/nonexistent-proc"))
+            .render();
+        assert_eq!(text, "");
+    }
+
+    #[test]
     fn the_server_can_be_spawned() {
         fn spawnable<F: std::future::Future + Send + 'static>(_: &F) {}
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -865,6 +1029,8 @@ mod tests {
             "netwatch_endpoint_mode{container=\"web\",network=\"front\",mode=\"observed\"} 1",
             "netwatch_unguarded_denied{kind=\"network\"} 1",
             "netwatch_unguarded_denied{kind=\"endpoint\"} 1",
+            "netwatch_unguarded_alarm{network=\"back\",driver=\"macvlan\",container=\"\"} 1",
+            "netwatch_unguarded_alarm{network=\"back\",driver=\"macvlan\",container=\"db\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

@@ -14,6 +14,7 @@
 pub mod exposition;
 pub mod flowlog;
 pub mod metrics;
+pub mod process;
 
 pub use flowlog::{
     DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, FlowLog, FlowLogCounters, FlowLogLine, FlowLogOptions,
