@@ -673,7 +673,7 @@ fn every_family_comes_with_its_type_and_help() {
             ("netwatch_flow_bytes_total", Counter),
             ("netwatch_flow_packets_total", Counter),
             ("netwatch_drops_total", Counter),
-        ("netwatch_audited_packets_total", Counter),
+            ("netwatch_audited_packets_total", Counter),
             ("netwatch_forwarded_packets_total", Counter),
             ("netwatch_ringbuf_lost_total", Counter),
             ("netwatch_flow_table_inserts_total", Counter),

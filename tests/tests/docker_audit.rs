@@ -1,0 +1,113 @@
+//! Audit mode against a real dockerd: an audited network drops nothing and
+//! records what enforcement would drop, with the reason; switching it to
+//! enforcement closes the same path. Traffic goes only to the test's
+//! container and its outside namespace (203.0.113.7), whose route is
+//! checked first.
+
+use std::{net::IpAddr, process::Command, time::Duration};
+
+use netwatch_tests::{
+    agent::{AgentProcess, wait_for},
+    docker::{TestContainer, TestNetwork, require_dockerd},
+    fixture::{require_root, tcx_program_counts},
+    outside::OutsideLink,
+    reach::{Listeners, Netns, Outcome, Probe, assert_route_via, probe},
+};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
+const SETTLE: Duration = Duration::from_secs(20);
+/// A probe that gets no answer within this is blocked.
+const PROBE: Duration = Duration::from_millis(1000);
+const PORT: u16 = 47820;
+
+/// `netwatch drops -o json` asked of `agent`'s API.
+fn drops_json(agent: &AgentProcess, container: &str) -> Vec<serde_json::Value> {
+    let out = Command::new(AGENT)
+        .args(["drops", "-o", "json", "--container", container, "--socket"])
+        .arg(agent.api_socket())
+        .output()
+        .expect("run netwatch drops");
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+#[test]
+fn an_audited_network_drops_nothing_records_what_enforcement_would_and_enforcement_then_drops_it() {
+    require_root();
+    require_dockerd();
+    let outside = OutsideLink::create();
+    let outside_ip = IpAddr::V4(OutsideLink::OUTSIDE_IP);
+    let _listeners = Listeners::start(outside.netns(), &[outside_ip], PORT);
+    let network = TestNetwork::create("audit", &["--label", "netwatch.egress=deny"]);
+    let container = TestContainer::run("audited", &["--network", &network.name]);
+    let inside = Netns::of_pid(container.pid());
+    assert_route_via(&inside, outside_ip, &["eth0"]);
+    let reach_outside = || probe(&Probe::tcp(&inside, outside_ip, PORT), PROBE);
+    assert_eq!(
+        reach_outside(),
+        Outcome::Reached,
+        "Docker alone lets it out"
+    );
+
+    let mut agent = AgentProcess::start_with_args(AGENT, &[&network.name], &[], &["--audit"]);
+    wait_for("the agent's first sync", SETTLE, || agent.synced());
+    let veth = nix::net::if_::if_indextoname(container.host_veth(&network)).expect("veth");
+    let veth = veth.to_str().expect("UTF-8 name").to_owned();
+    wait_for("the veth attached", SETTLE, || {
+        tcx_program_counts(&veth) == (1, 1)
+    });
+    assert_eq!(reach_outside(), Outcome::Reached, "audit drops nothing");
+    let is_audited = |f: &serde_json::Value| {
+        f["direction"] == "egress"
+            && f["dst"] == outside_ip.to_string()
+            && f["verdict"] == "audited"
+            && f["reason"] == "not-in-network"
+    };
+    wait_for(
+        "the audited flow, with the reason it would have had",
+        SETTLE,
+        || {
+            agent
+                .flows_json(&["--container", &container.name])
+                .iter()
+                .any(is_audited)
+        },
+    );
+    let drops = drops_json(&agent, &container.name);
+    assert!(
+        drops
+            .iter()
+            .any(|g| g["verdict"] == "audited" && g["reason"] == "not-in-network"),
+        "drops lists it as audited: {drops:?}"
+    );
+    let status = agent.netwatch(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("ON (--audit)"), "{status}");
+    assert!(
+        agent.log().contains(&format!(
+            "{} on {} (audited: nothing dropped)",
+            container.name, network.name
+        )),
+        "the attach line says audited:\n{}",
+        agent.log()
+    );
+
+    // Enforcement on the same pins: the same path closes.
+    agent.kill();
+    agent.restart_with_args(&[]);
+    wait_for("the enforcing agent's first sync", SETTLE, || {
+        agent.synced()
+    });
+    wait_for("the same path, now dropped", SETTLE, || {
+        reach_outside() == Outcome::Blocked("timeout".into())
+    });
+    wait_for("a drop record of it", SETTLE, || {
+        agent
+            .flows_json(&["--container", &container.name])
+            .iter()
+            .any(|f| {
+                f["dst"] == outside_ip.to_string()
+                    && f["verdict"] == "dropped"
+                    && f["reason"] == "not-in-network"
+            })
+    });
+}
