@@ -454,6 +454,34 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = cli::source::FlowOutput::Table)]
         output: cli::source::FlowOutput,
     },
+    /// Propose the labels that would let the traffic netwatch saw pass
+    /// under enforcement, from the dropped and audited flows the agent
+    /// holds: typically after running a stack with netwatch.egress=audit
+    /// (or `agent --audit`).
+    ///
+    /// Each service gets one netwatch.allow rule per destination address,
+    /// port and protocol it reached (never a wider prefix or another port),
+    /// and each network netwatch.egress=deny. What it does not propose is
+    /// listed with why: traffic to the host, connections opened from
+    /// outside, forged or malformed packets, destinations seen in one flow
+    /// only (one-offs), and the kernel's own drops.
+    ///
+    /// Output: a compose-file snippet to paste (what is not advised as
+    /// comments), or -o json.
+    ///
+    /// Examples:
+    ///   sudo netwatch advise --network app_back
+    ///   sudo netwatch advise --service api --since 1h -o json
+    #[command(verbatim_doc_comment)]
+    Advise {
+        #[command(flatten)]
+        filter: cli::source::FilterArgs,
+        #[command(flatten)]
+        source: cli::source::SourceArgs,
+        /// Output format: a compose snippet (table), or JSON.
+        #[arg(short, long, value_enum, default_value_t = cli::source::FlowOutput::Table)]
+        output: cli::source::FlowOutput,
+    },
     /// Flow and drop records live from the running agent, one line each,
     /// until Ctrl-C or --count, like `hubble observe`.
     ///
@@ -688,6 +716,11 @@ pub fn main() -> ExitCode {
             source,
             output,
         } => cli::drops::run(&filter, &source, output),
+        Command::Advise {
+            filter,
+            source,
+            output,
+        } => cli::advise::run(&filter, &source, output),
         Command::Map {
             filter,
             source,

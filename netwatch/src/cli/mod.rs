@@ -1,5 +1,6 @@
 //! The subcommands, one file each.
 
+pub mod advise;
 pub mod agent;
 pub mod check;
 pub mod command;

@@ -1,0 +1,423 @@
+//! `netwatch advise`: the labels that would let the traffic netwatch saw
+//! pass under enforcement, read from the flows the agent holds.
+//!
+//! It proposes only what was seen, as narrowly as a label can say it: one
+//! `netwatch.allow` rule per destination address, port and protocol a
+//! service reached, on that service (a container label, not the network's,
+//! so one service's needs do not open another's). What it will not propose
+//! it lists with why: traffic to the host (what internal networks exist to
+//! close), connections opened from outside, forged or malformed packets,
+//! and destinations seen in a single flow, which look like one-offs.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    process::ExitCode,
+};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::source::{FilterArgs, FlowOutput, FlowSource as _, SourceArgs, open_source};
+use crate::{
+    flows::FlowEntry,
+    policy::{AllowRule, Cidr, labels},
+};
+
+/// What `advise` proposes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Advice {
+    /// Labels per service (or container without one).
+    pub services: Vec<ServiceAdvice>,
+    /// Labels per network.
+    pub networks: Vec<NetworkAdvice>,
+    /// Observed would-be drops no label is proposed for, with why.
+    pub not_advised: Vec<NotAdvised>,
+    /// How many dropped or audited flows the advice was read from.
+    pub flows_read: u64,
+}
+
+/// The labels one service (or container) needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceAdvice {
+    /// The compose or swarm service; `None` for a container without one.
+    pub service: Option<String>,
+    /// The containers whose flows asked for it.
+    pub containers: Vec<String>,
+    /// `netwatch.allow` rules, each as the label spells it.
+    pub allow: Vec<String>,
+}
+
+/// The labels one network needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NetworkAdvice {
+    pub network: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An observed would-be drop that no proposed label lets through.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct NotAdvised {
+    pub container: Option<String>,
+    pub network: Option<String>,
+    pub direction: String,
+    /// The other end, `address[:port]/proto`.
+    pub remote: String,
+    pub reason: String,
+    pub why: String,
+}
+
+/// A destination a holder reached: address, protocol name, port.
+type Destination = (IpAddr, String, u16);
+
+/// The rules each holder (service, or container without one) needs, with
+/// the container whose flow asked for each.
+type HolderRules = BTreeMap<(Option<String>, String), BTreeSet<(String, AllowRule)>>;
+
+/// Reads the advice from `entries` (any flows; only netwatch's own drops
+/// and audits count).
+pub fn advise(entries: &[FlowEntry]) -> Advice {
+    let judged: Vec<&FlowEntry> = entries
+        .iter()
+        .filter(|e| e.verdict != "forwarded" && e.dropped_by.as_deref() != Some("kernel"))
+        .collect();
+    // How many flows went to each destination, across holders: one flow is
+    // a one-off.
+    let mut seen: BTreeMap<Destination, u64> = BTreeMap::new();
+    for entry in &judged {
+        if let Some(destination) = destination(entry) {
+            *seen.entry(destination).or_default() += entry.flows;
+        }
+    }
+    let mut holders = HolderRules::new();
+    let mut networks: BTreeSet<String> = BTreeSet::new();
+    let mut not_advised = BTreeSet::new();
+    for entry in &judged {
+        let reason = entry.reason.clone().unwrap_or_else(|| "unknown".into());
+        let refuse = |why: String| NotAdvised {
+            container: entry.container.clone(),
+            network: entry.network.clone(),
+            direction: entry.direction.clone(),
+            remote: remote(entry),
+            reason: reason.clone(),
+            why,
+        };
+        match why_not(entry, &reason, &seen) {
+            Some(why) => {
+                not_advised.insert(refuse(why));
+            }
+            None => {
+                let (Some(container), Some((addr, proto, port))) =
+                    (entry.container.clone(), destination(entry))
+                else {
+                    continue;
+                };
+                let Some(rule) = allow_rule(addr, &proto, port) else {
+                    not_advised.insert(refuse(format!(
+                        "protocol {proto} cannot be written as a netwatch.allow rule"
+                    )));
+                    continue;
+                };
+                if let Some(network) = &entry.network {
+                    networks.insert(network.clone());
+                }
+                holders
+                    .entry((entry.service.clone(), holder_key(entry, &container)))
+                    .or_default()
+                    .insert((container, rule));
+            }
+        }
+    }
+    let services = holders
+        .into_iter()
+        .map(|((service, _), rules)| {
+            let containers: BTreeSet<String> = rules.iter().map(|(c, _)| c.clone()).collect();
+            let allow: BTreeSet<AllowRule> = rules.into_iter().map(|(_, r)| r).collect();
+            ServiceAdvice {
+                service,
+                containers: containers.into_iter().collect(),
+                allow: allow.iter().map(ToString::to_string).collect(),
+            }
+        })
+        .collect();
+    Advice {
+        services,
+        networks: networks
+            .into_iter()
+            .map(|network| NetworkAdvice {
+                network,
+                labels: BTreeMap::from([(labels::EGRESS.to_owned(), "deny".to_owned())]),
+            })
+            .collect(),
+        not_advised: not_advised.into_iter().collect(),
+        flows_read: judged.iter().map(|e| e.flows).sum(),
+    }
+}
+
+/// Services group their containers; a container without one stands alone.
+fn holder_key(entry: &FlowEntry, container: &str) -> String {
+    entry
+        .service
+        .clone()
+        .unwrap_or_else(|| container.to_owned())
+}
+
+/// Where an egress flow went, when it has an address.
+fn destination(entry: &FlowEntry) -> Option<Destination> {
+    if entry.direction != "egress" {
+        return None;
+    }
+    let port = matches!(entry.proto.as_str(), "tcp" | "udp").then_some(entry.dst_port);
+    Some((entry.dst?, entry.proto.clone(), port.unwrap_or(0)))
+}
+
+/// The other end as tables show it.
+fn remote(entry: &FlowEntry) -> String {
+    let (addr, port) = if entry.direction == "ingress" {
+        (entry.src, entry.src_port)
+    } else {
+        (entry.dst, entry.dst_port)
+    };
+    let Some(addr) = addr else {
+        return entry.proto.clone();
+    };
+    if matches!(entry.proto.as_str(), "tcp" | "udp") {
+        format!("{}/{}", std::net::SocketAddr::new(addr, port), entry.proto)
+    } else {
+        format!("{addr}/{}", entry.proto)
+    }
+}
+
+/// Why no label is proposed for `entry`, or `None` when one is.
+fn why_not(entry: &FlowEntry, reason: &str, seen: &BTreeMap<Destination, u64>) -> Option<String> {
+    match reason {
+        "spoofed-source" | "spoofed-mac" => {
+            return Some("the container forged its source: never allowed".into());
+        }
+        "not-in-network" | "host-access" => {}
+        other => {
+            return Some(format!(
+                "{other} is not a matter of policy: no label lets it through"
+            ));
+        }
+    }
+    if entry.direction == "ingress" {
+        return Some(
+            "a connection opened from outside the network: publish the port and label the \
+             network netwatch.ingress=published, or allow the sender with netwatch.allow if \
+             you mean to"
+                .into(),
+        );
+    }
+    if reason == "host-access" {
+        let addr = entry.dst.map(|a| a.to_string()).unwrap_or_default();
+        let rule = destination(entry)
+            .and_then(|(a, proto, port)| allow_rule(a, &proto, port))
+            .map_or_else(|| addr.clone(), |r| r.to_string());
+        return Some(format!(
+            "to the host ({addr}): closing the host is what enforcement is for; if the service \
+             needs it, add netwatch.allow: {rule} yourself (or netwatch.gateway=allow on the \
+             network for its gateway)"
+        ));
+    }
+    let destination = destination(entry)?;
+    if seen.get(&destination).copied().unwrap_or(0) <= 1 {
+        return Some(
+            "seen in one flow only: looks like a one-off; allow it by hand if it is needed".into(),
+        );
+    }
+    None
+}
+
+/// The narrowest rule for one destination.
+fn allow_rule(addr: IpAddr, proto: &str, port: u16) -> Option<AllowRule> {
+    let proto = match proto {
+        "tcp" => netwatch_common::packet::IPPROTO_TCP,
+        "udp" => netwatch_common::packet::IPPROTO_UDP,
+        "icmp" => netwatch_common::packet::IPPROTO_ICMP,
+        "icmpv6" => netwatch_common::packet::IPPROTO_ICMPV6,
+        _ => return None,
+    };
+    Some(AllowRule {
+        cidr: Cidr::host(addr),
+        proto,
+        port,
+    })
+}
+
+/// The advice as a compose-file snippet, with what is not advised as
+/// comments.
+pub fn compose_snippet(advice: &Advice) -> String {
+    let mut out = format!(
+        "# netwatch advise: read from {} dropped or audited flows\n",
+        advice.flows_read
+    );
+    if advice.services.is_empty() && advice.networks.is_empty() {
+        out.push_str("# nothing to allow: no would-be drop calls for a label\n");
+    }
+    if !advice.services.is_empty() {
+        out.push_str("services:\n");
+        for service in &advice.services {
+            let name = match &service.service {
+                Some(service) => service.clone(),
+                None => {
+                    let container = service.containers.join(", ");
+                    out.push_str(&format!(
+                        "  # container {container} has no compose service: \
+                         docker run --label {}=\"{}\"\n",
+                        labels::ALLOW,
+                        service.allow.join(", ")
+                    ));
+                    container
+                }
+            };
+            out.push_str(&format!(
+                "  {name}:\n    labels:\n      {}: \"{}\"\n",
+                labels::ALLOW,
+                service.allow.join(", ")
+            ));
+        }
+    }
+    if !advice.networks.is_empty() {
+        out.push_str("networks:\n");
+        for network in &advice.networks {
+            out.push_str(&format!("  {}:\n    labels:\n", network.network));
+            for (label, value) in &network.labels {
+                out.push_str(&format!("      {label}: \"{value}\"\n"));
+            }
+        }
+    }
+    if !advice.not_advised.is_empty() {
+        out.push_str("# not advised:\n");
+        for n in &advice.not_advised {
+            out.push_str(&format!(
+                "#   {} {} {} ({}): {}\n",
+                n.container.as_deref().unwrap_or("?"),
+                if n.direction == "ingress" { "<-" } else { "->" },
+                n.remote,
+                n.reason,
+                n.why
+            ));
+        }
+    }
+    out
+}
+
+/// Prints the advice for the flows `filter` selects.
+///
+/// # Errors
+/// No agent answers, or it refuses the filter.
+pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Result<ExitCode> {
+    super::block_on(async {
+        let entries = open_source(source, true)
+            .await?
+            .flows(&filter.filter())
+            .await?;
+        let advice = advise(&entries);
+        let text = match output {
+            FlowOutput::Table => compose_snippet(&advice),
+            FlowOutput::Json => serde_json::to_string_pretty(&advice)? + "\n",
+            FlowOutput::Jsonl => serde_json::to_string(&advice)? + "\n",
+        };
+        super::source::print(&text)?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+
+    fn flow(service: &str, dst: &str, port: u16, verdict: &str, reason: &str) -> FlowEntry {
+        FlowEntry {
+            container: Some(format!("{service}-1")),
+            service: Some(service.into()),
+            network: Some("app_back".into()),
+            direction: "egress".into(),
+            src: Some("172.30.0.2".parse().unwrap()),
+            dst: Some(dst.parse().unwrap()),
+            src_port: 40000,
+            dst_port: port,
+            proto: "tcp".into(),
+            packets: 3,
+            bytes: 180,
+            verdict: verdict.into(),
+            reason: (verdict != "forwarded").then(|| reason.into()),
+            dropped_by: None,
+            peer: None,
+            peer_service: None,
+            peer_kind: None,
+            published: None,
+            first_seen: Timestamp::from_second(100).unwrap(),
+            last_seen: Timestamp::from_second(200).unwrap(),
+            interface: None,
+            flows: 1,
+        }
+    }
+
+    #[test]
+    fn each_service_gets_exactly_the_destinations_it_reached_more_than_once() {
+        let entries = vec![
+            flow("api", "203.0.113.7", 443, "audited", "not-in-network"),
+            flow("api", "203.0.113.7", 443, "audited", "not-in-network"),
+            flow("api", "198.51.100.9", 25, "audited", "not-in-network"),
+            flow("worker", "203.0.113.7", 443, "dropped", "not-in-network"),
+            flow("api", "172.30.0.3", 5432, "forwarded", ""),
+        ];
+        let advice = advise(&entries);
+        assert_eq!(advice.flows_read, 4);
+        let allow: Vec<(Option<&str>, &[String])> = advice
+            .services
+            .iter()
+            .map(|s| (s.service.as_deref(), s.allow.as_slice()))
+            .collect();
+        assert_eq!(
+            allow,
+            [
+                (Some("api"), &["203.0.113.7:443/tcp".to_owned()][..]),
+                (Some("worker"), &["203.0.113.7:443/tcp".to_owned()][..]),
+            ],
+            "no port or address beyond what was seen"
+        );
+        assert_eq!(advice.networks.len(), 1);
+        assert_eq!(advice.networks[0].labels[labels::EGRESS], "deny");
+        assert_eq!(advice.not_advised.len(), 1, "{:?}", advice.not_advised);
+        assert!(advice.not_advised[0].why.contains("one-off"));
+        assert_eq!(advice.not_advised[0].remote, "198.51.100.9:25/tcp");
+        let snippet = compose_snippet(&advice);
+        assert!(
+            snippet.contains("  api:\n    labels:\n      netwatch.allow: \"203.0.113.7:443/tcp\""),
+            "{snippet}"
+        );
+    }
+
+    #[test]
+    fn the_host_inbound_connections_forgeries_and_kernel_drops_are_not_advised() {
+        let mut to_host = flow("api", "172.30.0.1", 53, "audited", "host-access");
+        to_host.proto = "udp".into();
+        let mut inbound = flow("api", "172.30.0.2", 80, "audited", "not-in-network");
+        inbound.direction = "ingress".into();
+        inbound.src = Some("203.0.113.7".parse().unwrap());
+        let forged = flow("api", "203.0.113.7", 443, "dropped", "spoofed-source");
+        let mut kernel = flow(
+            "api",
+            "203.0.113.8",
+            443,
+            "dropped",
+            "kernel:netfilter_drop",
+        );
+        kernel.dropped_by = Some("kernel".into());
+        let advice = advise(&[to_host.clone(), to_host, inbound, forged, kernel]);
+        assert!(advice.services.is_empty(), "{:?}", advice.services);
+        let why: Vec<&str> = advice.not_advised.iter().map(|n| n.why.as_str()).collect();
+        assert_eq!(why.len(), 3, "{why:?}");
+        assert!(
+            why.iter()
+                .any(|w| w.contains("netwatch.allow: 172.30.0.1:53/udp"))
+        );
+        assert!(why.iter().any(|w| w.contains("netwatch.ingress=published")));
+        assert!(why.iter().any(|w| w.contains("forged")));
+    }
+}
