@@ -562,6 +562,8 @@ fn flow(
         peer_service: None,
         peer_kind: None,
         published: None,
+        src_name: None,
+        dst_name: None,
         first_seen: t,
         last_seen: t,
         interface: None,

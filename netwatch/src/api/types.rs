@@ -242,6 +242,8 @@ mod tests {
             peer_service: None,
             peer_kind: None,
             published: None,
+            src_name: None,
+            dst_name: None,
             first_seen: Timestamp::from_second(100 + packets as i64).unwrap(),
             last_seen: Timestamp::from_second(200 + packets as i64).unwrap(),
             interface: None,

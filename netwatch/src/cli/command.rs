@@ -158,6 +158,13 @@ enum Command {
         /// iptables rules). `off`: netwatch's own drops only.
         #[arg(long, value_name = "on|off", env = "NETWATCH_KERNEL_DROPS", default_value = "on", value_parser = ["on", "off"])]
         kernel_drops: String,
+        /// DNS messages recorded per second per CPU (queries and answers
+        /// crossing a guarded veth, UDP port 53; `netwatch dns` lists
+        /// them and flows name their peers from the answers). Beyond it
+        /// they are counted, not recorded, so a DNS flood cannot crowd
+        /// out flow records. 0: DNS is not recorded.
+        #[arg(long, value_name = "N", env = "NETWATCH_DNS_RATE", default_value_t = netwatch_common::dns::DEFAULT_DNS_RATE)]
+        dns_rate: u64,
         /// Print the configuration the agent would run with, and where each
         /// value comes from (flag, environment, default), then exit.
         #[arg(long)]
@@ -419,6 +426,46 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = cli::source::FlowOutput::Table)]
         output: cli::source::FlowOutput,
     },
+    /// DNS queries the containers sent across their interfaces and the
+    /// answers they got: time, container, name, type, rcode (NOERROR,
+    /// NXDOMAIN, SERVFAIL…), answers (CNAMEs followed), latency from the
+    /// query to its answer as the container's veth saw them, and the
+    /// resolver asked. A query netwatch dropped says so. From the running
+    /// agent: the last 10,000 queries, or with --follow, as they come.
+    ///
+    /// Docker's embedded resolver: containers on user-defined networks ask
+    /// 127.0.0.11 inside their own namespace. That never crosses an
+    /// interface, so netwatch cannot see it. The embedded resolver answers
+    /// container names and network aliases itself (never listed here);
+    /// other names it forwards to the upstream resolvers (the host's, or
+    /// `--dns`) from the container's namespace, with the container's
+    /// address: those forwarded queries are listed, with that upstream as
+    /// the resolver. Containers on the default bridge ask the upstream
+    /// directly. Flows name their outside peers (src_name/dst_name) from
+    /// the answers listed here.
+    ///
+    /// Examples:
+    ///   sudo netwatch dns
+    ///   sudo netwatch dns --container web --since 5m
+    ///   sudo netwatch dns --follow
+    ///   sudo netwatch dns -o json | jq '.[] | select(.rcode == "NXDOMAIN") | .name'
+    #[command(verbatim_doc_comment)]
+    Dns {
+        #[command(flatten)]
+        filter: cli::dns::DnsFilterArgs,
+        /// The running agent's API socket (`netwatch agent --api-socket`);
+        /// default /run/netwatch/api.sock.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<std::path::PathBuf>,
+        /// Print queries and answers as they come (an answer as its
+        /// query's line again, completed) until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+        /// Output format: table, a JSON array of queries (one JSON object
+        /// per line with --follow), or one JSON object per line.
+        #[arg(short, long, value_enum, default_value_t = cli::source::FlowOutput::Table)]
+        output: cli::source::FlowOutput,
+    },
     /// What the running agent saw dropped, grouped by container, network
     /// and reason: how many flows, packets and bytes, when last, and the
     /// busiest remote ends (what the container tried to reach, or who
@@ -615,6 +662,7 @@ pub fn main() -> ExitCode {
             max_size,
             max_file,
             kernel_drops,
+            dns_rate,
             print_config: false,
         } => crate::agent::UplinkChoice::from_flags(&uplinks)
             .map_err(anyhow::Error::from)
@@ -638,6 +686,7 @@ pub fn main() -> ExitCode {
                     run_dir,
                     state_dir,
                     kernel_drops: kernel_drops == "on",
+                    dns_rate,
                 })
             }),
         Command::Check { output } => cli::check::run(output),
@@ -672,6 +721,12 @@ pub fn main() -> ExitCode {
             source,
             output,
         } => cli::flows::run(&filter, &source, output),
+        Command::Dns {
+            filter,
+            socket,
+            follow,
+            output,
+        } => cli::dns::run(&filter, socket, follow, output),
         Command::Drops {
             filter,
             source,

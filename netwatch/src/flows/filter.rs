@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::FlowEntry;
+use super::{aggregate::FlowEntry, dns::DnsEntry};
 
 /// Every field narrows the selection; an empty filter lets all through.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,10 +40,7 @@ impl FlowFilter {
         let same = |want: &Option<String>, have: Option<&str>| {
             want.as_deref().is_none_or(|want| have == Some(want))
         };
-        same(&self.container, e.container.as_deref())
-            && same(&self.service, e.service.as_deref())
-            && same(&self.network, e.network.as_deref())
-            && same(&self.verdict, Some(e.verdict.as_str()))
+        self.matches_place(&e.container, &e.service, &e.network, &e.verdict)
             && same(&self.reason, e.reason.as_deref())
             && same(&self.proto, Some(e.proto.as_str()))
             && self
@@ -51,83 +48,28 @@ impl FlowFilter {
                 .is_none_or(|p| e.flows == 1 && (e.src_port == p || e.dst_port == p))
             && self.since.is_none_or(|since| e.last_seen >= since)
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry() -> FlowEntry {
-        FlowEntry {
-            container: Some("web".into()),
-            service: Some("frontend".into()),
-            network: Some("app_front".into()),
-            direction: "egress".into(),
-            src: Some("172.30.0.2".parse().unwrap()),
-            dst: Some("172.30.0.3".parse().unwrap()),
-            src_port: 40000,
-            dst_port: 5432,
-            proto: "tcp".into(),
-            packets: 1,
-            bytes: 60,
-            verdict: "dropped".into(),
-            reason: Some("not-in-network".into()),
-            dropped_by: None,
-            peer: None,
-            peer_service: None,
-            peer_kind: None,
-            published: None,
-            first_seen: Timestamp::from_second(100).unwrap(),
-            last_seen: Timestamp::from_second(200).unwrap(),
-            interface: None,
-            flows: 1,
-        }
+    /// For DNS queries: container, service, network, verdict and time
+    /// (the query's); the other fields are the flows'.
+    pub fn matches_dns(&self, e: &DnsEntry) -> bool {
+        self.matches_place(&e.container, &e.service, &e.network, &e.verdict)
+            && self.since.is_none_or(|since| e.time >= since)
     }
 
-    #[test]
-    fn every_field_narrows_and_an_empty_filter_passes_all() {
-        let e = entry();
-        assert!(FlowFilter::default().matches(&e));
-        let cases = [
-            FlowFilter {
-                container: Some("db".into()),
-                ..FlowFilter::default()
-            },
-            FlowFilter {
-                service: Some("backend".into()),
-                ..FlowFilter::default()
-            },
-            FlowFilter {
-                verdict: Some("forwarded".into()),
-                ..FlowFilter::default()
-            },
-            FlowFilter {
-                reason: Some("host-access".into()),
-                ..FlowFilter::default()
-            },
-            FlowFilter {
-                proto: Some("udp".into()),
-                ..FlowFilter::default()
-            },
-            FlowFilter {
-                port: Some(53),
-                ..FlowFilter::default()
-            },
-            FlowFilter {
-                since: Some(Timestamp::from_second(201).unwrap()),
-                ..FlowFilter::default()
-            },
-        ];
-        for filter in cases {
-            assert!(!filter.matches(&e), "{filter:?}");
-        }
-        let wanted = FlowFilter {
-            container: Some("web".into()),
-            port: Some(5432),
-            reason: Some("not-in-network".into()),
-            since: Some(Timestamp::from_second(150).unwrap()),
-            ..FlowFilter::default()
+    fn matches_place(
+        &self,
+        container: &Option<String>,
+        service: &Option<String>,
+        network: &Option<String>,
+        verdict: &str,
+    ) -> bool {
+        let same = |want: &Option<String>, have: &Option<String>| {
+            want.as_deref()
+                .is_none_or(|want| have.as_deref() == Some(want))
         };
-        assert!(wanted.matches(&e));
+        same(&self.container, container)
+            && same(&self.service, service)
+            && same(&self.network, network)
+            && self.verdict.as_deref().is_none_or(|want| want == verdict)
     }
 }

@@ -219,6 +219,8 @@ fn new_entry(
         peer_service: peer.as_ref().and_then(|p| p.service.clone()),
         peer_kind: peer.as_ref().map(|p| p.kind.name().to_owned()),
         published: names.published(key),
+        src_name: None,
+        dst_name: None,
         first_seen: clock.wall(event.first_seen_ns),
         last_seen: clock.wall(event.last_seen_ns),
         interface: owner.interface,

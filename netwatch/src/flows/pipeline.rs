@@ -21,10 +21,11 @@ use netwatch_common::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use super::dns::{DnsCounters, DnsEntry, DnsLog};
 use super::host_peer::SocketOwners;
 use super::kdrops::KernelDrops;
 use super::{Aggregator, Clock, FlowEntry, FlowFilter, FlowNames, PipelineCounters};
-use crate::datapath::{DatapathError, DropReasonNames};
+use crate::datapath::{CapturedDns, DatapathError, DropReasonNames};
 
 /// Queries closer together than this share one sweep of the kernel table.
 pub const SWEEP_MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -69,6 +70,9 @@ pub struct Pipeline {
     socket_owners: Option<Arc<dyn SocketOwners>>,
     /// The kernel's own drops (see [`super::kdrops`]).
     kernel_drops: Mutex<KernelDrops>,
+    /// DNS queries and answers (see [`super::dns`]).
+    dns: Mutex<DnsLog>,
+    dns_observers: broadcast::Sender<DnsEntry>,
 }
 
 impl Pipeline {
@@ -82,6 +86,8 @@ impl Pipeline {
             last_sweep: Mutex::new(None),
             socket_owners: None,
             kernel_drops: Mutex::new(KernelDrops::default()),
+            dns: Mutex::new(DnsLog::default()),
+            dns_observers: broadcast::channel(OBSERVER_BUFFER).0,
         }
     }
 
@@ -176,6 +182,63 @@ impl Pipeline {
         aggregate.counters.records += events.len() as u64;
         aggregate.counters.malformed += kernel_drops.malformed - malformed_before;
         drops
+    }
+
+    fn dns(&self) -> MutexGuard<'_, DnsLog> {
+        self.dns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes DNS records from the kernel: lists queries and answers,
+    /// passes each to live DNS observers, and remembers which names each
+    /// container resolved (flows take their peers' names from there).
+    /// Ingest these before the flow records of the same drain, so that a
+    /// connection made right after its answer is named from its first
+    /// record.
+    pub fn ingest_dns(&self, records: &[CapturedDns]) {
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+        let clock = Clock::now();
+        let mut dns = self.dns();
+        let mut learned = Vec::new();
+        for record in records {
+            let Some(recorded) = dns.record(record, &names, &clock) else {
+                continue;
+            };
+            learned.extend(recorded.learned);
+            let _ = self.dns_observers.send(recorded.entry);
+        }
+        drop(dns);
+        if learned.is_empty() {
+            return;
+        }
+        let mut aggregate = self.aggregate();
+        for learned in learned {
+            for (address, expires_ns) in learned.addresses {
+                aggregate
+                    .dns_names
+                    .learn(&learned.container, address, &learned.name, expires_ns);
+            }
+        }
+    }
+
+    /// The DNS queries kept that `filter` selects (by container, service
+    /// and network), oldest first.
+    pub fn dns_entries(&self, filter: &FlowFilter) -> Vec<DnsEntry> {
+        self.dns()
+            .entries()
+            .filter(|e| filter.matches_dns(e))
+            .cloned()
+            .collect()
+    }
+
+    /// A live feed of DNS queries and answers from now on (an answer comes
+    /// as its query's entry again, completed).
+    pub fn subscribe_dns(&self) -> broadcast::Receiver<DnsEntry> {
+        self.dns_observers.subscribe()
+    }
+
+    /// What the DNS log counted.
+    pub fn dns_counters(&self) -> DnsCounters {
+        self.dns().counters
     }
 
     /// Counts malformed records reported by the ring buffer reader.
