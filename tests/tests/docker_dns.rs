@@ -285,4 +285,18 @@ fn a_container_resolves_through_a_test_server_and_its_flow_and_dns_carry_the_nam
     );
     assert!(table.contains("127.0.0.11"), "{table}");
     println!("{table}");
+
+    // `status` shows what the kernel recorded and the agent read of it.
+    let status = agent.netwatch(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    let dns_line = status
+        .lines()
+        .find(|l| l.starts_with("dns "))
+        .unwrap_or_else(|| panic!("no dns line in status:\n{status}"));
+    assert!(
+        !dns_line.contains(" 0 recorded") && dns_line.contains("0 lost (ring buffer full)"),
+        "{dns_line}"
+    );
+    assert!(dns_line.contains("0 unreadable"), "{dns_line}");
+    println!("{dns_line}");
 }

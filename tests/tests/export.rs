@@ -209,6 +209,7 @@ fn datapath_counters() -> PinnedCounters {
         uplink,
         ringbuf_lost: 0,
         flows_inserted: Some(0),
+        dns: None,
     }
 }
 
@@ -603,6 +604,12 @@ fn full_snapshot() -> MetricsSnapshot {
             uplink,
             ringbuf_lost: 9,
             flows_inserted: Some(6),
+            dns: Some(netwatch::datapath::DnsKernelCounts {
+                submitted: 12,
+                rate_limited: 3,
+                lost: 1,
+                truncated: 2,
+            }),
         }),
         attachments: Some(AttachCounts { tc: 4, uplink: 1 }),
         flow_log: Some(FlowLogStats {
@@ -662,6 +669,7 @@ fn every_family_comes_with_its_type_and_help() {
             ("netwatch_drops_total", Counter),
             ("netwatch_forwarded_packets_total", Counter),
             ("netwatch_ringbuf_lost_total", Counter),
+            ("netwatch_dns_records_total", Counter),
             ("netwatch_flow_table_inserts_total", Counter),
             ("netwatch_pipeline_records_total", Counter),
             ("netwatch_pipeline_malformed_total", Counter),
@@ -739,6 +747,22 @@ fn the_datapath_and_pipeline_counters_are_exported_as_read() {
         ("netwatch_attached_interfaces", &[("hook", "tc")], 4.0),
         ("netwatch_attached_interfaces", &[("hook", "uplink")], 1.0),
         ("netwatch_ringbuf_lost_total", &[], 9.0),
+        (
+            "netwatch_dns_records_total",
+            &[("outcome", "recorded")],
+            12.0,
+        ),
+        (
+            "netwatch_dns_records_total",
+            &[("outcome", "rate_limited")],
+            3.0,
+        ),
+        ("netwatch_dns_records_total", &[("outcome", "lost")], 1.0),
+        (
+            "netwatch_dns_records_total",
+            &[("outcome", "truncated")],
+            2.0,
+        ),
         ("netwatch_flow_table_inserts_total", &[], 6.0),
         ("netwatch_pipeline_records_total", &[], 42.0),
         ("netwatch_pipeline_malformed_total", &[], 1.0),

@@ -418,6 +418,7 @@ fn status(state: &State) -> ApiStatus {
         flow_limit: state.flow_limit,
         counters: state.pipeline.counters(),
         api: state.counters.snapshot(),
+        dns: state.pipeline.dns_counters(),
     }
 }
 

@@ -199,6 +199,9 @@ pub struct ApiStatus {
     pub flow_limit: usize,
     pub counters: PipelineCounters,
     pub api: ApiCounters,
+    /// What the DNS log counted (an older agent has none: zeros).
+    #[serde(default)]
+    pub dns: crate::flows::dns::DnsCounters,
 }
 
 /// The body of every error answer: one line that says what to do.

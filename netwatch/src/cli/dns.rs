@@ -163,33 +163,10 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::dns::DnsAnswer;
 
     #[test]
     fn the_table_shows_name_answers_latency_resolver_and_the_embedded_resolver_note() {
-        let entry = DnsEntry {
-            time: Timestamp::from_second(100).unwrap(),
-            container: Some("web".into()),
-            service: None,
-            network: Some("front".into()),
-            client: "172.30.0.2".parse().unwrap(),
-            client_port: 40000,
-            resolver: "203.0.113.7".parse().unwrap(),
-            resolver_port: 53,
-            id: 7,
-            name: Some("svc.netwatch.test".into()),
-            qtype: Some("A".into()),
-            rcode: Some("NOERROR".into()),
-            answers: vec![DnsAnswer {
-                name: "svc.netwatch.test".into(),
-                kind: "A".into(),
-                data: "203.0.113.7".into(),
-                ttl: 300,
-            }],
-            latency_us: Some(1500),
-            verdict: "forwarded".into(),
-            reason: None,
-        };
+        let entry = DnsEntry::example();
         let nx = DnsEntry {
             name: Some("nope.netwatch.test".into()),
             rcode: Some("NXDOMAIN".into()),

@@ -51,7 +51,7 @@ impl CapturedDns {
 }
 
 /// What the kernel counted of DNS records, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DnsKernelCounts {
     pub submitted: u64,
     /// Not recorded: the CPU's token bucket was empty.
@@ -106,13 +106,18 @@ impl Datapath {
     /// The kernel refuses the lookup.
     pub fn dns_counts(&self) -> Result<DnsKernelCounts, DatapathError> {
         let name = names::MAP_DNS_COUNTERS;
-        let map = self.ebpf.map(name).ok_or(DatapathError::MissingMap(name))?;
-        let at = |index| per_cpu_sum(map, name, index);
-        Ok(DnsKernelCounts {
-            submitted: at(counter::SUBMITTED)?,
-            rate_limited: at(counter::RATE_LIMITED)?,
-            lost: at(counter::LOST)?,
-            truncated: at(counter::TRUNCATED)?,
-        })
+        dns_counts(self.ebpf.map(name).ok_or(DatapathError::MissingMap(name))?)
     }
+}
+
+/// The counters in `DNS_COUNTERS` (this datapath's, or the pinned map).
+pub(super) fn dns_counts(map: &aya::maps::Map) -> Result<DnsKernelCounts, DatapathError> {
+    let name = names::MAP_DNS_COUNTERS;
+    let at = |index| per_cpu_sum(map, name, index);
+    Ok(DnsKernelCounts {
+        submitted: at(counter::SUBMITTED)?,
+        rate_limited: at(counter::RATE_LIMITED)?,
+        lost: at(counter::LOST)?,
+        truncated: at(counter::TRUNCATED)?,
+    })
 }

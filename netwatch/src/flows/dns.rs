@@ -286,6 +286,35 @@ pub struct DnsEntry {
 }
 
 impl DnsEntry {
+    /// `web` on `front` asked 203.0.113.7 for `svc.netwatch.test` A at
+    /// second 100 and got 203.0.113.7 in 1.5 ms (for tests).
+    #[cfg(test)]
+    pub fn example() -> DnsEntry {
+        DnsEntry {
+            time: Timestamp::from_second(100).unwrap_or(Timestamp::UNIX_EPOCH),
+            container: Some("web".into()),
+            service: None,
+            network: Some("front".into()),
+            client: IpAddr::from([172, 30, 0, 2]),
+            client_port: 40000,
+            resolver: IpAddr::from([203, 0, 113, 7]),
+            resolver_port: 53,
+            id: 7,
+            name: Some("svc.netwatch.test".into()),
+            qtype: Some("A".into()),
+            rcode: Some("NOERROR".into()),
+            answers: vec![DnsAnswer {
+                name: "svc.netwatch.test".into(),
+                kind: "A".into(),
+                data: "203.0.113.7".into(),
+                ttl: 300,
+            }],
+            latency_us: Some(1500),
+            verdict: "forwarded".into(),
+            reason: None,
+        }
+    }
+
     /// The addresses the question's name resolved to.
     pub fn addresses(&self) -> Vec<IpAddr> {
         match &self.name {

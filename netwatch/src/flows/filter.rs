@@ -73,3 +73,112 @@ impl FlowFilter {
             && self.verdict.as_deref().is_none_or(|want| want == verdict)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> FlowEntry {
+        FlowEntry {
+            container: Some("web".into()),
+            service: Some("frontend".into()),
+            network: Some("app_front".into()),
+            direction: "egress".into(),
+            src: Some("172.30.0.2".parse().unwrap()),
+            dst: Some("172.30.0.3".parse().unwrap()),
+            src_port: 40000,
+            dst_port: 5432,
+            proto: "tcp".into(),
+            packets: 1,
+            bytes: 60,
+            verdict: "dropped".into(),
+            reason: Some("not-in-network".into()),
+            dropped_by: None,
+            peer: None,
+            peer_service: None,
+            peer_kind: None,
+            published: None,
+            src_name: None,
+            dst_name: None,
+            first_seen: Timestamp::from_second(100).unwrap(),
+            last_seen: Timestamp::from_second(200).unwrap(),
+            interface: None,
+            flows: 1,
+        }
+    }
+
+    /// Filters each of which leaves out an entry of container `web`, not of
+    /// service `backend`, whose verdict is not `other_verdict`, seen before
+    /// second `after`.
+    fn place_cases(other_verdict: &str, after: i64) -> Vec<FlowFilter> {
+        vec![
+            FlowFilter {
+                container: Some("db".into()),
+                ..FlowFilter::default()
+            },
+            FlowFilter {
+                service: Some("backend".into()),
+                ..FlowFilter::default()
+            },
+            FlowFilter {
+                verdict: Some(other_verdict.into()),
+                ..FlowFilter::default()
+            },
+            FlowFilter {
+                since: Some(Timestamp::from_second(after).unwrap()),
+                ..FlowFilter::default()
+            },
+        ]
+    }
+
+    #[test]
+    fn every_field_narrows_and_an_empty_filter_passes_all() {
+        let e = entry();
+        assert!(FlowFilter::default().matches(&e));
+        let mut cases = place_cases("forwarded", 201);
+        cases.extend([
+            FlowFilter {
+                reason: Some("host-access".into()),
+                ..FlowFilter::default()
+            },
+            FlowFilter {
+                proto: Some("udp".into()),
+                ..FlowFilter::default()
+            },
+            FlowFilter {
+                port: Some(53),
+                ..FlowFilter::default()
+            },
+        ]);
+        for filter in cases {
+            assert!(!filter.matches(&e), "{filter:?}");
+        }
+        let wanted = FlowFilter {
+            container: Some("web".into()),
+            port: Some(5432),
+            reason: Some("not-in-network".into()),
+            since: Some(Timestamp::from_second(150).unwrap()),
+            ..FlowFilter::default()
+        };
+        assert!(wanted.matches(&e));
+    }
+
+    #[test]
+    fn dns_queries_narrow_by_place_verdict_and_time() {
+        let query = DnsEntry::example();
+        assert!(FlowFilter::default().matches_dns(&query));
+        let wanted = FlowFilter {
+            container: Some("web".into()),
+            network: Some("front".into()),
+            verdict: Some("forwarded".into()),
+            since: Some(Timestamp::from_second(100).unwrap()),
+            // Flow-only fields do not apply to DNS queries.
+            proto: Some("tcp".into()),
+            ..FlowFilter::default()
+        };
+        assert!(wanted.matches_dns(&query));
+        for filter in place_cases("dropped", 101) {
+            assert!(!filter.matches_dns(&query), "{filter:?}");
+        }
+    }
+}
