@@ -174,7 +174,18 @@ fn a_container_resolves_through_a_test_server_and_its_flow_and_dns_carry_the_nam
     let network = TestNetwork::create("dns", &[]);
     outside.add_route_via_host(&network.ipam_field("Subnet"));
     let outside_ip = OutsideLink::OUTSIDE_IP.to_string();
-    let client = TestContainer::run("dnsc", &["--network", &network.name, "--dns", &outside_ip]);
+    let alias = format!("{}-alias", network.name);
+    let client = TestContainer::run(
+        "dnsc",
+        &[
+            "--network",
+            &network.name,
+            "--network-alias",
+            &alias,
+            "--dns",
+            &outside_ip,
+        ],
+    );
     // The container's packets to the test's addresses go out through the
     // outside link, nowhere else.
     let route = client.nsenter(&["ip", "route", "get", &KNOWN_ADDR.to_string()]);
@@ -299,4 +310,34 @@ fn a_container_resolves_through_a_test_server_and_its_flow_and_dns_carry_the_nam
     );
     assert!(dns_line.contains("0 unreadable"), "{dns_line}");
     println!("{dns_line}");
+
+    // `explain` takes the embedded resolver and the alias as ends.
+    let explain = |source: &str, destination: &str| -> Value {
+        let out = Command::new(AGENT)
+            .args(["explain", source, destination, "-o", "json", "--pin-root"])
+            .arg(agent.pin_root())
+            .output()
+            .expect("run netwatch explain");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "explain {source} {destination}: {e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+    let resolver = explain(&client.name, "127.0.0.11:53/udp");
+    assert_eq!(resolver["verdict"], "inside-container", "{resolver:#}");
+    assert!(
+        resolver["rule"]
+            .as_str()
+            .is_some_and(|r| r.contains("embedded DNS resolver")),
+        "{resolver:#}"
+    );
+    let by_alias = explain("host", &format!("{alias}:80"));
+    assert_eq!(
+        by_alias["dst"],
+        client.endpoint_field(&network, "IPAddress"),
+        "{by_alias:#}"
+    );
 }

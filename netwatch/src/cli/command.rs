@@ -242,12 +242,17 @@ enum Command {
     /// stands for that container, one of the host's for the host, any
     /// other for the outside world. From the host or from outside, the
     /// destination must be a container. (A container named `host` is
-    /// given by its id.)
+    /// given by its id.) A container's DNS alias on one of its networks
+    /// (`--network-alias`, a compose service name) stands for it too.
     ///
     /// DESTINATION is an address or a container name, with an optional
     /// port and protocol (tcp by default with a port, ICMP echo without).
     /// A container name picks its endpoint on a network it shares with the
-    /// source, else its first one.
+    /// source, else its first one. A DNS alias names the container that
+    /// has it on a network the source is on, as Docker's resolver answers
+    /// it. 127.0.0.11 is Docker's embedded resolver inside the source
+    /// container itself: the packet never leaves it (`inside-container`),
+    /// and what the resolver forwards is `explain SOURCE UPSTREAM:53/udp`.
     ///
     /// Only netwatch's own hooks are judged, and the packet is modelled as
     /// it is sent: Docker's NAT (published ports, masquerading) and its
@@ -259,6 +264,7 @@ enum Command {
     ///   netwatch explain web [fd00::5]:53/udp -o json
     ///   netwatch explain 203.0.113.7 db:5432
     ///   netwatch explain host db:5432
+    ///   netwatch explain web 127.0.0.11:53/udp
     #[command(verbatim_doc_comment)]
     Explain {
         /// Who sends: a container, `host`, or an IP address.
