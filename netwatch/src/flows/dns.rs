@@ -557,4 +557,4 @@ fn verdict_text(verdict: u8) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

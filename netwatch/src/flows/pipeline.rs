@@ -427,4 +427,80 @@ mod tests {
         assert!(pipeline.flows(&forwarded).is_empty());
         assert_eq!(pipeline.counters().malformed, 1);
     }
+
+    #[test]
+    fn a_flow_is_named_from_its_containers_dns_answer_even_when_the_answer_comes_later() {
+        use simple_dns::RCODE;
+
+        use crate::flows::dns::tests::{a, answer, captured, query};
+        use crate::flows::names::tests::state;
+
+        let pipeline = Pipeline::new(100, Box::new(|| Ok(Vec::new())));
+        pipeline.set_names(FlowNames::new(&state(), &[]));
+        let mut web = FlowEvent {
+            kind: EventKind::FlowOpen as u8,
+            verdict: Verdict::Forwarded as u8,
+            reason: DropReason::None as u8,
+            key: FlowKey {
+                ifindex: 31,
+                direction: Direction::Egress as u8,
+                family: family::IPV4,
+                proto: netwatch_common::packet::IPPROTO_TCP,
+                src_port: 40000,
+                dst_port: 443,
+                ..FlowKey::default()
+            },
+            packets: 1,
+            bytes: 74,
+            first_seen_ns: 2_000,
+            last_seen_ns: 2_000,
+            ..FlowEvent::default()
+        };
+        web.key.src[..4].copy_from_slice(&[172, 30, 0, 2]);
+        web.key.dst[..4].copy_from_slice(&[203, 0, 113, 8]);
+        let mut observer = pipeline.subscribe();
+        pipeline.ingest(&[web]);
+        assert_eq!(observer.try_recv().unwrap().flow.dst_name, None);
+
+        let on_postgres = |mut record: crate::datapath::CapturedDns| {
+            record.header.endpoint = 31;
+            record
+        };
+        pipeline.ingest_dns(&[
+            on_postgres(captured(query(7, "svc.netwatch.test"), true, 1_000)),
+            on_postgres(captured(
+                answer(
+                    7,
+                    "svc.netwatch.test",
+                    RCODE::NoError,
+                    vec![a("svc.netwatch.test", [203, 0, 113, 8], 300)],
+                ),
+                false,
+                1_500,
+            )),
+        ]);
+        let listed = pipeline.dns_entries(&FlowFilter::default());
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].container.as_deref(), Some("postgres"));
+        web.kind = EventKind::FlowExport as u8;
+        web.last_seen_ns = 3_000;
+        pipeline.ingest(&[web]);
+        let named = observer.try_recv().unwrap();
+        assert_eq!(named.flow.dst_name.as_deref(), Some("svc.netwatch.test"));
+        assert_eq!(named.flow.src_name, None);
+        assert!(
+            named.log_line().ends_with(" dst_name=svc.netwatch.test"),
+            "{}",
+            named.log_line()
+        );
+
+        // A flow that starts after the name expired is not named.
+        let mut late = web;
+        late.kind = EventKind::FlowOpen as u8;
+        late.key.src_port = 40001;
+        late.first_seen_ns = 1_500 + 300_000_000_000 + 1;
+        late.last_seen_ns = late.first_seen_ns;
+        pipeline.ingest(&[late]);
+        assert_eq!(observer.try_recv().unwrap().flow.dst_name, None);
+    }
 }

@@ -15,7 +15,7 @@ use super::*;
 const CLIENT: [u8; 4] = [172, 30, 0, 2];
 const RESOLVER: [u8; 4] = [203, 0, 113, 7];
 
-fn query(id: u16, name: &str) -> Vec<u8> {
+pub(crate) fn query(id: u16, name: &str) -> Vec<u8> {
     let mut packet = Packet::new_query(id);
     packet.questions.push(Question::new(
         Name::new_unchecked(name),
@@ -26,7 +26,12 @@ fn query(id: u16, name: &str) -> Vec<u8> {
     packet.build_bytes_vec().unwrap()
 }
 
-fn answer(id: u16, name: &str, rcode: RCODE, records: Vec<ResourceRecord<'_>>) -> Vec<u8> {
+pub(crate) fn answer(
+    id: u16,
+    name: &str,
+    rcode: RCODE,
+    records: Vec<ResourceRecord<'_>>,
+) -> Vec<u8> {
     let mut packet = Packet::new_reply(id);
     packet.questions.push(Question::new(
         Name::new_unchecked(name),
@@ -39,7 +44,7 @@ fn answer(id: u16, name: &str, rcode: RCODE, records: Vec<ResourceRecord<'_>>) -
     packet.build_bytes_vec().unwrap()
 }
 
-fn a(name: &str, addr: [u8; 4], ttl: u32) -> ResourceRecord<'_> {
+pub(crate) fn a(name: &str, addr: [u8; 4], ttl: u32) -> ResourceRecord<'_> {
     ResourceRecord::new(
         Name::new_unchecked(name),
         CLASS::IN,
@@ -59,7 +64,7 @@ fn cname<'a>(name: &'a str, target: &'a str) -> ResourceRecord<'a> {
 
 /// What the kernel hands over for a datagram the container sends (a
 /// query) or receives (an answer), at `time_ns`.
-fn captured(payload: Vec<u8>, egress: bool, time_ns: u64) -> CapturedDns {
+pub(crate) fn captured(payload: Vec<u8>, egress: bool, time_ns: u64) -> CapturedDns {
     let (mut src, mut dst) = ([0; 16], [0; 16]);
     let (from, to, sport, dport) = if egress {
         (CLIENT, RESOLVER, 40000, 53)
