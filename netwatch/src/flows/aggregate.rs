@@ -444,13 +444,11 @@ impl Aggregator {
         if tracked.src_name.is_none() && tracked.dst_name.is_none() {
             // Until the container resolves one of them: its answer may be
             // drained after the flow's first record.
-            if let Some(container) = &tracked.labels.container {
-                let (src, dst) = key_addresses(key);
-                let at = stats.first_seen_ns;
-                let name = |ip: Option<IpAddr>| self.dns_names.lookup(container, ip?, at);
-                tracked.src_name = name(src);
-                tracked.dst_name = name(dst);
-            }
+            (tracked.src_name, tracked.dst_name) = self.dns_names.ends(
+                tracked.labels.container.as_deref(),
+                key,
+                stats.first_seen_ns,
+            );
         }
         if stats.first_seen_ns != tracked.kernel_first_ns {
             if stats.first_seen_ns < tracked.kernel_first_ns {

@@ -238,6 +238,22 @@ impl DnsNames {
         (at_ns <= named.expires_ns).then(|| Arc::clone(&named.name))
     }
 
+    /// The names `container` resolved to a flow key's source and
+    /// destination addresses, valid at `at_ns`.
+    pub fn ends(
+        &self,
+        container: Option<&str>,
+        key: &FlowKey,
+        at_ns: u64,
+    ) -> (Option<Arc<str>>, Option<Arc<str>>) {
+        let Some(container) = container else {
+            return (None, None);
+        };
+        let (src, dst) = super::record::key_addresses(key);
+        let name = |ip: Option<IpAddr>| self.lookup(container, ip?, at_ns);
+        (name(src), name(dst))
+    }
+
     /// Addresses whose name is kept, over all containers.
     pub fn len(&self) -> usize {
         self.containers.values().map(|c| c.by_address.len()).sum()

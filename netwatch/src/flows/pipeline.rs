@@ -165,10 +165,12 @@ impl Pipeline {
         let names = self.names.read().unwrap_or_else(|e| e.into_inner());
         let clock = Clock::now();
         let mut kernel_drops = self.kernel_drops();
+        // Kernel drops before the aggregate, as everywhere both are held.
+        let mut aggregate = self.aggregate();
         let malformed_before = kernel_drops.malformed;
         let mut drops = Vec::new();
         for event in events {
-            for flow in kernel_drops.record(event, &names, &clock) {
+            for flow in kernel_drops.record(event, &names, &aggregate.dns_names, &clock) {
                 let observed = ObservedEvent {
                     event: EventKind::Drop.name().to_string(),
                     time: clock.wall(event.last_seen_ns),
@@ -178,7 +180,6 @@ impl Pipeline {
                 let _ = self.observers.send(observed);
             }
         }
-        let mut aggregate = self.aggregate();
         aggregate.counters.records += events.len() as u64;
         aggregate.counters.malformed += kernel_drops.malformed - malformed_before;
         drops
