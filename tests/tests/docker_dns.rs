@@ -138,6 +138,15 @@ impl Drop for OutsideServers {
     }
 }
 
+/// A file of the test's, removed however the test ends.
+struct RemovedOnDrop(std::path::PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// `netwatch dns -o json --container NAME` asked of the agent.
 fn dns_entries(agent: &AgentProcess, container: &str) -> Vec<Value> {
     let out = Command::new(AGENT)
@@ -194,7 +203,13 @@ fn a_container_resolves_through_a_test_server_and_its_flow_and_dns_carry_the_nam
         "the container's route to {KNOWN_ADDR} is not through its network's gateway: {route}"
     );
 
-    let agent = AgentProcess::start(AGENT, &[&network.name]);
+    let flow_log = RemovedOnDrop(std::env::temp_dir().join(format!("{}.flows.log", client.name)));
+    let agent = AgentProcess::start_with_args(
+        AGENT,
+        &[&network.name],
+        &[],
+        &["--flow-log", flow_log.0.to_str().expect("UTF-8 path")],
+    );
     wait_for("the agent's first sync", SETTLE, || agent.synced());
     let veth = nix::net::if_::if_indextoname(client.host_veth(&network)).expect("veth");
     let veth = veth.to_str().expect("UTF-8").to_string();
@@ -258,6 +273,19 @@ fn a_container_resolves_through_a_test_server_and_its_flow_and_dns_carry_the_nam
             .all(|f| f.get("src_name").is_none() || f["direction"] == "ingress"),
         "{flows:#?}"
     );
+
+    // The flow log's JSON lines carry it too.
+    wait_for("the flow log naming the service", SETTLE, || {
+        std::fs::read_to_string(&flow_log.0)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .any(|record| {
+                record["dst"] == KNOWN_ADDR.to_string()
+                    && record["dst_port"] == SERVICE_PORT
+                    && record["dst_name"] == KNOWN
+            })
+    });
 
     // `dns` lists the query with its answer, latency and resolver, and the
     // NXDOMAIN as such.
