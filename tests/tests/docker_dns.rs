@@ -11,8 +11,9 @@
 //! its own outside namespace.
 
 use std::{
+    io::{BufRead as _, BufReader},
     net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket},
-    process::Command,
+    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -147,6 +148,64 @@ impl Drop for RemovedOnDrop {
     }
 }
 
+/// `netwatch dns --follow -o json --container NAME`, its lines sent to a
+/// channel as they come; killed on drop.
+struct Follower {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Follower {
+    fn start(agent: &AgentProcess, container: &str) -> Follower {
+        let mut child = Command::new(AGENT)
+            .args([
+                "dns",
+                "--follow",
+                "-o",
+                "json",
+                "--container",
+                container,
+                "--socket",
+            ])
+            .arg(agent.api_socket())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run netwatch dns --follow");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower { child, lines }
+    }
+
+    /// The first entry `wanted` accepts, waiting at most `wait`.
+    fn until(&self, wait: Duration, wanted: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            let line = self.lines.recv_timeout(left).ok()?;
+            let entry: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("dns --follow printed {line:?}: {e}"));
+            if wanted(&entry) {
+                return Some(entry);
+            }
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `netwatch dns -o json --container NAME` asked of the agent.
 fn dns_entries(agent: &AgentProcess, container: &str) -> Vec<Value> {
     let out = Command::new(AGENT)
@@ -224,6 +283,14 @@ fn a_container_resolves_through_a_test_server_and_its_flow_and_dns_carry_the_nam
         agent.log()
     );
 
+    // A live follower sees the answer come: it is subscribed before the
+    // query (the agent counts it as an observer from then on).
+    let follower = Follower::start(&agent, &client.name);
+    wait_for("the live DNS stream subscribed", SETTLE, || {
+        let status = agent.netwatch(&["status", "-o", "json"]);
+        serde_json::from_slice::<Value>(&status.stdout)
+            .is_ok_and(|s| s["pipeline"]["api"]["observers"].as_u64() >= Some(1))
+    });
     // Through the embedded resolver (127.0.0.11 in the container), which
     // forwards to the test's server from the container's namespace.
     let resolved =
@@ -273,6 +340,12 @@ fn a_container_resolves_through_a_test_server_and_its_flow_and_dns_carry_the_nam
             .all(|f| f.get("src_name").is_none() || f["direction"] == "ingress"),
         "{flows:#?}"
     );
+
+    let live = follower
+        .until(SETTLE, |e| e["name"] == KNOWN && e["rcode"] == "NOERROR")
+        .expect("dns --follow showed the answer");
+    assert!(live["latency_us"].as_u64().is_some(), "{live:#}");
+    drop(follower);
 
     // The flow log's JSON lines carry it too.
     wait_for("the flow log naming the service", SETTLE, || {
