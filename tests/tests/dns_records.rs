@@ -104,6 +104,27 @@ fn dns_in_both_directions_is_recorded_with_its_facts_and_other_packets_are_not()
 }
 
 #[test]
+fn an_ipv6_answer_is_recorded_with_its_addresses() {
+    let mut h = Harness::standard();
+    h.datapath.enable_dns_records(0, 0).unwrap();
+    let payload = answer_payload(60);
+    let frame = Frame::eth(GW_MAC, EP_MAC)
+        .ipv6(OUTSIDE_V6, EP_V6)
+        .udp(53, 40000)
+        .payload(&payload)
+        .build();
+    h.kernel(Hook::ToContainer, &frame).unwrap();
+    let records = drain(&mut h);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].header.family, family::IPV6);
+    assert_eq!(records[0].payload, payload);
+    assert_eq!(
+        records[0].addresses(),
+        Some((OUTSIDE_V6.into(), EP_V6.into()))
+    );
+}
+
+#[test]
 fn nothing_is_recorded_until_records_are_turned_on() {
     let mut h = Harness::standard();
     h.kernel(Hook::ToContainer, &answer_from_outside(&answer_payload(40)))
