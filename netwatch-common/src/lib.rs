@@ -9,6 +9,7 @@
 //! The crate is `no_std`; the `user` feature adds `aya::Pod` impls.
 #![no_std]
 
+pub mod dns;
 pub mod endpoint;
 pub mod event;
 pub mod flow;

@@ -87,8 +87,18 @@ pub const MAP_KDROP_EVENTS: &str = "KDROP_EVENTS";
 /// `Array<KernelDropConfig>` with one entry.
 pub const MAP_KDROP_CONFIG: &str = "KDROP_CONFIG";
 
+/// Ring buffer of DNS records (`dns::DnsRecord`; its own, so that a DNS
+/// flood cannot crowd out flow records).
+pub const MAP_DNS_EVENTS: &str = "DNS_EVENTS";
+/// `Array<DnsConfig>` with one entry.
+pub const MAP_DNS_CONFIG: &str = "DNS_CONFIG";
+/// `PerCpuArray<DnsBucket>` with one entry: each CPU's token bucket.
+pub const MAP_DNS_BUCKETS: &str = "DNS_BUCKETS";
+/// `PerCpuArray<u64>` indexed by `dns::counter`.
+pub const MAP_DNS_COUNTERS: &str = "DNS_COUNTERS";
+
 /// Every map of the object.
-pub const ALL_MAPS: [&str; 24] = [
+pub const ALL_MAPS: [&str; 28] = [
     MAP_ENDPOINTS,
     MAP_NET_V4,
     MAP_NET_V6,
@@ -113,6 +123,10 @@ pub const ALL_MAPS: [&str; 24] = [
     MAP_KDROPS,
     MAP_KDROP_EVENTS,
     MAP_KDROP_CONFIG,
+    MAP_DNS_EVENTS,
+    MAP_DNS_CONFIG,
+    MAP_DNS_BUCKETS,
+    MAP_DNS_COUNTERS,
 ];
 
 /// Size of the ring buffer in bytes (a power of two and page multiple).
@@ -128,3 +142,7 @@ pub const PUBLISHED_MAX_ENTRIES: u32 = 4_096;
 pub const KDROPS_MAX_ENTRIES: u32 = 4_096;
 /// Size of the kernel drop ring buffer in bytes.
 pub const KDROP_EVENTS_BYTES: u32 = 1 << 18;
+/// Size of the DNS ring buffer in bytes: about 900 records of 576 bytes
+/// (plus the ring's 8-byte headers), more than two CPUs at the default
+/// rate produce in the 250 ms between drains.
+pub const DNS_EVENTS_BYTES: u32 = 1 << 19;

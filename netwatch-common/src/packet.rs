@@ -125,6 +125,12 @@ pub struct PacketSummary {
     pub arp_sender_mac: [u8; 6],
     pub nd: NdKind,
     pub nd_target: [u8; 16],
+    /// Frame offset of a UDP datagram's payload, and its length as the IP
+    /// header declares it (0 when not UDP). Filled by the kernel's parser
+    /// only, for the DNS records; no verdict depends on them, so the
+    /// reference parser leaves them 0.
+    pub udp_payload: u32,
+    pub udp_payload_len: u32,
 }
 
 impl PacketSummary {

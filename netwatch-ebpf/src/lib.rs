@@ -14,6 +14,7 @@
 )]
 
 pub mod counters;
+pub mod dns;
 pub mod flows;
 pub mod kdrop;
 pub mod macvlan;

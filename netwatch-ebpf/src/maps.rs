@@ -6,6 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use netwatch_common::{
+    dns::{DnsBucket, DnsConfig, counter as dns_counter},
     endpoint::{
         AllowRules, DatapathConfig, EndpointPolicy, MacvlanPort, MacvlanPortKey, PublishedKey,
         ScopedV4, ScopedV6,
@@ -124,3 +125,20 @@ pub static KDROP_EVENTS: RingBuf = RingBuf::with_byte_size(names::KDROP_EVENTS_B
 /// Offsets and skipped reasons for the kernel drop program, one entry.
 #[map]
 pub static KDROP_CONFIG: Array<KernelDropConfig> = Array::with_max_entries(1, 0);
+
+/// DNS records (see `dns`). Kernel ≥ 5.8.
+#[map]
+pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(names::DNS_EVENTS_BYTES, 0);
+
+/// DNS record rate and whether records are wanted, one entry. Kernel ≥ 3.19.
+#[map]
+pub static DNS_CONFIG: Array<DnsConfig> = Array::with_max_entries(1, 0);
+
+/// Each CPU's DNS token bucket. Kernel ≥ 4.6.
+#[map]
+pub static DNS_BUCKETS: PerCpuArray<DnsBucket> = PerCpuArray::with_max_entries(1, 0);
+
+/// DNS records submitted, rate-limited, lost and truncated, per CPU.
+/// Kernel ≥ 4.6.
+#[map]
+pub static DNS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(dns_counter::COUNT, 0);

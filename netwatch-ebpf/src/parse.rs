@@ -209,6 +209,8 @@ fn parse_l4<P: Packet>(p: &P, off: usize, limit: usize, s: &mut PacketSummary) {
             s.src_port = be16(udp[0], udp[1]);
             s.dst_port = be16(udp[2], udp[3]);
             s.has_ports = true;
+            s.udp_payload = (off + 8) as u32;
+            s.udp_payload_len = (limit - off - 8) as u32;
         }
         // ICMP only inside IPv4 and ICMPv6 only inside IPv6 (rule 5).
         IPPROTO_ICMP | IPPROTO_ICMPV6 if (proto == IPPROTO_ICMP) == (s.family == family::IPV4) => {

@@ -1,5 +1,6 @@
 //! The shared body of the two veth programs: look up the endpoint, parse,
-//! decide, count, account the flow, and turn the decision into a TC action.
+//! decide, count, account the flow, hand DNS datagrams to user space, and
+//! turn the decision into a TC action.
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use netwatch_common::{
@@ -10,7 +11,7 @@ use netwatch_common::{
 };
 
 use crate::{
-    counters,
+    counters, dns,
     flows::record,
     maps::{AUDIT_COUNTERS, ENDPOINTS, VERDICT_COUNTERS},
     parse::parse,
@@ -38,13 +39,22 @@ pub fn handle(ctx: &TcContext, direction: Direction) -> i32 {
     let policy = unsafe { &*policy };
     let mut summary = PacketSummary::default();
     parse(ctx, tag_stripped, &mut summary);
-    let decision = decide(
+    let decision = account(
+        ctx,
+        ifindex,
         direction,
-        policy,
         &summary,
-        &KernelTables { endpoint: ifindex },
+        decide(
+            direction,
+            policy,
+            &summary,
+            &KernelTables { endpoint: ifindex },
+        ),
     );
-    action(account(ctx, ifindex, direction, &summary, decision))
+    if dns::is_dns(&summary) {
+        dns::record(ctx, ifindex, direction, &summary, decision);
+    }
+    action(decision)
 }
 
 /// The skb's interface and whether the stack already took a VLAN tag off.

@@ -91,6 +91,9 @@ impl Session {
             pipeline.socket_owners(),
         );
         pipeline.set_names(FlowNames::new(&state, &[]).with_host_peers(host_peers));
+        if let Err(e) = datapath.enable_dns_records(0, 0) {
+            warn!("DNS is not recorded: {e}");
+        }
         // Not pinned: it goes with the session like the veth programs.
         match datapath.attach_kernel_drops() {
             Ok(reasons) => pipeline.set_kernel_drop_reasons(reasons),
@@ -109,6 +112,10 @@ impl Session {
     /// # Errors
     /// The ring buffer cannot be read.
     pub fn take_records(&mut self) -> Result<usize> {
+        // DNS first, as the agent does: names for the flows that follow.
+        let (dns, malformed) = self.datapath.drain_dns()?;
+        self.pipeline.count_malformed(malformed);
+        self.pipeline.ingest_dns(&dns);
         let (events, malformed) = self.datapath.drain_events()?;
         if malformed > 0 {
             self.pipeline.count_malformed(malformed);

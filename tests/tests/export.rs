@@ -211,6 +211,7 @@ fn datapath_counters() -> PinnedCounters {
         audited: None,
         ringbuf_lost: 0,
         flows_inserted: Some(0),
+        dns: None,
     }
 }
 
@@ -564,6 +565,8 @@ fn flow(
         peer_service: None,
         peer_kind: None,
         published: None,
+        src_name: None,
+        dst_name: None,
         first_seen: t,
         last_seen: t,
         interface: None,
@@ -604,6 +607,12 @@ fn full_snapshot() -> MetricsSnapshot {
             audited: None,
             ringbuf_lost: 9,
             flows_inserted: Some(6),
+            dns: Some(netwatch::datapath::DnsKernelCounts {
+                submitted: 12,
+                rate_limited: 3,
+                lost: 1,
+                truncated: 2,
+            }),
         }),
         attachments: Some(AttachCounts { tc: 4, uplink: 1 }),
         flow_log: Some(FlowLogStats {
@@ -676,6 +685,7 @@ fn every_family_comes_with_its_type_and_help() {
             ("netwatch_audited_packets_total", Counter),
             ("netwatch_forwarded_packets_total", Counter),
             ("netwatch_ringbuf_lost_total", Counter),
+            ("netwatch_dns_records_total", Counter),
             ("netwatch_flow_table_inserts_total", Counter),
             ("netwatch_pipeline_records_total", Counter),
             ("netwatch_pipeline_malformed_total", Counter),
@@ -766,6 +776,22 @@ fn the_datapath_and_pipeline_counters_are_exported_as_read() {
         ("netwatch_attached_interfaces", &[("hook", "tc")], 4.0),
         ("netwatch_attached_interfaces", &[("hook", "uplink")], 1.0),
         ("netwatch_ringbuf_lost_total", &[], 9.0),
+        (
+            "netwatch_dns_records_total",
+            &[("outcome", "recorded")],
+            12.0,
+        ),
+        (
+            "netwatch_dns_records_total",
+            &[("outcome", "rate_limited")],
+            3.0,
+        ),
+        ("netwatch_dns_records_total", &[("outcome", "lost")], 1.0),
+        (
+            "netwatch_dns_records_total",
+            &[("outcome", "truncated")],
+            2.0,
+        ),
         ("netwatch_flow_table_inserts_total", &[], 6.0),
         ("netwatch_pipeline_records_total", &[], 42.0),
         ("netwatch_pipeline_malformed_total", &[], 1.0),

@@ -69,6 +69,8 @@ pub struct AgentOptions {
     /// enforcing it (`--audit`): nothing is dropped, would-be drops are
     /// recorded as audited.
     pub audit: bool,
+    /// DNS records per second per CPU (`--dns-rate`); 0: none.
+    pub dns_rate: u64,
     /// Where the API is served (normally `<run_dir>/api.sock`).
     pub api_socket: PathBuf,
     /// The group allowed to use the API (socket mode 0660); `None`: root
@@ -229,6 +231,19 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
             warn!("the kernel's own drops are not recorded: {e}");
             status.kernel_drops = Some(format!("not recorded: {e}"));
         }
+    }
+    let dns = if options.dns_rate == 0 {
+        datapath.disable_dns_records()
+    } else {
+        datapath.enable_dns_records(options.dns_rate, 0)
+    };
+    match dns {
+        Ok(()) if options.dns_rate == 0 => info!("DNS is not recorded (--dns-rate 0)"),
+        Ok(()) => info!(
+            "DNS queries and answers on guarded veths: recorded, at most {} a second per CPU",
+            options.dns_rate
+        ),
+        Err(e) => warn!("DNS is not recorded: {e}"),
     }
     info!("API: serving on {}", api.describe());
     let api = api
@@ -645,6 +660,15 @@ fn warn_of_new(now: &[String], before: &[String]) {
 /// Takes what the kernel recorded into the pipeline and logs the drops,
 /// named.
 fn take_records(datapath: &mut Datapath, pipeline: &Pipeline) {
+    // DNS first: a connection made right after its answer is named from
+    // its first record.
+    match datapath.drain_dns() {
+        Ok((records, malformed)) => {
+            pipeline.count_malformed(malformed);
+            pipeline.ingest_dns(&records);
+        }
+        Err(e) => warn!("cannot read the DNS ring buffer: {e}"),
+    }
     let (events, malformed) = match datapath.drain_events() {
         Ok(drained) => drained,
         Err(e) => {

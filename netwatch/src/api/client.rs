@@ -19,7 +19,7 @@ use super::{
     query::filter_query,
     types::{ApiStatus, DropGroup, ErrorBody, StreamItem},
 };
-use crate::flows::{FlowEntry, FlowFilter};
+use crate::flows::{FlowEntry, FlowFilter, dns::DnsEntry};
 
 /// Where `netwatch agent` serves by default (`<run dir>/api.sock`).
 pub const DEFAULT_SOCKET: &str = "/run/netwatch/api.sock";
@@ -61,6 +61,9 @@ pub enum ClientError {
 /// Live events, as [`ApiClient::observe`] returns them; the stream ends
 /// when the agent ends it (it stopped).
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamItem, ClientError>> + Send>>;
+
+/// Live DNS entries, as [`ApiClient::dns_live`] returns them.
+pub type DnsStream = Pin<Box<dyn Stream<Item = Result<DnsEntry, ClientError>> + Send>>;
 
 /// A client of one agent's API.
 #[derive(Clone, Debug)]
@@ -169,6 +172,42 @@ impl ApiClient {
         self.get_json(&with_query("/v1/drops", filter)).await
     }
 
+    /// `GET /v1/dns`: the DNS queries kept, oldest first.
+    ///
+    /// # Errors
+    /// As [`ApiClient::flows`].
+    pub async fn dns(&self, filter: &FlowFilter) -> Result<Vec<DnsEntry>, ClientError> {
+        self.get_json(&with_query("/v1/dns", filter)).await
+    }
+
+    /// `GET /v1/dns/live`: DNS queries and answers as they come.
+    ///
+    /// # Errors
+    /// As [`ApiClient::observe`].
+    pub async fn dns_live(&self, filter: &FlowFilter) -> Result<DnsStream, ClientError> {
+        let lines = self.lines(&with_query("/v1/dns/live", filter)).await?;
+        Ok(Box::pin(futures_util::stream::unfold(
+            lines,
+            |(mut lines, client)| async move {
+                let line = lines.next_line(&client).await?;
+                let entry = line.and_then(|line| {
+                    serde_json::from_str(&line).map_err(|e| ClientError::Decode(e.to_string()))
+                });
+                Some((entry, (lines, client)))
+            },
+        )))
+    }
+
+    async fn lines(&self, path_and_query: &str) -> Result<(LineReader, ApiClient), ClientError> {
+        let body = self.get(path_and_query).await?.into_body();
+        let lines = LineReader {
+            body,
+            buffer: Vec::new(),
+            done: false,
+        };
+        Ok((lines, self.clone()))
+    }
+
     /// `GET /v1/status`.
     ///
     /// # Errors
@@ -183,20 +222,14 @@ impl ApiClient {
     /// As [`ApiClient::flows`], for the start of the stream; later errors
     /// come as items.
     pub async fn observe(&self, filter: &FlowFilter) -> Result<EventStream, ClientError> {
-        let body = self
-            .get(&with_query("/v1/observe", filter))
-            .await?
-            .into_body();
-        let client = self.clone();
-        let lines = LineReader {
-            body,
-            buffer: Vec::new(),
-            done: false,
-        };
+        let lines = self.lines(&with_query("/v1/observe", filter)).await?;
         Ok(Box::pin(futures_util::stream::unfold(
-            (lines, client),
+            lines,
             |(mut lines, client)| async move {
-                let item = lines.next_item(&client).await?;
+                let line = lines.next_line(&client).await?;
+                let item = line.and_then(|line| {
+                    StreamItem::from_line(&line).map_err(|e| ClientError::Decode(e.to_string()))
+                });
                 Some((item, (lines, client)))
             },
         )))
@@ -232,7 +265,8 @@ struct LineReader {
 }
 
 impl LineReader {
-    async fn next_item(&mut self, client: &ApiClient) -> Option<Result<StreamItem, ClientError>> {
+    /// The next non-empty line, trimmed.
+    async fn next_line(&mut self, client: &ApiClient) -> Option<Result<String, ClientError>> {
         loop {
             if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.buffer.drain(..=end).collect();
@@ -241,9 +275,7 @@ impl LineReader {
                 if line.is_empty() {
                     continue;
                 }
-                return Some(
-                    StreamItem::from_line(line).map_err(|e| ClientError::Decode(e.to_string())),
-                );
+                return Some(Ok(line.to_string()));
             }
             if self.done {
                 return None;

@@ -57,7 +57,7 @@ pub const MAX_CONNECTIONS: usize = 128;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The endpoints, for the 404 message.
-const ENDPOINTS: &str = "/v1/flows, /v1/drops, /v1/observe or /v1/status";
+const ENDPOINTS: &str = "/v1/flows, /v1/drops, /v1/observe, /v1/dns, /v1/dns/live or /v1/status";
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -355,7 +355,7 @@ async fn handle(request: &Request<Incoming>, state: &Arc<State>) -> Response<Bod
     };
     if !matches!(
         path,
-        "/v1/flows" | "/v1/drops" | "/v1/observe" | "/v1/status"
+        "/v1/flows" | "/v1/drops" | "/v1/observe" | "/v1/dns" | "/v1/dns/live" | "/v1/status"
     ) {
         return error(
             StatusCode::NOT_FOUND,
@@ -394,6 +394,13 @@ async fn handle(request: &Request<Incoming>, state: &Arc<State>) -> Response<Bod
             })
             .await
         }
+        "/v1/dns" => {
+            query(state, move |pipeline| {
+                json_bytes(&pipeline.dns_entries(&filter))
+            })
+            .await
+        }
+        "/v1/dns/live" => dns_live(state, filter),
         _ => observe(state, filter).await,
     }
 }
@@ -408,6 +415,7 @@ fn status(state: &State) -> ApiStatus {
         flow_limit: state.flow_limit,
         counters: state.pipeline.counters(),
         api: state.counters.snapshot(),
+        dns: state.pipeline.dns_counters(),
     }
 }
 
@@ -546,6 +554,44 @@ async fn observe(state: &Arc<State>, filter: FlowFilter) -> Response<Body> {
             Ok::<_, Infallible>(Frame::data(Bytes::from(line))),
             observer,
         ))
+    });
+    let mut response = Response::new(StreamBody::new(lines).boxed_unsync());
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
+}
+
+/// DNS queries and answers as they come, one JSON line each (an answer
+/// comes as its query's entry again, completed), until the client goes
+/// away. A client too slow for the agent misses entries; the stream goes
+/// on with the next.
+fn dns_live(state: &Arc<State>, filter: FlowFilter) -> Response<Body> {
+    let receiver = state.pipeline.subscribe_dns();
+    let stream = (
+        receiver,
+        filter,
+        state.stopping.clone(),
+        ObserverGauge::new(state),
+    );
+    let lines = futures_util::stream::unfold(stream, |mut stream| async move {
+        let (receiver, filter, stopping, _) = &mut stream;
+        loop {
+            let received = tokio::select! {
+                received = receiver.recv() => received,
+                () = stopped(stopping) => return None,
+            };
+            match received {
+                Ok(entry) if filter.matches_dns(&entry) => {
+                    let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+                    line.push(b'\n');
+                    return Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line))), stream));
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     });
     let mut response = Response::new(StreamBody::new(lines).boxed_unsync());
     response.headers_mut().insert(

@@ -213,6 +213,9 @@ pub struct ApiStatus {
     pub flow_limit: usize,
     pub counters: PipelineCounters,
     pub api: ApiCounters,
+    /// What the DNS log counted (an older agent has none: zeros).
+    #[serde(default)]
+    pub dns: crate::flows::dns::DnsCounters,
 }
 
 /// The body of every error answer: one line that says what to do.
@@ -256,6 +259,8 @@ mod tests {
             peer_service: None,
             peer_kind: None,
             published: None,
+            src_name: None,
+            dst_name: None,
             first_seen: Timestamp::from_second(100 + packets as i64).unwrap(),
             last_seen: Timestamp::from_second(200 + packets as i64).unwrap(),
             interface: None,

@@ -338,6 +338,8 @@ mod tests {
             direction: "egress".into(),
             src: Some("172.30.0.2".parse().unwrap()),
             dst: Some(dst.parse().unwrap()),
+            src_name: None,
+            dst_name: None,
             src_port: 40000,
             dst_port: port,
             proto: "tcp".into(),

@@ -167,6 +167,13 @@ enum Command {
         /// uplink shield is off for audited networks.
         #[arg(long, env = "NETWATCH_AUDIT")]
         audit: bool,
+        /// DNS messages recorded per second per CPU (queries and answers
+        /// crossing a guarded veth, UDP port 53; `netwatch dns` lists
+        /// them and flows name their peers from the answers). Beyond it
+        /// they are counted, not recorded, so a DNS flood cannot crowd
+        /// out flow records. 0: DNS is not recorded.
+        #[arg(long, value_name = "N", env = "NETWATCH_DNS_RATE", default_value_t = netwatch_common::dns::DEFAULT_DNS_RATE)]
+        dns_rate: u64,
         /// Print the configuration the agent would run with, and where each
         /// value comes from (flag, environment, default), then exit.
         #[arg(long)]
@@ -244,12 +251,17 @@ enum Command {
     /// stands for that container, one of the host's for the host, any
     /// other for the outside world. From the host or from outside, the
     /// destination must be a container. (A container named `host` is
-    /// given by its id.)
+    /// given by its id.) A container's DNS alias on one of its networks
+    /// (`--network-alias`, a compose service name) stands for it too.
     ///
     /// DESTINATION is an address or a container name, with an optional
     /// port and protocol (tcp by default with a port, ICMP echo without).
     /// A container name picks its endpoint on a network it shares with the
-    /// source, else its first one.
+    /// source, else its first one. A DNS alias names the container that
+    /// has it on a network the source is on, as Docker's resolver answers
+    /// it. 127.0.0.11 is Docker's embedded resolver inside the source
+    /// container itself: the packet never leaves it (`inside-container`),
+    /// and what the resolver forwards is `explain SOURCE UPSTREAM:53/udp`.
     ///
     /// Only netwatch's own hooks are judged, and the packet is modelled as
     /// it is sent: Docker's NAT (published ports, masquerading) and its
@@ -261,6 +273,7 @@ enum Command {
     ///   netwatch explain web [fd00::5]:53/udp -o json
     ///   netwatch explain 203.0.113.7 db:5432
     ///   netwatch explain host db:5432
+    ///   netwatch explain web 127.0.0.11:53/udp
     #[command(verbatim_doc_comment)]
     Explain {
         /// Who sends: a container, `host`, or an IP address.
@@ -425,6 +438,46 @@ enum Command {
         source: cli::source::SourceArgs,
         /// Output format: table, a JSON array of flows, or one JSON
         /// object per line.
+        #[arg(short, long, value_enum, default_value_t = cli::source::FlowOutput::Table)]
+        output: cli::source::FlowOutput,
+    },
+    /// DNS queries the containers sent across their interfaces and the
+    /// answers they got: time, container, name, type, rcode (NOERROR,
+    /// NXDOMAIN, SERVFAIL…), answers (CNAMEs followed), latency from the
+    /// query to its answer as the container's veth saw them, and the
+    /// resolver asked. A query netwatch dropped says so. From the running
+    /// agent: the last 10,000 queries, or with --follow, as they come.
+    ///
+    /// Docker's embedded resolver: containers on user-defined networks ask
+    /// 127.0.0.11 inside their own namespace. That never crosses an
+    /// interface, so netwatch cannot see it. The embedded resolver answers
+    /// container names and network aliases itself (never listed here);
+    /// other names it forwards to the upstream resolvers (the host's, or
+    /// `--dns`) from the container's namespace, with the container's
+    /// address: those forwarded queries are listed, with that upstream as
+    /// the resolver. Containers on the default bridge ask the upstream
+    /// directly. Flows name their outside peers (src_name/dst_name) from
+    /// the answers listed here.
+    ///
+    /// Examples:
+    ///   sudo netwatch dns
+    ///   sudo netwatch dns --container web --since 5m
+    ///   sudo netwatch dns --follow
+    ///   sudo netwatch dns -o json | jq '.[] | select(.rcode == "NXDOMAIN") | .name'
+    #[command(verbatim_doc_comment)]
+    Dns {
+        #[command(flatten)]
+        filter: cli::dns::DnsFilterArgs,
+        /// The running agent's API socket (`netwatch agent --api-socket`);
+        /// default /run/netwatch/api.sock.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<std::path::PathBuf>,
+        /// Print queries and answers as they come (an answer as its
+        /// query's line again, completed) until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+        /// Output format: table, a JSON array of queries (one JSON object
+        /// per line with --follow), or one JSON object per line.
         #[arg(short, long, value_enum, default_value_t = cli::source::FlowOutput::Table)]
         output: cli::source::FlowOutput,
     },
@@ -653,6 +706,7 @@ pub fn main() -> ExitCode {
             max_file,
             kernel_drops,
             audit,
+            dns_rate,
             print_config: false,
         } => crate::agent::UplinkChoice::from_flags(&uplinks)
             .map_err(anyhow::Error::from)
@@ -677,6 +731,7 @@ pub fn main() -> ExitCode {
                     state_dir,
                     kernel_drops: kernel_drops == "on",
                     audit,
+                    dns_rate,
                 })
             }),
         Command::Check { output } => cli::check::run(output),
@@ -711,6 +766,12 @@ pub fn main() -> ExitCode {
             source,
             output,
         } => cli::flows::run(&filter, &source, output),
+        Command::Dns {
+            filter,
+            socket,
+            follow,
+            output,
+        } => cli::dns::run(&filter, socket, follow, output),
         Command::Drops {
             filter,
             source,

@@ -191,6 +191,7 @@ fn explanation(destination: &str, path: &PacketPath, kernel: &[Option<Decision>]
         .collect();
     let (verdict, reason, rule) = match (&path.unroutable, path.deciding_hop()) {
         (Some(why), _) => ("unroutable", None, why.clone()),
+        (None, _) if let Some(inside) = &path.inside => ("inside-container", None, inside.clone()),
         (None, Some(hop)) => {
             let decision = hop.decision.unwrap_or(Decision::FORWARD);
             (

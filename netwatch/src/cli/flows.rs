@@ -19,7 +19,7 @@ fn row(e: &FlowEntry) -> Vec<String> {
     } else {
         let mut src = endpoint_text(e.src, e.src_port, &e.proto);
         let mut dst = endpoint_text(e.dst, e.dst_port, &e.proto);
-        e.mark_published(&mut src, &mut dst);
+        e.mark_ends(&mut src, &mut dst);
         (src, dst)
     };
     // No container: a flow on a network's bridge or an uplink that no

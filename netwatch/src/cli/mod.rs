@@ -5,6 +5,7 @@ pub mod agent;
 pub mod check;
 pub mod command;
 pub mod detach;
+pub mod dns;
 pub mod drops;
 pub mod explain;
 pub mod flows;

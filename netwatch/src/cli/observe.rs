@@ -45,7 +45,7 @@ pub fn event_line(event: &ObservedEvent, tz: &TimeZone) -> String {
     };
     let mut src = end(src_name, f.src, f.src_port, &f.proto);
     let mut dst = end(dst_name, f.dst, f.dst_port, &f.proto);
-    f.mark_published(&mut src, &mut dst);
+    f.mark_ends(&mut src, &mut dst);
     format!(
         "{time}  {:<11} {src} -> {dst}  {}  {verdict}  {} on {}  {} pkts {}",
         event.event,

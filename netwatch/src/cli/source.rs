@@ -34,9 +34,9 @@ use crate::{
     standalone::Session,
 };
 
-/// The filter flags, shared by `flows`, `drops` and `observe`.
+/// Which containers: shared by the flow filters and `dns`.
 #[derive(Clone, Debug, Default, clap::Args)]
-pub struct FilterArgs {
+pub struct PlaceArgs {
     /// Only this container (its name, as `docker ps` shows it).
     #[arg(long, value_name = "NAME")]
     pub container: Option<String>,
@@ -46,6 +46,13 @@ pub struct FilterArgs {
     /// Only this Docker network (its name).
     #[arg(long, value_name = "NAME")]
     pub network: Option<String>,
+}
+
+/// The filter flags, shared by `flows`, `drops` and `observe`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct FilterArgs {
+    #[command(flatten)]
+    pub place: PlaceArgs,
     /// Only flows whose latest packet was forwarded, dropped, or audited
     /// (forwarded under audit mode, which enforcement would have dropped).
     #[arg(long, value_parser = ["forwarded", "dropped", "audited"])]
@@ -77,16 +84,16 @@ fn reason_arg(text: &str) -> Result<String, String> {
     query::parse_reason(text).map_err(|e| e.to_string())
 }
 
-fn since_arg(text: &str) -> Result<Timestamp, String> {
+pub(crate) fn since_arg(text: &str) -> Result<Timestamp, String> {
     parse_since(text, Timestamp::now()).map_err(|e| e.to_string())
 }
 
 impl FilterArgs {
     pub fn filter(&self) -> FlowFilter {
         FlowFilter {
-            container: self.container.clone(),
-            service: self.service.clone(),
-            network: self.network.clone(),
+            container: self.place.container.clone(),
+            service: self.place.service.clone(),
+            network: self.place.network.clone(),
             verdict: self.verdict.clone(),
             reason: self.reason.clone(),
             proto: self.proto.clone(),

@@ -43,6 +43,9 @@ struct Status {
     uplink_passed: u64,
     uplink_drops: BTreeMap<&'static str, u64>,
     ringbuf_lost: u64,
+    /// DNS records, as the kernel counted them (`None`: not pinned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns: Option<crate::datapath::DnsKernelCounts>,
     /// The kernel's flow table (`None` when nothing is pinned).
     flow_table: Option<FlowTableCounts>,
     /// The running agent's flow pipeline, from its API.
@@ -272,6 +275,7 @@ fn collect(root: &Path, run_dir: &Path, only: &[String]) -> Result<Status> {
         audited: None,
         ringbuf_lost: 0,
         flows_inserted: None,
+        dns: None,
     });
     // The insert counter was read first (see `FlowTableCounts::new`); `None`
     // for pins of a netwatch that did not count inserts.
@@ -326,6 +330,7 @@ fn collect(root: &Path, run_dir: &Path, only: &[String]) -> Result<Status> {
         uplink_passed: counters.uplink[DropReason::None as usize],
         uplink_drops: drops(&counters.uplink),
         ringbuf_lost: counters.ringbuf_lost,
+        dns: counters.dns,
         flow_table,
     })
 }
@@ -496,6 +501,22 @@ fn print_table(s: &Status) {
                 "records", s.ringbuf_lost
             );
         }
+    }
+    if let Some(dns) = &s.dns {
+        let parsed = s
+            .pipeline
+            .as_ref()
+            .map(|p| {
+                format!(
+                    "; {} queries and {} answers listed, {} unreadable",
+                    p.dns.queries, p.dns.answers, p.dns.parse_failures
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<14} {} recorded, {} rate-limited (--dns-rate), {} lost (ring buffer full), {} cut at 512 bytes{parsed}",
+            "dns", dns.submitted, dns.rate_limited, dns.lost, dns.truncated
+        );
     }
     if let Some(t) = &s.flow_table {
         println!(

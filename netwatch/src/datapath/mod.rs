@@ -3,6 +3,7 @@
 //! through the loaded programs with `BPF_PROG_TEST_RUN`.
 
 mod attach;
+mod dns;
 mod error;
 mod kdrops;
 pub mod kernel_btf;
@@ -18,6 +19,7 @@ pub use attach::{
     Attachment, detach_all, detach_interface, detach_macvlan_child, detach_sandbox_veth,
     detach_uplink,
 };
+pub use dns::{CapturedDns, DnsKernelCounts};
 pub use error::DatapathError;
 pub use kdrops::{DropReasonNames, read_kernel_layout};
 pub use load::{Datapath, LoadOptions};

@@ -21,6 +21,7 @@ use netwatch_common::{
 
 use super::{
     DatapathError,
+    dns::{DnsKernelCounts, dns_counts},
     maps::{ReasonCounts, flow_entries, per_cpu_sum, reason_counts},
     pins,
 };
@@ -40,6 +41,8 @@ pub struct PinnedCounters {
     /// Entries the programs inserted into the flow table (`None`: pins of a
     /// netwatch that did not count them).
     pub flows_inserted: Option<u64>,
+    /// DNS records (`None`: pins of a netwatch without them).
+    pub dns: Option<DnsKernelCounts>,
 }
 
 /// The kernel's flow table: the entries it holds and what its LRU evicted.
@@ -100,6 +103,9 @@ pub fn read_counters(root: &Path) -> Result<Option<PinnedCounters>, DatapathErro
         ringbuf_lost: per_cpu_sum(&lost, names::MAP_RINGBUF_LOST, 0)?,
         flows_inserted: open(root, names::MAP_FLOWS_INSERTED)?
             .map(|map| per_cpu_sum(&map, names::MAP_FLOWS_INSERTED, 0))
+            .transpose()?,
+        dns: open(root, names::MAP_DNS_COUNTERS)?
+            .map(|map| dns_counts(&map))
             .transpose()?,
     }))
 }

@@ -14,6 +14,7 @@
 //! | `netwatch_kernel_drop_packets_total`, `netwatch_kernel_drop_bytes_total` | counter | `container`, `service`, `network`, `direction`, `reason` (`kernel:…`) |
 //! | `netwatch_forwarded_packets_total` | counter | `hook` |
 //! | `netwatch_ringbuf_lost_total`, `netwatch_flow_table_inserts_total` | counter | |
+//! | `netwatch_dns_records_total` | counter | `outcome` (`recorded`, `rate_limited`, `lost`, `truncated`) |
 //! | `netwatch_pipeline_records_total`, `netwatch_pipeline_malformed_total` | counter | |
 //! | `netwatch_flow_evictions_total`, `netwatch_flows_summarised_total` | counter | |
 //! | `netwatch_host_mode_peers_total`, `netwatch_host_peer_lookup_failures_total` | counter | |
@@ -661,6 +662,23 @@ fn render_datapath(out: &mut Exposition, counters: &PinnedCounters) {
          was full.",
     );
     out.sample(&[], counters.ringbuf_lost);
+    if let Some(dns) = counters.dns {
+        out.family(
+            "netwatch_dns_records_total",
+            MetricKind::Counter,
+            "DNS messages on guarded veths, by what became of them: recorded (handed to \
+             the agent), rate_limited (beyond --dns-rate on a CPU), lost (the DNS ring \
+             buffer was full); truncated counts recorded ones cut at 512 bytes.",
+        );
+        for (outcome, count) in [
+            ("recorded", dns.submitted),
+            ("rate_limited", dns.rate_limited),
+            ("lost", dns.lost),
+            ("truncated", dns.truncated),
+        ] {
+            out.sample(&[("outcome", outcome)], count);
+        }
+    }
     if let Some(inserted) = counters.flows_inserted {
         out.family(
             "netwatch_flow_table_inserts_total",

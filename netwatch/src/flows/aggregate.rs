@@ -43,6 +43,7 @@ use netwatch_common::{
 use serde::{Deserialize, Serialize};
 
 use super::{
+    dns::DnsNames,
     filter::FlowFilter,
     host_peer::Outcome,
     names::{FlowNames, Peer},
@@ -89,6 +90,13 @@ pub struct FlowEntry {
     /// `container`, `host-mode` (a `--network host` container) or `host`.
     #[serde(default)]
     pub peer_kind: Option<String>,
+    /// The name the container resolved to the source or destination
+    /// address (DNS answers netwatch saw on its interfaces, see
+    /// [`super::dns`]); absent when it resolved none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_name: Option<String>,
     /// The published port the flow came through, or answers, as `docker
     /// port` prints its host side (`0.0.0.0:8080/tcp`); see
     /// [`FlowNames::published`].
@@ -111,6 +119,18 @@ impl FlowEntry {
             Some("host-mode") => format!("{peer} (host mode)"),
             _ => peer.clone(),
         })
+    }
+
+    /// Marks both ends as tables and lines show them: the name the
+    /// container resolved an address to, ` (svc.example.com)`, and the
+    /// published port (see [`FlowEntry::mark_published`]).
+    pub fn mark_ends(&self, src: &mut String, dst: &mut String) {
+        for (end, name) in [(&mut *src, &self.src_name), (&mut *dst, &self.dst_name)] {
+            if let Some(name) = name {
+                end.push_str(&format!(" ({name})"));
+            }
+        }
+        self.mark_published(src, dst);
     }
 
     /// Marks the container's end of a connection through a published port,
@@ -207,6 +227,9 @@ struct Tracked {
     peer: Option<Arc<Peer>>,
     /// Looked up once per flow, like the peer.
     published: Option<Arc<str>>,
+    /// DNS names of the addresses, once the container resolved them.
+    src_name: Option<Arc<str>>,
+    dst_name: Option<Arc<str>>,
     first_seen: Timestamp,
     last_seen: Timestamp,
     /// Of the latest packet ([`Verdict`] and [`DropReason`] as u8).
@@ -258,6 +281,8 @@ impl Tracked {
             peer_service: self.peer.as_ref().and_then(|p| p.service.clone()),
             peer_kind: self.peer.as_ref().map(|p| p.kind.name().to_owned()),
             published: self.published.as_deref().map(str::to_owned),
+            src_name: self.src_name.as_deref().map(str::to_owned),
+            dst_name: self.dst_name.as_deref().map(str::to_owned),
             first_seen: self.first_seen,
             last_seen: self.last_seen,
             interface: labels.interface.clone(),
@@ -293,6 +318,8 @@ pub struct Aggregator {
     /// Interned endpoint names and peer names; entries no flow uses any
     /// more are dropped after each sweep.
     labels: HashSet<Arc<Labels>>,
+    /// Which names each container resolved to which addresses.
+    pub dns_names: DnsNames,
     peers: HashSet<Arc<Peer>>,
     pub counters: PipelineCounters,
 }
@@ -309,6 +336,7 @@ impl Aggregator {
             folded_capacity: limit.max(1),
             labels: HashSet::new(),
             peers: HashSet::new(),
+            dns_names: DnsNames::default(),
             counters: PipelineCounters::default(),
         }
     }
@@ -413,6 +441,15 @@ impl Aggregator {
         let Some(tracked) = self.flows.get_mut(key) else {
             return;
         };
+        if tracked.src_name.is_none() && tracked.dst_name.is_none() {
+            // Until the container resolves one of them: its answer may be
+            // drained after the flow's first record.
+            (tracked.src_name, tracked.dst_name) = self.dns_names.ends(
+                tracked.labels.container.as_deref(),
+                key,
+                stats.first_seen_ns,
+            );
+        }
         if stats.first_seen_ns != tracked.kernel_first_ns {
             if stats.first_seen_ns < tracked.kernel_first_ns {
                 // An older copy (a record taken before the latest sweep).
@@ -496,6 +533,8 @@ impl Aggregator {
             labels,
             peer,
             published: names.published(key).map(Into::into),
+            src_name: None,
+            dst_name: None,
             first_seen,
             last_seen: first_seen,
             verdict: stats.verdict,
@@ -592,6 +631,8 @@ impl Aggregator {
                     peer_service: None,
                     peer_kind: None,
                     published: None,
+                    src_name: None,
+                    dst_name: None,
                     reason: entry
                         .reason
                         .clone()

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::FlowEntry;
+use super::{aggregate::FlowEntry, dns::DnsEntry};
 
 /// Every field narrows the selection; an empty filter lets all through.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,16 +40,37 @@ impl FlowFilter {
         let same = |want: &Option<String>, have: Option<&str>| {
             want.as_deref().is_none_or(|want| have == Some(want))
         };
-        same(&self.container, e.container.as_deref())
-            && same(&self.service, e.service.as_deref())
-            && same(&self.network, e.network.as_deref())
-            && same(&self.verdict, Some(e.verdict.as_str()))
+        self.matches_place(&e.container, &e.service, &e.network, &e.verdict)
             && same(&self.reason, e.reason.as_deref())
             && same(&self.proto, Some(e.proto.as_str()))
             && self
                 .port
                 .is_none_or(|p| e.flows == 1 && (e.src_port == p || e.dst_port == p))
             && self.since.is_none_or(|since| e.last_seen >= since)
+    }
+
+    /// For DNS queries: container, service, network, verdict and time
+    /// (the query's); the other fields are the flows'.
+    pub fn matches_dns(&self, e: &DnsEntry) -> bool {
+        self.matches_place(&e.container, &e.service, &e.network, &e.verdict)
+            && self.since.is_none_or(|since| e.time >= since)
+    }
+
+    fn matches_place(
+        &self,
+        container: &Option<String>,
+        service: &Option<String>,
+        network: &Option<String>,
+        verdict: &str,
+    ) -> bool {
+        let same = |want: &Option<String>, have: &Option<String>| {
+            want.as_deref()
+                .is_none_or(|want| have.as_deref() == Some(want))
+        };
+        same(&self.container, container)
+            && same(&self.service, service)
+            && same(&self.network, network)
+            && self.verdict.as_deref().is_none_or(|want| want == verdict)
     }
 }
 
@@ -77,6 +98,8 @@ mod tests {
             peer_service: None,
             peer_kind: None,
             published: None,
+            src_name: None,
+            dst_name: None,
             first_seen: Timestamp::from_second(100).unwrap(),
             last_seen: Timestamp::from_second(200).unwrap(),
             interface: None,
@@ -84,11 +107,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_field_narrows_and_an_empty_filter_passes_all() {
-        let e = entry();
-        assert!(FlowFilter::default().matches(&e));
-        let cases = [
+    /// Filters each of which leaves out an entry of container `web`, not of
+    /// service `backend`, whose verdict is not `other_verdict`, seen before
+    /// second `after`.
+    fn place_cases(other_verdict: &str, after: i64) -> Vec<FlowFilter> {
+        vec![
             FlowFilter {
                 container: Some("db".into()),
                 ..FlowFilter::default()
@@ -98,9 +121,22 @@ mod tests {
                 ..FlowFilter::default()
             },
             FlowFilter {
-                verdict: Some("forwarded".into()),
+                verdict: Some(other_verdict.into()),
                 ..FlowFilter::default()
             },
+            FlowFilter {
+                since: Some(Timestamp::from_second(after).unwrap()),
+                ..FlowFilter::default()
+            },
+        ]
+    }
+
+    #[test]
+    fn every_field_narrows_and_an_empty_filter_passes_all() {
+        let e = entry();
+        assert!(FlowFilter::default().matches(&e));
+        let mut cases = place_cases("forwarded", 201);
+        cases.extend([
             FlowFilter {
                 reason: Some("host-access".into()),
                 ..FlowFilter::default()
@@ -113,11 +149,7 @@ mod tests {
                 port: Some(53),
                 ..FlowFilter::default()
             },
-            FlowFilter {
-                since: Some(Timestamp::from_second(201).unwrap()),
-                ..FlowFilter::default()
-            },
-        ];
+        ]);
         for filter in cases {
             assert!(!filter.matches(&e), "{filter:?}");
         }
@@ -129,5 +161,24 @@ mod tests {
             ..FlowFilter::default()
         };
         assert!(wanted.matches(&e));
+    }
+
+    #[test]
+    fn dns_queries_narrow_by_place_verdict_and_time() {
+        let query = DnsEntry::example();
+        assert!(FlowFilter::default().matches_dns(&query));
+        let wanted = FlowFilter {
+            container: Some("web".into()),
+            network: Some("front".into()),
+            verdict: Some("forwarded".into()),
+            since: Some(Timestamp::from_second(100).unwrap()),
+            // Flow-only fields do not apply to DNS queries.
+            proto: Some("tcp".into()),
+            ..FlowFilter::default()
+        };
+        assert!(wanted.matches_dns(&query));
+        for filter in place_cases("dropped", 101) {
+            assert!(!filter.matches_dns(&query), "{filter:?}");
+        }
     }
 }

@@ -27,6 +27,7 @@ use netwatch_common::{
 
 use super::{
     aggregate::{Clock, FlowEntry},
+    dns::DnsNames,
     names::FlowNames,
     record::{key_addresses, proto_name},
 };
@@ -94,6 +95,7 @@ impl KernelDrops {
         &mut self,
         event: &KernelDropEvent,
         names: &FlowNames,
+        dns: &DnsNames,
         clock: &Clock,
     ) -> Vec<FlowEntry> {
         if event.kind != KIND_KERNEL_DROP || (event.src_endpoint == 0 && event.dst_endpoint == 0) {
@@ -129,7 +131,7 @@ impl KernelDrops {
             };
             let reason = event.key.reason;
             let kept = self.kept.entry((key, reason)).or_insert_with(|| Kept {
-                entry: new_entry(&key, &reason_name, names, clock, event),
+                entry: new_entry(&key, &reason_name, (names, dns), clock, event),
                 kernel_first_ns: event.first_seen_ns,
                 kernel_packets: 0,
                 kernel_bytes: 0,
@@ -191,11 +193,12 @@ impl KernelDrops {
 fn new_entry(
     key: &FlowKey,
     reason: &str,
-    names: &FlowNames,
+    (names, dns): (&FlowNames, &DnsNames),
     clock: &Clock,
     event: &KernelDropEvent,
 ) -> FlowEntry {
     let owner = names.owner(key);
+    let (src_name, dst_name) = dns.ends(owner.container.as_deref(), key, event.first_seen_ns);
     let (peer, _) = names.peer(key);
     let (src, dst) = key_addresses(key);
     FlowEntry {
@@ -219,6 +222,8 @@ fn new_entry(
         peer_service: peer.as_ref().and_then(|p| p.service.clone()),
         peer_kind: peer.as_ref().map(|p| p.kind.name().to_owned()),
         published: names.published(key),
+        src_name: src_name.as_deref().map(str::to_owned),
+        dst_name: dst_name.as_deref().map(str::to_owned),
         first_seen: clock.wall(event.first_seen_ns),
         last_seen: clock.wall(event.last_seen_ns),
         interface: owner.interface,
@@ -269,11 +274,31 @@ mod tests {
     }
 
     #[test]
+    fn a_drop_names_the_outside_end_its_container_resolved() {
+        // postgres (veth 31, 172.30.0.2) resolved svc.netwatch.test to
+        // 203.0.113.8; the kernel dropped its packet there.
+        let names = FlowNames::new(&crate::flows::names::tests::state(), &[]);
+        let mut dns = DnsNames::default();
+        let outside = std::net::IpAddr::from([203, 0, 113, 8]);
+        dns.learn("postgres", outside, "svc.netwatch.test", 1_000);
+        let mut drop = event(31, 0, 1, 100);
+        drop.key.src[..4].copy_from_slice(&[172, 30, 0, 2]);
+        drop.key.dst[..4].copy_from_slice(&[203, 0, 113, 8]);
+        let mut drops = KernelDrops::default();
+        drops.set_reasons(reasons());
+        let entries = drops.record(&drop, &names, &dns, &clock());
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].container.as_deref(), Some("postgres"));
+        assert_eq!(entries[0].dst_name.as_deref(), Some("svc.netwatch.test"));
+        assert_eq!(entries[0].src_name, None);
+    }
+
+    #[test]
     fn a_drop_between_two_guarded_containers_is_each_ones_with_the_kernels_reason() {
         let mut drops = KernelDrops::default();
         drops.set_reasons(reasons());
         let names = FlowNames::default();
-        let entries = drops.record(&event(5, 9, 1, 100), &names, &clock());
+        let entries = drops.record(&event(5, 9, 1, 100), &names, &DnsNames::default(), &clock());
         assert_eq!(entries.len(), 2);
         let directions: Vec<&str> = entries.iter().map(|e| e.direction.as_str()).collect();
         assert_eq!(directions, ["egress", "ingress"]);
@@ -285,14 +310,14 @@ mod tests {
             assert_eq!((entry.packets, entry.bytes), (1, 84));
         }
         // The next record of the key carries the kernel's count so far.
-        drops.record(&event(5, 9, 4, 100), &names, &clock());
+        drops.record(&event(5, 9, 4, 100), &names, &DnsNames::default(), &clock());
         assert_eq!(drops.len(), 2);
         assert!(drops.entries().all(|e| e.packets == 4));
         // A new kernel entry (the LRU evicted the old) adds to the count.
-        drops.record(&event(5, 9, 2, 500), &names, &clock());
+        drops.record(&event(5, 9, 2, 500), &names, &DnsNames::default(), &clock());
         assert!(drops.entries().all(|e| e.packets == 6));
         // An older record never lowers it.
-        drops.record(&event(5, 9, 1, 100), &names, &clock());
+        drops.record(&event(5, 9, 1, 100), &names, &DnsNames::default(), &clock());
         assert!(drops.entries().all(|e| e.packets == 6));
     }
 
@@ -302,14 +327,18 @@ mod tests {
         let names = FlowNames::default();
         assert!(
             drops
-                .record(&event(0, 0, 1, 1), &names, &clock())
+                .record(&event(0, 0, 1, 1), &names, &DnsNames::default(), &clock())
                 .is_empty()
         );
         let mut other = event(5, 0, 1, 1);
         other.kind = 4;
-        assert!(drops.record(&other, &names, &clock()).is_empty());
+        assert!(
+            drops
+                .record(&other, &names, &DnsNames::default(), &clock())
+                .is_empty()
+        );
         assert_eq!((drops.malformed, drops.len()), (2, 0));
-        let unnamed = drops.record(&event(5, 0, 1, 1), &names, &clock());
+        let unnamed = drops.record(&event(5, 0, 1, 1), &names, &DnsNames::default(), &clock());
         assert_eq!(unnamed[0].reason.as_deref(), Some("kernel:reason_12"));
     }
 
@@ -324,11 +353,20 @@ mod tests {
         let mut reply = event(5, 0, 1, 1);
         reply.key.reason = 3;
         reply.key.src_port = 0;
-        assert!(drops.record(&reply, &names, &clock()).is_empty());
+        assert!(
+            drops
+                .record(&reply, &names, &DnsNames::default(), &clock())
+                .is_empty()
+        );
         assert_eq!(drops.raw_ping_replies, 1);
         // A request dropped for no socket is one.
         reply.key.src_port = 8;
-        assert_eq!(drops.record(&reply, &names, &clock()).len(), 1);
+        assert_eq!(
+            drops
+                .record(&reply, &names, &DnsNames::default(), &clock())
+                .len(),
+            1
+        );
         assert!(is_raw_ping_reply("kernel:no_socket", IPPROTO_ICMPV6, 129));
         assert!(!is_raw_ping_reply("kernel:netfilter_drop", IPPROTO_ICMP, 0));
     }
@@ -341,7 +379,7 @@ mod tests {
             let mut e = event(5, 0, 1, 1 + port);
             e.key.proto = IPPROTO_UDP;
             e.key.src_port = port as u16;
-            drops.record(&e, &names, &clock());
+            drops.record(&e, &names, &DnsNames::default(), &clock());
         }
         assert_eq!(drops.len(), KERNEL_DROPS_LIMIT - KERNEL_DROPS_LIMIT / 10);
         assert!(drops.entries().all(|e| e.src_port > 1000));

@@ -3,6 +3,7 @@
 //! with the kernel's per-flow counters into a bounded aggregate.
 
 pub mod aggregate;
+pub mod dns;
 pub mod filter;
 pub mod host_peer;
 pub mod kdrops;

@@ -278,7 +278,7 @@ impl FlowNames {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use netwatch_common::flow::family;
@@ -290,7 +290,9 @@ mod tests {
     use crate::docker::COMPOSE_SERVICE_LABEL;
     use crate::flows::host_peer::{CgroupIndex, HostContainer, HostSocket, Lookup, SocketOwners};
 
-    fn state() -> HostState {
+    /// `postgres` (service `db`) on internal network `db`: veth1,
+    /// ifindex 31, 172.30.0.2.
+    pub(crate) fn state() -> HostState {
         HostState {
             audit_all: false,
             networks: vec![NetworkState {

@@ -21,10 +21,11 @@ use netwatch_common::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use super::dns::{DnsCounters, DnsEntry, DnsLog};
 use super::host_peer::SocketOwners;
 use super::kdrops::KernelDrops;
 use super::{Aggregator, Clock, FlowEntry, FlowFilter, FlowNames, PipelineCounters};
-use crate::datapath::{DatapathError, DropReasonNames};
+use crate::datapath::{CapturedDns, DatapathError, DropReasonNames};
 
 /// Queries closer together than this share one sweep of the kernel table.
 pub const SWEEP_MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -69,6 +70,9 @@ pub struct Pipeline {
     socket_owners: Option<Arc<dyn SocketOwners>>,
     /// The kernel's own drops (see [`super::kdrops`]).
     kernel_drops: Mutex<KernelDrops>,
+    /// DNS queries and answers (see [`super::dns`]).
+    dns: Mutex<DnsLog>,
+    dns_observers: broadcast::Sender<DnsEntry>,
 }
 
 impl Pipeline {
@@ -82,6 +86,8 @@ impl Pipeline {
             last_sweep: Mutex::new(None),
             socket_owners: None,
             kernel_drops: Mutex::new(KernelDrops::default()),
+            dns: Mutex::new(DnsLog::default()),
+            dns_observers: broadcast::channel(OBSERVER_BUFFER).0,
         }
     }
 
@@ -159,10 +165,12 @@ impl Pipeline {
         let names = self.names.read().unwrap_or_else(|e| e.into_inner());
         let clock = Clock::now();
         let mut kernel_drops = self.kernel_drops();
+        // Kernel drops before the aggregate, as everywhere both are held.
+        let mut aggregate = self.aggregate();
         let malformed_before = kernel_drops.malformed;
         let mut drops = Vec::new();
         for event in events {
-            for flow in kernel_drops.record(event, &names, &clock) {
+            for flow in kernel_drops.record(event, &names, &aggregate.dns_names, &clock) {
                 let observed = ObservedEvent {
                     event: EventKind::Drop.name().to_string(),
                     time: clock.wall(event.last_seen_ns),
@@ -172,10 +180,66 @@ impl Pipeline {
                 let _ = self.observers.send(observed);
             }
         }
-        let mut aggregate = self.aggregate();
         aggregate.counters.records += events.len() as u64;
         aggregate.counters.malformed += kernel_drops.malformed - malformed_before;
         drops
+    }
+
+    fn dns(&self) -> MutexGuard<'_, DnsLog> {
+        self.dns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes DNS records from the kernel: lists queries and answers,
+    /// passes each to live DNS observers, and remembers which names each
+    /// container resolved (flows take their peers' names from there).
+    /// Ingest these before the flow records of the same drain, so that a
+    /// connection made right after its answer is named from its first
+    /// record.
+    pub fn ingest_dns(&self, records: &[CapturedDns]) {
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+        let clock = Clock::now();
+        let mut dns = self.dns();
+        let mut learned = Vec::new();
+        for record in records {
+            let Some(recorded) = dns.record(record, &names, &clock) else {
+                continue;
+            };
+            learned.extend(recorded.learned);
+            let _ = self.dns_observers.send(recorded.entry);
+        }
+        drop(dns);
+        if learned.is_empty() {
+            return;
+        }
+        let mut aggregate = self.aggregate();
+        for learned in learned {
+            for (address, expires_ns) in learned.addresses {
+                aggregate
+                    .dns_names
+                    .learn(&learned.container, address, &learned.name, expires_ns);
+            }
+        }
+    }
+
+    /// The DNS queries kept that `filter` selects (by container, service
+    /// and network), oldest first.
+    pub fn dns_entries(&self, filter: &FlowFilter) -> Vec<DnsEntry> {
+        self.dns()
+            .entries()
+            .filter(|e| filter.matches_dns(e))
+            .cloned()
+            .collect()
+    }
+
+    /// A live feed of DNS queries and answers from now on (an answer comes
+    /// as its query's entry again, completed).
+    pub fn subscribe_dns(&self) -> broadcast::Receiver<DnsEntry> {
+        self.dns_observers.subscribe()
+    }
+
+    /// What the DNS log counted.
+    pub fn dns_counters(&self) -> DnsCounters {
+        self.dns().counters
     }
 
     /// Counts malformed records reported by the ring buffer reader.
@@ -363,5 +427,81 @@ mod tests {
         };
         assert!(pipeline.flows(&forwarded).is_empty());
         assert_eq!(pipeline.counters().malformed, 1);
+    }
+
+    #[test]
+    fn a_flow_is_named_from_its_containers_dns_answer_even_when_the_answer_comes_later() {
+        use simple_dns::RCODE;
+
+        use crate::flows::dns::tests::{a, answer, captured, query};
+        use crate::flows::names::tests::state;
+
+        let pipeline = Pipeline::new(100, Box::new(|| Ok(Vec::new())));
+        pipeline.set_names(FlowNames::new(&state(), &[]));
+        let mut web = FlowEvent {
+            kind: EventKind::FlowOpen as u8,
+            verdict: Verdict::Forwarded as u8,
+            reason: DropReason::None as u8,
+            key: FlowKey {
+                ifindex: 31,
+                direction: Direction::Egress as u8,
+                family: family::IPV4,
+                proto: netwatch_common::packet::IPPROTO_TCP,
+                src_port: 40000,
+                dst_port: 443,
+                ..FlowKey::default()
+            },
+            packets: 1,
+            bytes: 74,
+            first_seen_ns: 2_000,
+            last_seen_ns: 2_000,
+            ..FlowEvent::default()
+        };
+        web.key.src[..4].copy_from_slice(&[172, 30, 0, 2]);
+        web.key.dst[..4].copy_from_slice(&[203, 0, 113, 8]);
+        let mut observer = pipeline.subscribe();
+        pipeline.ingest(&[web]);
+        assert_eq!(observer.try_recv().unwrap().flow.dst_name, None);
+
+        let on_postgres = |mut record: crate::datapath::CapturedDns| {
+            record.header.endpoint = 31;
+            record
+        };
+        pipeline.ingest_dns(&[
+            on_postgres(captured(query(7, "svc.netwatch.test"), true, 1_000)),
+            on_postgres(captured(
+                answer(
+                    7,
+                    "svc.netwatch.test",
+                    RCODE::NoError,
+                    vec![a("svc.netwatch.test", [203, 0, 113, 8], 300)],
+                ),
+                false,
+                1_500,
+            )),
+        ]);
+        let listed = pipeline.dns_entries(&FlowFilter::default());
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].container.as_deref(), Some("postgres"));
+        web.kind = EventKind::FlowExport as u8;
+        web.last_seen_ns = 3_000;
+        pipeline.ingest(&[web]);
+        let named = observer.try_recv().unwrap();
+        assert_eq!(named.flow.dst_name.as_deref(), Some("svc.netwatch.test"));
+        assert_eq!(named.flow.src_name, None);
+        assert!(
+            named.log_line().ends_with(" dst_name=svc.netwatch.test"),
+            "{}",
+            named.log_line()
+        );
+
+        // A flow that starts after the name expired is not named.
+        let mut late = web;
+        late.kind = EventKind::FlowOpen as u8;
+        late.key.src_port = 40001;
+        late.first_seen_ns = 1_500 + 300_000_000_000 + 1;
+        late.last_seen_ns = late.first_seen_ns;
+        pipeline.ingest(&[late]);
+        assert_eq!(observer.try_recv().unwrap().flow.dst_name, None);
     }
 }

@@ -70,7 +70,7 @@ impl ObservedEvent {
             String::new()
         };
         format!(
-            "{} container={} network={} interface={} direction={} proto={} src={} dst={}{icmp_fields} reason={} packets={} peer={}{}{}",
+            "{} container={} network={} interface={} direction={} proto={} src={} dst={}{icmp_fields} reason={} packets={} peer={}{}{}{}",
             self.event,
             or_dash(&f.container),
             or_dash(&f.network),
@@ -91,6 +91,10 @@ impl ObservedEvent {
                 .as_deref()
                 .map(|published| format!(" published={published}"))
                 .unwrap_or_default(),
+            [("src_name", &f.src_name), ("dst_name", &f.dst_name)]
+                .iter()
+                .filter_map(|(key, name)| name.as_ref().map(|name| format!(" {key}={name}")))
+                .collect::<String>(),
         )
     }
 }

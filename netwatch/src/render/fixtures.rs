@@ -43,6 +43,8 @@ pub fn flow(
         peer_service: None,
         peer_kind: None,
         published: None,
+        src_name: None,
+        dst_name: None,
         first_seen: at(0),
         last_seen: at(10),
         interface: None,

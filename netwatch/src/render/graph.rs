@@ -409,8 +409,18 @@ impl<'a> Builder<'a> {
             }
         }
         let mut prefixes: BTreeMap<Prefix, (u64, BTreeSet<IpAddr>)> = BTreeMap::new();
+        // The DNS names containers resolved to the outside addresses.
+        let mut names: BTreeMap<Prefix, BTreeSet<String>> = BTreeMap::new();
         for e in self.counted() {
             let (local, remote) = (self.local(e), self.remote(e));
+            let remote_name = if is_ingress(e) {
+                &e.src_name
+            } else {
+                &e.dst_name
+            };
+            if let (Key::Prefix(p), Some(name)) = (&remote, remote_name) {
+                names.entry(*p).or_default().insert(name.clone());
+            }
             let (local_ip, remote_ip) = if is_ingress(e) {
                 (e.dst, e.src)
             } else {
@@ -475,7 +485,7 @@ impl<'a> Builder<'a> {
         let index: HashMap<&Key, usize> = ordered.iter().enumerate().map(|(i, k)| (k, i)).collect();
         let mut nodes: Vec<Node> = ordered
             .iter()
-            .map(|k| self.node(k, &prefixes, &folded))
+            .map(|k| self.node(k, &prefixes, &names, &folded))
             .collect();
         let mut edges = Vec::with_capacity(merged.len());
         for ((from, to, dropped, reason), sum) in &merged {
@@ -542,6 +552,7 @@ impl<'a> Builder<'a> {
         &self,
         key: &Key,
         prefixes: &BTreeMap<Prefix, (u64, BTreeSet<IpAddr>)>,
+        names: &BTreeMap<Prefix, BTreeSet<String>>,
         folded: &BTreeSet<Prefix>,
     ) -> Node {
         let plain = |id: &str, kind, label: &str, detail: Option<String>| Node {
@@ -571,11 +582,15 @@ impl<'a> Builder<'a> {
             Key::Prefix(p) => {
                 let n = prefixes.get(p).map_or(0, |(_, a)| a.len());
                 let text = p.to_string();
+                let mut detail = plural(n, "address", "addresses");
+                if let Some(names) = names.get(p) {
+                    detail.push_str(&format!(" · {}", names_text(names)));
+                }
                 plain(
                     &format!("outside:{text}"),
                     NodeKind::Outside,
                     &text,
-                    Some(plural(n, "address", "addresses")),
+                    Some(detail),
                 )
             }
             Key::OtherOutside => {
@@ -621,6 +636,16 @@ impl<'a> Builder<'a> {
             ),
         }
     }
+}
+
+/// At most three names, then how many more.
+fn names_text(names: &BTreeSet<String>) -> String {
+    const SHOWN: usize = 3;
+    let mut text: Vec<&str> = names.iter().take(SHOWN).map(String::as_str).collect();
+    let more = names.len().saturating_sub(SHOWN);
+    let more = (more > 0).then(|| format!("+{more} more"));
+    text.extend(more.as_deref());
+    text.join(", ")
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
@@ -702,6 +727,38 @@ mod tests {
         assert_eq!(inbound[0].services, [served]);
         let answers = edges(&g, "container:n/web", "outside:203.0.113.0/24");
         assert_eq!(answers[0].services, [served]);
+    }
+
+    #[test]
+    fn an_outside_prefix_lists_the_names_its_containers_resolved() {
+        let named = |mut e: FlowEntry, src: Option<&str>, dst: Option<&str>| {
+            e.src_name = src.map(String::from);
+            e.dst_name = dst.map(String::from);
+            e
+        };
+        let flows: Vec<FlowEntry> = ["a.test", "b.test", "c.test", "d.test"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let port = 40000 + i as u16;
+                named(
+                    egress("a", "n", ("172.20.0.2", port), ("203.0.113.10", 443), 100),
+                    None,
+                    Some(name),
+                )
+            })
+            .chain([named(
+                ingress("a", "n", ("203.0.113.10", 443), ("172.20.0.2", 40000), 100),
+                Some("a.test"),
+                None,
+            )])
+            .collect();
+        let g = graph(&flows);
+        let (_, outside) = node(&g, "outside:203.0.113.0/24");
+        assert_eq!(
+            outside.detail.as_deref(),
+            Some("1 address · a.test, b.test, c.test, +1 more")
+        );
     }
 
     #[test]

@@ -38,6 +38,14 @@ use jiff::{Timestamp, tz::TimeZone};
 use super::units;
 use crate::flows::{FlowEntry, record::endpoint_text};
 
+/// An address with the name its container resolved it to, if any.
+fn with_name(mut address: String, name: &Option<String>) -> String {
+    if let Some(name) = name {
+        address.push_str(&format!(" ({name})"));
+    }
+    address
+}
+
 /// What `top` ranks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum By {
@@ -241,9 +249,9 @@ pub fn top_talkers(prev: Option<&Snapshot>, now: &Snapshot, by: By, limit: usize
                     src: if is_summary(e) {
                         format!("({} idle flows)", e.flows)
                     } else {
-                        endpoint_text(e.src, e.src_port, &e.proto)
+                        with_name(endpoint_text(e.src, e.src_port, &e.proto), &e.src_name)
                     },
-                    dst: endpoint_text(e.dst, e.dst_port, &e.proto),
+                    dst: with_name(endpoint_text(e.dst, e.dst_port, &e.proto), &e.dst_name),
                     peer: e.peer_text(),
                     verdict: verdict_text(e),
                 }),

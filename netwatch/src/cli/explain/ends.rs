@@ -60,7 +60,68 @@ pub fn source<'a>(topology: &Topology<'a>, text: &str) -> Result<Source<'a>> {
         }
         return Ok(Source::Outside(ip));
     }
-    Ok(Source::Container(find(topology.snapshot, text)?))
+    match find(topology.snapshot, text) {
+        Ok(container) => Ok(Source::Container(container)),
+        Err(not_found) => match by_alias(topology.snapshot, text, None)? {
+            Some((container, _)) => Ok(Source::Container(container)),
+            None => Err(not_found),
+        },
+    }
+}
+
+/// The container endpoint a DNS alias (`--network-alias`, a compose
+/// service name) names, as Docker's embedded resolver would answer it for
+/// `asker`: on the asker's networks only (an alias is resolved on its own
+/// network); from the host or outside, on any network. `None` when no
+/// endpoint has the alias.
+///
+/// # Errors
+/// The alias is only on networks the asker is not on, or names several
+/// containers (Docker answers with all of them: pick one by name).
+fn by_alias<'a>(
+    snapshot: &'a Snapshot,
+    alias: &str,
+    asker: Option<&Container>,
+) -> Result<Option<(&'a Container, &'a Endpoint)>> {
+    let named: Vec<(&Container, &Endpoint)> = snapshot
+        .inventory
+        .containers
+        .iter()
+        .flat_map(|c| c.endpoints.iter().map(move |e| (c, e)))
+        .filter(|(_, e)| e.aliases.iter().any(|a| a.eq_ignore_ascii_case(alias)))
+        .collect();
+    if named.is_empty() {
+        return Ok(None);
+    }
+    let reachable: Vec<(&Container, &Endpoint)> = match asker {
+        Some(asker) => named
+            .iter()
+            .copied()
+            .filter(|(_, e)| asker.endpoints.iter().any(|m| m.network_id == e.network_id))
+            .collect(),
+        None => named.clone(),
+    };
+    let mut containers: Vec<&str> = reachable.iter().map(|(c, _)| c.name.as_str()).collect();
+    containers.sort_unstable();
+    containers.dedup();
+    match (reachable.first(), containers.len()) {
+        (Some(one), 1) => Ok(Some(*one)),
+        (None, _) => {
+            let mut networks: Vec<&str> = named.iter().map(|(_, e)| e.network.as_str()).collect();
+            networks.sort_unstable();
+            networks.dedup();
+            bail!(
+                "{alias} is a DNS alias on {}, which {} is not on: Docker's resolver would not answer it there",
+                networks.join(", "),
+                asker.map_or("the source", |a| a.name.as_str())
+            )
+        }
+        (Some(_), _) => bail!(
+            "{alias} is a DNS alias of {} containers ({}): Docker's resolver answers with all of them; explain one by name",
+            containers.len(),
+            containers.join(", ")
+        ),
+    }
 }
 
 /// A container endpoint the packet is for.
@@ -87,37 +148,16 @@ pub fn destination<'a>(
             (dst, target)
         }
         Err(_) => {
-            let container = find(topology.snapshot, &wanted.host)?;
-            let shared = |e: &&Endpoint| match source {
-                Source::Container(from) => from
-                    .endpoints
-                    .iter()
-                    .any(|mine| mine.network_id == e.network_id),
-                _ => false,
+            let asker = match source {
+                Source::Container(from) => Some(from),
+                _ => None,
             };
-            // A name resolves as Docker's DNS resolves it: never to a
-            // docker_gwbridge leg (no container lists it, and containers
-            // do not talk to each other there).
-            let named = |e: &&Endpoint| {
-                !topology
-                    .snapshot
-                    .inventory
-                    .network(&e.network_id)
-                    .is_some_and(|n| n.is_gateway_bridge())
+            let (container, endpoint) = match find(topology.snapshot, &wanted.host) {
+                Ok(container) => (container, endpoint_for(topology, container, asker)?),
+                Err(not_found) => {
+                    by_alias(topology.snapshot, &wanted.host, asker)?.ok_or(not_found)?
+                }
             };
-            let endpoint = container
-                .endpoints
-                .iter()
-                .filter(named)
-                .find(shared)
-                .or(container.endpoints.iter().find(named))
-                .or(container.endpoints.first())
-                .ok_or_else(|| {
-                    anyhow!(
-                        "container {} has no address on a bridge network",
-                        container.name
-                    )
-                })?;
             let dst = address(endpoint, family).ok_or_else(|| {
                 anyhow!(
                     "container {} has no {} address on {}",
@@ -135,6 +175,14 @@ pub fn destination<'a>(
             )
         }
     };
+    checked_family(family, dst, target)
+}
+
+fn checked_family(
+    family: Option<bool>,
+    dst: IpAddr,
+    target: Option<Target<'_>>,
+) -> Result<(IpAddr, Option<Target<'_>>)> {
     if let Some(v4) = family
         && v4 != dst.is_ipv4()
     {
@@ -145,6 +193,44 @@ pub fn destination<'a>(
         );
     }
     Ok((dst, target))
+}
+
+/// The endpoint a container's name resolves to for `asker`, as Docker's
+/// DNS resolves it: one on a network they share, else the container's
+/// first; never a docker_gwbridge leg (no container lists it, and
+/// containers do not talk to each other there).
+fn endpoint_for<'a>(
+    topology: &Topology<'a>,
+    container: &'a Container,
+    asker: Option<&Container>,
+) -> Result<&'a Endpoint> {
+    let shared = |e: &&Endpoint| {
+        asker.is_some_and(|from| {
+            from.endpoints
+                .iter()
+                .any(|mine| mine.network_id == e.network_id)
+        })
+    };
+    let named = |e: &&Endpoint| {
+        !topology
+            .snapshot
+            .inventory
+            .network(&e.network_id)
+            .is_some_and(|n| n.is_gateway_bridge())
+    };
+    container
+        .endpoints
+        .iter()
+        .filter(named)
+        .find(shared)
+        .or(container.endpoints.iter().find(named))
+        .or(container.endpoints.first())
+        .ok_or_else(|| {
+            anyhow!(
+                "container {} has no address on a bridge network",
+                container.name
+            )
+        })
 }
 
 fn find<'a>(snapshot: &'a Snapshot, query: &str) -> Result<&'a Container> {

@@ -105,6 +105,9 @@ pub struct PacketPath {
     pub port: Option<u16>,
     /// Why the packet never leaves its source container, when it does not.
     pub unroutable: Option<String>,
+    /// What answers it inside the source container, when something does
+    /// (Docker's embedded resolver), so that it never leaves.
+    pub inside: Option<String>,
     pub hops: Vec<Hop>,
 }
 
@@ -144,8 +147,19 @@ pub fn trace(
         proto,
         port: wanted.port,
         unroutable: None,
+        inside: None,
         hops: Vec::new(),
     };
+    if dst == EMBEDDED_RESOLVER {
+        let Source::Container(container) = source else {
+            bail!(
+                "{EMBEDDED_RESOLVER} is Docker's embedded DNS resolver, inside each container's own \
+                 network namespace: give a container as the source"
+            );
+        };
+        path.inside = Some(embedded_resolver_path(&container.name));
+        return Ok(path);
+    }
     let src = match source {
         Source::Container(container) => {
             let endpoint = match route(container, dst)
@@ -512,6 +526,22 @@ fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: IpAddr, path: &PacketPath) -> 
     }
     .context("building the packet")?;
     Ok(out)
+}
+
+/// Docker's embedded DNS resolver, as containers on user-defined networks
+/// see it.
+pub const EMBEDDED_RESOLVER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 11));
+
+/// What becomes of a packet a container sends its embedded resolver.
+fn embedded_resolver_path(container: &str) -> String {
+    format!(
+        "{EMBEDDED_RESOLVER} is Docker's embedded DNS resolver inside {container}'s own network \
+         namespace: the packet never crosses an interface and no netwatch hook sees it. It \
+         answers container names and network aliases itself (`netwatch explain {container} \
+         NAME` follows the answer); other names it forwards to the upstream resolvers from \
+         {container}'s namespace, with its address (`netwatch explain {container} \
+         UPSTREAM:53/udp` follows that query; `netwatch dns` lists them)"
+    )
 }
 
 fn unroutable(container: &str, dst: IpAddr, why: Unroutable) -> String {

@@ -283,6 +283,40 @@ mod paths {
     }
 
     #[test]
+    fn a_dns_alias_names_its_container_on_the_askers_network_only() {
+        // nwcap-app is `db-client` on nwcap-back, which nwcap-static shares.
+        let e = trace(None, "nwcap-static", "db-client:5432");
+        assert_eq!(e.dst, "172.29.0.10".parse::<IpAddr>().unwrap());
+        assert_eq!(e.hops[1].container.as_deref(), Some("nwcap-app"));
+        assert_eq!(e.hops[1].interface.as_deref(), Some("vethback"));
+        // As a source, too.
+        let e = trace(None, "db-client", "nwcap-static:5432");
+        assert_eq!(e.source, "nwcap-app");
+        // Docker's resolver answers an alias on its own network only.
+        let why = error(None, "nwcap-default", "db-client:5432");
+        assert!(
+            why.contains("DNS alias on nwcap-back, which nwcap-default is not on"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn the_embedded_resolver_answers_inside_the_container_and_no_hook_sees_it() {
+        let e = trace(None, "nwcap-app", "127.0.0.11:53/udp");
+        assert_eq!((e.verdict, e.reason), ("inside-container", None));
+        assert!(e.hops.is_empty());
+        assert!(
+            e.rule
+                .contains("Docker's embedded DNS resolver inside nwcap-app's own network")
+                && e.rule.contains("UPSTREAM:53/udp"),
+            "{}",
+            e.rule
+        );
+        let why = error(None, "host", "127.0.0.11:53/udp");
+        assert!(why.contains("give a container as the source"), "{why}");
+    }
+
+    #[test]
     fn an_address_of_a_container_stands_for_that_container() {
         let e = trace(None, "172.29.0.20", "nwcap-app");
         assert_eq!(e.source, "nwcap-static");
