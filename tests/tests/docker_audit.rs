@@ -20,14 +20,22 @@ const SETTLE: Duration = Duration::from_secs(20);
 const PROBE: Duration = Duration::from_millis(1000);
 const PORT: u16 = 47820;
 
-/// `netwatch drops -o json` asked of `agent`'s API.
-fn drops_json(agent: &AgentProcess, container: &str) -> Vec<serde_json::Value> {
+/// `netwatch <command> -o json <args…>` asked of `agent`'s API.
+fn ask_json(agent: &AgentProcess, command: &str, args: &[&str]) -> serde_json::Value {
     let out = Command::new(AGENT)
-        .args(["drops", "-o", "json", "--container", container, "--socket"])
+        .args([command, "-o", "json"])
+        .args(args)
+        .arg("--socket")
         .arg(agent.api_socket())
         .output()
-        .expect("run netwatch drops");
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
+        .unwrap_or_else(|e| panic!("run netwatch {command}: {e}"));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "netwatch {command} -o json: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 #[test]
@@ -56,11 +64,16 @@ fn an_audited_network_drops_nothing_records_what_enforcement_would_and_enforceme
         tcx_program_counts(&veth) == (1, 1)
     });
     assert_eq!(reach_outside(), Outcome::Reached, "audit drops nothing");
+    let audited_rule = format!(
+        "label netwatch.egress=deny, audited (agent --audit) on network {}",
+        network.name
+    );
     let is_audited = |f: &serde_json::Value| {
         f["direction"] == "egress"
             && f["dst"] == outside_ip.to_string()
             && f["verdict"] == "audited"
             && f["reason"] == "not-in-network"
+            && f["rule"] == audited_rule.as_str()
     };
     wait_for(
         "the audited flow, with the reason it would have had",
@@ -72,13 +85,53 @@ fn an_audited_network_drops_nothing_records_what_enforcement_would_and_enforceme
                 .any(is_audited)
         },
     );
-    let drops = drops_json(&agent, &container.name);
+    let drops = ask_json(&agent, "drops", &["--container", &container.name]);
     assert!(
-        drops
+        drops.as_array().is_some_and(|d| d
             .iter()
-            .any(|g| g["verdict"] == "audited" && g["reason"] == "not-in-network"),
-        "drops lists it as audited: {drops:?}"
+            .any(|g| g["verdict"] == "audited" && g["reason"] == "not-in-network")),
+        "drops lists it as audited: {drops}"
     );
+    // Twice more, so the destination is no one-off to `advise`.
+    for _ in 0..2 {
+        assert_eq!(reach_outside(), Outcome::Reached, "audit drops nothing");
+    }
+    let rule = format!("{outside_ip}:{PORT}/tcp");
+    let mut advice = serde_json::Value::Null;
+    wait_for("advise to propose the observed destination", SETTLE, || {
+        advice = ask_json(&agent, "advise", &["--network", &network.name]);
+        advice["services"].as_array().is_some_and(|services| {
+            services.iter().any(|s| {
+                s["allow"] == serde_json::json!([rule])
+                    && s["containers"] == serde_json::json!([container.name])
+            })
+        })
+    });
+    assert_eq!(
+        advice["networks"],
+        serde_json::json!([{"network": network.name, "labels": {"netwatch.egress": "deny"}}]),
+        "{advice}"
+    );
+    let snippet = Command::new(AGENT)
+        .args(["advise", "--network", &network.name, "--socket"])
+        .arg(agent.api_socket())
+        .output()
+        .expect("run netwatch advise");
+    let snippet = String::from_utf8_lossy(&snippet.stdout);
+    eprintln!("$ netwatch advise --network {}\n{snippet}", network.name);
+    assert!(
+        snippet.contains(&format!("netwatch.allow: \"{rule}\"")),
+        "the compose snippet carries the rule:\n{snippet}"
+    );
+    // The advice applied: a container of the same network with the
+    // proposed label.
+    let allow_label = format!("netwatch.allow={rule}");
+    let advised = TestContainer::run(
+        "advised",
+        &["--network", &network.name, "--label", &allow_label],
+    );
+    let advised_inside = Netns::of_pid(advised.pid());
+    assert_route_via(&advised_inside, outside_ip, &["eth0"]);
     let status = agent.netwatch(&["status"]);
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(status.contains("ON (--audit)"), "{status}");
@@ -100,6 +153,17 @@ fn an_audited_network_drops_nothing_records_what_enforcement_would_and_enforceme
     wait_for("the same path, now dropped", SETTLE, || {
         reach_outside() == Outcome::Blocked("timeout".into())
     });
+    assert_eq!(
+        probe(&Probe::tcp(&advised_inside, outside_ip, PORT), PROBE),
+        Outcome::Reached,
+        "the advised flow passes under enforcement"
+    );
+    let other_port = probe(&Probe::tcp(&advised_inside, outside_ip, PORT + 1), PROBE);
+    assert_eq!(
+        other_port,
+        Outcome::Blocked("timeout".into()),
+        "what was not advised is still dropped"
+    );
     wait_for("a drop record of it", SETTLE, || {
         agent
             .flows_json(&["--container", &container.name])
@@ -108,6 +172,9 @@ fn an_audited_network_drops_nothing_records_what_enforcement_would_and_enforceme
                 f["dst"] == outside_ip.to_string()
                     && f["verdict"] == "dropped"
                     && f["reason"] == "not-in-network"
+                    && f["rule"]
+                        == format!("label netwatch.egress=deny on network {}", network.name)
+                            .as_str()
             })
     });
 }

@@ -547,6 +547,7 @@ fn flow(
 ) -> FlowEntry {
     let t = "2027-01-15T08:00:00Z".parse().unwrap();
     FlowEntry {
+        rule: None,
         container: container.map(String::from),
         service: container.map(|c| format!("{c}-svc")),
         network: network.map(String::from),

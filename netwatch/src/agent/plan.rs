@@ -265,12 +265,26 @@ pub fn plan(state: &HostState) -> Plan {
             if !published.is_empty() {
                 policy.flags |= policy_flags::PUBLISHED;
             }
+            // The bridge judges the routed traffic of every container of
+            // the network after (egress) or before (ingress) its veth, so
+            // it allows what any of them may: each veth still holds its
+            // own container to its own rules.
+            let mut allow = asked.allow.clone();
+            if network.bridge.is_some() {
+                for endpoint in state.endpoints.iter().filter(|e| e.network == network.name) {
+                    allow.extend(container_allow(
+                        &endpoint.container,
+                        &endpoint.container_labels,
+                        &mut Vec::new(),
+                    ));
+                }
+            }
             let spec = EndpointSpec {
                 ifindex,
                 policy,
                 networks: network.subnets.clone(),
                 published,
-                allow: asked.allow.clone(),
+                allow,
             };
             let target = Target {
                 ifname: ifname.to_owned(),
@@ -1349,6 +1363,28 @@ mod tests {
         assert_eq!(db_leg.networks, vec!["198.18.80.0/24".parse().unwrap()]);
         assert_eq!(what(254), "veth of db on docker_gwbridge (observed)");
         crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
+    }
+
+    #[test]
+    fn a_bridge_allows_what_any_of_its_containers_may_and_each_veth_only_its_own() {
+        let mut state = state();
+        state.networks[0].labels =
+            BTreeMap::from([("netwatch.egress".to_string(), "deny".to_string())]);
+        state.endpoints[0].container_labels = BTreeMap::from([(
+            "netwatch.allow".to_string(),
+            "203.0.113.7:443/tcp".to_string(),
+        )]);
+        let plan = plan(&state);
+        let allow = |ifindex: u32| -> Vec<String> {
+            plan.specs
+                .iter()
+                .find(|s| s.ifindex == ifindex)
+                .map(|s| s.allow.iter().map(ToString::to_string).collect())
+                .unwrap_or_else(|| panic!("no spec for {ifindex}"))
+        };
+        assert_eq!(allow(10), ["203.0.113.7:443/tcp"], "frontend's bridge");
+        assert_eq!(allow(20), ["203.0.113.7:443/tcp"], "web's veth");
+        assert!(allow(21).is_empty(), "api's veth: not web's rule");
     }
 
     #[test]

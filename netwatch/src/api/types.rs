@@ -27,6 +27,9 @@ pub struct DropGroup {
     /// `netwatch` or `kernel` (see [`FlowEntry::dropped_by`]).
     #[serde(default)]
     pub dropped_by: Option<String>,
+    /// Where the deciding rule comes from (see [`FlowEntry::rule`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// Packets and bytes of the dropped flows (Ethernet frames, as for
     /// flows).
     pub packets: u64,
@@ -89,6 +92,7 @@ pub fn drop_groups(entries: &[FlowEntry]) -> Vec<DropGroup> {
                     reason: key.2,
                     verdict: key.3,
                     dropped_by: entry.dropped_by.clone(),
+                    rule: entry.rule.clone(),
                     packets: 0,
                     bytes: 0,
                     flows: 0,
@@ -236,6 +240,7 @@ mod tests {
         packets: u64,
     ) -> FlowEntry {
         FlowEntry {
+            rule: None,
             container: Some(container.into()),
             service: None,
             network: Some("int".into()),

@@ -92,7 +92,7 @@ pub fn advise(entries: &[FlowEntry]) -> Advice {
     let mut holders = HolderRules::new();
     let mut networks: BTreeSet<String> = BTreeSet::new();
     let mut not_advised = BTreeSet::new();
-    for entry in &judged {
+    for entry in judged.iter().filter(|e| !answers_advised(e, &seen)) {
         let reason = entry.reason.clone().unwrap_or_else(|| "unknown".into());
         let refuse = |why: String| NotAdvised {
             container: entry.container.clone(),
@@ -152,6 +152,24 @@ pub fn advise(entries: &[FlowEntry]) -> Advice {
         not_advised: not_advised.into_iter().collect(),
         flows_read: judged.iter().map(|e| e.flows).sum(),
     }
+}
+
+/// Whether `entry` is the answer to a destination some container reached:
+/// received from that address, port and protocol. The allow rule proposed
+/// for the destination lets its answers in too.
+fn answers_advised(entry: &FlowEntry, seen: &BTreeMap<Destination, u64>) -> bool {
+    if entry.direction != "ingress" {
+        return false;
+    }
+    let Some(src) = entry.src else {
+        return false;
+    };
+    let port = if matches!(entry.proto.as_str(), "tcp" | "udp") {
+        entry.src_port
+    } else {
+        0
+    };
+    seen.contains_key(&(src, entry.proto.clone(), port))
 }
 
 /// Services group their containers; a container without one stands alone.
@@ -332,6 +350,7 @@ mod tests {
 
     fn flow(service: &str, dst: &str, port: u16, verdict: &str, reason: &str) -> FlowEntry {
         FlowEntry {
+            rule: None,
             container: Some(format!("{service}-1")),
             service: Some(service.into()),
             network: Some("app_back".into()),
@@ -359,6 +378,14 @@ mod tests {
         }
     }
 
+    /// The flow answering `egress`: received from its destination.
+    fn answer(mut egress: FlowEntry) -> FlowEntry {
+        egress.direction = "ingress".into();
+        std::mem::swap(&mut egress.src, &mut egress.dst);
+        std::mem::swap(&mut egress.src_port, &mut egress.dst_port);
+        egress
+    }
+
     #[test]
     fn each_service_gets_exactly_the_destinations_it_reached_more_than_once() {
         let entries = vec![
@@ -367,9 +394,10 @@ mod tests {
             flow("api", "198.51.100.9", 25, "audited", "not-in-network"),
             flow("worker", "203.0.113.7", 443, "dropped", "not-in-network"),
             flow("api", "172.30.0.3", 5432, "forwarded", ""),
+            answer(flow("api", "203.0.113.7", 443, "audited", "not-in-network")),
         ];
         let advice = advise(&entries);
-        assert_eq!(advice.flows_read, 4);
+        assert_eq!(advice.flows_read, 5);
         let allow: Vec<(Option<&str>, &[String])> = advice
             .services
             .iter()
@@ -385,7 +413,12 @@ mod tests {
         );
         assert_eq!(advice.networks.len(), 1);
         assert_eq!(advice.networks[0].labels[labels::EGRESS], "deny");
-        assert_eq!(advice.not_advised.len(), 1, "{:?}", advice.not_advised);
+        assert_eq!(
+            advice.not_advised.len(),
+            1,
+            "the answer is covered by its destination's rule: {:?}",
+            advice.not_advised
+        );
         assert!(advice.not_advised[0].why.contains("one-off"));
         assert_eq!(advice.not_advised[0].remote, "198.51.100.9:25/tcp");
         let snippet = compose_snippet(&advice);

@@ -24,6 +24,7 @@ pub fn drops_table(groups: &[DropGroup], now: Timestamp) -> String {
                 } else {
                     g.reason.clone()
                 },
+                g.rule.clone().unwrap_or_else(|| "-".into()),
                 g.flows.to_string(),
                 g.packets.to_string(),
                 units::bytes(g.bytes),
@@ -37,6 +38,7 @@ pub fn drops_table(groups: &[DropGroup], now: Timestamp) -> String {
             "CONTAINER",
             "NETWORK",
             "REASON",
+            "RULE",
             "FLOWS",
             "PACKETS",
             "BYTES",
@@ -83,6 +85,7 @@ mod tests {
             reason: "host-access".into(),
             verdict: "dropped".into(),
             dropped_by: Some("netwatch".into()),
+            rule: Some("internal: true on network app_db".into()),
             packets: 3,
             bytes: 294,
             flows: 1,

@@ -46,8 +46,13 @@ pub fn event_line(event: &ObservedEvent, tz: &TimeZone) -> String {
     let mut src = end(src_name, f.src, f.src_port, &f.proto);
     let mut dst = end(dst_name, f.dst, f.dst_port, &f.proto);
     f.mark_ends(&mut src, &mut dst);
+    let rule = f
+        .rule
+        .as_deref()
+        .map(|rule| format!("  [{rule}]"))
+        .unwrap_or_default();
     format!(
-        "{time}  {:<11} {src} -> {dst}  {}  {verdict}  {} on {}  {} pkts {}",
+        "{time}  {:<11} {src} -> {dst}  {}  {verdict}  {} on {}  {} pkts {}{rule}",
         event.event,
         f.proto,
         f.direction,

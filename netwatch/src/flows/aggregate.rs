@@ -79,6 +79,12 @@ pub struct FlowEntry {
     /// `None` when forwarded.
     #[serde(default)]
     pub dropped_by: Option<String>,
+    /// Where the rule that dropped it (or would have, when audited) comes
+    /// from: `built-in: anti-spoofing`, `internal: true on network db`,
+    /// `label netwatch.egress=deny on network front`, …; absent when
+    /// forwarded or dropped by the kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// Who is at the other end, if netwatch can tell: a container on this
     /// host (by its address), or, at one of the host's own addresses, the
     /// `--network host` container that owns the host's socket, or else
@@ -217,6 +223,8 @@ struct Labels {
     network: Option<String>,
     interface: Option<String>,
     direction: &'static str,
+    /// What asks for the network's policy ([`super::names::FlowOwner`]).
+    policy: Option<String>,
 }
 
 /// One flow, compactly: the strings of [`FlowEntry`] are made only when a
@@ -277,6 +285,15 @@ impl Tracked {
             reason: reason_name(self.reason).map(String::from),
             dropped_by: (self.verdict == Verdict::Dropped as u8)
                 .then(|| super::kdrops::DROPPED_BY_NETWATCH.to_string()),
+            rule: reason_name(self.reason)
+                .filter(|_| self.verdict != Verdict::Forwarded as u8)
+                .and_then(|reason| {
+                    super::names::rule_of(
+                        labels.network.as_deref(),
+                        labels.policy.as_deref(),
+                        reason,
+                    )
+                }),
             peer: self.peer.as_ref().map(|p| p.name.clone()),
             peer_service: self.peer.as_ref().and_then(|p| p.service.clone()),
             peer_kind: self.peer.as_ref().map(|p| p.kind.name().to_owned()),
@@ -503,6 +520,7 @@ impl Aggregator {
             network: owner.network,
             interface: owner.interface,
             direction: Direction::from_u8(key.direction).map_or("unknown", Direction::name),
+            policy: owner.policy,
         };
         let labels = match self.labels.get(&labels) {
             Some(shared) => Arc::clone(shared),

@@ -80,6 +80,7 @@ mod tests {
 
     fn entry() -> FlowEntry {
         FlowEntry {
+            rule: None,
             container: Some("web".into()),
             service: Some("frontend".into()),
             network: Some("app_front".into()),

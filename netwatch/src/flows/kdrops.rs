@@ -218,6 +218,7 @@ fn new_entry(
         verdict: "dropped".to_string(),
         reason: Some(reason.to_string()),
         dropped_by: Some(DROPPED_BY_KERNEL.to_string()),
+        rule: None,
         peer: peer.as_ref().map(|p| p.name.clone()),
         peer_service: peer.as_ref().and_then(|p| p.service.clone()),
         peer_kind: peer.as_ref().map(|p| p.kind.name().to_owned()),

@@ -24,6 +24,7 @@ use super::host_peer::{HostPeer, HostPeers, Outcome};
 use super::record::key_addresses;
 use crate::agent::{HostState, Target};
 use crate::docker::{PublishedPort, service_of};
+use crate::policy::labels::network_labels;
 
 /// The names a flow key resolves to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,6 +36,30 @@ pub struct FlowOwner {
     pub network: Option<String>,
     /// The interface whose program saw the packet.
     pub interface: Option<String>,
+    /// What asks for the owner's network's policy (see
+    /// [`FlowNames::new`]): what a drop's `rule` names.
+    pub policy: Option<String>,
+}
+
+/// Where the rule that dropped (or would have dropped) a packet comes from,
+/// for a flow on `network`, whose policy `policy` asks for, dropped for
+/// `reason` (a netwatch reason name):
+/// the built-in anti-spoofing and parsing rules, or what asked for the
+/// network's policy (`internal: true`, a label, `agent --audit`). `None`
+/// for reasons that are not netwatch's, and for a policy's reasons when
+/// the network is not known.
+pub fn rule_of(network: Option<&str>, policy: Option<&str>, reason: &str) -> Option<String> {
+    Some(match reason {
+        "spoofed-source" | "spoofed-mac" => "built-in: anti-spoofing".to_owned(),
+        "invalid-header" | "unsupported-protocol" | "extension-header-limit" => {
+            "built-in: packets netwatch cannot parse".to_owned()
+        }
+        "protected-prefix" => format!("uplink shield: a prefix of network {}", network?),
+        "not-in-network" | "host-access" | "broadcast-multicast" => {
+            format!("{} on network {}", policy?, network?)
+        }
+        _ => return None,
+    })
 }
 
 /// What a flow's peer is.
@@ -90,6 +115,8 @@ pub struct FlowNames {
     uplinks: HashMap<u32, String>,
     addresses: HashMap<IpAddr, Endpoint>,
     host: HostPeers,
+    /// Network name → what asks for its policy.
+    policies: HashMap<String, String>,
 }
 
 impl FlowNames {
@@ -97,6 +124,27 @@ impl FlowNames {
     pub fn new(state: &HostState, uplinks: &[Target]) -> FlowNames {
         let mut names = FlowNames::default();
         for network in &state.networks {
+            let asked = network_labels(
+                &network.name,
+                network.internal,
+                &network.labels,
+                &mut Vec::new(),
+            );
+            let source = if network.internal {
+                "internal: true"
+            } else if asked.audit {
+                "label netwatch.egress=audit"
+            } else if asked.deny_egress {
+                "label netwatch.egress=deny"
+            } else {
+                "nothing (observed)"
+            };
+            let policy = if state.audit_all && asked.deny_egress && !asked.audit {
+                format!("{source}, audited (agent --audit)")
+            } else {
+                source.to_owned()
+            };
+            names.policies.insert(network.name.clone(), policy);
             if let Some((ifname, ifindex)) =
                 network.bridge.as_ref().or(network.macvlan_parent.as_ref())
             {
@@ -144,6 +192,7 @@ impl FlowNames {
                 service: endpoint.service.clone(),
                 network: Some(endpoint.network.clone()),
                 interface: Some(ifname.clone()),
+                policy: self.policies.get(&endpoint.network).cloned(),
             };
         }
         let (src, dst) = key_addresses(key);
@@ -157,14 +206,16 @@ impl FlowNames {
             .get(&key.ifindex)
             .map(|(ifname, _)| ifname.clone())
             .or_else(|| self.uplinks.get(&key.ifindex).cloned());
+        let network = endpoint.map(|e| e.network.clone()).or_else(|| {
+            self.bridges
+                .get(&key.ifindex)
+                .map(|(_, network)| network.clone())
+        });
         FlowOwner {
             container: endpoint.map(|e| e.container.clone()),
             service: endpoint.and_then(|e| e.service.clone()),
-            network: endpoint.map(|e| e.network.clone()).or_else(|| {
-                self.bridges
-                    .get(&key.ifindex)
-                    .map(|(_, network)| network.clone())
-            }),
+            policy: network.as_ref().and_then(|n| self.policies.get(n).cloned()),
+            network,
             interface,
         }
     }
@@ -567,5 +618,32 @@ pub(crate) mod tests {
             [203, 0, 113, 7],
         ));
         assert_eq!(peer, None);
+    }
+
+    #[test]
+    fn a_drop_names_the_rule_behind_it() {
+        let on = |reason: &str| rule_of(Some("db"), Some("internal: true"), reason);
+        assert_eq!(
+            on("not-in-network").as_deref(),
+            Some("internal: true on network db")
+        );
+        assert_eq!(
+            on("host-access").as_deref(),
+            Some("internal: true on network db")
+        );
+        assert_eq!(
+            on("spoofed-mac").as_deref(),
+            Some("built-in: anti-spoofing")
+        );
+        assert_eq!(
+            on("invalid-header").as_deref(),
+            Some("built-in: packets netwatch cannot parse")
+        );
+        assert_eq!(on("kernel:netfilter_drop"), None, "not netwatch's");
+        assert_eq!(
+            rule_of(None, None, "not-in-network"),
+            None,
+            "no network known"
+        );
     }
 }

@@ -70,8 +70,14 @@ impl ObservedEvent {
             String::new()
         };
         format!(
-            "{} container={} network={} interface={} direction={} proto={} src={} dst={}{icmp_fields} reason={} packets={} peer={}{}{}{}",
+            "{}{} container={} network={} interface={} direction={} proto={} src={} dst={}{icmp_fields} reason={} packets={} peer={}{}{}{}{}",
             self.event,
+            // An audited record is a drop that did not happen: say so first.
+            if f.verdict == "audited" {
+                " audited"
+            } else {
+                ""
+            },
             or_dash(&f.container),
             or_dash(&f.network),
             or_dash(&f.interface),
@@ -90,6 +96,10 @@ impl ObservedEvent {
             f.published
                 .as_deref()
                 .map(|published| format!(" published={published}"))
+                .unwrap_or_default(),
+            f.rule
+                .as_deref()
+                .map(|rule| format!(" rule=\"{rule}\""))
                 .unwrap_or_default(),
             [("src_name", &f.src_name), ("dst_name", &f.dst_name)]
                 .iter()

@@ -25,6 +25,7 @@ pub fn flow(
     bytes: u64,
 ) -> FlowEntry {
     FlowEntry {
+        rule: None,
         container: container.map(String::from),
         service: None,
         network: network.map(String::from),
