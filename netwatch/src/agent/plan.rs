@@ -23,7 +23,7 @@ use std::{
 };
 
 use netwatch_common::{
-    endpoint::{EndpointPolicy, MacvlanPort, MacvlanPortKey, policy_flags},
+    endpoint::{EndpointPolicy, MAX_PORT_RULES, MacvlanPort, MacvlanPortKey, policy_flags},
     packet::{IPPROTO_TCP, IPPROTO_UDP},
 };
 
@@ -284,7 +284,7 @@ pub fn plan(state: &HostState) -> Plan {
                 policy,
                 networks: network.subnets.clone(),
                 published,
-                allow,
+                allow: fit_port_rules(allow),
             };
             let target = Target {
                 ifname: ifname.to_owned(),
@@ -601,6 +601,33 @@ fn add_unnamed_ports(out: &mut Plan, state: &HostState, policies: &HashMap<&str,
             ),
         });
     }
+}
+
+/// `allow` with the rules of any prefix that has more than a trie entry
+/// holds ([`MAX_PORT_RULES`]) folded into one rule for any port and
+/// protocol: for a bridge, whose list is the union of its containers' own,
+/// where many containers reaching one address on different ports would
+/// otherwise make the whole plan fail to compile. Each container's veth
+/// still holds it to its exact rules.
+fn fit_port_rules(mut allow: Vec<AllowRule>) -> Vec<AllowRule> {
+    allow.sort_unstable();
+    allow.dedup();
+    let mut per_prefix: BTreeMap<Cidr, usize> = BTreeMap::new();
+    for rule in &allow {
+        *per_prefix.entry(rule.cidr).or_default() += 1;
+    }
+    let crowded: Vec<Cidr> = per_prefix
+        .into_iter()
+        .filter(|(_, count)| *count > MAX_PORT_RULES)
+        .map(|(cidr, _)| cidr)
+        .collect();
+    allow.retain(|rule| !crowded.contains(&rule.cidr));
+    allow.extend(crowded.into_iter().map(|cidr| AllowRule {
+        cidr,
+        proto: 0,
+        port: 0,
+    }));
+    allow
 }
 
 /// The datapath's rules for the published ports of `endpoint` that its
@@ -1385,6 +1412,46 @@ mod tests {
         assert_eq!(allow(10), ["203.0.113.7:443/tcp"], "frontend's bridge");
         assert_eq!(allow(20), ["203.0.113.7:443/tcp"], "web's veth");
         assert!(allow(21).is_empty(), "api's veth: not web's rule");
+    }
+
+    #[test]
+    fn many_containers_reaching_one_address_on_many_ports_still_compile() {
+        let mut state = state();
+        state.networks[0].labels =
+            BTreeMap::from([("netwatch.egress".to_string(), "deny".to_string())]);
+        let template = state.endpoints[0].clone();
+        state.endpoints = (0..12u16)
+            .map(|i| {
+                let mut e = template.clone();
+                e.container = format!("worker{i}");
+                e.host_ifname = format!("vethw{i}");
+                e.host_ifindex = 100 + u32::from(i);
+                e.ipv4 = Some(std::net::Ipv4Addr::new(172, 20, 1, i as u8 + 2));
+                e.container_labels = BTreeMap::from([(
+                    "netwatch.allow".to_string(),
+                    format!("203.0.113.7:{}/tcp", 8000 + i),
+                )]);
+                e
+            })
+            .collect();
+        let plan = plan(&state);
+        crate::policy::compile(&plan.specs, &plan.host_addrs).expect("the plan compiles");
+        let bridge = plan.specs.iter().find(|s| s.ifindex == 10).expect("bridge");
+        assert_eq!(
+            bridge
+                .allow
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["203.0.113.7"],
+            "folded into one rule for the bridge"
+        );
+        let worker = plan
+            .specs
+            .iter()
+            .find(|s| s.ifindex == 100)
+            .expect("worker0");
+        assert_eq!(worker.allow.len(), 1, "each veth keeps its exact rule");
     }
 
     #[test]
