@@ -719,7 +719,7 @@ fn a_denied_attempt_on_an_internal_network_appears_in_drops_with_name_and_reason
     );
     let refused = netwatch(&["drops", "--verdict", "forwarded", "--socket", socket_arg]);
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("dropped flows only"));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("dropped and audited flows only"));
 }
 
 #[test]
