@@ -45,7 +45,10 @@ pub static HOST_V6: HashMap<[u8; 16], u32> =
     HashMap::with_max_entries(names::HOST_ADDR_MAX_ENTRIES, 0);
 
 /// Per-flow counters. LRU: a full table evicts the least recently used
-/// flows; verdicts never depend on it. Kernel ≥ 4.10.
+/// flows. Verdicts depend on it only for endpoints with published ports
+/// open (`PUBLISHED`): an answer from such a port passes when its inbound
+/// flow's entry says forwarded, so an evicted entry drops the answer,
+/// never opens anything. Kernel ≥ 4.10.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowStats> =
     LruHashMap::with_max_entries(names::FLOWS_MAX_ENTRIES, 0);
