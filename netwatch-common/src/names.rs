@@ -16,10 +16,12 @@ pub const PROG_MACVLAN_PARENT: &str = "macvlan_parent";
 /// TC program on a macvlan child's ingress (in its container's namespace):
 /// what the child receives, and what a sibling sends it.
 pub const PROG_MACVLAN_CHILD: &str = "macvlan_child";
-/// Empty TC program used only as the benchmark's baseline; never attached.
+/// Empty TC program, the benchmark's baseline. In the benchmark's own
+/// object (`netwatch-bench`), never in the one netwatch loads.
 pub const PROG_BENCH_BASELINE: &str = "bench_baseline";
 /// TC program that only increments a per-CPU counter and lets the packet
-/// continue: the benchmark's "cheapest useful program"; never attached.
+/// continue: the benchmark's "cheapest useful program". In the benchmark's
+/// own object, like `bench_baseline`.
 pub const PROG_BENCH_COUNTER: &str = "bench_counter";
 
 /// `tp_btf/kfree_skb` program recording the kernel's own drops of guarded
@@ -60,7 +62,8 @@ pub const MAP_RINGBUF_LOST: &str = "RINGBUF_LOST";
 /// the flow table. Nothing but the LRU deletes from it, so the table's
 /// evictions are this minus the entries it holds.
 pub const MAP_FLOWS_INSERTED: &str = "FLOWS_INSERTED";
-/// `PerCpuArray<u64>` with one entry, written only by `bench_counter`.
+/// `PerCpuArray<u64>` with one entry, written only by `bench_counter` (in
+/// the benchmark's object; not one of [`ALL_MAPS`]).
 pub const MAP_BENCH_COUNTER: &str = "BENCH_COUNTER";
 /// `Array<DatapathConfig>` with one entry.
 pub const MAP_CONFIG: &str = "CONFIG";
@@ -97,8 +100,8 @@ pub const MAP_DNS_BUCKETS: &str = "DNS_BUCKETS";
 /// `PerCpuArray<u64>` indexed by `dns::counter`.
 pub const MAP_DNS_COUNTERS: &str = "DNS_COUNTERS";
 
-/// Every map of the object.
-pub const ALL_MAPS: [&str; 28] = [
+/// Every map of the object netwatch loads.
+pub const ALL_MAPS: [&str; 27] = [
     MAP_ENDPOINTS,
     MAP_NET_V4,
     MAP_NET_V6,
@@ -118,7 +121,6 @@ pub const ALL_MAPS: [&str; 28] = [
     MAP_PROTECTED_V6,
     MAP_MACVLAN_PORTS,
     MAP_PUBLISHED,
-    MAP_BENCH_COUNTER,
     MAP_GUARDED,
     MAP_KDROPS,
     MAP_KDROP_EVENTS,
@@ -128,6 +130,11 @@ pub const ALL_MAPS: [&str; 28] = [
     MAP_DNS_BUCKETS,
     MAP_DNS_COUNTERS,
 ];
+
+/// Maps that earlier netwatch builds pinned and this one no longer has: an
+/// agent removes their pins from its pin root (`BENCH_COUNTER` went to the
+/// benchmark's own object, which nothing pins).
+pub const RETIRED_MAPS: [&str; 1] = [MAP_BENCH_COUNTER];
 
 /// Size of the ring buffer in bytes (a power of two and page multiple).
 pub const EVENTS_BYTES: u32 = 1 << 20;
@@ -146,3 +153,16 @@ pub const KDROP_EVENTS_BYTES: u32 = 1 << 18;
 /// (plus the ring's 8-byte headers), more than two CPUs at the default
 /// rate produce in the 250 ms between drains.
 pub const DNS_EVENTS_BYTES: u32 = 1 << 19;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An agent removes the pins of retired maps: none may be one it loads.
+    #[test]
+    fn retired_maps_are_not_in_the_object() {
+        for retired in RETIRED_MAPS {
+            assert!(!ALL_MAPS.contains(&retired), "{retired}");
+        }
+    }
+}

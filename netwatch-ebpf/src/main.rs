@@ -1,8 +1,8 @@
-//! The object netwatch loads: one file per attach point.
+//! The object netwatch loads: one file per attach point. The benchmark's
+//! reference programs live in an object of their own (`bench.rs`).
 #![no_std]
 #![no_main]
 
-mod baseline;
 mod from_container;
 mod kernel_drops;
 mod macvlan_child;

@@ -70,11 +70,6 @@ pub static AUDIT_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP
 #[map]
 pub static UPLINK_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASON_COUNT, 0);
 
-/// Packets seen by the benchmark's counter-only program (`bench_counter`),
-/// one entry per CPU; never written by netwatch's own programs.
-#[map]
-pub static BENCH_COUNTER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
 /// Ring buffer reservations that failed (the ring buffer keeps no count).
 #[map]
 pub static RINGBUF_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

@@ -266,7 +266,7 @@ impl Harness {
             Hook::ToContainer => Direction::Ingress,
             // The macvlan programs find their endpoint by MAC and namespace,
             // which this single-endpoint fixture does not model.
-            Hook::Uplink | Hook::BenchBaseline | Hook::MacvlanParent | Hook::MacvlanChild => {
+            Hook::Uplink | Hook::MacvlanParent | Hook::MacvlanChild => {
                 return None;
             }
         };

@@ -14,7 +14,8 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::cmd::Cmd;
 
-/// Program names netwatch loads (netwatch-common's `names::PROG_*`).
+/// Program names netwatch's objects hold (netwatch-common's `names::PROG_*`;
+/// the `bench_*` ones are in the benchmark's own object).
 const NETWATCH_PROGRAMS: &[&str] = &[
     "from_container",
     "to_container",

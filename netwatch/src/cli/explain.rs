@@ -155,7 +155,6 @@ fn hook_name(hook: Hook) -> &'static str {
         Hook::Uplink => "uplink",
         Hook::MacvlanParent => "macvlan-parent",
         Hook::MacvlanChild => "macvlan-child",
-        Hook::BenchBaseline => "bench-baseline",
     }
 }
 

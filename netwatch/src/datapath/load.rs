@@ -34,6 +34,16 @@ impl Default for LoadOptions {
     }
 }
 
+/// Loads `ebpf`'s TC program `name` into the kernel (the verifier runs).
+pub(super) fn load_classifier(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DatapathError> {
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::MissingProgram(name))?
+        .try_into()
+        .map_err(DatapathError::program(name))?;
+    program.load().map_err(DatapathError::program(name))
+}
+
 /// netwatch's programs and maps, loaded into the kernel (verified, not yet
 /// attached anywhere).
 pub struct Datapath {
@@ -51,7 +61,9 @@ pub struct Datapath {
 }
 
 impl Datapath {
-    /// Loads the object and all three programs.
+    /// Loads the object and its programs: the veth pair, the uplink, the
+    /// macvlan pair (where the kernel allows them); the kernel drop program
+    /// loads when it is attached.
     ///
     /// # Errors
     /// Fails without root (CAP_BPF + CAP_NET_ADMIN), on kernels older than
@@ -84,6 +96,10 @@ impl Datapath {
                     }
                     adopted.push((name, path));
                 }
+                // Nothing uses a retired map: its pin only hides what is live.
+                for name in names::RETIRED_MAPS {
+                    let _ = std::fs::remove_file(dir.join(name));
+                }
                 if stamps.is_empty() && replaced_maps.is_empty() {
                     upgrade::write_stamp(root).map_err(DatapathError::pin(root))?;
                 }
@@ -95,18 +111,8 @@ impl Datapath {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT)?;
-        for name in [
-            names::PROG_FROM_CONTAINER,
-            names::PROG_TO_CONTAINER,
-            names::PROG_BENCH_BASELINE,
-            names::PROG_BENCH_COUNTER,
-        ] {
-            let program: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or(DatapathError::MissingProgram(name))?
-                .try_into()
-                .map_err(DatapathError::program(name))?;
-            program.load().map_err(DatapathError::program(name))?;
+        for name in [names::PROG_FROM_CONTAINER, names::PROG_TO_CONTAINER] {
+            load_classifier(&mut ebpf, name)?;
         }
         let uplink: &mut Xdp = ebpf
             .program_mut(names::PROG_UPLINK)
@@ -118,14 +124,7 @@ impl Datapath {
             .map_err(DatapathError::program(names::PROG_UPLINK))?;
         let macvlan = [names::PROG_MACVLAN_PARENT, names::PROG_MACVLAN_CHILD]
             .into_iter()
-            .try_for_each(|name| {
-                let program: &mut SchedClassifier = ebpf
-                    .program_mut(name)
-                    .ok_or(DatapathError::MissingProgram(name))?
-                    .try_into()
-                    .map_err(DatapathError::program(name))?;
-                program.load().map_err(DatapathError::program(name))
-            })
+            .try_for_each(|name| load_classifier(&mut ebpf, name))
             .map_err(|e| {
                 format!(
                     "the kernel refused netwatch's macvlan programs ({e}); they need Linux ≥ 6.14 \

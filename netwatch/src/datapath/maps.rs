@@ -221,15 +221,6 @@ impl Datapath {
         per_cpu_sum(self.map(name)?, name, 0)
     }
 
-    /// Packets the benchmark's counter-only program (`bench_counter`) saw.
-    ///
-    /// # Errors
-    /// The kernel refuses the lookup.
-    pub fn bench_counter(&self) -> Result<u64, DatapathError> {
-        let name = names::MAP_BENCH_COUNTER;
-        per_cpu_sum(self.map(name)?, name, 0)
-    }
-
     /// Every entry of the flow table.
     ///
     /// # Errors

@@ -3,6 +3,7 @@
 //! through the loaded programs with `BPF_PROG_TEST_RUN`.
 
 mod attach;
+pub mod bench;
 mod dns;
 mod error;
 mod kdrops;

@@ -23,8 +23,6 @@ pub enum Hook {
     MacvlanParent,
     /// A macvlan child's ingress, in its container's namespace.
     MacvlanChild,
-    /// The empty program the benchmark compares against.
-    BenchBaseline,
 }
 
 impl Hook {
@@ -35,7 +33,6 @@ impl Hook {
             Hook::Uplink => names::PROG_UPLINK,
             Hook::MacvlanParent => names::PROG_MACVLAN_PARENT,
             Hook::MacvlanChild => names::PROG_MACVLAN_CHILD,
-            Hook::BenchBaseline => names::PROG_BENCH_BASELINE,
         }
     }
 }
@@ -64,53 +61,43 @@ impl Datapath {
         frame: &[u8],
         repeat: u32,
     ) -> Result<RunOutcome, DatapathError> {
-        self.run_program(hook.program_name(), hook == Hook::Uplink, frame, repeat)
-    }
-
-    /// Runs `frame` through the loaded TC program `name` `repeat` times:
-    /// the veth programs, and the benchmark's reference programs that no
-    /// [`Hook`] names ([`names::PROG_BENCH_COUNTER`]).
-    ///
-    /// # Errors
-    /// No TC program of that name, EINVAL for frames shorter than 14 bytes,
-    /// or kernel refusals.
-    pub fn test_run_classifier(
-        &self,
-        name: &'static str,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<RunOutcome, DatapathError> {
-        self.run_program(name, false, frame, repeat)
-    }
-
-    fn run_program(
-        &self,
-        name: &'static str,
-        xdp: bool,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<RunOutcome, DatapathError> {
-        let program = self
-            .ebpf
-            .program(name)
-            .ok_or(DatapathError::MissingProgram(name))?;
-        let options = TestRunOptions {
-            data_in: Some(frame),
+        run_program(
+            &self.ebpf,
+            hook.program_name(),
+            hook == Hook::Uplink,
+            frame,
             repeat,
-            ..TestRunOptions::default()
-        };
-        let result = if xdp {
-            let program: &Xdp = program.try_into().map_err(DatapathError::program(name))?;
-            program.test_run(options)
-        } else {
-            let program: &SchedClassifier =
-                program.try_into().map_err(DatapathError::program(name))?;
-            program.test_run(options)
-        }
-        .map_err(DatapathError::program(name))?;
-        Ok(RunOutcome {
-            action: result.return_value as i32,
-            duration: result.duration,
-        })
+        )
     }
+}
+
+/// Runs `frame` through `ebpf`'s loaded program `name` (XDP when `xdp`,
+/// else TC) `repeat` times.
+pub(super) fn run_program(
+    ebpf: &aya::Ebpf,
+    name: &'static str,
+    xdp: bool,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<RunOutcome, DatapathError> {
+    let program = ebpf
+        .program(name)
+        .ok_or(DatapathError::MissingProgram(name))?;
+    let options = TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..TestRunOptions::default()
+    };
+    let result = if xdp {
+        let program: &Xdp = program.try_into().map_err(DatapathError::program(name))?;
+        program.test_run(options)
+    } else {
+        let program: &SchedClassifier = program.try_into().map_err(DatapathError::program(name))?;
+        program.test_run(options)
+    }
+    .map_err(DatapathError::program(name))?;
+    Ok(RunOutcome {
+        action: result.return_value as i32,
+        duration: result.duration,
+    })
 }

@@ -15,11 +15,11 @@
 use std::net::IpAddr;
 
 use anyhow::{Context as _, Result, ensure};
-use netwatch::datapath::Hook;
-use netwatch_common::{
-    flow::tcp_flags::{ACK, SYN},
-    names,
+use netwatch::datapath::{
+    Hook,
+    bench::{BenchPrograms, Reference},
 };
+use netwatch_common::flow::tcp_flags::{ACK, SYN};
 use netwatch_tests::{
     bench::{BenchArgs, Section, Table, interleaved, median, raise_priority},
     fixture::*,
@@ -34,18 +34,21 @@ enum Program {
     Netwatch(Hook),
 }
 
+/// netwatch's programs (with the standard fixture's policy) and the
+/// reference programs, from the benchmark's own object.
+struct Loaded {
+    harness: Harness,
+    reference: BenchPrograms,
+}
+
 impl Program {
-    fn run(self, harness: &Harness, frame: &[u8], repeat: u32) -> Result<(i32, f64)> {
+    fn run(self, loaded: &Loaded, frame: &[u8], repeat: u32) -> Result<(i32, f64)> {
         let outcome = match self {
-            Program::Empty => harness
-                .datapath
-                .test_run(Hook::BenchBaseline, frame, repeat)?,
-            Program::Counter => {
-                harness
-                    .datapath
-                    .test_run_classifier(names::PROG_BENCH_COUNTER, frame, repeat)?
-            }
-            Program::Netwatch(hook) => harness.datapath.test_run(hook, frame, repeat)?,
+            Program::Empty => loaded.reference.test_run(Reference::Empty, frame, repeat)?,
+            Program::Counter => loaded
+                .reference
+                .test_run(Reference::Counter, frame, repeat)?,
+            Program::Netwatch(hook) => loaded.harness.datapath.test_run(hook, frame, repeat)?,
         };
         Ok((outcome.action, outcome.duration.as_secs_f64() * 1e9))
     }
@@ -184,11 +187,11 @@ fn profile_seconds(args: &BenchArgs) -> Result<Option<u64>> {
     }
 }
 
-fn profile(harness: &Harness, row: &Steady, seconds: u64) -> Result<()> {
+fn profile(loaded: &Loaded, row: &Steady, seconds: u64) -> Result<()> {
     let start = std::time::Instant::now();
     let mut runs = 0u64;
     while start.elapsed().as_secs() < seconds {
-        row.program.run(harness, &row.v4, 1_000_000)?;
+        row.program.run(loaded, &row.v4, 1_000_000)?;
         runs += 1_000_000;
     }
     eprintln!("{}: {runs} runs of the IPv4 frame", row.label);
@@ -283,17 +286,20 @@ fn main() -> Result<()> {
     // netwatch and once with the empty program).
     let new_flows: usize = args.pick(2_000, 20);
 
-    let mut harness = Harness::standard();
+    let mut loaded = Loaded {
+        harness: Harness::standard(),
+        reference: BenchPrograms::load().context("loading the benchmark's reference programs")?,
+    };
     let rows = steady_rows();
     if let Some(seconds) = profile_seconds(&args)? {
-        return profile(&harness, &rows[ESTABLISHED], seconds);
+        return profile(&loaded, &rows[ESTABLISHED], seconds);
     }
 
     // Warm up: creates the flows, so that measured packets are established,
     // and checks that every scenario returns the action its label says.
     for row in &rows {
         for frame in [&row.v4, &row.v6] {
-            let (action, _) = row.program.run(&harness, frame, 1)?;
+            let (action, _) = row.program.run(&loaded, frame, 1)?;
             ensure!(
                 action == row.action,
                 "{}: action {action}, expected {}",
@@ -302,12 +308,12 @@ fn main() -> Result<()> {
             );
         }
     }
-    let counted = harness.datapath.bench_counter()?;
+    let counted = loaded.reference.counted()?;
     ensure!(
         counted == 2,
         "the counter-only program counted {counted} of 2 packets"
     );
-    harness.datapath.drain_events()?;
+    loaded.harness.datapath.drain_events()?;
 
     // (row, family) pairs, interleaved round by round.
     let configs: Vec<(usize, bool)> = (0..rows.len())
@@ -316,10 +322,10 @@ fn main() -> Result<()> {
     let steady = interleaved(&configs, rounds, |&(row, v6)| -> Result<f64> {
         let row_def = &rows[row];
         let frame = if v6 { &row_def.v6 } else { &row_def.v4 };
-        let (_, ns) = row_def.program.run(&harness, frame, repeat)?;
+        let (_, ns) = row_def.program.run(&loaded, frame, repeat)?;
         Ok(ns)
     })?;
-    harness.datapath.drain_events()?;
+    loaded.harness.datapath.drain_events()?;
     let steady_ns = |row: usize, v6: bool| -> f64 {
         let index = configs
             .iter()
@@ -345,22 +351,22 @@ fn main() -> Result<()> {
                 } else {
                     tcp(EP_V4.into(), PEER_V4.into(), sport, 8080, SYN, 0)
                 };
-                empty.push(Program::Empty.run(&harness, &frame, 1)?.1);
+                empty.push(Program::Empty.run(&loaded, &frame, 1)?.1);
                 let (action, ns) =
-                    Program::Netwatch(Hook::FromContainer).run(&harness, &frame, 1)?;
+                    Program::Netwatch(Hook::FromContainer).run(&loaded, &frame, 1)?;
                 ensure!(action == TC_CONTINUE, "new flow: action {action}");
                 netwatch.push(ns);
                 if i % 500 == 499 {
                     // Keep the ring buffer from filling: the agent drains it too.
-                    harness.datapath.drain_events()?;
+                    loaded.harness.datapath.drain_events()?;
                 }
             }
-            harness.datapath.drain_events()?;
+            loaded.harness.datapath.drain_events()?;
             round_cost[family].push(median(&netwatch) - median(&empty));
             round_empty[family].push(median(&empty));
         }
     }
-    let lost = harness.datapath.ringbuf_lost()?;
+    let lost = loaded.harness.datapath.ringbuf_lost()?;
     ensure!(
         lost == 0,
         "{lost} ring buffer records were lost during the benchmark"
