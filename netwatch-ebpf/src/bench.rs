@@ -34,6 +34,8 @@ pub fn bench_counter(_ctx: TcContext) -> i32 {
     ACT_CONTINUE
 }
 
+netwatch_ebpf::license_section!();
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -13,6 +13,22 @@
     reason = "atomic_xadd is the only way to an atomic add on the BPF target"
 )]
 
+/// The object's `license` section, which the kernel reads to decide whether
+/// a program may call GPL-only helpers. It states the eBPF crate's own
+/// licence (`MIT OR GPL-2.0` in its Cargo.toml, as aya-template does):
+/// `kernel_drops` calls `bpf_probe_read_kernel`, which the kernel refuses
+/// to programs that are not GPL-compatible, and aya, given an object with
+/// no such section, loads it as "GPL" without saying so. Every object
+/// (`main.rs`, `bench.rs`) states it once.
+#[macro_export]
+macro_rules! license_section {
+    () => {
+        #[unsafe(link_section = "license")]
+        #[unsafe(no_mangle)]
+        static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+    };
+}
+
 pub mod counters;
 pub mod dns;
 pub mod flows;

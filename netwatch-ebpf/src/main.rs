@@ -10,6 +10,8 @@ mod macvlan_parent;
 mod to_container;
 mod uplink;
 
+netwatch_ebpf::license_section!();
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
