@@ -516,11 +516,12 @@ fn recv_batch(socket: &UdpSocket, bufs: &mut [[u8; 2048]]) -> Result<usize> {
             iov_len: b.len(),
         })
         .collect();
-    // SAFETY: zeroed mmsghdr is valid (null names and control); each points
-    // at one iovec that outlives the call.
+    // Each header points at one iovec that outlives the call.
     let mut msgs: Vec<libc::mmsghdr> = iovs
         .iter_mut()
         .map(|iov| {
+            // SAFETY: an all-zero mmsghdr is a valid value (null name and
+            // control, no iovecs) of a plain C struct.
             let mut msg: libc::mmsghdr = unsafe { std::mem::zeroed() };
             msg.msg_hdr.msg_iov = iov;
             msg.msg_hdr.msg_iovlen = 1;
