@@ -82,6 +82,9 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
             "",
             Box::new(|| {
                 let _ = before_tests.set(HostSnapshot::take()?);
+                // `--workspace`, not the default members: those leave out
+                // netwatch-tests (root, namespaces, dockerd), which this
+                // stage is here to run.
                 cargo()
                     .args(["test", "--workspace", "--exclude", EBPF_CRATE, "--release"])
                     .args(cargo_test_args)
