@@ -1,4 +1,4 @@
-//! netwatch's developer tasks: `cargo xtask <setup|build|test|bench|run>`.
+//! netwatch's developer tasks: `cargo xtask <setup|build|dist|test|bench|run|docs>`.
 //!
 //! This file only parses the command line and dispatches; each subcommand
 //! lives in its own module.
@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod cmd;
 mod dist;
+mod docs;
 mod fuzz;
 mod host;
 mod leftovers;
@@ -138,6 +139,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+
+    /// Regenerate docs/cli.md from netwatch's clap definitions.
+    ///
+    /// Runs `netwatch cli-reference docs/cli.md` (a release build, after the
+    /// toolchain part of `setup`). The test command's unit tests fail when
+    /// docs/cli.md is not what the definitions make, naming this command.
+    Docs,
 }
 
 fn main() -> ExitCode {
@@ -157,6 +165,7 @@ fn main() -> ExitCode {
         Task::Test { args } => test::run(args),
         Task::Bench { names, smoke, args } => bench::run(names, *smoke, args),
         Task::Run { args } => run::run(args),
+        Task::Docs => docs::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

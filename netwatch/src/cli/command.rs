@@ -332,7 +332,7 @@ enum Command {
         #[arg(value_name = "NETWORK")]
         networks: Vec<String>,
         /// Output format; JSON is an array of networks, each with its
-        /// endpoints (the shape is documented in the README).
+        /// endpoints (the shape is documented in docs/observing.md).
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
         /// Where the agent pins its links and maps (a directory in bpffs).
@@ -586,6 +586,13 @@ enum Command {
         /// The directory to write them to (it must exist).
         dir: std::path::PathBuf,
     },
+    /// Write the command-line reference (Markdown, every command's help)
+    /// to FILE: docs/cli.md, which `cargo xtask docs` regenerates.
+    #[command(hide = true)]
+    CliReference {
+        /// The file to write.
+        file: std::path::PathBuf,
+    },
     /// Show one container's endpoints, veths and attached netwatch programs.
     ///
     /// For each network the container is attached to: its addresses, MAC and
@@ -654,6 +661,11 @@ pub fn effective_config(agent: &clap::ArgMatches) -> String {
     out
 }
 
+/// docs/cli.md: every visible command's help, from these definitions.
+pub fn cli_reference() -> String {
+    cli::reference::markdown(Cli::command())
+}
+
 /// `--metrics-addr`: an address, or `off`.
 fn parse_metrics_addr(text: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
     if text == "off" {
@@ -689,6 +701,9 @@ pub fn main() -> ExitCode {
         Command::Man { dir } => clap_mangen::generate_to(Cli::command(), &dir)
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| anyhow::anyhow!("writing man pages to {}: {e}", dir.display())),
+        Command::CliReference { file } => std::fs::write(&file, cli_reference())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", file.display())),
         Command::Agent {
             resync_secs,
             flow_table_entries,

@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod map;
 pub mod networks;
 pub mod observe;
+pub mod reference;
 pub mod signals;
 pub mod source;
 pub mod status;
