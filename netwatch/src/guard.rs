@@ -141,8 +141,8 @@ const NET_ADMIN_ON_MACVLAN: &str = "the container has CAP_NET_ADMIN: on a macvla
      port's mode";
 
 /// Where netwatch can attach for endpoints of networks of `driver`, or why
-/// it cannot. The `Ok` text names the hook (for `check` and the README's
-/// drivers table).
+/// it cannot. The `Ok` text names the hook (for `check` and the drivers
+/// table in docs/enforcement.md).
 pub fn driver_hook(driver: &str) -> Result<&'static str, String> {
     match driver {
         "bridge" => Ok("each container's host veth, and the bridge for network-wide policy (TCX)"),

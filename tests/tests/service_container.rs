@@ -1,4 +1,4 @@
-//! The agent as a container, the way the README documents it: host network
+//! The agent as a container, the way docs/operations.md documents it: host network
 //! and pid namespaces, bpffs and the Docker socket mounted, and only the
 //! capabilities it needs (SYS_ADMIN, which the kernel takes for BPF and
 //! PERFMON too, NET_ADMIN, SYS_PTRACE) instead of `--privileged`.

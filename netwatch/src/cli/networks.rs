@@ -14,7 +14,7 @@ use crate::endpoint::MacAddr;
 use crate::guard::{self, AgentView, Guard, KernelView, Mode};
 
 /// One network, as `netwatch networks -o json` prints it (the shape is
-/// documented in the README and stable).
+/// documented in docs/observing.md and stable).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NetworkReport {
     pub name: String,
