@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod compose;
 pub mod corpus;
 pub mod docker;
 pub mod dockerd;

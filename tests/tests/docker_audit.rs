@@ -109,7 +109,11 @@ fn an_audited_network_drops_nothing_records_what_enforcement_would_and_enforceme
     });
     assert_eq!(
         advice["networks"],
-        serde_json::json!([{"network": network.name, "labels": {"netwatch.egress": "deny"}}]),
+        serde_json::json!([{
+            "network": network.name,
+            "compose_key": null,
+            "labels": {"netwatch.egress": "deny"}
+        }]),
         "{advice}"
     );
     let snippet = Command::new(AGENT)
@@ -122,6 +126,36 @@ fn an_audited_network_drops_nothing_records_what_enforcement_would_and_enforceme
     assert!(
         snippet.contains(&format!("netwatch.allow: \"{rule}\"")),
         "the compose snippet carries the rule:\n{snippet}"
+    );
+    // The preview: the snippet as a file; the audited flow would pass.
+    // In the agent's run directory, which goes with it.
+    let file = agent.api_socket().with_file_name("advised.yml");
+    std::fs::write(&file, snippet.as_bytes()).expect("write the snippet");
+    let check = Command::new(AGENT)
+        .args(["advise", "--check"])
+        .arg(&file)
+        .args(["-o", "json", "--container", &container.name, "--socket"])
+        .arg(agent.api_socket())
+        .output()
+        .expect("run netwatch advise --check");
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap_or_else(|e| {
+        panic!(
+            "advise --check -o json: {e}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        )
+    });
+    assert!(
+        check.status.success(),
+        "nothing that passes now would be dropped: {report}"
+    );
+    assert!(
+        report["changes"]
+            .as_array()
+            .is_some_and(|changes| changes.iter().any(|c| c["remote"]
+                == format!("{outside_ip}:{PORT}/tcp").as_str()
+                && c["now"] == "audited"
+                && c["then"] == "forwarded")),
+        "the audited flow would pass with the advice applied: {report}"
     );
     // The advice applied: a container of the same network with the
     // proposed label.

@@ -9,52 +9,13 @@ use std::{process::Command, time::Duration};
 use netwatch::endpoint::{MacAddr, host_veth};
 use netwatch_tests::{
     agent::{AgentProcess, wait_for},
-    docker::{docker_ok, require_dockerd, unique_name},
+    compose::{Project, SEED},
+    docker::{docker_ok, require_dockerd},
     fixture::require_root,
 };
 use serde_json::Value;
 
 const NETWATCH: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
-const COMPOSE_FILE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/fixtures/seed/docker-compose.yml"
-);
-
-/// A compose project, brought down (with its networks) on drop.
-struct Project(String);
-
-impl Project {
-    fn up() -> Project {
-        let project = Project(unique_name("seed"));
-        compose(&project.0, &["up", "-d"]);
-        project
-    }
-
-    fn network(&self, name: &str) -> String {
-        format!("{}_{name}", self.0)
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        let _ = Command::new("docker-compose")
-            .args(["-f", COMPOSE_FILE, "-p", &self.0, "down", "-t", "0"])
-            .output();
-    }
-}
-
-fn compose(project: &str, args: &[&str]) {
-    let out = Command::new("docker-compose")
-        .args(["-f", COMPOSE_FILE, "-p", project])
-        .args(args)
-        .output()
-        .expect("docker-compose is installed by `cargo xtask setup`");
-    assert!(
-        out.status.success(),
-        "docker-compose {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn networks_json(networks: &[String]) -> Vec<Value> {
     let mut args = vec!["networks", "-o", "json"];
@@ -76,9 +37,12 @@ fn networks_json(networks: &[String]) -> Vec<Value> {
 fn networks_json_lists_the_seed_topology_with_the_right_veths() {
     require_root();
     require_dockerd();
-    let project = Project::up();
+    let project = Project::up("seed", &[SEED]);
     // The compose project name carries the `nwtest` prefix without dashes.
-    assert!(project.0.starts_with("nwtest-"), "leftover checks find it");
+    assert!(
+        project.name.starts_with("nwtest-"),
+        "leftover checks find it"
+    );
     let names: Vec<String> = ["frontend", "backend", "db"]
         .iter()
         .map(|n| project.network(n))

@@ -90,7 +90,9 @@ enum Task {
     /// `dist` (the .deb built and checked as `cargo xtask dist` does);
     /// every benchmark of `cargo xtask bench` with `--smoke` (seconds each;
     /// fails when one fails, never on its numbers); each cargo-fuzz target
-    /// of fuzz/ for 20 s from its seed corpus; last, a check that the
+    /// of fuzz/ for 20 s from its seed corpus (`cargo xtask fuzz`, started
+    /// at nice 19 once the tests are built, so it runs beside them; its log
+    /// is <target>/fuzz-beside-tests.log); last, a check that the
     /// tests and benchmarks left nothing behind that was not there before
     /// them: no netwatch program, bpffs pin, network namespace, interface,
     /// or `nwtest-…` container or network. Prints the time of each stage
@@ -126,6 +128,17 @@ enum Task {
         /// Extra arguments for every benchmark binary, after `--`.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+
+    /// Run each cargo-fuzz target of fuzz/ from its seed corpus.
+    ///
+    /// The fuzz stage of `cargo xtask test`, which runs it beside the
+    /// tests. New inputs go to target/fuzz-corpus/<target>/, a crashing one
+    /// to fuzz/artifacts/<target>/.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = fuzz::TEST_RUN.as_secs())]
+        seconds: u64,
     },
 
     /// Build and run netwatch (release) with the given arguments.
@@ -164,6 +177,7 @@ fn main() -> ExitCode {
         Task::Dist => dist::run().and_then(|deb| dist::check(&deb, host::is_root()?)),
         Task::Test { args } => test::run(args),
         Task::Bench { names, smoke, args } => bench::run(names, *smoke, args),
+        Task::Fuzz { seconds } => fuzz::run_all(std::time::Duration::from_secs(*seconds)),
         Task::Run { args } => run::run(args),
         Task::Docs => docs::run(),
     };

@@ -4,17 +4,20 @@
 //! installs only what is missing), rustfmt, clippy for the host crates,
 //! clippy for the eBPF crate on its own target, then `cargo test` of the
 //! host crates in release mode (the differential test pushes 100k+ packets
-//! through the programs), a smoke run of every benchmark (seconds each:
+//! through the programs; built first, then run while the fuzz stage runs
+//! beside it at the lowest priority), the .deb, a smoke run of every benchmark (seconds each:
 //! every configuration once, so the benchmarks cannot rot; their numbers
 //! are not checked), and last a check that the tests and benchmarks left
 //! nothing behind (see `leftovers.rs`).
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
 use crate::bench;
 use crate::cmd::Cmd;
+use crate::fuzz;
 use crate::host;
 use crate::leftovers::HostSnapshot;
 use crate::setup::{self, Scope};
@@ -40,6 +43,9 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
     let root = host::workspace_root();
     let cargo = || Cmd::new("cargo").dir(root);
     let before_tests = std::cell::OnceCell::new();
+    // Dropped at the end of `run`: a run that fails before the fuzz stage
+    // stops the background fuzzing with it.
+    let fuzz_beside: RefCell<Option<fuzz::Beside>> = RefCell::new(None);
 
     let stages: Vec<Stage<'_>> = vec![
         ("setup", "", Box::new(|| setup::run(Scope::Full, true))),
@@ -78,6 +84,21 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
             }),
         ),
         (
+            "cargo test (build)",
+            "",
+            Box::new(|| {
+                cargo()
+                    .args(["test", "--workspace", "--exclude", EBPF_CRATE, "--release"])
+                    .args(["--no-run"])
+                    .args(cargo_build_args(cargo_test_args))
+                    .run()?;
+                // From here on the CPU is mostly idle while tests wait on
+                // probes and dockerd: the fuzz stage fills it.
+                *fuzz_beside.borrow_mut() = Some(fuzz::Beside::start(fuzz::TEST_RUN)?);
+                Ok(())
+            }),
+        ),
+        (
             "cargo test",
             "",
             Box::new(|| {
@@ -105,9 +126,12 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
             }),
         ),
         (
-            "fuzz",
-            "",
-            Box::new(|| crate::fuzz::run_all(crate::fuzz::TEST_RUN)),
+            "fuzz (ran beside the tests)",
+            "run `cargo xtask fuzz` to run it alone",
+            Box::new(|| match fuzz_beside.borrow_mut().take() {
+                Some(beside) => beside.finish(),
+                None => anyhow::bail!("the fuzz stage was never started"),
+            }),
         ),
         (
             "leftovers",
@@ -142,6 +166,16 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
         host::secs(start.elapsed())
     );
     Ok(())
+}
+
+/// The part of `cargo test`'s extra arguments that selects what is built
+/// (everything before a `--`, which starts the test binaries' own).
+fn cargo_build_args(cargo_test_args: &[String]) -> &[String] {
+    let end = cargo_test_args
+        .iter()
+        .position(|a| a == "--")
+        .unwrap_or(cargo_test_args.len());
+    &cargo_test_args[..end]
 }
 
 fn summary(times: &[(&str, Duration)], total: Duration) -> String {

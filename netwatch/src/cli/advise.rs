@@ -9,17 +9,21 @@
 //! close), connections opened from outside, forged or malformed packets,
 //! and destinations seen in a single flow, which look like one-offs.
 
+mod check;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    path::Path,
     process::ExitCode,
 };
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::source::{FilterArgs, FlowOutput, FlowSource as _, SourceArgs, open_source};
 use crate::{
+    agent::{docker_state::host_state, plan},
     flows::FlowEntry,
     policy::{AllowRule, Cidr, labels},
 };
@@ -51,7 +55,11 @@ pub struct ServiceAdvice {
 /// The labels one network needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NetworkAdvice {
+    /// Docker's name of the network.
     pub network: String,
+    /// Its key in the compose file that created it (compose names the
+    /// network `<project>_<key>`), when compose did: the snippet's key.
+    pub compose_key: Option<String>,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -82,13 +90,23 @@ pub fn advise(entries: &[FlowEntry]) -> Advice {
         .filter(|e| e.verdict != "forwarded" && e.dropped_by.as_deref() != Some("kernel"))
         .collect();
     // How many flows went to each destination, across holders: one flow is
-    // a one-off.
-    let mut seen: BTreeMap<Destination, u64> = BTreeMap::new();
+    // a one-off. A connection judged on two interfaces (the container's
+    // veth and its bridge, for routed traffic) counts once.
+    let mut connections: BTreeMap<Destination, BTreeMap<Connection, u64>> = BTreeMap::new();
     for entry in &judged {
         if let Some(destination) = destination(entry) {
-            *seen.entry(destination).or_default() += entry.flows;
+            let flows = connections
+                .entry(destination)
+                .or_default()
+                .entry(connection(entry))
+                .or_default();
+            *flows = (*flows).max(entry.flows);
         }
     }
+    let seen: BTreeMap<Destination, u64> = connections
+        .into_iter()
+        .map(|(destination, flows)| (destination, flows.values().sum()))
+        .collect();
     let mut holders = HolderRules::new();
     let mut networks: BTreeSet<String> = BTreeSet::new();
     let mut not_advised = BTreeSet::new();
@@ -146,12 +164,39 @@ pub fn advise(entries: &[FlowEntry]) -> Advice {
             .into_iter()
             .map(|network| NetworkAdvice {
                 network,
+                compose_key: None,
                 labels: BTreeMap::from([(labels::EGRESS.to_owned(), "deny".to_owned())]),
             })
             .collect(),
         not_advised: not_advised.into_iter().collect(),
-        flows_read: judged.iter().map(|e| e.flows).sum(),
+        flows_read: distinct_flows(&judged),
     }
+}
+
+/// One connection as both ends' programs see it: direction, addresses,
+/// ports, protocol — not the interface that saw it.
+type Connection = (String, Option<IpAddr>, u16, Option<IpAddr>, u16, String);
+
+fn connection(entry: &FlowEntry) -> Connection {
+    (
+        entry.direction.clone(),
+        entry.src,
+        entry.src_port,
+        entry.dst,
+        entry.dst_port,
+        entry.proto.clone(),
+    )
+}
+
+/// How many flows `entries` hold, a connection seen on several interfaces
+/// counted once.
+fn distinct_flows(entries: &[&FlowEntry]) -> u64 {
+    let mut flows: BTreeMap<Connection, u64> = BTreeMap::new();
+    for entry in entries {
+        let counted = flows.entry(connection(entry)).or_default();
+        *counted = (*counted).max(entry.flows);
+    }
+    flows.values().sum()
 }
 
 /// Whether `entry` is the answer to a destination some container reached:
@@ -299,7 +344,13 @@ pub fn compose_snippet(advice: &Advice) -> String {
     if !advice.networks.is_empty() {
         out.push_str("networks:\n");
         for network in &advice.networks {
-            out.push_str(&format!("  {}:\n    labels:\n", network.network));
+            match &network.compose_key {
+                Some(key) => out.push_str(&format!(
+                    "  {key}:  # Docker's network {}\n    labels:\n",
+                    network.network
+                )),
+                None => out.push_str(&format!("  {}:\n    labels:\n", network.network)),
+            }
             for (label, value) in &network.labels {
                 out.push_str(&format!("      {label}: \"{value}\"\n"));
             }
@@ -321,17 +372,30 @@ pub fn compose_snippet(advice: &Advice) -> String {
     out
 }
 
-/// Prints the advice for the flows `filter` selects.
+/// Prints the advice for the flows `filter` selects, or with `check` what
+/// applying that compose file would change of them.
 ///
 /// # Errors
-/// No agent answers, or it refuses the filter.
-pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Result<ExitCode> {
-    super::block_on(async {
-        let entries = open_source(source, true)
+/// No agent answers, or it refuses the filter; with `check`, a file that
+/// cannot be read or is no compose file, or Docker unreachable.
+pub fn run(
+    filter: &FilterArgs,
+    source: &SourceArgs,
+    output: FlowOutput,
+    check: Option<&Path>,
+) -> Result<ExitCode> {
+    let entries = super::block_on(async {
+        open_source(source, true)
             .await?
             .flows(&filter.filter())
-            .await?;
-        let advice = advise(&entries);
+            .await
+    })?;
+    if let Some(file) = check {
+        return run_check(&entries, file, output);
+    }
+    {
+        let mut advice = advise(&entries);
+        name_compose_keys(&mut advice);
         let text = match output {
             FlowOutput::Table => compose_snippet(&advice),
             FlowOutput::Json => serde_json::to_string_pretty(&advice)? + "\n",
@@ -339,6 +403,64 @@ pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Resu
         };
         super::source::print(&text)?;
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Gives each advised network its compose key, so that the snippet pastes
+/// into the compose file that created it. Docker unreachable: the snippet
+/// keeps Docker's names, and says so.
+fn name_compose_keys(advice: &mut Advice) {
+    if advice.networks.is_empty() {
+        return;
+    }
+    let inventory = super::block_on(async {
+        let client = crate::docker::Client::connect().await?;
+        Ok(crate::docker::Inventory::load(&client).await?)
+    });
+    let inventory = match inventory {
+        Ok(inventory) => inventory,
+        Err(e) => {
+            log::warn!(
+                "Docker did not answer ({e:#}): networks keep Docker's names, which a compose \
+                 file calls <project>_<key>"
+            );
+            return;
+        }
+    };
+    for advised in &mut advice.networks {
+        advised.compose_key = inventory
+            .networks
+            .iter()
+            .find(|n| n.name == advised.network && n.compose_project.is_some())
+            .and_then(|n| n.labels.get(crate::docker::COMPOSE_NETWORK_LABEL).cloned());
+    }
+}
+
+/// `advise --check FILE`: exits 1 when a flow that passes now would be
+/// dropped.
+fn run_check(entries: &[FlowEntry], file: &Path, output: FlowOutput) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {}: give a compose file", file.display()))?;
+    let proposal =
+        check::parse_proposal(&text).with_context(|| format!("reading {}", file.display()))?;
+    let mut snapshot = super::networks::snapshot()?;
+    let unmatched = check::apply(&proposal, &mut snapshot.inventory);
+    let state = host_state(&snapshot, crate::host::addresses());
+    let plan = plan(&state);
+    let mut report = check::check(entries, &plan, |name| {
+        nix::net::if_::if_nametoindex(name).ok()
+    });
+    report.unmatched = unmatched;
+    let text = match output {
+        FlowOutput::Table => check::render(&report, &file.display().to_string()),
+        FlowOutput::Json => serde_json::to_string_pretty(&report)? + "\n",
+        FlowOutput::Jsonl => serde_json::to_string(&report)? + "\n",
+    };
+    super::source::print(&text)?;
+    Ok(if report.breaking() > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     })
 }
 
@@ -348,7 +470,9 @@ mod tests {
 
     use super::*;
 
+    /// Each flow a connection of its own: its own client port.
     fn flow(service: &str, dst: &str, port: u16, verdict: &str, reason: &str) -> FlowEntry {
+        static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(40000);
         FlowEntry {
             rule: None,
             container: Some(format!("{service}-1")),
@@ -359,7 +483,7 @@ mod tests {
             dst: Some(dst.parse().unwrap()),
             src_name: None,
             dst_name: None,
-            src_port: 40000,
+            src_port: NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             dst_port: port,
             proto: "tcp".into(),
             packets: 3,
@@ -378,6 +502,12 @@ mod tests {
         }
     }
 
+    /// `entry` as the network's bridge saw it.
+    fn on_bridge(mut entry: FlowEntry) -> FlowEntry {
+        entry.interface = Some("br-nwtest".into());
+        entry
+    }
+
     /// The flow answering `egress`: received from its destination.
     fn answer(mut egress: FlowEntry) -> FlowEntry {
         egress.direction = "ingress".into();
@@ -388,10 +518,14 @@ mod tests {
 
     #[test]
     fn each_service_gets_exactly_the_destinations_it_reached_more_than_once() {
+        let once = flow("api", "198.51.100.9", 25, "audited", "not-in-network");
         let entries = vec![
             flow("api", "203.0.113.7", 443, "audited", "not-in-network"),
             flow("api", "203.0.113.7", 443, "audited", "not-in-network"),
-            flow("api", "198.51.100.9", 25, "audited", "not-in-network"),
+            once.clone(),
+            // The same connection, judged again on the network's bridge:
+            // still a one-off.
+            on_bridge(once),
             flow("worker", "203.0.113.7", 443, "dropped", "not-in-network"),
             flow("api", "172.30.0.3", 5432, "forwarded", ""),
             answer(flow("api", "203.0.113.7", 443, "audited", "not-in-network")),

@@ -522,9 +522,14 @@ enum Command {
     /// Output: a compose-file snippet to paste (what is not advised as
     /// comments), or -o json.
     ///
+    /// With --check FILE it previews instead: each observed flow judged
+    /// again as if FILE's labels were applied (the snippet, or your edited
+    /// compose file), listing the flows whose verdict would change.
+    ///
     /// Examples:
     ///   sudo netwatch advise --network app_back
     ///   sudo netwatch advise --service api --since 1h -o json
+    ///   sudo netwatch advise > advised.yml; sudo netwatch advise --check advised.yml
     #[command(verbatim_doc_comment)]
     Advise {
         #[command(flatten)]
@@ -534,6 +539,13 @@ enum Command {
         /// Output format: a compose snippet (table), or JSON.
         #[arg(short, long, value_enum, default_value_t = cli::source::FlowOutput::Table)]
         output: cli::source::FlowOutput,
+        /// Instead of advice: which of the observed flows would change
+        /// verdict if this compose file's labels (services.*.labels,
+        /// networks.*.labels and .internal) were applied to what runs now,
+        /// each judged again by the reference model. Exits 1 when a flow
+        /// that passes now (forwarded or audited) would be dropped.
+        #[arg(long, value_name = "FILE")]
+        check: Option<std::path::PathBuf>,
     },
     /// Flow and drop records live from the running agent, one line each,
     /// until Ctrl-C or --count, like `hubble observe`.
@@ -796,7 +808,8 @@ pub fn main() -> ExitCode {
             filter,
             source,
             output,
-        } => cli::advise::run(&filter, &source, output),
+            check,
+        } => cli::advise::run(&filter, &source, output, check.as_deref()),
         Command::Map {
             filter,
             source,

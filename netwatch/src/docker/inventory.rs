@@ -35,6 +35,9 @@ pub type Labels = BTreeMap<String, String>;
 
 /// The compose project a network or container belongs to.
 pub const COMPOSE_PROJECT_LABEL: &str = "com.docker.compose.project";
+/// The key in the compose file of a network compose created (Docker names
+/// it `<project>_<key>`).
+pub const COMPOSE_NETWORK_LABEL: &str = "com.docker.compose.network";
 /// The compose service a container runs.
 pub const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
 /// The swarm service a container is a task of (Docker puts it on every

@@ -63,6 +63,19 @@ pub struct KernelDrops {
     /// Echo replies the kernel freed for `no_socket` after a raw socket
     /// took its copy (see [`is_raw_ping_reply`]): not kept.
     pub raw_ping_replies: u64,
+    /// Packets a socket's owner never read, freed when it closed (see
+    /// [`is_socket_purge`]): not kept.
+    pub socket_purges: u64,
+}
+
+/// `SKB_DROP_REASON_QUEUE_PURGE`: a socket's queue freed in bulk, as when
+/// a program closes a connection with data it never read. The packet
+/// crossed the network and reached its socket; nothing between the
+/// containers dropped it. Measured (docker_adoption): a client that closes
+/// after reading a server's greeting leaves a purge for both containers of
+/// every such connection, which `drops` would otherwise list as drops.
+pub fn is_socket_purge(reason: &str) -> bool {
+    reason == "kernel:queue_purge"
 }
 
 /// An ICMP or ICMPv6 echo reply freed with `NO_SOCKET`: what every reply
@@ -105,6 +118,10 @@ impl KernelDrops {
         let reason_name = self.reasons.name(event.key.reason);
         if is_raw_ping_reply(&reason_name, event.key.proto, event.key.src_port) {
             self.raw_ping_replies += 1;
+            return Vec::new();
+        }
+        if is_socket_purge(&reason_name) {
+            self.socket_purges += 1;
             return Vec::new();
         }
         let ends = [
@@ -341,6 +358,28 @@ mod tests {
         assert_eq!((drops.malformed, drops.len()), (2, 0));
         let unnamed = drops.record(&event(5, 0, 1, 1), &names, &DnsNames::default(), &clock());
         assert_eq!(unnamed[0].reason.as_deref(), Some("kernel:reason_12"));
+    }
+
+    #[test]
+    fn unread_data_freed_when_its_socket_closed_is_not_a_drop() {
+        let mut drops = KernelDrops::default();
+        drops.set_reasons(DropReasonNames::new([(
+            7,
+            "SKB_DROP_REASON_QUEUE_PURGE".to_string(),
+        )]));
+        let mut purged = event(5, 0, 1, 1);
+        purged.key.reason = 7;
+        assert!(
+            drops
+                .record(
+                    &purged,
+                    &FlowNames::default(),
+                    &DnsNames::default(),
+                    &clock()
+                )
+                .is_empty()
+        );
+        assert_eq!((drops.socket_purges, drops.len()), (1, 0));
     }
 
     #[test]
