@@ -135,6 +135,11 @@ const EXPECTED: &[&str] = &[
     "usr/share/man/man1/netwatch-status.1.gz",
     "etc/default/netwatch",
     "etc/logrotate.d/netwatch",
+    "usr/share/doc/netwatch/README.md",
+    // What the README links to.
+    "usr/share/doc/netwatch/docs/architecture.md",
+    "usr/share/doc/netwatch/docs/operations.md",
+    "usr/share/doc/netwatch/docs/cli.md",
 ];
 
 /// Takes `deb` apart in a scratch directory and checks it: the files of
