@@ -77,7 +77,10 @@ impl FlowKey {
     }
 }
 
-/// Value of the `FLOWS` map. Times are `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+/// Value of the `FLOWS` map. Times are CLOCK_MONOTONIC nanoseconds:
+/// `first_seen_ns` exact (`bpf_ktime_get_ns`), the others read at tick
+/// resolution (`bpf_ktime_get_coarse_ns`, Linux ≥ 5.11; see the kernel's
+/// flows.rs), never before `first_seen_ns`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowStats {

@@ -2,6 +2,8 @@
 //! decide, count, account the flow, hand DNS datagrams to user space, and
 //! turn the decision into a TC action.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use netwatch_common::{
     flow::FlowKey,
@@ -14,7 +16,7 @@ use crate::{
     counters, dns,
     flows::record,
     maps::{AUDIT_COUNTERS, ENDPOINTS, VERDICT_COUNTERS},
-    parse::parse,
+    parse::parse_skb,
     tables::KernelTables,
 };
 
@@ -37,22 +39,22 @@ pub fn handle(ctx: &TcContext, direction: Direction) -> i32 {
     // SAFETY: the pointer comes from a successful lookup and is valid for
     // this run; the policy is read, never written, here.
     let policy = unsafe { &*policy };
-    let mut summary = PacketSummary::default();
-    parse(ctx, tag_stripped, &mut summary);
+    let mut summary = MaybeUninit::uninit();
+    let summary = parse_skb(ctx, tag_stripped, &mut summary);
     let decision = account(
         ctx,
         ifindex,
         direction,
-        &summary,
+        summary,
         decide(
             direction,
             policy,
-            &summary,
+            summary,
             &KernelTables { endpoint: ifindex },
         ),
     );
-    if dns::is_dns(&summary) {
-        dns::record(ctx, ifindex, direction, &summary, decision);
+    if dns::is_dns(summary) {
+        dns::record(ctx, ifindex, direction, summary, decision);
     }
     action(decision)
 }
