@@ -75,6 +75,13 @@ pub const MAP_MACVLAN_PORTS: &str = "MACVLAN_PORTS";
 /// network admits inbound connections to, with `published_access` bits.
 pub const MAP_PUBLISHED: &str = "PUBLISHED";
 
+/// `Array<u64>` with one entry: the policy generation, which user space
+/// raises after every write of the policy maps (`ENDPOINTS`, `NET_*`,
+/// `ALLOW_*`, `HOST_*`, `MACVLAN_PORTS`, `PUBLISHED`). A verdict cached in
+/// a flow entry counts only under the generation it was decided in, so it
+/// never outlives the policy that made it. 0: nothing is cached.
+pub const MAP_POLICY_GEN: &str = "POLICY_GEN";
+
 /// `HashMap<GuardedAddr, u32>`: guarded containers' addresses → their
 /// endpoint's ifindex (the `ENDPOINTS` key).
 pub const MAP_GUARDED: &str = "GUARDED";
@@ -98,7 +105,7 @@ pub const MAP_DNS_BUCKETS: &str = "DNS_BUCKETS";
 pub const MAP_DNS_COUNTERS: &str = "DNS_COUNTERS";
 
 /// Every map of the object.
-pub const ALL_MAPS: [&str; 28] = [
+pub const ALL_MAPS: [&str; 29] = [
     MAP_ENDPOINTS,
     MAP_NET_V4,
     MAP_NET_V6,
@@ -127,6 +134,7 @@ pub const ALL_MAPS: [&str; 28] = [
     MAP_DNS_CONFIG,
     MAP_DNS_BUCKETS,
     MAP_DNS_COUNTERS,
+    MAP_POLICY_GEN,
 ];
 
 /// Size of the ring buffer in bytes (a power of two and page multiple).

@@ -46,6 +46,7 @@ pub fn uplink(ctx: XdpContext) -> u32 {
         summary,
         Decision::from_reason(reason),
         frame.frame_len() as u64,
+        0,
     );
     xdp_action::XDP_DROP
 }
