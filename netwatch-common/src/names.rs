@@ -1,6 +1,7 @@
 //! Names of programs and maps, shared so that user space never spells them.
 //!
-//! Minimum kernels: TCX attachment 6.6; ring buffer 5.8; LPM trie 4.11;
+//! Minimum kernels: TCX attachment 6.6; `bpf_ktime_get_coarse_ns` 5.11;
+//! ring buffer 5.8; LPM trie 4.11;
 //! LRU hash 4.10; per-CPU array 4.6; XDP 4.8. The programs themselves use
 //! bounded loops (5.3).
 

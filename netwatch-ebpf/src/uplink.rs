@@ -7,7 +7,8 @@
 //! table entry keyed by the uplink's ifindex, direction ingress, and a
 //! rate-limited drop record), so the agent can name the container they were
 //! aimed at; passing packets cost only the two prefix lookups.
-//! Kernel ≥ 5.18 (`bpf_xdp_load_bytes`).
+//! Reads headers straight from packet memory (no `xdp.frags`: the whole
+//! frame lies between `data` and `data_end`).
 
 use core::mem::MaybeUninit;
 
