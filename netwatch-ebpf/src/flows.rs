@@ -28,7 +28,7 @@ use netwatch_common::{
     event::{EventKind, FlowEvent},
     flow::{FlowKey, FlowStats, tcp_flags},
     packet::{IPPROTO_TCP, PacketSummary},
-    reason::{DropReason, Verdict},
+    reason::{DROP_REASON_COUNT, DropReason, Verdict},
     verdict::{Decision, packet_cacheable},
 };
 
@@ -53,10 +53,23 @@ pub fn cached(stats: &FlowStats, generation: u64, s: &PacketSummary) -> Option<D
     if !packet_cacheable(s) {
         return None;
     }
-    Some(Decision {
-        verdict: Verdict::from_u8(stats.verdict)?,
-        reason: DropReason::from_u8(stats.reason)?,
-    })
+    // Learned the hard way: `DropReason::from_u8` indexes a const array,
+    // which put a `.rodata` map into the object (one more map that is in
+    // no contract and never pinned). Range checks and a transmute do not.
+    let (verdict, reason) = (stats.verdict, stats.reason);
+    if verdict > Verdict::Audited as u8 || u32::from(reason) >= DROP_REASON_COUNT {
+        return None;
+    }
+    // SAFETY: both enums are `repr(u8)` with the contiguous values
+    // 0..=Audited and 0..DROP_REASON_COUNT (reason.rs's tests check that
+    // every reason's value is its index), and both bytes were checked to
+    // lie in those ranges just above.
+    unsafe {
+        Some(Decision {
+            verdict: core::mem::transmute::<u8, Verdict>(verdict),
+            reason: core::mem::transmute::<u8, DropReason>(reason),
+        })
+    }
 }
 
 /// Accounts one packet of `bytes` bytes to its flow and emits a record when
