@@ -20,6 +20,9 @@ const NETWATCH_PROGRAMS: &[&str] = &[
     "from_container",
     "to_container",
     "uplink",
+    "macvlan_parent",
+    "macvlan_child",
+    "kernel_drops",
     "bench_baseline",
     "bench_counter",
 ];
