@@ -115,11 +115,39 @@ impl Project {
 }
 
 impl Drop for Project {
+    /// `down` with the files that are still there (an override a test
+    /// wrote may have gone with its directory: `down` with a missing file
+    /// fails and would leave the stack up), then whatever still carries
+    /// the project's label, by Docker's own bookkeeping.
     fn drop(&mut self) {
         let mut command = Command::new("docker-compose");
-        for file in &self.files {
+        for file in self
+            .files
+            .iter()
+            .filter(|f| std::path::Path::new(f).exists())
+        {
             command.args(["-f", file]);
         }
         let _ = command.args(["-p", &self.name, "down", "-t", "0"]).output();
+        let label = format!("label=com.docker.compose.project={}", self.name);
+        for (list, remove) in [
+            (&["ps", "-aq", "--filter"][..], &["rm", "-f"][..]),
+            (
+                &["network", "ls", "-q", "--filter"][..],
+                &["network", "rm"][..],
+            ),
+        ] {
+            let mut args = list.to_vec();
+            args.push(&label);
+            let Ok(ids) = crate::docker::docker(&args) else {
+                continue;
+            };
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = remove.to_vec();
+                args.extend(ids);
+                let _ = crate::docker::docker(&args);
+            }
+        }
     }
 }
