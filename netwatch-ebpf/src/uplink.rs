@@ -7,15 +7,14 @@
 //! table entry keyed by the uplink's ifindex, direction ingress, and a
 //! rate-limited drop record), so the agent can name the container they were
 //! aimed at; passing packets cost only the two prefix lookups.
-//! Reads headers straight from packet memory (no `xdp.frags`: the whole
-//! frame lies between `data` and `data_end`).
-
-use core::mem::MaybeUninit;
+//! Kernel ≥ 5.18 (`bpf_xdp_load_bytes`).
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use netwatch_common::{
     flow::{FlowKey, family},
-    packet::{ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN},
+    packet::{
+        ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, PacketSummary,
+    },
     reason::{Direction, DropReason},
     verdict::Decision,
 };
@@ -23,7 +22,7 @@ use netwatch_ebpf::{
     counters,
     flows::record,
     maps::{PROTECTED_V4, PROTECTED_V6, UPLINK_COUNTERS},
-    packet::{Linear, Packet},
+    packet::Packet,
     parse::parse,
 };
 
@@ -31,29 +30,27 @@ use aya_ebpf::maps::lpm_trie::Key;
 
 #[xdp]
 pub fn uplink(ctx: XdpContext) -> u32 {
-    let frame = Linear::of_xdp(&ctx);
-    let reason = classify(&frame);
+    let reason = classify(&ctx);
     counters::bump(&UPLINK_COUNTERS, reason);
     if reason == DropReason::None {
         return xdp_action::XDP_PASS;
     }
-    let mut summary = MaybeUninit::uninit();
-    let summary = parse(&frame, false, &mut summary);
+    let mut summary = PacketSummary::default();
+    parse(&ctx, false, &mut summary);
     // SAFETY: ctx.ctx is the program's context pointer, valid for the run.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let key = FlowKey::new(ifindex, Direction::Ingress, summary);
+    let key = FlowKey::new(ifindex, Direction::Ingress, &summary);
     record(
         &key,
-        summary,
+        &summary,
         Decision::from_reason(reason),
-        frame.frame_len() as u64,
-        0,
+        ctx.frame_len() as u64,
     );
     xdp_action::XDP_DROP
 }
 
 #[inline(always)]
-fn classify(ctx: &Linear) -> DropReason {
+fn classify(ctx: &XdpContext) -> DropReason {
     let Some((fam, src, dst)) = addresses(ctx) else {
         return DropReason::None;
     };
@@ -79,7 +76,7 @@ fn is_protected(fam: u8, addr: &[u8; 16]) -> bool {
 /// Source and destination of an IPv4/IPv6 packet behind at most one VLAN
 /// tag; `None` for anything else (which passes).
 #[inline(always)]
-fn addresses(ctx: &Linear) -> Option<(u8, [u8; 16], [u8; 16])> {
+fn addresses(ctx: &XdpContext) -> Option<(u8, [u8; 16], [u8; 16])> {
     let eth = ctx.read::<[u8; ETH_HLEN]>(0)?;
     let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
     let mut off = ETH_HLEN;
