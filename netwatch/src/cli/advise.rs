@@ -92,20 +92,15 @@ pub fn advise(entries: &[FlowEntry]) -> Advice {
     // How many flows went to each destination, across holders: one flow is
     // a one-off. A connection judged on two interfaces (the container's
     // veth and its bridge, for routed traffic) counts once.
-    let mut connections: BTreeMap<Destination, BTreeMap<Connection, u64>> = BTreeMap::new();
+    let mut to_destination: BTreeMap<Destination, Vec<&FlowEntry>> = BTreeMap::new();
     for entry in &judged {
         if let Some(destination) = destination(entry) {
-            let flows = connections
-                .entry(destination)
-                .or_default()
-                .entry(connection(entry))
-                .or_default();
-            *flows = (*flows).max(entry.flows);
+            to_destination.entry(destination).or_default().push(entry);
         }
     }
-    let seen: BTreeMap<Destination, u64> = connections
+    let seen: BTreeMap<Destination, u64> = to_destination
         .into_iter()
-        .map(|(destination, flows)| (destination, flows.values().sum()))
+        .map(|(destination, entries)| (destination, distinct_flows(&entries)))
         .collect();
     let mut holders = HolderRules::new();
     let mut networks: BTreeSet<String> = BTreeSet::new();
@@ -294,18 +289,25 @@ fn why_not(entry: &FlowEntry, reason: &str, seen: &BTreeMap<Destination, u64>) -
 
 /// The narrowest rule for one destination.
 fn allow_rule(addr: IpAddr, proto: &str, port: u16) -> Option<AllowRule> {
-    let proto = match proto {
-        "tcp" => netwatch_common::packet::IPPROTO_TCP,
-        "udp" => netwatch_common::packet::IPPROTO_UDP,
-        "icmp" => netwatch_common::packet::IPPROTO_ICMP,
-        "icmpv6" => netwatch_common::packet::IPPROTO_ICMPV6,
-        _ => return None,
-    };
+    let proto = proto_number(proto)?;
     Some(AllowRule {
         cidr: Cidr::host(addr),
         proto,
         port,
     })
+}
+
+/// The IP protocol of a flow's `proto` name, for the protocols a flow
+/// names (others have no number here).
+fn proto_number(name: &str) -> Option<u8> {
+    use netwatch_common::packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+    match name {
+        "tcp" => Some(IPPROTO_TCP),
+        "udp" => Some(IPPROTO_UDP),
+        "icmp" => Some(IPPROTO_ICMP),
+        "icmpv6" => Some(IPPROTO_ICMPV6),
+        _ => None,
+    }
 }
 
 /// The advice as a compose-file snippet, with what is not advised as
@@ -393,17 +395,15 @@ pub fn run(
     if let Some(file) = check {
         return run_check(&entries, file, output);
     }
-    {
-        let mut advice = advise(&entries);
-        name_compose_keys(&mut advice);
-        let text = match output {
-            FlowOutput::Table => compose_snippet(&advice),
-            FlowOutput::Json => serde_json::to_string_pretty(&advice)? + "\n",
-            FlowOutput::Jsonl => serde_json::to_string(&advice)? + "\n",
-        };
-        super::source::print(&text)?;
-        Ok(ExitCode::SUCCESS)
-    }
+    let mut advice = advise(&entries);
+    name_compose_keys(&mut advice);
+    let text = match output {
+        FlowOutput::Table => compose_snippet(&advice),
+        FlowOutput::Json => serde_json::to_string_pretty(&advice)? + "\n",
+        FlowOutput::Jsonl => serde_json::to_string(&advice)? + "\n",
+    };
+    super::source::print(&text)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Gives each advised network its compose key, so that the snippet pastes

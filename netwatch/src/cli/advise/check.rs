@@ -22,10 +22,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use anyhow::{Context as _, Result, bail};
 use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder};
 use netwatch_common::{
-    packet::{
-        ICMPV6_NEIGHBOR_ADVERT, ICMPV6_NEIGHBOR_SOLICIT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
-        IPPROTO_UDP,
-    },
+    packet::{ICMPV6_NEIGHBOR_ADVERT, ICMPV6_NEIGHBOR_SOLICIT, IPPROTO_ICMP},
     reason::{Direction, DropReason, Verdict},
 };
 use serde::Serialize;
@@ -355,7 +352,8 @@ fn judge(
     let judged = Judged {
         direction,
         remote,
-        proto: decision_proto(entry),
+        // `frame` refused every protocol but these four.
+        proto: super::proto_number(&entry.proto).unwrap_or(IPPROTO_ICMP),
         remote_port: ports.then_some(remote_port),
         local_port: ports.then_some(local_port),
         decision,
@@ -369,15 +367,6 @@ fn judge(
         Verdict::Audited => "audited",
     };
     Ok((verdict.to_owned(), reason, rule))
-}
-
-fn decision_proto(entry: &FlowEntry) -> u8 {
-    match entry.proto.as_str() {
-        "tcp" => IPPROTO_TCP,
-        "udp" => IPPROTO_UDP,
-        "icmpv6" => IPPROTO_ICMPV6,
-        _ => IPPROTO_ICMP,
-    }
 }
 
 /// A packet of the flow: a TCP segment (SYN outbound, ACK inbound, as a
