@@ -6,7 +6,9 @@
 //! asserts — plus the one verdict function that both the kernel programs and
 //! the user-space reference model call, so policy semantics exist once.
 //!
-//! The crate is `no_std`; the `user` feature adds `aya::Pod` impls.
+//! The crate is `no_std`; the `user` feature adds `aya::Pod` impls, the
+//! `serde` feature serde impls, `Display` and `FromStr` for the names users
+//! see (verdicts, directions, drop reasons, protocols).
 #![no_std]
 
 pub mod dns;
@@ -16,6 +18,7 @@ pub mod flow;
 pub mod kdrop;
 pub mod names;
 pub mod packet;
+pub mod protocol;
 pub mod reason;
 pub mod verdict;
 

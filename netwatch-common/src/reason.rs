@@ -6,6 +6,11 @@
 /// stable: append new reasons, never renumber.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum DropReason {
     /// Not dropped.
     None = 0,
@@ -77,8 +82,16 @@ impl DropReason {
 }
 
 /// What happened to a packet.
+///
+/// Ordered by name (`audited`, `dropped`, `forwarded`), as lists and
+/// tables sorted by verdict have always shown them.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Verdict {
     Forwarded = 0,
     Dropped = 1,
@@ -88,6 +101,9 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Every verdict, in numeric order.
+    pub const ALL: [Verdict; 3] = [Verdict::Forwarded, Verdict::Dropped, Verdict::Audited];
+
     pub const fn from_u8(value: u8) -> Option<Verdict> {
         match value {
             0 => Some(Verdict::Forwarded),
@@ -112,9 +128,32 @@ impl Verdict {
     }
 }
 
-/// Direction relative to the container.
+impl Ord for Verdict {
+    fn cmp(&self, other: &Verdict) -> core::cmp::Ordering {
+        let rank = |v: &Verdict| match v {
+            Verdict::Audited => 0,
+            Verdict::Dropped => 1,
+            Verdict::Forwarded => 2,
+        };
+        rank(self).cmp(&rank(other))
+    }
+}
+
+impl PartialOrd for Verdict {
+    fn partial_cmp(&self, other: &Verdict) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Direction relative to the container (ordered by name too: `egress`
+/// first).
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Direction {
     /// Sent by the container: the ingress hook of its host-side veth.
     Egress = 0,
@@ -123,6 +162,9 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// Both directions, in numeric order.
+    pub const ALL: [Direction; 2] = [Direction::Egress, Direction::Ingress];
+
     pub const fn from_u8(value: u8) -> Option<Direction> {
         match value {
             0 => Some(Direction::Egress),
@@ -138,6 +180,53 @@ impl Direction {
         }
     }
 }
+
+/// A name that is none of a type's names (see the `FromStr` impls).
+#[cfg(feature = "serde")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownName {
+    /// What was expected: `verdict`, `direction`, `drop reason`, `protocol`.
+    pub what: &'static str,
+}
+
+#[cfg(feature = "serde")]
+impl core::fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "not a {}", self.what)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl core::error::Error for UnknownName {}
+
+/// `Display` and `FromStr` by `name()`, the same names serde writes.
+#[cfg(feature = "serde")]
+macro_rules! by_name {
+    ($($ty:ident: $what:literal),+ $(,)?) => {
+        $(
+            impl core::fmt::Display for $ty {
+                fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                    // `pad`: widths and alignment (`{:<8}`) apply.
+                    f.pad(self.name())
+                }
+            }
+
+            impl core::str::FromStr for $ty {
+                type Err = UnknownName;
+
+                fn from_str(text: &str) -> Result<$ty, UnknownName> {
+                    $ty::ALL
+                        .into_iter()
+                        .find(|v| v.name() == text)
+                        .ok_or(UnknownName { what: $what })
+                }
+            }
+        )+
+    };
+}
+
+#[cfg(feature = "serde")]
+by_name!(DropReason: "drop reason", Verdict: "verdict", Direction: "direction");
 
 #[cfg(test)]
 mod tests {
@@ -159,5 +248,64 @@ mod tests {
                 assert!(a == b || a.name() != b.name());
             }
         }
+    }
+
+    /// The serde form of every variant is the name users have always seen
+    /// (`name()`, checked against the literal strings), and reads back.
+    #[cfg(feature = "serde")]
+    #[test]
+    fn serde_names_are_the_user_facing_names_and_round_trip() {
+        extern crate std;
+        use std::string::ToString;
+
+        fn check<T>(value: T, expected: &str)
+        where
+            T: serde::Serialize
+                + serde::de::DeserializeOwned
+                + core::fmt::Display
+                + core::str::FromStr
+                + PartialEq
+                + core::fmt::Debug,
+            <T as core::str::FromStr>::Err: core::fmt::Debug,
+        {
+            let json = serde_json::to_string(&value).unwrap();
+            assert_eq!(json, std::format!("\"{expected}\""));
+            assert_eq!(serde_json::from_str::<T>(&json).unwrap(), value);
+            assert_eq!(value.to_string(), expected);
+            assert_eq!(
+                std::format!("{value:<24}|"),
+                std::format!("{expected:<24}|")
+            );
+            assert_eq!(expected.parse::<T>().unwrap(), value);
+        }
+        let reasons = [
+            "none",
+            "not-in-network",
+            "host-access",
+            "spoofed-source",
+            "spoofed-mac",
+            "invalid-header",
+            "unsupported-protocol",
+            "broadcast-multicast",
+            "extension-header-limit",
+            "protected-prefix",
+        ];
+        for (reason, name) in DropReason::ALL.into_iter().zip(reasons) {
+            check(reason, name);
+        }
+        for (verdict, name) in Verdict::ALL
+            .into_iter()
+            .zip(["forwarded", "dropped", "audited"])
+        {
+            check(verdict, name);
+        }
+        for (direction, name) in Direction::ALL.into_iter().zip(["egress", "ingress"]) {
+            check(direction, name);
+        }
+        assert!("Dropped".parse::<Verdict>().is_err());
+        let mut by_name = Verdict::ALL;
+        by_name.sort();
+        assert!(by_name.windows(2).all(|w| w[0].name() < w[1].name()));
+        assert!(serde_json::from_str::<Direction>("\"out\"").is_err());
     }
 }

@@ -10,9 +10,12 @@
 //! `1h30m`, `5 minutes ago`).
 
 use jiff::{SignedDuration, Timestamp};
-use netwatch_common::reason::DropReason;
+use netwatch_common::{
+    protocol::Protocol,
+    reason::{DropReason, Verdict},
+};
 
-use crate::flows::FlowFilter;
+use crate::flows::{FlowFilter, FlowReason};
 
 /// The keys a filter query may hold.
 pub const FILTER_KEYS: [&str; 8] = [
@@ -25,9 +28,6 @@ pub const FILTER_KEYS: [&str; 8] = [
     "port",
     "since",
 ];
-
-/// Protocol names as flows carry them.
-pub const PROTOCOLS: [&str; 5] = ["tcp", "udp", "icmp", "icmpv6", "arp/other"];
 
 /// Why a query string was refused; each message says what to send instead.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -96,10 +96,10 @@ pub fn parse_since(text: &str, now: Timestamp) -> Result<Timestamp, QueryError> 
 ///
 /// # Errors
 /// Not `forwarded`, `dropped` or `audited`.
-pub fn parse_verdict(text: &str) -> Result<String, QueryError> {
-    match text {
-        "forwarded" | "dropped" | "audited" => Ok(text.to_string()),
-        _ => Err(QueryError::BadValue {
+pub fn parse_verdict(text: &str) -> Result<Verdict, QueryError> {
+    match text.parse() {
+        Ok(verdict) => Ok(verdict),
+        Err(_) => Err(QueryError::BadValue {
             key: "verdict",
             value: text.to_string(),
             expected: "give forwarded, dropped or audited".to_string(),
@@ -107,35 +107,23 @@ pub fn parse_verdict(text: &str) -> Result<String, QueryError> {
     }
 }
 
-/// `kernel:` and a name as the kernel drop program reports them: lower
-/// case letters, digits and `_` (which names exist depends on the running
-/// kernel, so any such name is accepted).
-pub fn is_kernel_reason(text: &str) -> bool {
-    text.strip_prefix("kernel:").is_some_and(|name| {
-        !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    })
-}
-
 /// Checks a drop reason name.
 ///
 /// # Errors
 /// Not a reason netwatch drops for.
-pub fn parse_reason(text: &str) -> Result<String, QueryError> {
-    let names = reason_names();
-    if names.contains(&text) || is_kernel_reason(text) {
-        Ok(text.to_string())
-    } else {
-        Err(QueryError::BadValue {
+pub fn parse_reason(text: &str) -> Result<FlowReason, QueryError> {
+    match text.parse() {
+        // `unknown` is what a drop group without a reason says, not a
+        // reason to ask for.
+        Ok(FlowReason::Unknown) | Err(_) => Err(QueryError::BadValue {
             key: "reason",
             value: text.to_string(),
             expected: format!(
                 "give one of {}, or a kernel drop reason (kernel:netfilter_drop, kernel:no_socket, …)",
-                names.join(", ")
+                reason_names().join(", ")
             ),
-        })
+        }),
+        Ok(reason) => Ok(reason),
     }
 }
 
@@ -144,25 +132,22 @@ pub fn parse_reason(text: &str) -> Result<String, QueryError> {
 ///
 /// # Errors
 /// Neither a known name nor a number up to 255.
-pub fn parse_proto(text: &str) -> Result<String, QueryError> {
-    let lower = text.to_ascii_lowercase();
-    if PROTOCOLS.contains(&lower.as_str()) {
-        return Ok(lower);
-    }
-    match lower.parse::<u8>() {
-        Ok(6) => Ok("tcp".into()),
-        Ok(17) => Ok("udp".into()),
-        Ok(1) => Ok("icmp".into()),
-        Ok(58) => Ok("icmpv6".into()),
-        Ok(n) => Ok(n.to_string()),
-        Err(_) => Err(QueryError::BadValue {
+pub fn parse_proto(text: &str) -> Result<Protocol, QueryError> {
+    match text.parse() {
+        // `*` is what a summary of flows says, not a protocol to ask for.
+        Ok(Protocol::Any) | Err(_) => Err(QueryError::BadValue {
             key: "proto",
             value: text.to_string(),
             expected: format!(
                 "give one of {} or an IP protocol number",
-                PROTOCOLS.join(", ")
+                Protocol::NAMED
+                    .iter()
+                    .filter_map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }),
+        Ok(proto) => Ok(proto),
     }
 }
 
@@ -258,14 +243,26 @@ mod tests {
             container: Some("web 1".into()),
             service: Some("front&end".into()),
             network: Some("app_front".into()),
-            verdict: Some("dropped".into()),
-            reason: Some("host-access".into()),
-            proto: Some("udp".into()),
+            verdict: Some(Verdict::Dropped),
+            reason: Some(DropReason::HostAccess.into()),
+            proto: Some(Protocol::Udp),
             port: Some(53),
             since: Some("2025-11-27T22:05:00Z".parse().unwrap()),
         };
         let query = filter_query(&filter);
+        assert!(
+            query.contains("verdict=dropped&reason=host-access&proto=udp"),
+            "{query}"
+        );
         assert_eq!(parse_filter(&query, now()), Ok(filter));
+        let kernel = FlowFilter {
+            reason: Some(FlowReason::kernel("netfilter_drop")),
+            proto: Some(Protocol::Other(47)),
+            ..FlowFilter::default()
+        };
+        let query = filter_query(&kernel);
+        assert_eq!(query, "reason=kernel%3Anetfilter_drop&proto=47");
+        assert_eq!(parse_filter(&query, now()), Ok(kernel));
         assert_eq!(filter_query(&FlowFilter::default()), "");
         assert_eq!(parse_filter("", now()), Ok(FlowFilter::default()));
     }
@@ -305,9 +302,12 @@ mod tests {
         assert!(error("reason=kernel:").contains("kernel:netfilter_drop"));
         assert!(error("reason=kernel:NETFILTER_DROP").contains("kernel drop reason"));
         assert_eq!(
-            parse_reason("kernel:netfilter_drop").as_deref(),
-            Ok("kernel:netfilter_drop")
+            parse_reason("kernel:netfilter_drop").map(|r| r.to_string()),
+            Ok("kernel:netfilter_drop".to_string())
         );
+        assert!(error("reason=unknown").contains("host-access"));
+        assert!(error("reason=none").contains("host-access"));
+        assert!(error("proto=*").contains("tcp, udp"));
         assert!(error("proto=sctpx").contains("tcp, udp"));
         assert!(error("since=soon").contains("RFC 3339"));
         assert!(error("container=").contains("is empty"));
@@ -315,9 +315,10 @@ mod tests {
 
     #[test]
     fn protocol_numbers_become_names() {
-        assert_eq!(parse_proto("6").unwrap(), "tcp");
-        assert_eq!(parse_proto("UDP").unwrap(), "udp");
-        assert_eq!(parse_proto("47").unwrap(), "47");
+        assert_eq!(parse_proto("6").unwrap().to_string(), "tcp");
+        assert_eq!(parse_proto("UDP").unwrap().to_string(), "udp");
+        assert_eq!(parse_proto("47").unwrap().to_string(), "47");
+        assert_eq!(parse_proto("arp/other").unwrap(), Protocol::ArpOther);
         assert!(!reason_names().contains(&"none"));
     }
 }

@@ -36,6 +36,7 @@ use hyper::{
 use hyper_util::rt::{TokioIo, TokioTimer};
 use jiff::Timestamp;
 use log::{debug, warn};
+use netwatch_common::reason::Verdict;
 use serde::Serialize;
 use tokio::{
     net::UnixStream,
@@ -382,7 +383,7 @@ async fn handle(request: &Request<Incoming>, state: &Arc<State>) -> Response<Bod
     match path {
         "/v1/flows" => query(state, move |pipeline| json_bytes(&pipeline.flows(&filter))).await,
         "/v1/drops" => {
-            if filter.verdict.as_deref() == Some("forwarded") {
+            if filter.verdict == Some(Verdict::Forwarded) {
                 return error(
                     StatusCode::BAD_REQUEST,
                     "drops lists dropped and audited flows only: leave out verdict=forwarded \

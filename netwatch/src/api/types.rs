@@ -5,9 +5,10 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use jiff::Timestamp;
+use netwatch_common::reason::{Direction, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::flows::{FlowEntry, ObservedEvent, PipelineCounters};
+use crate::flows::{FlowEntry, FlowReason, ObservedEvent, PipelineCounters};
 
 /// Remote ends a drop group lists at most (the busiest).
 pub const REMOTES_PER_GROUP: usize = 5;
@@ -19,11 +20,11 @@ pub struct DropGroup {
     pub container: Option<String>,
     pub service: Option<String>,
     pub network: Option<String>,
-    pub reason: String,
+    pub reason: FlowReason,
     /// `dropped`, or `audited`: forwarded under audit, which enforcement
     /// would have dropped for `reason`.
     #[serde(default = "dropped")]
-    pub verdict: String,
+    pub verdict: Verdict,
     /// `netwatch` or `kernel` (see [`FlowEntry::dropped_by`]).
     #[serde(default)]
     pub dropped_by: Option<String>,
@@ -48,12 +49,12 @@ pub struct DropGroup {
 /// The other end of a flow, as `DropGroup::remotes` shows it; `None` for a
 /// summary of idle flows.
 fn remote(entry: &FlowEntry) -> Option<String> {
-    let (ip, port) = if entry.direction == "ingress" {
+    let (ip, port) = if entry.direction == Direction::Ingress {
         (entry.src?, entry.src_port)
     } else {
         (entry.dst?, entry.dst_port)
     };
-    let icmp = entry.proto.starts_with("icmp");
+    let icmp = entry.proto.is_icmp();
     let address = match (ip, port) {
         (_, 0) => ip.to_string(),
         (_, _) if icmp => ip.to_string(),
@@ -66,22 +67,22 @@ fn remote(entry: &FlowEntry) -> Option<String> {
     })
 }
 
-fn dropped() -> String {
-    "dropped".to_owned()
+fn dropped() -> Verdict {
+    Verdict::Dropped
 }
 
 /// Groups the dropped and audited entries among `entries` by container,
 /// network, reason and verdict; the group that dropped most packets first.
 pub fn drop_groups(entries: &[FlowEntry]) -> Vec<DropGroup> {
-    type Key = (Option<String>, Option<String>, String, String);
+    type Key = (Option<String>, Option<String>, FlowReason, Verdict);
     let mut groups: BTreeMap<Key, (DropGroup, Vec<(u64, String)>)> = BTreeMap::new();
-    for entry in entries.iter().filter(|e| e.verdict != "forwarded") {
-        let reason = entry.reason.clone().unwrap_or_else(|| "unknown".into());
+    for entry in entries.iter().filter(|e| e.verdict.is_drop_like()) {
+        let reason = entry.reason.clone().unwrap_or(FlowReason::Unknown);
         let key = (
             entry.container.clone(),
             entry.network.clone(),
             reason,
-            entry.verdict.clone(),
+            entry.verdict,
         );
         let (group, remotes) = groups.entry(key.clone()).or_insert_with(|| {
             (
@@ -230,6 +231,8 @@ pub struct ErrorBody {
 
 #[cfg(test)]
 mod tests {
+    use netwatch_common::protocol::Protocol;
+
     use super::*;
 
     fn flow(
@@ -244,21 +247,20 @@ mod tests {
             container: Some(container.into()),
             service: None,
             network: Some("int".into()),
-            direction: "egress".into(),
+            direction: Direction::Egress,
             src: Some("172.30.0.2".parse().unwrap()),
             dst: Some(dst.parse().unwrap()),
             src_port: 40000,
             dst_port: port,
-            proto: "tcp".into(),
+            proto: Protocol::Tcp,
             packets,
             bytes: packets * 60,
             verdict: if reason.is_some() {
-                "dropped"
+                Verdict::Dropped
             } else {
-                "forwarded"
-            }
-            .into(),
-            reason: reason.map(String::from),
+                Verdict::Forwarded
+            },
+            reason: reason.map(|r| r.parse().unwrap()),
             dropped_by: None,
             peer: None,
             peer_service: None,
@@ -283,12 +285,12 @@ mod tests {
             flow("web", None, "172.30.0.3", 5432, 100),
         ];
         let groups = drop_groups(&entries);
-        let shape: Vec<(&str, &str, u64, u64)> = groups
+        let shape: Vec<(&str, String, u64, u64)> = groups
             .iter()
             .map(|g| {
                 (
                     g.container.as_deref().unwrap(),
-                    g.reason.as_str(),
+                    g.reason.to_string(),
                     g.packets,
                     g.flows,
                 )
@@ -297,9 +299,9 @@ mod tests {
         assert_eq!(
             shape,
             [
-                ("db", "host-access", 9, 1),
-                ("web", "host-access", 7, 2),
-                ("web", "not-in-network", 1, 1)
+                ("db", "host-access".to_string(), 9, 1),
+                ("web", "host-access".to_string(), 7, 2),
+                ("web", "not-in-network".to_string(), 1, 1)
             ]
         );
         assert_eq!(

@@ -19,12 +19,16 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+use netwatch_common::{
+    protocol::Protocol,
+    reason::{Direction, DropReason},
+};
 use serde::Serialize;
 
 use super::source::{FilterArgs, FlowOutput, FlowSource as _, SourceArgs, open_source};
 use crate::{
     agent::{docker_state::host_state, plan},
-    flows::FlowEntry,
+    flows::{FlowEntry, FlowReason},
     policy::{AllowRule, Cidr, labels},
 };
 
@@ -68,15 +72,15 @@ pub struct NetworkAdvice {
 pub struct NotAdvised {
     pub container: Option<String>,
     pub network: Option<String>,
-    pub direction: String,
+    pub direction: Direction,
     /// The other end, `address[:port]/proto`.
     pub remote: String,
-    pub reason: String,
+    pub reason: FlowReason,
     pub why: String,
 }
 
-/// A destination a holder reached: address, protocol name, port.
-type Destination = (IpAddr, String, u16);
+/// A destination a holder reached: address, protocol, port.
+type Destination = (IpAddr, Protocol, u16);
 
 /// The rules each holder (service, or container without one) needs, with
 /// the container whose flow asked for each.
@@ -87,7 +91,7 @@ type HolderRules = BTreeMap<(Option<String>, String), BTreeSet<(String, AllowRul
 pub fn advise(entries: &[FlowEntry]) -> Advice {
     let judged: Vec<&FlowEntry> = entries
         .iter()
-        .filter(|e| e.verdict != "forwarded" && e.dropped_by.as_deref() != Some("kernel"))
+        .filter(|e| e.verdict.is_drop_like() && !is_kernel_drop(e))
         .collect();
     // How many flows went to each destination, across holders: one flow is
     // a one-off. A connection judged on two interfaces (the container's
@@ -106,11 +110,11 @@ pub fn advise(entries: &[FlowEntry]) -> Advice {
     let mut networks: BTreeSet<String> = BTreeSet::new();
     let mut not_advised = BTreeSet::new();
     for entry in judged.iter().filter(|e| !answers_advised(e, &seen)) {
-        let reason = entry.reason.clone().unwrap_or_else(|| "unknown".into());
+        let reason = entry.reason.clone().unwrap_or(FlowReason::Unknown);
         let refuse = |why: String| NotAdvised {
             container: entry.container.clone(),
             network: entry.network.clone(),
-            direction: entry.direction.clone(),
+            direction: entry.direction,
             remote: remote(entry),
             reason: reason.clone(),
             why,
@@ -125,7 +129,7 @@ pub fn advise(entries: &[FlowEntry]) -> Advice {
                 else {
                     continue;
                 };
-                let Some(rule) = allow_rule(addr, &proto, port) else {
+                let Some(rule) = allow_rule(addr, proto, port) else {
                     not_advised.insert(refuse(format!(
                         "protocol {proto} cannot be written as a netwatch.allow rule"
                     )));
@@ -170,16 +174,23 @@ pub fn advise(entries: &[FlowEntry]) -> Advice {
 
 /// One connection as both ends' programs see it: direction, addresses,
 /// ports, protocol — not the interface that saw it.
-type Connection = (String, Option<IpAddr>, u16, Option<IpAddr>, u16, String);
+type Connection = (
+    Direction,
+    Option<IpAddr>,
+    u16,
+    Option<IpAddr>,
+    u16,
+    Protocol,
+);
 
 fn connection(entry: &FlowEntry) -> Connection {
     (
-        entry.direction.clone(),
+        entry.direction,
         entry.src,
         entry.src_port,
         entry.dst,
         entry.dst_port,
-        entry.proto.clone(),
+        entry.proto,
     )
 }
 
@@ -198,18 +209,18 @@ fn distinct_flows(entries: &[&FlowEntry]) -> u64 {
 /// received from that address, port and protocol. The allow rule proposed
 /// for the destination lets its answers in too.
 fn answers_advised(entry: &FlowEntry, seen: &BTreeMap<Destination, u64>) -> bool {
-    if entry.direction != "ingress" {
+    if entry.direction != Direction::Ingress {
         return false;
     }
     let Some(src) = entry.src else {
         return false;
     };
-    let port = if matches!(entry.proto.as_str(), "tcp" | "udp") {
+    let port = if has_ports(entry.proto) {
         entry.src_port
     } else {
         0
     };
-    seen.contains_key(&(src, entry.proto.clone(), port))
+    seen.contains_key(&(src, entry.proto, port))
 }
 
 /// Services group their containers; a container without one stands alone.
@@ -222,24 +233,35 @@ fn holder_key(entry: &FlowEntry, container: &str) -> String {
 
 /// Where an egress flow went, when it has an address.
 fn destination(entry: &FlowEntry) -> Option<Destination> {
-    if entry.direction != "egress" {
+    if entry.direction != Direction::Egress {
         return None;
     }
-    let port = matches!(entry.proto.as_str(), "tcp" | "udp").then_some(entry.dst_port);
-    Some((entry.dst?, entry.proto.clone(), port.unwrap_or(0)))
+    let port = has_ports(entry.proto).then_some(entry.dst_port);
+    Some((entry.dst?, entry.proto, port.unwrap_or(0)))
+}
+
+/// TCP and UDP: the protocols whose ports an allow rule names.
+fn has_ports(proto: Protocol) -> bool {
+    matches!(proto, Protocol::Tcp | Protocol::Udp)
+}
+
+/// Dropped by the kernel's stack after netwatch (no label of netwatch's
+/// changes that).
+fn is_kernel_drop(entry: &FlowEntry) -> bool {
+    entry.dropped_by.as_deref() == Some(crate::flows::kdrops::DROPPED_BY_KERNEL)
 }
 
 /// The other end as tables show it.
 fn remote(entry: &FlowEntry) -> String {
-    let (addr, port) = if entry.direction == "ingress" {
+    let (addr, port) = if entry.direction == Direction::Ingress {
         (entry.src, entry.src_port)
     } else {
         (entry.dst, entry.dst_port)
     };
     let Some(addr) = addr else {
-        return entry.proto.clone();
+        return entry.proto.to_string();
     };
-    if matches!(entry.proto.as_str(), "tcp" | "udp") {
+    if has_ports(entry.proto) {
         format!("{}/{}", std::net::SocketAddr::new(addr, port), entry.proto)
     } else {
         format!("{addr}/{}", entry.proto)
@@ -247,19 +269,24 @@ fn remote(entry: &FlowEntry) -> String {
 }
 
 /// Why no label is proposed for `entry`, or `None` when one is.
-fn why_not(entry: &FlowEntry, reason: &str, seen: &BTreeMap<Destination, u64>) -> Option<String> {
-    match reason {
-        "spoofed-source" | "spoofed-mac" => {
+fn why_not(
+    entry: &FlowEntry,
+    reason: &FlowReason,
+    seen: &BTreeMap<Destination, u64>,
+) -> Option<String> {
+    match reason.netwatch() {
+        Some(DropReason::SpoofedSource | DropReason::SpoofedMac) => {
             return Some("the container forged its source: never allowed".into());
         }
-        "not-in-network" | "host-access" => {}
-        other => {
+        Some(DropReason::NotInNetwork | DropReason::HostAccess) => {}
+        _ => {
+            let other = reason;
             return Some(format!(
                 "{other} is not a matter of policy: no label lets it through"
             ));
         }
     }
-    if entry.direction == "ingress" {
+    if entry.direction == Direction::Ingress {
         return Some(
             "a connection opened from outside the network: publish the port and label the \
              network netwatch.ingress=published, or allow the sender with netwatch.allow if \
@@ -267,10 +294,10 @@ fn why_not(entry: &FlowEntry, reason: &str, seen: &BTreeMap<Destination, u64>) -
                 .into(),
         );
     }
-    if reason == "host-access" {
+    if reason.netwatch() == Some(DropReason::HostAccess) {
         let addr = entry.dst.map(|a| a.to_string()).unwrap_or_default();
         let rule = destination(entry)
-            .and_then(|(a, proto, port)| allow_rule(a, &proto, port))
+            .and_then(|(a, proto, port)| allow_rule(a, proto, port))
             .map_or_else(|| addr.clone(), |r| r.to_string());
         return Some(format!(
             "to the host ({addr}): closing the host is what enforcement is for; if the service \
@@ -288,7 +315,7 @@ fn why_not(entry: &FlowEntry, reason: &str, seen: &BTreeMap<Destination, u64>) -
 }
 
 /// The narrowest rule for one destination.
-fn allow_rule(addr: IpAddr, proto: &str, port: u16) -> Option<AllowRule> {
+fn allow_rule(addr: IpAddr, proto: Protocol, port: u16) -> Option<AllowRule> {
     let proto = proto_number(proto)?;
     Some(AllowRule {
         cidr: Cidr::host(addr),
@@ -297,16 +324,16 @@ fn allow_rule(addr: IpAddr, proto: &str, port: u16) -> Option<AllowRule> {
     })
 }
 
-/// The IP protocol of a flow's `proto` name, for the protocols a flow
-/// names (others have no number here).
-fn proto_number(name: &str) -> Option<u8> {
+/// The IP protocol of a flow's protocol, for the protocols a flow names
+/// (others have no number here).
+fn proto_number(proto: Protocol) -> Option<u8> {
     use netwatch_common::packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
-    match name {
-        "tcp" => Some(IPPROTO_TCP),
-        "udp" => Some(IPPROTO_UDP),
-        "icmp" => Some(IPPROTO_ICMP),
-        "icmpv6" => Some(IPPROTO_ICMPV6),
-        _ => None,
+    match proto {
+        Protocol::Tcp => Some(IPPROTO_TCP),
+        Protocol::Udp => Some(IPPROTO_UDP),
+        Protocol::Icmp => Some(IPPROTO_ICMP),
+        Protocol::Icmpv6 => Some(IPPROTO_ICMPV6),
+        Protocol::ArpOther | Protocol::Other(_) | Protocol::Any => None,
     }
 }
 
@@ -364,7 +391,11 @@ pub fn compose_snippet(advice: &Advice) -> String {
             out.push_str(&format!(
                 "#   {} {} {} ({}): {}\n",
                 n.container.as_deref().unwrap_or("?"),
-                if n.direction == "ingress" { "<-" } else { "->" },
+                if n.direction == Direction::Ingress {
+                    "<-"
+                } else {
+                    "->"
+                },
                 n.remote,
                 n.reason,
                 n.why
@@ -478,18 +509,18 @@ mod tests {
             container: Some(format!("{service}-1")),
             service: Some(service.into()),
             network: Some("app_back".into()),
-            direction: "egress".into(),
+            direction: Direction::Egress,
             src: Some("172.30.0.2".parse().unwrap()),
             dst: Some(dst.parse().unwrap()),
             src_name: None,
             dst_name: None,
             src_port: NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             dst_port: port,
-            proto: "tcp".into(),
+            proto: Protocol::Tcp,
             packets: 3,
             bytes: 180,
-            verdict: verdict.into(),
-            reason: (verdict != "forwarded").then(|| reason.into()),
+            verdict: verdict.parse().unwrap(),
+            reason: reason.parse().ok(),
             dropped_by: None,
             peer: None,
             peer_service: None,
@@ -510,7 +541,7 @@ mod tests {
 
     /// The flow answering `egress`: received from its destination.
     fn answer(mut egress: FlowEntry) -> FlowEntry {
-        egress.direction = "ingress".into();
+        egress.direction = Direction::Ingress;
         std::mem::swap(&mut egress.src, &mut egress.dst);
         std::mem::swap(&mut egress.src_port, &mut egress.dst_port);
         egress
@@ -565,9 +596,9 @@ mod tests {
     #[test]
     fn the_host_inbound_connections_forgeries_and_kernel_drops_are_not_advised() {
         let mut to_host = flow("api", "172.30.0.1", 53, "audited", "host-access");
-        to_host.proto = "udp".into();
+        to_host.proto = Protocol::Udp;
         let mut inbound = flow("api", "172.30.0.2", 80, "audited", "not-in-network");
-        inbound.direction = "ingress".into();
+        inbound.direction = Direction::Ingress;
         inbound.src = Some("203.0.113.7".parse().unwrap());
         let forged = flow("api", "203.0.113.7", 443, "dropped", "spoofed-source");
         let mut kernel = flow(

@@ -6,6 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Result, bail};
 use futures_util::StreamExt as _;
 use jiff::{Timestamp, tz::TimeZone};
+use netwatch_common::{protocol::Protocol, reason::Verdict};
 
 use super::{
     signals,
@@ -65,10 +66,15 @@ fn answers_text(entry: &DnsEntry) -> String {
 fn row(e: &DnsEntry, tz: &TimeZone) -> Vec<String> {
     let resolver = match e.resolver_port {
         53 => e.resolver.to_string(),
-        port => crate::flows::record::endpoint_text(Some(e.resolver), port, "udp"),
+        port => crate::flows::record::endpoint_text(Some(e.resolver), port, Protocol::Udp),
     };
-    let rcode = match (&e.rcode, e.verdict.as_str()) {
-        (_, "dropped") => format!("DROPPED ({})", e.reason.as_deref().unwrap_or("-")),
+    let rcode = match (&e.rcode, e.verdict) {
+        (_, Verdict::Dropped) => format!(
+            "DROPPED ({})",
+            e.reason
+                .as_ref()
+                .map_or_else(|| "-".to_string(), ToString::to_string)
+        ),
         (Some(rcode), _) => rcode.clone(),
         (None, _) => "(no answer)".to_string(),
     };

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use jiff::Timestamp;
+use netwatch_common::reason::Verdict;
 
 use super::{
     source::{FilterArgs, FlowOutput, FlowSource as _, SourceArgs, ago, open_source, print_list},
@@ -19,10 +20,10 @@ pub fn drops_table(groups: &[DropGroup], now: Timestamp) -> String {
             vec![
                 g.container.clone().unwrap_or_default(),
                 g.network.clone().unwrap_or_default(),
-                if g.verdict == "audited" {
+                if g.verdict == Verdict::Audited {
                     format!("{} (audited)", g.reason)
                 } else {
-                    g.reason.clone()
+                    g.reason.to_string()
                 },
                 g.rule.clone().unwrap_or_else(|| "-".into()),
                 g.flows.to_string(),
@@ -54,7 +55,7 @@ pub fn drops_table(groups: &[DropGroup], now: Timestamp) -> String {
 /// # Errors
 /// `--verdict forwarded`, no agent answers, or it refuses the filter.
 pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Result<ExitCode> {
-    if filter.verdict.as_deref() == Some("forwarded") {
+    if filter.verdict == Some(Verdict::Forwarded) {
         bail!(
             "drops lists dropped and audited flows only: leave out --verdict forwarded (or use \
              `netwatch flows`)"
@@ -82,8 +83,8 @@ mod tests {
             container: Some("db".into()),
             service: Some("backend".into()),
             network: Some("app_db".into()),
-            reason: "host-access".into(),
-            verdict: "dropped".into(),
+            reason: "host-access".parse().unwrap(),
+            verdict: "dropped".parse().unwrap(),
             dropped_by: Some("netwatch".into()),
             rule: Some("internal: true on network app_db".into()),
             packets: 3,

@@ -17,8 +17,8 @@ fn row(e: &FlowEntry) -> Vec<String> {
     let (src, dst) = if e.flows > 1 {
         (format!("({} idle flows)", e.flows), "*".to_string())
     } else {
-        let mut src = endpoint_text(e.src, e.src_port, &e.proto);
-        let mut dst = endpoint_text(e.dst, e.dst_port, &e.proto);
+        let mut src = endpoint_text(e.src, e.src_port, e.proto);
+        let mut dst = endpoint_text(e.dst, e.dst_port, e.proto);
         e.mark_ends(&mut src, &mut dst);
         (src, dst)
     };
@@ -31,14 +31,17 @@ fn row(e: &FlowEntry) -> Vec<String> {
         .unwrap_or_default();
     vec![
         owner,
-        e.direction.clone(),
-        e.proto.clone(),
+        e.direction.to_string(),
+        e.proto.to_string(),
         src,
         dst,
         e.packets.to_string(),
         units::bytes(e.bytes),
-        e.verdict.clone(),
-        e.reason.clone().unwrap_or_default(),
+        e.verdict.to_string(),
+        e.reason
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         e.peer_text().unwrap_or_default(),
     ]
 }

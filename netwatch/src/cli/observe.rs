@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use futures_util::StreamExt as _;
 use jiff::tz::TimeZone;
+use netwatch_common::{
+    protocol::Protocol,
+    reason::{Direction, Verdict},
+};
 
 use super::{
     signals,
@@ -14,7 +18,7 @@ use crate::{api::StreamItem, flows::ObservedEvent, render::units};
 
 /// `web 172.19.0.2:40312`, the address alone for an end with no name, the
 /// name alone for a flow without addresses (ARP).
-fn end(name: Option<&str>, ip: Option<std::net::IpAddr>, port: u16, proto: &str) -> String {
+fn end(name: Option<&str>, ip: Option<std::net::IpAddr>, port: u16, proto: Protocol) -> String {
     let address = crate::flows::record::endpoint_text(ip, port, proto);
     match (name, ip) {
         (Some(name), None) => name.to_string(),
@@ -28,7 +32,7 @@ fn end(name: Option<&str>, ip: Option<std::net::IpAddr>, port: u16, proto: &str)
 pub fn event_line(event: &ObservedEvent, tz: &TimeZone) -> String {
     let f = &event.flow;
     let peer = f.peer_text();
-    let (src_name, dst_name) = if f.direction == "ingress" {
+    let (src_name, dst_name) = if f.direction == Direction::Ingress {
         (peer.as_deref(), f.container.as_deref())
     } else {
         (f.container.as_deref(), peer.as_deref())
@@ -38,13 +42,13 @@ pub fn event_line(event: &ObservedEvent, tz: &TimeZone) -> String {
         .to_zoned_datetime(tz.clone())
         .strftime("%b %e %H:%M:%S%.3f")
         .to_string();
-    let verdict = match (&f.verdict[..], &f.reason) {
-        ("dropped", Some(reason)) => format!("DROPPED ({reason})"),
-        ("audited", Some(reason)) => format!("AUDITED ({reason})"),
-        (verdict, _) => verdict.to_uppercase(),
+    let verdict = match (f.verdict, &f.reason) {
+        (Verdict::Dropped, Some(reason)) => format!("DROPPED ({reason})"),
+        (Verdict::Audited, Some(reason)) => format!("AUDITED ({reason})"),
+        (verdict, _) => verdict.name().to_uppercase(),
     };
-    let mut src = end(src_name, f.src, f.src_port, &f.proto);
-    let mut dst = end(dst_name, f.dst, f.dst_port, &f.proto);
+    let mut src = end(src_name, f.src, f.src_port, f.proto);
+    let mut dst = end(dst_name, f.dst, f.dst_port, f.proto);
     f.mark_ends(&mut src, &mut dst);
     let rule = f
         .rule
@@ -138,9 +142,9 @@ mod tests {
              DROPPED (host-access)  egress on app_db  1 pkts 74 B"
         );
         let mut ingress = event.clone();
-        ingress.flow.direction = "ingress".into();
+        ingress.flow.direction = Direction::Ingress;
         ingress.flow.peer = Some("web".into());
-        ingress.flow.verdict = "forwarded".into();
+        ingress.flow.verdict = Verdict::Forwarded;
         ingress.flow.reason = None;
         let text = event_line(&ingress, &TimeZone::UTC);
         assert!(

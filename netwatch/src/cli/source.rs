@@ -21,6 +21,7 @@ use std::{
 use anyhow::Result;
 use futures_util::{Stream, StreamExt as _};
 use jiff::Timestamp;
+use netwatch_common::{protocol::Protocol, reason::Verdict};
 
 use crate::{
     api::{
@@ -28,7 +29,7 @@ use crate::{
         query::{self, parse_proto, parse_since},
     },
     flows::{
-        FlowEntry, FlowFilter, Pipeline,
+        FlowEntry, FlowFilter, FlowReason, Pipeline,
         pipeline::{DEFAULT_FLOW_LIMIT, DRAIN_INTERVAL},
     },
     standalone::Session,
@@ -55,18 +56,18 @@ pub struct FilterArgs {
     pub place: PlaceArgs,
     /// Only flows whose latest packet was forwarded, dropped, or audited
     /// (forwarded under audit mode, which enforcement would have dropped).
-    #[arg(long, value_parser = ["forwarded", "dropped", "audited"])]
-    pub verdict: Option<String>,
+    #[arg(long, value_parser = verdict_arg())]
+    pub verdict: Option<Verdict>,
     /// Only flows dropped for this reason: one of netwatch's (not-in-network,
     /// host-access, spoofed-source, …) or, for the kernel's own drops,
     /// `kernel:` and the kernel's reason name in lower case
     /// (kernel:netfilter_drop, kernel:no_socket, …).
     #[arg(long, value_name = "REASON", value_parser = reason_arg)]
-    pub reason: Option<String>,
+    pub reason: Option<FlowReason>,
     /// Only this protocol: tcp, udp, icmp, icmpv6, or an IP protocol
     /// number.
     #[arg(long, value_name = "PROTO", value_parser = proto_arg)]
-    pub proto: Option<String>,
+    pub proto: Option<Protocol>,
     /// Only flows with this port at either end.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
@@ -76,11 +77,18 @@ pub struct FilterArgs {
     pub since: Option<Timestamp>,
 }
 
-fn proto_arg(text: &str) -> Result<String, String> {
+/// The verdicts by name, listed as possible values in `--help`.
+fn verdict_arg() -> impl clap::builder::TypedValueParser<Value = Verdict> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Verdict::ALL.map(Verdict::name))
+        .try_map(|name| name.parse::<Verdict>())
+}
+
+fn proto_arg(text: &str) -> Result<Protocol, String> {
     parse_proto(text).map_err(|e| e.to_string())
 }
 
-fn reason_arg(text: &str) -> Result<String, String> {
+fn reason_arg(text: &str) -> Result<FlowReason, String> {
     query::parse_reason(text).map_err(|e| e.to_string())
 }
 
@@ -94,9 +102,9 @@ impl FilterArgs {
             container: self.place.container.clone(),
             service: self.place.service.clone(),
             network: self.place.network.clone(),
-            verdict: self.verdict.clone(),
+            verdict: self.verdict,
             reason: self.reason.clone(),
-            proto: self.proto.clone(),
+            proto: self.proto,
             port: self.port,
             since: self.since,
         }

@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::Result;
 use netwatch_common::reason::DropReason;
+use netwatch_common::reason::Verdict;
 use serde::Serialize;
 
 use super::OutputFormat;
@@ -455,12 +456,12 @@ fn print_table(s: &Status) {
             a.programs.join(", ")
         );
     }
-    println!("{:<14} {}", "forwarded", s.forwarded);
-    println!("{:<14} {}", "dropped", summary(&s.drops));
+    println!("{:<14} {}", Verdict::Forwarded.name(), s.forwarded);
+    println!("{:<14} {}", Verdict::Dropped.name(), summary(&s.drops));
     if !s.audited.is_empty() {
         println!(
             "{:<14} {} (forwarded; enforcement would drop them)",
-            "audited",
+            Verdict::Audited.name(),
             summary(&s.audited)
         );
     }

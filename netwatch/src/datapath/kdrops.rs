@@ -29,6 +29,7 @@ use super::{
     Datapath, DatapathError,
     kernel_btf::{Btf, BtfError},
 };
+use crate::flows::FlowReason;
 
 /// The kernel's drop reasons by value, as `enum skb_drop_reason` names
 /// them in the running kernel.
@@ -68,21 +69,21 @@ impl DropReasonNames {
     /// `kernel:netfilter_drop` for `SKB_DROP_REASON_NETFILTER_DROP`;
     /// `kernel:reason_<n>` for a value the kernel's enum does not name
     /// (subsystem reasons, such as mac80211's, live in other enums).
-    pub fn name(&self, value: u32) -> String {
+    pub fn name(&self, value: u32) -> FlowReason {
         match self.0.get(&value) {
             Some(name) => {
                 let short = REASON_PREFIXES
                     .iter()
                     .find_map(|p| name.strip_prefix(p))
                     .unwrap_or(name);
-                format!("kernel:{}", short.to_ascii_lowercase())
+                FlowReason::Kernel(short.to_ascii_lowercase())
             }
-            None => format!("kernel:reason_{value}"),
+            None => FlowReason::Kernel(format!("reason_{value}")),
         }
     }
 
     /// Every name, as [`DropReasonNames::name`] gives them.
-    pub fn all(&self) -> Vec<String> {
+    pub fn all(&self) -> Vec<FlowReason> {
         self.0.keys().map(|v| self.name(*v)).collect()
     }
 
@@ -234,9 +235,9 @@ mod tests {
     #[test]
     fn reasons_read_as_kernel_and_the_kernels_name_in_lower_case() {
         let names = names();
-        assert_eq!(names.name(12), "kernel:netfilter_drop");
-        assert_eq!(names.name(1), "kernel:consumed");
-        assert_eq!(names.name(99), "kernel:reason_99");
+        assert_eq!(names.name(12).to_string(), "kernel:netfilter_drop");
+        assert_eq!(names.name(1).to_string(), "kernel:consumed");
+        assert_eq!(names.name(99).to_string(), "kernel:reason_99");
         assert_eq!(names.all().len(), 6, "a value beyond u32 is left out");
     }
 

@@ -337,8 +337,8 @@ pub fn attach_counts(links: &[pins::PinnedLink]) -> AttachCounts {
 }
 
 /// Flow totals per label set: container, service, network, direction,
-/// verdict.
-type FlowSeries<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
+/// verdict (as label values: series sort by them).
+type FlowSeries<'a> = (&'a str, &'a str, &'a str, &'static str, &'static str);
 
 /// Sums flows per label set: (packets, bytes).
 pub fn flow_totals(flows: &[FlowEntry]) -> BTreeMap<FlowSeries<'_>, (u64, u64)> {
@@ -350,8 +350,8 @@ pub fn flow_totals(flows: &[FlowEntry]) -> BTreeMap<FlowSeries<'_>, (u64, u64)> 
             flow.container.as_deref().unwrap_or(""),
             flow.service.as_deref().unwrap_or(""),
             flow.network.as_deref().unwrap_or(""),
-            flow.direction.as_str(),
-            flow.verdict.as_str(),
+            flow.direction.name(),
+            flow.verdict.name(),
         );
         let total = totals.entry(series).or_default();
         total.0 = total.0.saturating_add(flow.packets);
@@ -516,8 +516,8 @@ fn is_kernel_drop(flow: &FlowEntry) -> bool {
 }
 
 /// The kernel's own drops per label set: container, service, network,
-/// direction, reason.
-type KernelDropSeries<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
+/// direction, reason (as label values: series sort by them).
+type KernelDropSeries<'a> = (&'a str, &'a str, &'a str, &'static str, String);
 
 /// Sums the kernel's own drops per label set: (packets, bytes).
 pub fn kernel_drop_totals(flows: &[FlowEntry]) -> BTreeMap<KernelDropSeries<'_>, (u64, u64)> {
@@ -527,8 +527,11 @@ pub fn kernel_drop_totals(flows: &[FlowEntry]) -> BTreeMap<KernelDropSeries<'_>,
             flow.container.as_deref().unwrap_or(""),
             flow.service.as_deref().unwrap_or(""),
             flow.network.as_deref().unwrap_or(""),
-            flow.direction.as_str(),
-            flow.reason.as_deref().unwrap_or(""),
+            flow.direction.name(),
+            flow.reason
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
         );
         let total = totals.entry(series).or_default();
         total.0 = total.0.saturating_add(flow.packets);
@@ -569,7 +572,7 @@ fn render_kernel_drops(out: &mut Exposition, flows: &[FlowEntry]) {
                     ("service", service),
                     ("network", network),
                     ("direction", direction),
-                    ("reason", reason),
+                    ("reason", reason.as_str()),
                 ],
                 if bytes { *bytes_total } else { *packets },
             );

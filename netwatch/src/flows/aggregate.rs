@@ -38,6 +38,7 @@ use jiff::Timestamp;
 use netwatch_common::{
     event::{EventKind, FlowEvent},
     flow::{FlowKey, FlowStats},
+    protocol::Protocol,
     reason::{Direction, DropReason, Verdict},
 };
 use serde::{Deserialize, Serialize};
@@ -47,7 +48,8 @@ use super::{
     filter::FlowFilter,
     host_peer::Outcome,
     names::{FlowNames, Peer},
-    record::{key_addresses, proto_name, reason_name, verdict_name},
+    reason::FlowReason,
+    record::key_addresses,
 };
 
 /// One flow as users see it (`netwatch flows -o json`, the API).
@@ -58,20 +60,20 @@ pub struct FlowEntry {
     pub service: Option<String>,
     pub network: Option<String>,
     /// `egress`: sent by the container; `ingress`: received.
-    pub direction: String,
+    pub direction: Direction,
     /// `None` for non-IP flows (ARP) and summaries.
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
     pub src_port: u16,
     pub dst_port: u16,
-    pub proto: String,
+    pub proto: Protocol,
     pub packets: u64,
     /// Bytes as the hook saw them: Ethernet header and everything after it.
     pub bytes: u64,
-    /// Of the latest packet: `forwarded` or `dropped`.
-    pub verdict: String,
+    /// Of the latest packet: `forwarded`, `dropped` or `audited`.
+    pub verdict: Verdict,
     /// `None` when forwarded.
-    pub reason: Option<String>,
+    pub reason: Option<FlowReason>,
     /// Who dropped it: `netwatch` (its own programs, `reason` is one of
     /// netwatch's) or `kernel` (the kernel's stack after netwatch, seen on
     /// `kfree_skb`: `reason` is `kernel:` and the kernel's reason name,
@@ -146,7 +148,7 @@ impl FlowEntry {
         let Some(published) = &self.published else {
             return;
         };
-        let inside = if self.direction == "ingress" {
+        let inside = if self.direction == Direction::Ingress {
             dst
         } else {
             src
@@ -222,7 +224,7 @@ struct Labels {
     service: Option<String>,
     network: Option<String>,
     interface: Option<String>,
-    direction: &'static str,
+    direction: Direction,
     /// What asks for the network's policy ([`super::names::FlowOwner`]).
     policy: Option<String>,
 }
@@ -240,9 +242,9 @@ struct Tracked {
     dst_name: Option<Arc<str>>,
     first_seen: Timestamp,
     last_seen: Timestamp,
-    /// Of the latest packet ([`Verdict`] and [`DropReason`] as u8).
-    verdict: u8,
-    reason: u8,
+    /// Of the latest packet.
+    verdict: Verdict,
+    reason: DropReason,
     /// First-seen time of the kernel entry the counts come from.
     kernel_first_ns: u64,
     kernel_packets: u64,
@@ -273,20 +275,20 @@ impl Tracked {
             container: labels.container.clone(),
             service: labels.service.clone(),
             network: labels.network.clone(),
-            direction: labels.direction.to_string(),
+            direction: labels.direction,
             src,
             dst,
             src_port: key.src_port,
             dst_port: key.dst_port,
-            proto: proto_name(key.proto, key.family),
+            proto: Protocol::of(key.proto, key.family),
             packets: packets - self.verdict_start_packets,
             bytes: bytes - self.verdict_start_bytes,
-            verdict: verdict_name(self.verdict).to_string(),
-            reason: reason_name(self.reason).map(String::from),
-            dropped_by: (self.verdict == Verdict::Dropped as u8)
+            verdict: self.verdict,
+            reason: FlowReason::of(self.reason),
+            dropped_by: (self.verdict == Verdict::Dropped)
                 .then(|| super::kdrops::DROPPED_BY_NETWATCH.to_string()),
-            rule: reason_name(self.reason)
-                .filter(|_| self.verdict != Verdict::Forwarded as u8)
+            rule: Some(self.reason)
+                .filter(|reason| self.verdict.is_drop_like() && *reason != DropReason::None)
                 .and_then(|reason| {
                     super::names::rule_of(
                         labels.network.as_deref(),
@@ -308,7 +310,7 @@ impl Tracked {
     }
 }
 
-type SummaryKey = (Option<String>, Option<String>, String, String);
+type SummaryKey = (Option<String>, Option<String>, Direction, Verdict);
 
 /// What a flow folded into a summary had counted from its kernel entry.
 #[derive(Clone, Copy, Debug)]
@@ -389,6 +391,7 @@ impl Aggregator {
         if EventKind::from_u8(event.kind).is_none()
             || Verdict::from_u8(event.verdict).is_none()
             || DropReason::from_u8(event.reason).is_none()
+            || Direction::from_u8(event.key.direction).is_none()
         {
             self.counters.malformed += 1;
             return None;
@@ -432,6 +435,16 @@ impl Aggregator {
     }
 
     fn update(&mut self, key: &FlowKey, stats: &FlowStats, names: &FlowNames, clock: &Clock) {
+        let (Some(direction), Some(verdict), Some(reason)) = (
+            Direction::from_u8(key.direction),
+            Verdict::from_u8(stats.verdict),
+            DropReason::from_u8(stats.reason),
+        ) else {
+            // Values this version does not know (a kernel table written by
+            // another version's programs): as a record with them would be.
+            self.counters.malformed += 1;
+            return;
+        };
         if !self.flows.contains_key(key) {
             let counted = match self.folded.get_mut(key) {
                 Some(f) if f.kernel_first_ns == stats.first_seen_ns => {
@@ -445,7 +458,8 @@ impl Aggregator {
                 _ => None,
             };
             self.folded.remove(key);
-            let mut tracked = self.new_tracked(key, stats, names, clock);
+            let mut tracked =
+                self.new_tracked(key, (direction, verdict, reason), stats, names, clock);
             if let Some((packets, bytes)) = counted {
                 // Its summary has these: the flow shows what came since.
                 tracked.kernel_packets = packets;
@@ -489,7 +503,7 @@ impl Aggregator {
             return;
         }
         tracked.last_seen = last_seen;
-        if (stats.verdict, stats.reason) == (tracked.verdict, tracked.reason) {
+        if (verdict, reason) == (tracked.verdict, tracked.reason) {
             return;
         }
         // The verdict changed: what was counted until now stays under the
@@ -499,8 +513,8 @@ impl Aggregator {
         segment.bytes = before_bytes - tracked.verdict_start_bytes;
         tracked.verdict_start_packets = before_packets;
         tracked.verdict_start_bytes = before_bytes;
-        tracked.verdict = stats.verdict;
-        tracked.reason = stats.reason;
+        tracked.verdict = verdict;
+        tracked.reason = reason;
         if segment.packets > 0 {
             self.fold(segment);
         }
@@ -509,6 +523,7 @@ impl Aggregator {
     fn new_tracked(
         &mut self,
         key: &FlowKey,
+        (direction, verdict, reason): (Direction, Verdict, DropReason),
         stats: &FlowStats,
         names: &FlowNames,
         clock: &Clock,
@@ -519,7 +534,7 @@ impl Aggregator {
             service: owner.service,
             network: owner.network,
             interface: owner.interface,
-            direction: Direction::from_u8(key.direction).map_or("unknown", Direction::name),
+            direction,
             policy: owner.policy,
         };
         let labels = match self.labels.get(&labels) {
@@ -555,8 +570,8 @@ impl Aggregator {
             dst_name: None,
             first_seen,
             last_seen: first_seen,
-            verdict: stats.verdict,
-            reason: stats.reason,
+            verdict,
+            reason,
             kernel_first_ns: stats.first_seen_ns,
             kernel_packets: 0,
             kernel_bytes: 0,
@@ -627,8 +642,8 @@ impl Aggregator {
         let key = (
             entry.container.clone(),
             entry.network.clone(),
-            entry.direction.clone(),
-            entry.verdict.clone(),
+            entry.direction,
+            entry.verdict,
         );
         match self.summaries.get_mut(&key) {
             Some(summary) => {
@@ -644,7 +659,7 @@ impl Aggregator {
                     dst: None,
                     src_port: 0,
                     dst_port: 0,
-                    proto: "*".to_string(),
+                    proto: Protocol::Any,
                     peer: None,
                     peer_service: None,
                     peer_kind: None,
@@ -654,7 +669,7 @@ impl Aggregator {
                     reason: entry
                         .reason
                         .clone()
-                        .filter(|_| entry.verdict != "forwarded"),
+                        .filter(|_| entry.verdict.is_drop_like()),
                     ..entry
                 };
                 self.summaries.insert(key, summary);
@@ -733,8 +748,8 @@ mod tests {
             (3, 300),
             "an older record never lowers the counts"
         );
-        assert_eq!(all[0].direction, "egress");
-        assert_eq!(all[0].verdict, "forwarded");
+        assert_eq!(all[0].direction, Direction::Egress);
+        assert_eq!(all[0].verdict, Verdict::Forwarded);
         assert_eq!(all[0].reason, None);
     }
 
@@ -769,7 +784,7 @@ mod tests {
         assert!(kept.contains(&1) && kept.contains(&4), "{kept:?}");
         let summary = all.iter().find(|e| e.flows == 2).unwrap();
         assert_eq!((summary.packets, summary.bytes), (2, 200));
-        assert_eq!(summary.proto, "*");
+        assert_eq!(summary.proto, Protocol::Any);
         assert_eq!(all.iter().map(|e| e.bytes).sum::<u64>(), 400);
     }
 
@@ -887,7 +902,7 @@ mod tests {
         let by_verdict = |agg: &Aggregator, verdict: &str| -> (u64, u64) {
             agg.entries(&FlowFilter::default())
                 .iter()
-                .filter(|e| e.verdict == verdict)
+                .filter(|e| e.verdict.name() == verdict)
                 .fold((0, 0), |(p, b), e| (p + e.packets, b + e.bytes))
         };
         assert_eq!(by_verdict(&agg, "forwarded"), (10, 1000));
@@ -901,7 +916,7 @@ mod tests {
             .into_iter()
             .find(|e| e.src.is_some())
             .unwrap();
-        assert_eq!((live.src_port, live.verdict.as_str()), (1, "forwarded"));
+        assert_eq!((live.src_port, live.verdict.name()), (1, "forwarded"));
         assert_eq!((live.packets, live.bytes), (6, 600));
     }
 

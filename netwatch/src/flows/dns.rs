@@ -22,12 +22,12 @@ use std::{
 use jiff::Timestamp;
 use netwatch_common::{
     flow::FlowKey,
-    reason::{Direction, Verdict},
+    reason::{Direction, DropReason, Verdict},
 };
 use serde::{Deserialize, Serialize};
 use simple_dns::{PacketFlag, QTYPE, rdata::RData};
 
-use super::{Clock, FlowNames, record::reason_name};
+use super::{Clock, FlowNames, FlowReason};
 use crate::datapath::CapturedDns;
 
 /// Queries (with their answers) kept for `netwatch dns`.
@@ -296,9 +296,9 @@ pub struct DnsEntry {
     pub latency_us: Option<u64>,
     /// What netwatch did with the query (or the answer): `forwarded` or
     /// `dropped`, and why.
-    pub verdict: String,
+    pub verdict: Verdict,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<FlowReason>,
 }
 
 impl DnsEntry {
@@ -326,7 +326,7 @@ impl DnsEntry {
                 ttl: 300,
             }],
             latency_us: Some(1500),
-            verdict: "forwarded".into(),
+            verdict: Verdict::Forwarded,
             reason: None,
         }
     }
@@ -410,12 +410,17 @@ impl DnsLog {
         clock: &Clock,
     ) -> Option<Recorded> {
         self.counters.records += 1;
-        let Some(message) = parse_message(&captured.payload) else {
+        let h = &captured.header;
+        let (Some(message), Some(verdict), Some(reason)) = (
+            parse_message(&captured.payload),
+            Verdict::from_u8(h.verdict),
+            DropReason::from_u8(h.reason),
+        ) else {
+            // Garbage, or a verdict or reason this version does not know.
             self.counters.parse_failures += 1;
             return None;
         };
         let (src, dst) = captured.addresses()?;
-        let h = &captured.header;
         let egress = h.direction == Direction::Egress as u8;
         // Only what a container asks and what it is answered: a container
         // running a DNS server is not a client.
@@ -437,7 +442,7 @@ impl DnsLog {
             id: message.id,
         };
         if !message.response {
-            let entry = listed(captured, &message, key, names, clock);
+            let entry = listed(captured, &message, key, (verdict, reason), names, clock);
             self.counters.queries += 1;
             let number = self.push(entry.clone());
             self.wait_for_answer(key, h.time_ns, number);
@@ -456,16 +461,23 @@ impl DnsLog {
                 }
                 None => {
                     self.counters.unmatched_answers += 1;
-                    let number = self.push(listed(captured, &message, key, names, clock));
+                    let number = self.push(listed(
+                        captured,
+                        &message,
+                        key,
+                        (verdict, reason),
+                        names,
+                        clock,
+                    ));
                     self.get_mut(number)?
                 }
             };
         entry.rcode = Some(message.rcode.clone());
         entry.answers = message.answers;
-        if entry.verdict == Verdict::Forwarded.name() && h.verdict != Verdict::Forwarded as u8 {
+        if entry.verdict == Verdict::Forwarded && verdict != Verdict::Forwarded {
             // The answer was dropped on its way in: say so.
-            entry.verdict = verdict_text(h.verdict);
-            entry.reason = reason_name(h.reason).map(String::from);
+            entry.verdict = verdict;
+            entry.reason = FlowReason::of(reason);
         }
         let entry = entry.clone();
         let learned = match (&entry.container, &entry.name) {
@@ -533,6 +545,7 @@ fn listed(
     captured: &CapturedDns,
     message: &DnsMessage,
     key: PendingKey,
+    (verdict, reason): (Verdict, DropReason),
     names: &FlowNames,
     clock: &Clock,
 ) -> DnsEntry {
@@ -563,13 +576,9 @@ fn listed(
         rcode: None,
         answers: Vec::new(),
         latency_us: None,
-        verdict: verdict_text(h.verdict),
-        reason: reason_name(h.reason).map(String::from),
+        verdict,
+        reason: FlowReason::of(reason),
     }
-}
-
-fn verdict_text(verdict: u8) -> String {
-    super::record::verdict_name(verdict).to_string()
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 //! as a URL query string, applied in one place.
 
 use jiff::Timestamp;
+use netwatch_common::{protocol::Protocol, reason::Verdict};
 use serde::{Deserialize, Serialize};
 
-use super::{aggregate::FlowEntry, dns::DnsEntry};
+use super::{FlowReason, aggregate::FlowEntry, dns::DnsEntry};
 
 /// Every field narrows the selection; an empty filter lets all through.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,15 +19,15 @@ pub struct FlowFilter {
     /// Docker network name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
-    /// `forwarded` or `dropped`.
+    /// `forwarded`, `dropped` or `audited`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<String>,
-    /// A drop reason (`host-access`, …).
+    pub verdict: Option<Verdict>,
+    /// A drop reason (`host-access`, `kernel:netfilter_drop`, …).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// `tcp`, `udp`, `icmp`, `icmpv6`.
+    pub reason: Option<FlowReason>,
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, `arp/other`, a number.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub proto: Option<String>,
+    pub proto: Option<Protocol>,
     /// Either end's port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
@@ -37,12 +38,12 @@ pub struct FlowFilter {
 
 impl FlowFilter {
     pub fn matches(&self, e: &FlowEntry) -> bool {
-        let same = |want: &Option<String>, have: Option<&str>| {
-            want.as_deref().is_none_or(|want| have == Some(want))
-        };
-        self.matches_place(&e.container, &e.service, &e.network, &e.verdict)
-            && same(&self.reason, e.reason.as_deref())
-            && same(&self.proto, Some(e.proto.as_str()))
+        self.matches_place(&e.container, &e.service, &e.network, e.verdict)
+            && self
+                .reason
+                .as_ref()
+                .is_none_or(|want| e.reason.as_ref() == Some(want))
+            && self.proto.is_none_or(|want| e.proto == want)
             && self
                 .port
                 .is_none_or(|p| e.flows == 1 && (e.src_port == p || e.dst_port == p))
@@ -52,7 +53,7 @@ impl FlowFilter {
     /// For DNS queries: container, service, network, verdict and time
     /// (the query's); the other fields are the flows'.
     pub fn matches_dns(&self, e: &DnsEntry) -> bool {
-        self.matches_place(&e.container, &e.service, &e.network, &e.verdict)
+        self.matches_place(&e.container, &e.service, &e.network, e.verdict)
             && self.since.is_none_or(|since| e.time >= since)
     }
 
@@ -61,7 +62,7 @@ impl FlowFilter {
         container: &Option<String>,
         service: &Option<String>,
         network: &Option<String>,
-        verdict: &str,
+        verdict: Verdict,
     ) -> bool {
         let same = |want: &Option<String>, have: &Option<String>| {
             want.as_deref()
@@ -70,12 +71,14 @@ impl FlowFilter {
         same(&self.container, container)
             && same(&self.service, service)
             && same(&self.network, network)
-            && self.verdict.as_deref().is_none_or(|want| want == verdict)
+            && self.verdict.is_none_or(|want| want == verdict)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use netwatch_common::reason::{Direction, DropReason};
+
     use super::*;
 
     fn entry() -> FlowEntry {
@@ -84,16 +87,16 @@ mod tests {
             container: Some("web".into()),
             service: Some("frontend".into()),
             network: Some("app_front".into()),
-            direction: "egress".into(),
+            direction: Direction::Egress,
             src: Some("172.30.0.2".parse().unwrap()),
             dst: Some("172.30.0.3".parse().unwrap()),
             src_port: 40000,
             dst_port: 5432,
-            proto: "tcp".into(),
+            proto: Protocol::Tcp,
             packets: 1,
             bytes: 60,
-            verdict: "dropped".into(),
-            reason: Some("not-in-network".into()),
+            verdict: Verdict::Dropped,
+            reason: Some(DropReason::NotInNetwork.into()),
             dropped_by: None,
             peer: None,
             peer_service: None,
@@ -111,7 +114,7 @@ mod tests {
     /// Filters each of which leaves out an entry of container `web`, not of
     /// service `backend`, whose verdict is not `other_verdict`, seen before
     /// second `after`.
-    fn place_cases(other_verdict: &str, after: i64) -> Vec<FlowFilter> {
+    fn place_cases(other_verdict: Verdict, after: i64) -> Vec<FlowFilter> {
         vec![
             FlowFilter {
                 container: Some("db".into()),
@@ -122,7 +125,7 @@ mod tests {
                 ..FlowFilter::default()
             },
             FlowFilter {
-                verdict: Some(other_verdict.into()),
+                verdict: Some(other_verdict),
                 ..FlowFilter::default()
             },
             FlowFilter {
@@ -136,14 +139,14 @@ mod tests {
     fn every_field_narrows_and_an_empty_filter_passes_all() {
         let e = entry();
         assert!(FlowFilter::default().matches(&e));
-        let mut cases = place_cases("forwarded", 201);
+        let mut cases = place_cases(Verdict::Forwarded, 201);
         cases.extend([
             FlowFilter {
-                reason: Some("host-access".into()),
+                reason: Some(DropReason::HostAccess.into()),
                 ..FlowFilter::default()
             },
             FlowFilter {
-                proto: Some("udp".into()),
+                proto: Some(Protocol::Udp),
                 ..FlowFilter::default()
             },
             FlowFilter {
@@ -157,7 +160,7 @@ mod tests {
         let wanted = FlowFilter {
             container: Some("web".into()),
             port: Some(5432),
-            reason: Some("not-in-network".into()),
+            reason: Some(DropReason::NotInNetwork.into()),
             since: Some(Timestamp::from_second(150).unwrap()),
             ..FlowFilter::default()
         };
@@ -171,14 +174,14 @@ mod tests {
         let wanted = FlowFilter {
             container: Some("web".into()),
             network: Some("front".into()),
-            verdict: Some("forwarded".into()),
+            verdict: Some(Verdict::Forwarded),
             since: Some(Timestamp::from_second(100).unwrap()),
             // Flow-only fields do not apply to DNS queries.
-            proto: Some("tcp".into()),
+            proto: Some(Protocol::Tcp),
             ..FlowFilter::default()
         };
         assert!(wanted.matches_dns(&query));
-        for filter in place_cases("dropped", 101) {
+        for filter in place_cases(Verdict::Dropped, 101) {
             assert!(!filter.matches_dns(&query), "{filter:?}");
         }
     }

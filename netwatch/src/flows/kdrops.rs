@@ -22,14 +22,16 @@ use netwatch_common::{
     flow::FlowKey,
     kdrop::{KIND_KERNEL_DROP, KernelDropEvent},
     packet::{IPPROTO_ICMP, IPPROTO_ICMPV6},
-    reason::Direction,
+    protocol::Protocol,
+    reason::{Direction, Verdict},
 };
 
 use super::{
     aggregate::{Clock, FlowEntry},
     dns::DnsNames,
     names::FlowNames,
-    record::{key_addresses, proto_name},
+    reason::FlowReason,
+    record::key_addresses,
 };
 use crate::datapath::DropReasonNames;
 
@@ -74,8 +76,10 @@ pub struct KernelDrops {
 /// containers dropped it. Measured (docker_adoption): a client that closes
 /// after reading a server's greeting leaves a purge for both containers of
 /// every such connection, which `drops` would otherwise list as drops.
-pub fn is_socket_purge(reason: &str) -> bool {
-    reason == "kernel:queue_purge"
+pub fn is_socket_purge(reason: &FlowReason) -> bool {
+    // The kernel's reasons are read from its BTF at run time: an open set
+    // of names, not netwatch's.
+    matches!(reason, FlowReason::Kernel(name) if name == "queue_purge")
 }
 
 /// An ICMP or ICMPv6 echo reply freed with `NO_SOCKET`: what every reply
@@ -85,8 +89,8 @@ pub fn is_socket_purge(reason: &str) -> bool {
 /// `SKB_DROP_REASON_NO_SOCKET` (measured on 6.18: every answered ping
 /// between two containers showed as such a "drop"). The ping got its
 /// reply, so it is no drop; an unsolicited reply has no one to miss it.
-pub fn is_raw_ping_reply(reason: &str, proto: u8, icmp_type: u16) -> bool {
-    reason == "kernel:no_socket"
+pub fn is_raw_ping_reply(reason: &FlowReason, proto: u8, icmp_type: u16) -> bool {
+    matches!(reason, FlowReason::Kernel(name) if name == "no_socket")
         && matches!(
             (proto, icmp_type),
             (IPPROTO_ICMP, ICMP_ECHO_REPLY) | (IPPROTO_ICMPV6, ICMPV6_ECHO_REPLY)
@@ -148,7 +152,7 @@ impl KernelDrops {
             };
             let reason = event.key.reason;
             let kept = self.kept.entry((key, reason)).or_insert_with(|| Kept {
-                entry: new_entry(&key, &reason_name, (names, dns), clock, event),
+                entry: new_entry((&key, direction), &reason_name, (names, dns), clock, event),
                 kernel_first_ns: event.first_seen_ns,
                 kernel_packets: 0,
                 kernel_bytes: 0,
@@ -208,8 +212,8 @@ impl KernelDrops {
 }
 
 fn new_entry(
-    key: &FlowKey,
-    reason: &str,
+    (key, direction): (&FlowKey, Direction),
+    reason: &FlowReason,
     (names, dns): (&FlowNames, &DnsNames),
     clock: &Clock,
     event: &KernelDropEvent,
@@ -222,18 +226,16 @@ fn new_entry(
         container: owner.container,
         service: owner.service,
         network: owner.network,
-        direction: Direction::from_u8(key.direction)
-            .map_or("unknown", Direction::name)
-            .to_string(),
+        direction,
         src,
         dst,
         src_port: key.src_port,
         dst_port: key.dst_port,
-        proto: proto_name(key.proto, key.family),
+        proto: Protocol::of(key.proto, key.family),
         packets: 0,
         bytes: 0,
-        verdict: "dropped".to_string(),
-        reason: Some(reason.to_string()),
+        verdict: Verdict::Dropped,
+        reason: Some(reason.clone()),
         dropped_by: Some(DROPPED_BY_KERNEL.to_string()),
         rule: None,
         peer: peer.as_ref().map(|p| p.name.clone()),
@@ -318,13 +320,13 @@ mod tests {
         let names = FlowNames::default();
         let entries = drops.record(&event(5, 9, 1, 100), &names, &DnsNames::default(), &clock());
         assert_eq!(entries.len(), 2);
-        let directions: Vec<&str> = entries.iter().map(|e| e.direction.as_str()).collect();
-        assert_eq!(directions, ["egress", "ingress"]);
+        let directions: Vec<Direction> = entries.iter().map(|e| e.direction).collect();
+        assert_eq!(directions, [Direction::Egress, Direction::Ingress]);
         for entry in &entries {
-            assert_eq!(entry.verdict, "dropped");
-            assert_eq!(entry.reason.as_deref(), Some("kernel:netfilter_drop"));
+            assert_eq!(entry.verdict, Verdict::Dropped);
+            assert_eq!(entry.reason, Some(FlowReason::kernel("netfilter_drop")));
             assert_eq!(entry.dropped_by.as_deref(), Some("kernel"));
-            assert_eq!((entry.proto.as_str(), entry.src_port), ("icmp", 8));
+            assert_eq!((entry.proto, entry.src_port), (Protocol::Icmp, 8));
             assert_eq!((entry.packets, entry.bytes), (1, 84));
         }
         // The next record of the key carries the kernel's count so far.
@@ -357,7 +359,7 @@ mod tests {
         );
         assert_eq!((drops.malformed, drops.len()), (2, 0));
         let unnamed = drops.record(&event(5, 0, 1, 1), &names, &DnsNames::default(), &clock());
-        assert_eq!(unnamed[0].reason.as_deref(), Some("kernel:reason_12"));
+        assert_eq!(unnamed[0].reason, Some(FlowReason::kernel("reason_12")));
     }
 
     #[test]
@@ -407,8 +409,16 @@ mod tests {
                 .len(),
             1
         );
-        assert!(is_raw_ping_reply("kernel:no_socket", IPPROTO_ICMPV6, 129));
-        assert!(!is_raw_ping_reply("kernel:netfilter_drop", IPPROTO_ICMP, 0));
+        assert!(is_raw_ping_reply(
+            &FlowReason::kernel("no_socket"),
+            IPPROTO_ICMPV6,
+            129
+        ));
+        assert!(!is_raw_ping_reply(
+            &FlowReason::kernel("netfilter_drop"),
+            IPPROTO_ICMP,
+            0
+        ));
     }
 
     #[test]

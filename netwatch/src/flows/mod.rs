@@ -9,9 +9,11 @@ pub mod host_peer;
 pub mod kdrops;
 pub mod names;
 pub mod pipeline;
+pub mod reason;
 pub mod record;
 
 pub use aggregate::{Aggregator, Clock, FlowEntry, PipelineCounters};
 pub use filter::FlowFilter;
 pub use names::{FlowNames, FlowOwner, HOST_PEER, Peer, PeerKind};
 pub use pipeline::{FlowTableReader, ObservedEvent, Pipeline};
+pub use reason::FlowReason;

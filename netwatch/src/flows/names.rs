@@ -18,7 +18,10 @@ use std::{
     sync::Arc,
 };
 
-use netwatch_common::{flow::FlowKey, reason::Direction};
+use netwatch_common::{
+    flow::FlowKey,
+    reason::{Direction, DropReason},
+};
 
 use super::host_peer::{HostPeer, HostPeers, Outcome};
 use super::record::key_addresses;
@@ -48,17 +51,19 @@ pub struct FlowOwner {
 /// network's policy (`internal: true`, a label, `agent --audit`). `None`
 /// for reasons that are not netwatch's, and for a policy's reasons when
 /// the network is not known.
-pub fn rule_of(network: Option<&str>, policy: Option<&str>, reason: &str) -> Option<String> {
+pub fn rule_of(network: Option<&str>, policy: Option<&str>, reason: DropReason) -> Option<String> {
     Some(match reason {
-        "spoofed-source" | "spoofed-mac" => "built-in: anti-spoofing".to_owned(),
-        "invalid-header" | "unsupported-protocol" | "extension-header-limit" => {
-            "built-in: packets netwatch cannot parse".to_owned()
+        DropReason::SpoofedSource | DropReason::SpoofedMac => "built-in: anti-spoofing".to_owned(),
+        DropReason::InvalidHeader
+        | DropReason::UnsupportedProtocol
+        | DropReason::ExtensionHeaderLimit => "built-in: packets netwatch cannot parse".to_owned(),
+        DropReason::ProtectedPrefix => {
+            format!("uplink shield: a prefix of network {}", network?)
         }
-        "protected-prefix" => format!("uplink shield: a prefix of network {}", network?),
-        "not-in-network" | "host-access" | "broadcast-multicast" => {
+        DropReason::NotInNetwork | DropReason::HostAccess | DropReason::BroadcastMulticast => {
             format!("{} on network {}", policy?, network?)
         }
-        _ => return None,
+        DropReason::None => return None,
     })
 }
 
@@ -622,7 +627,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_drop_names_the_rule_behind_it() {
-        let on = |reason: &str| rule_of(Some("db"), Some("internal: true"), reason);
+        let on =
+            |reason: &str| rule_of(Some("db"), Some("internal: true"), reason.parse().unwrap());
         assert_eq!(
             on("not-in-network").as_deref(),
             Some("internal: true on network db")
@@ -639,9 +645,9 @@ pub(crate) mod tests {
             on("invalid-header").as_deref(),
             Some("built-in: packets netwatch cannot parse")
         );
-        assert_eq!(on("kernel:netfilter_drop"), None, "not netwatch's");
+        assert_eq!(on("none"), None, "not a drop");
         assert_eq!(
-            rule_of(None, None, "not-in-network"),
+            rule_of(None, None, DropReason::NotInNetwork),
             None,
             "no network known"
         );

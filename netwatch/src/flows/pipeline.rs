@@ -370,7 +370,7 @@ mod tests {
             "{}",
             seen.time
         );
-        assert_eq!(seen.flow.reason.as_deref(), Some("not-in-network"));
+        assert_eq!(seen.flow.reason, Some("not-in-network".parse().unwrap()));
         let flows = pipeline.flows(&FlowFilter::default());
         assert_eq!(flows.len(), 1);
         assert_eq!((flows[0].packets, flows[0].bytes), (9, 900));
@@ -409,20 +409,20 @@ mod tests {
         assert_eq!(drops.len(), 1);
         let seen = observer.try_recv().unwrap();
         assert_eq!(seen.event, "drop");
-        assert_eq!(seen.flow.reason.as_deref(), Some("kernel:netfilter_drop"));
+        assert_eq!(
+            seen.flow.reason,
+            Some("kernel:netfilter_drop".parse().unwrap())
+        );
         assert_eq!(seen.flow.dropped_by.as_deref(), Some("kernel"));
         let dropped = FlowFilter {
-            verdict: Some("dropped".into()),
+            verdict: Some("dropped".parse().unwrap()),
             ..FlowFilter::default()
         };
         let flows = pipeline.flows(&dropped);
         assert_eq!(flows.len(), 1);
-        assert_eq!(
-            (flows[0].packets, flows[0].direction.as_str()),
-            (2, "egress")
-        );
+        assert_eq!((flows[0].packets, flows[0].direction.name()), (2, "egress"));
         let forwarded = FlowFilter {
-            verdict: Some("forwarded".into()),
+            verdict: Some("forwarded".parse().unwrap()),
             ..FlowFilter::default()
         };
         assert!(pipeline.flows(&forwarded).is_empty());

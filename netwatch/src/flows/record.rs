@@ -1,12 +1,13 @@
-//! Kernel values as users read them: addresses, protocol, verdict and
-//! reason names, endpoints, and the drop log line.
+//! Kernel values as users read them: addresses, endpoints, and the drop
+//! log line. (Protocols, verdicts and reasons are typed: netwatch-common's
+//! `Protocol`, `Verdict` and `DropReason`, and [`super::FlowReason`].)
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netwatch_common::{
     flow::{FlowKey, family},
-    packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
-    reason::{DropReason, Verdict},
+    protocol::Protocol,
+    reason::Verdict,
 };
 
 use super::pipeline::ObservedEvent;
@@ -25,42 +26,14 @@ pub fn key_addresses(key: &FlowKey) -> (Option<IpAddr>, Option<IpAddr>) {
     (ip(&key.src), ip(&key.dst))
 }
 
-/// The name of an IP protocol number as users write it.
-pub fn proto_name(proto: u8, family: u8) -> String {
-    match proto {
-        IPPROTO_TCP => "tcp".into(),
-        IPPROTO_UDP => "udp".into(),
-        IPPROTO_ICMP => "icmp".into(),
-        IPPROTO_ICMPV6 => "icmpv6".into(),
-        0 if family == family::NONE => "arp/other".into(),
-        other => other.to_string(),
-    }
-}
-
-/// A kernel verdict as users read it (`unknown` for a value this version
-/// does not know).
-pub fn verdict_name(verdict: u8) -> &'static str {
-    Verdict::from_u8(verdict).map_or("unknown", Verdict::name)
-}
-
-/// A kernel drop reason as users read it: `None` when forwarded, `unknown`
-/// for a value this version does not know.
-pub fn reason_name(reason: u8) -> Option<&'static str> {
-    match DropReason::from_u8(reason) {
-        Some(DropReason::None) => None,
-        Some(r) => Some(r.name()),
-        None => Some("unknown"),
-    }
-}
-
 impl ObservedEvent {
     /// One log line: `key=value` pairs, names first; `packets` is the
     /// flow's count so far. ICMP shows its type and code instead of ports.
     pub fn log_line(&self) -> String {
         let f = &self.flow;
-        let icmp = f.proto.starts_with("icmp");
+        let icmp = f.proto.is_icmp();
         let endpoint = |ip: Option<IpAddr>, port: u16| match ip {
-            Some(_) => endpoint_text(ip, port, &f.proto),
+            Some(_) => endpoint_text(ip, port, f.proto),
             None => "-".to_string(),
         };
         let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
@@ -73,7 +46,7 @@ impl ObservedEvent {
             "{}{} container={} network={} interface={} direction={} proto={} src={} dst={}{icmp_fields} reason={} packets={} peer={}{}{}{}{}",
             self.event,
             // An audited record is a drop that did not happen: say so first.
-            if f.verdict == "audited" {
+            if f.verdict == Verdict::Audited {
                 " audited"
             } else {
                 ""
@@ -85,7 +58,9 @@ impl ObservedEvent {
             f.proto,
             endpoint(f.src, f.src_port),
             endpoint(f.dst, f.dst_port),
-            f.reason.as_deref().unwrap_or("-"),
+            f.reason
+                .as_ref()
+                .map_or_else(|| "-".to_string(), ToString::to_string),
             f.packets,
             or_dash(&f.peer),
             f.peer_kind
@@ -112,10 +87,10 @@ impl ObservedEvent {
 /// An address and port as people read them: `10.0.0.2:80`, `[fd00::2]:80`;
 /// the address alone without a port, and for ICMP, whose "ports" are its
 /// type and code (see `FlowKey`); `*` without an address (summaries, ARP).
-pub fn endpoint_text(ip: Option<IpAddr>, port: u16, proto: &str) -> String {
+pub fn endpoint_text(ip: Option<IpAddr>, port: u16, proto: Protocol) -> String {
     match ip {
         None => "*".to_string(),
-        Some(ip) if port == 0 || proto.starts_with("icmp") => ip.to_string(),
+        Some(ip) if port == 0 || proto.is_icmp() => ip.to_string(),
         Some(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
         Some(IpAddr::V4(v4)) => format!("{v4}:{port}"),
     }
@@ -125,7 +100,8 @@ pub fn endpoint_text(ip: Option<IpAddr>, port: u16, proto: &str) -> String {
 mod tests {
     use netwatch_common::{
         event::{EventKind, FlowEvent},
-        reason::Direction,
+        packet::{IPPROTO_ICMP, IPPROTO_TCP},
+        reason::{Direction, DropReason},
     };
 
     use super::*;
@@ -135,20 +111,17 @@ mod tests {
     fn endpoints_read_as_address_and_port_and_icmp_shows_no_port() {
         let v4: IpAddr = "172.19.0.2".parse().unwrap();
         let v6: IpAddr = "fd00::2".parse().unwrap();
-        assert_eq!(endpoint_text(Some(v4), 53, "udp"), "172.19.0.2:53");
-        assert_eq!(endpoint_text(Some(v6), 53, "udp"), "[fd00::2]:53");
-        assert_eq!(endpoint_text(Some(v4), 8, "icmp"), "172.19.0.2");
-        assert_eq!(endpoint_text(Some(v6), 128, "icmpv6"), "fd00::2");
-        assert_eq!(endpoint_text(Some(v4), 0, "arp/other"), "172.19.0.2");
-        assert_eq!(endpoint_text(None, 0, "*"), "*");
+        assert_eq!(endpoint_text(Some(v4), 53, Protocol::Udp), "172.19.0.2:53");
+        assert_eq!(endpoint_text(Some(v6), 53, Protocol::Udp), "[fd00::2]:53");
+        assert_eq!(endpoint_text(Some(v4), 8, Protocol::Icmp), "172.19.0.2");
+        assert_eq!(endpoint_text(Some(v6), 128, Protocol::Icmpv6), "fd00::2");
+        assert_eq!(endpoint_text(Some(v4), 0, Protocol::ArpOther), "172.19.0.2");
+        assert_eq!(endpoint_text(None, 0, Protocol::Any), "*");
     }
 
     #[test]
-    fn unknown_kernel_values_read_as_unknown() {
-        assert_eq!(verdict_name(9), "unknown");
-        assert_eq!(reason_name(250), Some("unknown"));
-        assert_eq!(reason_name(DropReason::None as u8), None);
-        assert_eq!(proto_name(99, family::IPV4), "99");
+    fn unknown_families_have_no_addresses_and_other_protocols_a_number() {
+        assert_eq!(Protocol::of(99, family::IPV4).to_string(), "99");
         let key = FlowKey {
             family: 3,
             ..FlowKey::default()

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use netwatch_common::{
     endpoint::{policy_flags, port_rule_matches},
-    reason::{Direction, DropReason},
+    reason::{Direction, DropReason, Verdict},
     verdict::Decision,
 };
 
@@ -77,7 +77,7 @@ pub fn verdict_rule(
             } else if spec.networks.iter().any(|c| c.contains(&remote)) {
                 format!("{remote} is inside {network} ({subnets})")
             } else {
-                "forwarded".to_string()
+                Verdict::Forwarded.name().to_string()
             }
         }
         // On a macvlan network the gateway is the LAN's router, not this

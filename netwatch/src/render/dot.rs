@@ -9,6 +9,7 @@ use super::{
     graph::{Edge, Graph, Node, NodeKind},
     units,
 };
+use crate::flows::FlowReason;
 
 /// Forwarded edges.
 pub(crate) const FORWARDED_COLOR: &str = "#4a5568";
@@ -31,7 +32,7 @@ pub fn edge_label_lines(edge: &Edge) -> Vec<String> {
     if edge.dropped {
         lines.push(format!(
             "dropped: {}",
-            edge.reason.as_deref().unwrap_or("unknown")
+            edge.reason.as_ref().unwrap_or(&FlowReason::Unknown)
         ));
     }
     let mut first = units::bytes(edge.bytes);

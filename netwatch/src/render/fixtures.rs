@@ -1,9 +1,11 @@
 //! Hand-made flow entries for tests: of this module, the CLI's tables and
-//! lines, and the flow log.
+//! lines, and the flow log. Directions, protocols, verdicts and reasons are
+//! given as users write them and parsed into their types.
 
 use std::net::IpAddr;
 
 use jiff::Timestamp;
+use netwatch_common::reason::Verdict;
 
 use crate::flows::FlowEntry;
 
@@ -29,15 +31,15 @@ pub fn flow(
         container: container.map(String::from),
         service: None,
         network: network.map(String::from),
-        direction: direction.to_string(),
+        direction: direction.parse().unwrap(),
         src: Some(src.0.parse::<IpAddr>().unwrap()),
         dst: Some(dst.0.parse::<IpAddr>().unwrap()),
         src_port: src.1,
         dst_port: dst.1,
-        proto: proto.to_string(),
+        proto: proto.parse().unwrap(),
         packets: bytes.div_ceil(100),
         bytes,
-        verdict: "forwarded".to_string(),
+        verdict: Verdict::Forwarded,
         reason: None,
         dropped_by: None,
         peer: None,
@@ -73,8 +75,8 @@ pub fn shield_drop(src: End<'_>, dst: End<'_>, bytes: u64) -> FlowEntry {
 }
 
 pub fn dropped(mut e: FlowEntry, reason: &str) -> FlowEntry {
-    e.verdict = "dropped".to_string();
-    e.reason = Some(reason.to_string());
+    e.verdict = Verdict::Dropped;
+    e.reason = Some(reason.parse().unwrap());
     e.dropped_by = Some("netwatch".to_string());
     e
 }

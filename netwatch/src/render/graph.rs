@@ -46,9 +46,13 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
+use netwatch_common::{
+    protocol::Protocol,
+    reason::{Direction, DropReason},
+};
 use serde::Serialize;
 
-use crate::flows::FlowEntry;
+use crate::flows::{FlowEntry, FlowReason};
 
 /// What [`Graph::from_flows`] knows beyond the entries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,7 +141,7 @@ pub struct Edge {
     pub flows: u64,
     pub dropped: bool,
     /// The drop reason (`None` when forwarded).
-    pub reason: Option<String>,
+    pub reason: Option<FlowReason>,
     /// `tcp/5432`, `udp/53`, `icmp`, … busiest first. The port of a TCP or
     /// UDP flow is the lower of its two ports (the usual service side).
     pub services: Vec<String>,
@@ -227,7 +231,7 @@ enum Key {
     IdleFlows,
 }
 
-type EdgeKey = (Key, Key, bool, Option<String>);
+type EdgeKey = (Key, Key, bool, Option<FlowReason>);
 
 #[derive(Default)]
 struct EdgeSum {
@@ -238,27 +242,27 @@ struct EdgeSum {
 }
 
 /// The 5-tuple that identifies the same packets at both ends.
-type Tuple<'a> = (IpAddr, IpAddr, u16, u16, &'a str);
+type Tuple = (IpAddr, IpAddr, u16, u16, Protocol);
 
-fn tuple(e: &FlowEntry) -> Option<Tuple<'_>> {
+fn tuple(e: &FlowEntry) -> Option<Tuple> {
     if e.flows != 1 || e.container.is_none() {
         return None;
     }
-    Some((e.src?, e.dst?, e.src_port, e.dst_port, e.proto.as_str()))
+    Some((e.src?, e.dst?, e.src_port, e.dst_port, e.proto))
 }
 
 /// Dropped, or audited (what enforcement would drop): drawn as a drop, so
 /// that an audit shows the map enforcement would give.
 fn is_dropped(e: &FlowEntry) -> bool {
-    e.verdict != "forwarded"
+    e.verdict.is_drop_like()
 }
 
 fn is_ingress(e: &FlowEntry) -> bool {
-    e.direction == "ingress"
+    e.direction == Direction::Ingress
 }
 
 fn is_summary(e: &FlowEntry) -> bool {
-    e.flows > 1 || e.proto == "*"
+    e.flows > 1 || e.proto == Protocol::Any
 }
 
 struct Builder<'a> {
@@ -309,8 +313,8 @@ impl<'a> Builder<'a> {
     /// The entries that count, without the second sighting of traffic
     /// between two local containers.
     fn counted(&self) -> Vec<&'a FlowEntry> {
-        let mut egress: HashMap<Tuple<'a>, bool> = HashMap::new();
-        let mut ingress: HashMap<Tuple<'a>, bool> = HashMap::new();
+        let mut egress: HashMap<Tuple, bool> = HashMap::new();
+        let mut ingress: HashMap<Tuple, bool> = HashMap::new();
         for e in self.entries {
             if let Some(t) = tuple(e) {
                 let seen = if is_ingress(e) {
@@ -397,7 +401,10 @@ impl<'a> Builder<'a> {
             };
             return Key::Container(network, peer.clone());
         }
-        self.classify(ip, e.reason.as_deref() == Some("host-access"))
+        self.classify(
+            ip,
+            e.reason == Some(FlowReason::Netwatch(DropReason::HostAccess)),
+        )
     }
 
     fn build(self) -> Graph {
@@ -440,7 +447,7 @@ impl<'a> Builder<'a> {
             };
             let dropped = is_dropped(e);
             let reason = if dropped {
-                Some(e.reason.clone().unwrap_or_else(|| "unknown".to_string()))
+                Some(e.reason.clone().unwrap_or(FlowReason::Unknown))
             } else {
                 None
             };
@@ -657,10 +664,12 @@ fn service_of(e: &FlowEntry) -> Option<String> {
     if is_summary(e) || e.src.is_none() {
         return None;
     }
-    match e.proto.as_str() {
+    // (Flows name TCP and UDP only: SCTP is a number, `132`, shown as is.)
+    let ported = matches!(e.proto, Protocol::Tcp | Protocol::Udp);
+    match e.proto {
         // The container's port, and the host's side it is published on.
-        "tcp" | "udp" | "sctp" if e.published.is_some() => {
-            let port = if e.direction == "ingress" {
+        _ if ported && e.published.is_some() => {
+            let port = if e.direction == Direction::Ingress {
                 e.dst_port
             } else {
                 e.src_port
@@ -668,7 +677,7 @@ fn service_of(e: &FlowEntry) -> Option<String> {
             let published = e.published.as_deref().unwrap_or_default();
             Some(format!("{}/{port} (published {published})", e.proto))
         }
-        "tcp" | "udp" | "sctp" => {
+        _ if ported => {
             let port = match (e.src_port, e.dst_port) {
                 (0, p) | (p, 0) => p,
                 (a, b) => a.min(b),
@@ -875,7 +884,7 @@ mod tests {
         assert_eq!(g.edges.len(), 1);
         let e = &g.edges[0];
         assert!(e.dropped);
-        assert_eq!(e.reason.as_deref(), Some("not-in-network"));
+        assert_eq!(e.reason, Some("not-in-network".parse().unwrap()));
         assert_eq!(g.nodes[e.from].id, "container:open/client");
         assert_eq!(g.nodes[e.to].id, "container:internal/db");
     }
@@ -902,7 +911,7 @@ mod tests {
         assert_eq!(both.len(), 2);
         assert!(!both[0].dropped && both[0].reason.is_none());
         assert!(both[1].dropped);
-        assert_eq!(both[1].reason.as_deref(), Some("not-in-network"));
+        assert_eq!(both[1].reason, Some("not-in-network".parse().unwrap()));
         assert_eq!(g.dropped_bytes(), 80);
     }
 
@@ -914,10 +923,8 @@ mod tests {
         };
         let g = Graph::from_flows(&shop(), &options);
         assert_eq!(
-            edges(&g, "container:shop_backend/shop-db-1", "host")[0]
-                .reason
-                .as_deref(),
-            Some("host-access"),
+            edges(&g, "container:shop_backend/shop-db-1", "host")[0].reason,
+            Some(FlowReason::Netwatch(DropReason::HostAccess)),
             "the remote of a host-access drop is the host"
         );
         assert!(
@@ -944,7 +951,7 @@ mod tests {
         // An uplink drop with no container: from its outside source to the
         // prefix it was aimed at.
         let shield = edges(&g, "outside:192.0.2.0/24", "outside:172.21.0.0/24");
-        assert_eq!(shield[0].reason.as_deref(), Some("protected-prefix"));
+        assert_eq!(shield[0].reason, Some("protected-prefix".parse().unwrap()));
     }
 
     #[test]

@@ -34,6 +34,10 @@ use crossterm::{
     terminal::{self, ClearType},
 };
 use jiff::{Timestamp, tz::TimeZone};
+use netwatch_common::{
+    protocol::Protocol,
+    reason::{Direction, Verdict},
+};
 
 use super::units;
 use crate::flows::{FlowEntry, record::endpoint_text};
@@ -93,9 +97,8 @@ impl Rates {
 /// The flow a [`By::Flow`] row stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlowColumns {
-    /// `egress` or `ingress`.
-    pub direction: String,
-    pub proto: String,
+    pub direction: Direction,
+    pub proto: Protocol,
     /// `172.18.0.2:43512`, `[2001:db8::1]:443`, `(12 idle flows)`, `*`.
     pub src: String,
     pub dst: String,
@@ -127,43 +130,43 @@ pub struct Row {
 struct FlowId<'a> {
     container: Option<&'a str>,
     network: Option<&'a str>,
-    direction: &'a str,
+    direction: Direction,
     src: Option<IpAddr>,
     dst: Option<IpAddr>,
     src_port: u16,
     dst_port: u16,
-    proto: &'a str,
+    proto: Protocol,
     /// Only for summaries, which the agent keys by verdict too.
-    summary_verdict: Option<&'a str>,
+    summary_verdict: Option<Verdict>,
 }
 
 fn is_summary(e: &FlowEntry) -> bool {
-    e.flows > 1 || e.proto == "*"
+    e.flows > 1 || e.proto == Protocol::Any
 }
 
 fn flow_id(e: &FlowEntry) -> FlowId<'_> {
     FlowId {
         container: e.container.as_deref(),
         network: e.network.as_deref(),
-        direction: &e.direction,
+        direction: e.direction,
         src: e.src,
         dst: e.dst,
         src_port: e.src_port,
         dst_port: e.dst_port,
-        proto: &e.proto,
-        summary_verdict: is_summary(e).then_some(e.verdict.as_str()),
+        proto: e.proto,
+        summary_verdict: is_summary(e).then_some(e.verdict),
     }
 }
 
 /// (container, network, direction, verdict): where the agent folds a flow.
-type SummaryOf<'a> = (Option<&'a str>, Option<&'a str>, &'a str, &'a str);
+type SummaryOf<'a> = (Option<&'a str>, Option<&'a str>, Direction, Verdict);
 
 fn summary_of(e: &FlowEntry) -> SummaryOf<'_> {
     (
         e.container.as_deref(),
         e.network.as_deref(),
-        &e.direction,
-        &e.verdict,
+        e.direction,
+        e.verdict,
     )
 }
 
@@ -207,9 +210,8 @@ fn deltas(prev: &Snapshot, now: &Snapshot) -> Vec<(u64, u64)> {
 }
 
 fn verdict_text(e: &FlowEntry) -> String {
-    match (&*e.verdict, &e.reason) {
-        ("dropped", Some(reason)) => format!("dropped: {reason}"),
-        ("audited", Some(reason)) => format!("audited: {reason}"),
+    match (e.verdict, &e.reason) {
+        (Verdict::Dropped | Verdict::Audited, Some(reason)) => format!("{}: {reason}", e.verdict),
         (verdict, _) => verdict.to_string(),
     }
 }
@@ -228,10 +230,22 @@ pub fn top_talkers(prev: Option<&Snapshot>, now: &Snapshot, by: By, limit: usize
             let bytes = bytes as f64 / s;
             let packets = packets as f64 / s;
             Rates {
-                tx_bytes: if e.direction == "ingress" { 0.0 } else { bytes },
-                rx_bytes: if e.direction == "ingress" { bytes } else { 0.0 },
+                tx_bytes: if e.direction == Direction::Ingress {
+                    0.0
+                } else {
+                    bytes
+                },
+                rx_bytes: if e.direction == Direction::Ingress {
+                    bytes
+                } else {
+                    0.0
+                },
                 packets,
-                dropped_packets: if e.verdict == "dropped" { packets } else { 0.0 },
+                dropped_packets: if e.verdict == Verdict::Dropped {
+                    packets
+                } else {
+                    0.0
+                },
             }
         })
     };
@@ -244,14 +258,14 @@ pub fn top_talkers(prev: Option<&Snapshot>, now: &Snapshot, by: By, limit: usize
                 container: e.container.clone().unwrap_or_else(|| "-".to_string()),
                 network: e.network.clone().unwrap_or_else(|| "-".to_string()),
                 flow: Some(FlowColumns {
-                    direction: e.direction.clone(),
-                    proto: e.proto.clone(),
+                    direction: e.direction,
+                    proto: e.proto,
                     src: if is_summary(e) {
                         format!("({} idle flows)", e.flows)
                     } else {
-                        with_name(endpoint_text(e.src, e.src_port, &e.proto), &e.src_name)
+                        with_name(endpoint_text(e.src, e.src_port, e.proto), &e.src_name)
                     },
-                    dst: with_name(endpoint_text(e.dst, e.dst_port, &e.proto), &e.dst_name),
+                    dst: with_name(endpoint_text(e.dst, e.dst_port, e.proto), &e.dst_name),
                     peer: e.peer_text(),
                     verdict: verdict_text(e),
                 }),
@@ -414,29 +428,25 @@ fn columns_and_cells(rows: &[Row], by: By) -> (Vec<Column>, Vec<Vec<String>>) {
             ],
             rows.iter()
                 .map(|r| {
-                    let flow = r.flow.clone().unwrap_or_else(|| FlowColumns {
-                        direction: String::new(),
-                        proto: String::new(),
-                        src: String::new(),
-                        dst: String::new(),
-                        peer: None,
-                        verdict: String::new(),
-                    });
+                    // Every row of a by-flow table has its flow.
+                    let flow = r.flow.as_ref();
+                    let column =
+                        |text: fn(&FlowColumns) -> String| flow.map(text).unwrap_or_default();
                     vec![
                         r.container.clone(),
-                        match flow.direction.as_str() {
-                            "egress" => "out".to_string(),
-                            "ingress" => "in".to_string(),
-                            other => other.to_string(),
-                        },
-                        flow.proto,
-                        flow.src,
-                        flow.dst,
-                        flow.peer.unwrap_or_else(|| "-".to_string()),
+                        column(|f| match f.direction {
+                            Direction::Egress => "out".to_string(),
+                            Direction::Ingress => "in".to_string(),
+                        }),
+                        column(|f| f.proto.to_string()),
+                        column(|f| f.src.clone()),
+                        column(|f| f.dst.clone()),
+                        flow.and_then(|f| f.peer.clone())
+                            .unwrap_or_else(|| "-".to_string()),
                         rate_cell(r.rates, |r| units::byte_rate(r.bytes())),
                         rate_cell(r.rates, |r| units::packet_rate(r.packets)),
                         units::bytes(r.bytes),
-                        flow.verdict,
+                        column(|f| f.verdict.clone()),
                     ]
                 })
                 .collect(),
@@ -929,7 +939,10 @@ mod tests {
 
         let flows = top_talkers(Some(&prev), &now, By::Flow, 10);
         assert_eq!(flows.len(), 2);
-        assert_eq!(flows[0].flow.as_ref().unwrap().direction, "ingress");
+        assert_eq!(
+            flows[0].flow.as_ref().unwrap().direction,
+            Direction::Ingress
+        );
         assert_eq!(flows[0].rates.unwrap().bytes(), 10_000.0);
         assert_eq!(flows[1].rates.unwrap().bytes(), 2_000.0);
         assert_eq!(flows[1].flow.as_ref().unwrap().src, "172.20.0.2:40000");
@@ -1002,12 +1015,12 @@ mod tests {
         let rows = top_talkers(Some(&prev), &now, By::Flow, 10);
         let out = rows
             .iter()
-            .find(|r| r.flow.as_ref().unwrap().direction == "egress")
+            .find(|r| r.flow.as_ref().unwrap().direction == Direction::Egress)
             .unwrap();
         assert_eq!(out.rates.unwrap().bytes(), 0.0);
         let drop = rows
             .iter()
-            .find(|r| r.flow.as_ref().unwrap().direction == "ingress")
+            .find(|r| r.flow.as_ref().unwrap().direction == Direction::Ingress)
             .unwrap();
         assert_eq!(drop.rates.unwrap().dropped_packets, 5.0);
         assert_eq!(

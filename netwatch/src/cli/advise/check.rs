@@ -23,7 +23,8 @@ use anyhow::{Context as _, Result, bail};
 use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder};
 use netwatch_common::{
     packet::{ICMPV6_NEIGHBOR_ADVERT, ICMPV6_NEIGHBOR_SOLICIT, IPPROTO_ICMP},
-    reason::{Direction, DropReason, Verdict},
+    protocol::Protocol,
+    reason::{Direction, Verdict},
 };
 use serde::Serialize;
 use serde_yaml_ng::Value;
@@ -31,7 +32,7 @@ use serde_yaml_ng::Value;
 use crate::{
     agent::Plan,
     docker::{COMPOSE_NETWORK_LABEL, Inventory, Labels},
-    flows::FlowEntry,
+    flows::{FlowEntry, FlowReason},
     policy::{
         ReferenceModel,
         explain::{Judged, verdict_rule},
@@ -197,16 +198,16 @@ pub fn apply(proposal: &Proposal, inventory: &mut Inventory) -> Vec<String> {
 pub struct Change {
     pub container: Option<String>,
     pub network: Option<String>,
-    pub direction: String,
+    pub direction: Direction,
     /// The other end, `address[:port]/proto`.
     pub remote: String,
     pub flows: u64,
     /// The verdict the flow has now (`forwarded`, `dropped`, `audited`).
-    pub now: String,
-    pub now_reason: Option<String>,
+    pub now: Verdict,
+    pub now_reason: Option<FlowReason>,
     /// The verdict it would have with the file applied.
-    pub then: String,
-    pub then_reason: Option<String>,
+    pub then: Verdict,
+    pub then_reason: Option<FlowReason>,
     /// The rule or label that would decide it.
     pub rule: String,
 }
@@ -214,7 +215,7 @@ pub struct Change {
 impl Change {
     /// It passes now (forwarded, or audited) and would be dropped.
     pub fn breaks(&self) -> bool {
-        self.now != "dropped" && self.then == "dropped"
+        self.now != Verdict::Dropped && self.then == Verdict::Dropped
     }
 }
 
@@ -255,14 +256,14 @@ pub fn check(
     // as the kernel's flow table would have it.
     let mut ordered: Vec<&FlowEntry> = entries
         .iter()
-        .filter(|e| e.dropped_by.as_deref() != Some("kernel"))
+        .filter(|e| !super::is_kernel_drop(e))
         .collect();
     // A connection judged on two interfaces (veth and bridge) counts once,
     // as its container's: entries that name one come first.
-    ordered.sort_by_key(|e| (e.direction != "egress", e.container.is_none()));
+    ordered.sort_by_key(|e| (e.direction != Direction::Egress, e.container.is_none()));
     let mut counted = std::collections::BTreeSet::new();
     ordered.retain(|e| counted.insert(super::connection(e)));
-    let mut changes: BTreeMap<(Option<String>, String, String, String, String), Change> =
+    let mut changes: BTreeMap<(Option<String>, Direction, String, Verdict, Verdict), Change> =
         BTreeMap::new();
     for entry in ordered {
         let judged = match judge(entry, plan, &model, &ifindex_of) {
@@ -280,15 +281,15 @@ pub fn check(
         let flows = entry.flows;
         report.flows_read += flows;
         let (then, then_reason, rule) = judged;
-        if then == entry.verdict && (then != "dropped" || then_reason == entry.reason) {
+        if then == entry.verdict && (then != Verdict::Dropped || then_reason == entry.reason) {
             continue;
         }
         let key = (
             entry.container.clone(),
-            entry.direction.clone(),
+            entry.direction,
             super::remote(entry),
-            entry.verdict.clone(),
-            then.clone(),
+            entry.verdict,
+            then,
         );
         changes
             .entry(key)
@@ -296,10 +297,10 @@ pub fn check(
             .or_insert_with(|| Change {
                 container: entry.container.clone(),
                 network: entry.network.clone(),
-                direction: entry.direction.clone(),
+                direction: entry.direction,
                 remote: super::remote(entry),
                 flows,
-                now: entry.verdict.clone(),
+                now: entry.verdict,
                 now_reason: entry.reason.clone(),
                 then,
                 then_reason,
@@ -316,7 +317,7 @@ fn judge(
     plan: &Plan,
     model: &ReferenceModel,
     ifindex_of: &impl Fn(&str) -> Option<u32>,
-) -> Result<(String, Option<String>, String), String> {
+) -> Result<(Verdict, Option<FlowReason>, String), String> {
     let interface = entry
         .interface
         .as_deref()
@@ -330,11 +331,7 @@ fn judge(
     let (Some(src), Some(dst)) = (entry.src, entry.dst) else {
         return Err("the flow has no addresses".into());
     };
-    let direction = match entry.direction.as_str() {
-        "egress" => Direction::Egress,
-        "ingress" => Direction::Ingress,
-        other => return Err(format!("direction {other} cannot be judged")),
-    };
+    let direction = entry.direction;
     let mac = spec.policy.mac;
     let (src_mac, dst_mac) = match direction {
         Direction::Egress => (mac, OTHER_MAC),
@@ -344,7 +341,7 @@ fn judge(
     let decision = model
         .decide(ifindex, direction, &frame)
         .ok_or_else(|| format!("{interface} has no policy under the file"))?;
-    let ports = matches!(entry.proto.as_str(), "tcp" | "udp");
+    let ports = super::has_ports(entry.proto);
     let (remote, remote_port, local_port) = match direction {
         Direction::Egress => (dst, entry.dst_port, entry.src_port),
         Direction::Ingress => (src, entry.src_port, entry.dst_port),
@@ -353,20 +350,14 @@ fn judge(
         direction,
         remote,
         // `frame` refused every protocol but these four.
-        proto: super::proto_number(&entry.proto).unwrap_or(IPPROTO_ICMP),
+        proto: super::proto_number(entry.proto).unwrap_or(IPPROTO_ICMP),
         remote_port: ports.then_some(remote_port),
         local_port: ports.then_some(local_port),
         decision,
     };
     let network = entry.network.as_deref().unwrap_or(interface);
     let rule = verdict_rule(spec, network, &plan.host_addrs, &judged);
-    let reason = (decision.reason != DropReason::None).then(|| decision.reason.name().to_owned());
-    let verdict = match decision.verdict {
-        Verdict::Forwarded => "forwarded",
-        Verdict::Dropped => "dropped",
-        Verdict::Audited => "audited",
-    };
-    Ok((verdict.to_owned(), reason, rule))
+    Ok((decision.verdict, FlowReason::of(decision.reason), rule))
 }
 
 /// A packet of the flow: a TCP segment (SYN outbound, ACK inbound, as a
@@ -386,18 +377,18 @@ fn frame(
         _ => return Err("source and destination are of different families".into()),
     };
     let mut out = Vec::new();
-    let written = match entry.proto.as_str() {
-        "tcp" if entry.direction == "egress" => ip
+    let written = match entry.proto {
+        Protocol::Tcp if entry.direction == Direction::Egress => ip
             .tcp(entry.src_port, entry.dst_port, 1, 64240)
             .syn()
             .write(&mut out, &[]),
-        "tcp" => ip
+        Protocol::Tcp => ip
             .tcp(entry.src_port, entry.dst_port, 1, 64240)
             .ack(1)
             .write(&mut out, &[]),
-        "udp" => ip.udp(entry.src_port, entry.dst_port).write(&mut out, &[]),
+        Protocol::Udp => ip.udp(entry.src_port, entry.dst_port).write(&mut out, &[]),
         // A flow of ICMP carries its type and code where ports would be.
-        "icmp" | "icmpv6" => {
+        Protocol::Icmp | Protocol::Icmpv6 => {
             let (type_u8, code_u8) = (entry.src_port as u8, entry.dst_port as u8);
             match src {
                 IpAddr::V4(_) => ip
@@ -445,9 +436,9 @@ pub fn render(report: &CheckReport, file: &str) -> String {
         out.push_str(&format!("# {name} in the file matches nothing running\n"));
     }
     if !report.changes.is_empty() {
-        let with_reason = |verdict: &str, reason: &Option<String>| match reason {
-            Some(reason) if verdict != "forwarded" => format!("{verdict} ({reason})"),
-            _ => verdict.to_owned(),
+        let with_reason = |verdict: Verdict, reason: &Option<FlowReason>| match reason {
+            Some(reason) if verdict.is_drop_like() => format!("{verdict} ({reason})"),
+            _ => verdict.to_string(),
         };
         let rows: Vec<Vec<String>> = report
             .changes
@@ -456,11 +447,11 @@ pub fn render(report: &CheckReport, file: &str) -> String {
                 vec![
                     c.container.clone().unwrap_or_else(|| "?".into()),
                     c.network.clone().unwrap_or_default(),
-                    c.direction.clone(),
+                    c.direction.to_string(),
                     c.remote.clone(),
                     c.flows.to_string(),
-                    with_reason(&c.now, &c.now_reason),
-                    with_reason(&c.then, &c.then_reason),
+                    with_reason(c.now, &c.now_reason),
+                    with_reason(c.then, &c.then_reason),
                     c.rule.clone(),
                 ]
             })

@@ -37,7 +37,7 @@ fn app_address(snapshot: &Snapshot) -> IpAddr {
 fn flow(src: IpAddr, dst: &str, port: u16, verdict: &str) -> FlowEntry {
     let src = src.to_string();
     let mut entry = egress("nwcap-app", "nwcap-front", (&src, 40000), (dst, port), 180);
-    entry.verdict = verdict.into();
+    entry.verdict = verdict.parse().unwrap();
     entry.interface = Some("vethfront".into());
     entry.flows = 2;
     entry
@@ -113,10 +113,10 @@ fn applying_the_advice_passes_the_advised_flow_and_drops_what_was_not_advised() 
     let change = &report.changes[0];
     assert_eq!(change.remote, "203.0.113.7:25/tcp");
     assert_eq!(
-        (change.now.as_str(), change.then.as_str()),
+        (change.now.name(), change.then.name()),
         ("forwarded", "dropped")
     );
-    assert_eq!(change.then_reason.as_deref(), Some("not-in-network"));
+    assert_eq!(change.then_reason, Some("not-in-network".parse().unwrap()));
     assert!(
         change
             .rule
@@ -138,7 +138,7 @@ fn audited_flows_the_file_allows_change_to_forwarded_and_gone_interfaces_are_nam
     let mut snapshot = snapshot();
     let app = app_address(&snapshot);
     let mut audited = flow(app, "203.0.113.7", 443, "audited");
-    audited.reason = Some("not-in-network".into());
+    audited.reason = Some("not-in-network".parse().unwrap());
     let mut gone = flow(app, "203.0.113.7", 443, "audited");
     gone.interface = Some("vethgone".into());
     gone.src_port += 1;
@@ -147,10 +147,7 @@ fn audited_flows_the_file_allows_change_to_forwarded_and_gone_interfaces_are_nam
     let report = check(&[audited, gone], &plan(&state), ifindex_of);
     assert_eq!(report.changes.len(), 1, "{:?}", report.changes);
     assert_eq!(
-        (
-            report.changes[0].now.as_str(),
-            report.changes[0].then.as_str()
-        ),
+        (report.changes[0].now.name(), report.changes[0].then.name()),
         ("audited", "forwarded")
     );
     assert!(
@@ -180,14 +177,14 @@ fn icmp_flows_are_judged_as_their_own_type_not_as_an_echo() {
     let app = app_address(&snapshot);
     // An echo request to the gateway: host access, dropped under deny.
     let mut ping = flow(app, "172.18.0.1", 0, "forwarded");
-    ping.proto = "icmp".into();
+    ping.proto = "icmp".parse().unwrap();
     ping.src_port = 8;
     // A neighbour solicitation from the bridge's link-local address: let
     // through whatever the policy, as neighbour discovery.
     let mut solicit = flow(app, "ff02::1:ff00:2", 0, "forwarded");
-    solicit.direction = "ingress".into();
+    solicit.direction = "ingress".parse().unwrap();
     solicit.src = Some("fe80::42:acff:fe12:1".parse().unwrap());
-    solicit.proto = "icmpv6".into();
+    solicit.proto = "icmpv6".parse().unwrap();
     solicit.src_port = 135;
     apply(&parse_proposal(ADVICE).unwrap(), &mut snapshot.inventory);
     let state = host_state(&snapshot, vec!["10.99.0.1".parse().unwrap()]);
@@ -195,7 +192,7 @@ fn icmp_flows_are_judged_as_their_own_type_not_as_an_echo() {
     let changed: Vec<(&str, &str)> = report
         .changes
         .iter()
-        .map(|c| (c.remote.as_str(), c.then.as_str()))
+        .map(|c| (c.remote.as_str(), c.then.name()))
         .collect();
     assert_eq!(
         changed,
