@@ -120,10 +120,11 @@ mod text {
                 return Ok(named);
             }
             // Digits only: `u8::from_str` would also take a `+`.
-            if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-                if let Ok(n) = text.parse::<u8>() {
-                    return Ok(Protocol::number(n));
-                }
+            if !text.is_empty()
+                && text.bytes().all(|b| b.is_ascii_digit())
+                && let Ok(n) = text.parse::<u8>()
+            {
+                return Ok(Protocol::number(n));
             }
             Err(UnknownName { what: "protocol" })
         }

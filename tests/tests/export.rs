@@ -29,6 +29,7 @@ use netwatch_common::{
     event::{EventKind, FlowEvent},
     flow::{FlowKey, FlowStats, family},
     packet::{IPPROTO_TCP, IPPROTO_UDP},
+    protocol::Protocol,
     reason::{DROP_REASON_COUNT, Direction, DropReason, Verdict},
 };
 use netwatch_tests::prometheus::{self, Family, Kind};
@@ -376,8 +377,8 @@ fn scraped_metrics_parse_and_their_totals_match_the_flows() {
             ("container", f.container.as_deref().unwrap_or("")),
             ("service", f.service.as_deref().unwrap_or("")),
             ("network", f.network.as_deref().unwrap_or("")),
-            ("direction", &f.direction),
-            ("verdict", &f.verdict),
+            ("direction", f.direction.name()),
+            ("verdict", f.verdict.name()),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
         let e = expected.entry(Series::from(series)).or_default();
@@ -524,7 +525,14 @@ fn the_flow_log_gets_every_pipeline_event_as_a_json_line_and_rotates() {
     assert!((kept.len() as u64) < sent, "the oldest file was dropped");
     let last = kept.last().unwrap();
     assert_eq!(last.flow.container, None, "the uplink flow came last");
-    assert_eq!(last.flow.reason.as_deref(), Some("protected-prefix"));
+    assert_eq!(
+        last.flow
+            .reason
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("protected-prefix")
+    );
     let stats = counters.stats();
     assert_eq!(
         (stats.lines, stats.lost_events, stats.write_errors),
@@ -551,16 +559,16 @@ fn flow(
         container: container.map(String::from),
         service: container.map(|c| format!("{c}-svc")),
         network: network.map(String::from),
-        direction: direction.to_string(),
+        direction: direction.parse().unwrap(),
         src: None,
         dst: None,
         src_port: 0,
         dst_port: 0,
-        proto: "tcp".to_string(),
+        proto: Protocol::Tcp,
         packets,
         bytes,
-        verdict: verdict.to_string(),
-        reason: (verdict == "dropped").then(|| "not-in-network".to_string()),
+        verdict: verdict.parse().unwrap(),
+        reason: (verdict == "dropped").then(|| DropReason::NotInNetwork.into()),
         dropped_by: None,
         peer: None,
         peer_service: None,

@@ -592,7 +592,7 @@ fn a_flood_of_denied_packets_counts_every_drop_and_rate_limits_drop_records_per_
     );
     assert_eq!(
         (
-            groups[0].reason.as_str(),
+            groups[0].reason.to_string().as_str(),
             groups[0].packets,
             groups[0].flows
         ),

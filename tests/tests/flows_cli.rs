@@ -301,7 +301,7 @@ fn flows_count_udp_exactly_and_tcp_within_the_documented_header_overhead() {
         let name = container.name.clone();
         move |e: &FlowEntry| {
             e.container.as_deref() == Some(name.as_str())
-                && e.direction == direction
+                && e.direction.name() == direction
                 && e.dst_port == port
         }
     };
@@ -310,7 +310,7 @@ fn flows_count_udp_exactly_and_tcp_within_the_documented_header_overhead() {
     let sent = one(&all, "client egress udp", named(&client, "egress", 9001));
     let got = one(&all, "server ingress udp", named(&server, "ingress", 9001));
     for e in [sent, got] {
-        assert_eq!(e.proto, "udp");
+        assert_eq!(e.proto.to_string(), "udp");
         assert_eq!(e.src_port, 40001);
         assert_eq!(e.packets, UDP_COUNT, "{e:#?}");
         assert_eq!(
@@ -318,7 +318,7 @@ fn flows_count_udp_exactly_and_tcp_within_the_documented_header_overhead() {
             UDP_COUNT * (UDP_SIZE as u64 + UDP_OVERHEAD),
             "{e:#?}"
         );
-        assert_eq!(e.verdict, "forwarded");
+        assert_eq!(e.verdict.name(), "forwarded");
         assert_eq!(e.reason, None);
         assert_eq!(e.network.as_deref(), Some(net.name.as_str()));
     }
@@ -361,7 +361,7 @@ fn flows_count_udp_exactly_and_tcp_within_the_documented_header_overhead() {
     assert!(sent.packets >= 3, "SYN, data and FIN at least: {sent:#?}");
     let acks = one(&all, "server egress tcp", |e| {
         e.container.as_deref() == Some(server.name.as_str())
-            && e.direction == "egress"
+            && e.direction.name() == "egress"
             && e.src_port == 9002
     });
     assert!(acks.bytes >= acks.packets * min && acks.bytes <= acks.packets * max);
@@ -370,14 +370,13 @@ fn flows_count_udp_exactly_and_tcp_within_the_documented_header_overhead() {
     let udp_client = flows(&socket, &["--container", &client.name, "--proto", "udp"]);
     assert!(!udp_client.is_empty());
     assert!(
-        udp_client
-            .iter()
-            .all(|e| e.proto == "udp" && e.container.as_deref() == Some(client.name.as_str())),
+        udp_client.iter().all(|e| e.proto.to_string() == "udp"
+            && e.container.as_deref() == Some(client.name.as_str())),
         "{udp_client:#?}"
     );
     let mut by_port: Vec<(String, String)> = flows(&socket, &["--port", "9001"])
         .into_iter()
-        .map(|e| (e.container.unwrap_or_default(), e.direction))
+        .map(|e| (e.container.unwrap_or_default(), e.direction.to_string()))
         .collect();
     by_port.sort();
     // Sorted as strings: `nwtest-1-10-server` comes before `nwtest-1-9-client`.
@@ -404,7 +403,7 @@ fn flows_count_udp_exactly_and_tcp_within_the_documented_header_overhead() {
     assert!(
         forwarded
             .iter()
-            .all(|e| e.proto == "tcp" && e.verdict == "forwarded")
+            .all(|e| e.proto.to_string() == "tcp" && e.verdict.name() == "forwarded")
     );
     assert_eq!(
         forwarded.len(),
@@ -501,7 +500,7 @@ fn a_client_alternating_between_two_backends_shows_the_split_by_peer() {
     );
     let egress: Vec<&FlowEntry> = requests
         .iter()
-        .filter(|e| e.direction == "egress")
+        .filter(|e| e.direction.name() == "egress")
         .collect();
     assert_eq!(
         egress.len(),
@@ -514,7 +513,7 @@ fn a_client_alternating_between_two_backends_shows_the_split_by_peer() {
         let (ports, bytes) = per_peer.entry(peer).or_default();
         ports.push(e.src_port);
         *bytes += e.bytes;
-        assert_eq!(e.verdict, "forwarded");
+        assert_eq!(e.verdict.name(), "forwarded");
     }
     let (first, second) = (
         &per_peer[one_backend.name.as_str()],
@@ -560,7 +559,8 @@ fn a_client_alternating_between_two_backends_shows_the_split_by_peer() {
         let mine: Vec<&FlowEntry> = served
             .iter()
             .filter(|e| {
-                e.direction == "ingress" && e.container.as_deref() == Some(container.name.as_str())
+                e.direction.name() == "ingress"
+                    && e.container.as_deref() == Some(container.name.as_str())
             })
             .collect();
         assert_eq!(mine.len(), 3, "{served:#?}");
@@ -680,7 +680,7 @@ fn a_denied_attempt_on_an_internal_network_appears_in_drops_with_name_and_reason
     let group = &groups[0];
     assert_eq!(group.container.as_deref(), Some(a.name.as_str()));
     assert_eq!(group.network.as_deref(), Some(internal.name.as_str()));
-    assert_eq!(group.reason, "host-access");
+    assert_eq!(group.reason.to_string(), "host-access");
     assert!(group.packets >= 2, "{group:#?}");
     // The gateway is the host's: named `host`, not a bare address.
     assert_eq!(group.remotes, [format!("host {gateway}/icmp")]);
@@ -699,8 +699,8 @@ fn a_denied_attempt_on_an_internal_network_appears_in_drops_with_name_and_reason
         ],
     );
     assert!(!dropped.is_empty());
-    assert!(dropped.iter().all(|e| e.verdict == "dropped"
-        && e.reason.as_deref() == Some("host-access")
+    assert!(dropped.iter().all(|e| e.verdict.name() == "dropped"
+        && e.reason.as_ref().map(ToString::to_string).as_deref() == Some("host-access")
         && e.container.as_deref() == Some(a.name.as_str())));
     assert_eq!(
         dropped.iter().map(|e| e.packets).sum::<u64>(),

@@ -75,7 +75,7 @@ fn flows_bytes_agree_with_iperf3_within_the_header_overhead() {
     let pipeline = session.pipeline();
     let filter = FlowFilter {
         container: Some(client.name.clone()),
-        proto: Some("tcp".into()),
+        proto: Some("tcp".parse().unwrap()),
         port: Some(5201),
         ..FlowFilter::default()
     };
@@ -85,7 +85,7 @@ fn flows_bytes_agree_with_iperf3_within_the_header_overhead() {
         let flows = pipeline.flows(&filter);
         if flows
             .iter()
-            .any(|f| f.direction == "egress" && f.bytes > received)
+            .any(|f| f.direction.name() == "egress" && f.bytes > received)
         {
             break flows;
         }
@@ -99,7 +99,7 @@ fn flows_bytes_agree_with_iperf3_within_the_header_overhead() {
     // The data connection is the busiest egress flow to the server's port.
     let data = flows
         .iter()
-        .filter(|f| f.direction == "egress" && f.dst_port == 5201)
+        .filter(|f| f.direction.name() == "egress" && f.dst_port == 5201)
         .max_by_key(|f| f.bytes)
         .unwrap();
     let (low, high) = (

@@ -53,7 +53,7 @@ fn a_guarded_addresses_packet_dropped_for_no_socket_is_recorded_with_the_kernels
     require_root();
     let (_, reasons) = read_kernel_layout().expect("the kernel's BTF");
     let no_socket = (0..200u32)
-        .find(|v| reasons.name(*v) == "kernel:no_socket")
+        .find(|v| reasons.name(*v).to_string() == "kernel:no_socket")
         .expect("the kernel names NO_SOCKET");
     let host = TestHost::create();
     let mut spec = endpoint_spec(0);

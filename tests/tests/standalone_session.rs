@@ -50,7 +50,7 @@ fn a_session_observes_exact_counts_and_leaves_nothing_attached() {
     let pipeline = session.pipeline();
     let filter = FlowFilter {
         container: Some(a.name.clone()),
-        proto: Some("icmp".into()),
+        proto: Some("icmp".parse().unwrap()),
         ..FlowFilter::default()
     };
     wait_for("the echo flows", Duration::from_secs(5), || {
@@ -60,10 +60,12 @@ fn a_session_observes_exact_counts_and_leaves_nothing_attached() {
     let flows = pipeline.flows(&filter);
     let requests = flows
         .iter()
-        .find(|f| f.direction == "egress" && f.dst.map(|d| d.to_string()) == Some(b_ip.clone()))
+        .find(|f| {
+            f.direction.name() == "egress" && f.dst.map(|d| d.to_string()) == Some(b_ip.clone())
+        })
         .unwrap_or_else(|| panic!("no echo request flow in {flows:#?}"));
     assert_eq!(requests.packets, 5);
-    assert_eq!(requests.verdict, "forwarded");
+    assert_eq!(requests.verdict.name(), "forwarded");
     assert_eq!(requests.peer.as_deref(), Some(b.name.as_str()));
     // 14 Ethernet + 20 IPv4 + 8 ICMP + 56 busybox ping payload.
     assert_eq!(requests.bytes, 5 * 98);

@@ -962,4 +962,78 @@ mod tests {
         assert_eq!(agg.counters.malformed, 1);
         assert!(agg.is_empty());
     }
+
+    /// Lines as the API, `-o json` and the flow log wrote them before the
+    /// fields were typed read back, and write the same bytes again.
+    #[test]
+    fn json_written_before_the_types_reads_back_and_writes_the_same_bytes() {
+        let tail = r#""peer":null,"peer_service":null,"peer_kind":null,"published":null,"first_seen":"2025-11-27T22:10:00Z","last_seen":"2025-11-27T22:10:05Z","interface":"veth1","flows":1}"#;
+        let lines = [
+            (
+                r#"{"container":"web","service":null,"network":"front","direction":"egress","src":"172.30.0.2","dst":"203.0.113.7","src_port":40000,"dst_port":443,"proto":"tcp","packets":3,"bytes":180,"verdict":"audited","reason":"not-in-network","dropped_by":null,"rule":"label netwatch.egress=audit on network front","#,
+                (
+                    Direction::Egress,
+                    Protocol::Tcp,
+                    Verdict::Audited,
+                    Some(FlowReason::Netwatch(DropReason::NotInNetwork)),
+                ),
+            ),
+            (
+                r#"{"container":"db","service":null,"network":"back","direction":"ingress","src":"172.31.0.9","dst":"172.31.0.2","src_port":8,"dst_port":0,"proto":"icmp","packets":1,"bytes":98,"verdict":"dropped","reason":"kernel:netfilter_drop","dropped_by":"kernel","#,
+                (
+                    Direction::Ingress,
+                    Protocol::Icmp,
+                    Verdict::Dropped,
+                    Some(FlowReason::kernel("netfilter_drop")),
+                ),
+            ),
+            (
+                r#"{"container":null,"service":null,"network":null,"direction":"ingress","src":null,"dst":null,"src_port":0,"dst_port":0,"proto":"arp/other","packets":2,"bytes":84,"verdict":"forwarded","reason":null,"dropped_by":null,"#,
+                (
+                    Direction::Ingress,
+                    Protocol::ArpOther,
+                    Verdict::Forwarded,
+                    None,
+                ),
+            ),
+            (
+                r#"{"container":"web","service":null,"network":"front","direction":"egress","src":null,"dst":null,"src_port":0,"dst_port":0,"proto":"*","packets":9,"bytes":900,"verdict":"dropped","reason":"host-access","dropped_by":"netwatch","#,
+                (
+                    Direction::Egress,
+                    Protocol::Any,
+                    Verdict::Dropped,
+                    Some(FlowReason::Netwatch(DropReason::HostAccess)),
+                ),
+            ),
+            (
+                r#"{"container":"vpn","service":null,"network":"front","direction":"egress","src":"fd00::2","dst":"fd00::3","src_port":0,"dst_port":0,"proto":"47","packets":1,"bytes":90,"verdict":"forwarded","reason":null,"dropped_by":null,"#,
+                (
+                    Direction::Egress,
+                    Protocol::Other(47),
+                    Verdict::Forwarded,
+                    None,
+                ),
+            ),
+        ];
+        let first = lines[0].0;
+        for (head, (direction, proto, verdict, reason)) in lines {
+            let line = format!("{head}{tail}");
+            let entry: FlowEntry = serde_json::from_str(&line).expect(&line);
+            assert_eq!(
+                (
+                    entry.direction,
+                    entry.proto,
+                    entry.verdict,
+                    entry.reason.clone()
+                ),
+                (direction, proto, verdict, reason)
+            );
+            assert_eq!(serde_json::to_string(&entry).unwrap(), line);
+        }
+        let bad = format!(
+            "{}{tail}",
+            first.replace(r#""verdict":"audited""#, r#""verdict":"denied""#)
+        );
+        assert!(serde_json::from_str::<FlowEntry>(&bad).is_err());
+    }
 }

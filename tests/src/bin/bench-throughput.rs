@@ -838,7 +838,7 @@ fn main() -> Result<()> {
                 let (events, _) = kernel_drops.drain_kernel_drops()?;
                 bench.kernel_drop_records += events.len() as u64;
                 for event in &events {
-                    let name = reasons.name(event.key.reason);
+                    let name = reasons.name(event.key.reason).to_string();
                     if !bench.kernel_drop_reasons.contains(&name) {
                         bench.kernel_drop_reasons.push(name);
                     }
