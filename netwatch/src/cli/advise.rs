@@ -91,7 +91,7 @@ type HolderRules = BTreeMap<(Option<String>, String), BTreeSet<(String, AllowRul
 pub fn advise(entries: &[FlowEntry]) -> Advice {
     let judged: Vec<&FlowEntry> = entries
         .iter()
-        .filter(|e| e.verdict.is_drop_like() && !is_kernel_drop(e))
+        .filter(|e| e.verdict.is_drop_like() && !e.is_kernel_drop())
         .collect();
     // How many flows went to each destination, across holders: one flow is
     // a one-off. A connection judged on two interfaces (the container's
@@ -243,12 +243,6 @@ fn destination(entry: &FlowEntry) -> Option<Destination> {
 /// TCP and UDP: the protocols whose ports an allow rule names.
 fn has_ports(proto: Protocol) -> bool {
     matches!(proto, Protocol::Tcp | Protocol::Udp)
-}
-
-/// Dropped by the kernel's stack after netwatch (no label of netwatch's
-/// changes that).
-fn is_kernel_drop(entry: &FlowEntry) -> bool {
-    entry.dropped_by.as_deref() == Some(crate::flows::kdrops::DROPPED_BY_KERNEL)
 }
 
 /// The other end as tables show it.

@@ -345,7 +345,7 @@ pub fn flow_totals(flows: &[FlowEntry]) -> BTreeMap<FlowSeries<'_>, (u64, u64)> 
     let mut totals: BTreeMap<FlowSeries<'_>, (u64, u64)> = BTreeMap::new();
     // The kernel's own drops have metrics of their own: their packets
     // already count in the flow netwatch saw them in (often forwarded).
-    for flow in flows.iter().filter(|f| !is_kernel_drop(f)) {
+    for flow in flows.iter().filter(|f| !f.is_kernel_drop()) {
         let series = (
             flow.container.as_deref().unwrap_or(""),
             flow.service.as_deref().unwrap_or(""),
@@ -511,10 +511,6 @@ fn render_guard(out: &mut Exposition, assessment: &Assessment) {
     }
 }
 
-fn is_kernel_drop(flow: &FlowEntry) -> bool {
-    flow.dropped_by.as_deref() == Some(crate::flows::kdrops::DROPPED_BY_KERNEL)
-}
-
 /// The kernel's own drops per label set: container, service, network,
 /// direction, reason (as label values: series sort by them).
 type KernelDropSeries<'a> = (&'a str, &'a str, &'a str, &'static str, String);
@@ -522,7 +518,7 @@ type KernelDropSeries<'a> = (&'a str, &'a str, &'a str, &'static str, String);
 /// Sums the kernel's own drops per label set: (packets, bytes).
 pub fn kernel_drop_totals(flows: &[FlowEntry]) -> BTreeMap<KernelDropSeries<'_>, (u64, u64)> {
     let mut totals: BTreeMap<KernelDropSeries<'_>, (u64, u64)> = BTreeMap::new();
-    for flow in flows.iter().filter(|f| is_kernel_drop(f)) {
+    for flow in flows.iter().filter(|f| f.is_kernel_drop()) {
         let series = (
             flow.container.as_deref().unwrap_or(""),
             flow.service.as_deref().unwrap_or(""),

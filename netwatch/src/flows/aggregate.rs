@@ -156,6 +156,13 @@ impl FlowEntry {
         inside.push_str(&format!(" (published {published})"));
     }
 
+    /// Dropped by the kernel's stack after netwatch (see [`super::kdrops`]),
+    /// not by netwatch: no label of netwatch's changes that, and its packets
+    /// count already in the flow netwatch saw them in.
+    pub fn is_kernel_drop(&self) -> bool {
+        self.dropped_by.as_deref() == Some(super::kdrops::DROPPED_BY_KERNEL)
+    }
+
     /// The peer is a container on one of this host's networks (not the
     /// host, nor a container sharing the host's stack).
     pub fn peer_is_networked_container(&self) -> bool {

@@ -254,10 +254,7 @@ pub fn check(
     let mut report = CheckReport::default();
     // Outbound before inbound: an answer is judged after what it answers,
     // as the kernel's flow table would have it.
-    let mut ordered: Vec<&FlowEntry> = entries
-        .iter()
-        .filter(|e| !super::is_kernel_drop(e))
-        .collect();
+    let mut ordered: Vec<&FlowEntry> = entries.iter().filter(|e| !e.is_kernel_drop()).collect();
     // A connection judged on two interfaces (veth and bridge) counts once,
     // as its container's: entries that name one come first.
     ordered.sort_by_key(|e| (e.direction != Direction::Egress, e.container.is_none()));
