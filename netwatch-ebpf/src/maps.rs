@@ -53,6 +53,11 @@ pub static HOST_V6: HashMap<[u8; 16], u32> =
 pub static FLOWS: LruHashMap<FlowKey, FlowStats> =
     LruHashMap::with_max_entries(names::FLOWS_MAX_ENTRIES, 0);
 
+/// The policy generation (see `names::MAP_POLICY_GEN`), one entry.
+/// Kernel ≥ 3.19.
+#[map]
+pub static POLICY_GEN: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Flow open/close/export and drop records. Kernel ≥ 5.8.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(names::EVENTS_BYTES, 0);

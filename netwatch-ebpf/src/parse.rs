@@ -13,7 +13,43 @@ use netwatch_common::{
     },
 };
 
+use core::mem::MaybeUninit;
+
+use aya_ebpf::programs::TcContext;
+
 use crate::packet::Packet;
+
+/// [`parse`] for a TC program's skb (see [`Packet`] for why through the
+/// load-bytes helper).
+#[inline(always)]
+pub fn parse_skb<'a>(
+    ctx: &TcContext,
+    tag_stripped: bool,
+    out: &'a mut MaybeUninit<PacketSummary>,
+) -> &'a PacketSummary {
+    parse(ctx, tag_stripped, out)
+}
+
+/// Zeroes `out` with 8-byte stores and returns it as a summary. Volatile
+/// stores, because LLVM merges plain ones (and `PacketSummary::default()`)
+/// into a `memset` call, which the BPF target compiles into a subprogram
+/// storing one byte per loop iteration.
+#[inline(always)]
+fn zeroed(out: &mut MaybeUninit<PacketSummary>) -> &mut PacketSummary {
+    const WORDS: usize = core::mem::size_of::<PacketSummary>() / 8;
+    const _: () = assert!(core::mem::align_of::<PacketSummary>() == 8);
+    let words = out.as_mut_ptr().cast::<u64>();
+    let mut i = 0;
+    while i < WORDS {
+        // SAFETY: `out` is 8-byte aligned and WORDS * 8 bytes long.
+        unsafe { words.add(i).write_volatile(0) };
+        i += 1;
+    }
+    // SAFETY: every field of PacketSummary is valid as all zero bits (its
+    // Default value: integers, byte arrays, `false` and the enums' zero
+    // variants).
+    unsafe { out.assume_init_mut() }
+}
 
 #[inline(always)]
 fn be16(hi: u8, lo: u8) -> u16 {
@@ -29,9 +65,20 @@ fn is_vlan_tpid(ethertype: u16) -> bool {
 /// one VLAN tag into skb metadata (`__sk_buff.vlan_present`): a veth's
 /// receive path untags 802.1Q before the TC ingress hook runs, so a
 /// double-tagged frame arrives there with one tag left in the data.
+/// `out` need not be initialised: it is zeroed first.
 #[inline(always)]
-pub fn parse<P: Packet>(p: &P, tag_stripped: bool, s: &mut PacketSummary) {
-    s.class = PacketClass::Invalid;
+pub fn parse<'a, P: Packet>(
+    p: &P,
+    tag_stripped: bool,
+    out: &'a mut MaybeUninit<PacketSummary>,
+) -> &'a PacketSummary {
+    let s = zeroed(out);
+    parse_frame(p, tag_stripped, s);
+    s
+}
+
+#[inline(always)]
+fn parse_frame<P: Packet>(p: &P, tag_stripped: bool, s: &mut PacketSummary) {
     let len = p.frame_len();
     let Some(eth) = p.read::<[u8; ETH_HLEN]>(0) else {
         return;
