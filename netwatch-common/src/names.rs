@@ -86,6 +86,14 @@ pub const MAP_PUBLISHED: &str = "PUBLISHED";
 /// never outlives the policy that made it. 0: nothing is cached.
 pub const MAP_POLICY_GEN: &str = "POLICY_GEN";
 
+/// `PerCpuArray<PacketSummary>` with one entry: where the TC programs
+/// parse each packet into. Kept in a map rather than on the stack so that
+/// the verifier does not track the summary's fields: every path through
+/// the parser then ends in one state, and what follows the parser is
+/// verified once instead of once per kind of packet. Nothing outside the
+/// running program reads it.
+pub const MAP_PACKET_SUMMARY: &str = "PACKET_SUMMARY";
+
 /// `HashMap<GuardedAddr, u32>`: guarded containers' addresses → their
 /// endpoint's ifindex (the `ENDPOINTS` key).
 pub const MAP_GUARDED: &str = "GUARDED";
@@ -109,7 +117,7 @@ pub const MAP_DNS_BUCKETS: &str = "DNS_BUCKETS";
 pub const MAP_DNS_COUNTERS: &str = "DNS_COUNTERS";
 
 /// Every map of the object netwatch loads.
-pub const ALL_MAPS: [&str; 28] = [
+pub const ALL_MAPS: [&str; 29] = [
     MAP_ENDPOINTS,
     MAP_NET_V4,
     MAP_NET_V6,
@@ -138,6 +146,7 @@ pub const ALL_MAPS: [&str; 28] = [
     MAP_DNS_BUCKETS,
     MAP_DNS_COUNTERS,
     MAP_POLICY_GEN,
+    MAP_PACKET_SUMMARY,
 ];
 
 /// Maps that earlier netwatch builds pinned and this one no longer has: an

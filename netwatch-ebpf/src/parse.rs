@@ -17,10 +17,10 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::programs::TcContext;
 
-use crate::packet::Packet;
+use crate::{maps::PACKET_SUMMARY, packet::Packet};
 
 /// [`parse`] for a TC program's skb (see [`Packet`] for why through the
-/// load-bytes helper).
+/// load-bytes helper), into `out` on the caller's stack.
 #[inline(always)]
 pub fn parse_skb<'a>(
     ctx: &TcContext,
@@ -28,6 +28,33 @@ pub fn parse_skb<'a>(
     out: &'a mut MaybeUninit<PacketSummary>,
 ) -> &'a PacketSummary {
     parse(ctx, tag_stripped, out)
+}
+
+/// [`parse_skb`] into this CPU's `PACKET_SUMMARY` entry, for the veth
+/// programs: the verifier does not track a map value's contents, so every
+/// path through the parser ends in the same state and the code after it
+/// is verified once, not once per kind of packet. With the summary on the
+/// stack, the cached-verdict path took the verifier from 122,000 to
+/// 624,000 instructions for `from_container` (Linux 6.18); with it here,
+/// 23,500. `None` only if the lookup fails, which a one-entry array never
+/// does.
+///
+/// Learned the hard way: LLVM may read a field of the summary twice and
+/// rely on both reads agreeing, which the verifier cannot know of two
+/// reads of a map value; in `macvlan_child` that made it walk a path that
+/// cannot happen and refuse the program ("bitwise operator on pointer").
+/// A volatile copy back onto the stack would prevent that, but takes the
+/// programs past the 512-byte stack. So the macvlan programs keep their
+/// summary on the stack (they have no cached-verdict path to multiply),
+/// and every program's load is checked by the datapath tests.
+#[inline(always)]
+pub fn parse_skb_per_cpu(ctx: &TcContext, tag_stripped: bool) -> Option<&'static PacketSummary> {
+    let slot = PACKET_SUMMARY.get_ptr_mut(0)?;
+    // SAFETY: this CPU's entry of a per-CPU array, valid for the run and
+    // used by no one else meanwhile (see `PACKET_SUMMARY`); `parse` zeroes
+    // it before anything reads it.
+    let out = unsafe { &mut *slot.cast::<MaybeUninit<PacketSummary>>() };
+    Some(parse(ctx, tag_stripped, out))
 }
 
 /// Zeroes `out` with 8-byte stores and returns it as a summary. Volatile

@@ -2,8 +2,6 @@
 //! decide, count, account the flow, hand DNS datagrams to user space, and
 //! turn the decision into a TC action.
 
-use core::mem::MaybeUninit;
-
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use netwatch_common::{
     flow::FlowKey,
@@ -16,7 +14,7 @@ use crate::{
     counters, dns,
     flows::{self, record},
     maps::{AUDIT_COUNTERS, ENDPOINTS, FLOWS, POLICY_GEN, VERDICT_COUNTERS},
-    parse::parse_skb,
+    parse::parse_skb_per_cpu,
     tables::KernelTables,
 };
 
@@ -43,8 +41,9 @@ pub fn handle(ctx: &TcContext, direction: Direction) -> i32 {
     // is rewriting is cached under the generation from before the write,
     // which the agent raises once the write is done.
     let generation = policy_generation();
-    let mut summary = MaybeUninit::uninit();
-    let summary = parse_skb(ctx, tag_stripped, &mut summary);
+    let Some(summary) = parse_skb_per_cpu(ctx, tag_stripped) else {
+        return ACT_CONTINUE;
+    };
     let key = FlowKey::new(ifindex, direction, summary);
     // Learned the hard way: handing the looked-up entry on to the slow
     // path (to save its second lookup) kept the entry pointer live across
