@@ -177,6 +177,19 @@ impl Datapath {
         Ok(repinned)
     }
 
+    /// How many instructions the verifier walked for each loaded program
+    /// (`verified_insns` in `bpftool prog show`; Linux ≥ 5.16), the
+    /// measure of what loading them costs.
+    pub fn verified_instructions(&self) -> Vec<(String, Option<u32>)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some((name.to_string(), info.verified_instruction_count()))
+            })
+            .collect()
+    }
+
     /// Names of the maps in the loaded object.
     pub fn map_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.ebpf.maps().map(|(name, _)| name.to_string()).collect();

@@ -258,6 +258,28 @@ impl Datapath {
         flow_entries(self.map(names::MAP_FLOWS)?)
     }
 
+    /// Empties the flow table, so that the next packet of every flow is
+    /// its first again (tests run many cases through one load this way:
+    /// loading costs the verifier's walk of every program).
+    ///
+    /// # Errors
+    /// The kernel refuses the iteration or a delete.
+    pub fn clear_flows(&mut self) -> Result<(), DatapathError> {
+        let name = names::MAP_FLOWS;
+        let mut map: HashMap<&mut MapData, FlowKey, FlowStats> = self
+            .map_mut(name)?
+            .try_into()
+            .map_err(DatapathError::map(name))?;
+        let keys = map
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(DatapathError::map(name))?;
+        for key in keys {
+            map.remove(&key).map_err(DatapathError::map(name))?;
+        }
+        Ok(())
+    }
+
     /// An independent handle on the flow table (a second fd on the same
     /// map), so another thread can read it while this datapath is in use.
     ///
