@@ -125,3 +125,66 @@ fn a_spoofed_mac_on_a_cached_flow_is_judged_afresh() {
     assert_eq!(verdict(&mut h, &own), Some(DropReason::None));
     assert_eq!(verdict(&mut h, &own), Some(DropReason::None));
 }
+
+/// Switching an endpoint from audit to enforcement (the agent's resync
+/// after a label change, or a restart without `--audit`) is one rewrite of
+/// its policy entry: a live flow's packets are audited up to the write and
+/// the very next one is dropped; no packet in between goes unjudged. And
+/// back: the very next packet is audited again.
+#[test]
+fn switching_audit_to_enforcement_drops_the_very_next_packet_of_a_live_flow() {
+    let mut h = Harness::standard();
+    // Without the fixture's allow-list, so that its destination is one
+    // enforcement drops.
+    let mut enforced_spec = endpoint_spec(policy_flags::ENFORCE);
+    enforced_spec.allow.clear();
+    let mut audited_spec = endpoint_spec(policy_flags::ENFORCE | policy_flags::AUDIT);
+    audited_spec.allow.clear();
+    let hosts = host_addresses();
+    h.datapath
+        .replace(&compile(&[audited_spec.clone()], &hosts).unwrap())
+        .unwrap();
+    // A live connection to a destination enforcement denies: its opening
+    // and then data packets.
+    let open = Frame::eth(EP_MAC, GW_MAC)
+        .ipv4(EP_V4, ALLOWED_NET_V4)
+        .tcp(40001, 443, SYN)
+        .build();
+    let data = Frame::eth(EP_MAC, GW_MAC)
+        .ipv4(EP_V4, ALLOWED_NET_V4)
+        .tcp(40001, 443, ACK)
+        .payload(&[0; 100])
+        .build();
+    let audited_not_in_network = |h: &mut Harness, frame: &[u8], what: &str| {
+        let before = h.datapath.audit_counts().unwrap();
+        let outcome = h.kernel(Hook::FromContainer, frame).unwrap();
+        let after = h.datapath.audit_counts().unwrap();
+        assert_eq!(outcome.action, TC_CONTINUE, "audit forwards: {what}");
+        assert_eq!(outcome.reason, None, "no verdict counter moves: {what}");
+        let reason = DropReason::NotInNetwork as usize;
+        assert_eq!(
+            after[reason],
+            before[reason] + 1,
+            "recorded as audited not-in-network: {what}"
+        );
+    };
+    audited_not_in_network(&mut h, &open, "the opening packet");
+    for i in 0..3 {
+        audited_not_in_network(&mut h, &data, &format!("data packet {i} under audit"));
+    }
+
+    h.datapath
+        .replace(&compile(&[enforced_spec], &hosts).unwrap())
+        .unwrap();
+    let next = h.kernel(Hook::FromContainer, &data).unwrap();
+    assert_eq!(
+        (next.action, next.reason),
+        (TC_DROP, Some(DropReason::NotInNetwork)),
+        "the very next packet after the switch is dropped"
+    );
+
+    h.datapath
+        .replace(&compile(&[audited_spec], &hosts).unwrap())
+        .unwrap();
+    audited_not_in_network(&mut h, &data, "the very next packet after switching back");
+}
