@@ -77,7 +77,10 @@ impl FlowKey {
     }
 }
 
-/// Value of the `FLOWS` map. Times are `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+/// Value of the `FLOWS` map. Times are CLOCK_MONOTONIC nanoseconds:
+/// `first_seen_ns` exact (`bpf_ktime_get_ns`), the others read at tick
+/// resolution (`bpf_ktime_get_coarse_ns`, Linux ≥ 5.11; see the kernel's
+/// flows.rs), never before `first_seen_ns`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowStats {
@@ -87,15 +90,26 @@ pub struct FlowStats {
     pub last_seen_ns: u64,
     /// When the last ring buffer record for this flow was emitted.
     pub last_report_ns: u64,
+    /// The policy generation (`POLICY_GEN`) under which `verdict` and
+    /// `reason` were decided for a packet whose every verdict input is in
+    /// the key, plus `src_mac`: later packets of the flow with that source
+    /// MAC take the verdict from here while the generation is current,
+    /// instead of walking the policy tables. 0: not cached (the latest
+    /// packet's verdict stands for it alone).
+    pub policy_gen: u64,
     /// OR of every TCP flag byte seen.
     pub tcp_flags: u8,
     /// Verdict of the latest packet ([`crate::reason::Verdict`] as u8).
     pub verdict: u8,
     /// Drop reason of the latest packet ([`crate::reason::DropReason`] as u8).
     pub reason: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// Source MAC of the packet whose verdict is cached (a verdict input
+    /// the key does not hold: a spoofed MAC must not hit the cache).
+    pub src_mac: [u8; 6],
+    pub _pad2: [u8; 6],
 }
-assert_layout!(FlowStats, size = 48, align = 8);
+assert_layout!(FlowStats, size = 64, align = 8);
 
 /// TCP flag bits as in the TCP header's flags byte.
 pub mod tcp_flags {

@@ -1,6 +1,7 @@
 //! Names of programs and maps, shared so that user space never spells them.
 //!
-//! Minimum kernels: TCX attachment 6.6; ring buffer 5.8; LPM trie 4.11;
+//! Minimum kernels: TCX attachment 6.6; `bpf_ktime_get_coarse_ns` 5.11;
+//! ring buffer 5.8; LPM trie 4.11;
 //! LRU hash 4.10; per-CPU array 4.6; XDP 4.8. The programs themselves use
 //! bounded loops (5.3).
 
@@ -78,6 +79,21 @@ pub const MAP_MACVLAN_PORTS: &str = "MACVLAN_PORTS";
 /// network admits inbound connections to, with `published_access` bits.
 pub const MAP_PUBLISHED: &str = "PUBLISHED";
 
+/// `Array<u64>` with one entry: the policy generation, which user space
+/// raises after every write of the policy maps (`ENDPOINTS`, `NET_*`,
+/// `ALLOW_*`, `HOST_*`, `MACVLAN_PORTS`, `PUBLISHED`). A verdict cached in
+/// a flow entry counts only under the generation it was decided in, so it
+/// never outlives the policy that made it. 0: nothing is cached.
+pub const MAP_POLICY_GEN: &str = "POLICY_GEN";
+
+/// `PerCpuArray<PacketSummary>` with one entry: where the TC programs
+/// parse each packet into. Kept in a map rather than on the stack so that
+/// the verifier does not track the summary's fields: every path through
+/// the parser then ends in one state, and what follows the parser is
+/// verified once instead of once per kind of packet. Nothing outside the
+/// running program reads it.
+pub const MAP_PACKET_SUMMARY: &str = "PACKET_SUMMARY";
+
 /// `HashMap<GuardedAddr, u32>`: guarded containers' addresses → their
 /// endpoint's ifindex (the `ENDPOINTS` key).
 pub const MAP_GUARDED: &str = "GUARDED";
@@ -101,7 +117,7 @@ pub const MAP_DNS_BUCKETS: &str = "DNS_BUCKETS";
 pub const MAP_DNS_COUNTERS: &str = "DNS_COUNTERS";
 
 /// Every map of the object netwatch loads.
-pub const ALL_MAPS: [&str; 27] = [
+pub const ALL_MAPS: [&str; 29] = [
     MAP_ENDPOINTS,
     MAP_NET_V4,
     MAP_NET_V6,
@@ -129,6 +145,8 @@ pub const ALL_MAPS: [&str; 27] = [
     MAP_DNS_CONFIG,
     MAP_DNS_BUCKETS,
     MAP_DNS_COUNTERS,
+    MAP_POLICY_GEN,
+    MAP_PACKET_SUMMARY,
 ];
 
 /// Maps that earlier netwatch builds pinned and this one no longer has: an

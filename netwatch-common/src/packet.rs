@@ -104,6 +104,13 @@ pub const fn nd_kind(icmpv6_type: u8) -> NdKind {
 
 /// The facts a parser extracts from one frame. Fields past the point where
 /// parsing stopped keep their zero values.
+///
+/// `repr(C, align(8))` so that the kernel's parser can zero it with a few
+/// 8-byte stores ([`PacketSummary`] is all zeros when every field is zero):
+/// `PacketSummary::default()` compiled for BPF into a call of a `memset`
+/// subprogram storing one byte per loop iteration, some 290 instructions
+/// and 16% of an established flow's time (perf, Linux 6.18).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacketSummary {
     pub class: PacketClass,

@@ -88,6 +88,29 @@ impl Decision {
     }
 }
 
+/// Whether [`decide`]'s answer for `pkt` depends only on the policy tables
+/// and on what a flow entry holds of the packet: its flow key (endpoint,
+/// direction, family, protocol, ethertype, ports, addresses) and its source
+/// MAC. Then the kernel may cache the answer in the flow entry for the
+/// flow's later packets, under the policy generation it was decided in.
+///
+/// Not for: packets that are not fully parsed IP with a TCP/UDP header
+/// (the class, the ARP sender MAC, the neighbour-discovery target and a
+/// non-first fragment's missing ports are not in the key); and policies
+/// with [`policy_flags::PUBLISHED`], whose answers from a published port
+/// depend on another flow's entry, which changes or is evicted without any
+/// policy write.
+#[inline(always)]
+pub fn verdict_cacheable(policy: &EndpointPolicy, pkt: &PacketSummary) -> bool {
+    !policy.has(policy_flags::PUBLISHED) && packet_cacheable(pkt)
+}
+
+/// The packet's half of [`verdict_cacheable`].
+#[inline(always)]
+pub fn packet_cacheable(pkt: &PacketSummary) -> bool {
+    pkt.class == PacketClass::Ip && pkt.has_ports && pkt.nd == NdKind::None
+}
+
 /// Decides one packet. `direction` is relative to the container.
 ///
 /// An endpoint without `ENFORCE` is observed only: everything is forwarded.

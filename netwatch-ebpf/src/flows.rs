@@ -7,17 +7,36 @@
 //! the flow's last record. Records are submitted without waking the consumer
 //! (`BPF_RB_NO_WAKEUP`): the agent polls on a timer, which keeps the
 //! producer's per-record cost low.
+//!
+//! Clocks: a flow's first packet is stamped with `bpf_ktime_get_ns`
+//! (CLOCK_MONOTONIC), because tests and the start-window benchmark compare
+//! `first_seen_ns` with times user space reads. A later packet reads
+//! `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE, Linux ≥ 5.11): the
+//! same clock at tick resolution (4 ms at this kernel's HZ=250; it lags
+//! CLOCK_MONOTONIC by at most one tick), which reads a stored value where
+//! `bpf_ktime_get_ns` reads the TSC (7% of an established flow's time in
+//! the profile). That is enough for `last_seen_ns`, not for the export and
+//! drop-report intervals: judged by the coarse clock, an interval shorter
+//! than a tick gave at most one record per flow per tick (the pipeline
+//! benchmark, exporting every packet, received 9,472 of 150,000 records).
+//! So when the coarse clock says an interval is within one tick of running
+//! out, the packet reads the precise clock and judges by that, and a
+//! record's time is the precise one: records keep their exact intervals,
+//! and a flow with the default 10 s interval reads the precise clock only
+//! in the last tick before its export is due. `last_seen_ns` never moves
+//! back (the coarse clock may read before a precise stamp).
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
 };
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use netwatch_common::{
     event::{EventKind, FlowEvent},
     flow::{FlowKey, FlowStats, tcp_flags},
     packet::{IPPROTO_TCP, PacketSummary},
-    verdict::Decision,
+    reason::{DROP_REASON_COUNT, DropReason, Verdict},
+    verdict::{Decision, packet_cacheable},
 };
 
 use crate::{
@@ -25,12 +44,48 @@ use crate::{
     maps::{CONFIG, EVENTS, FLOWS},
 };
 
-/// Accounts one packet of `bytes` bytes to its flow and emits a record when
-/// one is due.
+/// The decision cached in a flow entry for this packet, when it still
+/// stands: decided under the current policy generation `generation` (0:
+/// none yet), for a packet whose verdict inputs are all in the flow key
+/// ([`netwatch_common::verdict::verdict_cacheable`]) plus the source MAC, which must be the one it
+/// was decided for.
 #[inline(always)]
-pub fn record(key: &FlowKey, s: &PacketSummary, decision: Decision, bytes: u64) {
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+pub fn cached(stats: &FlowStats, generation: u64, s: &PacketSummary) -> Option<Decision> {
+    // SAFETY: a field of a live map value; volatile so that the generation
+    // is read before the verdict it guards (see `record_entry`).
+    let cached_gen = unsafe { (&raw const stats.policy_gen).read_volatile() };
+    if generation == 0 || cached_gen != generation || stats.src_mac != s.src_mac {
+        return None;
+    }
+    if !packet_cacheable(s) {
+        return None;
+    }
+    // Learned the hard way: `DropReason::from_u8` indexes a const array,
+    // which put a `.rodata` map into the object (one more map that is in
+    // no contract and never pinned). Range checks and a transmute do not.
+    let (verdict, reason) = (stats.verdict, stats.reason);
+    if verdict > Verdict::Audited as u8 || u32::from(reason) >= DROP_REASON_COUNT {
+        return None;
+    }
+    // SAFETY: both enums are `repr(u8)` with the contiguous values
+    // 0..=Audited and 0..DROP_REASON_COUNT (reason.rs's tests check that
+    // every reason's value is its index), and both bytes were checked to
+    // lie in those ranges just above.
+    unsafe {
+        Some(Decision {
+            verdict: core::mem::transmute::<u8, Verdict>(verdict),
+            reason: core::mem::transmute::<u8, DropReason>(reason),
+        })
+    }
+}
+
+/// Accounts one packet of `bytes` bytes to its flow and emits a record when
+/// one is due. `cache_under`: the policy generation to cache the decision
+/// under in the flow entry, 0 for a decision that must not be cached (which
+/// also clears a cached one: the entry's verdict is always the latest
+/// packet's).
+#[inline(always)]
+pub fn record(key: &FlowKey, s: &PacketSummary, decision: Decision, bytes: u64, cache_under: u64) {
     let flags = if s.proto == IPPROTO_TCP {
         s.tcp_flags
     } else {
@@ -38,16 +93,21 @@ pub fn record(key: &FlowKey, s: &PacketSummary, decision: Decision, bytes: u64) 
     };
     let verdict = decision.verdict as u8;
     let Some(stats) = FLOWS.get_ptr_mut(key) else {
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
         let stats = FlowStats {
             packets: 1,
             bytes,
             first_seen_ns: now,
             last_seen_ns: now,
             last_report_ns: now,
+            policy_gen: cache_under,
             tcp_flags: flags,
             verdict,
             reason: decision.reason as u8,
-            _pad: [0; 5],
+            _pad: 0,
+            src_mac: s.src_mac,
+            _pad2: [0; 6],
         };
         // Another CPU may have inserted the flow meanwhile; losing this one
         // packet's count is the price of not taking a lock.
@@ -63,9 +123,56 @@ pub fn record(key: &FlowKey, s: &PacketSummary, decision: Decision, bytes: u64) 
         return;
     };
     // SAFETY: the pointer comes from a successful map lookup and stays valid
-    // for this program run; counters shared across CPUs use atomic adds, the
-    // other fields are last-writer-wins.
+    // for this program run.
     let stats = unsafe { &mut *stats };
+    let previous_verdict = stats.verdict;
+    // The generation is written last and read first (`cached`): a reader
+    // on another CPU that sees it current sees this verdict or a later one
+    // decided under the same generation for the same key and MAC, which is
+    // the same verdict.
+    // SAFETY: fields of a live map value.
+    unsafe { (&raw mut stats.policy_gen).write_volatile(0) };
+    stats.verdict = verdict;
+    stats.reason = decision.reason as u8;
+    stats.src_mac = s.src_mac;
+    // SAFETY: as above.
+    unsafe { (&raw mut stats.policy_gen).write_volatile(cache_under) };
+    update(key, stats, flags, decision, previous_verdict, bytes);
+}
+
+/// [`record`] for a packet whose decision came from its flow entry
+/// `stats` (which the decision leaves as it is).
+#[inline(always)]
+pub fn record_cached(
+    key: &FlowKey,
+    stats: &mut FlowStats,
+    s: &PacketSummary,
+    decision: Decision,
+    bytes: u64,
+) {
+    let flags = if s.proto == IPPROTO_TCP {
+        s.tcp_flags
+    } else {
+        0
+    };
+    let previous_verdict = stats.verdict;
+    update(key, stats, flags, decision, previous_verdict, bytes);
+}
+
+/// Counts a packet into an existing flow entry and emits a record when
+/// one is due.
+#[inline(always)]
+fn update(
+    key: &FlowKey,
+    stats: &mut FlowStats,
+    flags: u8,
+    decision: Decision,
+    previous_verdict: u8,
+    bytes: u64,
+) {
+    let verdict = decision.verdict as u8;
+    // Counters shared across CPUs use atomic adds, the other fields are
+    // last-writer-wins.
     // The BPF target has no `AtomicU64::fetch_add` (rustc gives it no atomic
     // read-modify-write), but the intrinsic lowers to the BPF atomic add
     // instruction.
@@ -74,22 +181,36 @@ pub fn record(key: &FlowKey, s: &PacketSummary, decision: Decision, bytes: u64) 
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut stats.packets, 1);
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut stats.bytes, bytes);
     }
-    stats.last_seen_ns = now;
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions (Linux ≥ 5.11).
+    let mut now = unsafe { bpf_ktime_get_coarse_ns() };
     let previous_flags = stats.tcp_flags;
-    let previous_verdict = stats.verdict;
-    stats.tcp_flags = previous_flags | flags;
-    stats.verdict = verdict;
-    stats.reason = decision.reason as u8;
+    if previous_flags | flags != previous_flags {
+        stats.tcp_flags = previous_flags | flags;
+    }
 
     let config = CONFIG.get(0).copied().unwrap_or_default();
-    let since_report = now.saturating_sub(stats.last_report_ns);
     let closing = tcp_flags::FIN | tcp_flags::RST;
-    let kind = if decision.verdict.is_drop_like() {
-        (previous_verdict != verdict || since_report >= config.drop_report_interval())
-            .then_some(EventKind::Drop)
+    let drop_like = decision.verdict.is_drop_like();
+    let interval = if drop_like {
+        config.drop_report_interval()
+    } else {
+        config.export_interval()
+    };
+    // The coarse clock lags by up to a tick: when the interval may have
+    // run out by the precise clock, ask that one (see the module docs).
+    let last_report = stats.last_report_ns;
+    if now.saturating_add(COARSE_LAG_NS) >= last_report.saturating_add(interval) {
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        now = unsafe { bpf_ktime_get_ns() };
+    }
+    let now = now.max(stats.last_seen_ns);
+    stats.last_seen_ns = now;
+    let interval_due = now.saturating_sub(last_report) >= interval;
+    let kind = if drop_like {
+        (previous_verdict != verdict || interval_due).then_some(EventKind::Drop)
     } else if flags & closing != 0 && previous_flags & closing == 0 {
         Some(EventKind::FlowClose)
-    } else if since_report >= config.export_interval() {
+    } else if interval_due {
         Some(EventKind::FlowExport)
     } else {
         None
@@ -99,6 +220,10 @@ pub fn record(key: &FlowKey, s: &PacketSummary, decision: Decision, bytes: u64) 
         emit(kind, decision, key, stats);
     }
 }
+
+/// How far `bpf_ktime_get_coarse_ns` may lag `bpf_ktime_get_ns`: one tick,
+/// 10 ms at the lowest common `HZ` (100; 4 ms at this kernel's 250).
+const COARSE_LAG_NS: u64 = 10_000_000;
 
 #[inline(always)]
 fn emit(kind: EventKind, decision: Decision, key: &FlowKey, stats: &FlowStats) {

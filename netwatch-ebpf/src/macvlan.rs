@@ -19,6 +19,8 @@
 //! bridge programs, and on such kernels macvlan networks stay unguarded,
 //! named as such.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{helpers::bpf_get_netns_cookie, programs::TcContext};
 use netwatch_common::{
     endpoint::{EndpointPolicy, MacvlanPort, MacvlanPortKey, policy_flags},
@@ -29,7 +31,7 @@ use netwatch_common::{
 
 use crate::{
     maps::{CONFIG, ENDPOINTS, MACVLAN_PORTS},
-    parse::parse,
+    parse::parse_skb,
     tables::KernelTables,
     veth::{ACT_CONTINUE, account, action, skb_facts},
 };
@@ -103,11 +105,11 @@ pub fn parent_egress(ctx: &TcContext) -> i32 {
     let Some(parent_policy) = policy(parent) else {
         return ACT_CONTINUE;
     };
-    let mut summary = PacketSummary::default();
-    parse(ctx, tag_stripped, &mut summary);
+    let mut summary = MaybeUninit::uninit();
+    let summary = parse_skb(ctx, tag_stripped, &mut summary);
     let cookies = cookies(ctx);
     if let Some(port) = port(parent, summary.src_mac) {
-        return action(judge_sender(ctx, &summary, &port, cookies));
+        return action(judge_sender(ctx, summary, &port, cookies));
     }
     // No child has this MAC: the host's own traffic on its interface, or a
     // container hiding behind a MAC netwatch does not know (a forged one, a
@@ -118,7 +120,7 @@ pub fn parent_egress(ctx: &TcContext) -> i32 {
         return ACT_CONTINUE;
     }
     let decision = Decision::under(parent_policy, DropReason::SpoofedMac);
-    action(account(ctx, parent, Direction::Egress, &summary, decision))
+    action(account(ctx, parent, Direction::Egress, summary, decision))
 }
 
 /// TCX ingress of a macvlan child (in its container's namespace): what the
@@ -129,13 +131,13 @@ pub fn child_ingress(ctx: &TcContext) -> i32 {
     let Some(own) = policy(ifindex) else {
         return ACT_CONTINUE;
     };
-    let mut summary = PacketSummary::default();
-    parse(ctx, tag_stripped, &mut summary);
+    let mut summary = MaybeUninit::uninit();
+    let summary = parse_skb(ctx, tag_stripped, &mut summary);
     if own.has(policy_flags::MACVLAN)
         && let Some(port) = port(own.parent, summary.src_mac)
         && port.endpoint != ifindex
     {
-        let sent = judge_sender(ctx, &summary, &port, cookies(ctx));
+        let sent = judge_sender(ctx, summary, &port, cookies(ctx));
         if sent.verdict == Verdict::Dropped {
             // An audited sender's frame goes on to be judged as what the
             // child receives, like a forwarded one.
@@ -145,14 +147,8 @@ pub fn child_ingress(ctx: &TcContext) -> i32 {
     let decision = decide(
         Direction::Ingress,
         own,
-        &summary,
+        summary,
         &KernelTables { endpoint: ifindex },
     );
-    action(account(
-        ctx,
-        ifindex,
-        Direction::Ingress,
-        &summary,
-        decision,
-    ))
+    action(account(ctx, ifindex, Direction::Ingress, summary, decision))
 }

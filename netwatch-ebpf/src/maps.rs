@@ -14,6 +14,7 @@ use netwatch_common::{
     flow::{FlowKey, FlowStats},
     kdrop::{GuardedAddr, KernelDropConfig, KernelDropKey, KernelDropStats},
     names,
+    packet::PacketSummary,
     reason::DROP_REASON_COUNT,
 };
 
@@ -52,6 +53,18 @@ pub static HOST_V6: HashMap<[u8; 16], u32> =
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowStats> =
     LruHashMap::with_max_entries(names::FLOWS_MAX_ENTRIES, 0);
+
+/// The policy generation (see `names::MAP_POLICY_GEN`), one entry.
+/// Kernel ≥ 3.19.
+#[map]
+pub static POLICY_GEN: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Each CPU's packet summary (see `names::MAP_PACKET_SUMMARY`): the TC
+/// programs parse into it. A program runs to its end on one CPU before
+/// that CPU runs another, so the entry is the running program's alone.
+/// Kernel ≥ 4.6 (≥ 6.10 inlines its lookup).
+#[map]
+pub static PACKET_SUMMARY: PerCpuArray<PacketSummary> = PerCpuArray::with_max_entries(1, 0);
 
 /// Flow open/close/export and drop records. Kernel ≥ 5.8.
 #[map]

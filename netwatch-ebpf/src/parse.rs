@@ -13,7 +13,70 @@ use netwatch_common::{
     },
 };
 
-use crate::packet::Packet;
+use core::mem::MaybeUninit;
+
+use aya_ebpf::programs::TcContext;
+
+use crate::{maps::PACKET_SUMMARY, packet::Packet};
+
+/// [`parse`] for a TC program's skb (see [`Packet`] for why through the
+/// load-bytes helper), into `out` on the caller's stack.
+#[inline(always)]
+pub fn parse_skb<'a>(
+    ctx: &TcContext,
+    tag_stripped: bool,
+    out: &'a mut MaybeUninit<PacketSummary>,
+) -> &'a PacketSummary {
+    parse(ctx, tag_stripped, out)
+}
+
+/// [`parse_skb`] into this CPU's `PACKET_SUMMARY` entry, for the veth
+/// programs: the verifier does not track a map value's contents, so every
+/// path through the parser ends in the same state and the code after it
+/// is verified once, not once per kind of packet. With the summary on the
+/// stack, the cached-verdict path took the verifier from 122,000 to
+/// 624,000 instructions for `from_container` (Linux 6.18); with it here,
+/// 23,500. `None` only if the lookup fails, which a one-entry array never
+/// does.
+///
+/// Learned the hard way: LLVM may read a field of the summary twice and
+/// rely on both reads agreeing, which the verifier cannot know of two
+/// reads of a map value; in `macvlan_child` that made it walk a path that
+/// cannot happen and refuse the program ("bitwise operator on pointer").
+/// A volatile copy back onto the stack would prevent that, but takes the
+/// programs past the 512-byte stack. So the macvlan programs keep their
+/// summary on the stack (they have no cached-verdict path to multiply),
+/// and every program's load is checked by the datapath tests.
+#[inline(always)]
+pub fn parse_skb_per_cpu(ctx: &TcContext, tag_stripped: bool) -> Option<&'static PacketSummary> {
+    let slot = PACKET_SUMMARY.get_ptr_mut(0)?;
+    // SAFETY: this CPU's entry of a per-CPU array, valid for the run and
+    // used by no one else meanwhile (see `PACKET_SUMMARY`); `parse` zeroes
+    // it before anything reads it.
+    let out = unsafe { &mut *slot.cast::<MaybeUninit<PacketSummary>>() };
+    Some(parse(ctx, tag_stripped, out))
+}
+
+/// Zeroes `out` with 8-byte stores and returns it as a summary. Volatile
+/// stores, because LLVM merges plain ones (and `PacketSummary::default()`)
+/// into a `memset` call, which the BPF target compiles into a subprogram
+/// storing one byte per loop iteration.
+#[inline(always)]
+fn zeroed(out: &mut MaybeUninit<PacketSummary>) -> &mut PacketSummary {
+    const WORDS: usize = core::mem::size_of::<PacketSummary>() / 8;
+    const _: () = assert!(core::mem::align_of::<PacketSummary>() == 8);
+    let words = out.as_mut_ptr().cast::<u64>();
+    let mut i = 0;
+    while i < WORDS {
+        // SAFETY: `out` is 8-byte aligned and WORDS * 8 bytes long.
+        unsafe { words.add(i).write_volatile(0) };
+        i += 1;
+    }
+    // SAFETY: every field of PacketSummary is valid as all zero bits (its
+    // Default value: integers, byte arrays, `false` and the enums' zero
+    // variants).
+    unsafe { out.assume_init_mut() }
+}
 
 #[inline(always)]
 fn be16(hi: u8, lo: u8) -> u16 {
@@ -29,9 +92,20 @@ fn is_vlan_tpid(ethertype: u16) -> bool {
 /// one VLAN tag into skb metadata (`__sk_buff.vlan_present`): a veth's
 /// receive path untags 802.1Q before the TC ingress hook runs, so a
 /// double-tagged frame arrives there with one tag left in the data.
+/// `out` need not be initialised: it is zeroed first.
 #[inline(always)]
-pub fn parse<P: Packet>(p: &P, tag_stripped: bool, s: &mut PacketSummary) {
-    s.class = PacketClass::Invalid;
+pub fn parse<'a, P: Packet>(
+    p: &P,
+    tag_stripped: bool,
+    out: &'a mut MaybeUninit<PacketSummary>,
+) -> &'a PacketSummary {
+    let s = zeroed(out);
+    parse_frame(p, tag_stripped, s);
+    s
+}
+
+#[inline(always)]
+fn parse_frame<P: Packet>(p: &P, tag_stripped: bool, s: &mut PacketSummary) {
     let len = p.frame_len();
     let Some(eth) = p.read::<[u8; ETH_HLEN]>(0) else {
         return;

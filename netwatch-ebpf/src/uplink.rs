@@ -7,14 +7,15 @@
 //! table entry keyed by the uplink's ifindex, direction ingress, and a
 //! rate-limited drop record), so the agent can name the container they were
 //! aimed at; passing packets cost only the two prefix lookups.
-//! Kernel ≥ 5.18 (`bpf_xdp_load_bytes`).
+//! Reads headers straight from packet memory (no `xdp.frags`: the whole
+//! frame lies between `data` and `data_end`).
+
+use core::mem::MaybeUninit;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use netwatch_common::{
     flow::{FlowKey, family},
-    packet::{
-        ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, PacketSummary,
-    },
+    packet::{ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN},
     reason::{Direction, DropReason},
     verdict::Decision,
 };
@@ -22,7 +23,7 @@ use netwatch_ebpf::{
     counters,
     flows::record,
     maps::{PROTECTED_V4, PROTECTED_V6, UPLINK_COUNTERS},
-    packet::Packet,
+    packet::{Linear, Packet},
     parse::parse,
 };
 
@@ -30,27 +31,29 @@ use aya_ebpf::maps::lpm_trie::Key;
 
 #[xdp]
 pub fn uplink(ctx: XdpContext) -> u32 {
-    let reason = classify(&ctx);
+    let frame = Linear::of_xdp(&ctx);
+    let reason = classify(&frame);
     counters::bump(&UPLINK_COUNTERS, reason);
     if reason == DropReason::None {
         return xdp_action::XDP_PASS;
     }
-    let mut summary = PacketSummary::default();
-    parse(&ctx, false, &mut summary);
+    let mut summary = MaybeUninit::uninit();
+    let summary = parse(&frame, false, &mut summary);
     // SAFETY: ctx.ctx is the program's context pointer, valid for the run.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let key = FlowKey::new(ifindex, Direction::Ingress, &summary);
+    let key = FlowKey::new(ifindex, Direction::Ingress, summary);
     record(
         &key,
-        &summary,
+        summary,
         Decision::from_reason(reason),
-        ctx.frame_len() as u64,
+        frame.frame_len() as u64,
+        0,
     );
     xdp_action::XDP_DROP
 }
 
 #[inline(always)]
-fn classify(ctx: &XdpContext) -> DropReason {
+fn classify(ctx: &Linear) -> DropReason {
     let Some((fam, src, dst)) = addresses(ctx) else {
         return DropReason::None;
     };
@@ -76,7 +79,7 @@ fn is_protected(fam: u8, addr: &[u8; 16]) -> bool {
 /// Source and destination of an IPv4/IPv6 packet behind at most one VLAN
 /// tag; `None` for anything else (which passes).
 #[inline(always)]
-fn addresses(ctx: &XdpContext) -> Option<(u8, [u8; 16], [u8; 16])> {
+fn addresses(ctx: &Linear) -> Option<(u8, [u8; 16], [u8; 16])> {
     let eth = ctx.read::<[u8; ETH_HLEN]>(0)?;
     let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
     let mut off = ETH_HLEN;

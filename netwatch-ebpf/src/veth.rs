@@ -7,14 +7,14 @@ use netwatch_common::{
     flow::FlowKey,
     packet::PacketSummary,
     reason::{Direction, Verdict},
-    verdict::{Decision, decide},
+    verdict::{Decision, decide, verdict_cacheable},
 };
 
 use crate::{
     counters, dns,
-    flows::record,
-    maps::{AUDIT_COUNTERS, ENDPOINTS, VERDICT_COUNTERS},
-    parse::parse,
+    flows::{self, record},
+    maps::{AUDIT_COUNTERS, ENDPOINTS, FLOWS, POLICY_GEN, VERDICT_COUNTERS},
+    parse::parse_skb_per_cpu,
     tables::KernelTables,
 };
 
@@ -28,33 +28,97 @@ pub const ACT_DROP: i32 = TC_ACT_SHOT;
 
 /// Handles one packet on a container's host-side veth. This is the one place
 /// where a decision becomes a TC action.
+///
+/// An established flow whose verdict is cached in its flow entry under the
+/// current policy generation costs the parse and one flow-table lookup: no
+/// `ENDPOINTS` lookup, no policy tables. That skips `ENDPOINTS` too, which
+/// is safe because removing or changing an endpoint's policy is a policy
+/// write, after which the agent raises the generation.
 #[inline(always)]
 pub fn handle(ctx: &TcContext, direction: Direction) -> i32 {
     let (ifindex, tag_stripped) = skb_facts(ctx);
-    let Some(policy) = ENDPOINTS.get_ptr(ifindex) else {
+    // Read before any policy table: a verdict decided from tables the agent
+    // is rewriting is cached under the generation from before the write,
+    // which the agent raises once the write is done.
+    let generation = policy_generation();
+    let Some(summary) = parse_skb_per_cpu(ctx, tag_stripped) else {
         return ACT_CONTINUE;
     };
-    // SAFETY: the pointer comes from a successful lookup and is valid for
-    // this run; the policy is read, never written, here.
-    let policy = unsafe { &*policy };
-    let mut summary = PacketSummary::default();
-    parse(ctx, tag_stripped, &mut summary);
-    let decision = account(
-        ctx,
-        ifindex,
-        direction,
-        &summary,
-        decide(
-            direction,
-            policy,
-            &summary,
-            &KernelTables { endpoint: ifindex },
-        ),
-    );
-    if dns::is_dns(&summary) {
-        dns::record(ctx, ifindex, direction, &summary, decision);
+    let key = FlowKey::new(ifindex, direction, summary);
+    // Learned the hard way: handing the looked-up entry on to the slow
+    // path (to save its second lookup) kept the entry pointer live across
+    // `decide`, and the verifier then walked every path of it once with a
+    // null and once with a valid pointer, past its one million
+    // instructions. The slow path looks the flow up again instead; that
+    // costs a new flow or a changed policy one more lookup.
+    let decision = match cached_packet(ctx, &key, summary, generation) {
+        Some(decision) => decision,
+        None => {
+            let Some(policy) = ENDPOINTS.get_ptr(ifindex) else {
+                return ACT_CONTINUE;
+            };
+            // SAFETY: the pointer comes from a successful lookup and is
+            // valid for this run; the policy is read, never written, here.
+            let policy = unsafe { &*policy };
+            let decision = decide(
+                direction,
+                policy,
+                summary,
+                &KernelTables { endpoint: ifindex },
+            );
+            count(decision);
+            let cache_under = if verdict_cacheable(policy, summary) {
+                generation
+            } else {
+                0
+            };
+            record(&key, summary, decision, ctx.len() as u64, cache_under);
+            decision
+        }
+    };
+    if dns::is_dns(summary) {
+        dns::record(ctx, ifindex, direction, summary, decision);
     }
     action(decision)
+}
+
+/// The fast path: when the packet's flow entry holds a verdict that still
+/// stands for it, counts and accounts the packet and returns the verdict.
+#[inline(always)]
+fn cached_packet(
+    ctx: &TcContext,
+    key: &FlowKey,
+    summary: &PacketSummary,
+    generation: u64,
+) -> Option<Decision> {
+    let stats = FLOWS.get_ptr_mut(key)?;
+    // SAFETY: a successful lookup's value, valid for this run.
+    let stats = unsafe { &mut *stats };
+    let decision = flows::cached(stats, generation, summary)?;
+    count(decision);
+    flows::record_cached(key, stats, summary, decision, ctx.len() as u64);
+    Some(decision)
+}
+
+/// The current policy generation (0 before user space first sets it:
+/// nothing is cached then).
+#[inline(always)]
+fn policy_generation() -> u64 {
+    // SAFETY: an array lookup's value, valid for this run; volatile so that
+    // it is read here, before the policy tables.
+    POLICY_GEN
+        .get_ptr(0)
+        .map_or(0, |generation| unsafe { generation.read_volatile() })
+}
+
+/// Counts a decision in the per-reason counters.
+#[inline(always)]
+fn count(decision: Decision) {
+    if decision.verdict == Verdict::Audited {
+        counters::bump(&AUDIT_COUNTERS, decision.reason);
+    } else {
+        counters::bump(&VERDICT_COUNTERS, decision.reason);
+    }
 }
 
 /// The skb's interface and whether the stack already took a VLAN tag off.
@@ -77,13 +141,9 @@ pub fn account(
     summary: &PacketSummary,
     decision: Decision,
 ) -> Decision {
-    if decision.verdict == Verdict::Audited {
-        counters::bump(&AUDIT_COUNTERS, decision.reason);
-    } else {
-        counters::bump(&VERDICT_COUNTERS, decision.reason);
-    }
+    count(decision);
     let key = FlowKey::new(endpoint, direction, summary);
-    record(&key, summary, decision, ctx.len() as u64);
+    record(&key, summary, decision, ctx.len() as u64, 0);
     decision
 }
 

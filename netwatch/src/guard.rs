@@ -37,7 +37,7 @@ use crate::agent::{lock, status_file::AgentStatus};
 use crate::datapath::pins;
 use crate::docker::{Container, Endpoint, Inventory, Network, Snapshot};
 use crate::endpoint::{HostVeth, MacvlanChild, SandboxVeth};
-use crate::policy::labels::network_labels;
+use crate::policy::labels::{container_labels, network_labels};
 
 /// How far netwatch guards a network or an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -433,7 +433,7 @@ impl Assessment {
 /// compiler treats it.
 pub fn denied_by(network: &Network) -> Option<&'static str> {
     if network.internal {
-        return Some("internal: true");
+        return Some(INTERNAL);
     }
     let asked = network_labels(&network.name, false, &network.labels, &mut Vec::new());
     if asked.audit {
@@ -442,6 +442,7 @@ pub fn denied_by(network: &Network) -> Option<&'static str> {
     asked.deny_egress.then_some(EGRESS_DENY)
 }
 
+const INTERNAL: &str = "internal: true";
 const EGRESS_DENY: &str = "label netwatch.egress=deny";
 const EGRESS_AUDIT: &str =
     "label netwatch.egress=audit: nothing is dropped, what enforcement would drop is recorded";
@@ -543,6 +544,30 @@ impl NetworkJudge<'_> {
         }
     }
 
+    /// The mode of `container`'s endpoint whose programs are all attached:
+    /// the network's, or audited where the container's own
+    /// `netwatch.egress=audit` applies ([`crate::policy::labels::ContainerLabels::audits_on`]).
+    fn attached_for(&self, container: &Container) -> Guard {
+        let own = container_labels(&container.name, &container.labels, &mut Vec::new());
+        let asked = network_labels(
+            &self.network.name,
+            self.network.internal,
+            &self.network.labels,
+            &mut Vec::new(),
+        );
+        if own.audits_on(&asked, self.network.internal) {
+            return Guard {
+                mode: Mode::Audited,
+                why: format!(
+                    "label netwatch.egress=audit on container {}: nothing is dropped, what \
+                     enforcement would drop is recorded",
+                    container.name
+                ),
+            };
+        }
+        self.attached()
+    }
+
     fn endpoint(&self, container: &Container, endpoint: &Endpoint) -> EndpointGuard {
         let mut judged = EndpointGuard {
             container: container.name.clone(),
@@ -594,7 +619,7 @@ impl NetworkJudge<'_> {
             judged.attached = false;
             return Guard::unguarded(why);
         }
-        self.attached()
+        self.attached_for(container)
     }
 
     /// Why the docker_gwbridge leg of `container` (its way out of a
@@ -662,10 +687,21 @@ impl NetworkJudge<'_> {
                     .not_attached(&format!("veth {}", veth.ifname), &key),
             );
         }
-        if let Some((overlay, why)) = self.held_by(container).first() {
-            return Guard::enforced(format!("the way out of overlay {overlay} ({why})"));
+        let held = self.held_by(container);
+        if let Some((overlay, why)) = held.first() {
+            let own = container_labels(&container.name, &container.labels, &mut Vec::new());
+            let audited = held.iter().all(|(_, why)| *why == EGRESS_AUDIT)
+                || (own.audit && held.iter().all(|(_, why)| *why != INTERNAL));
+            return Guard {
+                mode: if audited {
+                    Mode::Audited
+                } else {
+                    Mode::Enforced
+                },
+                why: format!("the way out of overlay {overlay} ({why})"),
+            };
         }
-        self.attached()
+        self.attached_for(container)
     }
 
     fn macvlan_endpoint(
@@ -705,7 +741,7 @@ impl NetworkJudge<'_> {
         if container.net_admin {
             return Guard::unguarded(NET_ADMIN_ON_MACVLAN);
         }
-        self.attached()
+        self.attached_for(container)
     }
 
     /// Why the network's macvlan parent carries no program, if it does not.
@@ -925,6 +961,64 @@ pub(crate) mod tests {
                 .iter()
                 .any(|a| a.network == "nwcap-front" && a.container.is_none())
         );
+    }
+
+    #[test]
+    fn a_container_audited_by_its_label_is_audited_where_a_label_denies_and_enforced_where_internal()
+     {
+        let mut networks: Vec<serde_json::Value> =
+            serde_json::from_str(captured::NETWORKS).unwrap();
+        for network in &mut networks {
+            if network["Name"] == "nwcap-front" {
+                network["Labels"]["netwatch.egress"] = "deny".into();
+            }
+            if network["Name"] == "nwcap-back" {
+                network["Internal"] = true.into();
+            }
+        }
+        let networks: Vec<bollard::models::Network> =
+            serde_json::from_value(serde_json::Value::Array(networks)).unwrap();
+        let containers: Vec<_> = ["app", "static"]
+            .iter()
+            .map(|c| captured::container(c))
+            .collect();
+        let mut inventory = crate::docker::Inventory::from_api(&networks, &containers);
+        let app = inventory
+            .containers
+            .iter_mut()
+            .find(|c| c.name == "nwcap-app")
+            .unwrap();
+        app.labels
+            .insert("netwatch.egress".to_owned(), "audit".to_owned());
+        let mut snapshot = Snapshot::unresolved(inventory, EndpointError::NotRoot);
+        snapshot.set_veth_for_test("nwcap-app", "nwcap-front", "vethapp1", 61);
+        snapshot.set_veth_for_test("nwcap-app", "nwcap-back", "vethapp2", 62);
+        snapshot.set_veth_for_test("nwcap-static", "nwcap-back", "vethstatic", 63);
+        let kernel = FakeKernel::new(
+            &[61, 62, 63, 70, 71],
+            &[("nwcap-br0", 70), ("br-5ff26285eaf7", 71)],
+        );
+        let assessment = assess(&snapshot, &kernel, &running());
+        let mode_of = |network: &str, container: &str| {
+            let guard = &network_named(&assessment, network)
+                .endpoints
+                .iter()
+                .find(|e| e.container == container)
+                .unwrap_or_else(|| panic!("{container} on {network}"))
+                .guard;
+            (guard.mode, guard.why.clone())
+        };
+        let (mode, why) = mode_of("nwcap-front", "nwcap-app");
+        assert_eq!(mode, Mode::Audited, "{why}");
+        assert!(
+            why.starts_with(
+                "label netwatch.egress=audit on container nwcap-app: nothing is dropped"
+            ),
+            "{why}"
+        );
+        assert_eq!(mode_of("nwcap-back", "nwcap-app").0, Mode::Enforced);
+        assert_eq!(mode_of("nwcap-back", "nwcap-static").0, Mode::Enforced);
+        assert!(assessment.alarms().is_empty(), "{:?}", assessment.alarms());
     }
 
     #[test]

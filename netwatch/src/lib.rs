@@ -1,4 +1,5 @@
 //! netwatch: eBPF network isolation enforcer and traffic observer for Docker hosts.
+pub mod accept;
 pub mod agent;
 pub mod api;
 pub mod cli;

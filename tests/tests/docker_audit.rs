@@ -1,6 +1,7 @@
 //! Audit mode against a real dockerd: an audited network drops nothing and
 //! records what enforcement would drop, with the reason; switching it to
-//! enforcement closes the same path. Traffic goes only to the test's
+//! enforcement closes the same path; a container audited by its own label
+//! gets out under enforcement while its neighbour does not. Traffic goes only to the test's
 //! container and its outside namespace (203.0.113.7), whose route is
 //! checked first.
 
@@ -197,6 +198,66 @@ fn an_audited_network_drops_nothing_records_what_enforcement_would_and_enforceme
         other_port,
         Outcome::Blocked("timeout".into()),
         "what was not advised is still dropped"
+    );
+    // A container audited by its own label, on the same network, under
+    // the same enforcing agent: it gets out, recorded as audited with the
+    // rule naming its label, while its unlabelled neighbour stays blocked
+    // (the bridge records the audited one's routed traffic; the
+    // neighbour's own veth still drops).
+    let own = TestContainer::run(
+        "own-audit",
+        &[
+            "--network",
+            &network.name,
+            "--label",
+            "netwatch.egress=audit",
+        ],
+    );
+    let own_inside = Netns::of_pid(own.pid());
+    assert_route_via(&own_inside, outside_ip, &["eth0"]);
+    wait_for(
+        "the container audited by its label to get out",
+        SETTLE,
+        || probe(&Probe::tcp(&own_inside, outside_ip, PORT), PROBE) == Outcome::Reached,
+    );
+    assert_eq!(
+        reach_outside(),
+        Outcome::Blocked("timeout".into()),
+        "its unlabelled neighbour is still dropped"
+    );
+    let own_rule = format!(
+        "label netwatch.egress=deny, audited (label netwatch.egress=audit on container {}) on \
+         network {}",
+        own.name, network.name
+    );
+    wait_for("its audited flow, naming its label", SETTLE, || {
+        agent
+            .flows_json(&["--container", &own.name])
+            .iter()
+            .any(|f| {
+                f["dst"] == outside_ip.to_string()
+                    && f["verdict"] == "audited"
+                    && f["reason"] == "not-in-network"
+                    && f["rule"] == own_rule.as_str()
+            })
+    });
+    assert!(
+        agent.log().contains(&format!(
+            "veth of {} on {} (audited by its label netwatch.egress=audit: nothing dropped)",
+            own.name, network.name
+        )),
+        "the attach line says why it is audited:\n{}",
+        agent.log()
+    );
+    let networks = agent.netwatch(&["networks", "-o", "json", &network.name]);
+    let networks = String::from_utf8_lossy(&networks.stdout);
+    eprintln!("$ netwatch networks -o json {}\n{networks}", network.name);
+    assert!(
+        networks.contains(&format!(
+            "label netwatch.egress=audit on container {}: nothing is dropped",
+            own.name
+        )),
+        "networks names the container's audit: {networks}"
     );
     wait_for("a drop record of it", SETTLE, || {
         agent

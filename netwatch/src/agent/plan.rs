@@ -30,7 +30,10 @@ use netwatch_common::{
 use crate::docker::{GATEWAY_BRIDGE, PublishedPort};
 use crate::policy::{
     AllowRule, Cidr, EndpointSpec, PublishedRule,
-    labels::{LabelProblem, NetworkLabels, container_allow, network_labels},
+    labels::{
+        ContainerLabels, LabelProblem, NetworkLabels, container_audit_refused, container_labels,
+        network_labels,
+    },
 };
 
 /// A Docker network as the agent needs it.
@@ -269,14 +272,24 @@ pub fn plan(state: &HostState) -> Plan {
             // the network after (egress) or before (ingress) its veth, so
             // it allows what any of them may: each veth still holds its
             // own container to its own rules.
+            //
+            // Likewise it records, and does not drop, when one of them is
+            // audited by its own label (`netwatch.egress=audit` on the
+            // container): the audited container's routed traffic passes
+            // its veth and must pass the bridge too, while every other
+            // container's veth still drops what its policy denies.
             let mut allow = asked.allow.clone();
             if network.bridge.is_some() {
                 for endpoint in state.endpoints.iter().filter(|e| e.network == network.name) {
-                    allow.extend(container_allow(
+                    let own = container_labels(
                         &endpoint.container,
                         &endpoint.container_labels,
                         &mut Vec::new(),
-                    ));
+                    );
+                    if own.audits_on(asked, network.internal) {
+                        policy.flags |= policy_flags::AUDIT;
+                    }
+                    allow.extend(own.allow);
                 }
             }
             let spec = EndpointSpec {
@@ -326,7 +339,7 @@ pub fn plan(state: &HostState) -> Plan {
         }
     }
     let held_legs = held_gateway_legs(state, &policies);
-    let mut container_rules: HashMap<&str, Vec<AllowRule>> = HashMap::new();
+    let mut container_rules: HashMap<&str, ContainerLabels> = HashMap::new();
     let mut children: Vec<PlannedChild> = Vec::new();
     let mut sandboxed: Vec<PlannedSandbox> = Vec::new();
     for endpoint in &state.endpoints {
@@ -347,12 +360,16 @@ pub fn plan(state: &HostState) -> Plan {
         let own_rules = container_rules
             .entry(endpoint.container.as_str())
             .or_insert_with(|| {
-                container_allow(
+                container_labels(
                     &endpoint.container,
                     &endpoint.container_labels,
                     &mut problems,
                 )
             });
+        let own_audit = own_rules.audits_on(asked, network.internal);
+        if own_rules.audit && network.internal && !asked.audit {
+            problems.push(container_audit_refused(&endpoint.container, &network.name));
+        }
         let macvlan = match (&endpoint.macvlan, &network.macvlan_parent) {
             (Some(child), Some((_, parent))) if child.parent_ifindex == *parent => Some(child),
             (None, None) => None,
@@ -380,13 +397,19 @@ pub fn plan(state: &HostState) -> Plan {
         } else {
             policy.flags &= !policy_flags::HAS_IPV6;
         }
+        if own_audit {
+            policy.flags |= policy_flags::AUDIT;
+        }
         let mut allow = asked.allow.clone();
-        allow.extend(own_rules.iter().copied());
+        allow.extend(own_rules.allow.iter().copied());
         let mut networks = network.subnets.clone();
         if let Some(held) = held {
             // The leg is the way out of an overlay that denies egress:
             // every destination is outside that overlay.
             policy.flags |= policy_flags::ENFORCE;
+            if held.audited_by_network || (own_rules.audit && !held.any_internal) {
+                policy.flags |= policy_flags::AUDIT;
+            }
             networks.clear();
             allow.extend(held.allow.iter().copied());
         }
@@ -399,8 +422,15 @@ pub fn plan(state: &HostState) -> Plan {
             policy.flags |= policy_flags::PUBLISHED;
         }
         let mode = match held {
+            Some(held) if policy.has(policy_flags::AUDIT) => format!(
+                "audited: the way out of {}, nothing dropped",
+                held.overlays.join(", ")
+            ),
             Some(held) => format!("enforced: the way out of {}", held.overlays.join(", ")),
             None if asked.audit => "audited: nothing dropped".to_owned(),
+            None if own_audit => {
+                "audited by its label netwatch.egress=audit: nothing dropped".to_owned()
+            }
             None if asked.deny_egress && !published.is_empty() => {
                 "enforced, published ports open".to_owned()
             }
@@ -775,6 +805,12 @@ fn unnamed_sandbox_ports(
 struct HeldLeg<'a> {
     overlays: Vec<&'a str>,
     allow: Vec<AllowRule>,
+    /// Every one of the overlays is audited (`netwatch.egress=audit` or
+    /// `agent --audit`): the leg records, and does not drop, too.
+    audited_by_network: bool,
+    /// One of the overlays is internal: no container label may audit the
+    /// leg then.
+    any_internal: bool,
 }
 
 /// The containers on an overlay network that denies egress, by name: their
@@ -796,9 +832,13 @@ fn held_gateway_legs<'a>(
         let leg = held.entry(container.as_str()).or_insert_with(|| HeldLeg {
             overlays: Vec::new(),
             allow: Vec::new(),
+            audited_by_network: true,
+            any_internal: false,
         });
         leg.overlays.push(network.name.as_str());
         leg.allow.extend(asked.allow.iter().copied());
+        leg.audited_by_network &= asked.audit;
+        leg.any_internal |= network.internal;
     }
     held
 }
@@ -1393,6 +1433,39 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_leg_of_an_audited_overlay_or_audited_container_records_instead_of_dropping() {
+        let leg_flags = |state: &HostState| {
+            let plan = plan(state);
+            let leg = plan.specs.iter().find(|s| s.ifindex == 253).unwrap();
+            let what = plan.veths.iter().find(|t| t.ifindex == 253).unwrap();
+            (leg.policy.flags, what.what.clone())
+        };
+        let audited = policy_flags::ENFORCE | policy_flags::AUDIT;
+        let (flags, what) = leg_flags(&overlay_state(&[("netwatch.egress", "audit")]));
+        assert_eq!(flags & audited, audited, "the overlay is audited: {what}");
+        assert_eq!(
+            what,
+            "veth of web on docker_gwbridge (audited: the way out of ovl, nothing dropped)"
+        );
+        let mut state = overlay_state(&[("netwatch.egress", "deny")]);
+        for endpoint in state.endpoints.iter_mut().filter(|e| e.container == "web") {
+            endpoint.container_labels =
+                BTreeMap::from([("netwatch.egress".to_string(), "audit".to_string())]);
+        }
+        let (flags, what) = leg_flags(&state);
+        assert_eq!(flags & audited, audited, "web audited by its label: {what}");
+        let plan = plan(&state);
+        let sandbox = plan.specs.iter().find(|s| s.ifindex == 251).unwrap();
+        assert_eq!(
+            sandbox.policy.flags & audited,
+            audited,
+            "and its sandbox veth"
+        );
+        let (flags, _) = leg_flags(&overlay_state(&[("netwatch.egress", "deny")]));
+        assert_eq!(flags & audited, policy_flags::ENFORCE, "no label: enforced");
+    }
+
+    #[test]
     fn a_bridge_allows_what_any_of_its_containers_may_and_each_veth_only_its_own() {
         let mut state = state();
         state.networks[0].labels =
@@ -1454,18 +1527,21 @@ mod tests {
         assert_eq!(worker.allow.len(), 1, "each veth keeps its exact rule");
     }
 
+    /// The policy flags `plan` gives the interface `ifindex`.
+    fn spec_flags(plan: &Plan, ifindex: u32) -> u32 {
+        plan.specs
+            .iter()
+            .find(|s| s.ifindex == ifindex)
+            .map(|s| s.policy.flags)
+            .unwrap_or_else(|| panic!("no spec for {ifindex}"))
+    }
+
     #[test]
     fn an_audited_network_is_judged_but_unshielded_and_agent_audit_covers_internal_ones() {
         let mut state = state();
         state.networks[0].labels =
             BTreeMap::from([("netwatch.egress".to_string(), "audit".to_string())]);
-        let flags = |plan: &Plan, ifindex: u32| {
-            plan.specs
-                .iter()
-                .find(|s| s.ifindex == ifindex)
-                .map(|s| s.policy.flags)
-                .unwrap_or_else(|| panic!("no spec for {ifindex}"))
-        };
+        let flags = spec_flags;
         let audited = policy_flags::ENFORCE | policy_flags::AUDIT;
         let labelled = plan(&state);
         assert_eq!(flags(&labelled, 20) & audited, audited, "web on frontend");
@@ -1505,6 +1581,64 @@ mod tests {
             everything.protected.is_empty(),
             "{:?}",
             everything.protected
+        );
+    }
+
+    #[test]
+    fn a_containers_audit_label_audits_it_and_its_bridge_but_not_its_neighbours_or_internal_networks()
+     {
+        let mut state = state();
+        state.networks[0].labels =
+            BTreeMap::from([("netwatch.egress".to_string(), "deny".to_string())]);
+        // api is on frontend (denied by a label) and backend (internal).
+        for endpoint in &mut state.endpoints[1..=2] {
+            endpoint.container_labels =
+                BTreeMap::from([("netwatch.egress".to_string(), "audit".to_string())]);
+        }
+        let plan = plan(&state);
+        let flags = |ifindex: u32| spec_flags(&plan, ifindex);
+        let audited = policy_flags::ENFORCE | policy_flags::AUDIT;
+        assert_eq!(flags(21) & audited, audited, "api on frontend");
+        assert_eq!(
+            flags(20) & audited,
+            policy_flags::ENFORCE,
+            "web stays enforced"
+        );
+        assert_eq!(
+            flags(10) & audited,
+            audited,
+            "frontend's bridge records api's routed traffic instead of dropping it"
+        );
+        assert_eq!(
+            flags(22) & audited,
+            policy_flags::ENFORCE,
+            "a label cannot audit an internal network"
+        );
+        let frontend: Cidr = "172.20.0.0/16".parse().unwrap();
+        assert!(
+            plan.protected.contains(&frontend),
+            "the network is enforced, so its shield stays: {:?}",
+            plan.protected
+        );
+        assert!(
+            plan.veths.iter().any(|v| v.ifindex == 21
+                && v.what
+                    .ends_with("(audited by its label netwatch.egress=audit: nothing dropped)")),
+            "{:?}",
+            plan.veths
+        );
+        let said: Vec<String> = plan
+            .label_problems
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            said,
+            [
+                "container api: label netwatch.egress=\"audit\": network backend is internal; \
+                 a label cannot turn its enforcement into an audit (agent --audit can, for the \
+                 whole host); enforcing there"
+            ],
         );
     }
 

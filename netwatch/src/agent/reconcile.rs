@@ -7,7 +7,7 @@
 //! plan are removed before their policy entries. Running it twice in a row
 //! changes nothing the second time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use log::{info, warn};
 
@@ -88,6 +88,11 @@ pub struct ReconcileMemory {
     /// Whether the links found pinned run this process's programs (see
     /// [`Datapath::take_over_links`]).
     taken_over: bool,
+    /// What each host interface was planned as: a veth first attached as
+    /// a bridge port no container was named for yet, or an endpoint
+    /// switched between audit and enforcement, keeps its links and changes
+    /// only its policy, which the log says too.
+    described: HashMap<u32, String>,
 }
 
 /// Makes the datapath match `plan`, with no memory of earlier runs (see
@@ -225,7 +230,16 @@ pub fn reconcile_remembering(
                     );
                     report.attached.push(target.clone());
                 }
-                Ok(Attachment::AlreadyAttached) => {}
+                Ok(Attachment::AlreadyAttached) => {
+                    if let Some(was) = memory.described.get(&target.ifindex)
+                        && *was != target.what
+                    {
+                        info!(
+                            "now guarding {} ({}, ifindex {}) as such; it was {was}",
+                            target.what, target.ifname, target.ifindex
+                        );
+                    }
+                }
                 Err(e) => {
                     warn!(
                         "refused to attach to {} ({}, ifindex {}): {e}",
@@ -320,6 +334,16 @@ pub fn reconcile_remembering(
             ),
         }
     }
+    memory.described = [
+        &plan.bridges,
+        &plan.veths,
+        &plan.macvlan_parents,
+        &plan.uplinks,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|t| (t.ifindex, t.what.clone()))
+    .collect();
     memory.attached = pins::attached_tc_ifindexes(&root)
         .into_iter()
         .chain(pins::attached_uplink_ifindexes(&root))

@@ -35,13 +35,13 @@ use hyper::{
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use jiff::Timestamp;
-use log::{debug, warn};
+use log::{debug, error, warn};
 use netwatch_common::reason::Verdict;
 use serde::Serialize;
 use tokio::{
     net::UnixStream,
     sync::{broadcast, oneshot, watch},
-    task::{JoinHandle, JoinSet},
+    task::JoinHandle,
 };
 
 use super::{
@@ -49,7 +49,10 @@ use super::{
     socket::{BoundSocket, SocketError, SocketFile, bind},
     types::{ApiCounters, ApiStatus, ErrorBody, StreamItem, drop_groups},
 };
-use crate::flows::{FlowFilter, ObservedEvent, Pipeline};
+use crate::{
+    accept::{AcceptEvents, accept_connections},
+    flows::{FlowFilter, ObservedEvent, Pipeline},
+};
 
 /// Connections served at once; more are closed at once and counted.
 pub const MAX_CONNECTIONS: usize = 128;
@@ -188,36 +191,27 @@ async fn accept_loop(
     listener: tokio::net::UnixListener,
     file: SocketFile,
     state: Arc<State>,
-    mut stopped: oneshot::Receiver<()>,
+    stopped: oneshot::Receiver<()>,
     stop_streams: watch::Sender<bool>,
 ) {
-    let mut connections: JoinSet<()> = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut stopped => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    if connections.len() >= MAX_CONNECTIONS {
-                        bump(&state.counters.refused_connections);
-                        debug!("API: {MAX_CONNECTIONS} connections open, closing a new one");
-                        continue;
-                    }
-                    connections.spawn(serve_connection(stream, state.clone()));
-                }
-                Err(e) => {
-                    // Out of file descriptors, typically: wait instead of spinning.
-                    warn!("API: cannot accept a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(done) = connections.join_next() => {
-                if let Err(e) = done && e.is_panic() {
-                    bump(&state.counters.panics);
-                    warn!("API: a request handler panicked; its connection was closed");
-                }
-            }
-        }
+    let ended = accept_connections(
+        "API",
+        &listener,
+        MAX_CONNECTIONS,
+        async {
+            let _ = stopped.await;
+        },
+        &state.counters,
+        |stream| serve_connection(stream, state.clone()),
+    )
+    .await;
+    if let Err(e) = ended.result {
+        error!(
+            "API: stopped serving on {}: {e}; restart the agent to serve it again",
+            state.socket
+        );
     }
+    let mut connections = ended.connections;
     drop(listener);
     drop(file);
     let _ = stop_streams.send(true);
@@ -232,6 +226,15 @@ async fn accept_loop(
         );
     }
     connections.shutdown().await;
+}
+
+impl AcceptEvents for Counters {
+    fn refused(&self) {
+        bump(&self.refused_connections);
+    }
+    fn panicked(&self) {
+        bump(&self.panics);
+    }
 }
 
 async fn serve_connection(stream: UnixStream, state: Arc<State>) {

@@ -67,7 +67,7 @@ impl Datapath {
     ///
     /// # Errors
     /// Fails without root (CAP_BPF + CAP_NET_ADMIN), on kernels older than
-    /// 5.18 (the programs use `bpf_xdp_load_bytes` and the ring buffer), or
+    /// 5.11 (the programs use `bpf_ktime_get_coarse_ns` and the ring buffer), or
     /// when the verifier rejects a program (the error carries its log).
     pub fn load(options: &LoadOptions) -> Result<Datapath, DatapathError> {
         let mut loader = EbpfLoader::new();
@@ -175,6 +175,19 @@ impl Datapath {
             repinned.push(name);
         }
         Ok(repinned)
+    }
+
+    /// How many instructions the verifier walked for each loaded program
+    /// (`verified_insns` in `bpftool prog show`; Linux ≥ 5.16), the
+    /// measure of what loading them costs.
+    pub fn verified_instructions(&self) -> Vec<(String, Option<u32>)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some((name.to_string(), info.verified_instruction_count()))
+            })
+            .collect()
     }
 
     /// Names of the maps in the loaded object.

@@ -114,7 +114,36 @@ impl Datapath {
             guarded_addresses(&tables.endpoints).into_iter(),
             stale,
         )?;
-        Ok(())
+        self.raise_policy_generation().map(|_| ())
+    }
+
+    /// Raises the policy generation (`POLICY_GEN`) once the policy maps
+    /// hold what was written: the programs cache a flow's verdict under the
+    /// generation they read before deciding, so every verdict decided from
+    /// the maps before or during the write stops counting here, and the
+    /// next packet of every flow is judged by the policy as written.
+    ///
+    /// Generations are CLOCK_MONOTONIC nanoseconds (or the previous one
+    /// plus one, if larger), not a count from 1: the flow table can outlive
+    /// the generation map (an upgrade that replaces one pinned map and
+    /// adopts the other), and a count restarting from 1 could meet a stale
+    /// entry's old generation again.
+    ///
+    /// # Errors
+    /// The kernel refuses reading or updating the map.
+    pub fn raise_policy_generation(&mut self) -> Result<u64, DatapathError> {
+        let name = names::MAP_POLICY_GEN;
+        let mut map: Array<&mut MapData, u64> = self
+            .map_mut(name)?
+            .try_into()
+            .map_err(DatapathError::map(name))?;
+        let current = map.get(&0, 0).map_err(DatapathError::map(name))?;
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| (t.tv_sec() as u64) * 1_000_000_000 + t.tv_nsec() as u64)
+            .unwrap_or(0);
+        let next = now.max(current + 1);
+        map.set(0, next, 0).map_err(DatapathError::map(name))?;
+        Ok(next)
     }
 
     /// Sets the global datapath settings.
@@ -227,6 +256,28 @@ impl Datapath {
     /// The kernel refuses the iteration.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
         flow_entries(self.map(names::MAP_FLOWS)?)
+    }
+
+    /// Empties the flow table, so that the next packet of every flow is
+    /// its first again (tests run many cases through one load this way:
+    /// loading costs the verifier's walk of every program).
+    ///
+    /// # Errors
+    /// The kernel refuses the iteration or a delete.
+    pub fn clear_flows(&mut self) -> Result<(), DatapathError> {
+        let name = names::MAP_FLOWS;
+        let mut map: HashMap<&mut MapData, FlowKey, FlowStats> = self
+            .map_mut(name)?
+            .try_into()
+            .map_err(DatapathError::map(name))?;
+        let keys = map
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(DatapathError::map(name))?;
+        for key in keys {
+            map.remove(&key).map_err(DatapathError::map(name))?;
+        }
+        Ok(())
     }
 
     /// An independent handle on the flow table (a second fd on the same

@@ -89,7 +89,7 @@ use hyper::{
 use hyper_util::rt::{TokioIo, TokioTimer};
 use log::{debug, warn};
 use netwatch_common::reason::DropReason;
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::net::TcpListener;
 
 use super::{
     exposition::{CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, Exposition, MetricKind},
@@ -97,6 +97,7 @@ use super::{
     process::{BuildInfo, ProcessStats, read_process_stats},
 };
 use crate::{
+    accept::accept_connections,
     datapath::{Hook, pinned, pinned::PinnedCounters, pins},
     flows::{FlowEntry, FlowFilter, Pipeline, PipelineCounters},
     guard::Assessment,
@@ -788,65 +789,29 @@ fn render_flow_log(out: &mut Exposition, stats: &FlowLogStats) {
 /// and served through.
 pub async fn serve_metrics(listener: TcpListener, source: MetricsSource) -> io::Result<()> {
     let source = Arc::new(source);
-    let mut connections = JoinSet::new();
-    let mut accept_failing = false;
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                accept_failing = false;
-                stream
-            }
-            Err(e) if per_connection(&e) => continue,
-            Err(e) if transient(&e) => {
-                if !accept_failing {
-                    warn!("metrics: cannot accept connections: {e}; retrying");
-                    accept_failing = true;
+    let ended = accept_connections(
+        "metrics",
+        &listener,
+        MAX_CONNECTIONS,
+        std::future::pending(),
+        &(),
+        |stream| {
+            let source = Arc::clone(&source);
+            async move {
+                let service = service_fn(move |request| respond(request, Arc::clone(&source)));
+                let served = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                if let Err(e) = served {
+                    debug!("metrics: connection ended: {e}");
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
             }
-            Err(e) => return Err(e),
-        };
-        while connections.try_join_next().is_some() {}
-        if connections.len() >= MAX_CONNECTIONS {
-            debug!("metrics: {MAX_CONNECTIONS} connections open, closing a new one");
-            continue;
-        }
-        let source = Arc::clone(&source);
-        connections.spawn(async move {
-            let service = service_fn(move |request| respond(request, Arc::clone(&source)));
-            let served = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                debug!("metrics: connection ended: {e}");
-            }
-        });
-    }
-}
-
-fn per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::Interrupted
+        },
     )
-}
-
-/// Out of file descriptors or memory: may pass.
-fn transient(e: &io::Error) -> bool {
-    use nix::errno::Errno;
-    e.kind() == io::ErrorKind::OutOfMemory
-        || e.raw_os_error().is_some_and(|code| {
-            matches!(
-                Errno::from_raw(code),
-                Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
-            )
-        })
+    .await;
+    ended.result
 }
 
 async fn respond(

@@ -27,7 +27,7 @@ use super::host_peer::{HostPeer, HostPeers, Outcome};
 use super::record::key_addresses;
 use crate::agent::{HostState, Target};
 use crate::docker::{PublishedPort, service_of};
-use crate::policy::labels::network_labels;
+use crate::policy::labels::{NetworkLabels, container_labels, network_labels};
 
 /// The names a flow key resolves to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,6 +110,9 @@ struct Endpoint {
     network: String,
     /// The container's published ports (shared by its endpoints).
     published: Arc<[PublishedPort]>,
+    /// What asks for this endpoint's policy when it is not its network's:
+    /// the container's own `netwatch.egress=audit`.
+    policy: Option<String>,
 }
 
 /// Ifindex and address → names, rebuilt from each snapshot.
@@ -122,6 +125,9 @@ pub struct FlowNames {
     host: HostPeers,
     /// Network name → what asks for its policy.
     policies: HashMap<String, String>,
+    /// Network name → what asks for its bridge's policy, where that is not
+    /// the network's: a container of it audited by its own label.
+    bridge_policies: HashMap<String, String>,
 }
 
 impl FlowNames {
@@ -158,12 +164,50 @@ impl FlowNames {
                     .insert(*ifindex, (ifname.clone(), network.name.clone()));
             }
         }
+        let mut audited_containers: HashMap<&str, Vec<&str>> = HashMap::new();
         for endpoint in &state.endpoints {
+            let own_audit = state
+                .networks
+                .iter()
+                .find(|n| n.name == endpoint.network)
+                .is_some_and(|network| {
+                    let asked = network_labels(
+                        &network.name,
+                        network.internal,
+                        &network.labels,
+                        &mut Vec::new(),
+                    );
+                    let asked = NetworkLabels {
+                        audit: asked.audit || (state.audit_all && asked.deny_egress),
+                        ..asked
+                    };
+                    container_labels(
+                        &endpoint.container,
+                        &endpoint.container_labels,
+                        &mut Vec::new(),
+                    )
+                    .audits_on(&asked, network.internal)
+                });
+            if own_audit {
+                audited_containers
+                    .entry(endpoint.network.as_str())
+                    .or_default()
+                    .push(endpoint.container.as_str());
+            }
             let owner = Endpoint {
                 container: endpoint.container.clone(),
                 service: service_of(&endpoint.container_labels).map(str::to_owned),
                 network: endpoint.network.clone(),
                 published: endpoint.published.clone().into(),
+                policy: own_audit
+                    .then(|| names.policies.get(&endpoint.network))
+                    .flatten()
+                    .map(|network_policy| {
+                        format!(
+                            "{network_policy}, audited (label netwatch.egress=audit on container {})",
+                            endpoint.container
+                        )
+                    }),
             };
             for ip in [endpoint.ipv4.map(IpAddr::V4), endpoint.ipv6.map(IpAddr::V6)]
                 .into_iter()
@@ -174,6 +218,18 @@ impl FlowNames {
             names
                 .veths
                 .insert(endpoint.host_ifindex, (endpoint.host_ifname.clone(), owner));
+        }
+        for (network, mut containers) in audited_containers {
+            containers.sort_unstable();
+            containers.dedup();
+            if let Some(network_policy) = names.policies.get(network) {
+                let policy = format!(
+                    "{network_policy}, audited at the bridge (label netwatch.egress=audit on \
+                     container {})",
+                    containers.join(", ")
+                );
+                names.bridge_policies.insert(network.to_owned(), policy);
+            }
         }
         for uplink in uplinks {
             names.uplinks.insert(uplink.ifindex, uplink.ifname.clone());
@@ -197,7 +253,10 @@ impl FlowNames {
                 service: endpoint.service.clone(),
                 network: Some(endpoint.network.clone()),
                 interface: Some(ifname.clone()),
-                policy: self.policies.get(&endpoint.network).cloned(),
+                policy: endpoint
+                    .policy
+                    .clone()
+                    .or_else(|| self.policies.get(&endpoint.network).cloned()),
             };
         }
         let (src, dst) = key_addresses(key);
@@ -219,7 +278,14 @@ impl FlowNames {
         FlowOwner {
             container: endpoint.map(|e| e.container.clone()),
             service: endpoint.and_then(|e| e.service.clone()),
-            policy: network.as_ref().and_then(|n| self.policies.get(n).cloned()),
+            policy: network.as_ref().and_then(|n| {
+                self.bridges
+                    .contains_key(&key.ifindex)
+                    .then(|| self.bridge_policies.get(n))
+                    .flatten()
+                    .or_else(|| self.policies.get(n))
+                    .cloned()
+            }),
             network,
             interface,
         }
@@ -524,6 +590,67 @@ pub(crate) mod tests {
             unknown.network.as_deref(),
             Some("db"),
             "the bridge's network"
+        );
+    }
+
+    #[test]
+    fn a_container_audited_by_its_label_names_that_label_on_its_veth_and_its_bridge() {
+        let mut state = state();
+        state.networks[0].internal = false;
+        state.networks[0].labels = BTreeMap::from([(
+            crate::policy::labels::EGRESS.to_string(),
+            "deny".to_string(),
+        )]);
+        state.endpoints[0].container_labels.insert(
+            crate::policy::labels::EGRESS.to_string(),
+            "audit".to_string(),
+        );
+        let mut other = state.endpoints[0].clone();
+        other.container = "pgadmin".into();
+        other.container_labels = BTreeMap::new();
+        other.host_ifindex = 32;
+        other.ipv4 = Some("172.30.0.3".parse().unwrap());
+        state.endpoints.push(other);
+        let names = FlowNames::new(&state, &[]);
+        let policy = |ifindex: u32, src: [u8; 4]| {
+            names
+                .owner(&key(ifindex, Direction::Egress, src, [203, 0, 113, 7]))
+                .policy
+        };
+        assert_eq!(
+            policy(31, [172, 30, 0, 2]).as_deref(),
+            Some(
+                "label netwatch.egress=deny, audited (label netwatch.egress=audit on container \
+                 postgres)"
+            )
+        );
+        assert_eq!(
+            policy(32, [172, 30, 0, 3]).as_deref(),
+            Some("label netwatch.egress=deny"),
+            "its neighbour stays enforced"
+        );
+        assert_eq!(
+            policy(30, [172, 30, 0, 3]).as_deref(),
+            Some(
+                "label netwatch.egress=deny, audited at the bridge (label netwatch.egress=audit \
+                 on container postgres)"
+            ),
+            "the bridge records for everyone"
+        );
+        state.networks[0].internal = true;
+        let internal = FlowNames::new(&state, &[]);
+        assert_eq!(
+            internal
+                .owner(&key(
+                    31,
+                    Direction::Egress,
+                    [172, 30, 0, 2],
+                    [203, 0, 113, 7]
+                ))
+                .policy
+                .as_deref(),
+            Some("internal: true"),
+            "no label audits an internal network"
         );
     }
 

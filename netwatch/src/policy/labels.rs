@@ -3,6 +3,7 @@
 //! | label | on | values | meaning |
 //! |---|---|---|---|
 //! | `netwatch.egress` | network | `deny`, `audit` | enforce like `internal: true` on a normal network; `audit`: judge the same, drop nothing, record what would be dropped |
+//! | `netwatch.egress` | container | `audit` | on the container's networks that a label denies (not internal ones): judge its traffic, drop none of it, record what would be dropped |
 //! | `netwatch.gateway` | network | `allow`, `deny` | let the network reach (and be reached from) its gateway |
 //! | `netwatch.allow` | network, container | `CIDR[:port[/proto]]`, comma-separated | allow these destinations |
 //! | `netwatch.ingress` | network | `published`, `deny` | on an enforced network, accept inbound connections to the containers' published ports (and their answers) |
@@ -124,14 +125,49 @@ pub fn network_labels(
     out
 }
 
-/// Reads a container's `netwatch.allow` label (other netwatch labels on a
-/// container are reported and ignored).
-pub fn container_allow(
+/// What a container's labels ask for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerLabels {
+    pub allow: Vec<AllowRule>,
+    /// `netwatch.egress=audit`: on the networks that a label denies, the
+    /// container's traffic is judged and recorded, never dropped. Whether
+    /// it applies on a given network is [`ContainerLabels::audits_on`]'s
+    /// call.
+    pub audit: bool,
+}
+
+impl ContainerLabels {
+    /// Whether the container's own audit label turns enforcement into an
+    /// audit on a network that asked for `network`: only where a label
+    /// denies (an internal network stays enforced, as with the network's
+    /// own label) and the network is not audited already.
+    pub fn audits_on(&self, network: &NetworkLabels, internal: bool) -> bool {
+        self.audit && network.deny_egress && !network.audit && !internal
+    }
+}
+
+/// The problem reported when a container's audit label meets an internal
+/// network, which stays enforced.
+pub fn container_audit_refused(container: &str, network: &str) -> LabelProblem {
+    LabelProblem {
+        object: format!("container {container}"),
+        label: EGRESS.to_owned(),
+        value: "audit".to_owned(),
+        problem: format!(
+            "network {network} is internal; a label cannot turn its enforcement into an audit \
+             (agent --audit can, for the whole host); enforcing there"
+        ),
+    }
+}
+
+/// Reads a container's `netwatch.allow` and `netwatch.egress=audit` labels
+/// (other netwatch labels on a container are reported and ignored).
+pub fn container_labels(
     name: &str,
     labels: &BTreeMap<String, String>,
     problems: &mut Vec<LabelProblem>,
-) -> Vec<AllowRule> {
-    let mut out = Vec::new();
+) -> ContainerLabels {
+    let mut out = ContainerLabels::default();
     for (label, value) in labels.iter().filter(|(k, _)| k.starts_with(PREFIX)) {
         let mut problem = |text: &str| {
             problems.push(LabelProblem {
@@ -141,10 +177,16 @@ pub fn container_allow(
                 problem: text.to_string(),
             });
         };
-        if label == ALLOW {
-            out = allow_rules(value, &mut problem);
-        } else {
-            problem("only netwatch.allow applies to containers; ignored");
+        match (label.as_str(), value.trim()) {
+            (ALLOW, _) => out.allow = allow_rules(value, &mut problem),
+            (EGRESS, "audit") => out.audit = true,
+            (EGRESS, _) => problem(
+                "on a container only audit is understood (deny and allow belong on its \
+                 networks); ignored",
+            ),
+            _ => problem(
+                "only netwatch.allow and netwatch.egress=audit apply to containers; ignored",
+            ),
         }
     }
     out
@@ -237,12 +279,13 @@ mod tests {
         assert_eq!(got.allow.len(), 2);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].problem.contains("left out"));
-        let rules = container_allow(
+        let rules = container_labels(
             "web",
             &labels(&[(ALLOW, "198.51.100.0/24:443/tcp"), (EGRESS, "deny")]),
             &mut problems,
         );
-        assert_eq!(rules.len(), 1);
+        assert_eq!(rules.allow.len(), 1);
+        assert!(!rules.audit, "deny is no container value");
         assert_eq!(problems.len(), 2);
         assert_eq!(problems[1].object, "container web");
     }
@@ -289,6 +332,36 @@ mod tests {
         assert!(
             problems[0].problem.contains("agent --audit can"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_containers_audit_label_audits_it_only_where_a_label_denies() {
+        let mut problems = Vec::new();
+        let web = container_labels("web", &labels(&[(EGRESS, "audit")]), &mut problems);
+        assert!(web.audit && problems.is_empty(), "{problems:?}");
+        let denied = network_labels("front", false, &labels(&[(EGRESS, "deny")]), &mut problems);
+        assert!(web.audits_on(&denied, false));
+        assert!(
+            !web.audits_on(&denied, true),
+            "an internal network stays enforced"
+        );
+        let open = network_labels("open", false, &labels(&[]), &mut problems);
+        assert!(
+            !web.audits_on(&open, false),
+            "nothing to audit where nothing is denied"
+        );
+        let audited = network_labels("aud", false, &labels(&[(EGRESS, "audit")]), &mut problems);
+        assert!(
+            !web.audits_on(&audited, false),
+            "audited by the network already"
+        );
+        let refused = container_audit_refused("web", "back").to_string();
+        assert!(
+            refused.starts_with(
+                "container web: label netwatch.egress=\"audit\": network back is internal"
+            ),
+            "{refused}"
         );
     }
 }
