@@ -37,6 +37,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3", "traffic helpers inside test namespaces"),
     // `systemd-analyze verify` checks the units `cargo xtask dist` ships.
     ("systemd", "systemd-analyze verify on netwatch's units"),
+    // `netwatch map --format svg` lays the map out with Graphviz's `dot`
+    // when it is installed; the test of that branch needs it.
+    ("graphviz", "dot for the Graphviz branch of netwatch map"),
     // `dpkg-deb -c/-x` checks the contents of the .deb.
     ("dpkg", "dpkg-deb to check the .deb's contents"),
     // Its /usr/bin/promtool checks deploy/'s scrape config and alert rules,
