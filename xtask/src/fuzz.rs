@@ -37,6 +37,9 @@ pub const TEST_RUN: Duration = Duration::from_secs(20);
 ///
 /// # Errors
 ///
+/// How long one input may run before libFuzzer reports it as a hang.
+const PER_INPUT_TIMEOUT: Duration = Duration::from_secs(25);
+
 /// When a target fails to build or libFuzzer finds a crash.
 pub fn run_all(each: Duration) -> Result<()> {
     let root = host::workspace_root();
@@ -53,6 +56,12 @@ pub fn run_all(each: Duration) -> Result<()> {
             .args([
                 "--",
                 &format!("-max_total_time={}", each.as_secs()),
+                // An input that runs this long is a hang, reported as a
+                // crash with its input saved (libFuzzer's default is 20
+                // minutes). Wall-clock seconds: generous, because the test
+                // command runs the fuzzers at nice 19 beside the tests,
+                // where one parse of a few hundred bytes may wait its turn.
+                &format!("-timeout={}", PER_INPUT_TIMEOUT.as_secs()),
                 // Quiet: libFuzzer prints a line per new coverage and per
                 // newly covered function otherwise.
                 "-print_final_stats=1",
