@@ -2,7 +2,11 @@
 //! `cargo test` and compared after it: a netwatch program still loaded, a
 //! pin in bpffs, a network namespace, an interface, a Docker test
 //! container or network, or iptables rules of a bridge that is gone, that
-//! were not there before are a leak, named in the failure. Comparing with
+//! were not there before are a leak, named in the failure; so is a host
+//! firewall the tests weakened and did not restore: another FORWARD policy,
+//! or a rule of FORWARD or of Docker's isolation chains that no longer
+//! names an interface and is gone (a test that flushes Docker's rules must
+//! put them back). Comparing with
 //! the state before (instead of expecting an empty host) keeps a
 //! developer's own agent or namespaces from failing the run.
 
@@ -48,6 +52,10 @@ pub struct HostSnapshot {
     /// Bridges that iptables rules name but that do not exist (a dockerd
     /// stopped before it removed a network's rules).
     stale_rules: BTreeSet<String>,
+    /// The firewall's shape: `policy FORWARD DROP` and the rules of
+    /// FORWARD and Docker's isolation chains that name no interface (one
+    /// bridge's rules come and go with its network).
+    firewall: BTreeSet<String>,
 }
 
 impl HostSnapshot {
@@ -64,6 +72,7 @@ impl HostSnapshot {
             stale_rules: crate::setup::missing_bridges_in_rules()
                 .into_iter()
                 .collect(),
+            firewall: firewall_shape(),
         })
     }
 
@@ -98,15 +107,57 @@ impl HostSnapshot {
             "iptables rules of bridges that are gone",
             added(&self.stale_rules, &now.stale_rules),
         );
+        let weakened: Vec<String> = self.firewall.difference(&now.firewall).cloned().collect();
+        if !weakened.is_empty() {
+            leaks.push(format!(
+                "the host firewall is not as it was, gone: {} (now: {})",
+                weakened.join(", "),
+                now.firewall.iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
         if leaks.is_empty() {
             eprintln!(
                 "nothing left behind: no new netwatch program, pin, namespace, interface, \
-                 test container or network"
+                 test container or network, and the host firewall as it was"
             );
             return Ok(());
         }
         bail!("left behind: {}", leaks.join("; "))
     }
+}
+
+/// Docker's chains whose interface-free rules are part of the firewall's
+/// shape.
+const FIREWALL_CHAINS: &[&str] = &[
+    "FORWARD",
+    "DOCKER-ISOLATION-STAGE-1",
+    "DOCKER-ISOLATION-STAGE-2",
+];
+
+/// The filter table's FORWARD policy and the interface-free rules of
+/// [`FIREWALL_CHAINS`]; empty where iptables cannot be asked (no dockerd
+/// ever ran, so nothing to compare).
+fn firewall_shape() -> BTreeSet<String> {
+    FIREWALL_CHAINS
+        .iter()
+        .filter_map(|chain| Cmd::new("iptables").args(["-S", chain]).probe().ok())
+        .flat_map(|listing| shape_of(&listing))
+        .collect()
+}
+
+/// The lines of an `iptables -S CHAIN` listing that make the firewall's
+/// shape: policies (`-P`) and rules (`-A`) without `-i`/`-o`.
+fn shape_of(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter(|line| line.starts_with("-P ") || line.starts_with("-A "))
+        .filter(|line| {
+            !line
+                .split_whitespace()
+                .any(|word| word == "-i" || word == "-o")
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 fn added(before: &BTreeSet<String>, now: &BTreeSet<String>) -> Vec<String> {
@@ -184,6 +235,29 @@ fn docker_fixtures() -> Result<BTreeSet<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_firewalls_shape_is_its_policy_and_rules_of_no_one_bridge() {
+        let listing = "-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n\
+                       -A FORWARD -j DOCKER-ISOLATION-STAGE-1\n\
+                       -A FORWARD -o br-fa33e02185ac -j DOCKER\n\
+                       -A FORWARD -i docker0 ! -o docker0 -j ACCEPT\n";
+        assert_eq!(
+            shape_of(listing),
+            [
+                "-P FORWARD DROP",
+                "-A FORWARD -j DOCKER-USER",
+                "-A FORWARD -j DOCKER-ISOLATION-STAGE-1"
+            ]
+        );
+        let before: BTreeSet<String> = shape_of(listing).into_iter().collect();
+        let flushed: BTreeSet<String> = shape_of("-P FORWARD ACCEPT\n").into_iter().collect();
+        assert_eq!(
+            before.difference(&flushed).count(),
+            3,
+            "a flushed FORWARD with policy ACCEPT loses all three"
+        );
+    }
 
     #[test]
     fn only_what_is_new_counts_as_left_behind() {
