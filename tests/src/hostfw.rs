@@ -182,6 +182,15 @@ impl Drop for IptablesState {
                 "CANNOT RESTORE THE IPTABLES RULES of {:?}: {e}\nthe saved rules were:\n{}",
                 self.ns, self.saved
             );
+            // A test that leaves the host's firewall changed has failed,
+            // whatever it asserted; when it is failing already, the line
+            // above says it and a second panic would abort the process.
+            if !std::thread::panicking() {
+                panic!(
+                    "the iptables rules of {:?} could not be restored: {e}",
+                    self.ns
+                );
+            }
         }
     }
 }
