@@ -65,7 +65,8 @@ impl Answer {
     }
 }
 
-type Answers = Arc<Mutex<HashMap<String, Answer>>>;
+/// The answer set for each path, and how many requests it has answered.
+type Answers = Arc<Mutex<HashMap<String, (Answer, usize)>>>;
 
 /// How many requests each path got.
 type Counts = Arc<Mutex<HashMap<String, usize>>>;
@@ -159,7 +160,18 @@ impl FakeDockerd {
         self.answers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(path.to_owned(), answer);
+            .insert(path.to_owned(), (answer, 0));
+    }
+
+    /// How many requests the answer last set for `path` has answered: a
+    /// test that sets a canned answer shows with it that the answer was
+    /// served, not only that nothing went wrong.
+    pub fn served(&self, path: &str) -> usize {
+        self.answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .map_or(0, |(_, served)| *served)
     }
 }
 
@@ -247,8 +259,11 @@ fn serve(stream: UnixStream, answers: &Answers, counts: &Counts, open: &Mutex<Ve
         let answer = answers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&route(target))
-            .cloned()
+            .get_mut(&route(target))
+            .map(|(answer, served)| {
+                *served += 1;
+                answer.clone()
+            })
             .unwrap_or_else(|| Answer::error(404, &format!("page not found: {target}")));
         match answer {
             Answer::Body {

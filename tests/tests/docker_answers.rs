@@ -179,6 +179,7 @@ fn broken_docker_answers_end_in_one_error_line_naming_the_request() {
         let fake = FakeDockerd::start();
         fake.answer(path, answer);
         assert_error(case, &networks(&fake), expected);
+        assert!(fake.served(path) > 0, "{case}: {path}'s answer was served");
     }
 
     // A container that cannot be inspected for another reason than being
@@ -198,6 +199,7 @@ fn broken_docker_answers_end_in_one_error_line_naming_the_request() {
         &networks(&fake),
         &format!("GET /containers/{id}/json"),
     );
+    assert!(fake.served(&format!("/containers/{id}/json")) > 0);
 }
 
 #[test]
@@ -239,6 +241,9 @@ fn odd_but_well_formed_answers_are_skipped_or_reported_not_fatal() {
     });
     let output = networks(&fake);
     let shown = assert_success("odd answers", &output);
+    for path in ["/networks", "/containers/json"] {
+        assert!(fake.served(path) > 0, "{path}'s odd answer was served");
+    }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let text = shown.to_string();
     assert!(
@@ -307,7 +312,11 @@ fn an_agent_fed_garbage_by_dockerd_keeps_running_reports_it_and_recovers() {
         },
     );
     fake.answer("/events", Answer::Hangup);
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for(
+        "the agent to meet the cut answer and the hang-up",
+        Duration::from_secs(45),
+        || fake.served("/networks") > 0 && fake.served("/events") > 0,
+    );
 
     // dockerd makes sense again: the agent syncs within its backoff.
     fake.answer("/networks", Answer::json(captured("networks")));
@@ -317,6 +326,7 @@ fn an_agent_fed_garbage_by_dockerd_keeps_running_reports_it_and_recovers() {
         Duration::from_secs(45),
         || agent.synced(),
     );
+    assert!(fake.served("/networks") > 0, "the good answer was served");
     let log = agent.log();
     assert!(!log.contains("panicked"), "the agent panicked:\n{log}");
     assert!(
