@@ -1,14 +1,16 @@
 //! Any netwatch labels on a network or a container: read without a panic,
 //! and a value that is not understood never opens anything — a bad
 //! `netwatch.egress` denies egress, a bad `netwatch.gateway` keeps the
-//! gateway closed, and bad allow-list entries are left out and reported.
+//! gateway closed, and bad allow-list entries are left out and reported; a
+//! container is audited only by `netwatch.egress=audit`, and never on an
+//! internal network.
 
 #![no_main]
 
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use netwatch::policy::labels::{container_allow, network_labels};
+use netwatch::policy::labels::{container_labels, network_labels};
 
 const KEYS: [&str; 4] = [
     "netwatch.egress",
@@ -56,5 +58,14 @@ fuzz_target!(|data: &[u8]| {
         let _ = problem.to_string();
     }
     let mut problems = Vec::new();
-    let _ = container_allow("fuzzed", &labels, &mut problems);
+    let container = container_labels("fuzzed", &labels, &mut problems);
+    let asked_audit = labels.get("netwatch.egress").is_some_and(|v| v.trim() == "audit");
+    assert_eq!(
+        container.audit, asked_audit,
+        "only netwatch.egress=audit audits a container"
+    );
+    assert!(
+        !container.audits_on(&network, true),
+        "no container label audits an internal network"
+    );
 });
