@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{lock, status_file::AgentStatus};
 use crate::datapath::pins;
 use crate::docker::{Container, Endpoint, Inventory, Network, Snapshot};
-use crate::endpoint::{HostVeth, MacvlanChild, SandboxVeth};
+use crate::host::interfaces::{HostVeth, MacvlanChild, SandboxVeth};
 use crate::policy::labels::{container_labels, network_labels};
 
 /// How far netwatch guards a network or an endpoint.
@@ -839,7 +839,7 @@ fn without_endpoint(container: &Container, why: &str) -> EndpointGuard {
 pub(crate) mod tests {
     use super::*;
     use crate::docker::captured;
-    use crate::endpoint::EndpointError;
+    use crate::host::interfaces::EndpointError;
 
     /// A kernel with these interfaces attached and these host interfaces.
     pub(crate) struct FakeKernel {

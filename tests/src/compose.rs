@@ -105,7 +105,7 @@ impl Project {
                 &container,
             ]);
             for mac in macs.split_whitespace() {
-                let veth = netwatch::endpoint::host_veth(pid, mac.parse().expect("a MAC"))
+                let veth = netwatch::host::interfaces::host_veth(pid, mac.parse().expect("a MAC"))
                     .expect("the kernel names the host veth");
                 veths.push(veth.ifname);
             }

@@ -348,11 +348,11 @@ impl TestContainer {
     /// The ifindex of the host end of this container's veth on `network`
     /// (found in its namespace by its MAC, as the agent finds it).
     pub fn host_veth(&self, network: &TestNetwork) -> u32 {
-        let mac: netwatch::endpoint::MacAddr = self
+        let mac: netwatch::host::interfaces::MacAddr = self
             .endpoint_field(network, "MacAddress")
             .parse()
             .expect("a MAC address");
-        netwatch::endpoint::host_veth(self.pid(), mac)
+        netwatch::host::interfaces::host_veth(self.pid(), mac)
             .expect("host veth")
             .ifindex
     }

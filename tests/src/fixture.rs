@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netwatch::{
     datapath::{Datapath, DatapathError, Hook, LoadOptions, ReasonCounts, TEST_RUN_IFINDEX},
-    policy::{AllowRule, Cidr, EndpointSpec, ReferenceModel, compile},
+    policy::{AllowRule, Cidr, InterfacePolicy, ReferenceModel, compile},
 };
 use netwatch_common::{
     endpoint::{EndpointPolicy, policy_flags},
@@ -65,8 +65,8 @@ fn allow(text: &str, proto: u8, port: u16) -> AllowRule {
 }
 
 /// The policy of the endpoint under test with the given flags.
-pub fn endpoint_spec(flags: u32) -> EndpointSpec {
-    EndpointSpec {
+pub fn endpoint_spec(flags: u32) -> InterfacePolicy {
+    InterfacePolicy {
         ifindex: TEST_RUN_IFINDEX,
         policy: EndpointPolicy {
             flags: flags | policy_flags::HAS_IPV4 | policy_flags::HAS_IPV6,
@@ -92,7 +92,7 @@ pub fn endpoint_spec(flags: u32) -> EndpointSpec {
 
 /// The network-wide policy of the endpoint's network, as the agent puts it
 /// on the network's bridge (keyed here by the test-run ifindex).
-pub fn bridge_spec() -> EndpointSpec {
+pub fn bridge_spec() -> InterfacePolicy {
     let mut spec = endpoint_spec(policy_flags::ENFORCE | policy_flags::NETWORK_WIDE);
     spec.policy.ipv4 = [0; 4];
     spec.policy.ipv6 = [0; 16];
@@ -103,7 +103,7 @@ pub fn bridge_spec() -> EndpointSpec {
 /// Another endpoint (on an ifindex no test runs on) whose network and
 /// allow-list cover the outside world: if scopes leaked into each other in
 /// the tries, the endpoint under test would reach the outside through it.
-pub fn decoy_spec() -> EndpointSpec {
+pub fn decoy_spec() -> InterfacePolicy {
     let mut spec = endpoint_spec(policy_flags::ENFORCE);
     spec.ifindex = 4242;
     spec.policy.scope = SCOPE + 1;
@@ -206,7 +206,7 @@ pub struct Harness {
 
 impl Harness {
     /// Loads the programs and writes `endpoints` and `host` into the maps.
-    pub fn new(endpoints: Vec<EndpointSpec>, host: Vec<IpAddr>) -> Harness {
+    pub fn new(endpoints: Vec<InterfacePolicy>, host: Vec<IpAddr>) -> Harness {
         require_root();
         let tables = compile(&endpoints, &host).expect("fixture policy compiles");
         let mut datapath = Datapath::load(&LoadOptions::default()).expect("programs load");

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netwatch::{
     datapath::{Hook, TEST_RUN_IFINDEX},
-    policy::{Cidr, EndpointSpec, PublishedRule, parse},
+    policy::{Cidr, InterfacePolicy, PublishedRule, parse},
 };
 use netwatch_common::{
     endpoint::policy_flags,
@@ -1056,7 +1056,7 @@ fn an_audited_endpoint_forwards_what_enforcement_drops_and_records_it_as_audited
 
 /// `spec` with web's 80/tcp published to anyone and 8443/tcp on loopback
 /// only, open under `netwatch.ingress=published`.
-fn with_published(mut spec: EndpointSpec) -> EndpointSpec {
+fn with_published(mut spec: InterfacePolicy) -> InterfacePolicy {
     spec.policy.flags |= policy_flags::PUBLISHED;
     let rule = |port: u16, from_anywhere: bool| PublishedRule {
         addr: EP_V4.into(),

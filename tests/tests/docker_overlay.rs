@@ -71,7 +71,7 @@ fn ipv4(container: &TestContainer, network: &TestNetwork) -> Ipv4Addr {
 
 fn mac(container: &TestContainer, network: &TestNetwork) -> [u8; 6] {
     let text = container.endpoint_field(network, "MacAddress");
-    let mac: netwatch::endpoint::MacAddr = text
+    let mac: netwatch::host::interfaces::MacAddr = text
         .parse()
         .unwrap_or_else(|e| panic!("MacAddress of {}: {e}", container.name));
     mac.0

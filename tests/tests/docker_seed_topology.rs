@@ -6,7 +6,7 @@
 
 use std::{process::Command, time::Duration};
 
-use netwatch::endpoint::{MacAddr, host_veth};
+use netwatch::host::interfaces::{MacAddr, host_veth};
 use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     compose::{Project, SEED},

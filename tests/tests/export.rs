@@ -12,7 +12,7 @@ use std::{
 };
 
 use netwatch::{
-    agent::{EndpointState, HostState, NetworkState, Target},
+    agent::{ContainerInterface, HostState, NetworkState, Target},
     datapath::pinned::PinnedCounters,
     export::{
         AttachCounts, FlowLogOptions, FlowLogStats, MetricsSnapshot, MetricsSource, PipelineStats,
@@ -52,8 +52,8 @@ fn names() -> FlowNames {
         gateways: vec![],
         labels: BTreeMap::new(),
     };
-    let endpoint =
-        |container: &str, network: &str, ifindex: u32, ip: &str, service: &str| EndpointState {
+    let endpoint = |container: &str, network: &str, ifindex: u32, ip: &str, service: &str| {
+        ContainerInterface {
             container: container.into(),
             network: network.into(),
             host_ifname: format!("veth{ifindex}"),
@@ -68,7 +68,8 @@ fn names() -> FlowNames {
             published: Vec::new(),
             macvlan: None,
             overlay: None,
-        };
+        }
+    };
     let state = HostState {
         networks: vec![
             network("front", 30, "172.30.0.0/16"),

@@ -22,7 +22,7 @@ use netwatch::{
         pinned::{self, FlowTableCounts},
         pins,
     },
-    endpoint::{MacAddr, host_veth},
+    host::interfaces::{MacAddr, host_veth},
     policy::compile,
 };
 use netwatch_common::endpoint::{DEFAULT_DROP_REPORT_INTERVAL_NS, policy_flags};

@@ -17,7 +17,7 @@ use std::{
 use netwatch::{
     agent::{docker_state::host_state, plan},
     datapath::pins,
-    endpoint::{MacAddr, host_veth},
+    host::interfaces::{MacAddr, host_veth},
     policy::ReferenceModel,
 };
 use netwatch_common::{

@@ -1,4 +1,4 @@
-//! The interface listener (`netwatch::links::watch`) on a real kernel, in
+//! The interface listener (`netwatch::host::links::watch`) on a real kernel, in
 //! network namespaces of the test's own: it reports an interface created
 //! after it started, and a veth enslaved in another namespace with that
 //! namespace's id, as libnetwork does with an overlay's sandbox veth. Needs
@@ -8,8 +8,8 @@
 use std::{os::fd::AsRawFd as _, thread, time::Duration};
 
 use netwatch::{
-    links::{LinkEvent, watch},
-    rtnetlink::RtNetlink,
+    host::links::{LinkEvent, watch},
+    host::rtnetlink::RtNetlink,
 };
 use netwatch_tests::fixture::require_root;
 

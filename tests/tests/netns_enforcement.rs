@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use netwatch::{
     datapath::{Attachment, Datapath, LoadOptions, detach_all, pins},
-    policy::{Cidr, EndpointSpec, compile},
+    policy::{Cidr, InterfacePolicy, compile},
 };
 use netwatch_common::{
     endpoint::{EndpointPolicy, policy_flags},
@@ -17,8 +17,8 @@ use netwatch_tests::{
     netns::{PinDir, TestHost},
 };
 
-fn internal_endpoint(host: &TestHost, ifindex: u32) -> EndpointSpec {
-    EndpointSpec {
+fn internal_endpoint(host: &TestHost, ifindex: u32) -> InterfacePolicy {
+    InterfacePolicy {
         ifindex,
         policy: EndpointPolicy {
             flags: policy_flags::ENFORCE | policy_flags::HAS_IPV4,
@@ -281,7 +281,7 @@ fn network_wide_policy_on_the_bridge_holds_routed_paths_before_any_veth_is_attac
 
 #[test]
 fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
-    use netwatch::agent::{EndpointState, HostState, NetworkState, plan, reconcile};
+    use netwatch::agent::{ContainerInterface, HostState, NetworkState, plan, reconcile};
     require_root();
     let host = TestHost::create();
     let pin_dir = PinDir::create();
@@ -302,7 +302,7 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
         gateways: vec![IpAddr::V4(host.gateway())],
         labels: Default::default(),
     };
-    let endpoint = |container: &str, ns: &str, veth: &str, ip| EndpointState {
+    let endpoint = |container: &str, ns: &str, veth: &str, ip| ContainerInterface {
         container: container.into(),
         network: network.name.clone(),
         host_ifname: veth.into(),

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use netwatch::endpoint::{MacAddr, host_veth};
+use netwatch::host::interfaces::{MacAddr, host_veth};
 use netwatch_tests::{
     agent::wait_for,
     docker::{TestContainer, TestNetwork, docker_ok, require_dockerd},

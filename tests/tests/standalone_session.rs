@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use netwatch::{
     cli::block_on,
-    endpoint::{MacAddr, host_veth},
     flows::FlowFilter,
+    host::interfaces::{MacAddr, host_veth},
     standalone::Session,
 };
 use netwatch_tests::{

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use log::warn;
 
 use super::{
-    BridgePort, EndpointState, HostState, NetworkState, OverlayEndpoint, SandboxPort,
+    BridgePort, ContainerInterface, HostState, NetworkState, OverlayEndpoint, SandboxPort,
     plan::MacvlanEndpoint,
 };
 use crate::docker::{Container, Endpoint, Network, Snapshot};
@@ -63,7 +63,8 @@ pub fn host_state(snapshot: &Snapshot, host_addrs: Vec<IpAddr>) -> HostState {
                 let ifindex = nix::net::if_::if_nametoindex(name.as_str()).ok()?;
                 Some((name, ifindex))
             }),
-            overlay_sandbox: (n.driver == "overlay").then(|| crate::endpoint::sandbox_name(&n.id)),
+            overlay_sandbox: (n.driver == "overlay")
+                .then(|| crate::host::interfaces::sandbox_name(&n.id)),
             subnets: n.subnets.iter().map(|s| s.cidr).collect(),
             gateways: n.subnets.iter().filter_map(|s| s.gateway).collect(),
             labels: n.labels.clone(),
@@ -92,7 +93,7 @@ pub fn sandbox_ports(networks: &[NetworkState]) -> Vec<SandboxPort> {
         let Some(name) = &network.overlay_sandbox else {
             continue;
         };
-        for sandbox in crate::endpoint::sandboxes_named(name) {
+        for sandbox in crate::host::interfaces::sandboxes_named(name) {
             match sandbox {
                 Ok(sandbox) => ports.extend(sandbox.ports.into_iter().map(|link| SandboxPort {
                     network: network.name.clone(),
@@ -123,7 +124,7 @@ fn bridge_ports(networks: &[NetworkState]) -> Vec<BridgePort> {
     if bridges.is_empty() {
         return Vec::new();
     }
-    let links = match crate::links::links_now() {
+    let links = match crate::host::links::links_now() {
         Ok(links) => links,
         Err(e) => {
             warn!("cannot list the bridges' ports ({e}); only endpoints Docker names are guarded");
@@ -148,7 +149,7 @@ fn endpoint_state(
     snapshot: &Snapshot,
     container: &Container,
     endpoint: &Endpoint,
-) -> Result<EndpointState, String> {
+) -> Result<ContainerInterface, String> {
     let mut overlay = None;
     let (ifname, ifindex, macvlan) = if endpoint.driver == "overlay" {
         let veth = snapshot
@@ -178,7 +179,7 @@ fn endpoint_state(
             .map_err(|e| format!("its host veth is unknown ({e})"))?;
         (veth.ifname.clone(), veth.ifindex, None)
     };
-    Ok(EndpointState {
+    Ok(ContainerInterface {
         container: container.name.clone(),
         network: endpoint.network.clone(),
         host_ifname: ifname,

@@ -20,7 +20,7 @@ pub mod status_file;
 mod uplinks;
 
 pub use plan::{
-    BridgePort, ChildTarget, EndpointState, HostState, MacvlanEndpoint, NetworkState,
+    BridgePort, ChildTarget, ContainerInterface, HostState, MacvlanEndpoint, NetworkState,
     OverlayEndpoint, Plan, ProvisionalChild, SandboxPort, SandboxTarget, Target, plan,
 };
 pub use reconcile::{

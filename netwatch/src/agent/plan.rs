@@ -29,7 +29,7 @@ use netwatch_common::{
 
 use crate::docker::{GATEWAY_BRIDGE, PublishedPort};
 use crate::policy::{
-    AllowRule, Cidr, EndpointSpec, PublishedRule,
+    AllowRule, Cidr, InterfacePolicy, PublishedRule,
     labels::{
         ContainerLabels, LabelProblem, NetworkLabels, container_audit_refused, container_labels,
         network_labels,
@@ -68,7 +68,7 @@ impl NetworkState {
 
 /// One container endpoint on one network, with its host-side veth.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EndpointState {
+pub struct ContainerInterface {
     pub container: String,
     /// Name of the network (a key into [`HostState::networks`]).
     pub network: String,
@@ -135,7 +135,7 @@ pub struct HostState {
     /// it from its flag.
     pub audit_all: bool,
     pub networks: Vec<NetworkState>,
-    pub endpoints: Vec<EndpointState>,
+    pub endpoints: Vec<ContainerInterface>,
     /// Every (container, network) attachment to an overlay network that
     /// Docker reports, whether or not its sandbox veth was found: what
     /// decides whether a container's docker_gwbridge leg is held.
@@ -201,7 +201,7 @@ pub struct Target {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Policies for bridges and veths, keyed by their ifindex.
-    pub specs: Vec<EndpointSpec>,
+    pub specs: Vec<InterfacePolicy>,
     /// Bridges that get the network-wide programs.
     pub bridges: Vec<Target>,
     /// Veths that get the endpoint programs.
@@ -292,7 +292,7 @@ pub fn plan(state: &HostState) -> Plan {
                     allow.extend(own.allow);
                 }
             }
-            let spec = EndpointSpec {
+            let spec = InterfacePolicy {
                 ifindex,
                 policy,
                 networks: network.subnets.clone(),
@@ -437,7 +437,7 @@ pub fn plan(state: &HostState) -> Plan {
             None if asked.deny_egress => "enforced".to_owned(),
             None => "observed".to_owned(),
         };
-        let spec = EndpointSpec {
+        let spec = InterfacePolicy {
             ifindex: endpoint.host_ifindex,
             policy,
             networks,
@@ -574,7 +574,7 @@ fn add_provisional_children(
             policy_flags::NETWORK_WIDE | policy_flags::MACVLAN,
         );
         policy.parent = child.parent;
-        out.specs.push(EndpointSpec {
+        out.specs.push(InterfacePolicy {
             ifindex: child.ifindex,
             policy,
             networks: network.subnets.clone(),
@@ -608,7 +608,7 @@ fn add_unnamed_ports(out: &mut Plan, state: &HostState, policies: &HashMap<&str,
         };
         let asked = &policies[network.name.as_str()];
         let policy = network_policy(network, asked, port.ifindex, policy_flags::NETWORK_WIDE);
-        out.specs.push(EndpointSpec {
+        out.specs.push(InterfacePolicy {
             ifindex: port.ifindex,
             policy,
             networks: network.subnets.clone(),
@@ -667,7 +667,7 @@ fn fit_port_rules(mut allow: Vec<AllowRule>) -> Vec<AllowRule> {
 /// anyone. SCTP ports stay closed: the datapath reads the ports of TCP and
 /// UDP only.
 fn admitted_published(
-    endpoint: &EndpointState,
+    endpoint: &ContainerInterface,
     network: &NetworkState,
     asked: &NetworkLabels,
 ) -> Vec<PublishedRule> {
@@ -788,7 +788,7 @@ fn unnamed_sandbox_ports(
                 sandbox: port.sandbox.clone(),
                 netns_cookie: port.netns_cookie,
             },
-            spec: EndpointSpec {
+            spec: InterfacePolicy {
                 ifindex: port.ifindex,
                 policy,
                 networks: network.subnets.clone(),
@@ -892,7 +892,7 @@ fn add_namespaced(plan: &mut Plan, children: Vec<PlannedChild>, sandboxed: Vec<P
 /// free.
 struct PlannedChild {
     target: ChildTarget,
-    spec: EndpointSpec,
+    spec: InterfacePolicy,
     port: (MacvlanPortKey, MacvlanPort),
 }
 
@@ -900,7 +900,7 @@ struct PlannedChild {
 /// be free.
 struct PlannedSandbox {
     target: SandboxTarget,
-    spec: EndpointSpec,
+    spec: InterfacePolicy,
 }
 
 /// The part of a policy that comes from the network: enforcement, gateways,
@@ -964,8 +964,8 @@ mod tests {
         }
     }
 
-    fn endpoint(container: &str, network: &str, veth: (&str, u32), ip: &str) -> EndpointState {
-        EndpointState {
+    fn endpoint(container: &str, network: &str, veth: (&str, u32), ip: &str) -> ContainerInterface {
+        ContainerInterface {
             container: container.into(),
             network: network.into(),
             host_ifname: veth.0.into(),
@@ -1174,7 +1174,7 @@ mod tests {
         lan.bridge = None;
         lan.driver = "macvlan".into();
         lan.macvlan_parent = Some(("nwlan0".into(), 60));
-        let child = |container: &str, ifindex: u32, netns: u64, ip: &str| EndpointState {
+        let child = |container: &str, ifindex: u32, netns: u64, ip: &str| ContainerInterface {
             host_ifname: "eth0".into(),
             macvlan: Some(MacvlanEndpoint {
                 pid: 1000 + ifindex,
@@ -1330,15 +1330,16 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let in_sandbox =
-            |container: &str, network: &str, ifindex: u32, netns: u64, ip: &str| EndpointState {
+        let in_sandbox = |container: &str, network: &str, ifindex: u32, netns: u64, ip: &str| {
+            ContainerInterface {
                 host_ifname: format!("veth{}", ifindex - 250),
                 overlay: Some(OverlayEndpoint {
                     sandbox: format!("/run/docker/netns/1-{network}").into(),
                     netns_cookie: netns,
                 }),
                 ..endpoint(container, network, ("unused", ifindex), ip)
-            };
+            }
+        };
         let mut state = state();
         state.endpoints.retain(|e| e.network != "gone");
         state.networks.extend([

@@ -4,7 +4,7 @@
 //! The agent knows which bridge device belongs to which network, and with
 //! what policy: from its saved plan at start ([`super::saved_plan`]), from
 //! each sync afterwards. When the kernel announces a bridge of such a
-//! network, or an interface enslaved to one ([`crate::links`]), the guard
+//! network, or an interface enslaved to one ([`crate::host::links`]), the guard
 //! writes the network-wide policy for it and attaches at once — the
 //! bridge's own programs, or the veth programs on the port. It only ever
 //! adds: an interface already attached keeps what it has (a previous
@@ -28,7 +28,7 @@ use log::{info, warn};
 use super::{BridgePort, HostState, NetworkState, ProvisionalChild, plan};
 use crate::{
     datapath::{Attachment, Datapath, pins},
-    links::LinkState,
+    host::links::LinkState,
     policy::compile,
 };
 

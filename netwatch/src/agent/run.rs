@@ -37,7 +37,7 @@ use crate::{
     },
     guard::{self, AgentView},
     host,
-    links::{self, LinkEvent},
+    host::links::{self, LinkEvent},
 };
 
 /// Drop records logged per drain; the rest are summarised in one line, so a

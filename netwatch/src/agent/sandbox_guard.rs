@@ -6,7 +6,7 @@
 //! 206–296 ms before the container's first packet, and nothing in the
 //! host namespace names the network (measured, docs/drivers.md). The host's
 //! link listener hears the sandbox's events tagged with the host's id for
-//! that namespace (nsid, [`crate::links::LinkEvent::ChangedIn`]); this
+//! that namespace (nsid, [`crate::host::links::LinkEvent::ChangedIn`]); this
 //! guard maps the id to a guarded overlay's sandbox (by asking the host's
 //! id for each sandbox file Docker has mounted, cached, asked again when an
 //! id is unknown) and attaches both veth programs there with the overlay's
@@ -25,7 +25,7 @@ use log::{info, warn};
 use super::{HostState, NetworkState, SandboxPort, docker_state, plan};
 use crate::{
     datapath::{Attachment, Datapath, pins},
-    links::LinkState,
+    host::links::LinkState,
     policy::compile,
 };
 
@@ -119,7 +119,7 @@ impl SandboxGuard {
             let Some(name) = &network.overlay_sandbox else {
                 continue;
             };
-            for sandbox in crate::endpoint::sandboxes_named(name) {
+            for sandbox in crate::host::interfaces::sandboxes_named(name) {
                 match sandbox {
                     Ok(sandbox) => {
                         self.by_nsid.insert(
@@ -225,7 +225,7 @@ impl SandboxGuard {
 /// host, or an attached interface of another namespace.
 fn number_taken(root: &std::path::Path, port: &SandboxPort) -> Option<String> {
     let ifindex = port.ifindex;
-    match crate::links::link_by_index(ifindex) {
+    match crate::host::links::link_by_index(ifindex) {
         Ok(Some(link)) => return Some(format!("host interface {}", link.ifname)),
         Ok(None) => {}
         Err(e) => return Some(format!("an unknown host interface ({e})")),

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use super::Target;
-use crate::routes;
+use crate::host::routes;
 
 /// The `--uplink` choice.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

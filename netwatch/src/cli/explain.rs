@@ -32,8 +32,8 @@ use super::{OutputFormat, networks};
 use crate::{
     agent::{docker_state::host_state, plan},
     datapath::{Hook, pins},
-    endpoint::{self, EndpointError},
     host,
+    host::interfaces::{self, EndpointError},
 };
 
 /// What the user asked about.
@@ -324,7 +324,7 @@ pub fn run(
         let pid = container.pid.ok_or_else(|| EndpointError::NoPid {
             container: container.name.clone(),
         })?;
-        endpoint::route_to(pid, dst)
+        interfaces::route_to(pid, dst)
     })?;
     let mut kernel_decisions = Vec::new();
     if from_kernel {

@@ -12,8 +12,8 @@ use serde::Serialize;
 use super::{OutputFormat, networks, table};
 use crate::datapath::{Hook, pins};
 use crate::docker::Snapshot;
-use crate::endpoint::{MacAddr, SandboxVeth};
 use crate::guard::{self, AgentView, Guard, KernelView, Mode};
+use crate::host::interfaces::{MacAddr, SandboxVeth};
 
 /// What `netwatch inspect -o json` prints.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -38,7 +38,7 @@ pub struct ContainerReport {
     #[serde(flatten)]
     pub guard: Guard,
     /// Sorted by network name.
-    pub endpoints: Vec<EndpointDetail>,
+    pub endpoints: Vec<ContainerNetworkDetail>,
     /// Its published ports (for `container:<other>`, `<other>`'s, which it
     /// shares).
     pub published: Vec<PublishedReport>,
@@ -55,7 +55,7 @@ pub struct PublishedReport {
 
 /// One endpoint of the container, with both ends of its veth.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct EndpointDetail {
+pub struct ContainerNetworkDetail {
     pub network: String,
     pub network_id: String,
     pub internal: bool,
@@ -159,7 +159,7 @@ pub fn report(
                     veth.as_ref().err().map(ToString::to_string),
                 ),
             };
-            EndpointDetail {
+            ContainerNetworkDetail {
                 network: endpoint.network.clone(),
                 network_id: endpoint.network_id.clone(),
                 internal: inventory
@@ -185,7 +185,7 @@ pub fn report(
                     }),
             }
         })
-        .collect::<Vec<EndpointDetail>>();
+        .collect::<Vec<ContainerNetworkDetail>>();
     let weakest = endpoints
         .iter()
         .max_by_key(|e| badness(e.guard.mode))
@@ -373,8 +373,8 @@ mod tests {
     use std::fs;
 
     use super::*;
-    use crate::endpoint::EndpointError;
     use crate::guard::tests::FakeKernel;
+    use crate::host::interfaces::EndpointError;
 
     /// Judges with nothing attached and no agent: programs are read from
     /// the pins, guards from this.

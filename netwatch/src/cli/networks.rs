@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::{OutputFormat, table};
 use crate::docker::{Client, Network, Snapshot};
-use crate::endpoint::MacAddr;
 use crate::guard::{self, AgentView, Guard, KernelView, Mode};
+use crate::host::interfaces::MacAddr;
 
 /// One network, as `netwatch networks -o json` prints it (the shape is
 /// documented in docs/observing.md and stable).
@@ -32,12 +32,12 @@ pub struct NetworkReport {
     pub guard: Guard,
     /// Sorted by container name. The `host` and `none` networks list the
     /// containers in that network mode (no addresses, no MAC).
-    pub endpoints: Vec<EndpointReport>,
+    pub endpoints: Vec<NetworkMember>,
 }
 
 /// One container's endpoint on a network.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct EndpointReport {
+pub struct NetworkMember {
     pub container: String,
     pub container_id: String,
     /// The compose service, or swarm service, or `null`.
@@ -53,11 +53,11 @@ pub struct EndpointReport {
     /// For a macvlan endpoint: its interface in the container's namespace
     /// (`ifname`, `ifindex` there, `parent_ifindex` on the host,
     /// `netns_cookie`); `null` otherwise.
-    pub macvlan: Option<crate::endpoint::MacvlanChild>,
+    pub macvlan: Option<crate::host::interfaces::MacvlanChild>,
     /// For an overlay endpoint: its veth's end in the network's sandbox
     /// namespace (`ifname`, `ifindex` there, the container's end,
     /// `sandbox`, `netns_cookie`); `null` otherwise.
-    pub overlay: Option<crate::endpoint::SandboxVeth>,
+    pub overlay: Option<crate::host::interfaces::SandboxVeth>,
     /// The container's published ports when Docker publishes them through
     /// this endpoint (its gateway endpoint), each `0.0.0.0:8080/tcp ->
     /// 80/tcp`; empty otherwise.
@@ -101,7 +101,7 @@ pub fn report(
         .filter(|network| selected(network))
         .filter_map(|network| {
             let judged = assessment.network(&network.id)?;
-            let endpoints: Vec<EndpointReport> = judged
+            let endpoints: Vec<NetworkMember> = judged
                 .endpoints
                 .iter()
                 .filter_map(|e| {
@@ -110,7 +110,7 @@ pub fn report(
                         .endpoints
                         .iter()
                         .find(|mine| mine.network_id == network.id);
-                    Some(EndpointReport {
+                    Some(NetworkMember {
                         container: container.name.clone(),
                         container_id: container.id.clone(),
                         service: container.service.clone(),
@@ -288,8 +288,8 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::EndpointError;
     use crate::guard::tests::FakeKernel;
+    use crate::host::interfaces::EndpointError;
 
     /// The captured topology (see `docker/testdata`), with veths made up.
     fn snapshot() -> Snapshot {

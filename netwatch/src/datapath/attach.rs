@@ -168,11 +168,12 @@ impl Datapath {
         // that went with it into the container: adopted, not doubled.
         let (live, _) = super::provisional::provisional_links(&root);
         let candidate = super::provisional::adoptable(&live, ifindex, prog_id).cloned();
-        let namespace = crate::endpoint::open_namespace(pid).map_err(DatapathError::Namespace)?;
+        let namespace =
+            crate::host::interfaces::open_namespace(pid).map_err(DatapathError::Namespace)?;
         let outcome = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    crate::endpoint::in_namespace(pid, &namespace, || {
+                    crate::host::interfaces::in_namespace(pid, &namespace, || {
                         let here = crate::host::netns_cookie();
                         if here != Some(netns) {
                             return Err(DatapathError::NamespaceChanged { pid, netns });
@@ -287,8 +288,8 @@ impl Datapath {
             return Ok(Attachment::AlreadyAttached);
         }
         pins::create_private_dir(&pins::links_dir(&root)).map_err(DatapathError::pin(&root))?;
-        let namespace =
-            crate::endpoint::open_namespace_at(sandbox).map_err(DatapathError::Namespace)?;
+        let namespace = crate::host::interfaces::open_namespace_at(sandbox)
+            .map_err(DatapathError::Namespace)?;
         let mut pinned: Vec<PathBuf> = Vec::new();
         for (hook, attach_type) in [
             (Hook::FromContainer, TcAttachType::Ingress),
@@ -303,7 +304,7 @@ impl Datapath {
             let attached = std::thread::scope(|scope| {
                 scope
                     .spawn(|| {
-                        crate::endpoint::in_namespace_at(sandbox, &namespace, || {
+                        crate::host::interfaces::in_namespace_at(sandbox, &namespace, || {
                             if crate::host::netns_cookie() != Some(netns) {
                                 return Err(sandbox_changed(sandbox, netns));
                             }
@@ -315,7 +316,7 @@ impl Datapath {
                     .join()
                     .unwrap_or_else(|_| {
                         Err(DatapathError::Namespace(
-                            crate::endpoint::EndpointError::SandboxPanicked {
+                            crate::host::interfaces::EndpointError::SandboxPanicked {
                                 path: sandbox.to_path_buf(),
                             },
                         ))

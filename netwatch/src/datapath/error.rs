@@ -46,7 +46,7 @@ pub enum DatapathError {
     #[error("the embedded eBPF object does not parse ({0}); rebuild netwatch")]
     Object(String),
     #[error(transparent)]
-    Namespace(crate::endpoint::EndpointError),
+    Namespace(crate::host::interfaces::EndpointError),
     #[error(
         "the network namespace of pid {pid} is no longer the container's (cookie {netns}); nothing attached"
     )]

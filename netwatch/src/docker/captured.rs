@@ -63,7 +63,7 @@ fn inventory_of(networks: &[Network], set: &[(&str, &str)], names: &[&str]) -> I
 pub mod drivers {
     use super::*;
     use crate::docker::Snapshot;
-    use crate::endpoint::SandboxVeth;
+    use crate::host::interfaces::SandboxVeth;
 
     /// `GET /networks`. It has no `nwcap-ipvlan`: that network was removed
     /// (its container could not start) before the list was taken.

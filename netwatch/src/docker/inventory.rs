@@ -27,7 +27,7 @@ use bollard::models::{
 use log::{debug, warn};
 
 use super::{Client, DockerError};
-use crate::endpoint::MacAddr;
+use crate::host::interfaces::MacAddr;
 use crate::policy::Cidr;
 
 /// Labels as Docker stores them, sorted by key.

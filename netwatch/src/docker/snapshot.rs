@@ -9,7 +9,7 @@ use std::sync::Arc;
 use log::warn;
 
 use super::{Client, Container, DockerError, Endpoint, Inventory};
-use crate::endpoint::{self, EndpointError, HostVeth, MacAddr, MacvlanChild, SandboxVeth};
+use crate::host::interfaces::{self, EndpointError, HostVeth, MacAddr, MacvlanChild, SandboxVeth};
 
 /// By (container id, network id).
 type ByEndpoint<T> = HashMap<(String, String), Result<T, Arc<EndpointError>>>;
@@ -46,11 +46,11 @@ impl Snapshot {
     }
 
     /// Resolves the host veth of every endpoint of `inventory`: one short
-    /// visit to each container's network namespace (see [`crate::endpoint`]).
+    /// visit to each container's network namespace (see [`crate::host::interfaces`]).
     /// Blocking; needs root.
     pub fn resolve(inventory: Inventory) -> Snapshot {
         let mut veths = resolve_endpoints(&inventory, "bridge", "host veth", |pid, mine| {
-            endpoint::host_veths(pid, &macs(mine))
+            interfaces::host_veths(pid, &macs(mine))
         });
         // Only bridge endpoints have a host veth; the others are answered
         // without visiting the container.
@@ -61,14 +61,14 @@ impl Snapshot {
             veths.insert(key, Err(Arc::new(error)));
         }
         let macvlan = resolve_endpoints(&inventory, "macvlan", "macvlan interface", |pid, mine| {
-            endpoint::macvlan_children(pid, &macs(mine))
+            interfaces::macvlan_children(pid, &macs(mine))
         });
         let overlay = resolve_endpoints(&inventory, "overlay", "sandbox veth", |pid, mine| {
             let wanted: Vec<(MacAddr, &str, &str)> = mine
                 .iter()
                 .map(|e| (e.mac, e.network_id.as_str(), e.network.as_str()))
                 .collect();
-            endpoint::overlay_veths(pid, &wanted)
+            interfaces::overlay_veths(pid, &wanted)
         });
         Snapshot {
             inventory,

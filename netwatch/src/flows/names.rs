@@ -408,7 +408,7 @@ pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use crate::agent::{EndpointState, NetworkState};
+    use crate::agent::{ContainerInterface, NetworkState};
     use crate::docker::COMPOSE_SERVICE_LABEL;
     use crate::flows::host_peer::{CgroupIndex, HostContainer, HostSocket, Lookup, SocketOwners};
 
@@ -428,7 +428,7 @@ pub(crate) mod tests {
                 gateways: vec!["172.30.0.1".parse().unwrap()],
                 labels: BTreeMap::new(),
             }],
-            endpoints: vec![EndpointState {
+            endpoints: vec![ContainerInterface {
                 container: "postgres".into(),
                 network: "db".into(),
                 host_ifname: "veth1".into(),

@@ -23,7 +23,7 @@ use netwatch_common::{
     },
 };
 
-use super::{cidr::Cidr, rule::AllowRule, spec::EndpointSpec};
+use super::{cidr::Cidr, rule::AllowRule, spec::InterfacePolicy};
 
 /// Map entries for the datapath. Each trie entry is `(prefix_len, key)` (plus
 /// the value for ALLOW), where `prefix_len` counts the [`SCOPE_BITS`] of the
@@ -95,10 +95,10 @@ pub enum CompileError {
 /// with more than [`MAX_PORT_RULES`] rules after merging, or more entries
 /// than a map holds.
 pub fn compile(
-    endpoints: &[EndpointSpec],
+    endpoints: &[InterfacePolicy],
     host_addrs: &[IpAddr],
 ) -> Result<CompiledTables, CompileError> {
-    let mut by_ifindex: BTreeMap<u32, &EndpointSpec> = BTreeMap::new();
+    let mut by_ifindex: BTreeMap<u32, &InterfacePolicy> = BTreeMap::new();
     let mut scopes: BTreeMap<u32, (u32, ScopeRules)> = BTreeMap::new();
     for spec in endpoints {
         if spec.policy.flags & !policy_flags::ALL != 0 {
@@ -255,7 +255,7 @@ struct ScopeRules {
 }
 
 impl ScopeRules {
-    fn of(spec: &EndpointSpec) -> ScopeRules {
+    fn of(spec: &InterfacePolicy) -> ScopeRules {
         let mut networks = spec.networks.clone();
         networks.sort_unstable();
         networks.dedup();
@@ -383,8 +383,8 @@ mod tests {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
-    fn spec(ifindex: u32, scope: u32, networks: &[&str], allow: &[&str]) -> EndpointSpec {
-        EndpointSpec {
+    fn spec(ifindex: u32, scope: u32, networks: &[&str], allow: &[&str]) -> InterfacePolicy {
+        InterfacePolicy {
             ifindex,
             policy: EndpointPolicy {
                 flags: policy_flags::ENFORCE | policy_flags::HAS_IPV4,
@@ -767,8 +767,8 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(0x6e65_7477_6174_6368);
         let (mut checked, mut too_many) = (0, 0);
         for round in 0..400 {
-            let specs: Vec<EndpointSpec> = (0..3u32)
-                .map(|i| EndpointSpec {
+            let specs: Vec<InterfacePolicy> = (0..3u32)
+                .map(|i| InterfacePolicy {
                     ifindex: i + 1,
                     policy: EndpointPolicy {
                         scope: i,

@@ -8,7 +8,7 @@ use netwatch_common::{
     verdict::Decision,
 };
 
-use super::{Cidr, EndpointSpec};
+use super::{Cidr, InterfacePolicy};
 
 /// A packet as one endpoint's policy judged it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub struct Judged {
 /// The rule or label that decided `packet.decision` on the endpoint of
 /// `spec` (on network `network`).
 pub fn verdict_rule(
-    spec: &EndpointSpec,
+    spec: &InterfacePolicy,
     network: &str,
     host_addrs: &[IpAddr],
     packet: &Judged,
@@ -204,8 +204,8 @@ mod tests {
         text.parse().unwrap()
     }
 
-    fn backend(flags: u32) -> EndpointSpec {
-        EndpointSpec {
+    fn backend(flags: u32) -> InterfacePolicy {
+        InterfacePolicy {
             ifindex: 22,
             policy: EndpointPolicy {
                 flags: flags | policy_flags::HAS_IPV4,
@@ -250,7 +250,7 @@ mod tests {
             port: 80,
             from_anywhere: true,
         }];
-        let inbound_from = |spec: &EndpointSpec, client: &str| {
+        let inbound_from = |spec: &InterfacePolicy, client: &str| {
             let packet = judged(Direction::Ingress, client, Some(40000), DropReason::None);
             verdict_rule(spec, "backend", &[], &packet)
         };

@@ -31,5 +31,5 @@ pub use self::{
     explain::verdict_rule,
     model::{ReferenceModel, parse},
     rule::{AllowRule, RuleError},
-    spec::{EndpointSpec, PublishedRule},
+    spec::{InterfacePolicy, PublishedRule},
 };

@@ -25,7 +25,7 @@ use netwatch_common::{
 };
 
 pub use self::parse::parse;
-use super::spec::EndpointSpec;
+use super::spec::InterfacePolicy;
 
 /// Decides frames from uncompiled endpoint specs.
 ///
@@ -35,7 +35,7 @@ use super::spec::EndpointSpec;
 /// kernel's, its memory never evicts.
 #[derive(Debug, Default)]
 pub struct ReferenceModel {
-    endpoints: HashMap<u32, EndpointSpec>,
+    endpoints: HashMap<u32, InterfacePolicy>,
     host_addrs: Vec<IpAddr>,
     flows: Mutex<HashMap<FlowKey, Verdict>>,
 }
@@ -44,7 +44,7 @@ impl ReferenceModel {
     /// A model of the given endpoints (keyed by their ifindex; a later spec
     /// for the same ifindex replaces an earlier one) and host addresses.
     pub fn new(
-        endpoints: impl IntoIterator<Item = EndpointSpec>,
+        endpoints: impl IntoIterator<Item = InterfacePolicy>,
         host_addrs: impl IntoIterator<Item = IpAddr>,
     ) -> ReferenceModel {
         ReferenceModel {
@@ -58,7 +58,7 @@ impl ReferenceModel {
     }
 
     /// The spec of the endpoint behind `ifindex`, if netwatch manages it.
-    pub fn endpoint(&self, ifindex: u32) -> Option<&EndpointSpec> {
+    pub fn endpoint(&self, ifindex: u32) -> Option<&InterfacePolicy> {
         self.endpoints.get(&ifindex)
     }
 
@@ -97,7 +97,7 @@ impl Clone for ReferenceModel {
 
 /// Lookups by linear scan over one endpoint's rules as written.
 struct SpecTables<'a> {
-    spec: &'a EndpointSpec,
+    spec: &'a InterfacePolicy,
     host_addrs: &'a [IpAddr],
     /// The latest verdict of every flow decided so far.
     flows: &'a HashMap<FlowKey, Verdict>,
@@ -186,7 +186,7 @@ mod tests {
     }
 
     fn model(flags: u32) -> ReferenceModel {
-        let spec = EndpointSpec {
+        let spec = InterfacePolicy {
             ifindex: IFINDEX,
             policy: EndpointPolicy {
                 flags,

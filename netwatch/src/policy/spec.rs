@@ -1,4 +1,4 @@
-//! The policy of one endpoint before compilation.
+//! The policy of one attached interface before compilation.
 
 #[cfg(doc)]
 use netwatch_common::endpoint::policy_flags;
@@ -8,12 +8,13 @@ use netwatch_common::endpoint::{EndpointPolicy, published_access};
 
 use super::{cidr::Cidr, rule::AllowRule};
 
-/// What netwatch knows about one container endpoint, in the terms Docker and
-/// the labels use. [`compile`](super::compile::compile) turns a set of these
+/// The policy of one interface netwatch attaches to (a container's veth,
+/// macvlan child or sandbox veth; a bridge, macvlan parent or a bridge port
+/// no container is named for yet), in the terms Docker and the labels use. [`compile`](super::compile::compile) turns a set of these
 /// into map entries; the [reference model](super::model::ReferenceModel)
 /// decides packets from them directly.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EndpointSpec {
+pub struct InterfacePolicy {
     /// Host-side veth ifindex: the key of the endpoint's `ENDPOINTS` entry.
     pub ifindex: u32,
     /// The datapath's per-endpoint record. `policy.scope` selects the

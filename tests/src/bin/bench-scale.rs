@@ -31,7 +31,9 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use netwatch::{
-    agent::{EndpointState, HostState, NetworkState, plan, reconcile, status_file::AgentStatus},
+    agent::{
+        ContainerInterface, HostState, NetworkState, plan, reconcile, status_file::AgentStatus,
+    },
     datapath::{Datapath, LoadOptions, pins},
     policy::Cidr,
 };
@@ -255,7 +257,7 @@ fn attach_round(n: usize, round: usize, rcu: Rcu) -> Result<AttachSample> {
     };
     for i in 0..n {
         let (hi, lo) = ((i / 250) as u8, (i % 250) as u8 + 2);
-        state.endpoints.push(EndpointState {
+        state.endpoints.push(ContainerInterface {
             container: format!("c{i}"),
             network: "bench".into(),
             host_ifname: format!("v{i}"),

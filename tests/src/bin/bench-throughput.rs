@@ -46,7 +46,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use netwatch::{
     datapath::{Attachment, Datapath, DropReasonNames, LoadOptions, detach_interface},
-    policy::{Cidr, EndpointSpec, compile},
+    policy::{Cidr, InterfacePolicy, compile},
 };
 use netwatch_common::endpoint::{EndpointPolicy, policy_flags};
 use netwatch_tests::{
@@ -173,7 +173,7 @@ impl Bench {
             .run(|| nix::net::if_::if_nametoindex(TestHost::CONTAINER_VETH))
             .context("vc in the host namespace")?;
         let network = Cidr::new(IpAddr::V4(host.gateway()), 24)?;
-        let spec = |flags: u32| EndpointSpec {
+        let spec = |flags: u32| InterfacePolicy {
             ifindex: vc_ifindex,
             policy: EndpointPolicy {
                 flags: flags | policy_flags::HAS_IPV4,

@@ -26,9 +26,9 @@ use crate::{
     agent::{HostState, Plan},
     datapath::{Hook, TEST_RUN_IFINDEX},
     docker::{Container, Endpoint, Snapshot},
-    endpoint::{EndpointError, Route, Unroutable},
+    host::interfaces::{EndpointError, Route, Unroutable},
     policy::{
-        Cidr, EndpointSpec, ReferenceModel,
+        Cidr, InterfacePolicy, ReferenceModel,
         explain::{Judged, ProtectedPrefix, uplink_decision, uplink_rule, verdict_rule},
     },
 };
@@ -71,7 +71,7 @@ pub enum Probe {
     /// ifindex.
     Veth {
         hook: Hook,
-        spec: EndpointSpec,
+        spec: InterfacePolicy,
         frame: Vec<u8>,
     },
     Uplink {
@@ -87,9 +87,9 @@ pub enum Probe {
 /// `receiver` (its egress to that sibling).
 pub struct MacvlanProbe {
     pub hook: Hook,
-    pub judged: EndpointSpec,
-    pub parent: EndpointSpec,
-    pub receiver: Option<EndpointSpec>,
+    pub judged: InterfacePolicy,
+    pub parent: InterfacePolicy,
+    pub receiver: Option<InterfacePolicy>,
     pub mac: [u8; 6],
     pub frame: Vec<u8>,
 }
@@ -411,7 +411,7 @@ fn hooked_interface(
             receiver: None,
         });
     }
-    let unknown = |e: &crate::endpoint::EndpointError| {
+    let unknown = |e: &crate::host::interfaces::EndpointError| {
         anyhow!("{} on {}: {e}", container.name, endpoint.network)
     };
     let (interface, key) = if endpoint.driver == "overlay" {

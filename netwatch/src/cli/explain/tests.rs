@@ -62,7 +62,7 @@ mod paths {
     use crate::{
         agent::{HostState, Plan, docker_state::host_state, plan},
         docker::{Container, Snapshot},
-        endpoint::{EndpointError, MacAddr, Route, Unroutable},
+        host::interfaces::{EndpointError, MacAddr, Route, Unroutable},
     };
 
     /// The captured topology (see docker/testdata/README.md): nwcap-app on

@@ -4,7 +4,7 @@ use super::*;
 use crate::{
     agent::{docker_state::host_state, plan},
     docker::Snapshot,
-    endpoint::EndpointError,
+    host::interfaces::EndpointError,
     render::fixtures::egress,
 };
 

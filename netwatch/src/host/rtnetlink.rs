@@ -1,7 +1,7 @@
 //! A blocking `NETLINK_ROUTE` socket in the network namespace of the thread
 //! that opened it, and the one request/reply exchange netwatch has with
-//! rtnetlink (interfaces for [`crate::endpoint`], routes for
-//! [`crate::routes`]).
+//! rtnetlink (interfaces for [`crate::host::interfaces`], routes for
+//! [`crate::host::routes`]).
 //!
 //! A netlink socket belongs to the namespace it was created in for its whole
 //! life, whatever namespace the thread moves to afterwards: open it after
@@ -109,7 +109,7 @@ impl RtNetlink {
     /// The id this socket's namespace has for the namespace `other` (a
     /// namespace file, `/proc/<pid>/ns/net` or a bind mount of one), given
     /// one if it has none: the nsid its link notifications to listeners
-    /// of all namespaces carry ([`crate::links`]).
+    /// of all namespaces carry ([`crate::host::links`]).
     ///
     /// # Errors
     /// `other` is no namespace file, or the kernel refuses the request.

@@ -22,7 +22,7 @@
 //! for it, tagged with that id; moving a device from the host into a
 //! namespace gives the host one (`RTM_DELLINK` carries `IFLA_NEW_NETNSID`),
 //! and every sandbox veth is created in the host first. An nsid names a
-//! namespace only in the host's view: [`crate::rtnetlink::RtNetlink::nsid`]
+//! namespace only in the host's view: [`crate::host::rtnetlink::RtNetlink::nsid`]
 //! maps a namespace file to it.
 
 use std::{
@@ -41,7 +41,7 @@ use netlink_packet_route::{
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use tokio::sync::mpsc;
 
-use crate::rtnetlink::{Ask, RtNetlink};
+use crate::host::rtnetlink::{Ask, RtNetlink};
 
 /// `RTNLGRP_LINK` (include/uapi/linux/rtnetlink.h).
 const RTNLGRP_LINK: u32 = 1;

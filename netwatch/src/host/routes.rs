@@ -10,7 +10,7 @@ use netlink_packet_route::{
     route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType},
 };
 
-use crate::rtnetlink::{Ask, RtNetlink};
+use crate::host::rtnetlink::{Ask, RtNetlink};
 
 /// The ifindexes of the interfaces that hold a default route (IPv4 or IPv6)
 /// in the main table, sorted and without duplicates. Multipath default

@@ -1,4 +1,12 @@
-//! Facts about the host that netwatch depends on, read from /proc.
+//! The host-facing plumbing: facts about the host read from /proc (here),
+//! which host interface carries a container's endpoint ([`interfaces`]),
+//! interfaces as the kernel announces them ([`links`]), routing questions
+//! ([`routes`]) and the rtnetlink socket they share ([`rtnetlink`]).
+
+pub mod interfaces;
+pub mod links;
+pub mod routes;
+pub mod rtnetlink;
 
 use std::fmt;
 
@@ -61,10 +69,10 @@ impl fmt::Display for KernelRelease {
 }
 
 /// The cookie of this process's network namespace (see
-/// [`crate::rtnetlink::RtNetlink::netns_cookie`]); `None` when the kernel
+/// [`crate::host::rtnetlink::RtNetlink::netns_cookie`]); `None` when the kernel
 /// cannot tell (older than 5.14).
 pub fn netns_cookie() -> Option<u64> {
-    crate::rtnetlink::RtNetlink::open()
+    crate::host::rtnetlink::RtNetlink::open()
         .and_then(|socket| socket.netns_cookie())
         .ok()
 }

@@ -38,9 +38,9 @@ use std::str::FromStr;
 use netlink_packet_route::link::{LinkAttribute, LinkInfo, LinkMessage};
 use nix::sched::{CloneFlags, setns};
 
-pub use crate::routes::Unroutable;
-use crate::routes::{self, RouteAnswer};
-use crate::rtnetlink::{Ask, RtNetlink};
+pub use crate::host::routes::Unroutable;
+use crate::host::routes::{self, RouteAnswer};
+use crate::host::rtnetlink::{Ask, RtNetlink};
 
 /// An Ethernet MAC address, written `02:42:ac:11:00:02`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -591,11 +591,11 @@ pub struct Sandbox {
     /// Its cookie (`SO_NETNS_COOKIE`): the identity pins and reconciles use.
     pub netns_cookie: u64,
     /// The id the host namespace has for it: what the host's link listener
-    /// tags its events with ([`crate::links::LinkEvent::ChangedIn`]).
+    /// tags its events with ([`crate::host::links::LinkEvent::ChangedIn`]).
     pub nsid: i32,
     /// The veths enslaved to a bridge in it (`br0`, …): every container's
     /// sandbox end, named by Docker or not yet.
-    pub ports: Vec<crate::links::LinkState>,
+    pub ports: Vec<crate::host::links::LinkState>,
 }
 
 /// Every sandbox namespace named `name` ([`sandbox_name`]) that the host
@@ -622,11 +622,12 @@ fn look_into_sandbox(path: &Path) -> Result<Sandbox, EndpointError> {
             .spawn(|| {
                 in_namespace_at(path, &netns, || {
                     let netlink = Netlink::open()?;
-                    let links =
-                        crate::links::links_now().map_err(|source| EndpointError::Netlink {
+                    let links = crate::host::links::links_now().map_err(|source| {
+                        EndpointError::Netlink {
                             what: "listing a sandbox's interfaces",
                             source,
-                        })?;
+                        }
+                    })?;
                     Ok((netlink.cookie()?, links))
                 })?
             })
@@ -770,7 +771,7 @@ impl Link {
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         if let LinkInfo::Kind(kind) = info {
-                            link.kind = Some(crate::links::kind_name(&kind));
+                            link.kind = Some(crate::host::links::kind_name(&kind));
                         }
                     }
                 }
