@@ -246,8 +246,8 @@ pub fn plan(state: &HostState) -> Plan {
         .networks
         .iter()
         .map(|n| {
-            let mut asked = network_labels(&n.name, n.internal, &n.labels, &mut problems);
-            asked.audit |= state.audit_all && asked.deny_egress;
+            let asked = network_labels(&n.name, n.internal, &n.labels, &mut problems)
+                .with_agent_audit(state.audit_all);
             (n.name.as_str(), asked)
         })
         .collect();

@@ -134,6 +134,9 @@ impl FlowNames {
     /// The names of everything in `state`, plus the uplinks.
     pub fn new(state: &HostState, uplinks: &[Target]) -> FlowNames {
         let mut names = FlowNames::default();
+        // Network name → what it asks for (with `agent --audit`) and
+        // whether it is internal, for its containers' own audit labels.
+        let mut asked_of: HashMap<&str, (NetworkLabels, bool)> = HashMap::new();
         for network in &state.networks {
             let asked = network_labels(
                 &network.name,
@@ -156,6 +159,10 @@ impl FlowNames {
                 source.to_owned()
             };
             names.policies.insert(network.name.clone(), policy);
+            asked_of.insert(
+                network.name.as_str(),
+                (asked.with_agent_audit(state.audit_all), network.internal),
+            );
             if let Some((ifname, ifindex)) =
                 network.bridge.as_ref().or(network.macvlan_parent.as_ref())
             {
@@ -166,28 +173,17 @@ impl FlowNames {
         }
         let mut audited_containers: HashMap<&str, Vec<&str>> = HashMap::new();
         for endpoint in &state.endpoints {
-            let own_audit = state
-                .networks
-                .iter()
-                .find(|n| n.name == endpoint.network)
-                .is_some_and(|network| {
-                    let asked = network_labels(
-                        &network.name,
-                        network.internal,
-                        &network.labels,
-                        &mut Vec::new(),
-                    );
-                    let asked = NetworkLabels {
-                        audit: asked.audit || (state.audit_all && asked.deny_egress),
-                        ..asked
-                    };
-                    container_labels(
-                        &endpoint.container,
-                        &endpoint.container_labels,
-                        &mut Vec::new(),
-                    )
-                    .audits_on(&asked, network.internal)
-                });
+            let own_audit =
+                asked_of
+                    .get(endpoint.network.as_str())
+                    .is_some_and(|(asked, internal)| {
+                        container_labels(
+                            &endpoint.container,
+                            &endpoint.container_labels,
+                            &mut Vec::new(),
+                        )
+                        .audits_on(asked, *internal)
+                    });
             if own_audit {
                 audited_containers
                     .entry(endpoint.network.as_str())

@@ -60,6 +60,15 @@ pub struct NetworkLabels {
     pub published_ingress: bool,
 }
 
+impl NetworkLabels {
+    /// What the network asks for under `agent --audit` (`audit_all`):
+    /// audited wherever its policy denies something, internal or not.
+    pub fn with_agent_audit(mut self, audit_all: bool) -> NetworkLabels {
+        self.audit |= audit_all && self.deny_egress;
+        self
+    }
+}
+
 /// Reads a network's labels. `internal` is Docker's flag.
 pub fn network_labels(
     name: &str,
