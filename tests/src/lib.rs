@@ -18,5 +18,6 @@ pub mod packets;
 pub mod prometheus;
 pub mod rawframe;
 pub mod reach;
+pub mod schema;
 pub mod start_window;
 pub mod swarm;

@@ -10,6 +10,7 @@ use netwatch_tests::{
     docker::{TestContainer, TestNetwork, docker_ok, require_dockerd},
     fixture::require_root,
     prometheus::{self, Family},
+    schema,
 };
 use serde_json::Value;
 
@@ -68,7 +69,16 @@ fn metrics_flow_log_map_and_top_agree_with_flows() {
     require_root();
     require_dockerd();
     let network = TestNetwork::create("exports", &[]);
-    let a = TestContainer::run("a", &["--network", &network.name]);
+    // As compose labels the containers it makes: flows name the project.
+    let a = TestContainer::run(
+        "a",
+        &[
+            "--network",
+            &network.name,
+            "--label",
+            "com.docker.compose.project=nwexports",
+        ],
+    );
     let b = TestContainer::run("b", &["--network", &network.name]);
     let log = FlowLogFile(
         std::env::temp_dir().join(format!("netwatch-test-flows-{}.jsonl", std::process::id())),
@@ -111,6 +121,15 @@ fn metrics_flow_log_map_and_top_agree_with_flows() {
     wait_for("a's echo flows", Duration::from_secs(5), || {
         flows_of_a().iter().any(|f| f["packets"] == 3)
     });
+    // Each flow says whose it is, on which host, in which layout.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    for flow in flows_of_a() {
+        schema::assert_valid(schema::Record::Flow, &flow);
+        assert_eq!(flow["container_id"], a.id.as_str(), "{flow}");
+        assert_eq!(flow["project"], "nwexports", "{flow}");
+        assert_eq!(flow["host"], host.trim(), "{flow}");
+        assert_eq!(flow["schema_version"], netwatch::flows::SCHEMA_VERSION);
+    }
 
     // Metrics: the series of a's egress equals the sum of its flows.
     let addr = AgentStatus::read(&agent.run_dir)
@@ -161,17 +180,52 @@ fn metrics_flow_log_map_and_top_agree_with_flows() {
     );
 
     // The flow log has a's records as JSON lines.
+    let log_lines = || -> Vec<Value> {
+        // Whole lines only: the agent may be writing the next one.
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
     wait_for(
         "a's records in the flow log",
         Duration::from_secs(5),
         || {
-            std::fs::read_to_string(&log_path)
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            log_lines()
+                .iter()
                 .any(|l| l["container"] == a.name.as_str() && l["proto"] == "icmp")
         },
     );
+    // Every line meets the schema, and the deltas of a flow's lines sum to
+    // the running total its latest line carries (one verdict throughout).
+    let mut flows_in_log: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for line in log_lines() {
+        schema::assert_valid(schema::Record::FlowLogLine, &line);
+        if line["event"] == "lost" {
+            continue;
+        }
+        let flow = [
+            "container",
+            "interface",
+            "direction",
+            "proto",
+            "src",
+            "dst",
+            "src_port",
+            "dst_port",
+        ]
+        .map(|field| line[field].to_string())
+        .join(" ");
+        let (deltas, latest) = flows_in_log.entry(flow).or_default();
+        *deltas += line["delta_packets"].as_u64().unwrap();
+        *latest = line["packets"].as_u64().unwrap();
+    }
+    assert!(!flows_in_log.is_empty());
+    for (flow, (deltas, latest)) in &flows_in_log {
+        assert_eq!(deltas, latest, "{flow}: deltas against the running total");
+    }
 
     // map: both containers, in DOT and in netwatch's own SVG.
     let dot = netwatch(&agent, &["map", "-o", "dot", "--network", &network.name]);

@@ -452,9 +452,16 @@ fn vector_reads_the_packaged_flow_log_and_labels_loki_streams_by_bounded_fields_
             assert!(!template.contains("{{"), "label {label}: {template}");
         }
     }
-    let expected: BTreeSet<String> = ["host", "network", "container", "event", "verdict"]
-        .map(String::from)
-        .into();
+    let expected: BTreeSet<String> = [
+        "host",
+        "project",
+        "network",
+        "container",
+        "event",
+        "verdict",
+    ]
+    .map(String::from)
+    .into();
     assert_eq!(templated, expected, "the Loki labels");
     for unbounded in [
         "src",

@@ -55,6 +55,7 @@ fn names() -> FlowNames {
     let endpoint = |container: &str, network: &str, ifindex: u32, ip: &str, service: &str| {
         ContainerInterface {
             container: container.into(),
+            container_id: String::new(),
             network: network.into(),
             host_ifname: format!("veth{ifindex}"),
             host_ifindex: ifindex,
@@ -556,8 +557,12 @@ fn flow(
 ) -> FlowEntry {
     let t = "2027-01-15T08:00:00Z".parse().unwrap();
     FlowEntry {
+        schema_version: netwatch::flows::SCHEMA_VERSION,
+        host: String::new(),
         rule: None,
         container: container.map(String::from),
+        container_id: None,
+        project: None,
         service: container.map(|c| format!("{c}-svc")),
         network: network.map(String::from),
         direction: direction.parse().unwrap(),

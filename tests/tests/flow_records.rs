@@ -3,14 +3,17 @@
 //! export, rate-limited drop records, and counted losses when the ring
 //! buffer is full.
 
-use netwatch::datapath::{Hook, TEST_RUN_IFINDEX};
+use netwatch::{
+    datapath::{Hook, TEST_RUN_IFINDEX},
+    flows::Pipeline,
+};
 use netwatch_common::{
     endpoint::DatapathConfig,
     event::{EventKind, FlowEvent},
     flow::tcp_flags::*,
     reason::{Direction, DropReason},
 };
-use netwatch_tests::{fixture::*, packets::Frame};
+use netwatch_tests::{fixture::*, packets::Frame, schema};
 
 fn kinds(events: &[FlowEvent]) -> Vec<Option<EventKind>> {
     events.iter().map(|e| EventKind::from_u8(e.kind)).collect()
@@ -65,8 +68,9 @@ fn established_packets_emit_no_records_between_open_and_close() {
     assert!(stats.first_seen_ns <= stats.last_seen_ns);
 }
 
-#[test]
-fn active_flows_are_exported_once_per_interval() {
+/// The standard harness with an export interval of 1 ns: an established
+/// flow is exported by the first packet after the coarse clock moves.
+fn exporting_at_every_clock_tick() -> Harness {
     let mut h = Harness::standard();
     h.datapath
         .set_config(DatapathConfig {
@@ -74,6 +78,12 @@ fn active_flows_are_exported_once_per_interval() {
             ..DatapathConfig::default()
         })
         .unwrap();
+    h
+}
+
+#[test]
+fn active_flows_are_exported_once_per_interval() {
+    let mut h = exporting_at_every_clock_tick();
     h.kernel(Hook::FromContainer, &tcp_to_peer(SYN)).unwrap();
     let events = h.datapath.drain_events().unwrap().0;
     assert_eq!(kinds(&events), vec![Some(EventKind::FlowOpen)]);
@@ -102,6 +112,69 @@ fn active_flows_are_exported_once_per_interval() {
     h.datapath.set_config(DatapathConfig::default()).unwrap();
     h.kernel(Hook::FromContainer, &tcp_to_peer(ACK)).unwrap();
     assert!(h.datapath.drain_events().unwrap().0.is_empty());
+}
+
+#[test]
+fn the_deltas_of_a_flows_events_sum_to_what_it_carried_and_each_event_meets_the_schema() {
+    let mut h = exporting_at_every_clock_tick();
+    let pipeline = Pipeline::new(100, Box::new(|| Ok(Vec::new())));
+    let mut observed = pipeline.subscribe();
+    let mut send = |h: &mut Harness, frame: &[u8]| {
+        h.kernel(Hook::FromContainer, frame).unwrap();
+        let records = h.datapath.drain_events().unwrap().0;
+        pipeline.ingest(&records);
+        let mut events = Vec::new();
+        while let Ok(event) = observed.try_recv() {
+            events.push(event);
+        }
+        events
+    };
+    let mut events = send(&mut h, &tcp_to_peer(SYN));
+    // Until two exports have come (each needs the coarse clock to move).
+    let mut sent = 1u64;
+    while events.len() < 3 {
+        assert!(
+            sent < 1_000_000,
+            "no exports while the coarse clock moved on"
+        );
+        events.extend(send(&mut h, &tcp_to_peer(ACK)));
+        sent += 1;
+    }
+    events.extend(send(&mut h, &tcp_to_peer(FIN | ACK)));
+    sent += 1;
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["flow-open", "flow-export", "flow-export", "flow-close"]
+    );
+    let deltas: u64 = events.iter().map(|e| e.delta_packets).sum();
+    let totals: u64 = events.iter().map(|e| e.flow.packets).sum();
+    assert_eq!(deltas, sent, "the deltas sum to the packets sent");
+    assert!(
+        totals > sent,
+        "the running totals ({totals}) would count some twice"
+    );
+    assert_eq!(
+        events.iter().map(|e| e.delta_bytes).sum::<u64>(),
+        h.datapath.flows().unwrap()[0].1.bytes
+    );
+    for event in &events {
+        let json = serde_json::to_value(event).unwrap();
+        schema::assert_valid(schema::Record::Event, &json);
+        schema::assert_valid(schema::Record::FlowLogLine, &json);
+        assert_eq!(json["schema_version"], netwatch::flows::SCHEMA_VERSION);
+        // The schema can fail: an event without its delta is not one, nor
+        // is a flow with an event's fields.
+        let mut without_delta = json.clone();
+        without_delta
+            .as_object_mut()
+            .unwrap()
+            .remove("delta_packets");
+        assert!(!schema::violations(schema::Record::Event, &without_delta).is_empty());
+        assert!(!schema::violations(schema::Record::Flow, &json).is_empty());
+        let flow = serde_json::to_value(&event.flow).unwrap();
+        schema::assert_valid(schema::Record::Flow, &flow);
+    }
 }
 
 #[test]

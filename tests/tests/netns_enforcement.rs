@@ -304,6 +304,7 @@ fn reconcile_attaches_the_plan_idempotently_and_detaches_what_leaves_it() {
     };
     let endpoint = |container: &str, ns: &str, veth: &str, ip| ContainerInterface {
         container: container.into(),
+        container_id: String::new(),
         network: network.name.clone(),
         host_ifname: veth.into(),
         host_ifindex: index(veth),

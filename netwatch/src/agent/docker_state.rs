@@ -181,6 +181,7 @@ fn endpoint_state(
     };
     Ok(ContainerInterface {
         container: container.name.clone(),
+        container_id: container.id.clone(),
         network: endpoint.network.clone(),
         host_ifname: ifname,
         host_ifindex: ifindex,

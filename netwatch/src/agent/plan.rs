@@ -70,6 +70,8 @@ impl NetworkState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerInterface {
     pub container: String,
+    /// The container's full id.
+    pub container_id: String,
     /// Name of the network (a key into [`HostState::networks`]).
     pub network: String,
     pub host_ifname: String,
@@ -967,6 +969,7 @@ mod tests {
     fn endpoint(container: &str, network: &str, veth: (&str, u32), ip: &str) -> ContainerInterface {
         ContainerInterface {
             container: container.into(),
+            container_id: String::new(),
             network: network.into(),
             host_ifname: veth.0.into(),
             host_ifindex: veth.1,

@@ -538,6 +538,10 @@ async fn observe(state: &Arc<State>, filter: FlowFilter) -> Response<Body> {
                     event: "flow".into(),
                     time: flow.last_seen,
                     flow,
+                    // History, not traffic: its counts were in the events
+                    // that made it.
+                    delta_packets: 0,
+                    delta_bytes: 0,
                 })
                 .collect()
         }

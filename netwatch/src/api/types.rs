@@ -152,6 +152,10 @@ pub enum StreamItem {
 struct LostLine {
     event: String,
     count: u64,
+    #[serde(default)]
+    schema_version: u32,
+    #[serde(default)]
+    host: String,
 }
 
 impl StreamItem {
@@ -162,6 +166,8 @@ impl StreamItem {
             StreamItem::Lost(count) => serde_json::to_string(&LostLine {
                 event: "lost".into(),
                 count: *count,
+                schema_version: crate::flows::SCHEMA_VERSION,
+                host: crate::host::host_name().to_owned(),
             }),
         };
         // Plain data (strings, numbers, timestamps): serialising cannot fail.
@@ -243,8 +249,12 @@ mod tests {
         packets: u64,
     ) -> FlowEntry {
         FlowEntry {
+            schema_version: crate::flows::SCHEMA_VERSION,
+            host: String::new(),
             rule: None,
             container: Some(container.into()),
+            container_id: None,
+            project: None,
             service: None,
             network: Some("int".into()),
             direction: Direction::Egress,
@@ -318,6 +328,8 @@ mod tests {
             event: "flow-open".into(),
             time: Timestamp::from_second(300).unwrap(),
             flow: flow("web", None, "172.30.0.3", 5432, 1),
+            delta_packets: 1,
+            delta_bytes: 60,
         }));
         let line = event.to_line();
         assert!(!line.contains('\n'));
@@ -325,7 +337,18 @@ mod tests {
         assert!(line.contains(r#""container":"web""#), "{line}");
         assert_eq!(StreamItem::from_line(&line).unwrap(), event);
         let lost = StreamItem::Lost(12);
-        assert_eq!(lost.to_line(), r#"{"event":"lost","count":12}"#);
+        assert_eq!(
+            lost.to_line(),
+            format!(
+                r#"{{"event":"lost","count":12,"schema_version":1,"host":"{}"}}"#,
+                crate::host::host_name()
+            )
+        );
+        // As clients before schema 1 sent it.
+        assert_eq!(
+            StreamItem::from_line(r#"{"event":"lost","count":12}"#).unwrap(),
+            lost
+        );
         assert_eq!(StreamItem::from_line(&lost.to_line()).unwrap(), lost);
         assert!(StreamItem::from_line("{").is_err());
     }

@@ -499,8 +499,12 @@ mod tests {
     fn flow(service: &str, dst: &str, port: u16, verdict: &str, reason: &str) -> FlowEntry {
         static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(40000);
         FlowEntry {
+            schema_version: crate::flows::SCHEMA_VERSION,
+            host: String::new(),
             rule: None,
             container: Some(format!("{service}-1")),
+            container_id: None,
+            project: None,
             service: Some(service.into()),
             network: Some("app_back".into()),
             direction: Direction::Egress,

@@ -135,6 +135,8 @@ mod tests {
                 ),
                 "host-access",
             ),
+            delta_packets: 1,
+            delta_bytes: 74,
         };
         assert_eq!(
             event_line(&event, &TimeZone::UTC),
@@ -153,7 +155,10 @@ mod tests {
         );
         assert_eq!(
             line(&StreamItem::Lost(3), FlowOutput::Jsonl, &TimeZone::UTC),
-            r#"{"event":"lost","count":3}"#
+            format!(
+                r#"{{"event":"lost","count":3,"schema_version":1,"host":"{}"}}"#,
+                crate::host::host_name()
+            )
         );
     }
 }

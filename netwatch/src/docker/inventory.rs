@@ -483,6 +483,11 @@ pub fn service_of(labels: &Labels) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// The compose project a container belongs to, if compose made it.
+pub fn project_of(labels: &Labels) -> Option<&str> {
+    labels.get(COMPOSE_PROJECT_LABEL).map(String::as_str)
+}
+
 /// `198.18.80.3/24` → `198.18.80.3`: a network's `Containers` map writes
 /// addresses with their prefix length, a container's endpoint without.
 fn without_prefix(address: &str) -> String {

@@ -14,6 +14,6 @@ pub use inventory::{
     BRIDGE_NAME_OPTION, COMPOSE_NETWORK_LABEL, COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL,
     Container, ContainerLookupError, Endpoint, GATEWAY_BRIDGE, Inventory, Labels,
     MACVLAN_MODE_OPTION, Network, PARENT_OPTION, PublishedPort, SWARM_SERVICE_LABEL, Subnet,
-    service_of,
+    project_of, service_of,
 };
 pub use snapshot::Snapshot;

@@ -12,11 +12,13 @@
 //! log is truncated instead. Sizes take `k`, `m` and `g` suffixes, in
 //! units of 1024 as Docker's are.
 //!
-//! Lines:
+//! Lines (schema/flows.schema.json, `#/$defs/flowLogLine`):
 //! ```text
-//! {"event":"flow-open","time":"2026-05-04T10:00:00.25Z","container":"web",…,"flows":1}
-//! {"event":"lost","count":17,"time":"2026-05-04T10:00:01Z"}
+//! {"event":"flow-open","time":"2026-05-04T10:00:00.25Z","schema_version":1,"host":"node1","container":"web",…,"flows":1,"delta_packets":1,"delta_bytes":74}
+//! {"event":"lost","count":17,"time":"2026-05-04T10:00:01Z","schema_version":1,"host":"node1"}
 //! ```
+//! `packets` and `bytes` are running totals; a pipeline that sums sums
+//! `delta_packets` and `delta_bytes` ([`crate::flows::aggregate::Delta`]).
 //! `lost` says that the writer fell behind the agent's event feed and
 //! missed `count` events; they are not in the log.
 //!
@@ -239,6 +241,8 @@ struct LostLine {
     event: &'static str,
     count: u64,
     time: Timestamp,
+    schema_version: u32,
+    host: &'static str,
 }
 
 impl FlowLogLine {
@@ -250,6 +254,8 @@ impl FlowLogLine {
                 event: "lost",
                 count: *count,
                 time: *time,
+                schema_version: crate::flows::SCHEMA_VERSION,
+                host: crate::host::host_name(),
             })?,
         };
         line.push(b'\n');
@@ -723,6 +729,8 @@ mod tests {
             event: "flow-open".to_string(),
             time: at(0),
             flow,
+            delta_packets: 1,
+            delta_bytes: 60,
         }
     }
 

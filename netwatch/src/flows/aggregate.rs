@@ -55,7 +55,20 @@ use super::{
 /// One flow as users see it (`netwatch flows -o json`, the API).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowEntry {
+    /// The layout of this record ([`super::SCHEMA_VERSION`]; the JSON
+    /// Schema is schema/flow.schema.json).
+    #[serde(default)]
+    pub schema_version: u32,
+    /// The host whose agent saw the flow ([`crate::host::host_name`]).
+    #[serde(default)]
+    pub host: String,
     pub container: Option<String>,
+    /// The container's full id: names are reused, ids are not.
+    #[serde(default)]
+    pub container_id: Option<String>,
+    /// The container's compose project, if compose made it.
+    #[serde(default)]
+    pub project: Option<String>,
     /// The container's compose service, or swarm service, if it has one.
     pub service: Option<String>,
     pub network: Option<String>,
@@ -181,12 +194,22 @@ pub struct Clock {
 impl Clock {
     /// Reads both clocks now.
     pub fn now() -> Clock {
-        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-            .map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
-            .unwrap_or(0);
         Clock {
-            offset_ns: Timestamp::now().as_nanosecond() - mono,
+            offset_ns: Timestamp::now().as_nanosecond() - i128::from(Clock::monotonic_ns()),
         }
+    }
+
+    /// The kernel's monotonic clock now, as its records carry it (0 if it
+    /// cannot be read).
+    pub fn monotonic_ns() -> u64 {
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .ok()
+            .and_then(|t| {
+                u64::try_from(t.tv_sec())
+                    .ok()
+                    .zip(u64::try_from(t.tv_nsec()).ok())
+            })
+            .map_or(0, |(sec, nsec)| sec * 1_000_000_000 + nsec)
     }
 
     /// A clock whose monotonic zero is `wall` (for tests).
@@ -228,7 +251,9 @@ pub struct PipelineCounters {
 #[derive(Debug, Hash, PartialEq, Eq)]
 struct Labels {
     container: Option<String>,
+    container_id: Option<String>,
     service: Option<String>,
+    project: Option<String>,
     network: Option<String>,
     interface: Option<String>,
     direction: Direction,
@@ -263,6 +288,9 @@ struct Tracked {
     /// the counts since.
     verdict_start_packets: u64,
     verdict_start_bytes: u64,
+    /// The flow's totals as of its latest event (see [`Delta`]).
+    reported_packets: u64,
+    reported_bytes: u64,
 }
 
 impl Tracked {
@@ -279,7 +307,11 @@ impl Tracked {
         let (packets, bytes) = self.total();
         let labels = &*self.labels;
         FlowEntry {
+            schema_version: super::SCHEMA_VERSION,
+            host: crate::host::host_name().to_owned(),
             container: labels.container.clone(),
+            container_id: labels.container_id.clone(),
+            project: labels.project.clone(),
             service: labels.service.clone(),
             network: labels.network.clone(),
             direction: labels.direction,
@@ -319,6 +351,22 @@ impl Tracked {
 
 type SummaryKey = (Option<String>, Option<String>, Direction, Verdict);
 
+/// What a flow's event adds to the totals of its earlier events: summing
+/// the deltas of a flow's events gives what it carried (unlike its
+/// `packets` and `bytes`, running totals that a log pipeline must not sum).
+///
+/// Counted from when this agent first saw the flow: a flow that began
+/// before the agent started (an earlier agent may have logged it) counts
+/// from its counts then, and a flow folded into a summary (`--flow-limit`)
+/// that comes back counts from its counts at the fold. What a flow carried
+/// after its last event is in no delta until its next event; every flow
+/// the kernel still holds gets one at least every export interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
 /// What a flow folded into a summary had counted from its kernel entry.
 #[derive(Clone, Copy, Debug)]
 struct Folded {
@@ -348,6 +396,9 @@ pub struct Aggregator {
     pub dns_names: DnsNames,
     peers: HashSet<Arc<Peer>>,
     pub counters: PipelineCounters,
+    /// Flows whose kernel entry began before this (monotonic ns) count
+    /// their deltas from their counts when first seen ([`Delta`]).
+    deltas_from_ns: u64,
 }
 
 impl Aggregator {
@@ -364,7 +415,15 @@ impl Aggregator {
             peers: HashSet::new(),
             dns_names: DnsNames::default(),
             counters: PipelineCounters::default(),
+            deltas_from_ns: 0,
         }
+    }
+
+    /// Flows that began before `monotonic_ns` (the agent's start) carry
+    /// their counts until then in no [`Delta`]: an earlier agent may have
+    /// logged them.
+    pub fn count_deltas_from(&mut self, monotonic_ns: u64) {
+        self.deltas_from_ns = monotonic_ns;
     }
 
     /// The capacity of the kernel's flow table (`--flow-table-entries`):
@@ -393,7 +452,7 @@ impl Aggregator {
         event: &FlowEvent,
         names: &FlowNames,
         clock: &Clock,
-    ) -> Option<FlowEntry> {
+    ) -> Option<(FlowEntry, Delta)> {
         self.counters.records += 1;
         if EventKind::from_u8(event.kind).is_none()
             || Verdict::from_u8(event.verdict).is_none()
@@ -414,9 +473,17 @@ impl Aggregator {
             ..FlowStats::default()
         };
         self.update(&event.key, &stats, names, clock);
-        let entry = self.flows.get(&event.key).map(|t| t.entry(&event.key));
+        let recorded = self.flows.get_mut(&event.key).map(|tracked| {
+            let (packets, bytes) = tracked.total();
+            let delta = Delta {
+                packets: packets.saturating_sub(tracked.reported_packets),
+                bytes: bytes.saturating_sub(tracked.reported_bytes),
+            };
+            (tracked.reported_packets, tracked.reported_bytes) = (packets, bytes);
+            (tracked.entry(&event.key), delta)
+        });
         self.enforce_limit();
-        entry
+        recorded
     }
 
     /// Merges one entry of the kernel's flow table (a sweep).
@@ -473,6 +540,9 @@ impl Aggregator {
                 tracked.kernel_bytes = bytes;
                 tracked.verdict_start_packets = packets;
                 tracked.verdict_start_bytes = bytes;
+                (tracked.reported_packets, tracked.reported_bytes) = (packets, bytes);
+            } else if stats.first_seen_ns < self.deltas_from_ns {
+                (tracked.reported_packets, tracked.reported_bytes) = (stats.packets, stats.bytes);
             }
             self.flows.insert(*key, tracked);
         }
@@ -538,7 +608,9 @@ impl Aggregator {
         let owner = names.owner(key);
         let labels = Labels {
             container: owner.container,
+            container_id: owner.container_id,
             service: owner.service,
+            project: owner.project,
             network: owner.network,
             interface: owner.interface,
             direction,
@@ -586,6 +658,8 @@ impl Aggregator {
             base_bytes: 0,
             verdict_start_packets: 0,
             verdict_start_bytes: 0,
+            reported_packets: 0,
+            reported_bytes: 0,
         }
     }
 
@@ -684,6 +758,33 @@ impl Aggregator {
         }
     }
 
+    /// Forgets the flows and summaries of containers that are gone (`is_present`
+    /// says no) and sent or received nothing since `cutoff`: their metric
+    /// series end with them, so a host that runs many short-lived
+    /// containers keeps a bounded set. A forgotten flow that the kernel
+    /// still holds is remembered as folded, so a later sweep does not
+    /// count it again. Returns how many flows and summaries it forgot.
+    pub fn forget_gone(&mut self, is_present: impl Fn(&str) -> bool, cutoff: Timestamp) -> usize {
+        let gone = |container: Option<&str>, last_seen: Timestamp| {
+            container.is_some_and(|c| !is_present(c)) && last_seen < cutoff
+        };
+        let forgotten: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, t)| gone(t.labels.container.as_deref(), t.last_seen))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &forgotten {
+            if let Some(tracked) = self.flows.remove(key) {
+                self.remember_folded(*key, &tracked);
+            }
+        }
+        let summaries_before = self.summaries.len();
+        self.summaries
+            .retain(|_, summary| !gone(summary.container.as_deref(), summary.last_seen));
+        forgotten.len() + summaries_before - self.summaries.len()
+    }
+
     /// The flows and summaries `filter` lets through, busiest first.
     pub fn entries(&self, filter: &FlowFilter) -> Vec<FlowEntry> {
         let mut out: Vec<FlowEntry> = self
@@ -731,6 +832,97 @@ mod tests {
 
     fn clock() -> Clock {
         Clock::at(Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    fn export(port: u16, first: u64, last: u64, packets: u64) -> FlowEvent {
+        FlowEvent {
+            kind: EventKind::FlowExport as u8,
+            key: key(port),
+            packets,
+            bytes: packets * 100,
+            first_seen_ns: first,
+            last_seen_ns: last,
+            ..FlowEvent::default()
+        }
+    }
+
+    #[test]
+    fn a_flows_event_deltas_sum_to_its_total_across_sweeps_and_kernel_evictions() {
+        let mut agg = Aggregator::new(10);
+        let names = FlowNames::default();
+        let delta = |agg: &mut Aggregator, event: &FlowEvent| {
+            let (_, delta) = agg.record(event, &names, &clock()).unwrap();
+            (delta.packets, delta.bytes)
+        };
+        assert_eq!(delta(&mut agg, &export(1, 100, 110, 2)), (2, 200));
+        // A sweep moves the totals on; the next event carries what the
+        // sweep saw too, as no event had it yet.
+        agg.sweep_entry(&key(1), &stats(100, 120, 5, 500), &names, &clock());
+        assert_eq!(delta(&mut agg, &export(1, 100, 130, 6)), (4, 400));
+        // An older copy adds nothing.
+        assert_eq!(delta(&mut agg, &export(1, 100, 125, 5)), (0, 0));
+        // The kernel's entry was evicted and began again at 1.
+        assert_eq!(delta(&mut agg, &export(1, 900, 910, 1)), (1, 100));
+        let total = agg.entries(&FlowFilter::default())[0].packets;
+        assert_eq!(total, 2 + 4 + 1, "the deltas sum to the total");
+    }
+
+    #[test]
+    fn a_flow_older_than_the_agent_counts_its_deltas_from_first_sight() {
+        let mut agg = Aggregator::new(10);
+        agg.count_deltas_from(1_000);
+        let names = FlowNames::default();
+        // Began before the agent started: an earlier agent may have logged
+        // its 40 packets.
+        let (_, first) = agg
+            .record(&export(1, 500, 1_100, 40), &names, &clock())
+            .unwrap();
+        assert_eq!(first, Delta::default());
+        let (_, next) = agg
+            .record(&export(1, 500, 1_200, 43), &names, &clock())
+            .unwrap();
+        assert_eq!((next.packets, next.bytes), (3, 300));
+        // Began after: all of it.
+        let (_, new) = agg
+            .record(&export(2, 1_050, 1_100, 7), &names, &clock())
+            .unwrap();
+        assert_eq!((new.packets, new.bytes), (7, 700));
+    }
+
+    #[test]
+    fn a_gone_containers_flows_and_summaries_are_forgotten_once_idle_and_not_counted_again() {
+        let mut agg = Aggregator::new(1);
+        let names = FlowNames::new(&crate::flows::names::tests::state(), &[]);
+        let at = |ns: u64| clock().wall(ns);
+        // Two flows of postgres (veth 31, see the names' test state): the
+        // limit of 1 folds the older into a summary.
+        let mut old = export(1, 100, 200, 5);
+        old.key.ifindex = 31;
+        let mut newer = export(2, 300, 400, 7);
+        newer.key.ifindex = 31;
+        agg.record(&old, &names, &clock()).unwrap();
+        agg.record(&newer, &names, &clock()).unwrap();
+        let all = agg.entries(&FlowFilter::default());
+        assert_eq!(all.len(), 2, "one flow and one summary");
+        assert!(
+            all.iter()
+                .all(|e| e.container.as_deref() == Some("postgres"))
+        );
+
+        // Present: kept, however old.
+        assert_eq!(agg.forget_gone(|_| true, at(10_000)), 0);
+        // Gone but seen after the cutoff: kept.
+        assert_eq!(agg.forget_gone(|_| false, at(350)), 1, "only the summary");
+        // Gone and idle since before the cutoff: forgotten.
+        assert_eq!(agg.forget_gone(|_| false, at(10_000)), 1);
+        assert!(agg.entries(&FlowFilter::default()).is_empty());
+        // The kernel still holds the flow with nothing new: not counted
+        // again by the next sweep.
+        let mut kernel = stats(300, 400, 7, 700);
+        kernel.verdict = Verdict::Forwarded as u8;
+        agg.sweep_entry(&newer.key, &kernel, &names, &clock());
+        agg.finish_sweep();
+        assert!(agg.entries(&FlowFilter::default()).is_empty());
     }
 
     #[test]
@@ -1035,7 +1227,21 @@ mod tests {
                 ),
                 (direction, proto, verdict, reason)
             );
-            assert_eq!(serde_json::to_string(&entry).unwrap(), line);
+            // Written again, the fields it had keep their bytes and order;
+            // the identity fields of schema 1 are added, empty (a line
+            // from before versioning reads as version 0).
+            let with_identity = line
+                .replacen(
+                    r#"{"container":"#,
+                    r#"{"schema_version":0,"host":"","container":"#,
+                    1,
+                )
+                .replacen(
+                    r#","service":"#,
+                    r#","container_id":null,"project":null,"service":"#,
+                    1,
+                );
+            assert_eq!(serde_json::to_string(&entry).unwrap(), with_identity);
         }
         let bad = format!(
             "{}{tail}",

@@ -83,8 +83,12 @@ mod tests {
 
     fn entry() -> FlowEntry {
         FlowEntry {
+            schema_version: crate::flows::SCHEMA_VERSION,
+            host: String::new(),
             rule: None,
             container: Some("web".into()),
+            container_id: None,
+            project: None,
             service: Some("frontend".into()),
             network: Some("app_front".into()),
             direction: Direction::Egress,

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 
+use jiff::Timestamp;
 use netwatch_common::{
     flow::FlowKey,
     kdrop::{KIND_KERNEL_DROP, KernelDropEvent},
@@ -27,7 +28,7 @@ use netwatch_common::{
 };
 
 use super::{
-    aggregate::{Clock, FlowEntry},
+    aggregate::{Clock, Delta, FlowEntry},
     dns::DnsNames,
     names::FlowNames,
     reason::FlowReason,
@@ -53,6 +54,9 @@ struct Kept {
     /// Counts of earlier kernel entries (the kernel's table is an LRU).
     base_packets: u64,
     base_bytes: u64,
+    /// The totals as of the latest event ([`Delta`]).
+    reported_packets: u64,
+    reported_bytes: u64,
 }
 
 /// See the module documentation.
@@ -68,6 +72,9 @@ pub struct KernelDrops {
     /// Packets a socket's owner never read, freed when it closed (see
     /// [`is_socket_purge`]): not kept.
     pub socket_purges: u64,
+    /// Drops counted in the kernel before this (monotonic ns, the agent's
+    /// start) are in no [`Delta`]: an earlier agent may have logged them.
+    deltas_from_ns: u64,
 }
 
 /// `SKB_DROP_REASON_QUEUE_PURGE`: a socket's queue freed in bulk, as when
@@ -106,15 +113,20 @@ impl KernelDrops {
         self.reasons = reasons;
     }
 
+    /// See [`super::Aggregator::count_deltas_from`].
+    pub fn count_deltas_from(&mut self, monotonic_ns: u64) {
+        self.deltas_from_ns = monotonic_ns;
+    }
+
     /// Merges one record; returns the entries it touched as they stand
-    /// now (one per guarded end).
+    /// now (one per guarded end), with what the record added to each.
     pub fn record(
         &mut self,
         event: &KernelDropEvent,
         names: &FlowNames,
         dns: &DnsNames,
         clock: &Clock,
-    ) -> Vec<FlowEntry> {
+    ) -> Vec<(FlowEntry, Delta)> {
         if event.kind != KIND_KERNEL_DROP || (event.src_endpoint == 0 && event.dst_endpoint == 0) {
             self.malformed += 1;
             return Vec::new();
@@ -151,6 +163,7 @@ impl KernelDrops {
                 dst: event.key.dst,
             };
             let reason = event.key.reason;
+            let counted_before = event.first_seen_ns < self.deltas_from_ns;
             let kept = self.kept.entry((key, reason)).or_insert_with(|| Kept {
                 entry: new_entry((&key, direction), &reason_name, (names, dns), clock, event),
                 kernel_first_ns: event.first_seen_ns,
@@ -158,6 +171,8 @@ impl KernelDrops {
                 kernel_bytes: 0,
                 base_packets: 0,
                 base_bytes: 0,
+                reported_packets: if counted_before { event.packets } else { 0 },
+                reported_bytes: if counted_before { event.bytes } else { 0 },
             });
             if event.first_seen_ns != kept.kernel_first_ns {
                 if event.first_seen_ns < kept.kernel_first_ns {
@@ -174,10 +189,27 @@ impl KernelDrops {
             kept.entry.packets = kept.base_packets.saturating_add(kept.kernel_packets);
             kept.entry.bytes = kept.base_bytes.saturating_add(kept.kernel_bytes);
             kept.entry.last_seen = kept.entry.last_seen.max(clock.wall(event.last_seen_ns));
-            out.push(kept.entry.clone());
+            let delta = Delta {
+                packets: kept.entry.packets.saturating_sub(kept.reported_packets),
+                bytes: kept.entry.bytes.saturating_sub(kept.reported_bytes),
+            };
+            (kept.reported_packets, kept.reported_bytes) = (kept.entry.packets, kept.entry.bytes);
+            out.push((kept.entry.clone(), delta));
         }
         self.enforce_limit();
         out
+    }
+
+    /// Forgets the entries of containers that are gone and dropped nothing
+    /// since `cutoff` (see [`super::Aggregator::forget_gone`]); returns how
+    /// many.
+    pub fn forget_gone(&mut self, is_present: impl Fn(&str) -> bool, cutoff: Timestamp) -> usize {
+        let before = self.kept.len();
+        self.kept.retain(|_, kept| {
+            kept.entry.container.as_deref().is_none_or(&is_present)
+                || kept.entry.last_seen >= cutoff
+        });
+        before - self.kept.len()
     }
 
     /// Every entry kept.
@@ -223,7 +255,11 @@ fn new_entry(
     let (peer, _) = names.peer(key);
     let (src, dst) = key_addresses(key);
     FlowEntry {
+        schema_version: super::SCHEMA_VERSION,
+        host: crate::host::host_name().to_owned(),
         container: owner.container,
+        container_id: owner.container_id,
+        project: owner.project,
         service: owner.service,
         network: owner.network,
         direction,
@@ -308,9 +344,10 @@ mod tests {
         drops.set_reasons(reasons());
         let entries = drops.record(&drop, &names, &dns, &clock());
         assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].container.as_deref(), Some("postgres"));
-        assert_eq!(entries[0].dst_name.as_deref(), Some("svc.netwatch.test"));
-        assert_eq!(entries[0].src_name, None);
+        let entry = &entries[0].0;
+        assert_eq!(entry.container.as_deref(), Some("postgres"));
+        assert_eq!(entry.dst_name.as_deref(), Some("svc.netwatch.test"));
+        assert_eq!(entry.src_name, None);
     }
 
     #[test]
@@ -320,24 +357,33 @@ mod tests {
         let names = FlowNames::default();
         let entries = drops.record(&event(5, 9, 1, 100), &names, &DnsNames::default(), &clock());
         assert_eq!(entries.len(), 2);
-        let directions: Vec<Direction> = entries.iter().map(|e| e.direction).collect();
+        let directions: Vec<Direction> = entries.iter().map(|(e, _)| e.direction).collect();
         assert_eq!(directions, [Direction::Egress, Direction::Ingress]);
-        for entry in &entries {
+        for (entry, delta) in &entries {
+            assert_eq!((delta.packets, delta.bytes), (1, 84));
             assert_eq!(entry.verdict, Verdict::Dropped);
             assert_eq!(entry.reason, Some(FlowReason::kernel("netfilter_drop")));
             assert_eq!(entry.dropped_by.as_deref(), Some("kernel"));
             assert_eq!((entry.proto, entry.src_port), (Protocol::Icmp, 8));
             assert_eq!((entry.packets, entry.bytes), (1, 84));
         }
-        // The next record of the key carries the kernel's count so far.
-        drops.record(&event(5, 9, 4, 100), &names, &DnsNames::default(), &clock());
+        // The next record of the key carries the kernel's count so far;
+        // each event's delta is what it added, so the deltas sum to it.
+        let packets_added = |drops: &mut KernelDrops, event: &KernelDropEvent| -> Vec<u64> {
+            drops
+                .record(event, &names, &DnsNames::default(), &clock())
+                .iter()
+                .map(|(_, delta)| delta.packets)
+                .collect()
+        };
+        assert_eq!(packets_added(&mut drops, &event(5, 9, 4, 100)), [3, 3]);
         assert_eq!(drops.len(), 2);
         assert!(drops.entries().all(|e| e.packets == 4));
         // A new kernel entry (the LRU evicted the old) adds to the count.
-        drops.record(&event(5, 9, 2, 500), &names, &DnsNames::default(), &clock());
+        assert_eq!(packets_added(&mut drops, &event(5, 9, 2, 500)), [2, 2]);
         assert!(drops.entries().all(|e| e.packets == 6));
-        // An older record never lowers it.
-        drops.record(&event(5, 9, 1, 100), &names, &DnsNames::default(), &clock());
+        // An older record never lowers it, and is no event.
+        assert!(packets_added(&mut drops, &event(5, 9, 1, 100)).is_empty());
         assert!(drops.entries().all(|e| e.packets == 6));
     }
 
@@ -359,7 +405,7 @@ mod tests {
         );
         assert_eq!((drops.malformed, drops.len()), (2, 0));
         let unnamed = drops.record(&event(5, 0, 1, 1), &names, &DnsNames::default(), &clock());
-        assert_eq!(unnamed[0].reason, Some(FlowReason::kernel("reason_12")));
+        assert_eq!(unnamed[0].0.reason, Some(FlowReason::kernel("reason_12")));
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //! records with container, network and interface names attached, merged
 //! with the kernel's per-flow counters into a bounded aggregate.
 
+/// The layout of flows, events and flow-log lines, as the JSON Schemas in
+/// `schema/` describe it. It changes when a field is removed, renamed or
+/// changes meaning; new fields may appear without a change, so readers
+/// ignore fields they do not know.
+pub const SCHEMA_VERSION: u32 = 1;
+
 pub mod aggregate;
 pub mod dns;
 pub mod filter;

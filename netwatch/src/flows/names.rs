@@ -13,7 +13,7 @@
 //! ([`super::host_peer`]).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     sync::Arc,
 };
@@ -26,13 +26,17 @@ use netwatch_common::{
 use super::host_peer::{HostPeer, HostPeers, Outcome};
 use super::record::key_addresses;
 use crate::agent::{HostState, Target};
-use crate::docker::{PublishedPort, service_of};
+use crate::docker::{PublishedPort, project_of, service_of};
 use crate::policy::labels::{NetworkLabels, container_labels, network_labels};
 
 /// The names a flow key resolves to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FlowOwner {
     pub container: Option<String>,
+    /// The container's full id (names are reused; ids are not).
+    pub container_id: Option<String>,
+    /// The container's compose project ([`crate::docker::project_of`]).
+    pub project: Option<String>,
     /// The container's compose service, or swarm service
     /// ([`crate::docker::service_of`]).
     pub service: Option<String>,
@@ -106,7 +110,9 @@ pub const HOST_PEER: &str = "host";
 #[derive(Clone, Debug)]
 struct Endpoint {
     container: String,
+    container_id: String,
     service: Option<String>,
+    project: Option<String>,
     network: String,
     /// The container's published ports (shared by its endpoints).
     published: Arc<[PublishedPort]>,
@@ -128,12 +134,24 @@ pub struct FlowNames {
     /// Network name → what asks for its bridge's policy, where that is not
     /// the network's: a container of it audited by its own label.
     bridge_policies: HashMap<String, String>,
+    /// The containers of the snapshot; `None` before the first one (when
+    /// no container is known to be gone).
+    containers: Option<HashSet<String>>,
 }
 
 impl FlowNames {
     /// The names of everything in `state`, plus the uplinks.
     pub fn new(state: &HostState, uplinks: &[Target]) -> FlowNames {
-        let mut names = FlowNames::default();
+        let mut names = FlowNames {
+            containers: Some(
+                state
+                    .endpoints
+                    .iter()
+                    .map(|e| e.container.clone())
+                    .collect(),
+            ),
+            ..FlowNames::default()
+        };
         // Network name → what it asks for (with `agent --audit`) and
         // whether it is internal, for its containers' own audit labels.
         let mut asked_of: HashMap<&str, (NetworkLabels, bool)> = HashMap::new();
@@ -192,7 +210,9 @@ impl FlowNames {
             }
             let owner = Endpoint {
                 container: endpoint.container.clone(),
+                container_id: endpoint.container_id.clone(),
                 service: service_of(&endpoint.container_labels).map(str::to_owned),
+                project: project_of(&endpoint.container_labels).map(str::to_owned),
                 network: endpoint.network.clone(),
                 published: endpoint.published.clone().into(),
                 policy: own_audit
@@ -234,6 +254,14 @@ impl FlowNames {
         names
     }
 
+    /// Whether `container` is gone: named by none of the snapshot's
+    /// endpoints. Before the first snapshot, nothing is.
+    pub fn is_gone(&self, container: &str) -> bool {
+        self.containers
+            .as_ref()
+            .is_some_and(|present| !present.contains(container))
+    }
+
     /// How peers at the host's addresses are named (by default, all
     /// `host`).
     pub fn with_host_peers(mut self, host: HostPeers) -> FlowNames {
@@ -246,7 +274,9 @@ impl FlowNames {
         if let Some((ifname, endpoint)) = self.veths.get(&key.ifindex) {
             return FlowOwner {
                 container: Some(endpoint.container.clone()),
+                container_id: Some(endpoint.container_id.clone()),
                 service: endpoint.service.clone(),
+                project: endpoint.project.clone(),
                 network: Some(endpoint.network.clone()),
                 interface: Some(ifname.clone()),
                 policy: endpoint
@@ -273,7 +303,9 @@ impl FlowNames {
         });
         FlowOwner {
             container: endpoint.map(|e| e.container.clone()),
+            container_id: endpoint.map(|e| e.container_id.clone()),
             service: endpoint.and_then(|e| e.service.clone()),
+            project: endpoint.and_then(|e| e.project.clone()),
             policy: network.as_ref().and_then(|n| {
                 self.bridges
                     .contains_key(&key.ifindex)
@@ -405,7 +437,7 @@ pub(crate) mod tests {
     use std::sync::Arc;
 
     use crate::agent::{ContainerInterface, NetworkState};
-    use crate::docker::COMPOSE_SERVICE_LABEL;
+    use crate::docker::{COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL};
     use crate::flows::host_peer::{CgroupIndex, HostContainer, HostSocket, Lookup, SocketOwners};
 
     /// `postgres` (service `db`) on internal network `db`: veth1,
@@ -426,16 +458,17 @@ pub(crate) mod tests {
             }],
             endpoints: vec![ContainerInterface {
                 container: "postgres".into(),
+                container_id: "3f2a9c".into(),
                 network: "db".into(),
                 host_ifname: "veth1".into(),
                 host_ifindex: 31,
                 ipv4: Some("172.30.0.2".parse().unwrap()),
                 ipv6: None,
                 mac: [2, 0x42, 0, 0, 0, 2],
-                container_labels: BTreeMap::from([(
-                    COMPOSE_SERVICE_LABEL.to_string(),
-                    "db".to_string(),
-                )]),
+                container_labels: BTreeMap::from([
+                    (COMPOSE_SERVICE_LABEL.to_string(), "db".to_string()),
+                    (COMPOSE_PROJECT_LABEL.to_string(), "shop".to_string()),
+                ]),
                 published: Vec::new(),
                 macvlan: None,
                 overlay: None,
@@ -458,6 +491,19 @@ pub(crate) mod tests {
         key.src[..4].copy_from_slice(&src);
         key.dst[..4].copy_from_slice(&dst);
         key
+    }
+
+    #[test]
+    fn a_flow_names_its_containers_id_and_compose_project_seen_at_its_veth_or_its_bridge() {
+        let names = FlowNames::new(&state(), &[]);
+        let at_veth = names.owner(&key(31, Direction::Egress, [172, 30, 0, 2], [1, 2, 3, 4]));
+        let at_bridge = names.owner(&key(30, Direction::Egress, [172, 30, 0, 2], [1, 2, 3, 4]));
+        for owner in [at_veth, at_bridge] {
+            assert_eq!(owner.container_id.as_deref(), Some("3f2a9c"));
+            assert_eq!(owner.project.as_deref(), Some("shop"));
+        }
+        let stranger = names.owner(&key(30, Direction::Egress, [172, 30, 0, 9], [1, 2, 3, 4]));
+        assert_eq!((stranger.container_id, stranger.project), (None, None));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::{
 };
 
 use jiff::Timestamp;
-use log::warn;
+use log::{debug, warn};
 use netwatch_common::{
     event::{EventKind, FlowEvent},
     flow::{FlowKey, FlowStats},
@@ -35,6 +35,10 @@ pub const SWEEP_MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// flows.rs), so readers poll.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How long the flows of a container that is gone are kept after its last
+/// packet, unless `agent --forget-gone-after` says otherwise.
+pub const DEFAULT_FORGET_GONE_AFTER: Duration = Duration::from_secs(3600);
+
 /// Flows kept one by one unless `--flow-limit` says otherwise.
 pub const DEFAULT_FLOW_LIMIT: usize = 100_000;
 
@@ -52,6 +56,13 @@ pub struct ObservedEvent {
     pub time: Timestamp,
     #[serde(flatten)]
     pub flow: FlowEntry,
+    /// What this event adds to the flow's earlier events
+    /// ([`super::aggregate::Delta`]): sum these, not `packets` and `bytes`,
+    /// which are running totals.
+    #[serde(default)]
+    pub delta_packets: u64,
+    #[serde(default)]
+    pub delta_bytes: u64,
 }
 
 /// Reads the kernel's flow table (the pinned map for the agent, the loaded
@@ -73,22 +84,40 @@ pub struct Pipeline {
     /// DNS queries and answers (see [`super::dns`]).
     dns: Mutex<DnsLog>,
     dns_observers: broadcast::Sender<DnsEntry>,
+    /// See [`Pipeline::forget_gone_after`].
+    forget_gone_after: Duration,
 }
 
 impl Pipeline {
     /// A pipeline keeping at most `flow_limit` flows one by one.
+    /// Deltas count from now ([`super::aggregate::Delta`]).
     pub fn new(flow_limit: usize, flow_table: FlowTableReader) -> Pipeline {
+        let started = Clock::monotonic_ns();
+        let mut aggregate = Aggregator::new(flow_limit);
+        aggregate.count_deltas_from(started);
+        let mut kernel_drops = KernelDrops::default();
+        kernel_drops.count_deltas_from(started);
         Pipeline {
-            aggregate: Mutex::new(Aggregator::new(flow_limit)),
+            aggregate: Mutex::new(aggregate),
             names: RwLock::new(FlowNames::default()),
             observers: broadcast::channel(OBSERVER_BUFFER).0,
             flow_table,
             last_sweep: Mutex::new(None),
             socket_owners: None,
-            kernel_drops: Mutex::new(KernelDrops::default()),
+            kernel_drops: Mutex::new(kernel_drops),
             dns: Mutex::new(DnsLog::default()),
             dns_observers: broadcast::channel(OBSERVER_BUFFER).0,
+            forget_gone_after: DEFAULT_FORGET_GONE_AFTER,
         }
+    }
+
+    /// Flows, summaries and kernel drops of a container that is gone are
+    /// forgotten `after` its last packet (checked at each sweep), and its
+    /// metric series with them: on a host that runs many short-lived
+    /// containers (CI with `--rm`) they would otherwise grow without bound.
+    pub fn forget_gone_after(mut self, after: Duration) -> Pipeline {
+        self.forget_gone_after = after;
+        self
     }
 
     /// Names the host end of flows after the `--network host` container
@@ -129,7 +158,7 @@ impl Pipeline {
         let mut drops = Vec::new();
         let mut aggregate = self.aggregate();
         for event in events {
-            let Some(flow) = aggregate.record(event, &names, &clock) else {
+            let Some((flow, delta)) = aggregate.record(event, &names, &clock) else {
                 continue;
             };
             let observed = ObservedEvent {
@@ -138,6 +167,8 @@ impl Pipeline {
                     .to_string(),
                 time: clock.wall(event.last_seen_ns),
                 flow,
+                delta_packets: delta.packets,
+                delta_bytes: delta.bytes,
             };
             if event.kind == EventKind::Drop as u8 {
                 drops.push(observed.clone());
@@ -170,11 +201,13 @@ impl Pipeline {
         let malformed_before = kernel_drops.malformed;
         let mut drops = Vec::new();
         for event in events {
-            for flow in kernel_drops.record(event, &names, &aggregate.dns_names, &clock) {
+            for (flow, delta) in kernel_drops.record(event, &names, &aggregate.dns_names, &clock) {
                 let observed = ObservedEvent {
                     event: EventKind::Drop.name().to_string(),
                     time: clock.wall(event.last_seen_ns),
                     flow,
+                    delta_packets: delta.packets,
+                    delta_bytes: delta.bytes,
                 };
                 drops.push(observed.clone());
                 let _ = self.observers.send(observed);
@@ -266,11 +299,21 @@ impl Pipeline {
         };
         let names = self.names.read().unwrap_or_else(|e| e.into_inner());
         let clock = Clock::now();
+        let cutoff = Timestamp::now()
+            .checked_sub(self.forget_gone_after)
+            .unwrap_or(Timestamp::MIN);
+        let present = |container: &str| !names.is_gone(container);
+        // Kernel drops before the aggregate, as everywhere both are held.
+        let forgotten_drops = self.kernel_drops().forget_gone(present, cutoff);
         let mut aggregate = self.aggregate();
         for (key, stats) in &entries {
             aggregate.sweep_entry(key, stats, &names, &clock);
         }
         aggregate.finish_sweep();
+        let forgotten = aggregate.forget_gone(present, cutoff) + forgotten_drops;
+        if forgotten > 0 {
+            debug!("forgot {forgotten} flows and drop records of containers that are gone");
+        }
     }
 
     /// The flows `filter` selects, with the kernel's current counts.

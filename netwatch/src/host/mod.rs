@@ -8,7 +8,22 @@ pub mod links;
 pub mod routes;
 pub mod rtnetlink;
 
-use std::fmt;
+use std::{fmt, sync::OnceLock};
+
+/// The host's name as the kernel has it (`uname -n`, which is also the
+/// `Name` in `docker info`): what tells a fleet's flows apart. Read once,
+/// so every record of one agent names the same host even if the hostname
+/// changes while it runs; `unknown` if /proc cannot say.
+pub fn host_name() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "unknown".to_owned())
+    })
+}
 
 /// Whether the effective user is root.
 pub fn is_root() -> bool {

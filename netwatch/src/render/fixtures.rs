@@ -27,8 +27,12 @@ pub fn flow(
     bytes: u64,
 ) -> FlowEntry {
     FlowEntry {
+        schema_version: crate::flows::SCHEMA_VERSION,
+        host: String::new(),
         rule: None,
         container: container.map(String::from),
+        container_id: None,
+        project: None,
         service: None,
         network: network.map(String::from),
         direction: direction.parse().unwrap(),
@@ -95,6 +99,8 @@ pub fn with_service(mut e: FlowEntry, service: &str) -> FlowEntry {
 pub fn summary(c: &str, net: &str, direction: &str, n: u64, bytes: u64) -> FlowEntry {
     let nowhere = ("0.0.0.0", 0);
     FlowEntry {
+        schema_version: crate::flows::SCHEMA_VERSION,
+        host: String::new(),
         src: None,
         dst: None,
         flows: n,

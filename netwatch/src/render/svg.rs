@@ -1207,7 +1207,11 @@ mod tests {
             vec![summary("lonely", "n", "egress", 3, 100)],
             // Folded flows no container owns: a loop on the idle node.
             vec![FlowEntry {
+                schema_version: crate::flows::SCHEMA_VERSION,
+                host: String::new(),
                 container: None,
+                container_id: None,
+                project: None,
                 network: None,
                 ..summary("x", "n", "ingress", 5, 100)
             }],

@@ -259,6 +259,7 @@ fn attach_round(n: usize, round: usize, rcu: Rcu) -> Result<AttachSample> {
         let (hi, lo) = ((i / 250) as u8, (i % 250) as u8 + 2);
         state.endpoints.push(ContainerInterface {
             container: format!("c{i}"),
+            container_id: String::new(),
             network: "bench".into(),
             host_ifname: format!("v{i}"),
             host_ifindex: ifindex(&format!("v{i}"))?,
