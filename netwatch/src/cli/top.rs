@@ -164,6 +164,36 @@ fn plain<W: Write>(
     Ok(())
 }
 
+/// Live top talkers, by container (bytes sent and received per second)
+/// or by flow, refreshing in place in a terminal (q or Ctrl-C quits; c
+/// and f switch the view); plain snapshots, one per interval, when the
+/// output is not a terminal. Asks the running agent.
+///
+/// Examples:
+///   sudo netwatch top
+///   sudo netwatch top --by flow --network shop_backend
+///   sudo netwatch top --once --interval 5 > snapshot.txt
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub filter: super::source::FilterArgs,
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
+    /// Rank containers or flows.
+    #[arg(long, value_enum, default_value_t = crate::render::By::Container)]
+    pub by: crate::render::By,
+    /// Seconds between refreshes (rates are over this interval).
+    #[arg(long, default_value_t = 2.0)]
+    pub interval: f64,
+    /// Print one table (rates over one interval) and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Rows at most.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
