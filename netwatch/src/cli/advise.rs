@@ -489,6 +489,48 @@ fn run_check(entries: &[FlowEntry], file: &Path, output: FlowOutput) -> Result<E
     })
 }
 
+/// Propose the labels that would let the traffic netwatch saw pass
+/// under enforcement, from the dropped and audited flows the agent
+/// holds: typically after running a stack with netwatch.egress=audit
+/// (or `agent --audit`).
+///
+/// Each service gets one netwatch.allow rule per destination address,
+/// port and protocol it reached (never a wider prefix or another port),
+/// and each network netwatch.egress=deny. What it does not propose is
+/// listed with why: traffic to the host, connections opened from
+/// outside, forged or malformed packets, destinations seen in one flow
+/// only (one-offs), and the kernel's own drops.
+///
+/// Output: a compose-file snippet to paste (what is not advised as
+/// comments), or -o json.
+///
+/// With --check FILE it previews instead: each observed flow judged
+/// again as if FILE's labels were applied (the snippet, or your edited
+/// compose file), listing the flows whose verdict would change.
+///
+/// Examples:
+///   sudo netwatch advise --network app_back
+///   sudo netwatch advise --service api --since 1h -o json
+///   sudo netwatch advise > advised.yml; sudo netwatch advise --check advised.yml
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct AdviseArgs {
+    #[command(flatten)]
+    pub filter: super::source::FilterArgs,
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
+    /// Output format: a compose snippet (table), or JSON.
+    #[arg(short, long, value_enum, default_value_t = super::source::FlowOutput::Table)]
+    pub output: super::source::FlowOutput,
+    /// Instead of advice: which of the observed flows would change
+    /// verdict if this compose file's labels (services.*.labels,
+    /// networks.*.labels and .internal) were applied to what runs now,
+    /// each judged again by the reference model. Exits 1 when a flow
+    /// that passes now (forwarded or audited) would be dropped.
+    #[arg(long, value_name = "FILE")]
+    pub check: Option<std::path::PathBuf>,
+}
+
 #[cfg(test)]
 mod tests {
     use jiff::Timestamp;

@@ -202,6 +202,17 @@ pub fn run(output: OutputFormat) -> Result<ExitCode> {
     })
 }
 
+/// Check that this host can run netwatch: root, kernel version and
+/// features, bpffs, and that the kernel's verifier accepts every
+/// netwatch program. Loads the programs, attaches nothing, and unloads
+/// them on exit.
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = super::OutputFormat::Table)]
+    pub output: super::OutputFormat,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,3 +55,13 @@ pub fn run(output: OutputFormat) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Remove everything netwatch attached or pinned (/sys/fs/bpf/netwatch):
+/// links first, which detaches the programs from every interface, then
+/// programs and maps. Reports what it removed. Enforcement stops.
+#[derive(clap::Args)]
+pub struct DetachArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = super::OutputFormat::Table)]
+    pub output: super::OutputFormat,
+}

@@ -166,6 +166,48 @@ pub fn run(
     })
 }
 
+/// DNS queries the containers sent across their interfaces and the
+/// answers they got: time, container, name, type, rcode (NOERROR,
+/// NXDOMAIN, SERVFAIL…), answers (CNAMEs followed), latency from the
+/// query to its answer as the container's veth saw them, and the
+/// resolver asked. A query netwatch dropped says so. From the running
+/// agent: the last 10,000 queries, or with --follow, as they come.
+///
+/// Docker's embedded resolver: containers on user-defined networks ask
+/// 127.0.0.11 inside their own namespace. That never crosses an
+/// interface, so netwatch cannot see it. The embedded resolver answers
+/// container names and network aliases itself (never listed here);
+/// other names it forwards to the upstream resolvers (the host's, or
+/// `--dns`) from the container's namespace, with the container's
+/// address: those forwarded queries are listed, with that upstream as
+/// the resolver. Containers on the default bridge ask the upstream
+/// directly. Flows name their outside peers (src_name/dst_name) from
+/// the answers listed here.
+///
+/// Examples:
+///   sudo netwatch dns
+///   sudo netwatch dns --container web --since 5m
+///   sudo netwatch dns --follow
+///   sudo netwatch dns -o json | jq '.[] | select(.rcode == "NXDOMAIN") | .name'
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct DnsArgs {
+    #[command(flatten)]
+    pub filter: super::dns::DnsFilterArgs,
+    /// The running agent's API socket (`netwatch agent --api-socket`);
+    /// default /run/netwatch/api.sock.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<std::path::PathBuf>,
+    /// Print queries and answers as they come (an answer as its
+    /// query's line again, completed) until Ctrl-C.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Output format: table, a JSON array of queries (one JSON object
+    /// per line with --follow), or one JSON object per line.
+    #[arg(short, long, value_enum, default_value_t = super::source::FlowOutput::Table)]
+    pub output: super::source::FlowOutput,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

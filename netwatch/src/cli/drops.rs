@@ -73,6 +73,34 @@ pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Resu
     })
 }
 
+/// What the running agent saw dropped, grouped by container, network
+/// and reason: how many flows, packets and bytes, when last, and the
+/// busiest remote ends (what the container tried to reach, or who
+/// tried to reach it).
+///
+/// Reasons: not-in-network (outside the network's subnets),
+/// host-access (the host, gateway included), spoofed-source,
+/// spoofed-mac, invalid-header, unsupported-protocol,
+/// broadcast-multicast, extension-header-limit, protected-prefix (the
+/// uplink shield). Counts are Ethernet frames, as for `netwatch flows`.
+///
+/// Examples:
+///   sudo netwatch drops
+///   sudo netwatch drops --since 10m
+///   sudo netwatch drops --network app_db --reason host-access -o json
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct DropsArgs {
+    #[command(flatten)]
+    pub filter: super::source::FilterArgs,
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
+    /// Output format: table, a JSON array of groups, or one JSON
+    /// object per line.
+    #[arg(short, long, value_enum, default_value_t = super::source::FlowOutput::Table)]
+    pub output: super::source::FlowOutput,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

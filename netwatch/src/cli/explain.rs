@@ -7,6 +7,75 @@
 mod ends;
 mod kernel;
 mod path;
+/// Would a packet from SOURCE to DESTINATION get there, and which rule
+/// or label decides? Follows the packet through every netwatch hook on
+/// its path on this host, in order, and judges it at each with
+/// netwatch's reference model on Docker's current state and labels:
+///
+///   from-container  the host veth of the source container's endpoint
+///                   that its own routing picks (asked inside the
+///                   container, like `ip route get`)
+///   uplink          the uplink shield, for a packet from outside
+///                   (when one is attached)
+///   to-container    the host veth of the destination container's
+///                   endpoint
+///
+/// The verdict is that of the first hop that drops the packet (the hops
+/// after it are still judged, and shown as not reached), else
+/// forwarded; a source container without a route to the destination
+/// gives `unroutable`.
+/// `--from-kernel` also runs the same packet through each hop's kernel
+/// program (BPF_PROG_TEST_RUN: nothing is sent, nothing attached) and
+/// says whether they agree (exit status 1 if any hop does not).
+///
+/// SOURCE is a container (name, id or unique id prefix), `host` (the
+/// host opening a connection; it sends from the gateway of the
+/// destination's network), or an IP address: a container's address
+/// stands for that container, one of the host's for the host, any
+/// other for the outside world. From the host or from outside, the
+/// destination must be a container. (A container named `host` is
+/// given by its id.) A container's DNS alias on one of its networks
+/// (`--network-alias`, a compose service name) stands for it too.
+///
+/// DESTINATION is an address or a container name, with an optional
+/// port and protocol (tcp by default with a port, ICMP echo without).
+/// A container name picks its endpoint on a network it shares with the
+/// source, else its first one. A DNS alias names the container that
+/// has it on a network the source is on, as Docker's resolver answers
+/// it. 127.0.0.11 is Docker's embedded resolver inside the source
+/// container itself: the packet never leaves it (`inside-container`),
+/// and what the resolver forwards is `explain SOURCE UPSTREAM:53/udp`.
+///
+/// Only netwatch's own hooks are judged, and the packet is modelled as
+/// it is sent: Docker's NAT (published ports, masquerading) and its
+/// iptables rules are not modelled.
+///
+/// Examples:
+///   netwatch explain web 203.0.113.7:443
+///   netwatch explain api-gateway db:5432/tcp --from-kernel
+///   netwatch explain web [fd00::5]:53/udp -o json
+///   netwatch explain 203.0.113.7 db:5432
+///   netwatch explain host db:5432
+///   netwatch explain web 127.0.0.11:53/udp
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct ExplainArgs {
+    /// Who sends: a container, `host`, or an IP address.
+    pub source: String,
+    /// HOST[:port[/tcp|udp|icmp]]; bracket IPv6 addresses before a port.
+    pub destination: String,
+    /// Also run the packet through the kernel programs and compare.
+    #[arg(long)]
+    pub from_kernel: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = super::OutputFormat::Table)]
+    pub output: super::OutputFormat,
+    /// Where the agent pins its links (a directory in bpffs): an uplink
+    /// link pinned there means the uplink shield is attached.
+    #[arg(long, hide = true, default_value = "/sys/fs/bpf/netwatch")]
+    pub pin_root: std::path::PathBuf,
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -81,6 +81,53 @@ pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Resu
     })
 }
 
+/// Aggregated flows from the running agent: per container, direction
+/// and 5-tuple, who talked to whom, how much, and what was dropped and
+/// why; the busiest first.
+///
+/// DIR is `egress` for what the container sent and `ingress` for what
+/// it received; traffic between two containers of this host shows at
+/// both ends. PEER names the container at the other end when it is one
+/// of this host's. VERDICT and REASON are those of the flow's latest
+/// packet. Flows the agent folded together to stay within its
+/// --flow-limit show as `(N idle flows)`.
+///
+/// What is counted: PACKETS and BYTES are what netwatch's hooks on the
+/// container's host-side veth saw, whole Ethernet frames without FCS:
+/// per packet, 14 (Ethernet) + 20 (IPv4; 40 for IPv6, more with
+/// options or extension headers) + the L4 header + payload, where the
+/// L4 header is 8 for UDP and ICMP, and 20-60 for TCP (32 with the
+/// timestamps Linux sends by default, 40 on a SYN). So N UDP datagrams
+/// of S bytes over IPv4 count exactly N packets and N x (S + 42) bytes.
+/// TCP crosses a veth segmentation-offloaded: a "packet" is what the
+/// hook sees, and a GSO burst of up to 64 KiB is one packet with one
+/// set of headers; a transfer of B bytes counts B + 66 per packet
+/// (IPv4, timestamps) plus 8 for the SYN, and fewer packets than a
+/// physical wire would carry. A segment retransmitted after it
+/// crossed the hook counts again, as it would on a wire. The table
+/// shows bytes in binary units (KiB, MiB); JSON has them exact.
+///
+/// Asks the running agent (`netwatch agent`) over its API socket.
+///
+/// Examples:
+///   sudo netwatch flows
+///   sudo netwatch flows --container web --since 5m
+///   sudo netwatch flows --verdict dropped --reason host-access
+///   sudo netwatch flows --proto udp --port 53 -o json | jq '.[] | {container, dst, packets}'
+///   sudo netwatch flows --service api -o jsonl >> flows.jsonl
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct FlowsArgs {
+    #[command(flatten)]
+    pub filter: super::source::FilterArgs,
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
+    /// Output format: table, a JSON array of flows, or one JSON
+    /// object per line.
+    #[arg(short, long, value_enum, default_value_t = super::source::FlowOutput::Table)]
+    pub output: super::source::FlowOutput,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -368,6 +368,39 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Show one container's endpoints, veths and attached netwatch programs.
+///
+/// For each network the container is attached to: its addresses, MAC and
+/// aliases, the interface inside the container, the host side of the veth
+/// (name and ifindex), which netwatch programs are pinned on it, and its
+/// mode (enforced, observed or unguarded, as `netwatch networks` says;
+/// GUARD is the weakest of them, or why a container in host or none
+/// network mode cannot be guarded). A container started with
+/// `--network container:<other>` shows <other>'s endpoints, which it
+/// shares.
+///
+/// Talks to dockerd at DOCKER_HOST (default unix:///var/run/docker.sock);
+/// needs root to find host veths.
+///
+/// Examples:
+///   netwatch inspect web
+///   netwatch inspect 3f2a1b -o json
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct InspectArgs {
+    /// A running container: its name, full id or a unique id prefix.
+    pub container: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = super::OutputFormat::Table)]
+    pub output: super::OutputFormat,
+    /// Where the agent pins its links and maps (a directory in bpffs).
+    #[arg(long, hide = true, default_value = "/sys/fs/bpf/netwatch")]
+    pub pin_root: std::path::PathBuf,
+    /// Where the agent keeps its lock and status file.
+    #[arg(long, hide = true, default_value = "/run/netwatch")]
+    pub run_dir: std::path::PathBuf,
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;

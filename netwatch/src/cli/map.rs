@@ -92,3 +92,31 @@ pub fn run(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Draw who talks to whom on this host: containers grouped by network,
+/// the host, and the outside grouped by prefix, with edges weighted by
+/// bytes and dropped edges marked in red with their reason. Writes SVG
+/// (drawn by Graphviz's `dot` when installed, else by netwatch's own
+/// layout), Graphviz DOT, or the graph as JSON. Asks the running agent.
+///
+/// Examples:
+///   sudo netwatch map > host.svg
+///   sudo netwatch map --network shop_backend --since 1h -o dot | dot -Tpng > backend.png
+///   sudo netwatch map --builtin --out host.svg
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct MapArgs {
+    #[command(flatten)]
+    pub filter: super::source::FilterArgs,
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = super::map::MapFormat::Svg)]
+    pub output: super::map::MapFormat,
+    /// Draw the SVG with netwatch's own layout even if Graphviz is installed.
+    #[arg(long)]
+    pub builtin: bool,
+    /// Write to this file instead of standard output.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<std::path::PathBuf>,
+}

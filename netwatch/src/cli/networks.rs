@@ -285,6 +285,51 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// List Docker's networks, their endpoints and host veths, and how far
+/// netwatch guards each.
+///
+/// One line per network (driver, internal flag, subnets, bridge device,
+/// number of endpoints, mode, why), then one line per endpoint:
+/// container, service (compose, or swarm), addresses, MAC, the host side of its veth
+/// (found by entering the container's network namespace), mode, why.
+/// The host and none networks list the containers in that network mode.
+///
+/// The mode of a network or endpoint is one of:
+///   enforced   its policy denies something (internal: true,
+///              netwatch.egress=deny) and netwatch's programs apply it
+///              (on every endpoint's veth, and the network's bridge)
+///   observed   netwatch's programs are attached and the policy denies
+///              nothing: every packet passes and is recorded
+///   unguarded  no netwatch program sees the traffic; WHY says why (a
+///              driver without a hook, host networking, a veth not found
+///              or not attached, no agent running, not managed…)
+/// A network is only as guarded as its weakest endpoint.
+///
+/// Talks to dockerd at DOCKER_HOST (default unix:///var/run/docker.sock).
+/// Run as root to see host veths; without root they are left blank.
+///
+/// Examples:
+///   netwatch networks
+///   netwatch networks backend frontend
+///   netwatch networks -o json | jq '.[] | select(.internal)'
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct NetworksArgs {
+    /// Show only these networks (names or ids).
+    #[arg(value_name = "NETWORK")]
+    pub networks: Vec<String>,
+    /// Output format; JSON is an array of networks, each with its
+    /// endpoints (the shape is documented in docs/observing.md).
+    #[arg(short, long, value_enum, default_value_t = super::OutputFormat::Table)]
+    pub output: super::OutputFormat,
+    /// Where the agent pins its links and maps (a directory in bpffs).
+    #[arg(long, hide = true, default_value = "/sys/fs/bpf/netwatch")]
+    pub pin_root: std::path::PathBuf,
+    /// Where the agent keeps its lock and status file.
+    #[arg(long, hide = true, default_value = "/run/netwatch")]
+    pub run_dir: std::path::PathBuf,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -113,6 +113,40 @@ pub fn run(
     })
 }
 
+/// Flow and drop records live from the running agent, one line each,
+/// until Ctrl-C or --count, like `hubble observe`.
+///
+/// Events: flow-open (a flow's first packet), flow-close (its first
+/// TCP FIN or RST), flow-export (an active flow, at most once per
+/// export interval), drop (rate-limited per flow). The counts on a
+/// line are the flow's totals so far. A record reaches you within
+/// about 250 ms (the agent reads the kernel's ring buffer 4 times a
+/// second). With --since, the flows seen since then are printed first
+/// (event `flow`). When this command cannot keep up, the agent skips
+/// records for it and says how many: `N events lost` (jsonl:
+/// {"event":"lost","count":N}).
+///
+/// Examples:
+///   sudo netwatch observe
+///   sudo netwatch observe --container web --verdict dropped
+///   sudo netwatch observe --proto tcp --port 5432 --count 10
+///   sudo netwatch observe -o jsonl | jq -c 'select(.event == "drop")'
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct ObserveArgs {
+    #[command(flatten)]
+    pub filter: super::source::FilterArgs,
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
+    /// Stop after this many events.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Output format: one line per event for people, or one JSON
+    /// object per line (json and jsonl are the same here).
+    #[arg(short, long, value_enum, default_value_t = super::source::FlowOutput::Table)]
+    pub output: super::source::FlowOutput,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

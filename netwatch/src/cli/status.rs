@@ -613,3 +613,41 @@ fn exit_status(status: &Status) -> u8 {
         0
     }
 }
+
+/// Show whether the agent runs, what is unguarded, what is attached
+/// where, and what was dropped and why (read from the pinned maps, so it
+/// works whether or not the agent is up).
+///
+/// Under UNGUARDED it lists every network and endpoint whose policy
+/// denies something (`internal: true`, `netwatch.egress=deny`) but that
+/// netwatch does not enforce, each with why: a driver netwatch has no
+/// hook for, a veth not found or not attached, a network the agent does
+/// not manage. It judges from Docker and the pins now; when Docker does
+/// not answer, it shows the running agent's last account.
+///
+/// Exit status:
+///   0  every internal or egress-denied network and endpoint is enforced
+///   1  status could not be read (e.g. not root)
+///   3  at least one of them is unguarded (listed under UNGUARDED)
+///   4  cannot tell: Docker does not answer and no agent has synced
+///
+/// Examples:
+///   sudo netwatch status
+///   sudo netwatch status --network shop_backend || alert
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = super::OutputFormat::Table)]
+    pub output: super::OutputFormat,
+    /// Judge only these networks (names or ids; repeat the flag) for
+    /// UNGUARDED and the exit status.
+    #[arg(long = "network", value_name = "NETWORK")]
+    pub networks: Vec<String>,
+    /// Where the agent pins its links and maps (a directory in bpffs).
+    #[arg(long, hide = true, default_value = "/sys/fs/bpf/netwatch")]
+    pub pin_root: std::path::PathBuf,
+    /// Where the agent keeps its lock and status file.
+    #[arg(long, hide = true, default_value = "/run/netwatch")]
+    pub run_dir: std::path::PathBuf,
+}

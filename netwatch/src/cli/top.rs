@@ -1,11 +1,23 @@
-//! `netwatch top`: live top talkers, by container or by flow.
+//! `netwatch top`: the loop that fetches flow entries every interval and
+//! shows `render::top`'s table of the busiest containers or flows, as plain
+//! snapshots or (in a terminal) on a screen of its own (`screen`).
 
-use std::{process::ExitCode, time::Duration};
+mod screen;
+
+use std::{
+    io::{self, IsTerminal, Write},
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::{Result, bail};
+use crossterm::terminal;
 
 use super::source::{FilterArgs, FlowSource as _, SourceArgs, open_source};
-use crate::render::{By, TopOptions, run_top};
+use crate::{
+    flows::FlowEntry,
+    render::{By, Snapshot, render_frame},
+};
 
 /// Refreshes until `q`/Ctrl-C (in a terminal) or prints plain snapshots.
 ///
@@ -38,4 +50,228 @@ pub fn run(
         },
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How `top` runs (see [`run_top`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopOptions {
+    /// Time between snapshots.
+    pub interval: Duration,
+    pub by: By,
+    /// Print one table (rates over one interval) and stop.
+    pub once: bool,
+    /// Rows at most (a terminal also limits them to its height).
+    pub limit: usize,
+}
+
+impl Default for TopOptions {
+    fn default() -> TopOptions {
+        TopOptions {
+            interval: Duration::from_secs(2),
+            by: By::Container,
+            once: false,
+            limit: 20,
+        }
+    }
+}
+
+/// Runs `netwatch top`: fetches entries every `interval` and shows the
+/// busiest containers or flows.
+///
+/// - On a terminal (and without `once`): a full-screen view on the
+///   alternate screen that redraws in place, hides the cursor, and fits the
+///   terminal's size. `q`, Esc or Ctrl-C quit; `c` and `f` switch between
+///   containers and flows. The terminal is restored on every way out:
+///   those keys, an error, a panic in `fetch`, and SIGINT, SIGTERM or
+///   SIGHUP (handlers for those stay installed for the rest of the process:
+///   the first one ends the loop at its next check, within 100 ms unless
+///   `fetch` is busy; a second one exits at once). Fetch errors after the
+///   first are shown in the header while the loop goes on.
+/// - Otherwise (a pipe, a file, or `once`): plain text, no escape
+///   sequences; one snapshot per interval, separated by a blank line, the
+///   first after one interval (rates need two snapshots). With `once`, one
+///   snapshot and return. Later fetch errors go to stderr and the loop goes
+///   on (with `once`, they are returned); a closed pipe ends it quietly.
+///
+/// # Errors
+///
+/// When the first fetch fails, or the terminal cannot be set up or written.
+pub fn run_top(
+    mut fetch: impl FnMut() -> anyhow::Result<Vec<FlowEntry>>,
+    options: &TopOptions,
+) -> anyhow::Result<()> {
+    let first = Snapshot::now(fetch()?);
+    let stdout = io::stdout();
+    if !options.once && stdout.is_terminal() {
+        screen::interactive(first, fetch, options)
+    } else {
+        let width = terminal::size()
+            .ok()
+            .filter(|_| stdout.is_terminal())
+            .map(|(w, _)| usize::from(w))
+            .or_else(|| std::env::var("COLUMNS").ok()?.parse().ok())
+            .unwrap_or(120);
+        let frames = if options.once { Some(1) } else { None };
+        match plain(&mut stdout.lock(), first, fetch, options, width, frames) {
+            Err(e)
+                if e.downcast_ref::<io::Error>()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
+/// Plain snapshots to `out`: `frames` of them, or forever.
+fn plain<W: Write>(
+    out: &mut W,
+    first: Snapshot,
+    mut fetch: impl FnMut() -> anyhow::Result<Vec<FlowEntry>>,
+    options: &TopOptions,
+    width: usize,
+    frames: Option<usize>,
+) -> anyhow::Result<()> {
+    let mut prev = first;
+    let mut written = 0;
+    while frames.is_none_or(|n| written < n) {
+        std::thread::sleep(options.interval);
+        let now = match fetch() {
+            Ok(entries) => Snapshot::now(entries),
+            Err(e) if options.once => return Err(e),
+            Err(e) => {
+                eprintln!("netwatch top: {}", super::one_line(&e));
+                continue;
+            }
+        };
+        if written > 0 {
+            out.write_all(b"\n")?;
+        }
+        let frame = render_frame(
+            Some(&prev),
+            &now,
+            options.by,
+            options.interval,
+            options.limit,
+            width,
+        );
+        out.write_all(frame.as_bytes())?;
+        out.flush()?;
+        written += 1;
+        prev = now;
+    }
+    Ok(())
+}
+
+/// Live top talkers, by container (bytes sent and received per second)
+/// or by flow, refreshing in place in a terminal (q or Ctrl-C quits; c
+/// and f switch the view); plain snapshots, one per interval, when the
+/// output is not a terminal. Asks the running agent.
+///
+/// Examples:
+///   sudo netwatch top
+///   sudo netwatch top --by flow --network shop_backend
+///   sudo netwatch top --once --interval 5 > snapshot.txt
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub filter: super::source::FilterArgs,
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
+    /// Rank containers or flows.
+    #[arg(long, value_enum, default_value_t = crate::render::By::Container)]
+    pub by: crate::render::By,
+    /// Seconds between refreshes (rates are over this interval).
+    #[arg(long, default_value_t = 2.0)]
+    pub interval: f64,
+    /// Print one table (rates over one interval) and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Rows at most.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::fixtures::{snapshot_at, web_in, web_out};
+
+    #[test]
+    fn plain_output_has_no_escape_sequences_and_separates_snapshots() {
+        let mut n = 0u64;
+        let fetch = || {
+            n += 1;
+            Ok(vec![web_out(1_000 * n), web_in(5_000 * n)])
+        };
+        let options = TopOptions {
+            interval: Duration::from_millis(5),
+            ..TopOptions::default()
+        };
+        let mut out = Vec::new();
+        let first = snapshot_at(0, vec![web_out(0), web_in(0)]);
+        plain(&mut out, first, fetch, &options, 80, Some(2)).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(!text.contains('\r'));
+        let frames: Vec<&str> = text.split("\n\nnetwatch top").collect();
+        assert_eq!(frames.len(), 2, "{text}");
+        assert!(text.starts_with("netwatch top · by container · every 5ms · "));
+        assert_eq!(text.matches("CONTAINER").count(), 2);
+        assert!(text.lines().all(|l| l.chars().count() <= 80));
+    }
+
+    #[test]
+    fn fetch_errors_after_the_first_do_not_stop_plain_output() {
+        let mut calls = 0;
+        let fetch = || {
+            calls += 1;
+            if calls == 1 {
+                anyhow::bail!("agent restarting")
+            }
+            Ok(vec![web_out(10)])
+        };
+        let options = TopOptions {
+            interval: Duration::from_millis(1),
+            ..TopOptions::default()
+        };
+        let mut out = Vec::new();
+        plain(
+            &mut out,
+            snapshot_at(0, vec![]),
+            fetch,
+            &options,
+            80,
+            Some(1),
+        )
+        .unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("web"));
+        // With `once` there is no second chance.
+        let once = TopOptions {
+            once: true,
+            ..options
+        };
+        let fetch = || anyhow::bail!("agent gone");
+        let err = plain(
+            &mut Vec::new(),
+            snapshot_at(0, vec![]),
+            fetch,
+            &once,
+            80,
+            Some(1),
+        );
+        assert_eq!(err.unwrap_err().to_string(), "agent gone");
+    }
+
+    #[test]
+    fn a_failing_first_fetch_is_an_error() {
+        let options = TopOptions {
+            once: true,
+            ..TopOptions::default()
+        };
+        let err = run_top(|| anyhow::bail!("no agent"), &options).unwrap_err();
+        assert_eq!(err.to_string(), "no agent");
+    }
 }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use jiff::Timestamp;
 use netwatch_common::reason::Verdict;
 
-use crate::flows::FlowEntry;
+use crate::{flows::FlowEntry, render::Snapshot};
 
 pub fn at(second: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + second).unwrap()
@@ -15,6 +15,14 @@ pub fn at(second: i64) -> Timestamp {
 
 /// An address and a port.
 pub type End<'a> = (&'a str, u16);
+
+/// `entries` as fetched at [`at`]`(second)`.
+pub fn snapshot_at(second: i64, entries: Vec<FlowEntry>) -> Snapshot {
+    Snapshot {
+        taken: at(second),
+        entries,
+    }
+}
 
 /// A forwarded flow with one packet per 100 bytes, seen from `second` 0.
 pub fn flow(
@@ -106,6 +114,20 @@ pub fn summary(c: &str, net: &str, direction: &str, n: u64, bytes: u64) -> FlowE
         flows: n,
         ..flow(Some(c), Some(net), direction, nowhere, nowhere, "*", bytes)
     }
+}
+
+/// web on the network `front`, and a server outside it talks to.
+const WEB: End<'static> = ("172.20.0.2", 40000);
+const SERVER: End<'static> = ("203.0.113.5", 443);
+
+/// web sends `bytes` to the server.
+pub fn web_out(bytes: u64) -> FlowEntry {
+    egress("web", "front", WEB, SERVER, bytes)
+}
+
+/// web receives `bytes` from the server.
+pub fn web_in(bytes: u64) -> FlowEntry {
+    ingress("web", "front", SERVER, WEB, bytes)
 }
 
 /// The host's gateway address on the `bridge` network.

@@ -1,14 +1,13 @@
 //! Pictures and tables drawn from flow entries, for `netwatch map` and
-//! `netwatch top`: pure functions over `&[FlowEntry]` plus the refresh loop
-//! of `top`. Nothing here talks to the agent or the kernel; the CLI fetches
-//! entries and hands them over.
+//! `netwatch top`: functions from `&[FlowEntry]` to text. Nothing here talks
+//! to the agent, the kernel or the terminal; the CLI fetches entries, hands
+//! them over and shows what comes back.
 //!
 //! - [`graph`]: who talks to whom, built from flow entries ([`Graph::from_flows`]).
 //! - [`dot`]: that graph as Graphviz DOT.
 //! - [`svg`]: that graph as SVG, laid out here (no Graphviz needed), or by
 //!   Graphviz when it is installed.
-//! - [`top`]: top talkers between two snapshots, as a table, and the loop
-//!   that redraws it.
+//! - [`top`]: top talkers between two snapshots, as a table.
 //! - [`units`]: human byte counts and rates.
 
 pub mod dot;
@@ -23,6 +22,5 @@ pub use dot::render_dot;
 pub use graph::{Edge, Graph, GraphOptions, Network, Node, NodeKind};
 pub use svg::{render_svg, render_svg_preferring_graphviz, render_svg_with_graphviz};
 pub use top::{
-    By, FlowColumns, Rates, Row, Snapshot, TopOptions, render_frame, render_table, run_top,
-    top_talkers,
+    By, FlowColumns, Rates, Row, Snapshot, fit, render_frame, render_table, top_talkers,
 };

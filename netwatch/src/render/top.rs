@@ -1,6 +1,6 @@
-//! `netwatch top`: the busiest containers or flows, as rates between two
-//! snapshots of the flow entries, in a table that redraws in place in a
-//! terminal and prints plain snapshots anywhere else.
+//! `netwatch top`'s picture: the busiest containers or flows, as rates
+//! between two snapshots of the flow entries, in a table fitted to a width.
+//! The loop that fetches snapshots and redraws them is `cli::top`'s.
 //!
 //! Rates come from differences: each flow's counts now minus its counts in
 //! the previous snapshot, over the time between them. Entries are keyed by
@@ -19,20 +19,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    io::{self, IsTerminal, Write},
     net::IpAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use crossterm::{
-    cursor, event, execute, queue,
-    style::Print,
-    terminal::{self, ClearType},
-};
 use jiff::{Timestamp, tz::TimeZone};
 use netwatch_common::{
     protocol::Protocol,
@@ -455,7 +445,7 @@ fn columns_and_cells(rows: &[Row], by: By) -> (Vec<Column>, Vec<Vec<String>>) {
 }
 
 /// `text` cut to `width` characters, with `…` marking the cut.
-fn fit(text: &str, width: usize) -> String {
+pub fn fit(text: &str, width: usize) -> String {
     let n = text.chars().count();
     if n <= width {
         return text.to_string();
@@ -564,29 +554,6 @@ pub fn render_table(rows: &[Row], by: By, width: usize) -> String {
     out
 }
 
-/// How `top` runs (see [`run_top`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopOptions {
-    /// Time between snapshots.
-    pub interval: Duration,
-    pub by: By,
-    /// Print one table (rates over one interval) and stop.
-    pub once: bool,
-    /// Rows at most (a terminal also limits them to its height).
-    pub limit: usize,
-}
-
-impl Default for TopOptions {
-    fn default() -> TopOptions {
-        TopOptions {
-            interval: Duration::from_secs(2),
-            by: By::Container,
-            once: false,
-            limit: 20,
-        }
-    }
-}
-
 fn by_name(by: By) -> &'static str {
     match by {
         By::Container => "container",
@@ -670,263 +637,15 @@ pub fn render_frame(
     out
 }
 
-/// Runs `netwatch top`: fetches entries every `interval` and shows the
-/// busiest containers or flows.
-///
-/// - On a terminal (and without `once`): a full-screen view on the
-///   alternate screen that redraws in place, hides the cursor, and fits the
-///   terminal's size. `q`, Esc or Ctrl-C quit; `c` and `f` switch between
-///   containers and flows. The terminal is restored on every way out:
-///   those keys, an error, a panic in `fetch`, and SIGINT, SIGTERM or
-///   SIGHUP (handlers for those stay installed for the rest of the process:
-///   the first one ends the loop at its next check, within 100 ms unless
-///   `fetch` is busy; a second one exits at once). Fetch errors after the
-///   first are shown in the header while the loop goes on.
-/// - Otherwise (a pipe, a file, or `once`): plain text, no escape
-///   sequences; one snapshot per interval, separated by a blank line, the
-///   first after one interval (rates need two snapshots). With `once`, one
-///   snapshot and return. Later fetch errors go to stderr and the loop goes
-///   on (with `once`, they are returned); a closed pipe ends it quietly.
-///
-/// # Errors
-///
-/// When the first fetch fails, or the terminal cannot be set up or written.
-pub fn run_top(
-    mut fetch: impl FnMut() -> anyhow::Result<Vec<FlowEntry>>,
-    options: &TopOptions,
-) -> anyhow::Result<()> {
-    let first = Snapshot::now(fetch()?);
-    let stdout = io::stdout();
-    if !options.once && stdout.is_terminal() {
-        interactive(first, fetch, options)
-    } else {
-        let width = terminal::size()
-            .ok()
-            .filter(|_| stdout.is_terminal())
-            .map(|(w, _)| usize::from(w))
-            .or_else(|| std::env::var("COLUMNS").ok()?.parse().ok())
-            .unwrap_or(120);
-        let frames = if options.once { Some(1) } else { None };
-        match plain(&mut stdout.lock(), first, fetch, options, width, frames) {
-            Err(e)
-                if e.downcast_ref::<io::Error>()
-                    .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
-            {
-                Ok(())
-            }
-            other => other,
-        }
-    }
-}
-
-/// Plain snapshots to `out`: `frames` of them, or forever.
-fn plain<W: Write>(
-    out: &mut W,
-    first: Snapshot,
-    mut fetch: impl FnMut() -> anyhow::Result<Vec<FlowEntry>>,
-    options: &TopOptions,
-    width: usize,
-    frames: Option<usize>,
-) -> anyhow::Result<()> {
-    let mut prev = first;
-    let mut written = 0;
-    while frames.is_none_or(|n| written < n) {
-        std::thread::sleep(options.interval);
-        let now = match fetch() {
-            Ok(entries) => Snapshot::now(entries),
-            Err(e) if options.once => return Err(e),
-            Err(e) => {
-                eprintln!("netwatch top: {}", crate::cli::one_line(&e));
-                continue;
-            }
-        };
-        if written > 0 {
-            out.write_all(b"\n")?;
-        }
-        let frame = render_frame(
-            Some(&prev),
-            &now,
-            options.by,
-            options.interval,
-            options.limit,
-            width,
-        );
-        out.write_all(frame.as_bytes())?;
-        out.flush()?;
-        written += 1;
-        prev = now;
-    }
-    Ok(())
-}
-
-/// Raw mode, alternate screen, hidden cursor; all undone on drop.
-struct TerminalGuard;
-
-impl TerminalGuard {
-    fn enter() -> io::Result<TerminalGuard> {
-        terminal::enable_raw_mode()?;
-        let guard = TerminalGuard;
-        execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)?;
-        Ok(guard)
-    }
-}
-
-impl Drop for TerminalGuard {
-    fn drop(&mut self) {
-        let _ = execute!(io::stdout(), cursor::Show, terminal::LeaveAlternateScreen);
-        let _ = terminal::disable_raw_mode();
-    }
-}
-
-/// Sets the returned flag on SIGINT, SIGTERM and SIGHUP; a second one exits.
-fn termination_flag() -> io::Result<Arc<AtomicBool>> {
-    use signal_hook::{
-        consts::{SIGHUP, SIGINT, SIGTERM},
-        flag,
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM, SIGHUP] {
-        // The shutdown goes first: it acts only once the flag is set.
-        flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))?;
-        flag::register(signal, Arc::clone(&stop))?;
-    }
-    Ok(stop)
-}
-
-/// What a key asks for.
-enum Key {
-    Quit,
-    Show(By),
-    Redraw,
-    Nothing,
-}
-
-fn key(ev: &event::Event) -> Key {
-    use event::{Event, KeyCode, KeyEventKind, KeyModifiers};
-    match ev {
-        Event::Key(k) if k.kind != KeyEventKind::Release => match k.code {
-            KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => Key::Quit,
-            KeyCode::Char('q' | 'Q') | KeyCode::Esc => Key::Quit,
-            KeyCode::Char('c' | 'C') => Key::Show(By::Container),
-            KeyCode::Char('f' | 'F') => Key::Show(By::Flow),
-            _ => Key::Nothing,
-        },
-        Event::Resize(..) => Key::Redraw,
-        _ => Key::Nothing,
-    }
-}
-
-fn interactive(
-    first: Snapshot,
-    mut fetch: impl FnMut() -> anyhow::Result<Vec<FlowEntry>>,
-    options: &TopOptions,
-) -> anyhow::Result<()> {
-    let stop = termination_flag()?;
-    let _guard = TerminalGuard::enter()?;
-    let mut by = options.by;
-    let mut prev: Option<Snapshot> = None;
-    let mut now = first;
-    let mut error: Option<String> = None;
-    loop {
-        draw(prev.as_ref(), &now, by, options, error.as_deref())?;
-        let deadline = Instant::now() + options.interval;
-        loop {
-            if stop.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            if event::poll(left.min(Duration::from_millis(100)))? {
-                match key(&event::read()?) {
-                    Key::Quit => return Ok(()),
-                    Key::Show(b) => {
-                        by = b;
-                        draw(prev.as_ref(), &now, by, options, error.as_deref())?;
-                    }
-                    Key::Redraw => draw(prev.as_ref(), &now, by, options, error.as_deref())?,
-                    Key::Nothing => {}
-                }
-            }
-        }
-        match fetch() {
-            Ok(entries) => {
-                prev = Some(std::mem::replace(&mut now, Snapshot::now(entries)));
-                error = None;
-            }
-            Err(e) => error = Some(crate::cli::one_line(&e)),
-        }
-    }
-}
-
-/// Redraws the screen without clearing it first (no flicker): each line
-/// overwrites the last frame's and clears what is left of it.
-fn draw(
-    prev: Option<&Snapshot>,
-    now: &Snapshot,
-    by: By,
-    options: &TopOptions,
-    error: Option<&str>,
-) -> io::Result<()> {
-    let (w, h) = terminal::size().unwrap_or((80, 24));
-    let (width, height) = (usize::from(w).max(20), usize::from(h).max(5));
-    // Header (2), blank, table header, rows, blank, key help.
-    let limit = options.limit.min(height.saturating_sub(6));
-    let mut text = render_frame(prev, now, by, options.interval, limit, width);
-    if let Some(error) = error {
-        text = format!("{}\n{text}", fit(&format!("fetch failed: {error}"), width));
-    }
-    let mut lines: Vec<&str> = text.lines().collect();
-    lines.truncate(height - 2);
-    let mut out = io::stdout().lock();
-    queue!(out, cursor::MoveTo(0, 0))?;
-    for line in &lines {
-        queue!(
-            out,
-            Print(line),
-            terminal::Clear(ClearType::UntilNewLine),
-            Print("\r\n")
-        )?;
-    }
-    queue!(
-        out,
-        terminal::Clear(ClearType::UntilNewLine),
-        Print("\r\n"),
-        Print(fit("q quit · c by container · f by flow", width)),
-        terminal::Clear(ClearType::FromCursorDown)
-    )?;
-    out.flush()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::render::fixtures::*;
 
-    fn snap(second: i64, entries: Vec<FlowEntry>) -> Snapshot {
-        Snapshot {
-            taken: at(second),
-            entries,
-        }
-    }
-
-    /// web on the network `front`, and a server outside it talks to.
-    const WEB: End<'static> = ("172.20.0.2", 40000);
-    const SERVER: End<'static> = ("203.0.113.5", 443);
-
-    fn web_out(bytes: u64) -> FlowEntry {
-        egress("web", "front", WEB, SERVER, bytes)
-    }
-
-    fn web_in(bytes: u64) -> FlowEntry {
-        ingress("web", "front", SERVER, WEB, bytes)
-    }
-
     #[test]
     fn rates_are_differences_over_the_interval() {
-        let prev = snap(10, vec![web_out(1_000), web_in(10_000)]);
-        let now = snap(12, vec![web_out(5_000), web_in(30_000)]);
+        let prev = snapshot_at(10, vec![web_out(1_000), web_in(10_000)]);
+        let now = snapshot_at(12, vec![web_out(5_000), web_in(30_000)]);
         let rows = top_talkers(Some(&prev), &now, By::Container, 10);
         assert_eq!(rows.len(), 1);
         let r = rows[0].rates.unwrap();
@@ -950,7 +669,7 @@ mod tests {
 
     #[test]
     fn without_a_previous_snapshot_there_are_no_rates() {
-        let now = snap(12, vec![web_out(5_000)]);
+        let now = snapshot_at(12, vec![web_out(5_000)]);
         let rows = top_talkers(None, &now, By::Container, 10);
         assert_eq!(rows[0].rates, None);
         let table = render_table(&rows, By::Container, 100);
@@ -963,8 +682,8 @@ mod tests {
         fresh.first_seen = at(11);
         let mut old = web_in(900_000);
         old.first_seen = at(0);
-        let prev = snap(10, vec![]);
-        let now = snap(12, vec![fresh, old]);
+        let prev = snapshot_at(10, vec![]);
+        let now = snapshot_at(12, vec![fresh, old]);
         let r = top_talkers(Some(&prev), &now, By::Container, 10)[0]
             .rates
             .unwrap();
@@ -980,7 +699,7 @@ mod tests {
             ("203.0.113.9", 443),
             50_000,
         );
-        let prev = snap(
+        let prev = snapshot_at(
             10,
             vec![
                 web_out(1_000),
@@ -989,7 +708,7 @@ mod tests {
             ],
         );
         // `other` (50 000 bytes) was folded, and grew by 2 000 before that.
-        let now = snap(
+        let now = snapshot_at(
             12,
             vec![
                 web_out(3_000),
@@ -1004,11 +723,11 @@ mod tests {
 
     #[test]
     fn counts_that_go_backwards_read_as_zero_and_drops_are_counted() {
-        let prev = snap(
+        let prev = snapshot_at(
             10,
             vec![web_out(5_000), dropped(web_in(1_000), "not-in-network")],
         );
-        let now = snap(
+        let now = snapshot_at(
             11,
             vec![web_out(4_000), dropped(web_in(1_500), "not-in-network")],
         );
@@ -1032,7 +751,7 @@ mod tests {
     #[test]
     fn busiest_first_and_limited() {
         let entries = shop();
-        let prev = snap(
+        let prev = snapshot_at(
             0,
             entries
                 .iter()
@@ -1044,7 +763,7 @@ mod tests {
                 })
                 .collect(),
         );
-        let now = snap(10, entries);
+        let now = snapshot_at(10, entries);
         let rows = top_talkers(Some(&prev), &now, By::Container, 3);
         let names: Vec<&str> = rows.iter().map(|r| r.container.as_str()).collect();
         assert_eq!(names, ["shop-web-1", "shop-api-1", "shop-db-1"]);
@@ -1067,8 +786,8 @@ mod tests {
     #[test]
     fn tables_fit_the_width_in_fixed_columns() {
         let entries = shop();
-        let prev = snap(0, vec![]);
-        let now = snap(2, entries);
+        let prev = snapshot_at(0, vec![]);
+        let now = snapshot_at(2, entries);
         for by in [By::Container, By::Flow] {
             let rows = top_talkers(Some(&prev), &now, by, 100);
             for width in [30, 50, 72, 80, 100, 120, 160, 240] {
@@ -1117,77 +836,16 @@ mod tests {
     fn long_names_are_cut_with_an_ellipsis() {
         let mut e = web_out(100);
         e.container = Some("a-very-long-container-name-from-compose-1".into());
-        let rows = top_talkers(None, &snap(0, vec![e]), By::Container, 10);
+        let rows = top_talkers(None, &snapshot_at(0, vec![e]), By::Container, 10);
         let table = render_table(&rows, By::Container, 72);
         assert!(table.contains('…'), "{table}");
         assert!(table.lines().all(|l| l.chars().count() <= 72));
     }
 
     #[test]
-    fn plain_output_has_no_escape_sequences_and_separates_snapshots() {
-        let mut n = 0u64;
-        let fetch = || {
-            n += 1;
-            Ok(vec![web_out(1_000 * n), web_in(5_000 * n)])
-        };
-        let options = TopOptions {
-            interval: Duration::from_millis(5),
-            ..TopOptions::default()
-        };
-        let mut out = Vec::new();
-        let first = snap(0, vec![web_out(0), web_in(0)]);
-        plain(&mut out, first, fetch, &options, 80, Some(2)).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert!(!text.contains('\x1b'), "{text:?}");
-        assert!(!text.contains('\r'));
-        let frames: Vec<&str> = text.split("\n\nnetwatch top").collect();
-        assert_eq!(frames.len(), 2, "{text}");
-        assert!(text.starts_with("netwatch top · by container · every 5ms · "));
-        assert_eq!(text.matches("CONTAINER").count(), 2);
-        assert!(text.lines().all(|l| l.chars().count() <= 80));
-    }
-
-    #[test]
-    fn fetch_errors_after_the_first_do_not_stop_plain_output() {
-        let mut calls = 0;
-        let fetch = || {
-            calls += 1;
-            if calls == 1 {
-                anyhow::bail!("agent restarting")
-            }
-            Ok(vec![web_out(10)])
-        };
-        let options = TopOptions {
-            interval: Duration::from_millis(1),
-            ..TopOptions::default()
-        };
-        let mut out = Vec::new();
-        plain(&mut out, snap(0, vec![]), fetch, &options, 80, Some(1)).unwrap();
-        assert!(String::from_utf8(out).unwrap().contains("web"));
-        // With `once` there is no second chance.
-        let once = TopOptions {
-            once: true,
-            ..options
-        };
-        let fetch = || anyhow::bail!("agent gone");
-        let err = plain(&mut Vec::new(), snap(0, vec![]), fetch, &once, 80, Some(1));
-        assert_eq!(err.unwrap_err().to_string(), "agent gone");
-    }
-
-    #[test]
-    fn a_failing_first_fetch_is_an_error() {
-        let options = TopOptions {
-            once: true,
-            ..TopOptions::default()
-        };
-        let err = run_top(|| anyhow::bail!("no agent"), &options).unwrap_err();
-        assert_eq!(err.to_string(), "no agent");
-    }
-
-    #[test]
     fn frames_have_a_header_with_totals() {
-        let prev = snap(10, vec![web_out(1_000), web_in(1_000)]);
-        let now = snap(12, vec![web_out(3_048), web_in(1_000)]);
+        let prev = snapshot_at(10, vec![web_out(1_000), web_in(1_000)]);
+        let now = snapshot_at(12, vec![web_out(3_048), web_in(1_000)]);
         let frame = render_frame(Some(&prev), &now, By::Flow, Duration::from_secs(2), 10, 100);
         let second = frame.lines().nth(1).unwrap();
         assert_eq!(
