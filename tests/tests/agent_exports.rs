@@ -295,4 +295,82 @@ fn metrics_flow_log_map_and_top_agree_with_flows() {
         !top.contains('\u{1b}'),
         "no escape sequences off a terminal"
     );
+    // As `docker stats --no-stream`, for scripts: one JSON snapshot.
+    let top_json: Value = serde_json::from_str(&netwatch(
+        &agent,
+        &["top", "--no-stream", "-o", "json", "--interval", "0.2"],
+    ))
+    .expect("one JSON object");
+    assert_eq!(top_json["by"], "container", "{top_json}");
+    let row = top_json["rows"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["container"] == a.name.as_str()))
+        .unwrap_or_else(|| panic!("no row of {} in {top_json}", a.name));
+    assert!(row["bytes"].as_u64().unwrap() > 0, "{row}");
+    assert!(row["rates"]["tx_bytes"].is_number(), "{row}");
+}
+
+/// The containers that have a flow-packets series in a scrape of `agent`.
+fn containers_with_series(agent: &AgentProcess) -> std::collections::BTreeSet<String> {
+    let addr = AgentStatus::read(&agent.run_dir)
+        .and_then(|s| s.metrics_addr)
+        .expect("the agent says where metrics are served");
+    let families = prometheus::parse(&prometheus::scrape(&addr)).expect("the exposition parses");
+    families
+        .iter()
+        .filter(|f| f.name == "netwatch_flow_packets_total")
+        .flat_map(|f| &f.samples)
+        .filter_map(|s| s.labels.get("container").cloned())
+        .collect()
+}
+
+#[test]
+fn the_series_of_a_container_that_is_gone_expire_but_an_idle_ones_stay() {
+    require_root();
+    require_dockerd();
+    let network = TestNetwork::create("expiry", &[]);
+    let stays = TestContainer::run("stays", &["--network", &network.name]);
+    let goes = TestContainer::run("goes", &["--network", &network.name]);
+    let agent = AgentProcess::start_with_args(
+        NETWATCH,
+        &[&network.name],
+        &[],
+        &["--forget-gone-after", "1s"],
+    );
+    wait_for("the agent's first sync", Duration::from_secs(10), || {
+        agent.synced()
+    });
+    let stays_ip = stays.endpoint_field(&network, "IPAddress");
+    docker_ok(&["exec", &goes.name, "ping", "-c", "1", "-W", "1", &stays_ip]);
+    wait_for("series of both containers", Duration::from_secs(5), || {
+        let named = containers_with_series(&agent);
+        named.contains(&stays.name) && named.contains(&goes.name)
+    });
+
+    // Gone (the agent hears of it from Docker's events) and idle for more
+    // than 1 s: its series end. The container that stays has been idle as
+    // long, and keeps its series.
+    let gone_name = goes.name.clone();
+    drop(goes);
+    wait_for(
+        "the series of the container that went",
+        Duration::from_secs(15),
+        || !containers_with_series(&agent).contains(&gone_name),
+    );
+    assert!(
+        containers_with_series(&agent).contains(&stays.name),
+        "an idle container that is still there keeps its series"
+    );
+    // Its own flows are forgotten too (a flow of the container that stays
+    // still names it as the peer it talked to).
+    let flows: Vec<Value> =
+        serde_json::from_str(&netwatch(&agent, &["flows", "-o", "json"])).unwrap();
+    assert!(
+        flows.iter().all(|f| f["container"] != gone_name.as_str()),
+        "its flows are forgotten too: {flows:#?}"
+    );
+    assert!(
+        flows.iter().any(|f| f["container"] == stays.name.as_str()),
+        "{flows:#?}"
+    );
 }

@@ -63,6 +63,9 @@ pub struct AgentOptions {
     pub uplinks: UplinkChoice,
     /// Flows the agent keeps one by one; idle ones beyond are summarised.
     pub flow_limit: usize,
+    /// How long the flows of a container that is gone stay
+    /// (`--forget-gone-after`).
+    pub forget_gone_after: Duration,
     /// Attach the kernel drop program (`--kernel-drops on`).
     pub kernel_drops: bool,
     /// Audit every network whose policy denies something instead of
@@ -201,7 +204,8 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
             options.flow_limit,
             Box::new(move || pinned::read_flows(&root)),
         )
-        .with_socket_owners(open_socket_owners()),
+        .with_socket_owners(open_socket_owners())
+        .forget_gone_after(options.forget_gone_after),
     );
     pipeline.set_kernel_table_entries(options.flow_table_entries as usize);
     if options.audit {

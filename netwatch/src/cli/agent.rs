@@ -92,6 +92,19 @@ pub struct AgentArgs {
     /// per container, network, direction and verdict.
     #[arg(long, env = "NETWATCH_FLOW_LIMIT", default_value_t = crate::flows::pipeline::DEFAULT_FLOW_LIMIT)]
     pub flow_limit: usize,
+    /// How long the flows of a container that is gone (removed, or
+    /// stopped) stay after its last packet: in `flows`, and as the
+    /// container's metric series, which end then. Bounds the series of a
+    /// host that runs many short-lived containers (CI with `--rm`). A
+    /// duration: 30s, 15m, 1h.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "NETWATCH_FORGET_GONE_AFTER",
+        default_value = "1h",
+        value_parser = parse_duration
+    )]
+    pub forget_gone_after: std::time::Duration,
     /// Manage only these networks (by name; repeat the flag). By default
     /// the agent manages every bridge network. NETWATCH_NETWORKS takes
     /// a comma-separated list.
@@ -219,6 +232,7 @@ impl AgentArgs {
             resync_interval: std::time::Duration::from_secs(self.resync_secs),
             flow_table_entries: self.flow_table_entries,
             flow_limit: self.flow_limit,
+            forget_gone_after: self.forget_gone_after,
             networks: self.networks,
             uplinks,
             pin_root: self.pin_root,
@@ -235,6 +249,16 @@ impl AgentArgs {
     }
 }
 
+/// A positive duration as people write it: `30s`, `15m`, `1h30m`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    text.trim()
+        .parse::<jiff::SignedDuration>()
+        .ok()
+        .filter(|d| d.is_positive())
+        .and_then(|d| std::time::Duration::try_from(d).ok())
+        .ok_or_else(|| format!("`{text}` is not a duration: give one such as 30s, 15m or 1h"))
+}
+
 /// `--metrics-addr`: an address, or `off`.
 fn parse_metrics_addr(text: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
     if text == "off" {
@@ -243,4 +267,22 @@ fn parse_metrics_addr(text: &str) -> anyhow::Result<Option<std::net::SocketAddr>
     text.parse().map(Some).map_err(|_| {
         anyhow::anyhow!("--metrics-addr {text:?}: give IP:PORT (e.g. 127.0.0.1:9469) or off")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_duration;
+
+    #[test]
+    fn forget_gone_after_takes_a_positive_duration_and_says_what_to_give() {
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("45s"), Ok(Duration::from_secs(45)));
+        for bad in ["", "0s", "-5m", "soon", "5 parsecs"] {
+            let error = parse_duration(bad).unwrap_err();
+            assert!(error.contains("such as 30s, 15m or 1h"), "{bad}: {error}");
+        }
+    }
 }

@@ -179,6 +179,7 @@ pub fn main() -> ExitCode {
             args.interval,
             args.once,
             args.limit,
+            args.output,
         ),
         Command::Observe(args) => {
             cli::observe::run(&args.filter, &args.source, args.output, args.count)

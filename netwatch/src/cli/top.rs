@@ -16,7 +16,7 @@ use crossterm::terminal;
 use super::source::{FilterArgs, FlowSource as _, SourceArgs, open_source};
 use crate::{
     flows::FlowEntry,
-    render::{By, Snapshot, render_frame},
+    render::{By, Snapshot, json_frame, render_frame},
 };
 
 /// Refreshes until `q`/Ctrl-C (in a terminal) or prints plain snapshots.
@@ -30,6 +30,7 @@ pub fn run(
     interval_secs: f64,
     once: bool,
     limit: usize,
+    output: TopOutput,
 ) -> Result<ExitCode> {
     if !(interval_secs.is_finite() && interval_secs >= 0.1) {
         bail!("--interval must be at least 0.1 seconds");
@@ -47,6 +48,7 @@ pub fn run(
             by,
             once,
             limit,
+            output,
         },
     )?;
     Ok(ExitCode::SUCCESS)
@@ -62,6 +64,18 @@ pub struct TopOptions {
     pub once: bool,
     /// Rows at most (a terminal also limits them to its height).
     pub limit: usize,
+    pub output: TopOutput,
+}
+
+/// How `top` prints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TopOutput {
+    /// The table (full-screen on a terminal).
+    #[default]
+    Table,
+    /// One JSON object per snapshot and line ([`crate::render::TopFrame`]),
+    /// never full-screen.
+    Json,
 }
 
 impl Default for TopOptions {
@@ -71,6 +85,7 @@ impl Default for TopOptions {
             by: By::Container,
             once: false,
             limit: 20,
+            output: TopOutput::Table,
         }
     }
 }
@@ -102,7 +117,7 @@ pub fn run_top(
 ) -> anyhow::Result<()> {
     let first = Snapshot::now(fetch()?);
     let stdout = io::stdout();
-    if !options.once && stdout.is_terminal() {
+    if !options.once && options.output == TopOutput::Table && stdout.is_terminal() {
         screen::interactive(first, fetch, options)
     } else {
         let width = terminal::size()
@@ -145,18 +160,27 @@ fn plain<W: Write>(
                 continue;
             }
         };
-        if written > 0 {
-            out.write_all(b"\n")?;
+        match options.output {
+            TopOutput::Table => {
+                if written > 0 {
+                    out.write_all(b"\n")?;
+                }
+                let frame = render_frame(
+                    Some(&prev),
+                    &now,
+                    options.by,
+                    options.interval,
+                    options.limit,
+                    width,
+                );
+                out.write_all(frame.as_bytes())?;
+            }
+            TopOutput::Json => {
+                let frame = json_frame(Some(&prev), &now, options.by, options.limit);
+                serde_json::to_writer(&mut *out, &frame)?;
+                out.write_all(b"\n")?;
+            }
         }
-        let frame = render_frame(
-            Some(&prev),
-            &now,
-            options.by,
-            options.interval,
-            options.limit,
-            width,
-        );
-        out.write_all(frame.as_bytes())?;
         out.flush()?;
         written += 1;
         prev = now;
@@ -173,6 +197,7 @@ fn plain<W: Write>(
 ///   sudo netwatch top
 ///   sudo netwatch top --by flow --network shop_backend
 ///   sudo netwatch top --once --interval 5 > snapshot.txt
+///   sudo netwatch top --no-stream -o json | jq '.rows[0]'
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct TopArgs {
@@ -186,12 +211,18 @@ pub struct TopArgs {
     /// Seconds between refreshes (rates are over this interval).
     #[arg(long, default_value_t = 2.0)]
     pub interval: f64,
-    /// Print one table (rates over one interval) and exit.
-    #[arg(long)]
+    /// Print one table (rates over one interval) and exit; `--no-stream`
+    /// as `docker stats` calls it.
+    #[arg(long, visible_alias = "no-stream")]
     pub once: bool,
     /// Rows at most.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+    /// `table`, or `json`: one object per snapshot and line (`time`,
+    /// `interval_seconds`, `by`, `rows` with `rates` in bytes and packets
+    /// per second), for scripts.
+    #[arg(short, long, value_enum, default_value_t = TopOutput::Table)]
+    pub output: TopOutput,
 }
 
 #[cfg(test)]
@@ -199,8 +230,9 @@ mod tests {
     use super::*;
     use crate::render::fixtures::{snapshot_at, web_in, web_out};
 
-    #[test]
-    fn plain_output_has_no_escape_sequences_and_separates_snapshots() {
+    /// Two plain snapshots, 5 ms apart, of web sending and receiving more
+    /// each time, printed as `output`.
+    fn two_snapshots(output: TopOutput) -> String {
         let mut n = 0u64;
         let fetch = || {
             n += 1;
@@ -208,12 +240,18 @@ mod tests {
         };
         let options = TopOptions {
             interval: Duration::from_millis(5),
+            output,
             ..TopOptions::default()
         };
         let mut out = Vec::new();
         let first = snapshot_at(0, vec![web_out(0), web_in(0)]);
         plain(&mut out, first, fetch, &options, 80, Some(2)).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn plain_output_has_no_escape_sequences_and_separates_snapshots() {
+        let text = two_snapshots(TopOutput::Table);
         assert!(!text.contains('\x1b'), "{text:?}");
         assert!(!text.contains('\r'));
         let frames: Vec<&str> = text.split("\n\nnetwatch top").collect();
@@ -221,6 +259,21 @@ mod tests {
         assert!(text.starts_with("netwatch top · by container · every 5ms · "));
         assert_eq!(text.matches("CONTAINER").count(), 2);
         assert!(text.lines().all(|l| l.chars().count() <= 80));
+    }
+
+    #[test]
+    fn json_output_is_one_object_per_snapshot_with_rates_per_second() {
+        let text = two_snapshots(TopOutput::Json);
+        let frames: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(frames.len(), 2, "{text}");
+        let row = &frames[0]["rows"][0];
+        assert_eq!(frames[0]["by"], "container");
+        assert_eq!(row["container"], "web");
+        assert!(row["rates"]["tx_bytes"].as_f64().unwrap() > 0.0, "{row}");
+        assert_eq!(row["bytes"], 6_000, "{row}");
     }
 
     #[test]

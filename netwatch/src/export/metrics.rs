@@ -34,7 +34,10 @@
 //! counts for both, as the sender's egress and the receiver's ingress, so
 //! sum over one direction (or filter on one container) for host totals.
 //! Cardinality is bounded by the containers and networks the agent has
-//! seen: there are no per-port, per-address or per-interface labels.
+//! seen in the last `--forget-gone-after` (1h): there are no per-port,
+//! per-address or per-interface labels, and the flows of a container that
+//! is gone are forgotten that long after its last packet, their series
+//! with them ([`crate::flows::Pipeline::forget_gone_after`]).
 //! Flows that belong to no container on this host (packets the uplink
 //! shield dropped on their way to an unknown address) have `container=""`
 //! (and `network=""` when no network is known). `service` is the compose

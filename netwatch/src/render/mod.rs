@@ -22,5 +22,6 @@ pub use dot::render_dot;
 pub use graph::{Edge, Graph, GraphOptions, Network, Node, NodeKind};
 pub use svg::{render_svg, render_svg_preferring_graphviz, render_svg_with_graphviz};
 pub use top::{
-    By, FlowColumns, Rates, Row, Snapshot, fit, render_frame, render_table, top_talkers,
+    By, FlowColumns, Rates, Row, Snapshot, TopFrame, fit, json_frame, render_frame, render_table,
+    top_talkers,
 };

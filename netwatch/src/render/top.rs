@@ -41,12 +41,37 @@ fn with_name(mut address: String, name: &Option<String>) -> String {
 }
 
 /// What `top` ranks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum By {
     /// One row per container: bytes sent and received per second.
     Container,
     /// One row per flow.
     Flow,
+}
+
+/// One snapshot of `top -o json`: the rows of the table, with the rates
+/// as numbers per second (`null` before two snapshots).
+#[derive(Debug, serde::Serialize)]
+pub struct TopFrame {
+    /// When the entries were fetched.
+    pub time: Timestamp,
+    /// What the rates are over.
+    pub interval_seconds: f64,
+    pub by: By,
+    pub rows: Vec<Row>,
+}
+
+/// The frame of `top -o json` for `now`, with rates against `prev`.
+pub fn json_frame(prev: Option<&Snapshot>, now: &Snapshot, by: By, limit: usize) -> TopFrame {
+    TopFrame {
+        time: now.taken,
+        interval_seconds: prev.map_or(0.0, |prev| {
+            now.taken.duration_since(prev.taken).as_secs_f64()
+        }),
+        by,
+        rows: top_talkers(prev, now, by, limit),
+    }
 }
 
 /// Flow entries as fetched at one moment.
@@ -67,7 +92,7 @@ impl Snapshot {
 }
 
 /// Per-second rates over one interval.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Rates {
     /// Bytes sent by the container (egress).
     pub tx_bytes: f64,
@@ -85,7 +110,7 @@ impl Rates {
 }
 
 /// The flow a [`By::Flow`] row stands for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FlowColumns {
     pub direction: Direction,
     pub proto: Protocol,
@@ -97,8 +122,8 @@ pub struct FlowColumns {
     pub verdict: String,
 }
 
-/// One line of the table.
-#[derive(Clone, Debug, PartialEq)]
+/// One line of the table (and of `top -o json`'s `rows`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Row {
     /// `-` for traffic no container owns.
     pub container: String,
