@@ -288,9 +288,8 @@ struct Tracked {
     /// the counts since.
     verdict_start_packets: u64,
     verdict_start_bytes: u64,
-    /// The flow's totals as of its latest event (see [`Delta`]).
-    reported_packets: u64,
-    reported_bytes: u64,
+    /// The flow's totals as of its latest event.
+    reported: Reported,
 }
 
 impl Tracked {
@@ -367,6 +366,49 @@ pub struct Delta {
     pub bytes: u64,
 }
 
+/// A flow's totals as of its latest event: what its next [`Delta`] counts
+/// from. Shared by the flows and the kernel's drops, so both count alike.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Reported {
+    packets: u64,
+    bytes: u64,
+}
+
+impl Reported {
+    /// Nothing of these totals goes into a delta.
+    pub(super) fn at(packets: u64, bytes: u64) -> Reported {
+        Reported { packets, bytes }
+    }
+
+    /// What the totals added since the latest event; they become the
+    /// latest.
+    pub(super) fn advance(&mut self, packets: u64, bytes: u64) -> Delta {
+        let delta = Delta {
+            packets: packets.saturating_sub(self.packets),
+            bytes: bytes.saturating_sub(self.bytes),
+        };
+        *self = Reported { packets, bytes };
+        delta
+    }
+}
+
+/// Since when (monotonic ns, the agent's start) counts go into deltas: a
+/// flow whose kernel entry began before then carries its counts at first
+/// sight in none, since an earlier agent may have logged them.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct DeltasFrom(pub(super) u64);
+
+impl DeltasFrom {
+    /// Where a kernel entry first seen now starts counting from.
+    pub(super) fn first_sight(self, first_seen_ns: u64, packets: u64, bytes: u64) -> Reported {
+        if first_seen_ns < self.0 {
+            Reported::at(packets, bytes)
+        } else {
+            Reported::default()
+        }
+    }
+}
+
 /// What a flow folded into a summary had counted from its kernel entry.
 #[derive(Clone, Copy, Debug)]
 struct Folded {
@@ -396,9 +438,7 @@ pub struct Aggregator {
     pub dns_names: DnsNames,
     peers: HashSet<Arc<Peer>>,
     pub counters: PipelineCounters,
-    /// Flows whose kernel entry began before this (monotonic ns) count
-    /// their deltas from their counts when first seen ([`Delta`]).
-    deltas_from_ns: u64,
+    deltas_from: DeltasFrom,
 }
 
 impl Aggregator {
@@ -415,7 +455,7 @@ impl Aggregator {
             peers: HashSet::new(),
             dns_names: DnsNames::default(),
             counters: PipelineCounters::default(),
-            deltas_from_ns: 0,
+            deltas_from: DeltasFrom::default(),
         }
     }
 
@@ -423,7 +463,7 @@ impl Aggregator {
     /// their counts until then in no [`Delta`]: an earlier agent may have
     /// logged them.
     pub fn count_deltas_from(&mut self, monotonic_ns: u64) {
-        self.deltas_from_ns = monotonic_ns;
+        self.deltas_from = DeltasFrom(monotonic_ns);
     }
 
     /// The capacity of the kernel's flow table (`--flow-table-entries`):
@@ -475,11 +515,7 @@ impl Aggregator {
         self.update(&event.key, &stats, names, clock);
         let recorded = self.flows.get_mut(&event.key).map(|tracked| {
             let (packets, bytes) = tracked.total();
-            let delta = Delta {
-                packets: packets.saturating_sub(tracked.reported_packets),
-                bytes: bytes.saturating_sub(tracked.reported_bytes),
-            };
-            (tracked.reported_packets, tracked.reported_bytes) = (packets, bytes);
+            let delta = tracked.reported.advance(packets, bytes);
             (tracked.entry(&event.key), delta)
         });
         self.enforce_limit();
@@ -540,9 +576,11 @@ impl Aggregator {
                 tracked.kernel_bytes = bytes;
                 tracked.verdict_start_packets = packets;
                 tracked.verdict_start_bytes = bytes;
-                (tracked.reported_packets, tracked.reported_bytes) = (packets, bytes);
-            } else if stats.first_seen_ns < self.deltas_from_ns {
-                (tracked.reported_packets, tracked.reported_bytes) = (stats.packets, stats.bytes);
+                tracked.reported = Reported::at(packets, bytes);
+            } else {
+                tracked.reported =
+                    self.deltas_from
+                        .first_sight(stats.first_seen_ns, stats.packets, stats.bytes);
             }
             self.flows.insert(*key, tracked);
         }
@@ -658,8 +696,7 @@ impl Aggregator {
             base_bytes: 0,
             verdict_start_packets: 0,
             verdict_start_bytes: 0,
-            reported_packets: 0,
-            reported_bytes: 0,
+            reported: Reported::default(),
         }
     }
 

@@ -28,7 +28,7 @@ use netwatch_common::{
 };
 
 use super::{
-    aggregate::{Clock, Delta, FlowEntry},
+    aggregate::{Clock, Delta, DeltasFrom, FlowEntry, Reported},
     dns::DnsNames,
     names::FlowNames,
     reason::FlowReason,
@@ -54,9 +54,8 @@ struct Kept {
     /// Counts of earlier kernel entries (the kernel's table is an LRU).
     base_packets: u64,
     base_bytes: u64,
-    /// The totals as of the latest event ([`Delta`]).
-    reported_packets: u64,
-    reported_bytes: u64,
+    /// The totals as of the latest event.
+    reported: Reported,
 }
 
 /// See the module documentation.
@@ -72,9 +71,7 @@ pub struct KernelDrops {
     /// Packets a socket's owner never read, freed when it closed (see
     /// [`is_socket_purge`]): not kept.
     pub socket_purges: u64,
-    /// Drops counted in the kernel before this (monotonic ns, the agent's
-    /// start) are in no [`Delta`]: an earlier agent may have logged them.
-    deltas_from_ns: u64,
+    deltas_from: DeltasFrom,
 }
 
 /// `SKB_DROP_REASON_QUEUE_PURGE`: a socket's queue freed in bulk, as when
@@ -115,7 +112,7 @@ impl KernelDrops {
 
     /// See [`super::Aggregator::count_deltas_from`].
     pub fn count_deltas_from(&mut self, monotonic_ns: u64) {
-        self.deltas_from_ns = monotonic_ns;
+        self.deltas_from = DeltasFrom(monotonic_ns);
     }
 
     /// Merges one record; returns the entries it touched as they stand
@@ -163,7 +160,7 @@ impl KernelDrops {
                 dst: event.key.dst,
             };
             let reason = event.key.reason;
-            let counted_before = event.first_seen_ns < self.deltas_from_ns;
+            let deltas_from = self.deltas_from;
             let kept = self.kept.entry((key, reason)).or_insert_with(|| Kept {
                 entry: new_entry((&key, direction), &reason_name, (names, dns), clock, event),
                 kernel_first_ns: event.first_seen_ns,
@@ -171,8 +168,7 @@ impl KernelDrops {
                 kernel_bytes: 0,
                 base_packets: 0,
                 base_bytes: 0,
-                reported_packets: if counted_before { event.packets } else { 0 },
-                reported_bytes: if counted_before { event.bytes } else { 0 },
+                reported: deltas_from.first_sight(event.first_seen_ns, event.packets, event.bytes),
             });
             if event.first_seen_ns != kept.kernel_first_ns {
                 if event.first_seen_ns < kept.kernel_first_ns {
@@ -189,11 +185,7 @@ impl KernelDrops {
             kept.entry.packets = kept.base_packets.saturating_add(kept.kernel_packets);
             kept.entry.bytes = kept.base_bytes.saturating_add(kept.kernel_bytes);
             kept.entry.last_seen = kept.entry.last_seen.max(clock.wall(event.last_seen_ns));
-            let delta = Delta {
-                packets: kept.entry.packets.saturating_sub(kept.reported_packets),
-                bytes: kept.entry.bytes.saturating_sub(kept.reported_bytes),
-            };
-            (kept.reported_packets, kept.reported_bytes) = (kept.entry.packets, kept.entry.bytes);
+            let delta = kept.reported.advance(kept.entry.packets, kept.entry.bytes);
             out.push((kept.entry.clone(), delta));
         }
         self.enforce_limit();
