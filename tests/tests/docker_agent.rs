@@ -770,3 +770,109 @@ fn a_connection_through_a_published_port_carries_it_and_an_enforced_network_drop
         agent.log()
     );
 }
+
+/// Puts `/sys/kernel/rcu_expedited` back as the test found it, however the
+/// test ends.
+struct RcuKnobAsFound(String);
+
+const RCU_EXPEDITED: &str = "/sys/kernel/rcu_expedited";
+
+impl RcuKnobAsFound {
+    fn set_to(value: &str) -> RcuKnobAsFound {
+        let found = std::fs::read_to_string(RCU_EXPEDITED)
+            .expect("this test needs /sys/kernel/rcu_expedited")
+            .trim()
+            .to_owned();
+        let guard = RcuKnobAsFound(found);
+        std::fs::write(RCU_EXPEDITED, value).expect("setting rcu_expedited");
+        guard
+    }
+
+    fn now() -> String {
+        std::fs::read_to_string(RCU_EXPEDITED)
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for RcuKnobAsFound {
+    fn drop(&mut self) {
+        let _ = std::fs::write(RCU_EXPEDITED, &self.0);
+    }
+}
+
+#[test]
+fn expedite_attach_sets_the_rcu_knob_only_while_attaching_and_the_next_start_undoes_a_killed_ones()
+{
+    require_root();
+    require_dockerd();
+    let _knob = RcuKnobAsFound::set_to("0");
+    let internal = TestNetwork::create("rcu", &["--internal"]);
+    let a = TestContainer::run("a", &["--network", &internal.name]);
+    let mut agent =
+        AgentProcess::start_with_args(AGENT, &[&internal.name], &[], &["--expedite-attach"]);
+    let root = agent.pin_root().to_path_buf();
+    let a_veth = a.host_veth(&internal);
+    wait_for("a attached", SETTLE, || pins::veth_attached(&root, a_veth));
+    wait_for("the first sync", SETTLE, || agent.synced());
+    // Bridge and veth at least: the first sync attached both.
+    let log = agent.log();
+    let expedited = log
+        .lines()
+        .find(|l| l.contains("expedited RCU grace periods (/sys/kernel/rcu_expedited = 1, was 0)"))
+        .unwrap_or_else(|| panic!("the attach was not expedited:\n{log}"));
+    assert!(
+        expedited.contains("pending attach(es)") || expedited.contains("saved network(s)"),
+        "{expedited}"
+    );
+    assert_eq!(
+        RcuKnobAsFound::now(),
+        "0",
+        "put back after the attach:\n{log}"
+    );
+    let saved = agent.run_dir.join("rcu_expedited.saved");
+    assert!(!saved.exists(), "nothing left to restore");
+
+    // A resync with nothing to attach leaves the knob alone.
+    let syncs = agent.syncs();
+    wait_for("two more syncs", SETTLE, || agent.syncs() >= syncs + 2);
+    let times = agent.log().matches("expedited RCU grace periods").count();
+    assert_eq!(
+        times,
+        log.matches("expedited RCU grace periods").count(),
+        "expedited again with nothing to attach:\n{}",
+        agent.log()
+    );
+
+    // As if SIGKILLed mid-attach: the knob left at 1 with the saved value.
+    agent.kill();
+    std::fs::write(RCU_EXPEDITED, "1").unwrap();
+    std::fs::write(&saved, "0").unwrap();
+    // The next start puts it back even without the flag.
+    agent.restart_with_args(&[]);
+    wait_for("the restarted agent's first sync", SETTLE, || {
+        agent.synced()
+    });
+    assert_eq!(RcuKnobAsFound::now(), "0", "{}", agent.log());
+    assert!(
+        agent
+            .log()
+            .contains("restored /sys/kernel/rcu_expedited to 0: an earlier agent set it"),
+        "{}",
+        agent.log()
+    );
+    assert!(!saved.exists());
+    // Without the flag, a new container's attach is not expedited.
+    let before = agent.log().matches("expedited RCU grace periods").count();
+    let b = TestContainer::run("b", &["--network", &internal.name]);
+    let b_veth = b.host_veth(&internal);
+    wait_for("b attached", SETTLE, || pins::veth_attached(&root, b_veth));
+    assert_eq!(
+        agent.log().matches("expedited RCU grace periods").count(),
+        before,
+        "expedited without --expedite-attach:\n{}",
+        agent.log()
+    );
+    assert_eq!(RcuKnobAsFound::now(), "0");
+}

@@ -95,6 +95,40 @@ pub struct ReconcileMemory {
     described: HashMap<u32, String>,
 }
 
+/// How many interfaces of `plan` have no links pinned under `root`: the
+/// attaches a reconciliation is about to make (each waits for an RCU grace
+/// period, see [`crate::host::rcu`]). Counted from the pins, as the
+/// reconciliation itself decides.
+pub fn pending_attaches(root: &std::path::Path, plan: &Plan) -> usize {
+    let on_host = pins::attached_tc_ifindexes(root);
+    let uplinks = pins::attached_uplink_ifindexes(root);
+    let children = pins::attached_children(root);
+    let sandboxed = pins::attached_sandbox_veths(root);
+    let host = plan
+        .bridges
+        .iter()
+        .chain(&plan.veths)
+        .chain(&plan.macvlan_parents)
+        .filter(|t| !on_host.contains(&t.ifindex))
+        .count();
+    let uplink = plan
+        .uplinks
+        .iter()
+        .filter(|t| !uplinks.contains(&t.ifindex))
+        .count();
+    let child = plan
+        .macvlan_children
+        .iter()
+        .filter(|c| !children.contains(&(c.netns_cookie, c.target.ifindex)))
+        .count();
+    let sandbox = plan
+        .sandbox_veths
+        .iter()
+        .filter(|v| !sandboxed.contains(&(v.netns_cookie, v.target.ifindex)))
+        .count();
+    host + uplink + child + sandbox
+}
+
 /// Makes the datapath match `plan`, with no memory of earlier runs (see
 /// [`reconcile_remembering`]).
 ///

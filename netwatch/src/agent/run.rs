@@ -19,6 +19,7 @@ use super::{
     guard_watch::GuardWatch,
     lock, plan,
     port_guard::{PortGuard, Source},
+    reconcile::pending_attaches,
     reconcile_remembering,
     sandbox_guard::SandboxGuard,
     saved_plan::{self, Loaded, SavedPlan},
@@ -37,7 +38,10 @@ use crate::{
     },
     guard::{self, AgentView},
     host,
-    host::links::{self, LinkEvent},
+    host::{
+        links::{self, LinkEvent},
+        rcu::{Expedited, RCU_EXPEDITED, RcuKnob},
+    },
 };
 
 /// Drop records logged per drain; the rest are summarised in one line, so a
@@ -72,6 +76,9 @@ pub struct AgentOptions {
     /// enforcing it (`--audit`): nothing is dropped, would-be drops are
     /// recorded as audited.
     pub audit: bool,
+    /// Expedite RCU grace periods while attaches are pending
+    /// (`--expedite-attach`, [`crate::host::rcu`]).
+    pub expedite_attach: bool,
     /// DNS records per second per CPU (`--dns-rate`); 0: none.
     pub dns_rate: u64,
     /// Where the API is served (normally `<run_dir>/api.sock`).
@@ -100,6 +107,23 @@ enum Stop {
     Signal,
     /// Docker went away: reconnect.
     Docker(String),
+}
+
+/// Expedited RCU grace periods while the caller attaches, with
+/// `--expedite-attach` ([`crate::host::rcu`]); attaching goes on at the
+/// normal pace when the knob cannot be set.
+fn expedite_attach(options: &AgentOptions, why: &str) -> Option<Expedited> {
+    if !options.expedite_attach {
+        return None;
+    }
+    RcuKnob::host(&options.run_dir)
+        .expedite(why)
+        .unwrap_or_else(|e| {
+            warn!(
+                "--expedite-attach: cannot set {RCU_EXPEDITED} ({e}); attaching at the normal pace"
+            );
+            None
+        })
 }
 
 fn unix_now() -> u64 {
@@ -146,6 +170,11 @@ fn event_filters() -> HashMap<String, Vec<String>> {
 /// cannot be written.
 pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
     let _lock = lock::acquire(&options.run_dir)?;
+    // Whether or not this start asks for it: an earlier one that did may
+    // have been killed mid-attach.
+    if let Err(e) = RcuKnob::host(&options.run_dir).restore_leftover() {
+        warn!("cannot put back the RCU setting an earlier agent changed: {e}");
+    }
     // Bound before anything is loaded: a bad --api-group or a socket that
     // another process serves stops the agent here.
     let api = ApiListener::bind(&options.api_socket, options.api_group.as_deref())
@@ -538,7 +567,17 @@ impl LinkFeed {
             saved,
             plan_path,
         };
-        feed.guard_existing(datapath);
+        {
+            let _expedited = (!feed.guard.is_empty())
+                .then(|| {
+                    expedite_attach(
+                        options,
+                        &format!("the interfaces of {} saved network(s)", feed.guard.len()),
+                    )
+                })
+                .flatten();
+            feed.guard_existing(datapath);
+        }
         feed
     }
 
@@ -777,7 +816,16 @@ async fn sync(
     warn_of_new(&plan.published_dropped, &status.published_dropped);
     status.published_dropped = plan.published_dropped.clone();
     status.attach_failures.clear();
-    match reconcile_remembering(datapath, &plan, memory) {
+    let reconciled = {
+        let pending = datapath
+            .pin_root()
+            .map_or(0, |root| pending_attaches(root, &plan));
+        let _expedited = (pending > 0)
+            .then(|| expedite_attach(options, &format!("{pending} pending attach(es)")))
+            .flatten();
+        reconcile_remembering(datapath, &plan, memory)
+    };
+    match reconciled {
         Ok(report) => {
             status.repairs += (report.repaired.len() + report.repinned_maps.len()) as u64;
             status.attach_failures = report

@@ -1,10 +1,12 @@
 //! The host-facing plumbing: facts about the host read from /proc (here),
 //! which host interface carries a container's endpoint ([`interfaces`]),
 //! interfaces as the kernel announces them ([`links`]), routing questions
-//! ([`routes`]) and the rtnetlink socket they share ([`rtnetlink`]).
+//! ([`routes`]), the rtnetlink socket they share ([`rtnetlink`]) and the
+//! host-wide RCU knob attaches wait on ([`rcu`]).
 
 pub mod interfaces;
 pub mod links;
+pub mod rcu;
 pub mod routes;
 pub mod rtnetlink;
 

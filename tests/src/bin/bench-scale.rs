@@ -291,7 +291,7 @@ fn attach_round(n: usize, round: usize, rcu: Rcu) -> Result<AttachSample> {
                 })?;
                 let expedited = match rcu {
                     Rcu::AsIs => None,
-                    Rcu::Expedited => Some(RcuExpedited::set("1")?),
+                    Rcu::Expedited => expedite("the benchmark's attach")?,
                 };
                 let start = Instant::now();
                 let report = reconcile(&mut datapath, &plan);
@@ -352,29 +352,15 @@ fn bpf_memlock() -> Result<u64> {
 enum Rcu {
     /// As the machine is set up.
     AsIs,
-    /// `/sys/kernel/rcu_expedited` = 1 during the attach (restored after).
+    /// `/sys/kernel/rcu_expedited` = 1 during the attach (restored after),
+    /// as `agent --expedite-attach` sets it.
     Expedited,
 }
 
-/// Sets `/sys/kernel/rcu_expedited` and puts the old value back on drop.
-struct RcuExpedited(String);
-
-const RCU_EXPEDITED: &str = "/sys/kernel/rcu_expedited";
-
-impl RcuExpedited {
-    fn set(value: &str) -> Result<RcuExpedited> {
-        let old = std::fs::read_to_string(RCU_EXPEDITED)?.trim().to_owned();
-        std::fs::write(RCU_EXPEDITED, value)?;
-        Ok(RcuExpedited(old))
-    }
-}
-
-impl Drop for RcuExpedited {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(RCU_EXPEDITED, &self.0) {
-            eprintln!("cannot restore {RCU_EXPEDITED} to {}: {e}", self.0);
-        }
-    }
+/// The agent's own `--expedite-attach` guard (`netwatch::host::rcu`), its
+/// saved value kept in the temporary directory.
+fn expedite(what: &str) -> Result<Option<netwatch::host::rcu::Expedited>> {
+    Ok(netwatch::host::rcu::RcuKnob::host(&std::env::temp_dir()).expedite(what)?)
 }
 
 fn attach_section(args: &BenchArgs, section: &mut Section) -> Result<()> {
@@ -579,7 +565,7 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
     ] {
         let expedited = match rcu {
             Rcu::AsIs => None,
-            Rcu::Expedited => Some(RcuExpedited::set("1")?),
+            Rcu::Expedited => expedite("the start-to-enforced runs")?,
         };
         let mut run = WindowRun {
             rcu,
