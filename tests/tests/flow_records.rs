@@ -257,3 +257,39 @@ fn uplink_drops_leave_a_rate_limited_drop_record_naming_the_target() {
     assert_eq!(flows.len(), 1, "passing packets are not accounted");
     assert_eq!(flows[0].1.packets, 20, "every dropped packet is counted");
 }
+
+/// The flow table is read in batches of thousands of entries (one system
+/// call each): a table of several batches comes back whole, each flow
+/// once, with its own counts.
+#[test]
+fn a_flow_table_of_many_batches_reads_back_every_flow_once_with_its_counts() {
+    let mut h = Harness::standard();
+    const FLOWS: u16 = 10_000;
+    for port in 0..FLOWS {
+        let frame = Frame::eth(EP_MAC, PEER_MAC)
+            .ipv4(EP_V4, PEER_V4)
+            .udp(20_000 + port, 53)
+            .build();
+        for _ in 0..=(port % 3) {
+            h.kernel(Hook::FromContainer, &frame).unwrap();
+        }
+        if port % 1_000 == 0 {
+            h.datapath.drain_events().unwrap();
+        }
+    }
+    let flows = h.datapath.flows().unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for (key, stats) in &flows {
+        assert_eq!(key.dst_port, 53, "only this test's flows: {key:?}");
+        let port = key.src_port - 20_000;
+        assert!(
+            seen.insert(port, stats.packets).is_none(),
+            "flow from port {} read twice",
+            key.src_port
+        );
+    }
+    assert_eq!(seen.len(), usize::from(FLOWS), "every flow read back");
+    for (port, packets) in seen {
+        assert_eq!(packets, u64::from(port % 3) + 1, "port {port}'s count");
+    }
+}

@@ -35,6 +35,11 @@ pub enum DatapathError {
         "interface {ifname} is no longer ifindex {ifindex} (it was deleted or renamed); nothing attached"
     )]
     InterfaceGone { ifname: String, ifindex: u32 },
+    #[error("reading map `{name}`: {source}")]
+    MapRead {
+        name: &'static str,
+        source: std::io::Error,
+    },
     #[error("duplicating the fd of map `{name}`: {source}")]
     DuplicateFd {
         name: &'static str,

@@ -452,11 +452,14 @@ pub(super) fn flow_entries(
     map: &aya::maps::Map,
 ) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
     let name = names::MAP_FLOWS;
-    let map: HashMap<&MapData, FlowKey, FlowStats> =
+    // Checks the key and value sizes the batch lookup relies on.
+    let _sized: HashMap<&MapData, FlowKey, FlowStats> =
         map.try_into().map_err(DatapathError::map(name))?;
-    map.iter()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(DatapathError::map(name))
+    let (aya::maps::Map::LruHashMap(data) | aya::maps::Map::HashMap(data)) = map else {
+        return Err(DatapathError::MissingMap(name));
+    };
+    super::pinned::lookup_batch(data.fd().as_fd())
+        .map_err(|source| DatapathError::MapRead { name, source })
 }
 
 /// Per-reason counts of a per-CPU counter map, summed over CPUs.

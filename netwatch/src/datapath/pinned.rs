@@ -247,6 +247,92 @@ fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// `BPF_MAP_LOOKUP_BATCH` (include/uapi/linux/bpf.h; kernel ≥ 5.6).
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// Entries fetched per `BPF_MAP_LOOKUP_BATCH` call at first (doubled when a
+/// hash bucket holds more, which the kernel answers with ENOSPC).
+const BATCH_ENTRIES: usize = 4096;
+
+/// Every entry of the hash map behind `fd`, many per system call.
+///
+/// Why not aya's iterator: it costs two system calls per entry (next key,
+/// then lookup), 105 ms for a flow table of 100,000 entries measured here,
+/// which every `flows` query and `/metrics` scrape paid. The kernel walks
+/// a hash map bucket by bucket and never splits one between calls, so an
+/// entry present for the whole walk is returned exactly once; entries
+/// added or evicted meanwhile may or may not be (as with the iterator).
+///
+/// `K` and `V` must have the map's key and value sizes (the caller checked
+/// them) and be plain data any bit pattern of which is valid.
+///
+/// # Errors
+/// The kernel refuses the lookup.
+pub(super) fn lookup_batch<K: Copy + Default, V: Copy + Default>(
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<Vec<(K, V)>> {
+    use std::os::fd::AsRawFd as _;
+    #[repr(C)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    let mut capacity = BATCH_ENTRIES;
+    let mut keys = vec![K::default(); capacity];
+    let mut values = vec![V::default(); capacity];
+    // The kernel's position token: a bucket index (u32) for hash maps;
+    // room for more, as libbpf leaves.
+    let (mut position, mut next) = ([0u8; 16], [0u8; 16]);
+    let mut started = false;
+    let mut out = Vec::new();
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if started { position.as_ptr() as u64 } else { 0 },
+            out_batch: next.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: capacity as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: `attr` is a BPF_MAP_LOOKUP_BATCH attribute; the kernel
+        // writes at most `count` keys and values of the map's sizes, which
+        // are `K`'s and `V`'s (the caller's promise), into vectors of
+        // `count` elements, and a hash map's 4-byte position token into
+        // the 16-byte buffers; all outlive the call.
+        let result = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) };
+        let got = (attr.count as usize).min(capacity);
+        out.extend(
+            keys[..got]
+                .iter()
+                .copied()
+                .zip(values[..got].iter().copied()),
+        );
+        match result {
+            Ok(_) => {
+                position = next;
+                started = true;
+            }
+            // The walk is complete (the last batch may hold entries).
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            // One bucket holds more than fits: ask again with more room.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && got == 0 => {
+                capacity *= 2;
+                keys.resize(capacity, K::default());
+                values.resize(capacity, V::default());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The `bpf(2)` system call with `attr` (its size passed as the attribute's
 /// size).
 ///
