@@ -824,16 +824,35 @@ impl Aggregator {
 
     /// The flows and summaries `filter` lets through, busiest first.
     pub fn entries(&self, filter: &FlowFilter) -> Vec<FlowEntry> {
-        let mut out: Vec<FlowEntry> = self
+        let out: Vec<FlowEntry> = self
             .flows
             .iter()
             .map(|(key, t)| t.entry(key))
             .chain(self.summaries.values().cloned())
             .filter(|e| filter.matches(e))
             .collect();
-        out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.last_seen.cmp(&b.last_seen)));
-        out
+        busiest_first(out)
     }
+}
+
+/// `entries` ordered by bytes, most first, then by last packet, oldest
+/// first; entries equal in both keep their order.
+///
+/// Sorted through a small index rather than in place: a `FlowEntry` is a
+/// few hundred bytes, and sorting 100,000 of them in place spent most of a
+/// `flows` query moving them (measured: a third of its time in memmove).
+pub fn busiest_first(entries: Vec<FlowEntry>) -> Vec<FlowEntry> {
+    let mut order: Vec<(u64, Timestamp, usize)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.bytes, e.last_seen, i))
+        .collect();
+    order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let mut slots: Vec<Option<FlowEntry>> = entries.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|(_, _, i)| slots[i].take())
+        .collect()
 }
 
 #[cfg(test)]
@@ -902,6 +921,28 @@ mod tests {
         assert_eq!(delta(&mut agg, &export(1, 900, 910, 1)), (1, 100));
         let total = agg.entries(&FlowFilter::default())[0].packets;
         assert_eq!(total, 2 + 4 + 1, "the deltas sum to the total");
+    }
+
+    #[test]
+    fn flows_list_busiest_first_then_oldest_and_equal_ones_keep_their_order() {
+        use crate::render::fixtures::{at, egress};
+        let flow = |name: &str, bytes: u64, last: i64| {
+            let mut e = egress(name, "n", ("10.0.0.1", 1), ("10.0.0.2", 2), bytes);
+            e.last_seen = at(last);
+            e
+        };
+        let sorted = busiest_first(vec![
+            flow("small", 10, 1),
+            flow("big-late", 500, 9),
+            flow("tie-a", 100, 5),
+            flow("big-early", 500, 2),
+            flow("tie-b", 100, 5),
+        ]);
+        let names: Vec<_> = sorted
+            .iter()
+            .map(|e| e.container.as_deref().unwrap())
+            .collect();
+        assert_eq!(names, ["big-early", "big-late", "tie-a", "tie-b", "small"]);
     }
 
     #[test]

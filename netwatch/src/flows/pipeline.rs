@@ -328,7 +328,7 @@ impl Pipeline {
             .collect();
         if !kernel.is_empty() {
             entries.extend(kernel);
-            entries.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.last_seen.cmp(&b.last_seen)));
+            entries = super::aggregate::busiest_first(entries);
         }
         entries
     }
