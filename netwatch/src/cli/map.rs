@@ -6,11 +6,15 @@ use std::{collections::BTreeSet, path::Path, process::ExitCode};
 use anyhow::{Context as _, Result};
 use log::warn;
 
+mod graphviz;
+
+use graphviz::render_svg_preferring_graphviz;
+
 use super::source::{FilterArgs, FlowSource as _, SourceArgs, open_source};
 use crate::{
     agent::docker_state::host_state,
     host,
-    render::{Graph, GraphOptions, render_dot, render_svg, render_svg_preferring_graphviz},
+    render::{Graph, GraphOptions, render_dot, render_svg},
 };
 
 /// What `map` writes.

@@ -373,3 +373,14 @@ pub fn shop() -> Vec<FlowEntry> {
         )),
     ]
 }
+
+/// The sample host's map: [`shop`]'s flows, `shop_backend` internal.
+pub fn shop_graph() -> crate::render::Graph {
+    let options = crate::render::GraphOptions {
+        host_addrs: vec![HOST_ADDR.parse().unwrap()],
+        internal_networks: ["shop_backend".to_string()].into(),
+        title: Some("netwatch map · test host".into()),
+        ..crate::render::GraphOptions::default()
+    };
+    crate::render::Graph::from_flows(&shop(), &options)
+}

@@ -20,7 +20,7 @@ pub mod units;
 
 pub use dot::render_dot;
 pub use graph::{Edge, Graph, GraphOptions, Network, Node, NodeKind};
-pub use svg::{render_svg, render_svg_preferring_graphviz, render_svg_with_graphviz};
+pub use svg::render_svg;
 pub use top::{
     By, FlowColumns, Rates, Row, Snapshot, TopFrame, fit, json_frame, render_frame, render_table,
     top_talkers,

@@ -26,10 +26,10 @@
 //!   crowded; Graphviz's general layout copes better there.
 //!
 //! Graphviz (`dot -Tsvg`) draws the DOT of [`super::dot`] with the general
-//! layered layout; [`render_svg_preferring_graphviz`] uses it when present.
+//! layered layout; `netwatch map` runs it when present
+//! (`crate::cli::map`, which runs programs; this module does not).
 
 mod emit;
-mod graphviz;
 mod labels;
 mod layout;
 #[cfg(test)]
@@ -37,7 +37,6 @@ mod tests;
 
 use std::fmt::Write as _;
 
-pub use graphviz::{render_svg_preferring_graphviz, render_svg_with_graphviz};
 use labels::place_labels;
 use layout::{MARGIN, geometry, layout};
 

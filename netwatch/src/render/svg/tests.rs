@@ -1,7 +1,7 @@
 //! The built-in layout's promises (valid XML, nothing overlapping, every
-//! name shown and escaped, deterministic) and Graphviz's branch.
+//! name shown and escaped, deterministic).
 
-use super::{graphviz::render_with_program, layout::Rect, *};
+use super::{layout::Rect, *};
 use crate::{
     flows::FlowEntry,
     render::{
@@ -10,16 +10,6 @@ use crate::{
         graph::{Graph, GraphOptions},
     },
 };
-
-fn shop_graph() -> Graph {
-    let options = GraphOptions {
-        host_addrs: vec![HOST_ADDR.parse().unwrap()],
-        internal_networks: ["shop_backend".to_string()].into(),
-        title: Some("netwatch map · test host".into()),
-        ..GraphOptions::default()
-    };
-    Graph::from_flows(&shop(), &options)
-}
 
 fn texts(doc: &roxmltree::Document<'_>) -> Vec<String> {
     doc.descendants()
@@ -217,44 +207,9 @@ fn rendering_is_deterministic_and_handles_empty_and_tiny_graphs() {
     }
 }
 
-#[test]
-fn without_graphviz_the_map_is_drawn_by_netwatch_itself() {
-    assert_eq!(render_with_program("/nonexistent/dot", "digraph {}"), None);
-    assert!(render_svg(&shop_graph()).contains("<svg"));
-}
-
-/// Graphviz's branch, for real: `cargo xtask setup` installs it, and
-/// its absence fails this test rather than skipping the branch.
-#[test]
-fn with_graphviz_the_map_is_laid_out_by_dot_and_draws_every_container() {
-    let version = std::process::Command::new("dot").arg("-V").output();
-    assert!(
-        version.is_ok_and(|out| out.status.success()),
-        "Graphviz's dot cannot run: run `cargo xtask setup`, which installs Debian's \
-         graphviz, to test the map's Graphviz branch"
-    );
-    let svg = render_svg_with_graphviz(&render_dot(&shop_graph()))
-        .expect("dot is installed but rejected the DOT");
-    let options = roxmltree::ParsingOptions {
-        allow_dtd: true,
-        ..roxmltree::ParsingOptions::default()
-    };
-    let doc =
-        roxmltree::Document::parse_with_options(&svg, options).expect("Graphviz's SVG parses");
-    let texts = texts(&doc);
-    for name in ["shop-web-1", "shop-db-1", "monitor"] {
-        assert!(texts.iter().any(|t| t == name), "{name}");
-    }
-    assert_eq!(
-        render_svg_preferring_graphviz(&shop_graph()),
-        svg,
-        "preferring Graphviz takes dot's drawing when dot is there"
-    );
-}
-
 /// `NETWATCH_RENDER_SAMPLES=DIR cargo test -p netwatch render::svg`
-/// writes the sample host's map as map.svg, map.dot and (with
-/// Graphviz) map-graphviz.svg into DIR, to look at.
+/// writes the sample host's map as map.svg and map.dot into DIR, to
+/// look at.
 #[test]
 fn write_samples_when_asked() {
     let Some(dir) = std::env::var_os("NETWATCH_RENDER_SAMPLES") else {
@@ -265,7 +220,4 @@ fn write_samples_when_asked() {
     std::fs::write(dir.join("map.svg"), render_svg(&g)).unwrap();
     let dot = render_dot(&g);
     std::fs::write(dir.join("map.dot"), &dot).unwrap();
-    if let Some(svg) = render_svg_with_graphviz(&dot) {
-        std::fs::write(dir.join("map-graphviz.svg"), svg).unwrap();
-    }
 }
