@@ -322,7 +322,7 @@ fn value(families: &HashMap<String, Family>, name: &str, labels: &[(&str, &str)]
 /// Packets dropped at `hook` for `reason`.
 fn drops(families: &HashMap<String, Family>, hook: &str, reason: &str) -> f64 {
     let labels = [("hook", hook), ("reason", reason)];
-    value(families, "netwatch_drops_total", &labels)
+    value(families, "netwatch_dropped_packets_total", &labels)
 }
 
 /// The sum of `name`'s samples.
@@ -432,9 +432,9 @@ fn scraped_metrics_parse_and_their_totals_match_the_flows() {
         ),
         ("netwatch_attached_interfaces", &[("hook", "tc")], 5.0),
         ("netwatch_pipeline_records_total", &[], 4.0),
-        ("netwatch_pipeline_malformed_total", &[], 0.0),
+        ("netwatch_pipeline_malformed_records_total", &[], 0.0),
         ("netwatch_tracked_flows", &[], table.len() as f64),
-        ("netwatch_ringbuf_lost_total", &[], 0.0),
+        ("netwatch_ringbuf_lost_records_total", &[], 0.0),
     ] {
         assert_eq!(value(&families, name, labels), expected, "{name}");
     }
@@ -696,14 +696,14 @@ fn every_family_comes_with_its_type_and_help() {
         [
             ("netwatch_flow_bytes_total", Counter),
             ("netwatch_flow_packets_total", Counter),
-            ("netwatch_drops_total", Counter),
+            ("netwatch_dropped_packets_total", Counter),
             ("netwatch_audited_packets_total", Counter),
             ("netwatch_forwarded_packets_total", Counter),
-            ("netwatch_ringbuf_lost_total", Counter),
+            ("netwatch_ringbuf_lost_records_total", Counter),
             ("netwatch_dns_records_total", Counter),
             ("netwatch_flow_table_inserts_total", Counter),
             ("netwatch_pipeline_records_total", Counter),
-            ("netwatch_pipeline_malformed_total", Counter),
+            ("netwatch_pipeline_malformed_records_total", Counter),
             ("netwatch_flow_evictions_total", Counter),
             ("netwatch_flows_summarised_total", Counter),
             ("netwatch_host_mode_peers_total", Counter),
@@ -770,7 +770,7 @@ fn the_datapath_and_pipeline_counters_are_exported_as_read() {
     assert_eq!(drops(&families, "tc", "host-access"), 7.0);
     assert_eq!(drops(&families, "tc", "not-in-network"), 0.0);
     assert_eq!(drops(&families, "uplink", "protected-prefix"), 3.0);
-    let all_drops = &families["netwatch_drops_total"].samples;
+    let all_drops = &families["netwatch_dropped_packets_total"].samples;
     assert_eq!(
         all_drops.len(),
         2 * (DROP_REASON_COUNT as usize - 1),
@@ -790,7 +790,7 @@ fn the_datapath_and_pipeline_counters_are_exported_as_read() {
         ),
         ("netwatch_attached_interfaces", &[("hook", "tc")], 4.0),
         ("netwatch_attached_interfaces", &[("hook", "uplink")], 1.0),
-        ("netwatch_ringbuf_lost_total", &[], 9.0),
+        ("netwatch_ringbuf_lost_records_total", &[], 9.0),
         (
             "netwatch_dns_records_total",
             &[("outcome", "recorded")],
@@ -809,7 +809,7 @@ fn the_datapath_and_pipeline_counters_are_exported_as_read() {
         ),
         ("netwatch_flow_table_inserts_total", &[], 6.0),
         ("netwatch_pipeline_records_total", &[], 42.0),
-        ("netwatch_pipeline_malformed_total", &[], 1.0),
+        ("netwatch_pipeline_malformed_records_total", &[], 1.0),
         ("netwatch_flow_evictions_total", &[], 2.0),
         ("netwatch_flows_summarised_total", &[], 3.0),
         ("netwatch_host_mode_peers_total", &[], 7.0),

@@ -10,12 +10,12 @@
 //! | metric | type | labels |
 //! | --- | --- | --- |
 //! | `netwatch_flow_bytes_total`, `netwatch_flow_packets_total` | counter | `container`, `service`, `network`, `direction`, `verdict` |
-//! | `netwatch_drops_total` | counter | `hook`, `reason` |
+//! | `netwatch_dropped_packets_total` | counter | `hook`, `reason` |
 //! | `netwatch_kernel_drop_packets_total`, `netwatch_kernel_drop_bytes_total` | counter | `container`, `service`, `network`, `direction`, `reason` (`kernel:…`) |
 //! | `netwatch_forwarded_packets_total` | counter | `hook` |
-//! | `netwatch_ringbuf_lost_total`, `netwatch_flow_table_inserts_total` | counter | |
+//! | `netwatch_ringbuf_lost_records_total`, `netwatch_flow_table_inserts_total` | counter | |
 //! | `netwatch_dns_records_total` | counter | `outcome` (`recorded`, `rate_limited`, `lost`, `truncated`) |
-//! | `netwatch_pipeline_records_total`, `netwatch_pipeline_malformed_total` | counter | |
+//! | `netwatch_pipeline_records_total`, `netwatch_pipeline_malformed_records_total` | counter | |
 //! | `netwatch_flow_evictions_total`, `netwatch_flows_summarised_total` | counter | |
 //! | `netwatch_host_mode_peers_total`, `netwatch_host_peer_lookup_failures_total` | counter | |
 //! | `netwatch_tracked_flows` | gauge | |
@@ -618,7 +618,7 @@ fn render_flows(out: &mut Exposition, flows: &[FlowEntry]) {
 fn render_datapath(out: &mut Exposition, counters: &PinnedCounters) {
     let hooks = [("tc", &counters.verdicts), ("uplink", &counters.uplink)];
     out.family(
-        "netwatch_drops_total",
+        "netwatch_dropped_packets_total",
         MetricKind::Counter,
         "Packets the datapath dropped, by hook (tc: container veths and network bridges; \
          uplink: XDP shield) and reason.",
@@ -659,7 +659,7 @@ fn render_datapath(out: &mut Exposition, counters: &PinnedCounters) {
         out.sample(&[("hook", hook)], counts.get(index).copied().unwrap_or(0));
     }
     out.family(
-        "netwatch_ringbuf_lost_total",
+        "netwatch_ringbuf_lost_records_total",
         MetricKind::Counter,
         "Flow records the datapath could not hand to user space because the ring buffer \
          was full.",
@@ -703,7 +703,7 @@ fn render_pipeline(out: &mut Exposition, stats: &PipelineStats) {
             c.records,
         ),
         (
-            "netwatch_pipeline_malformed_total",
+            "netwatch_pipeline_malformed_records_total",
             "Ring buffer records of the wrong size or with unknown values.",
             c.malformed,
         ),
@@ -902,7 +902,10 @@ mod tests {
             .render();
         assert!(text.contains("# TYPE netwatch_flow_bytes_total counter"));
         assert!(text.contains("\nnetwatch_attached_interfaces{hook=\"tc\"} 2\n"));
-        assert!(!text.contains("netwatch_drops_total"), "nothing pinned");
+        assert!(
+            !text.contains("netwatch_dropped_packets_total"),
+            "nothing pinned"
+        );
     }
 
     #[test]

@@ -661,7 +661,7 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
         "{target} is not on the sender's own network: {route}"
     );
     let records_before = metric(&metrics, "netwatch_pipeline_records_total")?;
-    let lost_before = metric(&metrics, "netwatch_ringbuf_lost_total")?;
+    let lost_before = metric(&metrics, "netwatch_ringbuf_lost_records_total")?;
     let cpu_before = cpu_secs(pid)?;
     let start = Instant::now();
     sh(&[
@@ -693,7 +693,7 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
     let scrape_start = Instant::now();
     metric(&metrics, "netwatch_tracked_flows")?;
     let scrape = scrape_start.elapsed().as_secs_f64();
-    let lost = metric(&metrics, "netwatch_ringbuf_lost_total")? - lost_before;
+    let lost = metric(&metrics, "netwatch_ringbuf_lost_records_total")? - lost_before;
     let tracked = metric(&metrics, "netwatch_tracked_flows")?;
     let rss_flows = rss_kib(pid)?;
     let query_start = Instant::now();
