@@ -9,7 +9,10 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use netwatch::datapath::Hook;
+use netwatch::{
+    datapath::Hook,
+    policy::{Cidr, model::uplink_verdict},
+};
 use netwatch_common::reason::{DropReason, Verdict};
 use netwatch_tests::{
     corpus::{mutate, random_valid_frame},
@@ -65,36 +68,7 @@ fn differential(
     println!("differential seed {seed} (replay with NETWATCH_DIFF_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
 
-    let macs = [EP_MAC, GW_MAC, PEER_MAC, [0x02, 0, 0, 0, 0, 0x99]];
-    let v4s: Vec<Ipv4Addr> = vec![
-        EP_V4,
-        GW_V4,
-        PEER_V4,
-        HOST_V4,
-        DOCKER0_V4,
-        OTHER_NET_V4,
-        OUTSIDE_V4,
-        ALLOWED_NET_V4,
-        ALLOWED_DNS_V4,
-        ALLOWED_ICMP_V4,
-        Ipv4Addr::new(172, 30, 255, 255),
-        Ipv4Addr::new(224, 0, 0, 251),
-        Ipv4Addr::BROADCAST,
-        Ipv4Addr::UNSPECIFIED,
-    ];
-    let v6s: Vec<Ipv6Addr> = vec![
-        EP_V6,
-        EP_LL,
-        GW_V6,
-        PEER_V6,
-        HOST_V6,
-        BRIDGE_LL,
-        OUTSIDE_V6,
-        ALLOWED_ANY_V6,
-        Ipv6Addr::UNSPECIFIED,
-        "ff02::1".parse().unwrap(),
-        "ff02::1:ff00:1".parse().unwrap(),
-    ];
+    let (macs, v4s, v6s) = address_pools();
 
     let mut disagreements = Vec::new();
     let mut checked = 0usize;
@@ -168,4 +142,127 @@ fn differential(
         "seed {seed}: outcomes exercised by fewer than {least} of {checked} frames: {rare:?} \
          (all: {verdicts:?})"
     );
+}
+
+/// The MACs and addresses random frames are built from: the endpoint's,
+/// its network's, the host's, the allow-listed and the outside ones, and
+/// broadcast, multicast and unspecified ones.
+fn address_pools() -> (Vec<[u8; 6]>, Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
+    let macs = vec![EP_MAC, GW_MAC, PEER_MAC, [0x02, 0, 0, 0, 0, 0x99]];
+    let v4s: Vec<Ipv4Addr> = vec![
+        EP_V4,
+        GW_V4,
+        PEER_V4,
+        HOST_V4,
+        DOCKER0_V4,
+        OTHER_NET_V4,
+        OUTSIDE_V4,
+        ALLOWED_NET_V4,
+        ALLOWED_DNS_V4,
+        ALLOWED_ICMP_V4,
+        Ipv4Addr::new(172, 30, 255, 255),
+        Ipv4Addr::new(224, 0, 0, 251),
+        Ipv4Addr::BROADCAST,
+        Ipv4Addr::UNSPECIFIED,
+    ];
+    let v6s: Vec<Ipv6Addr> = vec![
+        EP_V6,
+        EP_LL,
+        GW_V6,
+        PEER_V6,
+        HOST_V6,
+        BRIDGE_LL,
+        OUTSIDE_V6,
+        ALLOWED_ANY_V6,
+        Ipv6Addr::UNSPECIFIED,
+        "ff02::1".parse().unwrap(),
+        "ff02::1:ff00:1".parse().unwrap(),
+    ];
+    (macs, v4s, v6s)
+}
+
+/// The uplink shield (XDP) against its own model
+/// (`netwatch::policy::model::uplink_verdict`): it parses headers of its
+/// own, so the veth differential does not cover it. The protected prefixes
+/// are the fixture network's, which the random frames' addresses hit
+/// often from either end.
+#[test]
+fn uplink_shield_and_its_model_agree_on_random_and_mutated_frames() {
+    let per_run: usize = std::env::var("NETWATCH_DIFF_PACKETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40_000);
+    let seed: u64 = std::env::var("NETWATCH_DIFF_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("uplink differential seed {seed} (replay with NETWATCH_DIFF_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut harness = Harness::standard();
+    let protected: Vec<Cidr> = ["172.30.0.0/16", "fd00:30::/64"]
+        .iter()
+        .map(|c| c.parse().unwrap())
+        .collect();
+    harness.datapath.protect(&protected).unwrap();
+    let (macs, v4s, v6s) = address_pools();
+    let mut disagreements = Vec::new();
+    let mut outcomes = std::collections::BTreeMap::new();
+    let mut checked = 0usize;
+    for i in 0..per_run {
+        let mut frame = random_valid_frame(&mut rng, &macs, &v4s, &v6s);
+        if rng.random_bool(0.5) {
+            frame = mutate(&frame, &mut rng);
+        }
+        let kernel = match harness.kernel(Hook::Uplink, &frame) {
+            Ok(kernel) => kernel,
+            // Frames the kernel will not test-run (shorter than Ethernet).
+            Err(e) if is_einval(&e) && frame.len() < 14 => continue,
+            Err(e) => panic!("test run failed: {e}\n  frame: {}", hex(&frame)),
+        };
+        checked += 1;
+        let model = uplink_verdict(&protected, &frame);
+        *outcomes.entry(model.name()).or_insert(0usize) += 1;
+        let action = if model == DropReason::None {
+            XDP_PASS
+        } else {
+            XDP_DROP
+        };
+        if kernel.reason != Some(model) || kernel.action != action {
+            disagreements.push(format!(
+                "kernel {:?} (action {}), model {model:?} (action {action})\n  frame: {}",
+                kernel.reason,
+                kernel.action,
+                hex(&frame)
+            ));
+            if disagreements.len() >= 20 {
+                break;
+            }
+        }
+        if i % 4096 == 0 {
+            harness.datapath.drain_events().unwrap();
+        }
+    }
+    println!("checked {checked} frames; model outcomes: {outcomes:?}");
+    assert!(
+        disagreements.is_empty(),
+        "seed {seed}: the uplink shield and its model disagree:\n{}",
+        disagreements.join("\n")
+    );
+    assert!(
+        checked >= per_run * 9 / 10,
+        "too few frames checked: {checked}"
+    );
+    let least = (checked / 1000).max(1);
+    for reason in [
+        DropReason::None,
+        DropReason::ProtectedPrefix,
+        DropReason::SpoofedSource,
+    ] {
+        let n = outcomes.get(reason.name()).copied().unwrap_or(0);
+        assert!(
+            n >= least,
+            "seed {seed}: {} in only {n} of {checked} frames: {outcomes:?}",
+            reason.name()
+        );
+    }
 }

@@ -4,11 +4,13 @@
 //! parses with its own parser ([`parse`]) and answers the decision's prefix
 //! lookups by scanning the endpoint specs as written, never the compiled
 //! tables, so a disagreement with the datapath points at the kernel's
-//! parsing, the policy compiler or the map encoding.
+//! parsing, the policy compiler or the map encoding. The uplink shield,
+//! which parses headers of its own, has its own model ([`uplink_verdict`]).
 
 mod parse;
 #[cfg(test)]
 pub(crate) mod test_frames;
+mod uplink;
 
 use std::{
     collections::HashMap,
@@ -24,7 +26,7 @@ use netwatch_common::{
     verdict::{Decision, PolicyTables, decide},
 };
 
-pub use self::parse::parse;
+pub use self::{parse::parse, uplink::uplink_verdict};
 use super::spec::InterfacePolicy;
 
 /// Decides frames from uncompiled endpoint specs.
