@@ -61,28 +61,14 @@ fn differential(
         .and_then(|v| v.parse().ok());
     let per_direction = requested.unwrap_or(per_direction);
     let required = requested.unwrap_or(required);
-    let seed: u64 = std::env::var("NETWATCH_DIFF_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("differential seed {seed} (replay with NETWATCH_DIFF_SEED={seed})");
-    let mut rng = StdRng::seed_from_u64(seed);
-
-    let (macs, v4s, v6s) = address_pools();
-
-    let mut disagreements = Vec::new();
-    let mut checked = 0usize;
-    let mut verdicts = std::collections::BTreeMap::new();
+    let mut run = Run::new("differential");
     for i in 0..per_direction * 2 {
         let hook = if i % 2 == 0 {
             Hook::FromContainer
         } else {
             Hook::ToContainer
         };
-        let mut frame = random_valid_frame(&mut rng, &macs, &v4s, &v6s);
-        if rng.random_bool(0.5) {
-            frame = mutate(&frame, &mut rng);
-        }
+        let frame = run.frame();
         if test_run_refuses(&frame) {
             continue;
         }
@@ -90,10 +76,6 @@ fn differential(
             .kernel(hook, &frame)
             .unwrap_or_else(|e| panic!("test run failed: {e}\n  frame: {}", hex(&frame)));
         let model = harness.model(hook, &frame);
-        checked += 1;
-        if let Some(d) = model {
-            *verdicts.entry(d.reason.name()).or_insert(0usize) += 1;
-        }
         // The program's returned action too, not only the counter that
         // moved: a program that counted a drop but let the packet on (or
         // the reverse) disagrees.
@@ -101,47 +83,114 @@ fn differential(
             Verdict::Forwarded | Verdict::Audited => TC_CONTINUE,
             Verdict::Dropped => TC_DROP,
         });
-        if kernel.decision() != model || action.is_some_and(|a| a != kernel.action) {
-            disagreements.push(format!(
-                "{hook:?}: kernel {:?} (action {}), model {model:?} (action {action:?})\n  \
-                 frame: {}",
-                kernel.decision(),
-                kernel.action,
-                hex(&frame)
-            ));
-            if disagreements.len() >= 20 {
-                break;
-            }
+        let agree = kernel.decision() == model && action.is_none_or(|a| a == kernel.action);
+        let seen = format!(
+            "{hook:?}: kernel {:?} (action {}), model {model:?} (action {action:?})",
+            kernel.decision(),
+            kernel.action,
+        );
+        if !run.judged(model.map(|d| d.reason), agree, seen, &frame) {
+            break;
         }
         if i % 4096 == 0 {
             // Keep the ring buffer from filling; the records are checked elsewhere.
             harness.datapath.drain_events().unwrap();
         }
     }
-    println!("checked {checked} frames; model verdicts: {verdicts:?}");
-    assert!(
-        disagreements.is_empty(),
-        "seed {seed}: kernel and model disagree:\n{}",
-        disagreements.join("\n")
-    );
-    assert!(
-        checked >= required,
-        "too few frames were checked: {checked} < {required}"
-    );
-    // A differential test whose frames all land in one class proves little:
-    // every outcome the policy can have must be exercised, none as a fluke
-    // (measured: the rarest, extension-header-limit, is about 0.4%).
-    let least = (checked / 1000).max(1);
-    let rare: Vec<_> = reasons
-        .iter()
-        .map(|r| (r.name(), verdicts.get(r.name()).copied().unwrap_or(0)))
-        .filter(|(_, n)| *n < least)
-        .collect();
-    assert!(
-        rare.is_empty(),
-        "seed {seed}: outcomes exercised by fewer than {least} of {checked} frames: {rare:?} \
-         (all: {verdicts:?})"
-    );
+    run.finish(required, reasons);
+}
+
+/// One differential run: its seeded frames, and what it found.
+struct Run {
+    seed: u64,
+    rng: StdRng,
+    pools: (Vec<[u8; 6]>, Vec<Ipv4Addr>, Vec<Ipv6Addr>),
+    checked: usize,
+    outcomes: std::collections::BTreeMap<&'static str, usize>,
+    disagreements: Vec<String>,
+}
+
+impl Run {
+    /// Seeded from `NETWATCH_DIFF_SEED`, else at random (printed, to
+    /// replay).
+    fn new(what: &str) -> Run {
+        let seed: u64 = std::env::var("NETWATCH_DIFF_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(rand::random);
+        println!("{what} seed {seed} (replay with NETWATCH_DIFF_SEED={seed})");
+        Run {
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            pools: address_pools(),
+            checked: 0,
+            outcomes: std::collections::BTreeMap::new(),
+            disagreements: Vec::new(),
+        }
+    }
+
+    /// A random frame, mutated half of the time.
+    fn frame(&mut self) -> Vec<u8> {
+        let (macs, v4s, v6s) = &self.pools;
+        let frame = random_valid_frame(&mut self.rng, macs, v4s, v6s);
+        if self.rng.random_bool(0.5) {
+            mutate(&frame, &mut self.rng)
+        } else {
+            frame
+        }
+    }
+
+    /// Counts one checked frame with the model's reason (`None`: the model
+    /// has no say); false once enough disagreements are collected.
+    fn judged(
+        &mut self,
+        model: Option<DropReason>,
+        agree: bool,
+        seen: String,
+        frame: &[u8],
+    ) -> bool {
+        self.checked += 1;
+        if let Some(reason) = model {
+            *self.outcomes.entry(reason.name()).or_insert(0) += 1;
+        }
+        if !agree {
+            self.disagreements
+                .push(format!("{seen}\n  frame: {}", hex(frame)));
+        }
+        self.disagreements.len() < 20
+    }
+
+    /// No disagreement, at least `required` frames checked, and each of
+    /// `reasons` (`None`: forwarded or passed) in at least one frame in a
+    /// thousand.
+    fn finish(&self, required: usize, reasons: &[DropReason]) {
+        let (seed, checked, outcomes) = (self.seed, self.checked, &self.outcomes);
+        println!("checked {checked} frames; model outcomes: {outcomes:?}");
+        assert!(
+            self.disagreements.is_empty(),
+            "seed {seed}: kernel and model disagree:\n{}",
+            self.disagreements.join("\n")
+        );
+        assert!(
+            checked >= required,
+            "too few frames were checked: {checked} < {required}"
+        );
+        // A differential test whose frames all land in one class proves
+        // little: every outcome the policy can have must be exercised, none
+        // as a fluke (measured: the rarest, extension-header-limit, is
+        // about 0.4% of the veth run's frames).
+        let least = (checked / 1000).max(1);
+        let rare: Vec<_> = reasons
+            .iter()
+            .map(|r| (r.name(), outcomes.get(r.name()).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n < least)
+            .collect();
+        assert!(
+            rare.is_empty(),
+            "seed {seed}: outcomes exercised by fewer than {least} of {checked} frames: {rare:?} \
+             (all: {outcomes:?})"
+        );
+    }
 }
 
 /// The MACs and addresses random frames are built from: the endpoint's,
@@ -192,77 +241,45 @@ fn uplink_shield_and_its_model_agree_on_random_and_mutated_frames() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(40_000);
-    let seed: u64 = std::env::var("NETWATCH_DIFF_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("uplink differential seed {seed} (replay with NETWATCH_DIFF_SEED={seed})");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut run = Run::new("uplink differential");
     let mut harness = Harness::standard();
     let protected: Vec<Cidr> = ["172.30.0.0/16", "fd00:30::/64"]
         .iter()
         .map(|c| c.parse().unwrap())
         .collect();
     harness.datapath.protect(&protected).unwrap();
-    let (macs, v4s, v6s) = address_pools();
-    let mut disagreements = Vec::new();
-    let mut outcomes = std::collections::BTreeMap::new();
-    let mut checked = 0usize;
     for i in 0..per_run {
-        let mut frame = random_valid_frame(&mut rng, &macs, &v4s, &v6s);
-        if rng.random_bool(0.5) {
-            frame = mutate(&frame, &mut rng);
-        }
+        let frame = run.frame();
         let kernel = match harness.kernel(Hook::Uplink, &frame) {
             Ok(kernel) => kernel,
             // Frames the kernel will not test-run (shorter than Ethernet).
             Err(e) if is_einval(&e) && frame.len() < 14 => continue,
             Err(e) => panic!("test run failed: {e}\n  frame: {}", hex(&frame)),
         };
-        checked += 1;
         let model = uplink_verdict(&protected, &frame);
-        *outcomes.entry(model.name()).or_insert(0usize) += 1;
         let action = if model == DropReason::None {
             XDP_PASS
         } else {
             XDP_DROP
         };
-        if kernel.reason != Some(model) || kernel.action != action {
-            disagreements.push(format!(
-                "kernel {:?} (action {}), model {model:?} (action {action})\n  frame: {}",
-                kernel.reason,
-                kernel.action,
-                hex(&frame)
-            ));
-            if disagreements.len() >= 20 {
-                break;
-            }
+        let agree = kernel.reason == Some(model) && kernel.action == action;
+        let seen = format!(
+            "kernel {:?} (action {}), model {model:?} (action {action})",
+            kernel.reason, kernel.action
+        );
+        if !run.judged(Some(model), agree, seen, &frame) {
+            break;
         }
         if i % 4096 == 0 {
             harness.datapath.drain_events().unwrap();
         }
     }
-    println!("checked {checked} frames; model outcomes: {outcomes:?}");
-    assert!(
-        disagreements.is_empty(),
-        "seed {seed}: the uplink shield and its model disagree:\n{}",
-        disagreements.join("\n")
+    run.finish(
+        per_run * 9 / 10,
+        &[
+            DropReason::None,
+            DropReason::ProtectedPrefix,
+            DropReason::SpoofedSource,
+        ],
     );
-    assert!(
-        checked >= per_run * 9 / 10,
-        "too few frames checked: {checked}"
-    );
-    let least = (checked / 1000).max(1);
-    for reason in [
-        DropReason::None,
-        DropReason::ProtectedPrefix,
-        DropReason::SpoofedSource,
-    ] {
-        let n = outcomes.get(reason.name()).copied().unwrap_or(0);
-        assert!(
-            n >= least,
-            "seed {seed}: {} in only {n} of {checked} frames: {outcomes:?}",
-            reason.name()
-        );
-    }
 }
