@@ -107,14 +107,28 @@ pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Resu
 /// crossed the hook counts again, as it would on a wire. The table
 /// shows bytes in binary units (KiB, MiB); JSON has them exact.
 ///
+/// Filters: a flag given twice matches either value (--port 80 --port
+/// 443); different flags must all match; --not before a filter flag
+/// leaves out what it matches, as in `hubble observe`. --container
+/// takes a name or an id prefix. --since/--until keep the flows seen
+/// in that window (first packet before --until, last one after
+/// --since), with their whole counts; --last N keeps the N seen most
+/// recently, listed oldest first.
+///
 /// Asks the running agent (`netwatch agent`) over its API socket.
 ///
 /// Examples:
 ///   sudo netwatch flows
 ///   sudo netwatch flows --container web --since 5m
+///   sudo netwatch flows --container 3f2a --last 20
 ///   sudo netwatch flows --verdict dropped --reason host-access
 ///   sudo netwatch flows --proto udp --port 53 -o json | jq '.[] | {container, dst, packets}'
 ///   sudo netwatch flows --service api -o jsonl >> flows.jsonl
+///   # What did project shop talk to between 10:00 and 10:05 (UTC),
+///   # outbound, outside 10.0.0.0/8?
+///   sudo netwatch flows --project shop --direction egress --not --cidr 10.0.0.0/8 \
+///       --since 2026-12-06T10:00:00Z --until 2026-12-06T10:05:00Z
+///   sudo netwatch flows --ip 172.30.0.2 --not --port 53 --not --port 123
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct FlowsArgs {
