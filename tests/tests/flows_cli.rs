@@ -910,3 +910,320 @@ fn api_group_opens_the_socket_to_a_group_and_an_unknown_group_is_refused() {
     );
     assert!(!dir.join("pins").exists(), "nothing loaded or pinned");
 }
+
+/// The flow log and its rotated files (`PATH.N`), removed on drop.
+struct FlowLogFiles(std::path::PathBuf);
+
+impl Drop for FlowLogFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        for n in 1..=50 {
+            let mut path = self.0.clone().into_os_string();
+            path.push(format!(".{n}"));
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// What tells flows apart, and their counts: the replay of the flow log
+/// must answer with the same.
+type FlowLine = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<IpAddr>,
+    Option<IpAddr>,
+    u16,
+    u16,
+    String,
+    String,
+    u64,
+    u64,
+);
+
+fn lines(entries: &[FlowEntry]) -> Vec<FlowLine> {
+    let mut lines: Vec<FlowLine> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.container.clone(),
+                e.container_id.clone(),
+                e.project.clone(),
+                e.direction.to_string(),
+                e.src,
+                e.dst,
+                e.src_port,
+                e.dst_port,
+                e.proto.to_string(),
+                e.verdict.to_string(),
+                e.packets,
+                e.bytes,
+            )
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A flow's container, direction and destination port.
+type Shape = (String, String, u16);
+
+/// The [`Shape`] of each flow, sorted.
+fn shape(entries: &[FlowEntry]) -> Vec<Shape> {
+    let mut shape: Vec<Shape> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.container.clone().unwrap_or_default(),
+                e.direction.to_string(),
+                e.dst_port,
+            )
+        })
+        .collect();
+    shape.sort();
+    shape
+}
+
+#[test]
+fn each_new_filter_selects_real_flows_and_the_flow_log_replay_answers_like_the_agent() {
+    require_root();
+    require_dockerd();
+    let net = TestNetwork::create("filters", &[]);
+    let project = |name: &str| format!("com.docker.compose.project={name}");
+    let a = TestContainer::run(
+        "a",
+        &["--network", &net.name, "--label", &project("nwfilt-a")],
+    );
+    let b = TestContainer::run(
+        "b",
+        &["--network", &net.name, "--label", &project("nwfilt-b")],
+    );
+    let c = TestContainer::run("c", &["--network", &net.name]);
+    let log = FlowLogFiles(std::env::temp_dir().join(format!(
+        "netwatch-test-filters-{}.jsonl",
+        std::process::id()
+    )));
+    let log_arg = log.0.to_str().unwrap().to_string();
+    // Small files: the replay must read the rotated ones.
+    let agent = agent_for(
+        &net,
+        &[&a, &b, &c],
+        &[
+            "--flow-log",
+            &log_arg,
+            "--max-size",
+            "2k",
+            "--max-file",
+            "50",
+        ],
+    );
+    let socket = agent.api_socket();
+    let (a_ns, b_ns, c_ns) = (
+        Netns::of_pid(a.pid()),
+        Netns::of_pid(b.pid()),
+        Netns::of_pid(c.pid()),
+    );
+    let (a_ip, b_ip, c_ip) = (ip_of(&a, &net), ip_of(&b, &net), ip_of(&c, &net));
+    assert_route_via(&a_ns, IpAddr::V4(b_ip), &["eth"]);
+    assert_route_via(&c_ns, IpAddr::V4(a_ip), &["eth"]);
+    let start = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
+
+    // a -> b:7001 and c -> a:7002, then after the export interval (10 s)
+    // one more datagram each: the kernel records the flows again with
+    // their totals, so the log's latest events count what the agent does.
+    let traffic = |count| {
+        assert_eq!(udp(&a_ns, 41001, &b_ns, b_ip, 7001, count, 100), count);
+        assert_eq!(udp(&c_ns, 41002, &a_ns, a_ip, 7002, count, 100), count);
+    };
+    traffic(5);
+    std::thread::sleep(Duration::from_secs(11));
+    traffic(1);
+    std::thread::sleep(Duration::from_millis(300));
+    let end = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
+    let (start, end) = (start.to_string(), end.to_string());
+    let a_id = a.id.as_str();
+    let (a_ip, b_ip, c_ip) = (a_ip.to_string(), b_ip.to_string(), c_ip.to_string());
+    let subnet = net.ipam_field("Subnet");
+
+    let a_out = (a.name.clone(), "egress".to_string(), 7001);
+    let b_in = (b.name.clone(), "ingress".to_string(), 7001);
+    let c_out = (c.name.clone(), "egress".to_string(), 7002);
+    let a_in = (a.name.clone(), "ingress".to_string(), 7002);
+    let sorted = |mut v: Vec<Shape>| {
+        v.sort();
+        v
+    };
+    let from_ip_to = format!("{a_ip}/32");
+    let cases: Vec<(Vec<&str>, Vec<Shape>)> = vec![
+        (
+            vec!["--project", "nwfilt-a"],
+            vec![a_out.clone(), a_in.clone()],
+        ),
+        (
+            vec!["--container", &a_id[..12]],
+            vec![a_out.clone(), a_in.clone()],
+        ),
+        (
+            vec!["--direction", "egress"],
+            vec![a_out.clone(), c_out.clone()],
+        ),
+        (vec!["--ip", &b_ip], vec![a_out.clone(), b_in.clone()]),
+        (
+            vec!["--not", "--ip", &b_ip],
+            vec![c_out.clone(), a_in.clone()],
+        ),
+        (
+            vec!["--from-ip", &c_ip, "--to-ip", &from_ip_to],
+            vec![c_out.clone(), a_in.clone()],
+        ),
+        (
+            vec!["--port", "7001", "--port", "7002", "--direction", "ingress"],
+            vec![b_in.clone(), a_in.clone()],
+        ),
+        (
+            vec!["--cidr", &subnet, "--not", "--project", "nwfilt-a"],
+            vec![b_in.clone(), c_out.clone()],
+        ),
+        (
+            vec![
+                "--not",
+                "--container",
+                &c.name,
+                "--not",
+                "--container",
+                &b.name,
+            ],
+            vec![a_out.clone(), a_in.clone()],
+        ),
+        (
+            vec!["--since", &start, "--until", &end],
+            vec![a_out.clone(), b_in.clone(), c_out.clone(), a_in.clone()],
+        ),
+        (vec!["--until", &start], vec![]),
+        // The issue's question, for project nwfilt-a on this host.
+        (
+            vec![
+                "--project",
+                "nwfilt-a",
+                "--direction",
+                "egress",
+                "--not",
+                "--cidr",
+                "192.0.2.0/24",
+                "--since",
+                &start,
+                "--until",
+                &end,
+            ],
+            vec![a_out.clone()],
+        ),
+    ];
+    fn with_udp<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec!["--proto", "udp"];
+        all.extend_from_slice(args);
+        all
+    }
+    for (args, expected) in &cases {
+        let got = flows(&socket, &with_udp(args));
+        assert_eq!(
+            shape(&got),
+            sorted(expected.clone()),
+            "flows {args:?}: {got:#?}"
+        );
+    }
+    // The same flows by name and by id prefix.
+    assert_eq!(
+        lines(&flows(
+            &socket,
+            &["--proto", "udp", "--container", &a_id[..6]]
+        )),
+        lines(&flows(&socket, &["--proto", "udp", "--container", &a.name]))
+    );
+    // --last 1: the UDP flow seen last.
+    let udp_flows = flows(&socket, &["--proto", "udp"]);
+    let latest = udp_flows.iter().map(|e| e.last_seen).max().unwrap();
+    let last = flows(&socket, &["--proto", "udp", "--last", "1"]);
+    assert_eq!(last.len(), 1, "{last:#?}");
+    assert_eq!(last[0].last_seen, latest);
+    let last3 = flows(&socket, &["--proto", "udp", "--last", "3"]);
+    assert_eq!(last3.len(), 3);
+    assert!(
+        last3.windows(2).all(|w| w[0].last_seen <= w[1].last_seen),
+        "oldest first"
+    );
+    // observe: --last N as history, --until ends the stream.
+    let observed = stdout_ok(&[
+        "observe",
+        "-o",
+        "jsonl",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--proto",
+        "udp",
+        "--last",
+        "2",
+        "--until",
+        &end,
+    ]);
+    assert_eq!(observed.lines().count(), 2, "{observed}");
+    assert!(
+        observed.lines().all(|l| l.contains(r#""event":"flow""#)),
+        "{observed}"
+    );
+    // A bad value: one line that says what to give.
+    let out = netwatch(&[
+        "flows",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--cidr",
+        "10.0.0.0/33",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        error
+            .lines()
+            .next()
+            .unwrap()
+            .contains("0-32 for IPv4 (10.0.0.0/8)"),
+        "{error}"
+    );
+
+    // The flow log, rotated files included, answers the same queries with
+    // the same flows and counts once it holds the last datagrams' events.
+    let replay = |args: &[&str]| {
+        let mut all = vec!["flows", "-o", "json", "--from-log", &log_arg];
+        all.extend_from_slice(args);
+        let out = netwatch(&all);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Vec<FlowEntry>>(&out.stdout).expect("a JSON array of flows")
+    };
+    wait_for("the flow log to hold the last datagrams", SETTLE, || {
+        lines(&replay(&["--proto", "udp"])) == lines(&flows(&socket, &["--proto", "udp"]))
+    });
+    let mut first = log.0.clone().into_os_string();
+    first.push(".1");
+    assert!(Path::new(&first).exists(), "the log was rotated");
+    for (args, expected) in &cases {
+        let args = with_udp(args);
+        let live = flows(&socket, &args);
+        let replayed = replay(&args);
+        assert_eq!(lines(&replayed), lines(&live), "--from-log {args:?}");
+        assert_eq!(
+            shape(&replayed),
+            sorted(expected.clone()),
+            "--from-log {args:?}"
+        );
+    }
+    let last = replay(&["--proto", "udp", "--last", "1"]);
+    assert_eq!(
+        lines(&last),
+        lines(&flows(&socket, &["--proto", "udp", "--last", "1"]))
+    );
+    drop(agent);
+}

@@ -14,7 +14,11 @@
 
 use std::{process::Command, time::Duration};
 
-use netwatch::{cli::block_on, flows::FlowFilter, standalone::Session};
+use netwatch::{
+    cli::block_on,
+    flows::{FlowFilter, filter::Match},
+    standalone::Session,
+};
 use netwatch_tests::{
     docker::{TestContainer, TestNetwork, require_dockerd},
     fixture::require_root,
@@ -73,12 +77,9 @@ fn flows_bytes_agree_with_iperf3_within_the_header_overhead() {
     assert!(received >= 10 * 1024 * 1024, "iperf3 moved only {received}");
 
     let pipeline = session.pipeline();
-    let filter = FlowFilter {
-        container: Some(client.name.clone()),
-        proto: Some("tcp".parse().unwrap()),
-        port: Some(5201),
-        ..FlowFilter::default()
-    };
+    let filter = FlowFilter::with(Match::Container(client.name.clone()))
+        .and(Match::Proto("tcp".parse().unwrap()))
+        .and(Match::Port(5201));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let flows = loop {
         session.take_records().unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use netwatch::{
     cli::block_on,
-    flows::FlowFilter,
+    flows::{FlowFilter, filter::Match},
     host::interfaces::{MacAddr, host_veth},
     standalone::Session,
 };
@@ -48,11 +48,8 @@ fn a_session_observes_exact_counts_and_leaves_nothing_attached() {
         "exec", &a.name, "ping", "-c", "5", "-i", "0.2", "-W", "1", &b_ip,
     ]);
     let pipeline = session.pipeline();
-    let filter = FlowFilter {
-        container: Some(a.name.clone()),
-        proto: Some("icmp".parse().unwrap()),
-        ..FlowFilter::default()
-    };
+    let filter = FlowFilter::with(Match::Container(a.name.clone()))
+        .and(Match::Proto("icmp".parse().unwrap()));
     wait_for("the echo flows", Duration::from_secs(5), || {
         session.take_records().unwrap();
         pipeline.flows(&filter).len() >= 2

@@ -36,7 +36,6 @@ use hyper::{
 use hyper_util::rt::{TokioIo, TokioTimer};
 use jiff::Timestamp;
 use log::{debug, error, warn};
-use netwatch_common::reason::Verdict;
 use serde::Serialize;
 use tokio::{
     net::UnixStream,
@@ -51,7 +50,10 @@ use super::{
 };
 use crate::{
     accept::{AcceptEvents, accept_connections},
-    flows::{FlowFilter, ObservedEvent, Pipeline},
+    flows::{
+        FlowFilter, ObservedEvent, Pipeline,
+        filter::{AmbiguousContainer, history_events},
+    },
 };
 
 /// Connections served at once; more are closed at once and counted.
@@ -384,9 +386,16 @@ async fn handle(request: &Request<Incoming>, state: &Arc<State>) -> Response<Bod
         Err(e) => return bad_query(&e),
     };
     match path {
-        "/v1/flows" => query(state, move |pipeline| json_bytes(&pipeline.flows(&filter))).await,
+        "/v1/flows" => {
+            query(state, move |pipeline| {
+                filter
+                    .finish(pipeline.flows(&filter))
+                    .map(|entries| json_bytes(&entries))
+            })
+            .await
+        }
         "/v1/drops" => {
-            if filter.verdict == Some(Verdict::Forwarded) {
+            if filter.only_forwarded() {
                 return error(
                     StatusCode::BAD_REQUEST,
                     "drops lists dropped and audited flows only: leave out verdict=forwarded \
@@ -394,13 +403,15 @@ async fn handle(request: &Request<Incoming>, state: &Arc<State>) -> Response<Bod
                 );
             }
             query(state, move |pipeline| {
-                json_bytes(&drop_groups(&pipeline.flows(&filter)))
+                filter
+                    .finish(pipeline.flows(&filter))
+                    .map(|entries| json_bytes(&drop_groups(&entries)))
             })
             .await
         }
         "/v1/dns" => {
             query(state, move |pipeline| {
-                json_bytes(&pipeline.dns_entries(&filter))
+                Ok(json_bytes(&pipeline.dns_entries(&filter)))
             })
             .await
         }
@@ -442,13 +453,15 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// A JSON answer made by `work` on the blocking pool.
+/// A JSON answer made by `work` on the blocking pool; a filter that turns
+/// out ambiguous (a container id prefix) is the client's error.
 async fn query(
     state: &Arc<State>,
-    work: impl FnOnce(&Pipeline) -> Vec<u8> + Send + 'static,
+    work: impl FnOnce(&Pipeline) -> Result<Vec<u8>, AmbiguousContainer> + Send + 'static,
 ) -> Response<Body> {
     match blocking(state, work).await {
-        Some(body) => json_response(StatusCode::OK, body),
+        Some(Ok(body)) => json_response(StatusCode::OK, body),
+        Some(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         None => query_failed(),
     }
 }
@@ -486,8 +499,11 @@ impl Drop for ObserverGauge {
 struct Observer {
     receiver: broadcast::Receiver<ObservedEvent>,
     filter: FlowFilter,
-    /// With `since`: flows seen before the stream began, oldest first.
+    /// With `since` or `last`: flows seen before the stream began, oldest
+    /// first.
     history: VecDeque<ObservedEvent>,
+    /// Whether live records follow the history (not with `until`).
+    live: bool,
     stopping: watch::Receiver<bool>,
     _gauge: ObserverGauge,
 }
@@ -496,6 +512,9 @@ impl Observer {
     async fn next(&mut self) -> Option<StreamItem> {
         if let Some(event) = self.history.pop_front() {
             return Some(StreamItem::Event(Box::new(event)));
+        }
+        if !self.live {
+            return None;
         }
         loop {
             let received = tokio::select! {
@@ -523,32 +542,25 @@ async fn observe(state: &Arc<State>, filter: FlowFilter) -> Response<Body> {
     // Subscribe before reading the history: nothing falls in between
     // (a flow may then show twice, never not at all).
     let receiver = state.pipeline.subscribe();
-    let history = match filter.since {
-        Some(_) => {
-            let history_filter = filter.clone();
-            let Some(mut entries) =
-                blocking(state, move |pipeline| pipeline.flows(&history_filter)).await
-            else {
-                return query_failed();
-            };
-            entries.sort_by_key(|e| e.last_seen);
-            entries
-                .into_iter()
-                .map(|flow| ObservedEvent {
-                    event: "flow".into(),
-                    time: flow.last_seen,
-                    flow,
-                    // History, not traffic: its counts were in the events
-                    // that made it.
-                    delta_packets: 0,
-                    delta_bytes: 0,
-                })
-                .collect()
+    let history = if filter.wants_history() {
+        let history_filter = filter.clone();
+        let Some(entries) = blocking(state, move |pipeline| {
+            history_filter.finish(pipeline.flows(&history_filter))
+        })
+        .await
+        else {
+            return query_failed();
+        };
+        match entries {
+            Ok(entries) => history_events(entries).into(),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         }
-        None => VecDeque::new(),
+    } else {
+        VecDeque::new()
     };
     let observer = Observer {
         receiver,
+        live: filter.wants_live(),
         filter,
         history,
         stopping: state.stopping.clone(),

@@ -156,7 +156,12 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => {
             cli::inspect::run(&args.container, args.output, &args.pin_root, &args.run_dir)
         }
-        Command::Flows(args) => cli::flows::run(&args.filter, &args.source, args.output),
+        Command::Flows(args) => cli::flows::run(
+            &args.filter,
+            &args.source,
+            args.from_log.as_deref(),
+            args.output,
+        ),
         Command::Dns(args) => cli::dns::run(&args.filter, args.socket, args.follow, args.output),
         Command::Drops(args) => cli::drops::run(&args.filter, &args.source, args.output),
         Command::Advise(args) => cli::advise::run(

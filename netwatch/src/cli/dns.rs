@@ -41,9 +41,7 @@ pub struct DnsFilterArgs {
 impl DnsFilterArgs {
     pub fn filter(&self) -> FlowFilter {
         FlowFilter {
-            container: self.place.container.clone(),
-            service: self.place.service.clone(),
-            network: self.place.network.clone(),
+            terms: self.place.terms(),
             since: self.since,
             ..FlowFilter::default()
         }

@@ -55,7 +55,7 @@ pub fn drops_table(groups: &[DropGroup], now: Timestamp) -> String {
 /// # Errors
 /// `--verdict forwarded`, no agent answers, or it refuses the filter.
 pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Result<ExitCode> {
-    if filter.verdict == Some(Verdict::Forwarded) {
+    if filter.filter.only_forwarded() {
         bail!(
             "drops lists dropped and audited flows only: leave out --verdict forwarded (or use \
              `netwatch flows`)"
@@ -88,6 +88,7 @@ pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Resu
 ///   sudo netwatch drops
 ///   sudo netwatch drops --since 10m
 ///   sudo netwatch drops --network app_db --reason host-access -o json
+///   sudo netwatch drops --project shop --not --reason kernel:no_socket
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct DropsArgs {

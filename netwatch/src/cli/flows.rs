@@ -1,6 +1,6 @@
 //! `netwatch flows`: aggregated flows, busiest first.
 
-use std::process::ExitCode;
+use std::{path::Path, process::ExitCode};
 
 use anyhow::Result;
 
@@ -9,7 +9,8 @@ use super::{
     table,
 };
 use crate::{
-    flows::{FlowEntry, record::endpoint_text},
+    export::replay,
+    flows::{FlowEntry, FlowFilter, record::endpoint_text},
     render::units,
 };
 
@@ -66,19 +67,41 @@ pub fn flows_table(entries: &[FlowEntry]) -> String {
     table(&COLUMNS, &rows)
 }
 
-/// Prints the flows `filter` selects.
+/// The flows `filter` selects from the flow log at `path` and its rotated
+/// files, as the agent would list them; what was read and skipped goes to
+/// stderr.
 ///
 /// # Errors
-/// No agent answers, or it refuses the filter.
-pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Result<ExitCode> {
-    super::block_on(async {
-        let entries = open_source(source, true)
-            .await?
-            .flows(&filter.filter())
-            .await?;
-        print_list(&entries, output, flows_table)?;
-        Ok(ExitCode::SUCCESS)
-    })
+/// No log there, it cannot be read, or a container id prefix is ambiguous.
+pub fn flows_from_log(path: &Path, filter: &FlowFilter) -> Result<Vec<FlowEntry>> {
+    let replay = replay::replay(path, filter.until)?;
+    eprintln!("netwatch: {}", replay.summary());
+    let entries = replay
+        .flows()
+        .into_iter()
+        .filter(|e| filter.matches(e))
+        .collect();
+    Ok(filter.finish(entries)?)
+}
+
+/// Prints the flows `filter` selects, from the agent or with `from_log`
+/// from its flow log.
+///
+/// # Errors
+/// No agent answers, or it refuses the filter; the log cannot be read.
+pub fn run(
+    filter: &FilterArgs,
+    source: &SourceArgs,
+    from_log: Option<&Path>,
+    output: FlowOutput,
+) -> Result<ExitCode> {
+    let filter = filter.filter();
+    let entries = match from_log {
+        Some(path) => flows_from_log(path, &filter)?,
+        None => super::block_on(async { open_source(source, true).await?.flows(&filter).await })?,
+    };
+    print_list(&entries, output, flows_table)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Aggregated flows from the running agent: per container, direction
@@ -107,14 +130,35 @@ pub fn run(filter: &FilterArgs, source: &SourceArgs, output: FlowOutput) -> Resu
 /// crossed the hook counts again, as it would on a wire. The table
 /// shows bytes in binary units (KiB, MiB); JSON has them exact.
 ///
-/// Asks the running agent (`netwatch agent`) over its API socket.
+/// Filters: a flag given twice matches either value (--port 80 --port
+/// 443); different flags must all match; --not before a filter flag
+/// leaves out what it matches, as in `hubble observe`. --container
+/// takes a name or an id prefix. --since/--until keep the flows seen
+/// in that window (first packet before --until, last one after
+/// --since), with their whole counts; --last N keeps the N seen most
+/// recently, listed oldest first.
+///
+/// Asks the running agent (`netwatch agent`) over its API socket, or
+/// with --from-log reads the agent's flow log (rotated files
+/// included): each flow as its latest event in the log counts it, so
+/// packets after a flow's last logged event are missing (an active
+/// flow is logged at least every 10 s, and when it closes).
 ///
 /// Examples:
 ///   sudo netwatch flows
 ///   sudo netwatch flows --container web --since 5m
+///   sudo netwatch flows --container 3f2a --last 20
 ///   sudo netwatch flows --verdict dropped --reason host-access
 ///   sudo netwatch flows --proto udp --port 53 -o json | jq '.[] | {container, dst, packets}'
 ///   sudo netwatch flows --service api -o jsonl >> flows.jsonl
+///   # What did project shop talk to between 10:00 and 10:05 (UTC),
+///   # outbound, outside 10.0.0.0/8? Live, then from the flow log:
+///   sudo netwatch flows --project shop --direction egress --not --cidr 10.0.0.0/8 \
+///       --since 2026-12-06T10:00:00Z --until 2026-12-06T10:05:00Z
+///   netwatch flows --from-log /var/log/netwatch/flows.log --project shop \
+///       --direction egress --not --cidr 10.0.0.0/8 \
+///       --since 2026-12-06T10:00:00Z --until 2026-12-06T10:05:00Z
+///   sudo netwatch flows --ip 172.30.0.2 --not --port 53 --not --port 123
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct FlowsArgs {
@@ -122,6 +166,12 @@ pub struct FlowsArgs {
     pub filter: super::source::FilterArgs,
     #[command(flatten)]
     pub source: super::source::SourceArgs,
+    /// Answer from the agent's flow log instead of the agent (`netwatch
+    /// agent --flow-log PATH`), its rotated files PATH.N included: each
+    /// flow as its latest event in the log has it. No agent or root
+    /// needed beyond reading the files.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["socket", "standalone"])]
+    pub from_log: Option<std::path::PathBuf>,
     /// Output format: table, a JSON array of flows, or one JSON
     /// object per line.
     #[arg(short, long, value_enum, default_value_t = super::source::FlowOutput::Table)]

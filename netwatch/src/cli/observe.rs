@@ -99,6 +99,10 @@ pub fn run(
                 () = &mut stop => break,
             };
             let Some(item) = item else {
+                if filter.filter.until.is_some() {
+                    // With --until the agent sends the window's flows only.
+                    break;
+                }
                 bail!("the agent ended the stream (did it stop?)");
             };
             let item = item?;
@@ -121,8 +125,9 @@ pub fn run(
 /// export interval), drop (rate-limited per flow). The counts on a
 /// line are the flow's totals so far. A record reaches you within
 /// about 250 ms (the agent reads the kernel's ring buffer 4 times a
-/// second). With --since, the flows seen since then are printed first
-/// (event `flow`). When this command cannot keep up, the agent skips
+/// second). With --since or --last, the flows seen since then (the
+/// last N) are printed first (event `flow`); with --until, only those
+/// flows are printed, and observe exits. When this command cannot keep up, the agent skips
 /// records for it and says how many: `N events lost` (jsonl:
 /// {"event":"lost","count":N}).
 ///
@@ -130,6 +135,8 @@ pub fn run(
 ///   sudo netwatch observe
 ///   sudo netwatch observe --container web --verdict dropped
 ///   sudo netwatch observe --proto tcp --port 5432 --count 10
+///   sudo netwatch observe --project shop --direction egress --not --cidr 10.0.0.0/8
+///   sudo netwatch observe --last 20 --not --verdict forwarded
 ///   sudo netwatch observe -o jsonl | jq -c 'select(.event == "drop")'
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]

@@ -6,6 +6,7 @@
 //! - [`flowlog`]: a JSON-lines flow log with size-based rotation as
 //!   Docker's `json-file` driver does it: [`write_flow_log`] with
 //!   [`FlowLogOptions`] (`--flow-log PATH --max-size 10m --max-file 3`).
+//! - [`replay`]: the flow log read back, for `netwatch flows --from-log`.
 //!
 //! Both read the agent's [`Pipeline`](crate::flows::Pipeline); neither
 //! needs anything from the kernel beyond what the pipeline and the pins
@@ -15,6 +16,7 @@ pub mod exposition;
 pub mod flowlog;
 pub mod metrics;
 pub mod process;
+pub mod replay;
 
 pub use flowlog::{
     DEFAULT_MAX_FILE, DEFAULT_MAX_SIZE, FlowLog, FlowLogCounters, FlowLogLine, FlowLogOptions,

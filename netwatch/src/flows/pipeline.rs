@@ -358,6 +358,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::flows::filter::Match;
 
     fn key() -> FlowKey {
         let mut key = FlowKey {
@@ -457,17 +458,11 @@ mod tests {
             Some("kernel:netfilter_drop".parse().unwrap())
         );
         assert_eq!(seen.flow.dropped_by.as_deref(), Some("kernel"));
-        let dropped = FlowFilter {
-            verdict: Some("dropped".parse().unwrap()),
-            ..FlowFilter::default()
-        };
+        let dropped = FlowFilter::with(Match::Verdict("dropped".parse().unwrap()));
         let flows = pipeline.flows(&dropped);
         assert_eq!(flows.len(), 1);
         assert_eq!((flows[0].packets, flows[0].direction.name()), (2, "egress"));
-        let forwarded = FlowFilter {
-            verdict: Some("forwarded".parse().unwrap()),
-            ..FlowFilter::default()
-        };
+        let forwarded = FlowFilter::with(Match::Verdict("forwarded".parse().unwrap()));
         assert!(pipeline.flows(&forwarded).is_empty());
         assert_eq!(pipeline.counters().malformed, 1);
     }
