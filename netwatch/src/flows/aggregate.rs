@@ -439,6 +439,10 @@ pub struct Aggregator {
     /// Interned endpoint names and peer names; entries no flow uses any
     /// more are dropped after each sweep.
     labels: HashSet<Arc<Labels>>,
+    /// The interned names of a container veth's flows by (ifindex,
+    /// direction), for the names of [`FlowNames::generation`] `.0`: a new
+    /// flow there takes them without building its owner's strings.
+    labels_by_veth: (u64, HashMap<(u32, u8), Arc<Labels>>),
     /// Which names each container resolved to which addresses.
     pub dns_names: DnsNames,
     peers: HashSet<Arc<Peer>>,
@@ -457,6 +461,7 @@ impl Aggregator {
             folded_order: VecDeque::new(),
             folded_capacity: limit.max(1),
             labels: HashSet::new(),
+            labels_by_veth: (0, HashMap::new()),
             peers: HashSet::new(),
             dns_names: DnsNames::default(),
             counters: PipelineCounters::default(),
@@ -566,6 +571,9 @@ impl Aggregator {
         // new entry (a new first-seen time), which is a new flow.
         self.folded.retain(|_, f| std::mem::take(&mut f.seen));
         self.enforce_limit();
+        // The cache holds a reference of its own: emptied first, so names
+        // no flow uses go (it fills again from the next new flows).
+        self.labels_by_veth.1.clear();
         self.labels.retain(|l| Arc::strong_count(l) > 1);
         self.peers.retain(|p| Arc::strong_count(p) > 1);
     }
@@ -595,6 +603,7 @@ impl Aggregator {
             summaries,
             folded,
             labels,
+            labels_by_veth,
             peers,
             dns_names,
             counters,
@@ -618,6 +627,7 @@ impl Aggregator {
                 };
                 let interned = Interned {
                     labels,
+                    labels_by_veth,
                     peers,
                     counters,
                 };
@@ -797,6 +807,7 @@ impl Aggregator {
 /// [`new_tracked`] while the flow map is borrowed for the new flow's entry.
 struct Interned<'a> {
     labels: &'a mut HashSet<Arc<Labels>>,
+    labels_by_veth: &'a mut (u64, HashMap<(u32, u8), Arc<Labels>>),
     peers: &'a mut HashSet<Arc<Peer>>,
     counters: &'a mut PipelineCounters,
 }
@@ -811,27 +822,43 @@ fn new_tracked(
 ) -> Tracked {
     let Interned {
         labels: interned_labels,
+        labels_by_veth,
         peers,
         counters,
     } = interned;
-    let owner = names.owner(key);
-    let labels = Labels {
-        container: owner.container,
-        container_id: owner.container_id,
-        service: owner.service,
-        project: owner.project,
-        network: owner.network,
-        interface: owner.interface,
-        direction,
-        policy: owner.policy,
-    };
-    let labels = match interned_labels.get(&labels) {
-        Some(shared) => Arc::clone(shared),
-        None => {
-            let shared = Arc::new(labels);
-            interned_labels.insert(Arc::clone(&shared));
-            shared
+    let intern = |interned_labels: &mut HashSet<Arc<Labels>>| {
+        let owner = names.owner(key);
+        let labels = Labels {
+            container: owner.container,
+            container_id: owner.container_id,
+            service: owner.service,
+            project: owner.project,
+            network: owner.network,
+            interface: owner.interface,
+            direction,
+            policy: owner.policy,
+        };
+        match interned_labels.get(&labels) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared = Arc::new(labels);
+                interned_labels.insert(Arc::clone(&shared));
+                shared
+            }
         }
+    };
+    let labels = if names.owner_by_interface(key.ifindex) {
+        if labels_by_veth.0 != names.generation() {
+            *labels_by_veth = (names.generation(), HashMap::new());
+        }
+        Arc::clone(
+            labels_by_veth
+                .1
+                .entry((key.ifindex, key.direction))
+                .or_insert_with(|| intern(interned_labels)),
+        )
+    } else {
+        intern(interned_labels)
     };
     // Looked up once per flow: the name stays with the flow even when
     // the host socket it came from is gone.
@@ -1258,6 +1285,35 @@ mod tests {
             1,
             "the first endpoint's names went with its last flow"
         );
+    }
+
+    #[test]
+    fn a_veths_new_flows_take_its_names_from_the_latest_snapshot() {
+        use crate::flows::names::tests::state;
+        let mut agg = Aggregator::new(10);
+        let before = FlowNames::new(&state(), &[]);
+        let mut renamed = state();
+        for endpoint in &mut renamed.endpoints {
+            if endpoint.host_ifindex == 31 {
+                endpoint.container = "renamed".into();
+            }
+        }
+        let after = FlowNames::new(&renamed, &[]);
+        let on_veth = |port: u16| {
+            let mut event = export(port, 100, 110, 1);
+            event.key.ifindex = 31;
+            event
+        };
+        let container = |agg: &mut Aggregator, port: u16, names: &FlowNames| {
+            let (entry, _) = agg.record(&on_veth(port), names, &clock()).unwrap();
+            entry.container
+        };
+        assert_eq!(container(&mut agg, 1, &before).as_deref(), Some("postgres"));
+        assert_eq!(container(&mut agg, 2, &before).as_deref(), Some("postgres"));
+        assert_eq!(container(&mut agg, 3, &after).as_deref(), Some("renamed"));
+        assert_eq!(agg.labels.len(), 2, "one interned copy per owner");
+        agg.finish_sweep();
+        assert_eq!(agg.labels.len(), 2, "both still used by flows");
     }
 
     #[test]
