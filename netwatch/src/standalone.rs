@@ -131,6 +131,22 @@ impl Session {
         Ok(records)
     }
 
+    /// A reader of the session's ring buffers on a thread of its own, into
+    /// its pipeline (what `flows`, `observe` and `top` use; then
+    /// [`Session::take_records`] must not be called: a ring has one
+    /// reader).
+    ///
+    /// # Errors
+    /// The rings cannot be opened or the thread cannot start.
+    pub fn start_reader(&self) -> Result<crate::flows::RecordReader> {
+        let rings = self.datapath.record_rings()?;
+        Ok(crate::flows::RecordReader::start(
+            rings,
+            Arc::clone(&self.pipeline),
+            false,
+        )?)
+    }
+
     /// The session's pipeline (query it, subscribe to it).
     pub fn pipeline(&self) -> Arc<Pipeline> {
         Arc::clone(&self.pipeline)

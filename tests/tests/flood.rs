@@ -199,8 +199,9 @@ impl Rig {
 /// The agent's peak RSS (`VmHWM`) through the flood may not exceed this.
 /// Measured here with `--flow-limit 10000` and `--flow-table-entries
 /// 1024`: 13 MiB before the flood, a peak of 36–46 MiB (the flood's
-/// records arrive ~11,000 per drain, and `flows -o json` answers with
-/// 10,000 flows while it runs). The same flood with a limit the flood
+/// records arrived ~11,000 per drain of a 1 MiB ring then; the reader now
+/// takes at most 8,192 at once from a 4 MiB ring, and `flows -o json`
+/// answers with 10,000 flows while it runs). The same flood with a limit the flood
 /// never reaches (10,000,000) kept ~180,000 flows and peaked at 206 MiB,
 /// so an agent that stopped folding at its limit fails here.
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
@@ -408,11 +409,17 @@ fn a_new_flow_flood_loses_records_only_as_counted_keeps_verdicts_memory_and_the_
         "kernel verdict counters: every allowed frame forwarded on both veths, every denied \
          frame dropped once as {DENIED_REASON}"
     );
-    // The accounting.
+    // The accounting. The flood offers more records than the ring holds,
+    // so a reader that fell behind for its length would lose some: whether
+    // this one does depends on the machine's load (the agent's reader,
+    // woken by the kernel, kept up here when the machine was idle), so
+    // the test asserts that every record is read or counted lost, not
+    // that some are lost.
+    let ring_records = u64::from(netwatch_common::names::EVENTS_BYTES) / 96;
     assert!(
-        lost > 0,
-        "the flood ({flood_offered} records in {FLOOD_TIME:?}) never filled the ring buffer: \
-         it tests nothing"
+        flood_offered > ring_records,
+        "the flood offered {flood_offered} records in {FLOOD_TIME:?}, fewer than the ring \
+         buffer holds ({ring_records}): it tests nothing"
     );
     assert_eq!(
         received + lost,

@@ -201,9 +201,9 @@ fn drop_records_are_rate_limited_per_flow() {
 #[test]
 fn a_full_ring_buffer_counts_lost_records() {
     let mut h = Harness::standard();
-    // Each new flow emits one 88-byte record (96 with the ring header); a
-    // 1 MiB ring holds under 11,000 of them.
-    let flows = 14_000u32;
+    // Each new flow emits one 88-byte record (96 with the ring header):
+    // some thousands more than the ring holds.
+    let flows = netwatch_common::names::EVENTS_BYTES / 96 + 3_000;
     for i in 0..flows {
         let port = 1024 + (i % 60_000) as u16;
         let frame = Frame::eth(EP_MAC, PEER_MAC)

@@ -32,9 +32,8 @@ use crate::{
     docker::{Client, Snapshot},
     export::{FlowLog, METRICS_PATH, MetricsSource, serve_metrics},
     flows::{
-        FlowNames, Pipeline,
+        FlowNames, Pipeline, RecordReader,
         host_peer::{host_peers, open_socket_owners},
-        pipeline::DRAIN_INTERVAL,
     },
     guard::{self, AgentView},
     host,
@@ -43,10 +42,6 @@ use crate::{
         rcu::{Expedited, RCU_EXPEDITED, RcuKnob},
     },
 };
-
-/// Drop records logged per drain; the rest are summarised in one line, so a
-/// scan of thousands of addresses cannot flood the log.
-const DROP_LINES_PER_DRAIN: usize = 100;
 
 /// How the agent runs.
 #[derive(Clone, Debug)]
@@ -278,6 +273,13 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         ),
         Err(e) => warn!("DNS is not recorded: {e}"),
     }
+    // Its own thread, woken by the kernel in batches (see flows::reader):
+    // nothing the loop below waits for delays it.
+    let rings = datapath
+        .record_rings()
+        .context("opening the ring buffers")?;
+    let _reader = RecordReader::start(rings, pipeline.clone(), true)
+        .context("starting the ring buffer reader")?;
     info!("API: serving on {}", api.describe());
     let api = api
         .serve(pipeline.clone(), options.flow_limit)
@@ -337,10 +339,9 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     let mut lost_at: Option<std::time::Instant> = None;
     'docker: loop {
         let connected = tokio::select! {
-            connected = draining(
+            connected = guarding_links(
                 Client::connect(),
                 &mut agent.datapath,
-                &pipeline,
                 &mut agent.links,
             ) => connected,
             () = &mut shutdown => break,
@@ -379,10 +380,9 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
                 agent.status.docker_error = Some(error);
                 let _ = agent.status.write(&options.run_dir);
                 tokio::select! {
-                    () = draining(
+                    () = guarding_links(
                         tokio::time::sleep(backoff),
                         &mut agent.datapath,
-                        &pipeline,
                         &mut agent.links,
                     ) => {}
                     () = &mut shutdown => break 'docker,
@@ -406,8 +406,9 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
 
 /// Follows Docker: subscribes to events first (so nothing between the
 /// snapshot and the subscription is missed), syncs, then syncs again on
-/// every burst of events and every resync interval; in between, drains the
-/// ring buffer and logs drop records with names.
+/// every burst of events and every resync interval; in between, guards
+/// interfaces as they appear. The ring buffers are read by the
+/// [`RecordReader`]'s thread meanwhile.
 async fn follow(
     client: &Client,
     agent: &mut Agent,
@@ -420,8 +421,6 @@ async fn follow(
     }));
     // The first tick is immediate: that is the initial sync.
     let mut resync = tokio::time::interval(options.resync_interval);
-    let mut drain = tokio::time::interval(DRAIN_INTERVAL);
-    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut hangups = super::service::hangups();
     loop {
         let due = tokio::select! {
@@ -437,10 +436,6 @@ async fn follow(
                 None => return Stop::Docker("the event stream ended".to_string()),
             },
             _ = resync.tick() => true,
-            _ = drain.tick() => {
-                take_records(&mut agent.datapath, pipeline);
-                false
-            }
             changed = agent.links.next() => {
                 agent.links.handle(changed, &mut agent.datapath);
                 false
@@ -458,29 +453,20 @@ async fn follow(
     }
 }
 
-/// Awaits `work` while draining the ring buffer every [`DRAIN_INTERVAL`].
-///
-/// Records are read whatever Docker does: while dockerd restarts, hangs (each
-/// request may take [`crate::docker`]'s 30 s timeout) or answers nonsense,
-/// the kernel keeps enforcing and recording, and a 1 MiB ring buffer left
-/// alone that long would lose what it recorded.
-///
-/// New interfaces are guarded meanwhile too ([`LinkFeed`]): at boot the
+/// Awaits `work` while guarding new interfaces ([`LinkFeed`]): at boot the
 /// agent waits here for a dockerd that restores containers before it
-/// answers.
-async fn draining<T>(
+/// answers. (Records are read on the [`RecordReader`]'s thread whatever
+/// Docker does: while dockerd restarts, hangs, each request taking up to
+/// [`crate::docker`]'s 30 s timeout, or answers nonsense.)
+async fn guarding_links<T>(
     work: impl Future<Output = T>,
     datapath: &mut Datapath,
-    pipeline: &Pipeline,
     links: &mut LinkFeed,
 ) -> T {
     let mut work = std::pin::pin!(work);
-    let mut drain = tokio::time::interval(DRAIN_INTERVAL);
-    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             done = &mut work => return done,
-            _ = drain.tick() => take_records(datapath, pipeline),
             changed = links.next() => links.handle(changed, datapath),
         }
     }
@@ -700,53 +686,6 @@ fn warn_of_new(now: &[String], before: &[String]) {
     }
 }
 
-/// Takes what the kernel recorded into the pipeline and logs the drops,
-/// named.
-fn take_records(datapath: &mut Datapath, pipeline: &Pipeline) {
-    // DNS first: a connection made right after its answer is named from
-    // its first record.
-    match datapath.drain_dns() {
-        Ok((records, malformed)) => {
-            pipeline.count_malformed(malformed);
-            pipeline.ingest_dns(&records);
-        }
-        Err(e) => warn!("cannot read the DNS ring buffer: {e}"),
-    }
-    let (events, malformed) = match datapath.drain_events() {
-        Ok(drained) => drained,
-        Err(e) => {
-            warn!("cannot read the ring buffer: {e}");
-            return;
-        }
-    };
-    if malformed > 0 {
-        warn!(
-            "{malformed} ring buffer records had the wrong size (a kernel/user version mismatch?)"
-        );
-        pipeline.count_malformed(malformed);
-    }
-    let mut drops = pipeline.ingest(&events);
-    if datapath.kernel_drops_attached() {
-        match datapath.drain_kernel_drops() {
-            Ok((events, malformed)) => {
-                pipeline.count_malformed(malformed);
-                drops.extend(pipeline.ingest_kernel_drops(&events));
-            }
-            Err(e) => warn!("cannot read the kernel drop ring buffer: {e}"),
-        }
-    }
-    for record in drops.iter().take(DROP_LINES_PER_DRAIN) {
-        info!(target: "netwatch::drop", "{}", record.log_line());
-    }
-    if drops.len() > DROP_LINES_PER_DRAIN {
-        info!(
-            target: "netwatch::drop",
-            "… and {} more drop records in the last {DRAIN_INTERVAL:?} (counted in `netwatch status`)",
-            drops.len() - DROP_LINES_PER_DRAIN
-        );
-    }
-}
-
 /// One full sync: snapshot Docker, plan, find the uplinks, reconcile, and
 /// judge what is guarded. Returns the names the ring buffer records
 /// resolve to now.
@@ -763,7 +702,7 @@ async fn sync(
         watch,
         status,
     } = agent;
-    let snapshot = draining(Snapshot::take(client), datapath, pipeline, links)
+    let snapshot = guarding_links(Snapshot::take(client), datapath, links)
         .await
         .map_err(|e| e.to_string())?;
     let mut state = host_state(&snapshot, host::addresses());

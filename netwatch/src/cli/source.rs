@@ -12,10 +12,7 @@ use std::{
     net::IpAddr,
     path::PathBuf,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     time::Duration,
 };
 
@@ -33,9 +30,9 @@ use crate::{
         query::{self, parse_proto, parse_since},
     },
     flows::{
-        FlowEntry, FlowFilter, FlowReason, Pipeline,
+        FlowEntry, FlowFilter, FlowReason, Pipeline, RecordReader,
         filter::{Match, Term, history_events},
-        pipeline::{DEFAULT_FLOW_LIMIT, DRAIN_INTERVAL},
+        pipeline::DEFAULT_FLOW_LIMIT,
     },
     policy::cidr::Cidr,
     standalone::Session,
@@ -391,11 +388,15 @@ impl FlowSource for AgentSource {
     }
 }
 
-/// A standalone observing session, drained by a thread of its own.
+/// A standalone observing session, read by a thread of its own.
 pub(crate) struct StandaloneSource {
     pipeline: Arc<Pipeline>,
-    stop: Arc<AtomicBool>,
-    drain: Option<std::thread::JoinHandle<()>>,
+    // Dropped first: the reader stops before the session detaches its
+    // programs and closes its maps.
+    _reader: RecordReader,
+    // Boxed: the datapath is large, and the source is an enum variant
+    // beside a small one.
+    _session: Box<Session>,
 }
 
 impl StandaloneSource {
@@ -406,35 +407,13 @@ impl StandaloneSource {
             session.attached().len()
         );
         let pipeline = session.pipeline();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let drain = std::thread::Builder::new()
-            .name("standalone drain".into())
-            .spawn(move || {
-                let mut session = session;
-                while !stopping.load(Ordering::Relaxed) {
-                    if let Err(e) = session.take_records() {
-                        log::warn!("cannot read the ring buffer: {e:#}");
-                    }
-                    std::thread::sleep(DRAIN_INTERVAL);
-                }
-                // Dropping the session detaches its programs.
-            })?;
+        let reader = session.start_reader()?;
         tokio::time::sleep(watch).await;
         Ok(StandaloneSource {
             pipeline,
-            stop,
-            drain: Some(drain),
+            _reader: reader,
+            _session: Box::new(session),
         })
-    }
-}
-
-impl Drop for StandaloneSource {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(drain) = self.drain.take() {
-            let _ = drain.join();
-        }
     }
 }
 

@@ -13,6 +13,7 @@ mod maps;
 pub mod pinned;
 pub mod pins;
 pub mod provisional;
+pub mod records;
 mod test_run;
 mod upgrade;
 
@@ -25,5 +26,6 @@ pub use error::DatapathError;
 pub use kdrops::{DropReasonNames, read_kernel_layout};
 pub use load::{Datapath, LoadOptions};
 pub use maps::{FlowTableHandle, ReasonCounts};
+pub use records::{Drained, RecordRings};
 pub use test_run::{Hook, RunOutcome, TEST_RUN_IFINDEX};
 pub use upgrade::{LAYOUT, TakeOver, stamps};

@@ -29,10 +29,12 @@
 //! second time (a flood test found it).
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, VecDeque, hash_map::Entry},
     net::IpAddr,
     sync::Arc,
 };
+
+use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 
 use jiff::Timestamp;
 use netwatch_common::{
@@ -272,6 +274,9 @@ struct Tracked {
     /// DNS names of the addresses, once the container resolved them.
     src_name: Option<Arc<str>>,
     dst_name: Option<Arc<str>>,
+    /// [`DnsNames::generation`] when the names above were last looked up
+    /// (`None`: never).
+    dns_asked: Option<u64>,
     first_seen: Timestamp,
     last_seen: Timestamp,
     /// Of the latest packet.
@@ -434,6 +439,10 @@ pub struct Aggregator {
     /// Interned endpoint names and peer names; entries no flow uses any
     /// more are dropped after each sweep.
     labels: HashSet<Arc<Labels>>,
+    /// The interned names of a container veth's flows by (ifindex,
+    /// direction), for the names of [`FlowNames::generation`] `.0`: a new
+    /// flow there takes them without building its owner's strings.
+    labels_by_veth: (u64, HashMap<(u32, u8), Arc<Labels>>),
     /// Which names each container resolved to which addresses.
     pub dns_names: DnsNames,
     peers: HashSet<Arc<Peer>>,
@@ -452,6 +461,7 @@ impl Aggregator {
             folded_order: VecDeque::new(),
             folded_capacity: limit.max(1),
             labels: HashSet::new(),
+            labels_by_veth: (0, HashMap::new()),
             peers: HashSet::new(),
             dns_names: DnsNames::default(),
             counters: PipelineCounters::default(),
@@ -486,13 +496,42 @@ impl Aggregator {
     }
 
     /// Merges one ring buffer record; returns the flow as it stands now
-    /// (what `observe` shows), or `None` for a record it cannot read.
+    /// (what `observe` shows) and what it adds since the flow's last
+    /// described record, or `None` for a record it cannot read.
     pub fn record(
         &mut self,
         event: &FlowEvent,
         names: &FlowNames,
         clock: &Clock,
     ) -> Option<(FlowEntry, Delta)> {
+        let stats = self.readable(event)?;
+        let described = self
+            .update(&event.key, &stats, names, clock)
+            .map(|tracked| {
+                let (packets, bytes) = tracked.total();
+                let delta = tracked.reported.advance(packets, bytes);
+                (tracked.entry(&event.key), delta)
+            });
+        self.enforce_limit();
+        described
+    }
+
+    /// Merges one ring buffer record that nobody is shown (no observer, no
+    /// flow log): no [`FlowEntry`] is built, which is most of a described
+    /// record's cost (a dozen strings). Its counts go into no [`Delta`]
+    /// yet: the flow's next described record carries them, so the deltas
+    /// an observer sums still add up to what the flow carried since it was
+    /// last described.
+    pub fn record_silently(&mut self, event: &FlowEvent, names: &FlowNames, clock: &Clock) {
+        let Some(stats) = self.readable(event) else {
+            return;
+        };
+        self.update(&event.key, &stats, names, clock);
+        self.enforce_limit();
+    }
+
+    /// Counts a record, and reads its counts unless it is malformed.
+    fn readable(&mut self, event: &FlowEvent) -> Option<FlowStats> {
         self.counters.records += 1;
         if EventKind::from_u8(event.kind).is_none()
             || Verdict::from_u8(event.verdict).is_none()
@@ -502,7 +541,7 @@ impl Aggregator {
             self.counters.malformed += 1;
             return None;
         }
-        let stats = FlowStats {
+        Some(FlowStats {
             packets: event.packets,
             bytes: event.bytes,
             first_seen_ns: event.first_seen_ns,
@@ -511,15 +550,7 @@ impl Aggregator {
             reason: event.reason,
             tcp_flags: event.tcp_flags,
             ..FlowStats::default()
-        };
-        self.update(&event.key, &stats, names, clock);
-        let recorded = self.flows.get_mut(&event.key).map(|tracked| {
-            let (packets, bytes) = tracked.total();
-            let delta = tracked.reported.advance(packets, bytes);
-            (tracked.entry(&event.key), delta)
-        });
-        self.enforce_limit();
-        recorded
+        })
     }
 
     /// Merges one entry of the kernel's flow table (a sweep).
@@ -540,11 +571,23 @@ impl Aggregator {
         // new entry (a new first-seen time), which is a new flow.
         self.folded.retain(|_, f| std::mem::take(&mut f.seen));
         self.enforce_limit();
+        // The cache holds a reference of its own: emptied first, so names
+        // no flow uses go (it fills again from the next new flows).
+        self.labels_by_veth.1.clear();
         self.labels.retain(|l| Arc::strong_count(l) > 1);
         self.peers.retain(|p| Arc::strong_count(p) > 1);
     }
 
-    fn update(&mut self, key: &FlowKey, stats: &FlowStats, names: &FlowNames, clock: &Clock) {
+    /// Merges `stats` into the flow of `key` with one lookup of the flow
+    /// (this runs per record); returns the flow, or `None` when the values
+    /// are unknown or the flow was folded and nothing came since.
+    fn update(
+        &mut self,
+        key: &FlowKey,
+        stats: &FlowStats,
+        names: &FlowNames,
+        clock: &Clock,
+    ) -> Option<&mut Tracked> {
         let (Some(direction), Some(verdict), Some(reason)) = (
             Direction::from_u8(key.direction),
             Verdict::from_u8(stats.verdict),
@@ -553,60 +596,87 @@ impl Aggregator {
             // Values this version does not know (a kernel table written by
             // another version's programs): as a record with them would be.
             self.counters.malformed += 1;
-            return;
+            return None;
         };
-        if !self.flows.contains_key(key) {
-            let counted = match self.folded.get_mut(key) {
-                Some(f) if f.kernel_first_ns == stats.first_seen_ns => {
-                    if stats.packets <= f.packets {
-                        // Nothing since it was folded.
-                        f.seen = true;
-                        return;
+        let Aggregator {
+            flows,
+            summaries,
+            folded,
+            labels,
+            labels_by_veth,
+            peers,
+            dns_names,
+            counters,
+            deltas_from,
+            ..
+        } = self;
+        let tracked = match flows.entry(*key) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                // Most new flows were never folded: one lookup, no removal.
+                let counted = match folded.remove(key) {
+                    Some(f) if f.kernel_first_ns == stats.first_seen_ns => {
+                        if stats.packets <= f.packets {
+                            // Nothing since it was folded: it stays folded.
+                            folded.insert(*key, Folded { seen: true, ..f });
+                            return None;
+                        }
+                        Some((f.packets, f.bytes))
                     }
-                    Some((f.packets, f.bytes))
+                    _ => None,
+                };
+                let interned = Interned {
+                    labels,
+                    labels_by_veth,
+                    peers,
+                    counters,
+                };
+                let mut tracked = new_tracked(
+                    interned,
+                    key,
+                    (direction, verdict, reason),
+                    stats,
+                    names,
+                    clock,
+                );
+                if let Some((packets, bytes)) = counted {
+                    // Its summary has these: the flow shows what came since.
+                    tracked.kernel_packets = packets;
+                    tracked.kernel_bytes = bytes;
+                    tracked.verdict_start_packets = packets;
+                    tracked.verdict_start_bytes = bytes;
+                    tracked.reported = Reported::at(packets, bytes);
+                } else {
+                    tracked.reported =
+                        deltas_from.first_sight(stats.first_seen_ns, stats.packets, stats.bytes);
                 }
-                _ => None,
-            };
-            self.folded.remove(key);
-            let mut tracked =
-                self.new_tracked(key, (direction, verdict, reason), stats, names, clock);
-            if let Some((packets, bytes)) = counted {
-                // Its summary has these: the flow shows what came since.
-                tracked.kernel_packets = packets;
-                tracked.kernel_bytes = bytes;
-                tracked.verdict_start_packets = packets;
-                tracked.verdict_start_bytes = bytes;
-                tracked.reported = Reported::at(packets, bytes);
-            } else {
-                tracked.reported =
-                    self.deltas_from
-                        .first_sight(stats.first_seen_ns, stats.packets, stats.bytes);
+                entry.insert(tracked)
             }
-            self.flows.insert(*key, tracked);
-        }
-        let Some(tracked) = self.flows.get_mut(key) else {
-            return;
         };
-        if tracked.src_name.is_none() && tracked.dst_name.is_none() {
+        if tracked.src_name.is_none()
+            && tracked.dst_name.is_none()
+            && tracked.dns_asked != Some(dns_names.generation())
+        {
             // Until the container resolves one of them: its answer may be
             // drained after the flow's first record.
-            (tracked.src_name, tracked.dst_name) = self.dns_names.ends(
+            (tracked.src_name, tracked.dst_name) = dns_names.ends(
                 tracked.labels.container.as_deref(),
                 key,
                 stats.first_seen_ns,
             );
+            tracked.dns_asked = Some(dns_names.generation());
         }
         if stats.first_seen_ns != tracked.kernel_first_ns {
             if stats.first_seen_ns < tracked.kernel_first_ns {
                 // An older copy (a record taken before the latest sweep).
-                return;
+                return Some(tracked);
             }
             tracked.base_packets += tracked.kernel_packets;
             tracked.base_bytes += tracked.kernel_bytes;
             tracked.kernel_first_ns = stats.first_seen_ns;
             tracked.kernel_packets = 0;
             tracked.kernel_bytes = 0;
-            self.counters.kernel_evictions += 1;
+            counters.kernel_evictions += 1;
         }
         let (before_packets, before_bytes) = tracked.total();
         // Counts only grow within one kernel entry; a record read after a
@@ -615,11 +685,11 @@ impl Aggregator {
         tracked.kernel_bytes = tracked.kernel_bytes.max(stats.bytes);
         let last_seen = clock.wall(stats.last_seen_ns);
         if last_seen < tracked.last_seen {
-            return;
+            return Some(tracked);
         }
         tracked.last_seen = last_seen;
         if (verdict, reason) == (tracked.verdict, tracked.reason) {
-            return;
+            return Some(tracked);
         }
         // The verdict changed: what was counted until now stays under the
         // old one.
@@ -631,73 +701,9 @@ impl Aggregator {
         tracked.verdict = verdict;
         tracked.reason = reason;
         if segment.packets > 0 {
-            self.fold(segment);
+            fold(summaries, segment);
         }
-    }
-
-    fn new_tracked(
-        &mut self,
-        key: &FlowKey,
-        (direction, verdict, reason): (Direction, Verdict, DropReason),
-        stats: &FlowStats,
-        names: &FlowNames,
-        clock: &Clock,
-    ) -> Tracked {
-        let owner = names.owner(key);
-        let labels = Labels {
-            container: owner.container,
-            container_id: owner.container_id,
-            service: owner.service,
-            project: owner.project,
-            network: owner.network,
-            interface: owner.interface,
-            direction,
-            policy: owner.policy,
-        };
-        let labels = match self.labels.get(&labels) {
-            Some(shared) => Arc::clone(shared),
-            None => {
-                let shared = Arc::new(labels);
-                self.labels.insert(Arc::clone(&shared));
-                shared
-            }
-        };
-        // Looked up once per flow: the name stays with the flow even when
-        // the host socket it came from is gone.
-        let (peer, outcome) = names.peer(key);
-        match outcome {
-            Outcome::Named => self.counters.host_mode_peers += 1,
-            Outcome::Failed => self.counters.host_peer_lookup_failures += 1,
-            Outcome::NotAsked | Outcome::Host => {}
-        }
-        let peer = peer.map(|peer| match self.peers.get(&peer) {
-            Some(shared) => Arc::clone(shared),
-            None => {
-                let shared = Arc::new(peer);
-                self.peers.insert(Arc::clone(&shared));
-                shared
-            }
-        });
-        let first_seen = clock.wall(stats.first_seen_ns);
-        Tracked {
-            labels,
-            peer,
-            published: names.published(key).map(Into::into),
-            src_name: None,
-            dst_name: None,
-            first_seen,
-            last_seen: first_seen,
-            verdict,
-            reason,
-            kernel_first_ns: stats.first_seen_ns,
-            kernel_packets: 0,
-            kernel_bytes: 0,
-            base_packets: 0,
-            base_bytes: 0,
-            verdict_start_packets: 0,
-            verdict_start_bytes: 0,
-            reported: Reported::default(),
-        }
+        Some(tracked)
     }
 
     /// Beyond the limit, folds the longest idle flows until a tenth of the
@@ -723,7 +729,7 @@ impl Aggregator {
         for (_, key) in by_idle.into_iter().take(excess) {
             if let Some(tracked) = self.flows.remove(&key) {
                 self.remember_folded(key, &tracked);
-                self.fold(tracked.entry(&key));
+                fold(&mut self.summaries, tracked.entry(&key));
                 self.counters.summarised += 1;
             }
         }
@@ -752,45 +758,6 @@ impl Aggregator {
                 .is_some_and(|f| f.kernel_first_ns == first)
             {
                 self.folded.remove(&old);
-            }
-        }
-    }
-
-    fn fold(&mut self, entry: FlowEntry) {
-        let key = (
-            entry.container.clone(),
-            entry.network.clone(),
-            entry.direction,
-            entry.verdict,
-        );
-        match self.summaries.get_mut(&key) {
-            Some(summary) => {
-                summary.packets += entry.packets;
-                summary.bytes += entry.bytes;
-                summary.flows += 1;
-                summary.first_seen = summary.first_seen.min(entry.first_seen);
-                summary.last_seen = summary.last_seen.max(entry.last_seen);
-            }
-            None => {
-                let summary = FlowEntry {
-                    src: None,
-                    dst: None,
-                    src_port: 0,
-                    dst_port: 0,
-                    proto: Protocol::Any,
-                    peer: None,
-                    peer_service: None,
-                    peer_kind: None,
-                    published: None,
-                    src_name: None,
-                    dst_name: None,
-                    reason: entry
-                        .reason
-                        .clone()
-                        .filter(|_| entry.verdict.is_drop_like()),
-                    ..entry
-                };
-                self.summaries.insert(key, summary);
             }
         }
     }
@@ -853,6 +820,142 @@ pub fn busiest_first(entries: Vec<FlowEntry>) -> Vec<FlowEntry> {
         .into_iter()
         .filter_map(|(_, _, i)| slots[i].take())
         .collect()
+}
+
+/// The aggregate's interned names and its counters, lent to
+/// [`new_tracked`] while the flow map is borrowed for the new flow's entry.
+struct Interned<'a> {
+    labels: &'a mut HashSet<Arc<Labels>>,
+    labels_by_veth: &'a mut (u64, HashMap<(u32, u8), Arc<Labels>>),
+    peers: &'a mut HashSet<Arc<Peer>>,
+    counters: &'a mut PipelineCounters,
+}
+
+fn new_tracked(
+    interned: Interned<'_>,
+    key: &FlowKey,
+    (direction, verdict, reason): (Direction, Verdict, DropReason),
+    stats: &FlowStats,
+    names: &FlowNames,
+    clock: &Clock,
+) -> Tracked {
+    let Interned {
+        labels: interned_labels,
+        labels_by_veth,
+        peers,
+        counters,
+    } = interned;
+    let intern = |interned_labels: &mut HashSet<Arc<Labels>>| {
+        let owner = names.owner(key);
+        let labels = Labels {
+            container: owner.container,
+            container_id: owner.container_id,
+            service: owner.service,
+            project: owner.project,
+            network: owner.network,
+            interface: owner.interface,
+            direction,
+            policy: owner.policy,
+        };
+        match interned_labels.get(&labels) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared = Arc::new(labels);
+                interned_labels.insert(Arc::clone(&shared));
+                shared
+            }
+        }
+    };
+    let labels = if names.owner_by_interface(key.ifindex) {
+        if labels_by_veth.0 != names.generation() {
+            *labels_by_veth = (names.generation(), HashMap::new());
+        }
+        Arc::clone(
+            labels_by_veth
+                .1
+                .entry((key.ifindex, key.direction))
+                .or_insert_with(|| intern(interned_labels)),
+        )
+    } else {
+        intern(interned_labels)
+    };
+    // Looked up once per flow: the name stays with the flow even when
+    // the host socket it came from is gone.
+    let (peer, outcome) = names.peer(key);
+    match outcome {
+        Outcome::Named => counters.host_mode_peers += 1,
+        Outcome::Failed => counters.host_peer_lookup_failures += 1,
+        Outcome::NotAsked | Outcome::Host => {}
+    }
+    let peer = peer.map(|peer| match peers.get(&peer) {
+        Some(shared) => Arc::clone(shared),
+        None => {
+            let shared = Arc::new(peer);
+            peers.insert(Arc::clone(&shared));
+            shared
+        }
+    });
+    let first_seen = clock.wall(stats.first_seen_ns);
+    Tracked {
+        labels,
+        peer,
+        published: names.published(key).map(Into::into),
+        src_name: None,
+        dst_name: None,
+        dns_asked: None,
+        first_seen,
+        last_seen: first_seen,
+        verdict,
+        reason,
+        kernel_first_ns: stats.first_seen_ns,
+        kernel_packets: 0,
+        kernel_bytes: 0,
+        base_packets: 0,
+        base_bytes: 0,
+        verdict_start_packets: 0,
+        verdict_start_bytes: 0,
+        reported: Reported::default(),
+    }
+}
+
+/// Adds `entry` to its summary (container, network, direction, verdict).
+fn fold(summaries: &mut BTreeMap<SummaryKey, FlowEntry>, entry: FlowEntry) {
+    let key = (
+        entry.container.clone(),
+        entry.network.clone(),
+        entry.direction,
+        entry.verdict,
+    );
+    match summaries.get_mut(&key) {
+        Some(summary) => {
+            summary.packets += entry.packets;
+            summary.bytes += entry.bytes;
+            summary.flows += 1;
+            summary.first_seen = summary.first_seen.min(entry.first_seen);
+            summary.last_seen = summary.last_seen.max(entry.last_seen);
+        }
+        None => {
+            let summary = FlowEntry {
+                src: None,
+                dst: None,
+                src_port: 0,
+                dst_port: 0,
+                proto: Protocol::Any,
+                peer: None,
+                peer_service: None,
+                peer_kind: None,
+                published: None,
+                src_name: None,
+                dst_name: None,
+                reason: entry
+                    .reason
+                    .clone()
+                    .filter(|_| entry.verdict.is_drop_like()),
+                ..entry
+            };
+            summaries.insert(key, summary);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1223,6 +1326,35 @@ mod tests {
             1,
             "the first endpoint's names went with its last flow"
         );
+    }
+
+    #[test]
+    fn a_veths_new_flows_take_its_names_from_the_latest_snapshot() {
+        use crate::flows::names::tests::state;
+        let mut agg = Aggregator::new(10);
+        let before = FlowNames::new(&state(), &[]);
+        let mut renamed = state();
+        for endpoint in &mut renamed.endpoints {
+            if endpoint.host_ifindex == 31 {
+                endpoint.container = "renamed".into();
+            }
+        }
+        let after = FlowNames::new(&renamed, &[]);
+        let on_veth = |port: u16| {
+            let mut event = export(port, 100, 110, 1);
+            event.key.ifindex = 31;
+            event
+        };
+        let container = |agg: &mut Aggregator, port: u16, names: &FlowNames| {
+            let (entry, _) = agg.record(&on_veth(port), names, &clock()).unwrap();
+            entry.container
+        };
+        assert_eq!(container(&mut agg, 1, &before).as_deref(), Some("postgres"));
+        assert_eq!(container(&mut agg, 2, &before).as_deref(), Some("postgres"));
+        assert_eq!(container(&mut agg, 3, &after).as_deref(), Some("renamed"));
+        assert_eq!(agg.labels.len(), 2, "one interned copy per owner");
+        agg.finish_sweep();
+        assert_eq!(agg.labels.len(), 2, "both still used by flows");
     }
 
     #[test]

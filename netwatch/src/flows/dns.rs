@@ -254,6 +254,13 @@ impl DnsNames {
         (name(src), name(dst))
     }
 
+    /// Changes whenever a name is learned: a flow that found no name for
+    /// its ends need not ask again until it changes (it asked per record,
+    /// hashing its container's name twice each time).
+    pub fn generation(&self) -> u64 {
+        self.learned
+    }
+
     /// Addresses whose name is kept, over all containers.
     pub fn len(&self) -> usize {
         self.containers.values().map(|c| c.by_address.len()).sum()

@@ -15,6 +15,7 @@ pub mod host_peer;
 pub mod kdrops;
 pub mod names;
 pub mod pipeline;
+pub mod reader;
 pub mod reason;
 pub mod record;
 
@@ -22,4 +23,5 @@ pub use aggregate::{Aggregator, Clock, FlowEntry, PipelineCounters};
 pub use filter::FlowFilter;
 pub use names::{FlowNames, FlowOwner, HOST_PEER, Peer, PeerKind};
 pub use pipeline::{FlowTableReader, ObservedEvent, Pipeline};
+pub use reader::{ReaderStats, RecordReader};
 pub use reason::FlowReason;

@@ -13,10 +13,15 @@
 //! ([`super::host_peer`]).
 
 use std::{
-    collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
+
+// Looked up for every new flow (its owner, peer and published port).
+use foldhash::{HashMap, HashMapExt as _, HashSet};
 
 use netwatch_common::{
     flow::FlowKey,
@@ -137,7 +142,12 @@ pub struct FlowNames {
     /// The containers of the snapshot; `None` before the first one (when
     /// no container is known to be gone).
     containers: Option<HashSet<String>>,
+    /// See [`FlowNames::generation`]; 0 for every default (empty) one.
+    generation: u64,
 }
+
+/// The next [`FlowNames::generation`].
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 impl FlowNames {
     /// The names of everything in `state`, plus the uplinks.
@@ -150,6 +160,7 @@ impl FlowNames {
                     .map(|e| e.container.clone())
                     .collect(),
             ),
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             ..FlowNames::default()
         };
         // Network name → what it asks for (with `agent --audit`) and
@@ -267,6 +278,20 @@ impl FlowNames {
     pub fn with_host_peers(mut self, host: HostPeers) -> FlowNames {
         self.host = host;
         self
+    }
+
+    /// Tells these names from others: names built from another snapshot
+    /// have another generation (clones share theirs), so what was derived
+    /// from one set of names can be kept until the generation changes.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether [`FlowNames::owner`] of a flow seen at `ifindex` depends on
+    /// the interface alone (a container's veth), not on the flow's
+    /// addresses.
+    pub fn owner_by_interface(&self, ifindex: u32) -> bool {
+        self.veths.contains_key(&ifindex)
     }
 
     /// The container, network and interface of a flow key.

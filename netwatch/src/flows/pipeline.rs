@@ -30,11 +30,6 @@ use crate::datapath::{CapturedDns, DatapathError, DropReasonNames};
 /// Queries closer together than this share one sweep of the kernel table.
 pub const SWEEP_MIN_INTERVAL: Duration = Duration::from_millis(100);
 
-/// How often the agent and a standalone session drain the ring buffer.
-/// Records are submitted without waking a reader (see netwatch-ebpf
-/// flows.rs), so readers poll.
-pub const DRAIN_INTERVAL: Duration = Duration::from_millis(250);
-
 /// How long the flows of a container that is gone are kept after its last
 /// packet, unless `agent --forget-gone-after` says otherwise.
 pub const DEFAULT_FORGET_GONE_AFTER: Duration = Duration::from_secs(3600);
@@ -52,7 +47,7 @@ pub struct ObservedEvent {
     /// `flow-open`, `flow-close`, `flow-export` or `drop`.
     pub event: String,
     /// When the kernel saw the packet that made the record (its clock,
-    /// not the agent's drain, which comes up to 250 ms later).
+    /// not the agent's read, which comes up to 100 ms later).
     pub time: Timestamp,
     #[serde(flatten)]
     pub flow: FlowEntry,
@@ -152,16 +147,29 @@ impl Pipeline {
     /// Merges records taken from the ring buffer, passes each to live
     /// observers, and returns the drops among them (for the log). A record
     /// it cannot read is counted as malformed, not returned.
+    ///
+    /// With no live observer (no `observe`, no flow log) only drops are
+    /// described: the other records are merged without building what an
+    /// observer would see (see [`Aggregator::record_silently`]), which made
+    /// up most of the cost per record.
     pub fn ingest(&self, events: &[FlowEvent]) -> Vec<ObservedEvent> {
         let names = self.names.read().unwrap_or_else(|e| e.into_inner());
         let clock = Clock::now();
         let mut drops = Vec::new();
         let mut aggregate = self.aggregate();
+        // Read once per batch: an observer that subscribes meanwhile sees
+        // records from the next batch on, as if it had come a moment later.
+        let observed = self.observers.receiver_count() > 0;
         for event in events {
+            let drop = event.kind == EventKind::Drop as u8;
+            if !observed && !drop {
+                aggregate.record_silently(event, &names, &clock);
+                continue;
+            }
             let Some((flow, delta)) = aggregate.record(event, &names, &clock) else {
                 continue;
             };
-            let observed = ObservedEvent {
+            let observed_event = ObservedEvent {
                 event: EventKind::from_u8(event.kind)
                     .map_or("unknown", EventKind::name)
                     .to_string(),
@@ -170,11 +178,15 @@ impl Pipeline {
                 delta_packets: delta.packets,
                 delta_bytes: delta.bytes,
             };
-            if event.kind == EventKind::Drop as u8 {
-                drops.push(observed.clone());
+            if !observed {
+                drops.push(observed_event);
+                continue;
             }
-            // No observer is not an error.
-            let _ = self.observers.send(observed);
+            if drop {
+                drops.push(observed_event.clone());
+            }
+            // An observer that went meanwhile is not an error.
+            let _ = self.observers.send(observed_event);
         }
         drops
     }
@@ -419,6 +431,78 @@ mod tests {
         assert_eq!(flows.len(), 1);
         assert_eq!((flows[0].packets, flows[0].bytes), (9, 900));
         assert_eq!(pipeline.counters().records, 1);
+    }
+
+    #[test]
+    fn records_taken_with_no_observer_leave_their_delta_to_the_next_described_event() {
+        let pipeline = Pipeline::new(100, Box::new(|| Ok(Vec::new())));
+        // Began after the pipeline: every packet counts in some delta.
+        let first = Clock::monotonic_ns() + 1_000;
+        let record = |kind: EventKind, packets: u64| FlowEvent {
+            kind: kind as u8,
+            verdict: Verdict::Forwarded as u8,
+            reason: DropReason::None as u8,
+            key: key(),
+            packets,
+            bytes: packets * 100,
+            first_seen_ns: first,
+            last_seen_ns: first + packets,
+            ..FlowEvent::default()
+        };
+        // Nobody watches: merged silently, nothing described.
+        let taken = pipeline.ingest(&[
+            record(EventKind::FlowOpen, 1),
+            record(EventKind::FlowExport, 5),
+            record(EventKind::FlowExport, 9),
+        ]);
+        assert!(taken.is_empty());
+        assert_eq!(pipeline.counters().records, 3);
+        assert_eq!(pipeline.flows(&FlowFilter::default())[0].packets, 9);
+
+        let mut observer = pipeline.subscribe();
+        pipeline.ingest(&[record(EventKind::FlowExport, 12)]);
+        let seen = observer.try_recv().unwrap();
+        assert_eq!(
+            (seen.flow.packets, seen.delta_packets, seen.delta_bytes),
+            (12, 12, 1200),
+            "the first described event carries what the silent ones took in"
+        );
+        pipeline.ingest(&[record(EventKind::FlowExport, 15)]);
+        assert_eq!(observer.try_recv().unwrap().delta_packets, 3);
+
+        // The observer goes, records come, another observer comes.
+        drop(observer);
+        pipeline.ingest(&[record(EventKind::FlowExport, 20)]);
+        let mut observer = pipeline.subscribe();
+        pipeline.ingest(&[record(EventKind::FlowClose, 22)]);
+        let seen = observer.try_recv().unwrap();
+        assert_eq!((seen.event.as_str(), seen.delta_packets), ("flow-close", 7));
+        assert!(
+            observer.try_recv().is_err(),
+            "one event per described record"
+        );
+    }
+
+    #[test]
+    fn drops_are_described_for_the_log_even_with_no_observer() {
+        let pipeline = Pipeline::new(100, Box::new(|| Ok(Vec::new())));
+        let drop = FlowEvent {
+            kind: EventKind::Drop as u8,
+            verdict: Verdict::Dropped as u8,
+            reason: DropReason::NotInNetwork as u8,
+            key: key(),
+            packets: 2,
+            bytes: 200,
+            first_seen_ns: Clock::monotonic_ns() + 1_000,
+            last_seen_ns: Clock::monotonic_ns() + 2_000,
+            ..FlowEvent::default()
+        };
+        let drops = pipeline.ingest(&[drop]);
+        assert_eq!(drops.len(), 1);
+        assert_eq!(
+            (drops[0].event.as_str(), drops[0].delta_packets),
+            ("drop", 2)
+        );
     }
 
     #[test]
