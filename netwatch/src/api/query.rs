@@ -251,6 +251,7 @@ pub fn parse_match(key: &str, value: &str) -> Result<Match, QueryError> {
         "container" => Match::Container(value.to_string()),
         "service" => Match::Service(value.to_string()),
         "project" => Match::Project(value.to_string()),
+        "host" => Match::Host(value.to_string()),
         "network" => Match::Network(value.to_string()),
         "verdict" => Match::Verdict(parse_verdict(value)?),
         "reason" => Match::Reason(parse_reason(value)?),

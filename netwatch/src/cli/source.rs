@@ -85,6 +85,11 @@ pub struct FilterFlags {
     /// Only containers of this compose project (com.docker.compose.project).
     #[arg(long, value_name = "NAME")]
     pub project: Vec<String>,
+    /// Only flows seen by this host (its kernel hostname, as each flow's
+    /// `host` field has it): for `--from-log` on a log gathered from
+    /// several hosts; live, only the agent's own host matches.
+    #[arg(long, value_name = "NAME")]
+    pub host: Vec<String>,
     /// Only flows whose latest packet was forwarded, dropped, or audited
     /// (forwarded under audit mode, which enforcement would have dropped).
     #[arg(long, value_parser = verdict_arg())]
@@ -204,6 +209,7 @@ fn indexed_terms(matches: &clap::ArgMatches) -> Vec<(usize, Match)> {
     add(matches, "service", Match::Service, &mut out);
     add(matches, "network", Match::Network, &mut out);
     add(matches, "project", Match::Project, &mut out);
+    add(matches, "host", Match::Host, &mut out);
     add(matches, "verdict", Match::Verdict, &mut out);
     add(matches, "reason", Match::Reason, &mut out);
     add(matches, "proto", Match::Proto, &mut out);

@@ -385,6 +385,29 @@ mod tests {
     }
 
     #[test]
+    fn a_log_gathered_from_two_hosts_keeps_their_flows_apart_and_host_selects_one() {
+        use crate::flows::filter::{FlowFilter, Match};
+        let on = |host: &str, packets: u64| {
+            let mut line: serde_json::Value =
+                serde_json::from_str(&event(1, packets, 100)).unwrap();
+            line["host"] = host.into();
+            line.to_string() + "\n"
+        };
+        let dir = TempDir::new("hosts");
+        let log = dir.0.join("flows.log");
+        std::fs::write(&log, on("node1", 3) + &on("node2", 8)).unwrap();
+        let replay = replay(&log, None).unwrap();
+        let flows = replay.flows();
+        assert_eq!(flows.len(), 2, "the same flow on two hosts is two flows");
+        let node2: Vec<_> = flows
+            .iter()
+            .filter(|f| FlowFilter::with(Match::Host("node2".into())).matches(f))
+            .collect();
+        assert_eq!(node2.len(), 1);
+        assert_eq!((node2[0].host.as_str(), node2[0].packets), ("node2", 8));
+    }
+
+    #[test]
     fn lost_lines_garbage_and_a_line_cut_short_are_skipped_and_counted() {
         let mut replay = Replay::new(None);
         let lost = r#"{"event":"lost","count":17,"time":"2026-05-04T10:00:01Z","schema_version":1,"host":"n"}"#;

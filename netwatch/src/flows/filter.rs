@@ -28,6 +28,9 @@ pub enum Match {
     Service(String),
     /// Compose project (`com.docker.compose.project`).
     Project(String),
+    /// The host that saw the flow (the kernel's hostname): a flow log
+    /// gathered from several hosts answers for one.
+    Host(String),
     /// Docker network name.
     Network(String),
     Verdict(Verdict),
@@ -49,10 +52,11 @@ pub enum Match {
 
 impl Match {
     /// Every kind's key: the query-string key and the CLI flag (`--key`).
-    pub const KEYS: [&'static str; 13] = [
+    pub const KEYS: [&'static str; 14] = [
         "container",
         "service",
         "project",
+        "host",
         "network",
         "verdict",
         "reason",
@@ -71,6 +75,7 @@ impl Match {
             Match::Container(_) => "container",
             Match::Service(_) => "service",
             Match::Project(_) => "project",
+            Match::Host(_) => "host",
             Match::Network(_) => "network",
             Match::Verdict(_) => "verdict",
             Match::Reason(_) => "reason",
@@ -87,9 +92,11 @@ impl Match {
     /// The value as the query string carries it (and `parse` reads it).
     pub fn value_text(&self) -> String {
         match self {
-            Match::Container(s) | Match::Service(s) | Match::Project(s) | Match::Network(s) => {
-                s.clone()
-            }
+            Match::Container(s)
+            | Match::Service(s)
+            | Match::Project(s)
+            | Match::Host(s)
+            | Match::Network(s) => s.clone(),
             Match::Verdict(v) => v.to_string(),
             Match::Reason(r) => r.to_string(),
             Match::Proto(p) => p.to_string(),
@@ -123,6 +130,7 @@ impl Match {
             }
             Match::Service(want) => is(want, &e.service),
             Match::Project(want) => is(want, &e.project),
+            Match::Host(want) => e.host == *want,
             Match::Network(want) => is(want, &e.network),
             Match::Verdict(want) => e.verdict == *want,
             Match::Reason(want) => e.reason.as_ref() == Some(want),
@@ -364,7 +372,7 @@ mod tests {
     fn entry() -> FlowEntry {
         FlowEntry {
             schema_version: crate::flows::SCHEMA_VERSION,
-            host: String::new(),
+            host: "node1".into(),
             rule: None,
             container: Some("web".into()),
             container_id: Some(WEB_ID.into()),
@@ -415,6 +423,7 @@ mod tests {
                 Match::Service("backend".into()),
             ),
             (Match::Project("shop".into()), Match::Project("blog".into())),
+            (Match::Host("node1".into()), Match::Host("node2".into())),
             (
                 Match::Network("app_front".into()),
                 Match::Network("app_db".into()),
