@@ -205,7 +205,10 @@ pub fn parse_ip(text: &str) -> Result<IpAddr, QueryError> {
         key: "ip",
         value: text.to_string(),
         expected: if text.contains('/') {
-            format!("give one address (172.30.0.2, fd00::2); for a network use --cidr {text}")
+            format!(
+                "give one address (172.30.0.2, fd00::2); for a network use --cidr {}",
+                shown(text)
+            )
         } else {
             "give an IPv4 or IPv6 address (172.30.0.2, fd00::2)".to_string()
         },
@@ -363,6 +366,10 @@ mod tests {
             "port=1%0D%0Ainjected",
             "since=1m&since=b%0A",
             &format!("verdict={}", "x".repeat(10_000)),
+            // A network given as an address: the hint repeats it (found by
+            // the api_query fuzz target).
+            "ip=10.0.0.0/8%0Ainjected",
+            &format!("ip=10.0.0.0/{}", "9".repeat(10_000)),
         ] {
             let message = parse_filter(query, now).unwrap_err().to_string();
             assert!(!message.contains(['\n', '\r']), "{message:?}");
