@@ -105,14 +105,20 @@ enum Stop {
 }
 
 /// Expedited RCU grace periods while the caller attaches, with
-/// `--expedite-attach` ([`crate::host::rcu`]); attaching goes on at the
+/// `--expedite-attach` ([`crate::host::rcu`]). `pending` says what is
+/// about to be attached (`None`: nothing); it is asked only with the flag,
+/// so an agent without it walks no pins for it. Attaching goes on at the
 /// normal pace when the knob cannot be set.
-fn expedite_attach(options: &AgentOptions, why: &str) -> Option<Expedited> {
+fn expedite_attach(
+    options: &AgentOptions,
+    pending: impl FnOnce() -> Option<String>,
+) -> Option<Expedited> {
     if !options.expedite_attach {
         return None;
     }
+    let why = pending()?;
     RcuKnob::host(&options.run_dir)
-        .expedite(why)
+        .expedite(&why)
         .unwrap_or_else(|e| {
             warn!(
                 "--expedite-attach: cannot set {RCU_EXPEDITED} ({e}); attaching at the normal pace"
@@ -554,14 +560,10 @@ impl LinkFeed {
             plan_path,
         };
         {
-            let _expedited = (!feed.guard.is_empty())
-                .then(|| {
-                    expedite_attach(
-                        options,
-                        &format!("the interfaces of {} saved network(s)", feed.guard.len()),
-                    )
-                })
-                .flatten();
+            let _expedited = expedite_attach(options, || {
+                (!feed.guard.is_empty())
+                    .then(|| format!("the interfaces of {} saved network(s)", feed.guard.len()))
+            });
             feed.guard_existing(datapath);
         }
         feed
@@ -756,12 +758,10 @@ async fn sync(
     status.published_dropped = plan.published_dropped.clone();
     status.attach_failures.clear();
     let reconciled = {
-        let pending = datapath
-            .pin_root()
-            .map_or(0, |root| pending_attaches(root, &plan));
-        let _expedited = (pending > 0)
-            .then(|| expedite_attach(options, &format!("{pending} pending attach(es)")))
-            .flatten();
+        let _expedited = expedite_attach(options, || {
+            let pending = pending_attaches(datapath.pin_root()?, &plan);
+            (pending > 0).then(|| format!("{pending} pending attach(es)"))
+        });
         reconcile_remembering(datapath, &plan, memory)
     };
     match reconciled {
