@@ -80,6 +80,18 @@ impl AgentProcess {
         AgentProcess::start_full_in(Some(netns), binary, networks, &[], &[], &[])
     }
 
+    /// As [`AgentProcess::start_in_netns`], with more `netwatch agent`
+    /// arguments and environment variables.
+    pub fn start_in_netns_with(
+        binary: &str,
+        netns: &str,
+        networks: &[&str],
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> AgentProcess {
+        AgentProcess::start_full_in(Some(netns), binary, networks, &[], extra_args, envs)
+    }
+
     fn start_full(
         binary: &str,
         networks: &[&str],

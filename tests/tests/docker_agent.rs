@@ -845,6 +845,23 @@ fn expedite_attach_sets_the_rcu_knob_only_while_attaching_and_the_next_start_und
         agent.log()
     );
 
+    // A container started now is attached as its veth appears, before
+    // Docker's event: that attach is expedited too (it was not, and a
+    // boot's burst of restored containers went at the normal pace).
+    let before = agent.log().matches("new interface(s)").count();
+    let c = TestContainer::run("c", &["--network", &internal.name]);
+    let c_veth = c.host_veth(&internal);
+    wait_for("c attached", SETTLE, || pins::veth_attached(&root, c_veth));
+    let log = agent.log();
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("expedited RCU grace periods") && l.contains("new interface(s)"))
+            .count()
+            > before,
+        "the attach of a veth as it appeared was not expedited:\n{log}"
+    );
+    assert_eq!(RcuKnobAsFound::now(), "0", "put back after it:\n{log}");
+
     // As if SIGKILLed mid-attach: the knob left at 1 with the saved value.
     agent.kill();
     std::fs::write(RCU_EXPEDITED, "1").unwrap();

@@ -621,7 +621,7 @@ fn run_matrix(state: HostState) {
         pins::attached_tc_ifindexes(agent.pin_root()).len() == 8
     });
     let with_netwatch = probe_all(&probes, TIMEOUT);
-    // The agent reads the ring buffer within 100 ms of a record: wait until every
+    // The agent reads the ring buffer within 25 ms of a record: wait until every
     // closed cell netwatch itself dropped has its record (or SETTLE passes;
     // the cells still without one fail below, named).
     let wants_record = |i: usize, cell: &Cell| {

@@ -634,7 +634,7 @@ fn observe_shows_a_new_flow_within_a_second() {
         udp(&client_ns, 40003, &server_ns, server_ip, 9003, 1, 100),
         1
     );
-    // A liveness bound (the agent reads records within 100 ms); how soon is the
+    // A liveness bound (the agent reads records within 25 ms); how soon is the
     // benchmark's question, the figure is printed.
     let (seen, text) = line
         .recv_timeout(Duration::from_secs(5))

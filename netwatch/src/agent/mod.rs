@@ -6,6 +6,7 @@
 //! (pure, unit-tested); `reconcile` makes the kernel match a plan,
 //! idempotently, from whatever is pinned.
 
+mod attach_pace;
 pub mod docker_state;
 pub mod guard_watch;
 pub mod lock;
@@ -16,9 +17,11 @@ mod run;
 mod sandbox_guard;
 pub mod saved_plan;
 pub mod service;
+mod serving;
 pub mod status_file;
 mod uplinks;
 
+pub use attach_pace::AttachPace;
 pub use plan::{
     BridgePort, ChildTarget, ContainerInterface, HostState, MacvlanEndpoint, NetworkState,
     OverlayEndpoint, Plan, ProvisionalChild, SandboxPort, SandboxTarget, Target, plan,

@@ -25,7 +25,7 @@ use std::{collections::HashMap, net::IpAddr};
 
 use log::{info, warn};
 
-use super::{BridgePort, HostState, NetworkState, ProvisionalChild, plan};
+use super::{AttachPace, BridgePort, HostState, NetworkState, ProvisionalChild, plan};
 use crate::{
     datapath::{Attachment, Datapath, pins},
     host::links::LinkState,
@@ -124,9 +124,10 @@ impl PortGuard {
         links: &[LinkState],
         datapath: &mut Datapath,
         host_addrs: &[IpAddr],
+        pace: &AttachPace,
     ) -> Guarded {
         let mut guarded = Guarded::default();
-        self.guard_children(links, datapath, host_addrs, &mut guarded);
+        self.guard_children(links, datapath, host_addrs, pace, &mut guarded);
         if self.networks.is_empty() {
             return guarded;
         }
@@ -219,6 +220,7 @@ impl PortGuard {
             Source::SavedPlan => "from the saved plan, before Docker answered",
             Source::LastSync => "as it appeared",
         };
+        let _expedited = pace.expedite(|| Some(format!("{} new interface(s)", wanted.len())));
         for (is_bridge, target) in wanted {
             let result = if is_bridge {
                 datapath.attach_bridge(&target.ifname, target.ifindex)
@@ -260,6 +262,7 @@ impl PortGuard {
         links: &[LinkState],
         datapath: &mut Datapath,
         host_addrs: &[IpAddr],
+        pace: &AttachPace,
         guarded: &mut Guarded,
     ) {
         let new = new_children(&self.macvlan, links);
@@ -309,6 +312,7 @@ impl PortGuard {
             warn!("cannot write the policy of new macvlan children: {e}");
             return;
         }
+        let _expedited = pace.expedite(|| Some(format!("{} new macvlan child(ren)", new.len())));
         for (link, parent) in new {
             if !specs.iter().any(|s| s.ifindex == link.ifindex) {
                 continue;

@@ -5,6 +5,7 @@
 use std::{
     collections::HashMap,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -14,7 +15,7 @@ use futures_util::StreamExt as _;
 use log::{info, warn};
 
 use super::{
-    NetworkState, ReconcileMemory, UplinkChoice,
+    AttachPace, NetworkState, ReconcileMemory, UplinkChoice,
     docker_state::host_state,
     guard_watch::GuardWatch,
     lock, plan,
@@ -23,6 +24,7 @@ use super::{
     reconcile_remembering,
     sandbox_guard::SandboxGuard,
     saved_plan::{self, Loaded, SavedPlan},
+    serving::{Served, Serving},
     status_file::AgentStatus,
     uplinks,
 };
@@ -30,7 +32,7 @@ use crate::{
     api::ApiListener,
     datapath::{Datapath, LoadOptions, pinned},
     docker::{Client, Snapshot},
-    export::{FlowLog, METRICS_PATH, MetricsSource, serve_metrics},
+    export::{FlowLog, METRICS_PATH, MetricsSource},
     flows::{
         FlowNames, Pipeline, RecordReader,
         host_peer::{host_peers, open_socket_owners},
@@ -39,7 +41,7 @@ use crate::{
     host,
     host::{
         links::{self, LinkEvent},
-        rcu::{Expedited, RCU_EXPEDITED, RcuKnob},
+        rcu::RcuKnob,
     },
 };
 
@@ -87,13 +89,20 @@ pub struct AgentOptions {
     pub flow_log: Option<crate::export::FlowLogOptions>,
 }
 
-/// What the agent's loop carries from one sync to the next.
+/// What the agent's loop carries from one sync to the next: its options,
+/// the pipeline it names flows for, and the kernel, Docker and guard state
+/// it keeps right. Docker, netlink and attach work block this loop's
+/// thread; the records and every answer are handled on others (the
+/// [`RecordReader`]'s, [`Serving`]'s).
 struct Agent {
+    options: AgentOptions,
+    pipeline: Arc<Pipeline>,
     datapath: Datapath,
     links: LinkFeed,
     memory: ReconcileMemory,
     watch: GuardWatch,
     status: AgentStatus,
+    pace: AttachPace,
 }
 
 /// Why the inner loop returned.
@@ -102,29 +111,6 @@ enum Stop {
     Signal,
     /// Docker went away: reconnect.
     Docker(String),
-}
-
-/// Expedited RCU grace periods while the caller attaches, with
-/// `--expedite-attach` ([`crate::host::rcu`]). `pending` says what is
-/// about to be attached (`None`: nothing); it is asked only with the flag,
-/// so an agent without it walks no pins for it. Attaching goes on at the
-/// normal pace when the knob cannot be set.
-fn expedite_attach(
-    options: &AgentOptions,
-    pending: impl FnOnce() -> Option<String>,
-) -> Option<Expedited> {
-    if !options.expedite_attach {
-        return None;
-    }
-    let why = pending()?;
-    RcuKnob::host(&options.run_dir)
-        .expedite(&why)
-        .unwrap_or_else(|e| {
-            warn!(
-                "--expedite-attach: cannot set {RCU_EXPEDITED} ({e}); attaching at the normal pace"
-            );
-            None
-        })
 }
 
 fn unix_now() -> u64 {
@@ -180,13 +166,13 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     // another process serves stops the agent here.
     let api = ApiListener::bind(&options.api_socket, options.api_group.as_deref())
         .context("setting up the API socket")?;
-    let metrics_listener =
-        match options.metrics_addr {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
-                format!("binding the metrics listener to {addr} (--metrics-addr)")
-            })?),
-            None => None,
-        };
+    let metrics_listener = options
+        .metrics_addr
+        .map(|addr| {
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("binding the metrics listener to {addr} (--metrics-addr)"))
+        })
+        .transpose()?;
     let flow_log = options
         .flow_log
         .clone()
@@ -213,9 +199,8 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
              keep enforcing with it"
         );
     }
-    let links = LinkFeed::start(&options, &mut datapath);
-    let memory = ReconcileMemory::default();
-    let watch = GuardWatch::default();
+    let pace = AttachPace::new(options.expedite_attach, &options.run_dir);
+    let links = LinkFeed::start(&options, &mut datapath, &pace);
     let mut status = AgentStatus {
         pid: std::process::id(),
         started_at: unix_now(),
@@ -229,7 +214,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     let root = options.pin_root.clone();
     // Opened here, in the host's network namespace: the sockets of the
     // host's stack are the ones to look up.
-    let pipeline = std::sync::Arc::new(
+    let pipeline = Arc::new(
         Pipeline::new(
             options.flow_limit,
             Box::new(move || pinned::read_flows(&root)),
@@ -286,31 +271,26 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         .context("opening the ring buffers")?;
     let _reader = RecordReader::start(rings, pipeline.clone(), true)
         .context("starting the ring buffer reader")?;
-    info!("API: serving on {}", api.describe());
-    let api = api
-        .serve(pipeline.clone(), options.flow_limit)
-        .context("serving the API")?;
-    let mut exports = Vec::new();
-    if let Some(listener) = metrics_listener {
-        let mut source = MetricsSource::agent(pipeline.clone(), options.pin_root.clone())
-            .with_guard(watch.shared());
-        if let Some(log) = &flow_log {
-            source = source.with_flow_log(log.counters());
-        }
-        match listener.local_addr() {
-            Ok(addr) => {
-                info!("metrics: serving http://{addr}{METRICS_PATH}");
-                status.metrics_addr = Some(addr.to_string());
+    let watch = GuardWatch::default();
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            let mut source = MetricsSource::agent(pipeline.clone(), options.pin_root.clone())
+                .with_guard(watch.shared());
+            if let Some(log) = &flow_log {
+                source = source.with_flow_log(log.counters());
             }
-            Err(e) => warn!("metrics: cannot read the bound address: {e}"),
-        }
-        exports.push(tokio::spawn(async move {
-            if let Err(e) = serve_metrics(listener, source).await {
-                warn!("metrics: stopped serving: {e}");
+            match listener.local_addr() {
+                Ok(addr) => {
+                    info!("metrics: serving http://{addr}{METRICS_PATH}");
+                    status.metrics_addr = Some(addr.to_string());
+                }
+                Err(e) => warn!("metrics: cannot read the bound address: {e}"),
             }
-        }));
-    }
-    if let Some(log) = flow_log {
+            Some((listener, source))
+        }
+        None => None,
+    };
+    let flow_log = flow_log.map(|log| {
         let log = log.reopen_on(super::service::hangups());
         info!(
             "flow log: writing {} (rotated at {} bytes, {} files)",
@@ -318,15 +298,30 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
             log.options().max_size,
             log.options().max_file
         );
-        exports.push(tokio::spawn(log.run(pipeline.subscribe())));
-    }
+        log
+    });
+    // Before the API answers: whoever asks it can read where the metrics
+    // are (the listener is bound; a connection waits in its backlog).
     let _ = status.write(&options.run_dir);
+    // On a thread of their own: an answer never waits for the loop below.
+    let serving = Serving::start(
+        Served {
+            api,
+            flow_limit: options.flow_limit,
+            metrics,
+            flow_log,
+        },
+        pipeline.clone(),
+    )?;
     let mut agent = Agent {
+        options,
+        pipeline,
         datapath,
         links,
-        memory,
+        memory: ReconcileMemory::default(),
         watch,
         status,
+        pace,
     };
     // At boot dockerd starts after netwatch is ready; with a saved plan the
     // agent guards its networks' bridges and veths as dockerd creates them,
@@ -345,11 +340,7 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
     let mut lost_at: Option<std::time::Instant> = None;
     'docker: loop {
         let connected = tokio::select! {
-            connected = guarding_links(
-                Client::connect(),
-                &mut agent.datapath,
-                &mut agent.links,
-            ) => connected,
+            connected = agent.guarding_links(Client::connect()) => connected,
             () = &mut shutdown => break,
         };
         let stop = match connected {
@@ -364,9 +355,8 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
                 }
                 agent.status.docker_api_version = Some(client.api_version().to_string());
                 agent.status.docker_error = None;
-                let follow = follow(&client, &mut agent, &pipeline, &options);
                 tokio::select! {
-                    stop = follow => stop,
+                    stop = agent.follow(&client) => stop,
                     () = &mut shutdown => Stop::Signal,
                 }
             }
@@ -384,13 +374,9 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
                     "Docker does not answer ({error}); enforcing what is pinned"
                 ));
                 agent.status.docker_error = Some(error);
-                let _ = agent.status.write(&options.run_dir);
+                let _ = agent.status.write(&agent.options.run_dir);
                 tokio::select! {
-                    () = guarding_links(
-                        tokio::time::sleep(backoff),
-                        &mut agent.datapath,
-                        &mut agent.links,
-                    ) => {}
+                    () = agent.guarding_links(tokio::time::sleep(backoff)) => {}
                     () = &mut shutdown => break 'docker,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -398,82 +384,79 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         }
     }
     ready_anyway.abort();
-    // Ends live `observe` streams and removes the socket.
-    api.stop().await;
-    // The flow log only ends when the pipeline's broadcast closes, which
-    // the API and metrics would hold open: stop them explicitly (each
-    // flow-log batch is written whole before the next is awaited).
-    for task in exports {
-        task.abort();
-    }
+    serving.stop().await;
     info!("agent stopping; enforcement stays pinned (`netwatch detach` removes it)");
     Ok(())
 }
 
-/// Follows Docker: subscribes to events first (so nothing between the
-/// snapshot and the subscription is missed), syncs, then syncs again on
-/// every burst of events and every resync interval; in between, guards
-/// interfaces as they appear. The ring buffers are read by the
-/// [`RecordReader`]'s thread meanwhile.
-async fn follow(
-    client: &Client,
-    agent: &mut Agent,
-    pipeline: &Pipeline,
-    options: &AgentOptions,
-) -> Stop {
-    let mut events = client.docker().events(Some(EventsOptions {
-        filters: Some(event_filters()),
-        ..EventsOptions::default()
-    }));
-    // The first tick is immediate: that is the initial sync.
-    let mut resync = tokio::time::interval(options.resync_interval);
-    let mut hangups = super::service::hangups();
-    loop {
-        let due = tokio::select! {
-            // SIGHUP: resync now.
-            Ok(()) = hangups.changed() => true,
-            event = events.next() => match event {
-                Some(Ok(_)) => {
-                    // Coalesce a burst: take what is already queued, then sync once.
-                    while let Some(Some(Ok(_))) = futures_util::FutureExt::now_or_never(events.next()) {}
-                    true
+impl Agent {
+    /// Follows Docker: subscribes to events first (so nothing between the
+    /// snapshot and the subscription is missed), syncs, then syncs again on
+    /// every burst of events and every resync interval; in between, guards
+    /// interfaces as they appear.
+    async fn follow(&mut self, client: &Client) -> Stop {
+        let mut events = client.docker().events(Some(EventsOptions {
+            filters: Some(event_filters()),
+            ..EventsOptions::default()
+        }));
+        // The first tick is immediate: that is the initial sync.
+        let mut resync = tokio::time::interval(self.options.resync_interval);
+        let mut hangups = super::service::hangups();
+        loop {
+            let due = tokio::select! {
+                // SIGHUP: resync now.
+                Ok(()) = hangups.changed() => true,
+                event = events.next() => match event {
+                    Some(Ok(_)) => {
+                        // Coalesce a burst: take what is already queued, then sync once.
+                        while let Some(Some(Ok(_))) = futures_util::FutureExt::now_or_never(events.next()) {}
+                        true
+                    }
+                    Some(Err(e)) => return Stop::Docker(e.to_string()),
+                    None => return Stop::Docker("the event stream ended".to_string()),
+                },
+                _ = resync.tick() => true,
+                changed = self.links.next() => {
+                    self.links.handle(changed, &mut self.datapath, &self.pace);
+                    false
                 }
-                Some(Err(e)) => return Stop::Docker(e.to_string()),
-                None => return Stop::Docker("the event stream ended".to_string()),
-            },
-            _ = resync.tick() => true,
-            changed = agent.links.next() => {
-                agent.links.handle(changed, &mut agent.datapath);
-                false
-            }
-        };
-        if due {
-            match sync(client, agent, pipeline, options).await {
-                Ok(names) => {
-                    pipeline.set_names(names);
-                    super::service::ready("synced with Docker");
+            };
+            if due {
+                match self.sync(client).await {
+                    Ok(names) => {
+                        self.pipeline.set_names(names);
+                        super::service::ready("synced with Docker");
+                    }
+                    Err(e) => return Stop::Docker(e),
                 }
-                Err(e) => return Stop::Docker(e),
             }
         }
     }
+
+    /// Awaits `work` while guarding new interfaces ([`LinkFeed`]): at boot
+    /// the agent waits here for a dockerd that restores containers before
+    /// it answers. (Records are read on the [`RecordReader`]'s thread and
+    /// answers given on [`Serving`]'s whatever Docker does: while dockerd
+    /// restarts, hangs, each request taking up to [`crate::docker`]'s 30 s
+    /// timeout, or answers nonsense.)
+    async fn guarding_links<T>(&mut self, work: impl Future<Output = T>) -> T {
+        guarding_links(work, &mut self.datapath, &mut self.links, &self.pace).await
+    }
 }
 
-/// Awaits `work` while guarding new interfaces ([`LinkFeed`]): at boot the
-/// agent waits here for a dockerd that restores containers before it
-/// answers. (Records are read on the [`RecordReader`]'s thread whatever
-/// Docker does: while dockerd restarts, hangs, each request taking up to
-/// [`crate::docker`]'s 30 s timeout, or answers nonsense.)
+/// [`Agent::guarding_links`], for a caller that holds other parts of the
+/// agent borrowed (a sync).
 async fn guarding_links<T>(
     work: impl Future<Output = T>,
     datapath: &mut Datapath,
     links: &mut LinkFeed,
+    pace: &AttachPace,
 ) -> T {
     let mut work = std::pin::pin!(work);
     loop {
         tokio::select! {
             done = &mut work => return done,
-            changed = links.next() => links.handle(changed, datapath),
+            changed = links.next() => links.handle(changed, datapath, pace),
         }
     }
 }
@@ -497,7 +480,7 @@ impl LinkFeed {
     /// Listens for interfaces, reads the saved plan, and guards what of it
     /// exists already. Nothing here stops the agent: without the listener
     /// it attaches on Docker's events, without a plan once Docker answers.
-    fn start(options: &AgentOptions, datapath: &mut Datapath) -> LinkFeed {
+    fn start(options: &AgentOptions, datapath: &mut Datapath, pace: &AttachPace) -> LinkFeed {
         let plan_path = saved_plan::path(&options.state_dir);
         let events = match links::watch() {
             Ok(events) => Some(events),
@@ -559,13 +542,7 @@ impl LinkFeed {
             saved,
             plan_path,
         };
-        {
-            let _expedited = expedite_attach(options, || {
-                (!feed.guard.is_empty())
-                    .then(|| format!("the interfaces of {} saved network(s)", feed.guard.len()))
-            });
-            feed.guard_existing(datapath);
-        }
+        feed.guard_existing(datapath, pace);
         feed
     }
 
@@ -599,11 +576,12 @@ impl LinkFeed {
         }
     }
 
-    fn handle(&mut self, batch: Vec<LinkEvent>, datapath: &mut Datapath) {
+    fn handle(&mut self, batch: Vec<LinkEvent>, datapath: &mut Datapath, pace: &AttachPace) {
         if batch.contains(&LinkEvent::Overrun) {
             warn!("the kernel dropped interface notifications; listing every interface");
-            self.guard_existing(datapath);
-            self.sandboxes.guard_existing(datapath, &self.host_addrs);
+            self.guard_existing(datapath, pace);
+            self.sandboxes
+                .guard_existing(datapath, &self.host_addrs, pace);
             return;
         }
         let mut here = Vec::new();
@@ -615,17 +593,18 @@ impl LinkFeed {
                 LinkEvent::Overrun => {}
             }
         }
-        self.guard.guard(&here, datapath, &self.host_addrs);
-        self.sandboxes.guard(&elsewhere, datapath, &self.host_addrs);
+        self.guard.guard(&here, datapath, &self.host_addrs, pace);
+        self.sandboxes
+            .guard(&elsewhere, datapath, &self.host_addrs, pace);
     }
 
-    fn guard_existing(&mut self, datapath: &mut Datapath) {
+    fn guard_existing(&mut self, datapath: &mut Datapath, pace: &AttachPace) {
         if self.guard.is_empty() {
             return;
         }
         match links::links_now() {
             Ok(all) => {
-                self.guard.guard(&all, datapath, &self.host_addrs);
+                self.guard.guard(&all, datapath, &self.host_addrs, pace);
             }
             Err(e) => warn!("cannot list interfaces: {e}"),
         }
@@ -688,130 +667,130 @@ fn warn_of_new(now: &[String], before: &[String]) {
     }
 }
 
-/// One full sync: snapshot Docker, plan, find the uplinks, reconcile, and
-/// judge what is guarded. Returns the names the ring buffer records
-/// resolve to now.
-async fn sync(
-    client: &Client,
-    agent: &mut Agent,
-    pipeline: &Pipeline,
-    options: &AgentOptions,
-) -> Result<FlowNames, String> {
-    let Agent {
-        datapath,
-        links,
-        memory,
-        watch,
-        status,
-    } = agent;
-    let snapshot = guarding_links(Snapshot::take(client), datapath, links)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut state = host_state(&snapshot, host::addresses());
-    state.audit_all = options.audit;
-    state.provisional_children = provisional_children(datapath);
-    // Docker's own interfaces never get the shield, managed or not; nor do
-    // macvlan parents, which carry a LAN whose hosts may be inside a
-    // network (the shield would drop what they send it).
-    let docker_interfaces: Vec<u32> = state
-        .networks
-        .iter()
-        .filter_map(|n| n.bridge.as_ref().or(n.macvlan_parent.as_ref()))
-        .map(|(_, ifindex)| *ifindex)
-        .chain(
-            state
-                .endpoints
-                .iter()
-                .filter(|e| e.macvlan.is_none() && e.overlay.is_none())
-                .map(|e| e.host_ifindex),
-        )
-        .collect();
-    if !options.networks.is_empty() {
-        let agent = AgentView {
-            running: true,
-            managed: options.networks.clone(),
-            attach_failures: Default::default(),
+impl Agent {
+    /// One full sync: snapshot Docker, plan, find the uplinks, reconcile,
+    /// and judge what is guarded. Returns the names the ring buffer
+    /// records resolve to now.
+    async fn sync(&mut self, client: &Client) -> Result<FlowNames, String> {
+        let Agent {
+            options,
+            pipeline,
+            datapath,
+            links,
+            memory,
+            watch,
+            status,
+            pace,
+        } = self;
+        let snapshot = guarding_links(Snapshot::take(client), datapath, links, pace)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut state = host_state(&snapshot, host::addresses());
+        state.audit_all = options.audit;
+        state.provisional_children = provisional_children(datapath);
+        // Docker's own interfaces never get the shield, managed or not; nor do
+        // macvlan parents, which carry a LAN whose hosts may be inside a
+        // network (the shield would drop what they send it).
+        let docker_interfaces: Vec<u32> = state
+            .networks
+            .iter()
+            .filter_map(|n| n.bridge.as_ref().or(n.macvlan_parent.as_ref()))
+            .map(|(_, ifindex)| *ifindex)
+            .chain(
+                state
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.macvlan.is_none() && e.overlay.is_none())
+                    .map(|e| e.host_ifindex),
+            )
+            .collect();
+        if !options.networks.is_empty() {
+            let agent = AgentView {
+                running: true,
+                managed: options.networks.clone(),
+                attach_failures: Default::default(),
+            };
+            let inventory = &snapshot.inventory;
+            state.networks.retain(|n| {
+                inventory
+                    .network(&n.name)
+                    .is_some_and(|network| agent.manages_in(inventory, network))
+            });
+        }
+        let mut plan = plan(&state);
+        links.host_addrs.clone_from(&state.host_addrs);
+        links.synced(&state.networks, |n| {
+            let bridge = n.bridge.as_ref().map(|(_, ifindex)| *ifindex);
+            plan.bridges.iter().any(|t| Some(t.ifindex) == bridge)
+        });
+        let (uplinks, uplink_problems) = uplinks::resolve(&options.uplinks, &docker_interfaces);
+        plan.uplinks = uplinks;
+        let problems: Vec<String> = plan
+            .label_problems
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        warn_of_new(&problems, &status.label_problems);
+        status.label_problems = problems;
+        warn_of_new(&plan.published_dropped, &status.published_dropped);
+        status.published_dropped = plan.published_dropped.clone();
+        status.attach_failures.clear();
+        let reconciled = {
+            let _expedited = pace.expedite(|| {
+                let pending = pending_attaches(datapath.pin_root()?, &plan);
+                (pending > 0).then(|| format!("{pending} pending attach(es)"))
+            });
+            reconcile_remembering(datapath, &plan, memory)
         };
-        let inventory = &snapshot.inventory;
-        state.networks.retain(|n| {
-            inventory
-                .network(&n.name)
-                .is_some_and(|network| agent.manages_in(inventory, network))
-        });
-    }
-    let mut plan = plan(&state);
-    links.host_addrs.clone_from(&state.host_addrs);
-    links.synced(&state.networks, |n| {
-        let bridge = n.bridge.as_ref().map(|(_, ifindex)| *ifindex);
-        plan.bridges.iter().any(|t| Some(t.ifindex) == bridge)
-    });
-    let (uplinks, uplink_problems) = uplinks::resolve(&options.uplinks, &docker_interfaces);
-    plan.uplinks = uplinks;
-    let problems: Vec<String> = plan
-        .label_problems
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    warn_of_new(&problems, &status.label_problems);
-    status.label_problems = problems;
-    warn_of_new(&plan.published_dropped, &status.published_dropped);
-    status.published_dropped = plan.published_dropped.clone();
-    status.attach_failures.clear();
-    let reconciled = {
-        let _expedited = expedite_attach(options, || {
-            let pending = pending_attaches(datapath.pin_root()?, &plan);
-            (pending > 0).then(|| format!("{pending} pending attach(es)"))
-        });
-        reconcile_remembering(datapath, &plan, memory)
-    };
-    match reconciled {
-        Ok(report) => {
-            status.repairs += (report.repaired.len() + report.repinned_maps.len()) as u64;
-            status.attach_failures = report
-                .failures()
-                .map(|(target, netns, why)| {
-                    let key = guard::attach_key(netns, target.ifindex);
-                    (key, format!("attaching failed: {why}"))
-                })
-                .collect();
-            let refused: Vec<String> = report
-                .failures()
-                .map(|(target, _, why)| format!("{} ({}): {why}", target.what, target.ifname))
-                .chain(uplink_problems)
-                .collect();
-            for problem in refused.iter().filter(|p| !status.refused.contains(p)) {
-                warn!("refused: {problem}");
+        match reconciled {
+            Ok(report) => {
+                status.repairs += (report.repaired.len() + report.repinned_maps.len()) as u64;
+                status.attach_failures = report
+                    .failures()
+                    .map(|(target, netns, why)| {
+                        let key = guard::attach_key(netns, target.ifindex);
+                        (key, format!("attaching failed: {why}"))
+                    })
+                    .collect();
+                let refused: Vec<String> = report
+                    .failures()
+                    .map(|(target, _, why)| format!("{} ({}): {why}", target.what, target.ifname))
+                    .chain(uplink_problems)
+                    .collect();
+                for problem in refused.iter().filter(|p| !status.refused.contains(p)) {
+                    warn!("refused: {problem}");
+                }
+                status.refused = refused;
             }
-            status.refused = refused;
+            Err(e) => {
+                warn!("reconcile failed: {e}");
+                status.refused = vec![e.to_string()];
+            }
         }
-        Err(e) => {
-            warn!("reconcile failed: {e}");
-            status.refused = vec![e.to_string()];
+        if let Some(root) = datapath.pin_root() {
+            let agent = AgentView {
+                running: true,
+                managed: options.networks.clone(),
+                attach_failures: status.attach_failures.clone(),
+            };
+            let assessment = guard::assess(&snapshot, &guard::Pins(root), &agent);
+            status.unguarded = watch.update(assessment, std::time::Instant::now());
         }
+        status.uplinks = plan
+            .uplinks
+            .iter()
+            .map(|t| format!("{} (ifindex {})", t.ifname, t.ifindex))
+            .collect();
+        status.last_sync = Some(unix_now());
+        status.syncs += 1;
+        if let Err(e) = status.write(&options.run_dir) {
+            warn!("cannot write the status file: {e}");
+        }
+        let host_peers = host_peers(
+            &snapshot.inventory,
+            &state.host_addrs,
+            pipeline.socket_owners(),
+        );
+        Ok(FlowNames::new(&state, &plan.uplinks).with_host_peers(host_peers))
     }
-    if let Some(root) = datapath.pin_root() {
-        let agent = AgentView {
-            running: true,
-            managed: options.networks.clone(),
-            attach_failures: status.attach_failures.clone(),
-        };
-        let assessment = guard::assess(&snapshot, &guard::Pins(root), &agent);
-        status.unguarded = watch.update(assessment, std::time::Instant::now());
-    }
-    status.uplinks = plan
-        .uplinks
-        .iter()
-        .map(|t| format!("{} (ifindex {})", t.ifname, t.ifindex))
-        .collect();
-    status.last_sync = Some(unix_now());
-    status.syncs += 1;
-    if let Err(e) = status.write(&options.run_dir) {
-        warn!("cannot write the status file: {e}");
-    }
-    let host_peers = host_peers(
-        &snapshot.inventory,
-        &state.host_addrs,
-        pipeline.socket_owners(),
-    );
-    Ok(FlowNames::new(&state, &plan.uplinks).with_host_peers(host_peers))
 }

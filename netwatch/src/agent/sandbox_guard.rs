@@ -22,7 +22,7 @@ use std::{collections::HashMap, net::IpAddr, path::PathBuf};
 
 use log::{info, warn};
 
-use super::{HostState, NetworkState, SandboxPort, docker_state, plan};
+use super::{AttachPace, HostState, NetworkState, SandboxPort, docker_state, plan};
 use crate::{
     datapath::{Attachment, Datapath, pins},
     host::links::LinkState,
@@ -64,6 +64,7 @@ impl SandboxGuard {
         events: &[(i32, LinkState)],
         datapath: &mut Datapath,
         host_addrs: &[IpAddr],
+        pace: &AttachPace,
     ) -> Vec<String> {
         if self.overlays.is_empty() {
             return Vec::new();
@@ -95,7 +96,7 @@ impl SandboxGuard {
                 })
             })
             .collect();
-        self.attach(ports, datapath, host_addrs, "as it appeared")
+        self.attach(ports, datapath, host_addrs, pace, "as it appeared")
     }
 
     /// Guards every port of every guarded sandbox that exists now (after
@@ -104,12 +105,13 @@ impl SandboxGuard {
         &mut self,
         datapath: &mut Datapath,
         host_addrs: &[IpAddr],
+        pace: &AttachPace,
     ) -> Vec<String> {
         if self.overlays.is_empty() {
             return Vec::new();
         }
         let ports = docker_state::sandbox_ports(&self.overlays);
-        self.attach(ports, datapath, host_addrs, "found in its sandbox")
+        self.attach(ports, datapath, host_addrs, pace, "found in its sandbox")
     }
 
     /// Asks the host's id of every guarded overlay's sandbox.
@@ -142,6 +144,7 @@ impl SandboxGuard {
         ports: Vec<SandboxPort>,
         datapath: &mut Datapath,
         host_addrs: &[IpAddr],
+        pace: &AttachPace,
         how: &str,
     ) -> Vec<String> {
         let Some(root) = datapath.pin_root().map(ToOwned::to_owned) else {
@@ -188,6 +191,8 @@ impl SandboxGuard {
             warn!("cannot write the policy of new sandbox veths: {e}");
             return Vec::new();
         }
+        let _expedited =
+            pace.expedite(|| Some(format!("{} new sandbox veth(s)", plan.sandbox_veths.len())));
         let mut attached = Vec::new();
         for veth in &plan.sandbox_veths {
             let target = &veth.target;

@@ -9,9 +9,11 @@
 //! ([`ApiCounters`]) and none of it can stop the agent: a connection task
 //! that panicked ends alone and is counted too.
 //!
-//! Queries that sweep the kernel's flow table run on tokio's blocking pool,
-//! so a large table never stalls the agent's loop, which shares the
-//! runtime.
+//! The agent serves it on a thread and runtime of its own
+//! ([`crate::agent`]'s serving thread, with `/metrics` and the flow log), so
+//! no Docker call or attach delays an answer. Queries that sweep the
+//! kernel's flow table run on tokio's blocking pool, so a large table does
+//! not hold up the other connections either.
 
 use std::{
     collections::VecDeque,
@@ -431,12 +433,13 @@ fn status(state: &State) -> ApiStatus {
         counters: state.pipeline.counters(),
         api: state.counters.snapshot(),
         dns: state.pipeline.dns_counters(),
+        drains: state.pipeline.drain_clock().gaps(),
     }
 }
 
 /// Runs `work` on the pipeline on tokio's blocking pool: a query sweeps
 /// the kernel table and may serialise a hundred thousand flows, which must
-/// not hold up the agent's loop on the runtime thread. `None` if it
+/// not hold up the other connections on the runtime thread. `None` if it
 /// panicked (counted).
 async fn blocking<T: Send + 'static>(
     state: &Arc<State>,

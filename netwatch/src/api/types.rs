@@ -227,6 +227,10 @@ pub struct ApiStatus {
     /// What the DNS log counted (an older agent has none: zeros).
     #[serde(default)]
     pub dns: crate::flows::dns::DnsCounters,
+    /// How regularly the ring buffers are read (an older agent has none:
+    /// zeros).
+    #[serde(default)]
+    pub drains: crate::flows::reader::DrainGaps,
 }
 
 /// The body of every error answer: one line that says what to do.

@@ -478,8 +478,17 @@ fn print_table(s: &Status) {
                 "{:<14} {} tracked one by one (limit {}), {} idle flows summarised",
                 "flows", p.tracked_flows, p.flow_limit, c.summarised
             );
+            // An older agent does not say.
+            let gaps = if p.drains.drains > 0 {
+                format!(
+                    "; longest gap between two reads {:.0} ms",
+                    p.drains.longest_gap_us as f64 / 1e3
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "{:<14} {} read, {} lost (ring buffer full), {} malformed, {} live flows evicted and seen again",
+                "{:<14} {} read, {} lost (ring buffer full), {} malformed, {} live flows evicted and seen again{gaps}",
                 "records", c.records, s.ringbuf_lost, c.malformed, c.kernel_evictions
             );
             if c.host_mode_peers > 0 || c.host_peer_lookup_failures > 0 {

@@ -24,6 +24,7 @@ use tokio::sync::broadcast;
 use super::dns::{DnsCounters, DnsEntry, DnsLog};
 use super::host_peer::SocketOwners;
 use super::kdrops::KernelDrops;
+use super::reader::DrainClock;
 use super::{Aggregator, Clock, FlowEntry, FlowFilter, FlowNames, PipelineCounters};
 use crate::datapath::{CapturedDns, DatapathError, DropReasonNames};
 
@@ -47,7 +48,8 @@ pub struct ObservedEvent {
     /// `flow-open`, `flow-close`, `flow-export` or `drop`.
     pub event: String,
     /// When the kernel saw the packet that made the record (its clock,
-    /// not the agent's read, which comes up to 100 ms later).
+    /// not the agent's read, which comes up to
+    /// [`super::reader::READ_TIMEOUT`] later).
     pub time: Timestamp,
     #[serde(flatten)]
     pub flow: FlowEntry,
@@ -81,6 +83,8 @@ pub struct Pipeline {
     dns_observers: broadcast::Sender<DnsEntry>,
     /// See [`Pipeline::forget_gone_after`].
     forget_gone_after: Duration,
+    /// Ticked by the [`super::RecordReader`] at each drain.
+    drain_clock: DrainClock,
 }
 
 impl Pipeline {
@@ -103,6 +107,7 @@ impl Pipeline {
             dns: Mutex::new(DnsLog::default()),
             dns_observers: broadcast::channel(OBSERVER_BUFFER).0,
             forget_gone_after: DEFAULT_FORGET_GONE_AFTER,
+            drain_clock: DrainClock::default(),
         }
     }
 
@@ -353,6 +358,11 @@ impl Pipeline {
     /// What the pipeline counted so far.
     pub fn counters(&self) -> PipelineCounters {
         self.aggregate().counters
+    }
+
+    /// How regularly the reader drains the rings into this pipeline.
+    pub fn drain_clock(&self) -> &DrainClock {
+        &self.drain_clock
     }
 
     /// Flows kept one by one now.

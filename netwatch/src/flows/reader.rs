@@ -33,6 +33,7 @@ use nix::{
         eventfd::{EfdFlags, EventFd},
     },
 };
+use serde::{Deserialize, Serialize};
 
 use super::{ObservedEvent, Pipeline};
 use crate::datapath::{CapturedDns, RecordRings};
@@ -40,7 +41,11 @@ use crate::datapath::{CapturedDns, RecordRings};
 /// The longest a record waits in a ring that stays under the wakeup
 /// watermark. DNS and kernel drop records, which never wake the reader,
 /// wait as long: their rings hold well over that much at their rates.
-pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
+/// It also bounds the gap between two drains ([`DrainClock`]) to what the
+/// agent promises (under 50 ms, with room for a busy CPU to schedule the
+/// reader late); 40 wakeups a second of an idle reader
+/// cost nothing measurable (`bench-scale`'s idle CPU).
+pub const READ_TIMEOUT: Duration = Duration::from_millis(25);
 
 /// Records taken from a ring before they are ingested: bounds the memory a
 /// drain holds and how long the pipeline's lock is held at once (a query
@@ -212,6 +217,7 @@ impl Reader {
                     0
                 }
             };
+            self.pipeline.drain_clock().tick();
             let stopping = ready[..n].iter().any(|e| e.data() == STOP);
             if n == 0 {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -281,6 +287,79 @@ impl Reader {
     }
 }
 
+/// How regularly the rings are drained: the reader ticks it at every
+/// wakeup, by the kernel or on [`READ_TIMEOUT`]. A gap longer than the
+/// timeout means the reader's thread did not get to run (a CPU starved,
+/// the pipeline's lock held too long): nothing the agent waits for
+/// (Docker, netlink, an attach) may cause one. Shown in `/v1/status`.
+#[derive(Debug)]
+pub struct DrainClock {
+    since: Instant,
+    /// Nanoseconds from `since` to the last tick.
+    last_ns: AtomicU64,
+    longest_gap_ns: AtomicU64,
+    ticks: AtomicU64,
+}
+
+/// What a [`DrainClock`] measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainGaps {
+    /// Times the reader drained the rings.
+    pub drains: u64,
+    /// The longest time between two drains, in microseconds.
+    pub longest_gap_us: u64,
+    /// How long ago the last drain was, in microseconds.
+    pub since_last_us: u64,
+}
+
+impl Default for DrainClock {
+    fn default() -> Self {
+        DrainClock {
+            since: Instant::now(),
+            last_ns: AtomicU64::new(0),
+            longest_gap_ns: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
+        }
+    }
+}
+
+impl DrainClock {
+    /// A drain starts now.
+    pub fn tick(&self) {
+        self.tick_at(Instant::now());
+    }
+
+    fn tick_at(&self, now: Instant) {
+        let now = nanos(now.saturating_duration_since(self.since));
+        let last = self.last_ns.swap(now, Ordering::Relaxed);
+        // The first gap is measured from the first drain, not from when the
+        // clock was made (the reader may start later).
+        if self.ticks.fetch_add(1, Ordering::Relaxed) > 0 {
+            self.longest_gap_ns
+                .fetch_max(now.saturating_sub(last), Ordering::Relaxed);
+        }
+    }
+
+    pub fn gaps(&self) -> DrainGaps {
+        self.gaps_at(Instant::now())
+    }
+
+    fn gaps_at(&self, now: Instant) -> DrainGaps {
+        let us = |ns: u64| ns / 1000;
+        let drains = self.ticks.load(Ordering::Relaxed);
+        let now = nanos(now.saturating_duration_since(self.since));
+        DrainGaps {
+            drains,
+            longest_gap_us: us(self.longest_gap_ns.load(Ordering::Relaxed)),
+            since_last_us: if drains == 0 {
+                0
+            } else {
+                us(now.saturating_sub(self.last_ns.load(Ordering::Relaxed)))
+            },
+        }
+    }
+}
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -332,5 +411,25 @@ impl DropLog {
             );
             self.suppressed = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drain_clock_keeps_the_longest_gap_between_drains_not_before_the_first() {
+        let clock = DrainClock::default();
+        let t0 = clock.since + Duration::from_secs(5);
+        assert_eq!(clock.gaps_at(t0).drains, 0);
+        clock.tick_at(t0);
+        clock.tick_at(t0 + Duration::from_millis(30));
+        clock.tick_at(t0 + Duration::from_millis(100));
+        clock.tick_at(t0 + Duration::from_millis(110));
+        let gaps = clock.gaps_at(t0 + Duration::from_millis(125));
+        assert_eq!(gaps.drains, 4);
+        assert_eq!(gaps.longest_gap_us, 70_000, "{gaps:?}");
+        assert_eq!(gaps.since_last_us, 15_000, "{gaps:?}");
     }
 }

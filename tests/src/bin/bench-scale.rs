@@ -84,22 +84,27 @@ fn run() -> Result<()> {
          with 100,000 flows; how long after a container starts its veth is enforced; how \
          long after a dockerd restart every container is enforced again.",
     );
-    // `--only attach|agent|restart` (repeatable) runs some parts only.
+    // `--only attach|stalls|agent|restart` (repeatable) runs some parts only.
     let mut only = Vec::new();
     let mut rest = args.rest.iter();
     while let Some(arg) = rest.next() {
         match (arg.as_str(), rest.next()) {
-            ("--only", Some(part)) if ["attach", "agent", "restart"].contains(&part.as_str()) => {
+            ("--only", Some(part))
+                if ["attach", "stalls", "agent", "restart"].contains(&part.as_str()) =>
+            {
                 only.push(part.clone());
             }
             _ => bail!(
-                "unknown argument {arg:?}; bench-scale takes --smoke, --section FILE and --only attach|agent|restart"
+                "unknown argument {arg:?}; bench-scale takes --smoke, --section FILE and --only attach|stalls|agent|restart"
             ),
         }
     }
     let wanted = |part: &str| only.is_empty() || only.iter().any(|p| p == part);
     if wanted("attach") {
         attach_section(&args, &mut section)?;
+    }
+    if wanted("stalls") {
+        stalls_section(&args, &mut section)?;
     }
     if !wanted("agent") && !wanted("restart") {
         section.emit(&args)?;
@@ -142,6 +147,31 @@ impl Namespace {
             name,
             links: Vec::new(),
         })
+    }
+
+    /// A namespace that will hold `br0` and the veths `v0`… `v{n-1}`
+    /// (deleted before it), with IPv6 off: 1,000 interfaces coming up at
+    /// once start as many duplicate-address-detection and
+    /// router-solicitation works, which take the rtnl lock and walk an IPv6
+    /// route list that grows with the interfaces, for seconds; that is this
+    /// setup's cost, not the attach's (Docker starts containers one by
+    /// one).
+    fn for_veths(tag: &str, n: usize) -> Result<Namespace> {
+        let mut ns = Namespace::create(tag)?;
+        ns.links = (0..n).map(|i| format!("v{i}")).collect();
+        ns.links.push("br0".into());
+        for key in ["all", "default"] {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns.name,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
+            ])?;
+        }
+        Ok(ns)
     }
 
     fn enter(&self) -> Result<()> {
@@ -199,25 +229,7 @@ struct AttachSample {
 }
 
 fn attach_round(n: usize, round: usize, rcu: Rcu) -> Result<AttachSample> {
-    let mut ns = Namespace::create(&format!("{n}r{round}"))?;
-    ns.links = (0..n).map(|i| format!("v{i}")).collect();
-    ns.links.push("br0".into());
-    // IPv6 off in this namespace: 1,000 interfaces coming up at once start
-    // as many duplicate-address-detection and router-solicitation works,
-    // which take the rtnl lock and walk an IPv6 route list that grows with
-    // the interfaces, for seconds; that is this setup's cost, not the
-    // attach's (Docker starts containers one by one).
-    for key in ["all", "default"] {
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns.name,
-            "sysctl",
-            "-qw",
-            &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
-        ])?;
-    }
+    let ns = Namespace::for_veths(&format!("{n}r{round}"), n)?;
     let mut batch = String::from("link add br0 type bridge\nlink set br0 up\n");
     for i in 0..n {
         batch.push_str(&format!(
@@ -430,6 +442,252 @@ fn attach_section(args: &BenchArgs, section: &mut Section) -> Result<()> {
          (a host-wide knob, restored right after): that is what closes the gap, or the \
          kernel's `rcupdate.rcu_expedited=1` boot option on hosts with many containers. \
          Goal: 500 endpoints in under 5 s."
+    ));
+    section.table(&table);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Stalls: the API and the ring reader while the agent attaches
+
+/// How often the stalls prober asks the API and scrapes `/metrics`.
+const PROBE_EVERY: Duration = Duration::from_millis(10);
+
+/// What one stalls run measured.
+struct StallRun {
+    attached_after: Duration,
+    answers: Vec<f64>,
+    scrapes: Vec<f64>,
+    /// The agent's own measure (`/v1/status`, `drains`).
+    longest_drain_gap_ms: f64,
+    drains: u64,
+}
+
+/// `GET path` on the agent's API socket: the body, and how long the answer
+/// took from connecting to its last byte.
+fn api_get(socket: &std::path::Path, path: &str) -> Result<(Duration, String)> {
+    use std::io::Write as _;
+    let start = Instant::now();
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: netwatch\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let took = start.elapsed();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .ok_or_else(|| anyhow!("no HTTP answer to {path}: {answer:?}"))?;
+    Ok((took, body))
+}
+
+/// `GET /metrics` over TCP: how long it took.
+fn scrape(addr: SocketAddr) -> Result<Duration> {
+    use std::io::Write as _;
+    let start = Instant::now();
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut body = Vec::new();
+    stream.read_to_end(&mut body)?;
+    let status_line = body.split(|&b| b == b'\r').next().unwrap_or_default();
+    ensure!(
+        status_line.ends_with(b" 200 OK"),
+        "a scrape was answered {:?}",
+        String::from_utf8_lossy(status_line)
+    );
+    Ok(start.elapsed())
+}
+
+/// The agent in a namespace of the benchmark's own, with dockerd away (a
+/// `DOCKER_HOST` no one serves) and a saved plan naming the namespace's
+/// bridge, guards `n` veths that appear at once, as at boot when dockerd
+/// restores its containers. Meanwhile a prober asks `/v1/status` and
+/// scrapes `/metrics` every [`PROBE_EVERY`], and the agent's ring reader measures
+/// its own gaps between drains.
+fn stall_run(n: usize, rcu: Rcu) -> Result<StallRun> {
+    let exe = std::env::current_exe()?;
+    let exe = exe.to_str().ok_or_else(|| anyhow!("odd executable path"))?;
+    let ns = Namespace::for_veths(&format!("stall{n}{rcu:?}"), n)?;
+    sh(&["ip", "-n", &ns.name, "link", "set", "lo", "up"])?;
+    sh(&["ip", "-n", &ns.name, "link", "add", "br0", "type", "bridge"])?;
+    sh(&["ip", "-n", &ns.name, "link", "set", "br0", "up"])?;
+    let nowhere = std::env::temp_dir().join(format!("{}-no-dockerd.sock", ns.name));
+    let docker_host = format!("unix://{}", nowhere.display());
+    let mut args = vec!["--resync-secs", "3600"];
+    if rcu == Rcu::Expedited {
+        args.push("--expedite-attach");
+    }
+    let mut agent = AgentProcess::start_in_netns_with(
+        exe,
+        &ns.name,
+        &[],
+        &args,
+        &[("DOCKER_HOST", &docker_host)],
+    );
+    // The plan an earlier agent would have saved (the first start made the
+    // directories).
+    agent.kill();
+    let plan = serde_json::json!({
+        "format": 1,
+        "written_by": "bench-scale",
+        "networks": [{
+            "name": "stalls", "bridge": "br0", "internal": true,
+            "deny_egress": true, "subnets": ["10.251.0.0/16"],
+            "gateways": ["10.251.0.1"], "labels": {}
+        }]
+    });
+    std::fs::create_dir_all(&agent.state_dir)?;
+    std::fs::write(agent.state_dir.join("plan.json"), plan.to_string())?;
+    agent.restart();
+    let pins = agent.pins.0.clone();
+    wait_for(
+        "the agent to guard the saved plan's bridge",
+        Duration::from_secs(30),
+        || pins::attached_tc_ifindexes(&pins).len() == 1,
+    );
+    let socket = agent.api_socket();
+    wait_for("the agent's API", Duration::from_secs(30), || {
+        api_get(&socket, "/v1/status").is_ok()
+    });
+    let metrics: SocketAddr = agent_status(&agent)?
+        .metrics_addr
+        .ok_or_else(|| anyhow!("the agent serves no metrics"))?
+        .parse()?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let stop = stop.clone();
+        let socket = socket.clone();
+        let netns = format!("/var/run/netns/{}", ns.name);
+        std::thread::spawn(move || -> Result<(Vec<f64>, Vec<f64>)> {
+            // The metrics listen on the namespace's loopback.
+            setns(std::fs::File::open(netns)?, CloneFlags::CLONE_NEWNET)?;
+            let (mut answers, mut scrapes) = (Vec::new(), Vec::new());
+            // Paced, as a user and a Prometheus would ask (many times
+            // more often): back to back, the prober and the answers would
+            // take both cores and measure the machine's starvation
+            // instead of the agent's stalls.
+            let mut next = Instant::now();
+            while !stop.load(Ordering::SeqCst) {
+                answers.push(api_get(&socket, "/v1/status")?.0.as_secs_f64() * 1e3);
+                scrapes.push(scrape(metrics)?.as_secs_f64() * 1e3);
+                next += PROBE_EVERY;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            Ok((answers, scrapes))
+        })
+    };
+    let mut batch = String::new();
+    for i in 0..n {
+        batch.push_str(&format!(
+            "link add v{i} type veth peer name p{i}\nlink set v{i} master br0 up\nlink set p{i} up\n"
+        ));
+    }
+    let file = std::env::temp_dir().join(format!("{}.batch", ns.name));
+    std::fs::write(&file, batch)?;
+    let start = Instant::now();
+    let made = sh(&["ip", "-n", &ns.name, "-batch", &file.display().to_string()]);
+    let _ = std::fs::remove_file(&file);
+    made?;
+    wait_for(
+        &format!("the agent to attach {n} veths"),
+        Duration::from_secs(120),
+        || pins::attached_tc_ifindexes(&pins).len() == n + 1,
+    );
+    let attached_after = start.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let (answers, scrapes) = prober
+        .join()
+        .map_err(|_| anyhow!("the prober panicked"))??;
+    let status: serde_json::Value = serde_json::from_str(&api_get(&socket, "/v1/status")?.1)?;
+    let gaps = &status["drains"];
+    let longest_drain_gap_ms = gaps["longest_gap_us"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("/v1/status has no drains.longest_gap_us: {status}"))?
+        / 1e3;
+    let drains = gaps["drains"].as_u64().unwrap_or(0);
+    ensure!(
+        agent.log().contains("lost Docker"),
+        "the agent should have found Docker away:\n{}",
+        agent.log()
+    );
+    agent.stop();
+    // The agent's pins go with its pin directory; the links with the
+    // namespace.
+    Ok(StallRun {
+        attached_after,
+        answers,
+        scrapes,
+        longest_drain_gap_ms,
+        drains,
+    })
+}
+
+fn stalls_section(args: &BenchArgs, section: &mut Section) -> Result<()> {
+    let n = args.pick(500, 10);
+    let mut table = Table::new(&[
+        "RCU grace periods",
+        "veths appearing at once",
+        "all attached after",
+        "API answers (`/v1/status`) during the attach",
+        "API median / p99 / slowest",
+        "`/metrics` scrapes",
+        "scrape median / p99 / slowest",
+        "longest gap between two ring drains",
+    ]);
+    for rcu in [Rcu::AsIs, Rcu::Expedited] {
+        let run = stall_run(n, rcu)?;
+        eprintln!(
+            "stalls {n} ({rcu:?}): attached after {:?}; API slowest {:.1} ms of {}; scrape slowest {:.1} ms of {}; drain gap {:.1} ms over {} drains",
+            run.attached_after,
+            run.answers.iter().copied().fold(0.0, f64::max),
+            run.answers.len(),
+            run.scrapes.iter().copied().fold(0.0, f64::max),
+            run.scrapes.len(),
+            run.longest_drain_gap_ms,
+            run.drains,
+        );
+        let spread = |v: &[f64]| {
+            format!(
+                "{:.1} / {:.1} / {:.1} ms",
+                median(v),
+                percentile(v, 99.0),
+                v.iter().copied().fold(0.0, f64::max)
+            )
+        };
+        table.row(vec![
+            match rcu {
+                Rcu::AsIs => "normal (as the host is set up)".into(),
+                Rcu::Expedited => "expedited (`--expedite-attach`)".into(),
+            },
+            n.to_string(),
+            format!("{:.2} s", run.attached_after.as_secs_f64()),
+            run.answers.len().to_string(),
+            spread(&run.answers),
+            run.scrapes.len().to_string(),
+            spread(&run.scrapes),
+            format!("{:.1} ms", run.longest_drain_gap_ms),
+        ]);
+    }
+    section.text(&format!(
+        "**Stalls.** The agent as a process in a namespace of the benchmark's own, with \
+         dockerd away (its `DOCKER_HOST` a socket no one serves: it retries with backoff) \
+         and a saved plan naming the namespace's bridge; {n} veths are created on the \
+         bridge at once (one `ip -batch`), as when dockerd restores its containers at boot, \
+         and the agent guards each as it appears. Meanwhile a prober asks `/v1/status` and \
+         scrapes `/metrics` every {probe_ms} ms, from the first veth until every one is \
+         attached; \
+         the ring reader's longest gap between two drains is the agent's own measure \
+         (`/v1/status`, `drains`, over the agent's whole run). Goal: the slowest API answer \
+         and the longest gap under 50 ms.",
+        probe_ms = PROBE_EVERY.as_millis()
     ));
     section.table(&table);
     Ok(())
