@@ -182,24 +182,6 @@ impl Datapath {
             .map_err(DatapathError::program(prog))
     }
 
-    /// How often the kernel drop program ran and for how long in all, as
-    /// the kernel counts it: only while run-time statistics are on
-    /// (`aya::sys::enable_stats`, or `kernel.bpf_stats_enabled`), else 0.
-    ///
-    /// # Errors
-    /// The program is not loaded, or the kernel refuses its info.
-    pub fn kernel_drops_runs(&self) -> Result<(u64, std::time::Duration), DatapathError> {
-        let prog = names::PROG_KERNEL_DROPS;
-        let program: &BtfTracePoint = self
-            .ebpf
-            .program(prog)
-            .ok_or(DatapathError::MissingProgram(prog))?
-            .try_into()
-            .map_err(DatapathError::program(prog))?;
-        let info = program.info().map_err(DatapathError::program(prog))?;
-        Ok((info.run_count(), info.run_time()))
-    }
-
     /// Whether the kernel drop program is attached.
     pub fn kernel_drops_attached(&self) -> bool {
         self.kernel_drops.is_some()

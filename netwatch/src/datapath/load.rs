@@ -61,6 +61,26 @@ pub struct Datapath {
 }
 
 impl Datapath {
+    /// How often the loaded program `name` ran and for how long in all,
+    /// as the kernel counts it: only while run-time statistics are on
+    /// (`aya::sys::enable_stats`, or `kernel.bpf_stats_enabled`, Linux
+    /// 5.8), else 0. The counts are the program's, over every link and
+    /// interface it is attached to.
+    ///
+    /// # Errors
+    /// The program is not loaded, or the kernel refuses its info.
+    pub fn program_runs(
+        &self,
+        name: &'static str,
+    ) -> Result<(u64, std::time::Duration), DatapathError> {
+        let program = self
+            .ebpf
+            .program(name)
+            .ok_or(DatapathError::MissingProgram(name))?;
+        let info = program.info().map_err(DatapathError::program(name))?;
+        Ok((info.run_count(), info.run_time()))
+    }
+
     /// Loads the object and its programs: the veth pair, the uplink, the
     /// macvlan pair (where the kernel allows them); the kernel drop program
     /// loads when it is attached.
