@@ -46,6 +46,10 @@ fn agent_enforces_internal_networks_and_follows_container_lifecycle() {
     let a = TestContainer::run("a", &["--network", &internal.name]);
     let g = TestContainer::run("g", &["--network", &front.name]);
     g.connect(&internal, &[]);
+    // Control: Docker alone lets a container of an internal network reach
+    // its gateway (the host), so the block below is netwatch's.
+    let gw = gateway(&internal);
+    assert!(ping(&a, &gw), "control: Docker alone, the gateway answers");
     let mut agent = AgentProcess::start(AGENT, &[&internal.name, &front.name]);
     let root = agent.pin_root().to_path_buf();
     let expected = |veths: &[u32]| -> BTreeSet<u32> {
@@ -64,7 +68,6 @@ fn agent_enforces_internal_networks_and_follows_container_lifecycle() {
     wait_for("the initial attachments", SETTLE, || {
         pins::attached_tc_ifindexes(&root) == want
     });
-    let gw = gateway(&internal);
     assert!(
         !ping(&a, &gw),
         "the internal network's gateway (the host) must be unreachable"
@@ -146,11 +149,34 @@ fn killed_agent_keeps_enforcing_and_a_restarted_agent_adopts_without_duplicates(
     let internal = TestNetwork::create("int", &["--internal"]);
     let a = TestContainer::run("a", &["--network", &internal.name]);
     let peer = TestContainer::run("peer", &["--network", &internal.name]);
+    let gw = gateway(&internal);
+    // Control: Docker alone, the gateway answers, and a container started
+    // with `docker run` pings it (exit status 0): the blocks below, and
+    // the late container's exit status 1, are netwatch's.
+    assert!(ping(&a, &gw), "control: Docker alone, the gateway answers");
+    let control = docker(&[
+        "run",
+        "--rm",
+        "--name",
+        &format!("{}-control-ping", internal.name),
+        "--network",
+        &internal.name,
+        netwatch_tests::docker::TEST_IMAGE,
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "5",
+        &gw,
+    ]);
+    assert!(
+        control.is_ok(),
+        "control: Docker alone, a new container reaches the gateway: {control:?}"
+    );
     let mut agent = AgentProcess::start(AGENT, &[&internal.name]);
     let root = agent.pin_root().to_path_buf();
     let a_veth = a.host_veth(&internal);
     wait_for("a attached", SETTLE, || pins::veth_attached(&root, a_veth));
-    let gw = gateway(&internal);
     let peer_ip = peer.endpoint_field(&internal, "IPAddress");
     assert!(!ping(&a, &gw));
 
