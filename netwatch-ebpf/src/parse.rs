@@ -89,9 +89,15 @@ fn is_vlan_tpid(ethertype: u16) -> bool {
 }
 
 /// Parses a frame into `s`. `tag_stripped` says the stack already removed
-/// one VLAN tag into skb metadata (`__sk_buff.vlan_present`): a veth's
-/// receive path untags 802.1Q before the TC ingress hook runs, so a
-/// double-tagged frame arrives there with one tag left in the data.
+/// one VLAN tag into skb metadata (`__sk_buff.vlan_present`). Every
+/// interface's receive path does so, in software and whatever the
+/// device's rx-vlan offload says, for the outer 802.1Q or 802.1ad tag
+/// before the TC ingress hook runs (`skb_vlan_untag` in
+/// `__netif_receive_skb_core`); a bridge forwards the frame with the tag
+/// still in metadata, so the next port's TC egress hook sees it there too.
+/// A double-tagged frame arrives with one tag left in the data.
+/// BPF_PROG_TEST_RUN cannot set `vlan_present`: `tests/tests/vlan_veth.rs`
+/// sends tagged frames across a real veth for this path.
 /// `out` need not be initialised: it is zeroed first.
 #[inline(always)]
 pub fn parse<'a, P: Packet>(

@@ -46,6 +46,29 @@ pub fn ip_in(netns: Option<&str>) -> Command {
     command
 }
 
+/// Runs `f` on a thread inside the namespace `ip netns` knows as `ns` (the
+/// calling thread's namespace never changes).
+fn in_named_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let file = File::open(format!("/run/netns/{ns}")).expect("netns file");
+                setns(file, CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            })
+            .join()
+            .expect("namespace thread panicked")
+    })
+}
+
+/// Deletes namespaces, and with them their interfaces and whatever
+/// programs are attached to those; errors are ignored (for `Drop`).
+fn delete_namespaces(names: &[String]) {
+    for ns in names {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+    }
+}
+
 /// The test host.
 pub struct TestHost {
     prefix: String,
@@ -190,16 +213,7 @@ impl TestHost {
     /// Runs `f` on a thread inside namespace `ns` (the calling thread's
     /// namespace never changes).
     pub fn in_ns<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let file = File::open(format!("/run/netns/{ns}")).expect("netns file");
-                    setns(file, CloneFlags::CLONE_NEWNET).expect("setns");
-                    f()
-                })
-                .join()
-                .expect("namespace thread panicked")
-        })
+        in_named_ns(ns, f)
     }
 }
 
@@ -207,14 +221,12 @@ impl Drop for TestHost {
     fn drop(&mut self) {
         // Deleting a namespace deletes its interfaces, which detaches any
         // program attached to them.
-        for ns in [
+        delete_namespaces(&[
             self.container_ns(),
             self.peer_ns(),
             self.outside_ns(),
             self.host_ns(),
-        ] {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        }
+        ]);
     }
 }
 
@@ -314,5 +326,132 @@ fn remove_stale_pin_dirs() {
 impl Drop for PinDir {
     fn drop(&mut self) {
         let _ = netwatch::datapath::detach_all(&self.0);
+    }
+}
+
+/// Two namespaces whose stacks stay silent, joined by a bridge in a third,
+/// for tests that send raw frames and account for every effect of each:
+///
+/// ```text
+///   ns C eth0 ── vc ┐
+///                   br0 (ns H)
+///   ns P eth0 ── vp ┘
+/// ```
+///
+/// No interface has an address, ARP or IPv6, forwarding is off, no
+/// namespace has a route, the bridge learns nothing (every frame is
+/// flooded to the other port) and hands nothing to netfilter: whatever
+/// arrives anywhere is a frame the test sent, nothing answers it, and no
+/// frame can leave these namespaces. Removed on drop.
+pub struct QuietBridge {
+    prefix: String,
+    /// Whether br_netfilter's hooks run on the bridge (the module is
+    /// loaded; Docker loads it): they see every frame, even with the
+    /// iptables switches off (see their use in `vlan_veth`).
+    pub br_netfilter: bool,
+}
+
+impl QuietBridge {
+    pub fn host_ns(&self) -> String {
+        format!("{}h", self.prefix)
+    }
+    pub fn container_ns(&self) -> String {
+        format!("{}c", self.prefix)
+    }
+    pub fn peer_ns(&self) -> String {
+        format!("{}p", self.prefix)
+    }
+    /// C's host-side veth (in ns H).
+    pub const CONTAINER_VETH: &'static str = "vc";
+
+    /// Builds it, with `container_mac` on C's eth0 and `peer_mac` on P's.
+    /// Needs root and iproute2.
+    pub fn create(container_mac: [u8; 6], peer_mac: [u8; 6]) -> QuietBridge {
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        // The guard exists before anything it removes.
+        let mut bridge = QuietBridge {
+            prefix: format!("nwq{}x{id}", std::process::id()),
+            br_netfilter: false,
+        };
+        let (h, c, p) = (bridge.host_ns(), bridge.container_ns(), bridge.peer_ns());
+        let sh = |ns: &str, cmd: &str| {
+            let mut args = vec!["ip", "-n", ns];
+            args.extend(cmd.split_whitespace());
+            run(&args);
+        };
+        for ns in [&h, &c, &p] {
+            run(&["ip", "netns", "add", ns]);
+            // Before any interface exists, so that every one is made (or
+            // moved in) without IPv6 and sends no autoconfiguration.
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+                "net.ipv4.ip_forward=0",
+            ]);
+        }
+        sh(&h, "link add br0 type bridge stp_state 0");
+        sh(&h, "link set br0 arp off up");
+        for (ns, veth, mac) in [(&c, "vc", container_mac), (&p, "vp", peer_mac)] {
+            sh(
+                &h,
+                &format!("link add {veth} type veth peer name eth0 netns {ns}"),
+            );
+            sh(&h, &format!("link set {veth} master br0 arp off up"));
+            sh(
+                &h,
+                &format!("link set {veth} type bridge_slave learning off"),
+            );
+            let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+            sh(
+                ns,
+                &format!("link set eth0 address {} arp off up", mac.join(":")),
+            );
+        }
+        // br_netfilter's switches are per namespace and on by default where
+        // the module is loaded (Docker loads it): they would hand IP frames
+        // to iptables, which drops malformed ones before they reach the
+        // other port.
+        bridge.br_netfilter = bridge.in_ns(&h, || {
+            let mut found = false;
+            for table in ["iptables", "ip6tables", "arptables"] {
+                let path = format!("/proc/sys/net/bridge/bridge-nf-call-{table}");
+                if std::path::Path::new(&path).exists() {
+                    std::fs::write(&path, "0").unwrap_or_else(|e| panic!("{path}: {e}"));
+                    found = true;
+                }
+            }
+            found
+        });
+        for ns in [&h, &c, &p] {
+            for family in ["-4", "-6"] {
+                let routes = run(&["ip", "-n", ns, family, "route", "show"]);
+                assert!(
+                    routes.stdout.is_empty(),
+                    "{ns} has routes: {}",
+                    String::from_utf8_lossy(&routes.stdout)
+                );
+            }
+        }
+        bridge
+    }
+
+    /// Runs `f` on a thread inside namespace `ns` (the calling thread's
+    /// namespace never changes).
+    pub fn in_ns<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> T {
+        in_named_ns(ns, f)
+    }
+}
+
+impl Drop for QuietBridge {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its interfaces, which detaches any
+        // program attached to them.
+        delete_namespaces(&[self.container_ns(), self.peer_ns(), self.host_ns()]);
     }
 }

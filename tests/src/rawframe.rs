@@ -4,6 +4,13 @@
 //!
 //! A socket belongs to the network namespace it was created in: create it
 //! inside [`crate::reach::Netns::run`] and use it from any thread.
+//!
+//! What a socket receives is what was sent, VLAN tags included: the
+//! receive path of every interface moves a frame's outer 802.1Q or 802.1ad
+//! tag into skb metadata before the packet taps see it (`skb_vlan_untag`
+//! in `__netif_receive_skb_core`), so a raw socket reads the frame without
+//! it and gets the tag in a `PACKET_AUXDATA` message; [`PacketSocket`]
+//! puts it back where it was.
 
 use std::{
     io,
@@ -50,22 +57,20 @@ impl PacketSocket {
         if bound < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(PacketSocket { fd, ifindex })
+        let socket = PacketSocket { fd, ifindex };
+        socket.set_option(libc::PACKET_AUXDATA, 1)?;
+        Ok(socket)
     }
 
-    /// Sends from now on with `PACKET_QDISC_BYPASS`: straight to the
-    /// driver, past the interface's qdisc and its TC/TCX egress hook (only
-    /// CAP_NET_RAW is needed, which Docker gives containers by default).
-    pub fn bypass_qdisc(&self) -> io::Result<()> {
-        let on: libc::c_int = 1;
+    fn set_option(&self, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
         // SAFETY: the fd is ours; the option value is a valid c_int of the
         // size passed.
         let done = unsafe {
             libc::setsockopt(
                 self.fd.as_raw_fd(),
                 libc::SOL_PACKET,
-                libc::PACKET_QDISC_BYPASS,
-                (&raw const on).cast(),
+                option,
+                (&raw const value).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
@@ -73,6 +78,13 @@ impl PacketSocket {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Sends from now on with `PACKET_QDISC_BYPASS`: straight to the
+    /// driver, past the interface's qdisc and its TC/TCX egress hook (only
+    /// CAP_NET_RAW is needed, which Docker gives containers by default).
+    pub fn bypass_qdisc(&self) -> io::Result<()> {
+        self.set_option(libc::PACKET_QDISC_BYPASS, 1)
     }
 
     /// Sends one frame as it is (the kernel adds nothing).
@@ -96,14 +108,37 @@ impl PacketSocket {
     }
 
     /// Every frame that comes in on the interface until `until` (frames the
-    /// interface sends are left out).
+    /// interface sends are left out), each with its VLAN tag put back.
     pub fn received_until(&self, until: Instant) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();
+        while let Some(frame) = self.next_until(until) {
+            frames.push(frame);
+        }
+        frames
+    }
+
+    /// Every incoming frame already queued on the socket, without waiting
+    /// (frames the interface sends are left out), each with its VLAN tag
+    /// put back.
+    pub fn drain(&self) -> Vec<Vec<u8>> {
+        let mut buffer = vec![0u8; 65536];
+        let mut frames = Vec::new();
+        while let Some((outgoing, frame)) = self.receive(&mut buffer) {
+            if !outgoing {
+                frames.push(frame);
+            }
+        }
+        frames
+    }
+
+    /// The next frame that comes in on the interface before `until`, with
+    /// its VLAN tag put back; `None` once `until` has passed.
+    pub fn next_until(&self, until: Instant) -> Option<Vec<u8>> {
         let mut buffer = vec![0u8; 65536];
         loop {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return frames;
+                return None;
             }
             let mut poll = [nix::poll::PollFd::new(
                 std::os::fd::AsFd::as_fd(&self.fd),
@@ -114,27 +149,47 @@ impl PacketSocket {
                 Ok(0) | Err(_) => continue,
                 Ok(_) => {}
             }
-            // SAFETY: sockaddr_ll is plain data; recvfrom fills it.
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            // SAFETY: the buffer and the address are valid for their sizes.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                    libc::MSG_DONTWAIT,
-                    (&raw mut from).cast(),
-                    &raw mut from_len,
-                )
-            };
-            if n < 0 {
-                continue;
-            }
-            if from.sll_pkttype != libc::PACKET_OUTGOING {
-                frames.push(buffer[..n as usize].to_vec());
+            if let Some((outgoing, frame)) = self.receive(&mut buffer)
+                && !outgoing
+            {
+                return Some(frame);
             }
         }
+    }
+
+    /// One frame from the socket's queue (`None` if there is none) and
+    /// whether the interface sent it.
+    fn receive(&self, buffer: &mut [u8]) -> Option<(bool, Vec<u8>)> {
+        // SAFETY: sockaddr_ll is plain data; recvmsg fills it.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        // u64 words: the control buffer must be aligned for cmsghdr.
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: buffer.as_mut_ptr().cast(),
+            iov_len: buffer.len(),
+        };
+        // SAFETY: msghdr is plain data; every pointer is set below.
+        let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+        message.msg_name = (&raw mut from).cast();
+        message.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        message.msg_iov = &raw mut iov;
+        message.msg_iovlen = 1;
+        message.msg_control = control.as_mut_ptr().cast();
+        message.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: every buffer the message points at is valid for the sizes
+        // it gives.
+        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &raw mut message, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return None;
+        }
+        let mut frame = buffer[..n as usize].to_vec();
+        if let Some((tpid, tci)) = vlan_tag(&message)
+            && frame.len() >= 12
+        {
+            let tag = [tpid.to_be_bytes(), tci.to_be_bytes()].concat();
+            frame.splice(12..12, tag);
+        }
+        Some((from.sll_pkttype == libc::PACKET_OUTGOING, frame))
     }
 
     /// Waits up to `timeout` for the first incoming frame `wanted` accepts.
@@ -205,6 +260,37 @@ pub fn assert_forged(
         "{state}: {expected} forged frame should arrive, but: {}",
         wrong.join(", ")
     );
+}
+
+/// The VLAN tag (TPID, TCI) the kernel took off a received frame, from
+/// its `PACKET_AUXDATA` message.
+fn vlan_tag(message: &libc::msghdr) -> Option<(u16, u16)> {
+    // SAFETY: `message` was filled by recvmsg; the CMSG macros walk its
+    // control buffer within msg_controllen.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(message) };
+    while !cmsg.is_null() {
+        // SAFETY: a non-null header from CMSG_FIRSTHDR/CMSG_NXTHDR.
+        let header = unsafe { &*cmsg };
+        if header.cmsg_level == libc::SOL_PACKET && header.cmsg_type == libc::PACKET_AUXDATA {
+            // SAFETY: a PACKET_AUXDATA message carries a tpacket_auxdata,
+            // possibly unaligned.
+            let aux: libc::tpacket_auxdata =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
+            if aux.tp_status & libc::TP_STATUS_VLAN_VALID == 0 {
+                return None;
+            }
+            // Kernels older than 3.14 give no TPID: 802.1Q then.
+            let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                aux.tp_vlan_tpid
+            } else {
+                0x8100
+            };
+            return Some((tpid, aux.tp_vlan_tci));
+        }
+        // SAFETY: as above.
+        cmsg = unsafe { libc::CMSG_NXTHDR(message, cmsg) };
+    }
+    None
 }
 
 fn link_address(ifindex: u32) -> libc::sockaddr_ll {

@@ -6,14 +6,96 @@
 
 use std::{process::Command, time::Duration};
 
-use netwatch::host::interfaces::{MacAddr, host_veth};
 use netwatch_tests::{
     agent::{AgentProcess, wait_for},
     compose::{Project, SEED},
     docker::{docker_ok, require_dockerd},
     fixture::require_root,
+    reach::Netns,
 };
 use serde_json::Value;
+
+/// The host end of a container's veth as the kernel describes it.
+#[derive(Debug)]
+struct KernelVeth {
+    ifname: String,
+    ifindex: u64,
+    /// The bridge it is enslaved to.
+    master: String,
+}
+
+/// `ip -json -details link show` in `netns` (the calling thread's if
+/// none): the kernel's answer to RTM_GETLINK, through iproute2's netlink
+/// client rather than netwatch's, so that a mistake in netwatch's lookup
+/// cannot be repeated here.
+fn kernel_links(netns: Option<&Netns>) -> Vec<Value> {
+    let args = ["-json", "-details", "link", "show"];
+    let out = match netns {
+        Some(netns) => netns.run_ok("ip", &args),
+        None => {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The host end of the veth whose container end carries `mac` in process
+/// `pid`'s namespace: the container end's peer ifindex (IFLA_LINK), an
+/// interface of the host's with that index that is a veth whose own peer
+/// is the container end, and its master (IFLA_MASTER).
+fn kernel_veth(pid: u32, mac: &str) -> KernelVeth {
+    let inside = kernel_links(Some(&Netns::of_pid(pid)));
+    let end = inside
+        .iter()
+        .find(|l| l["address"].as_str() == Some(mac))
+        .unwrap_or_else(|| panic!("no interface with {mac} in pid {pid}'s netns: {inside:#?}"));
+    assert_eq!(end["linkinfo"]["info_kind"], "veth", "{end:#}");
+    assert!(
+        end["link_netnsid"].is_u64(),
+        "its peer is in another netns: {end:#}"
+    );
+    let peer = end["link_index"].as_u64().expect("a veth names its peer");
+    let host = kernel_links(None);
+    let veth = host
+        .iter()
+        .find(|l| l["ifindex"].as_u64() == Some(peer))
+        .unwrap_or_else(|| panic!("the host has no interface {peer}, {mac}'s peer"));
+    assert_eq!(veth["linkinfo"]["info_kind"], "veth", "{veth:#}");
+    assert_eq!(
+        veth["link_index"], end["ifindex"],
+        "host interface {peer} is the peer of {mac}'s interface: {veth:#}"
+    );
+    KernelVeth {
+        ifname: veth["ifname"].as_str().unwrap().to_owned(),
+        ifindex: peer,
+        master: veth["master"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{peer} is on no bridge: {veth:#}"))
+            .to_owned(),
+    }
+}
+
+/// The IPv4 addresses the kernel has on `ifname` (of the host).
+fn kernel_addresses(ifname: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-json", "-4", "addr", "show", "dev", ifname])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let links: Value = serde_json::from_slice(&out.stdout).unwrap();
+    links[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["local"].as_str().unwrap().to_owned())
+        .collect()
+}
 
 const NETWATCH: &str = env!("CARGO_BIN_EXE_netwatch-under-test");
 
@@ -68,21 +150,47 @@ fn networks_json_lists_the_seed_topology_with_the_right_veths() {
             .collect();
         got.sort_unstable();
         assert_eq!(&got, services, "services on {short}");
+        // Docker's own word on the network's gateway, which its bridge
+        // carries.
+        let gateway = docker_ok(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+            &project.network(short),
+        ]);
         for endpoint in endpoints {
             let container = endpoint["container"].as_str().unwrap();
             let pid: u32 = docker_ok(&["inspect", "--format", "{{.State.Pid}}", container])
                 .parse()
                 .unwrap();
-            let mac: MacAddr = endpoint["mac"].as_str().unwrap().parse().unwrap();
-            let veth = host_veth(pid, mac).unwrap();
+            // The MAC by Docker, the veth by the kernel: nothing here comes
+            // from netwatch but what is checked.
+            let mac = docker_ok(&[
+                "inspect",
+                "--format",
+                &format!(
+                    "{{{{(index .NetworkSettings.Networks \"{}\").MacAddress}}}}",
+                    project.network(short)
+                ),
+                container,
+            ])
+            .to_lowercase();
+            assert_eq!(endpoint["mac"], mac.as_str(), "{container} on {short}");
+            let veth = kernel_veth(pid, &mac);
             assert_eq!(
-                endpoint["host_ifname"],
-                veth.ifname.as_str(),
-                "{container} on {short}"
+                (&endpoint["host_ifname"], &endpoint["host_ifindex"]),
+                (
+                    &Value::from(veth.ifname.as_str()),
+                    &Value::from(veth.ifindex)
+                ),
+                "{container} on {short}: the kernel says {veth:?}"
             );
-            assert_eq!(
-                endpoint["host_ifindex"], veth.ifindex,
-                "{container} on {short}"
+            assert!(
+                kernel_addresses(&veth.master).contains(&gateway),
+                "{container} on {short}: its veth's bridge {} does not carry the network's \
+                 gateway {gateway}",
+                veth.master
             );
         }
     }

@@ -202,13 +202,6 @@ fn reference_model(network: &TestNetwork) -> ReferenceModel {
     ReferenceModel::new(plan.specs, plan.host_addrs)
 }
 
-/// Whether a frame carries an 802.1Q/802.1ad tag: a veth hands its tag to
-/// the kernel as metadata on the way, so what a packet socket on the far
-/// side reads is not byte for byte what was sent, and cannot be matched.
-fn tagged(frame: &[u8]) -> bool {
-    frame.len() >= 14 && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8)
-}
-
 /// A frame of the differential test and the reference model's verdicts on
 /// it, leaving the attacker and entering the peer.
 struct Sent {
@@ -216,6 +209,8 @@ struct Sent {
     mutated: bool,
     egress: Decision,
     ingress: Decision,
+    /// Whether the attacker's socket took it (the kernel's answer).
+    sent: bool,
 }
 
 impl Sent {
@@ -302,7 +297,9 @@ fn random_and_mutated_frames_from_a_container_pass_only_where_the_reference_mode
         } else {
             valid
         };
-        if frame.len() < 14 || tagged(&frame) {
+        // Tagged frames stay: the watch reads them with their tag put back
+        // (see `rawframe`), so what arrives is what was sent.
+        if frame.len() < 14 {
             continue;
         }
         frame[..6].copy_from_slice(&peer_mac);
@@ -311,25 +308,35 @@ fn random_and_mutated_frames_from_a_container_pass_only_where_the_reference_mode
             ingress: judge(&frame, Direction::Ingress, peer_veth.ifindex),
             mutated,
             frame,
+            sent: false,
         });
     }
 
     // Sent in batches, read in between: a packet socket's buffer holds a
     // few hundred frames.
     let mut arrived: Vec<Vec<u8>> = Vec::new();
-    for batch in frames.chunks(200) {
-        for sent in batch {
-            let _ = send.send(&sent.frame);
+    for batch in frames.chunks_mut(200) {
+        for frame in batch {
+            frame.sent = send.send(&frame.frame).is_ok();
         }
         arrived.extend(watch.received_until(Instant::now() + Duration::from_millis(150)));
     }
     arrived.extend(watch.received_until(Instant::now() + Duration::from_millis(500)));
 
+    let refused = frames.iter().filter(|sent| !sent.sent).count();
+    // Only what the kernel took counts as sent from here on.
+    frames.retain(|sent| sent.sent);
     let mut passed_egress_denied = Vec::new();
     let mut passed_ingress_denied = Vec::new();
     let mut arrived_matched = 0;
+    let mut unmatched = 0;
     for got in &arrived {
         let Some(sent) = frames.iter().find(|sent| sent.frame == *got) else {
+            // The attacker's and the peer's stacks answering each other (a
+            // forged SYN draws a SYN-ACK and then a RST), or a frame whose
+            // outer VLAN id 0 made the peer's receive path take it in
+            // twice, the second time one tag shorter.
+            unmatched += 1;
             continue;
         };
         arrived_matched += 1;
@@ -346,12 +353,32 @@ fn random_and_mutated_frames_from_a_container_pass_only_where_the_reference_mode
         .map(|sent| &sent.frame)
         .collect();
     let clean_arrived = clean_allowed.iter().filter(|f| arrived.contains(f)).count();
+    let is_tagged =
+        |frame: &[u8]| matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8);
+    let tagged = frames.iter().filter(|sent| is_tagged(&sent.frame)).count();
+    let tagged_arrived = arrived
+        .iter()
+        .filter(|got| is_tagged(got) && frames.iter().any(|sent| sent.frame == **got))
+        .count();
     eprintln!(
-        "{} frames sent ({} mutated), {denied} denied by the model at the attacker's or the \
-         peer's veth; {arrived_matched} arrived; {clean_arrived} of {} unmutated allowed frames arrived",
+        "{} frames sent ({} mutated, {tagged} tagged; {refused} refused by the kernel), {denied} \
+         denied by the model at the attacker's or the peer's veth; {arrived_matched} sent frames \
+         arrived ({tagged_arrived} tagged), and {unmatched} other frames; {clean_arrived} of {} \
+         unmutated allowed frames arrived",
         frames.len(),
         frames.iter().filter(|sent| sent.mutated).count(),
         clean_allowed.len()
+    );
+    assert!(
+        frames.len() >= 2900,
+        "the kernel refused {refused} of the frames, too many for the test to mean much"
+    );
+    assert!(tagged >= 300, "the mix must hold tagged frames: {tagged}");
+    // The watch recognises a tagged frame when it arrives (its tag put
+    // back from metadata): else a denied one arriving would go unseen.
+    assert!(
+        tagged_arrived > 0,
+        "no tagged frame arrived: the watch cannot tell tagged frames apart"
     );
     assert!(
         passed_egress_denied.is_empty() && passed_ingress_denied.is_empty(),
@@ -380,6 +407,33 @@ fn sh(container: &TestContainer, script: &str) -> String {
     match docker(&["exec", &container.name, "sh", "-c", script]) {
         Ok(out) | Err(out) => out,
     }
+}
+
+/// The IP packets among `frames` (what arrived at the outside), each as
+/// `source > destination protocol`: every IPv4 packet, and every IPv6
+/// packet but those from link-local or unspecified sources (the host's
+/// end of the link solicits routers and reports multicast listeners on
+/// its own).
+fn ip_packets(frames: Vec<Vec<u8>>) -> Vec<String> {
+    frames
+        .iter()
+        .filter_map(|f| match u16::from_be_bytes([*f.get(12)?, *f.get(13)?]) {
+            0x0800 if f.len() >= 34 => Some(format!(
+                "{} > {} proto {}",
+                Ipv4Addr::from(<[u8; 4]>::try_from(&f[26..30]).unwrap()),
+                Ipv4Addr::from(<[u8; 4]>::try_from(&f[30..34]).unwrap()),
+                f[23]
+            )),
+            0x86dd if f.len() >= 54 => {
+                let src = Ipv6Addr::from(<[u8; 16]>::try_from(&f[22..38]).unwrap());
+                let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&f[38..54]).unwrap());
+                (!src.is_unicast_link_local() && !src.is_unspecified())
+                    .then(|| format!("{src} > {dst} next header {}", f[20]))
+            }
+            0x0800 | 0x86dd => Some(format!("a runt IP frame: {}", hex(f))),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Echo requests and TCP connections (handshakes completed) that arrived
@@ -435,6 +489,12 @@ fn a_container_with_net_admin_cannot_spoof_or_route_its_way_out_of_an_internal_n
     firewall.forward_policy_accept();
     let outside = OutsideLink::create();
     outside.add_route_via_host(&subnet);
+    // Everything that reaches the outside, whatever it is: the counters
+    // below see only echo requests and completed handshakes.
+    let watch = outside
+        .netns()
+        .run(|| PacketSocket::bind("eth0"))
+        .expect("a packet socket on the outside's eth0");
     const PORT: u16 = 7707;
     let listeners = Listeners::start(
         outside.netns(),
@@ -468,14 +528,25 @@ fn a_container_with_net_admin_cannot_spoof_or_route_its_way_out_of_an_internal_n
     // Without netwatch: the attempts of a first attacker get out, so the
     // test can tell.
     let before = attacker("before");
+    watch.drain();
     let start = counts();
     try_to_escape(&before);
     let [echo, syn] = since(start);
+    // The attempts are over when `docker exec` returns: what got out is
+    // queued on the watch by then.
+    let got_out = ip_packets(watch.drain());
+    eprintln!(
+        "without netwatch: {} IP packets reached the outside",
+        got_out.len()
+    );
     // Every way gets its echo request out; not every handshake can finish
-    // (the outside answers a spoofed source where that source really is).
+    // (the outside answers a spoofed source where that source really is),
+    // but every way sends its SYN.
     assert!(
-        echo >= 4 && syn >= 1,
-        "without netwatch every way should get out (echo requests {echo} of 4, connections {syn})"
+        echo >= 4 && syn >= 1 && got_out.len() >= 8,
+        "without netwatch every way should get out (echo requests {echo} of 4, connections \
+         {syn}, IP packets {} of at least 8: {got_out:?})",
+        got_out.len()
     );
     drop(listeners);
 
@@ -487,14 +558,18 @@ fn a_container_with_net_admin_cannot_spoof_or_route_its_way_out_of_an_internal_n
         &[IpAddr::V4(OutsideLink::OUTSIDE_IP)],
         PORT,
     );
+    watch.drain();
     let start = counts();
     let transcript = try_to_escape(&target);
     // Late packets (retransmitted SYNs) have a moment to arrive.
-    std::thread::sleep(Duration::from_secs(1));
+    let mut got_out = watch.drain();
+    got_out.extend(watch.received_until(Instant::now() + Duration::from_secs(1)));
+    let got_out = ip_packets(got_out);
     assert_eq!(
-        (since(start), listeners.tcp_accepted()),
-        ([0, 0], 0),
-        "something got out of the internal network ([echo requests, connections], accepted):\n{transcript}\nagent log:\n{}",
+        (since(start), listeners.tcp_accepted(), &got_out),
+        ([0, 0], 0, &Vec::<String>::new()),
+        "something got out of the internal network ([echo requests, connections], accepted, \
+         IP packets at the outside):\n{transcript}\nagent log:\n{}",
         agent.log()
     );
     // Each way was dropped for its own reason. Asked of `netwatch drops`
