@@ -65,8 +65,9 @@ impl Answer {
     }
 }
 
-/// The answer set for each path, and how many requests it has answered.
-type Answers = Arc<Mutex<HashMap<String, (Answer, usize)>>>;
+/// The answer set for each path, how many requests it has answered, and
+/// whether the test set it (not a default of [`FakeDockerd::start`]).
+type Answers = Arc<Mutex<HashMap<String, (Answer, usize, bool)>>>;
 
 /// How many requests each path got.
 type Counts = Arc<Mutex<HashMap<String, usize>>>;
@@ -142,10 +143,10 @@ impl FakeDockerd {
             open,
             thread: Some(thread),
         };
-        fake.answer("/version", Answer::json(captured("version")));
-        fake.answer("/networks", Answer::json(captured("networks")));
-        fake.answer("/containers/json", Answer::json("[]"));
-        fake.answer("/events", Answer::Endless);
+        fake.set("/version", Answer::json(captured("version")), false);
+        fake.set("/networks", Answer::json(captured("networks")), false);
+        fake.set("/containers/json", Answer::json("[]"), false);
+        fake.set("/events", Answer::Endless, false);
         fake
     }
 
@@ -157,21 +158,29 @@ impl FakeDockerd {
     /// Answers requests for `path` (without the `/vX.Y` prefix and query)
     /// with `answer` from now on.
     pub fn answer(&self, path: &str, answer: Answer) {
+        self.set(path, answer, true);
+    }
+
+    fn set(&self, path: &str, answer: Answer, by_test: bool) {
         self.answers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(path.to_owned(), (answer, 0));
+            .insert(path.to_owned(), (answer, 0, by_test));
     }
 
-    /// How many requests the answer last set for `path` has answered: a
-    /// test that sets a canned answer shows with it that the answer was
-    /// served, not only that nothing went wrong.
+    /// How many requests the answer the test last set for `path` has
+    /// answered: a test that sets a canned answer shows with it that the
+    /// answer was served, not only that nothing went wrong. A default
+    /// answer of [`FakeDockerd::start`] counts 0, so a canned answer set
+    /// under a mistyped path cannot pass for served by the default that
+    /// answered in its place.
     pub fn served(&self, path: &str) -> usize {
         self.answers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(path)
-            .map_or(0, |(_, served)| *served)
+            .filter(|(_, _, by_test)| *by_test)
+            .map_or(0, |(_, served, _)| *served)
     }
 }
 
@@ -260,7 +269,7 @@ fn serve(stream: UnixStream, answers: &Answers, counts: &Counts, open: &Mutex<Ve
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(&route(target))
-            .map(|(answer, served)| {
+            .map(|(answer, served, _)| {
                 *served += 1;
                 answer.clone()
             })

@@ -363,7 +363,13 @@ fn a_container_sending_in_its_first_millisecond_cannot_reach_the_host() {
         pins::veth_attached(&root, bridge)
     });
     // The container's first act is a ping to the gateway: it must go
-    // unanswered (not fail some other way).
+    // unanswered (not fail some other way). Two things hold it, each with
+    // the network's network-wide policy: the bridge's programs, and the
+    // veth's, attached as Docker enslaves it (before the container runs);
+    // breaking only one left this passing, breaking the policy they share
+    // failed it. The bridge alone is shown by
+    // `killed_agent_keeps_enforcing_…`, whose late container starts with
+    // no agent to attach its veth.
     let first = first_act_ping(&internal, &gw, "first");
     assert!(
         first.contains(" 0 packets received") && first.contains("exit=1"),

@@ -107,7 +107,7 @@ impl HostSnapshot {
             "iptables rules of bridges that are gone",
             added(&self.stale_rules, &now.stale_rules),
         );
-        let weakened: Vec<String> = self.firewall.difference(&now.firewall).cloned().collect();
+        let weakened = weakened(&self.firewall, &now.firewall);
         if !weakened.is_empty() {
             leaks.push(format!(
                 "the host firewall is not as it was, gone: {} (now: {})",
@@ -138,11 +138,24 @@ const FIREWALL_CHAINS: &[&str] = &[
 /// [`FIREWALL_CHAINS`]; empty where iptables cannot be asked (no dockerd
 /// ever ran, so nothing to compare).
 fn firewall_shape() -> BTreeSet<String> {
+    shape_with(|chain| Cmd::new("iptables").args(["-S", chain]).probe().ok())
+}
+
+/// [`firewall_shape`] from `list`, which gives a chain's `iptables -S`
+/// listing (`None`: no such chain).
+fn shape_with(list: impl Fn(&str) -> Option<String>) -> BTreeSet<String> {
     FIREWALL_CHAINS
         .iter()
-        .filter_map(|chain| Cmd::new("iptables").args(["-S", chain]).probe().ok())
+        .filter_map(|chain| list(chain))
         .flat_map(|listing| shape_of(&listing))
         .collect()
+}
+
+/// What of the firewall's shape `before` is gone `now`: a test that
+/// weakened the host and did not put it back. Rules added are no leak
+/// (Docker adds its own as networks come).
+fn weakened(before: &BTreeSet<String>, now: &BTreeSet<String>) -> Vec<String> {
+    before.difference(now).cloned().collect()
 }
 
 /// The lines of an `iptables -S CHAIN` listing that make the firewall's
@@ -257,6 +270,62 @@ mod tests {
             3,
             "a flushed FORWARD with policy ACCEPT loses all three"
         );
+    }
+
+    #[test]
+    fn a_flushed_isolation_chain_or_an_accepting_forward_is_a_weakened_firewall() {
+        let docker = |chain: &str| -> Option<String> {
+            Some(
+                match chain {
+                    "FORWARD" => {
+                        "-P FORWARD DROP\n-A FORWARD -j DOCKER-ISOLATION-STAGE-1\n"
+                    }
+                    "DOCKER-ISOLATION-STAGE-1" => {
+                        "-N DOCKER-ISOLATION-STAGE-1\n\
+                         -A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2\n\
+                         -A DOCKER-ISOLATION-STAGE-1 -j RETURN\n"
+                    }
+                    "DOCKER-ISOLATION-STAGE-2" => {
+                        "-N DOCKER-ISOLATION-STAGE-2\n\
+                         -A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP\n\
+                         -A DOCKER-ISOLATION-STAGE-2 -j RETURN\n"
+                    }
+                    _ => return None,
+                }
+                .to_owned(),
+            )
+        };
+        let before = shape_with(docker);
+        assert!(
+            before.contains("-A DOCKER-ISOLATION-STAGE-2 -j RETURN"),
+            "{before:?}"
+        );
+        let flushed = shape_with(|chain| {
+            if chain == "DOCKER-ISOLATION-STAGE-2" {
+                Some("-N DOCKER-ISOLATION-STAGE-2\n".to_owned())
+            } else {
+                docker(chain)
+            }
+        });
+        assert_eq!(
+            weakened(&before, &flushed),
+            ["-A DOCKER-ISOLATION-STAGE-2 -j RETURN"]
+        );
+        let accepting = shape_with(|chain| {
+            docker(chain).map(|l| l.replace("-P FORWARD DROP", "-P FORWARD ACCEPT"))
+        });
+        assert_eq!(weakened(&before, &accepting), ["-P FORWARD DROP"]);
+        // A rule Docker added for a new network weakens nothing.
+        let more = shape_with(|chain| {
+            docker(chain).map(|l| {
+                if chain == "FORWARD" {
+                    l + "-A FORWARD -j DOCKER-USER\n"
+                } else {
+                    l
+                }
+            })
+        });
+        assert!(weakened(&before, &more).is_empty());
     }
 
     #[test]
