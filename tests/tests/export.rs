@@ -598,13 +598,16 @@ fn full_snapshot() -> MetricsSnapshot {
     uplink[DropReason::None as usize] = 50;
     uplink[DropReason::ProtectedPrefix as usize] = 3;
     MetricsSnapshot {
-        flows: Some(vec![
-            flow(Some("web"), Some("front"), "egress", "forwarded", 10, 1000),
-            flow(Some("web"), Some("front"), "egress", "forwarded", 5, 700),
-            flow(Some("web"), Some("front"), "ingress", "forwarded", 4, 400),
-            flow(Some("db"), Some("back"), "egress", "dropped", 2, 148),
-            flow(None, None, "ingress", "dropped", 3, 222),
-        ]),
+        flows: Some(
+            vec![
+                flow(Some("web"), Some("front"), "egress", "forwarded", 10, 1000),
+                flow(Some("web"), Some("front"), "egress", "forwarded", 5, 700),
+                flow(Some("web"), Some("front"), "ingress", "forwarded", 4, 400),
+                flow(Some("db"), Some("back"), "egress", "dropped", 2, 148),
+                flow(None, None, "ingress", "dropped", 3, 222),
+            ]
+            .into(),
+        ),
         pipeline: Some(PipelineStats {
             counters: PipelineCounters {
                 records: 42,
@@ -880,7 +883,7 @@ fn totals_match_the_sum_of_many_random_flows() {
         })
         .collect();
     let families = parse(&render(&MetricsSnapshot {
-        flows: Some(flows.clone()),
+        flows: Some(flows.clone().into()),
         ..MetricsSnapshot::default()
     }));
     let packets: u64 = flows.iter().map(|f| f.packets).sum();
@@ -927,7 +930,7 @@ fn label_values_survive_escaping() {
         .map(|name| flow(Some(name), Some(name), "egress", "forwarded", 1, 1))
         .collect();
     let text = render(&MetricsSnapshot {
-        flows: Some(flows),
+        flows: Some(flows.into()),
         ..MetricsSnapshot::default()
     });
     assert!(text.contains(r#"container="quote\"d""#), "{text}");

@@ -221,12 +221,15 @@ impl Rig {
 /// and a peak of 36–46 MiB, but that agent lost half the flood's records.
 /// The reader thread takes in all of them (over a million) from a 4 MiB
 /// ring, which a consumer maps twice (8 MiB of RSS before any record):
-/// 25–29 MiB before the flood and a peak of 61–69 MiB over five runs, so
-/// the bound is 80 MiB until the peak is brought down (issue 16 item 4).
-/// The same flood with a limit the flood never reaches (10,000,000) kept
-/// ~180,000 flows and peaked at 206 MiB, so an agent that stopped folding
-/// at its limit still fails here.
-const RSS_LIMIT_KIB: u64 = 80 * 1024;
+/// 25–29 MiB before the flood and a peak of 61–69 MiB over five runs
+/// (66–73 MiB measured again beside the change below). With large buffers
+/// mapped on their own and two malloc arenas (`netwatch agent`'s
+/// allocator settings) and queries that build no entry per flow, the peak
+/// was 48–50 MiB over eight runs of 410,000–985,000 records, so the bound
+/// is back at 64 MiB. The same flood with a limit the flood never reaches
+/// (10,000,000) kept ~180,000 flows and peaked at 206 MiB, so an agent
+/// that stopped folding at its limit still fails here.
+const RSS_LIMIT_KIB: u64 = 64 * 1024;
 
 /// Flows of the agent's table (`--flow-limit`) and the kernel's LRU table
 /// (`--flow-table-entries`), small so that a flood overflows both.

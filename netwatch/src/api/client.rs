@@ -17,7 +17,7 @@ use tokio::net::UnixStream;
 
 use super::{
     query::filter_query,
-    types::{ApiStatus, DropGroup, ErrorBody, StreamItem},
+    types::{ApiStatus, DropGroup, ErrorBody, LAYOUT_HEADER, Layout, StreamItem},
 };
 use crate::flows::{FlowEntry, FlowFilter, dns::DnsEntry};
 
@@ -65,6 +65,15 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamItem, ClientError>
 /// Live DNS entries, as [`ApiClient::dns_live`] returns them.
 pub type DnsStream = Pin<Box<dyn Stream<Item = Result<DnsEntry, ClientError>> + Send>>;
 
+/// What [`ApiClient::flows_laid_out`] got.
+#[derive(Debug)]
+pub enum FlowsAnswer {
+    /// The flows in the layout asked for, to print as they are.
+    LaidOut(Bytes),
+    /// The flows, from an agent that does not lay them out.
+    Entries(Vec<FlowEntry>),
+}
+
 /// A client of one agent's API.
 #[derive(Clone, Debug)]
 pub struct ApiClient {
@@ -108,6 +117,15 @@ impl ApiClient {
     /// `GET path_and_query`; the response when it is a success, else the
     /// agent's error message.
     async fn get(&self, path_and_query: &str) -> Result<Response<Incoming>, ClientError> {
+        self.get_laid_out(path_and_query, None).await
+    }
+
+    /// [`ApiClient::get`], asking for `layout` ([`LAYOUT_HEADER`]).
+    async fn get_laid_out(
+        &self,
+        path_and_query: &str,
+        layout: Option<Layout>,
+    ) -> Result<Response<Incoming>, ClientError> {
         let stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|e| self.connect_error(e))?;
@@ -119,8 +137,11 @@ impl ApiClient {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        let request = Request::get(path_and_query)
-            .header(HOST, "localhost")
+        let mut request = Request::get(path_and_query).header(HOST, "localhost");
+        if let Some(layout) = layout {
+            request = request.header(LAYOUT_HEADER, layout.name());
+        }
+        let request = request
             .body(Empty::<Bytes>::new())
             .map_err(|e| ClientError::Decode(format!("cannot build a request: {e}")))?;
         let response = sender
@@ -131,12 +152,7 @@ impl ApiClient {
         if status.is_success() {
             return Ok(response);
         }
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.http_error(e))?
-            .to_bytes();
+        let body = self.body(response).await?;
         Err(ClientError::Refused(
             serde_json::from_slice::<ErrorBody>(&body)
                 .map(|b| b.error)
@@ -144,15 +160,17 @@ impl ApiClient {
         ))
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, ClientError> {
-        let body = self
-            .get(path_and_query)
-            .await?
+    async fn body(&self, response: Response<Incoming>) -> Result<Bytes, ClientError> {
+        Ok(response
             .into_body()
             .collect()
             .await
             .map_err(|e| self.http_error(e))?
-            .to_bytes();
+            .to_bytes())
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, ClientError> {
+        let body = self.body(self.get(path_and_query).await?).await?;
         serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
@@ -162,6 +180,34 @@ impl ApiClient {
     /// No agent, or the agent refused or broke off.
     pub async fn flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>, ClientError> {
         self.get_json(&with_query("/v1/flows", filter)).await
+    }
+
+    /// `GET /v1/flows`, laid out by the agent as `layout`: what `flows -o
+    /// json|jsonl` prints, as it comes. An agent that predates layouts
+    /// answers compact JSON, which comes back parsed.
+    ///
+    /// # Errors
+    /// As [`ApiClient::flows`].
+    pub async fn flows_laid_out(
+        &self,
+        filter: &FlowFilter,
+        layout: Layout,
+    ) -> Result<FlowsAnswer, ClientError> {
+        let response = self
+            .get_laid_out(&with_query("/v1/flows", filter), Some(layout))
+            .await?;
+        let laid_out = response
+            .headers()
+            .get(LAYOUT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            == Some(layout.name());
+        let body = self.body(response).await?;
+        if laid_out {
+            return Ok(FlowsAnswer::LaidOut(body));
+        }
+        serde_json::from_slice(&body)
+            .map(FlowsAnswer::Entries)
+            .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// `GET /v1/drops`.

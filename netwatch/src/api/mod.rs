@@ -31,8 +31,10 @@ pub mod server;
 pub mod socket;
 pub mod types;
 
-pub use client::{ApiClient, ClientError, DEFAULT_SOCKET, EventStream};
+pub use client::{ApiClient, ClientError, DEFAULT_SOCKET, EventStream, FlowsAnswer};
 pub use query::{QueryError, filter_query, parse_filter, parse_since};
 pub use server::{ApiListener, ApiServer};
 pub use socket::SocketError;
-pub use types::{ApiCounters, ApiStatus, DropGroup, ErrorBody, StreamItem, drop_groups};
+pub use types::{
+    ApiCounters, ApiStatus, DropGroup, ErrorBody, LAYOUT_HEADER, Layout, StreamItem, drop_groups,
+};

@@ -48,7 +48,7 @@ use tokio::{
 use super::{
     query::{QueryError, parse_filter},
     socket::{BoundSocket, SocketError, SocketFile, bind},
-    types::{ApiCounters, ApiStatus, ErrorBody, StreamItem, drop_groups},
+    types::{ApiCounters, ApiStatus, ErrorBody, LAYOUT_HEADER, Layout, StreamItem, drop_groups},
 };
 use crate::{
     accept::{AcceptEvents, accept_connections},
@@ -389,12 +389,28 @@ async fn handle(request: &Request<Incoming>, state: &Arc<State>) -> Response<Bod
     };
     match path {
         "/v1/flows" => {
-            query(state, move |pipeline| {
-                filter
-                    .finish(pipeline.flows(&filter))
-                    .map(|entries| json_bytes(&entries))
+            let layout = request
+                .headers()
+                .get(LAYOUT_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(Layout::from_name)
+                .unwrap_or(Layout::Compact);
+            let mut response = query(state, move |pipeline| {
+                pipeline.show_flows(&filter, |flows| layout.write(&flows))
             })
-            .await
+            .await;
+            if response.status().is_success() {
+                response
+                    .headers_mut()
+                    .insert(LAYOUT_HEADER, HeaderValue::from_static(layout.name()));
+                if layout == Layout::Lines {
+                    response.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("application/x-ndjson"),
+                    );
+                }
+            }
+            response
         }
         "/v1/drops" => {
             if filter.only_forwarded() {

@@ -188,6 +188,69 @@ impl StreamItem {
     }
 }
 
+/// The request header with which a client asks `GET /v1/flows` for a
+/// [`Layout`] other than compact; the answer carries it too, naming the
+/// layout it is in (an agent that predates it sends compact JSON and no
+/// such header).
+pub const LAYOUT_HEADER: &str = "netwatch-layout";
+
+/// How a list is laid out as JSON.
+///
+/// The CLI prints `flows -o json` and `-o jsonl` as the agent wrote them:
+/// parsing 100,000 flows (~50 MB) only to write them again took the CLI
+/// longer than the agent's whole query. One writer for both sides keeps
+/// the bytes the same as when the CLI wrote them itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// One line (what the API answers by default).
+    Compact,
+    /// Indented, as `-o json` prints.
+    Pretty,
+    /// One compact object per line, as `-o jsonl` prints.
+    Lines,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Compact => "compact",
+            Layout::Pretty => "pretty",
+            Layout::Lines => "lines",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Layout> {
+        [Layout::Compact, Layout::Pretty, Layout::Lines]
+            .into_iter()
+            .find(|l| l.name() == name)
+    }
+
+    /// `items` in this layout, ending with a newline (lines: each line);
+    /// no items as lines is nothing at all.
+    pub fn write<T: Serialize>(self, items: &[T]) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Plain data (strings, numbers, timestamps): serialising into a
+        // Vec cannot fail.
+        match self {
+            Layout::Compact => {
+                let _ = serde_json::to_writer(&mut out, items);
+                out.push(b'\n');
+            }
+            Layout::Pretty => {
+                let _ = serde_json::to_writer_pretty(&mut out, items);
+                out.push(b'\n');
+            }
+            Layout::Lines => {
+                for item in items {
+                    let _ = serde_json::to_writer(&mut out, item);
+                    out.push(b'\n');
+                }
+            }
+        }
+        out
+    }
+}
+
 /// What the API counted about itself.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiCounters {
@@ -324,6 +387,37 @@ mod tests {
         );
         assert_eq!(groups[1].first_seen, Timestamp::from_second(102).unwrap());
         assert_eq!(groups[1].last_seen, Timestamp::from_second(205).unwrap());
+    }
+
+    #[test]
+    fn layouts_write_what_serde_json_writes_with_a_newline_after_each_document() {
+        let entries = [
+            flow("web", None, "172.30.0.3", 5432, 1),
+            flow("db", Some("host-access"), "172.30.0.1", 53, 2),
+        ];
+        let text =
+            |layout: Layout, items: &[FlowEntry]| String::from_utf8(layout.write(items)).unwrap();
+        assert_eq!(
+            text(Layout::Pretty, &entries),
+            serde_json::to_string_pretty(&entries).unwrap() + "\n"
+        );
+        assert_eq!(
+            text(Layout::Compact, &entries),
+            serde_json::to_string(&entries).unwrap() + "\n"
+        );
+        let lines = text(Layout::Lines, &entries);
+        let parsed: Vec<FlowEntry> = lines
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(parsed, entries);
+        assert!(lines.ends_with("}\n"));
+        assert_eq!(text(Layout::Pretty, &[]), "[]\n");
+        assert_eq!(text(Layout::Lines, &[]), "");
+        for layout in [Layout::Compact, Layout::Pretty, Layout::Lines] {
+            assert_eq!(Layout::from_name(layout.name()), Some(layout));
+        }
+        assert_eq!(Layout::from_name("yaml"), None);
     }
 
     #[test]

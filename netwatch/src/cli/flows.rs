@@ -5,10 +5,13 @@ use std::{path::Path, process::ExitCode};
 use anyhow::Result;
 
 use super::{
-    source::{FilterArgs, FlowOutput, FlowSource as _, SourceArgs, open_source, print_list},
+    source::{
+        FilterArgs, FlowOutput, FlowSource as _, SourceArgs, open_source, print_bytes, print_list,
+    },
     table,
 };
 use crate::{
+    api::FlowsAnswer,
     export::replay,
     flows::{FlowEntry, FlowFilter, record::endpoint_text},
     render::units,
@@ -96,9 +99,26 @@ pub fn run(
     output: FlowOutput,
 ) -> Result<ExitCode> {
     let filter = filter.filter();
-    let entries = match from_log {
-        Some(path) => flows_from_log(path, &filter)?,
-        None => super::block_on(async { open_source(source, true).await?.flows(&filter).await })?,
+    let entries = match (from_log, output.layout()) {
+        (Some(path), _) => flows_from_log(path, &filter)?,
+        (None, Some(layout)) => {
+            let answer = super::block_on(async {
+                open_source(source, true)
+                    .await?
+                    .flows_laid_out(&filter, layout)
+                    .await
+            })?;
+            match answer {
+                FlowsAnswer::LaidOut(text) => {
+                    print_bytes(&text)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                FlowsAnswer::Entries(entries) => entries,
+            }
+        }
+        (None, None) => {
+            super::block_on(async { open_source(source, true).await?.flows(&filter).await })?
+        }
     };
     print_list(&entries, output, flows_table)?;
     Ok(ExitCode::SUCCESS)

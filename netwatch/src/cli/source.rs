@@ -26,7 +26,8 @@ use netwatch_common::{
 
 use crate::{
     api::{
-        ApiClient, ClientError, DEFAULT_SOCKET, DropGroup, StreamItem, drop_groups,
+        ApiClient, ClientError, DEFAULT_SOCKET, DropGroup, FlowsAnswer, Layout, StreamItem,
+        drop_groups,
         query::{self, parse_proto, parse_since},
     },
     flows::{
@@ -328,6 +329,17 @@ pub enum FlowOutput {
     Jsonl,
 }
 
+impl FlowOutput {
+    /// The JSON layout it prints (`None`: a table).
+    pub fn layout(self) -> Option<Layout> {
+        match self {
+            FlowOutput::Table => None,
+            FlowOutput::Json => Some(Layout::Pretty),
+            FlowOutput::Jsonl => Some(Layout::Lines),
+        }
+    }
+}
+
 /// Live events from a source; ends when the source does.
 pub type Events = Pin<Box<dyn Stream<Item = Result<StreamItem>> + Send>>;
 
@@ -478,6 +490,28 @@ pub(crate) enum Source {
     Standalone(StandaloneSource),
 }
 
+impl Source {
+    /// The flows `filter` selects, laid out as `layout` when the agent
+    /// lays them out itself (see [`Layout`]), else as entries.
+    ///
+    /// # Errors
+    /// As [`FlowSource::flows`].
+    pub(crate) async fn flows_laid_out(
+        &self,
+        filter: &FlowFilter,
+        layout: Layout,
+    ) -> Result<FlowsAnswer> {
+        match self {
+            Source::Agent(s) => s
+                .client
+                .flows_laid_out(filter, layout)
+                .await
+                .map_err(|e| s.explain(e)),
+            Source::Standalone(s) => Ok(FlowsAnswer::Entries(s.flows(filter).await?)),
+        }
+    }
+}
+
 impl FlowSource for Source {
     async fn flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>> {
         match self {
@@ -552,8 +586,16 @@ pub fn ago(then: Timestamp, now: Timestamp) -> String {
 /// Writes `text` to stdout; a reader that went away (`| head`) is not an
 /// error: returns `false` then.
 pub fn print(text: &str) -> Result<bool> {
+    print_bytes(text.as_bytes())
+}
+
+/// [`print`] of text that is already bytes.
+///
+/// # Errors
+/// As [`print`].
+pub fn print_bytes(text: &[u8]) -> Result<bool> {
     let mut out = io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+    match out.write_all(text).and_then(|()| out.flush()) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(e.into()),
@@ -567,19 +609,11 @@ pub fn print_list<T: serde::Serialize>(
     output: FlowOutput,
     table: impl FnOnce(&[T]) -> String,
 ) -> Result<()> {
-    let text = match output {
-        FlowOutput::Table => table(items),
-        FlowOutput::Json => serde_json::to_string_pretty(items)? + "\n",
-        FlowOutput::Jsonl => {
-            let mut text = String::new();
-            for item in items {
-                text.push_str(&serde_json::to_string(item)?);
-                text.push('\n');
-            }
-            text
-        }
+    let text = match output.layout() {
+        None => table(items).into_bytes(),
+        Some(layout) => layout.write(items),
     };
-    print(&text)?;
+    print_bytes(&text)?;
     Ok(())
 }
 

@@ -102,7 +102,7 @@ use super::{
 use crate::{
     accept::accept_connections,
     datapath::{Hook, pinned, pinned::PinnedCounters, pins},
-    flows::{FlowEntry, FlowFilter, Pipeline, PipelineCounters},
+    flows::{FlowEntry, Pipeline, PipelineCounters},
     guard::Assessment,
 };
 
@@ -144,8 +144,8 @@ pub struct AttachCounts {
 pub struct MetricsSnapshot {
     pub build: Option<BuildInfo>,
     pub process: Option<ProcessStats>,
-    /// Every flow and summary (`Pipeline::flows` with no filter).
-    pub flows: Option<Vec<FlowEntry>>,
+    /// The sums of every flow and summary per series.
+    pub flows: Option<FlowTotals>,
     pub pipeline: Option<PipelineStats>,
     pub datapath: Option<PinnedCounters>,
     pub attachments: Option<AttachCounts>,
@@ -165,7 +165,7 @@ type Collector<T> = Box<dyn Fn() -> T + Send + Sync>;
 pub struct MetricsSource {
     build: Option<BuildInfo>,
     process: Option<Collector<Option<ProcessStats>>>,
-    flows: Option<Collector<Vec<FlowEntry>>>,
+    flows: Option<Collector<FlowTotals>>,
     pipeline: Option<Collector<PipelineStats>>,
     datapath: Option<Collector<Option<PinnedCounters>>>,
     attachments: Option<Collector<AttachCounts>>,
@@ -217,13 +217,13 @@ impl MetricsSource {
     }
 
     /// Flows and counters of `pipeline`.
-    pub fn with_pipeline(self, pipeline: Arc<Pipeline>) -> MetricsSource {
+    pub fn with_pipeline(mut self, pipeline: Arc<Pipeline>) -> MetricsSource {
         let stats = Arc::clone(&pipeline);
-        self.with_flows(move || pipeline.flows(&FlowFilter::default()))
-            .with_pipeline_stats(move || PipelineStats {
-                counters: stats.counters(),
-                tracked_flows: u64::try_from(stats.tracked_flows()).unwrap_or(u64::MAX),
-            })
+        self.flows = Some(Box::new(move || FlowTotals::of_pipeline(&pipeline)));
+        self.with_pipeline_stats(move || PipelineStats {
+            counters: stats.counters(),
+            tracked_flows: u64::try_from(stats.tracked_flows()).unwrap_or(u64::MAX),
+        })
     }
 
     /// Datapath counters and attachments pinned under `pin_root`. A pinned
@@ -269,7 +269,7 @@ impl MetricsSource {
         mut self,
         flows: impl Fn() -> Vec<FlowEntry> + Send + Sync + 'static,
     ) -> MetricsSource {
-        self.flows = Some(Box::new(flows));
+        self.flows = Some(Box::new(move || FlowTotals::of(&flows())));
         self
     }
 
@@ -362,6 +362,87 @@ pub fn flow_totals(flows: &[FlowEntry]) -> BTreeMap<FlowSeries<'_>, (u64, u64)> 
         total.1 = total.1.saturating_add(flow.bytes);
     }
     totals
+}
+
+/// The flow families' values: sums per label set, of netwatch's flows and
+/// of the kernel's own drops.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowTotals {
+    flows: BTreeMap<OwnedSeries<&'static str>, (u64, u64)>,
+    kernel_drops: BTreeMap<OwnedSeries<String>, (u64, u64)>,
+}
+
+/// Container, service, network, direction, and the verdict or reason.
+type OwnedSeries<T> = (String, String, String, &'static str, T);
+type BorrowedSeries<'a, T> = (&'a str, &'a str, &'a str, &'static str, T);
+
+impl FlowTotals {
+    /// The totals of `flows` (every flow and summary, kernel drops
+    /// included).
+    pub fn of(flows: &[FlowEntry]) -> FlowTotals {
+        fn owned<T: Ord>(
+            totals: BTreeMap<BorrowedSeries<'_, T>, (u64, u64)>,
+        ) -> BTreeMap<OwnedSeries<T>, (u64, u64)> {
+            totals
+                .into_iter()
+                .map(|((c, s, n, d, last), sum)| {
+                    ((c.to_owned(), s.to_owned(), n.to_owned(), d, last), sum)
+                })
+                .collect()
+        }
+        FlowTotals {
+            flows: owned(flow_totals(flows)),
+            kernel_drops: owned(kernel_drop_totals(flows)),
+        }
+    }
+
+    /// The totals of every flow `pipeline` holds, summed where they are
+    /// kept ([`Pipeline::sum_series`]): a scrape at 100,000 flows costs a
+    /// sweep of the kernel table and a walk of the flows, not an entry
+    /// per flow.
+    pub fn of_pipeline(pipeline: &Pipeline) -> FlowTotals {
+        let mut totals = FlowTotals::default();
+        let mut kernel_drops = Vec::new();
+        pipeline.sum_series(
+            |sum| {
+                totals.add_flows(
+                    (
+                        sum.container.unwrap_or(""),
+                        sum.service.unwrap_or(""),
+                        sum.network.unwrap_or(""),
+                        sum.direction.name(),
+                        sum.verdict.name(),
+                    ),
+                    (sum.packets, sum.bytes),
+                );
+            },
+            |entry| kernel_drops.push(entry.clone()),
+        );
+        let kernel = FlowTotals::of(&kernel_drops);
+        for (series, sum) in kernel.flows {
+            let (c, s, n, d, v) = series;
+            totals.add_flows((&c, &s, &n, d, v), sum);
+        }
+        totals.kernel_drops = kernel.kernel_drops;
+        totals
+    }
+
+    fn add_flows(&mut self, series: FlowSeries<'_>, (packets, bytes): (u64, u64)) {
+        // Called once per endpoint, direction and verdict, not per flow.
+        let (c, s, n, d, v) = series;
+        let total = self
+            .flows
+            .entry((c.to_owned(), s.to_owned(), n.to_owned(), d, v))
+            .or_default();
+        total.0 = total.0.saturating_add(packets);
+        total.1 = total.1.saturating_add(bytes);
+    }
+}
+
+impl From<Vec<FlowEntry>> for FlowTotals {
+    fn from(flows: Vec<FlowEntry>) -> FlowTotals {
+        FlowTotals::of(&flows)
+    }
 }
 
 /// The snapshot in the text exposition format.
@@ -542,8 +623,8 @@ pub fn kernel_drop_totals(flows: &[FlowEntry]) -> BTreeMap<KernelDropSeries<'_>,
 
 /// Rendered after the flow families, and only when there are kernel drops
 /// (a host whose kernel cannot run the program has none).
-fn render_kernel_drops(out: &mut Exposition, flows: &[FlowEntry]) {
-    let totals = kernel_drop_totals(flows);
+fn render_kernel_drops(out: &mut Exposition, flows: &FlowTotals) {
+    let totals = &flows.kernel_drops;
     if totals.is_empty() {
         return;
     }
@@ -565,12 +646,12 @@ fn render_kernel_drops(out: &mut Exposition, flows: &[FlowEntry]) {
                  reason (kernel:netfilter_drop: Docker's iptables rules)."
             ),
         );
-        for ((container, service, network, direction, reason), (packets, bytes_total)) in &totals {
+        for ((container, service, network, direction, reason), (packets, bytes_total)) in totals {
             out.sample(
                 &[
-                    ("container", container),
-                    ("service", service),
-                    ("network", network),
+                    ("container", container.as_str()),
+                    ("service", service.as_str()),
+                    ("network", network.as_str()),
                     ("direction", direction),
                     ("reason", reason.as_str()),
                 ],
@@ -580,8 +661,8 @@ fn render_kernel_drops(out: &mut Exposition, flows: &[FlowEntry]) {
     }
 }
 
-fn render_flows(out: &mut Exposition, flows: &[FlowEntry]) {
-    let totals = flow_totals(flows);
+fn render_flows(out: &mut Exposition, flows: &FlowTotals) {
+    let totals = &flows.flows;
     let help = |what: &str| {
         format!(
             "{what} of the flows netwatch tracks, by container, service, network, \
@@ -599,12 +680,12 @@ fn render_flows(out: &mut Exposition, flows: &[FlowEntry]) {
     ];
     for (name, what, bytes) in families {
         out.family(name, MetricKind::Counter, &help(what));
-        for ((container, service, network, direction, verdict), (packets, bytes_total)) in &totals {
+        for ((container, service, network, direction, verdict), (packets, bytes_total)) in totals {
             out.sample(
                 &[
-                    ("container", container),
-                    ("service", service),
-                    ("network", network),
+                    ("container", container.as_str()),
+                    ("service", service.as_str()),
+                    ("network", network.as_str()),
                     ("direction", direction),
                     ("verdict", verdict),
                 ],
@@ -868,6 +949,7 @@ mod tests {
     // What `render` writes is parsed and checked in tests/tests/export.rs,
     // with the strict parser of the tests crate.
     use super::*;
+    use crate::flows::FlowFilter;
 
     #[test]
     fn kernel_drops_have_their_own_families_and_stay_out_of_the_flow_totals() {
@@ -890,6 +972,18 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("verdict=\"dropped\""), "{text}");
+    }
+
+    #[test]
+    fn totals_summed_where_the_flows_are_kept_are_the_totals_of_their_entries() {
+        let pipeline = crate::flows::pipeline::tests::busy_pipeline();
+        let totals = FlowTotals::of_pipeline(&pipeline);
+        assert_eq!(
+            totals,
+            FlowTotals::of(&pipeline.flows(&FlowFilter::default()))
+        );
+        assert!(totals.flows.len() >= 2, "{totals:?}");
+        assert_eq!(totals.kernel_drops.len(), 1, "{totals:?}");
     }
 
     #[test]

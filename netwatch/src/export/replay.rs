@@ -401,7 +401,7 @@ mod tests {
         assert_eq!(flows.len(), 2, "the same flow on two hosts is two flows");
         let node2: Vec<_> = flows
             .iter()
-            .filter(|f| FlowFilter::with(Match::Host("node2".into())).matches(f))
+            .filter(|f| FlowFilter::with(Match::Host("node2".into())).matches(*f))
             .collect();
         assert_eq!(node2.len(), 1);
         assert_eq!((node2[0].host.as_str(), node2[0].packets), ("node2", 8));

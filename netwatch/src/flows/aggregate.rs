@@ -29,6 +29,7 @@
 //! second time (a flood test found it).
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, VecDeque, hash_map::Entry},
     net::IpAddr,
     sync::Arc,
@@ -47,7 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     dns::DnsNames,
-    filter::FlowFilter,
+    filter::{FlowFields, FlowFilter},
     host_peer::Outcome,
     names::{FlowNames, Peer},
     reason::FlowReason,
@@ -185,6 +186,228 @@ impl FlowEntry {
     }
 }
 
+/// A flow as [`FlowEntry`] writes it (the same fields, in the same order,
+/// to the same bytes), borrowing its strings from where the aggregate
+/// keeps them: a query at 100,000 flows made a [`FlowEntry`] per flow
+/// only to serialise it, a dozen strings each (~130 ms, and tens of MiB
+/// at once in the agent). A test holds the two layouts together.
+#[derive(Clone, Debug, Serialize)]
+pub struct FlowView<'a> {
+    pub schema_version: u32,
+    pub host: &'a str,
+    pub container: Option<&'a str>,
+    pub container_id: Option<&'a str>,
+    pub project: Option<&'a str>,
+    pub service: Option<&'a str>,
+    pub network: Option<&'a str>,
+    pub direction: Direction,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: Protocol,
+    pub packets: u64,
+    pub bytes: u64,
+    pub verdict: Verdict,
+    pub reason: Option<&'a FlowReason>,
+    pub dropped_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Cow<'a, str>>,
+    pub peer: Option<&'a str>,
+    pub peer_service: Option<&'a str>,
+    pub peer_kind: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_name: Option<&'a str>,
+    pub published: Option<&'a str>,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub interface: Option<&'a str>,
+    pub flows: u64,
+}
+
+impl<'a> FlowView<'a> {
+    /// An entry, borrowed.
+    pub fn of(e: &'a FlowEntry) -> FlowView<'a> {
+        FlowView {
+            schema_version: e.schema_version,
+            host: &e.host,
+            container: e.container.as_deref(),
+            container_id: e.container_id.as_deref(),
+            project: e.project.as_deref(),
+            service: e.service.as_deref(),
+            network: e.network.as_deref(),
+            direction: e.direction,
+            src: e.src,
+            dst: e.dst,
+            src_port: e.src_port,
+            dst_port: e.dst_port,
+            proto: e.proto,
+            packets: e.packets,
+            bytes: e.bytes,
+            verdict: e.verdict,
+            reason: e.reason.as_ref(),
+            dropped_by: e.dropped_by.as_deref(),
+            rule: e.rule.as_deref().map(Cow::Borrowed),
+            peer: e.peer.as_deref(),
+            peer_service: e.peer_service.as_deref(),
+            peer_kind: e.peer_kind.as_deref(),
+            src_name: e.src_name.as_deref(),
+            dst_name: e.dst_name.as_deref(),
+            published: e.published.as_deref(),
+            first_seen: e.first_seen,
+            last_seen: e.last_seen,
+            interface: e.interface.as_deref(),
+            flows: e.flows,
+        }
+    }
+
+    /// The entry it shows, owned.
+    pub fn to_entry(&self) -> FlowEntry {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        FlowEntry {
+            schema_version: self.schema_version,
+            host: self.host.to_owned(),
+            container: owned(self.container),
+            container_id: owned(self.container_id),
+            project: owned(self.project),
+            service: owned(self.service),
+            network: owned(self.network),
+            direction: self.direction,
+            src: self.src,
+            dst: self.dst,
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            proto: self.proto,
+            packets: self.packets,
+            bytes: self.bytes,
+            verdict: self.verdict,
+            reason: self.reason.cloned(),
+            dropped_by: owned(self.dropped_by),
+            rule: owned(self.rule.as_deref()),
+            peer: owned(self.peer),
+            peer_service: owned(self.peer_service),
+            peer_kind: owned(self.peer_kind),
+            src_name: owned(self.src_name),
+            dst_name: owned(self.dst_name),
+            published: owned(self.published),
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            interface: owned(self.interface),
+            flows: self.flows,
+        }
+    }
+}
+
+/// A flow or summary where the aggregate keeps it, or a kernel drop's
+/// entry: 24 bytes where a [`FlowView`] takes ~350, so that a query at
+/// 100,000 flows sorts these and makes each view only as it writes it.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowRef<'a>(Kept<'a>);
+
+#[derive(Clone, Copy, Debug)]
+enum Kept<'a> {
+    Flow(&'a FlowKey, &'a Tracked),
+    Entry(&'a FlowEntry),
+}
+
+impl<'a> FlowRef<'a> {
+    pub fn entry(entry: &'a FlowEntry) -> FlowRef<'a> {
+        FlowRef(Kept::Entry(entry))
+    }
+
+    /// What users see of it.
+    pub fn view(self) -> FlowView<'a> {
+        match self.0 {
+            Kept::Flow(key, tracked) => tracked.view(key),
+            Kept::Entry(entry) => FlowView::of(entry),
+        }
+    }
+
+    /// Its view without the `rule` (see [`Tracked::view_with`]).
+    fn lite(self) -> FlowView<'a> {
+        match self.0 {
+            Kept::Flow(key, tracked) => tracked.view_with(key, false),
+            Kept::Entry(entry) => FlowView::of(entry),
+        }
+    }
+}
+
+impl Serialize for FlowRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.view().serialize(serializer)
+    }
+}
+
+/// What filters read, from the view without its rule.
+impl FlowFields for FlowRef<'_> {
+    fn host(&self) -> &str {
+        self.lite().host
+    }
+    fn container(&self) -> Option<&str> {
+        self.lite().container
+    }
+    fn container_id(&self) -> Option<&str> {
+        self.lite().container_id
+    }
+    fn project(&self) -> Option<&str> {
+        self.lite().project
+    }
+    fn service(&self) -> Option<&str> {
+        self.lite().service
+    }
+    fn network(&self) -> Option<&str> {
+        self.lite().network
+    }
+    fn direction(&self) -> Direction {
+        self.lite().direction
+    }
+    fn ends(&self) -> (Option<IpAddr>, Option<IpAddr>) {
+        let view = self.lite();
+        (view.src, view.dst)
+    }
+    fn ports(&self) -> (u16, u16) {
+        let view = self.lite();
+        (view.src_port, view.dst_port)
+    }
+    fn proto(&self) -> Protocol {
+        self.lite().proto
+    }
+    // What every query reads of every flow (to filter and sort), read
+    // without making a view.
+    fn bytes(&self) -> u64 {
+        match self.0 {
+            Kept::Flow(_, t) => t.total().1 - t.verdict_start_bytes,
+            Kept::Entry(e) => e.bytes,
+        }
+    }
+    fn verdict(&self) -> Verdict {
+        self.lite().verdict
+    }
+    fn reason(&self) -> Option<&FlowReason> {
+        self.lite().reason
+    }
+    fn first_seen(&self) -> Timestamp {
+        match self.0 {
+            Kept::Flow(_, t) => t.first_seen,
+            Kept::Entry(e) => e.first_seen,
+        }
+    }
+    fn last_seen(&self) -> Timestamp {
+        match self.0 {
+            Kept::Flow(_, t) => t.last_seen,
+            Kept::Entry(e) => e.last_seen,
+        }
+    }
+    fn flows(&self) -> u64 {
+        match self.0 {
+            Kept::Flow(..) => 1,
+            Kept::Entry(e) => e.flows,
+        }
+    }
+}
+
 /// Turns kernel times (`bpf_ktime_get_ns`, CLOCK_MONOTONIC) into wall-clock
 /// timestamps.
 #[derive(Clone, Copy, Debug)]
@@ -307,17 +530,28 @@ impl Tracked {
 
     /// What users see of it.
     fn entry(&self, key: &FlowKey) -> FlowEntry {
+        self.view(key).to_entry()
+    }
+
+    /// What users see of it, borrowed.
+    fn view<'a>(&'a self, key: &FlowKey) -> FlowView<'a> {
+        self.view_with(key, true)
+    }
+
+    /// [`Tracked::view`]; without the `rule` (a string made per drop)
+    /// unless `rule`: what filters and sorting read.
+    fn view_with<'a>(&'a self, key: &FlowKey, rule: bool) -> FlowView<'a> {
         let (src, dst) = key_addresses(key);
         let (packets, bytes) = self.total();
         let labels = &*self.labels;
-        FlowEntry {
+        FlowView {
             schema_version: super::SCHEMA_VERSION,
-            host: crate::host::host_name().to_owned(),
-            container: labels.container.clone(),
-            container_id: labels.container_id.clone(),
-            project: labels.project.clone(),
-            service: labels.service.clone(),
-            network: labels.network.clone(),
+            host: crate::host::host_name(),
+            container: labels.container.as_deref(),
+            container_id: labels.container_id.as_deref(),
+            project: labels.project.as_deref(),
+            service: labels.service.as_deref(),
+            network: labels.network.as_deref(),
             direction: labels.direction,
             src,
             dst,
@@ -327,27 +561,28 @@ impl Tracked {
             packets: packets - self.verdict_start_packets,
             bytes: bytes - self.verdict_start_bytes,
             verdict: self.verdict,
-            reason: FlowReason::of(self.reason),
+            reason: FlowReason::of_static(self.reason),
             dropped_by: (self.verdict == Verdict::Dropped)
-                .then(|| super::kdrops::DROPPED_BY_NETWATCH.to_string()),
+                .then_some(super::kdrops::DROPPED_BY_NETWATCH),
             rule: Some(self.reason)
-                .filter(|reason| self.verdict.is_drop_like() && *reason != DropReason::None)
+                .filter(|reason| rule && self.verdict.is_drop_like() && *reason != DropReason::None)
                 .and_then(|reason| {
                     super::names::rule_of(
                         labels.network.as_deref(),
                         labels.policy.as_deref(),
                         reason,
                     )
-                }),
-            peer: self.peer.as_ref().map(|p| p.name.clone()),
-            peer_service: self.peer.as_ref().and_then(|p| p.service.clone()),
-            peer_kind: self.peer.as_ref().map(|p| p.kind.name().to_owned()),
-            published: self.published.as_deref().map(str::to_owned),
-            src_name: self.src_name.as_deref().map(str::to_owned),
-            dst_name: self.dst_name.as_deref().map(str::to_owned),
+                })
+                .map(Cow::Owned),
+            peer: self.peer.as_deref().map(|p| p.name.as_str()),
+            peer_service: self.peer.as_deref().and_then(|p| p.service.as_deref()),
+            peer_kind: self.peer.as_deref().map(|p| p.kind.name()),
+            published: self.published.as_deref(),
+            src_name: self.src_name.as_deref(),
+            dst_name: self.dst_name.as_deref(),
             first_seen: self.first_seen,
             last_seen: self.last_seen,
-            interface: labels.interface.clone(),
+            interface: labels.interface.as_deref(),
             flows: 1,
         }
     }
@@ -789,6 +1024,50 @@ impl Aggregator {
         forgotten.len() + summaries_before - self.summaries.len()
     }
 
+    /// Calls `sum` once per set of flows and summaries that share their
+    /// container, service, network, direction and verdict, with their
+    /// packets and bytes (one set may come in several calls).
+    ///
+    /// What metrics need, without a [`FlowEntry`] per flow: flows of one
+    /// endpoint and direction share their names ([`Labels`]), so they are
+    /// summed by that shared reference and the names are looked at once per
+    /// endpoint. Building every entry instead made a scrape at 100,000
+    /// flows allocate a million strings (~130 ms and tens of MiB at once).
+    pub fn sum_series(&self, mut sum: impl FnMut(SeriesSum<'_>)) {
+        let mut by_labels: HashMap<(usize, Verdict), (&Labels, u64, u64)> = HashMap::new();
+        for tracked in self.flows.values() {
+            let (packets, bytes) = tracked.total();
+            let labels = &*tracked.labels;
+            let (_, p, b) = by_labels
+                .entry((Arc::as_ptr(&tracked.labels) as usize, tracked.verdict))
+                .or_insert((labels, 0, 0));
+            *p = p.saturating_add(packets - tracked.verdict_start_packets);
+            *b = b.saturating_add(bytes - tracked.verdict_start_bytes);
+        }
+        for ((_, verdict), (labels, packets, bytes)) in by_labels {
+            sum(SeriesSum {
+                container: labels.container.as_deref(),
+                service: labels.service.as_deref(),
+                network: labels.network.as_deref(),
+                direction: labels.direction,
+                verdict,
+                packets,
+                bytes,
+            });
+        }
+        for summary in self.summaries.values() {
+            sum(SeriesSum::of(summary));
+        }
+    }
+
+    /// Every flow and summary, where it is kept, in no particular order.
+    pub fn refs(&self) -> impl Iterator<Item = FlowRef<'_>> {
+        self.flows
+            .iter()
+            .map(|(key, t)| FlowRef(Kept::Flow(key, t)))
+            .chain(self.summaries.values().map(FlowRef::entry))
+    }
+
     /// The flows and summaries `filter` lets through, busiest first.
     pub fn entries(&self, filter: &FlowFilter) -> Vec<FlowEntry> {
         let out: Vec<FlowEntry> = self
@@ -802,20 +1081,48 @@ impl Aggregator {
     }
 }
 
+/// The packets and bytes of flows that share the labels of a metric
+/// series ([`Aggregator::sum_series`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeriesSum<'a> {
+    pub container: Option<&'a str>,
+    pub service: Option<&'a str>,
+    pub network: Option<&'a str>,
+    pub direction: Direction,
+    pub verdict: Verdict,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl SeriesSum<'_> {
+    /// One entry's share.
+    pub fn of(entry: &FlowEntry) -> SeriesSum<'_> {
+        SeriesSum {
+            container: entry.container.as_deref(),
+            service: entry.service.as_deref(),
+            network: entry.network.as_deref(),
+            direction: entry.direction,
+            verdict: entry.verdict,
+            packets: entry.packets,
+            bytes: entry.bytes,
+        }
+    }
+}
+
 /// `entries` ordered by bytes, most first, then by last packet, oldest
 /// first; entries equal in both keep their order.
 ///
 /// Sorted through a small index rather than in place: a `FlowEntry` is a
 /// few hundred bytes, and sorting 100,000 of them in place spent most of a
 /// `flows` query moving them (measured: a third of its time in memmove).
-pub fn busiest_first(entries: Vec<FlowEntry>) -> Vec<FlowEntry> {
+pub fn busiest_first<F: FlowFields>(entries: Vec<F>) -> Vec<F> {
     let mut order: Vec<(u64, Timestamp, usize)> = entries
         .iter()
         .enumerate()
-        .map(|(i, e)| (e.bytes, e.last_seen, i))
+        .map(|(i, e)| (e.bytes(), e.last_seen(), i))
         .collect();
     order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    let mut slots: Vec<Option<FlowEntry>> = entries.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<F>> = entries.into_iter().map(Some).collect();
     order
         .into_iter()
         .filter_map(|(_, _, i)| slots[i].take())
@@ -1355,6 +1662,132 @@ mod tests {
         assert_eq!(agg.labels.len(), 2, "one interned copy per owner");
         agg.finish_sweep();
         assert_eq!(agg.labels.len(), 2, "both still used by flows");
+    }
+
+    /// Every field set (and the optional ones that are left out when
+    /// empty present), so that each one's place is checked.
+    fn full_entry() -> FlowEntry {
+        use crate::render::fixtures::{dropped, egress, with_peer, with_service};
+        let mut entry = with_service(
+            with_peer(
+                dropped(
+                    egress(
+                        "web",
+                        "front",
+                        ("172.30.0.2", 40000),
+                        ("172.30.0.3", 443),
+                        900,
+                    ),
+                    "host-access",
+                ),
+                "db",
+            ),
+            "api",
+        );
+        entry.host = "h1".into();
+        entry.container_id = Some("3f2a".repeat(16));
+        entry.project = Some("shop".into());
+        entry.dropped_by = Some("netwatch".into());
+        entry.rule = Some("internal: true on network front".into());
+        entry.peer_service = Some("postgres".into());
+        entry.peer_kind = Some("container".into());
+        entry.src_name = Some("a.example".into());
+        entry.dst_name = Some("b.example".into());
+        entry.published = Some("0.0.0.0:8080/tcp".into());
+        entry.interface = Some("veth1".into());
+        entry
+    }
+
+    #[test]
+    fn a_borrowed_view_writes_the_same_json_as_its_entry() {
+        let entry = full_entry();
+        let view = FlowView::of(&entry);
+        assert_eq!(
+            serde_json::to_string(&view).unwrap(),
+            serde_json::to_string(&entry).unwrap()
+        );
+        assert_eq!(view.to_entry(), entry);
+        let mut bare = entry.clone();
+        (bare.rule, bare.src_name, bare.dst_name, bare.reason) = (None, None, None, None);
+        assert_eq!(
+            serde_json::to_string(&FlowView::of(&bare)).unwrap(),
+            serde_json::to_string(&bare).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_aggregates_views_are_its_entries_borrowed() {
+        let mut agg = Aggregator::new(2);
+        let names = FlowNames::new(&crate::flows::names::tests::state(), &[]);
+        for port in 1..=3 {
+            let mut event = export(port, 100, 100 + u64::from(port), u64::from(port));
+            event.key.ifindex = 31;
+            agg.record(&event, &names, &clock()).unwrap();
+        }
+        let mut dropped = FlowEvent {
+            kind: EventKind::Drop as u8,
+            verdict: Verdict::Dropped as u8,
+            reason: DropReason::SpoofedSource as u8,
+            ..export(4, 100, 200, 1)
+        };
+        dropped.key.ifindex = 31;
+        agg.record(&dropped, &names, &clock()).unwrap();
+        let filter = FlowFilter::default();
+        let refs = busiest_first(agg.refs().collect());
+        let entries = agg.entries(&filter);
+        assert!(entries.iter().any(|e| e.flows > 1), "a summary too");
+        assert!(
+            entries.iter().any(|e| e.rule.is_some()),
+            "a drop's rule too"
+        );
+        assert_eq!(
+            refs.iter().map(|r| r.view().to_entry()).collect::<Vec<_>>(),
+            entries
+        );
+        assert_eq!(
+            serde_json::to_string(&refs).unwrap(),
+            serde_json::to_string(&entries).unwrap()
+        );
+    }
+
+    #[test]
+    fn series_sums_are_the_sums_of_the_entries() {
+        let mut agg = Aggregator::new(3);
+        let names = FlowNames::new(&crate::flows::names::tests::state(), &[]);
+        for (port, ifindex) in [(1, 31), (2, 31), (3, 7), (4, 31), (5, 7)] {
+            let mut event = export(port, 100, 100 + u64::from(port), u64::from(port));
+            event.key.ifindex = ifindex;
+            agg.record(&event, &names, &clock()).unwrap();
+        }
+        // A verdict change leaves counts under both verdicts.
+        let mut changed = export(4, 100, 300, 9);
+        (changed.key.ifindex, changed.verdict, changed.reason) =
+            (31, Verdict::Dropped as u8, DropReason::NotInNetwork as u8);
+        agg.record(&changed, &names, &clock()).unwrap();
+        type Series = (Option<String>, Option<String>, Direction, Verdict);
+        let mut by_sums: BTreeMap<Series, (u64, u64)> = BTreeMap::new();
+        agg.sum_series(|sum| {
+            let total = by_sums
+                .entry((
+                    sum.container.map(str::to_owned),
+                    sum.network.map(str::to_owned),
+                    sum.direction,
+                    sum.verdict,
+                ))
+                .or_default();
+            total.0 += sum.packets;
+            total.1 += sum.bytes;
+        });
+        let mut by_entries: BTreeMap<Series, (u64, u64)> = BTreeMap::new();
+        for e in agg.entries(&FlowFilter::default()) {
+            let total = by_entries
+                .entry((e.container, e.network, e.direction, e.verdict))
+                .or_default();
+            total.0 += e.packets;
+            total.1 += e.bytes;
+        }
+        assert_eq!(by_sums, by_entries);
+        assert!(by_sums.len() >= 2, "{by_sums:?}");
     }
 
     #[test]

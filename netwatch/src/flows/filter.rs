@@ -16,7 +16,11 @@ use netwatch_common::{
     reason::{Direction, Verdict},
 };
 
-use super::{FlowReason, ObservedEvent, aggregate::FlowEntry, dns::DnsEntry};
+use super::{
+    FlowReason, ObservedEvent,
+    aggregate::{FlowEntry, FlowView},
+    dns::DnsEntry,
+};
 use crate::policy::cidr::Cidr;
 
 /// What one filter flag asks for.
@@ -117,30 +121,30 @@ impl Match {
     }
 
     /// Whether `e` matches.
-    pub fn matches(&self, e: &FlowEntry) -> bool {
-        let is = |want: &str, have: &Option<String>| have.as_deref() == Some(want);
-        let ends = [e.src, e.dst];
+    pub fn matches(&self, e: &impl FlowFields) -> bool {
+        let is = |want: &str, have: Option<&str>| have == Some(want);
+        let (src, dst) = e.ends();
+        let ends = [src, dst];
         match self {
             Match::Container(want) => {
-                is(want, &e.container)
+                is(want, e.container())
                     || (is_id_prefix(want)
-                        && e.container_id
-                            .as_deref()
+                        && e.container_id()
                             .is_some_and(|id| id.starts_with(want.as_str())))
             }
-            Match::Service(want) => is(want, &e.service),
-            Match::Project(want) => is(want, &e.project),
-            Match::Host(want) => e.host == *want,
-            Match::Network(want) => is(want, &e.network),
-            Match::Verdict(want) => e.verdict == *want,
-            Match::Reason(want) => e.reason.as_ref() == Some(want),
-            Match::Proto(want) => e.proto == *want,
-            Match::Port(p) => e.src_port == *p || e.dst_port == *p,
-            Match::Direction(want) => e.direction == *want,
+            Match::Service(want) => is(want, e.service()),
+            Match::Project(want) => is(want, e.project()),
+            Match::Host(want) => e.host() == want,
+            Match::Network(want) => is(want, e.network()),
+            Match::Verdict(want) => e.verdict() == *want,
+            Match::Reason(want) => e.reason() == Some(want),
+            Match::Proto(want) => e.proto() == *want,
+            Match::Port(p) => e.ports().0 == *p || e.ports().1 == *p,
+            Match::Direction(want) => e.direction() == *want,
             Match::Ip(want) => ends.contains(&Some(*want)),
             Match::Cidr(net) => ends.iter().flatten().any(|ip| net.contains(ip)),
-            Match::FromIp(net) => e.src.is_some_and(|ip| net.contains(&ip)),
-            Match::ToIp(net) => e.dst.is_some_and(|ip| net.contains(&ip)),
+            Match::FromIp(net) => src.is_some_and(|ip| net.contains(&ip)),
+            Match::ToIp(net) => dst.is_some_and(|ip| net.contains(&ip)),
         }
     }
 
@@ -157,6 +161,90 @@ impl Match {
         })
     }
 }
+
+/// What filters read of a flow: the same for a [`FlowEntry`] and for the
+/// aggregate's borrowed [`FlowView`], so that a query filters flows where
+/// they are kept, without building an entry per flow.
+pub trait FlowFields {
+    fn host(&self) -> &str;
+    fn container(&self) -> Option<&str>;
+    fn container_id(&self) -> Option<&str>;
+    fn project(&self) -> Option<&str>;
+    fn service(&self) -> Option<&str>;
+    fn network(&self) -> Option<&str>;
+    fn direction(&self) -> Direction;
+    /// Source and destination addresses.
+    fn ends(&self) -> (Option<IpAddr>, Option<IpAddr>);
+    /// Source and destination ports.
+    fn ports(&self) -> (u16, u16);
+    fn proto(&self) -> Protocol;
+    fn bytes(&self) -> u64;
+    fn verdict(&self) -> Verdict;
+    fn reason(&self) -> Option<&FlowReason>;
+    fn first_seen(&self) -> Timestamp;
+    fn last_seen(&self) -> Timestamp;
+    /// 1 for a flow, more for a summary.
+    fn flows(&self) -> u64;
+}
+
+/// [`FlowFields`] of a type with [`FlowEntry`]'s field names (its strings
+/// owned or borrowed).
+macro_rules! flow_fields {
+    ($($t:ty),*) => {$(
+        impl FlowFields for $t {
+            fn host(&self) -> &str {
+                &self.host
+            }
+            fn container(&self) -> Option<&str> {
+                self.container.as_deref()
+            }
+            fn container_id(&self) -> Option<&str> {
+                self.container_id.as_deref()
+            }
+            fn project(&self) -> Option<&str> {
+                self.project.as_deref()
+            }
+            fn service(&self) -> Option<&str> {
+                self.service.as_deref()
+            }
+            fn network(&self) -> Option<&str> {
+                self.network.as_deref()
+            }
+            fn direction(&self) -> Direction {
+                self.direction
+            }
+            fn ends(&self) -> (Option<IpAddr>, Option<IpAddr>) {
+                (self.src, self.dst)
+            }
+            fn ports(&self) -> (u16, u16) {
+                (self.src_port, self.dst_port)
+            }
+            fn proto(&self) -> Protocol {
+                self.proto
+            }
+            fn bytes(&self) -> u64 {
+                self.bytes
+            }
+            fn verdict(&self) -> Verdict {
+                self.verdict
+            }
+            fn reason(&self) -> Option<&FlowReason> {
+                self.reason.as_ref().map(std::borrow::Borrow::borrow)
+            }
+            fn first_seen(&self) -> Timestamp {
+                self.first_seen
+            }
+            fn last_seen(&self) -> Timestamp {
+                self.last_seen
+            }
+            fn flows(&self) -> u64 {
+                self.flows
+            }
+        }
+    )*};
+}
+
+flow_fields!(FlowEntry, FlowView<'_>);
 
 /// Whether a `container` value can be a prefix of a container id: Docker's
 /// ids are lower-case hex.
@@ -276,14 +364,14 @@ impl FlowFilter {
         })
     }
 
-    pub fn matches(&self, e: &FlowEntry) -> bool {
+    pub fn matches(&self, e: &impl FlowFields) -> bool {
         // A summary of idle flows has no addresses or ports to look at:
         // a filter on them, negated or not, leaves it out.
-        if e.flows != 1 && self.terms.iter().any(|t| t.what.needs_tuple()) {
+        if e.flows() != 1 && self.terms.iter().any(|t| t.what.needs_tuple()) {
             return false;
         }
-        self.since.is_none_or(|since| e.last_seen >= since)
-            && self.until.is_none_or(|until| e.first_seen <= until)
+        self.since.is_none_or(|since| e.last_seen() >= since)
+            && self.until.is_none_or(|until| e.first_seen() <= until)
             && self.passes(|what| Some(what.matches(e)))
     }
 
@@ -302,10 +390,7 @@ impl FlowFilter {
     ///
     /// # Errors
     /// An ambiguous container id prefix.
-    pub fn finish(
-        &self,
-        mut entries: Vec<FlowEntry>,
-    ) -> Result<Vec<FlowEntry>, AmbiguousContainer> {
+    pub fn finish<F: FlowFields>(&self, mut entries: Vec<F>) -> Result<Vec<F>, AmbiguousContainer> {
         for term in &self.terms {
             let Match::Container(prefix) = &term.what else {
                 continue;
@@ -314,13 +399,13 @@ impl FlowFilter {
                 || !is_id_prefix(prefix)
                 || entries
                     .iter()
-                    .any(|e| e.container.as_deref() == Some(prefix))
+                    .any(|e| e.container() == Some(prefix.as_str()))
             {
                 continue;
             }
             let mut ids: Vec<&str> = entries
                 .iter()
-                .filter_map(|e| e.container_id.as_deref())
+                .filter_map(FlowFields::container_id)
                 .filter(|id| id.starts_with(prefix.as_str()))
                 .collect();
             ids.sort_unstable();
@@ -334,7 +419,7 @@ impl FlowFilter {
         }
         if let Some(last) = self.last {
             // Most recent first, then the oldest of those first.
-            entries.sort_by_key(|e| std::cmp::Reverse(e.last_seen));
+            entries.sort_by_key(|e| std::cmp::Reverse(e.last_seen()));
             entries.truncate(last);
             entries.reverse();
         }

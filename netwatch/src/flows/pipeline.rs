@@ -21,7 +21,9 @@ use netwatch_common::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use super::aggregate::FlowRef;
 use super::dns::{DnsCounters, DnsEntry, DnsLog};
+use super::filter::AmbiguousContainer;
 use super::host_peer::SocketOwners;
 use super::kdrops::KernelDrops;
 use super::reader::DrainClock;
@@ -340,7 +342,7 @@ impl Pipeline {
         let kernel: Vec<FlowEntry> = self
             .kernel_drops()
             .entries()
-            .filter(|e| filter.matches(e))
+            .filter(|e| filter.matches(*e))
             .cloned()
             .collect();
         if !kernel.is_empty() {
@@ -348,6 +350,47 @@ impl Pipeline {
             entries = super::aggregate::busiest_first(entries);
         }
         entries
+    }
+
+    /// Calls `show` with the flows `filter` selects, busiest first and as
+    /// [`FlowFilter::finish`] leaves them, with the kernel's current
+    /// counts, borrowed where they are kept: what a query serialises,
+    /// without an entry per flow. The aggregate is locked while `show`
+    /// runs (records wait, in the ring buffer, as they did while the
+    /// entries were built).
+    ///
+    /// # Errors
+    /// An ambiguous container id prefix.
+    pub fn show_flows<T>(
+        &self,
+        filter: &FlowFilter,
+        show: impl FnOnce(Vec<FlowRef<'_>>) -> T,
+    ) -> Result<T, AmbiguousContainer> {
+        self.sweep();
+        // Kernel drops before the aggregate, as everywhere both are held.
+        let kernel_drops = self.kernel_drops();
+        let aggregate = self.aggregate();
+        let flows: Vec<FlowRef<'_>> = aggregate
+            .refs()
+            .chain(kernel_drops.entries().map(FlowRef::entry))
+            .filter(|flow| filter.matches(flow))
+            .collect();
+        let flows = filter.finish(super::aggregate::busiest_first(flows))?;
+        Ok(show(flows))
+    }
+
+    /// What metrics show of every flow, with the kernel's current counts,
+    /// without building an entry per flow: `flows` gets the sums of
+    /// netwatch's flows and summaries ([`super::aggregate::Aggregator::sum_series`]),
+    /// `kernel_drop` each of the kernel's own drops.
+    pub fn sum_series(
+        &self,
+        flows: impl FnMut(super::aggregate::SeriesSum<'_>),
+        mut kernel_drop: impl FnMut(&FlowEntry),
+    ) {
+        self.sweep();
+        self.kernel_drops().entries().for_each(&mut kernel_drop);
+        self.aggregate().sum_series(flows);
     }
 
     /// A live feed of every record from now on.
@@ -372,7 +415,7 @@ impl Pipeline {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use netwatch_common::{
         flow::family,
         packet::IPPROTO_UDP,
@@ -493,6 +536,95 @@ mod tests {
         );
     }
 
+    /// Records of flows on three veths, one dropped, and a kernel drop.
+    pub(crate) fn busy_pipeline() -> Pipeline {
+        let pipeline = Pipeline::new(4, Box::new(|| Ok(Vec::new())));
+        pipeline.set_names(FlowNames::new(&crate::flows::names::tests::state(), &[]));
+        let records: Vec<FlowEvent> = (0..8u16)
+            .map(|i| {
+                let mut event = FlowEvent {
+                    kind: EventKind::FlowExport as u8,
+                    verdict: Verdict::Forwarded as u8,
+                    reason: DropReason::None as u8,
+                    key: key(),
+                    packets: u64::from(i) + 1,
+                    bytes: (u64::from(i) + 1) * 100,
+                    first_seen_ns: 10,
+                    last_seen_ns: 10 + u64::from(i),
+                    ..FlowEvent::default()
+                };
+                event.key.src_port = 5000 + i;
+                event.key.ifindex = [31, 7, 3][usize::from(i % 3)];
+                if i == 5 {
+                    event.kind = EventKind::Drop as u8;
+                    event.verdict = Verdict::Dropped as u8;
+                    event.reason = DropReason::NotInNetwork as u8;
+                }
+                event
+            })
+            .collect();
+        pipeline.ingest(&records);
+        pipeline.set_kernel_drop_reasons(netfilter_drop_names());
+        pipeline.ingest_kernel_drops(&[netfilter_drop()]);
+        pipeline
+    }
+
+    /// A kernel drop (reason 12, see [`netfilter_drop_names`]) of [`key`]'s
+    /// flow: 2 packets, 200 bytes.
+    fn netfilter_drop() -> netwatch_common::kdrop::KernelDropEvent {
+        use netwatch_common::kdrop::{KIND_KERNEL_DROP, KernelDropEvent, KernelDropKey};
+        let k = key();
+        KernelDropEvent {
+            kind: KIND_KERNEL_DROP,
+            src_endpoint: 3,
+            key: KernelDropKey {
+                family: k.family,
+                proto: k.proto,
+                reason: 12,
+                src_port: k.src_port,
+                dst_port: k.dst_port,
+                src: k.src,
+                dst: k.dst,
+                ..KernelDropKey::default()
+            },
+            packets: 2,
+            bytes: 200,
+            ..KernelDropEvent::default()
+        }
+    }
+
+    fn netfilter_drop_names() -> DropReasonNames {
+        DropReasonNames::new([(12, "SKB_DROP_REASON_NETFILTER_DROP".to_string())])
+    }
+
+    #[test]
+    fn flows_laid_out_where_they_are_kept_are_the_bytes_of_their_entries() {
+        use crate::api::Layout;
+        let pipeline = busy_pipeline();
+        let all = FlowFilter::default();
+        let entries = pipeline.flows(&all);
+        assert!(entries.iter().any(|e| e.flows > 1), "a summary too");
+        assert!(entries.iter().any(FlowEntry::is_kernel_drop));
+        for layout in [Layout::Compact, Layout::Pretty, Layout::Lines] {
+            assert_eq!(
+                pipeline.show_flows(&all, |flows| layout.write(&flows)),
+                Ok(layout.write(&entries)),
+                "{layout:?}"
+            );
+        }
+        let dropped = FlowFilter::with(Match::Verdict(Verdict::Dropped));
+        let shown = pipeline
+            .show_flows(&dropped, |flows| {
+                flows
+                    .iter()
+                    .map(|f| f.view().to_entry())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        assert_eq!(shown, dropped.finish(pipeline.flows(&dropped)).unwrap());
+        assert_eq!(shown.len(), 2, "netwatch's drop and the kernel's");
+    }
+
     #[test]
     fn drops_are_described_for_the_log_even_with_no_observer() {
         let pipeline = Pipeline::new(100, Box::new(|| Ok(Vec::new())));
@@ -517,31 +649,11 @@ mod tests {
 
     #[test]
     fn kernel_drops_reach_observers_and_queries_beside_netwatchs_own_flows() {
-        use netwatch_common::kdrop::{KIND_KERNEL_DROP, KernelDropEvent, KernelDropKey};
+        use netwatch_common::kdrop::KernelDropEvent;
         let pipeline = Pipeline::new(100, Box::new(|| Ok(Vec::new())));
-        pipeline.set_kernel_drop_reasons(DropReasonNames::new([(
-            12,
-            "SKB_DROP_REASON_NETFILTER_DROP".to_string(),
-        )]));
+        pipeline.set_kernel_drop_reasons(netfilter_drop_names());
         let mut observer = pipeline.subscribe();
-        let k = key();
-        let event = KernelDropEvent {
-            kind: KIND_KERNEL_DROP,
-            src_endpoint: 3,
-            key: KernelDropKey {
-                family: k.family,
-                proto: k.proto,
-                reason: 12,
-                src_port: k.src_port,
-                dst_port: k.dst_port,
-                src: k.src,
-                dst: k.dst,
-                ..KernelDropKey::default()
-            },
-            packets: 2,
-            bytes: 200,
-            ..KernelDropEvent::default()
-        };
+        let event = netfilter_drop();
         let malformed = KernelDropEvent { kind: 9, ..event };
         let drops = pipeline.ingest_kernel_drops(&[event, malformed]);
         assert_eq!(drops.len(), 1);

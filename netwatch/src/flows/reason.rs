@@ -2,7 +2,7 @@
 //! groups, filters and exports carry it: one of netwatch's own reasons, or
 //! a reason of the kernel's stack after netwatch.
 
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, sync::LazyLock};
 
 use netwatch_common::reason::DropReason;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -45,6 +45,21 @@ impl FlowReason {
     /// A kernel value as the aggregate keeps it: `None` when forwarded.
     pub fn of(reason: DropReason) -> Option<FlowReason> {
         (reason != DropReason::None).then_some(FlowReason::Netwatch(reason))
+    }
+
+    /// [`FlowReason::of`], borrowed from a table of netwatch's reasons,
+    /// so that a flow's [`super::aggregate::FlowView`] allocates nothing.
+    pub fn of_static(reason: DropReason) -> Option<&'static FlowReason> {
+        static ALL: LazyLock<Vec<FlowReason>> = LazyLock::new(|| {
+            DropReason::ALL
+                .iter()
+                .map(|r| FlowReason::Netwatch(*r))
+                .collect()
+        });
+        if reason == DropReason::None {
+            return None;
+        }
+        ALL.iter().find(|r| r.netwatch() == Some(reason))
     }
 
     /// Netwatch's own reason, if it is one.

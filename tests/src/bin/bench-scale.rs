@@ -1005,11 +1005,12 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
          (a static neighbour entry; no host answers), paced at {SENDER_RATE}/s by a raw \
          socket (python3 run in the container's namespace with nsenter). RSS from \
          /proc/PID/status, CPU from /proc/PID/stat; the CPU of the second row is over the \
-         sender's run. The rows before the last include what every `/metrics` scrape and \
-         flows query builds for all flows at once (a sweep of the kernel table into one \
-         entry per flow; the benchmark scraped every 50 ms while waiting for the records), \
-         which the allocator may or may not have given back by the last row, read after \
-         the idle period. Goal: RSS under 64 MiB at 100,000 flows."
+         sender's run. Every `/metrics` scrape and flows query sweeps the kernel table \
+         (read into one buffer of all its entries) and the query writes its JSON in one \
+         buffer (tens of MiB at 100,000 flows); \
+         the benchmark scraped every 50 ms while waiting for the records. The agent maps \
+         such buffers on their own and unmaps them when freed, so the rows show what it \
+         keeps, not the peak of a query. Goal: RSS under 64 MiB at 100,000 flows."
     ));
     section.table(&table);
 
