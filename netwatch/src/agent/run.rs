@@ -423,10 +423,7 @@ impl Agent {
             };
             if due {
                 match self.sync(client).await {
-                    Ok(names) => {
-                        self.pipeline.set_names(names);
-                        super::service::ready("synced with Docker");
-                    }
+                    Ok(()) => super::service::ready("synced with Docker"),
                     Err(e) => return Stop::Docker(e),
                 }
             }
@@ -668,10 +665,10 @@ fn warn_of_new(now: &[String], before: &[String]) {
 }
 
 impl Agent {
-    /// One full sync: snapshot Docker, plan, find the uplinks, reconcile,
-    /// and judge what is guarded. Returns the names the ring buffer
-    /// records resolve to now.
-    async fn sync(&mut self, client: &Client) -> Result<FlowNames, String> {
+    /// One full sync: snapshot Docker, plan, find the uplinks, name what
+    /// the ring buffer records come from, reconcile, and judge what is
+    /// guarded.
+    async fn sync(&mut self, client: &Client) -> Result<(), String> {
         let Agent {
             options,
             pipeline,
@@ -725,6 +722,16 @@ impl Agent {
         });
         let (uplinks, uplink_problems) = uplinks::resolve(&options.uplinks, &docker_interfaces);
         plan.uplinks = uplinks;
+        // Named before anything is attached: the reader takes the records
+        // of an interface this sync attaches while the sync goes on (with
+        // the attaches after it, a drop could be logged with the names of
+        // the sync before, which do not know the interface).
+        let host_peers = host_peers(
+            &snapshot.inventory,
+            &state.host_addrs,
+            pipeline.socket_owners(),
+        );
+        pipeline.set_names(FlowNames::new(&state, &plan.uplinks).with_host_peers(host_peers));
         let problems: Vec<String> = plan
             .label_problems
             .iter()
@@ -786,11 +793,6 @@ impl Agent {
         if let Err(e) = status.write(&options.run_dir) {
             warn!("cannot write the status file: {e}");
         }
-        let host_peers = host_peers(
-            &snapshot.inventory,
-            &state.host_addrs,
-            pipeline.socket_owners(),
-        );
-        Ok(FlowNames::new(&state, &plan.uplinks).with_host_peers(host_peers))
+        Ok(())
     }
 }
