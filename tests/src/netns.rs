@@ -395,7 +395,11 @@ impl QuietBridge {
                 "net.ipv4.ip_forward=0",
             ]);
         }
-        sh(&h, "link add br0 type bridge stp_state 0");
+        // Without snooping: with it, the bridge joins 224.0.0.106 (all
+        // snoopers) and sends IGMP reports from 0.0.0.0 out of its ports
+        // for a few seconds after it comes up, which arrive at C and P
+        // among the test's frames (seen in a full test run).
+        sh(&h, "link add br0 type bridge stp_state 0 mcast_snooping 0");
         sh(&h, "link set br0 arp off up");
         for (ns, veth, mac) in [(&c, "vc", container_mac), (&p, "vp", peer_mac)] {
             sh(
