@@ -29,11 +29,6 @@ impl AttachPace {
         }
     }
 
-    /// At the host's pace, whatever is pending.
-    pub fn host() -> AttachPace {
-        AttachPace::new(false, Path::new(""))
-    }
-
     /// Expedited grace periods until the guard is dropped, when the flag
     /// is on and `pending` names what is about to be attached (`None`:
     /// nothing). `pending` is asked only with the flag, so an agent without
