@@ -51,8 +51,8 @@ impl FlowKey {
             src_port: s.src_port,
             dst_port: s.dst_port,
             _pad2: [0; 2],
-            src: s.src,
-            dst: s.dst,
+            src: addr_by_words(&s.src),
+            dst: addr_by_words(&s.dst),
         }
     }
 
@@ -76,6 +76,24 @@ impl FlowKey {
         }
     }
 }
+
+/// A copy of a 16-byte address field of [`PacketSummary`] as four 4-byte
+/// loads. Why: LLVM's BPF backend copies a `[u8; 16]` one byte at a time
+/// (32 instructions, twice per key in `from_container`'s established
+/// path), because the array itself is only byte-aligned; both structs put
+/// their addresses on 4-byte boundaries (checked below).
+#[inline(always)]
+fn addr_by_words(field: &[u8; 16]) -> [u8; 16] {
+    // SAFETY: only ever called on `PacketSummary::src`/`dst`, which lie at
+    // 4-byte offsets of a struct aligned to 8, so the pointer is 4-aligned
+    // for a `[u32; 4]` read of the same 16 bytes.
+    let words = unsafe { field.as_ptr().cast::<[u32; 4]>().read() };
+    // SAFETY: any 16 bytes are a valid `[u8; 16]`.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) }
+}
+const _: () = assert!(core::mem::offset_of!(PacketSummary, src) % 4 == 0);
+const _: () = assert!(core::mem::offset_of!(PacketSummary, dst) % 4 == 0);
+const _: () = assert!(core::mem::align_of::<PacketSummary>() >= 4);
 
 /// Value of the `FLOWS` map. Times are CLOCK_MONOTONIC nanoseconds:
 /// `first_seen_ns` exact (`bpf_ktime_get_ns`), the others read at tick
