@@ -6,7 +6,9 @@
 //! programs through netlink clsact), 5.11 for `bpf_ktime_get_coarse_ns`
 //! (established flows' timestamps), 5.8 for the ring buffer, 5.3 for the
 //! bounded loops the parser uses. The uplink reads its frames straight
-//! from packet memory and no longer needs `bpf_xdp_load_bytes` (5.18).
+//! from packet memory and no longer needs `bpf_xdp_load_bytes` (5.18); the
+//! veth programs read skbs straight from their linear data too (direct
+//! packet access in TC programs: 4.7).
 #![no_std]
 // Atomic adds on flow counters (see flows.rs); the crate builds with nightly.
 #![feature(core_intrinsics)]

@@ -16,24 +16,36 @@ const MAX_DIRECT_OFFSET: usize = 0x0fff;
 ///
 /// XDP frames are read straight from packet memory ([`Linear`]: direct
 /// packet access, each read's bounds proven to the verifier against
-/// `data_end`). TC programs read through `bpf_skb_load_bytes`, which checks
-/// bounds against the skb's real length, non-linear data included.
+/// `data_end`). The veth programs read an skb ([`Skb`]) straight from its
+/// linear data where the bytes lie there, and through
+/// `bpf_skb_load_bytes`, which also reads the skb's fragments, where they
+/// do not (headers in a fragment: `tests/tests/vlan_veth.rs` sends such
+/// frames through a real veth). Direct reads took an established flow's
+/// packet from about 110 to 88 ns (IPv4; `cargo xtask bench datapath`).
 ///
-/// Learned the hard way (Linux 6.18, `BPF_PROG_TEST_RUN`): direct packet
-/// access in the veth programs, with the helper kept for frames whose
-/// headers are not all in the linear data, took the verifier past its one
-/// million instructions — a fallback per read doubles the paths at every
-/// read, and even one choice per packet (a direct parser for all-linear
-/// frames, the helper's for the others) runs the parser and everything
-/// after it twice, with packet-pointer ranges that defeat state pruning.
-/// Dropping the fallback would misjudge GSO/GRO aggregates (headers linear,
-/// payload in fragments) and `bpf_skb_pull_data` would unclone TCP's
-/// transmit skbs; so the veth programs keep the helper.
+/// Learned the hard way (Linux 6.18, verifier instructions walked): a
+/// fallback per read doubles the verifier's paths at each read. With the
+/// summary on the stack that took the veth programs past one million; with
+/// it in a per-CPU map entry (`parse_skb_per_cpu`) it costs
+/// `from_container` 61,000 instead of 23,000, once IPv6 extension headers
+/// (a loop of up to eight reads) are read through the helper alone
+/// ([`Packet::read_far`]; direct reads there too: 210,000). The macvlan
+/// programs keep their summary on the stack and read through the helper
+/// alone: with direct reads `macvlan_child` walked 534,000 (budget:
+/// 250,000, `datapath_verdicts`).
 pub trait Packet {
     /// Bytes in the packet, link header included.
     fn frame_len(&self) -> usize;
     /// Reads a `T` at `offset`; `None` when it does not fit.
     fn read<T: Copy>(&self, offset: usize) -> Option<T>;
+    /// [`Packet::read`] for what lies past the fixed headers (IPv6
+    /// extension headers, a neighbour advertisement's target): rare
+    /// enough that a packet may read it the slow way, when that keeps
+    /// the verifier's walk short.
+    #[inline(always)]
+    fn read_far<T: Copy>(&self, offset: usize) -> Option<T> {
+        self.read(offset)
+    }
 }
 
 /// A frame whose bytes all lie in the packet memory between the context's
@@ -103,6 +115,54 @@ impl Packet for Linear {
     }
 }
 
+/// A TC program's skb, read straight from its linear data where the bytes
+/// lie there and through `bpf_skb_load_bytes` where they do not (headers
+/// in a fragment, which GSO/GRO aggregates and some drivers produce).
+pub struct Skb<'a> {
+    ctx: &'a TcContext,
+    linear: Linear,
+}
+
+impl<'a> Skb<'a> {
+    #[inline(always)]
+    pub fn of(ctx: &'a TcContext) -> Skb<'a> {
+        // SAFETY: the context pointer is valid for the run; the verifier
+        // turns these field loads into the packet pointers.
+        let mut linear = unsafe {
+            Linear {
+                data: &raw const (*ctx.skb.skb).data,
+                data_end: &raw const (*ctx.skb.skb).data_end,
+                len: 0,
+            }
+        };
+        let (start, end) = linear.bounds();
+        linear.len = end - start;
+        Skb { ctx, linear }
+    }
+}
+
+impl Packet for Skb<'_> {
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.ctx.len() as usize
+    }
+
+    #[inline(always)]
+    fn read<T: Copy>(&self, offset: usize) -> Option<T> {
+        self.linear
+            .read(offset)
+            .or_else(|| load_bytes(self.ctx, offset))
+    }
+
+    #[inline(always)]
+    fn read_far<T: Copy>(&self, offset: usize) -> Option<T> {
+        load_bytes(self.ctx, offset)
+    }
+}
+
+/// A TC program's skb read through `bpf_skb_load_bytes` only: for the
+/// macvlan programs, whose verifier walk direct reads took past the
+/// budget (`macvlan_child` 533,808 instructions).
 impl Packet for TcContext {
     #[inline(always)]
     fn frame_len(&self) -> usize {
@@ -111,18 +171,23 @@ impl Packet for TcContext {
 
     #[inline(always)]
     fn read<T: Copy>(&self, offset: usize) -> Option<T> {
-        let mut out = MaybeUninit::<T>::uninit();
-        // SAFETY: the helper writes at most size_of::<T>() bytes into `out`
-        // and returns 0 only when it wrote all of them.
-        let ret = unsafe {
-            bpf_skb_load_bytes(
-                self.skb.skb.cast::<c_void>(),
-                offset as u32,
-                out.as_mut_ptr().cast::<c_void>(),
-                core::mem::size_of::<T>() as u32,
-            )
-        };
-        // SAFETY: see above.
-        (ret == 0).then(|| unsafe { out.assume_init() })
+        load_bytes(self, offset)
     }
+}
+
+#[inline(always)]
+fn load_bytes<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
+    let mut out = MaybeUninit::<T>::uninit();
+    // SAFETY: the helper writes at most size_of::<T>() bytes into `out`
+    // and returns 0 only when it wrote all of them.
+    let ret = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb.cast::<c_void>(),
+            offset as u32,
+            out.as_mut_ptr().cast::<c_void>(),
+            core::mem::size_of::<T>() as u32,
+        )
+    };
+    // SAFETY: see above.
+    (ret == 0).then(|| unsafe { out.assume_init() })
 }

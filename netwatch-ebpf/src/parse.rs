@@ -17,7 +17,10 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::programs::TcContext;
 
-use crate::{maps::PACKET_SUMMARY, packet::Packet};
+use crate::{
+    maps::PACKET_SUMMARY,
+    packet::{Packet, Skb},
+};
 
 /// [`parse`] for a TC program's skb (see [`Packet`] for why through the
 /// load-bytes helper), into `out` on the caller's stack.
@@ -54,7 +57,7 @@ pub fn parse_skb_per_cpu(ctx: &TcContext, tag_stripped: bool) -> Option<&'static
     // used by no one else meanwhile (see `PACKET_SUMMARY`); `parse` zeroes
     // it before anything reads it.
     let out = unsafe { &mut *slot.cast::<MaybeUninit<PacketSummary>>() };
-    Some(parse(ctx, tag_stripped, out))
+    Some(parse(&Skb::of(ctx), tag_stripped, out))
 }
 
 /// Zeroes `out` with 8-byte stores and returns it as a summary. Volatile
@@ -202,7 +205,7 @@ fn parse_ipv6<P: Packet>(p: &P, off: usize, len: usize, s: &mut PacketSummary) {
     for _ in 0..MAX_EXT_HEADERS {
         let ext_len = match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH => {
-                let Some(hdr) = p.read::<[u8; 2]>(cur) else {
+                let Some(hdr) = p.read_far::<[u8; 2]>(cur) else {
                     return;
                 };
                 let ext_len = if next == IPPROTO_AH {
@@ -220,7 +223,7 @@ fn parse_ipv6<P: Packet>(p: &P, off: usize, len: usize, s: &mut PacketSummary) {
                 if cur + 8 > limit {
                     return;
                 }
-                let Some(frag) = p.read::<[u8; 8]>(cur) else {
+                let Some(frag) = p.read_far::<[u8; 8]>(cur) else {
                     return;
                 };
                 next = frag[0];
@@ -308,7 +311,7 @@ fn parse_l4<P: Packet>(p: &P, off: usize, limit: usize, s: &mut PacketSummary) {
                     if off + 24 > limit {
                         return;
                     }
-                    let Some(target) = p.read::<[u8; 16]>(off + 8) else {
+                    let Some(target) = p.read_far::<[u8; 16]>(off + 8) else {
                         return;
                     };
                     s.nd_target = target;

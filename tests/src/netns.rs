@@ -129,9 +129,11 @@ impl TestHost {
         sh(&h, "link set br0 up");
         sh(&h, "link set lo up");
         for (ns, veth, ip) in [(&c, "vc", host.container_ip()), (&p, "vp", host.peer_ip())] {
+            // A 9000-byte MTU: frames past a page long are how a test gets
+            // headers into page fragments (`PacketSocket::headers_in_fragments`).
             sh(
                 &h,
-                &format!("link add {veth} type veth peer name eth0 netns {ns}"),
+                &format!("link add {veth} mtu 9000 type veth peer name eth0 mtu 9000 netns {ns}"),
             );
             sh(&h, &format!("link set {veth} master br0 up"));
             sh(ns, &format!("addr add {ip}/24 dev eth0"));
@@ -402,9 +404,11 @@ impl QuietBridge {
         sh(&h, "link add br0 type bridge stp_state 0 mcast_snooping 0");
         sh(&h, "link set br0 arp off up");
         for (ns, veth, mac) in [(&c, "vc", container_mac), (&p, "vp", peer_mac)] {
+            // A 9000-byte MTU: frames past a page long are how a test gets
+            // headers into page fragments (`PacketSocket::headers_in_fragments`).
             sh(
                 &h,
-                &format!("link add {veth} type veth peer name eth0 netns {ns}"),
+                &format!("link add {veth} mtu 9000 type veth peer name eth0 mtu 9000 netns {ns}"),
             );
             sh(&h, &format!("link set {veth} master br0 arp off up"));
             sh(

@@ -24,6 +24,9 @@ use crate::reach::{Listeners, Netns};
 pub struct PacketSocket {
     fd: OwnedFd,
     ifindex: u32,
+    /// Sends with a `virtio_net_hdr` in front (see
+    /// [`PacketSocket::headers_in_fragments`]).
+    vnet_header: bool,
 }
 
 const ETH_P_ALL: u16 = 0x0003;
@@ -57,7 +60,11 @@ impl PacketSocket {
         if bound < 0 {
             return Err(io::Error::last_os_error());
         }
-        let socket = PacketSocket { fd, ifindex };
+        let socket = PacketSocket {
+            fd,
+            ifindex,
+            vnet_header: false,
+        };
         socket.set_option(libc::PACKET_AUXDATA, 1)?;
         Ok(socket)
     }
@@ -87,8 +94,35 @@ impl PacketSocket {
         self.set_option(libc::PACKET_QDISC_BYPASS, 1)
     }
 
+    /// Sends from now on so that everything past the Ethernet header of a
+    /// frame of a page or more lies in the skb's page fragments, not in
+    /// its linear data: as GRO aggregates and some drivers hand packets
+    /// to the stack, and as BPF_PROG_TEST_RUN never can. How (af_packet,
+    /// Linux 6.18): with `PACKET_VNET_HDR` each frame carries a
+    /// `virtio_net_hdr` whose `hdr_len` (here 14) sets the linear part
+    /// (`packet_snd`), and `packet_alloc_skb` makes the rest paged when
+    /// the frame and headroom reach `PAGE_SIZE`; shorter frames stay
+    /// linear. A frame longer than the interface's MTU is refused.
+    pub fn headers_in_fragments(mut self) -> io::Result<PacketSocket> {
+        self.set_option(libc::PACKET_VNET_HDR, 1)?;
+        self.vnet_header = true;
+        Ok(self)
+    }
+
     /// Sends one frame as it is (the kernel adds nothing).
     pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
+        if self.vnet_header {
+            // struct virtio_net_hdr, little-endian: no checksum offload, no
+            // GSO, hdr_len 14, the rest zero.
+            let mut with_header = vec![0u8; 10];
+            with_header[2..4].copy_from_slice(&14u16.to_le_bytes());
+            with_header.extend_from_slice(frame);
+            return self.send_raw(&with_header).map(|n| n.saturating_sub(10));
+        }
+        self.send_raw(frame)
+    }
+
+    fn send_raw(&self, frame: &[u8]) -> io::Result<usize> {
         let address = link_address(self.ifindex);
         // SAFETY: the buffer and the address are valid for the sizes given.
         let sent = unsafe {
