@@ -85,20 +85,35 @@ pub fn cached(stats: &FlowStats, generation: u64, s: &PacketSummary) -> Option<D
     }
 }
 
+/// The flow a packet is accounted to.
+pub struct Flow<'a> {
+    pub key: &'a FlowKey,
+    /// A lookup earlier in this run found no entry: a new flow skips
+    /// looking again and inserts (a flow another CPU inserted meanwhile
+    /// makes the insert fail, as a second lookup would have raced too).
+    pub known_absent: bool,
+}
+
 /// Accounts one packet of `bytes` bytes to its flow and emits a record when
 /// one is due. `cache_under`: the policy generation to cache the decision
 /// under in the flow entry, 0 for a decision that must not be cached (which
 /// also clears a cached one: the entry's verdict is always the latest
 /// packet's).
 #[inline(always)]
-pub fn record(key: &FlowKey, s: &PacketSummary, decision: Decision, bytes: u64, cache_under: u64) {
+pub fn record(flow: Flow, s: &PacketSummary, decision: Decision, bytes: u64, cache_under: u64) {
+    let key = flow.key;
     let flags = if s.proto == IPPROTO_TCP {
         s.tcp_flags
     } else {
         0
     };
     let verdict = decision.verdict as u8;
-    let Some(stats) = FLOWS.get_ptr_mut(key) else {
+    let existing = if flow.known_absent {
+        None
+    } else {
+        FLOWS.get_ptr_mut(key)
+    };
+    let Some(stats) = existing else {
         // SAFETY: bpf_ktime_get_ns has no preconditions.
         let now = unsafe { bpf_ktime_get_ns() };
         let stats = FlowStats {

@@ -21,7 +21,7 @@ use netwatch_common::{
 };
 use netwatch_ebpf::{
     counters,
-    flows::record,
+    flows::{Flow, record},
     maps::{PROTECTED_V4, PROTECTED_V6, UPLINK_COUNTERS},
     packet::{Linear, Packet},
     parse::parse,
@@ -42,8 +42,12 @@ pub fn uplink(ctx: XdpContext) -> u32 {
     // SAFETY: ctx.ctx is the program's context pointer, valid for the run.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let key = FlowKey::new(ifindex, Direction::Ingress, summary);
+    let flow = Flow {
+        key: &key,
+        known_absent: false,
+    };
     record(
-        &key,
+        flow,
         summary,
         Decision::from_reason(reason),
         frame.frame_len() as u64,

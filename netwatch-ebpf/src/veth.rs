@@ -12,7 +12,7 @@ use netwatch_common::{
 
 use crate::{
     counters, dns,
-    flows::{self, record},
+    flows::{self, Flow, record},
     maps::{AUDIT_COUNTERS, ENDPOINTS, FLOWS, POLICY_GEN, VERDICT_COUNTERS},
     parse::parse_skb_per_cpu,
     tables::KernelTables,
@@ -49,11 +49,13 @@ pub fn handle(ctx: &TcContext, direction: Direction) -> i32 {
     // path (to save its second lookup) kept the entry pointer live across
     // `decide`, and the verifier then walked every path of it once with a
     // null and once with a valid pointer, past its one million
-    // instructions. The slow path looks the flow up again instead; that
-    // costs a new flow or a changed policy one more lookup.
+    // instructions. The slow path looks a known flow up again instead (a
+    // changed policy costs one more lookup); a new flow, which the fast
+    // path found absent, goes straight to the insert: a flag, not a
+    // pointer, crosses `decide`.
     let decision = match cached_packet(ctx, &key, summary, generation) {
-        Some(decision) => decision,
-        None => {
+        FastPath::Decided(decision) => decision,
+        fast_path => {
             let Some(policy) = ENDPOINTS.get_ptr(ifindex) else {
                 return ACT_CONTINUE;
             };
@@ -72,7 +74,11 @@ pub fn handle(ctx: &TcContext, direction: Direction) -> i32 {
             } else {
                 0
             };
-            record(&key, summary, decision, ctx.len() as u64, cache_under);
+            let flow = Flow {
+                key: &key,
+                known_absent: fast_path == FastPath::NoFlow,
+            };
+            record(flow, summary, decision, ctx.len() as u64, cache_under);
             decision
         }
     };
@@ -80,6 +86,19 @@ pub fn handle(ctx: &TcContext, direction: Direction) -> i32 {
         dns::record(ctx, ifindex, direction, summary, decision);
     }
     action(decision)
+}
+
+/// What the fast path found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FastPath {
+    /// The flow's cached verdict stands; the packet is counted and
+    /// accounted.
+    Decided(Decision),
+    /// The flow is known, its cached verdict does not stand for this
+    /// packet.
+    NotCached,
+    /// No entry for the flow (yet).
+    NoFlow,
 }
 
 /// The fast path: when the packet's flow entry holds a verdict that still
@@ -90,14 +109,18 @@ fn cached_packet(
     key: &FlowKey,
     summary: &PacketSummary,
     generation: u64,
-) -> Option<Decision> {
-    let stats = FLOWS.get_ptr_mut(key)?;
+) -> FastPath {
+    let Some(stats) = FLOWS.get_ptr_mut(key) else {
+        return FastPath::NoFlow;
+    };
     // SAFETY: a successful lookup's value, valid for this run.
     let stats = unsafe { &mut *stats };
-    let decision = flows::cached(stats, generation, summary)?;
+    let Some(decision) = flows::cached(stats, generation, summary) else {
+        return FastPath::NotCached;
+    };
     count(decision);
     flows::record_cached(key, stats, summary, decision, ctx.len() as u64);
-    Some(decision)
+    FastPath::Decided(decision)
 }
 
 /// The current policy generation (0 before user space first sets it:
@@ -143,7 +166,11 @@ pub fn account(
 ) -> Decision {
     count(decision);
     let key = FlowKey::new(endpoint, direction, summary);
-    record(&key, summary, decision, ctx.len() as u64, 0);
+    let flow = Flow {
+        key: &key,
+        known_absent: false,
+    };
+    record(flow, summary, decision, ctx.len() as u64, 0);
     decision
 }
 
