@@ -177,6 +177,16 @@ pub struct MacvlanPortKey {
 }
 assert_layout!(MacvlanPortKey, size = 12, align = 4);
 
+impl MacvlanPortKey {
+    pub const fn new(parent: u32, mac: [u8; 6]) -> MacvlanPortKey {
+        MacvlanPortKey {
+            parent,
+            mac,
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// Value of `MACVLAN_PORTS`: which endpoint a macvlan child's MAC belongs
 /// to, and the network namespace it lives in.
 ///
@@ -197,6 +207,16 @@ pub struct MacvlanPort {
     pub netns_cookie: u64,
 }
 assert_layout!(MacvlanPort, size = 16, align = 8);
+
+impl MacvlanPort {
+    pub const fn new(endpoint: u32, netns_cookie: u64) -> MacvlanPort {
+        MacvlanPort {
+            endpoint,
+            _pad: 0,
+            netns_cookie,
+        }
+    }
+}
 
 /// Key of `PUBLISHED`: one port a container publishes on the host, as the
 /// container sees it (Docker's DNAT and `docker-proxy` deliver to the

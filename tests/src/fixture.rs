@@ -9,12 +9,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netwatch::{
     datapath::{Datapath, DatapathError, Hook, LoadOptions, ReasonCounts, TEST_RUN_IFINDEX},
-    policy::{AllowRule, Cidr, InterfacePolicy, ReferenceModel, compile},
+    policy::{
+        AllowRule, Cidr, InterfacePolicy, ReferenceModel, compile,
+        model::macvlan::{Cookies, HookVerdict},
+    },
 };
 use netwatch_common::{
-    endpoint::{EndpointPolicy, policy_flags},
+    endpoint::{DatapathConfig, EndpointPolicy, MacvlanPort, MacvlanPortKey, policy_flags},
     packet::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
-    reason::{Direction, DropReason},
+    reason::{Direction, DropReason, Verdict},
     verdict::Decision,
 };
 
@@ -112,6 +115,161 @@ pub fn decoy_spec() -> InterfacePolicy {
     spec
 }
 
+/// The macvlan topology: the test-run ifindex is either the parent (for
+/// `macvlan_parent`) or a child on parent [`MACVLAN_PARENT`] (for
+/// `macvlan_child`), whose siblings are: [`PEER_MAC`] enforcing, with the
+/// peer's addresses; [`AUDITED_MAC`] under audit; [`UNMANAGED_MAC`] a port
+/// whose endpoint has no policy; [`OBSERVED_MAC`] observed only. The same
+/// children on another parent must never match.
+pub const MACVLAN_PARENT: u32 = 50;
+pub const OTHER_PARENT: u32 = 77;
+pub const ENFORCED_SIBLING: u32 = 11;
+pub const AUDITED_SIBLING: u32 = 12;
+pub const AUDITED_MAC: Mac = [0x02, 0x42, 0xac, 0x1e, 0x00, 0x04];
+pub const AUDITED_V4: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 4);
+pub const AUDITED_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x30, 0, 0, 0, 0, 0, 4);
+pub const UNMANAGED_SIBLING: u32 = 13;
+pub const UNMANAGED_MAC: Mac = [0x02, 0x42, 0xac, 0x1e, 0x00, 0x05];
+pub const OBSERVED_SIBLING: u32 = 14;
+pub const OBSERVED_MAC: Mac = [0x02, 0x42, 0xac, 0x1e, 0x00, 0x06];
+
+/// A macvlan child's policy on parent `parent`.
+fn child_spec(
+    ifindex: u32,
+    flags: u32,
+    parent: u32,
+    mac: Mac,
+    v4: Ipv4Addr,
+    v6: Ipv6Addr,
+) -> InterfacePolicy {
+    let mut spec = endpoint_spec(flags);
+    spec.ifindex = ifindex;
+    spec.policy.parent = parent;
+    spec.policy.mac = mac;
+    spec.policy.ipv4 = v4.octets();
+    spec.policy.ipv6 = v6.octets();
+    spec
+}
+
+fn port(parent: u32, mac: Mac, endpoint: u32, netns_cookie: u64) -> (MacvlanPortKey, MacvlanPort) {
+    (
+        MacvlanPortKey::new(parent, mac),
+        MacvlanPort::new(endpoint, netns_cookie),
+    )
+}
+
+/// The macvlan topology for `hook` in nine variants that between them take
+/// every branch of the programs' namespace test: `CONFIG`'s host cookie is
+/// the sender's (`own`: "the host sent it"), 0 (unknown) or another
+/// namespace's ("a container sent it"), and each port's namespace cookie
+/// is 0, the sender's or another one, rotating; the policy on the test-run
+/// ifindex rotates through enforcing, audited and observed (and, for a
+/// child, enforcing without `MACVLAN`, which must not judge siblings).
+pub fn macvlan_configs(hook: Hook, own: u64) -> Vec<MacvlanConfig> {
+    let elsewhere = own ^ 0x5eed_0000_0000_0001;
+    let cookies = [0, own, elsewhere];
+    let (parent, test_run) = match hook {
+        Hook::MacvlanParent => (TEST_RUN_IFINDEX, None),
+        Hook::MacvlanChild => (MACVLAN_PARENT, Some(TEST_RUN_IFINDEX)),
+        _ => panic!("{hook:?} is not a macvlan program"),
+    };
+    let macvlan = policy_flags::MACVLAN;
+    let mut configs = Vec::new();
+    for (h, host) in [own, 0, elsewhere].into_iter().enumerate() {
+        for r in 0..3 {
+            let cookie = |i: usize| cookies[(r + i) % 3];
+            let mut endpoints = vec![
+                child_spec(
+                    ENFORCED_SIBLING,
+                    policy_flags::ENFORCE | macvlan,
+                    parent,
+                    PEER_MAC,
+                    PEER_V4,
+                    PEER_V6,
+                ),
+                child_spec(
+                    AUDITED_SIBLING,
+                    policy_flags::ENFORCE | policy_flags::AUDIT | macvlan,
+                    parent,
+                    AUDITED_MAC,
+                    AUDITED_V4,
+                    AUDITED_V6,
+                ),
+                child_spec(
+                    OBSERVED_SIBLING,
+                    macvlan,
+                    parent,
+                    OBSERVED_MAC,
+                    PEER_V4,
+                    PEER_V6,
+                ),
+            ];
+            let mut ports = vec![
+                port(parent, PEER_MAC, ENFORCED_SIBLING, cookie(0)),
+                port(parent, AUDITED_MAC, AUDITED_SIBLING, cookie(1)),
+                port(parent, UNMANAGED_MAC, UNMANAGED_SIBLING, cookie(2)),
+                port(parent, OBSERVED_MAC, OBSERVED_SIBLING, cookie(1)),
+                port(OTHER_PARENT, EP_MAC, ENFORCED_SIBLING, elsewhere),
+                port(OTHER_PARENT, GW_MAC, AUDITED_SIBLING, elsewhere),
+            ];
+            match test_run {
+                None => {
+                    let mut parent_spec = bridge_spec();
+                    parent_spec.policy.flags ^= [0, policy_flags::AUDIT, policy_flags::ENFORCE][r];
+                    endpoints.push(parent_spec);
+                }
+                Some(child) => {
+                    let flags = [
+                        policy_flags::ENFORCE | macvlan,
+                        policy_flags::ENFORCE | policy_flags::AUDIT | macvlan,
+                        macvlan,
+                        policy_flags::ENFORCE,
+                    ][(r + h) % 4];
+                    endpoints.push(child_spec(child, flags, parent, EP_MAC, EP_V4, EP_V6));
+                    ports.push(port(parent, EP_MAC, child, cookie(2)));
+                }
+            }
+            configs.push(MacvlanConfig {
+                endpoints,
+                ports,
+                host_netns_cookie: host,
+            });
+        }
+    }
+    configs
+}
+
+/// The endpoint under test as an enforcing macvlan child, with a sibling
+/// that is not in the frames' way: for `macvlan_parent`, a child on the
+/// test-run parent owning [`EP_MAC`] whose frames come from its own
+/// namespace (this process's) while the host's is another; for
+/// `macvlan_child`, the child itself on the test-run ifindex.
+pub fn macvlan_enforced_child(hook: Hook, own: u64) -> MacvlanConfig {
+    let enforce = policy_flags::ENFORCE | policy_flags::MACVLAN;
+    let (parent, child, mut endpoints) = match hook {
+        Hook::MacvlanParent => (TEST_RUN_IFINDEX, ENFORCED_SIBLING, vec![bridge_spec()]),
+        Hook::MacvlanChild => (MACVLAN_PARENT, TEST_RUN_IFINDEX, Vec::new()),
+        _ => panic!("{hook:?} is not a macvlan program"),
+    };
+    endpoints.push(child_spec(child, enforce, parent, EP_MAC, EP_V4, EP_V6));
+    endpoints.push(child_spec(
+        AUDITED_SIBLING,
+        enforce | policy_flags::AUDIT,
+        parent,
+        AUDITED_MAC,
+        AUDITED_V4,
+        AUDITED_V6,
+    ));
+    MacvlanConfig {
+        endpoints,
+        ports: vec![
+            port(parent, EP_MAC, child, own),
+            port(parent, AUDITED_MAC, AUDITED_SIBLING, own ^ 1),
+        ],
+        host_netns_cookie: own ^ 0x5eed_0000_0000_0001,
+    }
+}
+
 /// The host's own addresses in the standard topology.
 pub fn host_addresses() -> Vec<IpAddr> {
     vec![
@@ -196,12 +354,78 @@ pub const TC_DROP: i32 = 2;
 pub const XDP_DROP: i32 = 1;
 pub const XDP_PASS: i32 = 2;
 
+/// What a program did with one frame, counted in full: its action and how
+/// far every per-reason counter moved (a macvlan child counts a sibling's
+/// egress and its own ingress for one frame).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CountedOutcome {
+    pub action: i32,
+    /// Moves of the verdict counters (forwarded and dropped), by reason.
+    pub verdicts: ReasonCounts,
+    /// Moves of the audit counters, by reason.
+    pub audits: ReasonCounts,
+}
+
+impl CountedOutcome {
+    /// What the kernel should report for the model's verdict.
+    pub fn expected(model: &HookVerdict) -> CountedOutcome {
+        let mut outcome = CountedOutcome {
+            action: if model.dropped() {
+                TC_DROP
+            } else {
+                TC_CONTINUE
+            },
+            verdicts: ReasonCounts::default(),
+            audits: ReasonCounts::default(),
+        };
+        for decision in &model.counted {
+            let counters = if decision.verdict == Verdict::Audited {
+                &mut outcome.audits
+            } else {
+                &mut outcome.verdicts
+            };
+            counters[decision.reason as usize] += 1;
+        }
+        outcome
+    }
+}
+
+impl std::fmt::Debug for CountedOutcome {
+    /// The action and the counters that moved, by name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let moved = |counts: &ReasonCounts, what: &str| -> Vec<String> {
+            DropReason::ALL
+                .into_iter()
+                .filter(|r| counts[*r as usize] != 0)
+                .map(|r| format!("{what} {} +{}", r.name(), counts[r as usize]))
+                .collect()
+        };
+        let mut all = moved(&self.verdicts, "verdict");
+        all.extend(moved(&self.audits, "audit"));
+        write!(f, "action {} counted [{}]", self.action, all.join(", "))
+    }
+}
+
+/// A macvlan topology for the macvlan programs' test runs: the policies
+/// (one of them on the test-run ifindex, which the program takes for the
+/// parent or the child it guards), the `MACVLAN_PORTS` entries and the
+/// host's namespace cookie in `CONFIG`.
+#[derive(Clone, Debug)]
+pub struct MacvlanConfig {
+    pub endpoints: Vec<InterfacePolicy>,
+    pub ports: Vec<(MacvlanPortKey, MacvlanPort)>,
+    pub host_netns_cookie: u64,
+}
+
 /// Loaded programs with a policy, plus the reference model of that policy.
 pub struct Harness {
     pub datapath: Datapath,
     pub model: ReferenceModel,
     veth_counts: ReasonCounts,
     uplink_counts: ReasonCounts,
+    /// The host namespace cookie `CONFIG` holds (the loader writes this
+    /// process's own).
+    host_netns_cookie: u64,
 }
 
 impl Harness {
@@ -220,7 +444,39 @@ impl Harness {
             model: ReferenceModel::new(endpoints, host),
             veth_counts,
             uplink_counts,
+            host_netns_cookie: netwatch::host::netns_cookie().unwrap_or(0),
         }
+    }
+
+    /// Loads the programs with a macvlan topology; fails loudly when the
+    /// kernel refused the macvlan programs.
+    pub fn macvlan(config: &MacvlanConfig) -> Harness {
+        let mut harness = Harness::new(Vec::new(), host_addresses());
+        if let Err(why) = harness.datapath.macvlan_support() {
+            panic!("the macvlan programs did not load: {why}");
+        }
+        harness.reconfigure(config);
+        harness
+    }
+
+    /// Makes the maps, `CONFIG`'s host cookie and the model hold exactly
+    /// `config` (the counters and the flow table carry on).
+    pub fn reconfigure(&mut self, config: &MacvlanConfig) {
+        let tables = compile(&config.endpoints, &host_addresses())
+            .and_then(|tables| tables.with_macvlan_ports(&config.ports))
+            .expect("fixture policy compiles");
+        self.datapath
+            .replace(&tables)
+            .expect("policy maps accept the fixture");
+        self.datapath
+            .set_config(DatapathConfig {
+                host_netns_cookie: config.host_netns_cookie,
+                ..DatapathConfig::default()
+            })
+            .expect("CONFIG accepts the host cookie");
+        self.host_netns_cookie = config.host_netns_cookie;
+        self.model = ReferenceModel::new(config.endpoints.clone(), host_addresses())
+            .with_macvlan_ports(config.ports.iter().copied());
     }
 
     /// The standard topology with the endpoint enforced.
@@ -259,17 +515,63 @@ impl Harness {
         })
     }
 
+    /// Runs one frame through a program and reports its action and every
+    /// counter move, verdict and audit counters alike.
+    pub fn kernel_counted(
+        &mut self,
+        hook: Hook,
+        frame: &[u8],
+    ) -> Result<CountedOutcome, DatapathError> {
+        let audits_before = self.datapath.audit_counts()?;
+        let outcome = self.datapath.test_run(hook, frame, 1)?;
+        let verdicts = self.datapath.verdict_counts()?;
+        let audits = self.datapath.audit_counts()?;
+        let moved = |now: &ReasonCounts, before: &ReasonCounts| -> ReasonCounts {
+            std::array::from_fn(|i| now[i] - before[i])
+        };
+        let counted = CountedOutcome {
+            action: outcome.action,
+            verdicts: moved(&verdicts, &self.veth_counts),
+            audits: moved(&audits, &audits_before),
+        };
+        self.veth_counts = verdicts;
+        Ok(counted)
+    }
+
+    /// The reference model's verdict for a macvlan program's frame. The
+    /// test run's socket lives in this process's namespace, so that is the
+    /// sender the program sees; the host's is what `CONFIG` holds.
+    pub fn macvlan_model(&self, hook: Hook, frame: &[u8]) -> HookVerdict {
+        let cookies = Cookies {
+            sender: own_netns_cookie(),
+            host: self.host_netns_cookie,
+        };
+        match hook {
+            Hook::MacvlanParent => self.model.macvlan_parent(TEST_RUN_IFINDEX, frame, cookies),
+            Hook::MacvlanChild => self.model.macvlan_child(TEST_RUN_IFINDEX, frame, cookies),
+            _ => panic!("{hook:?} is not a macvlan program"),
+        }
+    }
+
     /// The reference model's decision for a veth program's frame.
     pub fn model(&self, hook: Hook, frame: &[u8]) -> Option<Decision> {
         let direction = match hook {
             Hook::FromContainer => Direction::Egress,
             Hook::ToContainer => Direction::Ingress,
-            // The macvlan programs find their endpoint by MAC and namespace,
-            // which this single-endpoint fixture does not model.
+            // The macvlan programs find their endpoint by MAC and namespace:
+            // see `macvlan_model`.
             Hook::Uplink | Hook::MacvlanParent | Hook::MacvlanChild => {
                 return None;
             }
         };
         self.model.decide(TEST_RUN_IFINDEX, direction, frame)
     }
+}
+
+/// The cookie of this process's network namespace: the sender namespace
+/// the macvlan programs see in a test run (net/bpf/test_run.c gives the
+/// skb a socket of the caller's namespace).
+pub fn own_netns_cookie() -> u64 {
+    netwatch::host::netns_cookie()
+        .expect("SO_NETNS_COOKIE answers (Linux >= 5.14): the macvlan tests need it")
 }

@@ -5,13 +5,17 @@
 //!
 //! `NETWATCH_DIFF_PACKETS` sets how many frames per direction (default
 //! 60,000 for the endpoint policy, so 120,000 per run, and 15,000 for the
-//! network-wide policy); `NETWATCH_DIFF_SEED` replays a run.
+//! network-wide policy; per topology for the macvlan programs, default
+//! 5,000 in each of 18); `NETWATCH_DIFF_SEED` replays a run.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netwatch::{
     datapath::Hook,
-    policy::{Cidr, model::uplink_verdict},
+    policy::{
+        Cidr,
+        model::{macvlan::HookVerdict, uplink_verdict},
+    },
 };
 use netwatch_common::reason::{DropReason, Verdict};
 use netwatch_tests::{
@@ -56,9 +60,7 @@ fn differential(
 ) {
     // Some random frames are ones the kernel refuses to test-run, hence the
     // margin between `per_direction` and `required`.
-    let requested: Option<usize> = std::env::var("NETWATCH_DIFF_PACKETS")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let requested = requested_packets();
     let per_direction = requested.unwrap_or(per_direction);
     let required = requested.unwrap_or(required);
     let mut run = Run::new("differential");
@@ -89,7 +91,12 @@ fn differential(
             kernel.decision(),
             kernel.action,
         );
-        if !run.judged(model.map(|d| d.reason), agree, seen, &frame) {
+        if !run.judged(
+            model.map(|d| d.reason.name()).as_slice(),
+            agree,
+            seen,
+            &frame,
+        ) {
             break;
         }
         if i % 4096 == 0 {
@@ -100,13 +107,20 @@ fn differential(
     run.finish(required, reasons);
 }
 
+/// How many frames `NETWATCH_DIFF_PACKETS` asks for, if it is set.
+fn requested_packets() -> Option<usize> {
+    std::env::var("NETWATCH_DIFF_PACKETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
 /// One differential run: its seeded frames, and what it found.
 struct Run {
     seed: u64,
     rng: StdRng,
     pools: (Vec<[u8; 6]>, Vec<Ipv4Addr>, Vec<Ipv6Addr>),
     checked: usize,
-    outcomes: std::collections::BTreeMap<&'static str, usize>,
+    outcomes: std::collections::BTreeMap<String, usize>,
     disagreements: Vec<String>,
 }
 
@@ -140,18 +154,22 @@ impl Run {
         }
     }
 
-    /// Counts one checked frame with the model's reason (`None`: the model
-    /// has no say); false once enough disagreements are collected.
-    fn judged(
+    /// Counts one checked frame with the outcomes the model gives it (a
+    /// reason's name, or what a macvlan run labels it; none: the model has
+    /// no say); false once enough disagreements are collected.
+    fn judged<S: AsRef<str>>(
         &mut self,
-        model: Option<DropReason>,
+        outcomes: &[S],
         agree: bool,
         seen: String,
         frame: &[u8],
     ) -> bool {
         self.checked += 1;
-        if let Some(reason) = model {
-            *self.outcomes.entry(reason.name()).or_insert(0) += 1;
+        for outcome in outcomes {
+            *self
+                .outcomes
+                .entry(outcome.as_ref().to_owned())
+                .or_insert(0) += 1;
         }
         if !agree {
             self.disagreements
@@ -164,6 +182,15 @@ impl Run {
     /// `reasons` (`None`: forwarded or passed) in at least one frame in a
     /// thousand.
     fn finish(&self, required: usize, reasons: &[DropReason]) {
+        let names: Vec<&str> = reasons.iter().map(|r| r.name()).collect();
+        // Measured: the rarest, extension-header-limit, is about 0.4% of
+        // the veth run's frames.
+        self.finish_with(required, &names, 1000);
+    }
+
+    /// [`Run::finish`] for outcomes by name, each required in at least one
+    /// frame in `one_in`.
+    fn finish_with(&self, required: usize, outcomes_required: &[&str], one_in: usize) {
         let (seed, checked, outcomes) = (self.seed, self.checked, &self.outcomes);
         println!("checked {checked} frames; model outcomes: {outcomes:?}");
         assert!(
@@ -177,12 +204,11 @@ impl Run {
         );
         // A differential test whose frames all land in one class proves
         // little: every outcome the policy can have must be exercised, none
-        // as a fluke (measured: the rarest, extension-header-limit, is
-        // about 0.4% of the veth run's frames).
-        let least = (checked / 1000).max(1);
-        let rare: Vec<_> = reasons
+        // as a fluke.
+        let least = (checked / one_in).max(1);
+        let rare: Vec<_> = outcomes_required
             .iter()
-            .map(|r| (r.name(), outcomes.get(r.name()).copied().unwrap_or(0)))
+            .map(|r| (r, outcomes.get(*r).copied().unwrap_or(0)))
             .filter(|(_, n)| *n < least)
             .collect();
         assert!(
@@ -237,10 +263,7 @@ fn address_pools() -> (Vec<[u8; 6]>, Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
 /// often from either end.
 #[test]
 fn uplink_shield_and_its_model_agree_on_random_and_mutated_frames() {
-    let per_run: usize = std::env::var("NETWATCH_DIFF_PACKETS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40_000);
+    let per_run = requested_packets().unwrap_or(40_000);
     let mut run = Run::new("uplink differential");
     let mut harness = Harness::standard();
     let protected: Vec<Cidr> = ["172.30.0.0/16", "fd00:30::/64"]
@@ -267,7 +290,7 @@ fn uplink_shield_and_its_model_agree_on_random_and_mutated_frames() {
             "kernel {:?} (action {}), model {model:?} (action {action})",
             kernel.reason, kernel.action
         );
-        if !run.judged(Some(model), agree, seen, &frame) {
+        if !run.judged(&[model.name()], agree, seen, &frame) {
             break;
         }
         if i % 4096 == 0 {
@@ -282,4 +305,141 @@ fn uplink_shield_and_its_model_agree_on_random_and_mutated_frames() {
             DropReason::SpoofedSource,
         ],
     );
+}
+
+/// The macvlan programs against their model
+/// (`ReferenceModel::macvlan_parent` and `macvlan_child`): they find the
+/// judged endpoint by source MAC and the sender's namespace, so each runs
+/// through nine topologies (`fixture::macvlan_configs`) that between them
+/// take every branch of the namespace test, with source MACs drawn mostly
+/// from the ports' own. Each frame's returned action and every counter it
+/// moves (verdict and audit counters) must be what the model says.
+#[test]
+fn macvlan_programs_and_their_model_agree_on_random_and_mutated_frames() {
+    let per_config = requested_packets().unwrap_or(5_000);
+    let mut run = Run::new("macvlan differential");
+    // The judging ports' MACs three times over: most frames then hit a
+    // port, about a quarter each of the enforcing and the audited one.
+    run.pools.0.extend(
+        [[PEER_MAC, AUDITED_MAC]; 3]
+            .concat()
+            .into_iter()
+            .chain([UNMANAGED_MAC, OBSERVED_MAC]),
+    );
+    run.pools.1.push(AUDITED_V4);
+    run.pools.2.push(AUDITED_V6);
+    let own = own_netns_cookie();
+    let mut loaded: Option<Harness> = None;
+    let mut attempted = 0;
+    'configs: for hook in [Hook::MacvlanParent, Hook::MacvlanChild] {
+        for (n, config) in macvlan_configs(hook, own).iter().enumerate() {
+            let harness = match &mut loaded {
+                Some(harness) => {
+                    harness.reconfigure(config);
+                    harness
+                }
+                None => loaded.insert(Harness::macvlan(config)),
+            };
+            let host = match config.host_netns_cookie {
+                0 => "unknown",
+                cookie if cookie == own => "the sender's",
+                _ => "another namespace's",
+            };
+            for i in 0..per_config {
+                let frame = run.frame();
+                if test_run_refuses(&frame) {
+                    continue;
+                }
+                attempted += 1;
+                let kernel = harness
+                    .kernel_counted(hook, &frame)
+                    .unwrap_or_else(|e| panic!("test run failed: {e}\n  frame: {}", hex(&frame)));
+                let model = harness.macvlan_model(hook, &frame);
+                let expected = CountedOutcome::expected(&model);
+                let seen = format!(
+                    "{hook:?}, macvlan_configs #{n} (host cookie {host}): kernel {kernel:?}, \
+                     model {expected:?} ({:?})",
+                    model.counted
+                );
+                if !run.judged(
+                    &macvlan_outcomes(hook, &model, &frame),
+                    kernel == expected,
+                    seen,
+                    &frame,
+                ) {
+                    break 'configs;
+                }
+                if i % 1024 == 0 {
+                    harness.datapath.drain_events().unwrap();
+                }
+            }
+        }
+    }
+    let mut required = Vec::new();
+    for hook in [Hook::MacvlanParent, Hook::MacvlanChild] {
+        let which = macvlan_program(hook);
+        let mut what: Vec<&str> = DropReason::ALL
+            .into_iter()
+            .filter(|r| *r != DropReason::ProtectedPrefix)
+            .map(DropReason::name)
+            .chain([
+                "forwarded",
+                "dropped",
+                "audited",
+                "spoofed-mac, forged port",
+            ])
+            .collect();
+        what.extend(match hook {
+            // A child always judges what it receives; a parent never
+            // judges twice.
+            Hook::MacvlanParent => ["unjudged", "spoofed-mac, unknown MAC"],
+            _ => ["sibling, then own", "audited sibling, then own"],
+        });
+        required.extend(what.into_iter().map(|what| format!("{which}: {what}")));
+    }
+    let required: Vec<&str> = required.iter().map(String::as_str).collect();
+    // Measured: the rarest, the parent's extension-header-limit, is about
+    // 0.09% of the frames here (it is judged only from a port's MAC).
+    run.finish_with(attempted * 9 / 10, &required, 2500);
+}
+
+fn macvlan_program(hook: Hook) -> &'static str {
+    match hook {
+        Hook::MacvlanParent => "parent",
+        _ => "child",
+    }
+}
+
+/// What a macvlan run counts a frame as: the program with the reason and
+/// the verdict of the decision its action follows (or "unjudged" when
+/// nothing was counted); whether a spoofed-mac came from a port's MAC
+/// (forged) or from one no port has; and whether a sibling's egress was
+/// judged (and audited) before the child's own ingress.
+fn macvlan_outcomes(hook: Hook, model: &HookVerdict, frame: &[u8]) -> Vec<String> {
+    let which = macvlan_program(hook);
+    let Some(first) = model.counted.first() else {
+        return vec![format!("{which}: unjudged")];
+    };
+    let decision = model.decision;
+    let mut outcomes = vec![
+        format!("{which}: {}", decision.reason.name()),
+        format!("{which}: {}", decision.verdict.name()),
+    ];
+    if decision.reason == DropReason::SpoofedMac {
+        let port_macs = [PEER_MAC, AUDITED_MAC, UNMANAGED_MAC, OBSERVED_MAC];
+        let from_port = port_macs.iter().any(|mac| frame.get(6..12) == Some(mac));
+        let whose = if from_port {
+            "forged port"
+        } else {
+            "unknown MAC"
+        };
+        outcomes.push(format!("{which}: spoofed-mac, {whose}"));
+    }
+    if model.counted.len() == 2 {
+        outcomes.push(format!("{which}: sibling, then own"));
+        if first.verdict == Verdict::Audited {
+            outcomes.push(format!("{which}: audited sibling, then own"));
+        }
+    }
+    outcomes
 }

@@ -5,8 +5,11 @@
 //! lookups by scanning the endpoint specs as written, never the compiled
 //! tables, so a disagreement with the datapath points at the kernel's
 //! parsing, the policy compiler or the map encoding. The uplink shield,
-//! which parses headers of its own, has its own model ([`uplink_verdict`]).
+//! which parses headers of its own, has its own model ([`uplink_verdict`]);
+//! the macvlan programs, which find the judged endpoint by source MAC and
+//! namespace, are modelled in [`macvlan`].
 
+pub mod macvlan;
 mod parse;
 #[cfg(test)]
 pub(crate) mod test_frames;
@@ -19,7 +22,7 @@ use std::{
 };
 
 use netwatch_common::{
-    endpoint::port_rule_matches,
+    endpoint::{MacvlanPort, MacvlanPortKey, port_rule_matches},
     flow::{FlowKey, family},
     packet::PacketSummary,
     reason::{Direction, Verdict},
@@ -39,6 +42,8 @@ use super::spec::InterfacePolicy;
 pub struct ReferenceModel {
     endpoints: HashMap<u32, InterfacePolicy>,
     host_addrs: Vec<IpAddr>,
+    /// `MACVLAN_PORTS` as the agent's plan writes it.
+    macvlan_ports: HashMap<MacvlanPortKey, MacvlanPort>,
     flows: Mutex<HashMap<FlowKey, Verdict>>,
 }
 
@@ -55,8 +60,19 @@ impl ReferenceModel {
                 .map(|spec| (spec.ifindex, spec))
                 .collect(),
             host_addrs: host_addrs.into_iter().collect(),
+            macvlan_ports: HashMap::new(),
             flows: Mutex::default(),
         }
+    }
+
+    /// This model with `ports` as the macvlan children it knows: which
+    /// endpoint owns which MAC on which parent, and in which namespace.
+    pub fn with_macvlan_ports(
+        mut self,
+        ports: impl IntoIterator<Item = (MacvlanPortKey, MacvlanPort)>,
+    ) -> ReferenceModel {
+        self.macvlan_ports = ports.into_iter().collect();
+        self
     }
 
     /// The spec of the endpoint behind `ifindex`, if netwatch manages it.
@@ -68,17 +84,42 @@ impl ReferenceModel {
     /// `ifindex`; `None` when no endpoint sits behind it (not managed, so
     /// the datapath lets it pass untouched).
     pub fn decide(&self, ifindex: u32, direction: Direction, frame: &[u8]) -> Option<Decision> {
+        self.judge(ifindex, direction, &parse(frame))
+    }
+
+    /// [`decide`] for endpoint `ifindex` on a parsed frame, remembering the
+    /// flow's verdict as the kernel's flow table does.
+    fn judge(
+        &self,
+        ifindex: u32,
+        direction: Direction,
+        summary: &PacketSummary,
+    ) -> Option<Decision> {
         let spec = self.endpoints.get(&ifindex)?;
-        let summary = parse(frame);
         let mut flows = self.flows.lock().unwrap_or_else(PoisonError::into_inner);
         let tables = SpecTables {
             spec,
             host_addrs: &self.host_addrs,
             flows: &flows,
         };
-        let decision = decide(direction, &spec.policy, &summary, &tables);
-        flows.insert(FlowKey::new(ifindex, direction, &summary), decision.verdict);
+        let decision = decide(direction, &spec.policy, summary, &tables);
+        flows.insert(FlowKey::new(ifindex, direction, summary), decision.verdict);
         Some(decision)
+    }
+
+    /// Remembers a verdict reached without [`decide`] (the macvlan
+    /// programs' own drops), as the kernel's flow table does.
+    fn remember(
+        &self,
+        ifindex: u32,
+        direction: Direction,
+        summary: &PacketSummary,
+        verdict: Verdict,
+    ) {
+        self.flows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(FlowKey::new(ifindex, direction, summary), verdict);
     }
 }
 
@@ -87,6 +128,7 @@ impl Clone for ReferenceModel {
         ReferenceModel {
             endpoints: self.endpoints.clone(),
             host_addrs: self.host_addrs.clone(),
+            macvlan_ports: self.macvlan_ports.clone(),
             flows: Mutex::new(
                 self.flows
                     .lock()
