@@ -396,7 +396,7 @@ async fn handle(request: &Request<Incoming>, state: &Arc<State>) -> Response<Bod
                 .and_then(Layout::from_name)
                 .unwrap_or(Layout::Compact);
             let mut response = query(state, move |pipeline| {
-                pipeline.show_flows(&filter, |flows| layout.write(&flows))
+                pipeline.show_flows(&filter, |flows| layout.write_flows(&flows))
             })
             .await;
             if response.status().is_success() {

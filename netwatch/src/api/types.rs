@@ -249,6 +249,18 @@ impl Layout {
         }
         out
     }
+
+    /// [`Layout::write`] of the flows' views, the same bytes, written by
+    /// hand (see [`crate::flows::json`]): what `/v1/flows` answers.
+    pub fn write_flows(self, flows: &[crate::flows::aggregate::FlowRef<'_>]) -> Vec<u8> {
+        use crate::flows::json::{Shape, write_flows};
+        let shape = match self {
+            Layout::Compact => Shape::Compact,
+            Layout::Pretty => Shape::Pretty,
+            Layout::Lines => Shape::Lines,
+        };
+        write_flows(shape, flows)
+    }
 }
 
 /// What the API counted about itself.
