@@ -1023,8 +1023,8 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
          socket (python3 run in the container's namespace with nsenter). RSS from \
          /proc/PID/status, CPU from /proc/PID/stat; the CPU of the second row is over the \
          sender's run. Every `/metrics` scrape and flows query sweeps the kernel table \
-         (read into one buffer of all its entries) and the query writes its JSON in one \
-         buffer (tens of MiB at 100,000 flows); \
+         (read into one buffer of all its entries) and the query writes its JSON in 1 MiB \
+         pieces, each sent as it is written (~80 MiB in all at 100,000 flows); \
          the benchmark scraped every 50 ms while waiting for the records. The agent maps \
          such buffers on their own and unmaps them when freed, so the rows show what it \
          keeps, not the peak of a query. Goal: RSS under 64 MiB at 100,000 flows."
