@@ -56,6 +56,8 @@ pub enum ClientError {
         "the agent's answer is not what this netwatch expects ({0}); are the agent and this command the same version?"
     )]
     Decode(String),
+    #[error("cannot write the agent's answer")]
+    Output(#[source] io::Error),
 }
 
 /// Live events, as [`ApiClient::observe`] returns them; the stream ends
@@ -68,10 +70,47 @@ pub type DnsStream = Pin<Box<dyn Stream<Item = Result<DnsEntry, ClientError>> + 
 /// What [`ApiClient::flows_laid_out`] got.
 #[derive(Debug)]
 pub enum FlowsAnswer {
-    /// The flows in the layout asked for, to print as they are.
-    LaidOut(Bytes),
+    /// The flows in the layout asked for, to print as they are, as they
+    /// come ([`LaidOut::copy_to`]).
+    LaidOut(LaidOut),
     /// The flows, from an agent that does not lay them out.
     Entries(Vec<FlowEntry>),
+}
+
+/// An answer the agent laid out, still coming.
+#[derive(Debug)]
+pub struct LaidOut {
+    body: Incoming,
+    socket: PathBuf,
+}
+
+impl LaidOut {
+    /// Writes the answer to `out` piece by piece as it comes, and flushes
+    /// it: at 100,000 flows (~80 MiB) the CLI gathered the whole answer
+    /// into one buffer before it printed a byte. Returns false when `out`
+    /// is a pipe whose reader went away (`| head`): not an error.
+    ///
+    /// # Errors
+    /// The agent broke off, or `out` refused a write.
+    pub async fn copy_to(mut self, out: &mut impl io::Write) -> Result<bool, ClientError> {
+        let written = |result: io::Result<()>| match result {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(ClientError::Output(e)),
+        };
+        while let Some(frame) = self.body.frame().await {
+            let frame = frame.map_err(|source| ClientError::Http {
+                socket: self.socket.clone(),
+                source,
+            })?;
+            if let Some(data) = frame.data_ref()
+                && !written(out.write_all(data))?
+            {
+                return Ok(false);
+            }
+        }
+        written(out.flush())
+    }
 }
 
 /// A client of one agent's API.
@@ -201,10 +240,13 @@ impl ApiClient {
             .get(LAYOUT_HEADER)
             .and_then(|v| v.to_str().ok())
             == Some(layout.name());
-        let body = self.body(response).await?;
         if laid_out {
-            return Ok(FlowsAnswer::LaidOut(body));
+            return Ok(FlowsAnswer::LaidOut(LaidOut {
+                body: response.into_body(),
+                socket: self.socket.clone(),
+            }));
         }
+        let body = self.body(response).await?;
         serde_json::from_slice(&body)
             .map(FlowsAnswer::Entries)
             .map_err(|e| ClientError::Decode(e.to_string()))

@@ -249,6 +249,33 @@ impl Layout {
         }
         out
     }
+
+    /// [`Layout::write`] of the flows' views, the same bytes, written by
+    /// hand (see [`crate::flows::json`]): what `/v1/flows` answers.
+    pub fn write_flows(self, flows: &[crate::flows::aggregate::FlowRef<'_>]) -> Vec<u8> {
+        crate::flows::json::write_flows(self.shape(), flows)
+    }
+
+    /// [`Layout::write_flows`] in pieces of about
+    /// [`crate::flows::json::CHUNK_BYTES`], each handed to `emit` as soon
+    /// as it is written.
+    pub fn stream_flows(
+        self,
+        flows: &[crate::flows::aggregate::FlowRef<'_>],
+        emit: impl FnMut(Vec<u8>),
+    ) {
+        use crate::flows::json::{CHUNK_BYTES, stream_flows};
+        stream_flows(self.shape(), flows, CHUNK_BYTES, emit);
+    }
+
+    pub(crate) fn shape(self) -> crate::flows::json::Shape {
+        use crate::flows::json::Shape;
+        match self {
+            Layout::Compact => Shape::Compact,
+            Layout::Pretty => Shape::Pretty,
+            Layout::Lines => Shape::Lines,
+        }
+    }
 }
 
 /// What the API counted about itself.

@@ -5,9 +5,7 @@ use std::{path::Path, process::ExitCode};
 use anyhow::Result;
 
 use super::{
-    source::{
-        FilterArgs, FlowOutput, FlowSource as _, SourceArgs, open_source, print_bytes, print_list,
-    },
+    source::{FilterArgs, FlowOutput, FlowSource as _, SourceArgs, open_source, print_list},
     table,
 };
 use crate::{
@@ -102,19 +100,25 @@ pub fn run(
     let entries = match (from_log, output.layout()) {
         (Some(path), _) => flows_from_log(path, &filter)?,
         (None, Some(layout)) => {
-            let answer = super::block_on(async {
-                open_source(source, true)
+            let entries = super::block_on(async {
+                match open_source(source, true)
                     .await?
                     .flows_laid_out(&filter, layout)
-                    .await
-            })?;
-            match answer {
-                FlowsAnswer::LaidOut(text) => {
-                    print_bytes(&text)?;
-                    return Ok(ExitCode::SUCCESS);
+                    .await?
+                {
+                    FlowsAnswer::LaidOut(answer) => {
+                        // Printed as it comes; a closed pipe (`| head`)
+                        // is not an error.
+                        answer.copy_to(&mut std::io::stdout().lock()).await?;
+                        Ok(None)
+                    }
+                    FlowsAnswer::Entries(entries) => Ok::<_, anyhow::Error>(Some(entries)),
                 }
-                FlowsAnswer::Entries(entries) => entries,
-            }
+            })?;
+            let Some(entries) = entries else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            entries
         }
         (None, None) => {
             super::block_on(async { open_source(source, true).await?.flows(&filter).await })?

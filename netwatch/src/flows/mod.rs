@@ -12,6 +12,7 @@ pub mod aggregate;
 pub mod dns;
 pub mod filter;
 pub mod host_peer;
+pub mod json;
 pub mod kdrops;
 pub mod names;
 pub mod pipeline;

@@ -611,6 +611,11 @@ pub(crate) mod tests {
                 Ok(layout.write(&entries)),
                 "{layout:?}"
             );
+            assert_eq!(
+                pipeline.show_flows(&all, |flows| layout.write_flows(&flows)),
+                Ok(layout.write(&entries)),
+                "{layout:?}, written by hand"
+            );
         }
         let dropped = FlowFilter::with(Match::Verdict(Verdict::Dropped));
         let shown = pipeline
