@@ -14,7 +14,7 @@
 use std::{
     net::Ipv4Addr,
     sync::{Mutex, MutexGuard},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use netwatch::datapath::pins;
@@ -456,15 +456,25 @@ fn an_observed_overlay_names_its_flows_its_gateway_legs_and_a_service_task() {
         ifindex
     ));
     docker_ok(&["rm", "-f", &c.name]);
-    wait_for("its sandbox pins removed", Duration::from_secs(10), || {
-        !pins::sandbox_veth_attached(agent.pin_root(), netns, ifindex)
-    });
+    // The agent logs the detach once both pins are gone. Not the pins
+    // first: `sandbox_veth_attached` turns false with the first pin
+    // removed, and removing the second (a TCX detach under rtnl, while
+    // dockerd tears the sandbox down) took long enough on a loaded CI run
+    // that the log line was not there yet.
+    let logged =
+        format!("detached netwatch from sandbox veth ifindex {ifindex} of namespace {netns}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent.log().contains(&logged) {
+        assert!(
+            Instant::now() < deadline,
+            "no {logged:?} in the agent's log within 10 s:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
-        agent.log().contains(&format!(
-            "detached netwatch from sandbox veth ifindex {ifindex} of namespace {netns}"
-        )),
-        "{}",
-        agent.log()
+        !pins::attached_sandbox_veths(agent.pin_root()).contains(&(netns, ifindex)),
+        "a pin of the sandbox veth is left after the logged detach"
     );
 }
 
