@@ -59,7 +59,6 @@ pub trait Packet {
 pub struct Linear {
     data: *const u32,
     data_end: *const u32,
-    len: usize,
 }
 
 impl Linear {
@@ -68,16 +67,24 @@ impl Linear {
     pub fn of_xdp(ctx: &XdpContext) -> Linear {
         // SAFETY: the context pointer is valid for the run; the verifier
         // turns these field loads into the packet pointers.
-        let mut linear = unsafe {
+        unsafe {
             Linear {
                 data: &raw const (*ctx.ctx).data,
                 data_end: &raw const (*ctx.ctx).data_end,
-                len: 0,
             }
-        };
-        let (start, end) = linear.bounds();
-        linear.len = end - start;
-        linear
+        }
+    }
+
+    /// An skb's linear data.
+    #[inline(always)]
+    fn of_skb(ctx: &TcContext) -> Linear {
+        // SAFETY: as for `of_xdp`.
+        unsafe {
+            Linear {
+                data: &raw const (*ctx.skb.skb).data,
+                data_end: &raw const (*ctx.skb.skb).data_end,
+            }
+        }
     }
 
     #[inline(always)]
@@ -95,7 +102,8 @@ impl Linear {
 impl Packet for Linear {
     #[inline(always)]
     fn frame_len(&self) -> usize {
-        self.len
+        let (start, end) = self.bounds();
+        end - start
     }
 
     #[inline(always)]
@@ -126,18 +134,10 @@ pub struct Skb<'a> {
 impl<'a> Skb<'a> {
     #[inline(always)]
     pub fn of(ctx: &'a TcContext) -> Skb<'a> {
-        // SAFETY: the context pointer is valid for the run; the verifier
-        // turns these field loads into the packet pointers.
-        let mut linear = unsafe {
-            Linear {
-                data: &raw const (*ctx.skb.skb).data,
-                data_end: &raw const (*ctx.skb.skb).data_end,
-                len: 0,
-            }
-        };
-        let (start, end) = linear.bounds();
-        linear.len = end - start;
-        Skb { ctx, linear }
+        Skb {
+            ctx,
+            linear: Linear::of_skb(ctx),
+        }
     }
 }
 
