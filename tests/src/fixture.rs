@@ -426,6 +426,10 @@ pub struct Harness {
     /// The host namespace cookie `CONFIG` holds (the loader writes this
     /// process's own).
     host_netns_cookie: u64,
+    /// The namespace the macvlan programs see as the sender's in a test
+    /// run: the one this harness was made in (see [`own_netns_cookie`]),
+    /// read once rather than per frame.
+    sender_netns_cookie: u64,
 }
 
 impl Harness {
@@ -439,12 +443,14 @@ impl Harness {
             .expect("policy maps accept the fixture");
         let veth_counts = datapath.verdict_counts().expect("counters");
         let uplink_counts = datapath.uplink_counts().expect("counters");
+        let own = netwatch::host::netns_cookie().unwrap_or(0);
         Harness {
             datapath,
             model: ReferenceModel::new(endpoints, host),
             veth_counts,
             uplink_counts,
-            host_netns_cookie: netwatch::host::netns_cookie().unwrap_or(0),
+            host_netns_cookie: own,
+            sender_netns_cookie: own,
         }
     }
 
@@ -452,6 +458,7 @@ impl Harness {
     /// kernel refused the macvlan programs.
     pub fn macvlan(config: &MacvlanConfig) -> Harness {
         let mut harness = Harness::new(Vec::new(), host_addresses());
+        harness.sender_netns_cookie = own_netns_cookie();
         if let Err(why) = harness.datapath.macvlan_support() {
             panic!("the macvlan programs did not load: {why}");
         }
@@ -543,7 +550,7 @@ impl Harness {
     /// sender the program sees; the host's is what `CONFIG` holds.
     pub fn macvlan_model(&self, hook: Hook, frame: &[u8]) -> HookVerdict {
         let cookies = Cookies {
-            sender: own_netns_cookie(),
+            sender: self.sender_netns_cookie,
             host: self.host_netns_cookie,
         };
         match hook {
