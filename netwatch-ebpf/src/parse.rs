@@ -189,16 +189,21 @@ fn parse_ipv4<P: Packet>(p: &P, off: usize, len: usize, s: &mut PacketSummary) {
 
 #[inline(always)]
 fn parse_ipv6<P: Packet>(p: &P, off: usize, len: usize, s: &mut PacketSummary) {
-    let Some(ip) = p.read::<[u8; 40]>(off) else {
+    // The fixed fields, then the addresses straight into the summary (see
+    // `Packet::read_into`). They cannot fail to read once the length
+    // check passed: `len` counts the whole frame and `Skb` reads past its
+    // linear part through the helper.
+    let Some(ip) = p.read::<[u8; 8]>(off) else {
         return;
     };
     let payload_len = be16(ip[4], ip[5]) as usize;
     if ip[0] >> 4 != 6 || off + 40 + payload_len > len {
         return;
     }
+    if !p.read_into(off + 8, &mut s.src) || !p.read_into(off + 24, &mut s.dst) {
+        return;
+    }
     s.family = family::IPV6;
-    s.src.copy_from_slice(&ip[8..24]);
-    s.dst.copy_from_slice(&ip[24..40]);
     let limit = off + 40 + payload_len;
     let mut next = ip[6];
     let mut cur = off + 40;
@@ -270,7 +275,9 @@ fn parse_l4<P: Packet>(p: &P, off: usize, limit: usize, s: &mut PacketSummary) {
             if off + 20 > limit {
                 return;
             }
-            let Some(tcp) = p.read::<[u8; 20]>(off) else {
+            // Ports, data offset and flags: the first 14 of the 20 bytes
+            // the check above requires.
+            let Some(tcp) = p.read::<[u8; 14]>(off) else {
                 return;
             };
             let data_offset = (tcp[12] >> 4) as usize * 4;
@@ -300,7 +307,8 @@ fn parse_l4<P: Packet>(p: &P, off: usize, limit: usize, s: &mut PacketSummary) {
             if off + 8 > limit {
                 return;
             }
-            let Some(icmp) = p.read::<[u8; 8]>(off) else {
+            // Type and code: the first 2 of the 8 bytes checked above.
+            let Some(icmp) = p.read::<[u8; 2]>(off) else {
                 return;
             };
             s.src_port = icmp[0] as u16;

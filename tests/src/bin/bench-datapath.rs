@@ -170,7 +170,10 @@ with the verdict cache and the summary on the stack). What is left, read \
 from the profile: jhash over the 48-byte flow key (a smaller key, e.g. IPv4 \
 flows in a table of their own with a 20-byte key, hashes faster), two \
 atomic adds on the flow's counters, and the IPv6 header's 32 address bytes \
-copied one byte at a time (the BPF target assumes nothing about alignment). \
+copied one byte at a time (the BPF target assumes nothing about alignment), \
+now once, straight from the packet into the summary (`Packet::read_into`), \
+where the header used to be copied whole three times over (about 300 \
+instructions per packet). \
 One flow-table lookup per packet stays: a program that keeps per-flow \
 state cannot go below \"counter plus one hash lookup\".";
 
