@@ -10,7 +10,11 @@
 //!
 //! [`Datapath`]: super::Datapath
 
-use aya::{Ebpf, include_bytes_aligned, maps::PerCpuArray};
+use aya::{
+    Ebpf, include_bytes_aligned,
+    maps::PerCpuArray,
+    programs::{SchedClassifier, TcAttachType},
+};
 use netwatch_common::names;
 
 use super::{DatapathError, RunOutcome, load::load_classifier, test_run::run_program};
@@ -36,8 +40,9 @@ impl Reference {
     }
 }
 
-/// The reference programs, loaded (private to this process: nothing pinned,
-/// nothing attached).
+/// The reference programs, loaded (private to this process: nothing
+/// pinned; what [`BenchPrograms::attach_both_ways`] attaches goes when this
+/// is dropped).
 pub struct BenchPrograms {
     ebpf: Ebpf,
 }
@@ -67,6 +72,46 @@ impl BenchPrograms {
         repeat: u32,
     ) -> Result<RunOutcome, DatapathError> {
         run_program(&self.ebpf, reference.program_name(), false, frame, repeat)
+    }
+
+    /// Attaches `reference` to both TCX hooks of `ifname` (in the calling
+    /// thread's namespace), as netwatch's veth programs sit: the live-cost
+    /// benchmark's floor. The links go when this is dropped.
+    ///
+    /// Minimum kernel: 6.6 (TCX).
+    ///
+    /// # Errors
+    /// The interface does not exist, or the kernel refuses.
+    pub fn attach_both_ways(
+        &mut self,
+        reference: Reference,
+        ifname: &str,
+    ) -> Result<(), DatapathError> {
+        let name = reference.program_name();
+        let program: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram(name))?
+            .try_into()
+            .map_err(DatapathError::program(name))?;
+        for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
+            program
+                .attach(ifname, hook)
+                .map_err(DatapathError::program(name))?;
+        }
+        Ok(())
+    }
+
+    /// How often `reference` ran and for how long, by the kernel's
+    /// run-time statistics (zero while `kernel.bpf_stats_enabled` is off).
+    ///
+    /// # Errors
+    /// The kernel refuses the query.
+    pub fn program_runs(
+        &self,
+        reference: Reference,
+    ) -> Result<(u64, std::time::Duration), DatapathError> {
+        super::load::program_runs(&self.ebpf, reference.program_name())
     }
 
     /// Packets `bench_counter` has counted, summed over CPUs.

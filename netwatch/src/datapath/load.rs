@@ -73,12 +73,7 @@ impl Datapath {
         &self,
         name: &'static str,
     ) -> Result<(u64, std::time::Duration), DatapathError> {
-        let program = self
-            .ebpf
-            .program(name)
-            .ok_or(DatapathError::MissingProgram(name))?;
-        let info = program.info().map_err(DatapathError::program(name))?;
-        Ok((info.run_count(), info.run_time()))
+        program_runs(&self.ebpf, name)
     }
 
     /// Loads the object and its programs: the veth pair, the uplink, the
@@ -216,4 +211,16 @@ impl Datapath {
         names.sort();
         names
     }
+}
+
+/// [`Datapath::program_runs`] for any loaded object.
+pub(super) fn program_runs(
+    ebpf: &Ebpf,
+    name: &'static str,
+) -> Result<(u64, std::time::Duration), DatapathError> {
+    let program = ebpf
+        .program(name)
+        .ok_or(DatapathError::MissingProgram(name))?;
+    let info = program.info().map_err(DatapathError::program(name))?;
+    Ok((info.run_count(), info.run_time()))
 }

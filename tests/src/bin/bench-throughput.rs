@@ -45,7 +45,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use netwatch::{
-    datapath::{Attachment, Datapath, DropReasonNames, LoadOptions, detach_interface},
+    datapath::{
+        Attachment, Datapath, DropReasonNames, LoadOptions,
+        bench::{BenchPrograms, Reference},
+        detach_interface,
+    },
     policy::{Cidr, InterfacePolicy, compile},
 };
 use netwatch_common::{
@@ -67,6 +71,9 @@ use nix::{
 
 const IPERF_PORT: u16 = 5201;
 const UDP_PORT: u16 = 9000;
+/// A port nothing in P listens on: the live-cost drop load sends there, and
+/// P's kernel frees each datagram (`NO_SOCKET`) through `kfree_skb`.
+const UDP_CLOSED_PORT: u16 = 9001;
 /// Source ports of the UDP sender: one socket each.
 const UDP_FLOWS: usize = 64;
 const UDP_PAYLOAD: usize = 64;
@@ -108,14 +115,23 @@ impl Config {
     }
 }
 
-/// The live-cost goal per program run (issue 16).
+/// The live-cost goal per program run (issue 16), under the TCP and the
+/// small-packet UDP load.
 const LIVE_GOAL_NS: f64 = 150.0;
+/// The live-cost measurements' loads.
+const LOAD_TCP: &str = "TCP";
+const LOAD_UDP: &str = "UDP";
+/// Small-packet UDP to a closed port: the kernel drop program's warm cost,
+/// which the other two loads run too seldom to show.
+const LOAD_DROPS: &str = "UDP to a closed port";
 
 /// What one program did during one measurement with run-time statistics
 /// on.
 struct ProgramRuns {
     load: &'static str,
     program: &'static str,
+    /// The counter-only reference program, not one of netwatch's: no goal.
+    reference: bool,
     runs: u64,
     time: Duration,
     elapsed: Duration,
@@ -582,6 +598,7 @@ fn recv_batch(socket: &UdpSocket, bufs: &mut [[u8; 2048]]) -> Result<usize> {
 /// `UDP_BATCH` datagrams per `sendmmsg`, round robin, until stopped.
 fn udp_sender(
     bench: &Bench,
+    port: u16,
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
     tid: Arc<AtomicI32>,
@@ -595,7 +612,7 @@ fn udp_sender(
         let sockets: Vec<UdpSocket> = (0..UDP_FLOWS)
             .map(|_| -> Result<UdpSocket> {
                 let socket = UdpSocket::bind("0.0.0.0:0")?;
-                socket.connect(SocketAddrV4::new(peer, UDP_PORT))?;
+                socket.connect(SocketAddrV4::new(peer, port))?;
                 Ok(socket)
             })
             .collect::<Result<_>>()?;
@@ -664,17 +681,17 @@ struct UdpRun {
     cpu_ns_per_packet: f64,
 }
 
-fn udp_pps(
-    bench: &Bench,
-    receiver: &Receiver,
-    warmup: Duration,
-    window: Duration,
-) -> Result<UdpRun> {
+fn udp_pps(bench: &Bench, warmup: Duration, window: Duration) -> Result<UdpRun> {
+    // Started per measurement: it spins on the receiver CPU, which is
+    // also iperf3's server's, and the TCP measurements must not share that
+    // CPU with it.
+    let receiver = Receiver::start(bench)?;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let tid = Arc::new(AtomicI32::new(0));
     let sender = udp_sender(
         bench,
+        UDP_PORT,
         Arc::clone(&stop),
         Arc::clone(&sent),
         Arc::clone(&tid),
@@ -707,6 +724,29 @@ fn udp_pps(
         sent_pps: sent / secs,
         cpu_ns_per_packet: (cpu1 - cpu0) as f64 / sent,
     })
+}
+
+/// The small-packet sender aimed at a closed port of P for `window`: P's
+/// kernel drops every datagram, so the kernel drop program runs once per
+/// packet, warm, its whole way (C's address is guarded). Returns the
+/// datagrams sent.
+fn udp_to_closed_port(bench: &Bench, window: Duration) -> Result<u64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = udp_sender(
+        bench,
+        UDP_CLOSED_PORT,
+        Arc::clone(&stop),
+        Arc::clone(&sent),
+        Arc::new(AtomicI32::new(0)),
+    )?;
+    thread::sleep(window);
+    stop.store(true, Ordering::Relaxed);
+    match sender.join() {
+        Ok(result) => result?,
+        Err(_) => bail!("the UDP sender panicked"),
+    }
+    Ok(sent.load(Ordering::Relaxed))
 }
 
 /// Medians of one metric per configuration, as a table with ratios to no
@@ -837,13 +877,44 @@ fn main() -> Result<()> {
     netwatch_tests::fixture::require_root();
     let (tcp_rounds, udp_rounds) = args.pick((9, 11), (1, 1));
     let tcp_secs: u32 = args.pick(3, 1);
+    // `--live-only`: only the live-cost measurements, printed; for profiling
+    // the programs on real traffic (e.g. `perf record -a` beside it), with
+    // `--live-secs N` for a longer TCP run.
+    let live_only = args.rest.iter().any(|a| a == "--live-only");
+    let live_secs: u32 = match args.rest.iter().position(|a| a == "--live-secs") {
+        Some(at) => args
+            .rest
+            .get(at + 1)
+            .and_then(|n| n.parse().ok())
+            .context("--live-secs needs a number of seconds")?,
+        None => tcp_secs,
+    };
+    if let Some(unknown) = args
+        .rest
+        .iter()
+        .enumerate()
+        .find(|(i, a)| {
+            *a != "--live-only"
+                && *a != "--live-secs"
+                && (*i == 0 || args.rest[i - 1] != "--live-secs")
+        })
+        .map(|(_, a)| a)
+    {
+        bail!(
+            "unknown argument {unknown:?} (known: --smoke, --section FILE, --live-only, --live-secs N)"
+        );
+    }
+    let (tcp_rounds, udp_rounds) = if live_only {
+        (0, 0)
+    } else {
+        (tcp_rounds, udp_rounds)
+    };
     let (udp_warmup, udp_window) = args.pick(
         (Duration::from_millis(300), Duration::from_millis(1500)),
         (Duration::from_millis(100), Duration::from_millis(300)),
     );
     let mut bench = Bench::create()?;
     let _iperf_server = start_iperf_server(&bench.host.peer_ns())?;
-    let receiver = Receiver::start(&bench)?;
 
     // Every measurement applies its configuration, measures, checks that
     // netwatch saw the traffic when it was attached, and undoes it.
@@ -895,7 +966,7 @@ fn main() -> Result<()> {
     let mut udp_cost = vec![Vec::new(); Config::ALL.len()];
     let udp = interleaved(&Config::ALL, udp_rounds, |&config| {
         measure(config, &mut |bench| {
-            let run = udp_pps(bench, &receiver, udp_warmup, udp_window)?;
+            let run = udp_pps(bench, udp_warmup, udp_window)?;
             sent[index(config)].push(run.sent_pps);
             udp_cost[index(config)].push(run.cpu_ns_per_packet);
             Ok(run.received_pps)
@@ -905,10 +976,25 @@ fn main() -> Result<()> {
     // every BPF program a little, so not during the rounds above): one TCP
     // and one UDP measurement with everything the agent runs attached.
     let mut program_runs: Vec<ProgramRuns> = Vec::new();
+    let run_load = |bench: &Bench, load: &str| -> Result<()> {
+        match load {
+            LOAD_TCP => {
+                iperf(bench, live_secs)?;
+            }
+            LOAD_UDP => {
+                udp_pps(bench, udp_warmup, udp_window)?;
+            }
+            _ => {
+                let sent = udp_to_closed_port(bench, udp_window)?;
+                ensure!(sent > 0, "no datagram sent to P's closed port");
+            }
+        }
+        Ok(())
+    };
     {
         let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
             .context("enabling BPF run-time statistics")?;
-        for load in ["TCP", "UDP"] {
+        for load in [LOAD_TCP, LOAD_UDP, LOAD_DROPS] {
             let applied = bench.apply(Config::EnforceObserveKernelDrops)?;
             let Applied::PinnedWithKernelDrops { kernel_drops, .. } = &applied else {
                 bail!("the kernel drop configuration holds no kernel drop program");
@@ -922,14 +1008,7 @@ fn main() -> Result<()> {
             };
             let before = counts(&bench)?;
             let start = Instant::now();
-            match load {
-                "TCP" => {
-                    iperf(&bench, tcp_secs)?;
-                }
-                _ => {
-                    udp_pps(&bench, &receiver, udp_warmup, udp_window)?;
-                }
-            }
+            run_load(&bench, load)?;
             let elapsed = start.elapsed();
             let after = counts(&bench)?;
             for (program, ((runs_before, time_before), (runs, time))) in [
@@ -943,19 +1022,60 @@ fn main() -> Result<()> {
                 program_runs.push(ProgramRuns {
                     load,
                     program,
+                    reference: false,
                     runs: runs - runs_before,
                     time: time.saturating_sub(time_before),
                     elapsed,
                 });
             }
             drop(applied);
+            // The floor under the same load: the cheapest program that does
+            // anything, on the same two hooks, with the same statistics.
+            let mut reference = BenchPrograms::load()?;
+            bench
+                .h
+                .run(|| reference.attach_both_ways(Reference::Counter, TestHost::CONTAINER_VETH))?;
+            ensure!(
+                bench.programs_on_vc() == (1, 1),
+                "the reference program is not on both of vc's hooks"
+            );
+            let (runs_before, time_before) = reference.program_runs(Reference::Counter)?;
+            let start = Instant::now();
+            run_load(&bench, load)?;
+            let elapsed = start.elapsed();
+            let (runs, time) = reference.program_runs(Reference::Counter)?;
+            ensure!(
+                reference.counted()? > 0,
+                "the reference program counted no packet"
+            );
+            program_runs.push(ProgramRuns {
+                load,
+                program: Reference::Counter.program_name(),
+                reference: true,
+                runs: runs - runs_before,
+                time: time.saturating_sub(time_before),
+                elapsed,
+            });
+            drop(reference);
         }
     }
-    drop(receiver);
     ensure!(
         bench.programs_on_vc() == (0, 0),
         "programs left on vc after the benchmark"
     );
+    if live_only {
+        for r in &program_runs {
+            println!(
+                "{} {:<16} {:>9} runs {:>6.0} ns/run {:.3}% of a CPU",
+                r.load,
+                r.program,
+                r.runs,
+                r.per_run_ns(),
+                r.cpu_share() * 100.0
+            );
+        }
+        return Ok(());
+    }
 
     let tcp = Metric {
         name: "TCP throughput",
@@ -1076,13 +1196,16 @@ fn main() -> Result<()> {
     section.text(&format!(
         "Kernel drop program: its cost is the difference between the enforce+observe \
          rows with and without it. It runs on every `kfree_skb` of the machine, not per \
-         packet forwarded: a TCP stream frees almost nothing through it, the UDP flood \
-         overruns P's socket and backlog, whose drops of C's packets (C is guarded) go \
-         the program's whole way (address lookups, per-key counter, a record at most \
-         once a second per key; the sender's {UDP_FLOWS} source ports are as many \
-         keys). During this run it reported {} such drops, with the kernel's reason of \
-         each ({}). Its own time, by the kernel's run-time statistics in one more \
-         measurement of each kind after the rounds: {}.",
+         packet forwarded: a TCP stream frees little through it (old data and \
+         sequences, purged queues), and the UDP flood, whose receiver keeps up, \
+         almost nothing. A drop of C's packets (C is guarded) goes the program's \
+         whole way: address lookups, per-key counter, a record at most once a second \
+         per key. During this run it reported {} such drops, with the kernel's reason \
+         of each ({}). Its own time, by the kernel's run-time statistics in one more \
+         measurement of each kind after the rounds, and under a load of drops (the \
+         small-packet sender's {UDP_FLOWS} source ports, as many keys, aimed at a \
+         port of P where nothing listens, so that P's kernel frees every datagram with \
+         `NO_SOCKET`): {}.",
         bench.kernel_drop_records,
         if bench.kernel_drop_reasons.is_empty() {
             "none".to_string()
@@ -1106,14 +1229,20 @@ fn main() -> Result<()> {
     section.text(&format!(
         "Live cost per packet: each program's run time divided by its run count, as \
          the kernel's run-time statistics (`kernel.bpf_stats_enabled`, turned on for \
-         these two measurements only) count them, during one more TCP and one more \
+         these measurements only) count them, during one more TCP and one more \
          small-packet UDP measurement with everything the agent runs attached (the veth \
-         programs and the kernel drop program). Unlike the `datapath` section's test \
-         runs, this is the programs' time on real packets, cold caches and all. Goal: \
+         programs and the kernel drop program), and the load of drops described above \
+         (no goal of its own: it is there for the kernel drop program's cost per run \
+         when it runs warm). Unlike the `datapath` section's test \
+         runs, this is the programs' time on real packets, cold caches and all. The \
+         reference rows are the benchmark's counter-only program (`bench_counter`, one \
+         per-CPU counter increment) on the same two hooks under the same load, measured \
+         right after netwatch's: the floor any program pays there, run-time statistics \
+         included. Goal: \
          ≤ {LIVE_GOAL_NS:.0} ns per run for each program under each load: {}.",
         program_runs
             .iter()
-            .filter(|r| r.runs > 0)
+            .filter(|r| r.runs > 0 && !r.reference && r.load != LOAD_DROPS)
             .map(|r| {
                 let verdict = if r.per_run_ns() <= LIVE_GOAL_NS {
                     "met"
@@ -1129,7 +1258,11 @@ fn main() -> Result<()> {
     for r in &program_runs {
         live.row(vec![
             r.load.to_string(),
-            format!("`{}`", r.program),
+            if r.reference {
+                format!("`{}` (reference)", r.program)
+            } else {
+                format!("`{}`", r.program)
+            },
             r.runs.to_string(),
             if r.runs == 0 {
                 "-".to_string()
