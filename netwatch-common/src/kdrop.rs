@@ -51,7 +51,8 @@ pub struct KernelDropConfig {
     /// which is how netwatch's own drops reach `kfree_skb`, recorded by
     /// netwatch itself); [`NO_REASON`] in unused slots.
     pub skip: [u32; SKIP_REASONS],
-    /// 1 once user space filled the offsets.
+    /// 0 until user space filled the offsets, then [`KernelDropConfig::ENABLED`]
+    /// or [`KernelDropConfig::ENABLED_SPAN`].
     pub enabled: u32,
 }
 assert_layout!(KernelDropConfig, size = 56, align = 4);
@@ -71,6 +72,39 @@ impl Default for KernelDropConfig {
 }
 
 impl KernelDropConfig {
+    /// `enabled`: the offsets are filled; the program reads `protocol`,
+    /// `head` and `network_header` one at a time.
+    pub const ENABLED: u32 = 1;
+    /// `enabled`: the offsets are filled, and those three fields lie
+    /// within [`KernelDropConfig::SKB_SPAN`] bytes of the first of them
+    /// ([`KernelDropConfig::fits_span`]): the program reads them with one
+    /// `bpf_probe_read_kernel` instead of three (each call costs tens of
+    /// nanoseconds, and the program runs on every freed skb of the
+    /// machine).
+    pub const ENABLED_SPAN: u32 = 2;
+    /// Where the three fields must start within the span (an 8-byte field
+    /// may start at its last offset: the program reads 8 bytes more).
+    pub const SKB_SPAN: u32 = 32;
+
+    /// Offset in `sk_buff` of the first of `protocol`, `network_header`
+    /// and `head`.
+    #[inline(always)]
+    pub fn span_start(&self) -> u32 {
+        self.skb_protocol
+            .min(self.skb_network_header)
+            .min(self.skb_head)
+    }
+
+    /// Whether `protocol`, `network_header` and `head` all start less than
+    /// [`KernelDropConfig::SKB_SPAN`] bytes after [`KernelDropConfig::span_start`]
+    /// (Linux 6.18: 176, 180 and 192).
+    pub fn fits_span(&self) -> bool {
+        let start = self.span_start();
+        [self.skb_protocol, self.skb_network_header, self.skb_head]
+            .iter()
+            .all(|offset| offset - start < Self::SKB_SPAN)
+    }
+
     /// Whether `reason` is one the program ignores.
     #[inline(always)]
     pub fn skips(&self, reason: u32) -> bool {
@@ -187,6 +221,25 @@ user_pod!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_skb_fields_are_read_in_one_span_only_when_all_three_start_inside_it() {
+        let layout = |protocol, network_header, head| KernelDropConfig {
+            skb_protocol: protocol,
+            skb_network_header: network_header,
+            skb_head: head,
+            ..KernelDropConfig::default()
+        };
+        // Linux 6.18's layout.
+        assert!(layout(176, 180, 192).fits_span());
+        assert_eq!(layout(176, 180, 192).span_start(), 176);
+        // In any order; the last may start at the span's last byte.
+        assert!(layout(200, 169, 176).fits_span());
+        assert_eq!(layout(200, 169, 176).span_start(), 169);
+        assert!(layout(100, 104, 131).fits_span());
+        assert!(!layout(100, 104, 132).fits_span());
+        assert!(!layout(232, 180, 192).fits_span());
+    }
 
     #[test]
     fn kernel_drop_records_decode_only_at_their_size_and_kind() {

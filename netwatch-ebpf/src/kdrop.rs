@@ -2,8 +2,8 @@
 //! `kfree_skb` BTF tracepoint (see netwatch-common's `kdrop`).
 //!
 //! Per call: one config lookup and a reason check; for IPv4 and IPv6
-//! packets, a few `bpf_probe_read_kernel`s (the skb's protocol, head and
-//! network header offset, then the IP header) and one or two `GUARDED`
+//! packets, two `bpf_probe_read_kernel`s (the skb's protocol, head and
+//! network header offset in one, then the IP header) and two `GUARDED`
 //! lookups. Only packets whose source or destination is a guarded
 //! container's address go further: they are counted in `KDROPS` and
 //! reported at most once per key per drop-report interval, submitted
@@ -20,7 +20,10 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use netwatch_common::{
     flow::family,
-    kdrop::{GuardedAddr, KIND_KERNEL_DROP, KernelDropEvent, KernelDropKey, KernelDropStats},
+    kdrop::{
+        GuardedAddr, KIND_KERNEL_DROP, KernelDropConfig, KernelDropEvent, KernelDropKey,
+        KernelDropStats,
+    },
     packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
 
@@ -54,9 +57,8 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     let skb: u64 = ctx.arg(0);
-    let protocol = u16::from_be(read::<u16>(skb, config.skb_protocol)?);
-    let head: u64 = read(skb, config.skb_head)?;
-    let network: u16 = read(skb, config.skb_network_header)?;
+    let (protocol, head, network) = skb_headers(skb, config)?;
+    let protocol = u16::from_be(protocol);
     let ip = head.wrapping_add(u64::from(network));
     let mut key = KernelDropKey {
         reason,
@@ -121,12 +123,6 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) -> Option<()> {
             _ => {}
         }
     }
-    let dev: u64 = read(skb, config.skb_dev).unwrap_or(0);
-    let dev_ifindex = if dev == 0 {
-        0
-    } else {
-        read::<u32>(dev, config.dev_ifindex).unwrap_or(0)
-    };
     let location: u64 = ctx.arg(1);
     account(
         &key,
@@ -135,20 +131,70 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) -> Option<()> {
             kind: KIND_KERNEL_DROP,
             src_endpoint,
             dst_endpoint,
-            dev_ifindex,
             location,
             key,
             ..KernelDropEvent::default()
+        },
+        || {
+            let dev: u64 = read(skb, config.skb_dev).unwrap_or(0);
+            if dev == 0 {
+                0
+            } else {
+                read::<u32>(dev, config.dev_ifindex).unwrap_or(0)
+            }
         },
     );
     Some(())
 }
 
-/// Counts the drop under its key and reports it when one is due.
+/// The skb's `protocol` (big-endian), `head` and `network_header`: one
+/// `bpf_probe_read_kernel` of the span that holds all three where user
+/// space found the kernel's layout allows it
+/// ([`KernelDropConfig::ENABLED_SPAN`]), three where it does not.
+///
+/// Learned the hard way: with the offsets checked against the span here,
+/// LLVM checked one copy of a value and indexed with another, and the
+/// verifier refused an "unbounded variable-offset read from stack". User
+/// space checks them instead, and the masks below are the bounds the
+/// verifier sees (they change nothing for offsets that fit).
 #[inline(always)]
-fn account(key: &KernelDropKey, bytes: u64, mut event: KernelDropEvent) {
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+fn skb_headers(skb: u64, config: &KernelDropConfig) -> Option<(u16, u64, u16)> {
+    const SPAN: usize = KernelDropConfig::SKB_SPAN as usize;
+    if config.enabled != KernelDropConfig::ENABLED_SPAN {
+        return Some((
+            read(skb, config.skb_protocol)?,
+            read(skb, config.skb_head)?,
+            read(skb, config.skb_network_header)?,
+        ));
+    }
+    let start = config.span_start();
+    let span: [u8; SPAN + 8] = read(skb, start)?;
+    let at = |offset: u32| {
+        let within = (offset.wrapping_sub(start) as usize) & (SPAN - 1);
+        span.as_ptr().wrapping_add(within)
+    };
+    // SAFETY: each field starts below SPAN (masked) and is at most 8
+    // bytes long, inside the SPAN + 8 bytes read; the fields are plain
+    // integers (and a pointer read as one), copied unaligned.
+    unsafe {
+        Some((
+            at(config.skb_protocol).cast::<u16>().read_unaligned(),
+            at(config.skb_head).cast::<u64>().read_unaligned(),
+            at(config.skb_network_header).cast::<u16>().read_unaligned(),
+        ))
+    }
+}
+
+/// Counts the drop under its key and reports it when one is due, with the
+/// interface `dev_ifindex` reads: two more helper calls, paid only for a
+/// record, not for every drop the record counts.
+#[inline(always)]
+fn account(
+    key: &KernelDropKey,
+    bytes: u64,
+    mut event: KernelDropEvent,
+    dev_ifindex: impl FnOnce() -> u32,
+) {
     let stats = match KDROPS.get_ptr_mut(key) {
         Some(stats) => {
             // SAFETY: the pointer comes from a successful lookup and stays
@@ -160,19 +206,30 @@ fn account(key: &KernelDropKey, bytes: u64, mut event: KernelDropEvent) {
                 atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut stats.packets, 1);
                 atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut stats.bytes, bytes);
             }
-            stats.last_seen_ns = now;
             let interval = CONFIG
                 .get(0)
                 .copied()
                 .unwrap_or_default()
                 .drop_report_interval();
-            if now.saturating_sub(stats.last_report_ns) < interval {
+            // Learned the hard way: a tracing program may not call
+            // `bpf_ktime_get_coarse_ns` ("program of this type cannot use
+            // helper"), so unlike the flows' this clock is always the
+            // precise one. A profile of a drop flood put two fifths of
+            // this program's samples in it (its fenced TSC read also waits
+            // for the loads before it).
+            // SAFETY: bpf_ktime_get_ns has no preconditions.
+            let now = unsafe { bpf_ktime_get_ns() };
+            let last_report = stats.last_report_ns;
+            stats.last_seen_ns = now;
+            if now.saturating_sub(last_report) < interval {
                 return;
             }
             stats.last_report_ns = now;
             *stats
         }
         None => {
+            // SAFETY: bpf_ktime_get_ns has no preconditions.
+            let now = unsafe { bpf_ktime_get_ns() };
             let stats = KernelDropStats {
                 packets: 1,
                 bytes,
@@ -186,6 +243,7 @@ fn account(key: &KernelDropKey, bytes: u64, mut event: KernelDropEvent) {
             stats
         }
     };
+    event.dev_ifindex = dev_ifindex();
     event.packets = stats.packets;
     event.bytes = stats.bytes;
     event.first_seen_ns = stats.first_seen_ns;

@@ -11,7 +11,11 @@ use netwatch::{
     datapath::{Datapath, LoadOptions, read_kernel_layout},
     policy::compile,
 };
-use netwatch_common::{flow::family, kdrop::KernelDropEvent, packet::IPPROTO_UDP};
+use netwatch_common::{
+    flow::family,
+    kdrop::{KernelDropConfig, KernelDropEvent},
+    packet::IPPROTO_UDP,
+};
 use netwatch_tests::{
     fixture::{endpoint_spec, require_root},
     netns::TestHost,
@@ -51,7 +55,18 @@ fn drain_until(
 #[test]
 fn a_guarded_addresses_packet_dropped_for_no_socket_is_recorded_with_the_kernels_reason() {
     require_root();
-    let (_, reasons) = read_kernel_layout().expect("the kernel's BTF");
+    let (layout, reasons) = read_kernel_layout().expect("the kernel's BTF");
+    // The program reads protocol, network_header and head with one helper
+    // call where they lie close together (Linux 6.18); the event below
+    // proves that path read them right.
+    assert_eq!(
+        layout.enabled,
+        KernelDropConfig::ENABLED_SPAN,
+        "sk_buff's protocol, network_header and head ({}, {}, {}) do not fit one span",
+        layout.skb_protocol,
+        layout.skb_network_header,
+        layout.skb_head
+    );
     let no_socket = (0..200u32)
         .find(|v| reasons.name(*v).to_string() == "kernel:no_socket")
         .expect("the kernel names NO_SOCKET");
@@ -84,6 +99,12 @@ fn a_guarded_addresses_packet_dropped_for_no_socket_is_recorded_with_the_kernels
     // The IP packet: 20 + 8 + 8 bytes.
     assert_eq!(event.bytes, 36, "{event:?}");
     assert_ne!(event.location, 0);
+    // Read only when a record is due: the interface the container's kernel
+    // dropped it on, its own eth0.
+    let container_eth0 = host.in_ns(&host.container_ns(), || {
+        nix::net::if_::if_nametoindex("eth0").expect("the container's eth0")
+    });
+    assert_eq!(event.dev_ifindex, container_eth0, "{event:?}");
     assert!(
         events
             .iter()

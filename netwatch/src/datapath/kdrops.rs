@@ -111,15 +111,18 @@ pub fn read_kernel_layout() -> Result<(KernelDropConfig, DropReasonNames), BtfEr
     let btf = Btf::vmlinux()?;
     let reasons = DropReasonNames::new(btf.enum_values("skb_drop_reason")?);
     let skb = |member| btf.member_offset("sk_buff", member);
-    let config = KernelDropConfig {
+    let mut config = KernelDropConfig {
         skb_head: skb("head")?,
         skb_network_header: skb("network_header")?,
         skb_protocol: skb("protocol")?,
         skb_dev: skb("dev")?,
         dev_ifindex: btf.member_offset("net_device", "ifindex")?,
         skip: reasons.skipped(),
-        enabled: 1,
+        enabled: KernelDropConfig::ENABLED,
     };
+    if config.fits_span() {
+        config.enabled = KernelDropConfig::ENABLED_SPAN;
+    }
     Ok((config, reasons))
 }
 
