@@ -193,13 +193,20 @@ fn kernel_drops_of_random_and_malformed_frames_are_recorded_as_the_model_says() 
             let _ = datapath.drain_kernel_drops().expect("drain");
             let sentinel = lab.sentinel(batch_no);
             lab.send_from_one_cpu(&batch.sent, &sentinel);
-            let counts = oracle::wait_for_sentinel(&datapath, &sentinel, &guarded);
+            let (counts, complete) = oracle::wait_for_sentinel(&datapath, &sentinel, &guarded);
             let (events, malformed) = datapath.drain_kernel_drops().expect("drain");
             assert_eq!(malformed, 0);
+            if !complete {
+                // The batch may not all be counted yet; what is counted is
+                // still compared, as it says where the program went wrong.
+                tally.failures.push(format!(
+                    "batch {batch_no}: the sentinel's key was never counted (5 s)"
+                ));
+            }
             batch.compare(
                 &counts, &events, &lab, &sentinel, &guarded, otherhost, &reasons, &mut tally,
             );
-            if tally.failures.len() >= 20 {
+            if !complete || tally.failures.len() >= 20 {
                 break 'lanes;
             }
         }
@@ -894,30 +901,29 @@ mod oracle {
         )
     }
 
-    /// `KDROPS` once the sentinel of `sentinel` is counted in it (at most
-    /// 10 s: the receive path handles a batch in milliseconds).
+    /// `KDROPS` once the sentinel of `sentinel` is counted in it, and
+    /// `true`; what it holds after 5 s (the receive path handles a batch in
+    /// milliseconds) and `false` if the sentinel is not counted by then (a
+    /// program that misreads the sentinel's key too, or that is not there).
     pub fn wait_for_sentinel(
         datapath: &Datapath,
         sentinel: &[u8],
         guarded: &Guarded,
-    ) -> Vec<(KernelDropKey, KernelDropStats)> {
+    ) -> (Vec<(KernelDropKey, KernelDropStats)>, bool) {
         let KernelDropOutcome::Recorded(wanted) =
             kernel_drop(ETHERTYPE_IPV4, &sentinel[14..], guarded)
         else {
             panic!("the sentinel is not recorded by the model");
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let counts = datapath.kernel_drop_counts().expect("read KDROPS");
             if counts.iter().any(|(k, _)| reasonless(k) == wanted.key) {
-                return counts;
+                return (counts, true);
             }
-            assert!(
-                Instant::now() < deadline,
-                "the sentinel {:?} was never counted: is the program attached and the \
-                 frame dropped as otherhost? KDROPS: {counts:?}",
-                wanted.key
-            );
+            if Instant::now() > deadline {
+                return (counts, false);
+            }
             // Polls the map: the record is what is waited for.
             std::thread::sleep(Duration::from_millis(2));
         }
