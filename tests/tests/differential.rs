@@ -166,7 +166,7 @@ impl Run {
     /// [`macvlan_published`] publishes, or on 8080 which it does not;
     /// mutated half of the time. Random frames hit a published port too
     /// rarely to show what publishing changes.
-    fn to_published_port(&mut self) -> Vec<u8> {
+    fn frame_to_a_published_port(&mut self) -> Vec<u8> {
         let rng = &mut self.rng;
         let (macs, v4s, v6s) = &self.pools;
         let eth = Frame::eth(*macs.choose(rng).unwrap(), EP_MAC);
@@ -404,7 +404,7 @@ fn macvlan_programs_and_their_model_agree_on_random_and_mutated_frames() {
             };
             for i in 0..per_config {
                 let frame = if unpublished.is_some() && i % 3 == 0 {
-                    run.to_published_port()
+                    run.frame_to_a_published_port()
                 } else {
                     run.frame()
                 };
