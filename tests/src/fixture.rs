@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use netwatch::{
     datapath::{Datapath, DatapathError, Hook, LoadOptions, ReasonCounts, TEST_RUN_IFINDEX},
     policy::{
-        AllowRule, Cidr, InterfacePolicy, ReferenceModel, compile,
+        AllowRule, Cidr, InterfacePolicy, PublishedRule, ReferenceModel, compile,
         model::macvlan::{Cookies, HookVerdict},
     },
 };
@@ -158,13 +158,21 @@ fn port(parent: u32, mac: Mac, endpoint: u32, netns_cookie: u64) -> (MacvlanPort
     )
 }
 
-/// The macvlan topology for `hook` in nine variants that between them take
-/// every branch of the programs' namespace test: `CONFIG`'s host cookie is
-/// the sender's (`own`: "the host sent it"), 0 (unknown) or another
-/// namespace's ("a container sent it"), and each port's namespace cookie
-/// is 0, the sender's or another one, rotating; the policy on the test-run
-/// ifindex rotates through enforcing, audited and observed (and, for a
-/// child, enforcing without `MACVLAN`, which must not judge siblings).
+/// The macvlan topology for `hook` in fifteen variants that between them
+/// take every branch of the programs' namespace test: `CONFIG`'s host
+/// cookie is the sender's (`own`: "the host sent it"), 0 (unknown) or
+/// another namespace's ("a container sent it"), and each port's namespace
+/// cookie is 0, the sender's or another one, rotating.
+///
+/// The first nine rotate the policy on the test-run ifindex through
+/// enforcing, audited and observed (and, for a child, enforcing without
+/// `MACVLAN`, which must not judge siblings). Three leave the test-run
+/// ifindex without a policy (a child whose port is known but whose endpoint
+/// has none, or a parent without its network's policy: see
+/// [`macvlan_is_policy_less`]). Three publish ports
+/// (`netwatch.ingress=published`, see [`macvlan_published`]): on the
+/// enforcing sibling and on the test-run child, or on the parent's
+/// network-wide policy.
 pub fn macvlan_configs(hook: Hook, own: u64) -> Vec<MacvlanConfig> {
     let elsewhere = own ^ 0x5eed_0000_0000_0001;
     let cookies = [0, own, elsewhere];
@@ -174,69 +182,150 @@ pub fn macvlan_configs(hook: Hook, own: u64) -> Vec<MacvlanConfig> {
         _ => panic!("{hook:?} is not a macvlan program"),
     };
     let macvlan = policy_flags::MACVLAN;
+    let published = policy_flags::PUBLISHED;
     let mut configs = Vec::new();
-    for (h, host) in [own, 0, elsewhere].into_iter().enumerate() {
-        for r in 0..3 {
-            let cookie = |i: usize| cookies[(r + i) % 3];
-            let mut endpoints = vec![
-                child_spec(
+    for kind in [
+        UnderTest::Rotating,
+        UnderTest::PolicyLess,
+        UnderTest::Published,
+    ] {
+        for (h, host) in [own, 0, elsewhere].into_iter().enumerate() {
+            // The nine rotating variants take every pair of host and port
+            // cookies; the others one rotation per host cookie.
+            let rotations = match kind {
+                UnderTest::Rotating => 0..3,
+                _ => h..h + 1,
+            };
+            for r in rotations {
+                let cookie = |i: usize| cookies[(r + i) % 3];
+                let mut sibling = child_spec(
                     ENFORCED_SIBLING,
                     policy_flags::ENFORCE | macvlan,
                     parent,
                     PEER_MAC,
                     PEER_V4,
                     PEER_V6,
-                ),
-                child_spec(
-                    AUDITED_SIBLING,
-                    policy_flags::ENFORCE | policy_flags::AUDIT | macvlan,
-                    parent,
-                    AUDITED_MAC,
-                    AUDITED_V4,
-                    AUDITED_V6,
-                ),
-                child_spec(
-                    OBSERVED_SIBLING,
-                    macvlan,
-                    parent,
-                    OBSERVED_MAC,
-                    PEER_V4,
-                    PEER_V6,
-                ),
-            ];
-            let mut ports = vec![
-                port(parent, PEER_MAC, ENFORCED_SIBLING, cookie(0)),
-                port(parent, AUDITED_MAC, AUDITED_SIBLING, cookie(1)),
-                port(parent, UNMANAGED_MAC, UNMANAGED_SIBLING, cookie(2)),
-                port(parent, OBSERVED_MAC, OBSERVED_SIBLING, cookie(1)),
-                port(OTHER_PARENT, EP_MAC, ENFORCED_SIBLING, elsewhere),
-                port(OTHER_PARENT, GW_MAC, AUDITED_SIBLING, elsewhere),
-            ];
-            match test_run {
-                None => {
-                    let mut parent_spec = bridge_spec();
-                    parent_spec.policy.flags ^= [0, policy_flags::AUDIT, policy_flags::ENFORCE][r];
-                    endpoints.push(parent_spec);
+                );
+                if kind == UnderTest::Published {
+                    sibling = macvlan_published(sibling, PEER_V4, PEER_V6);
                 }
-                Some(child) => {
-                    let flags = [
-                        policy_flags::ENFORCE | macvlan,
+                let mut endpoints = vec![
+                    sibling,
+                    child_spec(
+                        AUDITED_SIBLING,
                         policy_flags::ENFORCE | policy_flags::AUDIT | macvlan,
+                        parent,
+                        AUDITED_MAC,
+                        AUDITED_V4,
+                        AUDITED_V6,
+                    ),
+                    child_spec(
+                        OBSERVED_SIBLING,
                         macvlan,
-                        policy_flags::ENFORCE,
-                    ][(r + h) % 4];
-                    endpoints.push(child_spec(child, flags, parent, EP_MAC, EP_V4, EP_V6));
-                    ports.push(port(parent, EP_MAC, child, cookie(2)));
+                        parent,
+                        OBSERVED_MAC,
+                        PEER_V4,
+                        PEER_V6,
+                    ),
+                ];
+                let mut ports = vec![
+                    port(parent, PEER_MAC, ENFORCED_SIBLING, cookie(0)),
+                    port(parent, AUDITED_MAC, AUDITED_SIBLING, cookie(1)),
+                    port(parent, UNMANAGED_MAC, UNMANAGED_SIBLING, cookie(2)),
+                    port(parent, OBSERVED_MAC, OBSERVED_SIBLING, cookie(1)),
+                    port(OTHER_PARENT, EP_MAC, ENFORCED_SIBLING, elsewhere),
+                    port(OTHER_PARENT, GW_MAC, AUDITED_SIBLING, elsewhere),
+                ];
+                match (test_run, kind) {
+                    (None, UnderTest::PolicyLess) => {}
+                    (None, _) => {
+                        let mut parent_spec = bridge_spec();
+                        if kind == UnderTest::Published {
+                            // Every container's published ports, as the
+                            // agent writes them on the network's bridge.
+                            parent_spec = macvlan_published(parent_spec, PEER_V4, PEER_V6);
+                            parent_spec.published.extend(
+                                macvlan_published(bridge_spec(), AUDITED_V4, AUDITED_V6).published,
+                            );
+                        } else {
+                            parent_spec.policy.flags ^=
+                                [0, policy_flags::AUDIT, policy_flags::ENFORCE][r];
+                        }
+                        endpoints.push(parent_spec);
+                    }
+                    (Some(child), _) => {
+                        let flags = [
+                            policy_flags::ENFORCE | macvlan,
+                            policy_flags::ENFORCE | policy_flags::AUDIT | macvlan,
+                            macvlan,
+                            policy_flags::ENFORCE,
+                        ][(r + h) % 4];
+                        let spec = child_spec(child, flags, parent, EP_MAC, EP_V4, EP_V6);
+                        match kind {
+                            UnderTest::Rotating => endpoints.push(spec),
+                            UnderTest::PolicyLess => {}
+                            UnderTest::Published => {
+                                let mut spec = macvlan_published(spec, EP_V4, EP_V6);
+                                spec.policy.flags |= policy_flags::ENFORCE | macvlan | published;
+                                endpoints.push(spec);
+                            }
+                        }
+                        ports.push(port(parent, EP_MAC, child, cookie(2)));
+                    }
                 }
+                configs.push(MacvlanConfig {
+                    endpoints,
+                    ports,
+                    host_netns_cookie: host,
+                });
             }
-            configs.push(MacvlanConfig {
-                endpoints,
-                ports,
-                host_netns_cookie: host,
-            });
         }
     }
     configs
+}
+
+/// What [`macvlan_configs`] puts on the test-run ifindex.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UnderTest {
+    /// Enforcing, audited, observed (or enforcing without `MACVLAN`).
+    Rotating,
+    /// No policy at all.
+    PolicyLess,
+    /// Enforcing with published ports.
+    Published,
+}
+
+/// Whether `config` leaves the test-run ifindex without a policy.
+pub fn macvlan_is_policy_less(config: &MacvlanConfig) -> bool {
+    config
+        .endpoints
+        .iter()
+        .all(|spec| spec.ifindex != TEST_RUN_IFINDEX)
+}
+
+/// `spec` under `netwatch.ingress=published`, publishing ports of `v4`
+/// and `v6` that random frames often hit ([`crate::corpus::INTERESTING_PORTS`]):
+/// 80/tcp, 53/udp and 22/tcp to anyone, 443/tcp and 123/udp on loopback
+/// only (only the host may open connections to those).
+pub fn macvlan_published(mut spec: InterfacePolicy, v4: Ipv4Addr, v6: Ipv6Addr) -> InterfacePolicy {
+    spec.policy.flags |= policy_flags::PUBLISHED;
+    for addr in [IpAddr::from(v4), IpAddr::from(v6)] {
+        for (proto, port, from_anywhere) in [
+            (IPPROTO_TCP, 80, true),
+            (IPPROTO_UDP, 53, true),
+            (IPPROTO_TCP, 22, true),
+            (IPPROTO_TCP, 443, false),
+            (IPPROTO_UDP, 123, false),
+        ] {
+            spec.published.push(PublishedRule {
+                addr,
+                proto,
+                port,
+                from_anywhere,
+            });
+        }
+    }
+    spec
 }
 
 /// The endpoint under test as an enforcing macvlan child, with a sibling

@@ -69,6 +69,27 @@ impl PacketSocket {
         Ok(socket)
     }
 
+    /// A socket on `ifname` (in the calling thread's namespace) that only
+    /// sends: bound to no protocol, it receives nothing, not even the copy
+    /// of each frame it sends that a receiving socket takes (a copy a
+    /// socket cannot queue is freed as a drop, which the kernel drop
+    /// program sees with the Ethernet header where it reads an IP header).
+    pub fn sender(ifname: &str) -> io::Result<PacketSocket> {
+        let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(io::Error::from)?;
+        // SAFETY: plain socket(2) with protocol 0 (no packet is received);
+        // the fd is owned right away.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(PacketSocket {
+            // SAFETY: `raw` is a fresh descriptor nobody else owns.
+            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+            ifindex,
+            vnet_header: false,
+        })
+    }
+
     fn set_option(&self, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
         // SAFETY: the fd is ours; the option value is a valid c_int of the
         // size passed.
@@ -325,6 +346,29 @@ fn vlan_tag(message: &libc::msghdr) -> Option<(u16, u16)> {
         cmsg = unsafe { libc::CMSG_NXTHDR(message, cmsg) };
     }
     None
+}
+
+/// Holds the calling thread on the CPU it runs on now: frames it sends
+/// then go through that CPU's receive backlog in the order they were sent.
+pub fn pin_to_this_cpu() {
+    // SAFETY: plain syscalls on the calling thread; the set is a valid,
+    // zeroed cpu_set_t.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(
+            cpu >= 0,
+            "sched_getcpu: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 fn link_address(ifindex: u32) -> libc::sockaddr_ll {

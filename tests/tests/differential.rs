@@ -6,24 +6,31 @@
 //! `NETWATCH_DIFF_PACKETS` sets how many frames per direction (default
 //! 60,000 for the endpoint policy, so 120,000 per run, and 15,000 for the
 //! network-wide policy; per topology for the macvlan programs, default
-//! 5,000 in each of 18); `NETWATCH_DIFF_SEED` replays a run.
+//! 5,000 in each of 30); `NETWATCH_DIFF_SEED` replays a run.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netwatch::{
-    datapath::Hook,
+    datapath::{Hook, TEST_RUN_IFINDEX},
     policy::{
-        Cidr,
-        model::{macvlan::HookVerdict, uplink_verdict},
+        Cidr, ReferenceModel,
+        model::{
+            macvlan::{Cookies, HookVerdict},
+            uplink_verdict,
+        },
     },
 };
-use netwatch_common::reason::{DropReason, Verdict};
+use netwatch_common::{
+    endpoint::policy_flags,
+    flow::tcp_flags::SYN,
+    reason::{DropReason, Verdict},
+};
 use netwatch_tests::{
     corpus::{mutate, random_valid_frame},
     fixture::*,
-    packets::hex,
+    packets::{Frame, hex},
 };
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 
 #[test]
 fn kernel_and_reference_model_agree_on_random_and_mutated_frames() {
@@ -149,6 +156,35 @@ impl Run {
         let frame = random_valid_frame(&mut self.rng, macs, v4s, v6s);
         if self.rng.random_bool(0.5) {
             mutate(&frame, &mut self.rng)
+        } else {
+            frame
+        }
+    }
+
+    /// A TCP or UDP packet from anyone in the pools to the endpoint under
+    /// test ([`EP_MAC`], [`EP_V4`] or [`EP_V6`]) on one of the ports
+    /// [`macvlan_published`] publishes, or on 8080 which it does not;
+    /// mutated half of the time. Random frames hit a published port too
+    /// rarely to show what publishing changes.
+    fn frame_to_a_published_port(&mut self) -> Vec<u8> {
+        let rng = &mut self.rng;
+        let (macs, v4s, v6s) = &self.pools;
+        let eth = Frame::eth(*macs.choose(rng).unwrap(), EP_MAC);
+        let f = if rng.random_bool(0.5) {
+            eth.ipv4(*v4s.choose(rng).unwrap(), EP_V4)
+        } else {
+            eth.ipv6(*v6s.choose(rng).unwrap(), EP_V6)
+        };
+        let port = *[80, 53, 22, 443, 123, 8080].choose(rng).unwrap();
+        let sport = rng.random_range(1024..65535);
+        let f = if rng.random_bool(0.5) {
+            f.tcp(sport, port, SYN)
+        } else {
+            f.udp(sport, port)
+        };
+        let frame = f.payload_len(rng.random_range(0..32)).build();
+        if rng.random_bool(0.5) {
+            mutate(&frame, rng)
         } else {
             frame
         }
@@ -310,10 +346,11 @@ fn uplink_shield_and_its_model_agree_on_random_and_mutated_frames() {
 /// The macvlan programs against their model
 /// (`ReferenceModel::macvlan_parent` and `macvlan_child`): they find the
 /// judged endpoint by source MAC and the sender's namespace, so each runs
-/// through nine topologies (`fixture::macvlan_configs`) that between them
-/// take every branch of the namespace test, with source MACs drawn mostly
-/// from the ports' own. Each frame's returned action and every counter it
-/// moves (verdict and audit counters) must be what the model says.
+/// through fifteen topologies (`fixture::macvlan_configs`) that between
+/// them take every branch of the namespace test, leave the judging device
+/// without a policy, and publish ports, with source MACs drawn mostly from
+/// the ports' own. Each frame's returned action and every counter it moves
+/// (verdict and audit counters) must be what the model says.
 #[test]
 fn macvlan_programs_and_their_model_agree_on_random_and_mutated_frames() {
     let per_config = requested_packets().unwrap_or(5_000);
@@ -333,6 +370,26 @@ fn macvlan_programs_and_their_model_agree_on_random_and_mutated_frames() {
     let mut attempted = 0;
     'configs: for hook in [Hook::MacvlanParent, Hook::MacvlanChild] {
         for (n, config) in macvlan_configs(hook, own).iter().enumerate() {
+            let policy_less = macvlan_is_policy_less(config);
+            // The same topology without its published ports: a frame it
+            // drops and the topology lets on was let on by a published port.
+            let unpublished = config
+                .endpoints
+                .iter()
+                .any(|spec| !spec.published.is_empty())
+                .then(|| {
+                    let endpoints = config.endpoints.iter().cloned().map(|mut spec| {
+                        spec.published.clear();
+                        spec.policy.flags &= !policy_flags::PUBLISHED;
+                        spec
+                    });
+                    ReferenceModel::new(endpoints, host_addresses())
+                        .with_macvlan_ports(config.ports.iter().copied())
+                });
+            let cookies = Cookies {
+                sender: own,
+                host: config.host_netns_cookie,
+            };
             let harness = match &mut loaded {
                 Some(harness) => {
                     harness.reconfigure(config);
@@ -346,7 +403,11 @@ fn macvlan_programs_and_their_model_agree_on_random_and_mutated_frames() {
                 _ => "another namespace's",
             };
             for i in 0..per_config {
-                let frame = run.frame();
+                let frame = if unpublished.is_some() && i % 3 == 0 {
+                    run.frame_to_a_published_port()
+                } else {
+                    run.frame()
+                };
                 if test_run_refuses(&frame) {
                     continue;
                 }
@@ -361,12 +422,23 @@ fn macvlan_programs_and_their_model_agree_on_random_and_mutated_frames() {
                      model {expected:?} ({:?})",
                     model.counted
                 );
-                if !run.judged(
-                    &macvlan_outcomes(hook, &model, &frame),
-                    kernel == expected,
-                    seen,
-                    &frame,
-                ) {
+                let mut outcomes = macvlan_outcomes(hook, &model, &frame);
+                let which = macvlan_program(hook);
+                if policy_less && model.counted.is_empty() {
+                    outcomes.push(format!("{which}: policy-less, unjudged"));
+                }
+                if let Some(unpublished) = &unpublished {
+                    let without = match hook {
+                        Hook::MacvlanParent => {
+                            unpublished.macvlan_parent(TEST_RUN_IFINDEX, &frame, cookies)
+                        }
+                        _ => unpublished.macvlan_child(TEST_RUN_IFINDEX, &frame, cookies),
+                    };
+                    if without.dropped() && !model.dropped() {
+                        outcomes.push(format!("{which}: let on by a published port"));
+                    }
+                }
+                if !run.judged(&outcomes, kernel == expected, seen, &frame) {
                     break 'configs;
                 }
                 if i % 1024 == 0 {
@@ -389,11 +461,17 @@ fn macvlan_programs_and_their_model_agree_on_random_and_mutated_frames() {
                 "spoofed-mac, forged port",
             ])
             .collect();
+        what.push("policy-less, unjudged");
         what.extend(match hook {
-            // A child always judges what it receives; a parent never
-            // judges twice.
-            Hook::MacvlanParent => ["unjudged", "spoofed-mac, unknown MAC"],
-            _ => ["sibling, then own", "audited sibling, then own"],
+            // A parent never judges twice. A child judges what it receives,
+            // by its own policy when it has one (the published ports it
+            // admits are its own: the parent sees only what children send).
+            Hook::MacvlanParent => &["unjudged", "spoofed-mac, unknown MAC"][..],
+            _ => &[
+                "sibling, then own",
+                "audited sibling, then own",
+                "let on by a published port",
+            ][..],
         });
         required.extend(what.into_iter().map(|what| format!("{which}: {what}")));
     }

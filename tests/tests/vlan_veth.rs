@@ -45,7 +45,7 @@ use netwatch_tests::{
     fixture::*,
     netns::{PinDir, QuietBridge},
     packets::{Frame, hex},
-    rawframe::PacketSocket,
+    rawframe::{PacketSocket, pin_to_this_cpu},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -359,28 +359,6 @@ fn tagged_frame(rng: &mut StdRng, direction: Direction) -> Vec<u8> {
         frame[..6].copy_from_slice(&to);
     }
     frame
-}
-
-/// Pins the calling thread to the CPU it runs on (see [`Bench::send`]).
-fn pin_to_this_cpu() {
-    // SAFETY: plain syscalls on the calling thread; the set is a valid,
-    // zeroed cpu_set_t.
-    unsafe {
-        let cpu = libc::sched_getcpu();
-        assert!(
-            cpu >= 0,
-            "sched_getcpu: {}",
-            std::io::Error::last_os_error()
-        );
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity: {}",
-            std::io::Error::last_os_error()
-        );
-    }
 }
 
 /// The precondition of the differential below: the programs see a tagged

@@ -17,11 +17,13 @@ use std::collections::BTreeMap;
 
 use aya::{
     Btf as AyaBtf,
-    maps::{Array, MapData},
+    maps::{Array, HashMap, MapData},
     programs::BtfTracePoint,
 };
 use netwatch_common::{
-    kdrop::{KernelDropConfig, KernelDropEvent, NO_REASON, SKIP_REASONS},
+    kdrop::{
+        KernelDropConfig, KernelDropEvent, KernelDropKey, KernelDropStats, NO_REASON, SKIP_REASONS,
+    },
     names,
 };
 
@@ -198,6 +200,34 @@ impl Datapath {
     /// The ring buffer map cannot be opened.
     pub fn drain_kernel_drops(&mut self) -> Result<(Vec<KernelDropEvent>, u64), DatapathError> {
         self.drain_ring(names::MAP_KDROP_EVENTS, KernelDropEvent::from_bytes)
+    }
+
+    /// Every entry of `KDROPS` now: the kernel drop program's counts per
+    /// key, rate-limited records aside (its oracle test compares them with
+    /// the reference model's).
+    ///
+    /// # Errors
+    /// The kernel refuses the iteration.
+    pub fn kernel_drop_counts(
+        &self,
+    ) -> Result<Vec<(KernelDropKey, KernelDropStats)>, DatapathError> {
+        let name = names::MAP_KDROPS;
+        let map: HashMap<&MapData, KernelDropKey, KernelDropStats> = self
+            .map(name)?
+            .try_into()
+            .map_err(DatapathError::map(name))?;
+        map.iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(DatapathError::map(name))
+    }
+
+    /// Empties `KDROPS`, so that counts start from zero (as
+    /// [`Datapath::clear_flows`] does for the flow table).
+    ///
+    /// # Errors
+    /// The kernel refuses the iteration or a delete.
+    pub fn clear_kernel_drop_counts(&mut self) -> Result<(), DatapathError> {
+        self.clear_hash_map::<KernelDropKey, KernelDropStats>(names::MAP_KDROPS)
     }
 }
 

@@ -22,13 +22,16 @@ use crate::policy::{Cidr, CompiledTables};
 pub type ReasonCounts = [u64; DROP_REASON_COUNT as usize];
 
 impl Datapath {
-    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DatapathError> {
+    pub(super) fn map_mut(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut aya::maps::Map, DatapathError> {
         self.ebpf
             .map_mut(name)
             .ok_or(DatapathError::MissingMap(name))
     }
 
-    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError> {
+    pub(super) fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError> {
         self.ebpf.map(name).ok_or(DatapathError::MissingMap(name))
     }
 
@@ -265,8 +268,15 @@ impl Datapath {
     /// # Errors
     /// The kernel refuses the iteration or a delete.
     pub fn clear_flows(&mut self) -> Result<(), DatapathError> {
-        let name = names::MAP_FLOWS;
-        let mut map: HashMap<&mut MapData, FlowKey, FlowStats> = self
+        self.clear_hash_map::<FlowKey, FlowStats>(names::MAP_FLOWS)
+    }
+
+    /// Removes every entry of the hash (or LRU hash) map `name`.
+    pub(super) fn clear_hash_map<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<(), DatapathError> {
+        let mut map: HashMap<&mut MapData, K, V> = self
             .map_mut(name)?
             .try_into()
             .map_err(DatapathError::map(name))?;

@@ -7,8 +7,11 @@
 //! parsing, the policy compiler or the map encoding. The uplink shield,
 //! which parses headers of its own, has its own model ([`uplink_verdict`]);
 //! the macvlan programs, which find the judged endpoint by source MAC and
-//! namespace, are modelled in [`macvlan`].
+//! namespace, are modelled in [`macvlan`]; the kernel drop program (on
+//! `kfree_skb`, not a verdict but a record of the kernel's own drops) in
+//! [`kdrop`].
 
+pub mod kdrop;
 pub mod macvlan;
 mod parse;
 #[cfg(test)]
