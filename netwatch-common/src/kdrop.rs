@@ -41,6 +41,10 @@ pub struct KernelDropConfig {
     pub skb_network_header: u32,
     /// `sk_buff.protocol` (`__be16`).
     pub skb_protocol: u32,
+    /// `sk_buff.tail` (`sk_buff_data_t`: on 64-bit kernels a `u32` offset
+    /// from `head`, the end of the linear data): the program reads no
+    /// header bytes past it.
+    pub skb_tail: u32,
     /// `sk_buff.dev` (`struct net_device *`).
     pub skb_dev: u32,
     /// `net_device.ifindex` (`int`).
@@ -55,7 +59,7 @@ pub struct KernelDropConfig {
     /// or [`KernelDropConfig::ENABLED_SPAN`].
     pub enabled: u32,
 }
-assert_layout!(KernelDropConfig, size = 56, align = 4);
+assert_layout!(KernelDropConfig, size = 60, align = 4);
 
 impl Default for KernelDropConfig {
     fn default() -> Self {
@@ -63,6 +67,7 @@ impl Default for KernelDropConfig {
             skb_head: 0,
             skb_network_header: 0,
             skb_protocol: 0,
+            skb_tail: 0,
             skb_dev: 0,
             dev_ifindex: 0,
             skip: [NO_REASON; SKIP_REASONS],
@@ -73,9 +78,9 @@ impl Default for KernelDropConfig {
 
 impl KernelDropConfig {
     /// `enabled`: the offsets are filled; the program reads `protocol`,
-    /// `head` and `network_header` one at a time.
+    /// `network_header`, `tail` and `head` one at a time.
     pub const ENABLED: u32 = 1;
-    /// `enabled`: the offsets are filled, and those three fields lie
+    /// `enabled`: the offsets are filled, and those four fields lie
     /// within [`KernelDropConfig::SKB_SPAN`] bytes of the first of them
     /// ([`KernelDropConfig::fits_span`]): the program reads them with one
     /// `bpf_probe_read_kernel` instead of three (each call costs tens of
@@ -86,23 +91,30 @@ impl KernelDropConfig {
     /// may start at its last offset: the program reads 8 bytes more).
     pub const SKB_SPAN: u32 = 32;
 
-    /// Offset in `sk_buff` of the first of `protocol`, `network_header`
-    /// and `head`.
+    /// Offset in `sk_buff` of the first of `protocol`, `network_header`,
+    /// `tail` and `head`.
     #[inline(always)]
     pub fn span_start(&self) -> u32 {
         self.skb_protocol
             .min(self.skb_network_header)
+            .min(self.skb_tail)
             .min(self.skb_head)
     }
 
-    /// Whether `protocol`, `network_header` and `head` all start less than
-    /// [`KernelDropConfig::SKB_SPAN`] bytes after [`KernelDropConfig::span_start`]
-    /// (Linux 6.18: 176, 180 and 192).
+    /// Whether `protocol`, `network_header`, `tail` and `head` all start
+    /// less than [`KernelDropConfig::SKB_SPAN`] bytes after
+    /// [`KernelDropConfig::span_start`] (Linux 6.18: 176, 180, 184 and
+    /// 192).
     pub fn fits_span(&self) -> bool {
         let start = self.span_start();
-        [self.skb_protocol, self.skb_network_header, self.skb_head]
-            .iter()
-            .all(|offset| offset - start < Self::SKB_SPAN)
+        [
+            self.skb_protocol,
+            self.skb_network_header,
+            self.skb_tail,
+            self.skb_head,
+        ]
+        .iter()
+        .all(|offset| offset - start < Self::SKB_SPAN)
     }
 
     /// Whether `reason` is one the program ignores.
@@ -223,22 +235,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_skb_fields_are_read_in_one_span_only_when_all_three_start_inside_it() {
-        let layout = |protocol, network_header, head| KernelDropConfig {
+    fn the_skb_fields_are_read_in_one_span_only_when_all_four_start_inside_it() {
+        let layout = |protocol, network_header, tail, head| KernelDropConfig {
             skb_protocol: protocol,
             skb_network_header: network_header,
+            skb_tail: tail,
             skb_head: head,
             ..KernelDropConfig::default()
         };
         // Linux 6.18's layout.
-        assert!(layout(176, 180, 192).fits_span());
-        assert_eq!(layout(176, 180, 192).span_start(), 176);
+        assert!(layout(176, 180, 184, 192).fits_span());
+        assert_eq!(layout(176, 180, 184, 192).span_start(), 176);
         // In any order; the last may start at the span's last byte.
-        assert!(layout(200, 169, 176).fits_span());
-        assert_eq!(layout(200, 169, 176).span_start(), 169);
-        assert!(layout(100, 104, 131).fits_span());
-        assert!(!layout(100, 104, 132).fits_span());
-        assert!(!layout(232, 180, 192).fits_span());
+        assert!(layout(200, 169, 180, 176).fits_span());
+        assert_eq!(layout(200, 169, 180, 176).span_start(), 169);
+        assert!(layout(100, 104, 110, 131).fits_span());
+        assert!(!layout(100, 104, 110, 132).fits_span());
+        assert!(!layout(176, 180, 232, 192).fits_span());
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! `kfree_skb` BTF tracepoint (see netwatch-common's `kdrop`).
 //!
 //! Per call: one config lookup and a reason check; for IPv4 and IPv6
-//! packets, two `bpf_probe_read_kernel`s (the skb's protocol, head and
-//! network header offset in one, then the IP header) and two `GUARDED`
-//! lookups. Only packets whose source or destination is a guarded
+//! packets, two `bpf_probe_read_kernel`s (the skb's protocol, head,
+//! network header and tail offsets in one, then the IP header, never past
+//! the linear data's end) and two `GUARDED` lookups. Only packets whose source or destination is a guarded
 //! container's address go further: they are counted in `KDROPS` and
 //! reported at most once per key per drop-report interval, submitted
 //! without waking the reader, as flow records are.
@@ -57,9 +57,16 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     let skb: u64 = ctx.arg(0);
-    let (protocol, head, network) = skb_headers(skb, config)?;
+    let (protocol, head, network, tail) = skb_headers(skb, config)?;
     let protocol = u16::from_be(protocol);
     let ip = head.wrapping_add(u64::from(network));
+    // Bytes from the network header to the end of the linear data. The
+    // helper reads kernel memory, not the packet: past `tail` it would
+    // read what the buffer held before (an earlier packet's bytes), so
+    // nothing is read there (the oracle in tests/tests/kernel_drops.rs
+    // found such keys). A header outside the linear data (in a fragment,
+    // before the stack pulled it) is not recorded.
+    let available = u64::from(tail).checked_sub(u64::from(network))?;
     let mut key = KernelDropKey {
         reason,
         ..KernelDropKey::default()
@@ -67,6 +74,9 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) -> Option<()> {
     let bytes;
     let l4 = match protocol {
         ETH_P_IP => {
+            if available < 20 {
+                return None;
+            }
             let hdr: [u8; 20] = read(ip, 0)?;
             if hdr[0] >> 4 != 4 {
                 return None;
@@ -78,9 +88,12 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) -> Option<()> {
             bytes = u64::from(u16::from_be_bytes([hdr[2], hdr[3]]));
             // A non-first fragment carries no ports.
             let fragment_offset = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
-            (fragment_offset == 0).then(|| ip + u64::from(hdr[0] & 0x0f) * 4)
+            (fragment_offset == 0).then(|| u64::from(hdr[0] & 0x0f) * 4)
         }
         ETH_P_IPV6 => {
+            if available < 40 {
+                return None;
+            }
             let hdr: [u8; 40] = read(ip, 0)?;
             if hdr[0] >> 4 != 6 {
                 return None;
@@ -90,7 +103,7 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) -> Option<()> {
             key.src.copy_from_slice(&hdr[8..24]);
             key.dst.copy_from_slice(&hdr[24..40]);
             bytes = u64::from(u16::from_be_bytes([hdr[4], hdr[5]])) + 40;
-            Some(ip + 40)
+            Some(40)
         }
         _ => return None,
     };
@@ -108,15 +121,17 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) -> Option<()> {
     if src_endpoint == 0 && dst_endpoint == 0 {
         return None;
     }
+    // Ports (or ICMP type and code) only where they lie in the linear
+    // data: else the key has none, as a non-first fragment's.
     if let Some(l4) = l4 {
         match key.proto {
-            IPPROTO_TCP | IPPROTO_UDP => {
-                let ports: [u8; 4] = read(l4, 0)?;
+            IPPROTO_TCP | IPPROTO_UDP if l4 + 4 <= available => {
+                let ports: [u8; 4] = read(ip + l4, 0)?;
                 key.src_port = u16::from_be_bytes([ports[0], ports[1]]);
                 key.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
             }
-            IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-                let icmp: [u8; 2] = read(l4, 0)?;
+            IPPROTO_ICMP | IPPROTO_ICMPV6 if l4 + 2 <= available => {
+                let icmp: [u8; 2] = read(ip + l4, 0)?;
                 key.src_port = u16::from(icmp[0]);
                 key.dst_port = u16::from(icmp[1]);
             }
@@ -147,10 +162,10 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) -> Option<()> {
     Some(())
 }
 
-/// The skb's `protocol` (big-endian), `head` and `network_header`: one
-/// `bpf_probe_read_kernel` of the span that holds all three where user
+/// The skb's `protocol` (big-endian), `head`, `network_header` and `tail`: one
+/// `bpf_probe_read_kernel` of the span that holds all four where user
 /// space found the kernel's layout allows it
-/// ([`KernelDropConfig::ENABLED_SPAN`]), three where it does not.
+/// ([`KernelDropConfig::ENABLED_SPAN`]), four where it does not.
 ///
 /// Learned the hard way: with the offsets checked against the span here,
 /// LLVM checked one copy of a value and indexed with another, and the
@@ -158,13 +173,14 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) -> Option<()> {
 /// space checks them instead, and the masks below are the bounds the
 /// verifier sees (they change nothing for offsets that fit).
 #[inline(always)]
-fn skb_headers(skb: u64, config: &KernelDropConfig) -> Option<(u16, u64, u16)> {
+fn skb_headers(skb: u64, config: &KernelDropConfig) -> Option<(u16, u64, u16, u32)> {
     const SPAN: usize = KernelDropConfig::SKB_SPAN as usize;
     if config.enabled != KernelDropConfig::ENABLED_SPAN {
         return Some((
             read(skb, config.skb_protocol)?,
             read(skb, config.skb_head)?,
             read(skb, config.skb_network_header)?,
+            read(skb, config.skb_tail)?,
         ));
     }
     let start = config.span_start();
@@ -181,6 +197,7 @@ fn skb_headers(skb: u64, config: &KernelDropConfig) -> Option<(u16, u64, u16)> {
             at(config.skb_protocol).cast::<u16>().read_unaligned(),
             at(config.skb_head).cast::<u64>().read_unaligned(),
             at(config.skb_network_header).cast::<u16>().read_unaligned(),
+            at(config.skb_tail).cast::<u32>().read_unaligned(),
         ))
     }
 }

@@ -622,8 +622,8 @@ mod oracle {
         }
     }
 
-    /// A key's addresses and protocol: what the model determines even when
-    /// it cannot determine the ports.
+    /// A key's addresses and protocol: counts are compared per tuple, so
+    /// that a key with wrong ports shows beside the model's.
     type Tuple = (u8, u8, [u8; 16], [u8; 16]);
 
     fn tuple(key: &KernelDropKey) -> Tuple {
@@ -681,7 +681,7 @@ mod oracle {
                     .sum();
                 n as f64 / sent.max(1) as f64
             };
-            let required: [(&[&str], f64); 5] = [
+            let required: [(&[&str], f64); 6] = [
                 (&["recorded ipv4"], 0.10),
                 (&["recorded ipv6"], 0.10),
                 (&["not recorded: unguarded"], 0.05),
@@ -689,7 +689,8 @@ mod oracle {
                     &["not recorded: not ip", "not recorded: wrong version"],
                     0.02,
                 ),
-                (&["recorded, ports undetermined"], 0.002),
+                (&["not recorded: truncated"], 0.005),
+                (&["recorded, ports past the data"], 0.002),
             ];
             for (names, least) in required {
                 let got = share(names);
@@ -762,12 +763,8 @@ mod oracle {
                 };
                 let outcome = kernel_drop(protocol, &frame[network..], guarded);
                 let name = match outcome {
-                    KernelDropOutcome::Undetermined => {
-                        *tally.not_sent.entry("model: undetermined").or_insert(0) += 1;
-                        continue;
-                    }
-                    KernelDropOutcome::Recorded(drop) if !drop.ports => {
-                        "recorded, ports undetermined"
+                    KernelDropOutcome::Recorded(drop) if !drop.ports_in_data => {
+                        "recorded, ports past the data"
                     }
                     KernelDropOutcome::Recorded(drop) if drop.key.family == family::IPV4 => {
                         "recorded ipv4"
@@ -777,6 +774,9 @@ mod oracle {
                         "not recorded: unguarded"
                     }
                     KernelDropOutcome::NotRecorded(NotRecorded::NotIp) => "not recorded: not ip",
+                    KernelDropOutcome::NotRecorded(NotRecorded::Truncated) => {
+                        "not recorded: truncated"
+                    }
                     KernelDropOutcome::NotRecorded(NotRecorded::WrongVersion) => {
                         "not recorded: wrong version"
                     }
@@ -807,7 +807,6 @@ mod oracle {
             tally: &mut Tally,
         ) {
             let mut exact: HashMap<KernelDropKey, Counts> = HashMap::new();
-            let mut any_ports: HashMap<Tuple, Counts> = HashMap::new();
             let mut endpoints: HashMap<Tuple, (u32, u32)> = HashMap::new();
             let mut contributors: HashMap<Tuple, Vec<usize>> = HashMap::new();
             let sentinel_outcome = kernel_drop(ETHERTYPE_IPV4, &sentinel[14..], guarded);
@@ -818,11 +817,7 @@ mod oracle {
                 let t = tuple(&drop.key);
                 endpoints.insert(t, (drop.src_endpoint, drop.dst_endpoint));
                 contributors.entry(t).or_default().push(i);
-                if drop.ports {
-                    add(exact.entry(drop.key).or_default(), 1, drop.bytes);
-                } else {
-                    add(any_ports.entry(t).or_default(), 1, drop.bytes);
-                }
+                add(exact.entry(drop.key).or_default(), 1, drop.bytes);
             }
             let mut actual: HashMap<KernelDropKey, Counts> = HashMap::new();
             for (key, stats) in counts {
@@ -850,12 +845,11 @@ mod oracle {
             }
             let mut tuples: Vec<Tuple> = actual.keys().map(tuple).collect();
             tuples.extend(exact.keys().map(tuple));
-            tuples.extend(any_ports.keys().copied());
             tuples.sort();
             tuples.dedup();
             for t in tuples {
                 let mut got = (0, 0);
-                let mut want = any_ports.get(&t).copied().unwrap_or_default();
+                let mut want = (0, 0);
                 let mut short = Vec::new();
                 for (_, c) in actual.iter().filter(|(k, _)| tuple(k) == t) {
                     add(&mut got, c.0, c.1);

@@ -117,6 +117,7 @@ pub fn read_kernel_layout() -> Result<(KernelDropConfig, DropReasonNames), BtfEr
         skb_head: skb("head")?,
         skb_network_header: skb("network_header")?,
         skb_protocol: skb("protocol")?,
+        skb_tail: skb("tail")?,
         skb_dev: skb("dev")?,
         dev_ifindex: btf.member_offset("net_device", "ifindex")?,
         skip: reasons.skipped(),

@@ -2,11 +2,11 @@
 //! `kfree_skb` tracepoint, netwatch-ebpf/src/kdrop.rs) must record for a
 //! packet the kernel frees, written from its contract, not its code.
 //!
-//! The contract, given the skb's protocol and the bytes at its network
-//! header:
-//! - only `ETH_P_IP` with version 4 and `ETH_P_IPV6` with version 6 are
-//!   read; the IPv4 header is read as a fixed 20 bytes (options are not
-//!   looked at), the IPv6 header as 40;
+//! The contract, given the skb's protocol and the bytes from its network
+//! header to the end of its linear data:
+//! - only `ETH_P_IP` and `ETH_P_IPV6` are read, and only when their fixed
+//!   header (20 bytes for IPv4, options not looked at; 40 for IPv6) lies
+//!   in those bytes; then the version nibble must match;
 //! - nothing is recorded unless the source or the destination is a guarded
 //!   address (its endpoint's ifindex goes into the record);
 //! - the key is (family, protocol or next header, source, destination,
@@ -14,17 +14,16 @@
 //!   protocol number in either family), read at `ihl * 4` for IPv4 and at
 //!   40 for IPv6 whatever the next header is (an IPv6 packet behind
 //!   extension headers is keyed by the first one, without ports); a
-//!   non-first IPv4 fragment has no ports;
+//!   non-first IPv4 fragment has no ports, nor has a packet whose ports lie
+//!   past the data;
 //! - the byte count is the IP length field (IPv4 total length, IPv6
 //!   payload length + 40), whatever the packet really holds.
 //!
-//! What this model cannot claim: the program reads the header with
-//! `bpf_probe_read_kernel`, which reads kernel memory, not the packet, so a
-//! header cut short is read on into whatever the skb's buffer holds after
-//! it (tail room of an earlier packet, `skb_shared_info`). Where the bytes
-//! the program reads are not all in `ip`, the model says so
-//! ([`KernelDropOutcome::Undetermined`], or a record whose
-//! [`ModelDrop::ports`] is `None`) instead of guessing.
+//! The program reads with `bpf_probe_read_kernel`, which reads kernel
+//! memory, not the packet: before it stopped at the linear data's end
+//! (`sk_buff.tail`), a header cut short was read on into what the buffer
+//! held before, and this model's oracle test found keys made of an earlier
+//! packet's bytes.
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -43,10 +42,6 @@ pub enum KernelDropOutcome {
     Recorded(ModelDrop),
     /// Not counted, and why.
     NotRecorded(NotRecorded),
-    /// Depends on bytes past the end of the packet: the program reads the
-    /// header (or enough of it to decide) from memory the packet does not
-    /// determine.
-    Undetermined,
 }
 
 /// Why a freed packet is not recorded.
@@ -54,6 +49,8 @@ pub enum KernelDropOutcome {
 pub enum NotRecorded {
     /// The skb's protocol is neither IPv4 nor IPv6.
     NotIp,
+    /// The fixed header does not lie in the data.
+    Truncated,
     /// The version nibble does not match the skb's protocol.
     WrongVersion,
     /// Neither address is guarded.
@@ -63,8 +60,7 @@ pub enum NotRecorded {
 /// One record as the program must make it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ModelDrop {
-    /// The key, with `reason` 0 (the reason is the kernel's) and ports 0
-    /// when `ports` is `None`.
+    /// The key, with `reason` 0 (the reason is the kernel's).
     pub key: KernelDropKey,
     /// The IP length field's count.
     pub bytes: u64,
@@ -72,9 +68,9 @@ pub struct ModelDrop {
     pub src_endpoint: u32,
     /// The same for the destination.
     pub dst_endpoint: u32,
-    /// Whether the key's ports are determined: `false` when the program
-    /// reads them past the end of the packet.
-    pub ports: bool,
+    /// False when the packet has ports (or ICMP type and code) but they
+    /// lie past the data: the key has ports 0.
+    pub ports_in_data: bool,
 }
 
 /// The guarded addresses (`GUARDED`): address → its endpoint's ifindex.
@@ -89,16 +85,11 @@ pub fn kernel_drop(protocol: u16, ip: &[u8], guarded: &Guarded) -> KernelDropOut
         ETHERTYPE_IPV6 => (6, 40, family::IPV6),
         _ => return NotRecorded::NotIp.into(),
     };
-    // The whole header is read before the version is looked at, but the
-    // version nibble alone decides when it is wrong.
-    let Some(first) = ip.first() else {
-        return KernelDropOutcome::Undetermined;
-    };
-    if first >> 4 != version {
-        return NotRecorded::WrongVersion.into();
-    }
     if ip.len() < header {
-        return KernelDropOutcome::Undetermined;
+        return NotRecorded::Truncated.into();
+    }
+    if ip[0] >> 4 != version {
+        return NotRecorded::WrongVersion.into();
     }
     let mut key = KernelDropKey {
         family: fam,
@@ -134,7 +125,7 @@ pub fn kernel_drop(protocol: u16, ip: &[u8], guarded: &Guarded) -> KernelDropOut
         IPPROTO_ICMP | IPPROTO_ICMPV6 => 2,
         _ => 0,
     };
-    let mut ports = true;
+    let mut ports_in_data = true;
     if let Some(l4) = l4.filter(|_| ports_len > 0) {
         match ip.get(l4..l4 + ports_len) {
             Some([src_port_hi, src_port_lo, dst_port_hi, dst_port_lo]) => {
@@ -145,7 +136,7 @@ pub fn kernel_drop(protocol: u16, ip: &[u8], guarded: &Guarded) -> KernelDropOut
                 key.src_port = u16::from(*icmp_type);
                 key.dst_port = u16::from(*icmp_code);
             }
-            _ => ports = false,
+            _ => ports_in_data = false,
         }
     }
     KernelDropOutcome::Recorded(ModelDrop {
@@ -153,7 +144,7 @@ pub fn kernel_drop(protocol: u16, ip: &[u8], guarded: &Guarded) -> KernelDropOut
         bytes,
         src_endpoint,
         dst_endpoint,
-        ports,
+        ports_in_data,
     })
 }
 
@@ -232,7 +223,7 @@ mod tests {
         assert_eq!((drop.key.src_port, drop.key.dst_port), (40000, 53));
         assert_eq!(drop.key.reason, 0);
         assert_eq!(drop.bytes, 30);
-        assert!(drop.ports);
+        assert!(drop.ports_in_data);
     }
 
     #[test]
@@ -245,7 +236,7 @@ mod tests {
         p[6..8].copy_from_slice(&0x2001u16.to_be_bytes());
         let drop = recorded(kernel_drop(ETHERTYPE_IPV4, &p, &guarded()));
         assert_eq!(
-            (drop.key.src_port, drop.key.dst_port, drop.ports),
+            (drop.key.src_port, drop.key.dst_port, drop.ports_in_data),
             (0, 0, true)
         );
         // A first fragment (offset 0, more fragments) keeps its ports.
@@ -324,19 +315,17 @@ mod tests {
         let v4 = ipv4(5, IPPROTO_UDP, O4, G4, &[0, 1, 0, 2]);
         let v6 = ipv6(IPPROTO_UDP, O6, G6, &[0, 1, 0, 2]);
         assert_eq!(kernel_drop(0x0806, &v4, &g), NotRecorded::NotIp.into());
+        // Long enough for an IPv6 header, but version 4.
+        let v4_long = ipv4(5, IPPROTO_UDP, O4, G4, &[0; 24]);
         assert_eq!(
-            kernel_drop(ETHERTYPE_IPV6, &v4, &g),
+            kernel_drop(ETHERTYPE_IPV6, &v4_long, &g),
             NotRecorded::WrongVersion.into()
         );
         assert_eq!(
             kernel_drop(ETHERTYPE_IPV4, &v6, &g),
             NotRecorded::WrongVersion.into()
         );
-        // The version alone decides, however short the header.
-        assert_eq!(
-            kernel_drop(ETHERTYPE_IPV4, &[0x65], &g),
-            NotRecorded::WrongVersion.into()
-        );
+
         let neither = ipv4(5, IPPROTO_UDP, O4, O4, &[0, 1, 0, 2]);
         assert_eq!(
             kernel_drop(ETHERTYPE_IPV4, &neither, &g),
@@ -351,40 +340,40 @@ mod tests {
     }
 
     #[test]
-    fn what_the_program_reads_past_the_packet_is_not_claimed() {
+    fn nothing_is_read_past_the_data_a_short_header_is_not_recorded_and_ports_past_it_are_zero() {
         let g = guarded();
         let v4 = ipv4(5, IPPROTO_TCP, O4, G4, &[0, 1, 0, 2]);
+        for short in [&v4[..19], &v4[..1], &[][..]] {
+            assert_eq!(
+                kernel_drop(ETHERTYPE_IPV4, short, &g),
+                NotRecorded::Truncated.into()
+            );
+        }
+        // Short, whatever its version says.
         assert_eq!(
-            kernel_drop(ETHERTYPE_IPV4, &v4[..19], &g),
-            KernelDropOutcome::Undetermined
-        );
-        assert_eq!(
-            kernel_drop(ETHERTYPE_IPV4, &[], &g),
-            KernelDropOutcome::Undetermined
+            kernel_drop(ETHERTYPE_IPV4, &[0x65], &g),
+            NotRecorded::Truncated.into()
         );
         let v6 = ipv6(IPPROTO_UDP, O6, G6, &[0, 1, 0, 2]);
         assert_eq!(
             kernel_drop(ETHERTYPE_IPV6, &v6[..39], &g),
-            KernelDropOutcome::Undetermined
+            NotRecorded::Truncated.into()
         );
-        // The addresses are there, the ports are not (only 3 of 4 bytes).
+        // The addresses are there, the ports are not (only 3 of 4 bytes):
+        // recorded without ports.
         let drop = recorded(kernel_drop(ETHERTYPE_IPV4, &v4[..23], &g));
-        assert!(!drop.ports);
+        assert!(!drop.ports_in_data);
+        assert_eq!((drop.key.src_port, drop.key.dst_port), (0, 0));
+        assert_eq!(drop.dst_endpoint, 7);
+        let drop = recorded(kernel_drop(ETHERTYPE_IPV6, &v6[..43], &g));
+        assert!(!drop.ports_in_data);
+        assert_eq!((drop.key.src_port, drop.key.dst_port), (0, 0));
+        // ICMP needs only its type and code.
+        let icmp = ipv4(5, IPPROTO_ICMP, G4, O4, &[3, 1]);
+        let drop = recorded(kernel_drop(ETHERTYPE_IPV4, &icmp, &g));
         assert_eq!(
-            (drop.key.src_port, drop.key.dst_port, drop.dst_endpoint),
-            (0, 0, 7)
-        );
-        let drop = recorded(kernel_drop(ETHERTYPE_IPV6, &v6[..41], &g));
-        assert!(!drop.ports);
-        // Two bytes are all ICMP needs.
-        let icmp = ipv4(5, IPPROTO_ICMP, O4, G4, &[3, 1]);
-        assert!(recorded(kernel_drop(ETHERTYPE_IPV4, &icmp, &g)).ports);
-        assert!(!recorded(kernel_drop(ETHERTYPE_IPV4, &icmp[..21], &g)).ports);
-        // Neither address guarded: decided without the missing ports.
-        let neither = ipv4(5, IPPROTO_TCP, O4, O4, &[]);
-        assert_eq!(
-            kernel_drop(ETHERTYPE_IPV4, &neither, &g),
-            NotRecorded::Unguarded.into()
+            (drop.key.src_port, drop.key.dst_port, drop.ports_in_data),
+            (3, 1, true)
         );
     }
 }
