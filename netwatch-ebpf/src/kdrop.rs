@@ -4,8 +4,9 @@
 //! Per call: one config lookup and a reason check; for IPv4 and IPv6
 //! packets, two `bpf_probe_read_kernel`s (the skb's protocol, head,
 //! network header and tail offsets in one, then the IP header, never past
-//! the linear data's end) and two `GUARDED` lookups. Only packets whose source or destination is a guarded
-//! container's address go further: they are counted in `KDROPS` and
+//! the linear data's end) and two `GUARDED` lookups. Only packets whose
+//! source or destination is a guarded container's address go further:
+//! they are counted in `KDROPS` and
 //! reported at most once per key per drop-report interval, submitted
 //! without waking the reader, as flow records are.
 //!
