@@ -42,6 +42,11 @@ pub const HOST_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 pub const DOCKER0_V4: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
 pub const BRIDGE_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 pub const HOST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
+/// Host addresses inside the endpoint's network that are not its gateway
+/// (as a macvlan parent's address sits in its network): host access, not a
+/// peer, though the network's prefix covers them.
+pub const HOST_IN_NET_V4: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 250);
+pub const HOST_IN_NET_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x30, 0, 0, 0, 0, 0, 0xfa);
 /// A container on another Docker network.
 pub const OTHER_NET_V4: Ipv4Addr = Ipv4Addr::new(172, 31, 0, 5);
 /// "The outside world" (documentation ranges).
@@ -366,6 +371,8 @@ pub fn host_addresses() -> Vec<IpAddr> {
         IpAddr::V4(DOCKER0_V4),
         IpAddr::V6(BRIDGE_LL),
         IpAddr::V6(HOST_V6),
+        IpAddr::V4(HOST_IN_NET_V4),
+        IpAddr::V6(HOST_IN_NET_V6),
     ]
 }
 

@@ -968,6 +968,51 @@ fn gateway_access_opt_in_reaches_the_gateway_but_not_other_host_addresses() {
     }
 }
 
+/// A host address inside the network's prefix (as a macvlan parent's
+/// address sits in its network) is the host, not a peer: host access,
+/// though the prefix covers it. Guards any reordering of the lookups.
+#[test]
+fn a_host_address_inside_the_network_is_host_access_not_a_peer() {
+    let mut harness = Harness::new(vec![endpoint_spec(policy_flags::ENFORCE)], host_addresses());
+    for (frame, hook, want) in [
+        (
+            out4(HOST_IN_NET_V4).tcp(40000, 22, SYN).build(),
+            Hook::FromContainer,
+            HostAccess,
+        ),
+        (
+            in4(HOST_IN_NET_V4).tcp(22, 40000, SYN).build(),
+            Hook::ToContainer,
+            HostAccess,
+        ),
+        (
+            out6(HOST_IN_NET_V6).udp(40000, 53).build(),
+            Hook::FromContainer,
+            HostAccess,
+        ),
+        // Its neighbours in the prefix are still peers.
+        (
+            out4(PEER_V4).tcp(40000, 22, SYN).build(),
+            Hook::FromContainer,
+            NONE_OK,
+        ),
+        (
+            out6(PEER_V6).udp(40000, 53).build(),
+            Hook::FromContainer,
+            NONE_OK,
+        ),
+    ] {
+        let got = harness.kernel(hook, &frame).unwrap();
+        assert_eq!(
+            got.reason,
+            Some(want),
+            "{}",
+            netwatch_tests::packets::hex(&frame)
+        );
+        assert_eq!(harness.model(hook, &frame).map(|d| d.reason), Some(want));
+    }
+}
+
 #[test]
 fn an_audited_endpoint_forwards_what_enforcement_drops_and_records_it_as_audited() {
     let spec = endpoint_spec(policy_flags::ENFORCE | policy_flags::AUDIT);
