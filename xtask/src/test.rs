@@ -122,7 +122,7 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
             "a benchmark failed in its smoke run; run `cargo xtask bench NAME --smoke` to see it alone",
             Box::new(|| {
                 let all: Vec<&bench::Bench> = bench::BENCHES.iter().collect();
-                bench::run_benches(&all, true, &[])
+                bench::run_benches(&all, true, &[]).map(|_| ())
             }),
         ),
         (
