@@ -25,9 +25,10 @@
 //! host and the outside) behave exactly as without it, every closed path
 //! left a drop record naming the container and the reason in the agent's
 //! log (`kernel:netfilter_drop` where Docker's FORWARD rules dropped it
-//! before netwatch's hook at the destination saw it), and `netwatch explain --from-kernel` gives the observed verdict for
-//! every cell with the kernel agreeing. The Docker-alone results are printed
-//! and written to `$CARGO_TARGET_TMPDIR/reachability-<state>.md`.
+//! before netwatch's hook at the destination saw it), and `netwatch explain
+//! --from-kernel` gives the observed verdict for every cell with the kernel
+//! agreeing. The Docker-alone results are printed and written to
+//! `$CARGO_TARGET_TMPDIR/reachability-<state>.md`.
 //!
 //! Safety: probes go only to the test's containers, the host's own
 //! addresses (its bridges' gateways, 203.0.113.1) and the test's outside

@@ -983,13 +983,14 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
         ensure!(out.status.success(), "netwatch flows failed");
         queries.push(query_start.elapsed().as_secs_f64());
     }
-    let spread = |samples: &[f64]| {
+    let (query, scrape) = (median(&queries), median(&scrapes));
+    // "median s, lowest–highest"
+    let spread = |median: f64, samples: &[f64]| {
         let (lo, hi) = samples
             .iter()
             .fold((f64::MAX, 0.0f64), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
-        format!("{:.2} s, {lo:.2}–{hi:.2}", median(samples))
+        format!("{median:.2} s, {lo:.2}–{hi:.2}")
     };
-    let (query, scrape) = (median(&queries), median(&scrapes));
     let rss_query = rss_kib(pid)?;
     let cpu_flows = cpu_over(pid, idle_secs)?;
     let rss_after = rss_kib(pid)?;
@@ -1015,8 +1016,8 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
         format!(
             "after {QUERY_SAMPLES} `netwatch flows -o json` (median {}) and {QUERY_SAMPLES} \
              /metrics scrapes (median {}): each sweeps the kernel flow table",
-            spread(&queries),
-            spread(&scrapes)
+            spread(query, &queries),
+            spread(scrape, &scrapes)
         ),
         mib(rss_query),
         "-".into(),
