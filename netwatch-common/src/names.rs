@@ -24,6 +24,16 @@ pub const PROG_BENCH_BASELINE: &str = "bench_baseline";
 /// continue: the benchmark's "cheapest useful program". In the benchmark's
 /// own object, like `bench_baseline`.
 pub const PROG_BENCH_COUNTER: &str = "bench_counter";
+/// TC program that parses the packet's headers with netwatch's own parser
+/// (as the veth programs do, into the same per-CPU summary), counts the
+/// packet and lets it continue: what reading a packet's headers costs, with
+/// no flow table and no policy. In the benchmark's own object.
+pub const PROG_BENCH_HEADERS: &str = "bench_headers";
+/// TC program that parses like `bench_headers` and counts the packet into
+/// its flow in an LRU table under netwatch's flow key (one lookup, two
+/// atomic adds): what keeping per-flow state costs, with no policy and no
+/// records. In the benchmark's own object.
+pub const PROG_BENCH_FLOW: &str = "bench_flow";
 
 /// `tp_btf/kfree_skb` program recording the kernel's own drops of guarded
 /// containers' packets (see `kdrop`). Linux ≥ 5.17 (drop reasons).

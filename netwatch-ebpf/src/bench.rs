@@ -2,18 +2,26 @@
 //! (`netwatch-bench`) that only `cargo xtask bench datapath` loads: an empty
 //! program (`bench_baseline`, the cost of running any program at all) and
 //! the cheapest program that does something per packet (`bench_counter`,
-//! one per-CPU counter increment). They are measured beside netwatch's
+//! one per-CPU counter increment), and one that reads the packet's headers
+//! as netwatch's veth programs do (`bench_headers`), and one that also
+//! counts the packet into its flow in an LRU table (`bench_flow`). They are measured beside netwatch's
 //! programs but are no part of them: the shipped object (`main.rs`) does
 //! not hold them, so `agent`, `check` and a session never load or pin them.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     macros::{classifier, map},
-    maps::PerCpuArray,
+    maps::{LruHashMap, PerCpuArray},
     programs::TcContext,
 };
-use netwatch_ebpf::veth::ACT_CONTINUE;
+use netwatch_common::{flow::FlowKey, names, reason::Direction};
+use netwatch_ebpf::{
+    flows::add_shared,
+    parse::parse_skb_per_cpu,
+    veth::{ACT_CONTINUE, skb_facts},
+};
 
 /// Packets `bench_counter` saw, one entry per CPU.
 #[map]
@@ -29,6 +37,64 @@ pub fn bench_counter(_ctx: TcContext) -> i32 {
     if let Some(slot) = BENCH_COUNTER.get_ptr_mut(0) {
         // SAFETY: the pointer comes from a successful lookup in a per-CPU
         // array, so it is valid and only this CPU writes it.
+        unsafe { *slot += 1 };
+    }
+    ACT_CONTINUE
+}
+
+/// The floor for any program that judges a packet by its headers: the
+/// veth programs' parse (skb facts, the per-CPU summary, the Ethernet, IP
+/// and transport headers) and the counter, without flow table or policy.
+/// Counting only parsed packets keeps the parse from being optimized away.
+#[classifier]
+pub fn bench_headers(ctx: TcContext) -> i32 {
+    let (_ifindex, tag_stripped) = skb_facts(&ctx);
+    if let Some(summary) = parse_skb_per_cpu(&ctx, tag_stripped)
+        && summary.has_ports
+        && let Some(slot) = BENCH_COUNTER.get_ptr_mut(0)
+    {
+        // SAFETY: as in `bench_counter`.
+        unsafe { *slot += 1 };
+    }
+    ACT_CONTINUE
+}
+
+/// `bench_flow`'s flow table: netwatch's key, packets and bytes, as many
+/// entries as netwatch's `FLOWS`.
+#[map]
+static BENCH_FLOWS: LruHashMap<FlowKey, [u64; 2]> =
+    LruHashMap::with_max_entries(names::FLOWS_MAX_ENTRIES, 0);
+
+/// The floor for any program that keeps per-flow state: `bench_headers`
+/// plus one lookup in an LRU table under netwatch's flow key and two atomic
+/// adds to the flow's counters (an insert for a new flow). No policy, no
+/// clock, no records.
+#[classifier]
+pub fn bench_flow(ctx: TcContext) -> i32 {
+    let (ifindex, tag_stripped) = skb_facts(&ctx);
+    let Some(summary) = parse_skb_per_cpu(&ctx, tag_stripped) else {
+        return ACT_CONTINUE;
+    };
+    if !summary.has_ports {
+        return ACT_CONTINUE;
+    }
+    // One direction for both hooks: a reply's key differs by its order of
+    // addresses and ports anyway.
+    let key = FlowKey::new(ifindex, Direction::Egress, summary);
+    let bytes = u64::from(ctx.len());
+    match BENCH_FLOWS.get_ptr_mut(key) {
+        Some(counts) => {
+            // SAFETY: a successful lookup's value, valid for this run.
+            let counts = unsafe { &mut *counts };
+            add_shared(&mut counts[0], 1);
+            add_shared(&mut counts[1], bytes);
+        }
+        None => {
+            let _ = BENCH_FLOWS.insert(key, [1, bytes], u64::from(BPF_NOEXIST));
+        }
+    }
+    if let Some(slot) = BENCH_COUNTER.get_ptr_mut(0) {
+        // SAFETY: as in `bench_counter`.
         unsafe { *slot += 1 };
     }
     ACT_CONTINUE

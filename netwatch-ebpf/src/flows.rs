@@ -194,14 +194,8 @@ fn update(
     let verdict = decision.verdict as u8;
     // Counters shared across CPUs use atomic adds, the other fields are
     // last-writer-wins.
-    // The BPF target has no `AtomicU64::fetch_add` (rustc gives it no atomic
-    // read-modify-write), but the intrinsic lowers to the BPF atomic add
-    // instruction.
-    // SAFETY: the fields are u64 in a map value, 8-byte aligned.
-    unsafe {
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut stats.packets, 1);
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut stats.bytes, bytes);
-    }
+    add_shared(&mut stats.packets, 1);
+    add_shared(&mut stats.bytes, bytes);
     // SAFETY: bpf_ktime_get_coarse_ns has no preconditions (Linux ≥ 5.11).
     let mut now = unsafe { bpf_ktime_get_coarse_ns() };
     let previous_flags = stats.tcp_flags;
@@ -240,6 +234,18 @@ fn update(
         stats.last_report_ns = now;
         emit(kind, decision, key, stats);
     }
+}
+
+/// Adds `n` to a counter other CPUs add to as well (a field of a shared
+/// map value).
+///
+/// The BPF target has no `AtomicU64::fetch_add` (rustc gives it no atomic
+/// read-modify-write), but the intrinsic lowers to the BPF atomic add
+/// instruction.
+#[inline(always)]
+pub fn add_shared(counter: &mut u64, n: u64) {
+    // SAFETY: a `&mut u64` is valid and 8-byte aligned.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
 }
 
 /// How far `bpf_ktime_get_coarse_ns` may lag `bpf_ktime_get_ns`: one tick,

@@ -29,6 +29,8 @@ const NETWATCH_PROGRAMS: &[&str] = &[
     "kernel_drops",
     "bench_baseline",
     "bench_counter",
+    "bench_headers",
+    "bench_flow",
 ];
 
 /// What the Docker test fixtures (`tests/src/docker.rs`) create is named

@@ -1,5 +1,6 @@
-//! The benchmark's reference programs: an empty TC program and a
-//! counter-only one, which `cargo xtask bench datapath` measures beside
+//! The benchmark's reference programs: an empty TC program, a
+//! counter-only one, one that parses headers and counts, and one that
+//! also counts each packet into its flow, which `cargo xtask bench datapath` measures beside
 //! netwatch's own to tell what netwatch costs beyond running any program.
 //!
 //! They are built into an object of their own (`netwatch-bench`, from
@@ -29,6 +30,12 @@ pub enum Reference {
     Empty,
     /// `bench_counter`: one per-CPU counter increment, then "continue".
     Counter,
+    /// `bench_headers`: netwatch's header parse and the counter, then
+    /// "continue".
+    Headers,
+    /// `bench_flow`: the header parse, one LRU flow-table lookup (an insert
+    /// for a new flow) and two atomic adds, then "continue".
+    Flow,
 }
 
 impl Reference {
@@ -36,6 +43,8 @@ impl Reference {
         match self {
             Reference::Empty => names::PROG_BENCH_BASELINE,
             Reference::Counter => names::PROG_BENCH_COUNTER,
+            Reference::Headers => names::PROG_BENCH_HEADERS,
+            Reference::Flow => names::PROG_BENCH_FLOW,
         }
     }
 }
@@ -48,13 +57,18 @@ pub struct BenchPrograms {
 }
 
 impl BenchPrograms {
-    /// Loads the benchmark's object and both of its programs.
+    /// Loads the benchmark's object and its programs.
     ///
     /// # Errors
     /// Without CAP_BPF, or when the verifier refuses a program.
     pub fn load() -> Result<BenchPrograms, DatapathError> {
         let mut ebpf = Ebpf::load(BENCH_OBJECT)?;
-        for reference in [Reference::Empty, Reference::Counter] {
+        for reference in [
+            Reference::Empty,
+            Reference::Counter,
+            Reference::Headers,
+            Reference::Flow,
+        ] {
             load_classifier(&mut ebpf, reference.program_name())?;
         }
         Ok(BenchPrograms { ebpf })
@@ -114,7 +128,8 @@ impl BenchPrograms {
         super::load::program_runs(&self.ebpf, reference.program_name())
     }
 
-    /// Packets `bench_counter` has counted, summed over CPUs.
+    /// Packets `bench_counter`, `bench_headers` and `bench_flow` have
+    /// counted, summed over CPUs.
     ///
     /// # Errors
     /// The kernel refuses the lookup.
