@@ -34,6 +34,9 @@ pub const PROG_BENCH_HEADERS: &str = "bench_headers";
 /// atomic adds): what keeping per-flow state costs, with no policy and no
 /// records. In the benchmark's own object.
 pub const PROG_BENCH_FLOW: &str = "bench_flow";
+/// `tp_btf/kfree_skb` program that only increments the counter: the floor
+/// on the kernel drop program's hook. In the benchmark's own object.
+pub const PROG_BENCH_KFREE: &str = "bench_kfree";
 
 /// `tp_btf/kfree_skb` program recording the kernel's own drops of guarded
 /// containers' packets (see `kdrop`). Linux ≥ 5.17 (drop reasons).

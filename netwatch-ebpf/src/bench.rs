@@ -4,7 +4,9 @@
 //! the cheapest program that does something per packet (`bench_counter`,
 //! one per-CPU counter increment), and one that reads the packet's headers
 //! as netwatch's veth programs do (`bench_headers`), and one that also
-//! counts the packet into its flow in an LRU table (`bench_flow`). They are measured beside netwatch's
+//! counts the packet into its flow in an LRU table (`bench_flow`); and a
+//! counter on the kernel drop program's `kfree_skb` tracepoint
+//! (`bench_kfree`). They are measured beside netwatch's
 //! programs but are no part of them: the shipped object (`main.rs`) does
 //! not hold them, so `agent`, `check` and a session never load or pin them.
 #![no_std]
@@ -12,9 +14,9 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    macros::{classifier, map},
+    macros::{btf_tracepoint, classifier, map},
     maps::{LruHashMap, PerCpuArray},
-    programs::TcContext,
+    programs::{BtfTracePointContext, TcContext},
 };
 use netwatch_common::{flow::FlowKey, names, reason::Direction};
 use netwatch_ebpf::{
@@ -98,6 +100,17 @@ pub fn bench_flow(ctx: TcContext) -> i32 {
         unsafe { *slot += 1 };
     }
     ACT_CONTINUE
+}
+
+/// The floor on `kernel_drops`' hook: one counter increment per
+/// `kfree_skb` of the machine, the tracepoint's own cost included.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn bench_kfree(_ctx: BtfTracePointContext) -> i32 {
+    if let Some(slot) = BENCH_COUNTER.get_ptr_mut(0) {
+        // SAFETY: as in `bench_counter`.
+        unsafe { *slot += 1 };
+    }
+    0
 }
 
 netwatch_ebpf::license_section!();

@@ -31,6 +31,7 @@ const NETWATCH_PROGRAMS: &[&str] = &[
     "bench_counter",
     "bench_headers",
     "bench_flow",
+    "bench_kfree",
 ];
 
 /// What the Docker test fixtures (`tests/src/docker.rs`) create is named

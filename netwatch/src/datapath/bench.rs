@@ -1,6 +1,6 @@
 //! The benchmark's reference programs: an empty TC program, a
-//! counter-only one, one that parses headers and counts, and one that
-//! also counts each packet into its flow, which `cargo xtask bench datapath` measures beside
+//! counter-only one, one that parses headers and counts, one that also
+//! counts each packet into its flow, and a counter on `kfree_skb`, which `cargo xtask bench datapath` measures beside
 //! netwatch's own to tell what netwatch costs beyond running any program.
 //!
 //! They are built into an object of their own (`netwatch-bench`, from
@@ -12,9 +12,9 @@
 //! [`Datapath`]: super::Datapath
 
 use aya::{
-    Ebpf, include_bytes_aligned,
+    Btf, Ebpf, include_bytes_aligned,
     maps::PerCpuArray,
-    programs::{SchedClassifier, TcAttachType},
+    programs::{BtfTracePoint, SchedClassifier, TcAttachType},
 };
 use netwatch_common::names;
 
@@ -128,8 +128,40 @@ impl BenchPrograms {
         super::load::program_runs(&self.ebpf, reference.program_name())
     }
 
-    /// Packets `bench_counter`, `bench_headers` and `bench_flow` have
-    /// counted, summed over CPUs.
+    /// Loads and attaches `bench_kfree`, the counter on the kernel drop
+    /// program's `kfree_skb` tracepoint: that hook's floor. It stays
+    /// attached until this is dropped.
+    ///
+    /// Minimum kernel: 5.5 (BTF tracepoints).
+    ///
+    /// # Errors
+    /// No kernel BTF, or the kernel refuses the program.
+    pub fn attach_kfree_counter(&mut self) -> Result<(), DatapathError> {
+        let name = names::PROG_BENCH_KFREE;
+        let btf = Btf::from_sys_fs().map_err(|e| DatapathError::KernelDrops(e.to_string()))?;
+        let program: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram(name))?
+            .try_into()
+            .map_err(DatapathError::program(name))?;
+        program
+            .load(names::TRACEPOINT_KFREE_SKB, &btf)
+            .map_err(DatapathError::program(name))?;
+        program.attach().map_err(DatapathError::program(name))?;
+        Ok(())
+    }
+
+    /// [`BenchPrograms::program_runs`] for `bench_kfree`.
+    ///
+    /// # Errors
+    /// The program is not loaded, or the kernel refuses the query.
+    pub fn kfree_counter_runs(&self) -> Result<(u64, std::time::Duration), DatapathError> {
+        super::load::program_runs(&self.ebpf, names::PROG_BENCH_KFREE)
+    }
+
+    /// Packets (or frees) the reference programs have counted, summed over
+    /// CPUs.
     ///
     /// # Errors
     /// The kernel refuses the lookup.

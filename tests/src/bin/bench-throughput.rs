@@ -192,6 +192,25 @@ fn floors_text(runs: &[ProgramRuns]) -> String {
             over.join(", ")
         ));
     }
+    for load in [LOAD_TCP, LOAD_UDP, LOAD_DROPS] {
+        let (Some(counter), Some(drops)) = (
+            per_run(load, names::PROG_BENCH_KFREE),
+            per_run(load, names::PROG_KERNEL_DROPS),
+        ) else {
+            continue;
+        };
+        let runs_of = |program: &str| {
+            runs.iter()
+                .find(|r| r.load == load && r.program == program)
+                .map_or(0, |r| r.runs)
+        };
+        parts.push(format!(
+            "on `kfree_skb` under {load}, a counter alone took {counter:.0} ns per run \
+             ({} runs) and `kernel_drops` {drops:.0} ns ({} runs)",
+            runs_of(names::PROG_BENCH_KFREE),
+            runs_of(names::PROG_KERNEL_DROPS),
+        ));
+    }
     if parts.is_empty() {
         return "No floor in this run: the reference programs did not run under the \
                 TCP or UDP load."
@@ -1117,6 +1136,23 @@ fn main() -> Result<()> {
                     elapsed,
                 });
             }
+            // The kernel drop program's hook, with a counter alone on it.
+            let mut reference = BenchPrograms::load()?;
+            reference.attach_kfree_counter()?;
+            let (runs_before, time_before) = reference.kfree_counter_runs()?;
+            let start = Instant::now();
+            run_load(&bench, load)?;
+            let elapsed = start.elapsed();
+            let (runs, time) = reference.kfree_counter_runs()?;
+            program_runs.push(ProgramRuns {
+                load,
+                program: names::PROG_BENCH_KFREE,
+                reference: true,
+                runs: runs - runs_before,
+                time: time.saturating_sub(time_before),
+                elapsed,
+            });
+            drop(reference);
         }
     }
     ensure!(
@@ -1304,7 +1340,9 @@ fn main() -> Result<()> {
          a packet by its headers; and `bench_flow`, that parse plus one lookup in an LRU \
          table under netwatch's flow key and two atomic adds to the flow's counters (an \
          insert for a new flow), without policy, clock or records: the floor for a \
-         program that keeps per-flow state, as netwatch's must. Goal: \
+         program that keeps per-flow state, as netwatch's must; and `bench_kfree`, one \
+         counter increment on the kernel drop program's `kfree_skb` tracepoint, which \
+         runs on every free of the machine as `kernel_drops` does. Goal: \
          ≤ {LIVE_GOAL_NS:.0} ns per run for each program under each load: {}.",
         program_runs
             .iter()
