@@ -325,6 +325,29 @@ impl<'a> FlowRef<'a> {
         }
     }
 
+    /// Asks the CPU to fetch where the flow is kept, so that it is in
+    /// the cache when its view is made a few flows later: a query writes
+    /// flows busiest first, in no order of the map's, and waiting for each
+    /// flow's slot was most of making its view.
+    pub fn prefetch(self) {
+        #[cfg(target_arch = "x86_64")]
+        if let Kept::Flow(key, tracked) = self.0 {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let tracked: *const Tracked = tracked;
+            let tracked = tracked.cast::<i8>();
+            // SAFETY: a prefetch only hints; it reads nothing the program
+            // sees and cannot fault. The addresses are a live key's and the
+            // three cache lines of its flow's, whose size
+            // `a_flow_is_kept_in_128_bytes_and_its_times_round_trip` bounds.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(key).cast::<i8>());
+                _mm_prefetch::<_MM_HINT_T0>(tracked);
+                _mm_prefetch::<_MM_HINT_T0>(tracked.wrapping_add(64));
+                _mm_prefetch::<_MM_HINT_T0>(tracked.wrapping_add(127));
+            }
+        }
+    }
+
     /// Its view without the `rule` (see [`Tracked::view_with`]).
     fn lite(self) -> FlowView<'a> {
         match self.0 {
@@ -555,9 +578,25 @@ impl Wall {
         Wall(i64::try_from(ns).unwrap_or(if ns < 0 { i64::MIN } else { i64::MAX }))
     }
 
+    /// [`Wall::of`] `clock.wall(monotonic_ns)`, without making the
+    /// [`Timestamp`]: that divides an `i128`, which was a tenth of a new
+    /// flow's ingest (twice per new flow, once per record).
+    fn at(clock: &Clock, monotonic_ns: u64) -> Wall {
+        let ns = clock.offset_ns + i128::from(monotonic_ns);
+        match i64::try_from(ns) {
+            Ok(ns) => Wall(ns),
+            // Beyond 1677..2262: rare enough for the slow way.
+            Err(_) => Wall::of(clock.wall(monotonic_ns)),
+        }
+    }
+
     fn get(self) -> Timestamp {
-        // Every i64 of nanoseconds is within jiff's range.
-        Timestamp::from_nanosecond(i128::from(self.0)).unwrap_or(Timestamp::UNIX_EPOCH)
+        // Every i64 of nanoseconds is within jiff's range, and the two
+        // parts of a truncating division share their sign, as `new` wants
+        // them (`from_nanosecond` divides an i128: each query made two per
+        // flow).
+        Timestamp::new(self.0 / 1_000_000_000, (self.0 % 1_000_000_000) as i32)
+            .unwrap_or(Timestamp::UNIX_EPOCH)
     }
 }
 
@@ -967,7 +1006,7 @@ impl Aggregator {
         // sweep may carry older ones.
         tracked.kernel_packets = tracked.kernel_packets.max(stats.packets);
         tracked.kernel_bytes = tracked.kernel_bytes.max(stats.bytes);
-        let last_seen = Wall::of(clock.wall(stats.last_seen_ns));
+        let last_seen = Wall::at(clock, stats.last_seen_ns);
         if last_seen < tracked.last_seen {
             return Some(tracked);
         }
@@ -1001,49 +1040,73 @@ impl Aggregator {
         }
         let low_water = self.limit - (self.limit / 10).max(1).min(self.limit - 1);
         let excess = self.flows.len() - low_water;
-        let mut by_idle: Vec<(Wall, FlowKey)> = self
-            .flows
-            .iter()
-            .map(|(key, t)| (t.last_seen, *key))
-            .collect();
-        // Only which flows are the `excess` oldest matters, not their order.
-        if excess < by_idle.len() {
-            by_idle.select_nth_unstable_by_key(excess, |(last_seen, _)| *last_seen);
-        }
-        for (_, key) in by_idle.into_iter().take(excess) {
-            if let Some(tracked) = self.flows.remove(&key) {
-                self.remember_folded(key, &tracked);
-                fold(&mut self.summaries, tracked.entry(&key));
-                self.counters.summarised += 1;
+        // Which flows are the `excess` longest idle is decided on their
+        // times alone (8 bytes a flow, where collecting their keys too took
+        // 56 and a lookup to remove each), and they are taken out in one
+        // pass over the map.
+        let mut idle: Vec<Wall> = self.flows.values().map(|t| t.last_seen).collect();
+        let (_, &mut newest, _) = idle.select_nth_unstable(excess - 1);
+        // Flows idle as long as the newest folded one: as many as it takes
+        // (which of them is no matter, as for any other tie).
+        let mut at_newest = excess - idle[..excess].iter().filter(|&&w| w < newest).count();
+        drop(idle);
+        let Aggregator {
+            flows,
+            summaries,
+            folded,
+            folded_order,
+            folded_capacity,
+            counters,
+            ..
+        } = self;
+        let taken = flows.extract_if(|_, t| {
+            t.last_seen < newest
+                || (t.last_seen == newest && at_newest > 0 && {
+                    at_newest -= 1;
+                    true
+                })
+        });
+        // The summary each (names, verdict) folds into, once one flow of
+        // them has been folded: the others add their counts to it without
+        // making an entry (a dozen strings) to fold, which was most of the
+        // cost of folding (the first of each still folds whole, so a new
+        // summary is made from the same flow as before).
+        let mut folded_into: HashMap<(*const Labels, Verdict), SummaryKey> = HashMap::new();
+        for (key, tracked) in taken {
+            remember_folded(folded, folded_order, *folded_capacity, key, &tracked);
+            counters.summarised += 1;
+            // Labels stay interned (`self.labels`) until the next sweep:
+            // no address is reused while `folded_into` lives.
+            let group = (Arc::as_ptr(&tracked.labels), tracked.verdict);
+            if let Some(summary) = folded_into
+                .get(&group)
+                .and_then(|summary_key| summaries.get_mut(summary_key))
+            {
+                let (packets, bytes) = tracked.total();
+                add_to_summary(
+                    summary,
+                    (
+                        packets - tracked.verdict_start_packets,
+                        bytes - tracked.verdict_start_bytes,
+                    ),
+                    (tracked.first_seen.get(), tracked.last_seen.get()),
+                );
+                continue;
             }
+            let entry = tracked.entry(&key);
+            folded_into.insert(group, summary_key(&entry));
+            fold(summaries, entry);
         }
     }
 
     fn remember_folded(&mut self, key: FlowKey, tracked: &Tracked) {
-        let first = tracked.kernel_first_ns;
-        self.folded.insert(
+        remember_folded(
+            &mut self.folded,
+            &mut self.folded_order,
+            self.folded_capacity,
             key,
-            Folded {
-                kernel_first_ns: first,
-                packets: tracked.kernel_packets,
-                bytes: tracked.kernel_bytes,
-                seen: false,
-            },
+            tracked,
         );
-        self.folded_order.push_back((key, first));
-        let capacity = self.folded_capacity;
-        while self.folded.len() > capacity || self.folded_order.len() > 2 * capacity {
-            let Some((old, first)) = self.folded_order.pop_front() else {
-                break;
-            };
-            if self
-                .folded
-                .get(&old)
-                .is_some_and(|f| f.kernel_first_ns == first)
-            {
-                self.folded.remove(&old);
-            }
-        }
     }
 
     /// Forgets the flows and summaries of containers that are gone (`is_present`
@@ -1251,7 +1314,7 @@ fn new_tracked(
             shared
         }
     });
-    let first_seen = Wall::of(clock.wall(stats.first_seen_ns));
+    let first_seen = Wall::at(clock, stats.first_seen_ns);
     Tracked {
         labels,
         peer,
@@ -1277,22 +1340,71 @@ fn new_tracked(
     }
 }
 
-/// Adds `entry` to its summary (container, network, direction, verdict).
-fn fold(summaries: &mut BTreeMap<SummaryKey, FlowEntry>, entry: FlowEntry) {
-    let key = (
+/// Remembers a flow folded or forgotten while its kernel entry may live on
+/// (see [`Aggregator::set_kernel_table_entries`]): at most `capacity`, the
+/// last ones.
+fn remember_folded(
+    folded: &mut HashMap<FlowKey, Folded>,
+    folded_order: &mut VecDeque<(FlowKey, u64)>,
+    capacity: usize,
+    key: FlowKey,
+    tracked: &Tracked,
+) {
+    let first = tracked.kernel_first_ns;
+    folded.insert(
+        key,
+        Folded {
+            kernel_first_ns: first,
+            packets: tracked.kernel_packets,
+            bytes: tracked.kernel_bytes,
+            seen: false,
+        },
+    );
+    folded_order.push_back((key, first));
+    while folded.len() > capacity || folded_order.len() > 2 * capacity {
+        let Some((old, first)) = folded_order.pop_front() else {
+            break;
+        };
+        // One lookup: this runs for every folded flow at the limit.
+        if let Entry::Occupied(entry) = folded.entry(old)
+            && entry.get().kernel_first_ns == first
+        {
+            entry.remove();
+        }
+    }
+}
+
+fn summary_key(entry: &FlowEntry) -> SummaryKey {
+    (
         entry.container.clone(),
         entry.network.clone(),
         entry.direction,
         entry.verdict,
-    );
+    )
+}
+
+/// Adds one flow's counts and times to a summary of flows.
+fn add_to_summary(
+    summary: &mut FlowEntry,
+    (packets, bytes): (u64, u64),
+    (first_seen, last_seen): (Timestamp, Timestamp),
+) {
+    summary.packets += packets;
+    summary.bytes += bytes;
+    summary.flows += 1;
+    summary.first_seen = summary.first_seen.min(first_seen);
+    summary.last_seen = summary.last_seen.max(last_seen);
+}
+
+/// Adds `entry` to its summary (container, network, direction, verdict).
+fn fold(summaries: &mut BTreeMap<SummaryKey, FlowEntry>, entry: FlowEntry) {
+    let key = summary_key(&entry);
     match summaries.get_mut(&key) {
-        Some(summary) => {
-            summary.packets += entry.packets;
-            summary.bytes += entry.bytes;
-            summary.flows += 1;
-            summary.first_seen = summary.first_seen.min(entry.first_seen);
-            summary.last_seen = summary.last_seen.max(entry.last_seen);
-        }
+        Some(summary) => add_to_summary(
+            summary,
+            (entry.packets, entry.bytes),
+            (entry.first_seen, entry.last_seen),
+        ),
         None => {
             let summary = FlowEntry {
                 src: None,
@@ -1382,6 +1494,57 @@ mod tests {
         }
         assert!(Wall::of(Timestamp::MAX) > Wall::of(Timestamp::UNIX_EPOCH));
         assert!(Wall::of(Timestamp::MIN) < Wall::of(Timestamp::UNIX_EPOCH));
+        for ns in [
+            i64::MIN,
+            i64::MIN + 1,
+            -1_000_000_001,
+            -999_999_999,
+            -1,
+            0,
+            1,
+            999_999_999,
+            1_000_000_000,
+            1_700_000_000_123_456_789,
+            i64::MAX,
+        ] {
+            assert_eq!(
+                Wall(ns).get(),
+                Timestamp::from_nanosecond(i128::from(ns)).unwrap(),
+                "{ns}"
+            );
+        }
+    }
+
+    /// A kernel time's wall time, as flows keep it, is what the clock
+    /// says, held at the ends of an i64 beyond them (and the epoch beyond
+    /// jiff's range, as the clock says then).
+    #[test]
+    fn kernel_times_become_the_clocks_wall_times() {
+        let walls = [
+            Timestamp::UNIX_EPOCH,
+            Timestamp::from_nanosecond(1_700_000_000_123_456_789).unwrap(),
+            Timestamp::from_nanosecond(-1_234_567_891).unwrap(),
+            Timestamp::from_nanosecond(i128::from(i64::MAX) - 10).unwrap(),
+            Timestamp::from_nanosecond(i128::from(i64::MIN)).unwrap(),
+            Timestamp::MAX,
+            Timestamp::MIN,
+        ];
+        for wall in walls {
+            let clock = Clock::at(wall);
+            for monotonic_ns in [0, 1, 11, 999_999_999, 1_000_000_000, u64::MAX / 2, u64::MAX] {
+                assert_eq!(
+                    Wall::at(&clock, monotonic_ns),
+                    Wall::of(clock.wall(monotonic_ns)),
+                    "{wall} + {monotonic_ns} ns"
+                );
+            }
+        }
+        let clock = Clock::now();
+        let monotonic_ns = Clock::monotonic_ns();
+        assert_eq!(
+            Wall::at(&clock, monotonic_ns),
+            Wall::of(clock.wall(monotonic_ns))
+        );
     }
 
     #[test]
@@ -1545,6 +1708,79 @@ mod tests {
         assert_eq!((summary.packets, summary.bytes), (2, 200));
         assert_eq!(summary.proto, Protocol::Any);
         assert_eq!(all.iter().map(|e| e.bytes).sum::<u64>(), 400);
+    }
+
+    /// Flows of several endpoints (a veth's, the same container's seen at
+    /// its bridge, an unknown interface's) and verdicts, folded in one
+    /// batch: each summary holds exactly its folded flows' counts and
+    /// times, and takes its names from one of them.
+    #[test]
+    fn a_batch_of_folded_flows_sums_into_one_summary_per_container_network_direction_verdict() {
+        use crate::flows::names::tests::state;
+        let names = FlowNames::new(&state(), &[]);
+        let mut agg = Aggregator::new(20);
+        let verdicts = [
+            (Verdict::Forwarded, DropReason::None),
+            (Verdict::Dropped, DropReason::NotInNetwork),
+            (Verdict::Audited, DropReason::HostAccess),
+            (Verdict::Dropped, DropReason::SpoofedSource),
+        ];
+        for port in 1..=60u16 {
+            let mut key = key(port);
+            key.ifindex = [31, 30, 7][usize::from(port % 3)];
+            let (verdict, reason) = verdicts[usize::from(port % 4)];
+            let n = u64::from(port);
+            let stats = FlowStats {
+                verdict: verdict as u8,
+                reason: reason as u8,
+                ..stats(1_000 + n * 7, 5_000 + (n * 7919) % 1_000, n, n * 61)
+            };
+            agg.sweep_entry(&key, &stats, &names, &clock());
+        }
+        let before = agg.entries(&FlowFilter::default());
+        assert_eq!(before.len(), 60);
+        agg.finish_sweep();
+        assert_eq!(agg.len(), 18);
+        assert_eq!(agg.counters.summarised, 42);
+        let after = agg.entries(&FlowFilter::default());
+        let kept: Vec<u16> = after
+            .iter()
+            .filter(|e| e.src.is_some())
+            .map(|e| e.src_port)
+            .collect();
+        assert_eq!(kept.len(), 18);
+        let mut expected: BTreeMap<SummaryKey, Vec<&FlowEntry>> = BTreeMap::new();
+        for entry in before.iter().filter(|e| !kept.contains(&e.src_port)) {
+            expected.entry(summary_key(entry)).or_default().push(entry);
+        }
+        let summaries: Vec<&FlowEntry> = after.iter().filter(|e| e.src.is_none()).collect();
+        assert_eq!(summaries.len(), expected.len());
+        assert!(expected.values().any(|folded| folded.len() > 2));
+        for summary in summaries {
+            let folded = &expected[&summary_key(summary)];
+            assert_eq!(summary.flows, folded.len() as u64);
+            assert_eq!(
+                summary.packets,
+                folded.iter().map(|e| e.packets).sum::<u64>()
+            );
+            assert_eq!(summary.bytes, folded.iter().map(|e| e.bytes).sum::<u64>());
+            assert_eq!(
+                Some(summary.first_seen),
+                folded.iter().map(|e| e.first_seen).min()
+            );
+            assert_eq!(
+                Some(summary.last_seen),
+                folded.iter().map(|e| e.last_seen).max()
+            );
+            let from = folded
+                .iter()
+                .find(|e| e.interface == summary.interface && e.reason == summary.reason)
+                .unwrap_or_else(|| panic!("{summary:?} is none of its flows'"));
+            assert_eq!(
+                (&summary.container_id, &summary.rule, &summary.dropped_by),
+                (&from.container_id, &from.rule, &from.dropped_by)
+            );
+        }
     }
 
     #[test]

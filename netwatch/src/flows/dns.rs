@@ -174,6 +174,14 @@ struct ContainerNames {
     last_learned: u64,
 }
 
+impl ContainerNames {
+    /// The name resolved to `address`, if still valid at `at_ns`.
+    fn name_at(&self, address: IpAddr, at_ns: u64) -> Option<Arc<str>> {
+        let named = self.by_address.get(&address)?;
+        (at_ns <= named.expires_ns).then(|| Arc::clone(&named.name))
+    }
+}
+
 /// Which names each container resolved to which addresses.
 #[derive(Debug, Default)]
 pub struct DnsNames {
@@ -234,8 +242,7 @@ impl DnsNames {
     /// The name `container` resolved to `address`, if it was still valid
     /// at `at_ns` (kernel monotonic time).
     pub fn lookup(&self, container: &str, address: IpAddr, at_ns: u64) -> Option<Arc<str>> {
-        let named = self.containers.get(container)?.by_address.get(&address)?;
-        (at_ns <= named.expires_ns).then(|| Arc::clone(&named.name))
+        self.containers.get(container)?.name_at(address, at_ns)
     }
 
     /// The names `container` resolved to a flow key's source and
@@ -246,11 +253,13 @@ impl DnsNames {
         key: &FlowKey,
         at_ns: u64,
     ) -> (Option<Arc<str>>, Option<Arc<str>>) {
-        let Some(container) = container else {
+        // The container's names looked up once, not per end: this runs for
+        // every new flow, most of whose containers resolved nothing.
+        let Some(names) = container.and_then(|c| self.containers.get(c)) else {
             return (None, None);
         };
         let (src, dst) = super::record::key_addresses(key);
-        let name = |ip: Option<IpAddr>| self.lookup(container, ip?, at_ns);
+        let name = |ip: Option<IpAddr>| names.name_at(ip?, at_ns);
         (name(src), name(dst))
     }
 

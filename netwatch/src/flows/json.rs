@@ -7,14 +7,24 @@
 //! `io::Write` adapters (measured with perf: ~50% of the query, with the
 //! buffer's regrowth another ~7%). Here keys and punctuation are constant
 //! bytes, strings with nothing to escape (nearly all) are copied whole,
-//! numbers go through `itoa`, and the output is sized once. Values whose
-//! text serde decides (enums, addresses, timestamps) are still written by
-//! serde_json, one scalar each, so that their text cannot drift from what
-//! [`FlowView`]'s `Serialize` writes; a test compares the two layouts on
-//! every kind of value.
+//! numbers go through `itoa`, and the output is sized once. Timestamps
+//! (RFC 3339, as jiff prints them) and IPv4 addresses are written here too
+//! (through serde_json and jiff's printer they were a sixth of a query);
+//! enums are written by serde_json once per value a query meets and copied
+//! after that, so that their text cannot drift from what [`FlowView`]'s
+//! `Serialize` writes. A test compares the two layouts on every kind of
+//! value.
 
+use std::net::IpAddr;
+
+use jiff::Timestamp;
+use netwatch_common::{
+    protocol::Protocol,
+    reason::{Direction, Verdict},
+};
 use serde::Serialize;
 
+use super::FlowReason;
 use super::aggregate::{FlowRef, FlowView};
 
 /// How flows are laid out (mirrors [`crate::api::Layout`], which calls
@@ -55,6 +65,20 @@ pub fn stream_flows(
     shape: Shape,
     flows: &[FlowRef<'_>],
     chunk_bytes: usize,
+    emit: impl FnMut(Vec<u8>),
+) {
+    // Pretty or not is decided at compile time: each key is then a copy of
+    // a known length (a call to memcpy per key was a tenth of a query).
+    match shape {
+        Shape::Pretty => stream::<true>(shape, flows, chunk_bytes, emit),
+        Shape::Compact | Shape::Lines => stream::<false>(shape, flows, chunk_bytes, emit),
+    }
+}
+
+fn stream<const PRETTY: bool>(
+    shape: Shape,
+    flows: &[FlowRef<'_>],
+    chunk_bytes: usize,
     mut emit: impl FnMut(Vec<u8>),
 ) {
     // Bytes a flow takes in the pretty layout, about (measured: ~840 at
@@ -65,12 +89,11 @@ pub fn stream_flows(
         .saturating_mul(BYTES_PER_FLOW)
         .min(chunk_bytes.saturating_add(BYTES_PER_FLOW))
         + 4;
-    let mut writer = Writer {
+    let mut writer = Writer::<PRETTY> {
         out: Vec::with_capacity(reserve),
-        pretty: shape == Shape::Pretty,
-        first: true,
+        memo: Memo::default(),
     };
-    let mut flush = |writer: &mut Writer| {
+    let mut flush = |writer: &mut Writer<PRETTY>| {
         if writer.out.len() >= chunk_bytes {
             emit(std::mem::replace(
                 &mut writer.out,
@@ -82,22 +105,24 @@ pub fn stream_flows(
         Shape::Compact | Shape::Pretty => {
             writer.out.push(b'[');
             for (i, flow) in flows.iter().enumerate() {
+                prefetch_ahead(flows, i);
                 if i > 0 {
                     writer.out.push(b',');
                 }
-                if writer.pretty {
+                if PRETTY {
                     writer.out.extend_from_slice(b"\n  ");
                 }
                 writer.flow(&flow.view());
                 flush(&mut writer);
             }
-            if writer.pretty && !flows.is_empty() {
+            if PRETTY && !flows.is_empty() {
                 writer.out.push(b'\n');
             }
             writer.out.extend_from_slice(b"]\n");
         }
         Shape::Lines => {
-            for flow in flows {
+            for (i, flow) in flows.iter().enumerate() {
+                prefetch_ahead(flows, i);
                 writer.flow(&flow.view());
                 writer.out.push(b'\n');
                 flush(&mut writer);
@@ -106,6 +131,16 @@ pub fn stream_flows(
     }
     if !writer.out.is_empty() {
         emit(writer.out);
+    }
+}
+
+/// How many flows ahead of the one being written are fetched: writing
+/// one takes about as long as fetching one from memory.
+const PREFETCH_AHEAD: usize = 4;
+
+fn prefetch_ahead(flows: &[FlowRef<'_>], i: usize) {
+    if let Some(ahead) = flows.get(i + PREFETCH_AHEAD) {
+        ahead.prefetch();
     }
 }
 
@@ -120,20 +155,65 @@ macro_rules! key {
     };
 }
 
-struct Writer {
+struct Writer<const PRETTY: bool> {
     out: Vec<u8>,
-    pretty: bool,
-    /// No field written yet in the current object.
-    first: bool,
+    memo: Memo,
 }
 
-impl Writer {
+/// The text serde_json wrote for the last value of each enum field: most
+/// flows of a query share them.
+#[derive(Default)]
+struct Memo {
+    direction: Remembered<Direction>,
+    proto: Remembered<Protocol>,
+    verdict: Remembered<Verdict>,
+    reason: Remembered<Option<FlowReason>>,
+}
+
+struct Remembered<T> {
+    value: Option<T>,
+    text: Vec<u8>,
+}
+
+impl<T> Default for Remembered<T> {
+    fn default() -> Self {
+        Remembered {
+            value: None,
+            text: Vec::new(),
+        }
+    }
+}
+
+impl<T> Remembered<T> {
+    /// Writes `value` as serde_json does, asking it only when `value` is
+    /// not the last one (`is_last` says); `own` keeps it.
+    fn write<V: Serialize + ?Sized>(
+        &mut self,
+        out: &mut Vec<u8>,
+        value: &V,
+        is_last: impl FnOnce(&T) -> bool,
+        own: impl FnOnce() -> T,
+    ) {
+        if !self.value.as_ref().is_some_and(is_last) {
+            self.text.clear();
+            // Writing a scalar into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut self.text, value);
+            self.value = Some(own());
+        }
+        out.extend_from_slice(&self.text);
+    }
+}
+
+impl<const PRETTY: bool> Writer<PRETTY> {
     /// One object, the fields in [`FlowView`]'s order, skipped where its
     /// `skip_serializing_if` skips them.
     fn flow(&mut self, v: &FlowView<'_>) {
-        self.out.push(b'{');
-        self.first = true;
-        key!(self, "schema_version");
+        // The first key, without its comma.
+        self.out.extend_from_slice(if PRETTY {
+            b"{\n    \"schema_version\": "
+        } else {
+            b"{\"schema_version\":"
+        });
         self.number(u64::from(v.schema_version));
         key!(self, "host");
         self.string(v.host);
@@ -148,25 +228,43 @@ impl Writer {
         key!(self, "network");
         self.opt_string(v.network);
         key!(self, "direction");
-        self.scalar(&v.direction);
+        let direction = v.direction;
+        self.memo.direction.write(
+            &mut self.out,
+            &direction,
+            |last| *last == direction,
+            || direction,
+        );
         key!(self, "src");
-        self.scalar(&v.src);
+        self.address(v.src);
         key!(self, "dst");
-        self.scalar(&v.dst);
+        self.address(v.dst);
         key!(self, "src_port");
         self.number(u64::from(v.src_port));
         key!(self, "dst_port");
         self.number(u64::from(v.dst_port));
         key!(self, "proto");
-        self.scalar(&v.proto);
+        let proto = v.proto;
+        self.memo
+            .proto
+            .write(&mut self.out, &proto, |last| *last == proto, || proto);
         key!(self, "packets");
         self.number(v.packets);
         key!(self, "bytes");
         self.number(v.bytes);
         key!(self, "verdict");
-        self.scalar(&v.verdict);
+        let verdict = v.verdict;
+        self.memo
+            .verdict
+            .write(&mut self.out, &verdict, |last| *last == verdict, || verdict);
         key!(self, "reason");
-        self.scalar(&v.reason);
+        let reason = v.reason;
+        self.memo.reason.write(
+            &mut self.out,
+            &reason,
+            |last| last.as_ref() == reason,
+            || reason.cloned(),
+        );
         key!(self, "dropped_by");
         self.opt_string(v.dropped_by);
         if let Some(rule) = &v.rule {
@@ -190,26 +288,24 @@ impl Writer {
         key!(self, "published");
         self.opt_string(v.published);
         key!(self, "first_seen");
-        self.scalar(&v.first_seen);
+        self.timestamp(v.first_seen);
         key!(self, "last_seen");
-        self.scalar(&v.last_seen);
+        self.timestamp(v.last_seen);
         key!(self, "interface");
         self.opt_string(v.interface);
         key!(self, "flows");
         self.number(v.flows);
-        if self.pretty {
+        if PRETTY {
             self.out.extend_from_slice(b"\n  ");
         }
         self.out.push(b'}');
     }
 
-    /// A field's key, from [`key!`]: `,"name":` or its pretty form, without
-    /// the comma for the object's first. Field names are plain ASCII.
+    /// A field's key, from [`key!`]: `,"name":` or its pretty form.
+    /// Field names are plain ASCII.
     fn key(&mut self, compact: &'static str, pretty: &'static str) {
-        let key = if self.pretty { pretty } else { compact };
-        let key = if self.first { &key[1..] } else { key };
-        self.first = false;
-        self.out.extend_from_slice(key.as_bytes());
+        self.out
+            .extend_from_slice(if PRETTY { pretty } else { compact }.as_bytes());
     }
 
     fn number(&mut self, n: u64) {
@@ -231,13 +327,11 @@ impl Writer {
         self.out.push(b'"');
         let bytes = s.as_bytes();
         let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            if b >= 0x20 && b != b'"' && b != b'\\' {
-                continue;
-            }
+        while let Some(at) = first_to_escape(&bytes[start..]) {
+            let i = start + at;
             self.out.extend_from_slice(&bytes[start..i]);
             start = i + 1;
-            match b {
+            match bytes[i] {
                 b'"' => self.out.extend_from_slice(b"\\\""),
                 b'\\' => self.out.extend_from_slice(b"\\\\"),
                 b'\x08' => self.out.extend_from_slice(b"\\b"),
@@ -245,7 +339,7 @@ impl Writer {
                 b'\n' => self.out.extend_from_slice(b"\\n"),
                 b'\r' => self.out.extend_from_slice(b"\\r"),
                 b'\t' => self.out.extend_from_slice(b"\\t"),
-                _ => {
+                b => {
                     const HEX: &[u8; 16] = b"0123456789abcdef";
                     self.out.extend_from_slice(b"\\u00");
                     self.out.push(HEX[usize::from(b >> 4)]);
@@ -257,12 +351,125 @@ impl Writer {
         self.out.push(b'"');
     }
 
-    /// A value whose text serde decides, written by serde_json (a scalar
-    /// or null: the same in every layout).
-    fn scalar<T: Serialize>(&mut self, value: &T) {
-        // Writing a scalar into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut self.out, value);
+    /// An address as serde writes it (its `Display` text, quoted), or
+    /// null. IPv4, nearly every flow's, digit by digit.
+    fn address(&mut self, ip: Option<IpAddr>) {
+        match ip {
+            None => self.out.extend_from_slice(b"null"),
+            Some(IpAddr::V4(v4)) => {
+                self.out.push(b'"');
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b'.');
+                    }
+                    self.out
+                        .extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+                }
+                self.out.push(b'"');
+            }
+            Some(ip @ IpAddr::V6(_)) => {
+                use std::io::Write as _;
+                // Writing into a Vec cannot fail.
+                let _ = write!(self.out, "\"{ip}\"");
+            }
+        }
     }
+
+    /// A timestamp as jiff prints it (RFC 3339 in UTC, the fraction of a
+    /// second to as many digits as it takes, none for a whole second):
+    /// years 0 to 9999 here, others (which jiff writes with a sign and six
+    /// digits) by serde_json.
+    fn timestamp(&mut self, t: Timestamp) {
+        // Seconds and nanoseconds share their sign: floor both.
+        let (mut second, mut nano) = (t.as_second(), t.subsec_nanosecond());
+        if nano < 0 {
+            second -= 1;
+            nano += 1_000_000_000;
+        }
+        let days = second.div_euclid(86_400);
+        let of_day = second.rem_euclid(86_400) as u32;
+        let (year, month, day) = civil_from_days(days);
+        if !(0..=9999).contains(&year) {
+            let _ = serde_json::to_writer(&mut self.out, &t);
+            return;
+        }
+        let mut text = *b"\"0000-00-00T00:00:00";
+        let mut put = |at: usize, digits: usize, mut n: u32| {
+            for i in (at..at + digits).rev() {
+                text[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(1, 4, year as u32);
+        put(6, 2, month);
+        put(9, 2, day);
+        put(12, 2, of_day / 3600);
+        put(15, 2, of_day / 60 % 60);
+        put(18, 2, of_day % 60);
+        self.out.extend_from_slice(&text);
+        if nano != 0 {
+            let mut fraction = *b".000000000";
+            let mut n = nano as u32;
+            for digit in fraction[1..].iter_mut().rev() {
+                *digit = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+            let digits = 9 - fraction[1..]
+                .iter()
+                .rev()
+                .take_while(|&&d| d == b'0')
+                .count();
+            self.out.extend_from_slice(&fraction[..=digits]);
+        }
+        self.out.extend_from_slice(b"Z\"");
+    }
+}
+
+/// Where the first byte of `bytes` that JSON escapes is (`"`, `\`, or a
+/// control character), eight bytes at a time: nearly every string has
+/// none, and a test of each byte was a fifth of a query.
+fn first_to_escape(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let escapes = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in chunks.by_ref() {
+        let word = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
+        // A byte of `x` is zero where the high bit of this is set (the
+        // classic test; it may also flag a byte right after a zero one,
+        // which only sends this chunk to the exact test below).
+        let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+        let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+        let quote = zero(word ^ (ONES * u64::from(b'"')));
+        let backslash = zero(word ^ (ONES * u64::from(b'\\')));
+        if below_space | quote | backslash != 0
+            && let Some(at) = chunk.iter().position(|&b| escapes(b))
+        {
+            return Some(offset + at);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| escapes(b))
+        .map(|at| offset + at)
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 #[cfg(test)]
@@ -349,6 +556,132 @@ mod tests {
         }
     }
 
+    /// Entries that differ from `odd()` and `plain()` in one value each,
+    /// in an order where each enum field changes and changes back.
+    fn variants() -> Vec<FlowEntry> {
+        let mut entries = Vec::new();
+        let times = [
+            0,
+            1,
+            -1,
+            999_999_999,
+            -999_999_999,
+            1_000_000_000,
+            -1_000_000_001,
+            1_700_000_000_100_000_000,
+            1_700_000_000_120_000_000,
+            1_700_000_000_123_000_000,
+            1_700_000_000_123_400_000,
+            1_700_000_000_123_450_000,
+            1_700_000_000_123_456_000,
+            1_700_000_000_123_456_700,
+            1_700_000_000_123_456_780,
+            1_700_000_000_123_456_789,
+            // 1600-02-29, 2000-02-29, 2100-03-01: leap years and not.
+            -11_670_912_000_000_000_000,
+            951_782_400_000_000_001,
+            4_107_542_400_000_000_000,
+            // The ends of an i64 of nanoseconds (as flows keep times).
+            i128::from(i64::MIN),
+            i128::from(i64::MAX),
+        ];
+        let mut seconds: Vec<Timestamp> = times
+            .into_iter()
+            .map(|ns| Timestamp::from_nanosecond(ns).unwrap())
+            .collect();
+        // Years 0 and 9999, before year 0 (a sign and six digits), and
+        // jiff's ends.
+        seconds.extend(
+            [
+                "0000-01-01T00:00:00Z",
+                "0000-12-31T23:59:59.5Z",
+                "-000001-12-31T23:59:59.999999999Z",
+                "9999-12-30T21:59:59.000000001Z",
+            ]
+            .map(|t| t.parse::<Timestamp>().unwrap()),
+        );
+        seconds.extend([Timestamp::MIN, Timestamp::MAX]);
+        for (i, time) in seconds.into_iter().enumerate() {
+            let mut entry = if i % 2 == 0 { odd() } else { plain() };
+            entry.first_seen = time;
+            entry.last_seen = time;
+            entries.push(entry);
+        }
+        for address in [
+            "::",
+            "::1",
+            "fe80::1:2",
+            "2001:db8:0:0:1:0:0:1",
+            "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff",
+            "::ffff:192.0.2.1",
+            "64:ff9b::192.0.2.33",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.1",
+            "192.168.100.10",
+        ] {
+            let mut entry = odd();
+            entry.src = Some(address.parse().unwrap());
+            entry.dst = None;
+            entries.push(entry);
+        }
+        for (verdict, reason, direction, proto) in [
+            (Verdict::Forwarded, None, Direction::Egress, 6),
+            (
+                Verdict::Dropped,
+                Some(FlowReason::Unknown),
+                Direction::Egress,
+                17,
+            ),
+            (
+                Verdict::Dropped,
+                Some("kernel:netfilter_drop".parse().unwrap()),
+                Direction::Ingress,
+                17,
+            ),
+            (
+                Verdict::Dropped,
+                Some("kernel:no_socket".parse().unwrap()),
+                Direction::Ingress,
+                1,
+            ),
+            (
+                Verdict::Audited,
+                Some(FlowReason::Netwatch(DropReason::HostAccess)),
+                Direction::Egress,
+                58,
+            ),
+            (Verdict::Forwarded, None, Direction::Egress, 6),
+            (
+                Verdict::Dropped,
+                Some(FlowReason::Unknown),
+                Direction::Ingress,
+                0,
+            ),
+        ] {
+            let mut entry = plain();
+            (entry.verdict, entry.reason, entry.direction) = (verdict, reason, direction);
+            entry.proto = Protocol::number(proto);
+            entries.push(entry);
+        }
+        // Strings that need escaping at every place of an eight-byte word,
+        // and long clean ones.
+        for at in 0..20 {
+            for special in ["\"", "\\", "\n", "\x1f", "\x7f", "é", "☃"] {
+                let mut entry = plain();
+                let text = format!("{}{special}{}", "a".repeat(at), "b".repeat(19 - at));
+                entry.container = Some(text.clone());
+                entry.host = text;
+                entries.push(entry);
+            }
+        }
+        let mut entry = plain();
+        entry.container_id = Some("0123456789abcdef".repeat(4));
+        entry.host = "\"".repeat(17);
+        entries.push(entry);
+        entries
+    }
+
     #[test]
     fn flows_written_by_hand_are_the_bytes_serde_writes() {
         let mut forwarded = plain();
@@ -360,6 +693,7 @@ mod tests {
             vec![odd()],
             vec![plain()],
             vec![odd(), plain(), forwarded],
+            variants(),
         ] {
             let refs: Vec<FlowRef<'_>> = entries.iter().map(FlowRef::entry).collect();
             for layout in [Layout::Compact, Layout::Pretty, Layout::Lines] {

@@ -267,6 +267,42 @@ fn names_expire_after_their_ttl_but_not_before_the_minimum() {
     assert_eq!(names.lookup("db", address, 1), None, "per container");
 }
 
+/// A flow's ends are named from what its own container resolved, each
+/// end on its own, until the name expires.
+#[test]
+fn a_flows_ends_take_the_names_its_container_resolved() {
+    let mut names = DnsNames::default();
+    let (src, dst) = ([172, 30, 0, 2], [203, 0, 113, 7]);
+    let mut key = FlowKey {
+        family: family::IPV4,
+        ..FlowKey::default()
+    };
+    key.src[..4].copy_from_slice(&src);
+    key.dst[..4].copy_from_slice(&dst);
+    let text = |(s, d): (Option<Arc<str>>, Option<Arc<str>>)| {
+        (s.map(|s| s.to_string()), d.map(|d| d.to_string()))
+    };
+    assert_eq!(text(names.ends(Some("web"), &key, 1)), (None, None));
+    names.learn("web", IpAddr::from(dst), "svc.netwatch.test", 1_000);
+    names.learn("db", IpAddr::from(src), "db.netwatch.test", 1_000);
+    assert_eq!(
+        text(names.ends(Some("web"), &key, 1_000)),
+        (None, Some("svc.netwatch.test".into()))
+    );
+    names.learn("web", IpAddr::from(src), "self.netwatch.test", 2_000);
+    assert_eq!(
+        text(names.ends(Some("web"), &key, 1_500)),
+        (Some("self.netwatch.test".into()), None),
+        "one end expired"
+    );
+    assert_eq!(
+        text(names.ends(Some("db"), &key, 1)),
+        (Some("db.netwatch.test".into()), None)
+    );
+    assert_eq!(text(names.ends(Some("cache"), &key, 1)), (None, None));
+    assert_eq!(text(names.ends(None, &key, 1)), (None, None));
+}
+
 #[test]
 fn an_answer_for_a_known_container_learns_its_addresses_with_their_lifetimes() {
     let entry_time = 1_000;
