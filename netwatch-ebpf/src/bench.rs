@@ -1,14 +1,17 @@
-//! The benchmark's reference programs, in an object of their own
-//! (`netwatch-bench`) that only `cargo xtask bench datapath` loads: an empty
-//! program (`bench_baseline`, the cost of running any program at all) and
-//! the cheapest program that does something per packet (`bench_counter`,
-//! one per-CPU counter increment), and one that reads the packet's headers
-//! as netwatch's veth programs do (`bench_headers`), and one that also
-//! counts the packet into its flow in an LRU table (`bench_flow`); and a
-//! counter on the kernel drop program's `kfree_skb` tracepoint
-//! (`bench_kfree`). They are measured beside netwatch's
-//! programs but are no part of them: the shipped object (`main.rs`) does
-//! not hold them, so `agent`, `check` and a session never load or pin them.
+//! The benchmarks' reference programs, in an object of their own
+//! (`netwatch-bench`) that only the benchmarks load:
+//! - `bench_baseline`, empty: the cost of running any program at all;
+//! - `bench_counter`, one per-CPU counter increment: the cheapest program
+//!   that does something per packet;
+//! - `bench_headers`: netwatch's header parse and the counter;
+//! - `bench_flow`: that parse and per-flow counters in an LRU table;
+//! - `bench_kfree`, on the `kfree_skb` BTF tracepoint (Linux ≥ 5.5): a
+//!   counter on the kernel drop program's hook.
+//!
+//! The TC ones need what netwatch's veth programs need (TCX, Linux 6.6, to
+//! be attached as they are). They are measured beside netwatch's programs
+//! but are no part of them: the shipped object (`main.rs`) does not hold
+//! them, so `agent`, `check` and a session never load or pin them.
 #![no_std]
 #![no_main]
 

@@ -1,7 +1,9 @@
-//! The benchmark's reference programs: an empty TC program, a
-//! counter-only one, one that parses headers and counts, one that also
-//! counts each packet into its flow, and a counter on `kfree_skb`, which `cargo xtask bench datapath` measures beside
-//! netwatch's own to tell what netwatch costs beyond running any program.
+//! The benchmarks' reference programs: an empty TC program, a counter-only
+//! one, one that parses headers and counts, one that also counts each
+//! packet into its flow, and a counter on `kfree_skb`. The `datapath` and
+//! `throughput` benchmarks measure them beside netwatch's own, to tell what
+//! netwatch costs beyond running any program, reading the headers, and
+//! keeping per-flow state.
 //!
 //! They are built into an object of their own (`netwatch-bench`, from
 //! netwatch-ebpf's `bench.rs`), not into the one [`Datapath`] loads: the
