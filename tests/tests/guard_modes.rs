@@ -105,10 +105,17 @@ fn networks_say_enforced_observed_or_unguarded_and_never_enforced_where_nothing_
 
     let mut agent = AgentProcess::start(NETWATCH, &[&internal.name, &public.name]);
     let names = [internal.name.as_str(), public.name.as_str(), "host"];
+    // Both networks: the agent attaches them one after the other, and a
+    // check made as soon as the internal one was enforced once found the
+    // public one's endpoint not attached yet (a fresh-clone CI run).
     wait_for(
-        "the internal network to be enforced",
+        "the internal network to be enforced and the public one observed",
         Duration::from_secs(20),
-        || named(&networks(&agent, &names), &internal.name)["mode"] == "enforced",
+        || {
+            let list = networks(&agent, &names);
+            named(&list, &internal.name)["mode"] == "enforced"
+                && named(&list, &public.name)["mode"] == "observed"
+        },
     );
     let list = networks(&agent, &names);
     let int = named(&list, &internal.name);
