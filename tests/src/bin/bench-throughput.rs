@@ -130,8 +130,8 @@ const LOAD_DROPS: &str = "UDP to a closed port";
 struct ProgramRuns {
     load: &'static str,
     program: &'static str,
-    /// A reference program (`bench_counter`, `bench_headers`), not one of
-    /// netwatch's: no goal.
+    /// A reference program (`bench_counter`, `bench_headers`, `bench_flow`,
+    /// `bench_kfree`), not one of netwatch's: no goal.
     reference: bool,
     runs: u64,
     time: Duration,
@@ -213,7 +213,7 @@ fn floors_text(runs: &[ProgramRuns]) -> String {
     }
     if parts.is_empty() {
         return "No floor in this run: the reference programs did not run under the \
-                TCP or UDP load."
+                loads, or netwatch's programs beside them did not."
             .to_owned();
     }
     format!(
