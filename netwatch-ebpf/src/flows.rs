@@ -18,14 +18,17 @@
 //! `first_seen_ns` with times user space reads. A later packet reads
 //! `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE, Linux ≥ 5.11): the
 //! same clock at tick resolution (4 ms at this kernel's HZ=250; it lags
-//! CLOCK_MONOTONIC by at most one tick), which reads a stored value where
+//! CLOCK_MONOTONIC by a tick, and by more while a hypervisor steals the
+//! vCPU on timekeeping duty: see `COARSE_LAG_NS`), which reads a stored value where
 //! `bpf_ktime_get_ns` reads the TSC (7% of an established flow's time in
 //! the profile). That is enough for `last_seen_ns`, not for the export and
 //! drop-report intervals: judged by the coarse clock, an interval shorter
 //! than a tick gave at most one record per flow per tick (the pipeline
 //! benchmark, exporting every packet, received 9,472 of 150,000 records).
-//! So when the coarse clock says an interval is within one tick of running
-//! out, the packet reads the precise clock and judges by that, and a
+//! So when the coarse clock, or the flow's own latest stamp, says an
+//! interval is within one tick of running out
+//! ([`report_needs_precise_clock`]), the packet reads the precise clock
+//! and judges by that, and a
 //! record's time is the precise one: records keep their exact intervals,
 //! and a flow with the default 10 s interval reads the precise clock only
 //! in the last tick before its export is due. `last_seen_ns` never moves
@@ -38,7 +41,7 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use netwatch_common::{
     event::{EventKind, FlowEvent},
-    flow::{FlowKey, FlowStats, tcp_flags},
+    flow::{FlowKey, FlowStats, report_needs_precise_clock, tcp_flags},
     names,
     packet::{IPPROTO_TCP, PacketSummary},
     reason::{DROP_REASON_COUNT, DropReason, Verdict},
@@ -211,10 +214,10 @@ fn update(
     } else {
         config.export_interval()
     };
-    // The coarse clock lags by up to a tick: when the interval may have
-    // run out by the precise clock, ask that one (see the module docs).
+    // The coarse clock lags: when the interval may have run out by the
+    // precise clock, ask that one (see the module docs).
     let last_report = stats.last_report_ns;
-    if now.saturating_add(COARSE_LAG_NS) >= last_report.saturating_add(interval) {
+    if report_needs_precise_clock(now, stats.last_seen_ns, last_report, interval) {
         // SAFETY: bpf_ktime_get_ns has no preconditions.
         now = unsafe { bpf_ktime_get_ns() };
     }
@@ -247,10 +250,6 @@ pub fn add_shared(counter: &mut u64, n: u64) {
     // SAFETY: a `&mut u64` is valid and 8-byte aligned.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
 }
-
-/// How far `bpf_ktime_get_coarse_ns` may lag `bpf_ktime_get_ns`: one tick,
-/// 10 ms at the lowest common `HZ` (100; 4 ms at this kernel's 250).
-const COARSE_LAG_NS: u64 = 10_000_000;
 
 #[inline(always)]
 fn emit(kind: EventKind, decision: Decision, key: &FlowKey, stats: &FlowStats) {
