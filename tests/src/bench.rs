@@ -114,6 +114,106 @@ pub fn interleaved<C, E>(
     Ok(samples)
 }
 
+/// Interleaved rounds (see [`interleaved`]) with how much CPU time the
+/// hypervisor took from this VM during each.
+///
+/// Learned the hard way: this VM's host sometimes runs something else on
+/// its CPUs (steal time, up to 100% in `top` for a minute), and every
+/// figure measured meanwhile reads slow, one configuration more than the
+/// one next to it; round ratios of the same binary spread 56–121%. The
+/// load average does not see it; `/proc/stat` does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rounds {
+    /// Per configuration, one sample per round.
+    pub samples: Vec<Vec<f64>>,
+    /// Per round, steal's share of the machine's CPU time (None where
+    /// `/proc/stat` could not be read).
+    pub steal: Vec<Option<f64>>,
+}
+
+impl Rounds {
+    /// Which rounds to keep: those with at most `limit` steal (an unknown
+    /// share counts as calm), unless that leaves fewer than `min_kept`,
+    /// when every round is kept (a machine stolen from throughout still
+    /// gets figures, which say so).
+    pub fn calm(&self, limit: f64, min_kept: usize) -> Vec<bool> {
+        let keep: Vec<bool> = self
+            .steal
+            .iter()
+            .map(|share| share.is_none_or(|share| share <= limit))
+            .collect();
+        if keep.iter().filter(|&&k| k).count() < min_kept {
+            vec![true; keep.len()]
+        } else {
+            keep
+        }
+    }
+}
+
+/// [`interleaved`], reading `/proc/stat` around each round.
+pub fn interleaved_rounds<C, E>(
+    configs: &[C],
+    rounds: usize,
+    mut measure: impl FnMut(&C) -> Result<f64, E>,
+) -> Result<Rounds, E> {
+    let mut samples = vec![Vec::with_capacity(rounds); configs.len()];
+    let mut steal = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let before = cpu_ticks();
+        for (config, samples) in configs.iter().zip(&mut samples) {
+            samples.push(measure(config)?);
+        }
+        steal.push(before.zip(cpu_ticks()).and_then(|(b, a)| steal_share(b, a)));
+    }
+    Ok(Rounds { samples, steal })
+}
+
+/// Per configuration, the samples of the rounds `keep` marks (samples
+/// taken round by round, as [`interleaved_rounds`] takes them).
+pub fn keep_rounds(samples: &[Vec<f64>], keep: &[bool]) -> Vec<Vec<f64>> {
+    samples
+        .iter()
+        .map(|per_round| {
+            per_round
+                .iter()
+                .zip(keep)
+                .filter(|(_, keep)| **keep)
+                .map(|(sample, _)| *sample)
+                .collect()
+        })
+        .collect()
+}
+
+/// The machine's (steal, total) CPU ticks so far, from the first line of
+/// `/proc/stat` (None where it cannot be read). `cargo xtask bench` reads
+/// the same line for whole benchmarks (xtask does not link this crate).
+pub fn cpu_ticks() -> Option<(u64, u64)> {
+    steal_and_total(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// (steal, total) from the text of `/proc/stat`: its first line's user,
+/// nice, system, idle, iowait, irq, softirq and steal ticks (guest time is
+/// counted in user and nice already).
+fn steal_and_total(stat: &str) -> Option<(u64, u64)> {
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .take(8)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let steal = *ticks.get(7)?;
+    Some((steal, ticks.iter().sum()))
+}
+
+/// Steal as a share of all CPU time between two [`cpu_ticks`] readings.
+pub fn steal_share(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
+    let total = after.1.checked_sub(before.1)?;
+    let steal = after.0.checked_sub(before.0)?;
+    (total > 0).then(|| steal as f64 / total as f64)
+}
+
 /// A Markdown table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Table {
@@ -225,6 +325,32 @@ mod tests {
         .unwrap();
         assert_eq!(order, ["a", "b", "a", "b", "a", "b"]);
         assert_eq!(samples, [vec![1.0, 3.0, 5.0], vec![2.0, 4.0, 6.0]]);
+    }
+
+    #[test]
+    fn rounds_with_steal_over_the_limit_are_left_out_of_every_configuration() {
+        let rounds = Rounds {
+            samples: vec![vec![1.0, 2.0, 3.0, 4.0], vec![5.0, 6.0, 7.0, 8.0]],
+            steal: vec![Some(0.0), Some(0.2), None, Some(0.03)],
+        };
+        let keep = rounds.calm(0.03, 2);
+        assert_eq!(keep, [true, false, true, true]);
+        assert_eq!(
+            keep_rounds(&rounds.samples, &keep),
+            [vec![1.0, 3.0, 4.0], vec![5.0, 7.0, 8.0]]
+        );
+        // Too few calm rounds left: all are kept.
+        assert_eq!(rounds.calm(0.0, 3), [true; 4]);
+    }
+
+    #[test]
+    fn steal_is_the_eighth_tick_count_of_the_first_line_of_proc_stat() {
+        let stat = "cpu  10 20 30 40 50 60 70 80 90 100\ncpu0 1 2 3 4 5 6 7 8 9 10\n";
+        assert_eq!(steal_and_total(stat), Some((80, 360)));
+        assert_eq!(steal_and_total("intr 1 2 3\n"), None);
+        assert_eq!(steal_share((80, 360), (90, 460)), Some(0.1));
+        assert_eq!(steal_share((80, 360), (80, 360)), None);
+        assert!(cpu_ticks().is_some(), "/proc/stat unreadable on Linux");
     }
 
     #[test]

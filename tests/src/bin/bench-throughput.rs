@@ -57,7 +57,9 @@ use netwatch_common::{
     names,
 };
 use netwatch_tests::{
-    bench::{BenchArgs, Section, Table, interleaved, median, raise_priority},
+    bench::{
+        BenchArgs, Rounds, Section, Table, interleaved_rounds, keep_rounds, median, raise_priority,
+    },
     fixture::tcx_program_counts,
     netns::{PinDir, TestHost},
     reach::{Netns, assert_route_via},
@@ -152,16 +154,53 @@ impl ProgramRuns {
     }
 }
 
+/// Runs `load` once and returns what each of `programs` did meanwhile,
+/// from `counts` (runs and run time, in the order of `programs`) read
+/// before and after.
+fn runs_under_load(
+    load: &'static str,
+    programs: &[&'static str],
+    reference: bool,
+    run_load: impl FnOnce() -> Result<()>,
+    counts: impl Fn() -> Result<Vec<(u64, Duration)>>,
+) -> Result<Vec<ProgramRuns>> {
+    let before = counts()?;
+    let start = Instant::now();
+    run_load()?;
+    let elapsed = start.elapsed();
+    let after = counts()?;
+    ensure!(
+        before.len() == programs.len() && after.len() == programs.len(),
+        "run counts for {} programs, expected {}",
+        after.len(),
+        programs.len()
+    );
+    Ok(programs
+        .iter()
+        .zip(before.into_iter().zip(after))
+        .map(
+            |(&program, ((runs_before, time_before), (runs, time)))| ProgramRuns {
+                load,
+                program,
+                reference,
+                runs: runs - runs_before,
+                time: time.saturating_sub(time_before),
+                elapsed,
+            },
+        )
+        .collect())
+}
+
 /// What the reference rows say of the live-cost goal, load by load: where
 /// the per-flow floor (`bench_flow`) itself is over the goal, no program
 /// that keeps per-flow state meets it there, and netwatch's distance to
 /// that floor is what netwatch could still win.
 fn floors_text(runs: &[ProgramRuns]) -> String {
-    let per_run = |load: &str, program: &str| {
+    let measured = |load: &str, program: &str| {
         runs.iter()
             .find(|r| r.load == load && r.program == program && r.runs > 0)
-            .map(ProgramRuns::per_run_ns)
     };
+    let per_run = |load: &str, program: &str| measured(load, program).map(ProgramRuns::per_run_ns);
     let mut parts = Vec::new();
     for load in [LOAD_TCP, LOAD_UDP] {
         let (Some(headers), Some(flow)) = (
@@ -194,21 +233,18 @@ fn floors_text(runs: &[ProgramRuns]) -> String {
     }
     for load in [LOAD_TCP, LOAD_UDP, LOAD_DROPS] {
         let (Some(counter), Some(drops)) = (
-            per_run(load, names::PROG_BENCH_KFREE),
-            per_run(load, names::PROG_KERNEL_DROPS),
+            measured(load, names::PROG_BENCH_KFREE),
+            measured(load, names::PROG_KERNEL_DROPS),
         ) else {
             continue;
         };
-        let runs_of = |program: &str| {
-            runs.iter()
-                .find(|r| r.load == load && r.program == program)
-                .map_or(0, |r| r.runs)
-        };
         parts.push(format!(
-            "on `kfree_skb` under {load}, a counter alone took {counter:.0} ns per run \
-             ({} runs) and `kernel_drops` {drops:.0} ns ({} runs)",
-            runs_of(names::PROG_BENCH_KFREE),
-            runs_of(names::PROG_KERNEL_DROPS),
+            "on `kfree_skb` under {load}, a counter alone took {:.0} ns per run \
+             ({} runs) and `kernel_drops` {:.0} ns ({} runs)",
+            counter.per_run_ns(),
+            counter.runs,
+            drops.per_run_ns(),
+            drops.runs,
         ));
     }
     if parts.is_empty() {
@@ -824,6 +860,34 @@ fn udp_to_closed_port(bench: &Bench, window: Duration) -> Result<u64> {
     Ok(sent.load(Ordering::Relaxed))
 }
 
+/// Past this share of steal over a round, the round's figures are left
+/// out (as `cargo xtask bench` reruns the datapath section past it).
+const STEAL_LIMIT: f64 = 0.03;
+
+/// "TCP: 8 of 9 rounds kept." and the like, for `keep` from
+/// [`Rounds::calm`] with [`STEAL_LIMIT`].
+fn kept_text(load: &str, rounds: &Rounds, keep: &[bool]) -> String {
+    let kept = keep.iter().filter(|&&k| k).count();
+    let stolen = rounds.steal.iter().flatten().any(|&s| s > STEAL_LIMIT);
+    if kept < keep.len() {
+        format!("{load}: {kept} of {} rounds kept.", keep.len())
+    } else if stolen {
+        format!("{load}: all {kept} rounds kept, too few were calm (the figures read slow).")
+    } else {
+        format!("{load}: all {kept} rounds kept.")
+    }
+}
+
+/// Each round's steal share, in order ("0.4%, 12.1%, unknown").
+fn steal_text(rounds: &Rounds) -> String {
+    rounds
+        .steal
+        .iter()
+        .map(|s| s.map_or("unknown".to_owned(), |s| format!("{:.1}%", s * 100.0)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Medians of one metric per configuration, as a table with ratios to no
 /// program, and whether the goals hold.
 struct Metric {
@@ -1030,7 +1094,7 @@ fn main() -> Result<()> {
             .expect("known")
     };
     let mut tcp_cost = vec![Vec::new(); Config::ALL.len()];
-    let tcp = interleaved(&Config::ALL, tcp_rounds, |&config| {
+    let tcp = interleaved_rounds(&Config::ALL, tcp_rounds, |&config| {
         measure(config, &mut |bench| {
             let (gbps, cost) = iperf(bench, tcp_secs)?;
             tcp_cost[index(config)].push(cost);
@@ -1039,7 +1103,7 @@ fn main() -> Result<()> {
     })?;
     let mut sent = vec![Vec::new(); Config::ALL.len()];
     let mut udp_cost = vec![Vec::new(); Config::ALL.len()];
-    let udp = interleaved(&Config::ALL, udp_rounds, |&config| {
+    let udp = interleaved_rounds(&Config::ALL, udp_rounds, |&config| {
         measure(config, &mut |bench| {
             let run = udp_pps(bench, udp_warmup, udp_window)?;
             sent[index(config)].push(run.sent_pps);
@@ -1074,35 +1138,24 @@ fn main() -> Result<()> {
             let Applied::PinnedWithKernelDrops { kernel_drops, .. } = &applied else {
                 bail!("the kernel drop configuration holds no kernel drop program");
             };
-            let counts = |bench: &Bench| -> Result<Vec<(u64, Duration)>> {
-                Ok(vec![
-                    bench.enforcing.program_runs(names::PROG_FROM_CONTAINER)?,
-                    bench.enforcing.program_runs(names::PROG_TO_CONTAINER)?,
-                    kernel_drops.program_runs(names::PROG_KERNEL_DROPS)?,
-                ])
-            };
-            let before = counts(&bench)?;
-            let start = Instant::now();
-            run_load(&bench, load)?;
-            let elapsed = start.elapsed();
-            let after = counts(&bench)?;
-            for (program, ((runs_before, time_before), (runs, time))) in [
+            let netwatch = [
                 names::PROG_FROM_CONTAINER,
                 names::PROG_TO_CONTAINER,
                 names::PROG_KERNEL_DROPS,
-            ]
-            .into_iter()
-            .zip(before.into_iter().zip(after))
-            {
-                program_runs.push(ProgramRuns {
-                    load,
-                    program,
-                    reference: false,
-                    runs: runs - runs_before,
-                    time: time.saturating_sub(time_before),
-                    elapsed,
-                });
-            }
+            ];
+            program_runs.extend(runs_under_load(
+                load,
+                &netwatch,
+                false,
+                || run_load(&bench, load),
+                || {
+                    Ok(vec![
+                        bench.enforcing.program_runs(names::PROG_FROM_CONTAINER)?,
+                        bench.enforcing.program_runs(names::PROG_TO_CONTAINER)?,
+                        kernel_drops.program_runs(names::PROG_KERNEL_DROPS)?,
+                    ])
+                },
+            )?);
             drop(applied);
             // Floors under the same load, on the same two hooks, with the
             // same statistics: the cheapest program that does anything, one
@@ -1117,41 +1170,29 @@ fn main() -> Result<()> {
                     bench.programs_on_vc() == (1, 1),
                     "the reference program is not on both of vc's hooks"
                 );
-                let (runs_before, time_before) = reference.program_runs(which)?;
-                let start = Instant::now();
-                run_load(&bench, load)?;
-                let elapsed = start.elapsed();
-                let (runs, time) = reference.program_runs(which)?;
+                program_runs.extend(runs_under_load(
+                    load,
+                    &[which.program_name()],
+                    true,
+                    || run_load(&bench, load),
+                    || Ok(vec![reference.program_runs(which)?]),
+                )?);
                 ensure!(
                     reference.counted()? > 0,
                     "the reference program {} counted no packet",
                     which.program_name()
                 );
-                program_runs.push(ProgramRuns {
-                    load,
-                    program: which.program_name(),
-                    reference: true,
-                    runs: runs - runs_before,
-                    time: time.saturating_sub(time_before),
-                    elapsed,
-                });
             }
             // The kernel drop program's hook, with a counter alone on it.
             let mut reference = BenchPrograms::load()?;
             reference.attach_kfree_counter()?;
-            let (runs_before, time_before) = reference.kfree_counter_runs()?;
-            let start = Instant::now();
-            run_load(&bench, load)?;
-            let elapsed = start.elapsed();
-            let (runs, time) = reference.kfree_counter_runs()?;
-            program_runs.push(ProgramRuns {
+            program_runs.extend(runs_under_load(
                 load,
-                program: names::PROG_BENCH_KFREE,
-                reference: true,
-                runs: runs - runs_before,
-                time: time.saturating_sub(time_before),
-                elapsed,
-            });
+                &[names::PROG_BENCH_KFREE],
+                true,
+                || run_load(&bench, load),
+                || Ok(vec![reference.kfree_counter_runs()?]),
+            )?);
             drop(reference);
         }
     }
@@ -1173,6 +1214,25 @@ fn main() -> Result<()> {
         return Ok(());
     }
 
+    // Rounds the hypervisor stole from are left out of every figure, the
+    // CPU costs and offered rates measured in them too.
+    let tcp_keep = tcp.calm(STEAL_LIMIT, tcp_rounds.div_ceil(2));
+    let udp_keep = udp.calm(STEAL_LIMIT, udp_rounds.div_ceil(2));
+    let steal_note = format!(
+        "Rounds during which the hypervisor took more than {:.0}% of this machine's CPU \
+         time (steal, `/proc/stat`) are left out of every figure below, as long as at \
+         least half the rounds remain: {} {} Steal per round, TCP: {}; UDP: {}.",
+        STEAL_LIMIT * 100.0,
+        kept_text("TCP", &tcp, &tcp_keep),
+        kept_text("UDP", &udp, &udp_keep),
+        steal_text(&tcp),
+        steal_text(&udp),
+    );
+    let tcp_cost = keep_rounds(&tcp_cost, &tcp_keep);
+    let tcp = keep_rounds(&tcp.samples, &tcp_keep);
+    let udp_cost = keep_rounds(&udp_cost, &udp_keep);
+    let sent = keep_rounds(&sent, &udp_keep);
+    let udp = keep_rounds(&udp.samples, &udp_keep);
     let tcp = Metric {
         name: "TCP throughput",
         unit: "Gbit/s",
@@ -1227,7 +1287,7 @@ fn main() -> Result<()> {
          Everything runs at nice -20, so that other work on the machine disturbs it less. \
          *vs no program* is the median over rounds of each round's ratio to the \
          no-program measurement next to it, which cancels slow drifts of the machine; \
-         the goals are judged on it."
+         the goals are judged on it. {steal_note}"
     ));
     section.text(&format!(
         "TCP: one iperf3 stream from C to P, {tcp_secs} s per measurement, received \
