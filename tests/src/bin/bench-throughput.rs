@@ -154,6 +154,26 @@ impl ProgramRuns {
     }
 }
 
+/// One row per load and program, in the order they first came: runs,
+/// run time and measured time summed over the rounds.
+fn summed_by_program(runs: Vec<ProgramRuns>) -> Vec<ProgramRuns> {
+    let mut summed: Vec<ProgramRuns> = Vec::new();
+    for r in runs {
+        match summed
+            .iter_mut()
+            .find(|s| s.load == r.load && s.program == r.program)
+        {
+            Some(s) => {
+                s.runs += r.runs;
+                s.time += r.time;
+                s.elapsed += r.elapsed;
+            }
+            None => summed.push(r),
+        }
+    }
+    summed
+}
+
 /// Runs `load` once and returns what each of `programs` did meanwhile,
 /// from `counts` (runs and run time, in the order of `programs`) read
 /// before and after.
@@ -1016,6 +1036,7 @@ fn main() -> Result<()> {
     netwatch_tests::fixture::require_root();
     let (tcp_rounds, udp_rounds) = args.pick((9, 11), (1, 1));
     let tcp_secs: u32 = args.pick(3, 1);
+    let live_rounds: usize = args.pick(3, 1);
     // `--live-only`: only the live-cost measurements, printed; for profiling
     // the programs on real traffic (e.g. `perf record -a` beside it), with
     // `--live-secs N` for a longer TCP run.
@@ -1133,73 +1154,84 @@ fn main() -> Result<()> {
     {
         let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
             .context("enabling BPF run-time statistics")?;
-        for load in [LOAD_TCP, LOAD_UDP, LOAD_DROPS] {
-            let applied = bench.apply(Config::EnforceObserveKernelDrops)?;
-            let Applied::PinnedWithKernelDrops { kernel_drops, .. } = &applied else {
-                bail!("the kernel drop configuration holds no kernel drop program");
-            };
-            let netwatch = [
-                names::PROG_FROM_CONTAINER,
-                names::PROG_TO_CONTAINER,
-                names::PROG_KERNEL_DROPS,
-            ];
-            program_runs.extend(runs_under_load(
-                load,
-                &netwatch,
-                false,
-                || run_load(&bench, load),
-                || {
-                    Ok(vec![
-                        bench.enforcing.program_runs(names::PROG_FROM_CONTAINER)?,
-                        bench.enforcing.program_runs(names::PROG_TO_CONTAINER)?,
-                        kernel_drops.program_runs(names::PROG_KERNEL_DROPS)?,
-                    ])
-                },
-            )?);
-            drop(applied);
-            // Floors under the same load, on the same two hooks, with the
-            // same statistics: the cheapest program that does anything, one
-            // that reads the headers as netwatch's programs do, and one that
-            // also keeps per-flow counters.
-            for which in [Reference::Counter, Reference::Headers, Reference::Flow] {
-                let mut reference = BenchPrograms::load()?;
-                bench
-                    .h
-                    .run(|| reference.attach_both_ways(which, TestHost::CONTAINER_VETH))?;
-                ensure!(
-                    bench.programs_on_vc() == (1, 1),
-                    "the reference program is not on both of vc's hooks"
-                );
+        // Netwatch's programs and the references take turns, round by
+        // round: the machine's slow and fast phases (docs/testing.md) then
+        // hit both alike.
+        for _ in 0..live_rounds {
+            for load in [LOAD_TCP, LOAD_UDP, LOAD_DROPS] {
+                let applied = bench.apply(Config::EnforceObserveKernelDrops)?;
+                let Applied::PinnedWithKernelDrops { kernel_drops, .. } = &applied else {
+                    bail!("the kernel drop configuration holds no kernel drop program");
+                };
+                let netwatch = [
+                    names::PROG_FROM_CONTAINER,
+                    names::PROG_TO_CONTAINER,
+                    names::PROG_KERNEL_DROPS,
+                ];
                 program_runs.extend(runs_under_load(
                     load,
-                    &[which.program_name()],
+                    &netwatch,
+                    false,
+                    || run_load(&bench, load),
+                    || {
+                        Ok(vec![
+                            bench.enforcing.program_runs(names::PROG_FROM_CONTAINER)?,
+                            bench.enforcing.program_runs(names::PROG_TO_CONTAINER)?,
+                            kernel_drops.program_runs(names::PROG_KERNEL_DROPS)?,
+                        ])
+                    },
+                )?);
+                drop(applied);
+                // Floors under the same load, on the same two hooks, with the
+                // same statistics: the cheapest program that does anything, one
+                // that reads the headers as netwatch's programs do, and one that
+                // also keeps per-flow counters.
+                for which in [Reference::Counter, Reference::Headers, Reference::Flow] {
+                    let mut reference = BenchPrograms::load()?;
+                    bench
+                        .h
+                        .run(|| reference.attach_both_ways(which, TestHost::CONTAINER_VETH))?;
+                    ensure!(
+                        bench.programs_on_vc() == (1, 1),
+                        "the reference program is not on both of vc's hooks"
+                    );
+                    program_runs.extend(runs_under_load(
+                        load,
+                        &[which.program_name()],
+                        true,
+                        || run_load(&bench, load),
+                        || Ok(vec![reference.program_runs(which)?]),
+                    )?);
+                    ensure!(
+                        reference.counted()? > 0,
+                        "the reference program {} counted no packet",
+                        which.program_name()
+                    );
+                }
+                // The kernel drop program's hook, with a counter alone on it.
+                let mut reference = BenchPrograms::load()?;
+                reference.attach_kfree_counter()?;
+                program_runs.extend(runs_under_load(
+                    load,
+                    &[names::PROG_BENCH_KFREE],
                     true,
                     || run_load(&bench, load),
-                    || Ok(vec![reference.program_runs(which)?]),
+                    || Ok(vec![reference.kfree_counter_runs()?]),
                 )?);
-                ensure!(
-                    reference.counted()? > 0,
-                    "the reference program {} counted no packet",
-                    which.program_name()
-                );
+                drop(reference);
             }
-            // The kernel drop program's hook, with a counter alone on it.
-            let mut reference = BenchPrograms::load()?;
-            reference.attach_kfree_counter()?;
-            program_runs.extend(runs_under_load(
-                load,
-                &[names::PROG_BENCH_KFREE],
-                true,
-                || run_load(&bench, load),
-                || Ok(vec![reference.kfree_counter_runs()?]),
-            )?);
-            drop(reference);
         }
     }
     ensure!(
         bench.programs_on_vc() == (0, 0),
         "programs left on vc after the benchmark"
     );
+    let program_runs = summed_by_program(program_runs);
+    let live_measurements = if live_rounds == 1 {
+        "one more measurement".to_owned()
+    } else {
+        format!("{live_rounds} more measurements")
+    };
     if live_only {
         for r in &program_runs {
             println!(
@@ -1357,8 +1389,8 @@ fn main() -> Result<()> {
          almost nothing. A drop of C's packets (C is guarded) goes the program's \
          whole way: address lookups, per-key counter, a record at most once a second \
          per key. During this run it reported {} such drops, with the kernel's reason \
-         of each ({}). Its own time, by the kernel's run-time statistics in one more \
-         measurement of each kind after the rounds, and under a load of drops (the \
+         of each ({}). Its own time, by the kernel's run-time statistics in \
+         {} of each kind after the rounds, and under a load of drops (the \
          small-packet sender's {UDP_FLOWS} source ports, as many keys, aimed at a \
          port of P where nothing listens, so that P's kernel frees every datagram with \
          `NO_SOCKET`): {}.",
@@ -1368,6 +1400,7 @@ fn main() -> Result<()> {
         } else {
             bench.kernel_drop_reasons.join(", ")
         },
+        live_measurements,
         program_runs
             .iter()
             .filter(|r| r.program == names::PROG_KERNEL_DROPS)
@@ -1385,14 +1418,14 @@ fn main() -> Result<()> {
     section.text(&format!(
         "Live cost per packet: each program's run time divided by its run count, as \
          the kernel's run-time statistics (`kernel.bpf_stats_enabled`, turned on for \
-         these measurements only) count them, during one more TCP and one more \
-         small-packet UDP measurement with everything the agent runs attached (the veth \
+         these measurements only) count them, summed over {} of TCP and of \
+         small-packet UDP with everything the agent runs attached (the veth \
          programs and the kernel drop program), and the load of drops described above \
          (no goal of its own: it is there for the kernel drop program's cost per run \
          when it runs warm). Unlike the `datapath` section's test \
          runs, this is the programs' time on real packets, cold caches and all. The \
          reference rows are the benchmark's own programs on the same two hooks under the \
-         same load, measured right after netwatch's: the counter-only program \
+         same load, measured right after netwatch's in each round: the counter-only program \
          (`bench_counter`, one per-CPU counter increment), the floor any program pays \
          there, run-time statistics included; and `bench_headers`, netwatch's own header \
          parse (skb facts, the per-CPU summary, Ethernet, IP and transport headers) and \
@@ -1404,6 +1437,7 @@ fn main() -> Result<()> {
          counter increment on the kernel drop program's `kfree_skb` tracepoint, which \
          runs on every free of the machine as `kernel_drops` does. Goal: \
          ≤ {LIVE_GOAL_NS:.0} ns per run for each program under each load: {}.",
+        live_measurements,
         program_runs
             .iter()
             .filter(|r| r.runs > 0 && !r.reference && r.load != LOAD_DROPS)
