@@ -103,15 +103,9 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 pub fn interleaved<C, E>(
     configs: &[C],
     rounds: usize,
-    mut measure: impl FnMut(&C) -> Result<f64, E>,
+    measure: impl FnMut(&C) -> Result<f64, E>,
 ) -> Result<Vec<Vec<f64>>, E> {
-    let mut samples = vec![Vec::with_capacity(rounds); configs.len()];
-    for _ in 0..rounds {
-        for (config, samples) in configs.iter().zip(&mut samples) {
-            samples.push(measure(config)?);
-        }
-    }
-    Ok(samples)
+    Ok(interleaved_rounds(configs, rounds, measure)?.samples)
 }
 
 /// Interleaved rounds (see [`interleaved`]) with how much CPU time the
