@@ -159,7 +159,7 @@ fn the_deltas_of_a_flows_events_sum_to_what_it_carried_and_each_event_meets_the_
         h.datapath.flows().unwrap()[0].1.bytes
     );
     for event in &events {
-        let json = serde_json::to_value(event).unwrap();
+        let json = serde_json::to_value(&**event).unwrap();
         schema::assert_valid(schema::Record::Event, &json);
         schema::assert_valid(schema::Record::FlowLogLine, &json);
         assert_eq!(json["schema_version"], netwatch::flows::SCHEMA_VERSION);

@@ -53,7 +53,7 @@ use super::{
 use crate::{
     accept::{AcceptEvents, accept_connections},
     flows::{
-        FlowFilter, ObservedEvent, Pipeline,
+        EventFeed, FlowFilter, ObservedEvent, Pipeline,
         filter::{AmbiguousContainer, history_events},
     },
 };
@@ -568,7 +568,7 @@ impl Drop for ObserverGauge {
 }
 
 struct Observer {
-    receiver: broadcast::Receiver<ObservedEvent>,
+    receiver: EventFeed,
     filter: FlowFilter,
     /// With `since` or `last`: flows seen before the stream began, oldest
     /// first.
@@ -594,7 +594,7 @@ impl Observer {
             };
             match received {
                 Ok(event) if self.filter.matches(&event.flow) => {
-                    return Some(StreamItem::Event(Box::new(event)));
+                    return Some(StreamItem::Event(Box::new(Arc::unwrap_or_clone(event))));
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(count)) => {
@@ -675,7 +675,7 @@ fn dns_live(state: &Arc<State>, filter: FlowFilter) -> Response<Body> {
             };
             match received {
                 Ok(entry) if filter.matches_dns(&entry) => {
-                    let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+                    let mut line = serde_json::to_vec(&*entry).unwrap_or_default();
                     line.push(b'\n');
                     return Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line))), stream));
                 }

@@ -472,12 +472,17 @@ impl FlowSource for StandaloneSource {
 
 /// A broadcast receiver as a stream of items, lag included.
 fn tokio_stream_from(
-    receiver: tokio::sync::broadcast::Receiver<crate::flows::ObservedEvent>,
+    receiver: crate::flows::EventFeed,
 ) -> impl Stream<Item = Result<StreamItem>> + Send {
     futures_util::stream::unfold(receiver, |mut receiver| async move {
         use tokio::sync::broadcast::error::RecvError;
         match receiver.recv().await {
-            Ok(event) => Some((Ok(StreamItem::Event(Box::new(event))), receiver)),
+            Ok(event) => Some((
+                Ok(StreamItem::Event(Box::new(
+                    std::sync::Arc::unwrap_or_clone(event),
+                ))),
+                receiver,
+            )),
             Err(RecvError::Lagged(n)) => Some((Ok(StreamItem::Lost(n)), receiver)),
             Err(RecvError::Closed) => None,
         }

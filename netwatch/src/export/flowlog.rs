@@ -48,14 +48,11 @@ use log::{info, warn};
 use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::{
-    broadcast::{
-        self,
-        error::{RecvError, TryRecvError},
-    },
+    broadcast::error::{RecvError, TryRecvError},
     watch,
 };
 
-use crate::flows::ObservedEvent;
+use crate::flows::{EventFeed, ObservedEvent};
 
 /// `--max-size` when none is given.
 pub const DEFAULT_MAX_SIZE: u64 = 10 * 1024 * 1024;
@@ -223,17 +220,11 @@ impl FlowLogCounters {
 
 /// One line of the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "nearly every line is an event: boxing would allocate once per event to shrink the rare `lost` line"
-)]
 pub enum FlowLogLine {
-    Event(ObservedEvent),
+    /// Shared with the pipeline's feed and its other observers.
+    Event(Arc<ObservedEvent>),
     /// `count` events were missed.
-    Lost {
-        count: u64,
-        time: Timestamp,
-    },
+    Lost { count: u64, time: Timestamp },
 }
 
 #[derive(Serialize)]
@@ -249,7 +240,7 @@ impl FlowLogLine {
     /// The line's JSON and its line feed.
     fn encode(&self) -> serde_json::Result<Vec<u8>> {
         let mut line = match self {
-            FlowLogLine::Event(event) => serde_json::to_vec(event)?,
+            FlowLogLine::Event(event) => serde_json::to_vec(&**event)?,
             FlowLogLine::Lost { count, time } => serde_json::to_vec(&LostLine {
                 event: "lost",
                 count: *count,
@@ -356,7 +347,7 @@ impl FlowLog {
     /// Writes events as they arrive until the sender side closes (the
     /// pipeline is gone). A lag becomes a `lost` line. Dropping the future
     /// is safe: every batch is written before the next is awaited.
-    pub async fn run(self, mut events: broadcast::Receiver<ObservedEvent>) {
+    pub async fn run(self, mut events: EventFeed) {
         let mut log = self;
         let mut reopen = log.reopen.take();
         loop {
@@ -623,10 +614,7 @@ impl FlowLog {
 ///
 /// # Errors
 /// The log cannot be opened.
-pub async fn write_flow_log(
-    events: broadcast::Receiver<ObservedEvent>,
-    options: FlowLogOptions,
-) -> io::Result<()> {
+pub async fn write_flow_log(events: EventFeed, options: FlowLogOptions) -> io::Result<()> {
     FlowLog::open(options)?.run(events).await;
     Ok(())
 }
@@ -735,11 +723,14 @@ mod tests {
     }
 
     fn lines(n: std::ops::Range<u64>) -> Vec<FlowLogLine> {
-        n.map(|i| FlowLogLine::Event(event(i))).collect()
+        n.map(|i| FlowLogLine::Event(Arc::new(event(i)))).collect()
     }
 
     fn line_len(n: u64) -> u64 {
-        FlowLogLine::Event(event(n)).encode().unwrap().len() as u64
+        FlowLogLine::Event(Arc::new(event(n)))
+            .encode()
+            .unwrap()
+            .len() as u64
     }
 
     /// The sequence numbers in a file, checking that every line is whole.
@@ -1000,9 +991,9 @@ mod tests {
     async fn a_lagging_writer_logs_how_many_events_it_lost() {
         let dir = TempDir::new("lag");
         let options = FlowLogOptions::new(dir.0.join("flows.log"));
-        let (sender, receiver) = broadcast::channel(4);
+        let (sender, receiver) = tokio::sync::broadcast::channel(4);
         for i in 0..10 {
-            sender.send(event(i)).unwrap();
+            sender.send(Arc::new(event(i))).unwrap();
         }
         drop(sender);
         let log = FlowLog::open(options.clone()).unwrap();
@@ -1033,7 +1024,7 @@ mod tests {
     #[test]
     fn the_writer_can_be_spawned() {
         fn spawnable<F: std::future::Future + Send + 'static>(_: &F) {}
-        let (_sender, receiver) = broadcast::channel::<ObservedEvent>(1);
+        let (_sender, receiver) = tokio::sync::broadcast::channel::<Arc<ObservedEvent>>(1);
         spawnable(&write_flow_log(receiver, FlowLogOptions::new("/dev/null")));
     }
 
@@ -1041,9 +1032,9 @@ mod tests {
     async fn events_are_written_as_they_arrive() {
         let dir = TempDir::new("live");
         let options = FlowLogOptions::new(dir.0.join("flows.log"));
-        let (sender, receiver) = broadcast::channel(16);
+        let (sender, receiver) = tokio::sync::broadcast::channel(16);
         let task = tokio::spawn(write_flow_log(receiver, options.clone()));
-        sender.send(event(1)).unwrap();
+        sender.send(Arc::new(event(1))).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while fs::read_to_string(&options.path).map_or(true, |t| t.is_empty()) {
             assert!(std::time::Instant::now() < deadline, "not written");

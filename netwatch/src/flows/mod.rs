@@ -23,6 +23,6 @@ pub mod record;
 pub use aggregate::{Aggregator, Clock, FlowEntry, PipelineCounters};
 pub use filter::FlowFilter;
 pub use names::{FlowNames, FlowOwner, HOST_PEER, Peer, PeerKind};
-pub use pipeline::{FlowTableReader, ObservedEvent, Pipeline};
+pub use pipeline::{DnsFeed, EventFeed, FlowTableReader, ObservedEvent, Pipeline};
 pub use reader::{ReaderStats, RecordReader};
 pub use reason::FlowReason;

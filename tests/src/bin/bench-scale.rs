@@ -705,13 +705,41 @@ fn stalls_section(args: &BenchArgs, section: &mut Section) -> Result<()> {
 // ---------------------------------------------------------------------------
 // The agent as a process: resources, flows, start-to-enforced window
 
-fn rss_kib(pid: u32) -> Result<u64> {
+/// A process's resident memory from /proc/PID/status, kB: the total and
+/// the part that is its own heap and stacks (`RssAnon`). The rest is
+/// mapped: the binary and libraries, and the BPF ring buffers the reader
+/// maps (their pages count once the kernel has written them).
+#[derive(Clone, Copy)]
+struct Rss {
+    total_kib: u64,
+    anon_kib: u64,
+}
+
+impl Rss {
+    fn text(self) -> String {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        format!(
+            "{:.1} MiB ({:.1} heap, {:.1} mapped)",
+            mib(self.total_kib),
+            mib(self.anon_kib),
+            mib(self.total_kib.saturating_sub(self.anon_kib))
+        )
+    }
+}
+
+fn rss(pid: u32) -> Result<Rss> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS for pid {pid}"))
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| anyhow!("no {name} for pid {pid}"))
+    };
+    Ok(Rss {
+        total_kib: field("VmRSS:")?,
+        anon_kib: field("RssAnon:")?,
+    })
 }
 
 /// User + system CPU seconds of `pid` so far.
@@ -825,7 +853,7 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
         .ok_or_else(|| anyhow!("the agent serves no metrics"))?;
     std::thread::sleep(Duration::from_secs(1));
     let idle_secs = args.pick(10.0, 0.5);
-    let rss_idle = rss_kib(pid)?;
+    let rss_idle = rss(pid)?;
     let cpu_idle = cpu_over(pid, idle_secs)?;
 
     // Start-to-enforced window: as the host is set up, then with expedited
@@ -963,7 +991,7 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
     let lost = metric(&metrics, "netwatch_ringbuf_lost_records_total")? - lost_before;
     let tracked = metric(&metrics, "netwatch_tracked_flows")?;
     let summarised = metric(&metrics, "netwatch_flows_summarised_total")?;
-    let rss_flows = rss_kib(pid)?;
+    let rss_flows = rss(pid)?;
     // Three of each, alternated, each past the pipeline's minimum interval
     // between two sweeps (so none is answered from the one before): one
     // sample of a quarter-second query on this machine is not a figure.
@@ -991,17 +1019,22 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
             .fold((f64::MAX, 0.0f64), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
         format!("{median:.2} s, {lo:.2}–{hi:.2}")
     };
-    let rss_query = rss_kib(pid)?;
+    let rss_query = rss(pid)?;
     let cpu_flows = cpu_over(pid, idle_secs)?;
-    let rss_after = rss_kib(pid)?;
+    let rss_after = rss(pid)?;
     let tracked_after = metric(&metrics, "netwatch_tracked_flows")?;
     drop(sender);
 
-    let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+    let peak_rss_kib = [rss_flows, rss_query, rss_after]
+        .iter()
+        .map(|r| r.total_kib)
+        .max()
+        .unwrap_or(0);
+    let met = |met: bool| if met { "met" } else { "missed" };
     let mut table = Table::new(&["agent", "RSS", "CPU (1.0 = one core)"]);
     table.row(vec![
         "idle, 2 networks, after its first sync".into(),
-        mib(rss_idle),
+        rss_idle.text(),
         format!("{cpu_idle:.3} over {idle_secs} s"),
     ]);
     table.row(vec![
@@ -1009,7 +1042,7 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
             "taking {flows} new-flow records at {SENDER_RATE}/s ({lost} lost, {tracked} flows \
              tracked, {summarised} folded into summaries)"
         ),
-        mib(rss_flows),
+        rss_flows.text(),
         format!("{cpu_ingest:.3}"),
     ]);
     table.row(vec![
@@ -1019,12 +1052,12 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
             spread(query, &queries),
             spread(scrape, &scrapes)
         ),
-        mib(rss_query),
+        rss_query.text(),
         "-".into(),
     ]);
     table.row(vec![
         format!("{idle_secs} s later, idle, {tracked_after} flows tracked"),
-        mib(rss_after),
+        rss_after.text(),
         format!("{cpu_flows:.3} over {idle_secs} s"),
     ]);
     section.text(&format!(
@@ -1045,14 +1078,14 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
          pieces, each sent as it is written (~80 MiB in all at 100,000 flows); \
          the benchmark scraped every 50 ms while waiting for the records. The agent maps \
          such buffers on their own and unmaps them when freed, so the rows show what it \
-         keeps, not the peak of a query. Goals: RSS under 64 MiB at 100,000 flows; \
+         keeps, not the peak of a query. The heap is the agent's own (`RssAnon`); the \
+         mapped rest is its binary and libraries and the ring buffers' pages (the flow \
+         records' 4 MiB ring is mapped twice, so that a record may wrap). Goals: RSS \
+         under 64 MiB at 100,000 flows (here {}, highest of the rows after the records); \
          the flows query and the scrape under 0.25 s each (here {}, median of \
          {QUERY_SAMPLES}).",
-        if query <= 0.25 && scrape <= 0.25 {
-            "met"
-        } else {
-            "missed"
-        }
+        met(peak_rss_kib < 64 * 1024),
+        met(query <= 0.25 && scrape <= 0.25),
     ));
     section.table(&table);
 
