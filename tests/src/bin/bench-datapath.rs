@@ -619,8 +619,14 @@ fn main() -> Result<()> {
     ));
     section.table(&table);
     section.text(&format!(
-        "Goals (issue 16; ns/packet with the harness cost included, IPv4 / IPv6): {}.",
-        goals.join("; ")
+        "Goals (issue 16; ns/packet with the harness cost included, IPv4 / IPv6): {}. \
+         The empty program read {:.1} ns per packet (IPv4) in this run. This machine runs \
+         in two speed phases that hypervisor steal does not show: eight back-to-back \
+         runs of one binary read 17–19 ns for the empty program in the fast one and \
+         22–24 ns in the slow one, where the established-flow rows read 1.6–1.85 times \
+         slower (docs/testing.md); compare before reading a miss as netwatch's.",
+        goals.join("; "),
+        steady_ns(EMPTY, false),
     ));
     let profile_secs = args.pick(5, 1);
     match perf_profile(Profiled::Established, profile_secs)? {
