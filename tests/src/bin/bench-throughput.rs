@@ -1163,22 +1163,22 @@ fn main() -> Result<()> {
                 let Applied::PinnedWithKernelDrops { kernel_drops, .. } = &applied else {
                     bail!("the kernel drop configuration holds no kernel drop program");
                 };
+                // Each program and the load that holds it.
                 let netwatch = [
-                    names::PROG_FROM_CONTAINER,
-                    names::PROG_TO_CONTAINER,
-                    names::PROG_KERNEL_DROPS,
+                    (names::PROG_FROM_CONTAINER, &bench.enforcing),
+                    (names::PROG_TO_CONTAINER, &bench.enforcing),
+                    (names::PROG_KERNEL_DROPS, kernel_drops),
                 ];
                 program_runs.extend(runs_under_load(
                     load,
-                    &netwatch,
+                    &netwatch.map(|(name, _)| name),
                     false,
                     || run_load(&bench, load),
                     || {
-                        Ok(vec![
-                            bench.enforcing.program_runs(names::PROG_FROM_CONTAINER)?,
-                            bench.enforcing.program_runs(names::PROG_TO_CONTAINER)?,
-                            kernel_drops.program_runs(names::PROG_KERNEL_DROPS)?,
-                        ])
+                        netwatch
+                            .iter()
+                            .map(|(name, holder)| Ok(holder.program_runs(name)?))
+                            .collect()
                     },
                 )?);
                 drop(applied);
