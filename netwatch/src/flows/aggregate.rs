@@ -743,18 +743,108 @@ struct Folded {
     seen: bool,
 }
 
+/// Folded flows whose kernel entry may live on, and the order they were
+/// folded in (the oldest are forgotten first), at most `capacity`.
+///
+/// Known by a 64-bit hash of their key, not the 48-byte key: an agent at
+/// its flow limit keeps folding, and with the keys this held up to 24 MiB
+/// at the default 100,000 (a map slot of 81 bytes, and 56 per place in
+/// the order, which may be twice as long); with ids, 9 MiB (41 and 16
+/// bytes). Two keys of one id would also need the same kernel first-seen
+/// time to be taken for each other (see `Aggregator::update`), and with a
+/// few hundred thousand ids in a 64-bit space the chance that any two
+/// share one is already about one in a billion.
+#[derive(Debug)]
+struct FoldedFlows {
+    by_id: HashMap<u64, Folded>,
+    order: VecDeque<(u64, u64)>,
+    capacity: usize,
+    ids: foldhash::quality::RandomState,
+}
+
+impl FoldedFlows {
+    fn new(capacity: usize) -> FoldedFlows {
+        FoldedFlows {
+            by_id: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+            ids: foldhash::quality::RandomState::default(),
+        }
+    }
+
+    fn id(&self, key: &FlowKey) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.ids.hash_one(key)
+    }
+
+    /// Takes the folded flow of `key` out, if it is remembered.
+    fn take(&mut self, key: &FlowKey) -> Option<Folded> {
+        // Every new flow asks: an agent that never folded hashes nothing.
+        if self.by_id.is_empty() {
+            return None;
+        }
+        let id = self.id(key);
+        self.by_id.remove(&id)
+    }
+
+    /// Puts back what [`FoldedFlows::take`] took (its place in the order
+    /// stays where it was).
+    fn put_back(&mut self, key: &FlowKey, folded: Folded) {
+        let id = self.id(key);
+        self.by_id.insert(id, folded);
+    }
+
+    /// Remembers `tracked`, just folded, and forgets the oldest beyond the
+    /// capacity.
+    fn remember(&mut self, key: &FlowKey, tracked: &Tracked) {
+        let id = self.id(key);
+        let first = tracked.kernel_first_ns;
+        self.by_id.insert(
+            id,
+            Folded {
+                kernel_first_ns: first,
+                packets: tracked.kernel_packets,
+                bytes: tracked.kernel_bytes,
+                seen: false,
+            },
+        );
+        self.order.push_back((id, first));
+        while self.by_id.len() > self.capacity || self.order.len() > 2 * self.capacity {
+            let Some((old, first)) = self.order.pop_front() else {
+                break;
+            };
+            // One lookup: this runs for every folded flow at the limit.
+            if let Entry::Occupied(entry) = self.by_id.entry(old)
+                && entry.get().kernel_first_ns == first
+            {
+                entry.remove();
+            }
+        }
+    }
+
+    /// Forgets those the last sweep did not find in the kernel's table.
+    fn keep_seen(&mut self) {
+        self.by_id.retain(|_, f| std::mem::take(&mut f.seen));
+    }
+
+    #[cfg(test)]
+    fn contains(&self, key: &FlowKey) -> bool {
+        self.by_id.contains_key(&self.id(key))
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+}
+
 /// Every flow the agent knows, bounded.
 #[derive(Debug)]
 pub struct Aggregator {
     limit: usize,
     flows: HashMap<FlowKey, Tracked>,
     summaries: BTreeMap<SummaryKey, FlowEntry>,
-    /// Folded flows whose kernel entry may live on, and the order they
-    /// were folded in (the oldest are forgotten first).
-    folded: HashMap<FlowKey, Folded>,
-    folded_order: VecDeque<(FlowKey, u64)>,
-    /// How many folded flows to remember: no more can have a kernel entry.
-    folded_capacity: usize,
+    folded: FoldedFlows,
     /// Interned endpoint names and peer names; entries no flow uses any
     /// more are dropped after each sweep.
     labels: HashSet<Arc<Labels>>,
@@ -776,9 +866,7 @@ impl Aggregator {
             limit: limit.max(1),
             flows: HashMap::new(),
             summaries: BTreeMap::new(),
-            folded: HashMap::new(),
-            folded_order: VecDeque::new(),
-            folded_capacity: limit.max(1),
+            folded: FoldedFlows::new(limit.max(1)),
             labels: HashSet::new(),
             labels_by_veth: (0, HashMap::new()),
             peers: HashSet::new(),
@@ -802,7 +890,7 @@ impl Aggregator {
     /// last folded but not necessarily the very last (a batch is folded in
     /// no order), and between sweeps nothing tells which ones they are.
     pub fn set_kernel_table_entries(&mut self, entries: usize) {
-        self.folded_capacity = entries.max(self.limit);
+        self.folded.capacity = entries.max(self.limit);
     }
 
     /// Flows kept one by one now.
@@ -888,7 +976,7 @@ impl Aggregator {
     pub fn finish_sweep(&mut self) {
         // A folded flow the kernel no longer holds can only come back as a
         // new entry (a new first-seen time), which is a new flow.
-        self.folded.retain(|_, f| std::mem::take(&mut f.seen));
+        self.folded.keep_seen();
         self.enforce_limit();
         // The cache holds a reference of its own: emptied first, so names
         // no flow uses go (it fills again from the next new flows).
@@ -933,11 +1021,11 @@ impl Aggregator {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
                 // Most new flows were never folded: one lookup, no removal.
-                let counted = match folded.remove(key) {
+                let counted = match folded.take(key) {
                     Some(f) if f.kernel_first_ns == stats.first_seen_ns => {
                         if stats.packets <= f.packets {
                             // Nothing since it was folded: it stays folded.
-                            folded.insert(*key, Folded { seen: true, ..f });
+                            folded.put_back(key, Folded { seen: true, ..f });
                             return None;
                         }
                         Some((f.packets, f.bytes))
@@ -1054,8 +1142,6 @@ impl Aggregator {
             flows,
             summaries,
             folded,
-            folded_order,
-            folded_capacity,
             counters,
             ..
         } = self;
@@ -1073,7 +1159,7 @@ impl Aggregator {
         // summary is made from the same flow as before).
         let mut folded_into: HashMap<(*const Labels, Verdict), SummaryKey> = HashMap::new();
         for (key, tracked) in taken {
-            remember_folded(folded, folded_order, *folded_capacity, key, &tracked);
+            folded.remember(&key, &tracked);
             counters.summarised += 1;
             // Labels stay interned (`self.labels`) until the next sweep:
             // no address is reused while `folded_into` lives.
@@ -1099,16 +1185,6 @@ impl Aggregator {
         }
     }
 
-    fn remember_folded(&mut self, key: FlowKey, tracked: &Tracked) {
-        remember_folded(
-            &mut self.folded,
-            &mut self.folded_order,
-            self.folded_capacity,
-            key,
-            tracked,
-        );
-    }
-
     /// Forgets the flows and summaries of containers that are gone (`is_present`
     /// says no) and sent or received nothing since `cutoff`: their metric
     /// series end with them, so a host that runs many short-lived
@@ -1127,7 +1203,7 @@ impl Aggregator {
             .collect();
         for key in &forgotten {
             if let Some(tracked) = self.flows.remove(key) {
-                self.remember_folded(*key, &tracked);
+                self.folded.remember(key, &tracked);
             }
         }
         let summaries_before = self.summaries.len();
@@ -1343,37 +1419,6 @@ fn new_tracked(
 /// Remembers a flow folded or forgotten while its kernel entry may live on
 /// (see [`Aggregator::set_kernel_table_entries`]): at most `capacity`, the
 /// last ones.
-fn remember_folded(
-    folded: &mut HashMap<FlowKey, Folded>,
-    folded_order: &mut VecDeque<(FlowKey, u64)>,
-    capacity: usize,
-    key: FlowKey,
-    tracked: &Tracked,
-) {
-    let first = tracked.kernel_first_ns;
-    folded.insert(
-        key,
-        Folded {
-            kernel_first_ns: first,
-            packets: tracked.kernel_packets,
-            bytes: tracked.kernel_bytes,
-            seen: false,
-        },
-    );
-    folded_order.push_back((key, first));
-    while folded.len() > capacity || folded_order.len() > 2 * capacity {
-        let Some((old, first)) = folded_order.pop_front() else {
-            break;
-        };
-        // One lookup: this runs for every folded flow at the limit.
-        if let Entry::Occupied(entry) = folded.entry(old)
-            && entry.get().kernel_first_ns == first
-        {
-            entry.remove();
-        }
-    }
-}
-
 fn summary_key(entry: &FlowEntry) -> SummaryKey {
     (
         entry.container.clone(),
@@ -1474,6 +1519,35 @@ mod tests {
             last_seen_ns: last,
             ..FlowEvent::default()
         }
+    }
+
+    /// A folded flow is remembered in a map slot of 41 bytes and a place
+    /// in the order of 16 (see [`FoldedFlows`]).
+    #[test]
+    fn a_folded_flow_is_remembered_by_id_in_40_bytes_and_16() {
+        assert_eq!(std::mem::size_of::<(u64, Folded)>(), 40);
+        assert_eq!(std::mem::size_of::<(u64, u64)>(), 16);
+        let mut agg = Aggregator::new(10);
+        agg.sweep_entry(
+            &key(1),
+            &stats(50, 1, 1, 100),
+            &FlowNames::default(),
+            &clock(),
+        );
+        let template = agg.flows[&key(1)].clone();
+        let tracked = |first| Tracked {
+            kernel_first_ns: first,
+            ..template.clone()
+        };
+        let mut folded = FoldedFlows::new(2);
+        for port in 1..=3 {
+            folded.remember(&key(port), &tracked(u64::from(port)));
+        }
+        // The oldest went beyond the capacity; the others are found by key.
+        assert!(!folded.contains(&key(1)));
+        assert!(folded.contains(&key(2)) && folded.contains(&key(3)));
+        assert_eq!(folded.take(&key(3)).map(|f| f.kernel_first_ns), Some(3));
+        assert!(!folded.contains(&key(3)));
     }
 
     /// The aggregate's map holds one per flow: bytes here are most of the
@@ -1821,8 +1895,8 @@ mod tests {
         agg.sweep_entry(&key(1), &stats(50, 400, 3, 300), &names, &clock());
         agg.sweep_entry(&key(3), &stats(50, 300, 1, 100), &names, &clock());
         agg.finish_sweep();
-        assert!(!agg.folded.contains_key(&key(2)));
-        assert!(agg.folded.len() <= agg.folded_capacity);
+        assert!(!agg.folded.contains(&key(2)));
+        assert!(agg.folded.len() <= agg.folded.capacity);
         agg.sweep_entry(&key(2), &stats(900, 900, 1, 100), &names, &clock());
         agg.finish_sweep();
         assert_eq!(totals(&agg).0, 6);
@@ -1832,7 +1906,7 @@ mod tests {
     fn folded_flows_are_remembered_up_to_the_kernel_tables_capacity() {
         let mut agg = Aggregator::new(2);
         agg.set_kernel_table_entries(5);
-        assert_eq!(agg.folded_capacity, 5);
+        assert_eq!(agg.folded.capacity, 5);
         let names = FlowNames::default();
         for port in 1..=20 {
             agg.sweep_entry(
