@@ -991,9 +991,12 @@ impl Metric {
         let ratio_goal = if share >= goal {
             format!("met ({:.1}% ≥ {:.0}%)", 100.0 * share, 100.0 * goal)
         } else {
+            // A miss under a tenth of a point would read "missed by 0.0
+            // points (97.0% < 97%)" with one decimal.
+            let points = 100.0 * (goal - share);
+            let digits = if points < 0.1 { 2 } else { 1 };
             format!(
-                "missed by {:.1} points ({:.1}% < {:.0}%)",
-                100.0 * (goal - share),
+                "missed by {points:.digits$} points ({:.digits$}% < {:.0}%)",
                 100.0 * share,
                 100.0 * goal
             )
