@@ -777,25 +777,26 @@ impl FoldedFlows {
         self.ids.hash_one(key)
     }
 
-    /// Takes the folded flow of `key` out, if it is remembered.
-    fn take(&mut self, key: &FlowKey) -> Option<Folded> {
+    /// Takes the folded flow of `key` out, if it is remembered, with its
+    /// id (for [`FoldedFlows::put_back`]).
+    fn take(&mut self, key: &FlowKey) -> Option<(u64, Folded)> {
         // Every new flow asks: an agent that never folded hashes nothing.
         if self.by_id.is_empty() {
             return None;
         }
         let id = self.id(key);
-        self.by_id.remove(&id)
+        self.by_id.remove(&id).map(|folded| (id, folded))
     }
 
     /// Puts back what [`FoldedFlows::take`] took (its place in the order
     /// stays where it was).
-    fn put_back(&mut self, key: &FlowKey, folded: Folded) {
-        let id = self.id(key);
+    fn put_back(&mut self, id: u64, folded: Folded) {
         self.by_id.insert(id, folded);
     }
 
-    /// Remembers `tracked`, just folded, and forgets the oldest beyond the
-    /// capacity.
+    /// Remembers `tracked`, a flow folded or forgotten while its kernel
+    /// entry may live on (see [`Aggregator::set_kernel_table_entries`]),
+    /// and forgets the oldest beyond the capacity.
     fn remember(&mut self, key: &FlowKey, tracked: &Tracked) {
         let id = self.id(key);
         let first = tracked.kernel_first_ns;
@@ -1022,10 +1023,10 @@ impl Aggregator {
             Entry::Vacant(entry) => {
                 // Most new flows were never folded: one lookup, no removal.
                 let counted = match folded.take(key) {
-                    Some(f) if f.kernel_first_ns == stats.first_seen_ns => {
+                    Some((id, f)) if f.kernel_first_ns == stats.first_seen_ns => {
                         if stats.packets <= f.packets {
                             // Nothing since it was folded: it stays folded.
-                            folded.put_back(key, Folded { seen: true, ..f });
+                            folded.put_back(id, Folded { seen: true, ..f });
                             return None;
                         }
                         Some((f.packets, f.bytes))
@@ -1416,9 +1417,6 @@ fn new_tracked(
     }
 }
 
-/// Remembers a flow folded or forgotten while its kernel entry may live on
-/// (see [`Aggregator::set_kernel_table_entries`]): at most `capacity`, the
-/// last ones.
 fn summary_key(entry: &FlowEntry) -> SummaryKey {
     (
         entry.container.clone(),
@@ -1546,7 +1544,10 @@ mod tests {
         // The oldest went beyond the capacity; the others are found by key.
         assert!(!folded.contains(&key(1)));
         assert!(folded.contains(&key(2)) && folded.contains(&key(3)));
-        assert_eq!(folded.take(&key(3)).map(|f| f.kernel_first_ns), Some(3));
+        assert_eq!(
+            folded.take(&key(3)).map(|(_, f)| f.kernel_first_ns),
+            Some(3)
+        );
         assert!(!folded.contains(&key(3)));
     }
 
