@@ -296,13 +296,22 @@ impl AgentCounters {
 
 /// A value (kB) of /proc/<pid>/status, e.g. `VmRSS` or `VmHWM` (the peak).
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let [kib] = proc_status_kibs(pid, [field]);
+    kib
+}
+
+/// Values (kB) of /proc/<pid>/status from one read of it, so that they
+/// describe the same moment (e.g. `VmRSS` and its part `RssAnon`).
+pub fn proc_status_kibs<const N: usize>(pid: u32, fields: [&str; N]) -> [u64; N] {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{field}:")))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+    fields.map(|field| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{field}:")))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+    })
 }
 
 /// Packets an interface of `ns` dropped on transmit (`/proc/net/dev`): for

@@ -727,19 +727,12 @@ impl Rss {
     }
 }
 
-fn rss(pid: u32) -> Result<Rss> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .ok_or_else(|| anyhow!("no {name} for pid {pid}"))
-    };
-    Ok(Rss {
-        total_kib: field("VmRSS:")?,
-        anon_kib: field("RssAnon:")?,
-    })
+fn rss(pid: u32) -> Rss {
+    let [total_kib, anon_kib] = netwatch_tests::flood::proc_status_kibs(pid, ["VmRSS", "RssAnon"]);
+    Rss {
+        total_kib,
+        anon_kib,
+    }
 }
 
 /// User + system CPU seconds of `pid` so far.
@@ -853,7 +846,7 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
         .ok_or_else(|| anyhow!("the agent serves no metrics"))?;
     std::thread::sleep(Duration::from_secs(1));
     let idle_secs = args.pick(10.0, 0.5);
-    let rss_idle = rss(pid)?;
+    let rss_idle = rss(pid);
     let cpu_idle = cpu_over(pid, idle_secs)?;
 
     // Start-to-enforced window: as the host is set up, then with expedited
@@ -991,7 +984,7 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
     let lost = metric(&metrics, "netwatch_ringbuf_lost_records_total")? - lost_before;
     let tracked = metric(&metrics, "netwatch_tracked_flows")?;
     let summarised = metric(&metrics, "netwatch_flows_summarised_total")?;
-    let rss_flows = rss(pid)?;
+    let rss_flows = rss(pid);
     // Three of each, alternated, each past the pipeline's minimum interval
     // between two sweeps (so none is answered from the one before): one
     // sample of a quarter-second query on this machine is not a figure.
@@ -1019,9 +1012,9 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
             .fold((f64::MAX, 0.0f64), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
         format!("{median:.2} s, {lo:.2}–{hi:.2}")
     };
-    let rss_query = rss(pid)?;
+    let rss_query = rss(pid);
     let cpu_flows = cpu_over(pid, idle_secs)?;
-    let rss_after = rss(pid)?;
+    let rss_after = rss(pid);
     let tracked_after = metric(&metrics, "netwatch_tracked_flows")?;
     drop(sender);
 
