@@ -144,7 +144,9 @@ pub struct DnsRecordHeader {
     pub message_len: u16,
     /// `crate::reason::DropReason` as u8.
     pub reason: u8,
-    pub _pad2: [u8; 5],
+    /// Padding as whole words (see `FlowStats::_pad2`).
+    pub _pad2: u8,
+    pub _pad3: u32,
 }
 assert_layout!(DnsRecordHeader, size = 64, align = 8);
 

@@ -7,7 +7,7 @@
 //! followed by the address, and its prefix length is 32 + the CIDR length, so
 //! one trie serves every endpoint without entries of one leaking into another.
 
-use crate::{assert_layout, user_pod};
+use crate::{assert_layout, packet::RulePort, user_pod};
 
 /// Bits of [`EndpointPolicy::flags`].
 pub mod policy_flags {
@@ -138,10 +138,10 @@ pub struct AllowRules {
 assert_layout!(AllowRules, size = 36, align = 4);
 
 impl AllowRules {
-    /// Whether a packet of `proto` whose remote port is `port` (None when the
-    /// packet carries no port) matches one of the rules.
+    /// Whether a packet of `proto` whose remote port is `port` matches one
+    /// of the rules.
     #[inline(always)]
-    pub fn matches(&self, proto: u8, port: Option<u16>) -> bool {
+    pub fn matches(&self, proto: u8, port: RulePort) -> bool {
         let mut i = 0;
         while i < MAX_PORT_RULES {
             if (i as u32) < self.count {
@@ -159,9 +159,9 @@ impl AllowRules {
 /// The matching rule for one allow-list port rule, shared by the kernel (over
 /// compiled trie entries) and the reference model (over the rules as written).
 #[inline(always)]
-pub fn port_rule_matches(rule: &PortRule, proto: u8, port: Option<u16>) -> bool {
+pub fn port_rule_matches(rule: &PortRule, proto: u8, port: RulePort) -> bool {
     let proto_ok = rule.proto == 0 || rule.proto == proto;
-    let port_ok = rule.port == 0 || port == Some(rule.port);
+    let port_ok = rule.port == 0 || port.is(rule.port);
     proto_ok && port_ok
 }
 

@@ -80,14 +80,25 @@ impl FlowKey {
 /// A copy of a 16-byte address field of [`PacketSummary`] as four 4-byte
 /// loads. Why: LLVM's BPF backend copies a `[u8; 16]` one byte at a time
 /// (32 instructions, twice per key in `from_container`'s established
-/// path), because the array itself is only byte-aligned; both structs put
-/// their addresses on 4-byte boundaries (checked below).
+/// path), because the array itself is only byte-aligned; the summary puts
+/// its addresses on 4-byte boundaries (checked below). The loads are
+/// volatile: plain ones, where the program had read the same address
+/// before (the published-port path builds a second key), were merged back
+/// into a call to a byte-loop `memmove` subprogram.
 #[inline(always)]
 fn addr_by_words(field: &[u8; 16]) -> [u8; 16] {
+    let words = field.as_ptr().cast::<u32>();
     // SAFETY: only ever called on `PacketSummary::src`/`dst`, which lie at
-    // 4-byte offsets of a struct aligned to 8, so the pointer is 4-aligned
-    // for a `[u32; 4]` read of the same 16 bytes.
-    let words = unsafe { field.as_ptr().cast::<[u32; 4]>().read() };
+    // 4-byte offsets of a struct aligned to 8, so each pointer is 4-aligned
+    // for a `u32` read of 4 of the field's 16 bytes.
+    let words = unsafe {
+        [
+            words.read_volatile(),
+            words.add(1).read_volatile(),
+            words.add(2).read_volatile(),
+            words.add(3).read_volatile(),
+        ]
+    };
     // SAFETY: any 16 bytes are a valid `[u8; 16]`.
     unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) }
 }
@@ -125,7 +136,11 @@ pub struct FlowStats {
     /// Source MAC of the packet whose verdict is cached (a verdict input
     /// the key does not hold: a spoofed MAC must not hit the cache).
     pub src_mac: [u8; 6],
-    pub _pad2: [u8; 6],
+    /// Padding as whole words: a `[u8; 6]` zeroed in the kernel program
+    /// becomes a call to a byte-loop `memset` subprogram (see
+    /// `shipped_programs_call_no_byte_loop_subprograms`).
+    pub _pad2: u16,
+    pub _pad3: u32,
 }
 assert_layout!(FlowStats, size = 64, align = 8);
 

@@ -140,10 +140,25 @@ impl KernelDropConfig {
 pub struct GuardedAddr {
     /// `crate::flow::family` value (4 or 6).
     pub family: u8,
-    pub _pad: [u8; 3],
+    /// Padding as whole fields: a zeroed `[u8; 3]` became a call to a
+    /// byte-loop `memset` subprogram in `kernel_drops`, twice per drop.
+    pub _pad: u8,
+    pub _pad2: u16,
     pub addr: [u8; 16],
 }
-assert_layout!(GuardedAddr, size = 20, align = 1);
+assert_layout!(GuardedAddr, size = 20, align = 2);
+
+impl GuardedAddr {
+    #[inline(always)]
+    pub fn new(family: u8, addr: [u8; 16]) -> GuardedAddr {
+        GuardedAddr {
+            family,
+            _pad: 0,
+            _pad2: 0,
+            addr,
+        }
+    }
+}
 
 /// Key of `KDROPS`, the rate limiter and counters of kernel drops: one
 /// entry per (addresses, protocol, ports, reason). ICMP carries its type
@@ -153,7 +168,7 @@ assert_layout!(GuardedAddr, size = 20, align = 1);
 pub struct KernelDropKey {
     pub family: u8,
     pub proto: u8,
-    pub _pad: [u8; 2],
+    pub _pad: u16,
     /// `enum skb_drop_reason` value.
     pub reason: u32,
     pub src_port: u16,
@@ -187,7 +202,9 @@ assert_layout!(KernelDropStats, size = 40, align = 8);
 pub struct KernelDropEvent {
     /// [`KIND_KERNEL_DROP`].
     pub kind: u8,
-    pub _pad: [u8; 3],
+    /// Padding as whole fields (see [`GuardedAddr`]).
+    pub _pad: u8,
+    pub _pad1: u16,
     /// Host-side ifindex (`ENDPOINTS` key) of the guarded endpoint whose
     /// address is the source, 0 when the source is not guarded.
     pub src_endpoint: u32,
@@ -200,7 +217,7 @@ pub struct KernelDropEvent {
     /// with /proc/kallsyms.
     pub location: u64,
     pub key: KernelDropKey,
-    pub _pad2: [u8; 4],
+    pub _pad2: u32,
     pub packets: u64,
     pub bytes: u64,
     pub first_seen_ns: u64,

@@ -141,6 +141,18 @@ pub struct PacketSummary {
 }
 
 impl PacketSummary {
+    /// The port of one side as the allow-list's port rules see it.
+    #[inline(always)]
+    pub const fn rule_port(&self, of_source: bool) -> RulePort {
+        if !self.has_ports {
+            RulePort::NONE
+        } else if of_source {
+            RulePort::of(self.src_port)
+        } else {
+            RulePort::of(self.dst_port)
+        }
+    }
+
     /// The port of the remote side, if the packet carries ports.
     pub const fn port(&self, of_source: bool) -> Option<u16> {
         if !self.has_ports {
@@ -150,5 +162,42 @@ impl PacketSummary {
         } else {
             Some(self.dst_port)
         }
+    }
+}
+
+/// A packet's port for the allow-list's port rules, or none (ICMP, a
+/// fragment): an `Option<u16>` that is defined whichever it holds.
+///
+/// Learned the hard way: passed as an `Option<u16>`, a `None`'s port was
+/// left unwritten in a stack slot, the rule match masked that slot before
+/// looking at whether there was a port, and where the slot held a pointer
+/// on that path the verifier refused `macvlan_child` ("bitwise operator
+/// &= on pointer prohibited"). It took an unrelated change elsewhere in
+/// the program to make the compiler lay the slot out that way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RulePort(u32);
+
+impl RulePort {
+    /// No port.
+    pub const NONE: RulePort = RulePort(u32::MAX);
+
+    #[inline(always)]
+    pub const fn of(port: u16) -> RulePort {
+        RulePort(port as u32)
+    }
+
+    /// `port`, or [`RulePort::NONE`].
+    #[inline(always)]
+    pub const fn from_option(port: Option<u16>) -> RulePort {
+        match port {
+            Some(port) => RulePort::of(port),
+            None => RulePort::NONE,
+        }
+    }
+
+    /// Whether this is port `port` (never, for [`RulePort::NONE`]).
+    #[inline(always)]
+    pub const fn is(self, port: u16) -> bool {
+        self.0 == port as u32
     }
 }

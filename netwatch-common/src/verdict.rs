@@ -10,7 +10,7 @@
 use crate::{
     endpoint::{EndpointPolicy, policy_flags, published_access},
     flow::family,
-    packet::{NdKind, PacketClass, PacketSummary},
+    packet::{NdKind, PacketClass, PacketSummary, RulePort},
     reason::{Direction, DropReason, Verdict},
 };
 
@@ -29,7 +29,7 @@ pub trait PolicyTables {
         family: u8,
         addr: &[u8; 16],
         proto: u8,
-        port: Option<u16>,
+        port: RulePort,
     ) -> bool;
     /// The published port `addr`:`port`/`proto` (a container's side) of the
     /// judging policy: its [`published_access`] bits, `None` when no
@@ -180,9 +180,9 @@ fn drop_reason<T: PolicyTables>(
     }
 
     let (remote, port) = if egress {
-        (&pkt.dst, pkt.port(false))
+        (&pkt.dst, pkt.rule_port(false))
     } else {
-        (&pkt.src, pkt.port(true))
+        (&pkt.src, pkt.rule_port(true))
     };
     if policy.has(policy_flags::PUBLISHED) && through_published_port(egress, policy, pkt, tables) {
         return DropReason::None;
@@ -348,13 +348,13 @@ mod tests {
             family: u8,
             addr: &[u8; 16],
             proto: u8,
-            port: Option<u16>,
+            port: RulePort,
         ) -> bool {
             scope == SCOPE
                 && family == family::IPV4
                 && addr[..4] == [203, 0, 113, 7]
                 && proto == 6
-                && port == Some(443)
+                && port.is(443)
         }
         /// web's 80/tcp published to anyone, its 8443/tcp on loopback only.
         fn published(&self, family: u8, addr: &[u8; 16], proto: u8, port: u16) -> Option<u32> {

@@ -98,7 +98,8 @@ pub fn record(
             captured: captured as u16,
             message_len: s.udp_payload_len.min(u32::from(u16::MAX)) as u16,
             reason: decision.reason as u8,
-            _pad2: [0; 5],
+            _pad2: 0,
+            _pad3: 0,
         };
     }
     // The verifier wants the length proven within 1..=DNS_PAYLOAD_MAX at

@@ -131,7 +131,8 @@ pub fn record(flow: Flow, s: &PacketSummary, decision: Decision, bytes: u64, cac
             reason: decision.reason as u8,
             _pad: 0,
             src_mac: s.src_mac,
-            _pad2: [0; 6],
+            _pad2: 0,
+            _pad3: 0,
         };
         // Another CPU may have inserted the flow meanwhile; losing this one
         // packet's count is the price of not taking a lock.
@@ -158,7 +159,7 @@ pub fn record(flow: Flow, s: &PacketSummary, decision: Decision, bytes: u64, cac
     unsafe { (&raw mut stats.policy_gen).write_volatile(0) };
     stats.verdict = verdict;
     stats.reason = decision.reason as u8;
-    stats.src_mac = s.src_mac;
+    set_src_mac(stats, &s.src_mac);
     // SAFETY: as above.
     unsafe { (&raw mut stats.policy_gen).write_volatile(cache_under) };
     update(key, stats, flags, decision, previous_verdict, bytes);
@@ -238,6 +239,24 @@ fn update(
         emit(kind, decision, key, stats);
     }
 }
+
+/// `stats.src_mac = *mac` as one 4-byte and one 2-byte store: the plain
+/// assignment became a call to a byte-loop `memmove` subprogram (see
+/// `bytes`). Volatile, so that LLVM cannot merge the stores back into one.
+#[inline(always)]
+fn set_src_mac(stats: &mut FlowStats, mac: &[u8; 6]) {
+    let head = u32::from_ne_bytes([mac[0], mac[1], mac[2], mac[3]]);
+    let tail = u16::from_ne_bytes([mac[4], mac[5]]);
+    let at = (&raw mut stats.src_mac).cast::<u8>();
+    // SAFETY: `src_mac` lies at a 4-byte offset of an 8-aligned struct
+    // (checked below), so both stores are aligned and inside the field.
+    unsafe {
+        at.cast::<u32>().write_volatile(head);
+        at.add(4).cast::<u16>().write_volatile(tail);
+    }
+}
+const _: () = assert!(core::mem::offset_of!(FlowStats, src_mac) % 4 == 0);
+const _: () = assert!(core::mem::align_of::<FlowStats>() == 8);
 
 /// Adds `n` to a counter other CPUs add to as well (a field of a shared
 /// map value).

@@ -18,7 +18,10 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     programs::BtfTracePointContext,
 };
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::{
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    mem::MaybeUninit,
+};
 use netwatch_common::{
     flow::family,
     kdrop::{
@@ -29,6 +32,7 @@ use netwatch_common::{
 };
 
 use crate::{
+    bytes::zeroed_by_words,
     counters,
     maps::{CONFIG, GUARDED, KDROP_CONFIG, KDROP_EVENTS, KDROPS},
 };
@@ -68,10 +72,10 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) -> Option<()> {
     // found such keys). A header outside the linear data (in a fragment,
     // before the stack pulled it) is not recorded.
     let available = u64::from(tail).checked_sub(u64::from(network))?;
-    let mut key = KernelDropKey {
-        reason,
-        ..KernelDropKey::default()
-    };
+    let mut key = MaybeUninit::uninit();
+    // SAFETY: a key is integers and byte arrays, valid as all zero bits.
+    let key = unsafe { zeroed_by_words::<KernelDropKey>(&mut key) };
+    key.reason = reason;
     let bytes;
     let l4 = match protocol {
         ETH_P_IP => {
@@ -109,11 +113,7 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) -> Option<()> {
         _ => return None,
     };
     let guarded = |addr: &[u8; 16]| {
-        let key = GuardedAddr {
-            family: key.family,
-            _pad: [0; 3],
-            addr: *addr,
-        };
+        let key = GuardedAddr::new(key.family, *addr);
         // SAFETY: a hash map lookup; the value is copied out at once.
         unsafe { GUARDED.get(key) }.copied().unwrap_or(0)
     };
@@ -141,14 +141,14 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) -> Option<()> {
     }
     let location: u64 = ctx.arg(1);
     account(
-        &key,
+        key,
         bytes,
         KernelDropEvent {
             kind: KIND_KERNEL_DROP,
             src_endpoint,
             dst_endpoint,
             location,
-            key,
+            key: *key,
             ..KernelDropEvent::default()
         },
         || {

@@ -33,6 +33,7 @@ macro_rules! license_section {
     };
 }
 
+pub mod bytes;
 pub mod counters;
 pub mod dns;
 pub mod flows;

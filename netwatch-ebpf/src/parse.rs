@@ -322,7 +322,10 @@ fn parse_l4<P: Packet>(p: &P, off: usize, limit: usize, s: &mut PacketSummary) {
                     let Some(target) = p.read_far::<[u8; 16]>(off + 8) else {
                         return;
                     };
-                    s.nd_target = target;
+                    // Volatile: a plain store of the array became a call to a
+                    // byte-loop `memmove` subprogram in `uplink`.
+                    // SAFETY: a field of the summary, valid for writes.
+                    unsafe { (&raw mut s.nd_target).write_volatile(target) };
                 }
             }
         }

@@ -3,7 +3,7 @@
 use netwatch_common::{
     endpoint::{PublishedKey, SCOPE_BITS, ScopedV4, ScopedV6},
     flow::{FlowKey, family},
-    packet::PacketSummary,
+    packet::{PacketSummary, RulePort},
     reason::{Direction, Verdict},
     verdict::PolicyTables,
 };
@@ -72,7 +72,7 @@ impl PolicyTables for KernelTables {
         fam: u8,
         addr: &[u8; 16],
         proto: u8,
-        port: Option<u16>,
+        port: RulePort,
     ) -> bool {
         let rules = match fam {
             family::IPV4 => ALLOW_V4.get(key_v4(scope, addr)),

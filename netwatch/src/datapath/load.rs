@@ -224,3 +224,68 @@ pub(super) fn program_runs(
     let info = program.info().map_err(DatapathError::program(name))?;
     Ok((info.run_count(), info.run_time()))
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget};
+
+    use super::OBJECT;
+
+    /// The compiler's byte-wise memory routines, which the BPF target
+    /// builds as subprograms storing or copying one byte per loop
+    /// iteration.
+    const BYTE_LOOPS: [&str; 5] = ["memset", "memcpy", "memmove", "memcmp", "bcmp"];
+
+    /// Every call in `object` to one of [`BYTE_LOOPS`], as "function (+offset)
+    /// calls memset".
+    pub(in crate::datapath) fn byte_loop_calls(object: &[u8]) -> Vec<String> {
+        let file = object::File::parse(object).expect("the built object parses as ELF");
+        let mut calls = Vec::new();
+        for section in file.sections() {
+            // The function that holds an offset of this section.
+            let function_at = |offset: u64| {
+                file.symbols()
+                    .filter(|s| {
+                        s.section_index() == Some(section.index())
+                            && s.kind() == object::SymbolKind::Text
+                            && (s.address()..s.address() + s.size()).contains(&offset)
+                    })
+                    .find_map(|s| s.name().ok())
+                    .unwrap_or("?")
+            };
+            for (offset, relocation) in section.relocations() {
+                let RelocationTarget::Symbol(index) = relocation.target() else {
+                    continue;
+                };
+                let Ok(symbol) = file.symbol_by_index(index) else {
+                    continue;
+                };
+                let name = symbol.name().unwrap_or("");
+                if BYTE_LOOPS.contains(&name) {
+                    let function = function_at(offset);
+                    calls.push(format!("{function} (+{offset:#x}) calls {name}"));
+                }
+            }
+        }
+        calls
+    }
+
+    /// Learned the hard way: on the BPF target, zeroing or copying a byte
+    /// array of a few bytes (`_pad: [0; 6]`, `a = b` for `[u8; 6]`, a
+    /// struct built with `..Default::default()`) becomes a call to a
+    /// `memset`/`memmove` subprogram with a byte loop, which costs every
+    /// packet that takes the path a call, a stack frame and a loop
+    /// (`kernel_drops` made four such calls per dropped IP packet). No
+    /// program may call one: padding is zeroed with whole-word fields and
+    /// byte arrays are copied with word or volatile stores (netwatch-ebpf's
+    /// `bytes`).
+    #[test]
+    fn shipped_programs_call_no_byte_loop_subprograms() {
+        let calls = byte_loop_calls(OBJECT);
+        assert!(
+            calls.is_empty(),
+            "the kernel object calls byte-loop subprograms:\n{}",
+            calls.join("\n")
+        );
+    }
+}

@@ -369,24 +369,10 @@ pub(crate) fn guarded_addresses(endpoints: &[(u32, EndpointPolicy)]) -> Vec<(Gua
         if policy.has(policy_flags::HAS_IPV4) {
             let mut addr = [0; 16];
             addr[..4].copy_from_slice(&policy.ipv4);
-            out.push((
-                GuardedAddr {
-                    family: family::IPV4,
-                    _pad: [0; 3],
-                    addr,
-                },
-                *ifindex,
-            ));
+            out.push((GuardedAddr::new(family::IPV4, addr), *ifindex));
         }
         if policy.has(policy_flags::HAS_IPV6) {
-            out.push((
-                GuardedAddr {
-                    family: family::IPV6,
-                    _pad: [0; 3],
-                    addr: policy.ipv6,
-                },
-                *ifindex,
-            ));
+            out.push((GuardedAddr::new(family::IPV6, policy.ipv6), *ifindex));
         }
     }
     out

@@ -369,7 +369,7 @@ mod tests {
 
     use netwatch_common::{
         endpoint::port_rule_matches,
-        packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
+        packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, RulePort},
     };
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -823,6 +823,7 @@ mod tests {
                     let entry = compiled_allow(&tables, scope, &addr);
                     for proto in PROTOS {
                         for port in PORTS {
+                            let port = RulePort::from_option(port);
                             let want = spec.allow.iter().any(|r| {
                                 r.cidr.contains(&addr)
                                     && port_rule_matches(&r.to_port_rule(), proto, port)

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use netwatch_common::{
     endpoint::{policy_flags, port_rule_matches},
+    packet::RulePort,
     reason::{Direction, DropReason, Verdict},
     verdict::Decision,
 };
@@ -49,7 +50,11 @@ pub fn verdict_rule(
     };
     let allow_rule = spec.allow.iter().find(|rule| {
         rule.cidr.contains(&remote)
-            && port_rule_matches(&rule.to_port_rule(), packet.proto, packet.remote_port)
+            && port_rule_matches(
+                &rule.to_port_rule(),
+                packet.proto,
+                RulePort::from_option(packet.remote_port),
+            )
     });
     let ingress = packet.direction == Direction::Ingress;
     let published = spec.published.iter().find(|rule| {

@@ -27,7 +27,7 @@ use std::{
 use netwatch_common::{
     endpoint::{MacvlanPort, MacvlanPortKey, port_rule_matches},
     flow::{FlowKey, family},
-    packet::PacketSummary,
+    packet::{PacketSummary, RulePort},
     reason::{Direction, Verdict},
     verdict::{Decision, PolicyTables, decide},
 };
@@ -178,7 +178,7 @@ impl PolicyTables for SpecTables<'_> {
         fam: u8,
         addr: &[u8; 16],
         proto: u8,
-        port: Option<u16>,
+        port: RulePort,
     ) -> bool {
         scope == self.spec.policy.scope
             && ip_of(fam, addr).is_some_and(|ip| {
@@ -434,8 +434,8 @@ mod tests {
             a[..4].copy_from_slice(&DNS_V4);
             a
         };
-        assert!(tables.allow_listed(3, family::IPV4, &dns, IPPROTO_UDP, Some(53)));
-        assert!(!tables.allow_listed(4, family::IPV4, &dns, IPPROTO_UDP, Some(53)));
-        assert!(!tables.allow_listed(3, family::IPV4, &dns, IPPROTO_UDP, None));
+        assert!(tables.allow_listed(3, family::IPV4, &dns, IPPROTO_UDP, RulePort::of(53)));
+        assert!(!tables.allow_listed(4, family::IPV4, &dns, IPPROTO_UDP, RulePort::of(53)));
+        assert!(!tables.allow_listed(3, family::IPV4, &dns, IPPROTO_UDP, RulePort::NONE));
     }
 }

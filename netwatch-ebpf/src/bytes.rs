@@ -1,0 +1,35 @@
+//! Zeroing that stays inline.
+//!
+//! Learned the hard way: on the BPF target LLVM turns zeroed byte-array
+//! padding, a struct built with `..Default::default()`, and a plain copy
+//! of a byte array whose alignment it cannot prove (`a = b` for a
+//! `[u8; 6]`) into a call to a `memset` or `memmove` subprogram that moves
+//! one byte per loop iteration: a call, a stack frame and a loop on every
+//! packet that takes the path (a 48-byte `memset` cost a new flow about
+//! 90 ns). Volatile stores cannot be merged into such a call. `netwatch`'s
+//! `shipped_programs_call_no_byte_loop_subprograms` test checks the built
+//! object for any call left.
+
+use core::mem::MaybeUninit;
+
+/// Zeroes `out` with 4-byte volatile stores and returns it, where
+/// `T::default()` or a literal built with `..Default::default()` becomes a
+/// `memset` call.
+///
+/// # Safety
+/// All-zero bits must be a valid `T` (integers and byte arrays).
+#[inline(always)]
+pub unsafe fn zeroed_by_words<T>(out: &mut MaybeUninit<T>) -> &mut T {
+    const {
+        assert!(core::mem::align_of::<T>() >= 4 && core::mem::size_of::<T>().is_multiple_of(4));
+    }
+    let words = out.as_mut_ptr().cast::<u32>();
+    let mut i = 0;
+    while i < core::mem::size_of::<T>() / 4 {
+        // SAFETY: `out` is 4-byte aligned and a whole number of words long.
+        unsafe { words.add(i).write_volatile(0) };
+        i += 1;
+    }
+    // SAFETY: every byte is zero, which the caller says is a valid `T`.
+    unsafe { out.assume_init_mut() }
+}
