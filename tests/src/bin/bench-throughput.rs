@@ -1434,9 +1434,9 @@ fn main() -> Result<()> {
          parse (skb facts, the per-CPU summary, Ethernet, IP and transport headers) and \
          the counter, without flow table or policy: the floor for a program that judges \
          a packet by its headers; and `bench_flow`, that parse plus one lookup in an LRU \
-         table under netwatch's flow key and two atomic adds to the flow's counters (an \
-         insert for a new flow), without policy, clock or records: the floor for a \
-         program that keeps per-flow state, as netwatch's must; and `bench_kfree`, one \
+         table under netwatch's flow key (with a value of netwatch's size) and two atomic \
+         adds to the flow's counters (an insert for a new flow), without policy, clock or \
+         records: the floor for a program that keeps netwatch's per-flow state; and `bench_kfree`, one \
          counter increment on the kernel drop program's `kfree_skb` tracepoint, which \
          runs on every free of the machine as `kernel_drops` does. Goal: \
          ≤ {LIVE_GOAL_NS:.0} ns per run for each program under each load: {}.",
