@@ -29,6 +29,7 @@ use netwatch_common::{
     reason::Direction,
 };
 use netwatch_ebpf::{
+    bytes::zeroed_by_words,
     flows::add_shared,
     parse::parse_skb_per_cpu,
     veth::{ACT_CONTINUE, skb_facts},
@@ -107,8 +108,14 @@ pub fn bench_flow(ctx: TcContext) -> i32 {
             add_shared(&mut counts[1], bytes);
         }
         None => {
+            // Zeroed in place: an array literal, or one returned by value,
+            // became a call to a byte-loop `memset` subprogram, which
+            // netwatch's programs do not make.
             let mut counts = MaybeUninit::uninit();
-            let counts = first_counts(&mut counts, bytes);
+            // SAFETY: an array of integers is valid as all zero bits.
+            let counts = unsafe { zeroed_by_words::<[u64; FLOW_VALUE_WORDS]>(&mut counts) };
+            counts[0] = 1;
+            counts[1] = bytes;
             let _ = BENCH_FLOWS.insert(key, counts, u64::from(BPF_NOEXIST));
         }
     }
@@ -117,29 +124,6 @@ pub fn bench_flow(ctx: TcContext) -> i32 {
         unsafe { *slot += 1 };
     }
     ACT_CONTINUE
-}
-
-/// A new flow's value: one packet of `bytes`, the rest zero, written in
-/// place with 8-byte volatile stores. A plain array literal, or one
-/// returned by value, becomes a call to a byte-loop `memset` subprogram,
-/// which netwatch's programs do not make.
-#[inline(always)]
-fn first_counts(
-    counts: &mut MaybeUninit<[u64; FLOW_VALUE_WORDS]>,
-    bytes: u64,
-) -> &[u64; FLOW_VALUE_WORDS] {
-    let words = counts.as_mut_ptr().cast::<u64>();
-    // SAFETY: every store lies inside the array, which is 8-byte aligned.
-    unsafe {
-        words.write_volatile(1);
-        words.add(1).write_volatile(bytes);
-        let mut i = 2;
-        while i < FLOW_VALUE_WORDS {
-            words.add(i).write_volatile(0);
-            i += 1;
-        }
-        counts.assume_init_ref()
-    }
 }
 
 /// The floor on `kernel_drops`' hook: one counter increment per

@@ -18,6 +18,7 @@ use core::mem::MaybeUninit;
 use aya_ebpf::programs::TcContext;
 
 use crate::{
+    bytes::zeroed_by_words,
     maps::PACKET_SUMMARY,
     packet::{Packet, Skb},
 };
@@ -60,26 +61,9 @@ pub fn parse_skb_per_cpu(ctx: &TcContext, tag_stripped: bool) -> Option<&'static
     Some(parse(&Skb::of(ctx), tag_stripped, out))
 }
 
-/// Zeroes `out` with 8-byte stores and returns it as a summary. Volatile
-/// stores, because LLVM merges plain ones (and `PacketSummary::default()`)
-/// into a `memset` call, which the BPF target compiles into a subprogram
-/// storing one byte per loop iteration.
-#[inline(always)]
-fn zeroed(out: &mut MaybeUninit<PacketSummary>) -> &mut PacketSummary {
-    const WORDS: usize = core::mem::size_of::<PacketSummary>() / 8;
-    const _: () = assert!(core::mem::align_of::<PacketSummary>() == 8);
-    let words = out.as_mut_ptr().cast::<u64>();
-    let mut i = 0;
-    while i < WORDS {
-        // SAFETY: `out` is 8-byte aligned and WORDS * 8 bytes long.
-        unsafe { words.add(i).write_volatile(0) };
-        i += 1;
-    }
-    // SAFETY: every field of PacketSummary is valid as all zero bits (its
-    // Default value: integers, byte arrays, `false` and the enums' zero
-    // variants).
-    unsafe { out.assume_init_mut() }
-}
+// The summary is zeroed with 8-byte stores (`bytes::zeroed_by_words`
+// takes 8-byte words for a type aligned to 8).
+const _: () = assert!(core::mem::align_of::<PacketSummary>() == 8);
 
 #[inline(always)]
 fn be16(hi: u8, lo: u8) -> u16 {
@@ -108,7 +92,10 @@ pub fn parse<'a, P: Packet>(
     tag_stripped: bool,
     out: &'a mut MaybeUninit<PacketSummary>,
 ) -> &'a PacketSummary {
-    let s = zeroed(out);
+    // SAFETY: every field of PacketSummary is valid as all zero bits (its
+    // Default value: integers, byte arrays, `false` and the enums' zero
+    // variants).
+    let s = unsafe { zeroed_by_words(out) };
     parse_frame(p, tag_stripped, s);
     s
 }

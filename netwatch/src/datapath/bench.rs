@@ -179,17 +179,12 @@ impl BenchPrograms {
 #[cfg(test)]
 mod tests {
     use super::BENCH_OBJECT;
-    use crate::datapath::load::tests::byte_loop_calls;
+    use crate::datapath::load::tests::assert_no_byte_loop_calls;
 
     /// A reference program slowed by a byte-loop call would make a floor
     /// that netwatch's programs (which make none) beat unfairly.
     #[test]
     fn reference_programs_call_no_byte_loop_subprograms() {
-        let calls = byte_loop_calls(BENCH_OBJECT);
-        assert!(
-            calls.is_empty(),
-            "the benchmark's object calls byte-loop subprograms:\n{}",
-            calls.join("\n")
-        );
+        assert_no_byte_loop_calls(BENCH_OBJECT, "the benchmark's object");
     }
 }
