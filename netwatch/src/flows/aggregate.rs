@@ -28,16 +28,9 @@
 //! next sweep or record took it for a new flow and counted its packets a
 //! second time (a flood test found it).
 //!
-//! Learned from a benchmark: under churn at the limit the flows map doubles
-//! its table although it never holds more than the limit. hashbrown marks
-//! a removed entry's slot deleted, not empty, when its probe group is full
-//! (nearly every group at ~87% load), deleted slots give back no room, and
-//! when the room runs out with more than half the slots live it resizes to
-//! twice the slots instead of cleaning in place (`shrink_to` does not clean
-//! a table of the same size either). At the default 100,000 that is 262,144
-//! slots of ~177 bytes: bench-scale's default agent taking 200,000 flows
-//! peaks near 89 MiB where 100,000 flows take 60. Smaller slots (the flow's
-//! state behind an index or a box) would halve what the doubling costs.
+//! Learned from a benchmark: hashbrown's map doubles its table under churn
+//! at the limit although it never holds more than the limit; see
+//! [`FlowMap`] for why, and why an `IndexMap` does not.
 
 use std::{
     borrow::Cow,
@@ -523,10 +516,11 @@ struct Labels {
 /// One flow, compactly: the strings of [`FlowEntry`] are made only when a
 /// query asks.
 ///
-/// 128 bytes, and a slot of the aggregate's map 177 with the key: at
-/// 100,000 flows the map is most of the agent's memory (31.6 MiB of
-/// heaptrack's 53 MiB at 192 bytes a flow, before what few flows have went
-/// into [`Ends`] and the times into [`Wall`]).
+/// 128 bytes, and an entry of the aggregate's [`FlowMap`] 184 with its key
+/// and hash (plus 9 bytes a slot of its index table): at 100,000 flows the
+/// map is most of the agent's memory (31.6 MiB of heaptrack's 53 MiB at
+/// 192 bytes a flow, before what few flows have went into [`Ends`] and the
+/// times into [`Wall`]).
 #[derive(Clone, Debug)]
 struct Tracked {
     labels: Arc<Labels>,
@@ -850,11 +844,33 @@ impl FoldedFlows {
     }
 }
 
+/// The flows kept one by one.
+///
+/// Not a `HashMap`: under churn at the limit hashbrown's map doubled its
+/// table although it never held more than the limit (a removed entry's
+/// slot is marked deleted, not empty, when its probe group is full, which
+/// at ~87% load is nearly every group; deleted slots give back no room,
+/// and once the room runs out with more than half the slots live it
+/// resizes to twice the slots instead of cleaning in place, and
+/// `shrink_to` does not clean a table of the same size either). At the
+/// default 100,000 that was 262,144 slots of ~177 bytes: a default agent
+/// taking 200,000 flows peaked near 89 MiB where 100,000 flows take 60.
+/// An `IndexMap` keeps the entries in one vector and a table of 8-byte
+/// indices beside it, and a removal in one pass (`extract_if`: folding,
+/// forgetting) rebuilds that table from scratch, so no deleted slot
+/// outlives it and nothing here is removed any other way. Measured beside
+/// the `HashMap`, runs alternated: bench-scale's churn peak 89.3 → 63.4
+/// MiB and 100,000 flows 61.2 → 56.6 MiB; in process (`bench_user`), a
+/// new flow's ingest at the limit 841–914 → 670–715 ns (the deleted slots
+/// had lengthened every probe) and a sweep of 100,000 kernel entries plus
+/// a query 59–94 → 52–56 ms, though a lookup reads the index table too.
+type FlowMap = indexmap::IndexMap<FlowKey, Tracked, foldhash::fast::RandomState>;
+
 /// Every flow the agent knows, bounded.
 #[derive(Debug)]
 pub struct Aggregator {
     limit: usize,
-    flows: HashMap<FlowKey, Tracked>,
+    flows: FlowMap,
     summaries: BTreeMap<SummaryKey, FlowEntry>,
     folded: FoldedFlows,
     /// Interned endpoint names and peer names; entries no flow uses any
@@ -876,7 +892,7 @@ impl Aggregator {
     pub fn new(limit: usize) -> Aggregator {
         Aggregator {
             limit: limit.max(1),
-            flows: HashMap::new(),
+            flows: FlowMap::default(),
             summaries: BTreeMap::new(),
             folded: FoldedFlows::new(limit.max(1)),
             labels: HashSet::new(),
@@ -1030,8 +1046,8 @@ impl Aggregator {
             ..
         } = self;
         let tracked = match flows.entry(*key) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
+            indexmap::map::Entry::Occupied(entry) => entry.into_mut(),
+            indexmap::map::Entry::Vacant(entry) => {
                 // Most new flows were never folded: one lookup, no removal.
                 let counted = match folded.take(key) {
                     Some((id, f)) if f.kernel_first_ns == stats.first_seen_ns => {
@@ -1157,7 +1173,7 @@ impl Aggregator {
             counters,
             ..
         } = self;
-        let taken = flows.extract_if(|_, t| {
+        let taken = flows.extract_if(.., |_, t| {
             t.last_seen < newest
                 || (t.last_seen == newest && at_newest > 0 && {
                     at_newest -= 1;
@@ -1207,21 +1223,19 @@ impl Aggregator {
         let gone = |container: Option<&str>, last_seen: Timestamp| {
             container.is_some_and(|c| !is_present(c)) && last_seen < cutoff
         };
-        let forgotten: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter(|(_, t)| gone(t.labels.container.as_deref(), t.last_seen.get()))
-            .map(|(key, _)| *key)
-            .collect();
-        for key in &forgotten {
-            if let Some(tracked) = self.flows.remove(key) {
-                self.folded.remember(key, &tracked);
-            }
+        // Taken out in one pass, as folding does: removing them one by one
+        // would leave the index table the churn that doubles it.
+        let mut forgotten = 0;
+        for (key, tracked) in self.flows.extract_if(.., |_, t| {
+            gone(t.labels.container.as_deref(), t.last_seen.get())
+        }) {
+            self.folded.remember(&key, &tracked);
+            forgotten += 1;
         }
         let summaries_before = self.summaries.len();
         self.summaries
             .retain(|_, summary| !gone(summary.container.as_deref(), summary.last_seen));
-        forgotten.len() + summaries_before - self.summaries.len()
+        forgotten + summaries_before - self.summaries.len()
     }
 
     /// Calls `sum` once per set of flows and summaries that share their
@@ -1967,6 +1981,41 @@ mod tests {
             .map(|e| e.packets)
             .sum();
         assert_eq!(total, 111, "folded flows keep their counts");
+    }
+
+    /// hashbrown's map doubled its table here (see [`FlowMap`]): a default
+    /// agent under churn peaked at 89 MiB where 100,000 flows take 60.
+    #[test]
+    fn churn_at_the_limit_never_grows_the_flows_table() {
+        let limit = 10_000;
+        let mut agg = Aggregator::new(limit);
+        let names = FlowNames::default();
+        let mut capacity_at_limit = None;
+        for n in 0..200_000_u32 {
+            let mut key = key(n as u16);
+            key.dst[2..4].copy_from_slice(&((n >> 16) as u16).to_be_bytes());
+            let event = FlowEvent {
+                kind: EventKind::FlowOpen as u8,
+                key,
+                packets: 1,
+                bytes: 100,
+                first_seen_ns: u64::from(n) + 1,
+                last_seen_ns: u64::from(n) + 1,
+                ..FlowEvent::default()
+            };
+            agg.record_silently(&event, &names, &clock());
+            if agg.len() == limit && capacity_at_limit.is_none() {
+                capacity_at_limit = Some((agg.flows.capacity(), n));
+            }
+        }
+        let (capacity, filled_at) = capacity_at_limit.expect("the map reached the limit");
+        assert!(agg.counters.summarised > 150_000, "it churned");
+        assert_eq!(
+            agg.flows.capacity(),
+            capacity,
+            "{} new flows past the limit (filled after {filled_at}) grew the table",
+            200_000 - filled_at
+        );
     }
 
     #[test]

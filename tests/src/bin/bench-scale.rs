@@ -1038,14 +1038,12 @@ fn agent_sections(args: &BenchArgs, section: &mut Section) -> Result<()> {
          {QUERY_SAMPLES}). The last two rows are a fresh agent with every default taking \
          twice as many flows from a second container, so that it folds flows past its \
          limit into summaries and remembers which it folded, its largest state: {:.1} MiB \
-         at its highest ({} the same 64 MiB). Why it is higher though it keeps no more \
-         flows: the flows map (Rust's `HashMap`, hashbrown) marks a removed entry's slot \
-         deleted rather than empty when its probe group is full, as nearly every group is \
-         at the limit, and deleted slots do not give back room; when the room runs out \
-         with more than half the slots live, it doubles its table (from 131,072 slots of \
-         ~177 bytes to 262,144, ~23 MiB more) rather than clean it in place. A standalone \
-         churn of 100,000 keys held at the limit, a tenth removed at a time, doubled after \
-         60,000 insertions past the limit.",
+         at its highest ({} the same 64 MiB). It keeps no more flows, but it also \
+         remembers the folded ones (an id and their counts at folding) and holds their \
+         summaries. Its flows map keeps no room for removed entries: Rust's `HashMap` \
+         (hashbrown) marked them deleted rather than empty and doubled its table under this \
+         churn (131,072 slots of ~177 bytes to 262,144): 89.3 MiB at its highest on 07605a9; the \
+         agent's `IndexMap` rebuilds its index table whenever a batch of flows is folded.",
         met(peak_rss_kib < 64 * 1024),
         met(query <= 0.25 && scrape <= 0.25),
         churn_peak_kib as f64 / 1024.0,
