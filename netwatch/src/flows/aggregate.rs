@@ -22,7 +22,7 @@
 //! longest are folded, a tenth of the limit at a time, into one summary per
 //! (container, network, direction, verdict), which keeps their packets and
 //! bytes; nothing grows without bound. A folded flow whose kernel entry
-//! lives on is remembered (its counts at folding, ~160 bytes, for at most
+//! lives on is remembered (its counts at folding, ~57 bytes, for at most
 //! as many flows as the kernel's table or the limit holds, whichever is
 //! more; forgotten once a sweep finds the kernel entry gone): without that, the
 //! next sweep or record took it for a new flow and counted its packets a
@@ -32,12 +32,7 @@
 //! at the limit although it never holds more than the limit; see
 //! [`FlowMap`] for why, and why an `IndexMap` does not.
 
-use std::{
-    borrow::Cow,
-    collections::{BTreeMap, VecDeque, hash_map::Entry},
-    net::IpAddr,
-    sync::Arc,
-};
+use std::{borrow::Cow, collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 
@@ -746,23 +741,44 @@ struct Folded {
     bytes: u64,
     /// Found in the kernel's table by the current sweep.
     seen: bool,
+    /// To go in the next trim ([`FoldedFlows::trim`]).
+    forgotten: bool,
 }
 
-/// Folded flows whose kernel entry may live on, and the order they were
-/// folded in (the oldest are forgotten first), at most `capacity`.
+/// What a flow's record or sweep entry finds among the folded flows.
+enum Returning {
+    /// Not folded (or folded from an older kernel entry: forgotten now).
+    New,
+    /// Folded, and nothing came since: it stays folded.
+    StillFolded,
+    /// Folded, and it carried more since: no longer folded; what it had
+    /// counted at folding (packets, bytes), which its summary holds.
+    Back(u64, u64),
+}
+
+/// Folded flows whose kernel entry may live on, oldest fold first (the
+/// oldest are forgotten first), at most `capacity` after each fold or
+/// forget (a tenth more within one).
 ///
 /// Known by a 64-bit hash of their key, not the 48-byte key: an agent at
 /// its flow limit keeps folding, and with the keys this held up to 24 MiB
-/// at the default 100,000 (a map slot of 81 bytes, and 56 per place in
-/// the order, which may be twice as long); with ids, 9 MiB (41 and 16
-/// bytes). Two keys of one id would also need the same kernel first-seen
-/// time to be taken for each other (see `Aggregator::update`), and with a
-/// few hundred thousand ids in a 64-bit space the chance that any two
-/// share one is already about one in a billion.
+/// at the default 100,000 (a map slot of 81 bytes, and 56 per place in a
+/// queue of the fold order, which could be twice as long). Now an entry
+/// of 48 bytes and an index slot of 9, about 7 MB, and the map's own
+/// order is the fold order. Nothing is removed one by one: a flow that
+/// comes back is marked forgotten, and forgotten and oldest go in one pass
+/// that rebuilds the index table. Removed one by one from a `HashMap`, as
+/// they were, they left deleted slots that doubled its table under churn
+/// (5.4 → 10.7 MB), as in the flows' map ([`FlowMap`]). Two keys of one id
+/// would also need the same kernel first-seen time to be taken for each
+/// other (see `Aggregator::update`), and with a few hundred thousand ids
+/// in a 64-bit space the chance that any two share one is already about
+/// one in a billion.
 #[derive(Debug)]
 struct FoldedFlows {
-    by_id: HashMap<u64, Folded>,
-    order: VecDeque<(u64, u64)>,
+    by_id: indexmap::IndexMap<u64, Folded, foldhash::fast::RandomState>,
+    /// Entries of `by_id` marked forgotten since the last pass.
+    forgotten: usize,
     capacity: usize,
     ids: foldhash::quality::RandomState,
 }
@@ -770,8 +786,8 @@ struct FoldedFlows {
 impl FoldedFlows {
     fn new(capacity: usize) -> FoldedFlows {
         FoldedFlows {
-            by_id: HashMap::new(),
-            order: VecDeque::new(),
+            by_id: indexmap::IndexMap::default(),
+            forgotten: 0,
             capacity,
             ids: foldhash::quality::RandomState::default(),
         }
@@ -782,65 +798,95 @@ impl FoldedFlows {
         self.ids.hash_one(key)
     }
 
-    /// Takes the folded flow of `key` out, if it is remembered, with its
-    /// id (for [`FoldedFlows::put_back`]).
-    fn take(&mut self, key: &FlowKey) -> Option<(u64, Folded)> {
+    /// Whether a flow the aggregate does not keep, seen again in the
+    /// kernel entry first seen at `first_seen_ns` with `packets`, was
+    /// folded, and whether it stays so.
+    fn returning(&mut self, key: &FlowKey, first_seen_ns: u64, packets: u64) -> Returning {
         // Every new flow asks: an agent that never folded hashes nothing.
         if self.by_id.is_empty() {
-            return None;
+            return Returning::New;
         }
         let id = self.id(key);
-        self.by_id.remove(&id).map(|folded| (id, folded))
-    }
-
-    /// Puts back what [`FoldedFlows::take`] took (its place in the order
-    /// stays where it was).
-    fn put_back(&mut self, id: u64, folded: Folded) {
-        self.by_id.insert(id, folded);
+        let Some(folded) = self.by_id.get_mut(&id).filter(|f| !f.forgotten) else {
+            return Returning::New;
+        };
+        if folded.kernel_first_ns != first_seen_ns {
+            // A new kernel entry: a new flow.
+            folded.forgotten = true;
+            self.forgotten += 1;
+            return Returning::New;
+        }
+        if packets <= folded.packets {
+            folded.seen = true;
+            return Returning::StillFolded;
+        }
+        folded.forgotten = true;
+        self.forgotten += 1;
+        Returning::Back(folded.packets, folded.bytes)
     }
 
     /// Remembers `tracked`, a flow folded or forgotten while its kernel
-    /// entry may live on (see [`Aggregator::set_kernel_table_entries`]),
-    /// and forgets the oldest beyond the capacity.
+    /// entry may live on (see [`Aggregator::set_kernel_table_entries`]).
+    /// Call [`FoldedFlows::trim`] after a batch.
     fn remember(&mut self, key: &FlowKey, tracked: &Tracked) {
-        let id = self.id(key);
-        let first = tracked.kernel_first_ns;
-        self.by_id.insert(
-            id,
-            Folded {
-                kernel_first_ns: first,
-                packets: tracked.kernel_packets,
-                bytes: tracked.kernel_bytes,
-                seen: false,
-            },
-        );
-        self.order.push_back((id, first));
-        while self.by_id.len() > self.capacity || self.order.len() > 2 * self.capacity {
-            let Some((old, first)) = self.order.pop_front() else {
-                break;
-            };
-            // One lookup: this runs for every folded flow at the limit.
-            if let Entry::Occupied(entry) = self.by_id.entry(old)
-                && entry.get().kernel_first_ns == first
-            {
-                entry.remove();
-            }
+        let folded = Folded {
+            kernel_first_ns: tracked.kernel_first_ns,
+            packets: tracked.kernel_packets,
+            bytes: tracked.kernel_bytes,
+            seen: false,
+            forgotten: false,
+        };
+        // A flow folded before keeps the place of its first fold, and goes
+        // a little early (as it did with a queue of the fold order).
+        if let Some(earlier) = self.by_id.insert(self.id(key), folded)
+            && earlier.forgotten
+        {
+            self.forgotten -= 1;
         }
+        // A batch larger than a tenth of the capacity (forgetting many
+        // containers' flows at once) is trimmed on the way.
+        if self.by_id.len() > self.capacity + self.capacity / 10 {
+            self.trim();
+        }
+    }
+
+    /// Drops the forgotten, and the oldest beyond the capacity, in one
+    /// pass over the map.
+    fn trim(&mut self) {
+        if self.by_id.len() <= self.capacity && self.forgotten == 0 {
+            return;
+        }
+        let mut oldest = (self.by_id.len() - self.forgotten).saturating_sub(self.capacity);
+        self.by_id.retain(|_, folded| {
+            if folded.forgotten {
+                return false;
+            }
+            if oldest > 0 {
+                oldest -= 1;
+                return false;
+            }
+            true
+        });
+        self.forgotten = 0;
     }
 
     /// Forgets those the last sweep did not find in the kernel's table.
     fn keep_seen(&mut self) {
-        self.by_id.retain(|_, f| std::mem::take(&mut f.seen));
+        self.by_id
+            .retain(|_, f| !f.forgotten && std::mem::take(&mut f.seen));
+        self.forgotten = 0;
     }
 
     #[cfg(test)]
     fn contains(&self, key: &FlowKey) -> bool {
-        self.by_id.contains_key(&self.id(key))
+        self.by_id
+            .get(&self.id(key))
+            .is_some_and(|folded| !folded.forgotten)
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.by_id.len()
+        self.by_id.len() - self.forgotten
     }
 }
 
@@ -1049,16 +1095,10 @@ impl Aggregator {
             indexmap::map::Entry::Occupied(entry) => entry.into_mut(),
             indexmap::map::Entry::Vacant(entry) => {
                 // Most new flows were never folded: one lookup, no removal.
-                let counted = match folded.take(key) {
-                    Some((id, f)) if f.kernel_first_ns == stats.first_seen_ns => {
-                        if stats.packets <= f.packets {
-                            // Nothing since it was folded: it stays folded.
-                            folded.put_back(id, Folded { seen: true, ..f });
-                            return None;
-                        }
-                        Some((f.packets, f.bytes))
-                    }
-                    _ => None,
+                let counted = match folded.returning(key, stats.first_seen_ns, stats.packets) {
+                    Returning::StillFolded => return None,
+                    Returning::Back(packets, bytes) => Some((packets, bytes)),
+                    Returning::New => None,
                 };
                 let interned = Interned {
                     labels,
@@ -1211,6 +1251,7 @@ impl Aggregator {
             folded_into.insert(group, summary_key(&entry));
             fold(summaries, entry);
         }
+        folded.trim();
     }
 
     /// Forgets the flows and summaries of containers that are gone (`is_present`
@@ -1232,6 +1273,7 @@ impl Aggregator {
             self.folded.remember(&key, &tracked);
             forgotten += 1;
         }
+        self.folded.trim();
         let summaries_before = self.summaries.len();
         self.summaries
             .retain(|_, summary| !gone(summary.container.as_deref(), summary.last_seen));
@@ -1544,12 +1586,11 @@ mod tests {
         }
     }
 
-    /// A folded flow is remembered in a map slot of 41 bytes and a place
-    /// in the order of 16 (see [`FoldedFlows`]).
+    /// A folded flow is remembered in a map entry of 48 bytes: its hash,
+    /// id and [`Folded`] (see [`FoldedFlows`]).
     #[test]
-    fn a_folded_flow_is_remembered_by_id_in_40_bytes_and_16() {
-        assert_eq!(std::mem::size_of::<(u64, Folded)>(), 40);
-        assert_eq!(std::mem::size_of::<(u64, u64)>(), 16);
+    fn a_folded_flow_is_remembered_by_id_in_48_bytes() {
+        assert_eq!(std::mem::size_of::<Folded>(), 32);
         let mut agg = Aggregator::new(10);
         agg.sweep_entry(
             &key(1),
@@ -1566,14 +1607,28 @@ mod tests {
         for port in 1..=3 {
             folded.remember(&key(port), &tracked(u64::from(port)));
         }
+        folded.trim();
         // The oldest went beyond the capacity; the others are found by key.
         assert!(!folded.contains(&key(1)));
         assert!(folded.contains(&key(2)) && folded.contains(&key(3)));
-        assert_eq!(
-            folded.take(&key(3)).map(|(_, f)| f.kernel_first_ns),
-            Some(3)
-        );
+        assert!(matches!(
+            folded.returning(&key(2), 2, 1),
+            Returning::StillFolded
+        ));
+        assert!(folded.contains(&key(2)), "nothing came since: still folded");
+        assert!(matches!(
+            folded.returning(&key(3), 3, 5),
+            Returning::Back(1, 100)
+        ));
         assert!(!folded.contains(&key(3)));
+        assert!(matches!(folded.returning(&key(2), 9, 1), Returning::New));
+        assert!(!folded.contains(&key(2)), "a new kernel entry: forgotten");
+        // Folded again, a flow is remembered again; the forgotten take no
+        // room after the next trim.
+        folded.remember(&key(3), &tracked(3));
+        assert!(folded.contains(&key(3)));
+        folded.trim();
+        assert_eq!((folded.len(), folded.by_id.len()), (1, 1));
     }
 
     /// The aggregate's map holds one per flow: bytes here are most of the
@@ -1986,11 +2041,12 @@ mod tests {
     /// hashbrown's map doubled its table here (see [`FlowMap`]): a default
     /// agent under churn peaked at 89 MiB where 100,000 flows take 60.
     #[test]
-    fn churn_at_the_limit_never_grows_the_flows_table() {
+    fn churn_at_the_limit_never_grows_the_flows_or_the_folded_flows_table() {
         let limit = 10_000;
         let mut agg = Aggregator::new(limit);
         let names = FlowNames::default();
         let mut capacity_at_limit = None;
+        let mut folded_capacity_when_full = None;
         for n in 0..200_000_u32 {
             let mut key = key(n as u16);
             key.dst[2..4].copy_from_slice(&((n >> 16) as u16).to_be_bytes());
@@ -2007,7 +2063,15 @@ mod tests {
             if agg.len() == limit && capacity_at_limit.is_none() {
                 capacity_at_limit = Some((agg.flows.capacity(), n));
             }
+            if agg.folded.len() == limit && folded_capacity_when_full.is_none() {
+                folded_capacity_when_full = Some(agg.folded.by_id.capacity());
+            }
         }
+        assert_eq!(
+            Some(agg.folded.by_id.capacity()),
+            folded_capacity_when_full,
+            "folding grew the folded flows' table"
+        );
         let (capacity, filled_at) = capacity_at_limit.expect("the map reached the limit");
         assert!(agg.counters.summarised > 150_000, "it churned");
         assert_eq!(
