@@ -1,8 +1,9 @@
 //! A micro-benchmark of the agent's user-space hot paths, in process and
 //! without the kernel: `flows::Pipeline::ingest` of new-flow and export
 //! records (as bench-pipeline feeds it, minus the ring buffer), and a
-//! `flows -o json` query at 100,000 flows (the agent's part of what
-//! bench-scale times, minus the socket).
+//! `flows -o json` query at 100,000 flows with the sweep of the kernel's
+//! table before it, here a vector of the same flows (the agent's part of
+//! what bench-scale times, minus the socket and the map read).
 //!
 //! Run by hand, e.g. to compare two builds round by round:
 //!   cargo run --release -p netwatch --example bench_user -- [rounds]

@@ -1264,8 +1264,8 @@ impl Aggregator {
         let gone = |container: Option<&str>, last_seen: Timestamp| {
             container.is_some_and(|c| !is_present(c)) && last_seen < cutoff
         };
-        // Taken out in one pass, as folding does: removing them one by one
-        // would leave the index table the churn that doubles it.
+        // Taken out in one pass, as folding does: removed one by one they
+        // would leave deleted slots in the index table (see [`FlowMap`]).
         let mut forgotten = 0;
         for (key, tracked) in self.flows.extract_if(.., |_, t| {
             gone(t.labels.container.as_deref(), t.last_seen.get())
