@@ -16,8 +16,6 @@
 //! interval behind). Memory is bounded: beyond [`KERNEL_DROPS_LIMIT`]
 //! entries, the tenth seen longest ago are forgotten.
 
-use std::collections::HashMap;
-
 use jiff::Timestamp;
 use netwatch_common::{
     flow::FlowKey,
@@ -46,9 +44,9 @@ pub const DROPPED_BY_NETWATCH: &str = "netwatch";
 
 #[derive(Clone, Debug)]
 struct Kept {
-    /// Boxed: a slot of the map is ~120 bytes instead of ~600, and the map
-    /// has room for up to twice the entries it holds (at the limit, 16,384
-    /// slots for 10,000: ~10 MiB unboxed, which a port scan's drops fill).
+    /// Boxed: an entry of the map is ~130 bytes instead of ~600, and the
+    /// map has room for up to 1.4 times the entries it holds (at the limit,
+    /// 14,336 for 10,000: ~8 MiB unboxed, which a port scan's drops fill).
     entry: Box<FlowEntry>,
     /// First-seen time of the kernel's counter entry the counts come from.
     kernel_first_ns: u64,
@@ -65,7 +63,10 @@ struct Kept {
 #[derive(Debug, Default)]
 pub struct KernelDrops {
     reasons: DropReasonNames,
-    kept: HashMap<(FlowKey, u32), Kept>,
+    /// An `IndexMap` whose longest unseen go in one pass that rebuilds its
+    /// index table: removed one by one from a `HashMap`, they left deleted
+    /// slots that doubled its table under churn (see `aggregate::FlowMap`).
+    kept: indexmap::IndexMap<(FlowKey, u32), Kept>,
     /// Records with an unknown kind or no guarded end.
     pub malformed: u64,
     /// Echo replies the kernel freed for `no_socket` after a raw socket
@@ -231,16 +232,21 @@ impl KernelDrops {
             return;
         }
         let excess = self.kept.len() - KERNEL_DROPS_LIMIT + KERNEL_DROPS_LIMIT / 10;
-        let mut by_age: Vec<_> = self
-            .kept
-            .iter()
-            .map(|(key, k)| (k.entry.last_seen, *key))
-            .collect();
-        let nth = excess.min(by_age.len() - 1);
-        by_age.select_nth_unstable_by_key(nth, |(t, _)| *t);
-        for (_, key) in by_age.into_iter().take(excess) {
-            self.kept.remove(&key);
-        }
+        let mut ages: Vec<Timestamp> = self.kept.values().map(|k| k.entry.last_seen).collect();
+        let (_, &mut newest, _) = ages.select_nth_unstable(excess - 1);
+        // Entries seen last at the newest removed time: as many as it takes
+        // (which of them is no matter, as for any other tie).
+        let mut at_newest = excess - ages[..excess].iter().filter(|&&t| t < newest).count();
+        drop(ages);
+        self.kept.retain(|_, k| {
+            let seen = k.entry.last_seen;
+            let goes = seen < newest
+                || (seen == newest && at_newest > 0 && {
+                    at_newest -= 1;
+                    true
+                });
+            !goes
+        });
     }
 }
 
@@ -480,5 +486,25 @@ mod tests {
         }
         assert_eq!(drops.len(), KERNEL_DROPS_LIMIT - KERNEL_DROPS_LIMIT / 10);
         assert!(drops.entries().all(|e| e.src_port > 1000));
+    }
+
+    /// As the flows' maps did (see `aggregate::FlowMap`): removed one by
+    /// one, the longest unseen left deleted slots that doubled the table.
+    #[test]
+    fn churn_at_the_limit_never_grows_the_table() {
+        let mut drops = KernelDrops::default();
+        let names = FlowNames::default();
+        let mut capacity_when_full = None;
+        for n in 0..200_000_u32 {
+            let mut e = event(5, 0, 1, 1 + u64::from(n));
+            e.key.proto = IPPROTO_UDP;
+            e.key.src_port = n as u16;
+            e.key.dst[2..4].copy_from_slice(&((n >> 16) as u16).to_be_bytes());
+            drops.record(&e, &names, &DnsNames::default(), &clock());
+            if drops.len() == KERNEL_DROPS_LIMIT && capacity_when_full.is_none() {
+                capacity_when_full = Some(drops.kept.capacity());
+            }
+        }
+        assert_eq!(Some(drops.kept.capacity()), capacity_when_full);
     }
 }
