@@ -1200,12 +1200,8 @@ impl Aggregator {
         // times alone (8 bytes a flow, where collecting their keys too took
         // 56 and a lookup to remove each), and they are taken out in one
         // pass over the map.
-        let mut idle: Vec<Wall> = self.flows.values().map(|t| t.last_seen).collect();
-        let (_, &mut newest, _) = idle.select_nth_unstable(excess - 1);
-        // Flows idle as long as the newest folded one: as many as it takes
-        // (which of them is no matter, as for any other tie).
-        let mut at_newest = excess - idle[..excess].iter().filter(|&&w| w < newest).count();
-        drop(idle);
+        let mut longest_idle =
+            Oldest::among(self.flows.values().map(|t| t.last_seen).collect(), excess);
         let Aggregator {
             flows,
             summaries,
@@ -1213,13 +1209,7 @@ impl Aggregator {
             counters,
             ..
         } = self;
-        let taken = flows.extract_if(.., |_, t| {
-            t.last_seen < newest
-                || (t.last_seen == newest && at_newest > 0 && {
-                    at_newest -= 1;
-                    true
-                })
-        });
+        let taken = flows.extract_if(.., |_, t| longest_idle.takes(t.last_seen));
         // The summary each (names, verdict) folds into, once one flow of
         // them has been folded: the others add their counts to it without
         // making an entry (a dozen strings) to fold, which was most of the
@@ -1334,6 +1324,37 @@ impl Aggregator {
             .filter(|e| filter.matches(e))
             .collect();
         busiest_first(out)
+    }
+}
+
+/// Which `count` members of a set are the oldest by a time of theirs,
+/// decided on their times alone, so that they can be taken out in one pass
+/// over the set (`extract_if`, `retain`).
+pub(super) struct Oldest<T> {
+    /// The newest time among them.
+    newest: T,
+    /// How many members at exactly `newest` are among them still to take:
+    /// as many as it takes (which of them is no matter, as for any other
+    /// tie).
+    at_newest: usize,
+}
+
+impl<T: Ord + Copy> Oldest<T> {
+    /// The `count` oldest of the members whose times are `times` (one per
+    /// member; `1 <= count <= times.len()`).
+    pub(super) fn among(mut times: Vec<T>, count: usize) -> Oldest<T> {
+        let (_, &mut newest, _) = times.select_nth_unstable(count - 1);
+        let at_newest = count - times[..count].iter().filter(|&&t| t < newest).count();
+        Oldest { newest, at_newest }
+    }
+
+    /// Whether the member at `time` is one of them; ask once per member.
+    pub(super) fn takes(&mut self, time: T) -> bool {
+        time < self.newest
+            || (time == self.newest && self.at_newest > 0 && {
+                self.at_newest -= 1;
+                true
+            })
     }
 }
 

@@ -26,7 +26,7 @@ use netwatch_common::{
 };
 
 use super::{
-    aggregate::{Clock, Delta, DeltasFrom, FlowEntry, Reported},
+    aggregate::{Clock, Delta, DeltasFrom, FlowEntry, Oldest, Reported},
     dns::DnsNames,
     names::FlowNames,
     reason::FlowReason,
@@ -232,21 +232,12 @@ impl KernelDrops {
             return;
         }
         let excess = self.kept.len() - KERNEL_DROPS_LIMIT + KERNEL_DROPS_LIMIT / 10;
-        let mut ages: Vec<Timestamp> = self.kept.values().map(|k| k.entry.last_seen).collect();
-        let (_, &mut newest, _) = ages.select_nth_unstable(excess - 1);
-        // Entries seen last at the newest removed time: as many as it takes
-        // (which of them is no matter, as for any other tie).
-        let mut at_newest = excess - ages[..excess].iter().filter(|&&t| t < newest).count();
-        drop(ages);
-        self.kept.retain(|_, k| {
-            let seen = k.entry.last_seen;
-            let goes = seen < newest
-                || (seen == newest && at_newest > 0 && {
-                    at_newest -= 1;
-                    true
-                });
-            !goes
-        });
+        let mut unseen_longest = Oldest::among(
+            self.kept.values().map(|k| k.entry.last_seen).collect(),
+            excess,
+        );
+        self.kept
+            .retain(|_, k| !unseen_longest.takes(k.entry.last_seen));
     }
 }
 
