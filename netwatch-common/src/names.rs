@@ -58,8 +58,14 @@ pub const MAP_ALLOW_V6: &str = "ALLOW_V6";
 pub const MAP_HOST_V4: &str = "HOST_V4";
 /// `HashMap<[u8; 16], u32>`: the host's own IPv6 addresses.
 pub const MAP_HOST_V6: &str = "HOST_V6";
-/// `LruHashMap<FlowKey, FlowStats>`.
+/// `LruHashMap<FlowKey, FlowStats>`: the flows of IPv6 and non-IP packets.
 pub const MAP_FLOWS: &str = "FLOWS";
+/// `LruHashMap<FlowKey4, FlowStats>`: the flows of IPv4 packets, under a
+/// key of 20 bytes rather than 48 (see `flow::FlowKey4`).
+pub const MAP_FLOWS4: &str = "FLOWS4";
+/// The two flow tables, which share the flow-table capacity option (each
+/// gets it whole).
+pub const FLOW_TABLES: [&str; 2] = [MAP_FLOWS4, MAP_FLOWS];
 /// Ring buffer of `FlowEvent`s.
 pub const MAP_EVENTS: &str = "EVENTS";
 /// `PerCpuArray<u64>` indexed by `DropReason`; index 0 counts forwarded packets.
@@ -130,7 +136,7 @@ pub const MAP_DNS_BUCKETS: &str = "DNS_BUCKETS";
 pub const MAP_DNS_COUNTERS: &str = "DNS_COUNTERS";
 
 /// Every map of the object netwatch loads.
-pub const ALL_MAPS: [&str; 29] = [
+pub const ALL_MAPS: [&str; 30] = [
     MAP_ENDPOINTS,
     MAP_NET_V4,
     MAP_NET_V6,
@@ -139,6 +145,7 @@ pub const ALL_MAPS: [&str; 29] = [
     MAP_HOST_V4,
     MAP_HOST_V6,
     MAP_FLOWS,
+    MAP_FLOWS4,
     MAP_EVENTS,
     MAP_VERDICT_COUNTERS,
     MAP_AUDIT_COUNTERS,

@@ -41,7 +41,7 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use netwatch_common::{
     event::{EventKind, FlowEvent},
-    flow::{FlowKey, FlowStats, report_needs_precise_clock, tcp_flags},
+    flow::{FlowKey, FlowKey4, FlowStats, report_needs_precise_clock, tcp_flags},
     names,
     packet::{IPPROTO_TCP, PacketSummary},
     reason::{DROP_REASON_COUNT, DropReason, Verdict},
@@ -50,8 +50,56 @@ use netwatch_common::{
 
 use crate::{
     counters,
-    maps::{CONFIG, EVENTS, FLOWS},
+    maps::{CONFIG, EVENTS, FLOWS, FLOWS4},
 };
+
+/// A flow table's key: IPv4 flows live in `FLOWS4` under [`FlowKey4`],
+/// the others in `FLOWS` under [`FlowKey`]. The accounting below is
+/// written once over this trait and built once per table, so that each
+/// copy looks up, inserts and reports under its own key with nothing to
+/// convert on a packet that emits no record.
+pub trait TableKey: Copy {
+    /// The flow's entry, if its table has one.
+    fn lookup(&self) -> Option<*mut FlowStats>;
+    /// Inserts the flow's entry unless one exists; whether it did.
+    fn insert_new(&self, stats: &FlowStats) -> bool;
+    /// The flow's key as records carry it.
+    fn wide(&self) -> FlowKey;
+}
+
+impl TableKey for FlowKey {
+    #[inline(always)]
+    fn lookup(&self) -> Option<*mut FlowStats> {
+        FLOWS.get_ptr_mut(self)
+    }
+
+    #[inline(always)]
+    fn insert_new(&self, stats: &FlowStats) -> bool {
+        FLOWS.insert(self, stats, BPF_NOEXIST as u64).is_ok()
+    }
+
+    #[inline(always)]
+    fn wide(&self) -> FlowKey {
+        *self
+    }
+}
+
+impl TableKey for FlowKey4 {
+    #[inline(always)]
+    fn lookup(&self) -> Option<*mut FlowStats> {
+        FLOWS4.get_ptr_mut(self)
+    }
+
+    #[inline(always)]
+    fn insert_new(&self, stats: &FlowStats) -> bool {
+        FLOWS4.insert(self, stats, BPF_NOEXIST as u64).is_ok()
+    }
+
+    #[inline(always)]
+    fn wide(&self) -> FlowKey {
+        self.widen()
+    }
+}
 
 /// The decision cached in a flow entry for this packet, when it still
 /// stands: decided under the current policy generation `generation` (0:
@@ -89,8 +137,8 @@ pub fn cached(stats: &FlowStats, generation: u64, s: &PacketSummary) -> Option<D
 }
 
 /// The flow a packet is accounted to.
-pub struct Flow<'a> {
-    pub key: &'a FlowKey,
+pub struct Flow<'a, K: TableKey> {
+    pub key: &'a K,
     /// A lookup earlier in this run found no entry: a new flow skips
     /// looking again and inserts (a flow another CPU inserted meanwhile
     /// makes the insert fail, as a second lookup would have raced too).
@@ -103,7 +151,13 @@ pub struct Flow<'a> {
 /// also clears a cached one: the entry's verdict is always the latest
 /// packet's).
 #[inline(always)]
-pub fn record(flow: Flow, s: &PacketSummary, decision: Decision, bytes: u64, cache_under: u64) {
+pub fn record<K: TableKey>(
+    flow: Flow<K>,
+    s: &PacketSummary,
+    decision: Decision,
+    bytes: u64,
+    cache_under: u64,
+) {
     let key = flow.key;
     let flags = if s.proto == IPPROTO_TCP {
         s.tcp_flags
@@ -114,7 +168,7 @@ pub fn record(flow: Flow, s: &PacketSummary, decision: Decision, bytes: u64, cac
     let existing = if flow.known_absent {
         None
     } else {
-        FLOWS.get_ptr_mut(key)
+        key.lookup()
     };
     let Some(stats) = existing else {
         // SAFETY: bpf_ktime_get_ns has no preconditions.
@@ -136,7 +190,7 @@ pub fn record(flow: Flow, s: &PacketSummary, decision: Decision, bytes: u64, cac
         };
         // Another CPU may have inserted the flow meanwhile; losing this one
         // packet's count is the price of not taking a lock.
-        if FLOWS.insert(key, stats, BPF_NOEXIST as u64).is_ok() {
+        if key.insert_new(&stats) {
             counters::flow_inserted();
         }
         let kind = if decision.verdict.is_drop_like() {
@@ -168,8 +222,8 @@ pub fn record(flow: Flow, s: &PacketSummary, decision: Decision, bytes: u64, cac
 /// [`record`] for a packet whose decision came from its flow entry
 /// `stats` (which the decision leaves as it is).
 #[inline(always)]
-pub fn record_cached(
-    key: &FlowKey,
+pub fn record_cached<K: TableKey>(
+    key: &K,
     stats: &mut FlowStats,
     s: &PacketSummary,
     decision: Decision,
@@ -187,8 +241,8 @@ pub fn record_cached(
 /// Counts a packet into an existing flow entry and emits a record when
 /// one is due.
 #[inline(always)]
-fn update(
-    key: &FlowKey,
+fn update<K: TableKey>(
+    key: &K,
     stats: &mut FlowStats,
     flags: u8,
     decision: Decision,
@@ -271,7 +325,7 @@ pub fn add_shared(counter: &mut u64, n: u64) {
 }
 
 #[inline(always)]
-fn emit(kind: EventKind, decision: Decision, key: &FlowKey, stats: &FlowStats) {
+fn emit<K: TableKey>(kind: EventKind, decision: Decision, key: &K, stats: &FlowStats) {
     let Some(mut entry) = EVENTS.reserve::<FlowEvent>(0) else {
         counters::ringbuf_lost();
         return;
@@ -282,7 +336,7 @@ fn emit(kind: EventKind, decision: Decision, key: &FlowKey, stats: &FlowStats) {
         reason: decision.reason as u8,
         tcp_flags: stats.tcp_flags,
         _pad: [0; 4],
-        key: *key,
+        key: key.wide(),
         packets: stats.packets,
         bytes: stats.bytes,
         first_seen_ns: stats.first_seen_ns,

@@ -11,7 +11,7 @@ use netwatch_common::{
         AllowRules, DatapathConfig, EndpointPolicy, MacvlanPort, MacvlanPortKey, PublishedKey,
         ScopedV4, ScopedV6,
     },
-    flow::{FlowKey, FlowStats},
+    flow::{FlowKey, FlowKey4, FlowStats},
     kdrop::{GuardedAddr, KernelDropConfig, KernelDropKey, KernelDropStats},
     names,
     packet::PacketSummary,
@@ -50,8 +50,18 @@ pub static HOST_V6: HashMap<[u8; 16], u32> =
 /// open (`PUBLISHED`): an answer from such a port passes when its inbound
 /// flow's entry says forwarded, so an evicted entry drops the answer,
 /// never opens anything. Kernel ≥ 4.10.
+///
+/// IPv4 flows are kept in `FLOWS4` instead, under a 20-byte key; this
+/// table keeps IPv6 and non-IP flows.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowStats> =
+    LruHashMap::with_max_entries(names::FLOWS_MAX_ENTRIES, 0);
+
+/// Per-flow counters of IPv4 flows, as `FLOWS` keeps the others: the same
+/// value, the same rules, a key of 20 bytes that the kernel hashes and
+/// compares faster on every packet (see `FlowKey4`). Kernel ≥ 4.10.
+#[map]
+pub static FLOWS4: LruHashMap<FlowKey4, FlowStats> =
     LruHashMap::with_max_entries(names::FLOWS_MAX_ENTRIES, 0);
 
 /// The policy generation (see `names::MAP_POLICY_GEN`), one entry.

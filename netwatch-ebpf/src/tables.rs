@@ -2,7 +2,7 @@
 
 use netwatch_common::{
     endpoint::{PublishedKey, SCOPE_BITS, ScopedV4, ScopedV6},
-    flow::{FlowKey, family},
+    flow::{FlowKey, FlowKey4, family},
     packet::{PacketSummary, RulePort},
     reason::{Direction, Verdict},
     verdict::PolicyTables,
@@ -10,10 +10,10 @@ use netwatch_common::{
 
 use aya_ebpf::maps::lpm_trie::Key;
 
-use crate::maps::{ALLOW_V4, ALLOW_V6, FLOWS, HOST_V4, HOST_V6, NET_V4, NET_V6, PUBLISHED};
+use crate::maps::{ALLOW_V4, ALLOW_V6, FLOWS, FLOWS4, HOST_V4, HOST_V6, NET_V4, NET_V6, PUBLISHED};
 
 /// Lookups in `NET_*`, `ALLOW_*` and `HOST_*`, and for the endpoint whose
-/// packet is judged, in `PUBLISHED` and `FLOWS`.
+/// packet is judged, in `PUBLISHED` and the flow tables.
 pub struct KernelTables {
     /// The judged endpoint's `ENDPOINTS` key (the key its flows carry).
     pub endpoint: u32,
@@ -97,9 +97,17 @@ impl PolicyTables for KernelTables {
 
     #[inline(always)]
     fn answers_forwarded_inbound(&self, pkt: &PacketSummary) -> bool {
-        let inbound = FlowKey::new(self.endpoint, Direction::Egress, pkt).answered();
-        // SAFETY: a flow table lookup whose verdict byte is read at once; a
-        // concurrent update can only make it the verdict of a later packet.
-        unsafe { FLOWS.get(inbound) }.is_some_and(|stats| stats.verdict == Verdict::Forwarded as u8)
+        let inbound = if pkt.family == family::IPV4 {
+            let key = FlowKey4::new(self.endpoint, Direction::Egress, pkt).answered();
+            // SAFETY: a flow table lookup whose verdict byte is read at
+            // once; a concurrent update can only make it the verdict of a
+            // later packet.
+            unsafe { FLOWS4.get(key) }.map(|stats| stats.verdict)
+        } else {
+            let key = FlowKey::new(self.endpoint, Direction::Egress, pkt).answered();
+            // SAFETY: as above.
+            unsafe { FLOWS.get(key) }.map(|stats| stats.verdict)
+        };
+        inbound == Some(Verdict::Forwarded as u8)
     }
 }

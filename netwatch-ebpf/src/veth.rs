@@ -4,7 +4,7 @@
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use netwatch_common::{
-    flow::FlowKey,
+    flow::{FlowKey, FlowKey4, family},
     packet::PacketSummary,
     reason::{Direction, Verdict},
     verdict::{Decision, decide, verdict_cacheable},
@@ -12,8 +12,8 @@ use netwatch_common::{
 
 use crate::{
     counters, dns,
-    flows::{self, Flow, record},
-    maps::{AUDIT_COUNTERS, ENDPOINTS, FLOWS, POLICY_GEN, VERDICT_COUNTERS},
+    flows::{self, Flow, TableKey, record},
+    maps::{AUDIT_COUNTERS, ENDPOINTS, POLICY_GEN, VERDICT_COUNTERS},
     parse::parse_skb_per_cpu,
     tables::KernelTables,
 };
@@ -44,7 +44,15 @@ pub fn handle(ctx: &TcContext, direction: Direction) -> i32 {
     let Some(summary) = parse_skb_per_cpu(ctx, tag_stripped) else {
         return ACT_CONTINUE;
     };
-    let key = FlowKey::new(ifindex, direction, summary);
+    // One fast path per flow table (see `flows::TableKey`), each under its
+    // own key.
+    let fast_path = if summary.family == family::IPV4 {
+        let key = FlowKey4::new(ifindex, direction, summary);
+        cached_packet(ctx, &key, summary, generation)
+    } else {
+        let key = FlowKey::new(ifindex, direction, summary);
+        cached_packet(ctx, &key, summary, generation)
+    };
     // Learned the hard way: handing the looked-up entry on to the slow
     // path (to save its second lookup) kept the entry pointer live across
     // `decide`, and the verifier then walked every path of it once with a
@@ -52,8 +60,9 @@ pub fn handle(ctx: &TcContext, direction: Direction) -> i32 {
     // instructions. The slow path looks a known flow up again instead (a
     // changed policy costs one more lookup); a new flow, which the fast
     // path found absent, goes straight to the insert: a flag, not a
-    // pointer, crosses `decide`.
-    let decision = match cached_packet(ctx, &key, summary, generation) {
+    // pointer, crosses `decide`. Nor does a key: the slow path builds its
+    // own after `decide`, so that one copy of `decide` serves both tables.
+    let decision = match fast_path {
         FastPath::Decided(decision) => decision,
         fast_path => {
             let Some(policy) = ENDPOINTS.get_ptr(ifindex) else {
@@ -74,11 +83,12 @@ pub fn handle(ctx: &TcContext, direction: Direction) -> i32 {
             } else {
                 0
             };
-            let flow = Flow {
-                key: &key,
+            let flow = FlowOf {
+                endpoint: ifindex,
+                direction,
                 known_absent: fast_path == FastPath::NoFlow,
             };
-            record(flow, summary, decision, ctx.len() as u64, cache_under);
+            flow.record(summary, decision, ctx.len() as u64, cache_under);
             decision
         }
     };
@@ -86,6 +96,38 @@ pub fn handle(ctx: &TcContext, direction: Direction) -> i32 {
         dns::record(ctx, ifindex, direction, summary, decision);
     }
     action(decision)
+}
+
+/// The flow a packet is accounted to, before its key is built.
+struct FlowOf {
+    /// The `ENDPOINTS` key the flow's records carry.
+    endpoint: u32,
+    direction: Direction,
+    /// See [`Flow::known_absent`].
+    known_absent: bool,
+}
+
+impl FlowOf {
+    /// [`record`] under the key of the table that keeps the packet's
+    /// flow (each table's own copy of it).
+    #[inline(always)]
+    fn record(&self, summary: &PacketSummary, decision: Decision, bytes: u64, cache_under: u64) {
+        if summary.family == family::IPV4 {
+            let key = FlowKey4::new(self.endpoint, self.direction, summary);
+            let flow = Flow {
+                key: &key,
+                known_absent: self.known_absent,
+            };
+            record(flow, summary, decision, bytes, cache_under);
+        } else {
+            let key = FlowKey::new(self.endpoint, self.direction, summary);
+            let flow = Flow {
+                key: &key,
+                known_absent: self.known_absent,
+            };
+            record(flow, summary, decision, bytes, cache_under);
+        }
+    }
 }
 
 /// What the fast path found.
@@ -104,13 +146,13 @@ enum FastPath {
 /// The fast path: when the packet's flow entry holds a verdict that still
 /// stands for it, counts and accounts the packet and returns the verdict.
 #[inline(always)]
-fn cached_packet(
+fn cached_packet<K: TableKey>(
     ctx: &TcContext,
-    key: &FlowKey,
+    key: &K,
     summary: &PacketSummary,
     generation: u64,
 ) -> FastPath {
-    let Some(stats) = FLOWS.get_ptr_mut(key) else {
+    let Some(stats) = key.lookup() else {
         return FastPath::NoFlow;
     };
     // SAFETY: a successful lookup's value, valid for this run.
@@ -165,12 +207,12 @@ pub fn account(
     decision: Decision,
 ) -> Decision {
     count(decision);
-    let key = FlowKey::new(endpoint, direction, summary);
-    let flow = Flow {
-        key: &key,
+    let flow = FlowOf {
+        endpoint,
+        direction,
         known_absent: false,
     };
-    record(flow, summary, decision, ctx.len() as u64, 0);
+    flow.record(summary, decision, ctx.len() as u64, 0);
     decision
 }
 

@@ -84,7 +84,9 @@ impl Session {
             Pipeline::new(flow_limit, Box::new(move || table.read()))
                 .with_socket_owners(open_socket_owners()),
         );
-        pipeline.set_kernel_table_entries(LoadOptions::default().flow_table_entries as usize);
+        pipeline.set_kernel_table_entries(crate::datapath::kernel_flow_capacity(
+            LoadOptions::default().flow_table_entries,
+        ));
         let host_peers = host_peers(
             &snapshot.inventory,
             &state.host_addrs,

@@ -293,3 +293,104 @@ fn a_flow_table_of_many_batches_reads_back_every_flow_once_with_its_counts() {
         assert_eq!(packets, u64::from(port % 3) + 1, "port {port}'s count");
     }
 }
+
+/// Upgrades from a netwatch that kept IPv4 flows in `FLOWS` (before
+/// `FLOWS4`): the flows its programs left in the pinned `FLOWS` read back
+/// once each, a flow the newer programs also counted in `FLOWS4` as the
+/// newer entry, and the take-over's move puts the others into `FLOWS4`
+/// with their counts, leaving `FLOWS` the IPv6 flows alone.
+#[test]
+fn ipv4_flows_an_older_netwatch_kept_in_the_full_key_table_move_to_their_own_with_their_counts() {
+    use aya::maps::{HashMap, Map, MapData};
+    use netwatch::datapath::{Datapath, LoadOptions, pins};
+    use netwatch_common::{
+        flow::{FlowKey, FlowKey4, FlowStats, family},
+        names,
+        packet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6},
+    };
+    use netwatch_tests::netns::PinDir;
+
+    require_root();
+    let pins = PinDir::create();
+    let mut datapath = Datapath::load(&LoadOptions {
+        pin_root: Some(pins.0.clone()),
+        ..LoadOptions::default()
+    })
+    .expect("programs load");
+    let pinned = |name: &str| -> Map {
+        let data = MapData::from_pin(pins::maps_dir(&pins.0).join(name)).expect("pinned map");
+        Map::from_map_data(data).expect("a map")
+    };
+    let mut full: HashMap<MapData, FlowKey, FlowStats> =
+        pinned(names::MAP_FLOWS).try_into().unwrap();
+    let mut short: HashMap<MapData, FlowKey4, FlowStats> =
+        pinned(names::MAP_FLOWS4).try_into().unwrap();
+    let v4 = |src_port: u16| {
+        let mut key = FlowKey {
+            ifindex: 7,
+            direction: Direction::Egress as u8,
+            family: family::IPV4,
+            proto: 6,
+            ethertype: ETHERTYPE_IPV4,
+            src_port,
+            dst_port: 443,
+            ..FlowKey::default()
+        };
+        key.src[..4].copy_from_slice(&[172, 19, 0, 2]);
+        key.dst[..4].copy_from_slice(&[172, 19, 0, 3]);
+        key
+    };
+    let (only_old, in_both) = (v4(40000), v4(40001));
+    let v6 = FlowKey {
+        family: family::IPV6,
+        ethertype: ETHERTYPE_IPV6,
+        src: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+        dst: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3],
+        ..v4(40002)
+    };
+    let counted = |packets: u64| FlowStats {
+        packets,
+        bytes: packets * 100,
+        first_seen_ns: 1,
+        last_seen_ns: 2,
+        ..FlowStats::default()
+    };
+    // What the older programs left, and what the newer ones counted since.
+    for key in [only_old, in_both, v6] {
+        full.insert(key, counted(5), 0).unwrap();
+    }
+    short
+        .insert(in_both.narrow().unwrap(), counted(9), 0)
+        .unwrap();
+
+    let packets_of = |flows: &[(FlowKey, FlowStats)], key: FlowKey| -> Vec<u64> {
+        flows
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, s)| s.packets)
+            .collect()
+    };
+    let read = |datapath: &Datapath| {
+        let flows = datapath.flows().unwrap();
+        assert_eq!(flows.len(), 3, "each flow once: {flows:?}");
+        assert_eq!(packets_of(&flows, only_old), [5]);
+        assert_eq!(packets_of(&flows, in_both), [9], "the newer entry");
+        assert_eq!(packets_of(&flows, v6), [5]);
+    };
+    read(&datapath);
+
+    assert_eq!(datapath.move_ipv4_flows().unwrap(), 1);
+    read(&datapath);
+    let left: Vec<FlowKey> = full.keys().map(Result::unwrap).collect();
+    assert_eq!(left, [v6], "only the IPv6 flow stays in FLOWS");
+    assert_eq!(
+        short.get(&only_old.narrow().unwrap(), 0).unwrap().packets,
+        5,
+        "moved with its counts"
+    );
+    assert_eq!(
+        datapath.move_ipv4_flows().unwrap(),
+        0,
+        "nothing left to move"
+    );
+}

@@ -360,6 +360,13 @@ pub fn reconcile_remembering(
                         }
                     );
                 }
+                if done.ipv4_flows_moved > 0 {
+                    info!(
+                        "moved {} IPv4 flow(s) an earlier netwatch kept in FLOWS into FLOWS4, \
+                         where this version's programs count them",
+                        done.ipv4_flows_moved
+                    );
+                }
                 memory.taken_over = true;
             }
             Err(e) => warn!(

@@ -222,7 +222,9 @@ pub async fn run(options: AgentOptions, shutdown: impl Future<Output = ()>) -> R
         .with_socket_owners(open_socket_owners())
         .forget_gone_after(options.forget_gone_after),
     );
-    pipeline.set_kernel_table_entries(options.flow_table_entries as usize);
+    pipeline.set_kernel_table_entries(crate::datapath::kernel_flow_capacity(
+        options.flow_table_entries,
+    ));
     if options.audit {
         warn!(
             "audit mode (--audit): every network is audited, not enforced; nothing is dropped, \

@@ -107,7 +107,8 @@ pub struct AgentArgs {
     /// Full resync with Docker at least this often, in seconds.
     #[arg(long, env = "NETWATCH_RESYNC_SECS", default_value_t = 30)]
     pub resync_secs: u64,
-    /// Capacity of the kernel flow table (LRU; verdicts never depend on it).
+    /// Capacity of each of the kernel's two flow tables, IPv4 flows and the
+    /// others (LRU; verdicts never depend on it).
     #[arg(long, env = "NETWATCH_FLOW_TABLE_ENTRIES", default_value_t = netwatch_common::names::FLOWS_MAX_ENTRIES)]
     pub flow_table_entries: u32,
     /// Flows the agent keeps one by one in memory (a few hundred bytes

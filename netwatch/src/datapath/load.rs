@@ -11,11 +11,18 @@ use super::{DatapathError, pins, upgrade};
 /// The object built from netwatch-ebpf by build.rs.
 static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netwatch"));
 
+/// How many flows the kernel can hold at once: each flow table (IPv4, and
+/// IPv6 and the rest) holds `flow_table_entries`.
+pub fn kernel_flow_capacity(flow_table_entries: u32) -> usize {
+    flow_table_entries as usize * names::FLOW_TABLES.len()
+}
+
 /// Settings fixed at load time.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Capacity of the flow table (LRU: when full, the least recently used
-    /// flows are evicted; verdicts never depend on it).
+    /// Capacity of each flow table, `FLOWS4` (IPv4) and `FLOWS` (the rest)
+    /// (LRU: when full, the least recently used flows are evicted; verdicts
+    /// never depend on it).
     pub flow_table_entries: u32,
     /// Where to pin maps and links (normally [`super::pins::root`]). With a
     /// pin root, maps already pinned there are reused — so a restarted agent
@@ -86,7 +93,9 @@ impl Datapath {
     /// when the verifier rejects a program (the error carries its log).
     pub fn load(options: &LoadOptions) -> Result<Datapath, DatapathError> {
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries(names::MAP_FLOWS, options.flow_table_entries);
+        for table in names::FLOW_TABLES {
+            loader.map_max_entries(table, options.flow_table_entries);
+        }
         // Pinned maps that fit this build are adopted; the others are
         // replaced once this agent holds the policy (see `upgrade`).
         let mut replaced_maps = Vec::new();

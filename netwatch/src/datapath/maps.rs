@@ -8,7 +8,7 @@ use netwatch_common::{
         AllowRules, DatapathConfig, EndpointPolicy, NET_MEMBER, ScopedV4, ScopedV6, policy_flags,
     },
     event::FlowEvent,
-    flow::{FlowKey, FlowStats, family},
+    flow::{FlowKey, FlowKey4, FlowStats, family},
     kdrop::GuardedAddr,
     names,
     reason::{DROP_REASON_COUNT, DropReason},
@@ -253,21 +253,22 @@ impl Datapath {
         per_cpu_sum(self.map(name)?, name, 0)
     }
 
-    /// Every entry of the flow table.
+    /// Every entry of the flow tables (IPv4 flows under their full key).
     ///
     /// # Errors
     /// The kernel refuses the iteration.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
-        flow_entries(self.map(names::MAP_FLOWS)?)
+        flow_entries(self.map(names::MAP_FLOWS4)?, self.map(names::MAP_FLOWS)?)
     }
 
-    /// Empties the flow table, so that the next packet of every flow is
+    /// Empties the flow tables, so that the next packet of every flow is
     /// its first again (tests run many cases through one load this way:
     /// loading costs the verifier's walk of every program).
     ///
     /// # Errors
     /// The kernel refuses the iteration or a delete.
     pub fn clear_flows(&mut self) -> Result<(), DatapathError> {
+        self.clear_hash_map::<FlowKey4, FlowStats>(names::MAP_FLOWS4)?;
         self.clear_hash_map::<FlowKey, FlowStats>(names::MAP_FLOWS)
     }
 
@@ -290,24 +291,29 @@ impl Datapath {
         Ok(())
     }
 
-    /// An independent handle on the flow table (a second fd on the same
-    /// map), so another thread can read it while this datapath is in use.
+    /// An independent handle on the flow tables (second fds on the same
+    /// maps), so another thread can read them while this datapath is in
+    /// use.
     ///
     /// # Errors
-    /// The fd cannot be duplicated.
+    /// An fd cannot be duplicated.
     pub fn flow_table_handle(&self) -> Result<FlowTableHandle, DatapathError> {
-        let name = names::MAP_FLOWS;
-        let fd = match self.map(name)? {
-            aya::maps::Map::LruHashMap(data) | aya::maps::Map::HashMap(data) => data
-                .fd()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|source| DatapathError::DuplicateFd { name, source })?,
-            _ => return Err(DatapathError::MissingMap(name)),
+        let again = |name: &'static str| -> Result<aya::maps::Map, DatapathError> {
+            let fd = match self.map(name)? {
+                aya::maps::Map::LruHashMap(data) | aya::maps::Map::HashMap(data) => data
+                    .fd()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|source| DatapathError::DuplicateFd { name, source })?,
+                _ => return Err(DatapathError::MissingMap(name)),
+            };
+            let data = MapData::from_fd(fd).map_err(DatapathError::map(name))?;
+            aya::maps::Map::from_map_data(data).map_err(DatapathError::map(name))
         };
-        let data = MapData::from_fd(fd).map_err(DatapathError::map(name))?;
-        let map = aya::maps::Map::from_map_data(data).map_err(DatapathError::map(name))?;
-        Ok(FlowTableHandle(map))
+        Ok(FlowTableHandle {
+            v4: again(names::MAP_FLOWS4)?,
+            other: again(names::MAP_FLOWS)?,
+        })
     }
 
     /// Takes every record waiting in the ring buffer. Records of the wrong
@@ -343,17 +349,20 @@ impl Datapath {
     }
 }
 
-/// A second handle on a datapath's flow table; see
+/// A second handle on a datapath's flow tables; see
 /// [`Datapath::flow_table_handle`].
-pub struct FlowTableHandle(aya::maps::Map);
+pub struct FlowTableHandle {
+    v4: aya::maps::Map,
+    other: aya::maps::Map,
+}
 
 impl FlowTableHandle {
-    /// Every entry of the flow table now.
+    /// Every entry of the flow tables now.
     ///
     /// # Errors
     /// The kernel refuses the iteration.
     pub fn read(&self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
-        flow_entries(&self.0)
+        flow_entries(&self.v4, &self.other)
     }
 }
 
@@ -443,13 +452,35 @@ fn write_hash<K: aya::Pod + Eq + Hash, V: aya::Pod>(
     Ok(())
 }
 
-/// Every entry of a flow table map.
+/// Every entry of the two flow table maps, `FLOWS4`'s under the full
+/// [`FlowKey`] (IPv4 flows first).
 pub(super) fn flow_entries(
-    map: &aya::maps::Map,
+    v4: &aya::maps::Map,
+    other: &aya::maps::Map,
 ) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
-    let name = names::MAP_FLOWS;
+    let narrow: Vec<(FlowKey4, FlowStats)> = table_entries(v4, names::MAP_FLOWS4)?;
+    let wide: Vec<(FlowKey, FlowStats)> = table_entries(other, names::MAP_FLOWS)?;
+    let mut all = Vec::with_capacity(narrow.len() + wide.len());
+    all.extend(narrow.into_iter().map(|(key, stats)| (key.widen(), stats)));
+    if wide.iter().any(|(key, _)| key.family == family::IPV4) {
+        // IPv4 flows in `FLOWS`: an earlier netwatch's programs kept them
+        // there until this agent's take-over moves them
+        // (`Datapath::move_ipv4_flows`); a flow in both is the newer one's.
+        let current: HashSet<FlowKey> = all.iter().map(|(key, _)| *key).collect();
+        all.extend(wide.into_iter().filter(|(key, _)| !current.contains(key)));
+    } else {
+        all.extend(wide);
+    }
+    Ok(all)
+}
+
+/// Every entry of flow table map `name`, whose key is `K`.
+fn table_entries<K: aya::Pod + Default>(
+    map: &aya::maps::Map,
+    name: &'static str,
+) -> Result<Vec<(K, FlowStats)>, DatapathError> {
     // Checks the key and value sizes the batch lookup relies on.
-    let _sized: HashMap<&MapData, FlowKey, FlowStats> =
+    let _sized: HashMap<&MapData, K, FlowStats> =
         map.try_into().map_err(DatapathError::map(name))?;
     let (aya::maps::Map::LruHashMap(data) | aya::maps::Map::HashMap(data)) = map else {
         return Err(DatapathError::MissingMap(name));

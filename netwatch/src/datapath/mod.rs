@@ -24,7 +24,7 @@ pub use attach::{
 pub use dns::{CapturedDns, DnsKernelCounts};
 pub use error::DatapathError;
 pub use kdrops::{DropReasonNames, read_kernel_layout};
-pub use load::{Datapath, LoadOptions};
+pub use load::{Datapath, LoadOptions, kernel_flow_capacity};
 pub use maps::{FlowTableHandle, ReasonCounts};
 pub use records::{Drained, RecordRings};
 pub use test_run::{Hook, RunOutcome, TEST_RUN_IFINDEX};

@@ -110,15 +110,18 @@ pub fn read_counters(root: &Path) -> Result<Option<PinnedCounters>, DatapathErro
     }))
 }
 
-/// Every entry of the flow table pinned under `root`; empty when nothing is
-/// pinned.
+/// Every entry of the flow tables pinned under `root`; empty when nothing
+/// is pinned.
 ///
 /// # Errors
-/// The pinned map exists but cannot be opened or iterated.
+/// A pinned map exists but cannot be opened or iterated.
 pub fn read_flows(root: &Path) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
-    match open(root, names::MAP_FLOWS)? {
-        Some(map) => flow_entries(&map),
-        None => Ok(Vec::new()),
+    match (
+        open(root, names::MAP_FLOWS4)?,
+        open(root, names::MAP_FLOWS)?,
+    ) {
+        (Some(v4), Some(other)) => flow_entries(&v4, &other),
+        _ => Ok(Vec::new()),
     }
 }
 

@@ -26,10 +26,13 @@
 use std::{fs, io, path::Path};
 
 use aya::{
-    maps::MapInfo,
+    maps::{HashMap, MapData, MapError, MapInfo},
     programs::{SchedClassifier, Xdp, links::FdLink, links::PinnedLink as AyaPinnedLink},
 };
-use netwatch_common::names;
+use netwatch_common::{
+    flow::{FlowKey, FlowKey4, FlowStats},
+    names,
+};
 
 use super::{Datapath, DatapathError, pins};
 
@@ -37,6 +40,9 @@ use super::{Datapath, DatapathError, pins};
 /// map keeps its sizes but changes meaning (a field reinterpreted): an
 /// agent then replaces every pinned map instead of adopting it.
 pub const LAYOUT: u32 = 1;
+
+/// `BPF_NOEXIST` (include/uapi/linux/bpf.h): insert only where no entry is.
+const BPF_NOEXIST: u64 = 1;
 
 /// The stamp directory of `layout` under `root`.
 fn stamp_dir(root: &Path, layout: u32) -> std::path::PathBuf {
@@ -99,7 +105,7 @@ pub(super) fn wanted_shape(
     Some(MapShape {
         key_size: map.key_size(),
         value_size: map.value_size(),
-        max_entries: if name == names::MAP_FLOWS {
+        max_entries: if names::FLOW_TABLES.contains(&name) {
             flow_table_entries
         } else {
             map.max_entries()
@@ -156,6 +162,9 @@ pub struct TakeOver {
     pub switched: usize,
     /// Maps whose pins now name this build's maps.
     pub maps_replaced: Vec<&'static str>,
+    /// IPv4 flows moved from `FLOWS`, where a netwatch before `FLOWS4`
+    /// kept them, into `FLOWS4`.
+    pub ipv4_flows_moved: usize,
 }
 
 impl Datapath {
@@ -202,7 +211,62 @@ impl Datapath {
             done.maps_replaced.push(name);
         }
         write_stamp(&root).map_err(DatapathError::pin(&root))?;
+        // Only now do no programs of the earlier agent run that would put
+        // IPv4 flows into `FLOWS` again.
+        done.ipv4_flows_moved = self.move_ipv4_flows()?;
         Ok(done)
+    }
+
+    /// Moves the IPv4 flows a netwatch without `FLOWS4` kept in `FLOWS`
+    /// into `FLOWS4`, counts and all, so that this build's programs go on
+    /// counting them (and answers from a published port find the inbound
+    /// flow they answer) instead of starting them over. An entry this
+    /// build's programs made meanwhile in `FLOWS4` is kept, the old one
+    /// dropped. Returns how many moved.
+    ///
+    /// # Errors
+    /// The kernel refuses a read, an insert or a delete.
+    pub fn move_ipv4_flows(&mut self) -> Result<usize, DatapathError> {
+        let name = names::MAP_FLOWS;
+        let strays: Vec<(FlowKey, FlowStats)> = {
+            let map: HashMap<&MapData, FlowKey, FlowStats> = self
+                .map(name)?
+                .try_into()
+                .map_err(DatapathError::map(name))?;
+            map.iter()
+                .filter_map(|entry| match entry {
+                    Ok((key, stats)) => key.narrow().map(|_| Ok((key, stats))),
+                    // Removed (evicted) while iterating: skip it.
+                    Err(MapError::KeyNotFound) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<_, _>>()
+                .map_err(DatapathError::map(name))?
+        };
+        let mut moved = 0;
+        for (key, stats) in strays {
+            let Some(short) = key.narrow() else { continue };
+            let mut v4: HashMap<&mut MapData, FlowKey4, FlowStats> = self
+                .map_mut(names::MAP_FLOWS4)?
+                .try_into()
+                .map_err(DatapathError::map(names::MAP_FLOWS4))?;
+            match v4.insert(short, stats, BPF_NOEXIST) {
+                Ok(()) => moved += 1,
+                // Already there: this build's programs saw the flow since.
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(nix::libc::EEXIST) => {}
+                Err(e) => return Err(DatapathError::map(names::MAP_FLOWS4)(e)),
+            }
+            let mut full: HashMap<&mut MapData, FlowKey, FlowStats> = self
+                .map_mut(name)?
+                .try_into()
+                .map_err(DatapathError::map(name))?;
+            match full.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(DatapathError::map(name)(e)),
+            }
+        }
+        Ok(moved)
     }
 
     /// Points the link pinned at `path` at this process's `program`, unless

@@ -1434,7 +1434,8 @@ fn main() -> Result<()> {
          parse (skb facts, the per-CPU summary, Ethernet, IP and transport headers) and \
          the counter, without flow table or policy: the floor for a program that judges \
          a packet by its headers; and `bench_flow`, that parse plus one lookup in an LRU \
-         table under netwatch's flow key (with a value of netwatch's size) and two atomic \
+         table under netwatch's flow keys (20 bytes for IPv4 flows, 48 for the others; \
+         with a value of netwatch's size) and two atomic \
          adds to the flow's counters (an insert for a new flow), without policy, clock or \
          records: the floor for a program that keeps netwatch's per-flow state; and `bench_kfree`, one \
          counter increment on the kernel drop program's `kfree_skb` tracepoint, which \
