@@ -181,7 +181,7 @@ pub const RETIRED_MAPS: [&str; 1] = [MAP_BENCH_COUNTER];
 /// woken by the kernel) lost records above 40,000 new flows/s with a 250 ms
 /// drain.
 pub const EVENTS_BYTES: u32 = 1 << 22;
-/// Default capacity of the flow table.
+/// Default capacity of each flow table (`FLOWS4` and `FLOWS`).
 pub const FLOWS_MAX_ENTRIES: u32 = 65_536;
 pub const ENDPOINTS_MAX_ENTRIES: u32 = 4_096;
 pub const MACVLAN_PORTS_MAX_ENTRIES: u32 = 4_096;
