@@ -297,8 +297,9 @@ fn a_flow_table_of_many_batches_reads_back_every_flow_once_with_its_counts() {
 /// Upgrades from a netwatch that kept IPv4 flows in `FLOWS` (before
 /// `FLOWS4`): the flows its programs left in the pinned `FLOWS` read back
 /// once each, a flow the newer programs also counted in `FLOWS4` as the
-/// newer entry, and the take-over's move puts the others into `FLOWS4`
-/// with their counts, leaving `FLOWS` the IPv6 flows alone.
+/// newer entry (read from pins without `FLOWS4` too), and the take-over's
+/// move puts the others into `FLOWS4` with their counts, leaving `FLOWS`
+/// the IPv6 flows alone.
 #[test]
 fn ipv4_flows_an_older_netwatch_kept_in_the_full_key_table_move_to_their_own_with_their_counts() {
     use aya::maps::{HashMap, Map, MapData};
@@ -359,6 +360,14 @@ fn ipv4_flows_an_older_netwatch_kept_in_the_full_key_table_move_to_their_own_wit
     for key in [only_old, in_both, v6] {
         full.insert(key, counted(5), 0).unwrap();
     }
+    // Pins as a netwatch from before `FLOWS4` leaves them (no `FLOWS4`):
+    // `status` and a later agent still read the flows of `FLOWS`.
+    let flows4_pin = pins::maps_dir(&pins.0).join(names::MAP_FLOWS4);
+    let aside = pins.0.join("FLOWS4-aside");
+    std::fs::rename(&flows4_pin, &aside).unwrap();
+    let read = netwatch::datapath::pinned::read_flows(&pins.0);
+    std::fs::rename(&aside, &flows4_pin).unwrap();
+    assert_eq!(read.unwrap().len(), 3, "the flows of FLOWS alone");
     short
         .insert(in_both.narrow().unwrap(), counted(9), 0)
         .unwrap();

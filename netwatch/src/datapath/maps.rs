@@ -258,7 +258,10 @@ impl Datapath {
     /// # Errors
     /// The kernel refuses the iteration.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
-        flow_entries(self.map(names::MAP_FLOWS4)?, self.map(names::MAP_FLOWS)?)
+        flow_entries(
+            Some(self.map(names::MAP_FLOWS4)?),
+            Some(self.map(names::MAP_FLOWS)?),
+        )
     }
 
     /// Empties the flow tables, so that the next packet of every flow is
@@ -362,7 +365,7 @@ impl FlowTableHandle {
     /// # Errors
     /// The kernel refuses the iteration.
     pub fn read(&self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
-        flow_entries(&self.v4, &self.other)
+        flow_entries(Some(&self.v4), Some(&self.other))
     }
 }
 
@@ -453,13 +456,20 @@ fn write_hash<K: aya::Pod + Eq + Hash, V: aya::Pod>(
 }
 
 /// Every entry of the two flow table maps, `FLOWS4`'s under the full
-/// [`FlowKey`] (IPv4 flows first).
+/// [`FlowKey`] (IPv4 flows first); a table that is not there (pins of a
+/// netwatch from before `FLOWS4`) holds nothing.
 pub(super) fn flow_entries(
-    v4: &aya::maps::Map,
-    other: &aya::maps::Map,
+    v4: Option<&aya::maps::Map>,
+    other: Option<&aya::maps::Map>,
 ) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
-    let narrow: Vec<(FlowKey4, FlowStats)> = table_entries(v4, names::MAP_FLOWS4)?;
-    let wide: Vec<(FlowKey, FlowStats)> = table_entries(other, names::MAP_FLOWS)?;
+    let narrow: Vec<(FlowKey4, FlowStats)> = match v4 {
+        Some(map) => table_entries(map, names::MAP_FLOWS4)?,
+        None => Vec::new(),
+    };
+    let wide: Vec<(FlowKey, FlowStats)> = match other {
+        Some(map) => table_entries(map, names::MAP_FLOWS)?,
+        None => Vec::new(),
+    };
     let mut all = Vec::with_capacity(narrow.len() + wide.len());
     all.extend(narrow.into_iter().map(|(key, stats)| (key.widen(), stats)));
     if wide.iter().any(|(key, _)| key.family == family::IPV4) {

@@ -111,18 +111,14 @@ pub fn read_counters(root: &Path) -> Result<Option<PinnedCounters>, DatapathErro
 }
 
 /// Every entry of the flow tables pinned under `root`; empty when nothing
-/// is pinned.
+/// is pinned (pins of a netwatch from before `FLOWS4` have `FLOWS` alone).
 ///
 /// # Errors
 /// A pinned map exists but cannot be opened or iterated.
 pub fn read_flows(root: &Path) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
-    match (
-        open(root, names::MAP_FLOWS4)?,
-        open(root, names::MAP_FLOWS)?,
-    ) {
-        (Some(v4), Some(other)) => flow_entries(&v4, &other),
-        _ => Ok(Vec::new()),
-    }
+    let v4 = open(root, names::MAP_FLOWS4)?;
+    let other = open(root, names::MAP_FLOWS)?;
+    flow_entries(v4.as_ref(), other.as_ref())
 }
 
 /// What the kernel says of the link pinned at `path`: its id (kept for the
