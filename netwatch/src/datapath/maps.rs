@@ -301,17 +301,11 @@ impl Datapath {
     /// # Errors
     /// An fd cannot be duplicated.
     pub fn flow_table_handle(&self) -> Result<FlowTableHandle, DatapathError> {
-        let again = |name: &'static str| -> Result<aya::maps::Map, DatapathError> {
-            let fd = match self.map(name)? {
-                aya::maps::Map::LruHashMap(data) | aya::maps::Map::HashMap(data) => data
-                    .fd()
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .map_err(|source| DatapathError::DuplicateFd { name, source })?,
-                _ => return Err(DatapathError::MissingMap(name)),
-            };
-            let data = MapData::from_fd(fd).map_err(DatapathError::map(name))?;
-            aya::maps::Map::from_map_data(data).map_err(DatapathError::map(name))
+        let again = |name: &'static str| match self.map(name)? {
+            aya::maps::Map::LruHashMap(data) | aya::maps::Map::HashMap(data) => {
+                second_handle(name, data)
+            }
+            _ => Err(DatapathError::MissingMap(name)),
         };
         Ok(FlowTableHandle {
             v4: again(names::MAP_FLOWS4)?,
@@ -350,6 +344,21 @@ impl Datapath {
         }
         Ok((events, malformed))
     }
+}
+
+/// A second handle on map `name` (a second fd on the same map), for
+/// another thread to use while the datapath is in use.
+pub(super) fn second_handle(
+    name: &'static str,
+    data: &MapData,
+) -> Result<aya::maps::Map, DatapathError> {
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| DatapathError::DuplicateFd { name, source })?;
+    let data = MapData::from_fd(fd).map_err(DatapathError::map(name))?;
+    aya::maps::Map::from_map_data(data).map_err(DatapathError::map(name))
 }
 
 /// A second handle on a datapath's flow tables; see

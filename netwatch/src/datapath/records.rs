@@ -51,13 +51,7 @@ impl Datapath {
         let Some(Map::RingBuf(data)) = self.ebpf.map(name) else {
             return Err(DatapathError::MissingMap(name));
         };
-        let fd = data
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|source| DatapathError::DuplicateFd { name, source })?;
-        let data = MapData::from_fd(fd).map_err(DatapathError::map(name))?;
-        let map = Map::from_map_data(data).map_err(DatapathError::map(name))?;
+        let map = super::maps::second_handle(name, data)?;
         RingBuf::try_from(map).map_err(DatapathError::map(name))
     }
 }

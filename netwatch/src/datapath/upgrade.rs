@@ -228,14 +228,14 @@ impl Datapath {
     /// The kernel refuses a read, an insert or a delete.
     pub fn move_ipv4_flows(&mut self) -> Result<usize, DatapathError> {
         let name = names::MAP_FLOWS;
-        let strays: Vec<(FlowKey, FlowStats)> = {
+        let strays: Vec<(FlowKey, FlowKey4, FlowStats)> = {
             let map: HashMap<&MapData, FlowKey, FlowStats> = self
                 .map(name)?
                 .try_into()
                 .map_err(DatapathError::map(name))?;
             map.iter()
                 .filter_map(|entry| match entry {
-                    Ok((key, stats)) => key.narrow().map(|_| Ok((key, stats))),
+                    Ok((key, stats)) => key.narrow().map(|short| Ok((key, short, stats))),
                     // Removed (evicted) while iterating: skip it.
                     Err(MapError::KeyNotFound) => None,
                     Err(e) => Some(Err(e)),
@@ -244,8 +244,7 @@ impl Datapath {
                 .map_err(DatapathError::map(name))?
         };
         let mut moved = 0;
-        for (key, stats) in strays {
-            let Some(short) = key.narrow() else { continue };
+        for (key, short, stats) in strays {
             let mut v4: HashMap<&mut MapData, FlowKey4, FlowStats> = self
                 .map_mut(names::MAP_FLOWS4)?
                 .try_into()
