@@ -10,7 +10,10 @@ use netwatch_common::{
 
 use aya_ebpf::maps::lpm_trie::Key;
 
-use crate::maps::{ALLOW_V4, ALLOW_V6, FLOWS, FLOWS4, HOST_V4, HOST_V6, NET_V4, NET_V6, PUBLISHED};
+use crate::{
+    flows::TableKey,
+    maps::{ALLOW_V4, ALLOW_V6, HOST_V4, HOST_V6, NET_V4, NET_V6, PUBLISHED},
+};
 
 /// Lookups in `NET_*`, `ALLOW_*` and `HOST_*`, and for the endpoint whose
 /// packet is judged, in `PUBLISHED` and the flow tables.
@@ -97,17 +100,20 @@ impl PolicyTables for KernelTables {
 
     #[inline(always)]
     fn answers_forwarded_inbound(&self, pkt: &PacketSummary) -> bool {
+        // The table is the key's to choose (`TableKey`), as for every
+        // other flow-table access.
         let inbound = if pkt.family == family::IPV4 {
-            let key = FlowKey4::new(self.endpoint, Direction::Egress, pkt).answered();
-            // SAFETY: a flow table lookup whose verdict byte is read at
-            // once; a concurrent update can only make it the verdict of a
-            // later packet.
-            unsafe { FLOWS4.get(key) }.map(|stats| stats.verdict)
+            FlowKey4::new(self.endpoint, Direction::Egress, pkt)
+                .answered()
+                .lookup()
         } else {
-            let key = FlowKey::new(self.endpoint, Direction::Egress, pkt).answered();
-            // SAFETY: as above.
-            unsafe { FLOWS.get(key) }.map(|stats| stats.verdict)
+            FlowKey::new(self.endpoint, Direction::Egress, pkt)
+                .answered()
+                .lookup()
         };
-        inbound == Some(Verdict::Forwarded as u8)
+        // SAFETY: a flow table entry whose verdict byte is read at once; a
+        // concurrent update can only make it the verdict of a later packet.
+        let verdict = inbound.map(|stats| unsafe { (*stats).verdict });
+        verdict == Some(Verdict::Forwarded as u8)
     }
 }
