@@ -47,13 +47,37 @@ impl NotifySocket {
     }
 
     /// The next message, or None when none arrives within `timeout`.
+    ///
+    /// With SO_RCVTIMEO set, recv(2) fails with EINTR on any handled signal
+    /// even under SA_RESTART (signal(7)), so an interrupted wait (or an
+    /// early EAGAIN) goes on until the deadline; any other error fails the
+    /// test by name rather than reading as "no message". A CI run once gave
+    /// up on READY=1 a few seconds into its 30, with the agent's log still
+    /// empty: the old `recv().ok()?` hid which error ended the wait.
     fn next(&self, timeout: Duration) -> Option<String> {
-        self.socket
-            .set_read_timeout(Some(timeout))
-            .expect("set a read timeout");
+        let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 4096];
-        let n = self.socket.recv(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.socket
+                .set_read_timeout(Some(left))
+                .expect("set a read timeout");
+            match self.socket.recv(&mut buf) {
+                Ok(n) => return Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                // The loop's deadline decides, not an early wake.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted
+                            | std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("reading the notify socket {}: {e}", self.path.display()),
+            }
+        }
     }
 
     /// Whether a message is waiting now (without waiting for one).
