@@ -230,7 +230,7 @@ const _: () = assert!(core::mem::align_of::<PacketSummary>() >= 4);
 
 /// Value of the `FLOWS` map. Times are CLOCK_MONOTONIC nanoseconds:
 /// `first_seen_ns` exact (`bpf_ktime_get_ns`), the others read at tick
-/// resolution (`bpf_ktime_get_coarse_ns`, Linux ≥ 5.11; see the kernel's
+/// resolution (the kernel's tick clock, netwatch-ebpf `clock`; see its
 /// flows.rs), never before `first_seen_ns`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -278,8 +278,12 @@ pub mod tcp_flags {
 
 user_pod!(FlowKey, FlowKey4, FlowStats);
 
-/// How far `bpf_ktime_get_coarse_ns` is taken to lag `bpf_ktime_get_ns`:
-/// one tick at the lowest common `HZ` (100; 4 ms at this machine's 250).
+/// How far the programs' tick clock (netwatch-ebpf `clock`: the precise
+/// time each CPU read once in the current jiffy) is taken to lag
+/// `bpf_ktime_get_ns`: one tick at the lowest common `HZ` (100; 4 ms at
+/// this machine's 250). Jiffies move with the coarse clock
+/// (CLOCK_MONOTONIC_COARSE, which the programs read before), so what
+/// follows holds for both.
 ///
 /// Learned the hard way: that is not a bound. Only the CPU on timekeeping
 /// duty advances the coarse clock; when a hypervisor takes that vCPU away

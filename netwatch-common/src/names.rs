@@ -1,7 +1,7 @@
 //! Names of programs and maps, shared so that user space never spells them.
 //!
-//! Minimum kernels: TCX attachment 6.6; `bpf_ktime_get_coarse_ns` 5.11;
-//! ring buffer 5.8; LPM trie 4.11;
+//! Minimum kernels: TCX attachment 6.6; ring buffer 5.8; `bpf_jiffies64`
+//! 5.5; LPM trie 4.11;
 //! LRU hash 4.10; per-CPU array 4.6; XDP 4.8. The programs themselves use
 //! bounded loops (5.3).
 
@@ -113,6 +113,12 @@ pub const MAP_POLICY_GEN: &str = "POLICY_GEN";
 /// running program reads it.
 pub const MAP_PACKET_SUMMARY: &str = "PACKET_SUMMARY";
 
+/// `PerCpuArray` with one entry: each CPU's jiffy and the CLOCK_MONOTONIC
+/// time it read in it, which established flows' packets read instead of
+/// calling a clock helper (netwatch-ebpf `clock`). Nothing outside the
+/// running programs reads it.
+pub const MAP_TICK_CLOCK: &str = "TICK_CLOCK";
+
 /// `HashMap<GuardedAddr, u32>`: guarded containers' addresses → their
 /// endpoint's ifindex (the `ENDPOINTS` key).
 pub const MAP_GUARDED: &str = "GUARDED";
@@ -136,7 +142,7 @@ pub const MAP_DNS_BUCKETS: &str = "DNS_BUCKETS";
 pub const MAP_DNS_COUNTERS: &str = "DNS_COUNTERS";
 
 /// Every map of the object netwatch loads.
-pub const ALL_MAPS: [&str; 30] = [
+pub const ALL_MAPS: [&str; 31] = [
     MAP_ENDPOINTS,
     MAP_NET_V4,
     MAP_NET_V6,
@@ -167,6 +173,7 @@ pub const ALL_MAPS: [&str; 30] = [
     MAP_DNS_COUNTERS,
     MAP_POLICY_GEN,
     MAP_PACKET_SUMMARY,
+    MAP_TICK_CLOCK,
 ];
 
 /// Maps that earlier netwatch builds pinned and this one no longer has: an

@@ -25,6 +25,8 @@
 //! 6. Every other ethertype is `Unsupported`; a header cut short or with
 //!    impossible values is `Invalid`.
 
+use crate::assert_layout;
+
 /// Most IPv6 extension headers walked before giving up.
 pub const MAX_EXT_HEADERS: usize = 8;
 
@@ -114,23 +116,26 @@ pub const fn nd_kind(icmpv6_type: u8) -> NdKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacketSummary {
     pub class: PacketClass,
-    pub src_mac: [u8; 6],
-    /// Innermost ethertype (after at most one VLAN tag).
-    pub ethertype: u16,
     /// [`crate::flow::family`] value.
     pub family: u8,
+    /// Innermost ethertype (after at most one VLAN tag).
+    pub ethertype: u16,
+    /// At a 4-byte offset, as in a flow entry: the kernel's cached-verdict
+    /// check compares the two as one 4-byte and one 2-byte load each
+    /// (netwatch-ebpf `flows::same_src_mac`).
+    pub src_mac: [u8; 6],
     /// IP protocol of the transport header (after extension headers).
     pub proto: u8,
+    /// A TCP or UDP header was read, so the ports are real.
+    pub has_ports: bool,
     pub src: [u8; 16],
     pub dst: [u8; 16],
     /// TCP/UDP ports, or ICMP type (`src_port`) and code (`dst_port`).
     pub src_port: u16,
     pub dst_port: u16,
-    /// A TCP or UDP header was read, so the ports are real.
-    pub has_ports: bool,
     pub tcp_flags: u8,
-    pub arp_sender_mac: [u8; 6],
     pub nd: NdKind,
+    pub arp_sender_mac: [u8; 6],
     pub nd_target: [u8; 16],
     /// Frame offset of a UDP datagram's payload, and its length as the IP
     /// header declares it (0 when not UDP). Filled by the kernel's parser
@@ -139,6 +144,8 @@ pub struct PacketSummary {
     pub udp_payload: u32,
     pub udp_payload_len: u32,
 }
+assert_layout!(PacketSummary, size = 80, align = 8);
+const _: () = assert!(core::mem::offset_of!(PacketSummary, src_mac) == 4);
 
 impl PacketSummary {
     /// The port of one side as the allow-list's port rules see it.

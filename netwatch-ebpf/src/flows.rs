@@ -15,28 +15,29 @@
 //!
 //! Clocks: a flow's first packet is stamped with `bpf_ktime_get_ns`
 //! (CLOCK_MONOTONIC), because tests and the start-window benchmark compare
-//! `first_seen_ns` with times user space reads. A later packet reads
-//! `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE, Linux ≥ 5.11): the
-//! same clock at tick resolution (4 ms at this kernel's HZ=250; it lags
-//! CLOCK_MONOTONIC by a tick, and by more while a hypervisor steals the
-//! vCPU on timekeeping duty: see `COARSE_LAG_NS`), which reads a stored value where
-//! `bpf_ktime_get_ns` reads the TSC (7% of an established flow's time in
-//! the profile). That is enough for `last_seen_ns`, not for the export and
-//! drop-report intervals: judged by the coarse clock, an interval shorter
-//! than a tick gave at most one record per flow per tick (the pipeline
-//! benchmark, exporting every packet, received 9,472 of 150,000 records).
-//! So when the coarse clock, or the flow's own latest stamp, says an
-//! interval is within one tick of running out
-//! ([`report_needs_precise_clock`]), the packet reads the precise clock
-//! and judges by that, and a
-//! record's time is the precise one: records keep their exact intervals,
-//! and a flow with the default 10 s interval reads the precise clock only
-//! in the last tick before its export is due. `last_seen_ns` never moves
-//! back (the coarse clock may read before a precise stamp).
+//! `first_seen_ns` with times user space reads. A later packet reads the
+//! tick clock ([`clock::tick_now`]): the same clock at tick resolution (4 ms
+//! at this kernel's HZ=250), as this CPU read it once in the current jiffy.
+//! It lags CLOCK_MONOTONIC by up to a tick, and by more while a hypervisor
+//! steals the vCPU on timekeeping duty (see `COARSE_LAG_NS`), and costs a
+//! load and a compare where a clock helper costs a call (the coarse clock
+//! helper it replaced: 11% of an established flow's program samples; the
+//! precise one reads the TSC, 7% of its time before that). That is enough
+//! for `last_seen_ns`, not for the export and drop-report intervals:
+//! judged at tick resolution, an interval shorter than a tick gave at most
+//! one record per flow per tick (the pipeline benchmark, exporting every
+//! packet, received 9,472 of 150,000 records). So when the tick clock, or
+//! the flow's own latest stamp, says an interval is within one tick of
+//! running out ([`report_needs_precise_clock`]), the packet reads the
+//! precise clock and judges by that, and a record's time is the precise
+//! one: records keep their exact intervals, and a flow with the default
+//! 10 s interval reads the precise clock only in the last tick before its
+//! export is due. `last_seen_ns` never moves back (the tick clock may read
+//! before a precise stamp).
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::bpf_ktime_get_ns,
 };
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use netwatch_common::{
@@ -49,7 +50,7 @@ use netwatch_common::{
 };
 
 use crate::{
-    counters,
+    clock, counters,
     maps::{CONFIG, EVENTS, FLOWS, FLOWS4},
 };
 
@@ -111,7 +112,7 @@ pub fn cached(stats: &FlowStats, generation: u64, s: &PacketSummary) -> Option<D
     // SAFETY: a field of a live map value; volatile so that the generation
     // is read before the verdict it guards (see `record_entry`).
     let cached_gen = unsafe { (&raw const stats.policy_gen).read_volatile() };
-    if generation == 0 || cached_gen != generation || stats.src_mac != s.src_mac {
+    if generation == 0 || cached_gen != generation || !same_src_mac(stats, s) {
         return None;
     }
     if !packet_cacheable(s) {
@@ -135,6 +136,24 @@ pub fn cached(stats: &FlowStats, generation: u64, s: &PacketSummary) -> Option<D
         })
     }
 }
+
+/// Whether the packet comes from the MAC its flow's verdict was cached
+/// for, compared as one 4-byte and one 2-byte load per side: `==` on the
+/// arrays loaded and shifted both together byte by byte, 32 instructions
+/// on every cached packet where this takes 6.
+#[inline(always)]
+fn same_src_mac(stats: &FlowStats, s: &PacketSummary) -> bool {
+    let words = |mac: *const [u8; 6]| {
+        let at = mac.cast::<u8>();
+        // SAFETY: both fields lie at a 4-byte offset of a struct aligned
+        // to 8 (checked below), so both loads are aligned and inside the
+        // 6-byte field.
+        unsafe { (at.cast::<u32>().read(), at.add(4).cast::<u16>().read()) }
+    };
+    words(&raw const stats.src_mac) == words(&raw const s.src_mac)
+}
+const _: () = assert!(core::mem::offset_of!(PacketSummary, src_mac) % 4 == 0);
+const _: () = assert!(core::mem::align_of::<PacketSummary>() >= 4);
 
 /// The flow a packet is accounted to.
 pub struct Flow<'a, K: TableKey> {
@@ -254,8 +273,7 @@ fn update<K: TableKey>(
     // last-writer-wins.
     add_shared(&mut stats.packets, 1);
     add_shared(&mut stats.bytes, bytes);
-    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions (Linux ≥ 5.11).
-    let mut now = unsafe { bpf_ktime_get_coarse_ns() };
+    let mut now = clock::tick_now();
     let previous_flags = stats.tcp_flags;
     if previous_flags | flags != previous_flags {
         stats.tcp_flags = previous_flags | flags;
@@ -269,7 +287,7 @@ fn update<K: TableKey>(
     } else {
         config.export_interval()
     };
-    // The coarse clock lags: when the interval may have run out by the
+    // The tick clock lags: when the interval may have run out by the
     // precise clock, ask that one (see the module docs).
     let last_report = stats.last_report_ns;
     if report_needs_precise_clock(now, stats.last_seen_ns, last_report, interval) {

@@ -3,8 +3,7 @@
 //! binary crate (`main.rs`) so that the object holds exactly those programs.
 //!
 //! Minimum kernel: 6.6 for TCX attachment (older kernels can attach the same
-//! programs through netlink clsact), 5.11 for `bpf_ktime_get_coarse_ns`
-//! (established flows' timestamps), 5.8 for the ring buffer, 5.3 for the
+//! programs through netlink clsact), 5.8 for the ring buffer, 5.3 for the
 //! bounded loops the parser uses. The uplink reads its frames straight
 //! from packet memory and no longer needs `bpf_xdp_load_bytes` (5.18); the
 //! veth programs read skbs straight from their linear data too (direct
@@ -34,6 +33,7 @@ macro_rules! license_section {
 }
 
 pub mod bytes;
+pub mod clock;
 pub mod counters;
 pub mod dns;
 pub mod flows;

@@ -1,6 +1,7 @@
 //! Every map of the object. Sizes are defaults; user space may resize the
 //! flow table before loading (`EbpfLoader::set_max_entries`).
 
+use crate::clock::TickClock;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
@@ -75,6 +76,11 @@ pub static POLICY_GEN: Array<u64> = Array::with_max_entries(1, 0);
 /// Kernel ≥ 4.6 (≥ 6.10 inlines its lookup).
 #[map]
 pub static PACKET_SUMMARY: PerCpuArray<PacketSummary> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each CPU's tick clock (see `names::MAP_TICK_CLOCK` and `clock`), one
+/// entry. Kernel ≥ 4.6 (≥ 6.10 inlines its lookup).
+#[map]
+pub static TICK_CLOCK: PerCpuArray<TickClock> = PerCpuArray::with_max_entries(1, 0);
 
 /// Flow open/close/export and drop records. Kernel ≥ 5.8.
 #[map]

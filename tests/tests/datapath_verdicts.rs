@@ -1452,8 +1452,10 @@ fn network_wide_policy_on_a_bridge_checks_sources_against_the_network() {
 /// Most instructions the verifier may walk for any one program. Loading
 /// costs every test that loads the programs (and every `explain
 /// --from-kernel`) about a second per million instructions walked here;
-/// a change that needs more says why and raises this.
-const VERIFIER_BUDGET: u32 = 250_000;
+/// a change that needs more says why and raises this. 260,000 since the
+/// tick clock (netwatch-ebpf `clock`) and the summary's new field order
+/// took `macvlan_child`, the longest walk, to 250,036.
+const VERIFIER_BUDGET: u32 = 260_000;
 
 #[test]
 fn the_verifier_walks_each_program_within_the_budget() {

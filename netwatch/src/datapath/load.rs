@@ -89,7 +89,7 @@ impl Datapath {
     ///
     /// # Errors
     /// Fails without root (CAP_BPF + CAP_NET_ADMIN), on kernels older than
-    /// 5.11 (the programs use `bpf_ktime_get_coarse_ns` and the ring buffer), or
+    /// 5.8 (the programs use the ring buffer), or
     /// when the verifier rejects a program (the error carries its log).
     pub fn load(options: &LoadOptions) -> Result<Datapath, DatapathError> {
         let mut loader = EbpfLoader::new();

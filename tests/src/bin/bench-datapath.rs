@@ -165,9 +165,13 @@ Done (issue 16, item 1): the packet summary is zeroed with 8-byte stores (no \
 subprogram for padding or a byte-array copy either (a unit test reads the built \
 object's relocations; `kernel_drops` made four such calls per dropped packet, \
 and a 48-byte one cost the per-flow floor about 90 ns of a new flow); a packet of a known flow \
-reads `bpf_ktime_get_coarse_ns` (Linux 5.11), and the precise clock only when \
-an export or drop-report interval is within one tick of running out, so \
-records keep their exact intervals; the verdict is cached in the flow entry \
+reads the tick clock (the precise time its CPU read once in the current \
+jiffy: `bpf_jiffies64`, which the verifier inlines as one load, and a \
+per-CPU cache), and the precise clock only when an export or drop-report \
+interval is within one tick of running out, so records keep their exact \
+intervals (the tick clock replaced `bpf_ktime_get_coarse_ns`, whose call \
+and returns under this AMD host's SRSO mitigation cost 12 ns of an \
+established flow's packet, alternated runs of both builds); the verdict is cached in the flow entry \
 under a policy generation (`POLICY_GEN`, raised after every policy write, so \
 a cached verdict never outlives the policy that made it: `policy_updates` \
 changes a policy under a live flow and sees the very next packet judged by \

@@ -276,7 +276,7 @@ fn floors_text(runs: &[ProgramRuns]) -> String {
         "Floors, from the reference rows measured right after netwatch's: {}. What \
          netwatch does beyond `bench_flow` on a packet of an established flow: the \
          policy generation, the cached verdict's checks, the per-reason counter, the \
-         coarse clock and the export check, each a cache line or two that the \
+         tick clock and the export check, each a cache line or two that the \
          traffic between two runs has pushed out.",
         parts.join("; ")
     )
