@@ -33,9 +33,11 @@ pub struct TickClock {
 
 /// CLOCK_MONOTONIC at tick resolution, see the module docs.
 ///
-/// A program runs to its end on one CPU before that CPU runs another TC
-/// program (as for `PACKET_SUMMARY`), so no other writer tears the two
-/// fields of this CPU's entry while it is read.
+/// A TC program runs to its end on one CPU before that CPU runs another
+/// (as for `PACKET_SUMMARY`), so no other TC program tears the two fields
+/// of this CPU's entry while it is read. `kernel_drops` may (see kdrop.rs):
+/// a torn entry gives a time off by up to a tick, which the callers'
+/// precise-clock check and never-moving-back `last_seen_ns` absorb.
 #[inline(always)]
 pub fn tick_now() -> u64 {
     // SAFETY: bpf_jiffies64 has no preconditions (Linux ≥ 5.5).

@@ -23,7 +23,7 @@ use core::{
     mem::MaybeUninit,
 };
 use netwatch_common::{
-    flow::family,
+    flow::{family, report_needs_precise_clock},
     kdrop::{
         GuardedAddr, KIND_KERNEL_DROP, KernelDropConfig, KernelDropEvent, KernelDropKey,
         KernelDropStats,
@@ -33,7 +33,7 @@ use netwatch_common::{
 
 use crate::{
     bytes::zeroed_by_words,
-    counters,
+    clock, counters,
     maps::{CONFIG, GUARDED, KDROP_CONFIG, KDROP_EVENTS, KDROPS},
 };
 
@@ -229,15 +229,24 @@ fn account(
                 .copied()
                 .unwrap_or_default()
                 .drop_report_interval();
-            // Learned the hard way: a tracing program may not call
-            // `bpf_ktime_get_coarse_ns` ("program of this type cannot use
-            // helper"), so unlike the flows' this clock is always the
-            // precise one. A profile of a drop flood put two fifths of
-            // this program's samples in it (its fenced TSC read also waits
-            // for the loads before it).
-            // SAFETY: bpf_ktime_get_ns has no preconditions.
-            let now = unsafe { bpf_ktime_get_ns() };
+            // The flows' tick clock, judged the same way (see flows.rs):
+            // the precise clock only when the report may be due. A profile
+            // of a drop flood put two fifths of this program's samples in
+            // the precise clock it read on every drop (its fenced TSC read
+            // also waits for the loads before it). Learned the hard way: a
+            // tracing program may not call `bpf_ktime_get_coarse_ns`
+            // ("program of this type cannot use helper"); `bpf_jiffies64`
+            // it may. Unlike the TC programs, this one may be preempted
+            // (it runs with migration disabled) or run from an interrupt,
+            // so it may meet this CPU's tick clock half written: the cost
+            // is a stamp off by up to a tick, or one more precise read.
             let last_report = stats.last_report_ns;
+            let mut now = clock::tick_now();
+            if report_needs_precise_clock(now, stats.last_seen_ns, last_report, interval) {
+                // SAFETY: bpf_ktime_get_ns has no preconditions.
+                now = unsafe { bpf_ktime_get_ns() };
+            }
+            let now = now.max(stats.last_seen_ns);
             stats.last_seen_ns = now;
             if now.saturating_sub(last_report) < interval {
                 return;
