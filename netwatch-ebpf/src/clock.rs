@@ -17,6 +17,7 @@
 //! cached time was read after the jiffy began.
 
 use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_ns};
+use netwatch_common::flow::report_needs_precise_clock;
 
 use crate::maps::TICK_CLOCK;
 
@@ -55,4 +56,26 @@ pub fn tick_now() -> u64 {
         cache.jiffy = jiffy;
     }
     cache.ns
+}
+
+/// The time to stamp a packet of an entry (a flow's, a kernel drop key's)
+/// with, and to judge its report interval by: `tick` (what [`tick_now`]
+/// read), or the precise clock when by `tick` or the entry's own latest
+/// stamp `last_seen_ns` the interval `interval_ns` since `last_report_ns`
+/// may have run out ([`report_needs_precise_clock`]); never before
+/// `last_seen_ns`.
+///
+/// The tick is the caller's to read: in the flows' `update` it is read
+/// before the TCP flags and the config, and reading it here instead (after
+/// them) took `macvlan_child`'s verifier walk from 250,036 to 278,543
+/// instructions.
+#[inline(always)]
+pub fn entry_now(tick: u64, last_seen_ns: u64, last_report_ns: u64, interval_ns: u64) -> u64 {
+    let now = if report_needs_precise_clock(tick, last_seen_ns, last_report_ns, interval_ns) {
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        tick
+    };
+    now.max(last_seen_ns)
 }

@@ -28,8 +28,8 @@
 //! one record per flow per tick (the pipeline benchmark, exporting every
 //! packet, received 9,472 of 150,000 records). So when the tick clock, or
 //! the flow's own latest stamp, says an interval is within one tick of
-//! running out ([`report_needs_precise_clock`]), the packet reads the
-//! precise clock and judges by that, and a record's time is the precise
+//! running out ([`clock::entry_now`]), the packet reads the precise clock
+//! and judges by that, and a record's time is the precise
 //! one: records keep their exact intervals, and a flow with the default
 //! 10 s interval reads the precise clock only in the last tick before its
 //! export is due. `last_seen_ns` never moves back (the tick clock may read
@@ -42,7 +42,7 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use netwatch_common::{
     event::{EventKind, FlowEvent},
-    flow::{FlowKey, FlowKey4, FlowStats, report_needs_precise_clock, tcp_flags},
+    flow::{FlowKey, FlowKey4, FlowStats, tcp_flags},
     names,
     packet::{IPPROTO_TCP, PacketSummary},
     reason::{DROP_REASON_COUNT, DropReason, Verdict},
@@ -273,7 +273,7 @@ fn update<K: TableKey>(
     // last-writer-wins.
     add_shared(&mut stats.packets, 1);
     add_shared(&mut stats.bytes, bytes);
-    let mut now = clock::tick_now();
+    let tick = clock::tick_now();
     let previous_flags = stats.tcp_flags;
     if previous_flags | flags != previous_flags {
         stats.tcp_flags = previous_flags | flags;
@@ -290,11 +290,7 @@ fn update<K: TableKey>(
     // The tick clock lags: when the interval may have run out by the
     // precise clock, ask that one (see the module docs).
     let last_report = stats.last_report_ns;
-    if report_needs_precise_clock(now, stats.last_seen_ns, last_report, interval) {
-        // SAFETY: bpf_ktime_get_ns has no preconditions.
-        now = unsafe { bpf_ktime_get_ns() };
-    }
-    let now = now.max(stats.last_seen_ns);
+    let now = clock::entry_now(tick, stats.last_seen_ns, last_report, interval);
     stats.last_seen_ns = now;
     let interval_due = now.saturating_sub(last_report) >= interval;
     let kind = if drop_like {

@@ -23,7 +23,7 @@ use core::{
     mem::MaybeUninit,
 };
 use netwatch_common::{
-    flow::{family, report_needs_precise_clock},
+    flow::family,
     kdrop::{
         GuardedAddr, KIND_KERNEL_DROP, KernelDropConfig, KernelDropEvent, KernelDropKey,
         KernelDropStats,
@@ -229,7 +229,7 @@ fn account(
                 .copied()
                 .unwrap_or_default()
                 .drop_report_interval();
-            // The flows' tick clock, judged the same way (see flows.rs):
+            // The flows' tick clock, judged the same way (`clock::entry_now`):
             // the precise clock only when the report may be due. A profile
             // of a drop flood put two fifths of this program's samples in
             // the precise clock it read on every drop (its fenced TSC read
@@ -241,12 +241,8 @@ fn account(
             // so it may meet this CPU's tick clock half written: the cost
             // is a stamp off by up to a tick, or one more precise read.
             let last_report = stats.last_report_ns;
-            let mut now = clock::tick_now();
-            if report_needs_precise_clock(now, stats.last_seen_ns, last_report, interval) {
-                // SAFETY: bpf_ktime_get_ns has no preconditions.
-                now = unsafe { bpf_ktime_get_ns() };
-            }
-            let now = now.max(stats.last_seen_ns);
+            let now =
+                clock::entry_now(clock::tick_now(), stats.last_seen_ns, last_report, interval);
             stats.last_seen_ns = now;
             if now.saturating_sub(last_report) < interval {
                 return;
